@@ -1,0 +1,63 @@
+//! The agent as PID 1: reaps every zombie in the sandbox and serves the envd protocol.
+
+use std::collections::BTreeMap;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+use paddock_core::AGENT_LISTEN_FD;
+
+use crate::procs::Procs;
+
+/// Entry point of `paddock-agent init`. Never returns.
+pub fn main() -> ! {
+    let filter = std::env::var("PADDOCK_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    // One thread for the protocol; file operations and spawns use tokio's blocking pool,
+    // which starts threads only on demand. This keeps an idle sandbox's agent small.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .build()
+        .expect("building the agent runtime");
+    let code = match rt.block_on(serve()) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("agent failed: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let env: BTreeMap<String, String> = std::env::var("PADDOCK_SANDBOX_ENV")
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    // SAFETY: the setup stage placed the listening socket at this fixed descriptor and
+    // nothing else in this process owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(AGENT_LISTEN_FD) };
+    let std_listener = std::os::unix::net::UnixListener::from(fd);
+    std_listener.set_nonblocking(true)?;
+    let listener = tokio::net::UnixListener::from_std(std_listener)?;
+
+    let procs = Procs::new(env);
+    tokio::spawn(crate::procs::reap(procs.clone()));
+    let fs = Arc::new(crate::fs::FsService::new());
+
+    let connect = connectrpc::Router::new()
+        .add_service(procs.clone())
+        .add_service(fs);
+    let app = axum::Router::new()
+        .route(
+            "/health",
+            axum::routing::get(|| async { http::StatusCode::NO_CONTENT }),
+        )
+        .merge(crate::files::router())
+        .fallback_service(connect.into_axum_service());
+    axum::serve(listener, app).await?;
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! The Paddock agent: the process that runs as PID 1 inside every sandbox.
+//!
+//! One binary, two stages. `paddock-agent setup` is started by the host runtime as host root;
+//! it builds the sandbox (namespaces, mounts, cgroups, capabilities, seccomp) around itself in
+//! one linear sequence ([`setup`]) and finally executes `paddock-agent init` as the sandbox's
+//! PID 1. `init` ([`init`]) reaps zombies, runs processes ([`procs`]) and performs file
+//! operations ([`fs`], [`files`]) from inside the sandbox, as the requested user, and serves
+//! all of it over the E2B envd protocol on a unix socket inherited from the host.
+//!
+//! **Invariant:** nothing the agent does after `setup` can reach host resources: it runs in
+//! the sandbox's mount namespace, as the sandbox's root, under its seccomp filter. A path given
+//! by a client is resolved by the kernel inside the sandbox root, so a symlink planted by
+//! sandbox code can never lead outside it.
+
+pub mod files;
+pub mod fs;
+pub mod init;
+pub mod procs;
+pub mod seccomp;
+pub mod setup;
+pub mod users;
+
+/// Entry point of the `paddock-agent` binary: dispatches on the first argument.
+pub fn main() -> ! {
+    match std::env::args().nth(1).as_deref() {
+        Some("setup") => setup::main(),
+        Some("init") => init::main(),
+        Some("--version") => {
+            println!("paddock-agent {}", env!("CARGO_PKG_VERSION"));
+            std::process::exit(0)
+        }
+        _ => {
+            eprintln!(
+                "usage: paddock-agent setup|init (started by the Paddock runtime, not by hand)"
+            );
+            std::process::exit(2)
+        }
+    }
+}

@@ -1,0 +1,912 @@
+//! Processes: spawning with pipes or a PTY, output kept for replay, signals, stdin, reaping.
+//!
+//! Every process the agent starts gets its own session (so a signal can reach its whole
+//! group) and is made a child subreaper, so that daemons it double-forks stay its
+//! descendants and are found when it is killed on timeout.
+//!
+//! Output is kept per process in a bounded log of chunks numbered from 0 ([`OUTPUT_CAP`]
+//! bytes; the oldest chunks are dropped first). A client that reconnects with
+//! `process.Connect` and the header `paddock-replay-from: N` gets the chunks from `N` on (or
+//! from the oldest still kept) and the response header `paddock-first-seq` says where the
+//! replay starts; each following data event is the next sequence number.
+
+// The generated service traits return `impl Encodable`; returning the concrete message is
+// the intended use.
+#![allow(refining_impl_trait)]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use connectrpc::{
+    ConnectError, RequestContext, Response, ServiceRequest, ServiceResult, ServiceStream,
+};
+use futures::StreamExt;
+use paddock_envd::process::__buffa::oneof::process_event::Event;
+use paddock_envd::process::__buffa::oneof::process_event::data_event::Output;
+use paddock_envd::process::__buffa::oneof::process_input::Input;
+use paddock_envd::process::__buffa::oneof::process_selector::Selector;
+use paddock_envd::process::__buffa::oneof::stream_input_request::Event as InEvent;
+use paddock_envd::process::*;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+
+use crate::users::{self, User};
+
+/// Bytes of output kept per process for replay.
+pub const OUTPUT_CAP: usize = 8 * 1024 * 1024;
+/// Finished processes whose output and exit status are kept for late readers.
+const KEEP_EXITED: usize = 64;
+/// Largest single data event.
+const CHUNK: usize = 32 * 1024;
+
+type Shared<T> = Arc<Mutex<T>>;
+
+/// Which stream a chunk of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    Pty,
+}
+
+#[derive(Debug, Clone)]
+struct Exit {
+    code: i32,
+    exited: bool,
+    status: String,
+}
+
+#[derive(Default)]
+struct OutLog {
+    chunks: VecDeque<(u64, Stream, Bytes)>,
+    bytes: usize,
+    next_seq: u64,
+    /// Output descriptors still being read.
+    open: usize,
+    exit: Option<Exit>,
+}
+
+impl OutLog {
+    fn push(&mut self, kind: Stream, data: Bytes) {
+        self.bytes += data.len();
+        self.chunks.push_back((self.next_seq, kind, data));
+        self.next_seq += 1;
+        while self.bytes > OUTPUT_CAP {
+            match self.chunks.pop_front() {
+                Some((_, _, d)) => self.bytes -= d.len(),
+                None => break,
+            }
+        }
+    }
+
+    fn first_seq(&self) -> u64 {
+        self.chunks.front().map_or(self.next_seq, |c| c.0)
+    }
+
+    /// The process is finished for readers once it exited and its output is drained.
+    fn ended(&self) -> Option<&Exit> {
+        self.exit.as_ref().filter(|_| self.open == 0)
+    }
+}
+
+/// One process started by the agent.
+pub struct Proc {
+    pid: u32,
+    config: ProcessConfig,
+    tag: Option<String>,
+    stdin: tokio::sync::Mutex<Option<std::fs::File>>,
+    pty: Option<OwnedFd>,
+    log: Mutex<OutLog>,
+    changed: Notify,
+    /// Fired once when the process exits, so output pumps drain and stop.
+    exited: Notify,
+}
+
+#[derive(Default)]
+struct Table {
+    live: HashMap<u32, Arc<Proc>>,
+    done: VecDeque<Arc<Proc>>,
+}
+
+/// The process table and the `process.Process` service.
+#[derive(Clone)]
+pub struct Procs {
+    table: Shared<Table>,
+    env: Arc<BTreeMap<String, String>>,
+}
+
+impl Procs {
+    pub fn new(env: BTreeMap<String, String>) -> Arc<Self> {
+        Arc::new(Procs {
+            table: Arc::default(),
+            env: Arc::new(env),
+        })
+    }
+
+    fn find(&self, sel: &ProcessSelector) -> Result<Arc<Proc>, ConnectError> {
+        let t = self.table.lock().expect("process table poisoned");
+        let all = || t.live.values().chain(t.done.iter().rev());
+        let found = match &sel.selector {
+            Some(Selector::Pid(pid)) => all().find(|p| p.pid == *pid),
+            Some(Selector::Tag(tag)) => all().find(|p| p.tag.as_deref() == Some(tag.as_str())),
+            None => return Err(ConnectError::invalid_argument("process selector is empty")),
+        };
+        found
+            .cloned()
+            .ok_or_else(|| ConnectError::not_found(format!("process {sel:?} not found")))
+    }
+
+    fn find_live(&self, sel: &ProcessSelector) -> Result<Arc<Proc>, ConnectError> {
+        let p = self.find(sel)?;
+        if p.log.lock().expect("log poisoned").exit.is_some() {
+            return Err(ConnectError::not_found(format!(
+                "process {} has exited",
+                p.pid
+            )));
+        }
+        Ok(p)
+    }
+
+    /// Spawns a process and registers it; see the module docs for the session and subreaper.
+    fn spawn(&self, req: &StartRequest, user: &User) -> Result<Arc<Proc>, ConnectError> {
+        let cfg = req.process.as_option().cloned().unwrap_or_default();
+        if cfg.cmd.is_empty() {
+            return Err(ConnectError::invalid_argument("process.cmd is empty"));
+        }
+        let cwd = match cfg.cwd.as_deref() {
+            Some(c) => check_cwd(user, c)?,
+            None => users::resolve_path(user, ""),
+        };
+        if !cwd.is_dir() {
+            return Err(ConnectError::invalid_argument(format!(
+                "cwd {} does not exist or is not a directory",
+                cwd.display()
+            )));
+        }
+        let mut cmd = Command::new(&cfg.cmd);
+        cmd.args(&cfg.args).env_clear();
+        cmd.env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
+        cmd.env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+        cmd.env("SHELL", &user.shell);
+        cmd.envs(self.env.iter());
+        let mut envs: Vec<_> = cfg.envs.iter().collect();
+        envs.sort();
+        cmd.envs(envs);
+        // Credentials and cwd are applied in the child (see `child_setup`): std applies its
+        // own uid/gid before pre_exec closures, after which setgroups would be refused.
+        let creds = Creds {
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups.clone(),
+            cwd: std::ffi::CString::new(cwd.as_os_str().as_encoded_bytes())
+                .map_err(|_| ConnectError::invalid_argument("cwd contains NUL"))?,
+        };
+
+        let pty_size = req
+            .pty
+            .as_option()
+            .and_then(|p| p.size.as_option().cloned());
+        let mut pty_master = None;
+        let (mut out_r, mut err_r, mut stdin_w) = (None, None, None);
+        if let Some(size) = pty_size {
+            let (master, slave) = open_pty(size.cols, size.rows)
+                .map_err(|e| ConnectError::internal(format!("opening pty: {e}")))?;
+            let slave_fd = slave.as_raw_fd();
+            cmd.stdin(Stdio::from(slave.try_clone().map_err(internal)?));
+            cmd.stdout(Stdio::from(slave.try_clone().map_err(internal)?));
+            cmd.stderr(Stdio::from(slave));
+            if !cfg.envs.contains_key("TERM") {
+                cmd.env("TERM", "xterm-256color");
+            }
+            // SAFETY: the closure runs in the forked child before exec and only makes
+            // async-signal-safe syscalls (setsid, ioctl, prctl).
+            unsafe {
+                cmd.pre_exec(move || {
+                    rustix::process::setsid()?;
+                    // The slave is stdin by now; make it the controlling terminal.
+                    if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let _ = slave_fd;
+                    child_setup(&creds)
+                })
+            };
+            pty_master = Some(master);
+        } else {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            if req.stdin == Some(false) {
+                cmd.stdin(Stdio::null());
+            } else {
+                cmd.stdin(Stdio::piped());
+            }
+            // SAFETY: as above, only async-signal-safe syscalls.
+            unsafe {
+                cmd.pre_exec(move || {
+                    rustix::process::setsid()?;
+                    child_setup(&creds)
+                })
+            };
+        }
+
+        // Spawn and register under the table lock, so the reaper cannot see the exit of a
+        // process that is not in the table yet.
+        let mut table = self.table.lock().expect("process table poisoned");
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                ConnectError::not_found(format!("command {:?} not found", cfg.cmd))
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                ConnectError::permission_denied(format!("command {:?}: {e}", cfg.cmd))
+            }
+            _ => ConnectError::internal(format!("spawning {:?}: {e}", cfg.cmd)),
+        })?;
+        let pid = child.id();
+        if let Some(o) = child.stdout.take() {
+            out_r = Some(OwnedFd::from(o));
+        }
+        if let Some(e) = child.stderr.take() {
+            err_r = Some(OwnedFd::from(e));
+        }
+        if let Some(i) = child.stdin.take() {
+            stdin_w = Some(std::fs::File::from(OwnedFd::from(i)));
+        }
+        // `child` is dropped without waiting: the reaper collects every exit status.
+        drop(child);
+        let mut readers: Vec<(OwnedFd, Stream)> = Vec::new();
+        if let Some(m) = &pty_master {
+            readers.push((m.try_clone().map_err(internal)?, Stream::Pty));
+            stdin_w = Some(std::fs::File::from(m.try_clone().map_err(internal)?));
+        }
+        if let Some(o) = out_r {
+            readers.push((o, Stream::Stdout));
+        }
+        if let Some(e) = err_r {
+            readers.push((e, Stream::Stderr));
+        }
+        let proc = Arc::new(Proc {
+            pid,
+            config: cfg,
+            tag: req.tag.clone(),
+            stdin: tokio::sync::Mutex::new(stdin_w),
+            pty: pty_master,
+            log: Mutex::new(OutLog {
+                open: readers.len(),
+                ..OutLog::default()
+            }),
+            changed: Notify::new(),
+            exited: Notify::new(),
+        });
+        table.live.insert(pid, proc.clone());
+        drop(table);
+        for (fd, kind) in readers {
+            tokio::spawn(pump(proc.clone(), fd, kind));
+        }
+        Ok(proc)
+    }
+
+    /// Called by the reaper with every exit status it collects.
+    fn exited(&self, pid: u32, exit: Exit) {
+        let mut t = self.table.lock().expect("process table poisoned");
+        let Some(p) = t.live.remove(&pid) else { return };
+        p.log.lock().expect("log poisoned").exit = Some(exit);
+        t.done.push_back(p.clone());
+        while t.done.len() > KEEP_EXITED {
+            t.done.pop_front();
+        }
+        drop(t);
+        p.exited.notify_waiters();
+        p.exited.notify_one();
+        p.changed.notify_waiters();
+    }
+
+    /// Builds the event stream for Start and Connect: optional start event, replay from
+    /// `from`, live output, keepalives, exactly one end; kills the process at `deadline`.
+    fn events(
+        p: Arc<Proc>,
+        from: u64,
+        send_start: bool,
+        keepalive: Option<Duration>,
+        deadline: Option<Instant>,
+    ) -> impl futures::Stream<Item = Result<ProcessEvent, ConnectError>> + Send + 'static {
+        async_stream(move |tx| async move {
+            if send_start {
+                tx.send(Ok(event(process_event::StartEvent {
+                    pid: p.pid,
+                    ..Default::default()
+                })))
+                .await?;
+            }
+            let mut next = from;
+            loop {
+                let notified = p.changed.notified();
+                let (batch, end) = {
+                    let log = p.log.lock().expect("log poisoned");
+                    next = next.max(log.first_seq());
+                    let batch: Vec<_> = log
+                        .chunks
+                        .iter()
+                        .filter(|c| c.0 >= next)
+                        .map(|(s, k, d)| (*s, *k, d.clone()))
+                        .collect();
+                    (batch, log.ended().cloned())
+                };
+                for (seq, kind, data) in batch {
+                    next = seq + 1;
+                    tx.send(Ok(data_event(kind, data))).await?;
+                }
+                if let Some(exit) = end {
+                    let end = process_event::EndEvent {
+                        exit_code: exit.code,
+                        exited: exit.exited,
+                        status: exit.status,
+                        ..Default::default()
+                    };
+                    tx.send(Ok(event(end))).await?;
+                    return Some(());
+                }
+                let ka = keepalive.unwrap_or(Duration::from_secs(3600));
+                let dl = deadline.map(tokio::time::Instant::from_std);
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(ka), if keepalive.is_some() => {
+                        tx.send(Ok(event(process_event::KeepAlive::default()))).await?;
+                    }
+                    _ = async { tokio::time::sleep_until(dl.unwrap_or_else(tokio::time::Instant::now)).await }, if dl.is_some() => {
+                        kill_tree(p.pid);
+                        tx.send(Err(ConnectError::deadline_exceeded(format!(
+                            "process {} killed: deadline exceeded", p.pid
+                        )))).await?;
+                        return Some(());
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn check_cwd(user: &User, cwd: &str) -> Result<std::path::PathBuf, ConnectError> {
+    // A cwd that climbs above the root with `..` is a client bug; refuse rather than
+    // silently clamping it to `/`.
+    let mut depth: i64 = 0;
+    let abs = cwd.starts_with('/');
+    let base_depth = if abs {
+        0
+    } else {
+        user.home.split('/').filter(|s| !s.is_empty()).count() as i64
+    };
+    depth += base_depth;
+    for part in cwd.split('/') {
+        match part {
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(ConnectError::invalid_argument(format!(
+                        "cwd {cwd:?} escapes the sandbox root"
+                    )));
+                }
+            }
+            "" | "." => {}
+            _ => depth += 1,
+        }
+    }
+    Ok(users::resolve_path(user, cwd))
+}
+
+/// Who a process runs as and where it starts.
+struct Creds {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    cwd: std::ffi::CString,
+}
+
+/// Runs in the forked child before exec: become a subreaper, prefer this process over the
+/// agent when the sandbox runs out of memory, switch to the user (dropping every capability
+/// unless the user is root) and enter the working directory *as that user*, so a directory
+/// the user cannot enter fails the start.
+fn child_setup(c: &Creds) -> std::io::Result<()> {
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+    // SAFETY: raw credential syscalls, open/write/close and chdir on C strings prepared
+    // before fork; all are async-signal-safe and touch no allocator.
+    unsafe {
+        let groups: &[libc::gid_t] = &c.groups;
+        if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+            || libc::setresgid(c.gid, c.gid, c.gid) != 0
+            || libc::setresuid(c.uid, c.uid, c.uid) != 0
+            || libc::chdir(c.cwd.as_ptr()) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            libc::write(fd, b"500".as_ptr().cast(), 3);
+            libc::close(fd);
+        }
+    }
+    Ok(())
+}
+
+fn internal(e: impl std::fmt::Display) -> ConnectError {
+    ConnectError::internal(e.to_string())
+}
+
+fn event(e: impl Into<Option<Event>>) -> ProcessEvent {
+    ProcessEvent {
+        event: e.into(),
+        ..Default::default()
+    }
+}
+
+fn data_event(kind: Stream, data: Bytes) -> ProcessEvent {
+    let v: Vec<u8> = data.to_vec();
+    let output = match kind {
+        Stream::Stdout => Output::Stdout(v),
+        Stream::Stderr => Output::Stderr(v),
+        Stream::Pty => Output::Pty(v),
+    };
+    event(process_event::DataEvent {
+        output: Some(output),
+        ..Default::default()
+    })
+}
+
+/// Reads one output descriptor into the process's log until EOF or until the process has
+/// exited and what it left in the pipe is drained. Daemons that inherited the pipe do not
+/// hold the command open, as with envd.
+async fn pump(p: Arc<Proc>, fd: OwnedFd, kind: Stream) {
+    let _ = rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK);
+    // SAFETY: `fd` is an OwnedFd moved into the AsyncFd, which neither replaces nor closes
+    // it while registered.
+    let Ok(afd) = (unsafe { AsyncFd::register(fd) }) else {
+        close_reader(&p);
+        return;
+    };
+    let mut buf = vec![0u8; CHUNK];
+    let mut exited = false;
+    loop {
+        let exit_wait = p.exited.notified();
+        if !exited && p.log.lock().expect("log poisoned").exit.is_some() {
+            exited = true;
+        }
+        if exited {
+            // Drain what is buffered now, then stop.
+            loop {
+                match rustix::io::read(afd.get_ref(), &mut buf) {
+                    Ok(n) if n > 0 => push(&p, kind, &buf[..n]),
+                    _ => break,
+                }
+            }
+            break;
+        }
+        tokio::select! {
+            guard = afd.readable() => {
+                let Ok(mut guard) = guard else { break };
+                match rustix::io::read(afd.get_ref(), &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => push(&p, kind, &buf[..n]),
+                    Err(rustix::io::Errno::AGAIN) => guard.clear_ready(),
+                    Err(rustix::io::Errno::INTR) => {}
+                    // EIO: the PTY's slave side is gone.
+                    Err(_) => break,
+                }
+            }
+            _ = exit_wait => { exited = true; }
+        }
+    }
+    close_reader(&p);
+}
+
+fn push(p: &Proc, kind: Stream, data: &[u8]) {
+    p.log
+        .lock()
+        .expect("log poisoned")
+        .push(kind, Bytes::copy_from_slice(data));
+    p.changed.notify_waiters();
+}
+
+fn close_reader(p: &Proc) {
+    p.log.lock().expect("log poisoned").open -= 1;
+    p.changed.notify_waiters();
+}
+
+/// PID 1's duty: collect every exit status in the sandbox, ours and orphans'.
+pub async fn reap(procs: Arc<Procs>) {
+    let mut sig = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot watch SIGCHLD: {e}");
+            return;
+        }
+    };
+    loop {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid with a valid out-pointer; WNOHANG never blocks.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            let exit = if libc::WIFEXITED(status) {
+                let c = libc::WEXITSTATUS(status);
+                Exit {
+                    code: c,
+                    exited: true,
+                    status: format!("exit status {c}"),
+                }
+            } else {
+                let s = libc::WTERMSIG(status);
+                Exit {
+                    code: -1,
+                    exited: false,
+                    status: format!("signal: {}", signal_name(s)),
+                }
+            };
+            procs.exited(pid as u32, exit);
+        }
+        if sig.recv().await.is_none() {
+            return;
+        }
+    }
+}
+
+/// Go's `ProcessState.String()` wording, which E2B clients display.
+fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGKILL => "killed".into(),
+        libc::SIGTERM => "terminated".into(),
+        libc::SIGINT => "interrupt".into(),
+        libc::SIGHUP => "hangup".into(),
+        libc::SIGSEGV => "segmentation fault".into(),
+        libc::SIGABRT => "aborted".into(),
+        libc::SIGPIPE => "broken pipe".into(),
+        libc::SIGBUS => "bus error".into(),
+        libc::SIGFPE => "floating point exception".into(),
+        libc::SIGQUIT => "quit".into(),
+        libc::SIGUSR1 => "user defined signal 1".into(),
+        libc::SIGUSR2 => "user defined signal 2".into(),
+        libc::SIGXCPU => "CPU time limit exceeded".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+/// Kills `pid` and all of its descendants. Descendants are found through `/proc`; because
+/// every started process is a subreaper, a double-forked daemon is still a descendant.
+/// Repeats a few times to catch processes forked while the first pass ran.
+pub fn kill_tree(pid: u32) {
+    for _ in 0..4 {
+        let victims = descendants(pid);
+        if victims.is_empty() {
+            return;
+        }
+        for v in &victims {
+            if let Some(p) = rustix::process::Pid::from_raw(*v as i32) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent: Vec<(u32, u32)> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                // The command name may contain spaces and parentheses: parse after the last ')'.
+                if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) {
+                    let mut f = rest.split(' ');
+                    let state = f.next().unwrap_or("");
+                    if state == "Z" {
+                        continue;
+                    }
+                    if let Some(pp) = f.next().and_then(|s| s.parse().ok()) {
+                        parent.push((pid, pp));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if parent.iter().any(|(p, _)| *p == root) {
+        out.push(root);
+    }
+    let mut i = 0;
+    let mut frontier = vec![root];
+    while i < frontier.len() {
+        let cur = frontier[i];
+        for (p, pp) in &parent {
+            if *pp == cur && !frontier.contains(p) {
+                frontier.push(*p);
+                out.push(*p);
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn open_pty(cols: u32, rows: u32) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let slave = rustix::fs::open(
+        name.as_c_str(),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    set_winsize(master.as_fd(), cols, rows)?;
+    Ok((master, slave))
+}
+
+fn set_winsize(fd: std::os::fd::BorrowedFd<'_>, cols: u32, rows: u32) -> std::io::Result<()> {
+    let ws = rustix::termios::Winsize {
+        ws_row: rows.clamp(1, u16::MAX.into()) as u16,
+        ws_col: cols.clamp(1, u16::MAX.into()) as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    rustix::termios::tcsetwinsize(fd, ws)?;
+    Ok(())
+}
+
+/// A tiny channel-backed stream: the producer future gets a sender; the stream ends when the
+/// producer returns or the receiver is dropped (client gone).
+fn async_stream<T, F, Fut>(f: F) -> impl futures::Stream<Item = T> + Send + 'static
+where
+    T: Send + 'static,
+    F: FnOnce(Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = Option<()>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(f(Sender(tx)));
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
+
+struct Sender<T>(tokio::sync::mpsc::Sender<T>);
+
+impl<T> Sender<T> {
+    /// Sends one item; `None` (via `?`) when the client has gone away.
+    async fn send(&self, v: T) -> Option<()> {
+        self.0.send(v).await.ok()
+    }
+}
+
+fn header_u64(ctx: &RequestContext, name: &str) -> Option<u64> {
+    ctx.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse().ok())
+}
+
+fn keepalive(ctx: &RequestContext) -> Option<Duration> {
+    header_u64(ctx, "keepalive-ping-interval")
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+}
+
+fn user_of(ctx: &RequestContext) -> Result<User, ConnectError> {
+    users::from_headers(ctx.headers()).map_err(|e| ConnectError::unauthenticated(e.to_string()))
+}
+
+type EventResult = Result<ProcessEvent, ConnectError>;
+
+fn wrap<T>(
+    s: impl futures::Stream<Item = EventResult> + Send + 'static,
+    f: fn(ProcessEvent) -> T,
+) -> ServiceStream<T>
+where
+    T: Send + 'static,
+{
+    Box::pin(s.map(move |r| r.map(f)))
+}
+
+impl Process for Procs {
+    async fn list<'a>(
+        &'a self,
+        _ctx: RequestContext,
+        _request: ServiceRequest<'_, ListRequest>,
+    ) -> ServiceResult<ListResponse> {
+        let t = self.table.lock().expect("process table poisoned");
+        let mut processes: Vec<ProcessInfo> = t
+            .live
+            .values()
+            .map(|p| ProcessInfo {
+                config: p.config.clone().into(),
+                pid: p.pid,
+                tag: p.tag.clone(),
+                ..Default::default()
+            })
+            .collect();
+        processes.sort_by_key(|p| p.pid);
+        Response::ok(ListResponse {
+            processes,
+            ..Default::default()
+        })
+    }
+
+    async fn connect(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, ConnectRequest>,
+    ) -> ServiceResult<ServiceStream<ConnectResponse>> {
+        let req = request.to_owned_message();
+        let sel = req.process.as_option().cloned().unwrap_or_default();
+        let p = self.find(&sel)?;
+        let replay = header_u64(&ctx, "paddock-replay-from");
+        let from = match replay {
+            Some(n) => n,
+            None => p.log.lock().expect("log poisoned").next_seq,
+        };
+        let first = from.max(p.log.lock().expect("log poisoned").first_seq());
+        let s = Procs::events(p, from, true, keepalive(&ctx), None);
+        let s = wrap(s, |e| ConnectResponse {
+            event: e.into(),
+            ..Default::default()
+        });
+        Ok(Response::new(s).with_header("paddock-first-seq", first.to_string()))
+    }
+
+    async fn start(
+        &self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, StartRequest>,
+    ) -> ServiceResult<ServiceStream<StartResponse>> {
+        let req = request.to_owned_message();
+        let user = user_of(&ctx)?;
+        let me = self.clone();
+        let p = tokio::task::spawn_blocking(move || me.spawn(&req, &user))
+            .await
+            .map_err(internal)??;
+        let s = Procs::events(p, 0, true, keepalive(&ctx), ctx.deadline());
+        let s = wrap(s, |e| StartResponse {
+            event: e.into(),
+            ..Default::default()
+        });
+        Ok(Response::new(s).with_header("paddock-first-seq", "0"))
+    }
+
+    async fn update<'a>(
+        &'a self,
+        _ctx: RequestContext,
+        request: ServiceRequest<'_, UpdateRequest>,
+    ) -> ServiceResult<UpdateResponse> {
+        let req = request.to_owned_message();
+        let p = self.find_live(&req.process.as_option().cloned().unwrap_or_default())?;
+        if let Some(size) = req.pty.as_option().and_then(|p| p.size.as_option()) {
+            let Some(master) = &p.pty else {
+                return Err(ConnectError::invalid_argument("process has no pty"));
+            };
+            set_winsize(master.as_fd(), size.cols, size.rows).map_err(internal)?;
+        }
+        Response::ok(UpdateResponse::default())
+    }
+
+    async fn stream_input<'a>(
+        &'a self,
+        _ctx: RequestContext,
+        mut requests: connectrpc::InboundStream<StreamInputRequest>,
+    ) -> ServiceResult<StreamInputResponse> {
+        let mut target: Option<Arc<Proc>> = None;
+        while let Some(msg) = requests.next().await {
+            let msg = msg?.to_owned_message();
+            match msg.event {
+                Some(InEvent::Start(s)) => {
+                    target =
+                        Some(self.find_live(&s.process.as_option().cloned().unwrap_or_default())?);
+                }
+                Some(InEvent::Data(d)) => {
+                    let Some(p) = &target else {
+                        return Err(ConnectError::invalid_argument("data before start"));
+                    };
+                    if let Some(input) = d.input.as_option() {
+                        write_input(p, input).await?;
+                    }
+                }
+                Some(InEvent::Keepalive(_)) | None => {}
+            }
+        }
+        Response::ok(StreamInputResponse::default())
+    }
+
+    async fn send_input<'a>(
+        &'a self,
+        _ctx: RequestContext,
+        request: ServiceRequest<'_, SendInputRequest>,
+    ) -> ServiceResult<SendInputResponse> {
+        let req = request.to_owned_message();
+        let p = self.find_live(&req.process.as_option().cloned().unwrap_or_default())?;
+        if let Some(input) = req.input.as_option() {
+            write_input(&p, input).await?;
+        }
+        Response::ok(SendInputResponse::default())
+    }
+
+    async fn send_signal<'a>(
+        &'a self,
+        ctx: RequestContext,
+        request: ServiceRequest<'_, SendSignalRequest>,
+    ) -> ServiceResult<SendSignalResponse> {
+        let req = request.to_owned_message();
+        let p = self.find_live(&req.process.as_option().cloned().unwrap_or_default())?;
+        let sig = match req.signal.as_known() {
+            Some(Signal::SIGNAL_SIGKILL) => libc::SIGKILL,
+            Some(Signal::SIGNAL_SIGTERM) => libc::SIGTERM,
+            _ => return Err(ConnectError::invalid_argument("unsupported signal")),
+        };
+        // Default: the whole process group (the command and what it started in its
+        // session). `paddock-signal-target: process` limits it to the process itself, and
+        // `tree` also reaches descendants that left the group.
+        let target = ctx
+            .headers()
+            .get("paddock-signal-target")
+            .and_then(|v| v.to_str().ok());
+        match target {
+            Some("process") => {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(p.pid as i32, sig) };
+            }
+            Some("tree") if sig == libc::SIGKILL => kill_tree(p.pid),
+            _ => {
+                // SAFETY: as above; a negative pid addresses the process group.
+                unsafe { libc::kill(-(p.pid as i32), sig) };
+            }
+        }
+        Response::ok(SendSignalResponse::default())
+    }
+
+    async fn close_stdin<'a>(
+        &'a self,
+        _ctx: RequestContext,
+        request: ServiceRequest<'_, CloseStdinRequest>,
+    ) -> ServiceResult<CloseStdinResponse> {
+        let req = request.to_owned_message();
+        let p = self.find_live(&req.process.as_option().cloned().unwrap_or_default())?;
+        if p.pty.is_some() {
+            // For a terminal, end of input is the EOF character, not closing the master.
+            let mut g = p.stdin.lock().await;
+            if let Some(f) = g.as_mut() {
+                let _ = f.write_all(&[4]);
+            }
+        } else {
+            p.stdin.lock().await.take();
+        }
+        Response::ok(CloseStdinResponse::default())
+    }
+}
+
+async fn write_input(p: &Arc<Proc>, input: &ProcessInput) -> Result<(), ConnectError> {
+    let data = match &input.input {
+        Some(Input::Stdin(d)) => d.clone(),
+        Some(Input::Pty(d)) => d.clone(),
+        None => return Ok(()),
+    };
+    let p = p.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut g = p.stdin.blocking_lock();
+        let Some(f) = g.as_mut() else {
+            return Err(ConnectError::failed_precondition("stdin is closed"));
+        };
+        f.write_all(&data)
+            .map_err(|e| ConnectError::failed_precondition(format!("writing stdin: {e}")))
+    })
+    .await
+    .map_err(internal)?
+}

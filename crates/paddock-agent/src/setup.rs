@@ -1,0 +1,652 @@
+//! The setup stage: builds a sandbox around a fresh process and turns it into the agent.
+//!
+//! The host runtime starts `paddock-agent setup` as host root, writes a [`SetupConfig`] to its
+//! stdin and reads one status line from its stdout: `ok <host pid of the sandbox's PID 1>` or
+//! `err <message>`. Everything happens in one linear sequence, [`run`], whose comments state
+//! each ordering constraint. It is written against raw syscalls because the order *is* the
+//! security argument; see `docs/isolation.md` for the same sequence in prose.
+//!
+//! Two processes take part:
+//! - **H**, the process the runtime spawned: it stays in the host's user and pid namespaces,
+//!   joins the cgroups, builds the mount namespace and root filesystem, then forks C.
+//! - **C**, which is PID 1 of a new pid namespace. It mounts `/proc`, enters fresh net, uts,
+//!   ipc and cgroup namespaces, pivots into the root, enters the sandbox user namespace, drops
+//!   capabilities, installs seccomp and execs the agent.
+//!
+//! The user namespace is entered *last*: every other namespace and every mount is therefore
+//! owned by the host's initial user namespace, so the sandbox's root has no capability over
+//! them (it can never mount, set the hostname or change routes), whatever seccomp allows.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use paddock_core::{AGENT_LISTEN_FD, SetupConfig};
+
+use crate::seccomp;
+
+/// Capabilities a sandbox root keeps, within its own user namespace only: Docker's default
+/// set minus `NET_RAW` (no raw sockets, security test B8) and `MKNOD` (useless without a host
+/// capability, and device nodes are never wanted).
+const KEPT_CAPS: &[caps::Capability] = &[
+    caps::Capability::CAP_CHOWN,
+    caps::Capability::CAP_DAC_OVERRIDE,
+    caps::Capability::CAP_FOWNER,
+    caps::Capability::CAP_FSETID,
+    caps::Capability::CAP_KILL,
+    caps::Capability::CAP_SETGID,
+    caps::Capability::CAP_SETUID,
+    caps::Capability::CAP_SETPCAP,
+    caps::Capability::CAP_NET_BIND_SERVICE,
+    caps::Capability::CAP_SYS_CHROOT,
+    caps::Capability::CAP_AUDIT_WRITE,
+    caps::Capability::CAP_SETFCAP,
+];
+
+/// `/proc` entries that leak host information or offer kernel knobs; covered by `/dev/null`
+/// (files) or an empty read-only tmpfs (directories). The list follows runc's masked paths.
+const MASKED_FILES: &[&str] = &[
+    "kcore",
+    "keys",
+    "timer_list",
+    "sched_debug",
+    "latency_stats",
+    "kallsyms",
+    "kmsg",
+    "sysrq-trigger",
+];
+const MASKED_DIRS: &[&str] = &["acpi", "scsi", "firmware", "asound", "driver"];
+/// `/proc` entries left visible but read-only.
+const READONLY_PROC: &[&str] = &["sys", "irq", "bus", "fs"];
+
+/// Entry point of `paddock-agent setup`. Never returns.
+pub fn main() -> ! {
+    let mut out = std::io::stdout();
+    let code = match run() {
+        Ok(pid) => {
+            let _ = writeln!(out, "ok {pid}");
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(out, "err {}", format!("{e:#}").replace('\n', " "));
+            1
+        }
+    };
+    let _ = out.flush();
+    std::process::exit(code)
+}
+
+/// H's sequence. Returns the host pid of C, the sandbox's PID 1, once C has exec'd the agent.
+fn run() -> Result<i32> {
+    // 1. Read the config first: nothing below may depend on the environment we inherited.
+    let mut raw = String::new();
+    std::io::stdin()
+        .read_to_string(&mut raw)
+        .context("reading setup config")?;
+    let cfg: SetupConfig = serde_json::from_str(&raw).context("parsing setup config")?;
+
+    // 2. Join the sandbox's cgroups before creating anything, so every process and every
+    //    page from here on is charged to and limited by them. C's cgroup namespace (step 11)
+    //    is rooted at whatever cgroup C is in when it unshares, so this must come first.
+    for procs in &cfg.cgroup_procs {
+        fs::write(procs, "0").with_context(|| format!("joining cgroup {}", procs.display()))?;
+    }
+
+    // 3. Create the sandbox's user namespace in a throwaway child and keep a handle on it. It
+    //    is needed now for id-mapped mounts (step 5) and joined by C only at the very end.
+    //    H must write the maps itself: a process cannot map host ids into its own new user
+    //    namespace.
+    let userns = make_userns(cfg.id_base, cfg.id_count).context("creating user namespace")?;
+
+    // 4. A private mount namespace; no mount below ever propagates to the host.
+    unshare(libc::CLONE_NEWNS).context("unshare mount namespace")?;
+    mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None).context("making / private")?;
+
+    // 5. The root filesystem: the template seen through an id mapping (template uid 0 appears
+    //    as the sandbox's root, i.e. host uid `id_base`), under a per-sandbox upper layer.
+    //    nosuid/nodev: no setuid binary or device node in the image ever takes effect.
+    attach_idmapped(&cfg.lower, &cfg.lower_mnt, &userns, true).context("id-mapping template")?;
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        cfg.lower_mnt.display(),
+        cfg.upper.display(),
+        cfg.work.display()
+    );
+    let ro_nosuid = libc::MS_NOSUID | libc::MS_NODEV;
+    mount(
+        Some("overlay"),
+        &cfg.root,
+        Some("overlay"),
+        ro_nosuid,
+        Some(&opts),
+    )
+    .context("mounting overlay root")?;
+    let root = cfg.root.clone();
+
+    // 6. Host directories the template asks for (host /usr for `base`), read-only, id-mapped
+    //    so host root's files appear owned by the sandbox's root, never writable by it.
+    for b in &cfg.binds {
+        let target = inside(&root, &b.target);
+        fs::create_dir_all(&target).ok();
+        attach_idmapped(&b.source, &target, &userns, true)
+            .with_context(|| format!("binding {}", b.source.display()))?;
+    }
+
+    // 7. Size-limited tmpfs for /tmp and /dev/shm (their pages are charged to the memory
+    //    cgroup joined in step 2), and a minimal /dev with its own devpts instance.
+    let owner = format!("uid={0},gid={0}", cfg.id_base);
+    let tmp_opts = format!("size={},mode=1777,{owner}", cfg.tmp_bytes);
+    mount_tmpfs(&inside(&root, "/tmp"), &tmp_opts)?;
+    build_dev(&root, &cfg, &owner)?;
+
+    // 8. The agent binary is opened now, while the host's filesystem is still reachable. It
+    //    is executed from this descriptor after pivot_root; the file is owned by host root,
+    //    which is unmapped in the sandbox, so the sandbox can never write to it.
+    let agent = open_path(&cfg.agent).context("opening agent binary")?;
+    let listen = AGENT_LISTEN_FD;
+
+    // 9. A new pid namespace: the next child is its PID 1. When it dies the kernel kills every
+    //    other process in the namespace, which is what makes destroy reliable.
+    unshare(libc::CLONE_NEWPID).context("unshare pid namespace")?;
+    let (err_r, err_w) = pipe().context("creating error pipe")?;
+    // SAFETY: H is single-threaded (it was just exec'd and starts no threads), so the child
+    // may run arbitrary code after fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        bail!("fork: {}", std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(err_r);
+        let err = child(&cfg, &root, &userns, &agent, listen);
+        let mut w = fs::File::from(err_w);
+        let _ = write!(w, "{err:#}");
+        // SAFETY: _exit is always safe; it skips atexit handlers that belong to H.
+        unsafe { libc::_exit(1) }
+    }
+    drop(err_w);
+    // 10. C reports failures on the pipe; a successful exec closes it (O_CLOEXEC) empty.
+    let mut msg = String::new();
+    fs::File::from(err_r).read_to_string(&mut msg).ok();
+    if !msg.is_empty() {
+        let mut status = 0;
+        // SAFETY: reaping our own child; status is a valid out-pointer.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        bail!("{msg}");
+    }
+    Ok(pid)
+}
+
+/// C's sequence, running as PID 1 of the new pid namespace. Returns only on error.
+fn child(
+    cfg: &SetupConfig,
+    root: &Path,
+    userns: &OwnedFd,
+    agent: &OwnedFd,
+    listen: RawFd,
+) -> anyhow::Error {
+    match child_inner(cfg, root, userns, agent, listen) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+enum Never {}
+
+fn child_inner(
+    cfg: &SetupConfig,
+    root: &Path,
+    userns: &OwnedFd,
+    agent: &OwnedFd,
+    listen: RawFd,
+) -> Result<Never> {
+    // 11. /proc for the new pid namespace. Only a process inside that namespace can mount it,
+    //     so this is C's first step; masking needs the mount to exist.
+    let proc_dir = inside(root, "/proc");
+    fs::create_dir_all(&proc_dir).ok();
+    let nse = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    mount(Some("proc"), &proc_dir, Some("proc"), nse, None).context("mounting /proc")?;
+    for f in MASKED_FILES {
+        let p = proc_dir.join(f);
+        if p.exists() {
+            mount(Some("/dev/null"), &p, None, libc::MS_BIND, None)
+                .with_context(|| format!("masking /proc/{f}"))?;
+        }
+    }
+    for d in MASKED_DIRS {
+        let p = proc_dir.join(d);
+        if p.is_dir() {
+            mount(
+                Some("tmpfs"),
+                &p,
+                Some("tmpfs"),
+                libc::MS_RDONLY | nse,
+                Some("size=0"),
+            )
+            .with_context(|| format!("masking /proc/{d}"))?;
+        }
+    }
+    for d in READONLY_PROC {
+        let p = proc_dir.join(d);
+        if p.exists() {
+            mount(
+                Some(&p.to_string_lossy()),
+                &p,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )?;
+            let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | nse;
+            mount(None, &p, None, flags, None).with_context(|| format!("read-only /proc/{d}"))?;
+        }
+    }
+
+    // 12. Network (loopback only), hostname and IPC namespaces, plus a cgroup namespace rooted
+    //     at the sandbox's cgroup (joined in step 2). They are created while C is still host
+    //     root, so they belong to the host's user namespace and the sandbox cannot reconfigure
+    //     them. The hostname and loopback must be set now for the same reason.
+    unshare(libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWCGROUP)
+        .context("unshare net/uts/ipc/cgroup")?;
+    rustix::system::sethostname(cfg.id.as_bytes()).context("sethostname")?;
+    loopback_up().context("bringing up loopback")?;
+
+    // 13. Enter the root. pivot_root(".", ".") stacks the old root on top of the new one, and
+    //     the lazy unmount then drops the host's whole tree from this namespace.
+    rustix::process::chdir(root).context("chdir to root")?;
+    rustix::process::pivot_root(".", ".").context("pivot_root")?;
+    rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH).context("detach old root")?;
+    rustix::process::chdir("/").context("chdir /")?;
+
+    // 14. Enter the sandbox user namespace (step 3) and become its root, i.e. host uid
+    //     `id_base`. From now on no capability reaches anything owned by the host's namespace.
+    //     setns needs a single-threaded caller, which C is.
+    rustix::thread::move_into_link_name_space(
+        userns.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::User),
+    )
+    .context("entering user namespace")?;
+    set_ids().context("becoming sandbox root")?;
+
+    // 15. Capabilities: keep a container-like set in the bounding, permitted, effective and
+    //     inheritable sets, none ambient. Must precede seccomp, which filters capset callers.
+    let keep: caps::CapsHashSet = KEPT_CAPS.iter().copied().collect();
+    for c in caps::all() {
+        if !keep.contains(&c) {
+            caps::drop(None, caps::CapSet::Bounding, c).ok();
+        }
+    }
+    caps::clear(None, caps::CapSet::Ambient).ok();
+    for set in [
+        caps::CapSet::Inheritable,
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+    ] {
+        caps::set(None, set, &keep).with_context(|| format!("setting {set:?} capabilities"))?;
+    }
+
+    // 16. Descriptors: stdin becomes /dev/null (the runtime's config pipe is spent), the
+    //     agent's listening socket moves to its fixed number, and every other descriptor is
+    //     marked close-on-exec, so the agent starts with exactly 0, 1, 2 and the socket.
+    let null = fs::OpenOptions::new()
+        .read(true)
+        .open("/dev/null")
+        .context("/dev/null")?;
+    dup2(null.as_raw_fd(), 0)?;
+    if listen != AGENT_LISTEN_FD {
+        dup2(listen, AGENT_LISTEN_FD)?;
+    }
+    // SAFETY: close_range only changes descriptor flags; no Rust object owns fds >= 4 that
+    // is used after exec (the agent and error pipe fds are needed until exec and are CLOEXEC).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            4u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r != 0 {
+        bail!("close_range: {}", std::io::Error::last_os_error());
+    }
+
+    // 17. no_new_privs, then seccomp. no_new_privs is required to install a filter without a
+    //     host capability, and it also makes setuid binaries powerless from here on.
+    rustix::thread::set_no_new_privs(true).context("no_new_privs")?;
+    seccomp::install().context("installing seccomp filter")?;
+
+    // 18. Become the agent. The environment is built from scratch: nothing from the host.
+    let argv: [*const libc::c_char; 3] = [
+        c"paddock-agent".as_ptr(),
+        c"init".as_ptr(),
+        std::ptr::null(),
+    ];
+    let env_vars = [
+        format!("PADDOCK_SANDBOX_ID={}", cfg.id),
+        format!("PADDOCK_LOG={}", cfg.log),
+        format!("PADDOCK_SANDBOX_ENV={}", serde_json::to_string(&cfg.env)?),
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+    ];
+    let env_c: Vec<CString> = env_vars
+        .into_iter()
+        .map(CString::new)
+        .collect::<Result<_, _>>()?;
+    let mut envp: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: argv and envp are NUL-terminated arrays of valid C strings that outlive the
+    // call; the descriptor refers to the agent executable opened in step 8.
+    unsafe {
+        libc::execveat(
+            agent.as_raw_fd(),
+            c"".as_ptr(),
+            argv.as_ptr().cast(),
+            envp.as_ptr().cast(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    Err(anyhow!("exec agent: {}", std::io::Error::last_os_error()))
+}
+
+/// Makes a user namespace with `base..base+count` mapped to `0..count` and returns an fd on it.
+fn make_userns(base: u32, count: u32) -> Result<OwnedFd> {
+    let (r, w) = pipe()?;
+    let (r2, w2) = pipe()?;
+    // SAFETY: H is single-threaded, see `run`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        bail!("fork: {}", std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(r);
+        drop(w2);
+        // SAFETY: unshare in a single-threaded child; failures are reported by exit status.
+        let ok = unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0;
+        let mut w = fs::File::from(w);
+        let _ = w.write_all(if ok { b"y" } else { b"n" });
+        // Wait until the parent has taken its handle, signalled by the pipe closing.
+        let mut buf = [0u8; 1];
+        let _ = fs::File::from(r2).read(&mut buf);
+        // SAFETY: _exit in a forked child.
+        unsafe { libc::_exit(0) }
+    }
+    drop(w);
+    drop(r2);
+    let mut buf = [0u8; 1];
+    let res = (|| {
+        fs::File::from(r).read_exact(&mut buf)?;
+        if buf[0] != b'y' {
+            bail!("unshare(CLONE_NEWUSER) failed in helper");
+        }
+        let map = format!("0 {base} {count}\n");
+        fs::write(format!("/proc/{pid}/uid_map"), &map).context("writing uid_map")?;
+        fs::write(format!("/proc/{pid}/gid_map"), &map).context("writing gid_map")?;
+        let fd = fs::File::open(format!("/proc/{pid}/ns/user")).context("opening userns")?;
+        Ok(OwnedFd::from(fd))
+    })();
+    drop(w2);
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    res
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Clones the tree at `src`, applies the user-namespace id mapping (and read-only) to the
+/// clone and attaches it at `dst`. Filesystems that cannot be id-mapped get a plain bind,
+/// where host-owned files appear as `nobody` inside: still read-only, just less tidy.
+fn attach_idmapped(src: &Path, dst: &Path, userns: &OwnedFd, readonly: bool) -> Result<()> {
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
+    let tree = open_tree(
+        rustix::fs::CWD,
+        src,
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_RECURSIVE,
+    )
+    .with_context(|| format!("open_tree {}", src.display()))?;
+    let mut set = libc::MOUNT_ATTR_IDMAP | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+    if readonly {
+        set |= libc::MOUNT_ATTR_RDONLY;
+    }
+    let mut attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let setattr = |attr: &MountAttr| {
+        // SAFETY: `tree` is a valid detached mount fd, the path is an empty C string with
+        // AT_EMPTY_PATH, and `attr` points to a correctly sized mount_attr.
+        unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+                attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        }
+    };
+    if setattr(&attr) != 0 {
+        // Not id-mappable (e.g. tmpfs before 6.3, or a nested mount that refuses): keep the
+        // read-only and nosuid attributes without the mapping.
+        attr.attr_set &= !libc::MOUNT_ATTR_IDMAP;
+        attr.userns_fd = 0;
+        if setattr(&attr) != 0 {
+            bail!(
+                "mount_setattr {}: {}",
+                src.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    move_mount(
+        &tree,
+        "",
+        rustix::fs::CWD,
+        dst,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .with_context(|| format!("move_mount to {}", dst.display()))?;
+    Ok(())
+}
+
+/// Builds `/dev`: a small tmpfs with the usual character devices, a private devpts and shm.
+fn build_dev(root: &Path, cfg: &SetupConfig, owner: &str) -> Result<()> {
+    let dev = inside(root, "/dev");
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(&format!("size=64k,mode=755,{owner}")),
+    )
+    .context("mounting /dev")?;
+    // Device nodes are created here by host root; the sandbox could never make its own.
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let p = dev.join(name);
+        let c = CString::new(p.as_os_str().as_bytes())?;
+        // SAFETY: valid C string path; mknod has no memory-safety preconditions.
+        let r = unsafe {
+            libc::mknod(
+                c.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(major, minor),
+            )
+        };
+        if r != 0 {
+            bail!("mknod /dev/{name}: {}", std::io::Error::last_os_error());
+        }
+        // mknod applies the umask; device nodes must be world read-writable.
+        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+    }
+    for d in ["pts", "shm"] {
+        fs::create_dir(dev.join(d))?;
+    }
+    let pts_opts = format!(
+        "newinstance,ptmxmode=0666,mode=0620,gid={}",
+        cfg.id_base + 5
+    );
+    mount(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(&pts_opts),
+    )
+    .context("mounting devpts")?;
+    let shm_opts = format!("size={},mode=1777,{owner}", cfg.tmp_bytes);
+    mount_tmpfs(&dev.join("shm"), &shm_opts)?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link))?;
+    }
+    // Links and dirs above were created by host root; give them to the sandbox's root.
+    for entry in ["pts", "shm", "ptmx", "fd", "stdin", "stdout", "stderr"] {
+        std::os::unix::fs::lchown(dev.join(entry), Some(cfg.id_base), Some(cfg.id_base)).ok();
+    }
+    Ok(())
+}
+
+fn mount_tmpfs(target: &Path, opts: &str) -> Result<()> {
+    fs::create_dir_all(target).ok();
+    mount(
+        Some("tmpfs"),
+        target,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(opts),
+    )
+    .with_context(|| format!("mounting tmpfs on {}", target.display()))
+}
+
+/// Becomes uid/gid 0 of the user namespace just entered, with no supplementary groups.
+fn set_ids() -> Result<()> {
+    // SAFETY: plain credential syscalls in a single-threaded process.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0 {
+            bail!("setgroups: {}", std::io::Error::last_os_error());
+        }
+        if libc::setresgid(0, 0, 0) != 0 {
+            bail!("setresgid: {}", std::io::Error::last_os_error());
+        }
+        if libc::setresuid(0, 0, 0) != 0 {
+            bail!("setresuid: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Sets IFF_UP on `lo` in the current network namespace.
+fn loopback_up() -> Result<()> {
+    let sock = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own; the socket is valid.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
+            bail!("SIOCGIFFLAGS: {}", std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
+            bail!("SIOCSIFFLAGS: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn inside(root: &Path, p: impl AsRef<Path>) -> PathBuf {
+    root.join(p.as_ref().strip_prefix("/").unwrap_or(p.as_ref()))
+}
+
+fn open_path(p: &Path) -> Result<OwnedFd> {
+    Ok(OwnedFd::from(fs::File::open(p)?))
+}
+
+fn unshare(flags: libc::c_int) -> Result<()> {
+    // SAFETY: unshare affects only this (single-threaded) process's namespaces.
+    if unsafe { libc::unshare(flags) } != 0 {
+        bail!("{}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid two-element out array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("pipe2: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn dup2(from: RawFd, to: RawFd) -> Result<()> {
+    // SAFETY: dup2 onto a fixed descriptor number that no Rust object owns.
+    if unsafe { libc::dup2(from, to) } < 0 {
+        bail!("dup2 {from} -> {to}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn mount(
+    src: Option<&str>,
+    target: impl AsRef<Path>,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<()> {
+    let cs = |s: &[u8]| CString::new(s).map_err(|_| anyhow!("NUL in mount argument"));
+    let src = src.map(|s| cs(s.as_bytes())).transpose()?;
+    let target_c = cs(target.as_ref().as_os_str().as_bytes())?;
+    let fstype = fstype.map(|s| cs(s.as_bytes())).transpose()?;
+    let data = data.map(|s| cs(s.as_bytes())).transpose()?;
+    let p = |o: &Option<CString>| o.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is null or a valid NUL-terminated string that outlives the call.
+    let r = unsafe {
+        libc::mount(
+            p(&src),
+            target_c.as_ptr(),
+            p(&fstype),
+            flags,
+            p(&data).cast(),
+        )
+    };
+    if r != 0 {
+        bail!(
+            "mount {}: {}",
+            target.as_ref().display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! Paddock's shared vocabulary: sandbox ids, specs and limits.
+//!
+//! This crate does no IO. Everything here is plain data plus validation, so every other
+//! crate (runtime, agent, server, CLI) can agree on it without pulling each other in.
+
+mod id;
+mod limits;
+mod setup;
+
+pub use id::{IdError, SandboxId};
+pub use limits::{Limits, LimitsError, parse_size};
+pub use setup::{AGENT_LISTEN_FD, SetupConfig, SetupMount};
+
+/// The version of the envd protocol the agent implements, reported to E2B clients.
+///
+/// The E2B SDK changes its wire format below 0.6.4 (see `shared/e2b-compat.md` 3.4).
+pub const ENVD_VERSION: &str = "0.6.13";
+
+/// Name of the unprivileged default user inside every sandbox (uid/gid 1000).
+pub const DEFAULT_USER: &str = "user";

@@ -1,0 +1,56 @@
+//! The hand-off from the host runtime to the agent's setup stage.
+//!
+//! The runtime prepares directories and cgroups, then starts `paddock-agent setup` and writes
+//! one [`SetupConfig`] as JSON to its stdin. This is a boundary type between two processes of
+//! ours, so it is `Serialize`; nothing outside the runtime and agent should use it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The file descriptor number on which the agent finds its listening unix socket.
+pub const AGENT_LISTEN_FD: i32 = 3;
+
+/// Everything the setup stage needs to build the sandbox and start the agent as its PID 1.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupConfig {
+    /// Sandbox id; also the hostname.
+    pub id: String,
+    /// First host uid/gid of the sandbox's range; sandbox uid 0 maps to it.
+    pub id_base: u32,
+    /// Number of ids mapped.
+    pub id_count: u32,
+    /// Template root filesystem on the host, the overlay's lower layer.
+    pub lower: PathBuf,
+    /// Empty directory where the id-mapped view of `lower` is attached.
+    pub lower_mnt: PathBuf,
+    /// Overlay upper and work directories (on the quota-limited layer filesystem).
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// Empty directory where the sandbox root is assembled.
+    pub root: PathBuf,
+    /// Host directories bound into the root, e.g. `/usr` for the `base` template.
+    pub binds: Vec<SetupMount>,
+    /// Size of the `/tmp` and `/dev/shm` tmpfs mounts.
+    pub tmp_bytes: u64,
+    /// `cgroup.procs` files the setup process writes itself into before anything else.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Environment every process in the sandbox starts with.
+    pub env: BTreeMap<String, String>,
+    /// Path of the agent binary on the host, executed as PID 1 after the root is sealed.
+    pub agent: PathBuf,
+    /// Agent log level (a `tracing` filter).
+    pub log: String,
+}
+
+/// A host path bound read-only into the sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupMount {
+    /// Host path.
+    pub source: PathBuf,
+    /// Path inside the sandbox root.
+    pub target: PathBuf,
+}

@@ -1,0 +1,3 @@
+//! The `paddock` binary.
+
+fn main() {}
