@@ -1,1 +1,26 @@
-//! Host side of the native isolation backend.
+//! Host side of Paddock's `native` isolation backend.
+//!
+//! [`Runtime`] owns everything a sandbox is made of on the host: a btrfs subvolume for its
+//! writable layer ([`layers`]), its cgroups ([`cgroup`]), a uid range, the agent socket, and
+//! a record on disk. It starts the agent's setup stage (see `paddock_agent::setup`), which
+//! builds the namespaces and mounts, and it talks to the agent over the socket
+//! ([`client`]). It knows nothing about HTTP APIs, tenants or SQL.
+//!
+//! **Invariant:** every host resource of a sandbox is named after its id under a prefix this
+//! runtime owns (`<data>/layers/sandboxes/<id>`, `/sys/fs/cgroup/*/paddock/<id>`), and the
+//! record is written before the sandbox runs, so [`Runtime::open`] can find and adopt or
+//! destroy everything after a crash.
+
+pub mod cgroup;
+pub mod client;
+mod error;
+pub mod layers;
+mod runtime;
+pub mod template;
+
+pub use client::{AgentClient, AgentTransport};
+pub use error::{Result, RuntimeError};
+pub use runtime::{
+    CreateSpec, ExecRequest, ExecResult, HostSandbox, Runtime, RuntimeConfig, Sandbox, Stats,
+    default_agent_bin,
+};

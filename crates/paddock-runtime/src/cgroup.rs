@@ -1,0 +1,253 @@
+//! cgroup v1 and v2: one cgroup (per controller on v1) for each sandbox under `paddock/`.
+//!
+//! v1 (this project's dev and CI machines): memory, pids, cpu, cpuacct and freezer
+//! hierarchies under `/sys/fs/cgroup/<controller>`. v2 (most real hosts): one tree at
+//! `/sys/fs/cgroup`. The mode is detected once, from the filesystem type of the root.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use paddock_core::Limits;
+
+use crate::error::{Result, RuntimeError};
+
+const V1_CONTROLLERS: &[&str] = &["memory", "pids", "cpu", "cpuacct", "freezer"];
+
+/// Which cgroup layout the host has.
+#[derive(Debug, Clone)]
+pub enum Cgroups {
+    /// One hierarchy per controller, each at `root/<controller>`.
+    V1 { root: PathBuf },
+    /// The unified hierarchy at `root`.
+    V2 { root: PathBuf },
+}
+
+/// Usage counters of one sandbox's cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    pub cpu_usage_ns: u64,
+    pub memory_bytes: u64,
+    pub pids: u64,
+    pub oom_kills: u64,
+}
+
+impl Cgroups {
+    /// Detects the host's layout under `/sys/fs/cgroup` and prepares the `paddock` parent.
+    pub fn detect() -> Result<Cgroups> {
+        let root = PathBuf::from("/sys/fs/cgroup");
+        let v2 = root.join("cgroup.controllers").exists();
+        let cg = if v2 {
+            Cgroups::V2 { root }
+        } else {
+            Cgroups::V1 { root }
+        };
+        cg.prepare()?;
+        Ok(cg)
+    }
+
+    fn prepare(&self) -> Result<()> {
+        match self {
+            Cgroups::V1 { root } => {
+                for c in V1_CONTROLLERS {
+                    let dir = root.join(c);
+                    if !dir.exists() {
+                        return Err(RuntimeError::Unsupported(format!(
+                            "cgroup v1 controller {c} is not mounted at {}",
+                            dir.display()
+                        )));
+                    }
+                    fs::create_dir_all(dir.join("paddock"))
+                        .map_err(RuntimeError::io("creating paddock cgroup"))?;
+                }
+            }
+            Cgroups::V2 { root } => {
+                let ctl = "+memory +pids +cpu";
+                // The root may already delegate them; a failure here surfaces below.
+                let _ = fs::write(root.join("cgroup.subtree_control"), ctl);
+                let parent = root.join("paddock");
+                fs::create_dir_all(&parent).map_err(RuntimeError::io("creating paddock cgroup"))?;
+                fs::write(parent.join("cgroup.subtree_control"), ctl).map_err(|e| {
+                    RuntimeError::Unsupported(format!(
+                        "enabling memory, pids and cpu controllers: {e}"
+                    ))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The cgroup directories of sandbox `id` (one per controller on v1).
+    pub fn dirs(&self, id: &str) -> Vec<PathBuf> {
+        match self {
+            Cgroups::V1 { root } => V1_CONTROLLERS
+                .iter()
+                .map(|c| root.join(c).join("paddock").join(id))
+                .collect(),
+            Cgroups::V2 { root } => vec![root.join("paddock").join(id)],
+        }
+    }
+
+    /// The ids that have a cgroup on this host.
+    pub fn existing(&self) -> Vec<String> {
+        let parent = match self {
+            Cgroups::V1 { root } => root.join("pids").join("paddock"),
+            Cgroups::V2 { root } => root.join("paddock"),
+        };
+        let mut out: Vec<String> = fs::read_dir(parent)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Creates the cgroups of `id` and applies `limits`. Returns the `cgroup.procs` files the
+    /// setup process writes itself into.
+    pub fn create(&self, id: &str, limits: &Limits) -> Result<Vec<PathBuf>> {
+        let dirs = self.dirs(id);
+        for d in &dirs {
+            fs::create_dir(d)
+                .map_err(RuntimeError::io(format!("creating cgroup {}", d.display())))?;
+        }
+        let w = |dir: &Path, file: &str, val: String| -> Result<()> {
+            fs::write(dir.join(file), &val)
+                .map_err(RuntimeError::io(format!("setting {file}={val}")))
+        };
+        let quota = u64::from(limits.cpu_millis) * 100; // per 100 ms period
+        match self {
+            Cgroups::V1 { root } => {
+                let c = |name: &str| root.join(name).join("paddock").join(id);
+                w(
+                    &c("memory"),
+                    "memory.limit_in_bytes",
+                    limits.memory_bytes.to_string(),
+                )?;
+                // Swap accounting is optional in v1; where it exists, forbid swap.
+                let memsw = c("memory").join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    let _ = fs::write(memsw, limits.memory_bytes.to_string());
+                }
+                w(&c("pids"), "pids.max", limits.pids.to_string())?;
+                w(&c("cpu"), "cpu.cfs_period_us", "100000".into())?;
+                w(&c("cpu"), "cpu.cfs_quota_us", quota.to_string())?;
+            }
+            Cgroups::V2 { .. } => {
+                let d = &dirs[0];
+                w(d, "memory.max", limits.memory_bytes.to_string())?;
+                let _ = fs::write(d.join("memory.swap.max"), "0");
+                w(d, "pids.max", limits.pids.to_string())?;
+                w(d, "cpu.max", format!("{quota} 100000"))?;
+            }
+        }
+        Ok(dirs.iter().map(|d| d.join("cgroup.procs")).collect())
+    }
+
+    /// Pids currently in the sandbox's cgroup.
+    pub fn procs(&self, id: &str) -> Vec<i32> {
+        let d = match self {
+            Cgroups::V1 { root } => root.join("pids").join("paddock").join(id),
+            Cgroups::V2 { root } => root.join("paddock").join(id),
+        };
+        fs::read_to_string(d.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Kills every process in the cgroup and removes it. v2 uses `cgroup.kill`; v1 freezes
+    /// the cgroup first so nothing can fork between listing and killing.
+    pub fn destroy(&self, id: &str) -> Result<()> {
+        let dirs = self.dirs(id);
+        if dirs.iter().all(|d| !d.exists()) {
+            return Ok(());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        match self {
+            Cgroups::V2 { .. } => {
+                let _ = fs::write(dirs[0].join("cgroup.kill"), "1");
+            }
+            Cgroups::V1 { root } => {
+                let freezer = root.join("freezer").join("paddock").join(id);
+                let _ = fs::write(freezer.join("freezer.state"), "FROZEN");
+                for pid in self.procs(id) {
+                    // SAFETY: kill has no memory-safety preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                let _ = fs::write(freezer.join("freezer.state"), "THAWED");
+            }
+        }
+        loop {
+            let left = self.procs(id);
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(RuntimeError::Io {
+                    what: format!("processes {left:?} of sandbox {id} survived SIGKILL"),
+                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+                });
+            }
+            for pid in left {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        for d in dirs {
+            // rmdir can race with the kernel still releasing the last task; retry briefly.
+            let mut tries = 0;
+            while d.exists() {
+                match fs::remove_dir(&d) {
+                    Ok(()) => break,
+                    Err(_) if tries < 500 => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(e) => {
+                        return Err(RuntimeError::io(format!("removing cgroup {}", d.display()))(e));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the usage counters of sandbox `id`.
+    pub fn stats(&self, id: &str) -> CgroupStats {
+        let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
+        let num = |s: String| s.trim().parse::<u64>().unwrap_or(0);
+        let field = |s: &str, key: &str| {
+            s.lines()
+                .find_map(|l| {
+                    l.strip_prefix(key)
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
+                .unwrap_or(0)
+        };
+        match self {
+            Cgroups::V1 { root } => {
+                let c = |ctl: &str, f: &str| root.join(ctl).join("paddock").join(id).join(f);
+                CgroupStats {
+                    cpu_usage_ns: num(read(c("cpuacct", "cpuacct.usage"))),
+                    memory_bytes: num(read(c("memory", "memory.usage_in_bytes"))),
+                    pids: num(read(c("pids", "pids.current"))),
+                    oom_kills: field(&read(c("memory", "memory.oom_control")), "oom_kill "),
+                }
+            }
+            Cgroups::V2 { root } => {
+                let d = root.join("paddock").join(id);
+                CgroupStats {
+                    cpu_usage_ns: field(&read(d.join("cpu.stat")), "usage_usec ") * 1000,
+                    memory_bytes: num(read(d.join("memory.current"))),
+                    pids: num(read(d.join("pids.current"))),
+                    oom_kills: field(&read(d.join("memory.events")), "oom_kill "),
+                }
+            }
+        }
+    }
+}

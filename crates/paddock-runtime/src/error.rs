@@ -1,0 +1,55 @@
+//! The runtime's error type.
+
+use paddock_core::{IdError, LimitsError};
+
+/// Everything that can go wrong in the native runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The template does not exist.
+    #[error("unknown template {0:?}")]
+    UnknownTemplate(String),
+    /// A limit is out of range.
+    #[error("invalid limits: {0}")]
+    InvalidLimits(#[from] LimitsError),
+    /// An id that is not a sandbox id.
+    #[error(transparent)]
+    InvalidId(#[from] IdError),
+    /// The user does not exist in the sandbox's template.
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    /// A request argument is malformed (empty command, bad cwd, bad env name).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// No sandbox with this id exists on this host.
+    #[error("sandbox {0} not found")]
+    NotFound(String),
+    /// Every uid range is in use.
+    #[error("no free uid range for another sandbox")]
+    Exhausted,
+    /// The setup stage failed; the message comes from the agent's setup sequence.
+    #[error("sandbox setup failed: {0}")]
+    Setup(String),
+    /// A host operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent answered with an error.
+    #[error("agent: {0}")]
+    Agent(#[from] connectrpc::ConnectError),
+    /// The host lacks something the runtime needs (btrfs, cgroup controllers).
+    #[error("host not supported: {0}")]
+    Unsupported(String),
+}
+
+impl RuntimeError {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+        let what = what.into();
+        move |source| RuntimeError::Io { what, source }
+    }
+}
+
+/// Shorthand for runtime results.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

@@ -1,0 +1,732 @@
+//! Sandbox lifecycle on one host: create, exec, stats, destroy, and reconciliation.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use connectrpc::client::CallOptions;
+use paddock_core::{AGENT_LISTEN_FD, Limits, SandboxId, SetupConfig};
+use paddock_envd::process::__buffa::oneof::process_event::Event;
+use paddock_envd::process::__buffa::oneof::process_event::data_event::Output;
+use paddock_envd::process::__buffa::oneof::process_input::Input;
+use paddock_envd::process::__buffa::oneof::process_selector::Selector;
+use paddock_envd::process::{
+    CloseStdinRequest, ProcessConfig, ProcessInput, ProcessSelector, SendInputRequest, StartRequest,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::Cgroups;
+use crate::client::AgentClient;
+use crate::error::{Result, RuntimeError};
+use crate::layers::Layers;
+use crate::template::{self, Template};
+
+/// First host uid of the first sandbox's range; ranges are 65536 ids wide.
+const ID_BASE: u32 = 1 << 20;
+const ID_COUNT: u32 = 65536;
+/// Number of uid ranges, i.e. the most sandboxes one host can hold.
+const SLOTS: u32 = 16_000;
+
+/// Where the runtime keeps its state and finds the agent.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Data directory: templates, the layer filesystem and its image.
+    pub data_dir: PathBuf,
+    /// The `paddock-agent` binary.
+    pub agent_bin: PathBuf,
+    /// Size of the sparse layer image created when the data directory is not on btrfs.
+    pub layers_image_size: u64,
+    /// Log filter for agents (`warn`, `debug`, ...).
+    pub agent_log: String,
+}
+
+impl RuntimeConfig {
+    /// Defaults for `data_dir`: the agent next to the current executable, a 64 GiB sparse
+    /// layer image (it only takes the space sandboxes write).
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        RuntimeConfig {
+            data_dir: data_dir.into(),
+            agent_bin: default_agent_bin(),
+            layers_image_size: 64 << 30,
+            agent_log: "warn".into(),
+        }
+    }
+}
+
+/// `$PADDOCK_AGENT_BIN`, else `paddock-agent` next to the running executable (or next to
+/// its parent directory, which is where cargo puts binaries relative to test executables).
+pub fn default_agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PADDOCK_AGENT_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let here = dir.join("paddock-agent");
+    if here.exists() {
+        return here;
+    }
+    dir.parent()
+        .map(|p| p.join("paddock-agent"))
+        .unwrap_or(here)
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct CreateSpec {
+    pub template: String,
+    pub limits: Limits,
+    /// Environment of every process in the sandbox.
+    pub env: BTreeMap<String, String>,
+    /// Default user for processes; must exist in the template. `None`: `user`.
+    pub user: Option<String>,
+}
+
+impl Default for CreateSpec {
+    fn default() -> Self {
+        CreateSpec {
+            template: "base".into(),
+            limits: Limits::default(),
+            env: BTreeMap::new(),
+            user: None,
+        }
+    }
+}
+
+/// What the runtime persists per sandbox, before the sandbox starts running.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    id: String,
+    slot: u32,
+    template: String,
+    user: String,
+    /// Host pid of the sandbox's PID 1 and its start time (to tell pid reuse apart).
+    pid: Option<i32>,
+    pid_start: Option<u64>,
+    memory_bytes: u64,
+    created_unix_ms: u64,
+}
+
+/// A running sandbox.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub id: SandboxId,
+    /// Host pid of the agent (the sandbox's PID 1).
+    pub pid: i32,
+    /// First host uid of the sandbox's range.
+    pub uid_base: u32,
+    pub user: String,
+    pub template: String,
+    pub dir: PathBuf,
+    pub agent: AgentClient,
+    cgroups: Cgroups,
+}
+
+/// A sandbox found on the host, for reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSandbox {
+    pub id: String,
+    /// Host pid of its PID 1, if it is alive.
+    pub pid: Option<i32>,
+    pub has_cgroup: bool,
+    pub has_layer: bool,
+}
+
+/// One command to run to completion.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    /// Program and arguments (no shell unless you ask for one).
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<String>,
+    /// User to run as; `None`: the sandbox's default user.
+    pub user: Option<String>,
+    /// Bytes written to stdin, which is then closed. `None`: stdin is /dev/null.
+    pub stdin: Option<Vec<u8>>,
+    /// Kill the command (and everything it started) after this long.
+    pub timeout: Option<Duration>,
+    /// Cap on captured bytes per stream; the rest is dropped and flagged. Default 16 MiB.
+    pub max_output: Option<usize>,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecResult {
+    pub pid: u32,
+    /// Exit code when it exited normally.
+    pub exit_code: Option<i32>,
+    /// Go-style status text, e.g. `exit status 1` or `signal: killed`.
+    pub status: String,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub duration: Duration,
+    /// Killed because `timeout` elapsed.
+    pub timed_out: bool,
+    /// The sandbox's OOM killer fired while the command ran.
+    pub oom_killed: bool,
+}
+
+/// Usage of one sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub cpu_usage_ns: u64,
+    pub memory_bytes: u64,
+    pub pids: u64,
+    pub disk_bytes: Option<u64>,
+    pub oom_kills: u64,
+}
+
+/// The native runtime of one host.
+#[derive(Debug)]
+pub struct Runtime {
+    cfg: RuntimeConfig,
+    cgroups: Cgroups,
+    layers: Layers,
+    templates: BTreeMap<String, Template>,
+    slots: Mutex<BTreeSet<u32>>,
+    live: Mutex<HashMap<String, Arc<Sandbox>>>,
+    host_memory: u64,
+}
+
+impl Runtime {
+    /// Opens (and if needed initialises) the runtime in `cfg.data_dir`, then reconciles:
+    /// sandboxes whose PID 1 is alive are adopted, everything else under Paddock's prefixes
+    /// (half-created sandboxes, dead ones, orphan cgroups or layers) is destroyed.
+    pub fn open(cfg: RuntimeConfig) -> Result<Arc<Runtime>> {
+        if !cfg.agent_bin.is_file() {
+            return Err(RuntimeError::Unsupported(format!(
+                "agent binary {} not found (set PADDOCK_AGENT_BIN)",
+                cfg.agent_bin.display()
+            )));
+        }
+        fs::create_dir_all(&cfg.data_dir).map_err(RuntimeError::io("creating data dir"))?;
+        // Sandboxes' PID 1 processes are re-parented to us when their setup process exits,
+        // so that we, not the host's init, collect their exit status.
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+            .map_err(|e| RuntimeError::io("becoming subreaper")(e.into()))?;
+        let cgroups = Cgroups::detect()?;
+        let layers = Layers::open(
+            &cfg.data_dir.join("layers"),
+            &cfg.data_dir.join("layers.img"),
+            cfg.layers_image_size,
+        )?;
+        let base = template::base(&cfg.data_dir.join("templates"))?;
+        let host_memory = fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .next()
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+            .map_or(u64::MAX, |kb| kb * 1024);
+        let rt = Arc::new(Runtime {
+            cfg,
+            cgroups,
+            layers,
+            templates: BTreeMap::from([("base".to_owned(), base)]),
+            slots: Mutex::new(BTreeSet::new()),
+            live: Mutex::new(HashMap::new()),
+            host_memory,
+        });
+        rt.reconcile();
+        Ok(rt)
+    }
+
+    fn reconcile(&self) {
+        for hs in self.list_host() {
+            let record = self.read_record(&hs.id);
+            let adoptable = matches!((&record, hs.pid), (Some(_), Some(_))) && hs.has_cgroup;
+            match (adoptable, record) {
+                (true, Some(r)) => {
+                    let sbx = self.sandbox_from(&r, hs.pid.unwrap_or_default());
+                    self.slots.lock().expect("slots poisoned").insert(r.slot);
+                    self.live
+                        .lock()
+                        .expect("live poisoned")
+                        .insert(r.id.clone(), Arc::new(sbx));
+                    tracing::info!(sandbox = %hs.id, "adopted running sandbox");
+                }
+                _ => {
+                    tracing::info!(sandbox = %hs.id, "destroying leftover sandbox");
+                    if let Err(e) = self.teardown(&hs.id, hs.pid) {
+                        tracing::warn!(sandbox = %hs.id, "cleanup failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_record(&self, id: &str) -> Option<Record> {
+        let p = self.layers.sandboxes_dir().join(id).join("record.json");
+        serde_json::from_slice(&fs::read(p).ok()?).ok()
+    }
+
+    fn sandbox_from(&self, r: &Record, pid: i32) -> Sandbox {
+        let dir = self.layers.sandboxes_dir().join(&r.id);
+        Sandbox {
+            id: r.id.parse().unwrap_or_else(|_| SandboxId::random()),
+            pid,
+            uid_base: ID_BASE + r.slot * ID_COUNT,
+            user: r.user.clone(),
+            template: r.template.clone(),
+            agent: AgentClient::new(dir.join("agent.sock")),
+            dir,
+            cgroups: self.cgroups.clone(),
+        }
+    }
+
+    /// Sandboxes this runtime holds.
+    pub fn list(&self) -> Vec<Arc<Sandbox>> {
+        let mut v: Vec<_> = self
+            .live
+            .lock()
+            .expect("live poisoned")
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// The sandbox with this id, if this runtime holds it.
+    pub fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
+        self.live
+            .lock()
+            .expect("live poisoned")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))
+    }
+
+    /// Everything that exists on the host under Paddock's prefixes, whether or not this
+    /// runtime holds it.
+    pub fn list_host(&self) -> Vec<HostSandbox> {
+        let layers: BTreeSet<String> = self.layers.existing().into_iter().collect();
+        let cgroups: BTreeSet<String> = self.cgroups.existing().into_iter().collect();
+        layers
+            .union(&cgroups)
+            .map(|id| {
+                let pid = self
+                    .read_record(id)
+                    .and_then(|r| Some((r.pid?, r.pid_start?)))
+                    .and_then(|(pid, start)| (pid_start_time(pid) == Some(start)).then_some(pid));
+                HostSandbox {
+                    id: id.clone(),
+                    pid,
+                    has_cgroup: cgroups.contains(id),
+                    has_layer: layers.contains(id),
+                }
+            })
+            .collect()
+    }
+
+    /// Creates a sandbox and starts its agent. On failure nothing of it remains.
+    pub async fn create(self: &Arc<Self>, spec: CreateSpec) -> Result<Arc<Sandbox>> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.create_blocking(spec))
+            .await
+            .map_err(|e| RuntimeError::Setup(format!("create task failed: {e}")))?
+    }
+
+    fn validate(&self, spec: &CreateSpec) -> Result<&Template> {
+        let t = self
+            .templates
+            .get(&spec.template)
+            .ok_or_else(|| RuntimeError::UnknownTemplate(spec.template.clone()))?;
+        spec.limits.validate(self.host_memory)?;
+        if let Some(u) = &spec.user {
+            if !t.users.contains(u) {
+                return Err(RuntimeError::UnknownUser(u.clone()));
+            }
+        }
+        for k in spec.env.keys() {
+            if k.is_empty() || k.contains(['=', '\0']) {
+                return Err(RuntimeError::InvalidArgument(format!(
+                    "invalid env name {k:?}"
+                )));
+            }
+        }
+        if spec.env.values().any(|v| v.contains('\0')) {
+            return Err(RuntimeError::InvalidArgument(
+                "env value contains NUL".into(),
+            ));
+        }
+        Ok(t)
+    }
+
+    fn create_blocking(self: &Arc<Self>, spec: CreateSpec) -> Result<Arc<Sandbox>> {
+        let t = self.validate(&spec)?.clone();
+        let slot = {
+            let mut s = self.slots.lock().expect("slots poisoned");
+            let free = (0..SLOTS)
+                .find(|i| !s.contains(i))
+                .ok_or(RuntimeError::Exhausted)?;
+            s.insert(free);
+            free
+        };
+        let id = SandboxId::random();
+        let res = self.start(&id, slot, &t, &spec);
+        match res {
+            Ok(sbx) => {
+                let sbx = Arc::new(sbx);
+                self.live
+                    .lock()
+                    .expect("live poisoned")
+                    .insert(id.to_string(), sbx.clone());
+                Ok(sbx)
+            }
+            Err(e) => {
+                if let Err(ce) = self.teardown(id.as_str(), None) {
+                    tracing::warn!(sandbox = %id, "cleanup after failed create: {ce}");
+                }
+                self.slots.lock().expect("slots poisoned").remove(&slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// The host half of sandbox creation. The sequence inside the sandbox is
+    /// `paddock_agent::setup::run`.
+    fn start(&self, id: &SandboxId, slot: u32, t: &Template, spec: &CreateSpec) -> Result<Sandbox> {
+        let uid_base = ID_BASE + slot * ID_COUNT;
+        let user = spec
+            .user
+            .clone()
+            .unwrap_or_else(|| paddock_core::DEFAULT_USER.to_owned());
+        // 1. Writable layer, with its disk limit, and the directories the setup stage mounts
+        //    onto. The upper layer's root becomes the sandbox's `/`: owned by its root.
+        let dir = self.layers.create(id.as_str(), spec.limits.disk_bytes)?;
+        let mk = |name: &str| -> Result<PathBuf> {
+            let p = dir.join(name);
+            fs::create_dir(&p).map_err(RuntimeError::io(format!("creating {name}")))?;
+            Ok(p)
+        };
+        let (upper, work, root, lower_mnt) = (mk("upper")?, mk("work")?, mk("root")?, mk("lower")?);
+        std::os::unix::fs::chown(&upper, Some(uid_base), Some(uid_base))
+            .map_err(RuntimeError::io("chown upper"))?;
+        // 2. The record, before anything runs, so a crash from here on is reconcilable.
+        let mut record = Record {
+            id: id.to_string(),
+            slot,
+            template: t.name.clone(),
+            user: user.clone(),
+            pid: None,
+            pid_start: None,
+            memory_bytes: spec.limits.memory_bytes,
+            created_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        write_record(&dir, &record)?;
+        // 3. cgroups with the limits applied.
+        let cgroup_procs = self.cgroups.create(id.as_str(), &spec.limits)?;
+        // 4. The agent's socket is bound here and handed over: a client can connect as soon
+        //    as create returns; the kernel queues it until the agent accepts.
+        let sock = dir.join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock)
+            .map_err(RuntimeError::io("binding agent socket"))?;
+        let log = fs::File::create(dir.join("agent.log"))
+            .map_err(RuntimeError::io("creating agent log"))?;
+        let cfg = SetupConfig {
+            id: id.to_string(),
+            id_base: uid_base,
+            id_count: ID_COUNT,
+            lower: t.rootfs.clone(),
+            lower_mnt,
+            upper,
+            work,
+            root,
+            binds: t.binds.clone(),
+            tmp_bytes: spec.limits.tmp_bytes,
+            cgroup_procs,
+            env: spec.env.clone(),
+            agent: self.cfg.agent_bin.clone(),
+            log: self.cfg.agent_log.clone(),
+        };
+        // 5. Run the setup stage and wait for its one status line.
+        let lfd = listener.as_raw_fd();
+        let mut cmd = Command::new(&self.cfg.agent_bin);
+        cmd.arg("setup")
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        // SAFETY: dup2 is async-signal-safe; the listener fd stays open in the parent until
+        // after spawn returns, and fd 3 is not used by anything else in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(lfd, AGENT_LISTEN_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        let mut child = cmd
+            .spawn()
+            .map_err(RuntimeError::io("starting agent setup"))?;
+        drop(listener);
+        let json = serde_json::to_vec(&cfg).map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(&json)
+                .map_err(RuntimeError::io("sending setup config"))?;
+        }
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            BufReader::new(out)
+                .read_line(&mut line)
+                .map_err(RuntimeError::io("reading setup status"))?;
+        }
+        let _ = child.wait();
+        let pid: i32 = match line.trim().split_once(' ') {
+            Some(("ok", pid)) => pid
+                .parse()
+                .map_err(|_| RuntimeError::Setup(format!("bad status {line:?}")))?,
+            Some(("err", msg)) => return Err(RuntimeError::Setup(msg.to_owned())),
+            _ => {
+                let log = fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+                return Err(RuntimeError::Setup(format!(
+                    "setup ended without status: {}",
+                    log.trim()
+                )));
+            }
+        };
+        record.pid = Some(pid);
+        record.pid_start = pid_start_time(pid);
+        write_record(&dir, &record)?;
+        Ok(self.sandbox_from(&record, pid))
+    }
+
+    /// Destroys a sandbox: kills every process through its cgroup, waits for them, removes
+    /// the cgroups and the writable layer (its mounts lived only in its own mount namespace
+    /// and are gone with its last process).
+    pub async fn destroy(self: &Arc<Self>, id: &str) -> Result<()> {
+        let sbx = self.live.lock().expect("live poisoned").remove(id);
+        let pid = match &sbx {
+            Some(s) => Some(s.pid),
+            None => {
+                if !self.list_host().iter().any(|h| h.id == id) {
+                    return Err(RuntimeError::NotFound(id.to_owned()));
+                }
+                None
+            }
+        };
+        let this = self.clone();
+        let id2 = id.to_owned();
+        tokio::task::spawn_blocking(move || this.teardown(&id2, pid))
+            .await
+            .map_err(|e| RuntimeError::Setup(format!("destroy task failed: {e}")))?
+    }
+
+    fn teardown(&self, id: &str, pid: Option<i32>) -> Result<()> {
+        let slot = self.read_record(id).map(|r| r.slot);
+        if let Some(pid) = pid {
+            // SAFETY: kill has no memory-safety preconditions; the pid was verified (start
+            // time) or comes from our own live table.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        self.cgroups.destroy(id)?;
+        if let Some(pid) = pid {
+            reap(pid);
+        }
+        self.layers.destroy(id)?;
+        if let Some(s) = slot {
+            self.slots.lock().expect("slots poisoned").remove(&s);
+        }
+        self.live.lock().expect("live poisoned").remove(id);
+        Ok(())
+    }
+
+    /// Destroys every sandbox this runtime holds.
+    pub async fn destroy_all(self: &Arc<Self>) {
+        for s in self.list() {
+            let _ = self.destroy(s.id.as_str()).await;
+        }
+    }
+}
+
+impl Sandbox {
+    /// Runs a command to completion and collects its output (see [`ExecRequest`]).
+    pub async fn exec(&self, req: ExecRequest) -> Result<ExecResult> {
+        let Some((cmd, args)) = req.argv.split_first() else {
+            return Err(RuntimeError::InvalidArgument("empty command".into()));
+        };
+        let cap = req.max_output.unwrap_or(16 << 20);
+        let start_req = StartRequest {
+            process: ProcessConfig {
+                cmd: cmd.clone(),
+                args: args.to_vec(),
+                envs: req
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                cwd: req.cwd.clone(),
+                ..Default::default()
+            }
+            .into(),
+            stdin: Some(req.stdin.is_some()),
+            ..Default::default()
+        };
+        let mut opts = self.call_options(req.user.as_deref());
+        if let Some(t) = req.timeout {
+            opts = opts.with_timeout(t);
+        }
+        let oom_before = self.cgroups.stats(self.id.as_str()).oom_kills;
+        let t0 = Instant::now();
+        let mut stream = self
+            .agent
+            .process
+            .start_with_options(start_req, opts)
+            .await?;
+        let mut res = ExecResult::default();
+        loop {
+            let msg = match stream.message().await {
+                Ok(Some(m)) => m.to_owned_message(),
+                Ok(None) => break,
+                Err(e) if e.code == connectrpc::ErrorCode::DeadlineExceeded => {
+                    res.timed_out = true;
+                    res.status = "timeout".into();
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let Some(ev) = msg.event.as_option().and_then(|e| e.event.clone()) else {
+                continue;
+            };
+            match ev {
+                Event::Start(s) => {
+                    res.pid = s.pid;
+                    if let Some(input) = &req.stdin {
+                        self.feed_stdin(s.pid, input.clone(), req.user.as_deref())
+                            .await?;
+                    }
+                }
+                Event::Data(d) => match d.output {
+                    Some(Output::Stdout(b)) => {
+                        append(&mut res.stdout, &mut res.stdout_truncated, &b, cap)
+                    }
+                    Some(Output::Stderr(b)) | Some(Output::Pty(b)) => {
+                        append(&mut res.stderr, &mut res.stderr_truncated, &b, cap)
+                    }
+                    None => {}
+                },
+                Event::End(e) => {
+                    res.exit_code = e.exited.then_some(e.exit_code);
+                    res.status = e.status.clone();
+                }
+                Event::Keepalive(_) => {}
+            }
+        }
+        res.duration = t0.elapsed();
+        res.oom_killed = self.cgroups.stats(self.id.as_str()).oom_kills > oom_before;
+        Ok(res)
+    }
+
+    async fn feed_stdin(&self, pid: u32, data: Vec<u8>, user: Option<&str>) -> Result<()> {
+        let sel = || ProcessSelector {
+            selector: Some(Selector::Pid(pid)),
+            ..Default::default()
+        };
+        if !data.is_empty() {
+            let req = SendInputRequest {
+                process: sel().into(),
+                input: ProcessInput {
+                    input: Some(Input::Stdin(data)),
+                    ..Default::default()
+                }
+                .into(),
+                ..Default::default()
+            };
+            self.agent
+                .process
+                .send_input_with_options(req, self.call_options(user))
+                .await?;
+        }
+        let req = CloseStdinRequest {
+            process: sel().into(),
+            ..Default::default()
+        };
+        self.agent
+            .process
+            .close_stdin_with_options(req, self.call_options(user))
+            .await?;
+        Ok(())
+    }
+
+    /// Call options that act as `user` (or the sandbox's default user).
+    pub fn call_options(&self, user: Option<&str>) -> CallOptions {
+        use base64::Engine;
+        let u = user.unwrap_or(&self.user);
+        let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:"));
+        CallOptions::default().with_header(http::header::AUTHORIZATION, format!("Basic {b}"))
+    }
+
+    /// Current usage.
+    pub fn stats(&self, runtime: &Runtime) -> Stats {
+        let c = self.cgroups.stats(self.id.as_str());
+        Stats {
+            cpu_usage_ns: c.cpu_usage_ns,
+            memory_bytes: c.memory_bytes,
+            pids: c.pids,
+            oom_kills: c.oom_kills,
+            disk_bytes: runtime.layers.usage(self.id.as_str()),
+        }
+    }
+
+    /// Path of the agent's unix socket on the host.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+
+    /// Host cgroup directories of this sandbox.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        self.cgroups.dirs(self.id.as_str())
+    }
+}
+
+fn append(buf: &mut Vec<u8>, truncated: &mut bool, data: &[u8], cap: usize) {
+    let room = cap.saturating_sub(buf.len());
+    if data.len() > room {
+        *truncated = true;
+    }
+    buf.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+fn write_record(dir: &Path, r: &Record) -> Result<()> {
+    let tmp = dir.join("record.json.tmp");
+    let json = serde_json::to_vec_pretty(r).map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    fs::write(&tmp, json).map_err(RuntimeError::io("writing record"))?;
+    fs::rename(&tmp, dir.join("record.json")).map_err(RuntimeError::io("writing record"))
+}
+
+/// Start time of `pid` in clock ticks since boot (field 22 of `/proc/pid/stat`).
+fn pid_start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Collects the exit status of a sandbox's PID 1 if it is our child (we are a subreaper).
+fn reap(pid: i32) {
+    for _ in 0..500 {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid out-pointer; WNOHANG never blocks.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid || r < 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

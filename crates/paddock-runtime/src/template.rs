@@ -1,0 +1,190 @@
+//! Templates: the read-only lower layer of a sandbox's root, plus host directories bound in.
+//!
+//! Only the built-in `base` template exists so far: the host's `/usr` (read-only, id-mapped)
+//! under a small generated root with its own `/etc`, users `root` and `user`, and the host's
+//! `/etc` pieces that programs from `/usr` need (`alternatives`, the dynamic linker cache,
+//! CA certificates). It needs no download and is rebuilt when its generator version changes.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use paddock_core::SetupMount;
+
+use crate::error::{Result, RuntimeError};
+
+/// Bumped whenever the generated content changes, so old copies are rebuilt.
+const BASE_VERSION: &str = "1";
+
+/// A template on disk.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub name: String,
+    /// The root filesystem directory (the overlay's lower layer).
+    pub rootfs: PathBuf,
+    /// Host directories bound read-only into the root.
+    pub binds: Vec<SetupMount>,
+    /// Users the template defines, by name.
+    pub users: Vec<String>,
+}
+
+/// Host `/etc` entries copied into `base` as they are.
+const HOST_ETC: &[&str] = &[
+    "alternatives",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "bash.bashrc",
+    "inputrc",
+    "localtime",
+    "timezone",
+    "os-release",
+    "debian_version",
+    "mime.types",
+    "host.conf",
+    "gai.conf",
+    "protocols",
+    "services",
+    "networks",
+    "python3",
+    "python3.11",
+    "login.defs",
+    "locale.alias",
+    "magic",
+    "magic.mime",
+    "skel",
+    "profile.d",
+    "environment",
+    "perl",
+    "gitconfig",
+];
+
+/// Returns the `base` template under `dir`, generating it first if missing or outdated.
+pub fn base(dir: &Path) -> Result<Template> {
+    let root = dir.join("base");
+    let rootfs = root.join("rootfs");
+    let stamp = root.join("version");
+    if fs::read_to_string(&stamp).ok().as_deref() != Some(BASE_VERSION) {
+        let tmp = dir.join(".base.tmp");
+        let _ = fs::remove_dir_all(&tmp);
+        build_base(&tmp.join("rootfs")).map_err(RuntimeError::io("generating base template"))?;
+        fs::write(tmp.join("version"), BASE_VERSION)
+            .map_err(RuntimeError::io("writing template stamp"))?;
+        let _ = fs::remove_dir_all(&root);
+        fs::rename(&tmp, &root).map_err(RuntimeError::io("installing base template"))?;
+    }
+    Ok(Template {
+        name: "base".into(),
+        rootfs,
+        binds: vec![SetupMount {
+            source: "/usr".into(),
+            target: "/usr".into(),
+        }],
+        users: vec!["root".into(), "user".into()],
+    })
+}
+
+fn build_base(r: &Path) -> std::io::Result<()> {
+    for d in [
+        "usr",
+        "etc",
+        "home",
+        "root",
+        "tmp",
+        "var/tmp",
+        "var/log",
+        "var/cache",
+        "var/lib",
+        "run",
+        "proc",
+        "dev",
+        "sys",
+        "opt",
+        "srv",
+        "mnt",
+        "media",
+    ] {
+        fs::create_dir_all(r.join(d))?;
+    }
+    for (link, target) in [
+        ("bin", "usr/bin"),
+        ("sbin", "usr/sbin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+        ("lib32", "usr/lib32"),
+        ("libx32", "usr/libx32"),
+    ] {
+        if Path::new("/").join(target).exists() {
+            symlink(target, r.join(link))?;
+        }
+    }
+    fs::set_permissions(r.join("tmp"), fs::Permissions::from_mode(0o1777))?;
+    fs::set_permissions(r.join("var/tmp"), fs::Permissions::from_mode(0o1777))?;
+    fs::set_permissions(r.join("root"), fs::Permissions::from_mode(0o700))?;
+    let etc = r.join("etc");
+    for name in HOST_ETC {
+        let src = Path::new("/etc").join(name);
+        if src.symlink_metadata().is_ok() {
+            let st = Command::new("cp")
+                .arg("-a")
+                .arg(&src)
+                .arg(etc.join(name))
+                .status()?;
+            if !st.success() {
+                return Err(std::io::Error::other(format!("copying /etc/{name}")));
+            }
+        }
+    }
+    let files = [
+        (
+            "passwd",
+            "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000:user:/home/user:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        ),
+        (
+            "group",
+            "root:x:0:\nsudo:x:27:user\ntty:x:5:\nusers:x:100:user\nuser:x:1000:\nnogroup:x:65534:\n",
+        ),
+        (
+            "shadow",
+            "root:*:19000:0:99999:7:::\nuser:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n",
+        ),
+        ("hostname", "sandbox\n"),
+        (
+            "hosts",
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        ),
+        (
+            "resolv.conf",
+            "# No network: this sandbox has loopback only.\n",
+        ),
+        (
+            "nsswitch.conf",
+            "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
+        ),
+        (
+            "profile",
+            "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nif [ -d /etc/profile.d ]; then\n  for i in /etc/profile.d/*.sh; do\n    [ -r \"$i\" ] && . \"$i\"\n  done\n  unset i\nfi\n",
+        ),
+    ];
+    for (name, content) in files {
+        let _ = fs::remove_file(etc.join(name));
+        fs::write(etc.join(name), content)?;
+    }
+    fs::set_permissions(etc.join("shadow"), fs::Permissions::from_mode(0o640))?;
+    let home = r.join("home/user");
+    fs::create_dir_all(&home)?;
+    for f in [".bashrc", ".profile", ".bash_logout"] {
+        let src = Path::new("/etc/skel").join(f);
+        if src.exists() {
+            fs::copy(&src, home.join(f))?;
+            std::os::unix::fs::chown(home.join(f), Some(1000), Some(1000))?;
+        }
+    }
+    std::os::unix::fs::chown(&home, Some(1000), Some(1000))?;
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
