@@ -209,7 +209,9 @@ impl Cgroups {
                         std::thread::sleep(Duration::from_millis(2));
                     }
                     Err(e) => {
-                        return Err(RuntimeError::io(format!("removing cgroup {}", d.display()))(e));
+                        return Err(
+                            RuntimeError::io(format!("removing cgroup {}", d.display()))(e),
+                        );
                     }
                 }
             }

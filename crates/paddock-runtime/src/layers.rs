@@ -186,7 +186,7 @@ impl Layers {
     /// Bytes referenced by sandbox `id`'s subvolume, from its qgroup.
     pub fn usage(&self, id: &str) -> Option<u64> {
         let out = Command::new("btrfs")
-            .args(["qgroup", "show", "-rf", "--raw"])
+            .args(["qgroup", "show", "-rf", "--raw", "--sync"])
             .arg(self.sandboxes_dir().join(id))
             .output()
             .ok()?;

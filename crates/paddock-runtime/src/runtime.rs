@@ -462,7 +462,13 @@ impl Runtime {
         // after spawn returns, and fd 3 is not used by anything else in the child.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(lfd, AGENT_LISTEN_FD) < 0 {
+                // dup2 onto itself would keep close-on-exec set, so clear it explicitly then.
+                let r = if lfd == AGENT_LISTEN_FD {
+                    libc::fcntl(lfd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(lfd, AGENT_LISTEN_FD)
+                };
+                if r < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())

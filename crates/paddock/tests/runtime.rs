@@ -1,0 +1,489 @@
+//! End-to-end tests of the native runtime and the agent: real sandboxes, real agent binary.
+//!
+//! Isolation and resource-limit attacks live in `security.rs`; this file covers the library
+//! API's behaviour, bad input and cleanup.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use paddock_core::Limits;
+use paddock_runtime::{CreateSpec, ExecRequest, RuntimeError};
+
+/// Everything of sandbox `id` that could be left on the host.
+fn leftovers(id: &str, uid_base: u32, dir: &Path) -> Vec<String> {
+    let mut left = Vec::new();
+    for ctl in ["memory", "pids", "cpu", "cpuacct", "freezer"] {
+        let p = format!("/sys/fs/cgroup/{ctl}/paddock/{id}");
+        if Path::new(&p).exists() {
+            left.push(p);
+        }
+    }
+    let v2 = format!("/sys/fs/cgroup/paddock/{id}");
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() && Path::new(&v2).exists() {
+        left.push(v2);
+    }
+    if dir.exists() {
+        left.push(dir.display().to_string());
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    left.extend(mounts.lines().filter(|l| l.contains(id)).map(str::to_owned));
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
+        if let Some(uid) = uid {
+            if (uid_base..uid_base + 65536).contains(&uid) {
+                left.push(format!(
+                    "process {} (uid {uid})",
+                    e.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    left
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_reports_output_exit_code_env_cwd_and_stdin() {
+    let mut env = BTreeMap::new();
+    env.insert("SANDBOX_VAR".to_owned(), "from-spec".to_owned());
+    let s = create(CreateSpec {
+        env,
+        ..CreateSpec::default()
+    })
+    .await;
+
+    let r = sh(&s, "echo out; echo err >&2; exit 7").await;
+    assert_eq!(out(&r), "out\n");
+    assert_eq!(err(&r), "err\n");
+    assert_eq!(r.exit_code, Some(7));
+    assert_eq!(r.status, "exit status 7");
+
+    let r = s
+        .exec(ExecRequest {
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo $SANDBOX_VAR $REQ_VAR; pwd; id -un".into(),
+            ],
+            env: BTreeMap::from([("REQ_VAR".to_owned(), "from-request".to_owned())]),
+            cwd: Some("/tmp".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(out(&r), "from-spec from-request\n/tmp\nuser\n");
+
+    let r = s
+        .exec(ExecRequest {
+            argv: vec!["/usr/bin/wc".into(), "-c".into()],
+            stdin: Some(vec![b'x'; 100_000]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(out(&r).trim(), "100000");
+
+    // Default user is `user` in its home; root is available on request.
+    assert_eq!(
+        out(&sh(&s, "id -u; pwd; echo $HOME").await),
+        "1000\n/home/user\n/home/user\n"
+    );
+    assert_eq!(out(&root(&s, "id -u").await), "0\n");
+
+    let r = s
+        .exec(ExecRequest {
+            argv: vec!["/bin/sh".into(), "-c".into(), "kill -9 $$".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, None);
+    assert_eq!(r.status, "signal: killed");
+    destroy(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_tools_work_inside_base() {
+    let s = sandbox().await;
+    let r = sh(&s, "python3 -c 'import sys; print(sys.version_info[0])' && node -e 'console.log(6*7)' && bash --version | head -1").await;
+    assert_eq!(r.exit_code, Some(0), "{}", err(&r));
+    let o = out(&r);
+    assert!(o.starts_with("3\n42\nGNU bash"), "{o}");
+    destroy(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_capped_and_flagged() {
+    let s = sandbox().await;
+    let r = s
+        .exec(ExecRequest {
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "head -c 5000000 /dev/zero".into(),
+            ],
+            max_output: Some(1 << 20),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.stdout.len(), 1 << 20);
+    assert!(r.stdout_truncated);
+    assert!(!r.stderr_truncated);
+    assert_eq!(r.exit_code, Some(0));
+    destroy(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_typed_error_and_leaves_nothing() {
+    let rt = runtime();
+    let cases: Vec<(CreateSpec, fn(&RuntimeError) -> bool)> = vec![
+        (
+            CreateSpec {
+                template: "nope".into(),
+                ..Default::default()
+            },
+            |e| matches!(e, RuntimeError::UnknownTemplate(_)),
+        ),
+        (
+            CreateSpec {
+                limits: Limits {
+                    memory_bytes: 0,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            |e| matches!(e, RuntimeError::InvalidLimits(_)),
+        ),
+        (
+            CreateSpec {
+                limits: Limits {
+                    memory_bytes: u64::MAX,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            |e| matches!(e, RuntimeError::InvalidLimits(_)),
+        ),
+        (
+            CreateSpec {
+                limits: Limits {
+                    pids: 0,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            |e| matches!(e, RuntimeError::InvalidLimits(_)),
+        ),
+        (
+            CreateSpec {
+                user: Some("mallory".into()),
+                ..Default::default()
+            },
+            |e| matches!(e, RuntimeError::UnknownUser(_)),
+        ),
+        (
+            CreateSpec {
+                env: BTreeMap::from([("A=B".to_owned(), "x".to_owned())]),
+                ..Default::default()
+            },
+            |e| matches!(e, RuntimeError::InvalidArgument(_)),
+        ),
+    ];
+    for (spec, ok) in cases {
+        let e = rt.create(spec.clone()).await.expect_err("create must fail");
+        assert!(ok(&e), "{spec:?} gave {e:?}");
+        assert!(
+            !e.to_string().contains("/var/tmp"),
+            "error leaks a host path: {e}"
+        );
+    }
+    // Nothing on the host that the runtime does not hold (other tests create concurrently,
+    // so give their in-flight creates a moment to register).
+    let mut orphans = Vec::new();
+    for _ in 0..50 {
+        let held: Vec<String> = rt.list().iter().map(|s| s.id.to_string()).collect();
+        orphans = rt
+            .list_host()
+            .into_iter()
+            .map(|h| h.id)
+            .filter(|id| !held.contains(id))
+            .collect();
+        if orphans.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        orphans,
+        Vec::<String>::new(),
+        "failed creates left these behind"
+    );
+
+    let s = sandbox().await;
+    let e = s
+        .exec(ExecRequest {
+            argv: vec!["/bin/true".into()],
+            user: Some("mallory".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("mallory"), "{e}");
+    for cwd in ["../../../..", "/../../etc/../../.."] {
+        let e = s
+            .exec(ExecRequest {
+                argv: vec!["/bin/true".into()],
+                cwd: Some(cwd.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("escapes"), "{cwd}: {e}");
+    }
+    let e = s
+        .exec(ExecRequest {
+            argv: vec!["/no/such/binary".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not found"), "{e}");
+    let e = s.exec(ExecRequest::default()).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::InvalidArgument(_)), "{e:?}");
+    destroy(&s).await;
+    let e = runtime().destroy(s.id.as_str()).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::NotFound(_)), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_leaves_nothing_behind() {
+    let s = sandbox().await;
+    // Leave behind what a careless user would: a daemon, files in every writable place.
+    let r = root(&s, "nohup sleep 10000 >/dev/null 2>&1 & setsid sleep 10000 >/dev/null 2>&1 & echo x > /tmp/f; echo y > /root/g; echo ok").await;
+    assert_eq!(out(&r), "ok\n");
+    let (id, base, dir) = (s.id.to_string(), s.uid_base, s.dir.clone());
+    assert!(
+        !leftovers(&id, base, &dir).is_empty(),
+        "the probe must see a live sandbox"
+    );
+    destroy(&s).await;
+    assert_eq!(leftovers(&id, base, &dir), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_create_destroy_cycles_leave_nothing() {
+    let rt = runtime();
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let s = sandbox().await;
+        let r = sh(&s, "echo $((6*7))").await;
+        assert_eq!(out(&r), "42\n");
+        seen.push((s.id.to_string(), s.uid_base, s.dir.clone()));
+        destroy(&s).await;
+    }
+    for (id, base, dir) in seen {
+        assert_eq!(leftovers(&id, base, &dir), Vec::<String>::new(), "{id}");
+        assert!(rt.get(&id).is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_report_usage() {
+    let s = sandbox().await;
+    sh(&s, "head -c 3000000 /dev/urandom > /home/user/blob").await;
+    let st = s.stats(&runtime());
+    assert!(st.memory_bytes > 0, "{st:?}");
+    assert!(st.pids >= 1, "{st:?}");
+    assert!(st.cpu_usage_ns > 0, "{st:?}");
+    let disk = st.disk_bytes.expect("disk usage");
+    assert!(disk >= 3_000_000, "{st:?}");
+    destroy(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_replays_output_from_a_sequence_number() {
+    use paddock_envd::process::__buffa::oneof::process_event::Event;
+    use paddock_envd::process::__buffa::oneof::process_event::data_event::Output;
+    use paddock_envd::process::__buffa::oneof::process_selector::Selector;
+    use paddock_envd::process::{ConnectRequest, ProcessConfig, ProcessSelector, StartRequest};
+
+    let s = sandbox().await;
+    let start = StartRequest {
+        process: ProcessConfig {
+            cmd: "/bin/bash".into(),
+            args: vec![
+                "-c".into(),
+                "for i in 1 2 3; do echo line$i; sleep 0.2; done; sleep 0.5".into(),
+            ],
+            ..Default::default()
+        }
+        .into(),
+        stdin: Some(false),
+        tag: Some("job".into()),
+        ..Default::default()
+    };
+    let mut stream = s
+        .agent
+        .process
+        .start_with_options(start, s.call_options(None))
+        .await
+        .unwrap();
+    let first = stream.message().await.unwrap().unwrap().to_owned_message();
+    let Some(Event::Start(st)) = first.event.as_option().and_then(|e| e.event.clone()) else {
+        panic!("first event must be start: {first:?}")
+    };
+    drop(stream); // The client goes away; the process keeps running.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let req = ConnectRequest {
+        process: ProcessSelector {
+            selector: Some(Selector::Tag("job".into())),
+            ..Default::default()
+        }
+        .into(),
+        ..Default::default()
+    };
+    let opts = s.call_options(None).with_header("paddock-replay-from", "1");
+    let mut stream = s
+        .agent
+        .process
+        .connect_with_options(req, opts)
+        .await
+        .unwrap();
+    assert_eq!(stream.headers().get("paddock-first-seq").unwrap(), "1");
+    let mut text = String::new();
+    let mut ended = false;
+    while let Some(m) = stream.message().await.unwrap() {
+        match m
+            .to_owned_message()
+            .event
+            .as_option()
+            .and_then(|e| e.event.clone())
+        {
+            Some(Event::Start(x)) => assert_eq!(x.pid, st.pid),
+            Some(Event::Data(d)) => {
+                if let Some(Output::Stdout(b)) = d.output {
+                    text.push_str(&String::from_utf8_lossy(&b));
+                }
+            }
+            Some(Event::End(e)) => {
+                assert_eq!(e.exit_code, 0);
+                ended = true;
+            }
+            _ => {}
+        }
+    }
+    assert!(ended);
+    assert_eq!(
+        text, "line2\nline3\n",
+        "replay from sequence 1 skips only the first chunk"
+    );
+    destroy(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pty_runs_interactive_shell_with_resize() {
+    use paddock_envd::process::__buffa::oneof::process_event::Event;
+    use paddock_envd::process::__buffa::oneof::process_event::data_event::Output;
+    use paddock_envd::process::__buffa::oneof::process_input::Input;
+    use paddock_envd::process::__buffa::oneof::process_selector::Selector;
+    use paddock_envd::process::*;
+
+    let s = sandbox().await;
+    let start = StartRequest {
+        process: ProcessConfig {
+            cmd: "/bin/bash".into(),
+            args: vec!["-i".into(), "-l".into()],
+            ..Default::default()
+        }
+        .into(),
+        pty: PTY {
+            size: pty::Size {
+                cols: 80,
+                rows: 24,
+                ..Default::default()
+            }
+            .into(),
+            ..Default::default()
+        }
+        .into(),
+        ..Default::default()
+    };
+    let mut stream = s
+        .agent
+        .process
+        .start_with_options(start, s.call_options(None))
+        .await
+        .unwrap();
+    let first = stream.message().await.unwrap().unwrap().to_owned_message();
+    let Some(Event::Start(st)) = first.event.as_option().and_then(|e| e.event.clone()) else {
+        panic!()
+    };
+    let sel = || ProcessSelector {
+        selector: Some(Selector::Pid(st.pid)),
+        ..Default::default()
+    };
+    let upd = UpdateRequest {
+        process: sel().into(),
+        pty: PTY {
+            size: pty::Size {
+                cols: 100,
+                rows: 30,
+                ..Default::default()
+            }
+            .into(),
+            ..Default::default()
+        }
+        .into(),
+        ..Default::default()
+    };
+    s.agent
+        .process
+        .update_with_options(upd, s.call_options(None))
+        .await
+        .unwrap();
+    let input = SendInputRequest {
+        process: sel().into(),
+        input: ProcessInput {
+            input: Some(Input::Pty(b"stty size; tty; exit 3\n".to_vec())),
+            ..Default::default()
+        }
+        .into(),
+        ..Default::default()
+    };
+    s.agent
+        .process
+        .send_input_with_options(input, s.call_options(None))
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let mut code = None;
+    while let Some(m) = stream.message().await.unwrap() {
+        match m
+            .to_owned_message()
+            .event
+            .as_option()
+            .and_then(|e| e.event.clone())
+        {
+            Some(Event::Data(d)) => {
+                if let Some(Output::Pty(b)) = d.output {
+                    text.push_str(&String::from_utf8_lossy(&b));
+                }
+            }
+            Some(Event::End(e)) => code = Some(e.exit_code),
+            _ => {}
+        }
+    }
+    assert!(text.contains("30 100"), "{text}");
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert_eq!(code, Some(3));
+    destroy(&s).await;
+}
