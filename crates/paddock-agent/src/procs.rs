@@ -719,8 +719,8 @@ where
 }
 
 impl Process for Procs {
-    async fn list<'a>(
-        &'a self,
+    async fn list(
+        &self,
         _ctx: RequestContext,
         _request: ServiceRequest<'_, ListRequest>,
     ) -> ServiceResult<ListResponse> {
@@ -783,8 +783,8 @@ impl Process for Procs {
         Ok(Response::new(s).with_header("paddock-first-seq", "0"))
     }
 
-    async fn update<'a>(
-        &'a self,
+    async fn update(
+        &self,
         _ctx: RequestContext,
         request: ServiceRequest<'_, UpdateRequest>,
     ) -> ServiceResult<UpdateResponse> {
@@ -799,8 +799,8 @@ impl Process for Procs {
         Response::ok(UpdateResponse::default())
     }
 
-    async fn stream_input<'a>(
-        &'a self,
+    async fn stream_input(
+        &self,
         _ctx: RequestContext,
         mut requests: connectrpc::InboundStream<StreamInputRequest>,
     ) -> ServiceResult<StreamInputResponse> {
@@ -826,8 +826,8 @@ impl Process for Procs {
         Response::ok(StreamInputResponse::default())
     }
 
-    async fn send_input<'a>(
-        &'a self,
+    async fn send_input(
+        &self,
         _ctx: RequestContext,
         request: ServiceRequest<'_, SendInputRequest>,
     ) -> ServiceResult<SendInputResponse> {
@@ -839,8 +839,8 @@ impl Process for Procs {
         Response::ok(SendInputResponse::default())
     }
 
-    async fn send_signal<'a>(
-        &'a self,
+    async fn send_signal(
+        &self,
         ctx: RequestContext,
         request: ServiceRequest<'_, SendSignalRequest>,
     ) -> ServiceResult<SendSignalResponse> {
@@ -872,8 +872,8 @@ impl Process for Procs {
         Response::ok(SendSignalResponse::default())
     }
 
-    async fn close_stdin<'a>(
-        &'a self,
+    async fn close_stdin(
+        &self,
         _ctx: RequestContext,
         request: ServiceRequest<'_, CloseStdinRequest>,
     ) -> ServiceResult<CloseStdinResponse> {

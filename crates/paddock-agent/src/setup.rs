@@ -506,7 +506,7 @@ fn build_dev(root: &Path, cfg: &SetupConfig, owner: &str) -> Result<()> {
     );
     mount(
         Some("devpts"),
-        &dev.join("pts"),
+        dev.join("pts"),
         Some("devpts"),
         libc::MS_NOSUID | libc::MS_NOEXEC,
         Some(&pts_opts),

@@ -53,12 +53,13 @@ fn groups_of(name: &str, primary: u32) -> Vec<u32> {
     let mut out = vec![primary];
     for line in group.lines() {
         let f: Vec<&str> = line.split(':').collect();
-        if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
-            if let Ok(g) = f[2].parse::<u32>() {
-                if !out.contains(&g) {
-                    out.push(g);
-                }
-            }
+        let member = f.len() >= 4 && f[3].split(',').any(|m| m == name);
+        if let Some(g) = f
+            .get(2)
+            .and_then(|g| g.parse::<u32>().ok())
+            .filter(|g| member && !out.contains(g))
+        {
+            out.push(g);
         }
     }
     out

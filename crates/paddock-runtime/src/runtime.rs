@@ -341,10 +341,8 @@ impl Runtime {
             .get(&spec.template)
             .ok_or_else(|| RuntimeError::UnknownTemplate(spec.template.clone()))?;
         spec.limits.validate(self.host_memory)?;
-        if let Some(u) = &spec.user {
-            if !t.users.contains(u) {
-                return Err(RuntimeError::UnknownUser(u.clone()));
-            }
+        if let Some(u) = spec.user.as_ref().filter(|u| !t.users.contains(u)) {
+            return Err(RuntimeError::UnknownUser(u.clone()));
         }
         for k in spec.env.keys() {
             if k.is_empty() || k.contains(['=', '\0']) {

@@ -30,17 +30,30 @@ struct Row {
 }
 
 fn row(name: impl Into<String>, mut v: Vec<Duration>) -> Row {
-    Row { name: name.into(), p50: pct(&mut v, 0.5), p99: pct(&mut v, 0.99) }
+    Row {
+        name: name.into(),
+        p50: pct(&mut v, 0.5),
+        p99: pct(&mut v, 0.99),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; nothing to parse.
-    let runs: usize = std::env::var("PADDOCK_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runs: usize = std::env::var("PADDOCK_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let mut cfg = RuntimeConfig::new(PathBuf::from("/var/tmp/paddock-bench"));
     cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
     let runtime = Runtime::open(cfg)?;
-    let truecmd = || ExecRequest { argv: vec!["/bin/true".into()], ..Default::default() };
+    let truecmd = || ExecRequest {
+        argv: vec!["/bin/true".into()],
+        ..Default::default()
+    };
 
     let mut rows = Vec::new();
     rt.block_on(async {
@@ -82,7 +95,10 @@ fn main() -> anyhow::Result<()> {
     })?;
 
     for (label, make) in [
-        ("bwrap", bench_external::External::bwrap as fn() -> anyhow::Result<bench_external::External>),
+        (
+            "bwrap",
+            bench_external::External::bwrap as fn() -> anyhow::Result<bench_external::External>,
+        ),
         ("crun", bench_external::External::crun),
     ] {
         match make() {
@@ -91,19 +107,31 @@ fn main() -> anyhow::Result<()> {
                 for _ in 0..runs {
                     v.push(ext.run_once()?);
                 }
-                rows.push(row(format!("{}: /bin/true in a new sandbox", ext.name()), v));
+                rows.push(row(
+                    format!("{}: /bin/true in a new sandbox", ext.name()),
+                    v,
+                ));
             }
             Err(e) => println!("{label}: skipped ({e:#})"),
         }
     }
 
     let base = rows[0].p50;
-    println!("\n{runs} runs per row, {} cores\n", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "\n{runs} runs per row, {} cores\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!("| what | p50 | p99 | p50 vs paddock create |");
     println!("|---|---|---|---|");
     for r in &rows {
         let ratio = r.p50.as_secs_f64() / base.as_secs_f64();
-        println!("| {} | {} | {} | {:.2}x |", r.name, ms(r.p50), ms(r.p99), ratio);
+        println!(
+            "| {} | {} | {} | {:.2}x |",
+            r.name,
+            ms(r.p50),
+            ms(r.p99),
+            ratio
+        );
     }
     Ok(())
 }
