@@ -524,7 +524,10 @@ fn build_dev(root: &Path, cfg: &SetupConfig, owner: &str) -> Result<()> {
         std::os::unix::fs::symlink(target, dev.join(link))?;
     }
     // Links and dirs above were created by host root; give them to the sandbox's root.
-    for entry in ["pts", "shm", "ptmx", "fd", "stdin", "stdout", "stderr"] {
+    for entry in [
+        "pts", "shm", "ptmx", "fd", "stdin", "stdout", "stderr", "null", "zero", "full", "random",
+        "urandom", "tty",
+    ] {
         std::os::unix::fs::lchown(dev.join(entry), Some(cfg.id_base), Some(cfg.id_base)).ok();
     }
     Ok(())
