@@ -685,6 +685,70 @@ impl Sandbox {
         }
     }
 
+    /// Reads a file inside the sandbox as `user` (agent `GET /files`). The agent resolves the
+    /// path inside the sandbox root, so symlinks cannot lead to host files.
+    pub async fn read_file(&self, path: &str, user: Option<&str>) -> Result<Vec<u8>> {
+        let uri = files_uri(path, user.unwrap_or(&self.user));
+        let req = http::Request::get(uri)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
+        self.files_request(req).await
+    }
+
+    /// Writes a file inside the sandbox as `user` (agent `POST /files`, octet-stream),
+    /// creating parent directories.
+    pub async fn write_file(&self, path: &str, data: Vec<u8>, user: Option<&str>) -> Result<()> {
+        let uri = files_uri(path, user.unwrap_or(&self.user));
+        let req = http::Request::post(uri)
+            .header(http::header::CONTENT_TYPE, "application/octet-stream")
+            .body(http_body_util::Full::new(bytes::Bytes::from(data)))
+            .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
+        self.files_request(req).await.map(|_| ())
+    }
+
+    async fn files_request(
+        &self,
+        req: http::Request<http_body_util::Full<bytes::Bytes>>,
+    ) -> Result<Vec<u8>> {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::UnixStream::connect(self.socket())
+            .await
+            .map_err(RuntimeError::io("connecting to agent"))?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| RuntimeError::Setup(format!("agent handshake: {e}")))?;
+        tokio::spawn(conn);
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| RuntimeError::Setup(format!("agent request: {e}")))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| RuntimeError::Setup(format!("agent response: {e}")))?
+            .to_bytes()
+            .to_vec();
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            let code = match status.as_u16() {
+                404 => connectrpc::ErrorCode::NotFound,
+                400 => connectrpc::ErrorCode::InvalidArgument,
+                401 => connectrpc::ErrorCode::Unauthenticated,
+                403 => connectrpc::ErrorCode::PermissionDenied,
+                507 => connectrpc::ErrorCode::ResourceExhausted,
+                _ => connectrpc::ErrorCode::Internal,
+            };
+            return Err(RuntimeError::Agent(connectrpc::ConnectError::new(code, msg)));
+        }
+        Ok(body)
+    }
+
     /// Path of the agent's unix socket on the host.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("agent.sock")
@@ -694,6 +758,22 @@ impl Sandbox {
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         self.cgroups.dirs(self.id.as_str())
     }
+}
+
+fn files_uri(path: &str, user: &str) -> String {
+    use std::fmt::Write as _;
+    let mut q = String::new();
+    for (i, (k, v)) in [("path", path), ("username", user)].iter().enumerate() {
+        let _ = write!(q, "{}{k}=", if i == 0 { "" } else { "&" });
+        for b in v.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                q.push(b as char);
+            } else {
+                let _ = write!(q, "%{b:02X}");
+            }
+        }
+    }
+    format!("http://agent/files?{q}")
 }
 
 fn append(buf: &mut Vec<u8>, truncated: &mut bool, data: &[u8], cap: usize) {
