@@ -94,6 +94,23 @@ impl Layers {
         self.root.join("sandboxes")
     }
 
+    /// The sandboxes directory opened for an ioctl, and the arguments naming `id` in it.
+    fn vol_args(&self, id: &str) -> Result<(fs::File, Box<VolArgs>)> {
+        if id.is_empty() || id.len() > VOL_NAME_MAX || id.contains(['/', '\0']) {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "bad subvolume name {id:?}"
+            )));
+        }
+        let parent = fs::File::open(self.sandboxes_dir())
+            .map_err(RuntimeError::io("opening sandboxes dir"))?;
+        let mut args = Box::new(VolArgs {
+            fd: 0,
+            name: [0; VOL_NAME_MAX + 1],
+        });
+        args.name[..id.len()].copy_from_slice(id.as_bytes());
+        Ok((parent, args))
+    }
+
     /// Creates the subvolume for sandbox `id` with a limit of `bytes` on what it references.
     pub fn create(&self, id: &str, bytes: u64) -> Result<PathBuf> {
         let parent = fs::File::open(self.sandboxes_dir())
@@ -105,7 +122,7 @@ impl Layers {
         args.name[..id.len()].copy_from_slice(id.as_bytes());
         // SAFETY: `args` is a correctly laid out btrfs_ioctl_vol_args that outlives the call
         // and `parent` is an open directory on the btrfs filesystem.
-        let r = unsafe { libc::ioctl(parent.as_raw_fd(), BTRFS_IOC_SUBVOL_CREATE as _, &args) };
+        let r = unsafe { libc::ioctl(parent.as_raw_fd(), BTRFS_IOC_SUBVOL_CREATE as _, &*args) };
         if r != 0 {
             return Err(RuntimeError::io(format!("creating subvolume {id}"))(
                 std::io::Error::last_os_error(),
@@ -156,7 +173,7 @@ impl Layers {
         let mut tries = 0;
         loop {
             // SAFETY: as in `create`.
-            let r = unsafe { libc::ioctl(parent.as_raw_fd(), BTRFS_IOC_SNAP_DESTROY as _, &args) };
+            let r = unsafe { libc::ioctl(parent.as_raw_fd(), BTRFS_IOC_SNAP_DESTROY as _, &*args) };
             if r == 0 {
                 return Ok(());
             }
