@@ -113,13 +113,7 @@ impl Layers {
 
     /// Creates the subvolume for sandbox `id` with a limit of `bytes` on what it references.
     pub fn create(&self, id: &str, bytes: u64) -> Result<PathBuf> {
-        let parent = fs::File::open(self.sandboxes_dir())
-            .map_err(RuntimeError::io("opening sandboxes dir"))?;
-        let mut args = VolArgs {
-            fd: 0,
-            name: [0; VOL_NAME_MAX + 1],
-        };
-        args.name[..id.len()].copy_from_slice(id.as_bytes());
+        let (parent, args) = self.vol_args(id)?;
         // SAFETY: `args` is a correctly laid out btrfs_ioctl_vol_args that outlives the call
         // and `parent` is an open directory on the btrfs filesystem.
         let r = unsafe { libc::ioctl(parent.as_raw_fd(), BTRFS_IOC_SUBVOL_CREATE as _, &*args) };
@@ -163,13 +157,7 @@ impl Layers {
         if !path.exists() {
             return Ok(());
         }
-        let parent = fs::File::open(self.sandboxes_dir())
-            .map_err(RuntimeError::io("opening sandboxes dir"))?;
-        let mut args = VolArgs {
-            fd: 0,
-            name: [0; VOL_NAME_MAX + 1],
-        };
-        args.name[..id.len()].copy_from_slice(id.as_bytes());
+        let (parent, args) = self.vol_args(id)?;
         let mut tries = 0;
         loop {
             // SAFETY: as in `create`.
