@@ -40,6 +40,10 @@ async fn serve() -> anyhow::Result<()> {
     // SAFETY: the setup stage placed the listening socket at this fixed descriptor and
     // nothing else in this process owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(AGENT_LISTEN_FD) };
+    // The setup stage had to clear close-on-exec to hand the socket over; set it again at
+    // once, or every process the agent starts would inherit the listener and could accept
+    // (and read or forge) the host's requests.
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
     let std_listener = std::os::unix::net::UnixListener::from(fd);
     std_listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(std_listener)?;

@@ -290,11 +290,17 @@ fn child_inner(
     // 16. Descriptors: stdin becomes /dev/null (the runtime's config pipe is spent), the
     //     agent's listening socket moves to its fixed number, and every other descriptor is
     //     marked close-on-exec, so the agent starts with exactly 0, 1, 2 and the socket.
+    //     stdout and stderr become /dev/null as well: they are the runtime's status pipe and
+    //     the setup log on the host, and neither may stay reachable from inside (through
+    //     /proc/1/fd). The agent's own logs are therefore not kept for now.
     let null = fs::OpenOptions::new()
         .read(true)
+        .write(true)
         .open("/dev/null")
         .context("/dev/null")?;
-    dup2(null.as_raw_fd(), 0)?;
+    for fd in 0..=2 {
+        dup2(null.as_raw_fd(), fd)?;
+    }
     if listen != AGENT_LISTEN_FD {
         dup2(listen, AGENT_LISTEN_FD)?;
     }
