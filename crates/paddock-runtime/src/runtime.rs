@@ -744,7 +744,9 @@ impl Sandbox {
                 507 => connectrpc::ErrorCode::ResourceExhausted,
                 _ => connectrpc::ErrorCode::Internal,
             };
-            return Err(RuntimeError::Agent(connectrpc::ConnectError::new(code, msg)));
+            return Err(RuntimeError::Agent(connectrpc::ConnectError::new(
+                code, msg,
+            )));
         }
         Ok(body)
     }
