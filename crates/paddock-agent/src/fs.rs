@@ -371,7 +371,11 @@ pub(crate) fn ensure_dirs(dir: &Path) -> io::Result<()> {
         ensure_dirs(parent)?;
     }
     match std::fs::DirBuilder::new().mode(0o755).create(dir) {
-        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)),
+        Ok(()) => match std::fs::metadata(dir) {
+            // Only when the umask narrowed it, to avoid a needless CHMOD event in watches.
+            Ok(m) if m.mode() & 0o7777 == 0o755 => Ok(()),
+            _ => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)),
+        },
         // Created concurrently by someone else: fine if it is a directory.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
         Err(e) => Err(e),

@@ -37,13 +37,11 @@ fn leftovers(id: &str, uid_base: u32, dir: &Path) -> Vec<String> {
             .lines()
             .find_map(|l| l.strip_prefix("Uid:"))
             .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
-        if let Some(uid) = uid {
-            if (uid_base..uid_base + 65536).contains(&uid) {
-                left.push(format!(
-                    "process {} (uid {uid})",
-                    e.file_name().to_string_lossy()
-                ));
-            }
+        if let Some(uid) = uid.filter(|u| (uid_base..uid_base + 65536).contains(u)) {
+            left.push(format!(
+                "process {} (uid {uid})",
+                e.file_name().to_string_lossy()
+            ));
         }
     }
     left
@@ -144,7 +142,8 @@ async fn output_is_capped_and_flagged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_a_typed_error_and_leaves_nothing() {
     let rt = runtime();
-    let cases: Vec<(CreateSpec, fn(&RuntimeError) -> bool)> = vec![
+    type Check = fn(&RuntimeError) -> bool;
+    let cases: Vec<(CreateSpec, Check)> = vec![
         (
             CreateSpec {
                 template: "nope".into(),
@@ -486,4 +485,110 @@ async fn pty_runs_interactive_shell_with_resize() {
     assert!(text.contains("/dev/pts/"), "{text}");
     assert_eq!(code, Some(3));
     destroy(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_transfer_round_trips_as_the_user() {
+    let s = sandbox().await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    s.write_file("/home/user/sub/dir/blob.bin", data.clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.read_file("/home/user/sub/dir/blob.bin", None)
+            .await
+            .unwrap(),
+        data
+    );
+    assert_eq!(
+        s.read_file("sub/dir/blob.bin", None).await.unwrap(),
+        data,
+        "relative to home"
+    );
+    let r = sh(&s, "stat -c '%U %a' /home/user/sub/dir/blob.bin").await;
+    assert_eq!(out(&r), "user 644\n");
+    // The user cannot write where it has no permission; root can.
+    assert!(s.write_file("/root/x", b"no".to_vec(), None).await.is_err());
+    s.write_file("/root/x", b"yes".to_vec(), Some("root"))
+        .await
+        .unwrap();
+    assert!(
+        s.read_file("/root/x", None).await.is_err(),
+        "user must not read root's home"
+    );
+    assert!(
+        s.read_file("/nope", None)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("not")
+    );
+    destroy(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_symlinks_never_reach_host_files() {
+    let token = format!("canary-{}", rand::random::<u64>());
+    let host_dir = std::env::temp_dir().join(format!("paddock-canary-{}", rand::random::<u32>()));
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("secret"), &token).unwrap();
+    let hd = host_dir.display().to_string();
+
+    let s = sandbox().await;
+    let plant = format!(
+        "ln -s / /home/user/r; ln -s {hd} /home/user/d; ln -s {hd}/secret /home/user/s; ln -s /etc/shadow /home/user/shadow; echo ok"
+    );
+    assert_eq!(out(&root(&s, &plant).await), "ok\n");
+
+    for path in [
+        "/home/user/s".to_owned(),
+        format!("/home/user/r{hd}/secret"),
+        "/home/user/d/secret".to_owned(),
+    ] {
+        for user in [None, Some("root")] {
+            match s.read_file(&path, user).await {
+                Ok(body) => assert!(
+                    !String::from_utf8_lossy(&body).contains(&token),
+                    "{path} leaked the canary"
+                ),
+                Err(e) => assert!(!e.to_string().contains(&token), "{e}"),
+            }
+        }
+    }
+    // Through the link to `/`, the sandbox's own files are what is seen.
+    let passwd = s.read_file("/home/user/r/etc/passwd", None).await.unwrap();
+    assert_eq!(
+        passwd,
+        std::fs::read(s.dir.join("../../../templates/base/rootfs/etc/passwd"))
+            .unwrap_or(passwd.clone())
+    );
+    assert!(String::from_utf8_lossy(&passwd).contains("user:x:1000:1000"));
+    // The sandbox's shadow is not readable by `user` through a link either.
+    assert!(s.read_file("/home/user/shadow", None).await.is_err());
+    // Writes through links land inside the sandbox, never in the host directory.
+    let _ = s
+        .write_file("/home/user/d/pwn", b"x".to_vec(), Some("root"))
+        .await;
+    let _ = s
+        .write_file(
+            &format!("/home/user/r{hd}/pwn2"),
+            b"x".to_vec(),
+            Some("root"),
+        )
+        .await;
+    let names: Vec<String> = std::fs::read_dir(&host_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["secret".to_owned()],
+        "host canary dir was modified"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("secret")).unwrap(),
+        token
+    );
+    destroy(&s).await;
+    std::fs::remove_dir_all(&host_dir).unwrap();
 }
