@@ -586,8 +586,37 @@ fn open_for_upload(path: &Path) -> Result<(std::fs::File, bool), ApiError> {
     Ok((file, created))
 }
 
-/// Streams one upload into `path` and applies `metadata`. On failure a file this upload
-/// created is removed again, so a refused or broken upload leaves nothing half-written.
+/// Removes the file an upload created unless the upload completes. It acts on drop, so an
+/// upload abandoned half-way is cleaned up too, including when the client disconnects and
+/// the server drops the request handler at an await point.
+struct RemoveUnlessKept {
+    user: User,
+    path: Option<PathBuf>,
+}
+
+impl RemoveUnlessKept {
+    fn keep(mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for RemoveUnlessKept {
+    fn drop(&mut self) {
+        let Some(path) = self.path.take() else {
+            return;
+        };
+        let user = self.user.clone();
+        // Drop runs on the protocol thread: the removal goes to a blocking thread, as the
+        // user like every other file operation.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn_blocking(move || users::as_user(&user, || std::fs::remove_file(&path)));
+        }
+    }
+}
+
+/// Streams one upload into `path` and applies `metadata`. If anything fails, a file this
+/// upload created is removed again, so a refused or broken upload leaves nothing
+/// half-written (an existing file was already truncated and stays so).
 async fn write_file(
     user: &User,
     path: PathBuf,
@@ -596,47 +625,26 @@ async fn write_file(
 ) -> Result<Uploaded, ApiError> {
     let p = path.clone();
     let (file, created) = agent_fs::run_as(user, move || open_for_upload(&p)).await??;
+    let cleanup = RemoveUnlessKept {
+        user: user.clone(),
+        path: created.then(|| path.clone()),
+    };
     let mut out = tokio::fs::File::from_std(file);
-    let copied: Result<(), ApiError> = async {
-        let mut written: u64 = 0;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                let multipart = e.get_ref().and_then(|inner| {
-                    inner.downcast_ref::<axum::extract::multipart::MultipartError>()
-                });
-                if let Some(m) = multipart {
-                    ApiError::new(
-                        m.status(),
-                        format!("invalid multipart body: {}", m.body_text()),
-                    )
-                } else if e.kind() == io::ErrorKind::InvalidData {
-                    ApiError::bad_request(format!("invalid gzip body: {e}"))
-                } else {
-                    ApiError::bad_request(format!("reading the request body failed: {e}"))
-                }
-            })?;
-            written += chunk.len() as u64;
-            if written > MAX_UPLOAD_BYTES {
-                return Err(ApiError::too_large());
-            }
-            out.write_all(&chunk)
-                .await
-                .map_err(|e| ApiError::io(&e, &path))?;
+    let mut written: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(body_error)?;
+        written += chunk.len() as u64;
+        if written > MAX_UPLOAD_BYTES {
+            return Err(ApiError::too_large());
         }
-        // tokio writes in the background; flushing waits for the last write and
-        // surfaces its error (ENOSPC shows up here).
-        out.flush().await.map_err(|e| ApiError::io(&e, &path))
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::io(&e, &path))?;
     }
-    .await;
+    // tokio writes in the background; flushing waits for the last write and surfaces its
+    // error (ENOSPC shows up here).
+    out.flush().await.map_err(|e| ApiError::io(&e, &path))?;
     let file = out.into_std().await;
-    if let Err(e) = copied {
-        drop(file);
-        if created {
-            let p = path.clone();
-            let _ = agent_fs::run_as(user, move || std::fs::remove_file(&p)).await;
-        }
-        return Err(e);
-    }
     let meta = metadata.clone();
     let stored = agent_fs::run_as(user, move || agent_fs::write_metadata(&file, &meta)).await?;
     let metadata = match stored {
@@ -649,6 +657,7 @@ async fn write_file(
         }
         Err(e) => return Err(ApiError::io(&e, &path)),
     };
+    cleanup.keep();
     Ok(Uploaded {
         name: path
             .file_name()
@@ -658,6 +667,24 @@ async fn write_file(
         r#type: "file",
         metadata,
     })
+}
+
+/// Maps a failure to read the request body: a malformed multipart body keeps the status
+/// axum gives it, corrupt gzip and broken transfers are the client's fault (400).
+fn body_error(e: io::Error) -> ApiError {
+    let multipart = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<axum::extract::multipart::MultipartError>());
+    if let Some(m) = multipart {
+        ApiError::new(
+            m.status(),
+            format!("invalid multipart body: {}", m.body_text()),
+        )
+    } else if e.kind() == io::ErrorKind::InvalidData {
+        ApiError::bad_request(format!("invalid gzip body: {e}"))
+    } else {
+        ApiError::bad_request(format!("reading the request body failed: {e}"))
+    }
 }
 
 #[cfg(test)]

@@ -21,9 +21,9 @@
 //! - Watches map inotify events the way fsnotify (used by envd) does: `IN_CREATE` and
 //!   `IN_MOVED_TO` ⇒ CREATE, `IN_MODIFY` ⇒ WRITE, `IN_DELETE` ⇒ REMOVE, `IN_MOVED_FROM` ⇒
 //!   RENAME, `IN_ATTRIB` ⇒ CHMOD. Event names are relative to the watched directory.
-//!   Recursive watches add every new subdirectory and report what was already inside it
-//!   by the time its watch was added as CREATE events, so nothing created in that window is
-//!   missed.
+//!   Recursive watches add a watch to every new subdirectory and report whatever was
+//!   already inside it when that watch was added as CREATE events, so nothing created in
+//!   between is missed.
 
 // The generated service trait returns `impl Encodable`; returning the concrete message is
 // the intended use.
@@ -486,8 +486,8 @@ fn move_path(src: &Path, dst: &Path) -> Result<EntryInfo, ConnectError> {
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
-/// A short name no other call of this process uses: a counter hashed with a per-process
-/// random key, so ids are neither guessable in order nor reused.
+/// A short unique name: a counter hashed with a per-process random key, so ids do not
+/// repeat within a run and cannot be guessed from one another.
 fn unique_hex() -> String {
     use std::hash::{BuildHasher, Hasher};
     static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
@@ -518,6 +518,7 @@ fn copy_tree(src: &Path, dst: &Path, meta: &std::fs::Metadata) -> io::Result<()>
     if ft.is_symlink() {
         std::os::unix::fs::symlink(std::fs::read_link(src)?, dst)?;
     } else if ft.is_dir() {
+        // Private and writable while it fills; it gets the source's mode at the end.
         std::fs::DirBuilder::new().mode(0o700).create(dst)?;
         for entry in std::fs::read_dir(src)? {
             let entry = entry?;
@@ -849,7 +850,6 @@ async fn stream_watch(
     }
     let ka = keepalive.unwrap_or(Duration::from_secs(3600));
     let mut idle_until = tokio::time::Instant::now() + ka;
-    let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86400);
     loop {
         tokio::select! {
             ev = w.stream.next() => {
@@ -874,7 +874,7 @@ async fn stream_watch(
                 }
                 idle_until = tokio::time::Instant::now() + ka;
             }
-            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+            _ = tokio::time::sleep_until(deadline.unwrap_or(idle_until)), if deadline.is_some() => {
                 let _ = tx.send(Err(ConnectError::deadline_exceeded("watch deadline exceeded"))).await;
                 return;
             }

@@ -87,10 +87,16 @@ pub fn as_user<T>(user: &User, f: impl FnOnce() -> T) -> T {
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     let _ = rustix::thread::set_thread_groups(&groups);
     set_fs_ids(user.uid, user.gid);
-    let out = f();
-    set_fs_ids(0, 0);
-    let _ = rustix::thread::set_thread_groups(&[]);
-    out
+    // Restore root's identity even if `f` panics: blocking threads are reused.
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            set_fs_ids(0, 0);
+            let _ = rustix::thread::set_thread_groups(&[]);
+        }
+    }
+    let _restore = Restore;
+    f()
 }
 
 fn set_fs_ids(uid: u32, gid: u32) {
