@@ -420,14 +420,8 @@ fn child_setup(c: &Creds) -> std::io::Result<()> {
     // SAFETY: raw credential syscalls, open/write/close and chdir on C strings prepared
     // before fork; all are async-signal-safe and touch no allocator.
     unsafe {
-        let groups: &[libc::gid_t] = &c.groups;
-        if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-            || libc::setresgid(c.gid, c.gid, c.gid) != 0
-            || libc::setresuid(c.uid, c.uid, c.uid) != 0
-            || libc::chdir(c.cwd.as_ptr()) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
+        // Before the uid change: afterwards the process is no longer dumpable and its /proc
+        // files belong to root, so it could not open this one.
         let fd = libc::open(
             c"/proc/self/oom_score_adj".as_ptr(),
             libc::O_WRONLY | libc::O_CLOEXEC,
@@ -435,6 +429,14 @@ fn child_setup(c: &Creds) -> std::io::Result<()> {
         if fd >= 0 {
             libc::write(fd, b"500".as_ptr().cast(), 3);
             libc::close(fd);
+        }
+        let groups: &[libc::gid_t] = &c.groups;
+        if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+            || libc::setresgid(c.gid, c.gid, c.gid) != 0
+            || libc::setresuid(c.uid, c.uid, c.uid) != 0
+            || libc::chdir(c.cwd.as_ptr()) != 0
+        {
+            return Err(std::io::Error::last_os_error());
         }
     }
     Ok(())

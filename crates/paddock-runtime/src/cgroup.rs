@@ -167,21 +167,36 @@ impl Cgroups {
             return Ok(());
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        match self {
-            Cgroups::V2 { .. } => {
-                let _ = fs::write(dirs[0].join("cgroup.kill"), "1");
-            }
-            Cgroups::V1 { root } => {
-                let freezer = root.join("freezer").join("paddock").join(id);
-                let _ = fs::write(freezer.join("freezer.state"), "FROZEN");
-                for pid in self.procs(id) {
-                    // SAFETY: kill has no memory-safety preconditions.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                let _ = fs::write(freezer.join("freezer.state"), "THAWED");
-            }
-        }
         loop {
+            match self {
+                // Atomic in the kernel: no pid numbers involved.
+                Cgroups::V2 { .. } => {
+                    let _ = fs::write(dirs[0].join("cgroup.kill"), "1");
+                }
+                // Freeze first: a frozen process cannot exit, so its pid cannot be recycled
+                // for someone else's process between reading cgroup.procs and kill().
+                Cgroups::V1 { root } => {
+                    let freezer = root.join("freezer").join("paddock").join(id);
+                    let _ = fs::write(freezer.join("freezer.state"), "FROZEN");
+                    let frozen_by = Instant::now() + Duration::from_millis(500);
+                    while fs::read_to_string(freezer.join("freezer.state"))
+                        .is_ok_and(|s| s.trim() == "FREEZING")
+                        && Instant::now() < frozen_by
+                    {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    for pid in self.procs(id) {
+                        // SAFETY: kill has no memory-safety preconditions; the target is
+                        // frozen in this cgroup, so the pid still names it.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                    let _ = fs::write(freezer.join("freezer.state"), "THAWED");
+                }
+            }
+            let settle = Instant::now() + Duration::from_millis(500);
+            while !self.procs(id).is_empty() && Instant::now() < settle {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             let left = self.procs(id);
             if left.is_empty() {
                 break;
@@ -192,11 +207,6 @@ impl Cgroups {
                     source: std::io::Error::from(std::io::ErrorKind::TimedOut),
                 });
             }
-            for pid in left {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            std::thread::sleep(Duration::from_millis(2));
         }
         for d in dirs {
             // rmdir can race with the kernel still releasing the last task; retry briefly.

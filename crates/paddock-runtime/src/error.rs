@@ -10,7 +10,7 @@ pub enum RuntimeError {
     UnknownTemplate(String),
     /// A limit is out of range.
     #[error("invalid limits: {0}")]
-    InvalidLimits(#[from] LimitsError),
+    InvalidLimits(LimitsError),
     /// An id that is not a sandbox id.
     #[error(transparent)]
     InvalidId(#[from] IdError),
@@ -38,10 +38,24 @@ pub enum RuntimeError {
     },
     /// The agent answered with an error.
     #[error("agent: {0}")]
-    Agent(#[from] connectrpc::ConnectError),
+    Agent(connectrpc::ConnectError),
     /// The host lacks something the runtime needs (btrfs, cgroup controllers).
     #[error("host not supported: {0}")]
     Unsupported(String),
+}
+
+// Manual `From` impls: the message already includes the inner error, so it is not also
+// exposed as `source()` (which would print it twice in error chains).
+impl From<LimitsError> for RuntimeError {
+    fn from(e: LimitsError) -> Self {
+        RuntimeError::InvalidLimits(e)
+    }
+}
+
+impl From<connectrpc::ConnectError> for RuntimeError {
+    fn from(e: connectrpc::ConnectError) -> Self {
+        RuntimeError::Agent(e)
+    }
 }
 
 impl RuntimeError {

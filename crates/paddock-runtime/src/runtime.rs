@@ -125,6 +125,8 @@ pub struct Sandbox {
     pub dir: PathBuf,
     pub agent: AgentClient,
     cgroups: Cgroups,
+    /// A pidfd on PID 1: signals through it can never hit a recycled pid.
+    pidfd: Option<std::os::fd::OwnedFd>,
 }
 
 /// A sandbox found on the host, for reconciliation.
@@ -255,7 +257,7 @@ impl Runtime {
                 }
                 _ => {
                     tracing::info!(sandbox = %hs.id, "destroying leftover sandbox");
-                    if let Err(e) = self.teardown(&hs.id, hs.pid) {
+                    if let Err(e) = self.teardown(&hs.id, None) {
                         tracing::warn!(sandbox = %hs.id, "cleanup failed: {e}");
                     }
                 }
@@ -279,6 +281,7 @@ impl Runtime {
             agent: AgentClient::new(dir.join("agent.sock")),
             dir,
             cgroups: self.cgroups.clone(),
+            pidfd: open_pidfd(pid, r.pid_start),
         }
     }
 
@@ -513,32 +516,28 @@ impl Runtime {
     /// and are gone with its last process).
     pub async fn destroy(self: &Arc<Self>, id: &str) -> Result<()> {
         let sbx = self.live.lock().expect("live poisoned").remove(id);
-        let pid = match &sbx {
-            Some(s) => Some(s.pid),
-            None => {
-                if !self.list_host().iter().any(|h| h.id == id) {
-                    return Err(RuntimeError::NotFound(id.to_owned()));
-                }
-                None
-            }
-        };
+        if sbx.is_none() && !self.list_host().iter().any(|h| h.id == id) {
+            return Err(RuntimeError::NotFound(id.to_owned()));
+        }
         let this = self.clone();
         let id2 = id.to_owned();
-        tokio::task::spawn_blocking(move || this.teardown(&id2, pid))
+        tokio::task::spawn_blocking(move || this.teardown(&id2, sbx.as_deref()))
             .await
             .map_err(|e| RuntimeError::Setup(format!("destroy task failed: {e}")))?
     }
 
-    fn teardown(&self, id: &str, pid: Option<i32>) -> Result<()> {
+    /// Kills and removes everything of sandbox `id`. Processes are only ever signalled
+    /// through a pidfd or while their cgroup is frozen, never by a bare pid number that could
+    /// have been recycled for another sandbox's process in the meantime.
+    fn teardown(&self, id: &str, sbx: Option<&Sandbox>) -> Result<()> {
         let slot = self.read_record(id).map(|r| r.slot);
-        if let Some(pid) = pid {
-            // SAFETY: kill has no memory-safety preconditions; the pid was verified (start
-            // time) or comes from our own live table.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+        if let Some(fd) = sbx.and_then(|s| s.pidfd.as_ref()) {
+            // Killing PID 1 makes the kernel kill every process in its pid namespace.
+            let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
         }
         self.cgroups.destroy(id)?;
-        if let Some(pid) = pid {
-            reap(pid);
+        if let Some(s) = sbx {
+            reap(s.pid);
         }
         self.layers.destroy(id)?;
         if let Some(s) = slot {
@@ -802,6 +801,14 @@ fn pid_start_time(pid: i32) -> Option<u64> {
         return None;
     }
     fields.get(19)?.parse().ok()
+}
+
+/// Opens a pidfd on `pid` and checks it is still the process that started at `start`.
+fn open_pidfd(pid: i32, start: Option<u64>) -> Option<std::os::fd::OwnedFd> {
+    let p = rustix::process::Pid::from_raw(pid)?;
+    let fd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()?;
+    // Checked after opening: if the start time still matches, the fd names our process.
+    (start.is_some() && pid_start_time(pid) == start).then_some(fd)
 }
 
 /// Collects the exit status of a sandbox's PID 1 if it is our child (we are a subreaper).

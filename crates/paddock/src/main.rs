@@ -106,8 +106,11 @@ async fn run(cli: Cli) -> Result<i32> {
                 };
                 envs.insert(k.to_owned(), v.to_owned());
             }
+            let memory_bytes = parse_size(&memory)?;
             let limits = Limits {
-                memory_bytes: parse_size(&memory)?,
+                memory_bytes,
+                // /tmp is charged to memory, so it can never be larger than the memory limit.
+                tmp_bytes: Limits::default().tmp_bytes.min(memory_bytes / 2),
                 cpu_millis: (cpus * 1000.0).round() as u32,
                 disk_bytes: parse_size(&disk)?,
                 ..Limits::default()
