@@ -48,6 +48,8 @@ use inotify::{EventMask, EventStream, Inotify, WatchDescriptor, WatchMask, Watch
 use paddock_envd::filesystem::*;
 use tokio::sync::mpsc;
 
+use crate::rpc::{keepalive, user_of};
+
 use crate::users::{self, User};
 
 /// Prefix of the extended attributes that hold a file's E2B metadata. `user.` is the only
@@ -110,10 +112,6 @@ where
     tokio::task::spawn_blocking(move || users::as_user(&user, f))
         .await
         .map_err(|_| ConnectError::internal("file operation failed unexpectedly"))
-}
-
-fn user_of(ctx: &RequestContext) -> Result<User, ConnectError> {
-    users::from_headers(ctx.headers()).map_err(|e| ConnectError::unauthenticated(e.to_string()))
 }
 
 /// Maps an I/O error on `path` to the Connect code the SDKs expect. The path is quoted with
@@ -907,15 +905,6 @@ async fn buffer_watch(mut w: Watch, buffer: Arc<Mutex<Buffered>>) {
 /// and maps) stays consistent at every point a panic could occur.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn keepalive(ctx: &RequestContext) -> Option<Duration> {
-    ctx.headers()
-        .get("keepalive-ping-interval")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .filter(|s| *s > 0)
-        .map(Duration::from_secs)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ pub mod files;
 pub mod fs;
 pub mod init;
 pub mod procs;
+mod rpc;
 pub mod seccomp;
 pub mod setup;
 pub mod users;

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -36,6 +36,7 @@ use paddock_envd::process::*;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
+use crate::rpc::{header_u64, keepalive, user_of};
 use crate::users::{self, User};
 
 /// Bytes of output kept per process for replay.
@@ -202,7 +203,6 @@ impl Procs {
         if let Some(size) = pty_size {
             let (master, slave) = open_pty(size.cols, size.rows)
                 .map_err(|e| ConnectError::internal(format!("opening pty: {e}")))?;
-            let slave_fd = slave.as_raw_fd();
             cmd.stdin(Stdio::from(slave.try_clone().map_err(internal)?));
             cmd.stdout(Stdio::from(slave.try_clone().map_err(internal)?));
             cmd.stderr(Stdio::from(slave));
@@ -218,7 +218,6 @@ impl Procs {
                     if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    let _ = slave_fd;
                     child_setup(&creds)
                 })
             };
@@ -295,16 +294,14 @@ impl Procs {
         Ok(proc)
     }
 
-    /// Called by the reaper with every exit status it collects.
-    fn exited(&self, pid: u32, exit: Exit) {
-        let mut t = self.table.lock().expect("process table poisoned");
+    /// Called by the reaper, with the table locked, for every exit status it collects.
+    fn exited(t: &mut Table, pid: u32, exit: Exit) {
         let Some(p) = t.live.remove(&pid) else { return };
         p.log.lock().expect("log poisoned").exit = Some(exit);
         t.done.push_back(p.clone());
         while t.done.len() > KEEP_EXITED {
             t.done.pop_front();
         }
-        drop(t);
         p.exited.notify_waiters();
         p.exited.notify_one();
         p.changed.notify_waiters();
@@ -376,27 +373,22 @@ impl Procs {
 }
 
 fn check_cwd(user: &User, cwd: &str) -> Result<std::path::PathBuf, ConnectError> {
-    // A cwd that climbs above the root with `..` is a client bug; refuse rather than
-    // silently clamping it to `/`.
-    let mut depth: i64 = 0;
-    let abs = cwd.starts_with('/');
-    let base_depth = if abs {
-        0
+    // A cwd that climbs above the root with `..` is a client bug; refuse it rather than
+    // silently clamping it to `/` as file paths are.
+    let base = if cwd.starts_with('/') {
+        ""
     } else {
-        user.home.split('/').filter(|s| !s.is_empty()).count() as i64
+        user.home.as_str()
     };
-    depth += base_depth;
-    for part in cwd.split('/') {
+    let mut depth: usize = 0;
+    for part in base.split('/').chain(cwd.split('/')) {
         match part {
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return Err(ConnectError::invalid_argument(format!(
-                        "cwd {cwd:?} escapes the sandbox root"
-                    )));
-                }
-            }
             "" | "." => {}
+            ".." => {
+                depth = depth.checked_sub(1).ok_or_else(|| {
+                    ConnectError::invalid_argument(format!("cwd {cwd:?} escapes the sandbox root"))
+                })?;
+            }
             _ => depth += 1,
         }
     }
@@ -536,6 +528,10 @@ pub async fn reap(procs: Arc<Procs>) {
     };
     loop {
         loop {
+            // The table lock is held across waitpid: `spawn` holds it too, so the reaper can
+            // never collect a child that std's `Command::spawn` is itself waiting for after a
+            // failed exec (std panics when that child is already gone).
+            let mut table = procs.table.lock().expect("process table poisoned");
             let mut status = 0;
             // SAFETY: waitpid with a valid out-pointer; WNOHANG never blocks.
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
@@ -557,7 +553,7 @@ pub async fn reap(procs: Arc<Procs>) {
                     status: format!("signal: {}", signal_name(s)),
                 }
             };
-            procs.exited(pid as u32, exit);
+            Procs::exited(&mut table, pid as u32, exit);
         }
         if sig.recv().await.is_none() {
             return;
@@ -689,23 +685,6 @@ impl<T> Sender<T> {
     async fn send(&self, v: T) -> Option<()> {
         self.0.send(v).await.ok()
     }
-}
-
-fn header_u64(ctx: &RequestContext, name: &str) -> Option<u64> {
-    ctx.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse().ok())
-}
-
-fn keepalive(ctx: &RequestContext) -> Option<Duration> {
-    header_u64(ctx, "keepalive-ping-interval")
-        .filter(|s| *s > 0)
-        .map(Duration::from_secs)
-}
-
-fn user_of(ctx: &RequestContext) -> Result<User, ConnectError> {
-    users::from_headers(ctx.headers()).map_err(|e| ConnectError::unauthenticated(e.to_string()))
 }
 
 type EventResult = Result<ProcessEvent, ConnectError>;

@@ -557,10 +557,10 @@ async fn planted_symlinks_never_reach_host_files() {
     }
     // Through the link to `/`, the sandbox's own files are what is seen.
     let passwd = s.read_file("/home/user/r/etc/passwd", None).await.unwrap();
+    let template_passwd = s.dir.join("../../../templates/base/rootfs/etc/passwd");
     assert_eq!(
         passwd,
-        std::fs::read(s.dir.join("../../../templates/base/rootfs/etc/passwd"))
-            .unwrap_or(passwd.clone())
+        std::fs::read(&template_passwd).expect("template passwd")
     );
     assert!(String::from_utf8_lossy(&passwd).contains("user:x:1000:1000"));
     // The sandbox's shadow is not readable by `user` through a link either.
@@ -591,4 +591,156 @@ async fn planted_symlinks_never_reach_host_files() {
     );
     destroy(&s).await;
     std::fs::remove_dir_all(&host_dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_signal_processes() {
+    use paddock_envd::process::__buffa::oneof::process_event::Event;
+    use paddock_envd::process::__buffa::oneof::process_selector::Selector;
+    use paddock_envd::process::*;
+
+    let s = sandbox().await;
+    let start = |tag: &str| StartRequest {
+        process: ProcessConfig {
+            cmd: "/bin/bash".into(),
+            // The shell's child sleeps in the same process group.
+            args: vec!["-c".into(), "sleep 1000 & wait".into()],
+            ..Default::default()
+        }
+        .into(),
+        stdin: Some(false),
+        tag: Some(tag.into()),
+        ..Default::default()
+    };
+    let mut pids = Vec::new();
+    for tag in ["a", "b"] {
+        let mut st = s
+            .agent
+            .process
+            .start_with_options(start(tag), s.call_options(None))
+            .await
+            .unwrap();
+        let m = st.message().await.unwrap().unwrap().to_owned_message();
+        let Some(Event::Start(e)) = m.event.as_option().and_then(|e| e.event.clone()) else {
+            panic!()
+        };
+        pids.push(e.pid);
+    }
+    let list = s
+        .agent
+        .process
+        .list_with_options(ListRequest::default(), s.call_options(None))
+        .await
+        .unwrap();
+    let list = list.into_owned();
+    let tags: Vec<_> = list
+        .processes
+        .iter()
+        .map(|p| (p.pid, p.tag.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        tags,
+        vec![(pids[0], "a".to_owned()), (pids[1], "b".to_owned())]
+    );
+
+    let sel = |pid| ProcessSelector {
+        selector: Some(Selector::Pid(pid)),
+        ..Default::default()
+    };
+    let sig = SendSignalRequest {
+        process: sel(pids[0]).into(),
+        signal: Signal::SIGNAL_SIGTERM.into(),
+        ..Default::default()
+    };
+    s.agent
+        .process
+        .send_signal_with_options(sig, s.call_options(None))
+        .await
+        .unwrap();
+    let mut c = s
+        .agent
+        .process
+        .connect_with_options(
+            ConnectRequest {
+                process: sel(pids[0]).into(),
+                ..Default::default()
+            },
+            s.call_options(None),
+        )
+        .await
+        .unwrap();
+    let mut status = None;
+    while let Some(m) = c.message().await.unwrap() {
+        if let Some(Event::End(e)) = m
+            .to_owned_message()
+            .event
+            .as_option()
+            .and_then(|e| e.event.clone())
+        {
+            status = Some(e.status);
+        }
+    }
+    assert_eq!(status.as_deref(), Some("signal: terminated"));
+    // The signal reached the whole group: only b's bash and sleep are left besides the agent.
+    let r = sh(&s, "ps -eo comm= | grep -c sleep").await;
+    assert_eq!(out(&r), "1\n");
+
+    let bogus = SendSignalRequest {
+        process: sel(99_999).into(),
+        signal: Signal::SIGNAL_SIGKILL.into(),
+        ..Default::default()
+    };
+    let e = s
+        .agent
+        .process
+        .send_signal_with_options(bogus, s.call_options(None))
+        .await
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("NotFound"), "{e:?}");
+    destroy(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_written_to_the_cgroups() {
+    let limits = Limits {
+        memory_bytes: 300 << 20,
+        cpu_millis: 500,
+        pids: 77,
+        ..Limits::default()
+    };
+    let s = create(CreateSpec {
+        limits,
+        ..CreateSpec::default()
+    })
+    .await;
+    let read = |ctl: &str, file: &str| {
+        let dir = s
+            .cgroup_dirs()
+            .into_iter()
+            .find(|d| d.to_string_lossy().contains(ctl))
+            .unwrap_or_else(|| s.cgroup_dirs()[0].clone());
+        std::fs::read_to_string(dir.join(file))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        assert_eq!(read("", "memory.max"), (300u64 << 20).to_string());
+        assert_eq!(read("", "cpu.max"), "50000 100000");
+        assert_eq!(read("", "pids.max"), "77");
+    } else {
+        assert_eq!(
+            read("/memory/", "memory.limit_in_bytes"),
+            (300u64 << 20).to_string()
+        );
+        assert_eq!(read("/cpu/", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("/cpu/", "cpu.cfs_period_us"), "100000");
+        assert_eq!(read("/pids/", "pids.max"), "77");
+    }
+    // The sandbox sees its own cgroup as the root of its cgroup namespace.
+    assert_eq!(
+        out(&sh(&s, "cat /proc/self/cgroup | grep -c paddock || true").await),
+        "0\n"
+    );
+    destroy(&s).await;
 }
