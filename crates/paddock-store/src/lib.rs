@@ -1,0 +1,293 @@
+//! Paddock's persistent state behind one trait, [`Store`].
+//!
+//! The server keeps tenants, API keys (hashes only), sandbox records, lifecycle events, the
+//! audit trail and exec history here. [`SqliteStore`] is the embedded default (one file in the
+//! data directory, WAL mode, migrations embedded and applied at open).
+//!
+//! **Invariants:**
+//! - Nothing here knows HTTP or the runtime; records are plain data.
+//! - Secrets never reach the store: API keys are stored as SHA-256 hashes, env var values of
+//!   sandboxes are not stored at all.
+//! - Timestamps are milliseconds since the Unix epoch (UTC).
+//! - Calls are synchronous and short (single statements or small transactions), so callers
+//!   in async code may call them directly.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// Current time in [`Millis`].
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed (I/O, corruption, locked beyond the busy timeout).
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// A row violates a uniqueness constraint (the named one).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// A stored value cannot be decoded (written by a newer version, or corrupted).
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+    /// The store file cannot be opened or migrated.
+    #[error("opening store {path}: {detail}")]
+    Open { path: String, detail: String },
+}
+
+/// Shorthand for store results.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A tenant: the owner of sandboxes. Every API key belongs to exactly one tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: Millis,
+}
+
+/// What a key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Everything, including keys and audit, across tenants.
+    Admin,
+    /// Sandboxes of its own tenant only.
+    User,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "user" => Some(Role::User),
+            _ => None,
+        }
+    }
+}
+
+/// An API key. The secret itself is never stored, only `hash` (hex SHA-256 of the key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Public id, shown in listings and the audit trail (e.g. `key_3f9a...`).
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    pub role: Role,
+    /// Hex SHA-256 of the secret key. Unique.
+    pub hash: String,
+    /// The first characters of the secret, to help humans tell keys apart.
+    pub prefix: String,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub revoked_at: Option<Millis>,
+    /// Maximum concurrently running sandboxes for this key (None: server default).
+    pub max_sandboxes: Option<u32>,
+    /// Lifecycle events of this key's sandboxes are POSTed here.
+    pub webhook_url: Option<String>,
+}
+
+/// Lifecycle state of a sandbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SandboxState {
+    Starting,
+    Running,
+    Stopped,
+}
+
+impl SandboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxState::Starting => "starting",
+            SandboxState::Running => "running",
+            SandboxState::Stopped => "stopped",
+        }
+    }
+    pub fn parse(s: &str) -> Option<SandboxState> {
+        match s {
+            "starting" => Some(SandboxState::Starting),
+            "running" => Some(SandboxState::Running),
+            "stopped" => Some(SandboxState::Stopped),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for SandboxState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A sandbox as the server knows it. The row is written (state `starting`) before the
+/// runtime creates anything, so a crash mid-create is found by reconciliation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub tenant: String,
+    /// Id of the key that created it.
+    pub key_id: String,
+    pub template: String,
+    pub state: SandboxState,
+    /// Why it stopped: `killed`, `expired`, `failed`, `oom`, `lost`, `shutdown`.
+    pub stop_reason: Option<String>,
+    /// Limits and other create parameters as JSON (no env values).
+    pub spec: serde_json::Value,
+    pub metadata: BTreeMap<String, String>,
+    /// Env var names (values are secret and not stored).
+    pub env_keys: Vec<String>,
+    pub created_at: Millis,
+    pub ready_at: Option<Millis>,
+    /// When it will be destroyed; counts from `ready_at`.
+    pub expires_at: Option<Millis>,
+    pub stopped_at: Option<Millis>,
+    /// How many timeout warnings were already sent for the current `expires_at`.
+    pub warnings_sent: u32,
+    pub webhook_url: Option<String>,
+}
+
+/// Which sandboxes to list.
+#[derive(Clone, Debug, Default)]
+pub struct SandboxFilter {
+    /// Only this tenant's (None: all tenants).
+    pub tenant: Option<String>,
+    /// Only these states (empty: all).
+    pub states: Vec<SandboxState>,
+    /// Every pair must match exactly.
+    pub metadata: BTreeMap<String, String>,
+    /// Created by this key only.
+    pub key_id: Option<String>,
+    /// Paging: only ids greater than this, in id order... ordered by `created_at` then id.
+    pub after: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// A lifecycle event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Strictly increasing across the store.
+    pub seq: i64,
+    pub at: Millis,
+    pub tenant: String,
+    pub sandbox_id: Option<String>,
+    /// `created`, `ready`, `timeout_warning`, `timeout_changed`, `expired`, `killed`, `oom`,
+    /// `failed`, `lost`, `adopted`, ...
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+/// Which events to list.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    pub tenant: Option<String>,
+    pub sandbox_id: Option<String>,
+    /// Only events with `seq` greater than this.
+    pub after_seq: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+/// One mutating API call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEntry {
+    /// Assigned by the store on insert (ignored on input).
+    pub id: i64,
+    pub at: Millis,
+    /// Key id, or `system` for the server's own actions (expiry, reconciliation).
+    pub actor: String,
+    pub tenant: Option<String>,
+    /// e.g. `sandbox.create`, `sandbox.delete`, `exec`, `files.write`, `key.create`.
+    pub action: String,
+    pub sandbox_id: Option<String>,
+    /// `ok`, or the error code.
+    pub outcome: String,
+    /// Short, secret-free detail (command line, path).
+    pub detail: Option<String>,
+}
+
+/// Which audit entries to list (newest first).
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub tenant: Option<String>,
+    pub sandbox_id: Option<String>,
+    pub actor: Option<String>,
+    /// Only entries with `id` less than this (paging backwards).
+    pub before_id: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+/// One finished (or started, for background processes) command in a sandbox.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecRecord {
+    /// Assigned by the store on insert.
+    pub id: i64,
+    pub sandbox_id: String,
+    pub at: Millis,
+    pub command: String,
+    pub pid: Option<u32>,
+    pub exit_code: Option<i32>,
+    /// `exit status N`, `signal: killed`, `timeout`, `running`, ...
+    pub status: String,
+    pub duration_ms: Option<i64>,
+}
+
+/// Paddock's persistent state. Implementations: [`SqliteStore`].
+pub trait Store: Send + Sync + fmt::Debug {
+    // Tenants and keys.
+    fn insert_tenant(&self, t: &Tenant) -> Result<()>;
+    fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
+    fn list_tenants(&self) -> Result<Vec<Tenant>>;
+    /// Fails with [`StoreError::Conflict`] if the id or hash exists.
+    fn insert_key(&self, k: &ApiKey) -> Result<()>;
+    fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
+    fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
+    /// All keys, or one tenant's, ordered by creation.
+    fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>>;
+    /// Sets `revoked_at` if not yet revoked; false if no such key.
+    fn revoke_key(&self, id: &str, at: Millis) -> Result<bool>;
+    fn count_keys(&self) -> Result<u64>;
+
+    // Sandboxes.
+    /// Fails with [`StoreError::Conflict`] if the id exists.
+    fn insert_sandbox(&self, s: &SandboxRecord) -> Result<()>;
+    /// Replaces the row with this id; false if there is none.
+    fn update_sandbox(&self, s: &SandboxRecord) -> Result<bool>;
+    fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>>;
+    fn list_sandboxes(&self, f: &SandboxFilter) -> Result<Vec<SandboxRecord>>;
+    /// Sandboxes in state `starting` or `running` created by this key.
+    fn count_active_by_key(&self, key_id: &str) -> Result<u64>;
+
+    // Events.
+    /// Stores the event, assigning `seq` (the input's is ignored), and returns it.
+    fn insert_event(&self, e: &Event) -> Result<Event>;
+    /// Oldest first.
+    fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>>;
+
+    // Audit.
+    /// Returns the assigned id.
+    fn insert_audit(&self, a: &AuditEntry) -> Result<i64>;
+    fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>>;
+
+    // Exec history.
+    /// Returns the assigned id.
+    fn insert_exec(&self, e: &ExecRecord) -> Result<i64>;
+    /// Updates exit code, status and duration of a record inserted earlier.
+    fn update_exec(&self, e: &ExecRecord) -> Result<()>;
+    /// Oldest first, at most `limit`.
+    fn list_execs(&self, sandbox_id: &str, limit: u32) -> Result<Vec<ExecRecord>>;
+}
