@@ -1,4 +1,5 @@
-//! cgroup v1 and v2: one cgroup (per controller on v1) for each sandbox under `paddock/`.
+//! cgroup v1 and v2: one cgroup (per controller on v1) for each sandbox under
+//! `paddock/<instance>/`, where the instance names the runtime's data directory.
 //!
 //! v1 (this project's dev and CI machines): memory, pids, cpu, cpuacct and freezer
 //! hierarchies under `/sys/fs/cgroup/<controller>`. v2 (most real hosts): one tree at
@@ -17,10 +18,10 @@ const V1_CONTROLLERS: &[&str] = &["memory", "pids", "cpu", "cpuacct", "freezer"]
 /// Which cgroup layout the host has.
 #[derive(Debug, Clone)]
 pub enum Cgroups {
-    /// One hierarchy per controller, each at `root/<controller>`.
-    V1 { root: PathBuf },
-    /// The unified hierarchy at `root`.
-    V2 { root: PathBuf },
+    /// One hierarchy per controller, each at `root/<controller>`; sandboxes under `prefix`.
+    V1 { root: PathBuf, prefix: PathBuf },
+    /// The unified hierarchy at `root`; sandboxes under `prefix`.
+    V2 { root: PathBuf, prefix: PathBuf },
 }
 
 /// Usage counters of one sandbox's cgroup.
@@ -33,14 +34,17 @@ pub struct CgroupStats {
 }
 
 impl Cgroups {
-    /// Detects the host's layout under `/sys/fs/cgroup` and prepares the `paddock` parent.
-    pub fn detect() -> Result<Cgroups> {
+    /// Detects the host's layout under `/sys/fs/cgroup` and prepares the parent
+    /// `paddock/<instance>`. Each runtime (data directory) has its own instance name, so two
+    /// runtimes on one host never see, adopt or destroy each other's cgroups.
+    pub fn detect(instance: &str) -> Result<Cgroups> {
         let root = PathBuf::from("/sys/fs/cgroup");
+        let prefix = Path::new("paddock").join(instance);
         let v2 = root.join("cgroup.controllers").exists();
         let cg = if v2 {
-            Cgroups::V2 { root }
+            Cgroups::V2 { root, prefix }
         } else {
-            Cgroups::V1 { root }
+            Cgroups::V1 { root, prefix }
         };
         cg.prepare()?;
         Ok(cg)
@@ -48,7 +52,7 @@ impl Cgroups {
 
     fn prepare(&self) -> Result<()> {
         match self {
-            Cgroups::V1 { root } => {
+            Cgroups::V1 { root, prefix } => {
                 for c in V1_CONTROLLERS {
                     let dir = root.join(c);
                     if !dir.exists() {
@@ -57,21 +61,27 @@ impl Cgroups {
                             dir.display()
                         )));
                     }
-                    fs::create_dir_all(dir.join("paddock"))
+                    fs::create_dir_all(dir.join(prefix))
                         .map_err(RuntimeError::io("creating paddock cgroup"))?;
                 }
             }
-            Cgroups::V2 { root } => {
+            Cgroups::V2 { root, prefix } => {
                 let ctl = "+memory +pids +cpu";
                 // The root may already delegate them; a failure here surfaces below.
                 let _ = fs::write(root.join("cgroup.subtree_control"), ctl);
-                let parent = root.join("paddock");
-                fs::create_dir_all(&parent).map_err(RuntimeError::io("creating paddock cgroup"))?;
-                fs::write(parent.join("cgroup.subtree_control"), ctl).map_err(|e| {
-                    RuntimeError::Unsupported(format!(
-                        "enabling memory, pids and cpu controllers: {e}"
-                    ))
-                })?;
+                // Controllers must be enabled at every level down to the sandboxes' parent.
+                let mut parent = root.clone();
+                for part in prefix.components() {
+                    parent.push(part);
+                    fs::create_dir_all(&parent)
+                        .map_err(RuntimeError::io("creating paddock cgroup"))?;
+                    fs::write(parent.join("cgroup.subtree_control"), ctl).map_err(|e| {
+                        RuntimeError::Unsupported(format!(
+                            "enabling memory, pids and cpu controllers in {}: {e}",
+                            parent.display()
+                        ))
+                    })?;
+                }
             }
         }
         Ok(())
@@ -80,19 +90,19 @@ impl Cgroups {
     /// The cgroup directories of sandbox `id` (one per controller on v1).
     pub fn dirs(&self, id: &str) -> Vec<PathBuf> {
         match self {
-            Cgroups::V1 { root } => V1_CONTROLLERS
+            Cgroups::V1 { root, prefix } => V1_CONTROLLERS
                 .iter()
-                .map(|c| root.join(c).join("paddock").join(id))
+                .map(|c| root.join(c).join(prefix).join(id))
                 .collect(),
-            Cgroups::V2 { root } => vec![root.join("paddock").join(id)],
+            Cgroups::V2 { root, prefix } => vec![root.join(prefix).join(id)],
         }
     }
 
     /// The ids that have a cgroup on this host.
     pub fn existing(&self) -> Vec<String> {
         let parent = match self {
-            Cgroups::V1 { root } => root.join("pids").join("paddock"),
-            Cgroups::V2 { root } => root.join("paddock"),
+            Cgroups::V1 { root, prefix } => root.join("pids").join(prefix),
+            Cgroups::V2 { root, prefix } => root.join(prefix),
         };
         let mut out: Vec<String> = fs::read_dir(parent)
             .into_iter()
@@ -119,8 +129,8 @@ impl Cgroups {
         };
         let quota = u64::from(limits.cpu_millis) * 100; // per 100 ms period
         match self {
-            Cgroups::V1 { root } => {
-                let c = |name: &str| root.join(name).join("paddock").join(id);
+            Cgroups::V1 { root, prefix } => {
+                let c = |name: &str| root.join(name).join(prefix).join(id);
                 w(
                     &c("memory"),
                     "memory.limit_in_bytes",
@@ -149,8 +159,8 @@ impl Cgroups {
     /// Pids currently in the sandbox's cgroup.
     pub fn procs(&self, id: &str) -> Vec<i32> {
         let d = match self {
-            Cgroups::V1 { root } => root.join("pids").join("paddock").join(id),
-            Cgroups::V2 { root } => root.join("paddock").join(id),
+            Cgroups::V1 { root, prefix } => root.join("pids").join(prefix).join(id),
+            Cgroups::V2 { root, prefix } => root.join(prefix).join(id),
         };
         fs::read_to_string(d.join("cgroup.procs"))
             .unwrap_or_default()
@@ -175,8 +185,8 @@ impl Cgroups {
                 }
                 // Freeze first: a frozen process cannot exit, so its pid cannot be recycled
                 // for someone else's process between reading cgroup.procs and kill().
-                Cgroups::V1 { root } => {
-                    let freezer = root.join("freezer").join("paddock").join(id);
+                Cgroups::V1 { root, prefix } => {
+                    let freezer = root.join("freezer").join(prefix).join(id);
                     let _ = fs::write(freezer.join("freezer.state"), "FROZEN");
                     let frozen_by = Instant::now() + Duration::from_millis(500);
                     while fs::read_to_string(freezer.join("freezer.state"))
@@ -242,8 +252,8 @@ impl Cgroups {
                 .unwrap_or(0)
         };
         match self {
-            Cgroups::V1 { root } => {
-                let c = |ctl: &str, f: &str| root.join(ctl).join("paddock").join(id).join(f);
+            Cgroups::V1 { root, prefix } => {
+                let c = |ctl: &str, f: &str| root.join(ctl).join(prefix).join(id).join(f);
                 CgroupStats {
                     cpu_usage_ns: num(read(c("cpuacct", "cpuacct.usage"))),
                     memory_bytes: num(read(c("memory", "memory.usage_in_bytes"))),
@@ -251,8 +261,8 @@ impl Cgroups {
                     oom_kills: field(&read(c("memory", "memory.oom_control")), "oom_kill "),
                 }
             }
-            Cgroups::V2 { root } => {
-                let d = root.join("paddock").join(id);
+            Cgroups::V2 { root, prefix } => {
+                let d = root.join(prefix).join(id);
                 CgroupStats {
                     cpu_usage_ns: field(&read(d.join("cpu.stat")), "usage_usec ") * 1000,
                     memory_bytes: num(read(d.join("memory.current"))),

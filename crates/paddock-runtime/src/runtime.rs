@@ -185,6 +185,21 @@ pub struct Stats {
     pub oom_kills: u64,
 }
 
+/// The name of the runtime in `data_dir`: 8 random characters kept in `data_dir/instance`,
+/// made on first open. It scopes host-wide resources (cgroups) to this data directory.
+fn instance_name(data_dir: &Path) -> Result<String> {
+    let p = data_dir.join("instance");
+    match fs::read_to_string(&p) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(RuntimeError::io("reading instance name")(e)),
+    }
+    let name: String = SandboxId::random().as_str()[..8].to_owned();
+    fs::write(&p, format!("{name}\n")).map_err(RuntimeError::io("writing instance name"))?;
+    Ok(name)
+}
+
 /// The native runtime of one host.
 #[derive(Debug)]
 pub struct Runtime {
@@ -213,7 +228,7 @@ impl Runtime {
         // so that we, not the host's init, collect their exit status.
         rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
             .map_err(|e| RuntimeError::io("becoming subreaper")(e.into()))?;
-        let cgroups = Cgroups::detect()?;
+        let cgroups = Cgroups::detect(&instance_name(&cfg.data_dir)?)?;
         let layers = Layers::open(
             &cfg.data_dir.join("layers"),
             &cfg.data_dir.join("layers.img"),

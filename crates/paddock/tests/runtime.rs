@@ -13,18 +13,30 @@ use common::*;
 use paddock_core::Limits;
 use paddock_runtime::{CreateSpec, ExecRequest, RuntimeError};
 
+/// Directories named `id` under any `paddock` cgroup parent on this host.
+fn cgroup_dirs_named(id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut roots = vec!["/sys/fs/cgroup/paddock".to_owned()];
+    for c in ["memory", "pids", "cpu", "cpuacct", "freezer"] {
+        roots.push(format!("/sys/fs/cgroup/{c}/paddock"));
+    }
+    for r in roots {
+        for inst in std::fs::read_dir(&r).into_iter().flatten().flatten() {
+            let p = inst.path().join(id);
+            if p.exists() {
+                found.push(p.display().to_string());
+            }
+        }
+    }
+    found
+}
+
 /// Everything of sandbox `id` that could be left on the host.
 fn leftovers(id: &str, uid_base: u32, dir: &Path) -> Vec<String> {
     let mut left = Vec::new();
-    for ctl in ["memory", "pids", "cpu", "cpuacct", "freezer"] {
-        let p = format!("/sys/fs/cgroup/{ctl}/paddock/{id}");
-        if Path::new(&p).exists() {
-            left.push(p);
-        }
-    }
-    let v2 = format!("/sys/fs/cgroup/paddock/{id}");
-    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() && Path::new(&v2).exists() {
-        left.push(v2);
+    // Every cgroup directory named after the sandbox, wherever it is in the hierarchies.
+    for p in cgroup_dirs_named(id) {
+        left.push(p);
     }
     if dir.exists() {
         left.push(dir.display().to_string());
