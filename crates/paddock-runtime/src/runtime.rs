@@ -85,6 +85,8 @@ pub struct CreateSpec {
     pub env: BTreeMap<String, String>,
     /// Default user for processes; must exist in the template. `None`: `user`.
     pub user: Option<String>,
+    /// The id to give the sandbox (the server records it before creating). `None`: random.
+    pub id: Option<SandboxId>,
 }
 
 impl Default for CreateSpec {
@@ -94,6 +96,7 @@ impl Default for CreateSpec {
             limits: Limits::default(),
             env: BTreeMap::new(),
             user: None,
+            id: None,
         }
     }
 }
@@ -387,7 +390,19 @@ impl Runtime {
             s.insert(free);
             free
         };
-        let id = SandboxId::random();
+        let id = spec.id.clone().unwrap_or_else(SandboxId::random);
+        if self
+            .live
+            .lock()
+            .expect("live poisoned")
+            .contains_key(id.as_str())
+            || self.layers.sandboxes_dir().join(id.as_str()).exists()
+        {
+            self.slots.lock().expect("slots poisoned").remove(&slot);
+            return Err(RuntimeError::InvalidArgument(format!(
+                "sandbox {id} already exists"
+            )));
+        }
         let res = self.start(&id, slot, &t, &spec);
         match res {
             Ok(sbx) => {

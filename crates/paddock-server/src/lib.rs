@@ -1,1 +1,185 @@
-//! Paddock's API server.
+//! Paddock's API server: REST `/v1`, auth, sandbox lifecycle, events, audit and metrics.
+//!
+//! [`serve`] opens the store and the runtime, reconciles them ([`lifecycle::reconcile`]),
+//! creates the first admin key on a fresh data directory, starts the lifecycle task and
+//! serves HTTP until the shutdown future resolves.
+//!
+//! **Invariants:**
+//! - Every route except `/v1/health` and `/v1/openapi.json` authenticates a key
+//!   ([`auth::Caller`]); a sandbox of another tenant is answered exactly like a missing one.
+//! - A sandbox row is written before the runtime creates anything, so a crash at any point
+//!   is found by reconciliation.
+//! - Errors reach clients only as [`error::ApiError`]: a stable code and a message without
+//!   host paths or internal detail.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use paddock_runtime::{Runtime, RuntimeConfig};
+use paddock_store::{Role, SqliteStore, Store};
+use tower::ServiceExt as _;
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod lifecycle;
+pub mod state;
+pub mod webhooks;
+
+pub use config::{ConfigError, ServerConfig};
+
+/// What to do with running sandboxes when the server stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownPolicy {
+    /// Leave them running; the next start adopts them and enforces their deadlines.
+    Keep,
+    /// Destroy them (reason `shutdown`).
+    Destroy,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("opening the store: {0}")]
+    Store(#[from] paddock_store::StoreError),
+    #[error("opening the runtime: {0}")]
+    Runtime(#[from] paddock_runtime::RuntimeError),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reconciling: {0}")]
+    Reconcile(String),
+    #[error("creating the first admin key: {0}")]
+    Bootstrap(String),
+}
+
+/// Facts the caller learns once the server listens.
+#[derive(Debug)]
+pub struct Ready {
+    pub addr: SocketAddr,
+    /// The admin key made on a fresh data directory (shown once; only its hash is kept).
+    pub admin_key: Option<String>,
+}
+
+/// Runs the server until `shutdown` resolves.
+pub async fn serve(
+    cfg: ServerConfig,
+    policy: ShutdownPolicy,
+    allow_private_webhooks: bool,
+    on_ready: impl FnOnce(Ready),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    cfg.validate()?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.data_dir.join("paddock.db"))?);
+    let mut rcfg = RuntimeConfig::new(&cfg.data_dir);
+    rcfg.agent_bin = cfg.agent_bin.clone();
+    let runtime = tokio::task::spawn_blocking(move || Runtime::open(rcfg))
+        .await
+        .map_err(|e| ServeError::Reconcile(format!("runtime task: {e}")))??;
+    let (events, _) = tokio::sync::broadcast::channel(4096);
+    let state = Arc::new(state::AppState {
+        limiter: auth::RateLimiter::new(cfg.rate_per_sec, cfg.rate_burst),
+        cfg: Arc::new(cfg),
+        store,
+        runtime,
+        events,
+        metrics: state::Metrics::default(),
+        create_lock: tokio::sync::Mutex::new(()),
+        deadlines: lifecycle::Deadlines::default(),
+        deadlines_changed: tokio::sync::Notify::new(),
+        webhooks: webhooks::Webhooks::start(allow_private_webhooks),
+        started: Instant::now(),
+    });
+    let admin_key = if state.store.count_keys()? == 0 {
+        let (_, secret) = api::admin::new_key(&state, "admin", Role::Admin, None, None, None, None)
+            .map_err(|e| ServeError::Bootstrap(e.to_string()))?;
+        state.audit(None, "key.bootstrap", None, "ok", None);
+        Some(secret)
+    } else {
+        None
+    };
+    lifecycle::reconcile(&state)
+        .await
+        .map_err(|e| ServeError::Reconcile(e.to_string()))?;
+    tokio::spawn(lifecycle::run(state.clone()));
+
+    let addr = state.cfg.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    on_ready(Ready {
+        addr: local,
+        admin_key,
+    });
+    let app = api::router(state.clone());
+    let graceful = GracefulShutdown::new();
+    // HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
+    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper's header-read timeout is silently off (slowloris).
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.cfg.header_timeout)
+        .keep_alive(true);
+    http.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(20));
+    let body_idle = state.cfg.body_idle_timeout;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, _peer) = match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of fds and similar: back off instead of spinning.
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let app = app.clone();
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let req = req.map(|b| {
+                        axum::body::Body::new(tower_http::timeout::TimeoutBody::new(body_idle, b))
+                    });
+                    app.clone().oneshot(req)
+                });
+                let conn = http.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: waiting up to 10 s for open requests");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(10)) => {
+            tracing::warn!("open requests did not finish in 10 s");
+        }
+    }
+    if policy == ShutdownPolicy::Destroy {
+        for s in state.runtime.list() {
+            if let Err(e) = lifecycle::stop(&state, s.id.as_str(), "shutdown").await {
+                tracing::error!(sandbox = %s.id, "destroying at shutdown: {e}");
+            }
+        }
+    }
+    Ok(())
+}

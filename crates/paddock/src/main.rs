@@ -1,14 +1,15 @@
 //! The `paddock` binary: every role of Paddock in one executable.
 //!
-//! So far it drives the embedded native runtime directly (`paddock run`); the API server
-//! (`paddock serve`) and the client commands build on the same runtime.
+//! `paddock serve` runs the API server (see `paddock_server`); `paddock run` and `paddock ps`
+//! drive the embedded runtime directly; the client commands (`create`, `exec`, ...) talk to a
+//! server over HTTP (see `cli`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use paddock_core::{Limits, parse_size};
 use paddock_runtime::{CreateSpec, ExecRequest, Runtime, RuntimeConfig};
 
@@ -33,6 +34,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the API server (REST /v1) on the embedded defaults: SQLite in the data
+    /// directory, native isolation, 127.0.0.1:7070.
+    Serve(ServeArgs),
     /// Create a sandbox, run one command in it, print its output, destroy it.
     Run {
         /// Template to start from.
@@ -64,6 +68,118 @@ enum Cmd {
     Ps,
 }
 
+/// `paddock serve` settings. Every flag also reads an environment variable.
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PADDOCK_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: std::net::SocketAddr,
+    /// Default sandbox timeout, e.g. 300s, 5m, 1h.
+    #[arg(long, env = "PADDOCK_DEFAULT_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    default_timeout: Duration,
+    /// Largest timeout a client may ask for.
+    #[arg(long, env = "PADDOCK_MAX_TIMEOUT", default_value = "24h", value_parser = parse_duration)]
+    max_timeout: Duration,
+    /// Timeout warnings, as fractions of the timeout (comma separated).
+    #[arg(
+        long,
+        env = "PADDOCK_WARN_AT",
+        default_value = "0.5,0.8333",
+        value_delimiter = ','
+    )]
+    warn_at: Vec<f64>,
+    /// Largest JSON request body, e.g. 1M.
+    #[arg(long, env = "PADDOCK_MAX_JSON_BODY", default_value = "1M")]
+    max_json_body: String,
+    /// Largest output per stream an exec returning JSON captures, e.g. 4M.
+    #[arg(long, env = "PADDOCK_MAX_OUTPUT", default_value = "4M")]
+    max_output: String,
+    /// Default maximum of concurrently running sandboxes per API key.
+    #[arg(long, env = "PADDOCK_MAX_SANDBOXES_PER_KEY", default_value_t = 100)]
+    max_sandboxes_per_key: u32,
+    /// Requests per second each key may make on average.
+    #[arg(long, env = "PADDOCK_RATE", default_value_t = 200.0)]
+    rate: f64,
+    /// Requests a key may make in a burst.
+    #[arg(long, env = "PADDOCK_RATE_BURST", default_value_t = 400.0)]
+    rate_burst: f64,
+    /// Domain under which sandbox ports are served as {port}-{id}.{domain}.
+    #[arg(long, env = "PADDOCK_DOMAIN", default_value = "localhost")]
+    domain: String,
+    /// What happens to running sandboxes when the server stops: keep (adopted at the next
+    /// start) or destroy.
+    #[arg(long, env = "PADDOCK_ON_SHUTDOWN", default_value = "keep", value_parser = ["keep", "destroy"])]
+    on_shutdown: String,
+    /// Allow webhook URLs on loopback, private or link-local addresses.
+    #[arg(long, env = "PADDOCK_ALLOW_PRIVATE_WEBHOOKS")]
+    allow_private_webhooks: bool,
+}
+
+/// Parses `90`, `90s`, `5m`, `2h`, `1d`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mul) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86400),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 5m, 2h"))?;
+    Ok(Duration::from_secs(n.saturating_mul(mul)))
+}
+
+async fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<i32> {
+    let mut cfg = paddock_server::ServerConfig::new(&data_dir);
+    cfg.listen = a.listen;
+    cfg.default_timeout = a.default_timeout;
+    cfg.max_timeout = a.max_timeout;
+    cfg.warn_at = a.warn_at;
+    cfg.max_json_body = usize::try_from(parse_size(&a.max_json_body).context("--max-json-body")?)?;
+    cfg.max_output = usize::try_from(parse_size(&a.max_output).context("--max-output")?)?;
+    cfg.max_sandboxes_per_key = a.max_sandboxes_per_key;
+    cfg.rate_per_sec = a.rate;
+    cfg.rate_burst = a.rate_burst;
+    cfg.domain = a.domain;
+    cfg.public_url = format!("http://{}", a.listen);
+    let policy = if a.on_shutdown == "destroy" {
+        paddock_server::ShutdownPolicy::Destroy
+    } else {
+        paddock_server::ShutdownPolicy::Keep
+    };
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("paddock: shutting down");
+    };
+    paddock_server::serve(
+        cfg,
+        policy,
+        a.allow_private_webhooks,
+        |ready| {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            if let Some(k) = &ready.admin_key {
+                let _ = writeln!(
+                    out,
+                    "paddock: created the first admin API key (shown only once, store it now):\nPADDOCK_API_KEY={k}"
+                );
+            }
+            let _ = writeln!(out, "paddock: listening on http://{}", ready.addr);
+            let _ = out.flush();
+        },
+        shutdown,
+    )
+    .await?;
+    Ok(0)
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -87,8 +203,12 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> Result<i32> {
+    if let Cmd::Serve(a) = cli.cmd {
+        return serve(cli.data_dir, a).await;
+    }
     let runtime = Runtime::open(RuntimeConfig::new(&cli.data_dir)).context("opening runtime")?;
     match cli.cmd {
+        Cmd::Serve(_) => unreachable!("handled above"),
         Cmd::Run {
             template,
             memory,
@@ -121,6 +241,7 @@ async fn run(cli: Cli) -> Result<i32> {
                     limits,
                     env: envs,
                     user: None,
+                    id: None,
                 })
                 .await?;
             let res = sbx

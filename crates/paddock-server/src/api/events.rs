@@ -1,0 +1,139 @@
+//! `/v1/events`: lifecycle events as a JSON page or a live SSE stream.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::StreamExt;
+use paddock_store::{Event, EventFilter};
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::sandboxes::form_urlencoded_pairs;
+use super::{event_json, json_response};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/v1/events", get(events))
+}
+
+/// `GET /v1/events[?sandbox_id=ID][&after=SEQ][&limit=N]`. With `Accept: text/event-stream`
+/// it replays stored events after `after` (or the `Last-Event-ID` header) and then streams
+/// new ones live, each with `id: <seq>`; otherwise it returns one JSON page.
+async fn events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let mut f = EventFilter::default();
+    for (k, v) in form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
+        match k.as_str() {
+            "sandbox_id" => {
+                // Checks ownership; another tenant's id is 404 like a missing one.
+                state.record_for(&caller, &v)?;
+                f.sandbox_id = Some(v);
+            }
+            "after" => {
+                f.after_seq = Some(v.parse().map_err(|_| {
+                    ApiError::BadRequest(format!("after {v:?} is not a sequence number"))
+                })?)
+            }
+            "limit" => {
+                f.limit = Some(
+                    v.parse::<u32>()
+                        .map_err(|_| ApiError::BadRequest(format!("limit {v:?} is not a number")))?
+                        .clamp(1, 1000),
+                )
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter {:?}",
+                    crate::state::truncate(other, 64)
+                )));
+            }
+        }
+    }
+    if !caller.is_admin() {
+        f.tenant = Some(caller.tenant().to_owned());
+    }
+    let sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if !sse {
+        f.limit = Some(f.limit.unwrap_or(1000));
+        let rows = state.store.list_events(&f)?;
+        return Ok(json_response(
+            StatusCode::OK,
+            serde_json::json!({ "events": rows.iter().map(event_json).collect::<Vec<_>>() }),
+        ));
+    }
+    if f.after_seq.is_none() {
+        f.after_seq = headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+    }
+    // Subscribe before reading the backlog, so nothing falls between the two; events seen
+    // in both are skipped by sequence number.
+    let live = BroadcastStream::new(state.events.subscribe());
+    let backlog = if f.after_seq.is_some() {
+        state.store.list_events(&EventFilter {
+            limit: Some(10_000),
+            ..f.clone()
+        })?
+    } else {
+        Vec::new()
+    };
+    let mut last = backlog
+        .last()
+        .map(|e| e.seq)
+        .or(f.after_seq)
+        .unwrap_or(i64::MIN);
+    let filter = f.clone();
+    let live = live.filter_map(move |r| {
+        let keep = match r {
+            Ok(e) if e.seq > last && matches_filter(&filter, &e) => {
+                last = e.seq;
+                Some(e)
+            }
+            // A lagging subscriber loses events; say so rather than silently skip.
+            Err(_) => Some(Event {
+                seq: 0,
+                at: paddock_store::now_ms(),
+                tenant: String::new(),
+                sandbox_id: None,
+                kind: "lagged".into(),
+                data: serde_json::json!({"message": "events were dropped; reconnect with Last-Event-ID"}),
+            }),
+            _ => None,
+        };
+        futures::future::ready(keep)
+    });
+    let stream = futures::stream::iter(backlog).chain(live).map(|e| {
+        let mut ev = SseEvent::default()
+            .event(e.kind.clone())
+            .data(event_json(&e).to_string());
+        if e.seq > 0 {
+            ev = ev.id(e.seq.to_string());
+        }
+        Ok::<_, Infallible>(ev)
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+fn matches_filter(f: &EventFilter, e: &Event) -> bool {
+    f.tenant.as_ref().is_none_or(|t| *t == e.tenant)
+        && f.sandbox_id
+            .as_ref()
+            .is_none_or(|s| e.sandbox_id.as_ref() == Some(s))
+}

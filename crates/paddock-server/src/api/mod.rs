@@ -1,0 +1,142 @@
+//! The REST API under `/v1`: the router, the JSON extractor, and the wire formats.
+//!
+//! Wire types live here and in the route modules; the store and runtime types are converted
+//! at this edge. Every route but `/v1/health` and `/v1/openapi.json` needs an API key.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use paddock_store::{Event, Millis};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub mod admin;
+pub mod events;
+pub mod exec;
+pub mod files;
+pub mod sandboxes;
+pub mod system;
+
+/// The whole API.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(system::routes())
+        .merge(sandboxes::routes())
+        .merge(exec::routes())
+        .merge(files::routes())
+        .merge(events::routes())
+        .merge(admin::routes())
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            system::count_requests,
+        ))
+        .with_state(state)
+}
+
+/// A JSON body: `Content-Type: application/json`, at most the configured size, parsed
+/// strictly (unknown fields and duplicate keys are errors; nesting deeper than 128 is an
+/// error). Rejections use the API's error format.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let limit = state.cfg.max_json_body;
+        let bytes = read_limited(req, limit, true).await?;
+        let v = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::InvalidJson(format!("invalid JSON body: {e}")))?;
+        Ok(Json(v))
+    }
+}
+
+/// Reads a whole small body: checks `Content-Type` (when `json`), rejects a declared
+/// `Content-Length` above `limit` before reading, and stops reading at `limit`.
+pub async fn read_limited(
+    req: Request,
+    limit: usize,
+    json: bool,
+) -> Result<bytes::Bytes, ApiError> {
+    let headers = req.headers();
+    if json {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "expected Content-Type application/json, got {:?}",
+                crate::state::truncate(ct, 64)
+            )));
+        }
+    }
+    if let Some(len) = content_length(headers)
+        && len > limit as u64
+    {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit")
+            {
+                ApiError::PayloadTooLarge(limit)
+            } else {
+                ApiError::BadRequest("could not read the request body".into())
+            }
+        })
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// An RFC 3339 UTC timestamp, or null.
+pub fn rfc3339(ms: Option<Millis>) -> serde_json::Value {
+    let Some(ms) = ms else {
+        return serde_json::Value::Null;
+    };
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map_or(serde_json::Value::Null, serde_json::Value::String)
+}
+
+/// The wire form of an event (SSE, `/v1/events`, webhooks).
+pub fn event_json(e: &Event) -> serde_json::Value {
+    serde_json::json!({
+        "seq": e.seq,
+        "at": rfc3339(Some(e.at)),
+        "sandbox_id": e.sandbox_id,
+        "kind": e.kind,
+        "data": e.data,
+    })
+}
+
+/// A `201`/`200` JSON response.
+pub fn json_response(status: axum::http::StatusCode, v: serde_json::Value) -> Response {
+    (status, axum::Json(v)).into_response()
+}
+
+/// An empty `204`.
+pub fn no_content() -> Response {
+    Response::builder()
+        .status(axum::http::StatusCode::NO_CONTENT)
+        .body(Body::empty())
+        .unwrap_or_default()
+}

@@ -1,0 +1,405 @@
+//! `/v1/sandboxes`: create, list, get, delete, timeout, stats and logs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use paddock_core::{Limits, parse_size};
+use paddock_store::{EventFilter, SandboxFilter, SandboxRecord, SandboxState};
+use serde::Deserialize;
+
+use super::{Json, json_response, no_content, rfc3339};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::lifecycle::{self, NewSandbox};
+use crate::state::AppState;
+
+/// Most metadata pairs per sandbox, and their sizes.
+pub const MAX_METADATA: usize = 64;
+pub const MAX_METADATA_KEY: usize = 128;
+pub const MAX_METADATA_VALUE: usize = 1024;
+/// Most env vars per sandbox.
+pub const MAX_ENV: usize = 256;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/sandboxes", post(create).get(list))
+        .route("/v1/sandboxes/{id}", get(get_one).delete(delete))
+        .route("/v1/sandboxes/{id}/timeout", post(timeout))
+        .route("/v1/sandboxes/{id}/stats", get(stats))
+        .route("/v1/sandboxes/{id}/logs", get(logs))
+}
+
+/// A size given as a number of bytes or a string such as `512M`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    fn bytes(&self, field: &str) -> ApiResult<u64> {
+        match self {
+            Size::Bytes(b) => Ok(*b),
+            Size::Text(t) => {
+                parse_size(t).map_err(|e| ApiError::BadRequest(format!("{field}: {e}")))
+            }
+        }
+    }
+}
+
+/// `POST /v1/sandboxes` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    #[serde(default)]
+    template: Option<String>,
+    /// Seconds.
+    #[serde(default)]
+    timeout: Option<u64>,
+    #[serde(default)]
+    memory: Option<Size>,
+    #[serde(default)]
+    cpus: Option<f64>,
+    #[serde(default)]
+    pids: Option<u32>,
+    #[serde(default)]
+    disk: Option<Size>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    webhook_url: Option<String>,
+}
+
+/// Checks a requested timeout against the server's maximum.
+pub fn check_timeout(state: &AppState, secs: u64) -> ApiResult<Duration> {
+    let max = state.cfg.max_timeout.as_secs();
+    if secs == 0 || secs > max {
+        return Err(ApiError::BadRequest(format!(
+            "timeout must be between 1 and {max} seconds, got {secs}"
+        )));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// Checks metadata sizes.
+pub fn check_metadata(m: &BTreeMap<String, String>) -> ApiResult<()> {
+    if m.len() > MAX_METADATA {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_METADATA} metadata entries"
+        )));
+    }
+    for (k, v) in m {
+        if k.is_empty() || k.len() > MAX_METADATA_KEY || v.len() > MAX_METADATA_VALUE {
+            return Err(ApiError::BadRequest(format!(
+                "metadata keys must be 1 to {MAX_METADATA_KEY} bytes and values at most {MAX_METADATA_VALUE}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl CreateBody {
+    /// Validates the body into a [`NewSandbox`].
+    pub async fn validate(self, state: &AppState) -> ApiResult<NewSandbox> {
+        let d = &state.cfg.default_limits;
+        let timeout = match self.timeout {
+            Some(t) => check_timeout(state, t)?,
+            None => state.cfg.default_timeout,
+        };
+        let memory_bytes = match &self.memory {
+            Some(m) => m.bytes("memory")?,
+            None => d.memory_bytes,
+        };
+        let cpu_millis = match self.cpus {
+            Some(c) if c.is_finite() && c > 0.0 && c <= 1024.0 => (c * 1000.0).round() as u32,
+            Some(c) => {
+                return Err(ApiError::BadRequest(format!(
+                    "cpus must be a positive number of cores, got {c}"
+                )));
+            }
+            None => d.cpu_millis,
+        };
+        let limits = Limits {
+            memory_bytes,
+            cpu_millis,
+            pids: self.pids.unwrap_or(d.pids),
+            disk_bytes: match &self.disk {
+                Some(s) => s.bytes("disk")?,
+                None => d.disk_bytes,
+            },
+            // /tmp is charged to memory, so it can never be larger than half of it.
+            tmp_bytes: d.tmp_bytes.min(memory_bytes / 2),
+        };
+        check_metadata(&self.metadata)?;
+        if self.env.len() > MAX_ENV {
+            return Err(ApiError::BadRequest(format!("at most {MAX_ENV} env vars")));
+        }
+        if let Some(url) = &self.webhook_url {
+            state
+                .webhooks
+                .check_url(url)
+                .await
+                .map_err(ApiError::BadRequest)?;
+        }
+        Ok(NewSandbox {
+            template: self.template.unwrap_or_else(|| "base".into()),
+            timeout,
+            limits,
+            env: self.env,
+            metadata: self.metadata,
+            user: self.user,
+            webhook_url: self.webhook_url,
+        })
+    }
+}
+
+/// The wire form of a sandbox.
+pub fn sandbox_json(state: &AppState, r: &SandboxRecord) -> serde_json::Value {
+    let spec = &r.spec;
+    let timeout_secs = spec
+        .get("timeout_ms")
+        .and_then(serde_json::Value::as_i64)
+        .map(|ms| ms / 1000);
+    serde_json::json!({
+        "id": r.id,
+        "template": r.template,
+        "state": r.state.as_str(),
+        "stop_reason": r.stop_reason,
+        "metadata": r.metadata,
+        "env_keys": r.env_keys,
+        "user": spec.get("user"),
+        "limits": {
+            "memory_bytes": spec.get("memory_bytes"),
+            "cpu_millis": spec.get("cpu_millis"),
+            "pids": spec.get("pids"),
+            "disk_bytes": spec.get("disk_bytes"),
+        },
+        "timeout": timeout_secs,
+        "created_at": rfc3339(Some(r.created_at)),
+        "ready_at": rfc3339(r.ready_at),
+        "expires_at": rfc3339(r.expires_at),
+        "stopped_at": rfc3339(r.stopped_at),
+        "domain": state.cfg.domain,
+    })
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<CreateBody>,
+) -> ApiResult<Response> {
+    let res = async {
+        let spec = body.validate(&state).await?;
+        lifecycle::create(&state, &caller, spec).await
+    }
+    .await;
+    let id = res.as_ref().ok().map(|r| r.id.clone());
+    let r = state.audited(&caller, "sandbox.create", id.as_deref(), None, res)?;
+    Ok(json_response(StatusCode::CREATED, sandbox_json(&state, &r)))
+}
+
+/// Parses `state=a,b`, `metadata.KEY=VALUE` (repeatable), `limit` and `after`.
+fn parse_list_query(q: Option<&str>) -> ApiResult<SandboxFilter> {
+    let mut f = SandboxFilter {
+        states: vec![SandboxState::Starting, SandboxState::Running],
+        ..Default::default()
+    };
+    for (k, v) in form_urlencoded_pairs(q.unwrap_or("")) {
+        match k.as_str() {
+            "state" => {
+                f.states = if v == "all" {
+                    Vec::new()
+                } else {
+                    v.split(',')
+                        .map(|s| {
+                            SandboxState::parse(s).ok_or_else(|| {
+                                ApiError::BadRequest(format!(
+                                    "unknown state {s:?}: expected starting, running, stopped or all"
+                                ))
+                            })
+                        })
+                        .collect::<ApiResult<_>>()?
+                }
+            }
+            "limit" => {
+                let n: u32 = v
+                    .parse()
+                    .map_err(|_| ApiError::BadRequest(format!("limit {v:?} is not a number")))?;
+                f.limit = Some(n.clamp(1, 1000));
+            }
+            "after" => f.after = Some(v),
+            k if k.starts_with("metadata.") => {
+                f.metadata.insert(k["metadata.".len()..].to_owned(), v);
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter {:?}",
+                    crate::state::truncate(other, 64)
+                )));
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// Decodes `a=b&c=d` (percent-decoding, `+` as space).
+pub fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(q.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let mut f = parse_list_query(q.as_deref())?;
+    if !caller.is_admin() {
+        f.tenant = Some(caller.tenant().to_owned());
+    }
+    let page_size = f.limit.unwrap_or(1000);
+    f.limit = Some(page_size);
+    let rows = state.store.list_sandboxes(&f)?;
+    let next = (rows.len() as u32 == page_size)
+        .then(|| rows.last().map(|r| r.id.clone()))
+        .flatten();
+    let items: Vec<_> = rows.iter().map(|r| sandbox_json(&state, r)).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::json!({ "sandboxes": items, "next": next }),
+    ))
+}
+
+async fn get_one(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let r = state.record_for(&caller, &id)?;
+    Ok(json_response(StatusCode::OK, sandbox_json(&state, &r)))
+}
+
+async fn delete(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let res = async {
+        let r = state.record_for(&caller, &id)?;
+        if r.state == SandboxState::Stopped {
+            return Err(ApiError::sandbox_not_found(&id));
+        }
+        lifecycle::stop(&state, &id, "killed").await
+    }
+    .await;
+    state.audited(&caller, "sandbox.delete", Some(&id), None, res)?;
+    Ok(no_content())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeoutBody {
+    /// New timeout in seconds, counted from now.
+    #[serde(default)]
+    timeout: Option<u64>,
+    /// Seconds to add to the current deadline.
+    #[serde(default)]
+    extend: Option<u64>,
+}
+
+async fn timeout(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<TimeoutBody>,
+) -> ApiResult<Response> {
+    let res = async {
+        let mut r = state.record_for(&caller, &id)?;
+        let secs = match (body.timeout, body.extend) {
+            (Some(t), None) => t,
+            (None, Some(e)) => {
+                let remaining = r
+                    .expires_at
+                    .map_or(0, |x| (x - paddock_store::now_ms()).max(0) / 1000);
+                u64::try_from(remaining).unwrap_or(0).saturating_add(e)
+            }
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "give exactly one of `timeout` and `extend` (seconds)".into(),
+                ));
+            }
+        };
+        let d = check_timeout(&state, secs)?;
+        lifecycle::set_timeout(&state, &mut r, d)?;
+        Ok(r)
+    }
+    .await;
+    let r = state.audited(&caller, "sandbox.timeout", Some(&id), None, res)?;
+    Ok(json_response(StatusCode::OK, sandbox_json(&state, &r)))
+}
+
+async fn stats(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let (r, s) = state.sandbox_for(&caller, &id)?;
+    let rt = state.runtime.clone();
+    let st = tokio::task::spawn_blocking(move || s.stats(&rt))
+        .await
+        .map_err(|e| ApiError::Internal(format!("stats task: {e}")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::json!({
+            "id": r.id,
+            "cpu_usage_ns": st.cpu_usage_ns,
+            "memory_bytes": st.memory_bytes,
+            "memory_limit_bytes": r.spec.get("memory_bytes"),
+            "pids": st.pids,
+            "disk_bytes": st.disk_bytes,
+            "disk_limit_bytes": r.spec.get("disk_bytes"),
+            "oom_kills": st.oom_kills,
+        }),
+    ))
+}
+
+/// Events and exec history of one sandbox (also after it stopped).
+async fn logs(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let r = state.record_for(&caller, &id)?;
+    let events = state.store.list_events(&EventFilter {
+        sandbox_id: Some(r.id.clone()),
+        limit: Some(1000),
+        ..Default::default()
+    })?;
+    let execs = state.store.list_execs(&r.id, 1000)?;
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::json!({
+            "events": events.iter().map(super::event_json).collect::<Vec<_>>(),
+            "execs": execs.iter().map(|e| serde_json::json!({
+                "at": rfc3339(Some(e.at)),
+                "command": e.command,
+                "pid": e.pid,
+                "exit_code": e.exit_code,
+                "status": e.status,
+                "duration_ms": e.duration_ms,
+            })).collect::<Vec<_>>(),
+        }),
+    ))
+}

@@ -1,0 +1,166 @@
+//! Health, status, Prometheus metrics, the OpenAPI document, and request counting.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::json_response;
+use crate::auth::{Admin, Caller};
+use crate::error::ApiResult;
+use crate::state::AppState;
+
+/// The OpenAPI document of this API, kept in the repository.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/status", get(status))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+}
+
+async fn health() -> Response {
+    json_response(StatusCode::OK, serde_json::json!({ "status": "ok" }))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn status(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": state.started.elapsed().as_secs(),
+            "sandboxes_running": state.deadlines.len(),
+            "runtime": "native",
+            "domain": state.cfg.domain,
+            "limits": {
+                "max_timeout_secs": state.cfg.max_timeout.as_secs(),
+                "default_timeout_secs": state.cfg.default_timeout.as_secs(),
+                "max_json_body_bytes": state.cfg.max_json_body,
+                "max_output_bytes": state.cfg.max_output,
+                "max_sandboxes_per_key": state.cfg.max_sandboxes_per_key,
+                "rate_per_sec": state.cfg.rate_per_sec,
+                "rate_burst": state.cfg.rate_burst,
+            },
+        }),
+    ))
+}
+
+/// Prometheus text format. Needs an admin key (scrapers send it as a bearer token).
+async fn metrics(State(state): State<Arc<AppState>>, _a: Admin) -> ApiResult<Response> {
+    let m = &state.metrics;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        );
+    };
+    counter(
+        "paddock_sandboxes_created_total",
+        "Sandboxes created.",
+        m.sandboxes_created.load(Ordering::Relaxed),
+    );
+    counter(
+        "paddock_sandbox_create_failures_total",
+        "Sandbox creations that failed.",
+        m.sandbox_create_failures.load(Ordering::Relaxed),
+    );
+    counter(
+        "paddock_sandboxes_expired_total",
+        "Sandboxes destroyed at their timeout.",
+        m.sandboxes_expired.load(Ordering::Relaxed),
+    );
+    counter(
+        "paddock_sandboxes_killed_total",
+        "Sandboxes destroyed on request.",
+        m.sandboxes_killed.load(Ordering::Relaxed),
+    );
+    counter(
+        "paddock_execs_total",
+        "Commands started in sandboxes.",
+        m.execs.load(Ordering::Relaxed),
+    );
+    let _ = write!(
+        out,
+        "# HELP paddock_sandboxes_running Sandboxes running now.\n# TYPE paddock_sandboxes_running gauge\npaddock_sandboxes_running {}\n",
+        state.deadlines.len()
+    );
+    let _ = write!(
+        out,
+        "# HELP paddock_uptime_seconds Seconds since the server started.\n# TYPE paddock_uptime_seconds gauge\npaddock_uptime_seconds {}\n",
+        state.started.elapsed().as_secs()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP paddock_http_requests_total HTTP requests by route and status.\n# TYPE paddock_http_requests_total counter"
+    );
+    let reqs = m.http_requests.lock().expect("metrics poisoned").clone();
+    for ((route, status), n) in reqs {
+        let _ = writeln!(
+            out,
+            "paddock_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP paddock_sandbox_memory_bytes Memory in use per sandbox.\n# TYPE paddock_sandbox_memory_bytes gauge"
+    );
+    let rt = state.runtime.clone();
+    let sandboxes = rt.list();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut s = String::new();
+        for sbx in sandboxes {
+            let st = sbx.stats(&rt);
+            let _ = writeln!(
+                s,
+                "paddock_sandbox_memory_bytes{{sandbox=\"{}\"}} {}",
+                sbx.id, st.memory_bytes
+            );
+            let _ = writeln!(
+                s,
+                "paddock_sandbox_cpu_seconds_total{{sandbox=\"{}\"}} {:.3}",
+                sbx.id,
+                st.cpu_usage_ns as f64 / 1e9
+            );
+        }
+        s
+    })
+    .await
+    .unwrap_or_default();
+    out.push_str(&lines);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// Counts requests by matched route and status for `/metrics`.
+pub async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    *state
+        .metrics
+        .http_requests
+        .lock()
+        .expect("metrics poisoned")
+        .entry((route, status))
+        .or_default() += 1;
+    resp
+}

@@ -1,0 +1,159 @@
+//! API keys: generation, hashing, the [`Caller`] extractor, and per-key rate limiting.
+//!
+//! A key is `pdk_` followed by 40 base62 characters (about 238 random bits). Only its
+//! SHA-256 is stored. A request names its key in `Authorization: Bearer <key>` or
+//! `X-API-Key: <key>`; anything else, a revoked key or an expired key is 401 with the same
+//! body, so a client cannot tell which of them it hit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use paddock_store::{ApiKey, Role, now_ms};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const KEY_PREFIX: &str = "pdk_";
+const KEY_CHARS: usize = 40;
+
+/// A new random secret key.
+pub fn generate_key() -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    let tail: String = (0..KEY_CHARS)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{KEY_PREFIX}{tail}")
+}
+
+/// Hex SHA-256 of a secret key: what the store keeps.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A random public id with a prefix, e.g. `key_8f3k...`.
+pub fn random_id(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        &paddock_core::SandboxId::random().as_str()[..16]
+    )
+}
+
+/// The authenticated key of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key: ApiKey,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.key.role == Role::Admin
+    }
+    pub fn tenant(&self) -> &str {
+        &self.key.tenant
+    }
+    /// Whether this caller may see a resource of `tenant`. Admins see every tenant.
+    pub fn may_access(&self, tenant: &str) -> bool {
+        self.is_admin() || self.key.tenant == tenant
+    }
+}
+
+/// The key named in the request headers, if any.
+fn presented_key(parts: &Parts) -> Option<&str> {
+    if let Some(v) = parts.headers.get("x-api-key") {
+        return v.to_str().ok();
+    }
+    let auth = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, rest) = auth.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(c) = parts.extensions.get::<Caller>() {
+            return Ok(c.clone());
+        }
+        const BAD: ApiError =
+            ApiError::Unauthorized("missing, invalid, revoked or expired API key");
+        let key = presented_key(parts).ok_or(BAD)?;
+        if !key.starts_with(KEY_PREFIX) || key.len() != KEY_PREFIX.len() + KEY_CHARS {
+            return Err(BAD);
+        }
+        let k = state.store.key_by_hash(&hash_key(key))?.ok_or(BAD)?;
+        let now = now_ms();
+        if k.revoked_at.is_some() || k.expires_at.is_some_and(|e| e <= now) {
+            return Err(BAD);
+        }
+        state.limiter.check(&k.id)?;
+        let c = Caller { key: k };
+        parts.extensions.insert(c.clone());
+        Ok(c)
+    }
+}
+
+/// A caller with the admin role (403 otherwise).
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let c = Caller::from_request_parts(parts, state).await?;
+        if !c.is_admin() {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(Admin(c))
+    }
+}
+
+/// Token buckets, one per key: `rate` requests per second on average, `burst` at once.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: f64, burst: f64) -> RateLimiter {
+        RateLimiter {
+            rate,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token of `key`, or says how long until one is available.
+    pub fn check(&self, key: &str) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let mut b = self.buckets.lock().expect("rate limiter poisoned");
+        let (tokens, last) = b.entry(key.to_owned()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = ((1.0 - *tokens) / self.rate).ceil() as u64;
+            Err(ApiError::RateLimited(wait.max(1)))
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Server configuration: the validated settings every other module trusts.
+//!
+//! The binary parses flags and environment variables (clap) into [`ServerConfig`] and calls
+//! [`ServerConfig::validate`] once at start; later code never re-checks these values.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `paddock serve` can be told. Defaults are the embedded single-host setup.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address of the API listener.
+    pub listen: SocketAddr,
+    /// Data directory: the SQLite store, templates and sandbox layers.
+    pub data_dir: PathBuf,
+    /// Path of the agent binary started in every sandbox.
+    pub agent_bin: PathBuf,
+    /// Timeout of a sandbox whose create request names none.
+    pub default_timeout: Duration,
+    /// Largest timeout a client may ask for (create or set-timeout).
+    pub max_timeout: Duration,
+    /// Points of the timeout, as fractions of it, at which a `timeout_warning` event is sent.
+    pub warn_at: Vec<f64>,
+    /// Largest JSON request body.
+    pub max_json_body: usize,
+    /// Largest per-stream output an exec returning JSON captures (the rest is truncated).
+    pub max_output: usize,
+    /// Default maximum of concurrently running sandboxes per key (a key may override it).
+    pub max_sandboxes_per_key: u32,
+    /// Requests per second each key may make on average.
+    pub rate_per_sec: f64,
+    /// Requests a key may make in a burst above the average rate.
+    pub rate_burst: f64,
+    /// Time a client has to send the request head.
+    pub header_timeout: Duration,
+    /// Longest a request body may pause between chunks.
+    pub body_idle_timeout: Duration,
+    /// Domain under which sandbox ports are served as `{port}-{id}.{domain}`.
+    pub domain: String,
+    /// Base URL clients use to reach this server (for URLs the API prints).
+    pub public_url: String,
+    /// Limits of a sandbox whose create request names none.
+    pub default_limits: paddock_core::Limits,
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl ServerConfig {
+    /// The defaults for `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: data_dir.into(),
+            agent_bin: paddock_runtime::default_agent_bin(),
+            default_timeout: Duration::from_secs(300),
+            max_timeout: Duration::from_secs(24 * 3600),
+            warn_at: vec![0.5, 5.0 / 6.0],
+            max_json_body: 1 << 20,
+            max_output: 4 << 20,
+            max_sandboxes_per_key: 100,
+            rate_per_sec: 200.0,
+            rate_burst: 400.0,
+            header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            domain: "localhost".into(),
+            public_url: "http://127.0.0.1:7070".into(),
+            default_limits: paddock_core::Limits::default(),
+        }
+    }
+
+    /// Checks every setting; the message names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        if self.default_timeout.is_zero() || self.default_timeout > self.max_timeout {
+            return bad(format!(
+                "default timeout {}s must be between 1s and the maximum timeout {}s",
+                self.default_timeout.as_secs(),
+                self.max_timeout.as_secs()
+            ));
+        }
+        if let Some(w) = self.warn_at.iter().find(|w| !(**w > 0.0 && **w < 1.0)) {
+            return bad(format!(
+                "warning point {w} must be a fraction of the timeout between 0 and 1"
+            ));
+        }
+        if self.max_json_body < 1024 {
+            return bad("the JSON body limit must be at least 1024 bytes".into());
+        }
+        if self.max_output == 0 {
+            return bad("the output limit must be positive".into());
+        }
+        if !(self.rate_per_sec > 0.0) || self.rate_burst < 1.0 {
+            return bad("the rate limit must be positive with a burst of at least 1".into());
+        }
+        if self.domain.is_empty() || self.domain.contains(['/', ':', ' ']) {
+            return bad(format!("domain {:?} is not a host name", self.domain));
+        }
+        if !self.agent_bin.is_file() {
+            return bad(format!(
+                "agent binary {} not found (build it with `cargo build --release`, or set PADDOCK_AGENT_BIN)",
+                self.agent_bin.display()
+            ));
+        }
+        self.default_limits
+            .validate(u64::MAX)
+            .map_err(|e| ConfigError(format!("default limits: {e}")))?;
+        Ok(())
+    }
+}

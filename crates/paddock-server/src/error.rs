@@ -1,0 +1,168 @@
+//! The API's one error type: every failure a client can see, with its HTTP status and a
+//! stable `code`. Internal details (paths, database errors, agent messages that could name
+//! host paths) are logged, never sent.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use paddock_runtime::RuntimeError;
+use paddock_store::StoreError;
+
+/// An error answered to an API client as `{"code": "...", "message": "..."}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `invalid_request`: the request is malformed or a field is out of range.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 400 `invalid_json`: the body is not valid JSON for this route.
+    #[error("{0}")]
+    InvalidJson(String),
+    /// 401 `unauthorized`: no key, a malformed key, or a revoked or expired one.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 403 `forbidden`: the key's role may not do this.
+    #[error("this route needs an admin key")]
+    Forbidden,
+    /// 404 `not_found`: the thing does not exist or belongs to another tenant (the two are
+    /// indistinguishable on purpose).
+    #[error("{0}")]
+    NotFound(String),
+    /// 405 `method_not_allowed`.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409 `conflict`: the state does not allow this (e.g. the sandbox is stopped).
+    #[error("{0}")]
+    Conflict(String),
+    /// 413 `payload_too_large`.
+    #[error("request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 415 `unsupported_media_type`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 429 `rate_limited` (with `Retry-After`).
+    #[error("too many requests; retry after {0} s")]
+    RateLimited(u64),
+    /// 429 `quota_exceeded`: the key already runs its maximum number of sandboxes.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// 501 `not_implemented`: a feature Paddock does not have (yet).
+    #[error("{0}")]
+    NotImplemented(String),
+    /// 502 `agent_error`: the sandbox's agent failed in a way the client cannot fix.
+    #[error("{0}")]
+    Agent(String),
+    /// 503 `unavailable`: the host cannot take more sandboxes or is shutting down.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 507 `insufficient_storage`: the sandbox's disk limit is reached.
+    #[error("{0}")]
+    InsufficientStorage(String),
+    /// 500 `internal`: a bug or a host failure; the detail is logged only.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The status and the stable code of this error.
+    pub fn status_code(&self) -> (StatusCode, &'static str) {
+        use ApiError::*;
+        match self {
+            BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
+            NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+            Agent(_) => (StatusCode::BAD_GATEWAY, "agent_error"),
+            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// The not-found error of a sandbox id (also used for other tenants' sandboxes).
+    pub fn sandbox_not_found(id: &str) -> ApiError {
+        // The id is echoed only if it looks like an id, so odd input never reaches a body.
+        if id.parse::<paddock_core::SandboxId>().is_ok() {
+            ApiError::NotFound(format!("sandbox {id} not found"))
+        } else {
+            ApiError::NotFound("sandbox not found".into())
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_code();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        let body = serde_json::json!({ "code": code, "message": self.to_string() });
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let ApiError::RateLimited(secs) = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => ApiError::Conflict(format!("already exists: {what}")),
+            other => ApiError::Internal(format!("store: {other}")),
+        }
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        use connectrpc::ErrorCode as C;
+        match e {
+            RuntimeError::UnknownTemplate(t) => {
+                ApiError::BadRequest(format!("unknown template {t:?}"))
+            }
+            RuntimeError::InvalidLimits(l) => ApiError::BadRequest(format!("invalid limits: {l}")),
+            RuntimeError::InvalidId(_) => ApiError::NotFound("sandbox not found".into()),
+            RuntimeError::UnknownUser(u) => ApiError::BadRequest(format!("unknown user {u:?}")),
+            RuntimeError::InvalidArgument(m) => ApiError::BadRequest(m),
+            RuntimeError::NotFound(id) => ApiError::sandbox_not_found(&id),
+            RuntimeError::Exhausted => {
+                ApiError::Unavailable("this host cannot start more sandboxes".into())
+            }
+            RuntimeError::Agent(ce) => {
+                let msg = ce.message.clone().unwrap_or_default();
+                match ce.code {
+                    C::InvalidArgument => ApiError::BadRequest(msg),
+                    C::NotFound => ApiError::NotFound(msg),
+                    C::PermissionDenied => {
+                        ApiError::BadRequest(format!("permission denied: {msg}"))
+                    }
+                    C::ResourceExhausted => ApiError::InsufficientStorage(msg),
+                    C::FailedPrecondition | C::AlreadyExists => ApiError::Conflict(msg),
+                    C::Unauthenticated => ApiError::BadRequest(msg),
+                    C::DeadlineExceeded => ApiError::Conflict("deadline exceeded".into()),
+                    _ => {
+                        tracing::warn!(code = ?ce.code, %msg, "agent error");
+                        ApiError::Agent("the sandbox's agent failed".into())
+                    }
+                }
+            }
+            other @ (RuntimeError::Setup(_) | RuntimeError::Io { .. }) => {
+                ApiError::Internal(other.to_string())
+            }
+            RuntimeError::Unsupported(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+/// Shorthand for handler results.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,386 @@
+//! Sandbox lifecycle: create, kill, timeouts with warnings, and reconciliation at start.
+//!
+//! **Timeouts.** A sandbox's timeout counts from the moment it is ready. Its deadline lives
+//! in the store (`expires_at`) and in memory ([`Deadlines`]); one task ([`run`]) sleeps until
+//! the nearest deadline or warning point, sends `timeout_warning` events at the configured
+//! fractions of the timeout, and destroys expired sandboxes with reason `expired`. Setting a
+//! new timeout restarts the count (and the warnings) from now.
+//!
+//! **Reconciliation policy** (at start, after the runtime has adopted every sandbox whose
+//! PID 1 is still alive and destroyed everything else it found):
+//! - a record `starting` or `running` whose sandbox is alive is **adopted**: it keeps its
+//!   deadline (if that passed while the server was down, it expires at once) and an
+//!   `adopted` event is stored;
+//! - a record `starting` or `running` whose sandbox is gone is marked `stopped` with reason
+//!   `lost`;
+//! - a live sandbox without a `starting`/`running` record is destroyed.
+//!
+//! So after any crash every process, mount, cgroup and layer on the host has a running record,
+//! and every running record has a live sandbox.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use paddock_core::{Limits, SandboxId};
+use paddock_runtime::CreateSpec;
+use paddock_store::{Millis, SandboxFilter, SandboxRecord, SandboxState, now_ms};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, Metrics};
+
+/// The in-memory view of running sandboxes' deadlines.
+#[derive(Debug, Default)]
+pub struct Deadlines(Mutex<HashMap<String, Deadline>>);
+
+#[derive(Debug, Clone)]
+struct Deadline {
+    tenant: String,
+    expires_at: Millis,
+    timeout_ms: i64,
+    warnings_sent: u32,
+    webhook: Option<String>,
+}
+
+impl Deadlines {
+    fn set(&self, r: &SandboxRecord) {
+        let Some(expires_at) = r.expires_at else {
+            return;
+        };
+        let timeout_ms = r
+            .spec
+            .get("timeout_ms")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(expires_at - r.ready_at.unwrap_or(expires_at));
+        self.0.lock().expect("deadlines poisoned").insert(
+            r.id.clone(),
+            Deadline {
+                tenant: r.tenant.clone(),
+                expires_at,
+                timeout_ms,
+                warnings_sent: r.warnings_sent,
+                webhook: r.webhook_url.clone(),
+            },
+        );
+    }
+
+    fn remove(&self, id: &str) {
+        self.0.lock().expect("deadlines poisoned").remove(id);
+    }
+
+    /// Number of sandboxes with a deadline (the running ones).
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("deadlines poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a client asks for when creating a sandbox, already validated at the edge.
+#[derive(Debug, Clone)]
+pub struct NewSandbox {
+    pub template: String,
+    pub timeout: Duration,
+    pub limits: Limits,
+    pub env: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub webhook_url: Option<String>,
+}
+
+/// Creates a sandbox for `caller`: records it, starts it, starts its timeout.
+pub async fn create(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    spec: NewSandbox,
+) -> ApiResult<SandboxRecord> {
+    let id = SandboxId::random();
+    let now = now_ms();
+    let timeout_ms = i64::try_from(spec.timeout.as_millis()).unwrap_or(i64::MAX);
+    let mut rec = SandboxRecord {
+        id: id.to_string(),
+        tenant: caller.key.tenant.clone(),
+        key_id: caller.key.id.clone(),
+        template: spec.template.clone(),
+        state: SandboxState::Starting,
+        stop_reason: None,
+        spec: serde_json::json!({
+            "timeout_ms": timeout_ms,
+            "memory_bytes": spec.limits.memory_bytes,
+            "cpu_millis": spec.limits.cpu_millis,
+            "pids": spec.limits.pids,
+            "disk_bytes": spec.limits.disk_bytes,
+            "tmp_bytes": spec.limits.tmp_bytes,
+            "user": spec.user.clone().unwrap_or_else(|| paddock_core::DEFAULT_USER.to_owned()),
+        }),
+        metadata: spec.metadata.clone(),
+        env_keys: spec.env.keys().cloned().collect(),
+        created_at: now,
+        ready_at: None,
+        expires_at: None,
+        stopped_at: None,
+        warnings_sent: 0,
+        webhook_url: spec.webhook_url.clone(),
+    };
+    {
+        // The quota check and the insert happen under one lock, so parallel creates of one
+        // key cannot both pass the check.
+        let _g = state.create_lock.lock().await;
+        let max = caller
+            .key
+            .max_sandboxes
+            .unwrap_or(state.cfg.max_sandboxes_per_key);
+        let active = state.store.count_active_by_key(&caller.key.id)?;
+        if active >= u64::from(max) {
+            return Err(ApiError::QuotaExceeded(format!(
+                "this key already runs {active} sandboxes, its maximum is {max}"
+            )));
+        }
+        state.store.insert_sandbox(&rec)?;
+    }
+    let created = state
+        .runtime
+        .create(CreateSpec {
+            template: spec.template,
+            limits: spec.limits,
+            env: spec.env,
+            user: spec.user,
+            id: Some(id),
+        })
+        .await;
+    let hook = rec.webhook_url.clone();
+    match created {
+        Ok(_) => {
+            let ready = now_ms();
+            rec.state = SandboxState::Running;
+            rec.ready_at = Some(ready);
+            rec.expires_at = Some(ready.saturating_add(timeout_ms));
+            state.store.update_sandbox(&rec)?;
+            state.deadlines.set(&rec);
+            state.deadlines_changed.notify_one();
+            Metrics::inc(&state.metrics.sandboxes_created);
+            state.emit(
+                &rec.tenant,
+                Some(&rec.id),
+                "created",
+                serde_json::json!({ "template": rec.template, "ready_ms": ready - now }),
+                hook.as_deref(),
+            );
+            Ok(rec)
+        }
+        Err(e) => {
+            Metrics::inc(&state.metrics.sandbox_create_failures);
+            rec.state = SandboxState::Stopped;
+            rec.stop_reason = Some("failed".into());
+            rec.stopped_at = Some(now_ms());
+            let err = ApiError::from(e);
+            state.store.update_sandbox(&rec)?;
+            state.emit(
+                &rec.tenant,
+                Some(&rec.id),
+                "failed",
+                serde_json::json!({ "error": err.to_string() }),
+                hook.as_deref(),
+            );
+            Err(err)
+        }
+    }
+}
+
+/// Destroys a sandbox and records why (`killed`, `expired`, `shutdown`, ...). Idempotent: a
+/// stopped sandbox stays as it is.
+pub async fn stop(state: &Arc<AppState>, id: &str, reason: &str) -> ApiResult<SandboxRecord> {
+    let mut rec = state
+        .store
+        .get_sandbox(id)?
+        .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+    state.deadlines.remove(id);
+    if rec.state == SandboxState::Stopped {
+        return Ok(rec);
+    }
+    if state.runtime.get(id).is_ok() {
+        state.runtime.destroy(id).await?;
+    }
+    rec.state = SandboxState::Stopped;
+    rec.stop_reason = Some(reason.to_owned());
+    rec.stopped_at = Some(now_ms());
+    state.store.update_sandbox(&rec)?;
+    match reason {
+        "expired" => Metrics::inc(&state.metrics.sandboxes_expired),
+        _ => Metrics::inc(&state.metrics.sandboxes_killed),
+    }
+    state.emit(
+        &rec.tenant,
+        Some(id),
+        reason,
+        serde_json::json!({}),
+        rec.webhook_url.as_deref(),
+    );
+    Ok(rec)
+}
+
+/// Sets a running sandbox's timeout to `timeout` from now; warnings start over.
+pub fn set_timeout(state: &AppState, rec: &mut SandboxRecord, timeout: Duration) -> ApiResult<()> {
+    if rec.state != SandboxState::Running {
+        return Err(ApiError::Conflict(format!(
+            "sandbox {} is {}",
+            rec.id, rec.state
+        )));
+    }
+    let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    rec.expires_at = Some(now_ms().saturating_add(timeout_ms));
+    rec.warnings_sent = 0;
+    if let Some(o) = rec.spec.as_object_mut() {
+        o.insert("timeout_ms".into(), timeout_ms.into());
+    }
+    state.store.update_sandbox(rec)?;
+    state.deadlines.set(rec);
+    state.deadlines_changed.notify_one();
+    state.emit(
+        &rec.tenant,
+        Some(&rec.id),
+        "timeout_changed",
+        serde_json::json!({ "timeout_secs": timeout.as_secs(), "expires_at": crate::api::rfc3339(rec.expires_at) }),
+        rec.webhook_url.as_deref(),
+    );
+    Ok(())
+}
+
+/// The lifecycle task: warnings and expiry. Runs until the process ends.
+pub async fn run(state: Arc<AppState>) {
+    loop {
+        let now = now_ms();
+        let mut expire = Vec::new();
+        let mut warn = Vec::new();
+        let mut next = now + 1000;
+        {
+            let mut d = state.deadlines.0.lock().expect("deadlines poisoned");
+            for (id, dl) in d.iter_mut() {
+                if now >= dl.expires_at {
+                    expire.push(id.clone());
+                    continue;
+                }
+                let start = dl.expires_at - dl.timeout_ms;
+                let points = &state.cfg.warn_at;
+                while (dl.warnings_sent as usize) < points.len() {
+                    let at =
+                        start + (dl.timeout_ms as f64 * points[dl.warnings_sent as usize]) as i64;
+                    if now >= at {
+                        dl.warnings_sent += 1;
+                        warn.push((id.clone(), dl.clone()));
+                    } else {
+                        next = next.min(at);
+                        break;
+                    }
+                }
+                next = next.min(dl.expires_at);
+            }
+        }
+        for (id, dl) in warn {
+            let remaining = (dl.expires_at - now).max(0);
+            state.emit(
+                &dl.tenant,
+                Some(&id),
+                "timeout_warning",
+                serde_json::json!({
+                    "expires_at": crate::api::rfc3339(Some(dl.expires_at)),
+                    "remaining_secs": remaining / 1000,
+                    "warning": dl.warnings_sent,
+                }),
+                dl.webhook.as_deref(),
+            );
+            if let Ok(Some(mut r)) = state.store.get_sandbox(&id) {
+                r.warnings_sent = dl.warnings_sent;
+                let _ = state.store.update_sandbox(&r);
+            }
+        }
+        for id in expire {
+            state.deadlines.remove(&id);
+            let st = state.clone();
+            tokio::spawn(async move {
+                match stop(&st, &id, "expired").await {
+                    Ok(_) => st.audit(None, "sandbox.expire", Some(&id), "ok", None),
+                    Err(e) => {
+                        tracing::error!(sandbox = %id, "expiring: {e}");
+                        st.audit(None, "sandbox.expire", Some(&id), e.status_code().1, None);
+                    }
+                }
+            });
+        }
+        let wait = u64::try_from((next - now_ms()).max(5)).unwrap_or(1000);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = state.deadlines_changed.notified() => {}
+        }
+    }
+}
+
+/// Makes the store and the host agree (see the module doc for the policy).
+pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
+    let active = state.store.list_sandboxes(&SandboxFilter {
+        states: vec![SandboxState::Starting, SandboxState::Running],
+        ..Default::default()
+    })?;
+    let mut known = std::collections::HashSet::new();
+    for mut r in active {
+        if state.runtime.get(&r.id).is_ok() {
+            known.insert(r.id.clone());
+            let now = now_ms();
+            if r.state == SandboxState::Starting {
+                r.state = SandboxState::Running;
+                let timeout_ms = r
+                    .spec
+                    .get("timeout_ms")
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(300_000);
+                r.ready_at = Some(now);
+                r.expires_at = Some(now + timeout_ms);
+            }
+            state.store.update_sandbox(&r)?;
+            state.deadlines.set(&r);
+            tracing::info!(sandbox = %r.id, "adopted");
+            state.emit(
+                &r.tenant,
+                Some(&r.id),
+                "adopted",
+                serde_json::json!({}),
+                r.webhook_url.as_deref(),
+            );
+            state.audit(None, "sandbox.adopt", Some(&r.id), "ok", None);
+        } else {
+            r.state = SandboxState::Stopped;
+            r.stop_reason = Some("lost".into());
+            r.stopped_at = Some(now_ms());
+            state.store.update_sandbox(&r)?;
+            tracing::warn!(sandbox = %r.id, "lost: its sandbox no longer exists");
+            state.emit(
+                &r.tenant,
+                Some(&r.id),
+                "lost",
+                serde_json::json!({}),
+                r.webhook_url.as_deref(),
+            );
+            state.audit(None, "sandbox.lost", Some(&r.id), "ok", None);
+        }
+    }
+    for s in state.runtime.list() {
+        if !known.contains(s.id.as_str()) {
+            tracing::warn!(sandbox = %s.id, "destroying a sandbox without a running record");
+            if let Err(e) = state.runtime.destroy(s.id.as_str()).await {
+                tracing::error!(sandbox = %s.id, "destroying: {e}");
+            }
+            state.audit(
+                None,
+                "sandbox.orphan_destroy",
+                Some(s.id.as_str()),
+                "ok",
+                None,
+            );
+        }
+    }
+    state.deadlines_changed.notify_one();
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The state every handler shares: config, store, runtime, event bus, limits and metrics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use paddock_runtime::{Runtime, Sandbox};
+use paddock_store::{AuditEntry, Event, SandboxRecord, SandboxState, Store, now_ms};
+use tokio::sync::{Notify, broadcast};
+
+use crate::auth::{Caller, RateLimiter};
+use crate::config::ServerConfig;
+use crate::error::{ApiError, ApiResult};
+use crate::webhooks::Webhooks;
+
+/// Shared server state.
+#[derive(Debug)]
+pub struct AppState {
+    pub cfg: Arc<ServerConfig>,
+    pub store: Arc<dyn Store>,
+    pub runtime: Arc<Runtime>,
+    /// Every stored event, for SSE subscribers.
+    pub events: broadcast::Sender<Event>,
+    pub limiter: RateLimiter,
+    pub metrics: Metrics,
+    /// Serialises the quota check and the insert of a new sandbox row per key.
+    pub create_lock: tokio::sync::Mutex<()>,
+    /// Deadlines of running sandboxes.
+    pub deadlines: crate::lifecycle::Deadlines,
+    /// Wakes the lifecycle task when a deadline changes.
+    pub deadlines_changed: Notify,
+    pub webhooks: Webhooks,
+    pub started: Instant,
+}
+
+/// Counters exported at `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub sandboxes_created: AtomicU64,
+    pub sandbox_create_failures: AtomicU64,
+    pub sandboxes_expired: AtomicU64,
+    pub sandboxes_killed: AtomicU64,
+    pub execs: AtomicU64,
+    pub http_requests: Mutex<HashMap<(String, u16), u64>>,
+}
+
+type Mutex<T> = std::sync::Mutex<T>;
+
+impl Metrics {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl AppState {
+    /// Stores an event, publishes it to SSE subscribers and queues its webhooks.
+    pub fn emit(
+        &self,
+        tenant: &str,
+        sandbox_id: Option<&str>,
+        kind: &str,
+        data: serde_json::Value,
+        sandbox_webhook: Option<&str>,
+    ) {
+        let ev = Event {
+            seq: 0,
+            at: now_ms(),
+            tenant: tenant.to_owned(),
+            sandbox_id: sandbox_id.map(str::to_owned),
+            kind: kind.to_owned(),
+            data,
+        };
+        match self.store.insert_event(&ev) {
+            Ok(ev) => {
+                let _ = self.events.send(ev.clone());
+                self.webhooks.deliver(self, &ev, sandbox_webhook);
+            }
+            Err(e) => tracing::error!("storing event {kind}: {e}"),
+        }
+    }
+
+    /// Records one mutating call in the audit table. `outcome` is `ok` or an error code.
+    pub fn audit(
+        &self,
+        actor: Option<&Caller>,
+        action: &str,
+        sandbox_id: Option<&str>,
+        outcome: &str,
+        detail: Option<String>,
+    ) {
+        let a = AuditEntry {
+            id: 0,
+            at: now_ms(),
+            actor: actor.map_or_else(|| "system".to_owned(), |c| c.key.id.clone()),
+            tenant: actor.map(|c| c.key.tenant.clone()),
+            action: action.to_owned(),
+            sandbox_id: sandbox_id.map(str::to_owned),
+            outcome: outcome.to_owned(),
+            detail: detail.map(|d| truncate(&d, 512)),
+        };
+        if let Err(e) = self.store.insert_audit(&a) {
+            tracing::error!("storing audit entry {action}: {e}");
+        }
+    }
+
+    /// Audits the outcome of `res` and passes it through.
+    pub fn audited<T>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        sandbox_id: Option<&str>,
+        detail: Option<String>,
+        res: ApiResult<T>,
+    ) -> ApiResult<T> {
+        let outcome = match &res {
+            Ok(_) => "ok",
+            Err(e) => e.status_code().1,
+        };
+        self.audit(Some(caller), action, sandbox_id, outcome, detail);
+        res
+    }
+
+    /// The record of sandbox `id` if `caller` may see it. Another tenant's sandbox is
+    /// answered exactly like a missing one.
+    pub fn record_for(&self, caller: &Caller, id: &str) -> ApiResult<SandboxRecord> {
+        if id.parse::<paddock_core::SandboxId>().is_err() {
+            return Err(ApiError::sandbox_not_found(id));
+        }
+        match self.store.get_sandbox(id)? {
+            Some(r) if caller.may_access(&r.tenant) => Ok(r),
+            _ => Err(ApiError::sandbox_not_found(id)),
+        }
+    }
+
+    /// The running sandbox `id` of `caller`, for operations inside it.
+    pub fn sandbox_for(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> ApiResult<(SandboxRecord, Arc<Sandbox>)> {
+        let r = self.record_for(caller, id)?;
+        if r.state != SandboxState::Running {
+            return Err(ApiError::Conflict(format!(
+                "sandbox {id} is {}{}",
+                r.state,
+                r.stop_reason
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
+            )));
+        }
+        let s = self
+            .runtime
+            .get(id)
+            .map_err(|_| ApiError::Conflict(format!("sandbox {id} is not running on this host")))?;
+        Ok((r, s))
+    }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

@@ -1,0 +1,132 @@
+//! Webhook delivery: lifecycle events POSTed as JSON to the URL of the sandbox (set at
+//! create) and of the key that created it (set by an admin), off the request path.
+//!
+//! Delivery is at least once per URL with three attempts (1 s, then 5 s apart) and a 5 s
+//! timeout each; a bounded queue (1,024 events) drops events when receivers are too slow,
+//! and the drop is logged. URLs that resolve to loopback, private or link-local addresses
+//! are refused at create time unless the server allows them (`--allow-private-webhooks`),
+//! so a tenant cannot use webhooks to reach the host's own services.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use paddock_store::Event;
+use tokio::sync::mpsc;
+
+use crate::state::AppState;
+
+const QUEUE: usize = 1024;
+
+/// The delivery queue.
+#[derive(Debug)]
+pub struct Webhooks {
+    tx: mpsc::Sender<(String, serde_json::Value)>,
+    pub allow_private: bool,
+}
+
+impl Webhooks {
+    /// Starts the delivery task.
+    pub fn start(allow_private: bool) -> Webhooks {
+        let (tx, mut rx) = mpsc::channel::<(String, serde_json::Value)>(QUEUE);
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default();
+            while let Some((url, body)) = rx.recv().await {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    for delay in [0u64, 1, 5] {
+                        tokio::time::sleep(Duration::from_secs(delay)).await;
+                        match client.post(&url).json(&body).send().await {
+                            Ok(r) if r.status().is_success() => return,
+                            Ok(r) => tracing::warn!(%url, status = %r.status(), "webhook refused"),
+                            Err(e) => tracing::warn!(%url, "webhook failed: {e}"),
+                        }
+                    }
+                });
+            }
+        });
+        Webhooks { tx, allow_private }
+    }
+
+    /// Queues `ev` for the sandbox's webhook and its key's.
+    pub fn deliver(&self, state: &AppState, ev: &Event, sandbox_webhook: Option<&str>) {
+        let mut urls: Vec<String> = sandbox_webhook.map(str::to_owned).into_iter().collect();
+        if let Some(id) = &ev.sandbox_id {
+            let key_hook = state
+                .store
+                .get_sandbox(id)
+                .ok()
+                .flatten()
+                .and_then(|r| state.store.get_key(&r.key_id).ok().flatten())
+                .and_then(|k| k.webhook_url);
+            urls.extend(key_hook);
+        }
+        urls.dedup();
+        if urls.is_empty() {
+            return;
+        }
+        let body = crate::api::event_json(ev);
+        for url in urls {
+            if self.tx.try_send((url.clone(), body.clone())).is_err() {
+                tracing::warn!(%url, kind = %ev.kind, "webhook queue full; event dropped");
+            }
+        }
+    }
+
+    /// Checks a webhook URL a client gave: http or https, and (unless allowed) not a
+    /// loopback, private or link-local address.
+    pub async fn check_url(&self, url: &str) -> Result<(), String> {
+        let u = reqwest::Url::parse(url).map_err(|e| format!("webhook URL {url:?}: {e}"))?;
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err("webhook URL must be http or https".into());
+        }
+        let host = u.host_str().ok_or("webhook URL has no host")?.to_owned();
+        if self.allow_private {
+            return Ok(());
+        }
+        let port = u.port_or_known_default().unwrap_or(80);
+        let host_clean = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let addrs: Vec<IpAddr> = match host_clean.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => tokio::net::lookup_host((host_clean.as_str(), port))
+                .await
+                .map_err(|e| format!("webhook host {host:?} does not resolve: {e}"))?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        if let Some(ip) = addrs.iter().find(|ip| is_private(ip)) {
+            return Err(format!(
+                "webhook host {host:?} resolves to {ip}, a loopback, private or link-local address"
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_private(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_private(&IpAddr::V4(v4)))
+        }
+    }
+}
