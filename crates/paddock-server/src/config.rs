@@ -93,7 +93,7 @@ impl ServerConfig {
         if self.max_output == 0 {
             return bad("the output limit must be positive".into());
         }
-        if !(self.rate_per_sec > 0.0) || self.rate_burst < 1.0 {
+        if self.rate_per_sec.is_nan() || self.rate_per_sec <= 0.0 || self.rate_burst < 1.0 {
             return bad("the rate limit must be positive with a burst of at least 1".into());
         }
         if self.domain.is_empty() || self.domain.contains(['/', ':', ' ']) {

@@ -1,80 +1,541 @@
-//! SQLite implementation of [`crate::Store`] (being written).
+//! The embedded store: one SQLite file in the data directory.
+//!
+//! One connection behind a mutex: SQLite serialises writers anyway, every call is a single
+//! short statement or a small transaction, and WAL mode keeps readers of other processes
+//! (backups, `sqlite3` for debugging) unblocked.
 
-/// The embedded store.
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+
+use crate::{
+    ApiKey, AuditEntry, AuditFilter, Event, EventFilter, ExecRecord, Millis, Result, Role,
+    SandboxFilter, SandboxRecord, SandboxState, Store, StoreError, Tenant,
+};
+
+/// The migrations, in order. Never edit a released one; append.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+/// The embedded SQLite store.
 #[derive(Debug)]
-pub struct SqliteStore;
-// Placeholder until the implementation lands.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
 impl SqliteStore {
-    /// Opens the store (placeholder).
-    pub fn open(_p: &std::path::Path) -> crate::Result<SqliteStore> {
-        Err(crate::StoreError::Open {
-            path: String::new(),
-            detail: "not implemented".into(),
+    /// Opens (creating if needed) the store at `path` and applies pending migrations.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let open_err = |detail: String| StoreError::Open {
+            path: path.display().to_string(),
+            detail,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        }
+        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        Self::init(conn).map_err(|e| match e {
+            StoreError::Open { detail, .. } => open_err(detail),
+            other => open_err(other.to_string()),
         })
     }
+
+    /// A store in memory, for tests.
+    pub fn open_in_memory() -> Result<SqliteStore> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<SqliteStore> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::Open {
+                path: String::new(),
+                detail: format!(
+                    "database schema version {version} is newer than this binary knows ({known}); upgrade paddock"
+                ),
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().expect("store connection poisoned")
+    }
 }
-impl crate::Store for SqliteStore {
-    fn insert_tenant(&self, _: &crate::Tenant) -> crate::Result<()> {
-        unimplemented!()
+
+/// Maps a uniqueness violation to [`StoreError::Conflict`].
+fn conflict(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, msg) = &e
+        && f.code == rusqlite::ErrorCode::ConstraintViolation
+    {
+        let what = msg
+            .as_deref()
+            .and_then(|m| m.strip_prefix("UNIQUE constraint failed: "))
+            .unwrap_or("unique constraint")
+            .to_owned();
+        return StoreError::Conflict(what);
     }
-    fn get_tenant(&self, _: &str) -> crate::Result<Option<crate::Tenant>> {
-        unimplemented!()
+    StoreError::Db(e)
+}
+
+fn corrupt(table: &'static str, detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        detail: detail.into(),
     }
-    fn list_tenants(&self) -> crate::Result<Vec<crate::Tenant>> {
-        unimplemented!()
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+const KEY_COLS: &str = "id, tenant, name, role, hash, prefix, created_at, expires_at, revoked_at, max_sandboxes, webhook_url";
+
+fn key_from_row(r: &Row<'_>) -> rusqlite::Result<(ApiKey, String)> {
+    let role: String = r.get(3)?;
+    Ok((
+        ApiKey {
+            id: r.get(0)?,
+            tenant: r.get(1)?,
+            name: r.get(2)?,
+            role: Role::User,
+            hash: r.get(4)?,
+            prefix: r.get(5)?,
+            created_at: r.get(6)?,
+            expires_at: r.get(7)?,
+            revoked_at: r.get(8)?,
+            max_sandboxes: r.get(9)?,
+            webhook_url: r.get(10)?,
+        },
+        role,
+    ))
+}
+
+fn finish_key((mut k, role): (ApiKey, String)) -> Result<ApiKey> {
+    k.role =
+        Role::parse(&role).ok_or_else(|| corrupt("api_keys", format!("unknown role {role:?}")))?;
+    Ok(k)
+}
+
+const SANDBOX_COLS: &str = "id, tenant, key_id, template, state, stop_reason, spec, metadata, env_keys, created_at, ready_at, expires_at, stopped_at, warnings_sent, webhook_url";
+
+struct RawSandbox {
+    rec: SandboxRecord,
+    state: String,
+    spec: String,
+    metadata: String,
+    env_keys: String,
+}
+
+fn sandbox_from_row(r: &Row<'_>) -> rusqlite::Result<RawSandbox> {
+    Ok(RawSandbox {
+        rec: SandboxRecord {
+            id: r.get(0)?,
+            tenant: r.get(1)?,
+            key_id: r.get(2)?,
+            template: r.get(3)?,
+            state: SandboxState::Starting,
+            stop_reason: r.get(5)?,
+            spec: serde_json::Value::Null,
+            metadata: BTreeMap::new(),
+            env_keys: Vec::new(),
+            created_at: r.get(9)?,
+            ready_at: r.get(10)?,
+            expires_at: r.get(11)?,
+            stopped_at: r.get(12)?,
+            warnings_sent: r.get(13)?,
+            webhook_url: r.get(14)?,
+        },
+        state: r.get(4)?,
+        spec: r.get(6)?,
+        metadata: r.get(7)?,
+        env_keys: r.get(8)?,
+    })
+}
+
+fn finish_sandbox(raw: RawSandbox) -> Result<SandboxRecord> {
+    let mut rec = raw.rec;
+    rec.state = SandboxState::parse(&raw.state)
+        .ok_or_else(|| corrupt("sandboxes", format!("unknown state {:?}", raw.state)))?;
+    rec.spec = serde_json::from_str(&raw.spec).map_err(|e| corrupt("sandboxes", e.to_string()))?;
+    rec.metadata =
+        serde_json::from_str(&raw.metadata).map_err(|e| corrupt("sandboxes", e.to_string()))?;
+    rec.env_keys =
+        serde_json::from_str(&raw.env_keys).map_err(|e| corrupt("sandboxes", e.to_string()))?;
+    Ok(rec)
+}
+
+fn sandbox_params(s: &SandboxRecord) -> Vec<SqlValue> {
+    vec![
+        s.id.clone().into(),
+        s.tenant.clone().into(),
+        s.key_id.clone().into(),
+        s.template.clone().into(),
+        s.state.as_str().to_owned().into(),
+        opt_text(&s.stop_reason),
+        to_json(&s.spec).into(),
+        to_json(&s.metadata).into(),
+        to_json(&s.env_keys).into(),
+        s.created_at.into(),
+        opt_int(s.ready_at),
+        opt_int(s.expires_at),
+        opt_int(s.stopped_at),
+        i64::from(s.warnings_sent).into(),
+        opt_text(&s.webhook_url),
+    ]
+}
+
+fn opt_text(v: &Option<String>) -> SqlValue {
+    v.clone().map_or(SqlValue::Null, SqlValue::Text)
+}
+
+fn opt_int(v: Option<Millis>) -> SqlValue {
+    v.map_or(SqlValue::Null, SqlValue::Integer)
+}
+
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<(Event, String)> {
+    Ok((
+        Event {
+            seq: r.get(0)?,
+            at: r.get(1)?,
+            tenant: r.get(2)?,
+            sandbox_id: r.get(3)?,
+            kind: r.get(4)?,
+            data: serde_json::Value::Null,
+        },
+        r.get(5)?,
+    ))
+}
+
+fn finish_event((mut e, data): (Event, String)) -> Result<Event> {
+    e.data = serde_json::from_str(&data).map_err(|err| corrupt("events", err.to_string()))?;
+    Ok(e)
+}
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        actor: r.get(2)?,
+        tenant: r.get(3)?,
+        action: r.get(4)?,
+        sandbox_id: r.get(5)?,
+        outcome: r.get(6)?,
+        detail: r.get(7)?,
+    })
+}
+
+fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<ExecRecord> {
+    Ok(ExecRecord {
+        id: r.get(0)?,
+        sandbox_id: r.get(1)?,
+        at: r.get(2)?,
+        command: r.get(3)?,
+        pid: r.get(4)?,
+        exit_code: r.get(5)?,
+        status: r.get(6)?,
+        duration_ms: r.get(7)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn insert_tenant(&self, t: &Tenant) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![t.id, t.name, t.created_at],
+            )
+            .map_err(conflict)?;
+        Ok(())
     }
-    fn insert_key(&self, _: &crate::ApiKey) -> crate::Result<()> {
-        unimplemented!()
+
+    fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, name, created_at FROM tenants WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(Tenant {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        created_at: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
     }
-    fn key_by_hash(&self, _: &str) -> crate::Result<Option<crate::ApiKey>> {
-        unimplemented!()
+
+    fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        let c = self.conn();
+        let mut st =
+            c.prepare("SELECT id, name, created_at FROM tenants ORDER BY created_at, id")?;
+        let rows = st.query_map([], |r| {
+            Ok(Tenant {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                created_at: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
-    fn get_key(&self, _: &str) -> crate::Result<Option<crate::ApiKey>> {
-        unimplemented!()
+
+    fn insert_key(&self, k: &ApiKey) -> Result<()> {
+        self.conn()
+            .execute(
+                &format!("INSERT INTO api_keys ({KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                params![
+                    k.id,
+                    k.tenant,
+                    k.name,
+                    k.role.as_str(),
+                    k.hash,
+                    k.prefix,
+                    k.created_at,
+                    k.expires_at,
+                    k.revoked_at,
+                    k.max_sandboxes,
+                    k.webhook_url
+                ],
+            )
+            .map_err(conflict)?;
+        Ok(())
     }
-    fn list_keys(&self, _: Option<&str>) -> crate::Result<Vec<crate::ApiKey>> {
-        unimplemented!()
+
+    fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!("SELECT {KEY_COLS} FROM api_keys WHERE hash = ?1"),
+                [hash],
+                key_from_row,
+            )
+            .optional()?;
+        row.map(finish_key).transpose()
     }
-    fn revoke_key(&self, _: &str, _: crate::Millis) -> crate::Result<bool> {
-        unimplemented!()
+
+    fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"),
+                [id],
+                key_from_row,
+            )
+            .optional()?;
+        row.map(finish_key).transpose()
     }
-    fn count_keys(&self) -> crate::Result<u64> {
-        unimplemented!()
+
+    fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>> {
+        let c = self.conn();
+        let mut st = c.prepare(&format!(
+            "SELECT {KEY_COLS} FROM api_keys WHERE ?1 IS NULL OR tenant = ?1 ORDER BY created_at, id"
+        ))?;
+        let rows = st.query_map([tenant], key_from_row)?;
+        rows.map(|r| finish_key(r?)).collect()
     }
-    fn insert_sandbox(&self, _: &crate::SandboxRecord) -> crate::Result<()> {
-        unimplemented!()
+
+    fn revoke_key(&self, id: &str, at: Millis) -> Result<bool> {
+        let c = self.conn();
+        let n = c.execute(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+            params![id, at],
+        )?;
+        Ok(n > 0)
     }
-    fn update_sandbox(&self, _: &crate::SandboxRecord) -> crate::Result<bool> {
-        unimplemented!()
+
+    fn count_keys(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM api_keys", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
-    fn get_sandbox(&self, _: &str) -> crate::Result<Option<crate::SandboxRecord>> {
-        unimplemented!()
+
+    fn insert_sandbox(&self, s: &SandboxRecord) -> Result<()> {
+        self.conn()
+            .execute(
+                &format!("INSERT INTO sandboxes ({SANDBOX_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
+                params_from_iter(sandbox_params(s)),
+            )
+            .map_err(conflict)?;
+        Ok(())
     }
-    fn list_sandboxes(&self, _: &crate::SandboxFilter) -> crate::Result<Vec<crate::SandboxRecord>> {
-        unimplemented!()
+
+    fn update_sandbox(&self, s: &SandboxRecord) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE sandboxes SET tenant = ?2, key_id = ?3, template = ?4, state = ?5, stop_reason = ?6, spec = ?7, metadata = ?8, env_keys = ?9, created_at = ?10, ready_at = ?11, expires_at = ?12, stopped_at = ?13, warnings_sent = ?14, webhook_url = ?15 WHERE id = ?1",
+            params_from_iter(sandbox_params(s)),
+        )?;
+        Ok(n > 0)
     }
-    fn count_active_by_key(&self, _: &str) -> crate::Result<u64> {
-        unimplemented!()
+
+    fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>> {
+        let row = self
+            .conn()
+            .query_row(
+                &format!("SELECT {SANDBOX_COLS} FROM sandboxes WHERE id = ?1"),
+                [id],
+                sandbox_from_row,
+            )
+            .optional()?;
+        row.map(finish_sandbox).transpose()
     }
-    fn insert_event(&self, _: &crate::Event) -> crate::Result<crate::Event> {
-        unimplemented!()
+
+    fn list_sandboxes(&self, f: &SandboxFilter) -> Result<Vec<SandboxRecord>> {
+        let mut sql = format!("SELECT {SANDBOX_COLS} FROM sandboxes WHERE 1 = 1");
+        let mut args: Vec<SqlValue> = Vec::new();
+        if let Some(t) = &f.tenant {
+            args.push(t.clone().into());
+            sql.push_str(&format!(" AND tenant = ?{}", args.len()));
+        }
+        if let Some(k) = &f.key_id {
+            args.push(k.clone().into());
+            sql.push_str(&format!(" AND key_id = ?{}", args.len()));
+        }
+        if !f.states.is_empty() {
+            let mut marks = Vec::new();
+            for s in &f.states {
+                args.push(s.as_str().to_owned().into());
+                marks.push(format!("?{}", args.len()));
+            }
+            sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
+        }
+        // Metadata keys are user input: they go in as bound JSON paths, never as SQL text.
+        for (k, v) in &f.metadata {
+            let path = format!("$.\"{}\"", k.replace('\\', "\\\\").replace('"', "\\\""));
+            args.push(path.into());
+            let p = args.len();
+            args.push(v.clone().into());
+            sql.push_str(&format!(
+                " AND json_extract(metadata, ?{p}) = ?{}",
+                args.len()
+            ));
+        }
+        if let Some(after) = &f.after {
+            args.push(after.clone().into());
+            let a = args.len();
+            sql.push_str(&format!(
+                " AND (created_at, id) > (SELECT created_at, id FROM sandboxes WHERE id = ?{a})"
+            ));
+        }
+        sql.push_str(" ORDER BY created_at, id");
+        if let Some(l) = f.limit {
+            sql.push_str(&format!(" LIMIT {l}"));
+        }
+        let c = self.conn();
+        let mut st = c.prepare(&sql)?;
+        let rows = st.query_map(params_from_iter(args), sandbox_from_row)?;
+        rows.map(|r| finish_sandbox(r?)).collect()
     }
-    fn list_events(&self, _: &crate::EventFilter) -> crate::Result<Vec<crate::Event>> {
-        unimplemented!()
+
+    fn count_active_by_key(&self, key_id: &str) -> Result<u64> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM sandboxes WHERE key_id = ?1 AND state IN ('starting', 'running')",
+            [key_id],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
-    fn insert_audit(&self, _: &crate::AuditEntry) -> crate::Result<i64> {
-        unimplemented!()
+
+    fn insert_event(&self, e: &Event) -> Result<Event> {
+        let c = self.conn();
+        c.execute(
+            "INSERT INTO events (at, tenant, sandbox_id, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![e.at, e.tenant, e.sandbox_id, e.kind, to_json(&e.data)],
+        )?;
+        let mut out = e.clone();
+        out.seq = c.last_insert_rowid();
+        Ok(out)
     }
-    fn list_audit(&self, _: &crate::AuditFilter) -> crate::Result<Vec<crate::AuditEntry>> {
-        unimplemented!()
+
+    fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>> {
+        let c = self.conn();
+        let mut st = c.prepare(
+            "SELECT seq, at, tenant, sandbox_id, kind, data FROM events
+             WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR sandbox_id = ?2) AND seq > ?3
+             ORDER BY seq LIMIT ?4",
+        )?;
+        let rows = st.query_map(
+            params![
+                f.tenant,
+                f.sandbox_id,
+                f.after_seq.unwrap_or(i64::MIN),
+                f.limit.map_or(-1, i64::from)
+            ],
+            event_from_row,
+        )?;
+        rows.map(|r| finish_event(r?)).collect()
     }
-    fn insert_exec(&self, _: &crate::ExecRecord) -> crate::Result<i64> {
-        unimplemented!()
+
+    fn insert_audit(&self, a: &AuditEntry) -> Result<i64> {
+        let c = self.conn();
+        c.execute(
+            "INSERT INTO audit (at, actor, tenant, action, sandbox_id, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![a.at, a.actor, a.tenant, a.action, a.sandbox_id, a.outcome, a.detail],
+        )?;
+        Ok(c.last_insert_rowid())
     }
-    fn update_exec(&self, _: &crate::ExecRecord) -> crate::Result<()> {
-        unimplemented!()
+
+    fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        let c = self.conn();
+        let mut st = c.prepare(
+            "SELECT id, at, actor, tenant, action, sandbox_id, outcome, detail FROM audit
+             WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR sandbox_id = ?2)
+               AND (?3 IS NULL OR actor = ?3) AND id < ?4
+             ORDER BY id DESC LIMIT ?5",
+        )?;
+        let rows = st.query_map(
+            params![
+                f.tenant,
+                f.sandbox_id,
+                f.actor,
+                f.before_id.unwrap_or(i64::MAX),
+                f.limit.map_or(-1, i64::from)
+            ],
+            audit_from_row,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
-    fn list_execs(&self, _: &str, _: u32) -> crate::Result<Vec<crate::ExecRecord>> {
-        unimplemented!()
+
+    fn insert_exec(&self, e: &ExecRecord) -> Result<i64> {
+        let c = self.conn();
+        c.execute(
+            "INSERT INTO execs (sandbox_id, at, command, pid, exit_code, status, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![e.sandbox_id, e.at, e.command, e.pid, e.exit_code, e.status, e.duration_ms],
+        )?;
+        Ok(c.last_insert_rowid())
+    }
+
+    fn update_exec(&self, e: &ExecRecord) -> Result<()> {
+        self.conn().execute(
+            "UPDATE execs SET pid = ?2, exit_code = ?3, status = ?4, duration_ms = ?5 WHERE id = ?1",
+            params![e.id, e.pid, e.exit_code, e.status, e.duration_ms],
+        )?;
+        Ok(())
+    }
+
+    fn list_execs(&self, sandbox_id: &str, limit: u32) -> Result<Vec<ExecRecord>> {
+        let c = self.conn();
+        let mut st = c.prepare(
+            "SELECT * FROM (SELECT id, sandbox_id, at, command, pid, exit_code, status, duration_ms
+             FROM execs WHERE sandbox_id = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id",
+        )?;
+        let rows = st.query_map(params![sandbox_id, i64::from(limit)], exec_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }

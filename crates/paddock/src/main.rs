@@ -110,6 +110,12 @@ struct ServeArgs {
     /// start) or destroy.
     #[arg(long, env = "PADDOCK_ON_SHUTDOWN", default_value = "keep", value_parser = ["keep", "destroy"])]
     on_shutdown: String,
+    /// Time a client has to send a request's head before the connection is closed.
+    #[arg(long, env = "PADDOCK_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Longest a request body may pause between chunks.
+    #[arg(long, env = "PADDOCK_BODY_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    body_idle_timeout: Duration,
     /// Allow webhook URLs on loopback, private or link-local addresses.
     #[arg(long, env = "PADDOCK_ALLOW_PRIVATE_WEBHOOKS")]
     allow_private_webhooks: bool,
@@ -143,6 +149,8 @@ async fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<i32> {
     cfg.rate_per_sec = a.rate;
     cfg.rate_burst = a.rate_burst;
     cfg.domain = a.domain;
+    cfg.header_timeout = a.header_timeout;
+    cfg.body_idle_timeout = a.body_idle_timeout;
     cfg.public_url = format!("http://{}", a.listen);
     let policy = if a.on_shutdown == "destroy" {
         paddock_server::ShutdownPolicy::Destroy

@@ -1,0 +1,723 @@
+//! End-to-end tests of the REST API: the real `paddock serve` on a free port with a fresh
+//! data directory, driven over HTTP. Covers the sandbox lifecycle routes, events, keys,
+//! audit, metrics, and the API rows (F) of the security battery.
+
+mod server;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use server::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_openapi_are_open_and_the_document_covers_every_route() {
+    let s = Server::start(&[]);
+    let (st, v) = call(s.http.get(format!("{}/v1/health", s.url))).await;
+    assert_eq!((st, v["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (st, doc) = call(s.http.get(format!("{}/v1/openapi.json", s.url))).await;
+    assert_eq!(st, StatusCode::OK);
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(p, ops)| {
+            ops.as_object()
+                .expect("ops")
+                .keys()
+                .map(move |m| (p.clone(), m.to_uppercase()))
+        })
+        .collect();
+    let routes = routes_in_source();
+    assert!(
+        routes.len() >= 13,
+        "found only {} routes in the source",
+        routes.len()
+    );
+    let missing: Vec<_> = routes.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "routes missing from openapi.json: {missing:?}"
+    );
+    let stale: Vec<_> = documented.difference(&routes).collect();
+    assert!(
+        stale.is_empty(),
+        "openapi.json documents routes that do not exist: {stale:?}"
+    );
+}
+
+/// Every `.route("PATH", get(..).post(..))` in the server's source, as (path, METHOD).
+fn routes_in_source() -> BTreeSet<(String, String)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../paddock-server/src/api");
+    let mut out = BTreeSet::new();
+    for f in std::fs::read_dir(dir).expect("api dir").flatten() {
+        let src = std::fs::read_to_string(f.path()).unwrap_or_default();
+        let mut rest = src.as_str();
+        while let Some(i) = rest.find(".route(\"") {
+            rest = &rest[i + 8..];
+            let end = rest.find('"').expect("route path end");
+            let path = rest[..end].to_owned();
+            // The method list runs to the closing parenthesis of `.route(`.
+            let mut depth = 1;
+            let mut j = end;
+            for (k, c) in rest[end..].char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            j = end + k;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let methods = &rest[end..j];
+            for m in ["get", "post", "put", "delete", "patch"] {
+                if methods.contains(&format!("{m}(")) {
+                    out.insert((path.clone(), m.to_uppercase()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sandbox_lifecycle_round_trip() {
+    let s = Server::start(&[]);
+    let v = s
+        .create(json!({
+            "template": "base",
+            "timeout": 120,
+            "memory": "256M",
+            "cpus": 0.5,
+            "pids": 128,
+            "disk": 1073741824u64,
+            "env": {"GREETING": "hello"},
+            "metadata": {"session": "s-1", "owner": "ci"},
+        }))
+        .await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["limits"]["memory_bytes"], 256 << 20);
+    assert_eq!(v["limits"]["cpu_millis"], 500);
+    assert_eq!(v["limits"]["pids"], 128);
+    assert_eq!(v["timeout"], 120);
+    assert_eq!(v["env_keys"], json!(["GREETING"]));
+    assert!(v["expires_at"].is_string() && v["ready_at"].is_string());
+    // The runtime really applied the limits.
+    let mem = cgroups_of(&id)
+        .into_iter()
+        .map(|d| d.join("memory.limit_in_bytes"))
+        .chain(cgroups_of(&id).into_iter().map(|d| d.join("memory.max")))
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .expect("memory limit file");
+    assert_eq!(mem.trim(), (256u64 << 20).to_string());
+
+    let (st, got) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(got["metadata"]["session"], "s-1");
+
+    // A second sandbox with other metadata; the filter tells them apart.
+    let other = s.create(json!({"metadata": {"session": "s-2"}})).await;
+    let (_, list) = call(s.req(Method::GET, "/v1/sandboxes?metadata.session=s-1")).await;
+    let ids: Vec<_> = list["sandboxes"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|x| x["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(ids, vec![id.clone()]);
+    let (_, list) = call(s.req(Method::GET, "/v1/sandboxes?state=running")).await;
+    assert_eq!(list["sandboxes"].as_array().map(Vec::len), Some(2));
+
+    let (st, stats) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/stats"))).await;
+    assert_eq!(st, StatusCode::OK, "{stats}");
+    assert!(stats["memory_bytes"].as_u64().is_some_and(|m| m > 0));
+    assert!(stats["pids"].as_u64().is_some_and(|p| p >= 1));
+
+    // Extend, then set the timeout.
+    let (st, t) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/timeout"))
+            .json(&json!({"timeout": 600})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{t}");
+    assert_eq!(t["timeout"], 600);
+    let (st, _) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/timeout"))
+            .json(&json!({"extend": 60})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+
+    let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+    let (_, got) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(
+        (got["state"].as_str(), got["stop_reason"].as_str()),
+        (Some("stopped"), Some("killed"))
+    );
+    let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, list) = call(s.req(Method::GET, "/v1/sandboxes?state=stopped")).await;
+    assert_eq!(list["sandboxes"][0]["id"], id);
+
+    let (_, logs) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/logs"))).await;
+    let kinds: Vec<_> = logs["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["created", "timeout_changed", "timeout_changed", "killed"]
+    );
+
+    let (st, audit) = call(s.req(Method::GET, &format!("/v1/audit?sandbox_id={id}"))).await;
+    assert_eq!(st, StatusCode::OK);
+    let actions: Vec<_> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_owned(),
+                e["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        actions.contains(&("sandbox.create".into(), "ok".into())),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("sandbox.delete".into(), "ok".into())),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("sandbox.delete".into(), "not_found".into())),
+        "{actions:?}"
+    );
+
+    let oid = other["id"].as_str().expect("id");
+    let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{oid}"))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+
+    let r = s
+        .req(Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap_or_default();
+    assert!(text.contains("paddock_sandboxes_created_total 2"), "{text}");
+    assert!(text.contains("paddock_sandboxes_killed_total 2"), "{text}");
+}
+
+/// Asserts an error response: status, code, and no internals in the message.
+fn assert_error(st: StatusCode, v: &Value, want: StatusCode, code: &str) {
+    assert_eq!(st, want, "{v}");
+    assert_eq!(v["code"], code, "{v}");
+    let msg = v["message"].as_str().expect("message");
+    for leak in ["/var/", "/work/", "/sys/", "panicked", "rusqlite", "src/"] {
+        assert!(!msg.contains(leak), "error message leaks {leak:?}: {msg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let s = Server::start(&[]);
+    let post = |body: &'static [u8], ct: &'static str| {
+        s.req(Method::POST, "/v1/sandboxes")
+            .header("content-type", ct)
+            .body(body)
+    };
+    let cases: Vec<(&[u8], &str, StatusCode, &str)> = vec![
+        (
+            b"{\"template\": ",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            b"{\"templat\": \"base\"}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            b"{\"timeout\": 1, \"timeout\": 2}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            b"{\"timeout\": \"soon\"}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            b"{\"metadata\": {\"k\": \"\xff\xfe\"}}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            b"{}",
+            "text/plain",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            b"{\"template\": \"nope\"}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            b"{\"timeout\": 0}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            b"{\"timeout\": 99999999}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            b"{\"memory\": \"lots\"}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            b"{\"memory\": \"1K\"}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            b"{\"cpus\": -1}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            b"{\"user\": \"nobody-here\"}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            b"{\"env\": {\"A=B\": \"x\"}}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            b"{\"webhook_url\": \"http://127.0.0.1:9/\"}",
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ];
+    for (body, ct, want, code) in cases {
+        let (st, v) = call(post(body, ct)).await;
+        assert_error(st, &v, want, code);
+    }
+    // 100 k nested arrays: serde_json's depth limit (128) gives 400, not a crash.
+    let deep = format!(
+        "{{\"metadata\": {}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let (st, v) = call(
+        s.req(Method::POST, "/v1/sandboxes")
+            .header("content-type", "application/json")
+            .body(deep),
+    )
+    .await;
+    assert_error(st, &v, StatusCode::BAD_REQUEST, "invalid_json");
+    let deep = format!("{}{}", "[".repeat(2000), "]".repeat(2000));
+    let (st, v) = call(
+        s.req(Method::POST, "/v1/sandboxes")
+            .header("content-type", "application/json")
+            .body(deep),
+    )
+    .await;
+    assert_error(st, &v, StatusCode::BAD_REQUEST, "invalid_json");
+    // 10 MB body: 413.
+    let big = format!("{{\"metadata\": {{\"k\": \"{}\"}}}}", "x".repeat(10 << 20));
+    let (st, v) = call(
+        s.req(Method::POST, "/v1/sandboxes")
+            .header("content-type", "application/json")
+            .body(big),
+    )
+    .await;
+    assert_error(st, &v, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    // Content-Length 10^12 is refused from the header alone, before any body arrives.
+    let resp = raw_request(
+        &s.url,
+        &format!(
+            "POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n",
+            s.admin_key
+        ),
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+
+    // Unknown and malformed ids, unknown routes and methods.
+    for path in [
+        "/v1/sandboxes/aaaaaaaaaaaaaaaaaaaa",
+        "/v1/sandboxes/..%2F..%2Fetc",
+        "/v1/sandboxes/x%00y",
+    ] {
+        let (st, v) = call(s.req(Method::GET, path)).await;
+        assert_error(st, &v, StatusCode::NOT_FOUND, "not_found");
+    }
+    let (st, v) = call(s.req(Method::GET, "/v1/nope")).await;
+    assert_error(st, &v, StatusCode::NOT_FOUND, "not_found");
+    let (st, v) = call(s.req(Method::PATCH, "/v1/sandboxes")).await;
+    assert_error(st, &v, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    let (st, v) = call(s.req(Method::GET, "/v1/sandboxes?bogus=1")).await;
+    assert_error(st, &v, StatusCode::BAD_REQUEST, "invalid_request");
+
+    // Nothing was created by any of it.
+    let (_, list) = call(s.req(Method::GET, "/v1/sandboxes?state=all")).await;
+    let failed: Vec<_> = list["sandboxes"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|x| x["state"] != "stopped")
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+}
+
+/// Sends raw bytes over one TCP connection and returns what comes back within 5 s.
+async fn raw_request(url: &str, req: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    c.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .map_or(0, |r| r.unwrap_or(0));
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_roles_and_tenants() {
+    let s = Server::start(&[]);
+    let (a_id, a_key) = s.new_key(json!({"name": "tenant-a"})).await;
+    let (_, b_key) = s.new_key(json!({"name": "tenant-b"})).await;
+
+    // F1: no key, malformed keys, a revoked key, an expired key: 401 with one body.
+    let (_, expired) = s.new_key(json!({"name": "short", "expires_in": 1})).await;
+    let sbx = s.create_as(&a_key, json!({})).await;
+    let id = sbx["id"].as_str().expect("id").to_owned();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (revoked_id, revoked) = s.new_key(json!({"name": "gone"})).await;
+    let (st, _) = call(s.req(Method::DELETE, &format!("/v1/keys/{revoked_id}"))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let bad_keys = [
+        "",
+        "pdk_",
+        "pdk_short",
+        "Bearer",
+        &"x".repeat(5000),
+        &expired,
+        &revoked,
+    ];
+    let mut bodies = BTreeSet::new();
+    for k in bad_keys {
+        for path in [
+            "/v1/sandboxes",
+            "/v1/status",
+            "/v1/keys",
+            "/metrics",
+            &format!("/v1/sandboxes/{id}"),
+        ] {
+            let (st, v) = call(s.req_as(k, Method::GET, path)).await;
+            assert_eq!(st, StatusCode::UNAUTHORIZED, "{path} with key {k:.10}: {v}");
+            bodies.insert(v.to_string());
+        }
+    }
+    let (st, _) = call(s.http.get(format!("{}/v1/sandboxes", s.url))).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(bodies.len(), 1, "401 bodies differ: {bodies:?}");
+
+    // F2: a user key on admin routes is 403.
+    for (m, path) in [
+        (Method::GET, "/v1/keys"),
+        (Method::POST, "/v1/keys"),
+        (Method::GET, "/v1/audit"),
+        (Method::GET, "/metrics"),
+        (Method::DELETE, &format!("/v1/keys/{a_id}")),
+    ] {
+        let (st, v) = call(s.req_as(&a_key, m, path).json(&json!({"name": "x"}))).await;
+        assert_error(st, &v, StatusCode::FORBIDDEN, "forbidden");
+    }
+    // F2: tenant B sees tenant A's sandbox exactly like a missing one.
+    let random = "abcdefghij0123456789";
+    for (m, suffix) in [
+        (Method::GET, ""),
+        (Method::DELETE, ""),
+        (Method::GET, "/stats"),
+        (Method::GET, "/logs"),
+    ] {
+        let (st_b, v_b) =
+            call(s.req_as(&b_key, m.clone(), &format!("/v1/sandboxes/{id}{suffix}"))).await;
+        let (st_r, v_r) = call(s.req_as(
+            &b_key,
+            m.clone(),
+            &format!("/v1/sandboxes/{random}{suffix}"),
+        ))
+        .await;
+        assert_eq!(st_b, StatusCode::NOT_FOUND, "{m} {suffix}: {v_b}");
+        assert_eq!(st_b, st_r);
+        assert_eq!(
+            v_b["message"].as_str().map(|m| m.replace(&id, "ID")),
+            v_r["message"].as_str().map(|m| m.replace(random, "ID"))
+        );
+    }
+    let (st, _) = call(
+        s.req_as(&b_key, Method::POST, &format!("/v1/sandboxes/{id}/timeout"))
+            .json(&json!({"timeout": 5})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, list) = call(s.req_as(&b_key, Method::GET, "/v1/sandboxes?state=all")).await;
+    assert_eq!(list["sandboxes"], json!([]));
+    let (_, ev) = call(s.req_as(&b_key, Method::GET, "/v1/events")).await;
+    assert_eq!(ev["events"], json!([]));
+    // A's sandbox is still there for A (B's delete did nothing); admin sees it too.
+    let (st, _) = call(s.req_as(&a_key, Method::GET, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, list) = call(s.req(Method::GET, "/v1/sandboxes")).await;
+    assert_eq!(list["sandboxes"].as_array().map(Vec::len), Some(1));
+
+    // Keys list never shows secrets or hashes.
+    let (_, keys) = call(s.req(Method::GET, "/v1/keys")).await;
+    let text = keys.to_string();
+    assert!(!text.contains(&a_key) && !text.contains("hash"), "{text}");
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(5));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_key_quota_and_rate_limit() {
+    let s = Server::start(&["--rate", "20", "--rate-burst", "40"]);
+    let (_, k) = s
+        .new_key(json!({"name": "small", "max_sandboxes": 1}))
+        .await;
+    let first = s.create_as(&k, json!({})).await;
+    let (st, v) = call(s.req_as(&k, Method::POST, "/v1/sandboxes").json(&json!({}))).await;
+    assert_error(st, &v, StatusCode::TOO_MANY_REQUESTS, "quota_exceeded");
+    let fid = first["id"].as_str().expect("id");
+    let (st, _) = call(s.req_as(&k, Method::DELETE, &format!("/v1/sandboxes/{fid}"))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let second = s.create_as(&k, json!({})).await;
+    assert_eq!(second["state"], "running");
+
+    // F3: enumerating random ids finds nothing and is cut off with 429 and Retry-After.
+    let (_, e) = s.new_key(json!({"name": "enumerator"})).await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..200 {
+        let id = paddock_core::SandboxId::random();
+        let r = s
+            .req_as(&e, Method::GET, &format!("/v1/sandboxes/{id}"))
+            .send()
+            .await
+            .expect("request");
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            retry_after = r.headers().get("retry-after").cloned();
+        }
+        statuses.push(r.status());
+    }
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::NOT_FOUND || *s == StatusCode::TOO_MANY_REQUESTS)
+    );
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(
+        limited > 100,
+        "only {limited} of 200 requests were rate limited"
+    );
+    assert!(retry_after.is_some(), "429 without Retry-After");
+    // Another key is not affected by the enumerator's limit.
+    let (st, _) = call(s.req(Method::GET, "/v1/status")).await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timeout_warnings_then_expiry_with_events_and_webhooks() {
+    // A webhook receiver on loopback.
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook_addr = hook.local_addr().expect("addr");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut c, _)) = hook.accept().await else {
+                break;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Read until the JSON body is complete (Content-Length framing).
+                loop {
+                    let n = c.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf);
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            let _ = tx.send(body.to_owned());
+                            break;
+                        }
+                    }
+                }
+                let _ = c
+                    .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let s = Server::start(&["--warn-at", "0.5", "--allow-private-webhooks"]);
+    // Subscribe to the SSE stream before creating.
+    let sse = s
+        .req(Method::GET, "/v1/events")
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(sse.status(), StatusCode::OK);
+    let t0 = Instant::now();
+    let v = s
+        .create(json!({"timeout": 3, "webhook_url": format!("http://{hook_addr}/hook")}))
+        .await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    let mut seen: Vec<(String, Duration)> = Vec::new();
+    let mut stream = sse.bytes_stream();
+    let mut buf = String::new();
+    use futures::StreamExt;
+    while seen.iter().all(|(k, _)| k != "expired") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("stream open")
+            .expect("chunk");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(i) = buf.find("\n\n") {
+            let ev: String = buf[..i].to_owned();
+            buf.drain(..i + 2);
+            if let Some(data) = ev.lines().find_map(|l| l.strip_prefix("data: ")) {
+                let e: Value = serde_json::from_str(data).expect("event json");
+                if e["sandbox_id"] == id {
+                    seen.push((
+                        e["kind"].as_str().unwrap_or_default().to_owned(),
+                        t0.elapsed(),
+                    ));
+                }
+            }
+        }
+    }
+    let kinds: Vec<_> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["created", "timeout_warning", "expired"]);
+    let warn_at = seen[1].1;
+    let expired_at = seen[2].1;
+    assert!(
+        warn_at >= Duration::from_millis(1400) && warn_at < expired_at,
+        "warning at {warn_at:?}"
+    );
+    assert!(
+        expired_at >= Duration::from_secs(3) && expired_at < Duration::from_secs(5),
+        "expired at {expired_at:?}"
+    );
+    let (_, got) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(
+        (got["state"].as_str(), got["stop_reason"].as_str()),
+        (Some("stopped"), Some("expired"))
+    );
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+    // The webhook received the same three events.
+    let mut hooked = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hooked.len() < 3 && Instant::now() < deadline {
+        if let Ok(Some(b)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            let e: Value = serde_json::from_str(&b).expect("webhook json");
+            hooked.push(e["kind"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(hooked, ["created", "timeout_warning", "expired"]);
+    // Replay with Last-Event-ID gives only later events.
+    let (_, all) = call(s.req(Method::GET, &format!("/v1/events?sandbox_id={id}"))).await;
+    let first_seq = all["events"][0]["seq"].as_i64().expect("seq");
+    let (_, later) = call(s.req(
+        Method::GET,
+        &format!("/v1/events?sandbox_id={id}&after={first_seq}"),
+    ))
+    .await;
+    assert_eq!(later["events"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_are_cut_off_and_others_still_served() {
+    // F6: a client that sends its head one byte at a time is closed at the header timeout.
+    let s = Server::start(&["--header-timeout", "2s"]);
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut c = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        c.write_all(b"G").await.expect("write");
+        slow.push(c);
+    }
+    let t0 = Instant::now();
+    let (st, _) = call(s.req(Method::GET, "/v1/status")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "a legit request took {:?}",
+        t0.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for mut c in slow {
+        let mut b = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut b))
+            .await
+            .expect("the server closed the slow connection")
+            .unwrap_or(0);
+        // Closed (0) or an error response, never left hanging.
+        let _ = n;
+    }
+}

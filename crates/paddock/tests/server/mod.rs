@@ -1,0 +1,251 @@
+//! Test harness for the API server: starts the real `paddock serve` binary on a free port
+//! with a fresh data directory, and talks to it over HTTP.
+
+#![allow(dead_code, unreachable_pub)] // Each test binary uses a different subset.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
+
+/// A running `paddock serve`.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub admin_key: String,
+    pub data: PathBuf,
+    extra: Vec<String>,
+    pub http: reqwest::Client,
+}
+
+/// A fresh data directory (removed, with its mounts, when the server is dropped).
+fn fresh_data_dir() -> PathBuf {
+    let id = paddock_core::SandboxId::random();
+    let p = PathBuf::from(format!("/var/tmp/paddock-api-{}", &id.as_str()[..10]));
+    std::fs::create_dir_all(&p).expect("creating data dir");
+    p
+}
+
+impl Server {
+    /// Starts a server with a fresh data directory and extra `serve` flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let data = fresh_data_dir();
+        let (child, url, key) = spawn(&data, extra);
+        Server {
+            child: Some(child),
+            url,
+            admin_key: key.expect("a fresh data dir prints the admin key"),
+            data,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// Starts the server again on the same data directory (after `kill9` or `stop`).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "server still running");
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let (child, url, key) = spawn(&self.data, &extra);
+        assert!(key.is_none(), "a restart must not make a new admin key");
+        self.child = Some(child);
+        self.url = url;
+    }
+
+    /// `kill -9` the server process.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let pid = rustix::process::Pid::from_raw(c.id() as i32)?;
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        for _ in 0..300 {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A request with the admin key.
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.req_as(&self.admin_key, method, path)
+    }
+
+    /// A request with `key`.
+    pub fn req_as(&self, key: &str, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(key)
+    }
+
+    /// Creates a sandbox with the admin key and returns its JSON.
+    pub async fn create(&self, body: Value) -> Value {
+        self.create_as(&self.admin_key, body).await
+    }
+
+    pub async fn create_as(&self, key: &str, body: Value) -> Value {
+        let r = self
+            .req_as(key, Method::POST, "/v1/sandboxes")
+            .json(&body)
+            .send()
+            .await
+            .expect("create request");
+        let (st, v) = (r.status(), r.json::<Value>().await.expect("create json"));
+        assert_eq!(st, StatusCode::CREATED, "create failed: {v}");
+        v
+    }
+
+    /// Creates a key and returns (id, secret).
+    pub async fn new_key(&self, body: Value) -> (String, String) {
+        let r = self
+            .req(Method::POST, "/v1/keys")
+            .json(&body)
+            .send()
+            .await
+            .expect("key request");
+        let (st, v) = (r.status(), r.json::<Value>().await.expect("key json"));
+        assert_eq!(st, StatusCode::CREATED, "key create failed: {v}");
+        (
+            v["id"].as_str().expect("id").to_owned(),
+            v["key"].as_str().expect("key").to_owned(),
+        )
+    }
+}
+
+/// Sends a request and returns status and JSON body (Null if the body is not JSON).
+pub async fn call(rb: RequestBuilder) -> (StatusCode, Value) {
+    let r = rb.send().await.expect("request");
+    let st = r.status();
+    let text = r.text().await.unwrap_or_default();
+    (st, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+// The child is waited for by `Server::stop`/`kill9`/`Drop`.
+#[allow(clippy::zombie_processes)]
+fn spawn(data: &Path, extra: &[&str]) -> (Child, String, Option<String>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
+    cmd.arg("--data-dir")
+        .arg(data)
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--on-shutdown", "destroy"])
+        .args(extra)
+        .env("PADDOCK_AGENT_BIN", env!("CARGO_BIN_EXE_paddock-agent"))
+        .env("PADDOCK_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("spawning paddock serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                // Keep draining so the server never blocks on a full pipe.
+                continue;
+            }
+        }
+    });
+    let mut key = None;
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("paddock serve did not print its address within 60 s");
+        if let Some(k) = line.strip_prefix("PADDOCK_API_KEY=") {
+            key = Some(k.to_owned());
+        }
+        if let Some(u) = line.strip_prefix("paddock: listening on ") {
+            return (child, u.to_owned(), key);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        // The runtime leaves its btrfs image mounted; unmount it so the directory can go.
+        let layers = self.data.join("layers");
+        let _ = Command::new("umount").arg("-l").arg(&layers).status();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// Cgroup directories of sandbox `id` anywhere under Paddock's prefixes.
+pub fn cgroups_of(id: &str) -> Vec<PathBuf> {
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup/paddock")];
+    for c in ["memory", "pids", "cpu", "cpuacct", "freezer"] {
+        roots.push(PathBuf::from(format!("/sys/fs/cgroup/{c}/paddock")));
+    }
+    let mut out = Vec::new();
+    for r in roots {
+        for inst in std::fs::read_dir(&r).into_iter().flatten().flatten() {
+            let p = inst.path().join(id);
+            if p.exists() {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Whether `pid` is a zombie (exited, waiting for its parent to reap it).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s[s.rfind(')')? + 2..].starts_with('Z')))
+        .unwrap_or(true)
+}
+
+/// Live host processes whose cgroup path names sandbox `id`.
+pub fn processes_of(id: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|c| c.contains(&format!("/{id}")))
+                && !is_zombie(*pid)
+        })
+        .collect()
+}
+
+/// Mounts whose line names sandbox `id`.
+pub fn mounts_of(id: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(id))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Everything of sandbox `id` left on the host.
+pub fn leftovers(id: &str) -> Vec<String> {
+    let mut v: Vec<String> = cgroups_of(id)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    v.extend(processes_of(id).iter().map(|p| format!("process {p}")));
+    v.extend(mounts_of(id));
+    v
+}
