@@ -1,0 +1,285 @@
+//! Paddock over its REST API, on this machine: create to first command done, exec round
+//! trip, 1 GiB upload and download with the server's memory growth, 1,000 idle sandboxes,
+//! and sustained creates per second. bubblewrap runs `/bin/true` in the same run, so the
+//! table carries a ratio that does not depend on how busy the machine is.
+//!
+//! Run: `cargo bench -p paddock --bench api` (as root). `PADDOCK_BENCH_RUNS` sets the runs
+//! per latency row (default 200), `PADDOCK_BENCH_IDLE` the idle sandbox count (default
+//! 1000). Prints a markdown table for `BENCHMARKS.md`.
+
+#[allow(unreachable_pub, dead_code)]
+#[path = "../src/bench_external.rs"]
+mod bench_external;
+#[path = "../tests/server/mod.rs"]
+mod server;
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use server::{Server, call};
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn mem_available_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn create(s: &Server) -> String {
+    let v = s.create(json!({"timeout": 3600})).await;
+    v["id"].as_str().expect("id").to_owned()
+}
+
+async fn exec_true(s: &Server, id: &str) {
+    let (st, v) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&json!({"cmd": ["/bin/true"]})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["exit_code"].as_i64()),
+        (StatusCode::OK, Some(0)),
+        "{v}"
+    );
+}
+
+async fn delete(s: &Server, id: &str) {
+    let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let runs: usize = std::env::var("PADDOCK_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let idle: usize = std::env::var("PADDOCK_BENCH_IDLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let s = Server::start(&[
+        "--rate",
+        "1000000",
+        "--rate-burst",
+        "1000000",
+        "--max-sandboxes-per-key",
+        "5000",
+    ]);
+    let server_pid = s.pid().expect("server pid");
+    let mut rows: Vec<(String, String, String, String)> = Vec::new();
+
+    // Warm up (first create initialises caches, the first exec the agent pool).
+    let id = create(&s).await;
+    exec_true(&s, &id).await;
+    delete(&s, &id).await;
+
+    // 1. Create to first command done.
+    let mut t = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let id = create(&s).await;
+        exec_true(&s, &id).await;
+        t.push(t0.elapsed());
+        delete(&s, &id).await;
+    }
+    let create_p50 = pct(&mut t, 0.5);
+    rows.push((
+        "API create + first `/bin/true` done".into(),
+        ms(create_p50),
+        ms(pct(&mut t, 0.99)),
+        "≤ 10 ms p50".into(),
+    ));
+
+    // bubblewrap in the same run, for the ratio.
+    if let Ok(bw) = bench_external::External::bwrap() {
+        let mut t = Vec::new();
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            bw.run_once()?;
+            t.push(t0.elapsed());
+        }
+        let p50 = pct(&mut t, 0.5);
+        rows.push((
+            format!(
+                "bwrap `/bin/true` (ratio API create / bwrap: {:.2}×)",
+                create_p50.as_secs_f64() / p50.as_secs_f64()
+            ),
+            ms(p50),
+            ms(pct(&mut t, 0.99)),
+            String::new(),
+        ));
+    }
+
+    // 2. Exec round trip into a running sandbox.
+    let id = create(&s).await;
+    let mut t = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        exec_true(&s, &id).await;
+        t.push(t0.elapsed());
+    }
+    rows.push((
+        "API exec round trip (`/bin/true`, JSON)".into(),
+        ms(pct(&mut t, 0.5)),
+        ms(pct(&mut t, 0.99)),
+        "≤ 1 ms p50".into(),
+    ));
+
+    // 3. 1 GiB upload and download, streaming, with the server's memory growth.
+    let big = s.create(json!({"timeout": 3600, "disk": "3G"})).await;
+    let bid = big["id"].as_str().expect("id").to_owned();
+    let rss0 = rss_kib(server_pid);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss0));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(server_pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    const GIB: u64 = 1 << 30;
+    const CHUNK: usize = 1 << 20;
+    let chunks = futures::stream::iter(
+        (0..GIB as usize / CHUNK).map(|_| Ok::<_, std::io::Error>(vec![0x5au8; CHUNK])),
+    );
+    let t0 = Instant::now();
+    let r = s
+        .req(
+            Method::PUT,
+            &format!("/v1/sandboxes/{bid}/files?path=/home/user/big.bin"),
+        )
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await?;
+    assert!(r.status().is_success(), "upload: {}", r.status());
+    let up = t0.elapsed();
+    let t0 = Instant::now();
+    let mut r = s
+        .req(
+            Method::GET,
+            &format!("/v1/sandboxes/{bid}/files?path=/home/user/big.bin"),
+        )
+        .send()
+        .await?;
+    let mut n = 0u64;
+    while let Some(c) = r.chunk().await? {
+        n += c.len() as u64;
+    }
+    assert_eq!(n, GIB);
+    let down = t0.elapsed();
+    sampler.abort();
+    let growth = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(rss0);
+    let gibps = |d: Duration| format!("{:.2} GiB/s", 1.0 / d.as_secs_f64());
+    rows.push((
+        "1 GiB upload (PUT /files, streamed)".into(),
+        gibps(up),
+        String::new(),
+        "≥ 1 GiB/s".into(),
+    ));
+    rows.push((
+        "1 GiB download (GET /files, streamed)".into(),
+        gibps(down),
+        String::new(),
+        "≥ 1 GiB/s".into(),
+    ));
+    rows.push((
+        "server RSS growth during the transfers".into(),
+        format!("{:.1} MiB", growth as f64 / 1024.0),
+        String::new(),
+        "< 64 MiB".into(),
+    ));
+    delete(&s, &bid).await;
+    delete(&s, &id).await;
+
+    // 4. Idle sandboxes: host memory per sandbox.
+    let avail0 = mem_available_kib();
+    let rss_before = rss_kib(server_pid);
+    let mut ids = Vec::with_capacity(idle);
+    let t0 = Instant::now();
+    for _ in 0..idle {
+        ids.push(create(&s).await);
+    }
+    let took = t0.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = avail0.saturating_sub(mem_available_kib());
+    let server_growth = rss_kib(server_pid).saturating_sub(rss_before);
+    rows.push((
+        format!(
+            "{idle} idle sandboxes: host memory per sandbox (created in {:.1} s)",
+            took.as_secs_f64()
+        ),
+        format!("{:.2} MiB", used as f64 / 1024.0 / idle as f64),
+        format!(
+            "total {:.0} MiB; server RSS +{:.0} MiB",
+            used as f64 / 1024.0,
+            server_growth as f64 / 1024.0
+        ),
+        "≤ 3 MiB".into(),
+    ));
+    for id in &ids {
+        delete(&s, id).await;
+    }
+
+    // 5. Sustained creates per second: 8 clients creating (and later deleting) for 10 s.
+    let s = std::sync::Arc::new(s);
+    let stop_at = Instant::now() + Duration::from_secs(10);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut made = Vec::new();
+            while Instant::now() < stop_at {
+                made.push(create(&s).await);
+            }
+            made
+        }));
+    }
+    let mut made: Vec<String> = Vec::new();
+    for t in tasks {
+        made.extend(t.await?);
+    }
+    rows.push((
+        "sustained creates per second (8 clients, 10 s)".into(),
+        format!("{:.0}/s", made.len() as f64 / 10.0),
+        String::new(),
+        "≥ 100/s".into(),
+    ));
+    for id in &made {
+        delete(&s, id).await;
+    }
+
+    println!("| measurement | p50 / value | p99 / detail | target |");
+    println!("|---|---|---|---|");
+    for (a, b, c, d) in rows {
+        println!("| {a} | {b} | {c} | {d} |");
+    }
+    Ok(())
+}
