@@ -539,3 +539,246 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(id: &str, tenant: &str, created_at: Millis, meta: &[(&str, &str)]) -> SandboxRecord {
+        SandboxRecord {
+            id: id.into(),
+            tenant: tenant.into(),
+            key_id: "key_a".into(),
+            template: "base".into(),
+            state: SandboxState::Running,
+            stop_reason: None,
+            spec: serde_json::json!({"timeout_ms": 1000}),
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            env_keys: vec!["A".into()],
+            created_at,
+            ready_at: Some(created_at + 1),
+            expires_at: None,
+            stopped_at: None,
+            warnings_sent: 0,
+            webhook_url: None,
+        }
+    }
+
+    #[test]
+    fn sandboxes_round_trip_filter_and_page() {
+        let s = SqliteStore::open_in_memory().expect("open");
+        let a = sandbox("a", "t1", 1, &[("k", "v"), ("we\"ird.key", "x")]);
+        s.insert_sandbox(&a).expect("insert");
+        assert!(matches!(s.insert_sandbox(&a), Err(StoreError::Conflict(_))));
+        assert_eq!(s.get_sandbox("a").expect("get"), Some(a.clone()));
+        s.insert_sandbox(&sandbox("b", "t1", 2, &[("k", "w")]))
+            .expect("insert");
+        s.insert_sandbox(&sandbox("c", "t2", 3, &[("k", "v")]))
+            .expect("insert");
+        let ids = |f: SandboxFilter| -> Vec<String> {
+            s.list_sandboxes(&f)
+                .expect("list")
+                .into_iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        let meta = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            ids(SandboxFilter {
+                metadata: meta(&[("k", "v")]),
+                ..Default::default()
+            }),
+            ["a", "c"]
+        );
+        assert_eq!(
+            ids(SandboxFilter {
+                metadata: meta(&[("we\"ird.key", "x")]),
+                ..Default::default()
+            }),
+            ["a"]
+        );
+        assert_eq!(
+            ids(SandboxFilter {
+                tenant: Some("t1".into()),
+                ..Default::default()
+            }),
+            ["a", "b"]
+        );
+        assert_eq!(
+            ids(SandboxFilter {
+                limit: Some(2),
+                ..Default::default()
+            }),
+            ["a", "b"]
+        );
+        assert_eq!(
+            ids(SandboxFilter {
+                after: Some("b".into()),
+                ..Default::default()
+            }),
+            ["c"]
+        );
+        let mut b = s.get_sandbox("b").expect("get").expect("b");
+        b.state = SandboxState::Stopped;
+        b.stop_reason = Some("killed".into());
+        assert!(s.update_sandbox(&b).expect("update"));
+        assert_eq!(
+            ids(SandboxFilter {
+                states: vec![SandboxState::Stopped],
+                ..Default::default()
+            }),
+            ["b"]
+        );
+        assert_eq!(s.count_active_by_key("key_a").expect("count"), 2);
+    }
+
+    #[test]
+    fn keys_events_audit_execs() {
+        let s = SqliteStore::open_in_memory().expect("open");
+        s.insert_tenant(&Tenant {
+            id: "t".into(),
+            name: "n".into(),
+            created_at: 1,
+        })
+        .expect("tenant");
+        let k = ApiKey {
+            id: "key_1".into(),
+            tenant: "t".into(),
+            name: "k".into(),
+            role: Role::Admin,
+            hash: "h".into(),
+            prefix: "pdk_abcd".into(),
+            created_at: 1,
+            expires_at: None,
+            revoked_at: None,
+            max_sandboxes: Some(3),
+            webhook_url: None,
+        };
+        s.insert_key(&k).expect("key");
+        assert!(matches!(
+            s.insert_key(&ApiKey {
+                id: "key_2".into(),
+                ..k.clone()
+            }),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.key_by_hash("h").expect("by hash"), Some(k.clone()));
+        assert!(s.revoke_key("key_1", 5).expect("revoke"));
+        assert!(s.revoke_key("key_1", 9).expect("revoke again"));
+        assert_eq!(
+            s.get_key("key_1").expect("get").and_then(|k| k.revoked_at),
+            Some(5)
+        );
+        assert!(!s.revoke_key("nope", 5).expect("unknown"));
+        let e = |kind: &str| Event {
+            seq: 0,
+            at: 1,
+            tenant: "t".into(),
+            sandbox_id: Some("a".into()),
+            kind: kind.into(),
+            data: serde_json::json!({"x": 1}),
+        };
+        let e1 = s.insert_event(&e("created")).expect("event");
+        let e2 = s.insert_event(&e("killed")).expect("event");
+        assert!(e2.seq > e1.seq);
+        let after = s
+            .list_events(&EventFilter {
+                after_seq: Some(e1.seq),
+                ..Default::default()
+            })
+            .expect("events");
+        assert_eq!(after, vec![e2]);
+        for i in 0..3 {
+            s.insert_audit(&AuditEntry {
+                id: 0,
+                at: i,
+                actor: "key_1".into(),
+                tenant: None,
+                action: format!("a{i}"),
+                sandbox_id: None,
+                outcome: "ok".into(),
+                detail: None,
+            })
+            .expect("audit");
+        }
+        let newest = s
+            .list_audit(&AuditFilter {
+                limit: Some(2),
+                ..Default::default()
+            })
+            .expect("audit");
+        assert_eq!(
+            newest.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
+            ["a2", "a1"]
+        );
+        let older = s
+            .list_audit(&AuditFilter {
+                before_id: Some(newest[1].id),
+                ..Default::default()
+            })
+            .expect("audit");
+        assert_eq!(older.len(), 1);
+        for i in 0..5 {
+            let id = s
+                .insert_exec(&ExecRecord {
+                    id: 0,
+                    sandbox_id: "a".into(),
+                    at: i,
+                    command: format!("c{i}"),
+                    pid: None,
+                    exit_code: None,
+                    status: "running".into(),
+                    duration_ms: None,
+                })
+                .expect("exec");
+            s.update_exec(&ExecRecord {
+                id,
+                sandbox_id: "a".into(),
+                at: i,
+                command: String::new(),
+                pid: Some(7),
+                exit_code: Some(0),
+                status: "exit status 0".into(),
+                duration_ms: Some(3),
+            })
+            .expect("update");
+        }
+        let last = s.list_execs("a", 2).expect("execs");
+        assert_eq!(
+            last.iter().map(|e| e.command.as_str()).collect::<Vec<_>>(),
+            ["c3", "c4"]
+        );
+        assert_eq!(last[0].exit_code, Some(0));
+    }
+
+    #[test]
+    fn file_store_persists_and_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("sub/paddock.db");
+        {
+            let s = SqliteStore::open(&p).expect("open");
+            s.insert_tenant(&Tenant {
+                id: "t".into(),
+                name: "n".into(),
+                created_at: 1,
+            })
+            .expect("tenant");
+        }
+        let s = SqliteStore::open(&p).expect("reopen");
+        assert_eq!(s.list_tenants().expect("tenants").len(), 1);
+        s.conn()
+            .pragma_update(None, "user_version", 99)
+            .expect("bump");
+        drop(s);
+        let err = SqliteStore::open(&p).expect_err("newer schema");
+        assert!(err.to_string().contains("newer than this binary"), "{err}");
+    }
+}
