@@ -60,20 +60,20 @@ pub fn router() -> Router {
 
 /// An error response: `{"code": <status>, "message": <one line>}`.
 #[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
@@ -86,7 +86,7 @@ impl ApiError {
 
     /// Maps an I/O error on `path`. Paths are quoted with `{:?}` so a client-chosen name
     /// cannot break the message over lines.
-    fn io(e: &io::Error, path: &Path) -> Self {
+    pub(crate) fn io(e: &io::Error, path: &Path) -> Self {
         let p = path.as_os_str();
         let (status, message) = match e.raw_os_error() {
             Some(libc::ENOENT) => (StatusCode::NOT_FOUND, format!("path not found: {p:?}")),

@@ -61,6 +61,7 @@ async fn serve() -> anyhow::Result<()> {
             axum::routing::get(|| async { http::StatusCode::NO_CONTENT }),
         )
         .merge(crate::files::router())
+        .merge(crate::archive::router())
         .fallback_service(connect.into_axum_service());
     axum::serve(listener, app).await?;
     Ok(())

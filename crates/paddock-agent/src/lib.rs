@@ -4,7 +4,7 @@
 //! it builds the sandbox (namespaces, mounts, cgroups, capabilities, seccomp) around itself in
 //! one linear sequence ([`setup`]) and finally executes `paddock-agent init` as the sandbox's
 //! PID 1. `init` ([`init`]) reaps zombies, runs processes ([`procs`]) and performs file
-//! operations ([`fs`], [`files`]) from inside the sandbox, as the requested user, and serves
+//! operations ([`fs`], [`files`], [`archive`]) from inside the sandbox, as the requested user, and serves
 //! all of it over the E2B envd protocol on a unix socket inherited from the host.
 //!
 //! **Invariant:** nothing the agent does after `setup` can reach host resources: it runs in
@@ -12,6 +12,7 @@
 //! by a client is resolved by the kernel inside the sandbox root, so a symlink planted by
 //! sandbox code can never lead outside it.
 
+pub mod archive;
 pub mod files;
 pub mod fs;
 pub mod init;

@@ -735,29 +735,63 @@ impl Sandbox {
         self.files_request(req).await.map(|_| ())
     }
 
-    async fn files_request(
+    /// Sends one HTTP/1.1 request to the sandbox's agent over its unix socket and returns
+    /// the response as soon as its head arrives; both bodies stream, so neither side is
+    /// ever buffered whole here. The primitive behind [`Sandbox::read_file`] and
+    /// [`Sandbox::write_file`], and what the API server uses to forward `/files` and
+    /// `/archive` requests.
+    ///
+    /// The request goes out as given: the caller sets the path and query (the URI's
+    /// authority is ignored by the agent), the user (`username` parameter or
+    /// [`Sandbox::call_options`]' `Authorization` header) and any content headers. A
+    /// fresh connection is used per request; it closes once the response body has been
+    /// read or dropped. Agent errors come back as ordinary responses (JSON
+    /// `{"code", "message"}`); only a failure to reach the agent or a broken exchange is an
+    /// `Err`.
+    pub async fn agent_request<B>(
         &self,
-        req: http::Request<http_body_util::Full<bytes::Bytes>>,
-    ) -> Result<Vec<u8>> {
-        use http_body_util::BodyExt;
+        req: http::Request<B>,
+    ) -> Result<http::Response<hyper::body::Incoming>>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream = tokio::net::UnixStream::connect(self.socket())
             .await
             .map_err(RuntimeError::io("connecting to agent"))?;
         let (mut send, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
-                .map_err(|e| RuntimeError::Setup(format!("agent handshake: {e}")))?;
-        tokio::spawn(conn);
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| RuntimeError::Setup(format!("agent request: {e}")))?;
+                .map_err(|e| RuntimeError::Io {
+                    what: "agent handshake".into(),
+                    source: std::io::Error::other(e),
+                })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("agent connection: {e}");
+            }
+        });
+        send.send_request(req).await.map_err(|e| RuntimeError::Io {
+            what: "agent request".into(),
+            source: std::io::Error::other(e),
+        })
+    }
+
+    async fn files_request(
+        &self,
+        req: http::Request<http_body_util::Full<bytes::Bytes>>,
+    ) -> Result<Vec<u8>> {
+        use http_body_util::BodyExt;
+        let resp = self.agent_request(req).await?;
         let status = resp.status();
         let body = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| RuntimeError::Setup(format!("agent response: {e}")))?
+            .map_err(|e| RuntimeError::Io {
+                what: "agent response".into(),
+                source: std::io::Error::other(e),
+            })?
             .to_bytes()
             .to_vec();
         if !status.is_success() {
