@@ -814,6 +814,21 @@ impl Sandbox {
         Ok(body)
     }
 
+    /// Whether the sandbox's PID 1 (its agent) is still running. A sandbox whose agent died
+    /// (killed by the OOM killer, or crashed) can do nothing more and should be destroyed.
+    pub fn is_alive(&self) -> bool {
+        let Some(fd) = self.pidfd.as_ref() else {
+            return pid_start_time(self.pid).is_some();
+        };
+        // A pidfd polls readable once its process has exited.
+        let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        !matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+    }
+
     /// Path of the agent's unix socket on the host.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("agent.sock")

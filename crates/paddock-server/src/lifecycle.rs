@@ -251,7 +251,12 @@ pub fn set_timeout(state: &AppState, rec: &mut SandboxRecord, timeout: Duration)
 
 /// The lifecycle task: warnings and expiry. Runs until the process ends.
 pub async fn run(state: Arc<AppState>) {
+    let mut last_liveness = std::time::Instant::now();
     loop {
+        if last_liveness.elapsed() >= Duration::from_secs(1) {
+            last_liveness = std::time::Instant::now();
+            check_liveness(&state);
+        }
         let now = now_ms();
         let mut expire = Vec::new();
         let mut warn = Vec::new();
@@ -315,6 +320,41 @@ pub async fn run(state: Arc<AppState>) {
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
             _ = state.deadlines_changed.notified() => {}
         }
+    }
+}
+
+/// Stops sandboxes whose agent died on its own: reason `oom` if the OOM killer struck in
+/// the sandbox, else `failed`.
+fn check_liveness(state: &Arc<AppState>) {
+    let ids: Vec<String> = state
+        .deadlines
+        .0
+        .lock()
+        .expect("deadlines poisoned")
+        .keys()
+        .cloned()
+        .collect();
+    for id in ids {
+        let Ok(sbx) = state.runtime.get(&id) else {
+            continue;
+        };
+        if sbx.is_alive() {
+            continue;
+        }
+        state.deadlines.remove(&id);
+        let st = state.clone();
+        tokio::spawn(async move {
+            let rt = st.runtime.clone();
+            let oom = tokio::task::spawn_blocking(move || sbx.stats(&rt).oom_kills > 0)
+                .await
+                .unwrap_or(false);
+            let reason = if oom { "oom" } else { "failed" };
+            tracing::warn!(sandbox = %id, reason, "the sandbox's agent died");
+            if let Err(e) = stop(&st, &id, reason).await {
+                tracing::error!(sandbox = %id, "stopping a dead sandbox: {e}");
+            }
+            st.audit(None, "sandbox.died", Some(&id), reason, None);
+        });
     }
 }
 
