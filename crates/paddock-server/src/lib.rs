@@ -1,1 +1,3 @@
 //! Paddock's API server.
+
+pub mod testrun;
