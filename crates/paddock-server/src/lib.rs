@@ -28,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod lifecycle;
 pub mod state;
+pub mod testrun;
 pub mod webhooks;
 
 pub use config::{ConfigError, ServerConfig};
