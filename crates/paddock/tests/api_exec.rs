@@ -400,3 +400,40 @@ async fn files_stream_both_ways_and_fs_operations() {
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tests_route_returns_structured_pytest_results() {
+    let s = Server::start(&[]);
+    let id = sandbox(&s).await;
+    let (_, v) = exec(
+        &s,
+        &id,
+        json!({"command": "mkdir -p /home/user/proj && cd /home/user/proj && printf 'import pytest\\ndef test_ok():\\n    assert 1\\ndef test_bad():\\n    assert 1 == 2\\n@pytest.mark.skip\\ndef test_skip():\\n    pass\\n' > test_x.py"}),
+    )
+    .await;
+    assert_eq!(v["exit_code"], 0, "{v}");
+    let (st, r) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/tests"))
+            .json(&json!({"cwd": "/home/user/proj"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(r["framework"], "pytest");
+    assert_eq!(
+        (
+            r["passed"].as_u64(),
+            r["failed"].as_u64(),
+            r["skipped"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{r}"
+    );
+    assert_eq!(r["structured"], true);
+    assert_eq!(r["failures"][0]["name"], "test_bad");
+    let (st, v) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/tests"))
+            .json(&json!({"cwd": "/tmp"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+}

@@ -22,6 +22,7 @@ pub mod exec;
 pub mod files;
 pub mod sandboxes;
 pub mod system;
+pub mod tests;
 
 /// The whole API.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -31,6 +32,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(exec::routes())
         .merge(files::routes())
         .merge(events::routes())
+        .merge(tests::routes())
         .merge(admin::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
