@@ -64,7 +64,7 @@ impl Caller {
 }
 
 /// The key named in the request headers, if any.
-fn presented_key(parts: &Parts) -> Option<&str> {
+pub fn presented_key(parts: &Parts) -> Option<&str> {
     if let Some(v) = parts.headers.get("x-api-key") {
         return v.to_str().ok();
     }
@@ -87,22 +87,26 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         if let Some(c) = parts.extensions.get::<Caller>() {
             return Ok(c.clone());
         }
-        const BAD: ApiError =
-            ApiError::Unauthorized("missing, invalid, revoked or expired API key");
-        let key = presented_key(parts).ok_or(BAD)?;
-        if !key.starts_with(KEY_PREFIX) || key.len() != KEY_PREFIX.len() + KEY_CHARS {
-            return Err(BAD);
-        }
-        let k = state.store.key_by_hash(&hash_key(key))?.ok_or(BAD)?;
-        let now = now_ms();
-        if k.revoked_at.is_some() || k.expires_at.is_some_and(|e| e <= now) {
-            return Err(BAD);
-        }
-        state.limiter.check(&k.id)?;
-        let c = Caller { key: k };
+        let c = authenticate(state, presented_key(parts))?;
         parts.extensions.insert(c.clone());
         Ok(c)
     }
+}
+
+/// Checks a presented key: well formed, known, not revoked, not expired, within its rate.
+pub fn authenticate(state: &AppState, key: Option<&str>) -> Result<Caller, ApiError> {
+    const BAD: ApiError = ApiError::Unauthorized("missing, invalid, revoked or expired API key");
+    let key = key.ok_or(BAD)?;
+    if !key.starts_with(KEY_PREFIX) || key.len() != KEY_PREFIX.len() + KEY_CHARS {
+        return Err(BAD);
+    }
+    let k = state.store.key_by_hash(&hash_key(key))?.ok_or(BAD)?;
+    let now = now_ms();
+    if k.revoked_at.is_some() || k.expires_at.is_some_and(|e| e <= now) {
+        return Err(BAD);
+    }
+    state.limiter.check(&k.id)?;
+    Ok(Caller { key: k })
 }
 
 /// A caller with the admin role (403 otherwise).

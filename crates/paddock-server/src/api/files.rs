@@ -1,11 +1,510 @@
-//! Files and archives (being written).
+//! Files: raw streaming transfer (`/files`), filesystem operations (`/fs/*`) and tar
+//! archives (`/archive`). Every operation runs inside the sandbox, through its agent, as the
+//! requested user (default: the sandbox's user), so a symlink planted by sandbox code can
+//! never lead to a host path. Bodies are streamed both ways and never held whole in memory.
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use base64::Engine as _;
+use http_body_util::BodyExt as _;
+use paddock_envd::filesystem::{
+    EntryInfo, FileType, ListDirRequest, MakeDirRequest, MoveRequest, RemoveRequest, StatRequest,
+};
+use paddock_runtime::{RuntimeError, Sandbox};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
-use crate::state::AppState;
+use super::sandboxes::form_urlencoded_pairs;
+use super::{Json, json_response, no_content, rfc3339};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, truncate};
+
+/// Deepest listing `fs/list` returns.
+pub const MAX_LIST_DEPTH: u32 = 16;
+/// Longest path accepted.
+pub const MAX_PATH: usize = 4096;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route(
+            "/v1/sandboxes/{id}/files",
+            get(download).put(upload).delete(remove),
+        )
+        .route("/v1/sandboxes/{id}/fs/list", get(list))
+        .route("/v1/sandboxes/{id}/fs/stat", get(stat))
+        .route("/v1/sandboxes/{id}/fs/mkdir", post(mkdir))
+        .route("/v1/sandboxes/{id}/fs/move", post(mv))
+        .route(
+            "/v1/sandboxes/{id}/archive",
+            get(archive_get).put(archive_put),
+        )
+}
+
+/// The query of a file route: `path` (required), `user`, and route-specific extras.
+#[derive(Debug, Default)]
+struct FileQuery {
+    path: String,
+    user: Option<String>,
+    depth: Option<u32>,
+    format: Option<String>,
+}
+
+fn check_path(p: &str) -> ApiResult<()> {
+    if p.is_empty() {
+        return Err(ApiError::BadRequest("path must not be empty".into()));
+    }
+    if p.contains('\0') {
+        return Err(ApiError::BadRequest("path must not contain NUL".into()));
+    }
+    if p.len() > MAX_PATH {
+        return Err(ApiError::BadRequest(format!(
+            "path is longer than {MAX_PATH} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn parse_query(q: Option<&str>, extras: &[&str]) -> ApiResult<FileQuery> {
+    let mut f = FileQuery::default();
+    let mut have_path = false;
+    for (k, v) in form_urlencoded_pairs(q.unwrap_or("")) {
+        match k.as_str() {
+            "path" => {
+                f.path = v;
+                have_path = true;
+            }
+            "user" | "username" => f.user = Some(v),
+            "depth" if extras.contains(&"depth") => {
+                f.depth = Some(
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|d| (1..=MAX_LIST_DEPTH).contains(d))
+                        .ok_or_else(|| {
+                            ApiError::BadRequest(format!("depth must be 1 to {MAX_LIST_DEPTH}"))
+                        })?,
+                )
+            }
+            "format" if extras.contains(&"format") => f.format = Some(v),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter {:?}",
+                    truncate(other, 64)
+                )));
+            }
+        }
+    }
+    if !have_path {
+        return Err(ApiError::BadRequest(
+            "the query parameter `path` is required".into(),
+        ));
+    }
+    check_path(&f.path)?;
+    Ok(f)
+}
+
+/// `path` (and `username`, `format`) as the agent's query string.
+fn agent_uri(route: &str, sbx: &Sandbox, f: &FileQuery) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("path", &f.path);
+    q.append_pair("username", f.user.as_deref().unwrap_or(&sbx.user));
+    if let Some(fmt) = &f.format {
+        q.append_pair("format", fmt);
+    }
+    format!("http://agent{route}?{}", q.finish())
+}
+
+fn basic_auth(sbx: &Sandbox, user: Option<&str>) -> String {
+    let u = user.unwrap_or(&sbx.user);
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{u}:"))
+    )
+}
+
+/// Maps an agent error response (JSON `{"message"}`) to the API's error.
+async fn agent_error(resp: http::Response<hyper::body::Incoming>) -> ApiError {
+    let status = resp.status();
+    // Error bodies are small; cap what is read anyway.
+    let body = http_body_util::Limited::new(resp.into_body(), 64 << 10)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let msg = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    match status.as_u16() {
+        404 => ApiError::NotFound(msg),
+        400 => ApiError::BadRequest(msg),
+        401 => ApiError::BadRequest(format!("unknown user: {msg}")),
+        403 => ApiError::BadRequest(format!("permission denied: {msg}")),
+        409 => ApiError::Conflict(msg),
+        413 => ApiError::BadRequest(format!("too large: {msg}")),
+        415 => ApiError::UnsupportedMediaType(msg),
+        507 => ApiError::InsufficientStorage(msg),
+        _ => {
+            tracing::warn!(%status, %msg, "agent file error");
+            ApiError::Agent("the sandbox's agent failed".into())
+        }
+    }
+}
+
+/// Streams the agent's response body to the client, with selected headers.
+fn stream_back(resp: http::Response<hyper::body::Incoming>, status: StatusCode) -> Response {
+    let mut b = Response::builder().status(status);
+    for h in [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::CONTENT_DISPOSITION,
+    ] {
+        if let Some(v) = resp.headers().get(&h) {
+            b = b.header(h, v);
+        }
+    }
+    b.body(Body::new(resp.into_body())).unwrap_or_default()
+}
+
+fn rt_err(e: connectrpc::ConnectError) -> ApiError {
+    ApiError::from(RuntimeError::from(e))
+}
+
+/// The wire form of a directory entry.
+fn entry_json(e: &EntryInfo) -> Value {
+    let kind = match e.r#type.as_known() {
+        Some(FileType::FILE_TYPE_DIRECTORY) => "dir",
+        Some(FileType::FILE_TYPE_SYMLINK) => "symlink",
+        Some(FileType::FILE_TYPE_FILE) => "file",
+        _ => "other",
+    };
+    let modified = e
+        .modified_time
+        .as_option()
+        .map(|t| t.seconds.saturating_mul(1000) + i64::from(t.nanos) / 1_000_000);
+    json!({
+        "name": e.name,
+        "path": e.path,
+        "type": if e.is_symlink { "symlink" } else { kind },
+        "size": e.size,
+        "mode": e.mode,
+        "permissions": e.permissions,
+        "owner": e.owner,
+        "group": e.group,
+        "modified_at": rfc3339(modified),
+        "symlink_target": e.symlink_target,
+    })
+}
+
+async fn download(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let (_, sbx) = state.sandbox_for(&caller, &id)?;
+    let f = parse_query(q.as_deref(), &[])?;
+    let req = http::Request::get(agent_uri("/files", &sbx, &f))
+        .header(header::AUTHORIZATION, basic_auth(&sbx, f.user.as_deref()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))?;
+    let resp = sbx.agent_request(req).await?;
+    if !resp.status().is_success() {
+        return Err(agent_error(resp).await);
+    }
+    let mut out = stream_back(resp, StatusCode::OK);
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(out)
+}
+
+async fn upload(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    req: Request,
+) -> ApiResult<Response> {
+    let parsed = parse_query(q.as_deref(), &[]);
+    let detail = parsed
+        .as_ref()
+        .ok()
+        .map(|f| format!("path={}", truncate(&f.path, 256)));
+    let res = async {
+        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        let f = parsed?;
+        let mut areq = http::Request::post(agent_uri("/files", &sbx, &f))
+            .header(header::AUTHORIZATION, basic_auth(&sbx, f.user.as_deref()))
+            .header(header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
+            areq = areq.header(header::CONTENT_LENGTH, len);
+        }
+        let areq = areq
+            .body(req.into_body())
+            .map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))?;
+        let resp = sbx.agent_request(areq).await?;
+        if !resp.status().is_success() {
+            return Err(agent_error(resp).await);
+        }
+        let _ = resp.into_body().collect().await;
+        let st = sbx
+            .agent
+            .filesystem
+            .stat_with_options(
+                StatRequest {
+                    path: f.path.clone(),
+                    ..Default::default()
+                },
+                sbx.call_options(f.user.as_deref()),
+            )
+            .await
+            .map_err(rt_err)?
+            .into_owned();
+        let e = st.entry.as_option().cloned().unwrap_or_default();
+        Ok(json!({ "path": e.path, "size": e.size }))
+    }
+    .await;
+    let v = state.audited(&caller, "files.write", Some(&id), detail, res)?;
+    Ok(json_response(StatusCode::CREATED, v))
+}
+
+async fn remove(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let parsed = parse_query(q.as_deref(), &[]);
+    let detail = parsed
+        .as_ref()
+        .ok()
+        .map(|f| format!("path={}", truncate(&f.path, 256)));
+    let res = async {
+        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        let f = parsed?;
+        sbx.agent
+            .filesystem
+            .remove_with_options(
+                RemoveRequest {
+                    path: f.path,
+                    ..Default::default()
+                },
+                sbx.call_options(f.user.as_deref()),
+            )
+            .await
+            .map_err(rt_err)?;
+        Ok(())
+    }
+    .await;
+    state.audited(&caller, "files.delete", Some(&id), detail, res)?;
+    Ok(no_content())
+}
+
+async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let (_, sbx) = state.sandbox_for(&caller, &id)?;
+    let f = parse_query(q.as_deref(), &["depth"])?;
+    let r = sbx
+        .agent
+        .filesystem
+        .list_dir_with_options(
+            ListDirRequest {
+                path: f.path,
+                depth: f.depth.unwrap_or(1),
+                ..Default::default()
+            },
+            sbx.call_options(f.user.as_deref()),
+        )
+        .await
+        .map_err(rt_err)?
+        .into_owned();
+    let entries: Vec<Value> = r.entries.iter().map(entry_json).collect();
+    Ok(json_response(StatusCode::OK, json!({ "entries": entries })))
+}
+
+async fn stat(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let (_, sbx) = state.sandbox_for(&caller, &id)?;
+    let f = parse_query(q.as_deref(), &[])?;
+    let r = sbx
+        .agent
+        .filesystem
+        .stat_with_options(
+            StatRequest {
+                path: f.path,
+                ..Default::default()
+            },
+            sbx.call_options(f.user.as_deref()),
+        )
+        .await
+        .map_err(rt_err)?
+        .into_owned();
+    let e = r.entry.as_option().cloned().unwrap_or_default();
+    Ok(json_response(StatusCode::OK, entry_json(&e)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MkdirBody {
+    path: String,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+async fn mkdir(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<MkdirBody>,
+) -> ApiResult<Response> {
+    let detail = Some(format!("path={}", truncate(&body.path, 256)));
+    let res = async {
+        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        check_path(&body.path)?;
+        let r = sbx
+            .agent
+            .filesystem
+            .make_dir_with_options(
+                MakeDirRequest {
+                    path: body.path.clone(),
+                    ..Default::default()
+                },
+                sbx.call_options(body.user.as_deref()),
+            )
+            .await
+            .map_err(rt_err)?
+            .into_owned();
+        Ok(entry_json(
+            &r.entry.as_option().cloned().unwrap_or_default(),
+        ))
+    }
+    .await;
+    let v = state.audited(&caller, "files.mkdir", Some(&id), detail, res)?;
+    Ok(json_response(StatusCode::CREATED, v))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveBody {
+    from: String,
+    to: String,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+async fn mv(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<MoveBody>,
+) -> ApiResult<Response> {
+    let detail = Some(format!(
+        "from={} to={}",
+        truncate(&body.from, 256),
+        truncate(&body.to, 256)
+    ));
+    let res = async {
+        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        check_path(&body.from)?;
+        check_path(&body.to)?;
+        let r = sbx
+            .agent
+            .filesystem
+            .move_with_options(
+                MoveRequest {
+                    source: body.from.clone(),
+                    destination: body.to.clone(),
+                    ..Default::default()
+                },
+                sbx.call_options(body.user.as_deref()),
+            )
+            .await
+            .map_err(rt_err)?
+            .into_owned();
+        Ok(entry_json(
+            &r.entry.as_option().cloned().unwrap_or_default(),
+        ))
+    }
+    .await;
+    let v = state.audited(&caller, "files.move", Some(&id), detail, res)?;
+    Ok(json_response(StatusCode::OK, v))
+}
+
+/// `GET .../archive?path=P[&format=tar|tar.gz|tar.zst]`: a tar stream of a directory.
+async fn archive_get(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let (_, sbx) = state.sandbox_for(&caller, &id)?;
+    let f = parse_query(q.as_deref(), &["format"])?;
+    let req = http::Request::get(agent_uri("/archive", &sbx, &f))
+        .header(header::AUTHORIZATION, basic_auth(&sbx, f.user.as_deref()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))?;
+    let resp = sbx.agent_request(req).await?;
+    if !resp.status().is_success() {
+        return Err(agent_error(resp).await);
+    }
+    Ok(stream_back(resp, StatusCode::OK))
+}
+
+/// `PUT .../archive?path=DIR`: extract a tar, tar.gz or tar.zst body into DIR, inside the
+/// sandbox, as the user (see the agent's `archive` module for the limits and policy).
+async fn archive_put(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    req: Request,
+) -> ApiResult<Response> {
+    let parsed = parse_query(q.as_deref(), &[]);
+    let detail = parsed
+        .as_ref()
+        .ok()
+        .map(|f| format!("path={}", truncate(&f.path, 256)));
+    let res = async {
+        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        let f = parsed?;
+        let mut areq = http::Request::post(agent_uri("/archive", &sbx, &f))
+            .header(header::AUTHORIZATION, basic_auth(&sbx, f.user.as_deref()));
+        for h in [header::CONTENT_TYPE, header::CONTENT_LENGTH] {
+            if let Some(v) = req.headers().get(&h) {
+                areq = areq.header(h, v);
+            }
+        }
+        let areq = areq
+            .body(req.into_body())
+            .map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))?;
+        let resp = sbx.agent_request(areq).await?;
+        if !resp.status().is_success() {
+            return Err(agent_error(resp).await);
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), 64 << 10)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok(serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
+    }
+    .await;
+    let v = state.audited(&caller, "files.archive_extract", Some(&id), detail, res)?;
+    Ok(json_response(StatusCode::CREATED, v))
 }
