@@ -54,8 +54,13 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
     for f in std::fs::read_dir(dir).expect("api dir").flatten() {
         let src = std::fs::read_to_string(f.path()).unwrap_or_default();
         let mut rest = src.as_str();
-        while let Some(i) = rest.find(".route(\"") {
-            rest = &rest[i + 8..];
+        while let Some(i) = rest.find(".route(") {
+            // rustfmt may put the path on the next line.
+            rest = rest[i + 7..].trim_start();
+            let Some(r) = rest.strip_prefix('"') else {
+                continue;
+            };
+            rest = r;
             let end = rest.find('"').expect("route path end");
             let path = rest[..end].to_owned();
             // The method list runs to the closing parenthesis of `.route(`.
