@@ -49,7 +49,17 @@ fn leftovers(id: &str, uid_base: u32, dir: &Path) -> Vec<String> {
             .lines()
             .find_map(|l| l.strip_prefix("Uid:"))
             .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
-        if let Some(uid) = uid.filter(|u| (uid_base..uid_base + 65536).contains(u)) {
+        // Zombies hold no resources, and a process in another runtime's sandbox may share
+        // the uid range (ranges are per runtime): neither is a leftover of this sandbox.
+        let zombie = status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'));
+        let cg = std::fs::read_to_string(e.path().join("cgroup")).unwrap_or_default();
+        let elsewhere = cg.contains("/paddock/") && !cg.contains(id);
+        if let Some(uid) = uid
+            .filter(|u| (uid_base..uid_base + 65536).contains(u))
+            .filter(|_| !zombie && !elsewhere)
+        {
             left.push(format!(
                 "process {} (uid {uid})",
                 e.file_name().to_string_lossy()
