@@ -13,6 +13,8 @@ use clap::{Args, Parser, Subcommand};
 use paddock_core::{Limits, parse_size};
 use paddock_runtime::{CreateSpec, ExecRequest, Runtime, RuntimeConfig};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "paddock",
@@ -66,6 +68,8 @@ enum Cmd {
     },
     /// List sandboxes present on this host (for reconciliation and debugging).
     Ps,
+    #[command(flatten)]
+    Client(cli::ClientCmd),
 }
 
 /// `paddock serve` settings. Every flag also reads an environment variable.
@@ -214,9 +218,13 @@ async fn run(cli: Cli) -> Result<i32> {
     if let Cmd::Serve(a) = cli.cmd {
         return serve(cli.data_dir, a).await;
     }
+    // Client commands talk to a server and never open the local data directory.
+    if let Cmd::Client(c) = cli.cmd {
+        return cli::run(c).await;
+    }
     let runtime = Runtime::open(RuntimeConfig::new(&cli.data_dir)).context("opening runtime")?;
     match cli.cmd {
-        Cmd::Serve(_) => unreachable!("handled above"),
+        Cmd::Serve(_) | Cmd::Client(_) => unreachable!("handled above"),
         Cmd::Run {
             template,
             memory,
