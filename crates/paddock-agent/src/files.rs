@@ -44,7 +44,7 @@ use crate::users::{self, User};
 pub const MAX_UPLOAD_BYTES: u64 = 16 << 30;
 
 /// Chunk size for reading downloads.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 512 * 1024;
 /// Compressed bytes fed to the gzip decoder at a time. Deflate expands at most ~1:1032,
 /// so one step can produce about 4 MiB, which bounds a decompression bomb's memory.
 const GUNZIP_STEP: usize = 4 * 1024;
@@ -629,7 +629,9 @@ async fn write_file(
         user: user.clone(),
         path: created.then(|| path.clone()),
     };
-    let mut out = tokio::fs::File::from_std(file);
+    // Body frames are small (tens of KiB); batching them into large writes keeps the
+    // number of blocking-thread hops per GiB low.
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
     let mut written: u64 = 0;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(body_error)?;
@@ -644,7 +646,7 @@ async fn write_file(
     // tokio writes in the background; flushing waits for the last write and surfaces its
     // error (ENOSPC shows up here).
     out.flush().await.map_err(|e| ApiError::io(&e, &path))?;
-    let file = out.into_std().await;
+    let file = out.into_inner().into_std().await;
     let meta = metadata.clone();
     let stored = agent_fs::run_as(user, move || agent_fs::write_metadata(&file, &meta)).await?;
     let metadata = match stored {
