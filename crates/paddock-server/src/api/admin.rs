@@ -199,19 +199,8 @@ async fn audit(
                         .map_err(|_| ApiError::BadRequest(format!("before {v:?} is not an id")))?,
                 )
             }
-            "limit" => {
-                f.limit = Some(
-                    v.parse::<u32>()
-                        .map_err(|_| ApiError::BadRequest(format!("limit {v:?} is not a number")))?
-                        .clamp(1, 1000),
-                )
-            }
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter {:?}",
-                    crate::state::truncate(other, 64)
-                )));
-            }
+            "limit" => f.limit = Some(super::parse_limit(&v)?),
+            other => return Err(super::unknown_param(other)),
         }
     }
     let rows = state.store.list_audit(&f)?;

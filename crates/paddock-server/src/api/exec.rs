@@ -729,12 +729,7 @@ async fn output(
                     ApiError::BadRequest(format!("from_seq {:?} is not a number", truncate(&v, 32)))
                 })?)
             }
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter {:?}",
-                    truncate(other, 64)
-                )));
-            }
+            other => return Err(super::unknown_param(other)),
         }
     }
     let mut opts = sbx.call_options(None);

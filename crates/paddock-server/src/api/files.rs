@@ -92,12 +92,7 @@ fn parse_query(q: Option<&str>, extras: &[&str]) -> ApiResult<FileQuery> {
                 )
             }
             "format" if extras.contains(&"format") => f.format = Some(v),
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter {:?}",
-                    truncate(other, 64)
-                )));
-            }
+            other => return Err(super::unknown_param(other)),
         }
     }
     if !have_path {
@@ -202,6 +197,40 @@ fn entry_json(e: &EntryInfo) -> Value {
     })
 }
 
+/// Sends `method route` to the agent as the query's user, with `body` and the `copy`
+/// headers of the client's request; answers the agent's response if it succeeded.
+async fn forward<B>(
+    sbx: &Sandbox,
+    method: http::Method,
+    route: &str,
+    f: &FileQuery,
+    headers: &http::HeaderMap,
+    copy: &[header::HeaderName],
+    body: B,
+) -> ApiResult<http::Response<hyper::body::Incoming>>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(agent_uri(route, sbx, f))
+        .header(header::AUTHORIZATION, basic_auth(sbx, f.user.as_deref()));
+    for h in copy {
+        if let Some(v) = headers.get(h) {
+            req = req.header(h, v);
+        }
+    }
+    let req = req
+        .body(body)
+        .map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))?;
+    let resp = sbx.agent_request(req).await?;
+    if !resp.status().is_success() {
+        return Err(agent_error(resp).await);
+    }
+    Ok(resp)
+}
+
 async fn download(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -210,14 +239,17 @@ async fn download(
 ) -> ApiResult<Response> {
     let (_, sbx) = state.sandbox_for(&caller, &id)?;
     let f = parse_query(q.as_deref(), &[])?;
-    let req = http::Request::get(agent_uri("/files", &sbx, &f))
-        .header(header::AUTHORIZATION, basic_auth(&sbx, f.user.as_deref()))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))?;
-    let resp = sbx.agent_request(req).await?;
-    if !resp.status().is_success() {
-        return Err(agent_error(resp).await);
-    }
+    let none = http::HeaderMap::new();
+    let resp = forward(
+        &sbx,
+        http::Method::GET,
+        "/files",
+        &f,
+        &none,
+        &[],
+        http_body_util::Empty::<bytes::Bytes>::new(),
+    )
+    .await?;
     let mut out = stream_back(resp, StatusCode::OK);
     out.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -241,19 +273,23 @@ async fn upload(
     let res = async {
         let (_, sbx) = state.sandbox_for(&caller, &id)?;
         let f = parsed?;
-        let mut areq = http::Request::post(agent_uri("/files", &sbx, &f))
-            .header(header::AUTHORIZATION, basic_auth(&sbx, f.user.as_deref()))
-            .header(header::CONTENT_TYPE, "application/octet-stream");
-        if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
-            areq = areq.header(header::CONTENT_LENGTH, len);
-        }
-        let areq = areq
-            .body(req.into_body())
-            .map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))?;
-        let resp = sbx.agent_request(areq).await?;
-        if !resp.status().is_success() {
-            return Err(agent_error(resp).await);
-        }
+        // The agent takes a raw body as octet-stream whatever the client called it.
+        let (parts, body) = req.into_parts();
+        let mut headers = parts.headers;
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/octet-stream"),
+        );
+        let resp = forward(
+            &sbx,
+            http::Method::POST,
+            "/files",
+            &f,
+            &headers,
+            &[header::CONTENT_TYPE, header::CONTENT_LENGTH],
+            body,
+        )
+        .await?;
         let _ = resp.into_body().collect().await;
         let st = sbx
             .agent
@@ -455,14 +491,17 @@ async fn archive_get(
 ) -> ApiResult<Response> {
     let (_, sbx) = state.sandbox_for(&caller, &id)?;
     let f = parse_query(q.as_deref(), &["format"])?;
-    let req = http::Request::get(agent_uri("/archive", &sbx, &f))
-        .header(header::AUTHORIZATION, basic_auth(&sbx, f.user.as_deref()))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))?;
-    let resp = sbx.agent_request(req).await?;
-    if !resp.status().is_success() {
-        return Err(agent_error(resp).await);
-    }
+    let none = http::HeaderMap::new();
+    let resp = forward(
+        &sbx,
+        http::Method::GET,
+        "/archive",
+        &f,
+        &none,
+        &[],
+        http_body_util::Empty::<bytes::Bytes>::new(),
+    )
+    .await?;
     Ok(stream_back(resp, StatusCode::OK))
 }
 
@@ -483,20 +522,17 @@ async fn archive_put(
     let res = async {
         let (_, sbx) = state.sandbox_for(&caller, &id)?;
         let f = parsed?;
-        let mut areq = http::Request::post(agent_uri("/archive", &sbx, &f))
-            .header(header::AUTHORIZATION, basic_auth(&sbx, f.user.as_deref()));
-        for h in [header::CONTENT_TYPE, header::CONTENT_LENGTH] {
-            if let Some(v) = req.headers().get(&h) {
-                areq = areq.header(h, v);
-            }
-        }
-        let areq = areq
-            .body(req.into_body())
-            .map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))?;
-        let resp = sbx.agent_request(areq).await?;
-        if !resp.status().is_success() {
-            return Err(agent_error(resp).await);
-        }
+        let (parts, body) = req.into_parts();
+        let resp = forward(
+            &sbx,
+            http::Method::POST,
+            "/archive",
+            &f,
+            &parts.headers,
+            &[header::CONTENT_TYPE, header::CONTENT_LENGTH],
+            body,
+        )
+        .await?;
         let body = http_body_util::Limited::new(resp.into_body(), 64 << 10)
             .collect()
             .await

@@ -105,6 +105,24 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
+/// A page size from a query (`limit`), clamped to 1..=1000.
+pub fn parse_limit(v: &str) -> Result<u32, ApiError> {
+    v.parse::<u32>().map(|n| n.clamp(1, 1000)).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "limit {:?} is not a number",
+            crate::state::truncate(v, 32)
+        ))
+    })
+}
+
+/// The error for a query parameter a route does not know.
+pub fn unknown_param(name: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "unknown query parameter {:?}",
+        crate::state::truncate(name, 64)
+    ))
+}
+
 /// An RFC 3339 UTC timestamp, or null.
 pub fn rfc3339(ms: Option<Millis>) -> serde_json::Value {
     let Some(ms) = ms else {

@@ -232,22 +232,12 @@ fn parse_list_query(q: Option<&str>) -> ApiResult<SandboxFilter> {
                         .collect::<ApiResult<_>>()?
                 }
             }
-            "limit" => {
-                let n: u32 = v
-                    .parse()
-                    .map_err(|_| ApiError::BadRequest(format!("limit {v:?} is not a number")))?;
-                f.limit = Some(n.clamp(1, 1000));
-            }
+            "limit" => f.limit = Some(super::parse_limit(&v)?),
             "after" => f.after = Some(v),
             k if k.starts_with("metadata.") => {
                 f.metadata.insert(k["metadata.".len()..].to_owned(), v);
             }
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter {:?}",
-                    crate::state::truncate(other, 64)
-                )));
-            }
+            other => return Err(super::unknown_param(other)),
         }
     }
     Ok(f)
