@@ -16,6 +16,7 @@ pub mod client;
 mod error;
 pub mod layers;
 mod runtime;
+mod slots;
 pub mod template;
 
 pub use client::{AgentClient, AgentTransport};

@@ -211,6 +211,7 @@ pub struct Runtime {
     layers: Layers,
     templates: BTreeMap<String, Template>,
     slots: Mutex<BTreeSet<u32>>,
+    claims: crate::slots::SlotClaims,
     live: Mutex<HashMap<String, Arc<Sandbox>>>,
     host_memory: u64,
 }
@@ -252,6 +253,7 @@ impl Runtime {
             layers,
             templates: BTreeMap::from([("base".to_owned(), base)]),
             slots: Mutex::new(BTreeSet::new()),
+            claims: crate::slots::SlotClaims::open(),
             live: Mutex::new(HashMap::new()),
             host_memory,
         });
@@ -267,6 +269,7 @@ impl Runtime {
                 (true, Some(r)) => {
                     let sbx = self.sandbox_from(&r, hs.pid.unwrap_or_default());
                     self.slots.lock().expect("slots poisoned").insert(r.slot);
+                    self.claims.reclaim(r.slot, &self.slot_marker(&r.id));
                     self.live
                         .lock()
                         .expect("live poisoned")
@@ -281,6 +284,11 @@ impl Runtime {
                 }
             }
         }
+    }
+
+    /// What a host-wide uid-range claim of sandbox `id` points at: its first cgroup dir.
+    fn slot_marker(&self, id: &str) -> PathBuf {
+        self.cgroups.dirs(id).into_iter().next().unwrap_or_default()
     }
 
     fn read_record(&self, id: &str) -> Option<Record> {
@@ -382,15 +390,17 @@ impl Runtime {
 
     fn create_blocking(self: &Arc<Self>, spec: CreateSpec) -> Result<Arc<Sandbox>> {
         let t = self.validate(&spec)?.clone();
+        let id = spec.id.clone().unwrap_or_else(SandboxId::random);
+        let marker = self.slot_marker(id.as_str());
         let slot = {
             let mut s = self.slots.lock().expect("slots poisoned");
+            // Free here, and not claimed by another runtime on this host.
             let free = (0..SLOTS)
-                .find(|i| !s.contains(i))
+                .find(|i| !s.contains(i) && self.claims.claim(*i, &marker))
                 .ok_or(RuntimeError::Exhausted)?;
             s.insert(free);
             free
         };
-        let id = spec.id.clone().unwrap_or_else(SandboxId::random);
         if self
             .live
             .lock()
@@ -399,6 +409,7 @@ impl Runtime {
             || self.layers.sandboxes_dir().join(id.as_str()).exists()
         {
             self.slots.lock().expect("slots poisoned").remove(&slot);
+            self.claims.release(slot, &marker);
             return Err(RuntimeError::InvalidArgument(format!(
                 "sandbox {id} already exists"
             )));
@@ -418,6 +429,7 @@ impl Runtime {
                     tracing::warn!(sandbox = %id, "cleanup after failed create: {ce}");
                 }
                 self.slots.lock().expect("slots poisoned").remove(&slot);
+                self.claims.release(slot, &marker);
                 Err(e)
             }
         }
@@ -572,6 +584,7 @@ impl Runtime {
         self.layers.destroy(id)?;
         if let Some(s) = slot {
             self.slots.lock().expect("slots poisoned").remove(&s);
+            self.claims.release(s, &self.slot_marker(id));
         }
         self.live.lock().expect("live poisoned").remove(id);
         Ok(())

@@ -767,3 +767,40 @@ async fn a_sandbox_whose_agent_dies_is_stopped_and_cleaned_up() {
         "{logs}"
     );
 }
+
+/// Host uids of the live processes of sandbox `id`.
+fn uids_of(id: &str) -> BTreeSet<u32> {
+    processes_of(id)
+        .into_iter()
+        .filter_map(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_servers_on_one_host_never_share_uid_ranges() {
+    let a = Server::start(&[]);
+    let b = Server::start(&[]);
+    let mut ranges = BTreeSet::new();
+    for s in [&a, &b, &a, &b] {
+        let v = s.create(json!({})).await;
+        let id = v["id"].as_str().expect("id").to_owned();
+        let uids = uids_of(&id);
+        assert!(!uids.is_empty(), "sandbox {id} has no processes");
+        // 65,536 ids per sandbox, aligned.
+        let bases: BTreeSet<u32> = uids.iter().map(|u| u & !0xffff).collect();
+        assert_eq!(bases.len(), 1, "{uids:?}");
+        assert!(
+            ranges.insert(bases.into_iter().next().unwrap_or_default()),
+            "a uid range was given twice"
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! Host-wide claims on uid ranges, so that two runtimes (two data directories) on one host
+//! never give two sandboxes the same host uids.
+//!
+//! A claim is a file `/run/paddock/uid-slots/<slot>` created with `O_EXCL`, holding the
+//! path of the owning sandbox's cgroup directory. A claim is stale, and may be taken over,
+//! when that cgroup no longer exists and the file is older than [`GRACE`] (the grace covers
+//! the moments between the claim and the cgroup's creation). A runtime releases its claims
+//! on destroy; a crash leaves claims whose cgroups reconciliation removes, so they go stale.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a fresh claim counts as live even before its cgroup exists.
+const GRACE: Duration = Duration::from_secs(60);
+
+/// The claims directory.
+#[derive(Debug)]
+pub(crate) struct SlotClaims {
+    dir: Option<PathBuf>,
+}
+
+impl SlotClaims {
+    /// Opens (creating) the claims directory. Without one (read-only `/run`), claims are
+    /// local to this runtime, and a warning says so.
+    pub(crate) fn open() -> SlotClaims {
+        let dir = PathBuf::from("/run/paddock/uid-slots");
+        match fs::create_dir_all(&dir) {
+            Ok(()) => SlotClaims { dir: Some(dir) },
+            Err(e) => {
+                tracing::warn!("uid ranges are not coordinated with other runtimes: {e}");
+                SlotClaims { dir: None }
+            }
+        }
+    }
+
+    /// Claims `slot` for the sandbox whose cgroup will be `marker`. False if another
+    /// sandbox on this host holds it.
+    pub(crate) fn claim(&self, slot: u32, marker: &Path) -> bool {
+        let Some(dir) = &self.dir else {
+            return true;
+        };
+        let p = dir.join(slot.to_string());
+        for _ in 0..2 {
+            match fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+                Ok(mut f) => return f.write_all(marker.as_os_str().as_encoded_bytes()).is_ok(),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if !is_stale(&p) {
+                        return false;
+                    }
+                    let _ = fs::remove_file(&p);
+                }
+                Err(e) => {
+                    tracing::warn!(slot, "claiming uid range: {e}");
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    /// Records an adopted sandbox's claim (after a restart), replacing whatever is there.
+    pub(crate) fn reclaim(&self, slot: u32, marker: &Path) {
+        if let Some(dir) = &self.dir {
+            let _ = fs::write(
+                dir.join(slot.to_string()),
+                marker.as_os_str().as_encoded_bytes(),
+            );
+        }
+    }
+
+    /// Releases `slot` if `marker` still holds it.
+    pub(crate) fn release(&self, slot: u32, marker: &Path) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        let p = dir.join(slot.to_string());
+        if fs::read(&p).is_ok_and(|c| c == marker.as_os_str().as_encoded_bytes()) {
+            let _ = fs::remove_file(&p);
+        }
+    }
+}
+
+fn is_stale(p: &Path) -> bool {
+    let Ok(content) = fs::read_to_string(p) else {
+        return false;
+    };
+    let young = fs::metadata(p)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < GRACE);
+    !young && !Path::new(content.trim()).exists()
+}
