@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub public_url: String,
     /// Limits of a sandbox whose create request names none.
     pub default_limits: paddock_core::Limits,
+    /// Key of the HMAC-SHA256 signature on webhook deliveries (`X-Paddock-Signature`).
+    pub webhook_secret: Option<String>,
 }
 
 /// A setting that cannot work.
@@ -69,6 +71,7 @@ impl ServerConfig {
             domain: "localhost".into(),
             public_url: "http://127.0.0.1:7070".into(),
             default_limits: paddock_core::Limits::default(),
+            webhook_secret: None,
         }
     }
 

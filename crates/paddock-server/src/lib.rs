@@ -87,6 +87,7 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Reconcile(format!("runtime task: {e}")))??;
     let (events, _) = tokio::sync::broadcast::channel(4096);
+    let webhook_secret = cfg.webhook_secret.clone();
     let state = Arc::new(state::AppState {
         limiter: auth::RateLimiter::new(cfg.rate_per_sec, cfg.rate_burst),
         cfg: Arc::new(cfg),
@@ -97,7 +98,7 @@ pub async fn serve(
         create_lock: tokio::sync::Mutex::new(()),
         deadlines: lifecycle::Deadlines::default(),
         deadlines_changed: tokio::sync::Notify::new(),
-        webhooks: webhooks::Webhooks::start(allow_private_webhooks),
+        webhooks: webhooks::Webhooks::start(allow_private_webhooks, webhook_secret),
         started: Instant::now(),
     });
     let admin_key = if state.store.count_keys()? == 0 {

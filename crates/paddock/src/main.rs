@@ -120,6 +120,9 @@ struct ServeArgs {
     /// Longest a request body may pause between chunks.
     #[arg(long, env = "PADDOCK_BODY_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     body_idle_timeout: Duration,
+    /// Sign webhook deliveries with HMAC-SHA256 under this key (`X-Paddock-Signature`).
+    #[arg(long, env = "PADDOCK_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
     /// Allow webhook URLs on loopback, private or link-local addresses.
     #[arg(long, env = "PADDOCK_ALLOW_PRIVATE_WEBHOOKS")]
     allow_private_webhooks: bool,
@@ -154,6 +157,7 @@ async fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<i32> {
     cfg.rate_burst = a.rate_burst;
     cfg.domain = a.domain;
     cfg.header_timeout = a.header_timeout;
+    cfg.webhook_secret = a.webhook_secret;
     cfg.body_idle_timeout = a.body_idle_timeout;
     cfg.public_url = format!("http://{}", a.listen);
     let policy = if a.on_shutdown == "destroy" {

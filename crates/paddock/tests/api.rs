@@ -584,7 +584,7 @@ async fn timeout_warnings_then_expiry_with_events_and_webhooks() {
         .await
         .expect("bind");
     let hook_addr = hook.local_addr().expect("addr");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         loop {
@@ -613,7 +613,7 @@ async fn timeout_warnings_then_expiry_with_events_and_webhooks() {
                             })
                             .unwrap_or(0);
                         if body.len() >= len {
-                            let _ = tx.send(body.to_owned());
+                            let _ = tx.send((head.to_owned(), body.to_owned()));
                             break;
                         }
                     }
@@ -624,7 +624,13 @@ async fn timeout_warnings_then_expiry_with_events_and_webhooks() {
             });
         }
     });
-    let s = Server::start(&["--warn-at", "0.5", "--allow-private-webhooks"]);
+    let s = Server::start(&[
+        "--warn-at",
+        "0.5",
+        "--allow-private-webhooks",
+        "--webhook-secret",
+        "s3cret",
+    ]);
     // Subscribe to the SSE stream before creating.
     let sse = s
         .req(Method::GET, "/v1/events")
@@ -685,7 +691,22 @@ async fn timeout_warnings_then_expiry_with_events_and_webhooks() {
     let mut hooked = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while hooked.len() < 3 && Instant::now() < deadline {
-        if let Ok(Some(b)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+        if let Ok(Some((head, b))) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            // Every delivery is signed: HMAC-SHA256 over "<timestamp>.<body>".
+            let header = |name: &str| {
+                head.lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                    })
+                    .unwrap_or_default()
+            };
+            let ts = header("x-paddock-timestamp");
+            assert_eq!(
+                header("x-paddock-signature"),
+                paddock_server::webhooks::sign("s3cret", &ts, &b),
+                "bad webhook signature"
+            );
             let e: Value = serde_json::from_str(&b).expect("webhook json");
             hooked.push(e["kind"].as_str().unwrap_or_default().to_owned());
         }
