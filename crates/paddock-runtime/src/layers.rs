@@ -67,14 +67,23 @@ impl Layers {
         fs::create_dir_all(dir).map_err(RuntimeError::io("creating layers dir"))?;
         if !is_btrfs(dir) {
             if !image.exists() {
+                // Formatted under a temporary name and renamed once mkfs succeeded, so a
+                // failed first start (mkfs.btrfs missing, disk full) never leaves an
+                // unformatted image that later starts would try to mount.
+                let tmp = image.with_extension("img.partial");
                 let f =
-                    fs::File::create(image).map_err(RuntimeError::io("creating layers image"))?;
+                    fs::File::create(&tmp).map_err(RuntimeError::io("creating layers image"))?;
                 f.set_len(image_size)
                     .map_err(RuntimeError::io("sizing layers image"))?;
                 drop(f);
-                run(Command::new("mkfs.btrfs")
+                let made = run(Command::new("mkfs.btrfs")
                     .args(["-q", "-f", "-m", "single", "-d", "single"])
-                    .arg(image))?;
+                    .arg(&tmp));
+                if let Err(e) = made {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e);
+                }
+                fs::rename(&tmp, image).map_err(RuntimeError::io("naming layers image"))?;
             }
             run(Command::new("mount")
                 .args(["-o", "loop"])

@@ -44,6 +44,37 @@ pub fn random_id(prefix: &str) -> String {
     )
 }
 
+/// The server's 32-byte secret, kept in `<data>/secret.key` (mode 0600), made on first use.
+pub fn server_secret(data_dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let p = data_dir.join("secret.key");
+    match std::fs::read(&p) {
+        Ok(s) if s.len() == 32 => return Ok(s),
+        Ok(_) => {
+            return Err(std::io::Error::other(format!(
+                "{} is not 32 bytes; remove it to make a new one (E2B access tokens change)",
+                p.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut secret = vec![0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut secret[..]);
+    let tmp = data_dir.join("secret.key.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&secret)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &p)?;
+    Ok(secret)
+}
+
 /// The authenticated key of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {

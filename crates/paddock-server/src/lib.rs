@@ -25,6 +25,7 @@ use tower::ServiceExt as _;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod e2b;
 pub mod error;
 pub mod lifecycle;
 pub mod state;
@@ -59,6 +60,8 @@ pub enum ServeError {
     },
     #[error("reconciling: {0}")]
     Reconcile(String),
+    #[error("reading or creating the server secret: {0}")]
+    Secret(std::io::Error),
     #[error("creating the first admin key: {0}")]
     Bootstrap(String),
 }
@@ -88,6 +91,7 @@ pub async fn serve(
         .map_err(|e| ServeError::Reconcile(format!("runtime task: {e}")))??;
     let (events, _) = tokio::sync::broadcast::channel(4096);
     let webhook_secret = cfg.webhook_secret.clone();
+    let secret = auth::server_secret(&cfg.data_dir).map_err(ServeError::Secret)?;
     let state = Arc::new(state::AppState {
         limiter: auth::RateLimiter::new(cfg.rate_per_sec, cfg.rate_burst),
         cfg: Arc::new(cfg),
@@ -100,6 +104,7 @@ pub async fn serve(
         deadlines_changed: tokio::sync::Notify::new(),
         webhooks: webhooks::Webhooks::start(allow_private_webhooks, webhook_secret),
         started: Instant::now(),
+        secret,
     });
     let admin_key = if state.store.count_keys()? == 0 {
         let (_, secret) = api::admin::new_key(&state, "admin", Role::Admin, None, None, None, None)
@@ -138,6 +143,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(20));
     let body_idle = state.cfg.body_idle_timeout;
+    let domain = state.cfg.domain.clone();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -153,9 +159,15 @@ pub async fn serve(
                 };
                 let _ = tcp.set_nodelay(true);
                 let app = app.clone();
+                let domain = domain.clone();
                 let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let idle = if e2b::envd::target(req.headers(), req.uri(), &domain).is_some() {
+                        e2b::envd::BODY_IDLE_TIMEOUT
+                    } else {
+                        body_idle
+                    };
                     let req = req.map(|b| {
-                        axum::body::Body::new(tower_http::timeout::TimeoutBody::new(body_idle, b))
+                        axum::body::Body::new(tower_http::timeout::TimeoutBody::new(idle, b))
                     });
                     app.clone().oneshot(req)
                 });

@@ -32,6 +32,8 @@ pub struct AppState {
     pub deadlines_changed: Notify,
     pub webhooks: Webhooks,
     pub started: Instant,
+    /// The server's secret (`<data>/secret.key`): derives E2B envd access tokens.
+    pub secret: Vec<u8>,
 }
 
 /// Counters exported at `/metrics`.

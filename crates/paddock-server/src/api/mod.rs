@@ -34,8 +34,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(events::routes())
         .merge(tests::routes())
         .merge(admin::routes())
+        .merge(crate::e2b::control::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::e2b::envd::route,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             system::count_requests,

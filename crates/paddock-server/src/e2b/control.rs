@@ -1,0 +1,643 @@
+//! The E2B control plane: create, connect, list, get, kill, timeout and metrics of sandboxes,
+//! on Paddock's own lifecycle. Paths, bodies and status codes follow the E2B API (section 2
+//! of `../shared/e2b-compat.md`); sandboxes made here are ordinary Paddock sandboxes, visible
+//! under `/v1` too.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use paddock_store::{SandboxFilter, SandboxRecord, SandboxState, now_ms};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{CLIENT_ID, E2bError, ENVD_VERSION, access_token};
+use crate::api::sandboxes::{MAX_ENV, check_metadata, check_timeout, form_urlencoded_pairs};
+use crate::api::{no_content, read_limited, rfc3339};
+use crate::auth::{Caller, authenticate, presented_key};
+use crate::error::ApiError;
+use crate::lifecycle::{self, NewSandbox};
+use crate::state::{AppState, truncate};
+
+type E2bResult<T> = Result<T, E2bError>;
+
+/// Largest page of `GET /v2/sandboxes`, and the default.
+pub const MAX_LIST_PAGE: u32 = 100;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    let unsupported = |what: &'static str| {
+        any(move |_: E2bCaller| async move {
+            E2bError(ApiError::BadRequest(format!(
+                "{what} not supported by Paddock yet"
+            )))
+        })
+    };
+    Router::new()
+        .route("/sandboxes", post(create).get(list_v1))
+        .route("/v2/sandboxes", post(create).get(list_v2))
+        .route("/sandboxes/{id}", get(get_one).delete(kill))
+        .route("/sandboxes/{id}/connect", post(connect))
+        .route("/v2/sandboxes/{id}/connect", post(connect))
+        .route("/sandboxes/{id}/timeout", post(set_timeout))
+        .route("/sandboxes/{id}/metrics", get(metrics))
+        .route("/sandboxes/{id}/refreshes", post(refresh))
+        .route("/sandboxes/{id}/pause", unsupported("pausing sandboxes is"))
+        .route(
+            "/sandboxes/{id}/resume",
+            unsupported("resuming sandboxes is"),
+        )
+        .route("/sandboxes/{id}/fork", unsupported("forking sandboxes is"))
+        .route("/sandboxes/{id}/snapshots", unsupported("snapshots are"))
+        .route(
+            "/sandboxes/{id}/network",
+            unsupported("changing a sandbox's network is"),
+        )
+        .route("/snapshots", unsupported("snapshots are"))
+        .route("/snapshots/{*rest}", unsupported("snapshots are"))
+        .route("/templates", unsupported("the E2B templates API is"))
+        .route(
+            "/templates/{*rest}",
+            unsupported("the E2B templates API is"),
+        )
+        .route("/v2/templates", unsupported("the E2B templates API is"))
+        .route(
+            "/v2/templates/{*rest}",
+            unsupported("the E2B templates API is"),
+        )
+        .route("/v3/templates", unsupported("the E2B templates API is"))
+        .route(
+            "/v3/templates/{*rest}",
+            unsupported("the E2B templates API is"),
+        )
+        .route("/volumes", unsupported("volumes are"))
+        .route("/volumes/{*rest}", unsupported("volumes are"))
+        .route("/secrets", unsupported("secrets are"))
+        .route("/secrets/{*rest}", unsupported("secrets are"))
+}
+
+/// The caller of an E2B route: a Paddock key in `X-API-KEY` (or `Authorization: Bearer`).
+#[derive(Debug, Clone)]
+pub struct E2bCaller(pub Caller);
+
+impl FromRequestParts<Arc<AppState>> for E2bCaller {
+    type Rejection = E2bError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(c) = parts.extensions.get::<Caller>() {
+            return Ok(E2bCaller(c.clone()));
+        }
+        let c = authenticate(state, presented_key(parts))?;
+        parts.extensions.insert(c.clone());
+        Ok(E2bCaller(c))
+    }
+}
+
+/// A JSON body parsed strictly, with E2B-shaped errors. An empty body is `{}` (the SDK
+/// sends none on some calls).
+async fn body<T: serde::de::DeserializeOwned>(state: &AppState, req: Request) -> E2bResult<T> {
+    let bytes = read_limited(req, state.cfg.max_json_body, false).await?;
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    serde_json::from_slice(bytes)
+        .map_err(|e| E2bError(ApiError::InvalidJson(format!("invalid JSON body: {e}"))))
+}
+
+/// `NewSandbox` (`POST /sandboxes`) and `NewSandboxV2` (`POST /v2/sandboxes`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CreateBody {
+    #[serde(rename = "templateID")]
+    template_id: Option<String>,
+    /// Seconds.
+    timeout: Option<u64>,
+    metadata: Option<BTreeMap<String, String>>,
+    env_vars: Option<BTreeMap<String, String>>,
+    /// The old API's flag for an access token; Paddock always issues one.
+    #[allow(dead_code)]
+    secure: Option<bool>,
+    auto_pause: Option<bool>,
+    #[allow(dead_code)]
+    auto_pause_memory: Option<bool>,
+    auto_resume: Option<Value>,
+    #[serde(rename = "allow_internet_access")]
+    allow_internet_access: Option<bool>,
+    network: Option<Value>,
+    mcp: Option<Value>,
+    iam: Option<Value>,
+    volume_mounts: Option<Vec<Value>>,
+}
+
+impl CreateBody {
+    fn validate(self, state: &AppState) -> Result<NewSandbox, ApiError> {
+        let unsupported = |what: &str| {
+            Err(ApiError::BadRequest(format!(
+                "{what} is not supported by Paddock yet"
+            )))
+        };
+        if self.auto_pause == Some(true) {
+            return unsupported("autoPause (pausing sandboxes)");
+        }
+        if self
+            .auto_resume
+            .as_ref()
+            .is_some_and(|v| v.get("enabled") == Some(&Value::Bool(true)))
+        {
+            return unsupported("autoResume (pausing sandboxes)");
+        }
+        if self.allow_internet_access == Some(true) {
+            return unsupported(
+                "allow_internet_access=true (sandboxes have loopback networking only)",
+            );
+        }
+        if self.network.as_ref().is_some_and(|v| !v.is_null()) {
+            return unsupported("network configuration");
+        }
+        if self.mcp.as_ref().is_some_and(|v| !v.is_null()) {
+            return unsupported("mcp");
+        }
+        if self.iam.as_ref().is_some_and(|v| !v.is_null()) {
+            return unsupported("iam");
+        }
+        if self.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
+            return unsupported("volumeMounts");
+        }
+        let timeout = match self.timeout {
+            Some(t) => check_timeout(state, t)?,
+            None => state.cfg.default_timeout,
+        };
+        let metadata = self.metadata.unwrap_or_default();
+        check_metadata(&metadata)?;
+        let env = self.env_vars.unwrap_or_default();
+        if env.len() > MAX_ENV {
+            return Err(ApiError::BadRequest(format!("at most {MAX_ENV} envVars")));
+        }
+        let d = &state.cfg.default_limits;
+        Ok(NewSandbox {
+            template: self.template_id.unwrap_or_else(|| "base".into()),
+            timeout,
+            limits: paddock_core::Limits {
+                tmp_bytes: d.tmp_bytes.min(d.memory_bytes / 2),
+                ..d.clone()
+            },
+            env,
+            metadata,
+            user: None,
+            webhook_url: None,
+        })
+    }
+}
+
+/// The `Sandbox` object of create and connect.
+fn sandbox_json(state: &AppState, r: &SandboxRecord) -> Value {
+    json!({
+        "templateID": r.template,
+        "sandboxID": r.id,
+        "clientID": CLIENT_ID,
+        "alias": r.template,
+        "envdVersion": ENVD_VERSION,
+        "envdAccessToken": access_token(state, &r.id),
+        "trafficAccessToken": null,
+        "domain": state.cfg.domain,
+    })
+}
+
+fn spec_u64(r: &SandboxRecord, k: &str) -> u64 {
+    r.spec.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Whole cores, at least one.
+fn cpu_count(r: &SandboxRecord) -> u64 {
+    spec_u64(r, "cpu_millis").div_ceil(1000).max(1)
+}
+
+/// `ListedSandbox` (and, with the token, `SandboxDetail`).
+fn listed_json(state: &AppState, r: &SandboxRecord, detail: bool) -> Value {
+    let mut v = json!({
+        "templateID": r.template,
+        "alias": r.template,
+        "sandboxID": r.id,
+        "clientID": CLIENT_ID,
+        "startedAt": rfc3339(Some(r.ready_at.unwrap_or(r.created_at))),
+        "endAt": rfc3339(Some(r.expires_at.or(r.stopped_at).unwrap_or(r.created_at))),
+        "cpuCount": cpu_count(r),
+        "memoryMB": spec_u64(r, "memory_bytes") >> 20,
+        "diskSizeMB": spec_u64(r, "disk_bytes") >> 20,
+        "state": "running",
+        "envdVersion": ENVD_VERSION,
+        "metadata": r.metadata,
+        "domain": state.cfg.domain,
+        "allowInternetAccess": false,
+        "lifecycle": { "autoResume": false, "onTimeout": "kill" },
+    });
+    if detail {
+        v["envdAccessToken"] = Value::String(access_token(state, &r.id));
+    }
+    v
+}
+
+fn json_status(status: StatusCode, v: Value) -> Response {
+    (status, axum::Json(v)).into_response()
+}
+
+/// The running sandbox `id` of the caller; anything else (stopped, another tenant's, not an
+/// id) is E2B's 404.
+fn running_record(state: &AppState, caller: &Caller, id: &str) -> Result<SandboxRecord, ApiError> {
+    let r = state.record_for(caller, id)?;
+    if r.state != SandboxState::Running {
+        return Err(ApiError::sandbox_not_found(id));
+    }
+    Ok(r)
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    req: Request,
+) -> E2bResult<Response> {
+    let b: CreateBody = body(&state, req).await?;
+    let res = async {
+        let spec = b.validate(&state)?;
+        lifecycle::create(&state, &caller, spec).await
+    }
+    .await;
+    let id = res.as_ref().ok().map(|r| r.id.clone());
+    let r = state.audited(
+        &caller,
+        "sandbox.create",
+        id.as_deref(),
+        Some("e2b".into()),
+        res,
+    )?;
+    Ok(json_status(StatusCode::CREATED, sandbox_json(&state, &r)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectBody {
+    timeout: Option<u64>,
+    /// Resume with memory (paused sandboxes); nothing to do for a running one.
+    #[allow(dead_code)]
+    memory: Option<bool>,
+}
+
+/// Connect to a running sandbox. A `timeout` moves the deadline to `timeout` seconds from
+/// now only if that is later than the current one (connecting never shortens a sandbox's
+/// life).
+async fn connect(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    Path(id): Path<String>,
+    req: Request,
+) -> E2bResult<Response> {
+    let b: ConnectBody = body(&state, req).await?;
+    let mut r = running_record(&state, &caller, &id)?;
+    if let Some(t) = b.timeout {
+        let d = check_timeout(&state, t)?;
+        let wanted = now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        if r.expires_at.is_none_or(|e| e < wanted) {
+            let res = lifecycle::set_timeout(&state, &mut r, d);
+            state.audited(
+                &caller,
+                "sandbox.timeout",
+                Some(&id),
+                Some("e2b connect".into()),
+                res,
+            )?;
+        }
+    }
+    Ok(json_status(StatusCode::OK, sandbox_json(&state, &r)))
+}
+
+async fn get_one(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    Path(id): Path<String>,
+) -> E2bResult<Response> {
+    let r = running_record(&state, &caller, &id)?;
+    Ok(json_status(StatusCode::OK, listed_json(&state, &r, true)))
+}
+
+async fn kill(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    Path(id): Path<String>,
+) -> E2bResult<Response> {
+    let res = async {
+        running_record(&state, &caller, &id)?;
+        lifecycle::stop(&state, &id, "killed").await
+    }
+    .await;
+    state.audited(
+        &caller,
+        "sandbox.delete",
+        Some(&id),
+        Some("e2b".into()),
+        res,
+    )?;
+    Ok(no_content())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeoutBody {
+    timeout: u64,
+}
+
+async fn set_timeout(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    Path(id): Path<String>,
+    req: Request,
+) -> E2bResult<Response> {
+    let b: TimeoutBody = body(&state, req).await?;
+    let res = async {
+        let mut r = running_record(&state, &caller, &id)?;
+        let d = check_timeout(&state, b.timeout)?;
+        lifecycle::set_timeout(&state, &mut r, d)
+    }
+    .await;
+    state.audited(
+        &caller,
+        "sandbox.timeout",
+        Some(&id),
+        Some("e2b".into()),
+        res,
+    )?;
+    Ok(no_content())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody {
+    duration: Option<u64>,
+}
+
+/// `POST /sandboxes/{id}/refreshes`: the old keep-alive, extends the timeout by `duration`
+/// seconds from now (default 60) when that is later than the current deadline.
+async fn refresh(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    Path(id): Path<String>,
+    req: Request,
+) -> E2bResult<Response> {
+    let b: RefreshBody = body(&state, req).await?;
+    let mut r = running_record(&state, &caller, &id)?;
+    let d = check_timeout(&state, b.duration.unwrap_or(60))?;
+    let wanted = now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    if r.expires_at.is_none_or(|e| e < wanted) {
+        let res = lifecycle::set_timeout(&state, &mut r, d);
+        state.audited(
+            &caller,
+            "sandbox.timeout",
+            Some(&id),
+            Some("e2b refresh".into()),
+            res,
+        )?;
+    }
+    Ok(no_content())
+}
+
+/// Query of `GET /v2/sandboxes`.
+#[derive(Debug, Default)]
+struct ListQuery {
+    metadata: BTreeMap<String, String>,
+    running: bool,
+    template: Option<String>,
+    started_after: Option<i64>,
+    next: Option<String>,
+    limit: u32,
+}
+
+/// Decodes E2B's `metadata` list filter: the parameter value (already percent-decoded once
+/// by the query parser) is unescaped once more, split at `&` and `=`, and each key and value
+/// unescaped (what the SDK's double encoding needs, and what upstream does).
+fn parse_metadata_filter(v: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    let once = percent_decode(v)?;
+    let mut m = BTreeMap::new();
+    for pair in once.split('&').filter(|p| !p.is_empty()) {
+        let (k, val) = pair.split_once('=').ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "metadata filter {:?} is not key=value",
+                truncate(pair, 64)
+            ))
+        })?;
+        m.insert(percent_decode(k)?, percent_decode(val)?);
+    }
+    check_metadata(&m)?;
+    Ok(m)
+}
+
+/// Percent-decoding (`+` stays `+`), refusing invalid UTF-8.
+fn percent_decode(s: &str) -> Result<String, ApiError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex_val(bytes[i + 1]), hex_val(bytes[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::BadRequest("metadata filter is not UTF-8".into()))
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+fn parse_list_query(q: Option<&str>) -> Result<ListQuery, ApiError> {
+    let mut out = ListQuery {
+        running: true,
+        limit: MAX_LIST_PAGE,
+        ..Default::default()
+    };
+    for (k, v) in form_urlencoded_pairs(q.unwrap_or("")) {
+        match k.as_str() {
+            "metadata" => out.metadata = parse_metadata_filter(&v)?,
+            "state" => {
+                out.running = false;
+                for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    match s {
+                        "running" => out.running = true,
+                        // Paddock cannot pause, so no sandbox is ever paused.
+                        "paused" => {}
+                        other => {
+                            return Err(ApiError::BadRequest(format!(
+                                "unknown state {:?}: expected running or paused",
+                                truncate(other, 32)
+                            )));
+                        }
+                    }
+                }
+            }
+            "template" => out.template = Some(v),
+            "startedAfter" => {
+                let t =
+                    time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc3339)
+                        .map_err(|_| {
+                            ApiError::BadRequest(format!(
+                                "startedAfter {:?} is not an RFC 3339 time",
+                                truncate(&v, 64)
+                            ))
+                        })?;
+                out.started_after = Some((t.unix_timestamp_nanos() / 1_000_000) as i64);
+            }
+            "order" => {
+                if !v.eq_ignore_ascii_case("asc") {
+                    return Err(ApiError::BadRequest(format!(
+                        "order {:?} is not supported: Paddock lists oldest first (asc)",
+                        truncate(&v, 16)
+                    )));
+                }
+            }
+            "nextToken" => out.next = Some(v),
+            "limit" => {
+                out.limit = v.parse::<u32>().map_err(|_| {
+                    ApiError::BadRequest(format!("limit {:?} is not a number", truncate(&v, 32)))
+                })?;
+                if out.limit == 0 || out.limit > MAX_LIST_PAGE {
+                    return Err(ApiError::BadRequest(format!(
+                        "limit must be between 1 and {MAX_LIST_PAGE}"
+                    )));
+                }
+            }
+            other => return Err(crate::api::unknown_param(other)),
+        }
+    }
+    if let Some(n) = &out.next
+        && n.parse::<paddock_core::SandboxId>().is_err()
+    {
+        return Err(ApiError::BadRequest(
+            "nextToken is not one Paddock gave".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// One page of the caller's running sandboxes and the token of the next page.
+fn list_page(
+    state: &AppState,
+    caller: &Caller,
+    q: &ListQuery,
+) -> Result<(Vec<Value>, Option<String>), ApiError> {
+    if !q.running {
+        return Ok((Vec::new(), None));
+    }
+    let f = SandboxFilter {
+        tenant: Some(caller.tenant().to_owned()),
+        states: vec![SandboxState::Running],
+        metadata: q.metadata.clone(),
+        after: q.next.clone(),
+        limit: Some(q.limit),
+        ..Default::default()
+    };
+    let rows = state.store.list_sandboxes(&f)?;
+    let next = (rows.len() == q.limit as usize)
+        .then(|| rows.last().map(|r| r.id.clone()))
+        .flatten();
+    let items = rows
+        .iter()
+        .filter(|r| q.template.as_ref().is_none_or(|t| &r.template == t))
+        .filter(|r| {
+            q.started_after
+                .is_none_or(|t| r.ready_at.unwrap_or(r.created_at) > t)
+        })
+        .map(|r| listed_json(state, r, false))
+        .collect();
+    Ok((items, next))
+}
+
+/// `GET /v2/sandboxes`: paged by `X-Next-Token` (absent on the last page).
+async fn list_v2(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    RawQuery(q): RawQuery,
+) -> E2bResult<Response> {
+    let q = parse_list_query(q.as_deref())?;
+    let (items, next) = list_page(&state, &caller, &q)?;
+    let mut resp = json_status(StatusCode::OK, Value::Array(items));
+    if let Some(n) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        resp.headers_mut().insert("x-next-token", n);
+    }
+    Ok(resp)
+}
+
+/// `GET /sandboxes`: the old unpaged list (`metadata` filter only).
+async fn list_v1(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    RawQuery(q): RawQuery,
+) -> E2bResult<Response> {
+    let mut query = parse_list_query(q.as_deref())?;
+    let mut all = Vec::new();
+    loop {
+        let (items, next) = list_page(&state, &caller, &query)?;
+        all.extend(items);
+        match next {
+            Some(n) => query.next = Some(n),
+            None => break,
+        }
+    }
+    Ok(json_status(StatusCode::OK, Value::Array(all)))
+}
+
+/// `GET /sandboxes/{id}/metrics`: one sample taken now. `cpuUsedPct` is the average since
+/// the sandbox started (cgroup CPU time over wall time and cores).
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> E2bResult<Response> {
+    for (k, v) in form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
+        if !matches!(k.as_str(), "start" | "end") {
+            return Err(crate::api::unknown_param(&k).into());
+        }
+        v.parse::<i64>()
+            .map_err(|_| ApiError::BadRequest(format!("{k} must be a unix time in seconds")))?;
+    }
+    let (r, s) = state.sandbox_for(&caller, &id).map_err(|e| match e {
+        ApiError::Conflict(_) => ApiError::sandbox_not_found(&id),
+        e => e,
+    })?;
+    let rt = state.runtime.clone();
+    let st = tokio::task::spawn_blocking(move || s.stats(&rt))
+        .await
+        .map_err(|e| ApiError::Internal(format!("stats task: {e}")))?;
+    let now = now_ms();
+    let up_ns = u128::try_from(now - r.ready_at.unwrap_or(r.created_at))
+        .unwrap_or(0)
+        .max(1)
+        * 1_000_000;
+    let cores = u128::from(spec_u64(&r, "cpu_millis").max(1));
+    let pct = (u128::from(st.cpu_usage_ns) * 100 * 1000) as f64 / (up_ns * cores) as f64;
+    let sample = json!({
+        "timestamp": rfc3339(Some(now)),
+        "timestampUnix": now / 1000,
+        "cpuCount": cpu_count(&r),
+        "cpuUsedPct": (pct * 100.0).round() / 100.0,
+        "memUsed": st.memory_bytes,
+        "memTotal": spec_u64(&r, "memory_bytes"),
+        "memCache": 0,
+        "diskUsed": st.disk_bytes.unwrap_or(0),
+        "diskTotal": spec_u64(&r, "disk_bytes"),
+    });
+    Ok(json_status(StatusCode::OK, json!([sample])))
+}

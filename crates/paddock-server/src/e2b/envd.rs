@@ -1,0 +1,246 @@
+//! The E2B data plane: requests for a sandbox's envd, checked and streamed to its agent.
+//!
+//! A request belongs here when it names a sandbox: the `E2b-Sandbox-Id` header (clients
+//! with `E2B_SANDBOX_URL`, port from `E2b-Sandbox-Port`, default 49983), or a Host
+//! `{port}-{id}.{domain}` under the configured domain. [`route`] runs before the REST router,
+//! so such a request never reaches a REST route, the admin API included.
+//!
+//! Checks, in order: the sandbox runs on this host (else 502 "... was not found", which the
+//! SDK reads as "not running"); the port is envd's; the request carries the sandbox's access
+//! token in `X-Access-Token`, or is a `/files` request with a valid, unexpired URL
+//! signature; `GET /health` alone is open. Then the request goes to the agent with its body
+//! streamed both ways; hop-by-hop headers, the token and the routing headers are dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use super::{ENVD_PORT, access_token, ct_eq, e2b_error};
+use crate::state::AppState;
+
+/// Longest a data-plane request body may pause between chunks. Longer than the REST idle
+/// timeout because `StreamInput` bodies follow a human or a program feeding stdin; they are
+/// authenticated before any of it is read.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Where a data-plane request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub id: String,
+    pub port: u16,
+}
+
+/// The sandbox and port a request names, if it is a data-plane request.
+pub fn target(headers: &HeaderMap, uri: &axum::http::Uri, domain: &str) -> Option<Target> {
+    if let Some(id) = headers.get("e2b-sandbox-id") {
+        let port = headers
+            .get("e2b-sandbox-port")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(ENVD_PORT);
+        return Some(Target {
+            id: id.to_str().unwrap_or("").to_owned(),
+            port,
+        });
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.host())?;
+    host_target(host, domain)
+}
+
+/// Parses `{port}-{id}.{domain}[:port]`.
+pub fn host_target(host: &str, domain: &str) -> Option<Target> {
+    let host = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let (label, rest) = host.split_once('.')?;
+    if !rest.eq_ignore_ascii_case(domain) {
+        return None;
+    }
+    let (port, id) = label.split_once('-')?;
+    let port = port.parse().ok()?;
+    id.parse::<paddock_core::SandboxId>().ok()?;
+    Some(Target {
+        id: id.to_owned(),
+        port,
+    })
+}
+
+/// Middleware in front of the REST router: data-plane requests are answered here.
+pub async fn route(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match target(req.headers(), req.uri(), &state.cfg.domain) {
+        None => next.run(req).await,
+        Some(t) => serve(&state, t, req).await,
+    }
+}
+
+const UNAUTHORIZED: &str =
+    "unauthorized access, please provide a valid access token or method signing if supported";
+
+async fn serve(state: &AppState, t: Target, req: Request) -> Response {
+    let sbx = match state.runtime.get(&t.id) {
+        Ok(s) if t.id.parse::<paddock_core::SandboxId>().is_ok() => s,
+        _ => {
+            let shown = if t.id.parse::<paddock_core::SandboxId>().is_ok() {
+                t.id.as_str()
+            } else {
+                "named"
+            };
+            return e2b_error(
+                StatusCode::BAD_GATEWAY,
+                &format!("the sandbox {shown} was not found"),
+            );
+        }
+    };
+    if t.port != ENVD_PORT {
+        return e2b_error(
+            StatusCode::BAD_GATEWAY,
+            &format!(
+                "port {} of sandbox {} is not open: Paddock routes only envd's port {ENVD_PORT} here",
+                t.port, t.id
+            ),
+        );
+    }
+    let open = req.method() == Method::GET && req.uri().path() == "/health";
+    if !open {
+        let token = access_token(state, &t.id);
+        let presented = req
+            .headers()
+            .get("x-access-token")
+            .map(|v| v.as_bytes().to_owned());
+        let ok = match presented {
+            Some(p) => ct_eq(&p, token.as_bytes()),
+            None if req.uri().path() == "/files" => match check_signature(&req, &token) {
+                Ok(()) => true,
+                Err(msg) => return e2b_error(StatusCode::UNAUTHORIZED, msg),
+            },
+            None => false,
+        };
+        if !ok {
+            return e2b_error(StatusCode::UNAUTHORIZED, UNAUTHORIZED);
+        }
+    }
+    forward(&sbx, req).await
+}
+
+/// Checks the `signature` (and `signature_expiration`) of a `/files` URL:
+/// `v1_` + base64(sha256("{path}:{read|write}:{username}:{token}[:{expiration}]")).
+fn check_signature(req: &Request, token: &str) -> Result<(), &'static str> {
+    let mut path = String::new();
+    let mut user = String::new();
+    let mut sig = None;
+    let mut exp = None;
+    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        match &*k {
+            "path" => path = v.into_owned(),
+            "username" => user = v.into_owned(),
+            "signature" => sig = Some(v.into_owned()),
+            "signature_expiration" => exp = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let sig = sig.ok_or(UNAUTHORIZED)?;
+    let op = match *req.method() {
+        Method::GET => "read",
+        Method::POST => "write",
+        _ => return Err(UNAUTHORIZED),
+    };
+    let mut raw = format!("{path}:{op}:{user}:{token}");
+    if let Some(e) = &exp {
+        let at: i64 = e.parse().map_err(|_| "invalid signature expiration")?;
+        if at < paddock_store::now_ms() / 1000 {
+            return Err("signature is already expired");
+        }
+        raw.push(':');
+        raw.push_str(e);
+    }
+    let want = format!(
+        "v1_{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(raw.as_bytes()))
+    );
+    if ct_eq(want.as_bytes(), sig.as_bytes()) {
+        Ok(())
+    } else {
+        Err(UNAUTHORIZED)
+    }
+}
+
+/// Headers that never cross the proxy: hop-by-hop ones (RFC 9110 section 7.6.1) and the
+/// data plane's own routing and auth headers.
+fn dropped(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "x-access-token"
+            | "e2b-sandbox-id"
+            | "e2b-sandbox-port"
+    )
+}
+
+async fn forward(sbx: &paddock_runtime::Sandbox, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let mut b = http::Request::builder()
+        .method(parts.method)
+        .uri(format!("http://agent{pq}"));
+    // `Connection: close` names other headers as hop-by-hop too.
+    let listed: Vec<String> = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    for (k, v) in &parts.headers {
+        if !dropped(k) && !listed.iter().any(|l| l == k.as_str()) {
+            b = b.header(k, v);
+        }
+    }
+    let Ok(agent_req) = b.body(body) else {
+        return e2b_error(StatusCode::BAD_REQUEST, "invalid request target");
+    };
+    let resp = match sbx.agent_request(agent_req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(sandbox = %sbx.id, "e2b data plane: {e}");
+            return e2b_error(
+                StatusCode::BAD_GATEWAY,
+                &format!(
+                    "the sandbox {} was not found or its agent is not answering",
+                    sbx.id
+                ),
+            );
+        }
+    };
+    let (parts, body) = resp.into_parts();
+    let mut out = Response::builder().status(parts.status);
+    for (k, v) in &parts.headers {
+        if !dropped(k) {
+            out = out.header(k, v);
+        }
+    }
+    out.body(Body::new(body)).unwrap_or_default()
+}
