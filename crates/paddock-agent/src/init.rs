@@ -50,6 +50,10 @@ async fn serve() -> anyhow::Result<()> {
 
     let procs = Procs::new(env);
     tokio::spawn(crate::procs::reap(procs.clone()));
+    if let Err(e) = crate::sudo::serve(procs.clone()) {
+        // Not fatal: everything but `sudo` still works.
+        tracing::error!("sudo socket: {e}");
+    }
     let fs = Arc::new(crate::fs::FsService::new());
 
     let connect = connectrpc::Router::new()

@@ -57,10 +57,10 @@ pub enum Stream {
 }
 
 #[derive(Debug, Clone)]
-struct Exit {
-    code: i32,
-    exited: bool,
-    status: String,
+pub(crate) struct Exit {
+    pub(crate) code: i32,
+    pub(crate) exited: bool,
+    pub(crate) status: String,
 }
 
 #[derive(Default)]
@@ -113,6 +113,8 @@ pub struct Proc {
 struct Table {
     live: HashMap<u32, Arc<Proc>>,
     done: VecDeque<Arc<Proc>>,
+    /// Children started outside the process table (`sudo`), waiting for their exit status.
+    waiters: HashMap<u32, tokio::sync::oneshot::Sender<Exit>>,
 }
 
 /// The process table and the `process.Process` service.
@@ -172,10 +174,7 @@ impl Procs {
         }
         let mut cmd = Command::new(&cfg.cmd);
         cmd.args(&cfg.args).env_clear();
-        cmd.env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        );
+        cmd.env("PATH", paddock_core::SANDBOX_PATH);
         cmd.env("HOME", &user.home)
             .env("USER", &user.name)
             .env("LOGNAME", &user.name);
@@ -296,6 +295,10 @@ impl Procs {
 
     /// Called by the reaper, with the table locked, for every exit status it collects.
     fn exited(t: &mut Table, pid: u32, exit: Exit) {
+        if let Some(w) = t.waiters.remove(&pid) {
+            let _ = w.send(exit);
+            return;
+        }
         let Some(p) = t.live.remove(&pid) else { return };
         p.log.lock().expect("log poisoned").exit = Some(exit);
         t.done.push_back(p.clone());
@@ -432,6 +435,47 @@ fn child_setup(c: &Creds) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+impl Procs {
+    /// Spawns `cmd` as `user` in `cwd`, in a new session, outside the process table (it is
+    /// not listed or selectable over envd), and returns its pid and a receiver of its exit
+    /// status. Spawned under the table lock like [`Procs::spawn`], so the reaper cannot
+    /// collect the exit before the waiter exists.
+    pub(crate) fn spawn_detached(
+        &self,
+        mut cmd: Command,
+        user: &User,
+        cwd: &std::path::Path,
+    ) -> std::io::Result<(u32, tokio::sync::oneshot::Receiver<Exit>)> {
+        let creds = Creds {
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups.clone(),
+            cwd: std::ffi::CString::new(cwd.as_os_str().as_encoded_bytes())
+                .map_err(|_| std::io::Error::other("cwd contains NUL"))?,
+        };
+        // SAFETY: only async-signal-safe syscalls run in the child (see `child_setup`).
+        unsafe {
+            cmd.pre_exec(move || {
+                rustix::process::setsid()?;
+                child_setup(&creds)
+            })
+        };
+        let mut table = self.table.lock().expect("process table poisoned");
+        let child = cmd.spawn()?;
+        let pid = child.id();
+        // Dropped without waiting: the reaper collects the status and hands it to the waiter.
+        drop(child);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        table.waiters.insert(pid, tx);
+        Ok((pid, rx))
+    }
+
+    /// The environment every process in the sandbox starts with (the sandbox's env vars).
+    pub(crate) fn sandbox_env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> ConnectError {

@@ -136,6 +136,24 @@ fn run() -> Result<i32> {
             .with_context(|| format!("binding {}", b.source.display()))?;
     }
 
+    // 6b. The agent binary, read-only and nosuid, as `sudo` in the shim directory: run by a
+    //     sandbox user it asks PID 1 over a socket to run a command as root (module `sudo`).
+    //     Setuid binaries cannot work under no_new_privs, so this is how `sudo` works here.
+    let shim = inside(&root, paddock_core::SHIM_DIR);
+    fs::create_dir_all(&shim).context("creating shim dir")?;
+    let sudo = shim.join("sudo");
+    fs::write(&sudo, b"").context("creating sudo mount point")?;
+    let path_str = cfg.agent.to_str().context("agent path is not UTF-8")?;
+    mount(Some(path_str), &sudo, None, libc::MS_BIND, None).context("binding sudo shim")?;
+    mount(
+        None,
+        &sudo,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        None,
+    )
+    .context("making sudo shim read-only")?;
+
     // 7. Size-limited tmpfs for /tmp and /dev/shm (their pages are charged to the memory
     //    cgroup joined in step 2), and a minimal /dev with its own devpts instance.
     let owner = format!("uid={0},gid={0}", cfg.id_base);
@@ -333,7 +351,7 @@ fn child_inner(
         format!("PADDOCK_SANDBOX_ID={}", cfg.id),
         format!("PADDOCK_LOG={}", cfg.log),
         format!("PADDOCK_SANDBOX_ENV={}", serde_json::to_string(&cfg.env)?),
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        format!("PATH={}", paddock_core::SANDBOX_PATH),
     ];
     let env_c: Vec<CString> = env_vars
         .into_iter()

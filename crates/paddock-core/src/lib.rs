@@ -18,3 +18,13 @@ pub const ENVD_VERSION: &str = "0.6.13";
 
 /// Name of the unprivileged default user inside every sandbox (uid/gid 1000).
 pub const DEFAULT_USER: &str = "user";
+
+/// Directory inside every sandbox holding Paddock's shims (`sudo`), first on `PATH`.
+pub const SHIM_DIR: &str = "/opt/paddock/bin";
+
+/// `PATH` of every process the agent starts (and of login shells, via `/etc/profile`).
+pub const SANDBOX_PATH: &str =
+    "/opt/paddock/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The agent's in-sandbox socket for `sudo` (see `paddock-agent`'s `sudo` module).
+pub const SUDO_SOCKET: &str = "/run/paddock/sudo.sock";

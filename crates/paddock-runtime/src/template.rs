@@ -15,7 +15,7 @@ use paddock_core::SetupMount;
 use crate::error::{Result, RuntimeError};
 
 /// Bumped whenever the generated content changes, so old copies are rebuilt.
-const BASE_VERSION: &str = "1";
+const BASE_VERSION: &str = "2";
 
 /// A template on disk.
 #[derive(Debug, Clone)]
@@ -139,6 +139,10 @@ fn build_base(r: &Path) -> std::io::Result<()> {
             }
         }
     }
+    let profile = format!(
+        "export PATH={}\nif [ -d /etc/profile.d ]; then\n  for i in /etc/profile.d/*.sh; do\n    [ -r \"$i\" ] && . \"$i\"\n  done\n  unset i\nfi\n",
+        paddock_core::SANDBOX_PATH
+    );
     let files = [
         (
             "passwd",
@@ -165,10 +169,7 @@ fn build_base(r: &Path) -> std::io::Result<()> {
             "nsswitch.conf",
             "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
         ),
-        (
-            "profile",
-            "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nif [ -d /etc/profile.d ]; then\n  for i in /etc/profile.d/*.sh; do\n    [ -r \"$i\" ] && . \"$i\"\n  done\n  unset i\nfi\n",
-        ),
+        ("profile", profile.as_str()),
     ];
     for (name, content) in files {
         let _ = fs::remove_file(etc.join(name));

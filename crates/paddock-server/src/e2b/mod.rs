@@ -30,7 +30,7 @@ pub const ENVD_PORT: u16 = 49983;
 
 /// The envd protocol version the agent implements: every SDK gate up to 0.6.4 (metadata,
 /// `include_entry`, `allow_network_mounts`, octet-stream uploads, `CloseStdin`) is served.
-pub const ENVD_VERSION: &str = "0.6.13";
+pub use paddock_core::ENVD_VERSION;
 
 /// The `clientID` field E2B clients require; Paddock has no separate orchestrator nodes yet.
 pub const CLIENT_ID: &str = "paddock";
