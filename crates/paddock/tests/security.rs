@@ -1181,3 +1181,66 @@ async fn files_are_owned_by_the_sandboxes_own_host_uids() {
     destroy(&a).await;
     destroy(&b).await;
 }
+
+/// `sudo` works for `user` (the E2B guest contract) without making anything setuid: root
+/// reached through it is the same powerless sandbox root, a user outside group `sudo` is
+/// refused, and the shim binary cannot be replaced.
+#[tokio::test(flavor = "multi_thread")]
+async fn sudo_shim_gives_sandbox_root_and_nothing_more() {
+    let s = sandbox().await;
+    let _g = Cleanup(vec![s.clone()]);
+    let r = sh(
+        &s,
+        "sudo id -u; sudo -u user id -un; echo x | sudo tee /root/f >/dev/null; sudo cat /root/f; \
+         sudo sh -c 'exit 7'; echo rc=$?",
+    )
+    .await;
+    assert_eq!(out(&r), "0\nuser\nx\nrc=7\n", "{r:?}");
+
+    // Root through sudo is still the sandbox's root: no mounts, no namespaces, no raw net.
+    let r = sh(
+        &s,
+        "mkdir -p /tmp/m; sudo mount -t tmpfs x /tmp/m; echo mount=$?; \
+         sudo unshare -m true; echo unshare=$?; sudo grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status",
+    )
+    .await;
+    let text = out(&r);
+    assert!(
+        text.contains("mount=1") || text.contains("mount=32"),
+        "{r:?}"
+    );
+    assert!(!text.contains("unshare=0"), "{r:?}");
+    assert!(
+        text.contains("NoNewPrivs:\t1") && text.contains("Seccomp:\t2"),
+        "{r:?}"
+    );
+
+    // Signals reach the command, and a killed client takes the command with it.
+    let r = sh(
+        &s,
+        "timeout 1 sudo sleep 30; echo rc=$?; sleep 0.3; pgrep -x sleep || echo none",
+    )
+    .await;
+    assert_eq!(out(&r), "rc=124\nnone\n", "{r:?}");
+
+    // A user outside group sudo is refused; the shim cannot be written, even by root.
+    let r = root(
+        &s,
+        "echo 'guest:x:1001:1001::/tmp:/bin/bash' >> /etc/passwd; echo 'guest:x:1001:' >> /etc/group",
+    )
+    .await;
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    let r = sh_as(&s, Some("guest"), "sudo id -u; echo rc=$?").await;
+    assert_eq!(out(&r), "rc=1\n", "{r:?}");
+    assert!(err(&r).contains("not in the sudoers"), "{r:?}");
+    let r = root(
+        &s,
+        "echo evil > /opt/paddock/bin/sudo; echo w=$?; rm -f /opt/paddock/bin/sudo; echo rm=$?; \
+         stat -c '%A' /opt/paddock/bin/sudo",
+    )
+    .await;
+    let text = out(&r);
+    assert!(!text.contains("w=0") && !text.contains("rm=0"), "{r:?}");
+    assert!(text.ends_with("-rwxr-xr-x\n"), "{r:?}");
+    destroy(&s).await;
+}
