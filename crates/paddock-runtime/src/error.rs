@@ -39,6 +39,9 @@ pub enum RuntimeError {
     /// The agent answered with an error.
     #[error("agent: {0}")]
     Agent(connectrpc::ConnectError),
+    /// Nothing accepts connections on this port inside the sandbox.
+    #[error("port {0} is not open in the sandbox: {1}")]
+    PortClosed(u16, String),
     /// The host lacks something the runtime needs (btrfs, cgroup controllers).
     #[error("host not supported: {0}")]
     Unsupported(String),

@@ -827,6 +827,85 @@ impl Sandbox {
         Ok(body)
     }
 
+    /// Opens a TCP connection to `port` on the sandbox's own loopback, whatever its network
+    /// mode (even with no network at all): the socket is created inside the sandbox's network
+    /// namespace and then connected from here.
+    ///
+    /// The namespace switch happens on a short-lived thread of its own, so no thread that
+    /// serves anything else is ever left in the sandbox's namespace, whatever fails.
+    pub async fn connect_port(
+        &self,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<tokio::net::TcpStream> {
+        let ns = self.netns_fd()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("paddock-netns".into())
+            .spawn(move || {
+                let r = (|| -> std::io::Result<std::os::fd::OwnedFd> {
+                    rustix::thread::move_into_link_name_space(
+                        std::os::fd::AsFd::as_fd(&ns),
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    )?;
+                    let fd = rustix::net::socket_with(
+                        rustix::net::AddressFamily::INET,
+                        rustix::net::SocketType::STREAM,
+                        rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+                        None,
+                    )?;
+                    Ok(fd)
+                })();
+                let _ = tx.send(r);
+            })
+            .map_err(RuntimeError::io("starting netns thread"))?;
+        let fd = rx
+            .await
+            .map_err(|_| RuntimeError::io("netns thread")(std::io::Error::other("thread died")))?
+            .map_err(RuntimeError::io("socket in sandbox network"))?;
+        let sock = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        match tokio::time::timeout(timeout, sock.connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+            Ok(Err(e)) => Err(RuntimeError::PortClosed(port, e.kind().to_string())),
+            Err(_) => Err(RuntimeError::PortClosed(port, "connect timed out".into())),
+        }
+    }
+
+    /// A descriptor of the sandbox's network namespace: the pidfd of PID 1 when there is one
+    /// (never a recycled pid), else `/proc/<pid>/ns/net`.
+    fn netns_fd(&self) -> Result<std::os::fd::OwnedFd> {
+        if let Some(fd) = &self.pidfd {
+            return fd
+                .try_clone()
+                .map_err(RuntimeError::io("duplicating pidfd"));
+        }
+        std::fs::File::open(format!("/proc/{}/ns/net", self.pid))
+            .map(std::os::fd::OwnedFd::from)
+            .map_err(RuntimeError::io("opening network namespace"))
+    }
+
+    /// TCP ports something listens on inside the sandbox (IPv4 and IPv6), sorted, without
+    /// duplicates. Read from the host through PID 1's `/proc/<pid>/net/tcp{,6}`, which show
+    /// the sandbox's network namespace.
+    pub fn listening_ports(&self) -> Result<Vec<ListeningPort>> {
+        let mut out = Vec::new();
+        for (file, v6) in [("tcp", false), ("tcp6", true)] {
+            let text = match std::fs::read_to_string(format!("/proc/{}/net/{file}", self.pid)) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(RuntimeError::io("reading listening ports")(e)),
+            };
+            out.extend(parse_proc_net_tcp(&text, v6));
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Whether the sandbox's PID 1 (its agent) is still running. A sandbox whose agent died
     /// (killed by the OOM killer, or crashed) can do nothing more and should be destroyed.
     pub fn is_alive(&self) -> bool {
@@ -913,5 +992,80 @@ fn reap(pid: i32) {
             return;
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A TCP port listening inside a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListeningPort {
+    pub port: u16,
+    /// The local address it is bound to (`0.0.0.0`, `127.0.0.1`, `::`, ...).
+    pub address: std::net::IpAddr,
+}
+
+/// Parses the LISTEN (state `0A`) rows of `/proc/net/tcp` or `tcp6`.
+fn parse_proc_net_tcp(text: &str, v6: bool) -> Vec<ListeningPort> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || f[3] != "0A" {
+            continue;
+        }
+        let Some((addr, port)) = f[1].split_once(':') else {
+            continue;
+        };
+        let Ok(port) = u16::from_str_radix(port, 16) else {
+            continue;
+        };
+        // The kernel prints each 32-bit word in host (little-endian) byte order.
+        let words: Vec<u32> = (0..addr.len() / 8)
+            .filter_map(|i| u32::from_str_radix(&addr[i * 8..i * 8 + 8], 16).ok())
+            .collect();
+        let address = if v6 && words.len() == 4 {
+            let mut b = [0u8; 16];
+            for (i, w) in words.iter().enumerate() {
+                b[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+            }
+            std::net::IpAddr::from(b)
+        } else if !v6 && words.len() == 1 {
+            std::net::IpAddr::from(words[0].to_le_bytes())
+        } else {
+            continue;
+        };
+        out.push(ListeningPort { port, address });
+    }
+    out
+}
+
+#[cfg(test)]
+mod proc_net_tests {
+    use super::*;
+
+    #[test]
+    fn parses_listen_rows() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1\n   1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1\n   2: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000  1000        0 3 1\n";
+        let p = parse_proc_net_tcp(v4, false);
+        assert_eq!(
+            p,
+            vec![
+                ListeningPort {
+                    port: 8080,
+                    address: "127.0.0.1".parse().unwrap()
+                },
+                ListeningPort {
+                    port: 22,
+                    address: "0.0.0.0".parse().unwrap()
+                },
+            ]
+        );
+        let v6 = "  sl  local_address                         remote_address                        st\n   0: 00000000000000000000000001000000:0BB8 00000000000000000000000000000000:0000 0A 0\n";
+        let p = parse_proc_net_tcp(v6, true);
+        assert_eq!(
+            p,
+            vec![ListeningPort {
+                port: 3000,
+                address: "::1".parse().unwrap()
+            }]
+        );
     }
 }

@@ -160,6 +160,9 @@ impl From<RuntimeError> for ApiError {
                 ApiError::Internal(other.to_string())
             }
             RuntimeError::Unsupported(m) => ApiError::Internal(m),
+            RuntimeError::PortClosed(p, why) => {
+                ApiError::Agent(format!("port {p} is not open in the sandbox ({why})"))
+            }
         }
     }
 }
