@@ -15,6 +15,7 @@ pub mod cgroup;
 pub mod client;
 mod error;
 pub mod layers;
+pub mod net;
 mod runtime;
 mod slots;
 pub mod template;

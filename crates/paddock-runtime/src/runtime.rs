@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use connectrpc::client::CallOptions;
-use paddock_core::{AGENT_LISTEN_FD, Limits, SandboxId, SetupConfig};
+use paddock_core::{AGENT_LISTEN_FD, Limits, NetworkMode, NetworkPolicy, SandboxId, SetupConfig};
 use paddock_envd::process::__buffa::oneof::process_event::Event;
 use paddock_envd::process::__buffa::oneof::process_event::data_event::Output;
 use paddock_envd::process::__buffa::oneof::process_input::Input;
@@ -44,6 +44,9 @@ pub struct RuntimeConfig {
     pub layers_image_size: u64,
     /// Log filter for agents (`warn`, `debug`, ...).
     pub agent_log: String,
+    /// Where sandbox resolvers forward allowed queries (default: the host's first
+    /// `nameserver`).
+    pub dns_upstream: Option<std::net::SocketAddr>,
 }
 
 impl RuntimeConfig {
@@ -55,6 +58,7 @@ impl RuntimeConfig {
             agent_bin: default_agent_bin(),
             layers_image_size: 64 << 30,
             agent_log: "warn".into(),
+            dns_upstream: None,
         }
     }
 }
@@ -87,6 +91,8 @@ pub struct CreateSpec {
     pub user: Option<String>,
     /// The id to give the sandbox (the server records it before creating). `None`: random.
     pub id: Option<SandboxId>,
+    /// What the sandbox may reach on the network.
+    pub network: NetworkPolicy,
 }
 
 impl Default for CreateSpec {
@@ -97,6 +103,7 @@ impl Default for CreateSpec {
             env: BTreeMap::new(),
             user: None,
             id: None,
+            network: NetworkPolicy::none(),
         }
     }
 }
@@ -113,6 +120,8 @@ struct Record {
     pid_start: Option<u64>,
     memory_bytes: u64,
     created_unix_ms: u64,
+    #[serde(default)]
+    network: NetworkPolicy,
 }
 
 /// A running sandbox.
@@ -127,6 +136,9 @@ pub struct Sandbox {
     pub template: String,
     pub dir: PathBuf,
     pub agent: AgentClient,
+    /// Its uid slot, which also names its network link (`pdk<slot>`) and addresses.
+    pub slot: u32,
+    network: Mutex<NetworkPolicy>,
     cgroups: Cgroups,
     /// A pidfd on PID 1: signals through it can never hit a recycled pid.
     pidfd: Option<std::os::fd::OwnedFd>,
@@ -214,6 +226,7 @@ pub struct Runtime {
     claims: crate::slots::SlotClaims,
     live: Mutex<HashMap<String, Arc<Sandbox>>>,
     host_memory: u64,
+    net: crate::net::Net,
 }
 
 impl Runtime {
@@ -232,7 +245,12 @@ impl Runtime {
         // so that we, not the host's init, collect their exit status.
         rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
             .map_err(|e| RuntimeError::io("becoming subreaper")(e.into()))?;
-        let cgroups = Cgroups::detect(&instance_name(&cfg.data_dir)?)?;
+        let instance = instance_name(&cfg.data_dir)?;
+        let cgroups = Cgroups::detect(&instance)?;
+        let net = crate::net::Net::new(
+            &instance,
+            cfg.dns_upstream.unwrap_or_else(crate::net::host_resolver),
+        );
         let layers = Layers::open(
             &cfg.data_dir.join("layers"),
             &cfg.data_dir.join("layers.img"),
@@ -256,8 +274,10 @@ impl Runtime {
             claims: crate::slots::SlotClaims::open(),
             live: Mutex::new(HashMap::new()),
             host_memory,
+            net,
         });
         rt.reconcile();
+        rt.reconcile_network()?;
         Ok(rt)
     }
 
@@ -286,6 +306,27 @@ impl Runtime {
         }
     }
 
+    /// Rebuilds this instance's firewall table for the adopted sandboxes, restarts their
+    /// resolvers, and deletes sandbox links nobody holds (a crash mid-create).
+    fn reconcile_network(&self) -> Result<()> {
+        let live: Vec<(u32, NetworkPolicy)> =
+            self.list().iter().map(|s| (s.slot, s.network())).collect();
+        self.net.rebuild(&live)?;
+        for (slot, p) in &live {
+            if let Err(e) = self.net.adopt(*slot, p) {
+                tracing::warn!(slot, "restarting resolver: {e}");
+            }
+        }
+        let held: BTreeSet<u32> = live.iter().map(|(s, _)| *s).collect();
+        for slot in crate::net::Net::host_links() {
+            if !held.contains(&slot) && !self.claims.is_claimed(slot) {
+                tracing::info!(slot, "removing leftover sandbox link");
+                crate::net::Net::remove_link(slot);
+            }
+        }
+        Ok(())
+    }
+
     /// What a host-wide uid-range claim of sandbox `id` points at: its first cgroup dir.
     fn slot_marker(&self, id: &str) -> PathBuf {
         self.cgroups.dirs(id).into_iter().next().unwrap_or_default()
@@ -306,6 +347,8 @@ impl Runtime {
             template: r.template.clone(),
             agent: AgentClient::new(dir.join("agent.sock")),
             dir,
+            slot: r.slot,
+            network: Mutex::new(r.network.clone()),
             cgroups: self.cgroups.clone(),
             pidfd: open_pidfd(pid, r.pid_start),
         }
@@ -359,9 +402,79 @@ impl Runtime {
     /// Creates a sandbox and starts its agent. On failure nothing of it remains.
     pub async fn create(self: &Arc<Self>, spec: CreateSpec) -> Result<Arc<Sandbox>> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.create_blocking(spec))
+        let policy = spec.network.clone();
+        let sbx = tokio::task::spawn_blocking(move || this.create_blocking(spec))
             .await
-            .map_err(|e| RuntimeError::Setup(format!("create task failed: {e}")))?
+            .map_err(|e| RuntimeError::Setup(format!("create task failed: {e}")))??;
+        if policy.mode != NetworkMode::None
+            && let Err(e) = self.network_up(&sbx, &policy).await
+        {
+            let _ = self.destroy(sbx.id.as_str()).await;
+            return Err(e);
+        }
+        Ok(sbx)
+    }
+
+    /// Gives a sandbox its link, rules, resolver and `resolv.conf`.
+    async fn network_up(self: &Arc<Self>, sbx: &Arc<Sandbox>, p: &NetworkPolicy) -> Result<()> {
+        let this = self.clone();
+        let (slot, pid, p2) = (sbx.slot, sbx.pid, p.clone());
+        tokio::task::spawn_blocking(move || this.net.attach(slot, pid, &p2))
+            .await
+            .map_err(|e| RuntimeError::Setup(format!("network task failed: {e}")))??;
+        sbx.write_file(
+            "/etc/resolv.conf",
+            crate::net::resolv_conf(p.mode, slot).into_bytes(),
+            Some("root"),
+        )
+        .await
+    }
+
+    /// Changes a running sandbox's network policy. Going to `none` removes its link (open
+    /// connections die); leaving `none` creates one.
+    pub async fn set_network(self: &Arc<Self>, id: &str, p: NetworkPolicy) -> Result<()> {
+        let sbx = self.get(id)?;
+        let old = sbx.network();
+        if old == p {
+            return Ok(());
+        }
+        match (old.mode, p.mode) {
+            (NetworkMode::None, _) => self.network_up(&sbx, &p).await?,
+            (_, NetworkMode::None) => {
+                let this = self.clone();
+                let slot = sbx.slot;
+                tokio::task::spawn_blocking(move || this.net.detach(slot))
+                    .await
+                    .map_err(|e| RuntimeError::Setup(format!("network task failed: {e}")))?;
+                sbx.write_file(
+                    "/etc/resolv.conf",
+                    crate::net::resolv_conf(NetworkMode::None, slot).into_bytes(),
+                    Some("root"),
+                )
+                .await?;
+            }
+            _ => {
+                let this = self.clone();
+                let (slot, p2) = (sbx.slot, p.clone());
+                tokio::task::spawn_blocking(move || this.net.update(slot, &p2))
+                    .await
+                    .map_err(|e| RuntimeError::Setup(format!("network task failed: {e}")))??;
+                if old.mode != p.mode {
+                    sbx.write_file(
+                        "/etc/resolv.conf",
+                        crate::net::resolv_conf(p.mode, slot).into_bytes(),
+                        Some("root"),
+                    )
+                    .await?;
+                }
+            }
+        }
+        *sbx.network.lock().expect("network poisoned") = p.clone();
+        if let Some(mut r) = self.read_record(id) {
+            r.network = p;
+            write_record(&sbx.dir, &r)?;
+        }
+        Ok(())
     }
 
     fn validate(&self, spec: &CreateSpec) -> Result<&Template> {
@@ -466,6 +579,7 @@ impl Runtime {
             created_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
+            network: spec.network.clone(),
         };
         write_record(&dir, &record)?;
         // 3. cgroups with the limits applied.
@@ -572,7 +686,9 @@ impl Runtime {
     /// through a pidfd or while their cgroup is frozen, never by a bare pid number that could
     /// have been recycled for another sandbox's process in the meantime.
     fn teardown(&self, id: &str, sbx: Option<&Sandbox>) -> Result<()> {
-        let slot = self.read_record(id).map(|r| r.slot);
+        let rec = self.read_record(id);
+        let slot = rec.as_ref().map(|r| r.slot);
+        let networked = rec.is_some_and(|r| r.network.mode != NetworkMode::None);
         if let Some(fd) = sbx.and_then(|s| s.pidfd.as_ref()) {
             // Killing PID 1 makes the kernel kill every process in its pid namespace.
             let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
@@ -580,6 +696,11 @@ impl Runtime {
         self.cgroups.destroy(id)?;
         if let Some(s) = sbx {
             reap(s.pid);
+        }
+        if let Some(s) = slot
+            && networked
+        {
+            self.net.detach(s);
         }
         self.layers.destroy(id)?;
         if let Some(s) = slot {
@@ -825,6 +946,16 @@ impl Sandbox {
             )));
         }
         Ok(body)
+    }
+
+    /// The sandbox's current network policy.
+    pub fn network(&self) -> NetworkPolicy {
+        self.network.lock().expect("network poisoned").clone()
+    }
+
+    /// The sandbox's address on its link (`None` in mode `none`).
+    pub fn address(&self) -> Option<std::net::Ipv4Addr> {
+        (self.network().mode != NetworkMode::None).then(|| crate::net::sandbox_addr(self.slot))
     }
 
     /// Opens a TCP connection to `port` on the sandbox's own loopback, whatever its network

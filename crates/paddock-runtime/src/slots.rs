@@ -35,6 +35,15 @@ impl SlotClaims {
         }
     }
 
+    /// Whether some runtime on this host holds a live claim on `slot`.
+    pub(crate) fn is_claimed(&self, slot: u32) -> bool {
+        let Some(dir) = &self.dir else {
+            return false;
+        };
+        let p = dir.join(slot.to_string());
+        p.exists() && !is_stale(&p)
+    }
+
     /// Claims `slot` for the sandbox whose cgroup will be `marker`. False if another
     /// sandbox on this host holds it.
     pub(crate) fn claim(&self, slot: u32, marker: &Path) -> bool {

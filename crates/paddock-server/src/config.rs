@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub default_limits: paddock_core::Limits,
     /// Key of the HMAC-SHA256 signature on webhook deliveries (`X-Paddock-Signature`).
     pub webhook_secret: Option<String>,
+    /// Upstream DNS server of sandbox resolvers (None: the host's first nameserver).
+    pub dns_upstream: Option<SocketAddr>,
 }
 
 /// A setting that cannot work.
@@ -72,6 +74,7 @@ impl ServerConfig {
             public_url: "http://127.0.0.1:7070".into(),
             default_limits: paddock_core::Limits::default(),
             webhook_secret: None,
+            dns_upstream: None,
         }
     }
 

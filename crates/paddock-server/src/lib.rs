@@ -28,6 +28,7 @@ pub mod config;
 pub mod e2b;
 pub mod error;
 pub mod lifecycle;
+pub mod proxy;
 pub mod state;
 pub mod testrun;
 pub mod webhooks;
@@ -86,6 +87,7 @@ pub async fn serve(
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.data_dir.join("paddock.db"))?);
     let mut rcfg = RuntimeConfig::new(&cfg.data_dir);
     rcfg.agent_bin = cfg.agent_bin.clone();
+    rcfg.dns_upstream = cfg.dns_upstream;
     let runtime = tokio::task::spawn_blocking(move || Runtime::open(rcfg))
         .await
         .map_err(|e| ServeError::Reconcile(format!("runtime task: {e}")))??;
@@ -148,7 +150,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (tcp, _peer) = match accepted {
+                let (tcp, peer) = match accepted {
                     Ok(c) => c,
                     Err(e) => {
                         // Out of fds and similar: back off instead of spinning.
@@ -161,14 +163,19 @@ pub async fn serve(
                 let app = app.clone();
                 let domain = domain.clone();
                 let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let idle = if e2b::envd::target(req.headers(), req.uri(), &domain).is_some() {
+                    // envd's stdin streams may pause for long; the proxy's ports do not.
+                    let idle = if e2b::envd::target(req.headers(), req.uri(), &domain)
+                        .is_some_and(|t| t.port == e2b::ENVD_PORT)
+                    {
                         e2b::envd::BODY_IDLE_TIMEOUT
                     } else {
                         body_idle
                     };
-                    let req = req.map(|b| {
+                    let mut req = req.map(|b| {
                         axum::body::Body::new(tower_http::timeout::TimeoutBody::new(idle, b))
                     });
+                    // For the proxy's X-Forwarded-For.
+                    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                     app.clone().oneshot(req)
                 });
                 let conn = http.serve_connection_with_upgrades(TokioIo::new(tcp), svc);

@@ -89,6 +89,7 @@ pub struct NewSandbox {
     pub metadata: BTreeMap<String, String>,
     pub user: Option<String>,
     pub webhook_url: Option<String>,
+    pub network: paddock_core::NetworkPolicy,
 }
 
 /// Creates a sandbox for `caller`: records it, starts it, starts its timeout.
@@ -115,6 +116,7 @@ pub async fn create(
             "disk_bytes": spec.limits.disk_bytes,
             "tmp_bytes": spec.limits.tmp_bytes,
             "user": spec.user.clone().unwrap_or_else(|| paddock_core::DEFAULT_USER.to_owned()),
+            "network": spec.network,
         }),
         metadata: spec.metadata.clone(),
         env_keys: spec.env.keys().cloned().collect(),
@@ -149,6 +151,7 @@ pub async fn create(
             env: spec.env,
             user: spec.user,
             id: Some(id),
+            network: spec.network,
         })
         .await;
     let hook = rec.webhook_url.clone();
@@ -244,6 +247,36 @@ pub fn set_timeout(state: &AppState, rec: &mut SandboxRecord, timeout: Duration)
         Some(&rec.id),
         "timeout_changed",
         serde_json::json!({ "timeout_secs": timeout.as_secs(), "expires_at": crate::api::rfc3339(rec.expires_at) }),
+        rec.webhook_url.as_deref(),
+    );
+    Ok(())
+}
+
+/// Changes a running sandbox's network policy (runtime first, then the record).
+pub async fn set_network(
+    state: &AppState,
+    rec: &mut SandboxRecord,
+    policy: paddock_core::NetworkPolicy,
+) -> ApiResult<()> {
+    if rec.state != SandboxState::Running {
+        return Err(ApiError::Conflict(format!(
+            "sandbox {} is {}",
+            rec.id, rec.state
+        )));
+    }
+    state.runtime.set_network(&rec.id, policy.clone()).await?;
+    if let Some(o) = rec.spec.as_object_mut() {
+        o.insert(
+            "network".into(),
+            serde_json::to_value(&policy).unwrap_or_default(),
+        );
+    }
+    state.store.update_sandbox(rec)?;
+    state.emit(
+        &rec.tenant,
+        Some(&rec.id),
+        "network_changed",
+        serde_json::json!({ "network": policy }),
         rec.webhook_url.as_deref(),
     );
     Ok(())

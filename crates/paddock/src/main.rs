@@ -126,6 +126,10 @@ struct ServeArgs {
     /// Allow webhook URLs on loopback, private or link-local addresses.
     #[arg(long, env = "PADDOCK_ALLOW_PRIVATE_WEBHOOKS")]
     allow_private_webhooks: bool,
+    /// DNS server (IP:port) that sandbox resolvers forward allowed names to; default: the
+    /// host's first nameserver in /etc/resolv.conf.
+    #[arg(long, env = "PADDOCK_DNS_UPSTREAM")]
+    dns_upstream: Option<std::net::SocketAddr>,
 }
 
 /// Parses `90`, `90s`, `5m`, `2h`, `1d`.
@@ -158,6 +162,7 @@ async fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<i32> {
     cfg.domain = a.domain;
     cfg.header_timeout = a.header_timeout;
     cfg.webhook_secret = a.webhook_secret;
+    cfg.dns_upstream = a.dns_upstream;
     cfg.body_idle_timeout = a.body_idle_timeout;
     cfg.public_url = format!("http://{}", a.listen);
     let policy = if a.on_shutdown == "destroy" {
@@ -262,6 +267,7 @@ async fn run(cli: Cli) -> Result<i32> {
                     env: envs,
                     user: None,
                     id: None,
+                    network: paddock_core::NetworkPolicy::none(),
                 })
                 .await?;
             let res = sbx

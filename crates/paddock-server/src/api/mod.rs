@@ -20,6 +20,7 @@ pub mod admin;
 pub mod events;
 pub mod exec;
 pub mod files;
+pub mod ports;
 pub mod sandboxes;
 pub mod system;
 pub mod tests;
@@ -31,6 +32,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(sandboxes::routes())
         .merge(exec::routes())
         .merge(files::routes())
+        .merge(ports::routes())
         .merge(events::routes())
         .merge(tests::routes())
         .merge(admin::routes())
@@ -40,6 +42,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::e2b::envd::route,
+        ))
+        // Outside the data plane: refuses CONNECT, absolute-form targets and duplicate Host
+        // for every request, and serves /proxy/ before any route is matched.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::proxy::route,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

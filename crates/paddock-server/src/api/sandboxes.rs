@@ -31,6 +31,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/sandboxes", post(create).get(list))
         .route("/v1/sandboxes/{id}", get(get_one).delete(delete))
         .route("/v1/sandboxes/{id}/timeout", post(timeout))
+        .route(
+            "/v1/sandboxes/{id}/network",
+            get(get_network).put(put_network),
+        )
         .route("/v1/sandboxes/{id}/stats", get(stats))
         .route("/v1/sandboxes/{id}/logs", get(logs))
 }
@@ -79,6 +83,9 @@ pub struct CreateBody {
     user: Option<String>,
     #[serde(default)]
     webhook_url: Option<String>,
+    /// Network policy; default `{"mode": "none"}`.
+    #[serde(default)]
+    network: Option<paddock_core::NetworkPolicy>,
 }
 
 /// Checks a requested timeout against the server's maximum.
@@ -160,6 +167,7 @@ impl CreateBody {
             metadata: self.metadata,
             user: self.user,
             webhook_url: self.webhook_url,
+            network: self.network.unwrap_or_default(),
         })
     }
 }
@@ -186,6 +194,7 @@ pub fn sandbox_json(state: &AppState, r: &SandboxRecord) -> serde_json::Value {
             "disk_bytes": spec.get("disk_bytes"),
         },
         "timeout": timeout_secs,
+        "network": spec.get("network").cloned().unwrap_or_else(|| serde_json::json!({"mode": "none", "allow": []})),
         "created_at": rfc3339(Some(r.created_at)),
         "ready_at": rfc3339(r.ready_at),
         "expires_at": rfc3339(r.expires_at),
@@ -392,4 +401,47 @@ async fn logs(
             })).collect::<Vec<_>>(),
         }),
     ))
+}
+
+/// The wire form of a sandbox's network: policy, and its address when it has a link.
+fn network_json(state: &AppState, r: &SandboxRecord) -> serde_json::Value {
+    let policy = r
+        .spec
+        .get("network")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({"mode": "none", "allow": []}));
+    let address = state
+        .runtime
+        .get(&r.id)
+        .ok()
+        .and_then(|s| s.address())
+        .map(|a| a.to_string());
+    serde_json::json!({ "network": policy, "address": address })
+}
+
+async fn get_network(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let r = state.record_for(&caller, &id)?;
+    Ok(json_response(StatusCode::OK, network_json(&state, &r)))
+}
+
+/// `PUT /v1/sandboxes/{id}/network`: the new policy, applied to the running sandbox at once.
+async fn put_network(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(policy): Json<paddock_core::NetworkPolicy>,
+) -> ApiResult<Response> {
+    let detail = format!("mode={}", policy.mode);
+    let res = async {
+        let mut r = state.record_for(&caller, &id)?;
+        lifecycle::set_network(&state, &mut r, policy).await?;
+        Ok(r)
+    }
+    .await;
+    let r = state.audited(&caller, "sandbox.network", Some(&id), Some(detail), res)?;
+    Ok(json_response(StatusCode::OK, network_json(&state, &r)))
 }

@@ -44,6 +44,7 @@ async fn status(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Res
             "sandboxes_running": state.deadlines.len(),
             "runtime": "native",
             "domain": state.cfg.domain,
+            "proxy": true,
             "limits": {
                 "max_timeout_secs": state.cfg.max_timeout.as_secs(),
                 "default_timeout_secs": state.cfg.default_timeout.as_secs(),

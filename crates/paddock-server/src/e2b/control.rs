@@ -155,11 +155,6 @@ impl CreateBody {
         {
             return unsupported("autoResume (pausing sandboxes)");
         }
-        if self.allow_internet_access == Some(true) {
-            return unsupported(
-                "allow_internet_access=true (sandboxes have loopback networking only)",
-            );
-        }
         if self.network.as_ref().is_some_and(|v| !v.is_null()) {
             return unsupported("network configuration");
         }
@@ -194,6 +189,12 @@ impl CreateBody {
             metadata,
             user: None,
             webhook_url: None,
+            // E2B's default is internet access; `false` is loopback only.
+            network: if self.allow_internet_access == Some(false) {
+                paddock_core::NetworkPolicy::none()
+            } else {
+                paddock_core::NetworkPolicy::all()
+            },
         })
     }
 }
@@ -237,7 +238,7 @@ fn listed_json(state: &AppState, r: &SandboxRecord, detail: bool) -> Value {
         "envdVersion": ENVD_VERSION,
         "metadata": r.metadata,
         "domain": state.cfg.domain,
-        "allowInternetAccess": false,
+        "allowInternetAccess": r.spec.get("network").and_then(|n| n.get("mode")).and_then(Value::as_str).is_some_and(|m| m == "all"),
         "lifecycle": { "autoResume": false, "onTimeout": "kill" },
     });
     if detail {

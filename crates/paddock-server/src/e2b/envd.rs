@@ -5,8 +5,10 @@
 //! `{port}-{id}.{domain}` under the configured domain. [`route`] runs before the REST router,
 //! so such a request never reaches a REST route, the admin API included.
 //!
+//! Any other port goes to the port proxy ([`crate::proxy::host`]).
+//!
 //! Checks, in order: the sandbox runs on this host (else 502 "... was not found", which the
-//! SDK reads as "not running"); the port is envd's; the request carries the sandbox's access
+//! SDK reads as "not running"); the request carries the sandbox's access
 //! token in `X-Access-Token`, or is a `/files` request with a valid, unexpired URL
 //! signature; `GET /health` alone is open. Then the request goes to the agent with its body
 //! streamed both ways; hop-by-hop headers, the token and the routing headers are dropped.
@@ -80,6 +82,8 @@ pub fn host_target(host: &str, domain: &str) -> Option<Target> {
 pub async fn route(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     match target(req.headers(), req.uri(), &state.cfg.domain) {
         None => next.run(req).await,
+        // Every other port is the port proxy's.
+        Some(t) if t.port != ENVD_PORT => crate::proxy::host(&state, &t.id, t.port, req).await,
         Some(t) => serve(&state, t, req).await,
     }
 }
@@ -102,15 +106,6 @@ async fn serve(state: &AppState, t: Target, req: Request) -> Response {
             );
         }
     };
-    if t.port != ENVD_PORT {
-        return e2b_error(
-            StatusCode::BAD_GATEWAY,
-            &format!(
-                "port {} of sandbox {} is not open: Paddock routes only envd's port {ENVD_PORT} here",
-                t.port, t.id
-            ),
-        );
-    }
     let open = req.method() == Method::GET && req.uri().path() == "/health";
     if !open {
         let token = access_token(state, &t.id);

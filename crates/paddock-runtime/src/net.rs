@@ -1,0 +1,526 @@
+//! Per-sandbox networking: a routed veth link, an nftables policy, NAT and a filtering DNS
+//! resolver. Policies are [`NetworkPolicy`]: `none`, `allow` (CIDRs and names), `all`.
+//!
+//! **Layout.** A sandbox in mode `allow` or `all` gets a veth pair: `pdk<slot>` on the host
+//! with `10.200.0.0/16` address `base+1`, and `eth0` in the sandbox's network namespace with
+//! `base+2` (`base = 10.200.0.0 + 4 * slot`, one /30 per uid slot, so host-wide unique like
+//! the slots) and a default route through the host end. No bridge: sandboxes share no L2.
+//! Mode `none` has no interface at all, only loopback.
+//!
+//! **Rules** live in one nftables table per runtime instance, `inet paddock_<instance>`,
+//! rebuilt atomically at [`Net::open`] (so a crash leaves no stale rule: anything not
+//! belonging to an adopted sandbox is gone). The ruleset, in the order it matches:
+//! - input from a sandbox interface: DNS (udp/tcp 53) to that sandbox's own host address is
+//!   accepted, everything else dropped. The host's own services and addresses are never
+//!   reachable.
+//! - forward into a sandbox interface: only replies (`ct state established,related`); so
+//!   nothing reaches a sandbox unasked, and no sandbox reaches another.
+//! - forward from a sandbox interface: IPv6 dropped; then the sandbox's chain `s<slot>`:
+//!   `ip daddr @a<slot> accept` (its allow set: listed CIDRs and, in `allow` mode, addresses
+//!   its resolver returned for allowed names), then `allow` mode drops the rest, `all` mode
+//!   drops `@blocked` (private, loopback, link-local and metadata, CGNAT, multicast,
+//!   reserved) and accepts the rest.
+//! - postrouting: masquerade what leaves from sandbox interfaces.
+//!
+//! **DNS.** Each networked sandbox's `/etc/resolv.conf` names its host address, where a
+//! resolver task of this runtime answers: names its policy allows are forwarded to the
+//! upstream resolver, and in `allow` mode the A records of the answer are added to the
+//! sandbox's allow set *before* the answer is returned; other names get NXDOMAIN. So an IP
+//! literal, another resolver, or a spoofed Host/SNI reaches nothing that was not resolved
+//! from an allowed name. AAAA answers are dropped (no IPv6 route).
+//!
+//! The `ip`, `nsenter` and `nft` tools are driven with documented commands rather than
+//! netlink from Rust: setup costs a few milliseconds per networked sandbox (measured in
+//! `BENCHMARKS.md`), and the rules stay readable with `nft list table inet paddock_<instance>`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use paddock_core::{NetworkMode, NetworkPolicy};
+
+use crate::error::{Result, RuntimeError};
+
+/// The network all sandbox links are carved from.
+pub const SUBNET: &str = "10.200.0.0/16";
+
+/// Destinations `all` mode never reaches unless the policy lists them.
+pub const BLOCKED: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/3",
+];
+
+/// Longest a forwarded DNS query waits for the upstream resolver.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most DNS queries of one sandbox in flight at once; more are dropped (the client retries).
+const MAX_INFLIGHT: usize = 64;
+
+/// The sandbox end of a slot's link.
+pub fn sandbox_addr(slot: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + 4 * slot + 2)
+}
+
+/// The host end of a slot's link (the sandbox's gateway and resolver).
+pub fn host_addr(slot: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + 4 * slot + 1)
+}
+
+/// The host-side interface name of a slot.
+pub fn ifname(slot: u32) -> String {
+    format!("pdk{slot}")
+}
+
+/// `resolv.conf` of a sandbox in `mode`.
+pub fn resolv_conf(mode: NetworkMode, slot: u32) -> String {
+    match mode {
+        NetworkMode::None => "# No network: this sandbox has loopback only.\n".into(),
+        _ => format!(
+            "# Paddock's resolver for this sandbox ({} mode).\nnameserver {}\noptions timeout:2 attempts:2\n",
+            mode,
+            host_addr(slot)
+        ),
+    }
+}
+
+/// A live sandbox's network: its policy (shared with its resolver) and the resolver task.
+struct Attached {
+    policy: Arc<RwLock<NetworkPolicy>>,
+    resolver: tokio::task::JoinHandle<()>,
+}
+
+/// The networking of one runtime.
+pub struct Net {
+    table: String,
+    upstream: SocketAddr,
+    attached: Mutex<HashMap<u32, Attached>>,
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net")
+            .field("table", &self.table)
+            .field("upstream", &self.upstream)
+            .finish()
+    }
+}
+
+/// Runs `program args` with `stdin`, failing with its stderr.
+fn run(program: &str, args: &[&str], stdin: &str) -> Result<()> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            RuntimeError::Unsupported(format!(
+                "running {program:?}: {e} (install iproute2 and nftables for sandbox networking)"
+            ))
+        })?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(stdin.as_bytes())
+            .map_err(RuntimeError::io(format!("writing to {program}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(RuntimeError::io(format!("waiting for {program}")))?;
+    if !out.status.success() {
+        return Err(RuntimeError::Io {
+            what: format!("{program} {}", args.join(" ")),
+            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        });
+    }
+    Ok(())
+}
+
+impl Net {
+    /// The networking of runtime instance `instance`; nothing on the host is touched yet.
+    pub fn new(instance: &str, upstream: SocketAddr) -> Net {
+        Net {
+            table: format!("paddock_{instance}"),
+            upstream,
+            attached: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Builds this instance's table from scratch with the live sandboxes' policies
+    /// (slot, policy), atomically: nothing else survives. Without `nft` on the host this is
+    /// a no-op as long as no sandbox is networked.
+    pub fn rebuild(&self, live: &[(u32, NetworkPolicy)]) -> Result<()> {
+        let networked: Vec<_> = live
+            .iter()
+            .filter(|(_, p)| p.mode != NetworkMode::None)
+            .collect();
+        if !which("nft") {
+            if networked.is_empty() {
+                return Ok(());
+            }
+            return Err(RuntimeError::Unsupported(
+                "networked sandboxes exist but `nft` is not installed".into(),
+            ));
+        }
+        let mut script = format!("add table inet {0}\ndelete table inet {0}\n", self.table);
+        if !networked.is_empty() {
+            script.push_str(&self.base_ruleset());
+            for (slot, p) in &networked {
+                script.push_str(&self.sandbox_rules(*slot, p, false));
+            }
+        }
+        run("nft", &["-f", "-"], &script)
+    }
+
+    fn base_ruleset(&self) -> String {
+        format!(
+            r#"table inet {t} {{
+  set ifs {{ type ifname; }}
+  set dns_ok {{ type ifname . ipv4_addr; }}
+  map jumps {{ type ifname : verdict; }}
+  set blocked {{ type ipv4_addr; flags interval; elements = {{ {blocked} }} }}
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname @ifs meta l4proto {{ tcp, udp }} th dport 53 iifname . ip daddr @dns_ok accept
+    iifname @ifs drop
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    oifname @ifs ct state established,related accept
+    oifname @ifs drop
+    iifname @ifs meta nfproto ipv6 drop
+    iifname @ifs iifname vmap @jumps
+    iifname @ifs drop
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    iifname @ifs masquerade
+  }}
+}}
+"#,
+            t = self.table,
+            blocked = BLOCKED.join(", ")
+        )
+    }
+
+    /// The commands adding slot's chain, set and map entries (`replace`: flush the old
+    /// ones first, for a policy change).
+    fn sandbox_rules(&self, slot: u32, p: &NetworkPolicy, replace: bool) -> String {
+        let t = &self.table;
+        let ifn = ifname(slot);
+        let mut s = String::new();
+        if replace {
+            s.push_str(&format!(
+                "flush chain inet {t} s{slot}\nflush set inet {t} a{slot}\n"
+            ));
+        } else {
+            s.push_str(&format!(
+                "add set inet {t} a{slot} {{ type ipv4_addr; flags interval; }}\nadd chain inet {t} s{slot}\n"
+            ));
+        }
+        s.push_str(&format!(
+            "add rule inet {t} s{slot} ip daddr @a{slot} accept\n"
+        ));
+        match p.mode {
+            NetworkMode::All => s.push_str(&format!(
+                "add rule inet {t} s{slot} ip daddr @blocked drop\nadd rule inet {t} s{slot} accept\n"
+            )),
+            _ => s.push_str(&format!("add rule inet {t} s{slot} drop\n")),
+        }
+        if !p.cidrs.is_empty() {
+            let list: Vec<String> = p.cidrs.iter().map(ToString::to_string).collect();
+            s.push_str(&format!(
+                "add element inet {t} a{slot} {{ {} }}\n",
+                list.join(", ")
+            ));
+        }
+        if !replace {
+            s.push_str(&format!(
+                "add element inet {t} ifs {{ \"{ifn}\" }}\nadd element inet {t} dns_ok {{ \"{ifn}\" . {h} }}\nadd element inet {t} jumps {{ \"{ifn}\" : jump s{slot} }}\n",
+                h = host_addr(slot)
+            ));
+        }
+        s
+    }
+
+    /// Gives sandbox `slot` (PID 1 `pid`) its link, rules and resolver.
+    pub fn attach(&self, slot: u32, pid: i32, p: &NetworkPolicy) -> Result<()> {
+        let ifn = ifname(slot);
+        let (h, g) = (host_addr(slot), sandbox_addr(slot));
+        // Forwarding is what lets routed sandbox traffic leave; it is host-wide.
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(RuntimeError::io("enabling IPv4 forwarding"))?;
+        let _ = run("ip", &["link", "del", &ifn], "");
+        run(
+            "ip",
+            &["-b", "-"],
+            &format!(
+                "link add {ifn} type veth peer name eth0 netns {pid}\naddr add {h}/30 dev {ifn}\nlink set {ifn} up\n"
+            ),
+        )?;
+        let pid_s = pid.to_string();
+        run(
+            "nsenter",
+            &["-t", &pid_s, "-n", "ip", "-b", "-"],
+            &format!("addr add {g}/30 dev eth0\nlink set eth0 up\nroute add default via {h}\n"),
+        )?;
+        let mut script = format!("add table inet {}\n", self.table);
+        if !self.table_has_base()? {
+            script.push_str(&self.base_ruleset());
+        }
+        script.push_str(&self.sandbox_rules(slot, p, false));
+        run("nft", &["-f", "-"], &script)?;
+        self.start_resolver(slot, p.clone())
+    }
+
+    /// Whether the base chains exist (after `open` with no networked sandbox they do not).
+    fn table_has_base(&self) -> Result<bool> {
+        let out = Command::new("nft")
+            .args(["list", "chain", "inet", &self.table, "forward"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(RuntimeError::io("running nft"))?;
+        Ok(out.success())
+    }
+
+    /// Re-attaches the resolver of an adopted sandbox (its link and rules survived).
+    pub fn adopt(&self, slot: u32, p: &NetworkPolicy) -> Result<()> {
+        if p.mode == NetworkMode::None {
+            return Ok(());
+        }
+        self.start_resolver(slot, p.clone())
+    }
+
+    /// Changes a networked sandbox's policy in place (both old and new are not `none`).
+    pub fn update(&self, slot: u32, p: &NetworkPolicy) -> Result<()> {
+        run("nft", &["-f", "-"], &self.sandbox_rules(slot, p, true))?;
+        if let Some(a) = self.attached.lock().expect("net poisoned").get(&slot) {
+            *a.policy.write().expect("policy poisoned") = p.clone();
+        }
+        Ok(())
+    }
+
+    /// Removes everything of sandbox `slot`: resolver, rules, link. Safe to call for a slot
+    /// that never had a network.
+    pub fn detach(&self, slot: u32) {
+        if let Some(a) = self.attached.lock().expect("net poisoned").remove(&slot) {
+            a.resolver.abort();
+        }
+        let t = &self.table;
+        let ifn = ifname(slot);
+        if self.table_has_base().unwrap_or(false) {
+            let script = format!(
+                "delete element inet {t} jumps {{ \"{ifn}\" }}\ndelete element inet {t} dns_ok {{ \"{ifn}\" . {h} }}\ndelete element inet {t} ifs {{ \"{ifn}\" }}\ndelete chain inet {t} s{slot}\ndelete set inet {t} a{slot}\n",
+                h = host_addr(slot)
+            );
+            // Each line on its own: a missing element must not keep the others in place.
+            for line in script.lines() {
+                let _ = run("nft", &["-f", "-"], line);
+            }
+        }
+        if std::path::Path::new("/sys/class/net").join(&ifn).exists() {
+            let _ = run("ip", &["link", "del", &ifn], "");
+        }
+    }
+
+    /// Host interfaces named like sandbox links (`pdk<slot>`), with their slots.
+    pub fn host_links() -> Vec<u32> {
+        std::fs::read_dir("/sys/class/net")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()?
+                            .strip_prefix("pdk")?
+                            .parse::<u32>()
+                            .ok()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Deletes the link of `slot` (a leftover).
+    pub fn remove_link(slot: u32) {
+        let _ = run("ip", &["link", "del", &ifname(slot)], "");
+    }
+
+    fn start_resolver(&self, slot: u32, p: NetworkPolicy) -> Result<()> {
+        let addr = SocketAddr::from((host_addr(slot), 53));
+        let sock = std::net::UdpSocket::bind(addr)
+            .map_err(RuntimeError::io(format!("binding resolver on {addr}")))?;
+        sock.set_nonblocking(true)
+            .map_err(RuntimeError::io("resolver socket"))?;
+        let policy = Arc::new(RwLock::new(p));
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            RuntimeError::Unsupported("sandbox networking needs a tokio runtime".into())
+        })?;
+        let _guard = handle.enter();
+        let sock =
+            tokio::net::UdpSocket::from_std(sock).map_err(RuntimeError::io("resolver socket"))?;
+        let resolver = handle.spawn(resolve_loop(
+            Arc::new(sock),
+            policy.clone(),
+            self.upstream,
+            self.table.clone(),
+            slot,
+        ));
+        if let Some(old) = self
+            .attached
+            .lock()
+            .expect("net poisoned")
+            .insert(slot, Attached { policy, resolver })
+        {
+            old.resolver.abort();
+        }
+        Ok(())
+    }
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|d| std::path::Path::new(d).join(program).is_file())
+}
+
+async fn resolve_loop(
+    sock: Arc<tokio::net::UdpSocket>,
+    policy: Arc<RwLock<NetworkPolicy>>,
+    upstream: SocketAddr,
+    table: String,
+    slot: u32,
+) {
+    let inflight = Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT));
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let Ok(permit) = inflight.clone().try_acquire_owned() else {
+            continue;
+        };
+        let q = buf[..n].to_vec();
+        let (sock, policy, table) = (sock.clone(), policy.clone(), table.clone());
+        tokio::spawn(async move {
+            let p = policy.read().expect("policy poisoned").clone();
+            if let Some(answer) = answer(&q, &p, upstream, &table, slot).await {
+                let _ = sock.send_to(&answer, from).await;
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The reply to one query: NXDOMAIN for a name the policy does not allow, else the
+/// upstream's answer, its A records pinned into the sandbox's allow set first (`allow`
+/// mode) and its AAAA records removed.
+async fn answer(
+    q: &[u8],
+    p: &NetworkPolicy,
+    upstream: SocketAddr,
+    table: &str,
+    slot: u32,
+) -> Option<Vec<u8>> {
+    use hickory_proto::op::{Message, ResponseCode};
+    use hickory_proto::rr::{RData, RecordType};
+    let msg = Message::from_vec(q).ok()?;
+    let allowed = !msg.queries().is_empty()
+        && msg
+            .queries()
+            .iter()
+            .all(|qq| p.allows_name(&qq.name().to_ascii()));
+    if !allowed {
+        let mut r = Message::error_msg(msg.id(), msg.op_code(), ResponseCode::NXDomain);
+        r.add_queries(msg.queries().to_vec());
+        r.set_recursion_desired(msg.recursion_desired());
+        r.set_recursion_available(true);
+        return r.to_vec().ok();
+    }
+    let up = tokio::net::UdpSocket::bind(("0.0.0.0", 0)).await.ok()?;
+    up.send_to(q, upstream).await.ok()?;
+    let mut buf = vec![0u8; 4096];
+    let n = loop {
+        let (n, from) = tokio::time::timeout(UPSTREAM_TIMEOUT, up.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if from == upstream {
+            break n;
+        }
+    };
+    let mut resp = Message::from_vec(&buf[..n]).ok()?;
+    if resp.id() != msg.id() {
+        return None;
+    }
+    let answers: Vec<_> = resp
+        .take_answers()
+        .into_iter()
+        .filter(|r| r.record_type() != RecordType::AAAA)
+        .collect();
+    if p.mode == NetworkMode::Allow {
+        let ips: Vec<String> = answers
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::A(a) => Some(a.0.to_string()),
+                _ => None,
+            })
+            .collect();
+        if !ips.is_empty() {
+            let script = format!(
+                "add element inet {table} a{slot} {{ {} }}\n",
+                ips.join(", ")
+            );
+            let pinned =
+                tokio::task::spawn_blocking(move || run("nft", &["-f", "-"], &script)).await;
+            if !matches!(pinned, Ok(Ok(()))) {
+                tracing::warn!(slot, "pinning resolved addresses failed: {pinned:?}");
+                let r = Message::error_msg(msg.id(), msg.op_code(), ResponseCode::ServFail);
+                return r.to_vec().ok();
+            }
+        }
+    }
+    resp.insert_answers(answers);
+    resp.to_vec().ok()
+}
+
+/// The first `nameserver` of the host's `/etc/resolv.conf`, port 53 (fallback 127.0.0.1).
+pub fn host_resolver() -> SocketAddr {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .filter_map(|l| l.trim().strip_prefix("nameserver"))
+                .find_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        })
+        .map_or_else(
+            || SocketAddr::from(([127, 0, 0, 1], 53)),
+            |ip| SocketAddr::new(ip, 53),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_per_slot() {
+        assert_eq!(host_addr(0), Ipv4Addr::new(10, 200, 0, 1));
+        assert_eq!(sandbox_addr(0), Ipv4Addr::new(10, 200, 0, 2));
+        assert_eq!(host_addr(64), Ipv4Addr::new(10, 200, 1, 1));
+        assert_eq!(sandbox_addr(15_999), Ipv4Addr::new(10, 200, 249, 254));
+        assert_eq!(ifname(15_999).len(), 8);
+    }
+}

@@ -1,0 +1,688 @@
+//! The port proxy: HTTP and WebSocket to any TCP port a process listens on inside a
+//! sandbox, at `http://{port}-{id}.{domain}` (host routing) and `/proxy/{id}/{port}/...`
+//! (path routing). User-facing notes: `docs/proxy.md`.
+//!
+//! [`route`] runs in front of everything else (the E2B data plane and the REST router):
+//! - It refuses what a proxy must never accept, for every request the server gets: `CONNECT`,
+//!   an absolute-form request target on HTTP/1 (`GET http://127.0.0.1:7070/v1/keys`), and a
+//!   duplicate `Host`; 400 and the connection closed.
+//! - A request naming a sandbox by Host (or `E2b-Sandbox-Id`/`E2b-Sandbox-Port`) goes on to
+//!   [`crate::e2b::envd::route`], which sends envd's port 49983 to the agent and every other
+//!   port to [`host`]. A path under `/proxy/` is served by path routing here. Neither ever
+//!   reaches a REST route.
+//!
+//! **Access.** A port is private unless the sandbox marked it public
+//! (`POST /v1/sandboxes/{id}/ports/{port}/public`, stored as `spec.public_ports`). A private
+//! port needs the sandbox's access token ([`crate::e2b::access_token`]) in `X-Access-Token`,
+//! `X-Paddock-Token` or `E2b-Traffic-Access-Token`, in the query parameter `paddock_token`
+//! (removed before forwarding; the answer sets the cookie `paddock_token_{id}_{port}` so a
+//! browser can follow links), or in that cookie (consulted only when no token is given
+//! explicitly); path routing also takes an API key of the sandbox's tenant. A token that is
+//! presented and wrong is 403 even when another credential would do, so a mistake is never
+//! silently ignored.
+//!
+//! **Forwarding.** The connection is made inside the sandbox's network namespace to
+//! `127.0.0.1:{port}` ([`paddock_runtime::Sandbox::connect_port`]), so nothing but the
+//! sandbox's own loopback is ever reached and it works in every network mode. Requests go
+//! upstream as HTTP/1.1 whatever the client spoke; hop-by-hop headers are dropped both ways,
+//! `X-Forwarded-For/-Proto/-Host` (and `-Prefix` for path routing) replace whatever the
+//! client sent, and Paddock's own credentials (tokens, token cookies, API keys) never reach the
+//! sandbox. A WebSocket upgrade is forwarded and the two upgraded connections are copied into
+//! each other.
+//!
+//! **Timeouts.** Connect [`CONNECT_TIMEOUT`], response head [`RESPONSE_TIMEOUT`], response
+//! body idle [`BODY_IDLE_TIMEOUT`]; the request head and body are bounded by the server's
+//! `--header-timeout` and `--body-idle-timeout`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use paddock_store::{SandboxRecord, SandboxState};
+
+use crate::e2b::{ENVD_PORT, access_token, ct_eq};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Longest wait for the TCP connection to the sandbox's port.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait, after the request was sent, for the response head.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest pause between two chunks of a response body (server-sent events and long polls
+/// need more than the request side's 30 s).
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Most ports one sandbox may mark public.
+pub const MAX_PUBLIC_PORTS: usize = 64;
+/// The query parameter that carries an access token.
+pub const TOKEN_PARAM: &str = "paddock_token";
+
+/// Headers that carry an access token.
+const TOKEN_HEADERS: [&str; 3] = [
+    "x-access-token",
+    "x-paddock-token",
+    "e2b-traffic-access-token",
+];
+
+/// The name of the cookie that carries the token of `port` of sandbox `id`.
+pub fn cookie_name(id: &str, port: u16) -> String {
+    format!("paddock_token_{id}_{port}")
+}
+
+/// An error in the API's `{"code", "message"}` shape with a code [`ApiError`] has no
+/// variant for.
+fn fail(status: StatusCode, code: &'static str, message: String) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "code": code, "message": message })),
+    )
+        .into_response()
+}
+
+/// 400, and on HTTP/1 the connection is closed after it.
+fn refuse(version: Version, message: &str) -> Response {
+    let mut r = ApiError::BadRequest(message.to_owned()).into_response();
+    if version < Version::HTTP_2 {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+/// Middleware in front of everything: refuses proxy abuse, serves path routing.
+pub async fn route(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let v = req.version();
+    if req.method() == Method::CONNECT {
+        return refuse(v, "CONNECT is not supported");
+    }
+    if v < Version::HTTP_2 && (req.uri().scheme().is_some() || req.uri().authority().is_some()) {
+        return refuse(
+            v,
+            "absolute-form request targets are not accepted; send the path only",
+        );
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return refuse(v, "more than one Host header");
+    }
+    if let (Some(h), Some(a)) = (first, req.uri().authority())
+        && !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())
+    {
+        return refuse(v, "the Host header and the request's authority differ");
+    }
+    if crate::e2b::envd::target(req.headers(), req.uri(), &state.cfg.domain).is_some() {
+        return next.run(req).await;
+    }
+    let path = req.uri().path();
+    if path == "/proxy" || path.starts_with("/proxy/") {
+        return by_path(&state, req).await;
+    }
+    next.run(req).await
+}
+
+/// Host routing (`{port}-{id}.{domain}`, or `E2b-Sandbox-Id` with a port other than envd's),
+/// called by [`crate::e2b::envd::route`].
+pub async fn host(state: &AppState, id: &str, port: u16, req: Request) -> Response {
+    if port == 0 {
+        return ApiError::BadRequest("port 0 is not a port".into()).into_response();
+    }
+    forward(state, id, port, None, req).await
+}
+
+/// `/proxy/{id}/{port}/{rest}`.
+async fn by_path(state: &AppState, req: Request) -> Response {
+    const USAGE: &str = "expected /proxy/{sandbox id}/{port}/{path}";
+    let path = req.uri().path().to_owned();
+    let rest = path.strip_prefix("/proxy").unwrap_or("");
+    let mut parts = rest.splitn(4, '/').skip(1);
+    let (Some(id), Some(port)) = (parts.next(), parts.next()) else {
+        return ApiError::NotFound(USAGE.into()).into_response();
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return ApiError::BadRequest(format!(
+            "{:?} is not a port; {USAGE}",
+            crate::state::truncate(port, 16)
+        ))
+        .into_response();
+    };
+    if port == 0 {
+        return ApiError::BadRequest("port 0 is not a port".into()).into_response();
+    }
+    if id.parse::<paddock_core::SandboxId>().is_err() {
+        return ApiError::sandbox_not_found(id).into_response();
+    }
+    let prefix = format!("/proxy/{id}/{port}");
+    if path == prefix {
+        // Relative links only work below a directory: /proxy/ID/PORT -> /proxy/ID/PORT/.
+        let q = req
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        return Response::builder()
+            .status(StatusCode::PERMANENT_REDIRECT)
+            .header(header::LOCATION, format!("{prefix}/{q}"))
+            .body(Body::empty())
+            .unwrap_or_default();
+    }
+    if port == ENVD_PORT {
+        return fail(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "port {ENVD_PORT} is the sandbox agent's and is not proxied; use the API or the E2B data plane"
+            ),
+        );
+    }
+    let id = id.to_owned();
+    forward(state, &id, port, Some(prefix), req).await
+}
+
+/// Who is asking, as far as the proxy is concerned.
+enum Access {
+    Granted,
+    Denied(Response),
+}
+
+/// Decides whether `req` may reach `port` of sandbox `rec`. `query_token` is the token found
+/// in the query string, if any.
+fn authorize(
+    state: &AppState,
+    rec: &SandboxRecord,
+    port: u16,
+    path_routed: bool,
+    req: &Request,
+    query_token: Option<&str>,
+) -> Access {
+    let id = rec.id.as_str();
+    if is_public(rec, port) {
+        return Access::Granted;
+    }
+    let token = access_token(state, id);
+    let cookie = cookie_name(id, port);
+    let mut presented = Vec::new();
+    for h in TOKEN_HEADERS {
+        presented.extend(req.headers().get_all(h).iter().map(|v| v.as_bytes()));
+    }
+    if let Some(q) = query_token {
+        presented.push(q.as_bytes());
+    }
+    // A cookie counts only when no token is given explicitly, so a stale cookie never
+    // blocks a fresh token.
+    let cookies: Vec<String> = cookie_values(req.headers(), &cookie);
+    if presented.is_empty() {
+        presented.extend(cookies.iter().map(|c| c.as_bytes()));
+    }
+    if !presented.is_empty() {
+        // Every token presented must be right: a wrong one is never silently outvoted.
+        if presented.iter().all(|p| ct_eq(p, token.as_bytes())) {
+            return Access::Granted;
+        }
+        return Access::Denied(fail(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the access token is not valid for sandbox {id}"),
+        ));
+    }
+    if path_routed && let Some(key) = api_key(req.headers()) {
+        return match crate::auth::authenticate(state, Some(key)) {
+            Ok(c) if c.may_access(&rec.tenant) => Access::Granted,
+            Ok(_) => Access::Denied(ApiError::sandbox_not_found(id).into_response()),
+            Err(e) => Access::Denied(e.into_response()),
+        };
+    }
+    Access::Denied(fail(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        format!(
+            "port {port} of sandbox {id} is private: send the sandbox's access token in \
+             X-Access-Token or ?{TOKEN_PARAM}=, or make the port public"
+        ),
+    ))
+}
+
+/// Whether the sandbox marked `port` public.
+pub fn is_public(rec: &SandboxRecord, port: u16) -> bool {
+    public_ports(rec).contains(&port)
+}
+
+/// The ports a sandbox marked public, sorted.
+pub fn public_ports(rec: &SandboxRecord) -> Vec<u16> {
+    let mut v: Vec<u16> = rec
+        .spec
+        .get("public_ports")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_u64().and_then(|p| u16::try_from(p).ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// A Paddock API key in `X-API-Key` or `Authorization: Bearer`.
+fn api_key(h: &HeaderMap) -> Option<&str> {
+    if let Some(v) = h.get("x-api-key") {
+        return v.to_str().ok();
+    }
+    let auth = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = auth.split_once(' ')?;
+    let key = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && key.starts_with("pdk_")).then_some(key)
+}
+
+/// Values of cookie `name` in every `Cookie` header.
+fn cookie_values(h: &HeaderMap, name: &str) -> Vec<String> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"').to_owned())
+        })
+        .collect()
+}
+
+/// The query without `paddock_token`, and the token if there was one (percent-decoded).
+fn split_token(query: Option<&str>) -> (Option<String>, Option<String>) {
+    let Some(q) = query else {
+        return (None, None);
+    };
+    let mut token = None;
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            if key == TOKEN_PARAM {
+                if let Some((_, v)) = form_urlencoded::parse(pair.as_bytes()).next() {
+                    token = Some(v.into_owned());
+                }
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    let rest = (!kept.is_empty()).then(|| kept.join("&"));
+    (rest, token)
+}
+
+/// Whether a header never crosses the proxy, in either direction: hop-by-hop ones (RFC 9110
+/// section 7.6.1) and Paddock's own routing and credential headers.
+fn hop_or_ours(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "expect"
+            | "x-access-token"
+            | "x-paddock-token"
+            | "e2b-traffic-access-token"
+            | "e2b-sandbox-id"
+            | "e2b-sandbox-port"
+            | "x-api-key"
+            | "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-forwarded-prefix"
+            | "x-forwarded-port"
+            | "x-real-ip"
+    )
+}
+
+/// Header names listed in `Connection` (hop-by-hop by declaration).
+fn connection_listed(h: &HeaderMap) -> Vec<String> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Whether the request asks for a WebSocket upgrade (HTTP/1.1 GET with `Upgrade: websocket`
+/// and `Connection: upgrade`).
+fn wants_websocket(req: &Request) -> bool {
+    req.version() == Version::HTTP_11
+        && req.method() == Method::GET
+        && req
+            .headers()
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+            })
+        && connection_listed(req.headers())
+            .iter()
+            .any(|c| c == "upgrade")
+}
+
+/// The `Cookie` header without Paddock's token cookies, or None if nothing is left.
+fn foreign_cookies(h: &HeaderMap) -> Option<HeaderValue> {
+    let kept: Vec<&str> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.starts_with("paddock_token_"))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join("; ")).ok()
+}
+
+/// Whether the scheme clients use is https (from the configured public URL).
+fn https(state: &AppState) -> bool {
+    state.cfg.public_url.starts_with("https://")
+}
+
+async fn forward(
+    state: &AppState,
+    id: &str,
+    port: u16,
+    prefix: Option<String>,
+    mut req: Request,
+) -> Response {
+    let rec = match state.store.get_sandbox(id) {
+        Ok(Some(r)) => r,
+        Ok(None) => return ApiError::sandbox_not_found(id).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let (query, query_token) = split_token(req.uri().query());
+    if let Access::Denied(r) = authorize(
+        state,
+        &rec,
+        port,
+        prefix.is_some(),
+        &req,
+        query_token.as_deref(),
+    ) {
+        return r;
+    }
+    if rec.state != SandboxState::Running {
+        return ApiError::Conflict(format!("sandbox {id} is {}", rec.state)).into_response();
+    }
+    let Ok(sbx) = state.runtime.get(id) else {
+        return ApiError::Conflict(format!("sandbox {id} is not running on this host"))
+            .into_response();
+    };
+    let websocket = wants_websocket(&req);
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+
+    // The request head, rebuilt for upstream.
+    let path = req.uri().path();
+    let path = match &prefix {
+        Some(p) => path.strip_prefix(p.as_str()).unwrap_or("/"),
+        None => path,
+    };
+    let target = match &query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let orig_host = req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let listed = connection_listed(req.headers());
+    let (parts, body) = req.into_parts();
+    let mut up = http::Request::builder()
+        .method(parts.method.clone())
+        .uri(target)
+        .version(Version::HTTP_11);
+    let headers = up.headers_mut().expect("a fresh builder has headers");
+    for (k, v) in &parts.headers {
+        if hop_or_ours(k) || listed.iter().any(|l| l == k.as_str()) || k == header::COOKIE {
+            continue;
+        }
+        if k == header::AUTHORIZATION
+            && v.to_str().is_ok_and(|s| {
+                s.split_once(' ')
+                    .is_some_and(|(_, t)| t.trim().starts_with("pdk_"))
+            })
+        {
+            continue;
+        }
+        headers.append(k, v.clone());
+    }
+    if let Some(c) = foreign_cookies(&parts.headers) {
+        headers.insert(header::COOKIE, c);
+    }
+    if let Some(h) = &orig_host {
+        headers.insert(header::HOST, h.clone());
+        headers.insert("x-forwarded-host", h.clone());
+    }
+    if let Some(ip) = peer
+        && let Ok(v) = HeaderValue::from_str(&ip.to_string())
+    {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if https(state) { "https" } else { "http" }),
+    );
+    if let Some(p) = &prefix
+        && let Ok(v) = HeaderValue::from_str(p)
+    {
+        headers.insert("x-forwarded-prefix", v);
+    }
+    if websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    let Ok(up_req) = up.body(body) else {
+        return ApiError::BadRequest("invalid request target".into()).into_response();
+    };
+
+    let closed = |why: &str| {
+        fail(
+            StatusCode::BAD_GATEWAY,
+            "port_closed",
+            format!("port {port} is not open in sandbox {id} ({why})"),
+        )
+    };
+    let stream = match sbx.connect_port(port, CONNECT_TIMEOUT).await {
+        Ok(s) => s,
+        Err(paddock_runtime::RuntimeError::PortClosed(_, why)) => return closed(&why),
+        Err(e) => {
+            tracing::warn!(sandbox = %id, port, "proxy connect: {e}");
+            return closed("no connection");
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = match hyper::client::conn::http1::Builder::new()
+        .handshake::<_, Body>(TokioIo::new(stream))
+        .await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(sandbox = %id, port, "proxy handshake: {e}");
+            return closed("no connection");
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!("proxy upstream connection: {e}");
+        }
+    });
+    let mut resp = match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(up_req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::debug!(sandbox = %id, port, "proxy upstream: {e}");
+            return fail(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!(
+                    "port {port} of sandbox {id} closed the connection or sent an invalid response"
+                ),
+            );
+        }
+        Err(_) => {
+            return fail(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!(
+                    "port {port} of sandbox {id} sent no response within {} s",
+                    RESPONSE_TIMEOUT.as_secs()
+                ),
+            );
+        }
+    };
+
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching && !websocket {
+        return fail(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            format!("port {port} of sandbox {id} switched protocols without being asked"),
+        );
+    }
+    let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
+    let (rparts, rbody) = resp.into_parts();
+    let listed = connection_listed(&rparts.headers);
+    let mut out = Response::builder().status(rparts.status);
+    let oh = out.headers_mut().expect("a fresh builder has headers");
+    for (k, v) in &rparts.headers {
+        if hop_or_ours(k) || listed.iter().any(|l| l == k.as_str()) {
+            continue;
+        }
+        // A sandbox must not plant or clear token cookies, its own or another's.
+        if k == header::SET_COOKIE
+            && v.as_bytes()
+                .trim_ascii_start()
+                .starts_with(b"paddock_token_")
+        {
+            continue;
+        }
+        oh.append(k, v.clone());
+    }
+    if let (Some(t), false) = (&query_token, switching) {
+        // The query token was checked above; keep it in a cookie for the links that follow.
+        let path = match &prefix {
+            Some(p) => format!("{p}/"),
+            None => "/".into(),
+        };
+        let secure = if https(state) { "; Secure" } else { "" };
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{}={t}; HttpOnly; SameSite=Lax; Path={path}{secure}",
+            cookie_name(id, port)
+        )) && !is_public(&rec, port)
+        {
+            oh.append(header::SET_COOKIE, v);
+        }
+    }
+    if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
+        oh.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        oh.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            let (c, u) = tokio::join!(client, upstream);
+            match (c, u) {
+                (Ok(c), Ok(u)) => {
+                    let mut c = TokioIo::new(c);
+                    let mut u = TokioIo::new(u);
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+                (c, u) => tracing::debug!(
+                    sandbox = %id,
+                    port,
+                    "websocket upgrade failed: client {:?}, upstream {:?}",
+                    c.err(),
+                    u.err()
+                ),
+            }
+        });
+        return out.body(Body::empty()).unwrap_or_default();
+    }
+    out.body(Body::new(tower_http::timeout::TimeoutBody::new(
+        BODY_IDLE_TIMEOUT,
+        rbody,
+    )))
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_taken_out_of_the_query() {
+        assert_eq!(split_token(None), (None, None));
+        assert_eq!(
+            split_token(Some("a=1&paddock_token=abc&b=2")),
+            (Some("a=1&b=2".into()), Some("abc".into()))
+        );
+        assert_eq!(
+            split_token(Some("paddock_token=a%20b")),
+            (None, Some("a b".into()))
+        );
+        assert_eq!(
+            split_token(Some("x=paddock_token&y")),
+            (Some("x=paddock_token&y".into()), None)
+        );
+    }
+
+    #[test]
+    fn token_cookies_never_go_upstream() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; paddock_token_x_1=t; b=2"),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("paddock_token_y_2=u"),
+        );
+        assert_eq!(foreign_cookies(&h).unwrap(), "a=1; b=2");
+        assert_eq!(cookie_values(&h, "paddock_token_y_2"), vec!["u".to_owned()]);
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("paddock_token_x_1=t"),
+        );
+        assert!(foreign_cookies(&h).is_none());
+    }
+
+    #[test]
+    fn only_paddock_keys_count_as_api_keys() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer app"),
+        );
+        assert_eq!(api_key(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer pdk_x"),
+        );
+        assert_eq!(api_key(&h), Some("pdk_x"));
+    }
+}

@@ -1,0 +1,481 @@
+//! Network modes against a fake internet (security-tests.md rows D1-D5).
+//!
+//! The fake internet is a network namespace made here, `pdkfake`, linked to the host by a veth
+//! pair: the host end has 203.0.113.254/24, the fake host 203.0.113.1 and .2 (TEST-NET-3).
+//! It runs an HTTP server on both addresses and a DNS server that answers `allowed.test` and
+//! `www.wild.test` with .1 and every other name with .2, logging every name it is asked.
+//! A "metadata service" listens on 169.254.169.254 in the fake namespace (routed there by
+//! the host), and a probe on every host address. Nothing is sent anywhere else: the sandboxes' resolver
+//! forwards to the fake DNS (`dns_upstream`).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use common::{out, root, sh};
+use paddock_core::{NetworkMode, NetworkPolicy};
+use paddock_runtime::{CreateSpec, Runtime, RuntimeConfig, Sandbox};
+
+const FAKE_NS: &str = "pdkfake";
+const FAKE_LINK: &str = "pdkfakeh";
+
+fn sh_host(script: &str) -> String {
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("running bash");
+    assert!(
+        o.status.success(),
+        "host command failed: {script}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The fake DNS server (python3, stdlib only).
+const FAKE_DNS: &str = r#"
+import socket, struct, sys, threading
+log = open(sys.argv[1], "a", buffering=1)
+def name_of(q):
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i+1:i+1+q[i]].decode()); i += 1 + q[i]
+    return ".".join(labels).lower(), i + 5
+def serve(addr):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((addr, 53))
+    while True:
+        q, peer = s.recvfrom(512)
+        name, end = name_of(q)
+        qtype = struct.unpack(">H", q[end-4:end-2])[0]
+        log.write(name + "\n")
+        ip = "203.0.113.1" if name in ("allowed.test", "www.wild.test") else "203.0.113.2"
+        hdr = q[:2] + b"\x81\x80" + q[4:6] + (b"\x00\x01" if qtype == 1 else b"\x00\x00") + b"\x00\x00\x00\x00"
+        ans = (b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + socket.inet_aton(ip)) if qtype == 1 else b""
+        s.sendto(hdr + q[12:end] + ans, peer)
+for a in ("203.0.113.1", "203.0.113.2"):
+    threading.Thread(target=serve, args=(a,), daemon=True).start()
+threading.Event().wait()
+"#;
+
+/// A tiny HTTP server answering `host <its address>` and logging requests.
+const FAKE_HTTP: &str = r#"
+import http.server, sys, threading
+log = open(sys.argv[1], "a", buffering=1)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        me = self.server.server_address[0]
+        log.write(me + " " + self.path + "\n")
+        body = ("host " + me + "\n").encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+for a in sys.argv[2:]:
+    addr, port = a.rsplit(":", 1)
+    srv = http.server.ThreadingHTTPServer((addr, int(port)), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+threading.Event().wait()
+"#;
+
+/// The fake internet; torn down on drop (also when a test fails).
+struct FakeNet {
+    dir: PathBuf,
+    pids: Vec<u32>,
+}
+
+impl FakeNet {
+    fn up() -> FakeNet {
+        Self::teardown_objects();
+        let dir = PathBuf::from("/var/tmp/paddock-test-fakenet");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("dns.py"), FAKE_DNS).unwrap();
+        std::fs::write(dir.join("fakeweb.py"), FAKE_HTTP).unwrap();
+        sh_host(&format!(
+            "ip netns add {FAKE_NS}
+             ip link add {FAKE_LINK} type veth peer name eth0 netns {FAKE_NS}
+             ip addr add 203.0.113.254/24 dev {FAKE_LINK}; ip link set {FAKE_LINK} up
+             ip -n {FAKE_NS} addr add 203.0.113.1/24 dev eth0
+             ip -n {FAKE_NS} addr add 203.0.113.2/24 dev eth0
+             ip -n {FAKE_NS} link set eth0 up; ip -n {FAKE_NS} link set lo up
+             ip -n {FAKE_NS} addr add 169.254.169.254/32 dev eth0
+             ip route add 169.254.169.254/32 via 203.0.113.1 dev {FAKE_LINK}"
+        ));
+        let py = "/usr/bin/python3";
+        let d = dir.display();
+        let spawn = |args: &[&str]| {
+            Command::new(args[0])
+                .args(&args[1..])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("starting fake service")
+                .id()
+        };
+        let dns_log = format!("{d}/dns.log");
+        let web_log = format!("{d}/web.log");
+        let probe_log = format!("{d}/probe.log");
+        let pids = vec![
+            spawn(&[
+                "ip",
+                "netns",
+                "exec",
+                FAKE_NS,
+                py,
+                &format!("{d}/dns.py"),
+                &dns_log,
+            ]),
+            spawn(&[
+                "ip",
+                "netns",
+                "exec",
+                FAKE_NS,
+                py,
+                &format!("{d}/fakeweb.py"),
+                &web_log,
+                "203.0.113.1:80",
+                "203.0.113.2:80",
+            ]),
+            // The metadata service (routed like any internet address) and a probe on every
+            // host address (the host's own services): neither may log a sandbox's request.
+            spawn(&[
+                "ip",
+                "netns",
+                "exec",
+                FAKE_NS,
+                py,
+                &format!("{d}/fakeweb.py"),
+                &probe_log,
+                "169.254.169.254:80",
+            ]),
+            spawn(&[py, &format!("{d}/fakeweb.py"), &probe_log, "0.0.0.0:18765"]),
+        ];
+        let f = FakeNet { dir, pids };
+        // Wait until the services answer (from the host).
+        for _ in 0..100 {
+            let ok = Command::new("bash")
+                .arg("-c")
+                .arg("exec 3<>/dev/tcp/203.0.113.1/80 && exec 4<>/dev/tcp/169.254.169.254/80 && exec 5<>/dev/tcp/127.0.0.1/18765")
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Warm-up requests from the host are not sandbox traffic.
+        std::fs::write(f.dir.join("probe.log"), "").unwrap();
+        std::fs::write(f.dir.join("web.log"), "").unwrap();
+        f
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    fn teardown_objects() {
+        let _ = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "ip route del 169.254.169.254/32; ip netns del {FAKE_NS}; ip link del {FAKE_LINK}"
+            ))
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for FakeNet {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            // Only the processes this test started, by pid.
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        // `ip netns exec` children: kill what still runs inside the namespace.
+        let _ = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "for p in $(ip netns pids {FAKE_NS} 2>/dev/null); do kill $p; done"
+            ))
+            .status();
+        Self::teardown_objects();
+    }
+}
+
+fn runtime() -> Arc<Runtime> {
+    static RT: OnceLock<Arc<Runtime>> = OnceLock::new();
+    RT.get_or_init(|| {
+        let mut cfg = RuntimeConfig::new("/var/tmp/paddock-test-network");
+        cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
+        cfg.dns_upstream = Some("203.0.113.1:53".parse().unwrap());
+        Runtime::open(cfg).expect("opening the test runtime")
+    })
+    .clone()
+}
+
+async fn create(p: NetworkPolicy) -> Arc<Sandbox> {
+    runtime()
+        .create(CreateSpec {
+            network: p,
+            ..CreateSpec::default()
+        })
+        .await
+        .expect("creating sandbox")
+}
+
+/// `python3` one-liners run in the sandbox: fetch a URL (prints the body or `ERR <what>`),
+/// resolve a name, send a raw DNS query to a server.
+const PROBE: &str = r#"
+import socket, sys, urllib.request
+what, arg = sys.argv[1], sys.argv[2]
+try:
+    if what == "get":
+        print(urllib.request.urlopen(arg, timeout=3).read().decode().strip())
+    elif what == "resolve":
+        print(socket.gethostbyname(arg))
+    elif what == "tcp":
+        h, p = arg.rsplit(":", 1)
+        socket.create_connection((h, int(p)), timeout=3).close(); print("connected")
+    elif what == "dns":
+        srv, name = arg.split(",")
+        q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\x00\x00\x01\x00\x01"
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); s.sendto(q, (srv, 53)); s.recv(512); print("answered")
+except Exception as e:
+    print("ERR", type(e).__name__)
+"#;
+
+async fn probe(s: &Sandbox, what: &str, arg: &str) -> String {
+    let r = sh(
+        s,
+        &format!(
+            "python3 -c '{}' {what} '{arg}'",
+            PROBE.replace('\'', "'\\''")
+        ),
+    )
+    .await;
+    out(&r).trim().to_owned()
+}
+
+fn assert_blocked(got: &str, what: &str) {
+    assert!(
+        got.starts_with("ERR"),
+        "{what} should be blocked, got {got:?}"
+    );
+}
+
+/// Every mode against the fake internet, the host, the metadata address and another
+/// sandbox, in one sequence (they share the fake internet).
+#[tokio::test(flavor = "multi_thread")]
+async fn network_modes_against_a_fake_internet() {
+    let fake = FakeNet::up();
+    let rt = runtime();
+
+    // --- none: nothing, not even DNS.
+    let none = create(NetworkPolicy::none()).await;
+    assert_blocked(
+        &probe(&none, "get", "http://203.0.113.1/none").await,
+        "none: IP literal",
+    );
+    assert_blocked(&probe(&none, "resolve", "allowed.test").await, "none: DNS");
+    assert_blocked(
+        &probe(&none, "dns", "203.0.113.1,leak-none.test").await,
+        "none: direct DNS",
+    );
+    let r = sh(&none, "awk 'NR>2 {print $1}' /proc/net/dev").await;
+    assert_eq!(out(&r), "lo:\n", "{r:?}");
+
+    // --- allow: an allowed name, and nothing else.
+    let allow = create(
+        NetworkPolicy::new(
+            NetworkMode::Allow,
+            &["allowed.test".into(), "*.wild.test".into()],
+        )
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        probe(&allow, "get", "http://allowed.test/a").await,
+        "host 203.0.113.1"
+    );
+    assert_eq!(
+        probe(&allow, "get", "http://www.wild.test/w").await,
+        "host 203.0.113.1"
+    );
+    assert_blocked(
+        &probe(&allow, "resolve", "other.test").await,
+        "allow: other name",
+    );
+    assert_blocked(
+        &probe(&allow, "resolve", "wild.test").await,
+        "allow: wildcard's parent",
+    );
+    assert_blocked(
+        &probe(&allow, "get", "http://203.0.113.2/literal").await,
+        "allow: IP literal",
+    );
+    // Another resolver is unreachable, so a name cannot be smuggled out through it.
+    assert_blocked(
+        &probe(&allow, "dns", "203.0.113.2,leak-allow.test").await,
+        "allow: direct DNS",
+    );
+    // A Host header naming an allowed site does not open another address.
+    let r = sh(
+        &allow,
+        "python3 -c 'import urllib.request as u; print(u.urlopen(u.Request(\"http://203.0.113.2/spoof\", headers={\"Host\": \"allowed.test\"}), timeout=3).read())' 2>&1 | tail -1",
+    )
+    .await;
+    assert!(!out(&r).contains("host 203.0.113"), "{r:?}");
+
+    // --- allow with a CIDR.
+    let cidr =
+        create(NetworkPolicy::new(NetworkMode::Allow, &["203.0.113.2/32".into()]).unwrap()).await;
+    assert_eq!(
+        probe(&cidr, "get", "http://203.0.113.2/cidr").await,
+        "host 203.0.113.2"
+    );
+    assert_blocked(
+        &probe(&cidr, "get", "http://203.0.113.1/cidr").await,
+        "cidr: other address",
+    );
+    assert_blocked(
+        &probe(&cidr, "resolve", "allowed.test").await,
+        "cidr: names",
+    );
+
+    // --- all: the fake internet, but not the host, the metadata service or a sandbox.
+    let all = create(NetworkPolicy::all()).await;
+    assert_eq!(
+        probe(&all, "get", "http://other.test/all").await,
+        "host 203.0.113.2"
+    );
+    assert_eq!(
+        probe(&all, "get", "http://203.0.113.1/all").await,
+        "host 203.0.113.1"
+    );
+    assert_blocked(
+        &probe(&all, "get", "http://169.254.169.254/latest/meta-data/").await,
+        "all: metadata",
+    );
+    let gw = paddock_runtime::net::host_addr(all.slot);
+    for target in [
+        format!("{gw}:18765"),
+        "203.0.113.254:18765".to_owned(),
+        "10.200.0.1:18765".to_owned(),
+    ] {
+        assert_blocked(
+            &probe(&all, "tcp", &target).await,
+            &format!("all: host {target}"),
+        );
+    }
+    // The sandbox's own loopback is its own: nothing of the host's is there.
+    assert_blocked(
+        &probe(&all, "tcp", "127.0.0.1:18765").await,
+        "all: host loopback",
+    );
+    // Another sandbox's listener.
+    let r = root(
+        &cidr,
+        "nohup python3 -m http.server 8080 >/dev/null 2>&1 & sleep 0.5",
+    )
+    .await;
+    assert_eq!(r.exit_code, Some(0));
+    let peer = paddock_runtime::net::sandbox_addr(cidr.slot);
+    assert_blocked(
+        &probe(&all, "tcp", &format!("{peer}:8080")).await,
+        "all: other sandbox",
+    );
+    let peer_none = format!("{}:8080", paddock_runtime::net::sandbox_addr(none.slot));
+    assert_blocked(
+        &probe(&all, "tcp", &peer_none).await,
+        "all: none-mode sandbox",
+    );
+
+    // --- changing a policy while running.
+    rt.set_network(none.id.as_str(), NetworkPolicy::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        probe(&none, "get", "http://203.0.113.1/now-all").await,
+        "host 203.0.113.1"
+    );
+    rt.set_network(
+        none.id.as_str(),
+        NetworkPolicy::new(NetworkMode::Allow, &["allowed.test".into()]).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_blocked(
+        &probe(&none, "get", "http://203.0.113.2/now-allow").await,
+        "changed to allow",
+    );
+    assert_eq!(
+        probe(&none, "get", "http://allowed.test/now-allow").await,
+        "host 203.0.113.1"
+    );
+    rt.set_network(none.id.as_str(), NetworkPolicy::none())
+        .await
+        .unwrap();
+    assert_blocked(
+        &probe(&none, "get", "http://203.0.113.1/back-to-none").await,
+        "back to none",
+    );
+
+    // What reached the fake internet and the host.
+    let dns = fake.log("dns.log");
+    assert!(!dns.contains("leak-"), "a direct DNS query got out: {dns}");
+    assert!(
+        !dns.contains("other.test\nwild.test") && dns.contains("allowed.test"),
+        "{dns}"
+    );
+    assert_eq!(
+        fake.log("probe.log"),
+        "",
+        "the host or metadata service was reached"
+    );
+    let web = fake.log("web.log");
+    for bad in [
+        "/none",
+        "/literal",
+        "/spoof",
+        "/back-to-none",
+        "/now-allow\n203.0.113.2",
+    ] {
+        assert!(!web.contains(bad), "{bad} reached the fake internet: {web}");
+    }
+
+    // Destroy leaves no link, rule or resolver behind.
+    let slots: Vec<u32> = [&none, &allow, &cidr, &all]
+        .iter()
+        .map(|s| s.slot)
+        .collect();
+    for s in [none, allow, cidr, all] {
+        rt.destroy(s.id.as_str()).await.unwrap();
+    }
+    assert_no_network_objects(&slots);
+    drop(fake);
+}
+
+/// No link, nftables chain or set, and no resolver socket of these slots remains.
+fn assert_no_network_objects(slots: &[u32]) {
+    let links = sh_host("ls /sys/class/net");
+    let rules = sh_host("nft list ruleset");
+    let sockets = sh_host("ss -Hlun 2>/dev/null || true");
+    for slot in slots {
+        assert!(
+            !links.lines().any(|l| l == format!("pdk{slot}")),
+            "link pdk{slot} left behind"
+        );
+        assert!(
+            !rules.contains(&format!("chain s{slot} "))
+                && !rules.contains(&format!("set a{slot} ")),
+            "rules of slot {slot} left behind:\n{rules}"
+        );
+        let addr = paddock_runtime::net::host_addr(*slot).to_string();
+        assert!(
+            !sockets.contains(&format!("{addr}:53")),
+            "resolver of slot {slot} left behind"
+        );
+    }
+}
