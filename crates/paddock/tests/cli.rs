@@ -152,8 +152,12 @@ async fn the_cli_drives_a_sandbox_from_create_to_kill() {
         "{}",
         stdout(&o)
     );
-    let o = paddock(&s, &["url", &id, "5173"]);
-    assert_eq!(stdout(&o).trim(), format!("http://5173-{id}.localhost"));
+    let o = paddock(&s, &["url", &id, "5173", "--no-token"]);
+    let port = s.url.rsplit(':').next().unwrap_or_default();
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("http://5173-{id}.localhost:{port}/")
+    );
     let o = paddock(&s, &["status"]);
     assert!(
         o.status.success() && stdout(&o).contains("sandboxes"),

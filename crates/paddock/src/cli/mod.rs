@@ -54,7 +54,7 @@ pub(crate) enum ClientCmd {
     Logs(logs::LogsArgs),
     /// Run a project's tests in a sandbox and summarize them; exits 1 on failures.
     Test(testcmd::TestArgs),
-    /// Print the URL under which a sandbox's port is served.
+    /// Print the proxy URL of a sandbox's port (with its access token unless the port is public).
     #[command(visible_alias = "get-host")]
     Url(sandbox::UrlArgs),
     /// Show the server's version, uptime and limits.

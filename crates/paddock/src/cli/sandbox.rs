@@ -215,37 +215,49 @@ pub(crate) struct UrlArgs {
     /// The port inside the sandbox.
     #[arg(value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) port: u16,
+    /// Print the path-routed URL ({server}/proxy/{id}/{port}/), which needs no wildcard DNS.
+    #[arg(long)]
+    pub(crate) path: bool,
+    /// Leave the access token out of the URL of a private port.
+    #[arg(long)]
+    pub(crate) no_token: bool,
     #[command(flatten)]
     pub(crate) conn: Conn,
 }
 
-/// Prints `http://{port}-{id}.{domain}`; warns on stderr if the server does not proxy ports.
+/// Prints the proxy URL of a port: `http://{port}-{id}.{domain}[:port]/` (or the path form),
+/// with `?paddock_token=` for a private port; notes on stderr when nothing listens yet.
 pub(crate) async fn url(a: UrlArgs) -> Result<i32> {
     let api = Api::new(&a.conn)?;
-    let sbx_path = ["v1", "sandboxes", a.id.as_str()];
-    let (sbx, status) = tokio::join!(
-        api.get_json::<Value>(&sbx_path),
-        api.get_json::<Value>(&["v1", "status"]),
-    );
-    let sbx = sbx?;
-    let id = sbx["id"].as_str().unwrap_or(&a.id);
-    let Some(domain) = sbx.get("domain").and_then(Value::as_str) else {
-        bail!("the server did not say under which domain it serves sandbox ports");
+    let port = a.port.to_string();
+    let v: Value = api
+        .get_json(&["v1", "sandboxes", a.id.as_str(), "ports", port.as_str()])
+        .await?;
+    let key = if a.path { "path_url" } else { "url" };
+    let Some(base) = v.get(key).and_then(Value::as_str) else {
+        bail!("the server did not give the URL of port {}", a.port);
     };
-    write_stdout(&format!("{}\n", port_url(a.port, id, domain)))?;
-    let proxied = status
-        .ok()
-        .and_then(|s| s.get("proxy").and_then(Value::as_bool))
-        .unwrap_or(false);
-    if !proxied {
-        eprintln!("paddock: note: this server does not serve sandbox ports yet");
+    let public = v.get("public").and_then(Value::as_bool).unwrap_or(false);
+    let token = v.get("access_token").and_then(Value::as_str);
+    write_stdout(&format!(
+        "{}\n",
+        port_url(base, (!public && !a.no_token).then_some(token).flatten())
+    ))?;
+    if v.get("listening").and_then(Value::as_bool) == Some(false) {
+        eprintln!(
+            "paddock: note: nothing listens on port {} in the sandbox yet",
+            a.port
+        );
     }
     Ok(0)
 }
 
-/// `http://{port}-{id}.{domain}`.
-pub(crate) fn port_url(port: u16, id: &str, domain: &str) -> String {
-    format!("http://{port}-{id}.{}", domain.trim_matches('.'))
+/// `base`, with `?paddock_token=TOKEN` when a token is given.
+pub(crate) fn port_url(base: &str, token: Option<&str>) -> String {
+    match token {
+        Some(t) => format!("{base}?paddock_token={t}"),
+        None => base.to_owned(),
+    }
 }
 
 /// `paddock status`.
@@ -377,12 +389,12 @@ mod tests {
     #[test]
     fn urls() {
         assert_eq!(
-            port_url(8080, "sbx_1", "localhost"),
-            "http://8080-sbx_1.localhost"
+            port_url("http://8080-a.localhost:7070/", Some("t0k")),
+            "http://8080-a.localhost:7070/?paddock_token=t0k"
         );
         assert_eq!(
-            port_url(3000, "sbx_1", ".sb.example.com."),
-            "http://3000-sbx_1.sb.example.com"
+            port_url("http://h/proxy/a/3000/", None),
+            "http://h/proxy/a/3000/"
         );
     }
 
