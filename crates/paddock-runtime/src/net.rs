@@ -104,6 +104,9 @@ pub struct Net {
     table: String,
     upstream: SocketAddr,
     attached: Mutex<HashMap<u32, Attached>>,
+    /// Serialises changes to the table's existence (made by the first networked sandbox,
+    /// deleted with the last), so an attach never meets a half-deleted table.
+    table_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Net {
@@ -151,6 +154,7 @@ impl Net {
             table: format!("paddock_{instance}"),
             upstream,
             attached: Mutex::new(HashMap::new()),
+            table_lock: Mutex::new(()),
         }
     }
 
@@ -170,6 +174,7 @@ impl Net {
                 "networked sandboxes exist but `nft` is not installed".into(),
             ));
         }
+        let _g = self.table_lock.lock().expect("net poisoned");
         let mut script = format!("add table inet {0}\ndelete table inet {0}\n", self.table);
         if !networked.is_empty() {
             script.push_str(&self.base_ruleset());
@@ -253,6 +258,7 @@ impl Net {
 
     /// Gives sandbox `slot` (PID 1 `pid`) its link, rules and resolver.
     pub fn attach(&self, slot: u32, pid: i32, p: &NetworkPolicy) -> Result<()> {
+        let _g = self.table_lock.lock().expect("net poisoned");
         let ifn = ifname(slot);
         let (h, g) = (host_addr(slot), sandbox_addr(slot));
         // Forwarding is what lets routed sandbox traffic leave; it is host-wide.
@@ -312,9 +318,14 @@ impl Net {
     /// Removes everything of sandbox `slot`: resolver, rules, link. Safe to call for a slot
     /// that never had a network.
     pub fn detach(&self, slot: u32) {
-        if let Some(a) = self.attached.lock().expect("net poisoned").remove(&slot) {
-            a.resolver.abort();
-        }
+        let _g = self.table_lock.lock().expect("net poisoned");
+        let now_empty = {
+            let mut at = self.attached.lock().expect("net poisoned");
+            if let Some(a) = at.remove(&slot) {
+                a.resolver.abort();
+            }
+            at.is_empty()
+        };
         let t = &self.table;
         let ifn = ifname(slot);
         if self.table_has_base().unwrap_or(false) {
@@ -329,6 +340,11 @@ impl Net {
         }
         if std::path::Path::new("/sys/class/net").join(&ifn).exists() {
             let _ = run("ip", &["link", "del", &ifn], "");
+        }
+        // The last networked sandbox takes the table with it: an idle Paddock leaves no
+        // rule in the host's firewall.
+        if now_empty {
+            let _ = run("nft", &["delete", "table", "inet", t], "");
         }
     }
 
@@ -449,19 +465,19 @@ async fn answer(
         r.set_recursion_available(true);
         return r.to_vec().ok();
     }
-    let up = tokio::net::UdpSocket::bind(("0.0.0.0", 0)).await.ok()?;
-    up.send_to(q, upstream).await.ok()?;
-    let mut buf = vec![0u8; 4096];
-    let n = loop {
-        let (n, from) = tokio::time::timeout(UPSTREAM_TIMEOUT, up.recv_from(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
-        if from == upstream {
-            break n;
-        }
+    let servfail = || {
+        Message::error_msg(msg.id(), msg.op_code(), ResponseCode::ServFail)
+            .to_vec()
+            .ok()
     };
-    let mut resp = Message::from_vec(&buf[..n]).ok()?;
+    let Some(reply) = forward(q, upstream).await else {
+        // Upstream unreachable or silent: say so at once instead of letting the client
+        // wait out its own timeout.
+        return servfail();
+    };
+    let Ok(mut resp) = Message::from_vec(&reply) else {
+        return servfail();
+    };
     if resp.id() != msg.id() {
         return None;
     }
@@ -494,6 +510,25 @@ async fn answer(
     }
     resp.insert_answers(answers);
     resp.to_vec().ok()
+}
+
+/// Sends `q` to `upstream` and waits for its reply (same id, from that address).
+async fn forward(q: &[u8], upstream: SocketAddr) -> Option<Vec<u8>> {
+    let up = tokio::net::UdpSocket::bind(("0.0.0.0", 0)).await.ok()?;
+    up.connect(upstream).await.ok()?;
+    up.send(q).await.ok()?;
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + UPSTREAM_TIMEOUT;
+    loop {
+        let n = tokio::time::timeout_at(deadline, up.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n >= 2 && buf[..2] == q[..2] {
+            buf.truncate(n);
+            return Some(buf);
+        }
+    }
 }
 
 /// The first `nameserver` of the host's `/etc/resolv.conf`, port 53 (fallback 127.0.0.1).

@@ -95,15 +95,13 @@ async fn serve(state: &AppState, t: Target, req: Request) -> Response {
     let sbx = match state.runtime.get(&t.id) {
         Ok(s) if t.id.parse::<paddock_core::SandboxId>().is_ok() => s,
         _ => {
-            let shown = if t.id.parse::<paddock_core::SandboxId>().is_ok() {
-                t.id.as_str()
+            // The id is echoed only if it looks like one, so odd input never reaches a body.
+            let msg = if t.id.parse::<paddock_core::SandboxId>().is_ok() {
+                format!("the sandbox {} was not found", t.id)
             } else {
-                "named"
+                "the sandbox was not found".to_owned()
             };
-            return e2b_error(
-                StatusCode::BAD_GATEWAY,
-                &format!("the sandbox {shown} was not found"),
-            );
+            return e2b_error(StatusCode::BAD_GATEWAY, &msg);
         }
     };
     let open = req.method() == Method::GET && req.uri().path() == "/health";

@@ -13,8 +13,10 @@ left behind.
 """
 
 import asyncio
+import faulthandler
 import os
 import signal
+import sys
 import time
 import uuid
 from typing import Callable, List
@@ -23,9 +25,10 @@ import pytest
 
 from e2b import AsyncSandbox, Sandbox
 
-# Per test, setup and teardown included. The whole suite takes well under a minute on a
-# healthy server; a hang must fail one test, not the run.
+# Per test, setup and teardown included (see `_alarm`). The whole suite takes well under a
+# minute on a healthy server.
 TEST_TIMEOUT_S = 60
+HARD_TIMEOUT_S = 30
 
 
 def env(name: str) -> str:
@@ -45,17 +48,34 @@ class _TestTimeout(Exception):
     pass
 
 
+def _real_stderr(config) -> int:
+    """The fd of the terminal's stderr, which pytest's fd capture has replaced as fd 2."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    err = getattr(getattr(capman, "_global_capturing", None), "err", None)
+    return getattr(err, "targetfd_save", None) or sys.__stderr__.fileno()
+
+
 @pytest.fixture(autouse=True)
-def _alarm():
+def _alarm(request):
     """Fails a test that runs longer than TEST_TIMEOUT_S (autouse, so it wraps every
-    other fixture of the test)."""
+    other fixture of the test).
+
+    SIGALRM interrupts Python code, but not a sync SDK call blocked inside its native HTTP
+    client (pyqwest); most of those end at the SDK's own 60 s timeouts. If the test is
+    still stuck HARD_TIMEOUT_S later, faulthandler prints every thread's stack and ends
+    the whole run, so a hang is reported rather than waited out.
+    """
 
     def on_alarm(signum, frame):
         raise _TestTimeout(f"test exceeded {TEST_TIMEOUT_S} s")
 
     old = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, TEST_TIMEOUT_S)
+    faulthandler.dump_traceback_later(
+        TEST_TIMEOUT_S + HARD_TIMEOUT_S, exit=True, file=_real_stderr(request.config)
+    )
     yield
+    faulthandler.cancel_dump_traceback_later()
     signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, old)
 

@@ -155,7 +155,7 @@ def test_default_user_cannot_write_into_a_root_only_dir(sandbox):
 
 @pytest.mark.sudo
 def test_sudo_as_user_gives_root(sandbox):
-    """Passwordless sudo for `user`, as in E2B's base template (pending server support)."""
+    """Passwordless sudo for `user`, as in E2B's base template."""
     r = sandbox.commands.run("sudo id -u")
     assert r.stdout == "0\n"
 

@@ -125,6 +125,19 @@ def test_routing_by_host_header(sandbox):
     assert r.status_code == 401, r.text
 
 
+def test_a_request_naming_a_sandbox_never_reaches_the_rest_api(sandbox):
+    # With a valid API key and a sandbox header, a REST path is the sandbox's envd path.
+    r = httpx.get(
+        f"{SANDBOX_URL}/v2/sandboxes",
+        headers={
+            **envd_headers(sandbox, sandbox._envd_access_token),
+            "X-API-KEY": os.environ["E2B_API_KEY"],
+        },
+    )
+    assert r.status_code == 404, (r.status_code, r.text)
+    assert not isinstance(r.json() if r.content else None, list), r.text
+
+
 # --- signed URLs ---
 
 

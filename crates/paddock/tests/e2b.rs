@@ -1,0 +1,267 @@
+//! E2B SDK conformance: the unmodified `e2b` Python SDK (pinned in `e2b/requirements.txt`)
+//! drives a real `paddock serve` through the pytest suite in `tests/e2b/`.
+//!
+//! The suite runs in a venv at `/var/tmp/paddock-e2b-venv` (made with `python3 -m venv`,
+//! so the host needs `python3-venv`), rebuilt only when `requirements.txt` changes: a hash
+//! of that file and of the Python version is kept inside the venv. Installing needs PyPI.
+
+mod server;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use server::*;
+
+/// Where the suite's venv lives: outside the repository, shared by runs.
+const VENV: &str = "/var/tmp/paddock-e2b-venv";
+/// Inside the venv: the hash of the requirements it was built from.
+const HASH_FILE: &str = "paddock-requirements.hash";
+/// The number of tests in `tests/e2b/` (pytest's count, parametrized cases included).
+/// Every one must pass; raise this when adding tests.
+const TESTS_WRITTEN: usize = 176;
+/// The domain the server is started with and the SDK is told about.
+const DOMAIN: &str = "paddock.test";
+/// An upper bound for the whole pytest run (it takes well under a minute).
+const SUITE_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn suite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2b")
+}
+
+/// FNV-1a, 64 bit: enough to notice that the requirements changed.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn run(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Makes the venv, or brings it up to date with `requirements.txt`; returns its python.
+fn prepare_venv() -> PathBuf {
+    let venv = Path::new(VENV);
+    let python = venv.join("bin/python");
+    let requirements = suite_dir().join("requirements.txt");
+    let python_version = Command::new("python3")
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("the E2B suite needs python3 on PATH: {e}"));
+    let mut hashed = std::fs::read(&requirements).expect("reading requirements.txt");
+    hashed.extend_from_slice(&python_version.stdout);
+    let want = format!("{:016x}\n", fnv1a(&hashed));
+
+    // Two test runs at once must not build the same venv together.
+    let lock = File::create(format!("{VENV}.lock")).expect("venv lock file");
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("locking the venv");
+
+    if python.exists() && std::fs::read_to_string(venv.join(HASH_FILE)).ok() == Some(want.clone()) {
+        return python;
+    }
+    eprintln!(
+        "e2b conformance: preparing {VENV} from {}",
+        requirements.display()
+    );
+    let out = Command::new("python3")
+        .args(["-m", "venv", "--clear", VENV])
+        .output()
+        .expect("running python3 -m venv");
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if format!("{stdout}{stderr}").contains("ensurepip") {
+            panic!(
+                "python3 -m venv failed: ensurepip is not available. Install the venv module \
+                 (Debian/Ubuntu: apt-get install python3-venv) and run again.\n{stdout}{stderr}"
+            );
+        }
+        panic!(
+            "python3 -m venv {VENV} failed ({}):\n{stdout}{stderr}",
+            out.status
+        );
+    }
+    run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements),
+        "pip install -r tests/e2b/requirements.txt",
+    );
+    std::fs::write(venv.join(HASH_FILE), &want).expect("writing the requirements hash");
+    python
+}
+
+/// Counts from pytest's final summary line, e.g. `2 failed, 171 passed, 1 error in 17.62s`.
+#[derive(Debug, Default)]
+struct Summary {
+    passed: usize,
+    failed: usize,
+    errors: usize,
+    skipped: usize,
+}
+
+fn parse_summary(line: &str) -> Option<Summary> {
+    let line = line.trim().trim_matches('=').trim();
+    let (counts, _) = line.rsplit_once(" in ")?;
+    let mut s = Summary::default();
+    let mut any = false;
+    for part in counts.split(", ") {
+        let Some((n, what)) = part.trim().split_once(' ') else {
+            continue;
+        };
+        let Ok(n) = n.parse::<usize>() else { continue };
+        any = true;
+        match what {
+            "passed" => s.passed = n,
+            "failed" => s.failed = n,
+            "error" | "errors" => s.errors = n,
+            "skipped" | "deselected" | "xfailed" | "xpassed" => s.skipped += n,
+            _ => {}
+        }
+    }
+    any.then_some(s)
+}
+
+/// Runs pytest with the SDK pointed at `url`, echoing its output; returns (success, last
+/// summary line seen).
+fn run_pytest(python: &Path, url: &str, key: &str) -> (bool, Option<Summary>) {
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE"])
+        .arg(suite_dir())
+        .current_dir(suite_dir())
+        .env("E2B_API_URL", url)
+        .env("E2B_SANDBOX_URL", url)
+        .env("E2B_API_KEY", key)
+        .env("E2B_DOMAIN", DOMAIN)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        .env_remove("E2B_DEBUG")
+        .env_remove("E2B_ACCESS_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    // Everything goes to 127.0.0.1; a proxy from the environment must not get in between.
+    for var in [
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn().expect("starting pytest");
+    let stdout = child.stdout.take().expect("pytest stdout");
+    let reader = std::thread::spawn(move || {
+        let mut summary = None;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            println!("{line}");
+            if let Some(s) = parse_summary(&line) {
+                summary = Some(s);
+            }
+        }
+        summary
+    });
+    let deadline = Instant::now() + SUITE_TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("waiting for pytest") {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let summary = reader.join().expect("pytest output reader");
+    let Some(status) = status else {
+        panic!("the E2B suite did not finish within {SUITE_TIMEOUT:?}");
+    };
+    (status.success(), summary)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn e2b_python_sdk_conformance() {
+    let python = tokio::task::spawn_blocking(prepare_venv)
+        .await
+        .expect("venv task");
+    let s = Server::start(&["--domain", DOMAIN]);
+    let (_, key) = s.new_key(json!({"name": "e2b-sdk"})).await;
+
+    let url = s.url.clone();
+    let (ok, summary) = tokio::task::spawn_blocking(move || run_pytest(&python, &url, &key))
+        .await
+        .expect("pytest task");
+    let summary = summary.expect(
+        "pytest ended without a summary line (a test hung past its hard timeout: see the \
+         stack dump above)",
+    );
+    println!(
+        "e2b conformance: {} passed, {} failed",
+        summary.passed,
+        summary.failed + summary.errors
+    );
+    assert!(ok, "the E2B suite failed: {summary:?}");
+    assert_eq!(
+        (summary.failed, summary.errors, summary.skipped),
+        (0, 0, 0),
+        "{summary:?}"
+    );
+    assert!(
+        summary.passed >= TESTS_WRITTEN,
+        "only {} tests passed, the suite has {TESTS_WRITTEN}",
+        summary.passed
+    );
+
+    // Every sandbox the suite made was killed (by the test or its fixture).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, v) = call(s.req(Method::GET, "/v1/sandboxes")).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let left = v["sandboxes"].as_array().expect("sandboxes").clone();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sandboxes left running after the E2B suite: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[test]
+fn pytest_summary_lines_parse() {
+    let s = parse_summary("1 failed, 174 passed in 17.62s").expect("summary");
+    assert_eq!((s.passed, s.failed, s.errors), (174, 1, 0));
+    let s = parse_summary("===== 175 passed, 2 errors in 3.10s =====").expect("summary");
+    assert_eq!((s.passed, s.errors), (175, 2));
+    let s = parse_summary("3 passed, 1 skipped, 2 warnings in 0:01:02").expect("summary");
+    assert_eq!((s.passed, s.skipped), (3, 1));
+    assert!(parse_summary("test_wire.py ....... in progress").is_none());
+    assert!(parse_summary("....F.... [ 41%]").is_none());
+}
