@@ -162,6 +162,8 @@ pub async fn serve(
                 let _ = tcp.set_nodelay(true);
                 let app = app.clone();
                 let domain = domain.clone();
+                // Watches request framing for Content-Length with Transfer-Encoding (refused).
+                let (tcp, framing) = proxy::framing::Watched::new(tcp);
                 let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     // envd's stdin streams may pause for long; the proxy's ports do not.
                     let idle = if e2b::envd::target(req.headers(), req.uri(), &domain)
@@ -176,6 +178,7 @@ pub async fn serve(
                     });
                     // For the proxy's X-Forwarded-For.
                     req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    req.extensions_mut().insert(framing.clone());
                     app.clone().oneshot(req)
                 });
                 let conn = http.serve_connection_with_upgrades(TokioIo::new(tcp), svc);

@@ -4,8 +4,9 @@
 //!
 //! [`route`] runs in front of everything else (the E2B data plane and the REST router):
 //! - It refuses what a proxy must never accept, for every request the server gets: `CONNECT`,
-//!   an absolute-form request target on HTTP/1 (`GET http://127.0.0.1:7070/v1/keys`), and a
-//!   duplicate `Host`; 400 and the connection closed.
+//!   an absolute-form request target on HTTP/1 (`GET http://127.0.0.1:7070/v1/keys`), a
+//!   duplicate `Host`, and a connection on which a request carried both `Content-Length` and
+//!   `Transfer-Encoding` ([`framing`]); 400 and the connection closed.
 //! - A request naming a sandbox by Host (or `E2b-Sandbox-Id`/`E2b-Sandbox-Port`) goes on to
 //!   [`crate::e2b::envd::route`], which sends envd's port 49983 to the agent and every other
 //!   port to [`host`]. A path under `/proxy/` is served by path routing here. Neither ever
@@ -47,6 +48,8 @@ use hyper_util::rt::TokioIo;
 use paddock_store::{SandboxRecord, SandboxState};
 
 use crate::e2b::{ENVD_PORT, access_token, ct_eq};
+
+pub mod framing;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -97,6 +100,16 @@ fn refuse(version: Version, message: &str) -> Response {
 /// Middleware in front of everything: refuses proxy abuse, serves path routing.
 pub async fn route(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let v = req.version();
+    if req
+        .extensions()
+        .get::<framing::Flag>()
+        .is_some_and(framing::Flag::raised)
+    {
+        return refuse(
+            v,
+            "a request with both Content-Length and Transfer-Encoding is not accepted",
+        );
+    }
     if req.method() == Method::CONNECT {
         return refuse(v, "CONNECT is not supported");
     }

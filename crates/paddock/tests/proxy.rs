@@ -744,26 +744,38 @@ async fn hostile_requests_are_refused_and_slow_clients_cut_off() {
     );
     assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
 
-    // Smuggling: Content-Length with Transfer-Encoding. The body is read as chunked only,
-    // the connection is closed after the one response, and the request hidden behind the
-    // chunked body is never served.
+    // Smuggling: Content-Length with Transfer-Encoding, in either order, first on the
+    // connection or after a good request: 400, the connection closed, and the request hidden
+    // behind the chunked body never served.
     for (first, second) in [
         ("Content-Length: 200", "Transfer-Encoding: chunked"),
         ("Transfer-Encoding: chunked", "Content-Length: 200"),
     ] {
-        let smuggled = format!(
-            "GET /proxy/{id}/8765/smuggled HTTP/1.1\r\nHost: {server}\r\nX-Access-Token: {token}\r\n\r\n"
-        );
-        let (resp, closed) = raw(
-            &s,
+        for before in [
+            String::new(),
             format!(
-                "POST /proxy/{id}/8765/front HTTP/1.1\r\nHost: {server}\r\nX-Access-Token: {token}\r\n{first}\r\n{second}\r\n\r\n0\r\n\r\n{smuggled}"
-            )
-            .as_bytes(),
-        );
-        assert_eq!(status_lines(&resp), 1, "{resp}");
-        assert!(!resp.contains("smuggled"), "{resp}");
-        assert!(closed, "connection left open after CL+TE");
+                "GET /proxy/{id}/8765/ok HTTP/1.1\r\nHost: {server}\r\nX-Access-Token: {token}\r\n\r\n"
+            ),
+        ] {
+            let smuggled = format!(
+                "GET /proxy/{id}/8765/smuggled HTTP/1.1\r\nHost: {server}\r\nX-Access-Token: {token}\r\n\r\n"
+            );
+            let (resp, closed) = raw(
+                &s,
+                format!(
+                    "{before}POST /proxy/{id}/8765/front HTTP/1.1\r\nHost: {server}\r\nX-Access-Token: {token}\r\n{first}\r\n{second}\r\n\r\n0\r\n\r\n{smuggled}"
+                )
+                .as_bytes(),
+            );
+            assert!(resp.contains("HTTP/1.1 400"), "{resp}");
+            assert!(resp.contains("Transfer-Encoding"), "{resp}");
+            assert!(
+                !resp.contains("smuggled") && !resp.contains("/front"),
+                "{resp}"
+            );
+            assert!(status_lines(&resp) <= 2, "{resp}");
+            assert!(closed, "connection left open after CL+TE");
+        }
     }
     // Transfer-Encoding other than chunked, and conflicting Content-Lengths: 400 (hyper).
     for bad in [
