@@ -107,6 +107,8 @@ pub struct Net {
     /// Serialises changes to the table's existence (made by the first networked sandbox,
     /// deleted with the last), so an attach never meets a half-deleted table.
     table_lock: Mutex<()>,
+    /// Whether the table with its base chains exists (known without asking `nft`).
+    has_base: Mutex<bool>,
 }
 
 impl std::fmt::Debug for Net {
@@ -155,6 +157,7 @@ impl Net {
             upstream,
             attached: Mutex::new(HashMap::new()),
             table_lock: Mutex::new(()),
+            has_base: Mutex::new(false),
         }
     }
 
@@ -182,7 +185,9 @@ impl Net {
                 script.push_str(&self.sandbox_rules(*slot, p, false));
             }
         }
-        run("nft", &["-f", "-"], &script)
+        run("nft", &["-f", "-"], &script)?;
+        *self.has_base.lock().expect("net poisoned") = !networked.is_empty();
+        Ok(())
     }
 
     fn base_ruleset(&self) -> String {
@@ -264,7 +269,9 @@ impl Net {
         // Forwarding is what lets routed sandbox traffic leave; it is host-wide.
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(RuntimeError::io("enabling IPv4 forwarding"))?;
-        let _ = run("ip", &["link", "del", &ifn], "");
+        if std::path::Path::new("/sys/class/net").join(&ifn).exists() {
+            let _ = run("ip", &["link", "del", &ifn], "");
+        }
         run(
             "ip",
             &["-b", "-"],
@@ -279,23 +286,15 @@ impl Net {
             &format!("addr add {g}/30 dev eth0\nlink set eth0 up\nroute add default via {h}\n"),
         )?;
         let mut script = format!("add table inet {}\n", self.table);
-        if !self.table_has_base()? {
+        let mut has_base = self.has_base.lock().expect("net poisoned");
+        if !*has_base {
             script.push_str(&self.base_ruleset());
         }
         script.push_str(&self.sandbox_rules(slot, p, false));
         run("nft", &["-f", "-"], &script)?;
+        *has_base = true;
+        drop(has_base);
         self.start_resolver(slot, p.clone())
-    }
-
-    /// Whether the base chains exist (after `open` with no networked sandbox they do not).
-    fn table_has_base(&self) -> Result<bool> {
-        let out = Command::new("nft")
-            .args(["list", "chain", "inet", &self.table, "forward"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_err(RuntimeError::io("running nft"))?;
-        Ok(out.success())
     }
 
     /// Re-attaches the resolver of an adopted sandbox (its link and rules survived).
@@ -328,14 +327,18 @@ impl Net {
         };
         let t = &self.table;
         let ifn = ifname(slot);
-        if self.table_has_base().unwrap_or(false) {
+        let mut has_base = self.has_base.lock().expect("net poisoned");
+        if *has_base {
             let script = format!(
                 "delete element inet {t} jumps {{ \"{ifn}\" }}\ndelete element inet {t} dns_ok {{ \"{ifn}\" . {h} }}\ndelete element inet {t} ifs {{ \"{ifn}\" }}\ndelete chain inet {t} s{slot}\ndelete set inet {t} a{slot}\n",
                 h = host_addr(slot)
             );
-            // Each line on its own: a missing element must not keep the others in place.
-            for line in script.lines() {
-                let _ = run("nft", &["-f", "-"], line);
+            // One transaction; if part of it is already gone (a failed attach), line by line
+            // so a missing element does not keep the others in place.
+            if run("nft", &["-f", "-"], &script).is_err() {
+                for line in script.lines() {
+                    let _ = run("nft", &["-f", "-"], line);
+                }
             }
         }
         if std::path::Path::new("/sys/class/net").join(&ifn).exists() {
@@ -343,8 +346,9 @@ impl Net {
         }
         // The last networked sandbox takes the table with it: an idle Paddock leaves no
         // rule in the host's firewall.
-        if now_empty {
+        if now_empty && *has_base {
             let _ = run("nft", &["delete", "table", "inet", t], "");
+            *has_base = false;
         }
     }
 

@@ -1,14 +1,9 @@
-//! Network modes against a fake internet (security-tests.md rows D1-D5).
-//!
-//! The fake internet is a network namespace made here, `pdkfake`, linked to the host by a veth
-//! pair: the host end has 203.0.113.254/24, the fake host 203.0.113.1 and .2 (TEST-NET-3).
-//! It runs an HTTP server on both addresses and a DNS server that answers `allowed.test` and
-//! `www.wild.test` with .1 and every other name with .2, logging every name it is asked.
-//! A "metadata service" listens on 169.254.169.254 in the fake namespace (routed there by
-//! the host), and a probe on every host address. Nothing is sent anywhere else: the sandboxes' resolver
-//! forwards to the fake DNS (`dns_upstream`).
+//! Network modes against a fake internet (security-tests.md rows D1-D5); the fake internet
+//! is described in `fakenet/mod.rs`. The sandboxes' resolver forwards to its DNS server
+//! (`dns_upstream`), so nothing is sent to any other address.
 
 mod common;
+mod fakenet;
 mod server;
 
 use std::path::PathBuf;
@@ -17,196 +12,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::{out, root, sh};
+use fakenet::{FakeNet, sh_host};
 use paddock_core::{NetworkMode, NetworkPolicy};
 use paddock_runtime::{CreateSpec, Runtime, RuntimeConfig, Sandbox};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use server::{Server, call};
-
-const FAKE_NS: &str = "pdkfake";
-const FAKE_LINK: &str = "pdkfakeh";
-
-fn sh_host(script: &str) -> String {
-    let o = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .expect("running bash");
-    assert!(
-        o.status.success(),
-        "host command failed: {script}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// The fake DNS server (python3, stdlib only).
-const FAKE_DNS: &str = r#"
-import socket, struct, sys, threading
-log = open(sys.argv[1], "a", buffering=1)
-def name_of(q):
-    i, labels = 12, []
-    while q[i]:
-        labels.append(q[i+1:i+1+q[i]].decode()); i += 1 + q[i]
-    return ".".join(labels).lower(), i + 5
-def serve(addr):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((addr, 53))
-    while True:
-        q, peer = s.recvfrom(512)
-        name, end = name_of(q)
-        qtype = struct.unpack(">H", q[end-4:end-2])[0]
-        log.write(name + "\n")
-        ip = "203.0.113.1" if name in ("allowed.test", "www.wild.test") else "203.0.113.2"
-        hdr = q[:2] + b"\x81\x80" + q[4:6] + (b"\x00\x01" if qtype == 1 else b"\x00\x00") + b"\x00\x00\x00\x00"
-        ans = (b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + socket.inet_aton(ip)) if qtype == 1 else b""
-        s.sendto(hdr + q[12:end] + ans, peer)
-for a in ("203.0.113.1", "203.0.113.2"):
-    threading.Thread(target=serve, args=(a,), daemon=True).start()
-threading.Event().wait()
-"#;
-
-/// A tiny HTTP server answering `host <its address>` and logging requests.
-const FAKE_HTTP: &str = r#"
-import http.server, sys, threading
-log = open(sys.argv[1], "a", buffering=1)
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        me = self.server.server_address[0]
-        log.write(me + " " + self.path + "\n")
-        body = ("host " + me + "\n").encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a): pass
-for a in sys.argv[2:]:
-    addr, port = a.rsplit(":", 1)
-    srv = http.server.ThreadingHTTPServer((addr, int(port)), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-threading.Event().wait()
-"#;
-
-/// The fake internet; torn down on drop (also when a test fails).
-struct FakeNet {
-    dir: PathBuf,
-    pids: Vec<u32>,
-}
-
-impl FakeNet {
-    fn up() -> FakeNet {
-        Self::teardown_objects();
-        let dir = PathBuf::from("/var/tmp/paddock-test-fakenet");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("dns.py"), FAKE_DNS).unwrap();
-        std::fs::write(dir.join("fakeweb.py"), FAKE_HTTP).unwrap();
-        sh_host(&format!(
-            "ip netns add {FAKE_NS}
-             ip link add {FAKE_LINK} type veth peer name eth0 netns {FAKE_NS}
-             ip addr add 203.0.113.254/24 dev {FAKE_LINK}; ip link set {FAKE_LINK} up
-             ip -n {FAKE_NS} addr add 203.0.113.1/24 dev eth0
-             ip -n {FAKE_NS} addr add 203.0.113.2/24 dev eth0
-             ip -n {FAKE_NS} link set eth0 up; ip -n {FAKE_NS} link set lo up
-             ip -n {FAKE_NS} addr add 169.254.169.254/32 dev eth0
-             ip route add 169.254.169.254/32 via 203.0.113.1 dev {FAKE_LINK}"
-        ));
-        let py = "/usr/bin/python3";
-        let d = dir.display();
-        let spawn = |args: &[&str]| {
-            Command::new(args[0])
-                .args(&args[1..])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("starting fake service")
-                .id()
-        };
-        let dns_log = format!("{d}/dns.log");
-        let web_log = format!("{d}/web.log");
-        let probe_log = format!("{d}/probe.log");
-        let pids = vec![
-            spawn(&[
-                "ip",
-                "netns",
-                "exec",
-                FAKE_NS,
-                py,
-                &format!("{d}/dns.py"),
-                &dns_log,
-            ]),
-            spawn(&[
-                "ip",
-                "netns",
-                "exec",
-                FAKE_NS,
-                py,
-                &format!("{d}/fakeweb.py"),
-                &web_log,
-                "203.0.113.1:80",
-                "203.0.113.2:80",
-            ]),
-            // The metadata service (routed like any internet address) and a probe on every
-            // host address (the host's own services): neither may log a sandbox's request.
-            spawn(&[
-                "ip",
-                "netns",
-                "exec",
-                FAKE_NS,
-                py,
-                &format!("{d}/fakeweb.py"),
-                &probe_log,
-                "169.254.169.254:80",
-            ]),
-            spawn(&[py, &format!("{d}/fakeweb.py"), &probe_log, "0.0.0.0:18765"]),
-        ];
-        let f = FakeNet { dir, pids };
-        // Wait until the services answer (from the host).
-        for _ in 0..100 {
-            let ok = Command::new("bash")
-                .arg("-c")
-                .arg("exec 3<>/dev/tcp/203.0.113.1/80 && exec 4<>/dev/tcp/169.254.169.254/80 && exec 5<>/dev/tcp/127.0.0.1/18765")
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // Warm-up requests from the host are not sandbox traffic.
-        std::fs::write(f.dir.join("probe.log"), "").unwrap();
-        std::fs::write(f.dir.join("web.log"), "").unwrap();
-        f
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
-    }
-
-    fn teardown_objects() {
-        let _ = Command::new("bash")
-            .arg("-c")
-            .arg(format!(
-                "ip route del 169.254.169.254/32; ip netns del {FAKE_NS}; ip link del {FAKE_LINK}"
-            ))
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-impl Drop for FakeNet {
-    fn drop(&mut self) {
-        for pid in &self.pids {
-            // Only the processes this test started, by pid.
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-        }
-        // `ip netns exec` children: kill what still runs inside the namespace.
-        let _ = Command::new("bash")
-            .arg("-c")
-            .arg(format!(
-                "for p in $(ip netns pids {FAKE_NS} 2>/dev/null); do kill $p; done"
-            ))
-            .status();
-        Self::teardown_objects();
-    }
-}
 
 fn runtime() -> Arc<Runtime> {
     static RT: OnceLock<Arc<Runtime>> = OnceLock::new();

@@ -1,0 +1,145 @@
+//! Sandbox networking: create latency by network mode, and egress throughput and connect
+//! latency through a sandbox's link (veth, nftables, NAT) against the same client on the
+//! host, to the fake internet of `tests/fakenet` (nothing leaves the machine).
+//!
+//! Run: `cargo bench -p paddock --bench network` (as root, with `nft`). `PADDOCK_BENCH_RUNS`
+//! sets the create runs per mode (default 50). Prints markdown tables for `BENCHMARKS.md`.
+
+#[path = "../tests/fakenet/mod.rs"]
+mod fakenet;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use paddock_core::{NetworkMode, NetworkPolicy};
+use paddock_runtime::{CreateSpec, ExecRequest, Runtime, RuntimeConfig};
+
+/// Measures, from wherever it runs: MB/s of a 512 MiB download and the p50/p99 of 300 TCP
+/// connects (each with a 1-byte request and reply).
+const CLIENT: &str = r#"
+import socket, time, json
+n = 512 << 20
+t = time.perf_counter()
+s = socket.create_connection(("203.0.113.1", 9000)); s.sendall(b"%d\n" % n)
+got = 0
+while True:
+    b = s.recv(1 << 20)
+    if not b: break
+    got += len(b)
+dt = time.perf_counter() - t
+lat = []
+for _ in range(300):
+    t = time.perf_counter()
+    c = socket.create_connection(("203.0.113.1", 9000)); c.sendall(b"1\n"); c.recv(1); c.close()
+    lat.append(time.perf_counter() - t)
+lat.sort()
+print(json.dumps({"mbps": got / dt / 1e6, "p50": lat[150] * 1e3, "p99": lat[296] * 1e3, "bytes": got}))
+"#;
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() -> anyhow::Result<()> {
+    let runs: usize = std::env::var("PADDOCK_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    let fake = fakenet::FakeNet::up();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut cfg = RuntimeConfig::new(PathBuf::from("/var/tmp/paddock-bench-network"));
+    cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
+    cfg.dns_upstream = Some("203.0.113.1:53".parse()?);
+    let runtime = Runtime::open(cfg)?;
+    let truecmd = || ExecRequest {
+        argv: vec!["/bin/true".into()],
+        ..Default::default()
+    };
+
+    println!("| create + first `/bin/true`, by network mode | p50 | p99 |");
+    println!("|---|---|---|");
+    let policies = [
+        ("none", NetworkPolicy::none()),
+        ("all", NetworkPolicy::all()),
+        (
+            "allow (2 names, 1 CIDR)",
+            NetworkPolicy::new(
+                NetworkMode::Allow,
+                &[
+                    "allowed.test".into(),
+                    "*.wild.test".into(),
+                    "203.0.113.0/24".into(),
+                ],
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+    ];
+    let mut base = None;
+    for (name, p) in &policies {
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let s = rt.block_on(runtime.create(CreateSpec {
+                network: p.clone(),
+                ..CreateSpec::default()
+            }))?;
+            rt.block_on(s.exec(truecmd()))?;
+            v.push(t.elapsed());
+            rt.block_on(runtime.destroy(s.id.as_str()))?;
+        }
+        let (p50, p99) = (pct(&mut v, 0.5), pct(&mut v, 0.99));
+        let ratio = base.map_or(String::new(), |b: Duration| {
+            format!(" ({:.2}×)", p50.as_secs_f64() / b.as_secs_f64())
+        });
+        base.get_or_insert(p50);
+        println!(
+            "| {name} | {:.2} ms{ratio} | {:.2} ms |",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
+    }
+
+    // The same client on the host (direct) and in a sandbox in mode `all` (veth, nftables
+    // forward chain and set lookups, NAT).
+    let host = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(CLIENT)
+        .output()?;
+    let host: serde_json::Value = serde_json::from_slice(&host.stdout)?;
+    let s = rt.block_on(runtime.create(CreateSpec {
+        network: NetworkPolicy::all(),
+        ..CreateSpec::default()
+    }))?;
+    let r = rt.block_on(s.exec(ExecRequest {
+        argv: vec!["python3".into(), "-c".into(), CLIENT.into()],
+        timeout: Some(Duration::from_secs(300)),
+        ..Default::default()
+    }))?;
+    rt.block_on(runtime.destroy(s.id.as_str()))?;
+    let sbx: serde_json::Value = serde_json::from_slice(&r.stdout)
+        .map_err(|e| anyhow::anyhow!("{e}: {}", String::from_utf8_lossy(&r.stderr)))?;
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    println!();
+    println!("| egress to the fake internet | host (direct) | sandbox, mode all | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| 512 MiB download | {:.0} MB/s | {:.0} MB/s | {:.2}× |",
+        f(&host, "mbps"),
+        f(&sbx, "mbps"),
+        f(&sbx, "mbps") / f(&host, "mbps")
+    );
+    for k in ["p50", "p99"] {
+        println!(
+            "| TCP connect + 1-byte round trip, {k} | {:.3} ms | {:.3} ms | {:.2}× |",
+            f(&host, k),
+            f(&sbx, k),
+            f(&sbx, k) / f(&host, k)
+        );
+    }
+    drop(fake);
+    Ok(())
+}
