@@ -822,3 +822,60 @@ async fn hostile_requests_are_refused_and_slow_clients_cut_off() {
         text(via_path(&s, &id, 8000, "hello.txt").header("x-access-token", &token)).await;
     assert_eq!((st, body.as_str()), (StatusCode::OK, HELLO));
 }
+
+/// HTTP/2 from the client side (h2c with prior knowledge, by curl), forwarded as HTTP/1.1.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_clients_are_served_through_both_url_forms() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no curl");
+        return;
+    }
+    let s = Server::start(&[]);
+    let (id, token) = serving_sandbox(&s).await;
+    let port = port_of(&s);
+    let host_url = format!("http://8000-{id}.localhost:{port}/hello.txt");
+    let path_url = format!("{}/proxy/{id}/8000/hello.txt", s.url);
+    let resolve = format!("8000-{id}.localhost:{port}:127.0.0.1");
+    for (url, extra) in [
+        (&host_url, vec!["--resolve", resolve.as_str()]),
+        (&path_url, vec![]),
+    ] {
+        let o = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--http2-prior-knowledge",
+                "-w",
+                "\n%{http_version} %{http_code}",
+            ])
+            .args(&extra)
+            .args(["-H", &format!("x-access-token: {token}"), url.as_str()])
+            .output()
+            .expect("curl");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            out,
+            format!("{HELLO}\n2 200"),
+            "{url}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // Without the token: refused over HTTP/2 too.
+        let o = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(&extra)
+            .arg(url.as_str())
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "401", "{url}");
+    }
+}
