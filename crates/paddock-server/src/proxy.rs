@@ -60,6 +60,12 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest pause between two chunks of a response body (server-sent events and long polls
 /// need more than the request side's 30 s).
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Most upstream connects in flight at once, server-wide: each one enters the sandbox's
+/// network namespace on a short-lived thread, so a flood of requests must not become a flood
+/// of threads. Waiting for a slot counts against [`CONNECT_TIMEOUT`].
+pub const MAX_CONCURRENT_CONNECTS: usize = 256;
+static CONNECTS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MAX_CONCURRENT_CONNECTS);
 /// Most ports one sandbox may mark public.
 pub const MAX_PUBLIC_PORTS: usize = 64;
 /// The query parameter that carries an access token.
@@ -522,13 +528,18 @@ async fn forward(
             format!("port {port} is not open in sandbox {id} ({why})"),
         )
     };
-    let stream = match sbx.connect_port(port, CONNECT_TIMEOUT).await {
-        Ok(s) => s,
-        Err(paddock_runtime::RuntimeError::PortClosed(_, why)) => return closed(&why),
-        Err(e) => {
+    let connect = async {
+        let _slot = CONNECTS.acquire().await;
+        sbx.connect_port(port, CONNECT_TIMEOUT).await
+    };
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(paddock_runtime::RuntimeError::PortClosed(_, why))) => return closed(&why),
+        Ok(Err(e)) => {
             tracing::warn!(sandbox = %id, port, "proxy connect: {e}");
             return closed("no connection");
         }
+        Err(_) => return closed("connect timed out"),
     };
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = match hyper::client::conn::http1::Builder::new()
