@@ -135,12 +135,15 @@ async fn a_sandbox_that_vanished_while_the_server_was_down_is_marked_lost() {
             let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
         }
     }
-    for _ in 0..50 {
+    // Tearing down a pid namespace can take seconds on a loaded 2-core machine; the
+    // restart must come after the sandbox is really gone, or it is (rightly) adopted.
+    for _ in 0..400 {
         if processes_of(&id).is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(processes_of(&id), Vec::<u32>::new(), "sandbox {id} did not die");
     s.restart();
     let (_, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}"))).await;
     assert_eq!(
