@@ -20,7 +20,7 @@ const CLIENT: &str = r#"
 import socket, time, json
 n = 512 << 20
 t = time.perf_counter()
-s = socket.create_connection(("203.0.113.1", 9000)); s.sendall(b"%d\n" % n)
+s = socket.create_connection(("198.51.100.1", 9000)); s.sendall(b"%d\n" % n)
 got = 0
 while True:
     b = s.recv(1 << 20)
@@ -30,7 +30,7 @@ dt = time.perf_counter() - t
 lat = []
 for _ in range(300):
     t = time.perf_counter()
-    c = socket.create_connection(("203.0.113.1", 9000)); c.sendall(b"1\n"); c.recv(1); c.close()
+    c = socket.create_connection(("198.51.100.1", 9000)); c.sendall(b"1\n"); c.recv(1); c.close()
     lat.append(time.perf_counter() - t)
 lat.sort()
 print(json.dumps({"mbps": got / dt / 1e6, "p50": lat[150] * 1e3, "p99": lat[296] * 1e3, "bytes": got}))
@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let mut cfg = RuntimeConfig::new(PathBuf::from("/var/tmp/paddock-bench-network"));
     cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
-    cfg.dns_upstream = Some("203.0.113.1:53".parse()?);
+    cfg.dns_upstream = Some("198.51.100.1:53".parse()?);
     let runtime = Runtime::open(cfg)?;
     let truecmd = || ExecRequest {
         argv: vec!["/bin/true".into()],
@@ -72,7 +72,7 @@ fn main() -> anyhow::Result<()> {
                 &[
                     "allowed.test".into(),
                     "*.wild.test".into(),
-                    "203.0.113.0/24".into(),
+                    "198.51.100.0/24".into(),
                 ],
             )
             .map_err(anyhow::Error::msg)?,

@@ -24,7 +24,7 @@ fn runtime() -> Arc<Runtime> {
     RT.get_or_init(|| {
         let mut cfg = RuntimeConfig::new("/var/tmp/paddock-test-network");
         cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
-        cfg.dns_upstream = Some("203.0.113.1:53".parse().unwrap());
+        cfg.dns_upstream = Some("198.51.100.1:53".parse().unwrap());
         Runtime::open(cfg).expect("opening the test runtime")
     })
     .clone()
@@ -90,12 +90,12 @@ async fn network_modes_against_a_fake_internet() {
     // --- none: nothing, not even DNS.
     let none = create(NetworkPolicy::none()).await;
     assert_blocked(
-        &probe(&none, "get", "http://203.0.113.1/none").await,
+        &probe(&none, "get", "http://198.51.100.1/none").await,
         "none: IP literal",
     );
     assert_blocked(&probe(&none, "resolve", "allowed.test").await, "none: DNS");
     assert_blocked(
-        &probe(&none, "dns", "203.0.113.1,leak-none.test").await,
+        &probe(&none, "dns", "198.51.100.1,leak-none.test").await,
         "none: direct DNS",
     );
     let r = sh(&none, "awk 'NR>2 {print $1}' /proc/net/dev").await;
@@ -112,11 +112,11 @@ async fn network_modes_against_a_fake_internet() {
     .await;
     assert_eq!(
         probe(&allow, "get", "http://allowed.test/a").await,
-        "host 203.0.113.1"
+        "host 198.51.100.1"
     );
     assert_eq!(
         probe(&allow, "get", "http://www.wild.test/w").await,
-        "host 203.0.113.1"
+        "host 198.51.100.1"
     );
     assert_blocked(
         &probe(&allow, "resolve", "other.test").await,
@@ -127,31 +127,31 @@ async fn network_modes_against_a_fake_internet() {
         "allow: wildcard's parent",
     );
     assert_blocked(
-        &probe(&allow, "get", "http://203.0.113.2/literal").await,
+        &probe(&allow, "get", "http://198.51.100.2/literal").await,
         "allow: IP literal",
     );
     // Another resolver is unreachable, so a name cannot be smuggled out through it.
     assert_blocked(
-        &probe(&allow, "dns", "203.0.113.2,leak-allow.test").await,
+        &probe(&allow, "dns", "198.51.100.2,leak-allow.test").await,
         "allow: direct DNS",
     );
     // A Host header naming an allowed site does not open another address.
     let r = sh(
         &allow,
-        "python3 -c 'import urllib.request as u; print(u.urlopen(u.Request(\"http://203.0.113.2/spoof\", headers={\"Host\": \"allowed.test\"}), timeout=3).read())' 2>&1 | tail -1",
+        "python3 -c 'import urllib.request as u; print(u.urlopen(u.Request(\"http://198.51.100.2/spoof\", headers={\"Host\": \"allowed.test\"}), timeout=3).read())' 2>&1 | tail -1",
     )
     .await;
-    assert!(!out(&r).contains("host 203.0.113"), "{r:?}");
+    assert!(!out(&r).contains("host 198.51.100"), "{r:?}");
 
     // --- allow with a CIDR.
     let cidr =
-        create(NetworkPolicy::new(NetworkMode::Allow, &["203.0.113.2/32".into()]).unwrap()).await;
+        create(NetworkPolicy::new(NetworkMode::Allow, &["198.51.100.2/32".into()]).unwrap()).await;
     assert_eq!(
-        probe(&cidr, "get", "http://203.0.113.2/cidr").await,
-        "host 203.0.113.2"
+        probe(&cidr, "get", "http://198.51.100.2/cidr").await,
+        "host 198.51.100.2"
     );
     assert_blocked(
-        &probe(&cidr, "get", "http://203.0.113.1/cidr").await,
+        &probe(&cidr, "get", "http://198.51.100.1/cidr").await,
         "cidr: other address",
     );
     assert_blocked(
@@ -163,11 +163,11 @@ async fn network_modes_against_a_fake_internet() {
     let all = create(NetworkPolicy::all()).await;
     assert_eq!(
         probe(&all, "get", "http://other.test/all").await,
-        "host 203.0.113.2"
+        "host 198.51.100.2"
     );
     assert_eq!(
-        probe(&all, "get", "http://203.0.113.1/all").await,
-        "host 203.0.113.1"
+        probe(&all, "get", "http://198.51.100.1/all").await,
+        "host 198.51.100.1"
     );
     assert_blocked(
         &probe(&all, "get", "http://169.254.169.254/latest/meta-data/").await,
@@ -176,7 +176,7 @@ async fn network_modes_against_a_fake_internet() {
     let gw = paddock_runtime::net::host_addr(all.slot);
     for target in [
         format!("{gw}:18765"),
-        "203.0.113.254:18765".to_owned(),
+        "198.51.100.254:18765".to_owned(),
         "10.200.0.1:18765".to_owned(),
     ] {
         assert_blocked(
@@ -212,8 +212,8 @@ async fn network_modes_against_a_fake_internet() {
         .await
         .unwrap();
     assert_eq!(
-        probe(&none, "get", "http://203.0.113.1/now-all").await,
-        "host 203.0.113.1"
+        probe(&none, "get", "http://198.51.100.1/now-all").await,
+        "host 198.51.100.1"
     );
     rt.set_network(
         none.id.as_str(),
@@ -222,18 +222,18 @@ async fn network_modes_against_a_fake_internet() {
     .await
     .unwrap();
     assert_blocked(
-        &probe(&none, "get", "http://203.0.113.2/now-allow").await,
+        &probe(&none, "get", "http://198.51.100.2/now-allow").await,
         "changed to allow",
     );
     assert_eq!(
         probe(&none, "get", "http://allowed.test/now-allow").await,
-        "host 203.0.113.1"
+        "host 198.51.100.1"
     );
     rt.set_network(none.id.as_str(), NetworkPolicy::none())
         .await
         .unwrap();
     assert_blocked(
-        &probe(&none, "get", "http://203.0.113.1/back-to-none").await,
+        &probe(&none, "get", "http://198.51.100.1/back-to-none").await,
         "back to none",
     );
 
@@ -255,7 +255,7 @@ async fn network_modes_against_a_fake_internet() {
         "/literal",
         "/spoof",
         "/back-to-none",
-        "/now-allow\n203.0.113.2",
+        "/now-allow\n198.51.100.2",
     ] {
         assert!(!web.contains(bad), "{bad} reached the fake internet: {web}");
     }

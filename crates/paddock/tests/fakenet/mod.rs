@@ -1,7 +1,7 @@
 //! The fake internet shared by the network tests and the network benchmark.
 //!
 //! A network namespace made here, `pdkfake`, linked to the host by a veth pair: the host end
-//! has 203.0.113.254/24, the fake host 203.0.113.1 and .2 (TEST-NET-3), and also
+//! has 198.51.100.254/24, the fake host 198.51.100.1 and .2 (TEST-NET-2), and also
 //! 169.254.169.254 (a "metadata service", routed there by the host). It runs HTTP servers, a
 //! DNS server that answers `allowed.test` and `www.wild.test` with .1 and every other name
 //! with .2 (logging every name it is asked), and a bulk TCP sender on port 9000. A probe
@@ -46,11 +46,11 @@ def serve(addr):
         name, end = name_of(q)
         qtype = struct.unpack(">H", q[end-4:end-2])[0]
         log.write(name + "\n")
-        ip = "203.0.113.1" if name in ("allowed.test", "www.wild.test") else "203.0.113.2"
+        ip = "198.51.100.1" if name in ("allowed.test", "www.wild.test") else "198.51.100.2"
         hdr = q[:2] + b"\x81\x80" + q[4:6] + (b"\x00\x01" if qtype == 1 else b"\x00\x00") + b"\x00\x00\x00\x00"
         ans = (b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + socket.inet_aton(ip)) if qtype == 1 else b""
         s.sendto(hdr + q[12:end] + ans, peer)
-for a in ("203.0.113.1", "203.0.113.2"):
+for a in ("198.51.100.1", "198.51.100.2"):
     threading.Thread(target=serve, args=(a,), daemon=True).start()
 threading.Event().wait()
 "#;
@@ -84,7 +84,7 @@ def serve(c):
         k = c.send(buf[:min(n, len(buf))]); n -= k
     c.close()
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("203.0.113.1", 9000)); s.listen(64)
+s.bind(("198.51.100.1", 9000)); s.listen(64)
 while True:
     c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
@@ -107,12 +107,12 @@ impl FakeNet {
         sh_host(&format!(
             "ip netns add {FAKE_NS}
              ip link add {FAKE_LINK} type veth peer name eth0 netns {FAKE_NS}
-             ip addr add 203.0.113.254/24 dev {FAKE_LINK}; ip link set {FAKE_LINK} up
-             ip -n {FAKE_NS} addr add 203.0.113.1/24 dev eth0
-             ip -n {FAKE_NS} addr add 203.0.113.2/24 dev eth0
+             ip addr add 198.51.100.254/24 dev {FAKE_LINK}; ip link set {FAKE_LINK} up
+             ip -n {FAKE_NS} addr add 198.51.100.1/24 dev eth0
+             ip -n {FAKE_NS} addr add 198.51.100.2/24 dev eth0
              ip -n {FAKE_NS} link set eth0 up; ip -n {FAKE_NS} link set lo up
              ip -n {FAKE_NS} addr add 169.254.169.254/32 dev eth0
-             ip route add 169.254.169.254/32 via 203.0.113.1 dev {FAKE_LINK}"
+             ip route add 169.254.169.254/32 via 198.51.100.1 dev {FAKE_LINK}"
         ));
         let py = "/usr/bin/python3";
         let d = dir.display();
@@ -146,8 +146,8 @@ impl FakeNet {
                 py,
                 &format!("{d}/fakeweb.py"),
                 &web_log,
-                "203.0.113.1:80",
-                "203.0.113.2:80",
+                "198.51.100.1:80",
+                "198.51.100.2:80",
             ]),
             // The metadata service (routed like any internet address) and a probe on every
             // host address (the host's own services): neither may log a sandbox's request.
@@ -169,7 +169,7 @@ impl FakeNet {
         for _ in 0..100 {
             let ok = Command::new("bash")
                 .arg("-c")
-                .arg("exec 3<>/dev/tcp/203.0.113.1/80 && exec 4<>/dev/tcp/169.254.169.254/80 && exec 5<>/dev/tcp/127.0.0.1/18765 && exec 6<>/dev/tcp/203.0.113.1/9000")
+                .arg("exec 3<>/dev/tcp/198.51.100.1/80 && exec 4<>/dev/tcp/169.254.169.254/80 && exec 5<>/dev/tcp/127.0.0.1/18765 && exec 6<>/dev/tcp/198.51.100.1/9000")
                 .status()
                 .is_ok_and(|s| s.success());
             if ok {
