@@ -553,7 +553,8 @@ async fn run(
 
 /// The signal number in a Go-style status (`signal: killed`), for the 128+n exit code.
 fn signal_of(status: &str) -> i32 {
-    match status.strip_prefix("signal: ").unwrap_or("") {
+    let name = status.strip_prefix("signal: ").unwrap_or(status);
+    match name {
         "killed" => libc::SIGKILL,
         "terminated" => libc::SIGTERM,
         "interrupt" => libc::SIGINT,

@@ -974,35 +974,61 @@ impl Sandbox {
         std::thread::Builder::new()
             .name("paddock-netns".into())
             .spawn(move || {
-                let r = (|| -> std::io::Result<std::os::fd::OwnedFd> {
+                let r = (|| -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
                     rustix::thread::move_into_link_name_space(
                         std::os::fd::AsFd::as_fd(&ns),
                         Some(rustix::thread::LinkNameSpaceType::Network),
                     )?;
-                    let fd = rustix::net::socket_with(
-                        rustix::net::AddressFamily::INET,
-                        rustix::net::SocketType::STREAM,
-                        rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
-                        None,
-                    )?;
-                    Ok(fd)
+                    // One socket per family: a server bound to `localhost` may be on ::1 only.
+                    let mk = |af| {
+                        rustix::net::socket_with(
+                            af,
+                            rustix::net::SocketType::STREAM,
+                            rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+                            None,
+                        )
+                    };
+                    Ok((
+                        mk(rustix::net::AddressFamily::INET)?,
+                        mk(rustix::net::AddressFamily::INET6)?,
+                    ))
                 })();
                 let _ = tx.send(r);
             })
             .map_err(RuntimeError::io("starting netns thread"))?;
-        let fd = rx
+        let (v4, v6) = rx
             .await
             .map_err(|_| RuntimeError::io("netns thread")(std::io::Error::other("thread died")))?
             .map_err(RuntimeError::io("socket in sandbox network"))?;
-        let sock = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        match tokio::time::timeout(timeout, sock.connect(addr)).await {
-            Ok(Ok(s)) => {
+        let attempt = |fd: std::os::fd::OwnedFd, addr: std::net::SocketAddr| async move {
+            let sock = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
+            match tokio::time::timeout(timeout, sock.connect(addr)).await {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                )),
+            }
+        };
+        let first = attempt(v4, std::net::SocketAddr::from(([127, 0, 0, 1], port))).await;
+        let r = match first {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => attempt(
+                v6,
+                std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            )
+            .await
+            .map_err(|_| e),
+            other => other,
+        };
+        match r {
+            Ok(s) => {
                 let _ = s.set_nodelay(true);
                 Ok(s)
             }
-            Ok(Err(e)) => Err(RuntimeError::PortClosed(port, e.kind().to_string())),
-            Err(_) => Err(RuntimeError::PortClosed(port, "connect timed out".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                Err(RuntimeError::PortClosed(port, "connect timed out".into()))
+            }
+            Err(e) => Err(RuntimeError::PortClosed(port, e.kind().to_string())),
         }
     }
 

@@ -90,6 +90,8 @@ pub struct NewSandbox {
     pub user: Option<String>,
     pub webhook_url: Option<String>,
     pub network: paddock_core::NetworkPolicy,
+    /// Every port is reachable through the proxy without a token (E2B's default).
+    pub ports_public: bool,
 }
 
 /// Creates a sandbox for `caller`: records it, starts it, starts its timeout.
@@ -117,6 +119,7 @@ pub async fn create(
             "tmp_bytes": spec.limits.tmp_bytes,
             "user": spec.user.clone().unwrap_or_else(|| paddock_core::DEFAULT_USER.to_owned()),
             "network": spec.network,
+            "ports_public": spec.ports_public,
         }),
         metadata: spec.metadata.clone(),
         env_keys: spec.env.keys().cloned().collect(),

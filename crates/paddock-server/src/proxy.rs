@@ -266,9 +266,15 @@ fn authorize(
     ))
 }
 
-/// Whether the sandbox marked `port` public.
+/// Whether the sandbox marked `port` public, or all its ports are (sandboxes created through
+/// the E2B API, unless they asked for `allowPublicTraffic: false`).
 pub fn is_public(rec: &SandboxRecord, port: u16) -> bool {
-    public_ports(rec).contains(&port)
+    all_public(rec) || public_ports(rec).contains(&port)
+}
+
+/// Whether every port of the sandbox is public.
+pub fn all_public(rec: &SandboxRecord) -> bool {
+    rec.spec.get("ports_public") == Some(&serde_json::Value::Bool(true))
 }
 
 /// The ports a sandbox marked public, sorted.

@@ -143,7 +143,11 @@ async fn a_sandbox_that_vanished_while_the_server_was_down_is_marked_lost() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(processes_of(&id), Vec::<u32>::new(), "sandbox {id} did not die");
+    assert_eq!(
+        processes_of(&id),
+        Vec::<u32>::new(),
+        "sandbox {id} did not die"
+    );
     s.restart();
     let (_, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}"))).await;
     assert_eq!(

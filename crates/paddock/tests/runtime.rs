@@ -766,3 +766,51 @@ async fn limits_are_written_to_the_cgroups() {
     );
     destroy(&s).await;
 }
+
+/// `connect_port` reaches listeners on the sandbox's own loopback, IPv4 or IPv6-only, in
+/// network mode `none`, and says clearly when nothing listens.
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_port_reaches_v4_and_v6_loopback_listeners() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = sandbox().await;
+    let r = sh(
+        &s,
+        r#"for spec in "127.0.0.1 7001" "::1 7002"; do set -- $spec
+python3 -c '
+import socket, sys
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+l = socket.socket(fam); l.bind((sys.argv[1], int(sys.argv[2]))); l.listen(1)
+c, _ = l.accept(); c.sendall(b"hello from " + sys.argv[2].encode()); c.close()
+' $1 $2 >/dev/null 2>&1 &
+done; sleep 0.5; echo started"#,
+    )
+    .await;
+    assert_eq!(out(&r), "started\n", "{r:?}");
+    for port in [7001u16, 7002] {
+        let mut c = s
+            .connect_port(port, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("port {port}: {e}"));
+        let mut got = String::new();
+        c.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, format!("hello from {port}"));
+        let _ = c.shutdown().await;
+    }
+    let ports: Vec<u16> = s
+        .listening_ports()
+        .unwrap()
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert!(
+        !ports.contains(&7001) && !ports.contains(&7002),
+        "{ports:?}"
+    );
+    match s.connect_port(7003, Duration::from_secs(5)).await {
+        Err(RuntimeError::PortClosed(7003, why)) => {
+            assert!(why.contains("refused"), "{why}")
+        }
+        other => panic!("expected PortClosed, got {other:?}"),
+    }
+    destroy(&s).await;
+}

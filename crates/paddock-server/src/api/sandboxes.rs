@@ -168,6 +168,7 @@ impl CreateBody {
             user: self.user,
             webhook_url: self.webhook_url,
             network: self.network.unwrap_or_default(),
+            ports_public: false,
         })
     }
 }

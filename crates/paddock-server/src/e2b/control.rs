@@ -155,9 +155,10 @@ impl CreateBody {
         {
             return unsupported("autoResume (pausing sandboxes)");
         }
-        if self.network.as_ref().is_some_and(|v| !v.is_null()) {
-            return unsupported("network configuration");
-        }
+        let (ports_public, network) = e2b_network(
+            self.network.as_ref().filter(|v| !v.is_null()),
+            self.allow_internet_access,
+        )?;
         if self.mcp.as_ref().is_some_and(|v| !v.is_null()) {
             return unsupported("mcp");
         }
@@ -189,14 +190,90 @@ impl CreateBody {
             metadata,
             user: None,
             webhook_url: None,
-            // E2B's default is internet access; `false` is loopback only.
-            network: if self.allow_internet_access == Some(false) {
-                paddock_core::NetworkPolicy::none()
-            } else {
-                paddock_core::NetworkPolicy::all()
-            },
+            ports_public,
+            network,
         })
     }
+}
+
+/// Maps E2B's `allow_internet_access` and `network` onto Paddock: (all ports public, policy).
+///
+/// - Internet access is E2B's default (mode `all`); `allow_internet_access: false` is `none`.
+/// - Ports are public unless `allowPublicTraffic: false` (then they need the traffic token).
+/// - `denyOut: ["0.0.0.0/0"]` with `allowOut` is an allow list (mode `allow`, CIDRs and
+///   names); `allowOut` alone opens CIDRs in mode `all` (private ranges, say). Other deny
+///   lists, DNS server lists, egress proxies, transform rules and HTTPS ports are refused.
+fn e2b_network(
+    n: Option<&Value>,
+    internet: Option<bool>,
+) -> Result<(bool, paddock_core::NetworkPolicy), ApiError> {
+    use paddock_core::{NetworkMode, NetworkPolicy};
+    let base = if internet == Some(false) {
+        NetworkPolicy::none()
+    } else {
+        NetworkPolicy::all()
+    };
+    let Some(n) = n else {
+        return Ok((true, base));
+    };
+    let o = n
+        .as_object()
+        .ok_or_else(|| ApiError::BadRequest("network must be an object".into()))?;
+    let strings = |k: &str| -> Result<Vec<String>, ApiError> {
+        match o.get(k) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str().map(str::to_owned).ok_or_else(|| {
+                        ApiError::BadRequest(format!("network.{k} must list strings"))
+                    })
+                })
+                .collect(),
+            Some(_) => Err(ApiError::BadRequest(format!("network.{k} must be a list"))),
+        }
+    };
+    let mut public = true;
+    for (k, v) in o {
+        match (k.as_str(), v) {
+            ("allowPublicTraffic", Value::Bool(b)) => public = *b,
+            ("allowOut" | "denyOut" | "maskRequestHost", _) | (_, Value::Null) => {}
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "network.{k} is not supported by Paddock yet"
+                )));
+            }
+        }
+    }
+    if o.get("maskRequestHost").is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::BadRequest(
+            "network.maskRequestHost is not supported by Paddock yet".into(),
+        ));
+    }
+    let (allow, deny) = (strings("allowOut")?, strings("denyOut")?);
+    let policy = match (deny.as_slice(), base.mode) {
+        ([], _) if allow.is_empty() => base,
+        (_, NetworkMode::None) => {
+            return Err(ApiError::BadRequest(
+                "network rules need internet access (allow_internet_access is false)".into(),
+            ));
+        }
+        ([], _) => NetworkPolicy::new(NetworkMode::All, &allow).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "network.allowOut: {e} (domain names need denyOut [\"0.0.0.0/0\"])"
+            ))
+        })?,
+        ([d], _) if d == "0.0.0.0/0" => NetworkPolicy::new(NetworkMode::Allow, &allow)
+            .map_err(|e| ApiError::BadRequest(format!("network.allowOut: {e}")))?,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "network.denyOut: only [\"0.0.0.0/0\"] (deny all but allowOut) is supported; \
+                 private, link-local and metadata ranges are always denied"
+                    .into(),
+            ));
+        }
+    };
+    Ok((public, policy))
 }
 
 /// The `Sandbox` object of create and connect.
@@ -208,7 +285,8 @@ fn sandbox_json(state: &AppState, r: &SandboxRecord) -> Value {
         "alias": r.template,
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": access_token(state, &r.id),
-        "trafficAccessToken": null,
+        // Needed for ports that are not public (`allowPublicTraffic: false`).
+        "trafficAccessToken": (!crate::proxy::all_public(r)).then(|| access_token(state, &r.id)),
         "domain": state.cfg.domain,
     })
 }
