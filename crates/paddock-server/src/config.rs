@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub webhook_secret: Option<String>,
     /// Upstream DNS server of sandbox resolvers (None: the host's first nameserver).
     pub dns_upstream: Option<SocketAddr>,
+    /// TLS certificate chain and private key (PEM). With them the listener speaks HTTPS
+    /// only, HTTP/2 and HTTP/1.1 by ALPN.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A setting that cannot work.
@@ -75,6 +78,7 @@ impl ServerConfig {
             default_limits: paddock_core::Limits::default(),
             webhook_secret: None,
             dns_upstream: None,
+            tls: None,
         }
     }
 

@@ -61,6 +61,8 @@ pub enum ServeError {
     },
     #[error("reconciling: {0}")]
     Reconcile(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("reading or creating the server secret: {0}")]
     Secret(std::io::Error),
     #[error("creating the first admin key: {0}")]
@@ -121,6 +123,12 @@ pub async fn serve(
         .map_err(|e| ServeError::Reconcile(e.to_string()))?;
     tokio::spawn(lifecycle::run(state.clone()));
 
+    let tls = state
+        .cfg
+        .tls
+        .as_ref()
+        .map(|(c, k)| tls_acceptor(c, k))
+        .transpose()?;
     let addr = state.cfg.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -162,8 +170,26 @@ pub async fn serve(
                 let _ = tcp.set_nodelay(true);
                 let app = app.clone();
                 let domain = domain.clone();
+                let tls = tls.clone();
+                let http = http.clone();
+                let graceful_watch = graceful.watcher();
+                let header_timeout = state.cfg.header_timeout;
+                tokio::spawn(async move {
+                // The TLS handshake happens here, off the accept loop, under the same time
+                // limit as a request head.
+                let io: Box<dyn Io> = match tls {
+                    None => Box::new(tcp),
+                    Some(acc) => match tokio::time::timeout(header_timeout, acc.accept(tcp)).await {
+                        Ok(Ok(s)) => Box::new(s),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "TLS handshake: {e}");
+                            return;
+                        }
+                        Err(_) => return,
+                    },
+                };
                 // Watches request framing for Content-Length with Transfer-Encoding (refused).
-                let (tcp, framing) = proxy::framing::Watched::new(tcp);
+                let (tcp, framing) = proxy::framing::Watched::new(io);
                 let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     // envd's stdin streams may pause for long; the proxy's ports do not.
                     let idle = if e2b::envd::target(req.headers(), req.uri(), &domain)
@@ -182,9 +208,7 @@ pub async fn serve(
                     app.clone().oneshot(req)
                 });
                 let conn = http.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    let _ = conn.await;
+                let _ = graceful_watch.watch(conn.into_owned()).await;
                 });
             }
             () = &mut shutdown => break,
@@ -206,4 +230,43 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// A connection the server speaks HTTP on: plain TCP or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A TLS acceptor for the PEM certificate chain and key, offering HTTP/2 and HTTP/1.1.
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, ServeError> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| {
+            ServeError::Tls(format!("reading certificates from {}: {e}", cert.display()))
+        })?;
+    if certs.is_empty() {
+        return Err(ServeError::Tls(format!(
+            "no certificate in {}",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        ServeError::Tls(format!(
+            "reading the private key from {}: {e}",
+            key.display()
+        ))
+    })?;
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServeError::Tls(format!("certificate and key do not fit: {e}")))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg)))
 }

@@ -130,6 +130,13 @@ struct ServeArgs {
     /// host's first nameserver in /etc/resolv.conf.
     #[arg(long, env = "PADDOCK_DNS_UPSTREAM")]
     dns_upstream: Option<std::net::SocketAddr>,
+    /// TLS certificate chain (PEM). With --tls-key the server speaks HTTPS only, HTTP/2 and
+    /// HTTP/1.1 by ALPN (a wildcard certificate for *.DOMAIN serves the port URLs).
+    #[arg(long, env = "PADDOCK_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// TLS private key (PEM) for --tls-cert.
+    #[arg(long, env = "PADDOCK_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 /// Parses `90`, `90s`, `5m`, `2h`, `1d`.
@@ -164,7 +171,13 @@ async fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<i32> {
     cfg.webhook_secret = a.webhook_secret;
     cfg.dns_upstream = a.dns_upstream;
     cfg.body_idle_timeout = a.body_idle_timeout;
-    cfg.public_url = format!("http://{}", a.listen);
+    let scheme = if a.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    cfg.public_url = format!("{scheme}://{}", a.listen);
+    cfg.tls = a.tls_cert.zip(a.tls_key);
     let policy = if a.on_shutdown == "destroy" {
         paddock_server::ShutdownPolicy::Destroy
     } else {
@@ -192,7 +205,7 @@ async fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<i32> {
                     "paddock: created the first admin API key (shown only once, store it now):\nPADDOCK_API_KEY={k}"
                 );
             }
-            let _ = writeln!(out, "paddock: listening on http://{}", ready.addr);
+            let _ = writeln!(out, "paddock: listening on {scheme}://{}", ready.addr);
             let _ = out.flush();
         },
         shutdown,
