@@ -23,7 +23,7 @@ async fn kill_9_mid_exec_and_upload_then_restart_adopts_and_leaks_nothing() {
         let (st, v) = call(
             s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
                 .json(&json!({
-                    "command": "while :; do date +%s%N > /tmp/beat; sleep 0.05; done",
+                    "command": "while :; do date +%s%N > /tmp/beat.new; mv /tmp/beat.new /tmp/beat; sleep 0.05; done",
                     "background": true,
                 })),
         )
