@@ -164,7 +164,7 @@ impl Procs {
         }
         let cwd = match cfg.cwd.as_deref() {
             Some(c) => check_cwd(user, c)?,
-            None => users::resolve_path(user, ""),
+            None => users::default_cwd(user),
         };
         if !cwd.is_dir() {
             return Err(ConnectError::invalid_argument(format!(

@@ -109,10 +109,23 @@ fn run() -> Result<i32> {
     // 5. The root filesystem: the template seen through an id mapping (template uid 0 appears
     //    as the sandbox's root, i.e. host uid `id_base`), under a per-sandbox upper layer.
     //    nosuid/nodev: no setuid binary or device node in the image ever takes effect.
-    attach_idmapped(&cfg.lower, &cfg.lower_mnt, &userns, true).context("id-mapping template")?;
+    //    Each layer of the template is id-mapped on its own mount point; overlayfs stacks them
+    //    (lowerdir lists the top layer first).
+    if cfg.lowers.is_empty() || cfg.lowers.len() != cfg.lower_mnts.len() {
+        bail!("the template has no layers or mismatched mount points");
+    }
+    for (l, m) in cfg.lowers.iter().zip(&cfg.lower_mnts) {
+        attach_idmapped(l, m, &userns, true).context("id-mapping template")?;
+    }
+    let lowerdir: Vec<String> = cfg
+        .lower_mnts
+        .iter()
+        .rev()
+        .map(|m| m.display().to_string())
+        .collect();
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        cfg.lower_mnt.display(),
+        lowerdir.join(":"),
         cfg.upper.display(),
         cfg.work.display()
     );
@@ -351,6 +364,7 @@ fn child_inner(
         format!("PADDOCK_SANDBOX_ID={}", cfg.id),
         format!("PADDOCK_LOG={}", cfg.log),
         format!("PADDOCK_SANDBOX_ENV={}", serde_json::to_string(&cfg.env)?),
+        format!("PADDOCK_WORKDIR={}", cfg.workdir.as_deref().unwrap_or("")),
         format!("PATH={}", paddock_core::SANDBOX_PATH),
     ];
     let env_c: Vec<CString> = env_vars

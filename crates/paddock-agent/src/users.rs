@@ -141,6 +141,22 @@ pub fn by_name_or_default(name: Option<&str>) -> Result<User, UnknownUser> {
 /// relative to the home, other relative paths are joined to the home. The result is absolute
 /// and lexically normalised; `..` never climbs above `/`. The kernel then resolves it inside
 /// the sandbox root, so it cannot name a host file whatever it contains.
+/// Where a process starts when the request names no cwd: the template's working directory
+/// (`PADDOCK_WORKDIR`, set by the setup stage) if it exists, else the user's home.
+pub fn default_cwd(user: &User) -> std::path::PathBuf {
+    match std::env::var("PADDOCK_WORKDIR") {
+        Ok(w) if !w.is_empty() => {
+            let p = resolve_path(user, &w);
+            if p.is_dir() {
+                p
+            } else {
+                resolve_path(user, "")
+            }
+        }
+        _ => resolve_path(user, ""),
+    }
+}
+
 pub fn resolve_path(user: &User, path: &str) -> std::path::PathBuf {
     use std::path::{Component, Path, PathBuf};
     let joined: PathBuf = if path.is_empty() || path == "~" {

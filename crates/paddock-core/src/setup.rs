@@ -22,10 +22,13 @@ pub struct SetupConfig {
     pub id_base: u32,
     /// Number of ids mapped.
     pub id_count: u32,
-    /// Template root filesystem on the host, the overlay's lower layer.
-    pub lower: PathBuf,
-    /// Empty directory where the id-mapped view of `lower` is attached.
-    pub lower_mnt: PathBuf,
+    /// The template's layers on the host, bottom first: the overlay's lower layers.
+    pub lowers: Vec<PathBuf>,
+    /// Empty directories where the id-mapped views of `lowers` are attached, one each.
+    pub lower_mnts: Vec<PathBuf>,
+    /// Default working directory of processes (the template's `WORKDIR`); None: the user's
+    /// home.
+    pub workdir: Option<String>,
     /// Overlay upper and work directories (on the quota-limited layer filesystem).
     pub upper: PathBuf,
     pub work: PathBuf,

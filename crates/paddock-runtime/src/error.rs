@@ -23,6 +23,9 @@ pub enum RuntimeError {
     /// No sandbox with this id exists on this host.
     #[error("sandbox {0} not found")]
     NotFound(String),
+    /// The thing is in use (a template that running sandboxes start from).
+    #[error("{0}")]
+    InUse(String),
     /// Every uid range is in use.
     #[error("no free uid range for another sandbox")]
     Exhausted,

@@ -221,7 +221,7 @@ pub struct Runtime {
     cfg: RuntimeConfig,
     cgroups: Cgroups,
     layers: Layers,
-    templates: BTreeMap<String, Template>,
+    templates: std::sync::RwLock<BTreeMap<String, Template>>,
     slots: Mutex<BTreeSet<u32>>,
     claims: crate::slots::SlotClaims,
     live: Mutex<HashMap<String, Arc<Sandbox>>>,
@@ -257,6 +257,30 @@ impl Runtime {
             cfg.layers_image_size,
         )?;
         let base = template::base(&cfg.data_dir.join("templates"))?;
+        let mut templates = BTreeMap::from([("base".to_owned(), base)]);
+        let layers_root = cfg.data_dir.join("templates/layers");
+        for e in fs::read_dir(cfg.data_dir.join("templates/defs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = e.path();
+            if p.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let def = fs::read(&p)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<template::TemplateDef>(&b).ok());
+            match def.map(|d| template::load(d, &layers_root)) {
+                Some(Ok(t)) => {
+                    templates.insert(t.name.clone(), t);
+                }
+                Some(Err(e)) => tracing::warn!(file = %p.display(), "skipping template: {e}"),
+                None => {
+                    tracing::warn!(file = %p.display(), "skipping unreadable template definition")
+                }
+            }
+        }
         let host_memory = fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|m| {
@@ -269,7 +293,7 @@ impl Runtime {
             cfg,
             cgroups,
             layers,
-            templates: BTreeMap::from([("base".to_owned(), base)]),
+            templates: std::sync::RwLock::new(templates),
             slots: Mutex::new(BTreeSet::new()),
             claims: crate::slots::SlotClaims::open(),
             live: Mutex::new(HashMap::new()),
@@ -352,6 +376,102 @@ impl Runtime {
             cgroups: self.cgroups.clone(),
             pidfd: open_pidfd(pid, r.pid_start),
         }
+    }
+
+    /// The template `name`, if it exists.
+    pub fn template(&self, name: &str) -> Option<Template> {
+        self.templates
+            .read()
+            .expect("templates poisoned")
+            .get(name)
+            .cloned()
+    }
+
+    /// Every template, by name.
+    pub fn templates(&self) -> Vec<Template> {
+        self.templates
+            .read()
+            .expect("templates poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The root of the content-addressed layer store.
+    pub fn layers_root(&self) -> PathBuf {
+        self.cfg.data_dir.join("templates/layers")
+    }
+
+    /// Registers a template whose layers are in the layer store, replacing one of the same
+    /// name unless running sandboxes use it. The definition is written before it is visible.
+    pub fn add_template(&self, def: template::TemplateDef) -> Result<Template> {
+        let t = template::load(def.clone(), &self.layers_root())?;
+        let mut all = self.templates.write().expect("templates poisoned");
+        if all.contains_key(&t.name) {
+            self.check_unused(&t.name)?;
+        }
+        let defs = self.cfg.data_dir.join("templates/defs");
+        fs::create_dir_all(&defs).map_err(RuntimeError::io("creating template defs dir"))?;
+        let tmp = defs.join(format!(".{}.tmp", t.name));
+        let json =
+            serde_json::to_vec_pretty(&def).map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        fs::write(&tmp, json).map_err(RuntimeError::io("writing template definition"))?;
+        fs::rename(&tmp, defs.join(format!("{}.json", t.name)))
+            .map_err(RuntimeError::io("installing template definition"))?;
+        all.insert(t.name.clone(), t.clone());
+        Ok(t)
+    }
+
+    fn check_unused(&self, name: &str) -> Result<()> {
+        let users: Vec<String> = self
+            .list()
+            .iter()
+            .filter(|s| s.template == name)
+            .map(|s| s.id.to_string())
+            .collect();
+        if users.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::InUse(format!(
+                "template {name} is used by {} running sandbox(es): {}",
+                users.len(),
+                users.join(", ")
+            )))
+        }
+    }
+
+    /// Deletes template `name` (refused while running sandboxes use it, and for `base`) and
+    /// every layer no other template uses. Returns the bytes freed... as the layer count.
+    pub fn remove_template(&self, name: &str) -> Result<usize> {
+        if name == "base" {
+            return Err(RuntimeError::InvalidArgument(
+                "the built-in template base cannot be removed".into(),
+            ));
+        }
+        let mut all = self.templates.write().expect("templates poisoned");
+        let Some(t) = all.get(name).cloned() else {
+            return Err(RuntimeError::UnknownTemplate(name.to_owned()));
+        };
+        self.check_unused(name)?;
+        let def = self
+            .cfg
+            .data_dir
+            .join(format!("templates/defs/{name}.json"));
+        fs::remove_file(&def).map_err(RuntimeError::io("removing template definition"))?;
+        all.remove(name);
+        let still: BTreeSet<&String> = all.values().flat_map(|o| o.layer_ids.iter()).collect();
+        let mut freed = 0;
+        for (id, dir) in t.layer_ids.iter().zip(&t.layers) {
+            if !still.contains(id) {
+                // Renamed first so a half-removed layer is never taken for a complete one.
+                let gone = dir.with_extension("removing");
+                if fs::rename(dir, &gone).is_ok() {
+                    let _ = fs::remove_dir_all(&gone);
+                    freed += 1;
+                }
+            }
+        }
+        Ok(freed)
     }
 
     /// Sandboxes this runtime holds.
@@ -477,10 +597,9 @@ impl Runtime {
         Ok(())
     }
 
-    fn validate(&self, spec: &CreateSpec) -> Result<&Template> {
+    fn validate(&self, spec: &CreateSpec) -> Result<Template> {
         let t = self
-            .templates
-            .get(&spec.template)
+            .template(&spec.template)
             .ok_or_else(|| RuntimeError::UnknownTemplate(spec.template.clone()))?;
         spec.limits.validate(self.host_memory)?;
         if let Some(u) = spec.user.as_ref().filter(|u| !t.users.contains(u)) {
@@ -502,7 +621,7 @@ impl Runtime {
     }
 
     fn create_blocking(self: &Arc<Self>, spec: CreateSpec) -> Result<Arc<Sandbox>> {
-        let t = self.validate(&spec)?.clone();
+        let t = self.validate(&spec)?;
         let id = spec.id.clone().unwrap_or_else(SandboxId::random);
         let marker = self.slot_marker(id.as_str());
         let slot = {
@@ -552,10 +671,18 @@ impl Runtime {
     /// `paddock_agent::setup::run`.
     fn start(&self, id: &SandboxId, slot: u32, t: &Template, spec: &CreateSpec) -> Result<Sandbox> {
         let uid_base = ID_BASE + slot * ID_COUNT;
+        // The request's user, else the template's, else `user`, else root.
         let user = spec
             .user
             .clone()
-            .unwrap_or_else(|| paddock_core::DEFAULT_USER.to_owned());
+            .or_else(|| t.config.user.clone())
+            .unwrap_or_else(|| {
+                if t.users.iter().any(|u| u == paddock_core::DEFAULT_USER) {
+                    paddock_core::DEFAULT_USER.to_owned()
+                } else {
+                    "root".to_owned()
+                }
+            });
         // 1. Writable layer, with its disk limit, and the directories the setup stage mounts
         //    onto. The upper layer's root becomes the sandbox's `/`: owned by its root.
         let dir = self.layers.create(id.as_str(), spec.limits.disk_bytes)?;
@@ -564,7 +691,10 @@ impl Runtime {
             fs::create_dir(&p).map_err(RuntimeError::io(format!("creating {name}")))?;
             Ok(p)
         };
-        let (upper, work, root, lower_mnt) = (mk("upper")?, mk("work")?, mk("root")?, mk("lower")?);
+        let (upper, work, root) = (mk("upper")?, mk("work")?, mk("root")?);
+        let lower_mnts = (0..t.layers.len())
+            .map(|i| mk(&format!("lower{i}")))
+            .collect::<Result<Vec<_>>>()?;
         std::os::unix::fs::chown(&upper, Some(uid_base), Some(uid_base))
             .map_err(RuntimeError::io("chown upper"))?;
         // 2. The record, before anything runs, so a crash from here on is reconcilable.
@@ -595,15 +725,21 @@ impl Runtime {
             id: id.to_string(),
             id_base: uid_base,
             id_count: ID_COUNT,
-            lower: t.rootfs.clone(),
-            lower_mnt,
+            lowers: t.layers.clone(),
+            lower_mnts,
+            workdir: t.config.workdir.clone(),
             upper,
             work,
             root,
             binds: t.binds.clone(),
             tmp_bytes: spec.limits.tmp_bytes,
             cgroup_procs,
-            env: spec.env.clone(),
+            // The template's env, then the sandbox's own on top.
+            env: {
+                let mut e = t.config.env.clone();
+                e.extend(spec.env.clone());
+                e
+            },
             agent: self.cfg.agent_bin.clone(),
             log: self.cfg.agent_log.clone(),
         };

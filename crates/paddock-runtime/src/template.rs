@@ -1,9 +1,17 @@
-//! Templates: the read-only lower layer of a sandbox's root, plus host directories bound in.
+//! Templates: the read-only lower layers of a sandbox's root, plus host directories bound in,
+//! and the defaults of its processes (env, working directory, user).
 //!
-//! Only the built-in `base` template exists so far: the host's `/usr` (read-only, id-mapped)
-//! under a small generated root with its own `/etc`, users `root` and `user`, and the host's
-//! `/etc` pieces that programs from `/usr` need (`alternatives`, the dynamic linker cache,
-//! CA certificates). It needs no download and is rebuilt when its generator version changes.
+//! The built-in `base` template is the host's `/usr` (read-only, id-mapped) under a small
+//! generated root with its own `/etc`, users `root` and `user`, and the host's `/etc` pieces
+//! that programs from `/usr` need (`alternatives`, the dynamic linker cache, CA
+//! certificates). It needs no download and is rebuilt when its generator version changes.
+//!
+//! Every other template is a definition file `<data>/templates/defs/<name>.json`
+//! ([`TemplateDef`]) naming layers of the content-addressed layer store
+//! (`<data>/templates/layers/<hex>`, [`crate::layerstore`]), bottom first. Two templates on the
+//! same base share its layers on disk. Layers are in overlayfs lower-layer format and are
+//! stacked by the setup stage, each id-mapped on its own, so a sandbox starts from any
+//! template as fast as from `base`: nothing is copied per sandbox.
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -21,12 +29,127 @@ const BASE_VERSION: &str = "2";
 #[derive(Debug, Clone)]
 pub struct Template {
     pub name: String,
-    /// The root filesystem directory (the overlay's lower layer).
-    pub rootfs: PathBuf,
+    /// The layer directories, bottom first (the overlay's lower layers).
+    pub layers: Vec<PathBuf>,
+    /// Layer ids (`sha256:<hex>`), bottom first; empty for `base`.
+    pub layer_ids: Vec<String>,
     /// Host directories bound read-only into the root.
     pub binds: Vec<SetupMount>,
     /// Users the template defines, by name.
     pub users: Vec<String>,
+    /// Defaults of the template's processes.
+    pub config: TemplateConfig,
+    /// Where it came from (`built-in`, `image 127.0.0.1:5000/app:1@sha256:...`, `build`, ...).
+    pub source: String,
+    pub created_unix_ms: u64,
+}
+
+/// Defaults a template gives its sandboxes (from an image config or a build file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplateConfig {
+    /// Environment of every process, before the sandbox's own env vars.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Default working directory of processes.
+    pub workdir: Option<String>,
+    /// Default user of processes (must exist in the template).
+    pub user: Option<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// Ports the template's programs listen on (documentation, like `EXPOSE`).
+    pub ports: Vec<u16>,
+}
+
+/// A template definition file: `<data>/templates/defs/<name>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateDef {
+    pub name: String,
+    /// Layer ids, bottom first.
+    pub layers: Vec<String>,
+    #[serde(default)]
+    pub config: TemplateConfig,
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub created_unix_ms: u64,
+}
+
+/// Whether `name` can name a template: 1 to 63 of `[a-z0-9._-]`, starting with a letter or
+/// digit.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+/// The directory of layer `id` (`sha256:<hex>`) in the layer store under `layers`.
+pub fn layer_dir(layers: &Path, id: &str) -> Option<PathBuf> {
+    let hex = id.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| layers.join(hex))
+}
+
+/// Users in the top-most `etc/passwd` of the layers (bottom first).
+pub fn users_of(layers: &[PathBuf]) -> Vec<String> {
+    for l in layers.iter().rev() {
+        if let Ok(text) = fs::read_to_string(l.join("etc/passwd")) {
+            return text
+                .lines()
+                .filter_map(|line| line.split(':').next())
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+    }
+    Vec::new()
+}
+
+/// Loads a definition into a [`Template`], checking that its layers exist.
+pub fn load(def: TemplateDef, layers_root: &Path) -> Result<Template> {
+    if !valid_name(&def.name) || def.name == "base" {
+        return Err(RuntimeError::InvalidArgument(format!(
+            "invalid template name {:?}",
+            def.name
+        )));
+    }
+    if def.layers.is_empty() {
+        return Err(RuntimeError::InvalidArgument(format!(
+            "template {} has no layers",
+            def.name
+        )));
+    }
+    let mut dirs = Vec::new();
+    for id in &def.layers {
+        let d = layer_dir(layers_root, id)
+            .filter(|d| d.is_dir())
+            .ok_or_else(|| {
+                RuntimeError::InvalidArgument(format!(
+                    "template {}: layer {id} is not in the layer store",
+                    def.name
+                ))
+            })?;
+        dirs.push(d);
+    }
+    let users = users_of(&dirs);
+    if let Some(u) = def.config.user.as_ref().filter(|u| !users.contains(u)) {
+        return Err(RuntimeError::InvalidArgument(format!(
+            "template {}: its user {u:?} is not in its /etc/passwd",
+            def.name
+        )));
+    }
+    Ok(Template {
+        name: def.name,
+        layers: dirs,
+        layer_ids: def.layers,
+        binds: Vec::new(),
+        users,
+        config: def.config,
+        source: def.source,
+        created_unix_ms: def.created_unix_ms,
+    })
 }
 
 /// Host `/etc` entries copied into `base` as they are.
@@ -79,12 +202,16 @@ pub fn base(dir: &Path) -> Result<Template> {
     }
     Ok(Template {
         name: "base".into(),
-        rootfs,
+        layers: vec![rootfs],
+        layer_ids: Vec::new(),
         binds: vec![SetupMount {
             source: "/usr".into(),
             target: "/usr".into(),
         }],
         users: vec!["root".into(), "user".into()],
+        config: TemplateConfig::default(),
+        source: "built-in: the host's /usr".into(),
+        created_unix_ms: 0,
     })
 }
 

@@ -135,6 +135,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::UnknownUser(u) => ApiError::BadRequest(format!("unknown user {u:?}")),
             RuntimeError::InvalidArgument(m) => ApiError::BadRequest(m),
             RuntimeError::NotFound(id) => ApiError::sandbox_not_found(&id),
+            RuntimeError::InUse(m) => ApiError::Conflict(m),
             RuntimeError::Exhausted => {
                 ApiError::Unavailable("this host cannot start more sandboxes".into())
             }

@@ -786,6 +786,14 @@ done; sleep 0.5; echo started"#,
     )
     .await;
     assert_eq!(out(&r), "started\n", "{r:?}");
+    let ports: Vec<(u16, String)> = s
+        .listening_ports()
+        .unwrap()
+        .iter()
+        .map(|p| (p.port, p.address.to_string()))
+        .collect();
+    assert!(ports.contains(&(7001, "127.0.0.1".into())), "{ports:?}");
+    assert!(ports.contains(&(7002, "::1".into())), "{ports:?}");
     for port in [7001u16, 7002] {
         let mut c = s
             .connect_port(port, Duration::from_secs(5))
@@ -796,16 +804,6 @@ done; sleep 0.5; echo started"#,
         assert_eq!(got, format!("hello from {port}"));
         let _ = c.shutdown().await;
     }
-    let ports: Vec<u16> = s
-        .listening_ports()
-        .unwrap()
-        .iter()
-        .map(|p| p.port)
-        .collect();
-    assert!(
-        !ports.contains(&7001) && !ports.contains(&7002),
-        "{ports:?}"
-    );
     match s.connect_port(7003, Duration::from_secs(5)).await {
         Err(RuntimeError::PortClosed(7003, why)) => {
             assert!(why.contains("refused"), "{why}")
