@@ -48,6 +48,12 @@ pub enum RuntimeError {
     /// The host lacks something the runtime needs (btrfs, cgroup controllers).
     #[error("host not supported: {0}")]
     Unsupported(String),
+    /// A registry could not be reached or refused a request (unreachable, 401, unknown tag).
+    #[error("{0}")]
+    Registry(String),
+    /// An image or layer is malformed or does not match its digest.
+    #[error("bad image: {0}")]
+    BadImage(String),
 }
 
 // Manual `From` impls: the message already includes the inner error, so it is not also
