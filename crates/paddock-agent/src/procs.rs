@@ -183,6 +183,15 @@ impl Procs {
         let mut envs: Vec<_> = cfg.envs.iter().collect();
         envs.sort();
         cmd.envs(envs);
+        // The shim directory stays first whatever PATH the template or request sets.
+        let path = cfg
+            .envs
+            .get("PATH")
+            .or_else(|| self.env.get("PATH"))
+            .map_or_else(|| paddock_core::SANDBOX_PATH.to_owned(), Clone::clone);
+        if !path.split(':').any(|d| d == paddock_core::SHIM_DIR) {
+            cmd.env("PATH", format!("{}:{path}", paddock_core::SHIM_DIR));
+        }
         // Credentials and cwd are applied in the child (see `child_setup`): std applies its
         // own uid/gid before pre_exec closures, after which setgroups would be refused.
         let creds = Creds {

@@ -166,6 +166,26 @@ fn run() -> Result<i32> {
         None,
     )
     .context("making sudo shim read-only")?;
+    // A template's own sudo (setuid, so powerless here) is replaced by the shim as well, so
+    // `sudo` works whatever PATH a login shell of the template sets.
+    for own in ["usr/bin/sudo", "bin/sudo"] {
+        let p = root.join(own);
+        if p.symlink_metadata().is_ok_and(|m| m.is_file()) {
+            mount(Some(path_str), &p, None, libc::MS_BIND, None).context("binding sudo shim")?;
+            mount(
+                None,
+                &p,
+                None,
+                libc::MS_BIND
+                    | libc::MS_REMOUNT
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV,
+                None,
+            )
+            .context("making sudo shim read-only")?;
+        }
+    }
 
     // 7. Size-limited tmpfs for /tmp and /dev/shm (their pages are charged to the memory
     //    cgroup joined in step 2), and a minimal /dev with its own devpts instance.

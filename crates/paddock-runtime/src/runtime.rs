@@ -440,9 +440,9 @@ impl Runtime {
         }
     }
 
-    /// Deletes template `name` (refused while running sandboxes use it, and for `base`) and
-    /// every layer no other template uses. Returns the bytes freed... as the layer count.
-    pub fn remove_template(&self, name: &str) -> Result<usize> {
+    /// Deletes template `name` (refused while running sandboxes use it, and for `base`) and,
+    /// with `gc`, every layer of it no other template uses. Returns how many layers went.
+    pub fn remove_template(&self, name: &str, gc: bool) -> Result<usize> {
         if name == "base" {
             return Err(RuntimeError::InvalidArgument(
                 "the built-in template base cannot be removed".into(),
@@ -462,7 +462,7 @@ impl Runtime {
         let still: BTreeSet<&String> = all.values().flat_map(|o| o.layer_ids.iter()).collect();
         let mut freed = 0;
         for (id, dir) in t.layer_ids.iter().zip(&t.layers) {
-            if !still.contains(id) {
+            if gc && !still.contains(id) {
                 // Renamed first so a half-removed layer is never taken for a complete one.
                 let gone = dir.with_extension("removing");
                 if fs::rename(dir, &gone).is_ok() {
@@ -472,6 +472,62 @@ impl Runtime {
             }
         }
         Ok(freed)
+    }
+
+    /// Turns what sandbox `sbx` wrote (its overlay upper directory) into layer `key` (64 hex
+    /// characters) of the layer store, for template builds. Ownership is shifted from the
+    /// sandbox's host uid range back to template ids (ids outside it become 65534); overlay
+    /// whiteouts and opaque markers are kept, so the layer stacks like the upper did.
+    /// Paddock's own files in the sandbox (the sudo shim's mount point and socket, the
+    /// generated `resolv.conf`) are left out. The sandbox should be idle; an existing layer
+    /// `key` is kept as it is.
+    pub fn commit_layer(&self, sbx: &Sandbox, key: &str) -> Result<String> {
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "bad layer key {key:?}"
+            )));
+        }
+        let root = self.layers_root();
+        let dst = root.join(key);
+        let id = format!("sha256:{key}");
+        if dst.is_dir() {
+            return Ok(id);
+        }
+        fs::create_dir_all(&root).map_err(RuntimeError::io("creating layer store"))?;
+        let tmp = root.join(format!(".tmp-commit-{}", SandboxId::random()));
+        let st = Command::new("cp")
+            .args(["-a", "--reflink=auto"])
+            .arg(sbx.dir.join("upper"))
+            .arg(&tmp)
+            .status()
+            .map_err(RuntimeError::io("copying the sandbox's changes"))?;
+        let res = (|| -> Result<()> {
+            if !st.success() {
+                return Err(RuntimeError::Setup(
+                    "copying the sandbox's changes failed".into(),
+                ));
+            }
+            for p in ["opt/paddock", "run/paddock", "etc/resolv.conf"] {
+                let q = tmp.join(p);
+                match q.symlink_metadata() {
+                    Ok(m) if m.is_dir() => {
+                        let _ = fs::remove_dir_all(&q);
+                    }
+                    Ok(_) => {
+                        let _ = fs::remove_file(&q);
+                    }
+                    Err(_) => {}
+                }
+            }
+            shift_owners(&tmp, sbx.uid_base, ID_COUNT)
+                .map_err(RuntimeError::io("shifting layer ownership"))?;
+            fs::rename(&tmp, &dst).map_err(RuntimeError::io("installing layer"))?;
+            Ok(())
+        })();
+        if res.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        res.map(|()| id)
     }
 
     /// Sandboxes this runtime holds.
@@ -1328,6 +1384,37 @@ fn parse_proc_net_tcp(text: &str, v6: bool) -> Vec<ListeningPort> {
         out.push(ListeningPort { port, address });
     }
     out
+}
+
+/// Rewrites the owner of every entry under `dir` (not following symlinks) from the host range
+/// `[base, base + count)` to `[0, count)`; ids outside the range become 65534 (nobody).
+fn shift_owners(dir: &Path, base: u32, count: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let shift = |id: u32| {
+        if (base..base + count).contains(&id) {
+            id - base
+        } else {
+            65534
+        }
+    };
+    let mut stack = vec![dir.to_owned()];
+    while let Some(p) = stack.pop() {
+        let m = p.symlink_metadata()?;
+        std::os::unix::fs::lchown(&p, Some(shift(m.uid())), Some(shift(m.gid())))?;
+        // chown clears setuid/setgid bits; the layer keeps the mode it had.
+        if !m.file_type().is_symlink() {
+            fs::set_permissions(
+                &p,
+                std::os::unix::fs::PermissionsExt::from_mode(m.mode() & 0o7777),
+            )?;
+        }
+        if m.is_dir() {
+            for e in fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

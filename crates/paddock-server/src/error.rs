@@ -50,6 +50,10 @@ pub enum ApiError {
     /// 502 `agent_error`: the sandbox's agent failed in a way the client cannot fix.
     #[error("{0}")]
     Agent(String),
+    /// 502 `registry_error`: an image registry failed or refused (unreachable, 401, unknown
+    /// tag, digest mismatch).
+    #[error("{0}")]
+    Registry(String),
     /// 503 `unavailable`: the host cannot take more sandboxes or is shutting down.
     #[error("{0}")]
     Unavailable(String),
@@ -81,6 +85,7 @@ impl ApiError {
             QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
             Agent(_) => (StatusCode::BAD_GATEWAY, "agent_error"),
+            Registry(_) => (StatusCode::BAD_GATEWAY, "registry_error"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -136,6 +141,8 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::InvalidArgument(m) => ApiError::BadRequest(m),
             RuntimeError::NotFound(id) => ApiError::sandbox_not_found(&id),
             RuntimeError::InUse(m) => ApiError::Conflict(m),
+            RuntimeError::Registry(m) => ApiError::Registry(m),
+            RuntimeError::BadImage(m) => ApiError::BadRequest(m),
             RuntimeError::Exhausted => {
                 ApiError::Unavailable("this host cannot start more sandboxes".into())
             }

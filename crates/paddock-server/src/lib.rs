@@ -30,6 +30,7 @@ pub mod error;
 pub mod lifecycle;
 pub mod proxy;
 pub mod state;
+pub mod templates;
 pub mod testrun;
 pub mod webhooks;
 

@@ -23,6 +23,7 @@ pub mod files;
 pub mod ports;
 pub mod sandboxes;
 pub mod system;
+pub mod templates;
 pub mod tests;
 
 /// The whole API.
@@ -36,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(events::routes())
         .merge(tests::routes())
         .merge(admin::routes())
+        .merge(templates::routes())
         .merge(crate::e2b::control::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -1,0 +1,334 @@
+//! `/v1/templates`: list, get, build (from a build file, with a tar context), bootstrap
+//! (`debian` from the host's Debian mirror), delete. Builds and bootstraps answer a stream of
+//! NDJSON [`BuildEvent`]s, the last one `done` or `error`.
+//!
+//! Templates are host-wide: any key may list them and start sandboxes from them; making and
+//! deleting them needs an admin key.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use futures::StreamExt as _;
+use paddock_runtime::template::{Template, TemplateDef, valid_name};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt as _;
+
+use super::{json_response, no_content, rfc3339};
+use crate::auth::{Admin, Caller};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::templates::{self, BuildEvent};
+
+/// Largest build context (a tar body).
+pub const MAX_CONTEXT: u64 = 2 << 30;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/templates", get(list))
+        .route("/v1/templates/{name}", get(get_one).delete(delete))
+        .route("/v1/templates/{name}/build", post(build))
+        .route("/v1/templates/{name}/bootstrap", post(bootstrap))
+}
+
+/// Names being built right now: a second build of the same name is refused, not queued.
+static BUSY: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+struct Busy(String);
+
+impl Busy {
+    fn take(name: &str) -> ApiResult<Busy> {
+        let mut b = BUSY.lock().expect("busy poisoned");
+        if !b.get_or_insert_with(HashSet::new).insert(name.to_owned()) {
+            return Err(ApiError::Conflict(format!(
+                "template {name} is being built already"
+            )));
+        }
+        Ok(Busy(name.to_owned()))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Some(b) = BUSY.lock().expect("busy poisoned").as_mut() {
+            b.remove(&self.0);
+        }
+    }
+}
+
+fn template_json(rt: &paddock_runtime::Runtime, t: &Template) -> Value {
+    let in_use = rt.list().iter().filter(|s| s.template == t.name).count();
+    json!({
+        "name": t.name,
+        "source": t.source,
+        "layers": t.layer_ids,
+        "config": t.config,
+        "users": t.users,
+        "created_at": (t.created_unix_ms > 0).then(|| rfc3339(Some(t.created_unix_ms as i64))),
+        "running_sandboxes": in_use,
+    })
+}
+
+async fn list(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {
+    let items: Vec<Value> = state
+        .runtime
+        .templates()
+        .iter()
+        .filter(|t| !t.name.starts_with("build-"))
+        .map(|t| template_json(&state.runtime, t))
+        .collect();
+    Ok(json_response(StatusCode::OK, json!({ "templates": items })))
+}
+
+async fn get_one(
+    State(state): State<Arc<AppState>>,
+    _c: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let t = state
+        .runtime
+        .template(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown template {name:?}")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        template_json(&state.runtime, &t),
+    ))
+}
+
+async fn delete(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let res = (|| {
+        let _b = Busy::take(&name)?;
+        state
+            .runtime
+            .remove_template(&name, true)
+            .map_err(|e| match e {
+                paddock_runtime::RuntimeError::UnknownTemplate(_) => {
+                    ApiError::NotFound(format!("unknown template {name:?}"))
+                }
+                e => ApiError::from(e),
+            })
+    })();
+    state.audited(&caller, "template.delete", None, Some(name), res)?;
+    Ok(no_content())
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    if !valid_name(name) || name == "base" || name.starts_with("build-") {
+        return Err(ApiError::BadRequest(format!(
+            "{name:?} cannot name a template: use 1 to 63 of a-z 0-9 . _ -, starting with a letter or digit (not base, not build-*)"
+        )));
+    }
+    Ok(())
+}
+
+/// Streams build events as NDJSON while `work` runs; registers the template it returns.
+fn stream_build<F>(
+    state: Arc<AppState>,
+    caller: Caller,
+    name: String,
+    busy: Busy,
+    work: impl FnOnce(tokio::sync::mpsc::Sender<BuildEvent>) -> F + Send + 'static,
+) -> Response
+where
+    F: std::future::Future<Output = Result<TemplateDef, BuildEvent>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<BuildEvent>(256);
+    tokio::spawn(async move {
+        let _busy = busy;
+        let res = work(tx.clone()).await;
+        let outcome = match res {
+            Ok(def) => match state.runtime.add_template(def) {
+                Ok(_) => "ok",
+                Err(e) => {
+                    let _ = tx
+                        .send(BuildEvent::Error {
+                            step: None,
+                            line: None,
+                            message: ApiError::from(e).to_string(),
+                        })
+                        .await;
+                    "failed"
+                }
+            },
+            Err(ev) => {
+                let _ = tx.send(ev).await;
+                "failed"
+            }
+        };
+        state.audit(Some(&caller), "template.build", None, outcome, Some(name));
+    });
+    let body = tokio_stream::wrappers::ReceiverStream::new(rx).map(|ev| {
+        let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(line))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(body))
+        .unwrap_or_default()
+}
+
+/// `POST /v1/templates/{name}/build[?file=PATH]`: the body is the build file itself
+/// (`text/plain`), or a tar context (`application/x-tar`) holding it at `PATH` (default
+/// `Paddockfile`, else `Dockerfile`) and the files `COPY` takes.
+async fn build(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    req: Request,
+) -> ApiResult<Response> {
+    check_name(&name)?;
+    let mut file_name: Option<String> = None;
+    for (k, v) in super::sandboxes::form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
+        match k.as_str() {
+            "file" => file_name = Some(v),
+            other => return Err(super::unknown_param(other)),
+        }
+    }
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let busy = Busy::take(&name)?;
+    let (text, context) = match ct.as_str() {
+        "text/plain" => {
+            let b = super::read_limited(req, 1 << 20, false).await?;
+            let t = String::from_utf8(b.to_vec())
+                .map_err(|_| ApiError::BadRequest("the build file is not UTF-8".into()))?;
+            (t, None)
+        }
+        "application/x-tar" => {
+            let ctx = save_context(req).await?;
+            let path = ctx.path().to_owned();
+            let want = file_name.clone();
+            let t = tokio::task::spawn_blocking(move || find_build_file(&path, want.as_deref()))
+                .await
+                .map_err(|e| ApiError::Internal(format!("reading the context: {e}")))??;
+            (t, Some(ctx))
+        }
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "send the build file as text/plain or a context as application/x-tar, not {other:?}"
+            )));
+        }
+    };
+    let file =
+        templates::parse(&text).map_err(|e| ApiError::BadRequest(format!("build file {e}")))?;
+    let rt = state.runtime.clone();
+    let name2 = name.clone();
+    Ok(stream_build(
+        state,
+        caller,
+        name,
+        busy,
+        move |tx| async move {
+            let ctx_path = context.as_ref().map(|c| c.path().to_owned());
+            let r = templates::build(&rt, &name2, &file, ctx_path.as_deref(), &tx).await;
+            drop(context);
+            r
+        },
+    ))
+}
+
+/// `POST /v1/templates/{name}/bootstrap`: a Debian root filesystem (the host's release, from
+/// its configured mirror) with the user `user`, as template `name` (usually `debian`).
+async fn bootstrap(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    check_name(&name)?;
+    let busy = Busy::take(&name)?;
+    let rt = state.runtime.clone();
+    let name2 = name.clone();
+    Ok(stream_build(
+        state,
+        caller,
+        name,
+        busy,
+        move |tx| async move { templates::bootstrap_debian(&rt, &name2, &tx).await },
+    ))
+}
+
+/// Streams the request body into a temporary file, at most [`MAX_CONTEXT`] bytes.
+async fn save_context(req: Request) -> ApiResult<tempfile::NamedTempFile> {
+    let tmp = tempfile::NamedTempFile::new()
+        .map_err(|e| ApiError::Internal(format!("temp file: {e}")))?;
+    let mut f = tokio::fs::File::from_std(
+        tmp.reopen()
+            .map_err(|e| ApiError::Internal(format!("temp file: {e}")))?,
+    );
+    let mut body = req.into_body().into_data_stream();
+    let mut n: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|_| ApiError::BadRequest("could not read the context".into()))?;
+        n += chunk.len() as u64;
+        if n > MAX_CONTEXT {
+            return Err(ApiError::PayloadTooLarge(MAX_CONTEXT as usize));
+        }
+        f.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::Internal(format!("writing the context: {e}")))?;
+    }
+    f.flush()
+        .await
+        .map_err(|e| ApiError::Internal(format!("writing the context: {e}")))?;
+    Ok(tmp)
+}
+
+/// The build file inside a context tar.
+fn find_build_file(tar: &std::path::Path, want: Option<&str>) -> ApiResult<String> {
+    use std::io::Read as _;
+    let names: Vec<&str> = match want {
+        Some(w) => vec![w],
+        None => vec!["Paddockfile", "Dockerfile"],
+    };
+    let f = std::fs::File::open(tar).map_err(|e| ApiError::Internal(format!("context: {e}")))?;
+    let mut ar = tar::Archive::new(f);
+    let mut found: Option<(usize, String)> = None;
+    let entries = ar
+        .entries()
+        .map_err(|e| ApiError::BadRequest(format!("the context is not a tar: {e}")))?;
+    for e in entries {
+        let mut e =
+            e.map_err(|e| ApiError::BadRequest(format!("the context is not a tar: {e}")))?;
+        let path = e
+            .path()
+            .map(|p| p.to_string_lossy().trim_start_matches("./").to_owned())
+            .unwrap_or_default();
+        if let Some(i) = names.iter().position(|n| *n == path)
+            && found.as_ref().is_none_or(|(j, _)| i < *j)
+        {
+            if e.size() > 1 << 20 {
+                return Err(ApiError::BadRequest(format!("{path} is larger than 1 MiB")));
+            }
+            let mut s = String::new();
+            e.read_to_string(&mut s)
+                .map_err(|_| ApiError::BadRequest(format!("{path} is not UTF-8 text")))?;
+            found = Some((i, s));
+        }
+    }
+    found.map(|(_, s)| s).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "the context has no {} at its root",
+            names.join(" or ")
+        ))
+    })
+}

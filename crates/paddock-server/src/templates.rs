@@ -1,0 +1,763 @@
+//! Template builds from a Dockerfile-like file, without Docker, and the `debian` root
+//! filesystem made with debootstrap.
+//!
+//! **Build files** (`Paddockfile`; a `Dockerfile` using only these instructions works too):
+//!
+//! ```text
+//! FROM python                 # a template (first line; `base` or any other)
+//! ENV PIP_NO_CACHE_DIR=1      # KEY=VALUE ... or KEY VALUE
+//! RUN apt-get install -y git  # /bin/sh -c, as the current USER, network mode `all`
+//! COPY app /srv/app           # from the build context (the tar sent with the build)
+//! WORKDIR /srv/app
+//! USER user
+//! EXPOSE 8000
+//! ```
+//!
+//! Every `RUN` and `COPY` runs in a fresh sandbox made from the layers so far and becomes one
+//! layer (`Runtime::commit_layer`) keyed by the hash of its inputs: the parent key, the
+//! instruction with the config it runs under, and for `COPY` the context's hash. A step whose
+//! key is in the layer store is skipped, so rebuilding an unchanged file is instant and a
+//! changed step rebuilds only from there. `ENV`, `WORKDIR`, `USER` and `EXPOSE` change the
+//! template's defaults only. Progress goes to the caller as it happens ([`BuildEvent`]); a
+//! failing step names its line, instruction, exit code and output, and leaves no template.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paddock_core::{Limits, NetworkPolicy};
+use paddock_runtime::template::{TemplateConfig, TemplateDef};
+use paddock_runtime::{CreateSpec, ExecRequest, Runtime};
+use sha2::{Digest, Sha256};
+
+/// Longest a `RUN` step may take.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Most instructions in a build file.
+pub const MAX_STEPS: usize = 256;
+/// Output kept per `RUN` (the tail is what an error shows).
+pub const MAX_STEP_OUTPUT: usize = 1 << 20;
+
+/// One instruction of a build file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    From(String),
+    Run(String),
+    Copy { src: String, dst: String },
+    Env(Vec<(String, String)>),
+    Workdir(String),
+    User(String),
+    Expose(Vec<u16>),
+}
+
+/// A parsed build file: the instructions with their line numbers.
+#[derive(Debug, Clone)]
+pub struct BuildFile {
+    pub steps: Vec<(usize, String, Step)>,
+}
+
+/// A problem in a build file, with its line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("line {line}: {msg}")]
+pub struct ParseError {
+    pub line: usize,
+    pub msg: String,
+}
+
+/// Parses a build file: comments (`#`), blank lines and `\` line continuations allowed;
+/// instruction names are case-insensitive; the first instruction must be `FROM`.
+pub fn parse(text: &str) -> Result<BuildFile, ParseError> {
+    let mut steps = Vec::new();
+    let mut pending: Option<(usize, String)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.trim_end();
+        let trimmed = line.trim_start();
+        if pending.is_none() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        let (start, mut acc) = pending.take().unwrap_or((n, String::new()));
+        if let Some(cont) = line.strip_suffix('\\') {
+            acc.push_str(cont);
+            acc.push(' ');
+            pending = Some((start, acc));
+            continue;
+        }
+        acc.push_str(line);
+        steps.push((start, acc.trim().to_owned()));
+    }
+    if let Some((start, _)) = pending {
+        return Err(ParseError {
+            line: start,
+            msg: "the file ends inside a continued line".into(),
+        });
+    }
+    if steps.len() > MAX_STEPS {
+        return Err(ParseError {
+            line: steps[MAX_STEPS].0,
+            msg: format!("more than {MAX_STEPS} instructions"),
+        });
+    }
+    let mut out = Vec::new();
+    for (line, text) in steps {
+        let err = |msg: String| ParseError { line, msg };
+        let (word, rest) = text
+            .split_once(char::is_whitespace)
+            .map_or((text.as_str(), ""), |(w, r)| (w, r.trim()));
+        let step = match word.to_ascii_uppercase().as_str() {
+            "FROM" if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+                Step::From(rest.to_owned())
+            }
+            "FROM" => return Err(err("FROM takes one template name".into())),
+            "RUN" if !rest.is_empty() => Step::Run(rest.to_owned()),
+            "COPY" | "ADD" => {
+                let parts: Vec<&str> = rest.split_whitespace().collect();
+                if parts.len() != 2 || parts.iter().any(|p| p.starts_with("--")) {
+                    return Err(err(format!("{word} takes a source and a destination")));
+                }
+                Step::Copy {
+                    src: parts[0].to_owned(),
+                    dst: parts[1].to_owned(),
+                }
+            }
+            "ENV" => Step::Env(parse_env(rest).map_err(err)?),
+            "WORKDIR" if rest.starts_with('/') => Step::Workdir(rest.to_owned()),
+            "WORKDIR" => return Err(err("WORKDIR takes an absolute path".into())),
+            "USER" if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+                Step::User(rest.to_owned())
+            }
+            "EXPOSE" => Step::Expose(
+                rest.split_whitespace()
+                    .map(|p| {
+                        p.trim_end_matches("/tcp")
+                            .parse::<u16>()
+                            .ok()
+                            .filter(|p| *p > 0)
+                            .ok_or_else(|| err(format!("EXPOSE: {p:?} is not a TCP port")))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            "CMD" | "ENTRYPOINT" | "LABEL" | "ARG" | "SHELL" | "HEALTHCHECK" | "VOLUME"
+            | "STOPSIGNAL" | "ONBUILD" => {
+                return Err(err(format!("{word} is not supported in Paddock builds")));
+            }
+            _ => return Err(err(format!("unknown or incomplete instruction {text:?}"))),
+        };
+        if out.is_empty() && !matches!(step, Step::From(_)) {
+            return Err(err("the first instruction must be FROM".into()));
+        }
+        if !out.is_empty() && matches!(step, Step::From(_)) {
+            return Err(err("only one FROM is supported".into()));
+        }
+        out.push((line, text, step));
+    }
+    if out.is_empty() {
+        return Err(ParseError {
+            line: 1,
+            msg: "the build file has no instructions".into(),
+        });
+    }
+    Ok(BuildFile { steps: out })
+}
+
+fn parse_env(rest: &str) -> Result<Vec<(String, String)>, String> {
+    let valid = |k: &str| {
+        !k.is_empty()
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !k.as_bytes()[0].is_ascii_digit()
+    };
+    if !rest.contains('=') {
+        let (k, v) = rest
+            .split_once(char::is_whitespace)
+            .ok_or("ENV takes KEY=VALUE or KEY VALUE")?;
+        if !valid(k) {
+            return Err(format!("ENV: {k:?} is not a variable name"));
+        }
+        return Ok(vec![(k.to_owned(), v.trim().to_owned())]);
+    }
+    let mut out = Vec::new();
+    for pair in rest.split_whitespace() {
+        let (k, v) = pair.split_once('=').ok_or("ENV takes KEY=VALUE pairs")?;
+        if !valid(k) {
+            return Err(format!("ENV: {k:?} is not a variable name"));
+        }
+        out.push((k.to_owned(), v.trim_matches('"').to_owned()));
+    }
+    Ok(out)
+}
+
+/// What a build reports as it goes.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum BuildEvent {
+    Step {
+        step: usize,
+        of: usize,
+        line: usize,
+        instruction: String,
+        cached: bool,
+    },
+    Output {
+        step: usize,
+        text: String,
+    },
+    Error {
+        step: Option<usize>,
+        line: Option<usize>,
+        message: String,
+    },
+    Done {
+        template: String,
+        layers: usize,
+        cached_steps: usize,
+        seconds: f64,
+    },
+}
+
+/// Builds template `name` from `file`, with `context` (a tar, may be empty) for `COPY`.
+/// Events go to `tx`; the result is the template's definition.
+pub async fn build(
+    rt: &Arc<Runtime>,
+    name: &str,
+    file: &BuildFile,
+    context: Option<&std::path::Path>,
+    tx: &tokio::sync::mpsc::Sender<BuildEvent>,
+) -> Result<TemplateDef, BuildEvent> {
+    let started = std::time::Instant::now();
+    let fail = |step: Option<usize>, line: Option<usize>, message: String| BuildEvent::Error {
+        step,
+        line,
+        message,
+    };
+    let ctx_hash = match context {
+        Some(p) => {
+            let p = p.to_owned();
+            tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+                let mut h = Sha256::new();
+                std::io::copy(&mut std::fs::File::open(p)?, &mut h)?;
+                Ok(hex::encode(h.finalize()))
+            })
+            .await
+            .map_err(|e| fail(None, None, format!("hashing the context: {e}")))?
+            .map_err(|e| fail(None, None, format!("hashing the context: {e}")))?
+        }
+        None => String::new(),
+    };
+    let Step::From(from) = &file.steps[0].2 else {
+        return Err(fail(
+            None,
+            Some(file.steps[0].0),
+            "the first instruction must be FROM".into(),
+        ));
+    };
+    let base = rt.template(from).ok_or_else(|| {
+        fail(
+            Some(1),
+            Some(file.steps[0].0),
+            format!("FROM: unknown template {from:?}"),
+        )
+    })?;
+    if !base.binds.is_empty() {
+        return Err(fail(
+            Some(1),
+            Some(file.steps[0].0),
+            format!(
+                "FROM {from}: templates that bind host directories (base) cannot be built on; \
+                 use a template with its own root filesystem, such as debian"
+            ),
+        ));
+    }
+    let mut layers = base.layer_ids.clone();
+    let mut config = base.config.clone();
+    let mut key = hex::encode(Sha256::digest(layers.join("\n").as_bytes()));
+    let mut cached_steps = 0;
+    // Steps run as root until the file itself says USER; the template keeps its parent's
+    // default user otherwise.
+    let mut run_user: Option<String> = None;
+    let of = file.steps.len();
+    let _ = tx
+        .send(BuildEvent::Step {
+            step: 1,
+            of,
+            line: file.steps[0].0,
+            instruction: file.steps[0].1.clone(),
+            cached: true,
+        })
+        .await;
+    for (i, (line, text, step)) in file.steps.iter().enumerate().skip(1) {
+        let n = i + 1;
+        match step {
+            Step::From(_) => unreachable!("parse allows one FROM, first"),
+            Step::Env(pairs) => config.env.extend(pairs.iter().cloned()),
+            Step::Workdir(w) => config.workdir = Some(w.clone()),
+            Step::User(u) => {
+                config.user = Some(u.clone());
+                run_user = Some(u.clone());
+            }
+            Step::Expose(p) => {
+                config.ports.extend(p);
+                config.ports.sort_unstable();
+                config.ports.dedup();
+            }
+            Step::Run(_) | Step::Copy { .. } => {
+                // The key covers what the step sees: its parent, the instruction, the env,
+                // user and workdir it runs under, and the context for COPY.
+                let mut h = Sha256::new();
+                h.update(key.as_bytes());
+                h.update(text.as_bytes());
+                h.update(serde_json::to_vec(&config).unwrap_or_default());
+                h.update(run_user.as_deref().unwrap_or("root").as_bytes());
+                if matches!(step, Step::Copy { .. }) {
+                    h.update(ctx_hash.as_bytes());
+                }
+                key = hex::encode(h.finalize());
+                let id = format!("sha256:{key}");
+                let cached = rt.layers_root().join(&key).is_dir();
+                let _ = tx
+                    .send(BuildEvent::Step {
+                        step: n,
+                        of,
+                        line: *line,
+                        instruction: text.clone(),
+                        cached,
+                    })
+                    .await;
+                if cached {
+                    cached_steps += 1;
+                } else {
+                    let as_user = run_user.as_deref().unwrap_or("root");
+                    run_step(
+                        rt, n, *line, step, &layers, &config, as_user, context, &key, tx,
+                    )
+                    .await?;
+                }
+                layers.push(id);
+                continue;
+            }
+        }
+        let _ = tx
+            .send(BuildEvent::Step {
+                step: n,
+                of,
+                line: *line,
+                instruction: text.clone(),
+                cached: true,
+            })
+            .await;
+    }
+    let def = TemplateDef {
+        name: name.to_owned(),
+        layers: layers.clone(),
+        config,
+        source: format!("build FROM {from}"),
+        created_unix_ms: paddock_store::now_ms() as u64,
+    };
+    let _ = tx
+        .send(BuildEvent::Done {
+            template: name.to_owned(),
+            layers: layers.len(),
+            cached_steps,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+        .await;
+    Ok(def)
+}
+
+/// Runs one `RUN` or `COPY` in a sandbox made from `layers` and commits its changes as layer
+/// `key`.
+#[allow(clippy::too_many_arguments)]
+async fn run_step(
+    rt: &Arc<Runtime>,
+    n: usize,
+    line: usize,
+    step: &Step,
+    layers: &[String],
+    config: &TemplateConfig,
+    as_user: &str,
+    context: Option<&std::path::Path>,
+    key: &str,
+    tx: &tokio::sync::mpsc::Sender<BuildEvent>,
+) -> Result<(), BuildEvent> {
+    let fail = |message: String| BuildEvent::Error {
+        step: Some(n),
+        line: Some(line),
+        message,
+    };
+    // The layers so far, as a throwaway template the step's sandbox starts from.
+    let tmp_name = format!(
+        "build-{}",
+        &paddock_core::SandboxId::random().as_str()[..12]
+    );
+    rt.add_template(TemplateDef {
+        name: tmp_name.clone(),
+        layers: layers.to_vec(),
+        config: TemplateConfig {
+            user: None,
+            ..config.clone()
+        },
+        source: "build step".into(),
+        created_unix_ms: 0,
+    })
+    .map_err(|e| fail(format!("preparing the step: {e}")))?;
+    let sbx = rt
+        .create(CreateSpec {
+            template: tmp_name.clone(),
+            limits: Limits {
+                memory_bytes: 2 << 30,
+                disk_bytes: 16 << 30,
+                pids: 4096,
+                cpu_millis: 2000,
+                tmp_bytes: 1 << 30,
+            },
+            env: BTreeMap::new(),
+            user: Some("root".into()),
+            id: None,
+            network: NetworkPolicy::all(),
+        })
+        .await;
+    let sbx = match sbx {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = rt.remove_template(&tmp_name, false);
+            return Err(fail(format!("starting the step's sandbox: {e}")));
+        }
+    };
+    let result = async {
+        let (argv, user) = match step {
+            Step::Run(cmd) => (
+                vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.clone()],
+                Some(as_user.to_owned()),
+            ),
+            Step::Copy { src, dst } => {
+                let ctx = context.ok_or_else(|| {
+                    fail("COPY needs a build context, and this build has none".into())
+                })?;
+                let tar = tokio::fs::read(ctx)
+                    .await
+                    .map_err(|e| fail(format!("reading the context: {e}")))?;
+                upload_context(&sbx, tar)
+                    .await
+                    .map_err(|e| fail(format!("unpacking the context: {e}")))?;
+                let script = format!(
+                    "set -e; src=/.paddock-context/{}; [ -e \"$src\" ] || {{ echo \"COPY: $src is not in the context\" >&2; exit 1; }}; \
+                     case {dst} in */) mkdir -p {dst}; cp -a \"$src\" {dst};; *) mkdir -p \"$(dirname {dst})\"; \
+                     if [ -d \"$src\" ]; then mkdir -p {dst}; cp -a \"$src\"/. {dst}; else cp -a \"$src\" {dst}; fi;; esac; \
+                     rm -rf /.paddock-context",
+                    shell_quote(src.trim_start_matches("./").trim_start_matches('/')),
+                    dst = shell_quote(dst),
+                );
+                (
+                    vec!["/bin/sh".to_owned(), "-c".to_owned(), script],
+                    Some("root".to_owned()),
+                )
+            }
+            _ => unreachable!("only RUN and COPY make layers"),
+        };
+        let r = sbx
+            .exec(ExecRequest {
+                argv,
+                user,
+                cwd: config.workdir.clone(),
+                timeout: Some(RUN_TIMEOUT),
+                max_output: Some(MAX_STEP_OUTPUT),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| fail(format!("running the step: {e}")))?;
+        let mut text = String::from_utf8_lossy(&r.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&r.stderr));
+        if !text.is_empty() {
+            let _ = tx.send(BuildEvent::Output { step: n, text: text.clone() }).await;
+        }
+        if r.exit_code != Some(0) {
+            let tail: String = text
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            return Err(fail(format!(
+                "the step failed ({}{}){}",
+                r.status,
+                if r.timed_out { ", timed out" } else { "" },
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(":\n{tail}")
+                }
+            )));
+        }
+        let rt2 = rt.clone();
+        let (s2, k2) = (sbx.clone(), key.to_owned());
+        tokio::task::spawn_blocking(move || rt2.commit_layer(&s2, &k2))
+            .await
+            .map_err(|e| fail(format!("saving the layer: {e}")))?
+            .map_err(|e| fail(format!("saving the layer: {e}")))?;
+        Ok(())
+    }
+    .await;
+    let _ = rt.destroy(sbx.id.as_str()).await;
+    let _ = rt.remove_template(&tmp_name, false);
+    result
+}
+
+async fn upload_context(sbx: &paddock_runtime::Sandbox, tar: Vec<u8>) -> Result<(), String> {
+    let req = http::Request::post("http://agent/archive?path=%2F.paddock-context&username=root")
+        .header(http::header::CONTENT_TYPE, "application/x-tar")
+        .body(http_body_util::Full::new(bytes::Bytes::from(tar)))
+        .map_err(|e| e.to_string())?;
+    let resp = sbx.agent_request(req).await.map_err(|e| e.to_string())?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        use http_body_util::BodyExt as _;
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Err(String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Makes the `debian` template: a minimal Debian (the host's release) root filesystem from
+/// the host's configured Debian mirror with `debootstrap --variant=minbase`, plus the user
+/// `user` (uid 1000, group `sudo`) that E2B clients expect, as one layer. Progress lines go
+/// to `tx` as `Output` events of step 1.
+pub async fn bootstrap_debian(
+    rt: &Arc<Runtime>,
+    name: &str,
+    tx: &tokio::sync::mpsc::Sender<BuildEvent>,
+) -> Result<TemplateDef, BuildEvent> {
+    let fail = |message: String| BuildEvent::Error {
+        step: Some(1),
+        line: None,
+        message,
+    };
+    let (suite, mirror) = host_debian();
+    let _ = tx
+        .send(BuildEvent::Step {
+            step: 1,
+            of: 1,
+            line: 0,
+            instruction: format!("debootstrap --variant=minbase {suite} {mirror}"),
+            cached: false,
+        })
+        .await;
+    let root = rt.layers_root();
+    tokio::fs::create_dir_all(&root)
+        .await
+        .map_err(|e| fail(format!("creating the layer store: {e}")))?;
+    let tmp = root.join(format!(
+        ".tmp-debootstrap-{}",
+        paddock_core::SandboxId::random()
+    ));
+    let mut child = tokio::process::Command::new("debootstrap")
+        .args([
+            "--variant=minbase",
+            "--include=sudo,ca-certificates",
+            &suite,
+        ])
+        .arg(&tmp)
+        .arg(&mirror)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            fail(format!(
+                "running debootstrap: {e} (apt-get install debootstrap)"
+            ))
+        })?;
+    let mut lines = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut r = tokio::io::BufReader::new(out).lines();
+        while let Ok(Some(l)) = r.next_line().await {
+            if l.starts_with("I: Retrieving") || l.starts_with("I: Validating") {
+                continue;
+            }
+            lines.push(l.clone());
+            let _ = tx
+                .send(BuildEvent::Output {
+                    step: 1,
+                    text: format!("{l}\n"),
+                })
+                .await;
+        }
+    }
+    let st = child
+        .wait()
+        .await
+        .map_err(|e| fail(format!("waiting for debootstrap: {e}")))?;
+    let finish = async {
+        if !st.success() {
+            let log = tokio::fs::read_to_string(tmp.join("debootstrap/debootstrap.log"))
+                .await
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            return Err(fail(format!(
+                "debootstrap failed ({st}):\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )));
+        }
+        // The host's own CAs (a corporate or egress proxy's) are trusted in the template too,
+        // or package managers inside it could not reach what the host reaches.
+        let local_cas = std::path::Path::new("/usr/local/share/ca-certificates");
+        if local_cas.is_dir() {
+            let st = tokio::process::Command::new("cp")
+                .arg("-a")
+                .arg(format!("{}/.", local_cas.display()))
+                .arg(tmp.join("usr/local/share/ca-certificates"))
+                .status()
+                .await
+                .map_err(|e| fail(format!("copying the host's CAs: {e}")))?;
+            if !st.success() {
+                return Err(fail("copying the host's CAs failed".into()));
+            }
+        }
+        let script = "set -e
+update-ca-certificates >/dev/null
+useradd --create-home --uid 1000 --shell /bin/bash user
+usermod -aG sudo user
+apt-get clean
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+printf '# No network: this sandbox has loopback only.\\n' > /etc/resolv.conf";
+        let st = tokio::process::Command::new("chroot")
+            .arg(&tmp)
+            .args(["/bin/sh", "-c", script])
+            .status()
+            .await
+            .map_err(|e| fail(format!("adding the user: {e}")))?;
+        if !st.success() {
+            return Err(fail(format!("adding the user failed ({st})")));
+        }
+        // Content address: the hash of the suite, mirror and day is not content, so hash the
+        // tree's listing (paths, sizes, modes) instead: two bootstraps that differ land apart.
+        let listing = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg("find . -xdev -printf '%p %s %m %U %G\\n' | sort | sha256sum")
+            .current_dir(&tmp)
+            .output()
+            .await
+            .map_err(|e| fail(format!("hashing the root filesystem: {e}")))?;
+        let key = String::from_utf8_lossy(&listing.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if key.len() != 64 {
+            return Err(fail("hashing the root filesystem failed".into()));
+        }
+        let dst = root.join(&key);
+        if dst.exists() {
+            let _ = tokio::fs::remove_dir_all(&tmp).await;
+        } else {
+            tokio::fs::rename(&tmp, &dst)
+                .await
+                .map_err(|e| fail(format!("installing the layer: {e}")))?;
+        }
+        Ok(TemplateDef {
+            name: name.to_owned(),
+            layers: vec![format!("sha256:{key}")],
+            config: TemplateConfig {
+                user: Some("user".into()),
+                workdir: Some("/home/user".into()),
+                ..Default::default()
+            },
+            source: format!("debootstrap {suite} {mirror}"),
+            created_unix_ms: paddock_store::now_ms() as u64,
+        })
+    }
+    .await;
+    if finish.is_err() {
+        let _ = tokio::fs::remove_dir_all(&tmp).await;
+    }
+    let def = finish?;
+    let _ = tx
+        .send(BuildEvent::Done {
+            template: name.to_owned(),
+            layers: 1,
+            cached_steps: 0,
+            seconds: 0.0,
+        })
+        .await;
+    Ok(def)
+}
+
+/// The host's Debian suite (`VERSION_CODENAME`) and first configured mirror.
+fn host_debian() -> (String, String) {
+    let suite = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("VERSION_CODENAME=").map(str::to_owned))
+        })
+        .unwrap_or_else(|| "bookworm".into());
+    let mirror = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("URIs:")
+                    .map(|u| u.split_whitespace().next().unwrap_or("").to_owned())
+            })
+        })
+        .filter(|m| m.starts_with("http"))
+        .unwrap_or_else(|| "http://deb.debian.org/debian".into());
+    (suite, mirror)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_build_files() {
+        let f = parse(
+            "# a comment\nFROM debian\nENV A=1 B=\"two\"\nRUN apt-get update && \\\n    apt-get install -y git\nCOPY app /srv/app\nWORKDIR /srv/app\nUSER user\nEXPOSE 8000 9000/tcp\n",
+        )
+        .unwrap();
+        let steps: Vec<&Step> = f.steps.iter().map(|s| &s.2).collect();
+        assert_eq!(
+            steps,
+            vec![
+                &Step::From("debian".into()),
+                &Step::Env(vec![("A".into(), "1".into()), ("B".into(), "two".into())]),
+                &Step::Run("apt-get update &&      apt-get install -y git".into()),
+                &Step::Copy {
+                    src: "app".into(),
+                    dst: "/srv/app".into()
+                },
+                &Step::Workdir("/srv/app".into()),
+                &Step::User("user".into()),
+                &Step::Expose(vec![8000, 9000]),
+            ]
+        );
+        assert_eq!(f.steps[2].0, 4, "a continued line reports its first line");
+    }
+
+    #[test]
+    fn bad_build_files_say_where() {
+        for (text, line, needle) in [
+            ("RUN true", 1, "first instruction must be FROM"),
+            ("FROM a\nFROM b", 2, "only one FROM"),
+            ("FROM a\nCMD x", 2, "not supported"),
+            ("FROM a\nFROBNICATE", 2, "unknown"),
+            ("FROM a\nEXPOSE http", 2, "not a TCP port"),
+            ("FROM a\nWORKDIR rel", 2, "absolute"),
+            ("FROM a\nENV 1X=2", 2, "not a variable name"),
+            ("FROM a\nRUN a \\", 2, "ends inside"),
+            ("", 1, "no instructions"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, line, "{text}: {e}");
+            assert!(e.msg.contains(needle), "{text}: {e}");
+        }
+    }
+}
