@@ -19,6 +19,7 @@ mod format;
 mod logs;
 mod sandbox;
 mod shell;
+mod template;
 mod testcmd;
 
 /// How to reach the server. Flattened into every client command.
@@ -65,6 +66,8 @@ pub(crate) enum ClientCmd {
     Key(admin::KeyArgs),
     /// Show the audit trail (admin).
     Audit(admin::AuditArgs),
+    /// Manage templates: ls, build, bootstrap, ready python|node|go, rm.
+    Template(template::TemplateArgs),
 }
 
 /// Runs a client command; the result is the process's exit code.
@@ -84,6 +87,7 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Timeout(a) => sandbox::timeout(a).await,
         ClientCmd::Key(a) => admin::key(a).await,
         ClientCmd::Audit(a) => admin::audit(a).await,
+        ClientCmd::Template(a) => template::run(a).await,
     }
 }
 

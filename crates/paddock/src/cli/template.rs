@@ -1,0 +1,250 @@
+//! `paddock template ls|build|bootstrap|ready|rm` (`/v1/templates`). Making and deleting
+//! templates needs an admin key.
+//!
+//! `build` sends a build file (or a directory as a tar context holding it) and prints the
+//! server's progress as it comes; `ready python|node|go` makes the `debian` template if it is
+//! missing and then builds the ready template from the file shipped in `templates/`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use futures::StreamExt as _;
+use reqwest::Method;
+use serde_json::Value;
+
+use super::api::{Api, check};
+use super::format::{self, Table};
+use super::{Conn, write_stdout};
+
+/// The ready templates' build files, as shipped in the repository.
+const READY: &[(&str, &str)] = &[
+    (
+        "python",
+        include_str!("../../../../templates/python.Paddockfile"),
+    ),
+    (
+        "node",
+        include_str!("../../../../templates/node.Paddockfile"),
+    ),
+    ("go", include_str!("../../../../templates/go.Paddockfile")),
+];
+
+/// `paddock template`.
+#[derive(Args, Debug)]
+pub(crate) struct TemplateArgs {
+    #[command(subcommand)]
+    pub(crate) cmd: TemplateCmd,
+}
+
+/// The `template` subcommands.
+#[derive(Subcommand, Debug)]
+pub(crate) enum TemplateCmd {
+    /// List templates.
+    Ls {
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Build a template from a build file (FROM, RUN, COPY, ENV, WORKDIR, USER, EXPOSE).
+    Build {
+        /// Name of the new template.
+        name: String,
+        /// A directory (the build context, holding `Paddockfile` or `Dockerfile`), or a build
+        /// file without context.
+        path: PathBuf,
+        /// The build file's path inside the context directory.
+        #[arg(long, short = 'f')]
+        file: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Make a Debian template (the host's release) with debootstrap on the server.
+    Bootstrap {
+        /// Name of the template.
+        #[arg(default_value = "debian")]
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Make a ready template: python (pip, venv), node (npm) or go.
+    Ready {
+        #[arg(value_parser = ["python", "node", "go"])]
+        which: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete a template (refused while sandboxes use it).
+    Rm {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// Runs a `template` subcommand.
+pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
+    match a.cmd {
+        TemplateCmd::Ls { json, conn } => {
+            let api = Api::new(&conn)?;
+            let v: Value = api.get_json(&["v1", "templates"]).await?;
+            let ts = v["templates"].as_array().cloned().unwrap_or_default();
+            if json {
+                write_stdout(&format!("{}\n", serde_json::to_string_pretty(&ts)?))?;
+            } else {
+                let mut t = Table::new(&["NAME", "LAYERS", "USER", "RUNNING", "SOURCE"]);
+                for x in &ts {
+                    t.row(vec![
+                        format::cell(&x["name"]),
+                        x["layers"].as_array().map_or(0, Vec::len).to_string(),
+                        format::cell(&x["config"]["user"]),
+                        format::cell(&x["running_sandboxes"]),
+                        format::cell(&x["source"]),
+                    ]);
+                }
+                write_stdout(&t.render())?;
+            }
+            Ok(0)
+        }
+        TemplateCmd::Build {
+            name,
+            path,
+            file,
+            conn,
+        } => {
+            let api = Api::new(&conn)?;
+            build(&api, &name, &path, file.as_deref()).await
+        }
+        TemplateCmd::Bootstrap { name, conn } => {
+            let api = Api::new(&conn)?;
+            let url = api.url(&["v1", "templates", &name, "bootstrap"]);
+            follow(&api, api.request(Method::POST, url)).await
+        }
+        TemplateCmd::Ready { which, conn } => {
+            let api = Api::new(&conn)?;
+            let have: Value = api.get_json(&["v1", "templates"]).await?;
+            let exists = |n: &str| {
+                have["templates"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|t| t["name"] == n))
+            };
+            if !exists("debian") {
+                eprintln!("paddock: making the debian template first (debootstrap)");
+                let url = api.url(&["v1", "templates", "debian", "bootstrap"]);
+                let code = follow(&api, api.request(Method::POST, url)).await?;
+                if code != 0 {
+                    return Ok(code);
+                }
+            }
+            let text = READY
+                .iter()
+                .find(|(n, _)| *n == which)
+                .map(|(_, t)| *t)
+                .context("unknown ready template")?;
+            let url = api.url(&["v1", "templates", &which, "build"]);
+            let rb = api
+                .request(Method::POST, url)
+                .header(reqwest::header::CONTENT_TYPE, "text/plain")
+                .body(text);
+            follow(&api, rb).await
+        }
+        TemplateCmd::Rm { name, conn } => {
+            let api = Api::new(&conn)?;
+            api.delete(&["v1", "templates", &name]).await?;
+            Ok(0)
+        }
+    }
+}
+
+async fn build(api: &Api, name: &str, path: &std::path::Path, file: Option<&str>) -> Result<i32> {
+    let mut url = api.url(&["v1", "templates", name, "build"]);
+    let rb = if path.is_dir() {
+        // The context goes as a tar built in memory (build contexts are source trees).
+        let dir = path.to_owned();
+        let tar = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            let mut b = tar::Builder::new(Vec::new());
+            b.follow_symlinks(false);
+            b.append_dir_all(".", &dir)
+                .with_context(|| format!("packing {}", dir.display()))?;
+            Ok(b.into_inner()?)
+        })
+        .await??;
+        if let Some(f) = file {
+            url.query_pairs_mut().append_pair("file", f);
+        }
+        api.request(Method::POST, url)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
+            .body(tar)
+    } else if path.is_file() {
+        if file.is_some() {
+            bail!(
+                "-f names a file inside a context directory; {} is a file",
+                path.display()
+            );
+        }
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        api.request(Method::POST, url)
+            .header(reqwest::header::CONTENT_TYPE, "text/plain")
+            .body(text)
+    } else {
+        bail!("{} is neither a directory nor a file", path.display());
+    };
+    follow(api, rb).await
+}
+
+/// Sends a build request and prints its NDJSON events as they come; 0 when it ends `done`.
+async fn follow(api: &Api, rb: reqwest::RequestBuilder) -> Result<i32> {
+    let resp = check(api.send(rb).await?).await?;
+    let mut body = resp.bytes_stream();
+    let mut buf = Vec::new();
+    let mut code = 1;
+    while let Some(chunk) = body.next().await {
+        buf.extend_from_slice(&chunk.context("reading the build's progress")?);
+        while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            let Ok(ev) = serde_json::from_slice::<Value>(&line) else {
+                continue;
+            };
+            match ev["event"].as_str() {
+                Some("step") => eprintln!(
+                    "[{}/{}] {}{}",
+                    ev["step"],
+                    ev["of"],
+                    ev["instruction"].as_str().unwrap_or(""),
+                    if ev["cached"] == true {
+                        " (cached)"
+                    } else {
+                        ""
+                    }
+                ),
+                Some("output") => eprint!("{}", ev["text"].as_str().unwrap_or("")),
+                Some("error") => {
+                    eprintln!(
+                        "paddock: build failed{}: {}",
+                        ev["line"]
+                            .as_u64()
+                            .map(|l| format!(" at line {l}"))
+                            .unwrap_or_default(),
+                        ev["message"].as_str().unwrap_or("")
+                    );
+                    code = 1;
+                }
+                Some("done") => {
+                    eprintln!(
+                        "paddock: template {} ready ({} layers, {} steps cached, {:.1} s)",
+                        ev["template"].as_str().unwrap_or(""),
+                        ev["layers"],
+                        ev["cached_steps"],
+                        ev["seconds"].as_f64().unwrap_or(0.0)
+                    );
+                    code = 0;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(code)
+}
