@@ -15,7 +15,9 @@
 //!   `NAME`); `DIR/.wh..wh..opq` sets `trusted.overlay.opaque=y` on `DIR`. Other `.wh..wh.`
 //!   names (aufs bookkeeping) are skipped.
 //! - Numeric owners, modes (setuid, setgid, sticky included), mtimes, symlinks and hard links
-//!   are kept. Device nodes other than whiteouts, FIFOs and sparse files are refused.
+//!   are kept, and of the pax extended attributes (`SCHILY.xattr.*`) file capabilities and
+//!   `user.*` ones (never `trusted.overlay.*`: overlay metadata comes only from whiteouts).
+//!   Device nodes other than whiteouts, FIFOs and sparse files are refused.
 //! - Limits: [`MAX_ENTRIES`], [`MAX_PATH_LEN`], [`MAX_TOTAL_BYTES`] of file data,
 //!   [`MAX_PAX_BYTES`] per extension header.
 //! - The stream is hashed as it is read, to its very end (the end-of-archive blocks are part
@@ -48,6 +50,15 @@ const TMP_PREFIX: &str = ".tmp-";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
+const PAX_XATTR: &[u8] = b"SCHILY.xattr.";
+
+/// Extended attributes taken from an image (pax `SCHILY.xattr.*`): file capabilities and the
+/// `user.` namespace. Everything else is dropped, `trusted.overlay.*` above all (a layer
+/// must not forge overlayfs metadata such as redirects or opaque markers other than by
+/// whiteout files) and `security.selinux` (host policy).
+fn xattr_kept(name: &str) -> bool {
+    name == "security.capability" || name.starts_with("user.")
+}
 
 /// The store. Cheap to clone (it is a path).
 #[derive(Debug, Clone)]
@@ -377,6 +388,7 @@ struct Pending {
     pax_mtime: Option<i64>,
     pax_uid: Option<u32>,
     pax_gid: Option<u32>,
+    xattrs: Vec<(String, Vec<u8>)>,
     any: bool,
 }
 
@@ -422,6 +434,13 @@ fn apply_pax(data: &[u8], p: &mut Pending) -> Result<()> {
             }
             b"gid" => {
                 p.pax_gid = Some(u32::try_from(num(value, "gid")?).map_err(|_| bad("invalid gid"))?)
+            }
+            k if k.starts_with(PAX_XATTR) => {
+                let name = std::str::from_utf8(&k[PAX_XATTR.len()..])
+                    .map_err(|_| bad("invalid xattr name"))?;
+                if xattr_kept(name) {
+                    p.xattrs.push((name.to_string(), value.to_vec()));
+                }
             }
             b"mtime" => {
                 let s = std::str::from_utf8(value).map_err(|_| bad("invalid mtime"))?;
@@ -592,9 +611,9 @@ impl Extractor {
 
         let is_dir_name = raw_path.ends_with(b"/");
         match kind {
-            b'5' => self.dir(&rel, meta),
-            b'0' | 0 if is_dir_name => self.dir(&rel, meta),
-            b'0' | 0 | b'7' => self.file(&rel, &raw_path, entry, meta),
+            b'5' => self.dir(&rel, meta, &p.xattrs),
+            b'0' | 0 if is_dir_name => self.dir(&rel, meta, &p.xattrs),
+            b'0' | 0 | b'7' => self.file(&rel, &raw_path, entry, meta, &p.xattrs),
             b'2' => {
                 let target = raw_link.ok_or_else(|| bad("symlink without a target"))?;
                 self.symlink(&rel, &raw_path, &target, meta)
@@ -733,7 +752,7 @@ impl Extractor {
         .map_err(|e| self.fs_error(e.into(), dir))
     }
 
-    fn dir(&mut self, rel: &Path, meta: Meta) -> Result<()> {
+    fn dir(&mut self, rel: &Path, meta: Meta, xattrs: &[(String, Vec<u8>)]) -> Result<()> {
         if !rel.as_os_str().is_empty() {
             let (parent, name) = self.parent_of(rel).map_err(|e| self.fs_error(e, rel))?;
             let made = match rustix::fs::mkdirat(&*parent, name, Mode::from_raw_mode(0o700)) {
@@ -753,6 +772,16 @@ impl Extractor {
             };
             made.map_err(|e| self.fs_error(e, rel))?;
         }
+        if !xattrs.is_empty() {
+            let fd = open_beneath(
+                &self.root,
+                rel,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+                Mode::empty(),
+            )
+            .map_err(|e| self.fs_error(e, rel))?;
+            set_xattrs(&fd, xattrs).map_err(|e| self.fs_error(e, rel))?;
+        }
         self.dirs.push(DirAttrs {
             rel: rel.to_path_buf(),
             mode: meta.mode,
@@ -769,6 +798,7 @@ impl Extractor {
         raw: &[u8],
         entry: &mut tar::Entry<'_, R>,
         meta: Meta,
+        xattrs: &[(String, Vec<u8>)],
     ) -> Result<()> {
         if rel.as_os_str().is_empty() {
             return Err(bad_layer(format!(
@@ -795,15 +825,17 @@ impl Extractor {
                 show(raw)
             )));
         }
-        // Owner before mode: chown clears setuid and setgid.
+        // Owner before mode and capabilities: chown clears setuid, setgid and file caps.
         rustix::fs::fchown(
             &file,
             Some(rustix::fs::Uid::from_raw(meta.uid)),
             Some(rustix::fs::Gid::from_raw(meta.gid)),
         )
         .and_then(|()| rustix::fs::fchmod(&file, Mode::from_raw_mode(meta.mode)))
-        .and_then(|()| rustix::fs::futimens(&file, &timestamps(meta.mtime)))
-        .map_err(|e| self.fs_error(e.into(), rel))
+        .map_err(io::Error::from)
+        .and_then(|()| set_xattrs(&file, xattrs))
+        .and_then(|()| rustix::fs::futimens(&file, &timestamps(meta.mtime)).map_err(Into::into))
+        .map_err(|e| self.fs_error(e, rel))
     }
 
     fn copy<R: Read>(
@@ -945,6 +977,13 @@ impl Extractor {
         }
         Ok(())
     }
+}
+
+fn set_xattrs(fd: impl std::os::fd::AsFd, xattrs: &[(String, Vec<u8>)]) -> io::Result<()> {
+    for (name, value) in xattrs {
+        rustix::fs::fsetxattr(&fd, name.as_str(), value, rustix::fs::XattrFlags::empty())?;
+    }
+    Ok(())
 }
 
 /// Removes everything inside `dir` without following symlinks.
@@ -1096,6 +1135,32 @@ mod tests {
         s.remove(&id).unwrap();
         assert!(!s.contains(&id));
         assert!(leftovers(&s).is_empty());
+    }
+
+    #[test]
+    fn pax_xattrs_kept_and_overlay_ones_dropped() {
+        let (_d, s) = store();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([
+            ("SCHILY.xattr.user.note", &b"hello"[..]),
+            ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+            ("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..]),
+        ])
+        .unwrap();
+        add(&mut b, "d/", tar::EntryType::Directory, b"", 0o755);
+        b.append_pax_extensions([("SCHILY.xattr.user.f", &b"1"[..])])
+            .unwrap();
+        add(&mut b, "d/f", tar::EntryType::Regular, b"x", 0o644);
+        let data = b.into_inner().unwrap();
+        let id = s.unpack(&data[..], None).unwrap();
+        let l = s.path(&id);
+        let mut v = [0u8; 16];
+        let n = rustix::fs::getxattr(l.join("d"), "user.note", &mut v[..]).unwrap();
+        assert_eq!(&v[..n], b"hello");
+        assert!(rustix::fs::getxattr(l.join("d"), "trusted.overlay.opaque", &mut v[..]).is_err());
+        assert!(rustix::fs::getxattr(l.join("d"), "trusted.overlay.redirect", &mut v[..]).is_err());
+        let n = rustix::fs::getxattr(l.join("d/f"), "user.f", &mut v[..]).unwrap();
+        assert_eq!(&v[..n], b"1");
     }
 
     #[test]

@@ -180,7 +180,13 @@ pub async fn pull(
     let (manifest, digest) = client
         .pull_image_manifest(&reference, &auth)
         .await
-        .map_err(fail)?;
+        .map_err(|e| match e {
+            OciDistributionError::ImageManifestNotFoundError(_) => RuntimeError::Registry(format!(
+                "image {} has no {}/{} platform",
+                opts.reference, opts.platform.0, opts.platform.1
+            )),
+            e => fail(e),
+        })?;
     if manifest.config.size < 0 || manifest.config.size as usize > MAX_CONFIG_BYTES {
         return Err(RuntimeError::BadImage(format!(
             "image config of {} bytes exceeds {MAX_CONFIG_BYTES} bytes",
@@ -308,11 +314,17 @@ async fn fetch_layer(
         });
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
-                RuntimeError::BadImage(format!(
-                    "layer {} download failed: {}",
-                    layer.digest,
-                    root_cause(&e).replace('\n', " ")
-                ))
+                // The client checks the digest itself as the stream ends.
+                let cause = root_cause(&e).replace('\n', " ");
+                if cause.contains("digest") {
+                    RuntimeError::BadImage(format!("layer blob digest mismatch: {cause}"))
+                } else {
+                    RuntimeError::Registry(format!(
+                        "registry {}: layer {} download failed: {cause}",
+                        reference.resolve_registry(),
+                        layer.digest
+                    ))
+                }
             })?;
             done += chunk.len() as u64;
             if total > 0 && done > total {
