@@ -75,6 +75,8 @@ impl LayerStore {
         for e in entries.flatten() {
             if e.file_name().as_bytes().starts_with(TMP_PREFIX.as_bytes()) {
                 let p = e.path();
+                // Temps in use (by this process or another) are locked: left alone.
+                let Ok(_lock) = lock(&p) else { continue };
                 let r = if p.is_dir() {
                     std::fs::remove_dir_all(&p)
                 } else {
@@ -128,9 +130,16 @@ impl LayerStore {
             check_expected(&got, e)?;
             return Ok(got);
         }
-        let tmp = self
-            .root
-            .join(format!("{TMP_PREFIX}{:016x}", rand::random::<u64>()));
+        let tmp = self.temp_name("");
+        std::fs::create_dir(&tmp).map_err(RuntimeError::io("create a layer directory"))?;
+        // Held until the layer is in place or removed, so `open` elsewhere leaves it alone.
+        let _lock = match lock(&tmp) {
+            Ok(l) => l,
+            Err(e) => {
+                remove_tree(&tmp);
+                return Err(RuntimeError::io("lock a layer directory")(e));
+            }
+        };
         let result = self.unpack_into(&tmp, &mut hashed).and_then(|()| {
             let got = format!("sha256:{:x}", hashed.hasher.clone().finalize());
             if let Some(e) = expect {
@@ -156,7 +165,6 @@ impl LayerStore {
     }
 
     fn unpack_into<R: Read>(&self, tmp: &Path, stream: &mut Hashing<R>) -> Result<()> {
-        std::fs::create_dir(tmp).map_err(RuntimeError::io("create a layer directory"))?;
         // 0755 unless the archive has an entry for `./`.
         std::fs::set_permissions(tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .map_err(RuntimeError::io("create a layer directory"))?;
@@ -195,6 +203,29 @@ impl LayerStore {
         Ok(())
     }
 
+    fn temp_name(&self, kind: &str) -> PathBuf {
+        self.root
+            .join(format!("{TMP_PREFIX}{kind}{:016x}", rand::random::<u64>()))
+    }
+
+    /// A new locked temp file in the store's root (for downloads), removed by `open` once
+    /// no one holds it; the caller removes it when done.
+    pub(crate) fn temp_file(&self) -> Result<(PathBuf, std::fs::File)> {
+        let p = self.temp_name("blob-");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .map_err(RuntimeError::io("create a layer download file"))?;
+        if let Err(e) = rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        {
+            let _ = std::fs::remove_file(&p);
+            return Err(RuntimeError::io("lock a layer download file")(e.into()));
+        }
+        Ok((p, f))
+    }
+
     /// Removes layer `id` (no error if it is absent).
     pub fn remove(&self, id: &str) -> Result<()> {
         if hex_of(id).is_none() {
@@ -204,9 +235,7 @@ impl LayerStore {
         }
         let p = self.path(id);
         // Renamed out of the way first, so a half-removed layer is never taken as whole.
-        let tmp = self
-            .root
-            .join(format!("{TMP_PREFIX}{:016x}", rand::random::<u64>()));
+        let tmp = self.temp_name("rm-");
         match std::fs::rename(&p, &tmp) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -262,6 +291,13 @@ fn read_error(e: io::Error) -> RuntimeError {
         }
         _ => RuntimeError::io("read a layer")(e),
     }
+}
+
+/// Opens `p` (a file or directory) and takes an exclusive `flock` on it without waiting.
+fn lock(p: &Path) -> io::Result<std::fs::File> {
+    let f = std::fs::File::open(p)?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
+    Ok(f)
 }
 
 fn remove_tree(p: &Path) {
@@ -1161,6 +1197,26 @@ mod tests {
         assert!(rustix::fs::getxattr(l.join("d"), "trusted.overlay.redirect", &mut v[..]).is_err());
         let n = rustix::fs::getxattr(l.join("d/f"), "user.f", &mut v[..]).unwrap();
         assert_eq!(&v[..n], b"1");
+    }
+
+    #[test]
+    fn open_removes_only_unlocked_temps() {
+        let (_d, s) = store();
+        let stale = s.root().join(".tmp-stale");
+        std::fs::create_dir_all(stale.join("a/b")).unwrap();
+        let busy = s.root().join(".tmp-busy");
+        std::fs::create_dir(&busy).unwrap();
+        let _held = lock(&busy).unwrap();
+        let (blob, _f) = s.temp_file().unwrap();
+        let s = LayerStore::open(s.root()).unwrap();
+        assert!(!stale.exists());
+        assert!(busy.exists());
+        assert!(blob.exists());
+        drop(_held);
+        drop(_f);
+        LayerStore::open(s.root()).unwrap();
+        assert!(!busy.exists());
+        assert!(!blob.exists());
     }
 
     #[test]

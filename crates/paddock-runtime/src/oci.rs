@@ -291,16 +291,8 @@ async fn fetch_layer(
     };
     let expected_hex = expected_hex.to_string();
     let total = u64::try_from(layer.size).unwrap_or(0);
-    let tmp = store
-        .root()
-        .join(format!(".tmp-blob-{:016x}", rand::random::<u64>()));
+    let (tmp, mut file) = store.temp_file()?;
     let result = async {
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(RuntimeError::io("create a layer download file"))?;
         let mut stream = client
             .pull_blob_stream(reference, layer)
             .await
