@@ -638,3 +638,142 @@ async fn image_index_platform_selection_and_zstd() {
         b"not compressed"
     );
 }
+
+/// A minimal registry that wants a bearer token (like Docker Hub): `/v2/` answers 401 with
+/// a `Bearer realm=…/token` challenge, `/token` hands out a token for the right basic
+/// credentials, and the manifest and blobs are served only with that token.
+#[tokio::test]
+async fn bearer_token_flow() {
+    use axum::http::{HeaderMap, StatusCode, Uri, header};
+    use axum::response::{IntoResponse, Response};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    const BASIC: &str = "Basic cGFkZG9jazp0MGtlbg=="; // paddock:t0ken
+    const TOKEN: &str = "opaque-token-123";
+    let tar = layer(&[E::File("bearer", b"served with a token", 0o644)]);
+    let gz = gzip(&tar);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"WorkingDir": "/srv"},
+        "rootfs": {"type": "layers", "diff_ids": [sha(&tar)]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": sha(&gz), "size": gz.len()}],
+    }))
+    .unwrap();
+    let mut blobs = HashMap::new();
+    blobs.insert(sha(&config), config);
+    blobs.insert(sha(&gz), gz);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let token_requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let state = (
+        Arc::new(blobs),
+        Arc::new(manifest.clone()),
+        token_requests.clone(),
+    );
+    let handler = move |uri: Uri, headers: HeaderMap| {
+        let (blobs, manifest, token_requests) = state.clone();
+        async move {
+            let auth = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let challenge = || -> Response {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(
+                        header::WWW_AUTHENTICATE,
+                        format!(
+                            "Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\",scope=\"repository:img:pull\""
+                        ),
+                    )],
+                    r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+                )
+                    .into_response()
+            };
+            let path = uri.path();
+            if path == "/token" {
+                token_requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if auth == BASIC {
+                    return axum::Json(serde_json::json!({"token": TOKEN})).into_response();
+                }
+                return (StatusCode::UNAUTHORIZED, "bad credentials").into_response();
+            }
+            if auth != format!("Bearer {TOKEN}") {
+                return challenge();
+            }
+            if path == "/v2/" {
+                return StatusCode::OK.into_response();
+            }
+            if path == "/v2/img/manifests/1" {
+                return (
+                    [
+                        (
+                            header::CONTENT_TYPE,
+                            "application/vnd.oci.image.manifest.v1+json".to_string(),
+                        ),
+                        (
+                            header::HeaderName::from_static("docker-content-digest"),
+                            sha(&manifest),
+                        ),
+                    ],
+                    (*manifest).clone(),
+                )
+                    .into_response();
+            }
+            if let Some(d) = path.strip_prefix("/v2/img/blobs/")
+                && let Some(b) = blobs.get(d)
+            {
+                return b.clone().into_response();
+            }
+            (
+                StatusCode::NOT_FOUND,
+                r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+            )
+                .into_response()
+        }
+    };
+    let app = axum::Router::new().fallback(handler);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (_d, store) = new_store();
+    let reference = format!("127.0.0.1:{port}/img:1");
+    let e = oci::pull(&store, &opts(reference.clone()), |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    eprintln!("error: {e}");
+    assert!(e.contains("401"), "{e}");
+    let mut wrong = opts(reference.clone());
+    wrong.username = Some("paddock".into());
+    wrong.password = Some("nope".into());
+    let e = oci::pull(&store, &wrong, |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    eprintln!("error: {e}");
+    assert!(e.contains("401"), "{e}");
+    assert!(names(&store).is_empty());
+
+    let mut right = opts(reference);
+    right.username = Some("paddock".into());
+    right.password = Some("t0ken".into());
+    let img = oci::pull(&store, &right, |_| {}).await.unwrap();
+    assert_eq!(img.digest, sha(&manifest));
+    assert_eq!(img.layers, vec![sha(&tar)]);
+    assert_eq!(img.config.working_dir.as_deref(), Some("/srv"));
+    assert_eq!(
+        std::fs::read(store.path(&img.layers[0]).join("bearer")).unwrap(),
+        b"served with a token"
+    );
+    assert!(token_requests.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    server.abort();
+}
