@@ -25,6 +25,9 @@ use crate::layerstore::LayerStore;
 
 /// Largest image config accepted (the client reads it into memory).
 pub const MAX_CONFIG_BYTES: usize = 4 << 20;
+/// [`Progress`] is reported at the start of each layer download, then at least this many
+/// bytes apart, and at its end.
+pub const PROGRESS_STEP: u64 = 1 << 20;
 /// Largest zstd window accepted (128 MiB), against memory exhaustion by a crafted frame.
 const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
@@ -79,7 +82,8 @@ pub struct PulledImage {
     pub bytes_downloaded: u64,
 }
 
-/// Download progress of one layer (`layer` is its `diff_id`; `total` is the blob size).
+/// Download progress of one layer (`layer` is its `diff_id`; `done` and `total` are
+/// compressed bytes, `total` the blob size from the manifest). See [`PROGRESS_STEP`].
 #[derive(Debug, Clone)]
 pub struct Progress {
     pub layer: String,
@@ -299,6 +303,7 @@ async fn fetch_layer(
             .map_err(fail)?;
         let mut hasher = Sha256::new();
         let mut done = 0u64;
+        let mut reported = 0u64;
         progress(Progress {
             layer: diff_id.to_string(),
             done,
@@ -328,6 +333,16 @@ async fn fetch_layer(
             hasher.update(&chunk);
             file.write_all(&chunk)
                 .map_err(RuntimeError::io("write a layer download file"))?;
+            if done - reported >= PROGRESS_STEP {
+                reported = done;
+                progress(Progress {
+                    layer: diff_id.to_string(),
+                    done,
+                    total,
+                });
+            }
+        }
+        if reported != done {
             progress(Progress {
                 layer: diff_id.to_string(),
                 done,
