@@ -522,6 +522,8 @@ fn attach_idmapped(src: &Path, dst: &Path, userns: &OwnedFd, readonly: bool) -> 
 /// Builds `/dev`: a small tmpfs with the usual character devices, a private devpts and shm.
 fn build_dev(root: &Path, cfg: &SetupConfig, owner: &str) -> Result<()> {
     let dev = inside(root, "/dev");
+    // Images need not carry their mount points; they are made in the writable layer.
+    fs::create_dir_all(&dev).ok();
     mount(
         Some("tmpfs"),
         &dev,

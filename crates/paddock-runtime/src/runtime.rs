@@ -494,7 +494,7 @@ impl Runtime {
             return Ok(id);
         }
         fs::create_dir_all(&root).map_err(RuntimeError::io("creating layer store"))?;
-        let tmp = root.join(format!(".tmp-commit-{}", SandboxId::random()));
+        let tmp = root.join(format!(".build-commit-{}", SandboxId::random()));
         let st = Command::new("cp")
             .args(["-a", "--reflink=auto"])
             .arg(sbx.dir.join("upper"))

@@ -134,7 +134,14 @@ pub fn load(def: TemplateDef, layers_root: &Path) -> Result<Template> {
         dirs.push(d);
     }
     let users = users_of(&dirs);
-    if let Some(u) = def.config.user.as_ref().filter(|u| !users.contains(u)) {
+    // Image configs may name a user as `name`, `uid` or `uid:gid`; names must exist.
+    let named = def
+        .config
+        .user
+        .as_ref()
+        .map(|u| u.split(':').next().unwrap_or(u))
+        .filter(|u| u.parse::<u32>().is_err());
+    if let Some(u) = named.filter(|u| !users.iter().any(|x| x == u)) {
         return Err(RuntimeError::InvalidArgument(format!(
             "template {}: its user {u:?} is not in its /etc/passwd",
             def.name

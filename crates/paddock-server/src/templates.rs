@@ -556,7 +556,7 @@ pub async fn bootstrap_debian(
         .await
         .map_err(|e| fail(format!("creating the layer store: {e}")))?;
     let tmp = root.join(format!(
-        ".tmp-debootstrap-{}",
+        ".build-debootstrap-{}",
         paddock_core::SandboxId::random()
     ));
     let mut child = tokio::process::Command::new("debootstrap")

@@ -6,6 +6,8 @@
 //! `oci-client`, and pulls them with `paddock_runtime::oci::pull`. Needs root (layer owners,
 //! whiteout device nodes, the `trusted.overlay.opaque` xattr, the overlay mount).
 
+mod server;
+
 use std::net::TcpListener;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -776,4 +778,173 @@ async fn bearer_token_flow() {
     );
     assert!(token_requests.load(std::sync::atomic::Ordering::SeqCst) > 0);
     server.abort();
+}
+
+/// A minimal runnable root filesystem as one layer: the host's `/bin/sh` (dash) and `cat`
+/// with the libraries they and the (dynamically linked) agent need, `/etc/passwd`, and the
+/// usual top-level directories.
+fn runnable_rootfs() -> Vec<u8> {
+    let mut files: Vec<PathBuf> = vec!["/bin/dash".into(), "/bin/cat".into()];
+    for bin in ["/bin/dash", "/bin/cat", env!("CARGO_BIN_EXE_paddock-agent")] {
+        let out = Command::new("ldd").arg(bin).output().expect("ldd");
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(p) = l
+                .split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(PathBuf::from)
+            {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(true);
+    for d in [
+        "bin",
+        "etc",
+        "lib",
+        "lib64",
+        "usr",
+        "tmp",
+        "proc",
+        "dev",
+        "root",
+        "app",
+        "home/user",
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(if d == "tmp" { 0o1777 } else { 0o755 });
+        h.set_size(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        if d == "home/user" {
+            h.set_uid(1000);
+            h.set_gid(1000);
+        }
+        b.append_data(&mut h, d, &[][..]).unwrap();
+    }
+    for f in &files {
+        let name = f
+            .to_string_lossy()
+            .trim_start_matches('/')
+            .replace("bin/dash", "bin/sh");
+        b.append_path_with_name(f, &name).unwrap();
+    }
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n";
+    for (p, data) in [
+        ("etc/passwd", &passwd[..]),
+        ("etc/group", b"root:x:0:\nuser:x:1000:\n"),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, p, data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Through the API: `POST /v1/templates/{name}/pull` streams progress, registers the image
+/// with its config as defaults, and a sandbox from it runs with the image's env, working
+/// directory and user; a second pull downloads nothing; bad references are clear errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_pull_then_a_sandbox_runs_the_image() {
+    let reg = Registry::start(None);
+    let app = layer(&[
+        E::Dir("app", 0o755),
+        E::File("app/msg", b"hello from the image\n", 0o644),
+    ]);
+    let config = serde_json::json!({"config": {
+        "Env": ["GREETING=from-config", "PATH=/bin"],
+        "WorkingDir": "/app",
+        "User": "user",
+        "ExposedPorts": {"8080/tcp": {}}
+    }});
+    let reference = format!("127.0.0.1:{}/tiny:1", reg.port);
+    push(
+        &reference,
+        &[runnable_rootfs(), app],
+        config,
+        None,
+        &RegistryAuth::Anonymous,
+    )
+    .await;
+
+    let s = server::Server::start(&[]);
+    let pull = |name: &str, image: &str| {
+        s.req(reqwest::Method::POST, &format!("/v1/templates/{name}/pull"))
+            .json(&serde_json::json!({"image": image, "insecure": true}))
+    };
+    let text = pull("tiny", &reference)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(events.last().unwrap()["event"], "done", "{text}");
+    assert!(
+        events.iter().any(|e| e["event"] == "output"),
+        "no progress: {text}"
+    );
+    let (_, t) = server::call(s.req(reqwest::Method::GET, "/v1/templates/tiny")).await;
+    assert_eq!(t["config"]["workdir"], "/app", "{t}");
+    assert_eq!(t["config"]["env"]["GREETING"], "from-config", "{t}");
+    assert_eq!(t["config"]["ports"], serde_json::json!([8080]), "{t}");
+    assert_eq!(t["layers"].as_array().unwrap().len(), 2, "{t}");
+
+    let v = s.create(serde_json::json!({"template": "tiny"})).await;
+    let id = v["id"].as_str().unwrap();
+    let (st, r) = server::call(
+        s.req(reqwest::Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&serde_json::json!({"cmd": ["/bin/sh", "-c", "echo $PWD $GREETING; cat msg; cat /etc/passwd | cat >/dev/null && echo ok"]})),
+    )
+    .await;
+    assert_eq!(st, reqwest::StatusCode::OK, "{r}");
+    assert_eq!(
+        r["stdout"], "/app from-config\nhello from the image\nok\n",
+        "{r}"
+    );
+
+    // Pulled again under another name: every layer is already in the store.
+    let text = pull("tiny2", &reference)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("\"cached_steps\":1"), "{text}");
+    // A missing tag and an unreachable registry are clear errors in the stream.
+    let text = pull("nope", &format!("127.0.0.1:{}/tiny:nope", reg.port))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("\"event\":\"error\"") && text.contains("not found"),
+        "{text}"
+    );
+    let (st, _) = server::call(s.req(reqwest::Method::GET, "/v1/templates/nope")).await;
+    assert_eq!(st, reqwest::StatusCode::NOT_FOUND);
+    let text = pull("gone", &format!("127.0.0.1:{}/x:1", free_port()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("cannot reach registry"), "{text}");
 }

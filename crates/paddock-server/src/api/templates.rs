@@ -34,6 +34,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/templates/{name}", get(get_one).delete(delete))
         .route("/v1/templates/{name}/build", post(build))
         .route("/v1/templates/{name}/bootstrap", post(bootstrap))
+        .route("/v1/templates/{name}/pull", post(pull))
 }
 
 /// Names being built right now: a second build of the same name is refused, not queued.
@@ -265,6 +266,129 @@ async fn bootstrap(
         busy,
         move |tx| async move { templates::bootstrap_debian(&rt, &name2, &tx).await },
     ))
+}
+
+/// `POST /v1/templates/{name}/pull` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PullBody {
+    /// `host[:port]/name[:tag][@digest]`.
+    image: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    /// Plain HTTP (loopback registries).
+    #[serde(default)]
+    insecure: bool,
+    /// `os/arch`, default `linux/amd64`.
+    #[serde(default)]
+    platform: Option<String>,
+}
+
+/// `POST /v1/templates/{name}/pull`: an OCI image from a registry as template `name`; its
+/// config (env, working dir, user, entrypoint, cmd, exposed ports) becomes the defaults.
+/// Streams NDJSON events: progress per layer as `output`, then `done` or `error`.
+async fn pull(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+    super::Json(body): super::Json<PullBody>,
+) -> ApiResult<Response> {
+    check_name(&name)?;
+    let mut opts = paddock_runtime::oci::PullOptions::new(body.image.clone());
+    opts.username = body.username;
+    opts.password = body.password;
+    opts.insecure = body.insecure;
+    if let Some(p) = &body.platform {
+        let (os, arch) = p
+            .split_once('/')
+            .ok_or_else(|| ApiError::BadRequest(format!("platform {p:?} is not os/arch")))?;
+        opts.platform = (os.to_owned(), arch.to_owned());
+    }
+    let busy = Busy::take(&name)?;
+    let rt = state.runtime.clone();
+    let name2 = name.clone();
+    Ok(stream_build(
+        state,
+        caller,
+        name,
+        busy,
+        move |tx| async move {
+            let fail = |m: String| BuildEvent::Error {
+                step: Some(1),
+                line: None,
+                message: m,
+            };
+            let _ = tx
+                .send(BuildEvent::Step {
+                    step: 1,
+                    of: 1,
+                    line: 0,
+                    instruction: format!("pull {}", opts.reference),
+                    cached: false,
+                })
+                .await;
+            let store = paddock_runtime::layerstore::LayerStore::open(rt.layers_root())
+                .map_err(|e| fail(e.to_string()))?;
+            let started = std::time::Instant::now();
+            // Progress: one line per layer per 10 % (a channel would reorder nothing here).
+            let last = Mutex::new(std::collections::HashMap::<String, u64>::new());
+            let tx2 = tx.clone();
+            let img = paddock_runtime::oci::pull(&store, &opts, move |p| {
+                let pct = (p.done * 100).checked_div(p.total).unwrap_or(100);
+                let mut l = last.lock().expect("progress poisoned");
+                let prev = l.entry(p.layer.clone()).or_insert(u64::MAX);
+                if *prev == u64::MAX
+                    || pct >= prev.saturating_add(10)
+                    || (pct == 100 && *prev != 100)
+                {
+                    *prev = pct;
+                    let _ = tx2.try_send(BuildEvent::Output {
+                        step: 1,
+                        text: format!("{} {pct}% of {} bytes\n", short(&p.layer), p.total),
+                    });
+                }
+            })
+            .await
+            .map_err(|e| fail(ApiError::from(e).to_string()))?;
+            let c = img.config;
+            let env = c
+                .env
+                .iter()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            let def = TemplateDef {
+                name: name2.clone(),
+                layers: img.layers.clone(),
+                config: paddock_runtime::template::TemplateConfig {
+                    env,
+                    workdir: c.working_dir.filter(|w| !w.is_empty()),
+                    user: c.user.filter(|u| !u.is_empty()),
+                    entrypoint: c.entrypoint,
+                    cmd: c.cmd,
+                    ports: c.exposed_ports,
+                },
+                source: format!("image {}@{}", opts.reference, img.digest),
+                created_unix_ms: paddock_store::now_ms() as u64,
+            };
+            let _ = tx
+                .send(BuildEvent::Done {
+                    template: name2,
+                    layers: img.layers.len(),
+                    cached_steps: usize::from(img.bytes_downloaded == 0),
+                    seconds: started.elapsed().as_secs_f64(),
+                })
+                .await;
+            Ok(def)
+        },
+    ))
+}
+
+fn short(id: &str) -> &str {
+    let h = id.strip_prefix("sha256:").unwrap_or(id);
+    &h[..h.len().min(12)]
 }
 
 /// Streams the request body into a temporary file, at most [`MAX_CONTEXT`] bytes.

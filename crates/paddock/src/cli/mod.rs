@@ -66,7 +66,7 @@ pub(crate) enum ClientCmd {
     Key(admin::KeyArgs),
     /// Show the audit trail (admin).
     Audit(admin::AuditArgs),
-    /// Manage templates: ls, build, bootstrap, ready python|node|go, rm.
+    /// Manage templates: ls, pull, build, bootstrap, ready python|node|go, rm.
     Template(template::TemplateArgs),
 }
 

@@ -1,4 +1,4 @@
-//! `paddock template ls|build|bootstrap|ready|rm` (`/v1/templates`). Making and deleting
+//! `paddock template ls|pull|build|bootstrap|ready|rm` (`/v1/templates`). Making and deleting
 //! templates needs an admin key.
 //!
 //! `build` sends a build file (or a directory as a tar context holding it) and prints the
@@ -61,6 +61,28 @@ pub(crate) enum TemplateCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Pull an OCI image from a registry as a template (its env, workdir, user, ports become
+    /// the defaults).
+    Pull {
+        /// Name of the new template.
+        name: String,
+        /// Image reference: `host[:port]/repo[:tag][@sha256:...]`.
+        image: String,
+        /// Registry user (with `PADDOCK_REGISTRY_PASSWORD`).
+        #[arg(long)]
+        username: Option<String>,
+        /// Registry password.
+        #[arg(long, env = "PADDOCK_REGISTRY_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Plain HTTP (a registry on loopback).
+        #[arg(long)]
+        insecure: bool,
+        /// `os/arch` to pick from a multi-platform image.
+        #[arg(long)]
+        platform: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Make a Debian template (the host's release) with debootstrap on the server.
     Bootstrap {
         /// Name of the template.
@@ -116,6 +138,29 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
         } => {
             let api = Api::new(&conn)?;
             build(&api, &name, &path, file.as_deref()).await
+        }
+        TemplateCmd::Pull {
+            name,
+            image,
+            username,
+            password,
+            insecure,
+            platform,
+            conn,
+        } => {
+            let api = Api::new(&conn)?;
+            let mut body = serde_json::json!({ "image": image, "insecure": insecure });
+            if let Some(u) = username {
+                body["username"] = u.into();
+            }
+            if let Some(p) = password {
+                body["password"] = p.into();
+            }
+            if let Some(p) = platform {
+                body["platform"] = p.into();
+            }
+            let url = api.url(&["v1", "templates", &name, "pull"]);
+            follow(&api, api.request(Method::POST, url).json(&body)).await
         }
         TemplateCmd::Bootstrap { name, conn } => {
             let api = Api::new(&conn)?;
