@@ -948,3 +948,87 @@ async fn api_pull_then_a_sandbox_runs_the_image() {
         .unwrap();
     assert!(text.contains("cannot reach registry"), "{text}");
 }
+
+/// `POST /v1/templates/{name}/import`: a root filesystem tarball (plain or gzip) becomes a
+/// template a sandbox runs from; hostile tarballs (`..`, a symlink written through, a device
+/// node) are refused with 400 and leave nothing in the layer store.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_import_of_a_root_filesystem_tarball() {
+    let s = server::Server::start(&[]);
+    let rootfs = runnable_rootfs();
+    let import = |name: &str, ct: &str, body: Vec<u8>| {
+        s.req(
+            reqwest::Method::POST,
+            &format!("/v1/templates/{name}/import"),
+        )
+        .header("content-type", ct.to_owned())
+        .body(body)
+    };
+    let (st, t) = server::call(import("rootfs", "application/gzip", gzip(&rootfs))).await;
+    assert_eq!(st, reqwest::StatusCode::CREATED, "{t}");
+    assert_eq!(t["layers"].as_array().unwrap().len(), 1, "{t}");
+    let v = s.create(serde_json::json!({"template": "rootfs"})).await;
+    let id = v["id"].as_str().unwrap();
+    let (st, r) = server::call(
+        s.req(reqwest::Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&serde_json::json!({"cmd": ["/bin/sh", "-c", "cat /etc/passwd | cat | wc -l 2>/dev/null || echo $PWD"]})),
+    )
+    .await;
+    assert_eq!(st, reqwest::StatusCode::OK, "{r}");
+    assert_eq!(r["exit_code"], 0, "{r}");
+
+    let layers = s.data.join("templates/layers");
+    let before = std::fs::read_dir(&layers).unwrap().count();
+    // `..`, a symlink pointing out then a file through it, a device node.
+    let raw = |path: &str, kind: tar::EntryType, link: Option<&str>| {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1);
+        h.set_size(if kind == tar::EntryType::Regular {
+            1
+        } else {
+            0
+        });
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        // Bypass the tar crate's own path checks: write the name into the header.
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_cksum();
+        b.append(
+            &h,
+            if kind == tar::EntryType::Regular {
+                &b"x"[..]
+            } else {
+                &b""[..]
+            },
+        )
+        .unwrap();
+        b.into_inner().unwrap()
+    };
+    let mut escape = raw("out", tar::EntryType::Symlink, Some("/tmp"));
+    escape.truncate(escape.len() - 1024);
+    escape.extend(raw("out/evil", tar::EntryType::Regular, None));
+    for (what, body) in [
+        ("dotdot", raw("../evil", tar::EntryType::Regular, None)),
+        ("symlink escape", escape),
+        ("device", raw("dev/sda", tar::EntryType::Block, None)),
+    ] {
+        let (st, v) = server::call(import("bad", "application/x-tar", body)).await;
+        assert_eq!(st, reqwest::StatusCode::BAD_REQUEST, "{what}: {v}");
+    }
+    assert!(!Path::new("/tmp/evil").exists());
+    assert_eq!(
+        std::fs::read_dir(&layers).unwrap().count(),
+        before,
+        "a bad import left something"
+    );
+    let (st, _) = server::call(s.req(reqwest::Method::GET, "/v1/templates/bad")).await;
+    assert_eq!(st, reqwest::StatusCode::NOT_FOUND);
+    let (st, _) = server::call(import("bad", "text/plain", b"x".to_vec())).await;
+    assert_eq!(st, reqwest::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}

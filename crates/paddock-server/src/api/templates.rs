@@ -35,6 +35,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/templates/{name}/build", post(build))
         .route("/v1/templates/{name}/bootstrap", post(bootstrap))
         .route("/v1/templates/{name}/pull", post(pull))
+        .route("/v1/templates/{name}/import", post(import))
 }
 
 /// Names being built right now: a second build of the same name is refused, not queued.
@@ -383,6 +384,80 @@ async fn pull(
                 .await;
             Ok(def)
         },
+    ))
+}
+
+/// `POST /v1/templates/{name}/import`: a root filesystem as a tar body (`application/x-tar`,
+/// or `application/gzip` / `application/zstd` for compressed ones), unpacked into one layer
+/// of the store with the same confinement as image layers (no `..`, nothing written
+/// through a symlink, devices refused). Answers the template, or 400 for a bad archive
+/// (nothing is left behind).
+async fn import(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    check_name(&name)?;
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let kind = match ct.as_str() {
+        "application/x-tar" => 0,
+        "application/gzip" | "application/x-gzip" => 1,
+        "application/zstd" => 2,
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "send a tar as application/x-tar, application/gzip or application/zstd, not {other:?}"
+            )));
+        }
+    };
+    let busy = Busy::take(&name)?;
+    let res = async {
+        let ctx = save_context(req).await?;
+        let store = paddock_runtime::layerstore::LayerStore::open(state.runtime.layers_root())?;
+        let path = ctx.path().to_owned();
+        let id = tokio::task::spawn_blocking(move || -> ApiResult<String> {
+            let f = std::fs::File::open(&path)
+                .map_err(|e| ApiError::Internal(format!("reading the upload: {e}")))?;
+            let r: Box<dyn std::io::Read> = match kind {
+                0 => Box::new(f),
+                1 => Box::new(flate2::read::GzDecoder::new(f)),
+                _ => Box::new(
+                    zstd::stream::read::Decoder::new(f)
+                        .map_err(|e| ApiError::BadRequest(format!("not zstd: {e}")))?,
+                ),
+            };
+            store.unpack(r, None).map_err(|e| match e {
+                paddock_runtime::RuntimeError::BadImage(m) => ApiError::BadRequest(m),
+                e => ApiError::from(e),
+            })
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("import task: {e}")))??;
+        drop(ctx);
+        let t = state.runtime.add_template(TemplateDef {
+            name: name.clone(),
+            layers: vec![id],
+            config: Default::default(),
+            source: "import of a root filesystem".into(),
+            created_unix_ms: paddock_store::now_ms() as u64,
+        })?;
+        Ok(t)
+    }
+    .await;
+    drop(busy);
+    let t = state.audited(&caller, "template.import", None, Some(name), res)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        template_json(&state.runtime, &t),
     ))
 }
 

@@ -83,6 +83,15 @@ pub(crate) enum TemplateCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Import a root filesystem (a directory, or a .tar, .tar.gz or .tar.zst) as a template.
+    Import {
+        /// Name of the new template.
+        name: String,
+        /// The directory or tarball.
+        path: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Make a Debian template (the host's release) with debootstrap on the server.
     Bootstrap {
         /// Name of the template.
@@ -161,6 +170,49 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
             }
             let url = api.url(&["v1", "templates", &name, "pull"]);
             follow(&api, api.request(Method::POST, url).json(&body)).await
+        }
+        TemplateCmd::Import { name, path, conn } => {
+            let api = Api::new(&conn)?;
+            let url = api.url(&["v1", "templates", &name, "import"]);
+            let (ct, body): (&str, reqwest::Body) = if path.is_dir() {
+                let dir = path.clone();
+                let tar = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+                    let mut b = tar::Builder::new(Vec::new());
+                    b.follow_symlinks(false);
+                    b.append_dir_all(".", &dir)
+                        .with_context(|| format!("packing {}", dir.display()))?;
+                    Ok(b.into_inner()?)
+                })
+                .await??;
+                ("application/x-tar", tar.into())
+            } else {
+                let n = path.to_string_lossy().to_ascii_lowercase();
+                let ct = if n.ends_with(".gz") || n.ends_with(".tgz") {
+                    "application/gzip"
+                } else if n.ends_with(".zst") {
+                    "application/zstd"
+                } else {
+                    "application/x-tar"
+                };
+                let f = tokio::fs::File::open(&path)
+                    .await
+                    .with_context(|| format!("opening {}", path.display()))?;
+                (
+                    ct,
+                    reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f)),
+                )
+            };
+            let rb = api
+                .request(Method::POST, url)
+                .header(reqwest::header::CONTENT_TYPE, ct)
+                .body(body);
+            let t: Value = api.json(rb).await?;
+            eprintln!(
+                "paddock: imported template {} ({})",
+                format::cell(&t["name"]),
+                format::cell(&t["layers"][0])
+            );
+            Ok(0)
         }
         TemplateCmd::Bootstrap { name, conn } => {
             let api = Api::new(&conn)?;
