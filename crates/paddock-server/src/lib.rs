@@ -122,6 +122,7 @@ pub async fn serve(
     lifecycle::reconcile(&state)
         .await
         .map_err(|e| ServeError::Reconcile(e.to_string()))?;
+    api::templates::reconcile(&state).map_err(|e| ServeError::Reconcile(e.to_string()))?;
     tokio::spawn(lifecycle::run(state.clone()));
 
     let tls = state

@@ -178,6 +178,21 @@ pub struct SandboxFilter {
     pub limit: Option<u32>,
 }
 
+/// A template in the catalogue (its layers live in the data directory's layer store).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TemplateRecord {
+    pub name: String,
+    /// `build FROM ...`, `image REF@DIGEST`, `import ...`, `debootstrap ...`.
+    pub source: String,
+    /// Layer ids, bottom first.
+    pub layers: Vec<String>,
+    /// Defaults: env, workdir, user, entrypoint, cmd, ports.
+    pub config: serde_json::Value,
+    pub created_at: Millis,
+    /// The API key that made it (None: adopted from the data directory).
+    pub created_by: Option<String>,
+}
+
 /// A lifecycle event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
@@ -261,6 +276,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Sets `revoked_at` if not yet revoked; false if no such key.
     fn revoke_key(&self, id: &str, at: Millis) -> Result<bool>;
     fn count_keys(&self) -> Result<u64>;
+
+    // Templates
+    /// Inserts or replaces the catalogue record of a template.
+    fn upsert_template(&self, t: &TemplateRecord) -> Result<()>;
+    /// Removes it; false if there was none.
+    fn delete_template(&self, name: &str) -> Result<bool>;
+    /// Every template record, by name.
+    fn list_templates(&self) -> Result<Vec<TemplateRecord>>;
 
     // Sandboxes.
     /// Fails with [`StoreError::Conflict`] if the id exists.

@@ -13,11 +13,14 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use crate::{
     ApiKey, AuditEntry, AuditFilter, Event, EventFilter, ExecRecord, Millis, Result, Role,
-    SandboxFilter, SandboxRecord, SandboxState, Store, StoreError, Tenant,
+    SandboxFilter, SandboxRecord, SandboxState, Store, StoreError, TemplateRecord, Tenant,
 };
 
 /// The migrations, in order. Never edit a released one; append.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_templates.sql"),
+];
 
 /// The embedded SQLite store.
 #[derive(Debug)]
@@ -357,6 +360,51 @@ impl Store for SqliteStore {
             params![id, at],
         )?;
         Ok(n > 0)
+    }
+
+    fn upsert_template(&self, t: &TemplateRecord) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO templates (name, source, layers, config, created_at, created_by) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT(name) DO UPDATE SET source = ?2, layers = ?3, config = ?4, \
+             created_at = ?5, created_by = ?6",
+            rusqlite::params![
+                t.name,
+                t.source,
+                serde_json::to_string(&t.layers).unwrap_or_default(),
+                t.config.to_string(),
+                t.created_at,
+                t.created_by
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_template(&self, name: &str) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM templates WHERE name = ?1", [name])?;
+        Ok(n > 0)
+    }
+
+    fn list_templates(&self) -> Result<Vec<TemplateRecord>> {
+        let c = self.conn();
+        let mut st = c.prepare(
+            "SELECT name, source, layers, config, created_at, created_by FROM templates ORDER BY name",
+        )?;
+        let rows = st.query_map([], |r| {
+            let layers: String = r.get(2)?;
+            let config: String = r.get(3)?;
+            Ok(TemplateRecord {
+                name: r.get(0)?,
+                source: r.get(1)?,
+                layers: serde_json::from_str(&layers).unwrap_or_default(),
+                config: serde_json::from_str(&config).unwrap_or_default(),
+                created_at: r.get(4)?,
+                created_by: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     fn count_keys(&self) -> Result<u64> {
@@ -757,6 +805,26 @@ mod tests {
             ["c3", "c4"]
         );
         assert_eq!(last[0].exit_code, Some(0));
+    }
+
+    #[test]
+    fn templates_upsert_list_delete() {
+        let s = SqliteStore::open_in_memory().expect("open");
+        let mut t = TemplateRecord {
+            name: "python".into(),
+            source: "build FROM debian".into(),
+            layers: vec!["sha256:aa".into(), "sha256:bb".into()],
+            config: serde_json::json!({"user": "user"}),
+            created_at: 5,
+            created_by: Some("key_1".into()),
+        };
+        s.upsert_template(&t).expect("insert");
+        t.layers.push("sha256:cc".into());
+        s.upsert_template(&t).expect("replace");
+        assert_eq!(s.list_templates().expect("list"), vec![t]);
+        assert!(s.delete_template("python").expect("delete"));
+        assert!(!s.delete_template("python").expect("delete again"));
+        assert!(s.list_templates().expect("list").is_empty());
     }
 
     #[test]

@@ -967,6 +967,12 @@ async fn api_import_of_a_root_filesystem_tarball() {
     let (st, t) = server::call(import("rootfs", "application/gzip", gzip(&rootfs))).await;
     assert_eq!(st, reqwest::StatusCode::CREATED, "{t}");
     assert_eq!(t["layers"].as_array().unwrap().len(), 1, "{t}");
+    assert!(
+        t["created_by"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("key_")),
+        "{t}"
+    );
     let v = s.create(serde_json::json!({"template": "rootfs"})).await;
     let id = v["id"].as_str().unwrap();
     let (st, r) = server::call(

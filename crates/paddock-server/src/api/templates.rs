@@ -63,9 +63,67 @@ impl Drop for Busy {
     }
 }
 
-fn template_json(rt: &paddock_runtime::Runtime, t: &Template) -> Value {
+/// Records template `t` in the store's catalogue (made by `by`, a key id).
+pub fn catalogue(state: &AppState, t: &Template, by: Option<&str>) {
+    let rec = paddock_store::TemplateRecord {
+        name: t.name.clone(),
+        source: t.source.clone(),
+        layers: t.layer_ids.clone(),
+        config: serde_json::to_value(&t.config).unwrap_or_default(),
+        created_at: if t.created_unix_ms > 0 {
+            t.created_unix_ms as i64
+        } else {
+            paddock_store::now_ms()
+        },
+        created_by: by.map(str::to_owned),
+    };
+    if let Err(e) = state.store.upsert_template(&rec) {
+        tracing::error!(template = %t.name, "recording the template: {e}");
+    }
+}
+
+/// Makes the store's catalogue match the templates on disk (at start): templates found on
+/// disk are recorded, records whose template is gone are removed.
+pub fn reconcile(state: &AppState) -> Result<(), paddock_store::StoreError> {
+    let on_disk: Vec<Template> = state
+        .runtime
+        .templates()
+        .into_iter()
+        .filter(|t| t.name != "base" && !t.name.starts_with("build-"))
+        .collect();
+    let recorded = state.store.list_templates()?;
+    for r in &recorded {
+        if !on_disk.iter().any(|t| t.name == r.name) {
+            tracing::warn!(template = %r.name, "template is gone from the data directory; removing its record");
+            state.store.delete_template(&r.name)?;
+        }
+    }
+    for t in &on_disk {
+        if !recorded
+            .iter()
+            .any(|r| r.name == t.name && r.layers == t.layer_ids)
+        {
+            let by = recorded
+                .iter()
+                .find(|r| r.name == t.name)
+                .and_then(|r| r.created_by.clone());
+            catalogue(state, t, by.as_deref());
+        }
+    }
+    Ok(())
+}
+
+fn template_json(state: &AppState, t: &Template) -> Value {
+    let rt = &state.runtime;
     let in_use = rt.list().iter().filter(|s| s.template == t.name).count();
+    let by = state
+        .store
+        .list_templates()
+        .ok()
+        .and_then(|v| v.into_iter().find(|r| r.name == t.name))
+        .and_then(|r| r.created_by);
     json!({
+        "created_by": by,
         "name": t.name,
         "source": t.source,
         "layers": t.layer_ids,
@@ -82,7 +140,7 @@ async fn list(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Respo
         .templates()
         .iter()
         .filter(|t| !t.name.starts_with("build-"))
-        .map(|t| template_json(&state.runtime, t))
+        .map(|t| template_json(&state, t))
         .collect();
     Ok(json_response(StatusCode::OK, json!({ "templates": items })))
 }
@@ -96,10 +154,7 @@ async fn get_one(
         .runtime
         .template(&name)
         .ok_or_else(|| ApiError::NotFound(format!("unknown template {name:?}")))?;
-    Ok(json_response(
-        StatusCode::OK,
-        template_json(&state.runtime, &t),
-    ))
+    Ok(json_response(StatusCode::OK, template_json(&state, &t)))
 }
 
 async fn delete(
@@ -112,6 +167,9 @@ async fn delete(
         state
             .runtime
             .remove_template(&name, true)
+            .inspect(|_| {
+                let _ = state.store.delete_template(&name);
+            })
             .map_err(|e| match e {
                 paddock_runtime::RuntimeError::UnknownTemplate(_) => {
                     ApiError::NotFound(format!("unknown template {name:?}"))
@@ -149,7 +207,10 @@ where
         let res = work(tx.clone()).await;
         let outcome = match res {
             Ok(def) => match state.runtime.add_template(def) {
-                Ok(_) => "ok",
+                Ok(t) => {
+                    catalogue(&state, &t, Some(&caller.key.id));
+                    "ok"
+                }
                 Err(e) => {
                     let _ = tx
                         .send(BuildEvent::Error {
@@ -450,6 +511,7 @@ async fn import(
             source: "import of a root filesystem".into(),
             created_unix_ms: paddock_store::now_ms() as u64,
         })?;
+        catalogue(&state, &t, Some(&caller.key.id));
         Ok(t)
     }
     .await;
@@ -457,7 +519,7 @@ async fn import(
     let t = state.audited(&caller, "template.import", None, Some(name), res)?;
     Ok(json_response(
         StatusCode::CREATED,
-        template_json(&state.runtime, &t),
+        template_json(&state, &t),
     ))
 }
 
