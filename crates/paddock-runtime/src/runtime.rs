@@ -914,6 +914,16 @@ impl Runtime {
 impl Sandbox {
     /// Runs a command to completion and collects its output (see [`ExecRequest`]).
     pub async fn exec(&self, req: ExecRequest) -> Result<ExecResult> {
+        self.exec_with(req, |_, _| {}).await
+    }
+
+    /// [`Sandbox::exec`], also handing every chunk of output to `on_output` as it arrives
+    /// (`true` for stderr), e.g. to stream a build's log.
+    pub async fn exec_with(
+        &self,
+        req: ExecRequest,
+        mut on_output: impl FnMut(bool, &[u8]),
+    ) -> Result<ExecResult> {
         let Some((cmd, args)) = req.argv.split_first() else {
             return Err(RuntimeError::InvalidArgument("empty command".into()));
         };
@@ -970,9 +980,11 @@ impl Sandbox {
                 }
                 Event::Data(d) => match d.output {
                     Some(Output::Stdout(b)) => {
+                        on_output(false, &b);
                         append(&mut res.stdout, &mut res.stdout_truncated, &b, cap)
                     }
                     Some(Output::Stderr(b)) | Some(Output::Pty(b)) => {
+                        on_output(true, &b);
                         append(&mut res.stderr, &mut res.stderr_truncated, &b, cap)
                     }
                     None => {}

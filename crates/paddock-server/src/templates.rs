@@ -452,22 +452,38 @@ async fn run_step(
             }
             _ => unreachable!("only RUN and COPY make layers"),
         };
-        let r = sbx
-            .exec(ExecRequest {
-                argv,
-                user,
-                cwd: config.workdir.clone(),
-                timeout: Some(RUN_TIMEOUT),
-                max_output: Some(MAX_STEP_OUTPUT),
-                ..Default::default()
+        // Output goes to the caller as it comes (through a forwarding task, so a slow
+        // reader never drops any); the whole text is kept for the error message.
+        let (otx, mut orx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let fwd = {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(text) = orx.recv().await {
+                    let _ = tx.send(BuildEvent::Output { step: n, text }).await;
+                }
             })
+        };
+        let r = sbx
+            .exec_with(
+                ExecRequest {
+                    argv,
+                    user,
+                    cwd: config.workdir.clone(),
+                    timeout: Some(RUN_TIMEOUT),
+                    max_output: Some(MAX_STEP_OUTPUT),
+                    ..Default::default()
+                },
+                |_, b| {
+                    let _ = otx.send(String::from_utf8_lossy(b).into_owned());
+                },
+            )
             .await
-            .map_err(|e| fail(format!("running the step: {e}")))?;
+            .map_err(|e| fail(format!("running the step: {e}")));
+        drop(otx);
+        let _ = fwd.await;
+        let r = r?;
         let mut text = String::from_utf8_lossy(&r.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&r.stderr));
-        if !text.is_empty() {
-            let _ = tx.send(BuildEvent::Output { step: n, text: text.clone() }).await;
-        }
         if r.exit_code != Some(0) {
             let tail: String = text
                 .lines()
