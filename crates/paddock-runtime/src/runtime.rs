@@ -564,7 +564,11 @@ impl Runtime {
                 let pid = self
                     .read_record(id)
                     .and_then(|r| Some((r.pid?, r.pid_start?)))
-                    .and_then(|(pid, start)| (pid_start_time(pid) == Some(start)).then_some(pid));
+                    .and_then(|(pid, start)| {
+                        // A PID 1 that already left its cgroup is exiting (the kernel tears
+                        // its pid namespace down after `cgroup_exit`): not adoptable.
+                        (pid_start_time(pid) == Some(start) && in_cgroup_of(pid, id)).then_some(pid)
+                    });
                 HostSandbox {
                     id: id.clone(),
                     pid,
@@ -1333,6 +1337,13 @@ fn pid_start_time(pid: i32) -> Option<u64> {
         return None;
     }
     fields.get(19)?.parse().ok()
+}
+
+/// Whether process `pid` is still in a cgroup of sandbox `id` (its `/proc/<pid>/cgroup` names
+/// the id). An exiting process is moved out of its cgroups before it becomes a zombie.
+fn in_cgroup_of(pid: i32, id: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .is_ok_and(|c| c.lines().any(|l| l.ends_with(&format!("/{id}"))))
 }
 
 /// Opens a pidfd on `pid` and checks it is still the process that started at `start`.
