@@ -344,7 +344,7 @@ fn split_token(query: Option<&str>) -> (Option<String>, Option<String>) {
 
 /// Whether a header never crosses the proxy, in either direction: hop-by-hop ones (RFC 9110
 /// section 7.6.1) and Paddock's own routing and credential headers.
-fn hop_or_ours(name: &HeaderName) -> bool {
+pub(crate) fn hop_or_ours(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -375,7 +375,7 @@ fn hop_or_ours(name: &HeaderName) -> bool {
 }
 
 /// Header names listed in `Connection` (hop-by-hop by declaration).
-fn connection_listed(h: &HeaderMap) -> Vec<String> {
+pub(crate) fn connection_listed(h: &HeaderMap) -> Vec<String> {
     h.get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())

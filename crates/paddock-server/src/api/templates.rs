@@ -259,16 +259,7 @@ async fn build(
             other => return Err(super::unknown_param(other)),
         }
     }
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let ct = media_type(&req);
     let busy = Busy::take(&name)?;
     let (text, context) = match ct.as_str() {
         "text/plain" => {
@@ -460,16 +451,7 @@ async fn import(
     req: Request,
 ) -> ApiResult<Response> {
     check_name(&name)?;
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let ct = media_type(&req);
     let kind = match ct.as_str() {
         "application/x-tar" => 0,
         "application/gzip" | "application/x-gzip" => 1,
@@ -526,6 +508,19 @@ async fn import(
 fn short(id: &str) -> &str {
     let h = id.strip_prefix("sha256:").unwrap_or(id);
     &h[..h.len().min(12)]
+}
+
+/// The request's media type, lowercase, without parameters.
+fn media_type(req: &Request) -> String {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Streams the request body into a temporary file, at most [`MAX_CONTEXT`] bytes.

@@ -382,20 +382,28 @@ async fn connect(
     let b: ConnectBody = body(&state, req).await?;
     let mut r = running_record(&state, &caller, &id)?;
     if let Some(t) = b.timeout {
-        let d = check_timeout(&state, t)?;
-        let wanted = now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        if r.expires_at.is_none_or(|e| e < wanted) {
-            let res = lifecycle::set_timeout(&state, &mut r, d);
-            state.audited(
-                &caller,
-                "sandbox.timeout",
-                Some(&id),
-                Some("e2b connect".into()),
-                res,
-            )?;
-        }
+        extend(&state, &caller, &mut r, t, "e2b connect")?;
     }
     Ok(json_status(StatusCode::OK, sandbox_json(&state, &r)))
+}
+
+/// Moves the deadline to `secs` from now if that is later than the current one (connect
+/// and refresh never shorten a sandbox's life).
+fn extend(
+    state: &AppState,
+    caller: &Caller,
+    r: &mut SandboxRecord,
+    secs: u64,
+    why: &str,
+) -> Result<(), ApiError> {
+    let d = check_timeout(state, secs)?;
+    let wanted = now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    if r.expires_at.is_none_or(|e| e < wanted) {
+        let res = lifecycle::set_timeout(state, r, d);
+        let id = r.id.clone();
+        state.audited(caller, "sandbox.timeout", Some(&id), Some(why.into()), res)?;
+    }
+    Ok(())
 }
 
 async fn get_one(
@@ -472,18 +480,13 @@ async fn refresh(
 ) -> E2bResult<Response> {
     let b: RefreshBody = body(&state, req).await?;
     let mut r = running_record(&state, &caller, &id)?;
-    let d = check_timeout(&state, b.duration.unwrap_or(60))?;
-    let wanted = now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    if r.expires_at.is_none_or(|e| e < wanted) {
-        let res = lifecycle::set_timeout(&state, &mut r, d);
-        state.audited(
-            &caller,
-            "sandbox.timeout",
-            Some(&id),
-            Some("e2b refresh".into()),
-            res,
-        )?;
-    }
+    extend(
+        &state,
+        &caller,
+        &mut r,
+        b.duration.unwrap_or(60),
+        "e2b refresh",
+    )?;
     Ok(no_content())
 }
 

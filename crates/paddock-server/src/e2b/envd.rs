@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine as _;
@@ -168,27 +168,6 @@ fn check_signature(req: &Request, token: &str) -> Result<(), &'static str> {
     }
 }
 
-/// Headers that never cross the proxy: hop-by-hop ones (RFC 9110 section 7.6.1) and the
-/// data plane's own routing and auth headers.
-fn dropped(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "x-access-token"
-            | "e2b-sandbox-id"
-            | "e2b-sandbox-port"
-    )
-}
-
 async fn forward(sbx: &paddock_runtime::Sandbox, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let pq = parts
@@ -199,16 +178,11 @@ async fn forward(sbx: &paddock_runtime::Sandbox, req: Request) -> Response {
     let mut b = http::Request::builder()
         .method(parts.method)
         .uri(format!("http://agent{pq}"));
-    // `Connection: close` names other headers as hop-by-hop too.
-    let listed: Vec<String> = parts
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-        .collect();
+    // Hop-by-hop headers (and those `Connection` names), and the data plane's own routing
+    // and credential headers, stay here: the proxy's rule.
+    let listed = crate::proxy::connection_listed(&parts.headers);
     for (k, v) in &parts.headers {
-        if !dropped(k) && !listed.iter().any(|l| l == k.as_str()) {
+        if !crate::proxy::hop_or_ours(k) && !listed.iter().any(|l| l == k.as_str()) {
             b = b.header(k, v);
         }
     }
@@ -231,7 +205,7 @@ async fn forward(sbx: &paddock_runtime::Sandbox, req: Request) -> Response {
     let (parts, body) = resp.into_parts();
     let mut out = Response::builder().status(parts.status);
     for (k, v) in &parts.headers {
-        if !dropped(k) {
+        if !crate::proxy::hop_or_ours(k) {
             out = out.header(k, v);
         }
     }

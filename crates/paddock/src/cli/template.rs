@@ -175,15 +175,7 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
             let api = Api::new(&conn)?;
             let url = api.url(&["v1", "templates", &name, "import"]);
             let (ct, body): (&str, reqwest::Body) = if path.is_dir() {
-                let dir = path.clone();
-                let tar = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
-                    let mut b = tar::Builder::new(Vec::new());
-                    b.follow_symlinks(false);
-                    b.append_dir_all(".", &dir)
-                        .with_context(|| format!("packing {}", dir.display()))?;
-                    Ok(b.into_inner()?)
-                })
-                .await??;
+                let tar = pack(path.clone()).await?;
                 ("application/x-tar", tar.into())
             } else {
                 let n = path.to_string_lossy().to_ascii_lowercase();
@@ -259,15 +251,7 @@ async fn build(api: &Api, name: &str, path: &std::path::Path, file: Option<&str>
     let mut url = api.url(&["v1", "templates", name, "build"]);
     let rb = if path.is_dir() {
         // The context goes as a tar built in memory (build contexts are source trees).
-        let dir = path.to_owned();
-        let tar = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
-            let mut b = tar::Builder::new(Vec::new());
-            b.follow_symlinks(false);
-            b.append_dir_all(".", &dir)
-                .with_context(|| format!("packing {}", dir.display()))?;
-            Ok(b.into_inner()?)
-        })
-        .await??;
+        let tar = pack(path.to_owned()).await?;
         if let Some(f) = file {
             url.query_pairs_mut().append_pair("file", f);
         }
@@ -290,6 +274,19 @@ async fn build(api: &Api, name: &str, path: &std::path::Path, file: Option<&str>
         bail!("{} is neither a directory nor a file", path.display());
     };
     follow(api, rb).await
+}
+
+/// A directory as a tar in memory (build contexts and root filesystems to import), symlinks
+/// kept as links.
+async fn pack(dir: PathBuf) -> Result<Vec<u8>> {
+    tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+        let mut b = tar::Builder::new(Vec::new());
+        b.follow_symlinks(false);
+        b.append_dir_all(".", &dir)
+            .with_context(|| format!("packing {}", dir.display()))?;
+        Ok(b.into_inner()?)
+    })
+    .await?
 }
 
 /// Sends a build request and prints its NDJSON events as they come; 0 when it ends `done`.
