@@ -1431,10 +1431,34 @@ fn shift_owners(dir: &Path, base: u32, count: u32) -> std::io::Result<()> {
                 std::os::unix::fs::PermissionsExt::from_mode(m.mode() & 0o7777),
             )?;
         }
+        strip_overlay_xattrs(&p)?;
         if m.is_dir() {
             for e in fs::read_dir(&p)? {
                 stack.push(e?.path());
             }
+        }
+    }
+    Ok(())
+}
+
+/// Removes overlayfs's own bookkeeping (`trusted.overlay.origin`, `impure`, `uuid`, ...) that
+/// an upper directory carries, keeping only `trusted.overlay.opaque`, which a layer needs.
+fn strip_overlay_xattrs(p: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut buf = vec![0u8; 4096];
+    let n = match rustix::fs::llistxattr(p, &mut buf) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::RANGE) => {
+            buf = vec![0u8; 65536];
+            rustix::fs::llistxattr(p, &mut buf)?
+        }
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for name in buf[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if name.starts_with(b"trusted.overlay.") && name != b"trusted.overlay.opaque" {
+            let name = std::ffi::OsStr::from_bytes(name);
+            rustix::fs::lremovexattr(p, name)?;
         }
     }
     Ok(())
