@@ -268,6 +268,14 @@ impl Runtime {
             if p.extension().is_none_or(|x| x != "json") {
                 continue;
             }
+            // A build step's throwaway template (`build-*`) outlives its build only if the
+            // server died mid-build; its layers stay as cache, the definition goes.
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("build-"))
+            {
+                let _ = fs::remove_file(&p);
+                continue;
+            }
             let def = fs::read(&p)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<template::TemplateDef>(&b).ok());
