@@ -150,6 +150,13 @@ fn run_pytest(python: &Path, url: &str, key: &str) -> (bool, Option<Summary>) {
     let mut cmd = Command::new(python);
     cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE"])
         .arg(suite_dir())
+        // For chasing one test locally, e.g. `PADDOCK_E2B_PYTEST_ARGS="-k pty -x"`; the summary
+        // check below still wants every test to pass, so a filtered run reports a failure.
+        .args(
+            std::env::var("PADDOCK_E2B_PYTEST_ARGS")
+                .map(|a| a.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        )
         .current_dir(suite_dir())
         .env("E2B_API_URL", url)
         .env("E2B_SANDBOX_URL", url)

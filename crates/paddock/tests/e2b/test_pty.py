@@ -98,8 +98,14 @@ async def test_pty_kill(async_sandbox):
 
 async def test_pty_ctrl_c_interrupts(async_sandbox):
     h, screen = await new_pty(async_sandbox)
-    await async_sandbox.pty.send_stdin(h.pid, b"sleep 30; echo after-$((2+2))\n")
-    await async_wait_until(lambda: screen.has("sleep 30"), 5)
+    # Wait for the sleep itself to run before typing ^C: the echo of the typed line shows up
+    # before bash forks, and a SIGINT that reaches the forked child while it is still bash (not
+    # yet sleep) makes it exit 130 instead of dying by the signal, so bash would go on to the
+    # `echo after-...`. `sh` prints its marker after bash made it the foreground job, then execs.
+    await async_sandbox.pty.send_stdin(
+        h.pid, b"sh -c 'echo running-$((1+1)); exec sleep 30'; echo after-$((2+2))\n"
+    )
+    assert await async_wait_until(lambda: screen.has("running-2"), 5), screen.text()
     await async_sandbox.pty.send_stdin(h.pid, b"\x03")
     await async_sandbox.pty.send_stdin(h.pid, b"echo int-$((3+3))\n")
     # ^C killed the sleep (so the rest of its line never ran) and the shell took new input.
