@@ -10,6 +10,10 @@ use crate::procs::Procs;
 
 /// Entry point of `paddock-agent init`. Never returns.
 pub fn main() -> ! {
+    // Started through the agent's private loader, the process would be named after it
+    // (`ld.so`); `ps` in the sandbox should show what PID 1 is. Threads started later inherit
+    // the name. A failure only costs the cosmetic name.
+    let _ = rustix::thread::set_name(c"paddock-agent");
     let filter = std::env::var("PADDOCK_LOG").unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

@@ -25,11 +25,6 @@ pub mod users;
 
 /// Entry point of the `paddock-agent` binary: dispatches on the first argument.
 pub fn main() -> ! {
-    // Bind-mounted in the sandbox as `sudo`: the client half of the sudo shim.
-    let argv0 = std::env::args_os().next().unwrap_or_default();
-    if std::path::Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new("sudo")) {
-        sudo::client_main()
-    }
     match std::env::args().nth(1).as_deref() {
         Some("setup") => setup::main(),
         Some("init") => init::main(),

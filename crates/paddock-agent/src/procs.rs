@@ -172,7 +172,14 @@ impl Procs {
                 cwd.display()
             )));
         }
-        let mut cmd = Command::new(&cfg.cmd);
+        // Shell command lines arrive as `/bin/bash -l -c ...` (E2B's contract and ours);
+        // images without bash (Alpine, busybox) run them with their POSIX `/bin/sh`.
+        let program = if cfg.cmd == "/bin/bash" && !std::path::Path::new("/bin/bash").exists() {
+            "/bin/sh"
+        } else {
+            cfg.cmd.as_str()
+        };
+        let mut cmd = Command::new(program);
         cmd.args(&cfg.args).env_clear();
         cmd.env("PATH", paddock_core::SANDBOX_PATH);
         cmd.env("HOME", &user.home)

@@ -25,7 +25,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use paddock_core::{AGENT_LISTEN_FD, SetupConfig};
+use paddock_core::{
+    AGENT_LIB_DIR, AGENT_LISTEN_FD, AGENT_LOADER as LOADER, AGENT_MOUNTPOINT, SetupConfig,
+};
 
 use crate::seccomp;
 
@@ -149,41 +151,31 @@ fn run() -> Result<i32> {
             .with_context(|| format!("binding {}", b.source.display()))?;
     }
 
-    // 6b. The agent binary, read-only and nosuid, as `sudo` in the shim directory: run by a
-    //     sandbox user it asks PID 1 over a socket to run a command as root (module `sudo`).
-    //     Setuid binaries cannot work under no_new_privs, so this is how `sudo` works here.
+    // 6b. The agent's private loader and libraries, read-only, with the agent binary bound
+    //     over the bundle's empty `paddock-agent` file so the loader can open it by path after
+    //     pivot_root. Nothing of the agent then comes from the image (it may have no glibc).
+    if let Some(lib) = &cfg.agent_lib {
+        let target = inside(&root, AGENT_LIB_DIR);
+        fs::create_dir_all(&target).context("creating agent lib dir")?;
+        bind_readonly(lib, &target).context("binding the agent's libraries")?;
+        bind_readonly(&cfg.agent, &target.join(AGENT_MOUNTPOINT))
+            .context("binding the agent binary")?;
+    }
+
+    // 6c. The `sudo` shim, read-only and nosuid, in the shim directory: run by a sandbox user
+    //     it asks PID 1 over a socket to run a command as root (module `sudo`). Setuid
+    //     binaries cannot work under no_new_privs, so this is how `sudo` works here.
     let shim = inside(&root, paddock_core::SHIM_DIR);
     fs::create_dir_all(&shim).context("creating shim dir")?;
     let sudo = shim.join("sudo");
     fs::write(&sudo, b"").context("creating sudo mount point")?;
-    let path_str = cfg.agent.to_str().context("agent path is not UTF-8")?;
-    mount(Some(path_str), &sudo, None, libc::MS_BIND, None).context("binding sudo shim")?;
-    mount(
-        None,
-        &sudo,
-        None,
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-        None,
-    )
-    .context("making sudo shim read-only")?;
+    bind_readonly(&cfg.sudo, &sudo).context("binding sudo shim")?;
     // A template's own sudo (setuid, so powerless here) is replaced by the shim as well, so
     // `sudo` works whatever PATH a login shell of the template sets.
     for own in ["usr/bin/sudo", "bin/sudo"] {
         let p = root.join(own);
         if p.symlink_metadata().is_ok_and(|m| m.is_file()) {
-            mount(Some(path_str), &p, None, libc::MS_BIND, None).context("binding sudo shim")?;
-            mount(
-                None,
-                &p,
-                None,
-                libc::MS_BIND
-                    | libc::MS_REMOUNT
-                    | libc::MS_RDONLY
-                    | libc::MS_NOSUID
-                    | libc::MS_NODEV,
-                None,
-            )
-            .context("making sudo shim read-only")?;
+            bind_readonly(&cfg.sudo, &p).context("binding sudo shim")?;
         }
     }
 
@@ -197,7 +189,11 @@ fn run() -> Result<i32> {
     // 8. The agent binary is opened now, while the host's filesystem is still reachable. It
     //    is executed from this descriptor after pivot_root; the file is owned by host root,
     //    which is unmapped in the sandbox, so the sandbox can never write to it.
-    let agent = open_path(&cfg.agent).context("opening agent binary")?;
+    //    With a library bundle, the bundle's loader is what gets executed (step 18).
+    let agent = match &cfg.agent_lib {
+        Some(lib) => open_path(&lib.join(LOADER)).context("opening the agent's loader")?,
+        None => open_path(&cfg.agent).context("opening agent binary")?,
+    };
     let listen = AGENT_LISTEN_FD;
 
     // 9. A new pid namespace: the next child is its PID 1. When it dies the kernel kills every
@@ -375,11 +371,22 @@ fn child_inner(
     seccomp::install().context("installing seccomp filter")?;
 
     // 18. Become the agent. The environment is built from scratch: nothing from the host.
-    let argv: [*const libc::c_char; 3] = [
-        c"paddock-agent".as_ptr(),
-        c"init".as_ptr(),
-        std::ptr::null(),
-    ];
+    //     With a library bundle the loader runs the agent with the bundle as its only
+    //     library directory and the image's loader cache ignored.
+    let agent_path = CString::new(format!("{AGENT_LIB_DIR}/{AGENT_MOUNTPOINT}"))?;
+    let lib_dir = CString::new(AGENT_LIB_DIR)?;
+    let mut argv: Vec<*const libc::c_char> = vec![c"paddock-agent".as_ptr()];
+    if cfg.agent_lib.is_some() {
+        argv.extend([
+            c"--inhibit-cache".as_ptr(),
+            c"--library-path".as_ptr(),
+            lib_dir.as_ptr(),
+            c"--argv0".as_ptr(),
+            c"paddock-agent".as_ptr(),
+            agent_path.as_ptr(),
+        ]);
+    }
+    argv.extend([c"init".as_ptr(), std::ptr::null()]);
     let env_vars = [
         format!("PADDOCK_SANDBOX_ID={}", cfg.id),
         format!("PADDOCK_LOG={}", cfg.log),
@@ -649,6 +656,20 @@ fn loopback_up() -> Result<()> {
 
 fn inside(root: &Path, p: impl AsRef<Path>) -> PathBuf {
     root.join(p.as_ref().strip_prefix("/").unwrap_or(p.as_ref()))
+}
+
+/// Binds `source` (a file or directory of the host) onto `target`, read-only, nosuid, nodev.
+fn bind_readonly(source: &Path, target: &Path) -> Result<()> {
+    let src = source.to_str().context("bind source path is not UTF-8")?;
+    mount(Some(src), target, None, libc::MS_BIND, None)?;
+    mount(
+        None,
+        target,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        None,
+    )
+    .context("remounting read-only")
 }
 
 fn open_path(p: &Path) -> Result<OwnedFd> {

@@ -2,9 +2,10 @@
 //!
 //! Every process in a sandbox runs under `no_new_privs` and on `nosuid` mounts, so a setuid
 //! `sudo` can never raise privileges (that is the point). Yet E2B's guest contract, and most
-//! install scripts, expect `sudo` to work for the default user. So the agent binary is
-//! bind-mounted read-only at `/opt/paddock/bin/sudo` (first on `PATH`), and when started under
-//! that name it is a client ([`client_main`]): it connects to the agent's socket
+//! install scripts, expect `sudo` to work for the default user. So the `paddock-sudo` binary
+//! (a client, [`client_main`]) is bind-mounted read-only at `/opt/paddock/bin/sudo` (first on
+//! `PATH`) and over a template's own `sudo`. It runs on the agent's private glibc
+//! ([`paddock_core::AGENT_LIB_DIR`]), so it works in any image. It connects to the agent's socket
 //! ([`paddock_core::SUDO_SOCKET`]), passes its stdin, stdout and stderr as descriptors
 //! (`SCM_RIGHTS`) with the command, and exits with the command's status. The agent
 //! ([`serve`]) checks the caller's uid with `SO_PEERCRED` (root, or a member of group `sudo`
@@ -84,7 +85,7 @@ extern "C" fn forward_signal(sig: libc::c_int) {
     }
 }
 
-/// Entry point when the agent binary runs as `sudo`. Never returns.
+/// Entry point of the `paddock-sudo` binary. Never returns.
 pub fn client_main() -> ! {
     let args: Vec<String> = std::env::args_os()
         .skip(1)

@@ -24,6 +24,16 @@ pub const DEFAULT_USER: &str = "user";
 /// Directory inside every sandbox holding Paddock's shims (`sudo`), first on `PATH`.
 pub const SHIM_DIR: &str = "/opt/paddock/bin";
 
+/// Where the agent's private loader and libraries appear in every sandbox (the runtime's
+/// `agentlib` bundle). The `sudo` shim is linked against it (`crates/paddock/build.rs`).
+pub const AGENT_LIB_DIR: &str = "/opt/paddock/lib";
+
+/// The loader's file name in [`AGENT_LIB_DIR`]: the `sudo` shim's ELF interpreter.
+pub const AGENT_LOADER: &str = "ld.so";
+
+/// The file in [`AGENT_LIB_DIR`] over which the agent binary is bound, for the loader to run.
+pub const AGENT_MOUNTPOINT: &str = "paddock-agent";
+
 /// `PATH` of every process the agent starts (and of login shells, via `/etc/profile`).
 pub const SANDBOX_PATH: &str =
     "/opt/paddock/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -44,6 +44,12 @@ pub struct SetupConfig {
     pub env: BTreeMap<String, String>,
     /// Path of the agent binary on the host, executed as PID 1 after the root is sealed.
     pub agent: PathBuf,
+    /// The agent's private loader and libraries on the host, bound read-only at
+    /// `/opt/paddock/lib`; PID 1 is started through that loader, so it needs no library
+    /// from the image. None: the agent is statically linked and is executed directly.
+    pub agent_lib: Option<PathBuf>,
+    /// Path of the `sudo` shim binary on the host (its interpreter is in `agent_lib`).
+    pub sudo: PathBuf,
     /// Agent log level (a `tracing` filter).
     pub log: String,
 }

@@ -11,6 +11,7 @@
 //! record is written before the sandbox runs, so [`Runtime::open`] can find and adopt or
 //! destroy everything after a crash.
 
+pub mod agentlib;
 pub mod cgroup;
 pub mod client;
 mod error;

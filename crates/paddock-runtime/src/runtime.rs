@@ -63,6 +63,11 @@ impl RuntimeConfig {
     }
 }
 
+/// The `sudo` shim that belongs to agent binary `agent`: `paddock-sudo` beside it.
+fn sudo_bin_for(agent: &Path) -> PathBuf {
+    agent.with_file_name("paddock-sudo")
+}
+
 /// `$PADDOCK_AGENT_BIN`, else `paddock-agent` next to the running executable (or next to
 /// its parent directory, which is where cargo puts binaries relative to test executables).
 pub fn default_agent_bin() -> PathBuf {
@@ -227,6 +232,10 @@ pub struct Runtime {
     live: Mutex<HashMap<String, Arc<Sandbox>>>,
     host_memory: u64,
     net: crate::net::Net,
+    /// The agent's private loader and libraries (see `agentlib`); None for a static agent.
+    agent_lib: Option<PathBuf>,
+    /// The `sudo` shim binary, next to the agent.
+    sudo_bin: PathBuf,
 }
 
 impl Runtime {
@@ -240,7 +249,15 @@ impl Runtime {
                 cfg.agent_bin.display()
             )));
         }
+        let sudo_bin = sudo_bin_for(&cfg.agent_bin);
+        if !sudo_bin.is_file() {
+            return Err(RuntimeError::Unsupported(format!(
+                "the sudo shim {} is not next to the agent (build every binary: cargo build --release)",
+                sudo_bin.display()
+            )));
+        }
         fs::create_dir_all(&cfg.data_dir).map_err(RuntimeError::io("creating data dir"))?;
+        let agent_lib = crate::agentlib::prepare(&cfg.data_dir, &cfg.agent_bin)?;
         // Sandboxes' PID 1 processes are re-parented to us when their setup process exits,
         // so that we, not the host's init, collect their exit status.
         rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
@@ -299,6 +316,8 @@ impl Runtime {
             .map_or(u64::MAX, |kb| kb * 1024);
         let rt = Arc::new(Runtime {
             cfg,
+            agent_lib,
+            sudo_bin,
             cgroups,
             layers,
             templates: std::sync::RwLock::new(templates),
@@ -809,6 +828,8 @@ impl Runtime {
                 e
             },
             agent: self.cfg.agent_bin.clone(),
+            agent_lib: self.agent_lib.clone(),
+            sudo: self.sudo_bin.clone(),
             log: self.cfg.agent_log.clone(),
         };
         // 5. Run the setup stage and wait for its one status line.

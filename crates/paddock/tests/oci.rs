@@ -1038,3 +1038,152 @@ async fn api_import_of_a_root_filesystem_tarball() {
     let (st, _) = server::call(import("bad", "text/plain", b"x".to_vec())).await;
     assert_eq!(st, reqwest::StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
+
+/// A root filesystem with no glibc at all: busybox, statically linked (Debian's
+/// `busybox-static`), as `/bin/busybox` with applet links, the way Alpine-style images are
+/// built.
+fn busybox_rootfs() -> Vec<u8> {
+    let busybox = Path::new("/bin/busybox");
+    let out = Command::new("file").arg(busybox).output();
+    assert!(
+        busybox.is_file(),
+        "this test needs a static busybox at /bin/busybox (apt-get install busybox-static)"
+    );
+    if let Ok(o) = out {
+        let f = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            f.contains("statically linked"),
+            "/bin/busybox is not static: {f}"
+        );
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    let entry = |kind: tar::EntryType, mode: u32, uid: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(0);
+        h.set_uid(uid);
+        h.set_gid(uid);
+        h.set_mtime(1_700_000_000);
+        h
+    };
+    for d in [
+        "bin",
+        "etc",
+        "tmp",
+        "proc",
+        "dev",
+        "root",
+        "home",
+        "home/user",
+    ] {
+        let mode = if d == "tmp" { 0o1777 } else { 0o755 };
+        let uid = if d == "home/user" { 1000 } else { 0 };
+        let mut h = entry(tar::EntryType::Directory, mode, uid);
+        b.append_data(&mut h, d, &[][..]).unwrap();
+    }
+    b.append_path_with_name(busybox, "bin/busybox").unwrap();
+    for applet in [
+        "sh", "cat", "echo", "id", "ls", "test", "wc", "whoami", "env", "sleep",
+    ] {
+        let mut h = entry(tar::EntryType::Symlink, 0o777, 0);
+        b.append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .unwrap();
+    }
+    for (p, data) in [
+        (
+            "etc/passwd",
+            &b"root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n"[..],
+        ),
+        ("etc/group", b"root:x:0:\nwheel:x:10:user\nuser:x:1000:\n"),
+    ] {
+        let mut h = entry(tar::EntryType::Regular, 0o644, 0);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, p, data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// An image without glibc (busybox, as Alpine-style images are) runs: the agent brings its
+/// own loader and C library (`/opt/paddock/lib`), a shell command line runs in `/bin/sh`
+/// when there is no bash, files move in and out, and `sudo` works for the default user.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_without_glibc_runs_commands_files_and_sudo() {
+    // The shim is linked against the bundle's loader (`crates/paddock/build.rs`), which must
+    // be where the runtime puts it.
+    let interp =
+        paddock_runtime::agentlib::elf_interpreter(Path::new(env!("CARGO_BIN_EXE_paddock-sudo")))
+            .unwrap();
+    assert_eq!(
+        interp,
+        Some(Path::new(paddock_core::AGENT_LIB_DIR).join(paddock_core::AGENT_LOADER))
+    );
+    let s = server::Server::start(&[]);
+    let (st, t) = server::call(
+        s.req(reqwest::Method::POST, "/v1/templates/busybox/import")
+            .header("content-type", "application/x-tar")
+            .body(busybox_rootfs()),
+    )
+    .await;
+    assert_eq!(st, reqwest::StatusCode::CREATED, "{t}");
+    let v = s.create(serde_json::json!({"template": "busybox"})).await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    let exec = |body: serde_json::Value| {
+        server::call(
+            s.req(reqwest::Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+                .json(&body),
+        )
+    };
+
+    // The image itself has no glibc and no bash; PID 1 is the agent all the same.
+    let (st, r) = exec(serde_json::json!({"command":
+        "test -e /lib64/ld-linux-x86-64.so.2 || test -e /lib/x86_64-linux-gnu/libc.so.6 || echo no-glibc; \
+         test -e /bin/bash || echo no-bash; cat /proc/1/comm; echo $((6*7)) $(whoami)"}))
+    .await;
+    assert_eq!(st, reqwest::StatusCode::OK, "{r}");
+    assert_eq!(
+        r["stdout"], "no-glibc\nno-bash\npaddock-agent\n42 user\n",
+        "{r}"
+    );
+    assert_eq!(r["exit_code"], 0, "{r}");
+
+    // The agent's libraries are read-only to the sandbox's root.
+    let (_, r) = exec(serde_json::json!({"cmd": ["/bin/sh", "-c",
+        "echo x > /opt/paddock/lib/libc.so.6 && echo wrote; ls /opt/paddock/lib | wc -l"],
+        "user": "root"}))
+    .await;
+    assert!(
+        !r["stdout"].as_str().unwrap().contains("wrote"),
+        "the sandbox wrote into the agent's libraries: {r}"
+    );
+
+    // Files in and out through the agent.
+    let url = format!("/v1/sandboxes/{id}/files?path=/home/user/in.txt");
+    let st = s
+        .req(reqwest::Method::PUT, &url)
+        .body("from the host\n")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(st.is_success(), "upload: {st}");
+    let (_, r) = exec(serde_json::json!({"command": "cat in.txt; echo back > out.txt"})).await;
+    assert_eq!(r["stdout"], "from the host\n", "{r}");
+    let back = s
+        .req(
+            reqwest::Method::GET,
+            &format!("/v1/sandboxes/{id}/files?path=/home/user/out.txt"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(back, "back\n");
+
+    // sudo (the shim runs on the agent's C library too) for a member of group wheel.
+    let (_, r) = exec(serde_json::json!({"command": "sudo id -u; sudo whoami"})).await;
+    assert_eq!(r["stdout"], "0\nroot\n", "{r}");
+    assert_eq!(r["exit_code"], 0, "{r}");
+}

@@ -1,0 +1,195 @@
+//! The agent's private C library: the host's dynamic loader and the shared libraries the
+//! agent links against, copied once into `<data>/agent-lib/<digest>/` and bound read-only at
+//! [`AGENT_LIB_DIR`] in every sandbox.
+//!
+//! The agent and the `sudo` shim are dynamically linked against the host's glibc. A template
+//! may have no glibc at all (Alpine and busybox images use musl or nothing) or an older one
+//! than the agent needs (an Ubuntu 20.04 image against a newer host). So neither uses the
+//! image's libraries: PID 1 is started through the bundled loader with the bundle as its only
+//! library path, and the `sudo` shim is linked with that loader as its ELF interpreter and the
+//! bundle as its run path (`crates/paddock/build.rs`). The image's own programs are untouched.
+//!
+//! Invariants:
+//! - A bundle directory is written under a temporary name and renamed into place, and never
+//!   changed afterwards: sandboxes started from it keep it bound, so a new bundle (after a host
+//!   glibc upgrade) gets a new directory and old ones stay.
+//! - Files in the bundle belong to host root, which is unmapped in every sandbox: a sandbox
+//!   can read and execute them, never write them.
+//! - A statically linked agent (no ELF interpreter) needs no bundle and runs directly.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use object::read::elf::{FileHeader as _, ProgramHeader as _};
+use sha2::{Digest, Sha256};
+
+use crate::{Result, RuntimeError};
+
+pub use paddock_core::{AGENT_LIB_DIR, AGENT_LOADER as LOADER, AGENT_MOUNTPOINT};
+
+/// The ELF interpreter (`PT_INTERP`) of `bin`, or None for a static executable.
+///
+/// Reads only the ELF header, the program headers and the interpreter string, through a
+/// read cache: a debug agent is over 100 MB.
+pub fn elf_interpreter(bin: &Path) -> Result<Option<PathBuf>> {
+    let bad = |e: object::Error| RuntimeError::Io {
+        what: format!("reading ELF headers of {}", bin.display()),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let file =
+        fs::File::open(bin).map_err(RuntimeError::io(format!("opening {}", bin.display())))?;
+    let cache = object::ReadCache::new(file);
+    let hdr = object::elf::FileHeader64::<object::Endianness>::parse(&cache).map_err(bad)?;
+    let endian = hdr.endian().map_err(bad)?;
+    for ph in hdr.program_headers(endian, &cache).map_err(bad)? {
+        if let Some(interp) = ph.interpreter(endian, &cache).map_err(bad)? {
+            return Ok(Some(PathBuf::from(OsStr::from_bytes(interp))));
+        }
+    }
+    Ok(None)
+}
+
+/// The shared libraries `bin` loads, as (soname, host path), resolved by `loader` itself
+/// (`ld.so --list`), so the search order is exactly the loader's.
+fn needed_libraries(loader: &Path, bin: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let out = Command::new(loader)
+        .arg("--list")
+        .arg(bin)
+        .env_clear()
+        .output()
+        .map_err(RuntimeError::io(format!(
+            "running {} --list",
+            loader.display()
+        )))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(RuntimeError::Unsupported(format!(
+            "{} --list {} failed: {}{}",
+            loader.display(),
+            bin.display(),
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        // "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)"; the vdso and the loader
+        // itself have no "=>".
+        let Some((name, rest)) = line.trim().split_once(" => ") else {
+            continue;
+        };
+        let path = rest.split(" (").next().unwrap_or("").trim();
+        if path.is_empty() || path == "not found" {
+            return Err(RuntimeError::Unsupported(format!(
+                "the agent needs {name}, which the host's loader cannot find"
+            )));
+        }
+        libs.push((name.to_owned(), PathBuf::from(path)));
+    }
+    Ok(libs)
+}
+
+/// Makes sure the bundle for `agent` exists under `data_dir` and returns its host directory,
+/// or None when the agent is statically linked.
+pub fn prepare(data_dir: &Path, agent: &Path) -> Result<Option<PathBuf>> {
+    let Some(interp) = elf_interpreter(agent)? else {
+        return Ok(None);
+    };
+    let mut files: Vec<(String, PathBuf)> = vec![(LOADER.to_owned(), interp.clone())];
+    files.extend(needed_libraries(&interp, agent)?);
+    // The loader under its own soname too: the shim lists it as a needed library.
+    if let Some(n) = interp.file_name().and_then(OsStr::to_str)
+        && n != LOADER
+    {
+        files.push((n.to_owned(), interp.clone()));
+    }
+    files.sort();
+    files.dedup_by(|a, b| a.0 == b.0);
+    let mut contents = Vec::with_capacity(files.len());
+    let mut digest = Sha256::new();
+    for (name, path) in &files {
+        let bytes =
+            fs::read(path).map_err(RuntimeError::io(format!("reading {}", path.display())))?;
+        digest.update(name.as_bytes());
+        digest.update([0]);
+        digest.update((bytes.len() as u64).to_le_bytes());
+        digest.update(&bytes);
+        contents.push((name, bytes));
+    }
+    let hex: String = digest.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let parent = data_dir.join("agent-lib");
+    let dir = parent.join(&hex);
+    if dir.join(AGENT_MOUNTPOINT).is_file() {
+        return Ok(Some(dir));
+    }
+    fs::create_dir_all(&parent).map_err(RuntimeError::io("creating agent-lib dir"))?;
+    let tmp = parent.join(format!(".tmp-{hex}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        fs::create_dir(&tmp)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
+        for (name, bytes) in &contents {
+            let p = tmp.join(name);
+            fs::write(&p, bytes)?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755))?;
+        }
+        fs::write(tmp.join(AGENT_MOUNTPOINT), b"")?;
+        fs::set_permissions(
+            tmp.join(AGENT_MOUNTPOINT),
+            fs::Permissions::from_mode(0o755),
+        )?;
+        fs::rename(&tmp, &dir)
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_dir_all(&tmp);
+        // Another runtime on the same data dir may have renamed the same bundle first.
+        if !dir.join(AGENT_MOUNTPOINT).is_file() {
+            return Err(RuntimeError::Io {
+                what: format!("writing the agent's library bundle {}", dir.display()),
+                source: e,
+            });
+        }
+    }
+    Ok(Some(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundles_the_loader_and_libraries_of_a_dynamic_binary() {
+        let exe = std::env::current_exe().unwrap();
+        let interp = elf_interpreter(&exe)
+            .unwrap()
+            .expect("test binary is dynamic");
+        assert!(interp.is_absolute());
+        let data = tempfile::tempdir().unwrap();
+        let dir = prepare(data.path(), &exe).unwrap().unwrap();
+        assert!(dir.join(LOADER).is_file());
+        assert!(dir.join("libc.so.6").is_file());
+        assert!(dir.join(AGENT_MOUNTPOINT).is_file());
+        // Unchanged inputs: the same directory, not a second copy.
+        assert_eq!(prepare(data.path(), &exe).unwrap().unwrap(), dir);
+        assert_eq!(
+            fs::read_dir(data.path().join("agent-lib")).unwrap().count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_static_binary_needs_no_bundle() {
+        // Debian's ldconfig is statically linked (static-pie).
+        let ldconfig = Path::new("/sbin/ldconfig");
+        assert_eq!(elf_interpreter(ldconfig).unwrap(), None);
+        let data = tempfile::tempdir().unwrap();
+        assert_eq!(prepare(data.path(), ldconfig).unwrap(), None);
+    }
+}
