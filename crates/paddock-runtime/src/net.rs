@@ -29,9 +29,10 @@
 //! literal, another resolver, or a spoofed Host/SNI reaches nothing that was not resolved
 //! from an allowed name. AAAA answers are dropped (no IPv6 route).
 //!
-//! The `ip`, `nsenter` and `nft` tools are driven with documented commands rather than
-//! netlink from Rust: setup costs a few milliseconds per networked sandbox (measured in
-//! `BENCHMARKS.md`), and the rules stay readable with `nft list table inet paddock_<instance>`.
+//! Links, addresses and routes are made over netlink from Rust (`rtnetlink`): the sandbox's
+//! side through a netlink socket created inside its network namespace. Rules are written with
+//! the `nft` tool, so they stay readable with `nft list table inet paddock_<instance>`; that
+//! one run is most of a networked create's extra cost (measured in `BENCHMARKS.md`).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -270,21 +271,9 @@ impl Net {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(RuntimeError::io("enabling IPv4 forwarding"))?;
         if std::path::Path::new("/sys/class/net").join(&ifn).exists() {
-            let _ = run("ip", &["link", "del", &ifn], "");
+            Self::remove_link(slot);
         }
-        run(
-            "ip",
-            &["-b", "-"],
-            &format!(
-                "link add {ifn} type veth peer name eth0 netns {pid}\naddr add {h}/30 dev {ifn}\nlink set {ifn} up\n"
-            ),
-        )?;
-        let pid_s = pid.to_string();
-        run(
-            "nsenter",
-            &["-t", &pid_s, "-n", "ip", "-b", "-"],
-            &format!("addr add {g}/30 dev eth0\nlink set eth0 up\nroute add default via {h}\n"),
-        )?;
+        veth_up(&ifn, pid, h, g)?;
         let mut script = format!("add table inet {}\n", self.table);
         let mut has_base = self.has_base.lock().expect("net poisoned");
         if !*has_base {
@@ -342,7 +331,7 @@ impl Net {
             }
         }
         if std::path::Path::new("/sys/class/net").join(&ifn).exists() {
-            let _ = run("ip", &["link", "del", &ifn], "");
+            Self::remove_link(slot);
         }
         // The last networked sandbox takes the table with it: an idle Paddock leaves no
         // rule in the host's firewall.
@@ -369,9 +358,21 @@ impl Net {
             .unwrap_or_default()
     }
 
-    /// Deletes the link of `slot` (a leftover).
+    /// Deletes the link of `slot` (both ends of the pair go together), if it exists.
     pub fn remove_link(slot: u32) {
-        let _ = run("ip", &["link", "del", &ifname(slot)], "");
+        let ifn = ifname(slot);
+        let r = netlink(None, move |h| async move {
+            let del = async {
+                if let Some(index) = link_index(&h, &ifn).await? {
+                    h.link().del(index).execute().await?;
+                }
+                Ok::<_, rtnetlink::Error>(())
+            };
+            del.await.map_err(|e| format!("deleting {ifn}: {e}"))
+        });
+        if let Err(e) = r {
+            tracing::warn!(slot, "removing sandbox link: {e}");
+        }
     }
 
     fn start_resolver(&self, slot: u32, p: NetworkPolicy) -> Result<()> {
@@ -404,6 +405,136 @@ impl Net {
         }
         Ok(())
     }
+}
+
+/// Runs `f` with a netlink route connection, on a short-lived thread of its own with a
+/// small runtime of its own, inside the network namespace `netns` when given (so no thread
+/// that serves anything else ever changes namespace, and callers need no tokio context).
+/// Blocks until `f` is done.
+fn netlink<F, Fut>(netns: Option<std::fs::File>, f: F) -> Result<()>
+where
+    F: FnOnce(rtnetlink::Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::result::Result<(), String>>,
+{
+    let nl_err = |e: String| RuntimeError::Io {
+        what: "configuring the sandbox link".into(),
+        source: std::io::Error::other(e),
+    };
+    std::thread::Builder::new()
+        .name("paddock-netlink".into())
+        .spawn(move || -> Result<()> {
+            if let Some(ns) = &netns {
+                rustix::thread::move_into_link_name_space(
+                    std::os::fd::AsFd::as_fd(ns),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .map_err(|e| {
+                    RuntimeError::io("entering the sandbox's network namespace")(e.into())
+                })?;
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .map_err(RuntimeError::io("netlink runtime"))?;
+            rt.block_on(async move {
+                let (conn, handle, _) = rtnetlink::new_connection()
+                    .map_err(RuntimeError::io("opening a netlink socket"))?;
+                // The connection task ends when the last handle is dropped.
+                tokio::spawn(conn);
+                f(handle).await.map_err(nl_err)
+            })
+        })
+        .map_err(RuntimeError::io("starting netlink thread"))?
+        .join()
+        .map_err(|_| RuntimeError::io("netlink thread")(std::io::Error::other("it panicked")))?
+}
+
+/// The index of link `name` in the namespace of `h`'s socket, or None.
+async fn link_index(
+    h: &rtnetlink::Handle,
+    name: &str,
+) -> std::result::Result<Option<u32>, rtnetlink::Error> {
+    use futures::TryStreamExt;
+    match h
+        .link()
+        .get()
+        .match_name(name.to_owned())
+        .execute()
+        .try_next()
+        .await
+    {
+        Ok(m) => Ok(m.map(|m| m.header.index)),
+        // ENODEV: no such link.
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the veth pair of a sandbox: `ifn` on the host with address `h`/30, `eth0` in the
+/// network namespace of `pid` with `g`/30 and a default route through `h`, both up.
+fn veth_up(ifn: &str, pid: i32, h: Ipv4Addr, g: Ipv4Addr) -> Result<()> {
+    use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+    use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(RuntimeError::io("opening the sandbox's network namespace"))?;
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name("eth0".to_owned())
+        .setns_by_pid(pid as u32)
+        .build();
+    // Created down and brought up once addressed: asking for IFF_UP at creation with the peer
+    // in another namespace fails (ENOTCONN on Linux 6.18).
+    let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(ifn.to_owned())
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build();
+    let ifn = ifn.to_owned();
+    let step = |what: &'static str| move |e: rtnetlink::Error| format!("{what}: {e}");
+    netlink(None, move |host| async move {
+        host.link()
+            .add(veth)
+            .execute()
+            .await
+            .map_err(step("creating the veth pair"))?;
+        let index = link_index(&host, &ifn)
+            .await
+            .map_err(step("finding the host link"))?
+            .ok_or("the new host link is gone")?;
+        host.address()
+            .add(index, h.into(), 30)
+            .execute()
+            .await
+            .map_err(step("addressing the host link"))?;
+        host.link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(step("bringing the host link up"))
+    })?;
+    // The sandbox's side, through a socket made inside its namespace.
+    netlink(Some(ns), move |inner| async move {
+        let index = link_index(&inner, "eth0")
+            .await
+            .map_err(step("finding eth0"))?
+            .ok_or("eth0 did not appear in the sandbox")?;
+        inner
+            .address()
+            .add(index, g.into(), 30)
+            .execute()
+            .await
+            .map_err(step("addressing eth0"))?;
+        inner
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(step("bringing eth0 up"))?;
+        inner
+            .route()
+            .add(RouteMessageBuilder::<Ipv4Addr>::new().gateway(h).build())
+            .execute()
+            .await
+            .map_err(step("adding the default route"))
+    })
 }
 
 fn which(program: &str) -> bool {
@@ -561,5 +692,53 @@ mod tests {
         assert_eq!(host_addr(64), Ipv4Addr::new(10, 200, 1, 1));
         assert_eq!(sandbox_addr(15_999), Ipv4Addr::new(10, 200, 249, 254));
         assert_eq!(ifname(15_999).len(), 8);
+    }
+}
+#[cfg(test)]
+mod netlink_tests {
+    use std::process::Command;
+
+    /// `veth_up` makes both ends over netlink (addresses, up, the sandbox's default route)
+    /// and `remove_link` takes the pair away; in a throwaway namespace, on a slot and /30 no
+    /// runtime uses.
+    #[test]
+    fn veth_pair_up_and_removed_over_netlink() {
+        let mut ns = Command::new("unshare")
+            .args(["-n", "sleep", "30"])
+            .spawn()
+            .unwrap();
+        let pid = ns.id() as i32;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let r = super::veth_up(
+            "pdk65000",
+            pid,
+            "10.250.0.1".parse().unwrap(),
+            "10.250.0.2".parse().unwrap(),
+        );
+        let inside = |args: &[&str]| {
+            let out = Command::new("nsenter")
+                .args(["-t", &pid.to_string(), "-n", "ip", "-4", "-o"])
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let host = Command::new("ip")
+            .args(["-4", "-o", "addr", "show", "dev", "pdk65000"])
+            .output()
+            .unwrap();
+        let (addr, route) = (inside(&["addr", "show", "dev", "eth0"]), inside(&["route"]));
+        super::Net::remove_link(65000);
+        let gone = !std::path::Path::new("/sys/class/net/pdk65000").exists();
+        let _ = ns.kill();
+        let _ = ns.wait();
+        r.unwrap();
+        assert!(
+            String::from_utf8_lossy(&host.stdout).contains("10.250.0.1/30"),
+            "{host:?}"
+        );
+        assert!(addr.contains("10.250.0.2/30"), "{addr}");
+        assert!(route.contains("default via 10.250.0.1 dev eth0"), "{route}");
+        assert!(gone, "remove_link left pdk65000");
     }
 }
