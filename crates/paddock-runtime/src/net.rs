@@ -131,7 +131,7 @@ fn run(program: &str, args: &[&str], stdin: &str) -> Result<()> {
         .spawn()
         .map_err(|e| {
             RuntimeError::Unsupported(format!(
-                "running {program:?}: {e} (install iproute2 and nftables for sandbox networking)"
+                "running {program:?}: {e} (install nftables for sandbox networking)"
             ))
         })?;
     if let Some(mut i) = child.stdin.take() {
