@@ -1186,10 +1186,9 @@ fn set_dir_attrs(root: &OwnedFd, rel: &Path, mode: u32, mtime: i64) {
 /// Reads the records of a pax header that matter here.
 fn apply_pax(data: &[u8], p: &mut Pending) -> Result<(), ApiError> {
     let bad = |why: &str| ApiError::bad_request(format!("invalid archive: pax header: {why}"));
-    for ext in tar::PaxExtensions::new(data) {
-        let ext = ext.map_err(|_| bad("malformed record"))?;
-        let value = ext.value_bytes();
-        match ext.key_bytes() {
+    for rec in paddock_core::pax_records(data) {
+        let (key, value) = rec.map_err(|_| bad("malformed record"))?;
+        match key {
             b"path" => p.pax_path = Some(value.to_vec()),
             b"linkpath" => p.pax_link = Some(value.to_vec()),
             b"size" => {

@@ -458,10 +458,9 @@ fn apply_pax(data: &[u8], p: &mut Pending) -> Result<()> {
             .and_then(|s| s.parse::<u64>().ok())
             .ok_or_else(|| bad(&format!("invalid {what}")))
     };
-    for ext in tar::PaxExtensions::new(data) {
-        let ext = ext.map_err(|_| bad("malformed record"))?;
-        let value = ext.value_bytes();
-        match ext.key_bytes() {
+    for rec in paddock_core::pax_records(data) {
+        let (key, value) = rec.map_err(|_| bad("malformed record"))?;
+        match key {
             b"path" => p.pax_path = Some(value.to_vec()),
             b"linkpath" => p.pax_link = Some(value.to_vec()),
             b"size" => p.pax_size = Some(num(value, "size")?),
@@ -1197,6 +1196,28 @@ mod tests {
         assert!(rustix::fs::getxattr(l.join("d"), "trusted.overlay.redirect", &mut v[..]).is_err());
         let n = rustix::fs::getxattr(l.join("d/f"), "user.f", &mut v[..]).unwrap();
         assert_eq!(&v[..n], b"1");
+    }
+
+    /// Pax records are framed by their length, not by newlines: a value holding newline
+    /// bytes (a binary xattr, a file name) is read whole. The `tar` crate's own pax parser
+    /// refused these layers.
+    #[test]
+    fn pax_values_with_newlines() {
+        let (_d, s) = store();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([
+            ("SCHILY.xattr.user.bin", &b"a\nb\n\x00c"[..]),
+            ("path", &b"dir/new\nline"[..]),
+        ])
+        .unwrap();
+        add(&mut b, "placeholder", tar::EntryType::Regular, b"x", 0o644);
+        let data = b.into_inner().unwrap();
+        let id = s.unpack(&data[..], None).unwrap();
+        let f = s.path(&id).join("dir/new\nline");
+        assert_eq!(std::fs::read(&f).unwrap(), b"x");
+        let mut v = [0u8; 16];
+        let n = rustix::fs::getxattr(&f, "user.bin", &mut v[..]).unwrap();
+        assert_eq!(&v[..n], b"a\nb\n\x00c");
     }
 
     #[test]
