@@ -381,8 +381,7 @@ fn child_inner(
             c"--inhibit-cache".as_ptr(),
             c"--library-path".as_ptr(),
             lib_dir.as_ptr(),
-            c"--argv0".as_ptr(),
-            c"paddock-agent".as_ptr(),
+            // (No `--argv0`: it needs glibc 2.33; nothing reads the agent's argv[0].)
             agent_path.as_ptr(),
         ]);
     }
