@@ -694,6 +694,7 @@ mod tests {
         assert_eq!(ifname(15_999).len(), 8);
     }
 }
+
 #[cfg(test)]
 mod netlink_tests {
     use std::process::Command;
@@ -708,7 +709,21 @@ mod netlink_tests {
             .spawn()
             .unwrap();
         let pid = ns.id() as i32;
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // Wait until the child really is in a namespace of its own: before that, the peer and
+        // the route would land in the host's namespace.
+        let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_link(format!("/proc/{pid}/ns/net"))
+            .ok()
+            .as_ref()
+            == Some(&own)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unshare -n never took effect"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let r = super::veth_up(
             "pdk65000",
             pid,
