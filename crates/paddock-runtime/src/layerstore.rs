@@ -1235,7 +1235,17 @@ mod tests {
         assert!(blob.exists());
         drop(_held);
         drop(_f);
-        LayerStore::open(s.root()).unwrap();
+        // Another test thread spawning a process copies this process's descriptors into
+        // the child until it execs, and a flock belongs to the open file, so the child can
+        // hold the released lock for a moment. `open` then rightly leaves the temp for a
+        // later open; retry, bounded, until the lock is really free.
+        for _ in 0..100 {
+            LayerStore::open(s.root()).unwrap();
+            if !busy.exists() && !blob.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert!(!busy.exists());
         assert!(!blob.exists());
     }
