@@ -190,7 +190,28 @@ async fn streaming_background_replay_stdin_signal_and_process_list() {
     )
     .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Follow the output from the start; signal only once the line has come back, so a
+    // slow machine cannot turn this into a race between stdin and the signal.
+    let resp = s
+        .req(
+            Method::GET,
+            &format!("/v1/sandboxes/{id}/processes/{pid}/output?from_seq=0"),
+        )
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .expect("output");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = resp.bytes_stream();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !String::from_utf8_lossy(&seen).contains("got:hello") {
+            seen.extend_from_slice(&stream.next().await.expect("more output").expect("chunk"));
+        }
+    })
+    .await
+    .expect("stdin reached the background process");
+    drop(stream);
     let (st, _) = call(
         s.req(
             Method::POST,

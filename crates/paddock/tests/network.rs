@@ -382,7 +382,18 @@ async fn network_api_and_cleanup_after_kill_9() {
     for pid in server::processes_of(&idc) {
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Tearing down a pid namespace can take seconds on a loaded machine; restart only once
+    // c is really gone, or it would (rightly) be adopted.
+    for _ in 0..400 {
+        if server::processes_of(&idc).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        server::processes_of(&idc).is_empty(),
+        "sandbox {idc} did not die"
+    );
     s.restart();
     // a was adopted with its network: link, rules and a resolver that answers.
     let (st, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{ida}"))).await;

@@ -214,7 +214,7 @@ def test_send_stdin_to_unknown_pid_is_not_found(sandbox):
 
 
 def test_background_process_then_connect_and_wait(sandbox):
-    h = sandbox.commands.run("sleep 1; echo done; exit 0", background=True)
+    h = sandbox.commands.run("sleep 2; echo done; exit 0", background=True)
     pid = h.pid
     h.disconnect()
     h2 = sandbox.commands.connect(pid)

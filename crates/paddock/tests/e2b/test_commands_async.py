@@ -89,7 +89,7 @@ async def test_stream_input_is_delivered_while_the_stream_is_open(async_sandbox)
 
 
 async def test_connect_and_wait(async_sandbox):
-    h = await async_sandbox.commands.run("sleep 1; echo bye", background=True)
+    h = await async_sandbox.commands.run("sleep 2; echo bye", background=True)
     await h.disconnect()
     h2 = await async_sandbox.commands.connect(h.pid)
     r = await h2.wait()

@@ -94,7 +94,7 @@ def test_connect_by_id(sandbox):
 
 
 def test_connect_to_a_background_command_from_another_client(sandbox):
-    h = sandbox.commands.run("sleep 1; echo across", background=True)
+    h = sandbox.commands.run("sleep 2; echo across", background=True)
     other = Sandbox.connect(sandbox.sandbox_id)
     assert "across\n" in other.commands.connect(h.pid).wait().stdout
 
