@@ -66,6 +66,11 @@ pub const BLOCKED: &[&str] = &[
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most DNS queries of one sandbox in flight at once; more are dropped (the client retries).
 const MAX_INFLIGHT: usize = 64;
+/// Most open DNS-over-TCP connections of one sandbox; more wait in the listen backlog.
+const MAX_TCP_CONNS: usize = 16;
+/// A DNS-over-TCP connection with no complete query for this long is closed (RFC 7766
+/// suggests seconds).
+const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// The sandbox end of a slot's link.
 pub fn sandbox_addr(slot: u32) -> Ipv4Addr {
@@ -377,24 +382,40 @@ impl Net {
 
     fn start_resolver(&self, slot: u32, p: NetworkPolicy) -> Result<()> {
         let addr = SocketAddr::from((host_addr(slot), 53));
-        let sock = std::net::UdpSocket::bind(addr)
-            .map_err(RuntimeError::io(format!("binding resolver on {addr}")))?;
-        sock.set_nonblocking(true)
+        let udp = std::net::UdpSocket::bind(addr).map_err(RuntimeError::io(format!(
+            "binding resolver on {addr} (UDP)"
+        )))?;
+        udp.set_nonblocking(true)
+            .map_err(RuntimeError::io("resolver socket"))?;
+        // TCP too: clients retry there when an answer was truncated, and some always use it.
+        let tcp = std::net::TcpListener::bind(addr).map_err(RuntimeError::io(format!(
+            "binding resolver on {addr} (TCP)"
+        )))?;
+        tcp.set_nonblocking(true)
             .map_err(RuntimeError::io("resolver socket"))?;
         let policy = Arc::new(RwLock::new(p));
         let handle = tokio::runtime::Handle::try_current().map_err(|_| {
             RuntimeError::Unsupported("sandbox networking needs a tokio runtime".into())
         })?;
         let _guard = handle.enter();
-        let sock =
-            tokio::net::UdpSocket::from_std(sock).map_err(RuntimeError::io("resolver socket"))?;
-        let resolver = handle.spawn(resolve_loop(
-            Arc::new(sock),
-            policy.clone(),
-            self.upstream,
-            self.table.clone(),
+        let udp =
+            tokio::net::UdpSocket::from_std(udp).map_err(RuntimeError::io("resolver socket"))?;
+        let tcp =
+            tokio::net::TcpListener::from_std(tcp).map_err(RuntimeError::io("resolver socket"))?;
+        let ctx = Resolver {
+            policy: policy.clone(),
+            upstream: self.upstream,
+            table: self.table.clone(),
             slot,
-        ));
+        };
+        // One task for both: aborting it (detach) stops both listeners and, through the
+        // TCP loop's JoinSet, every open TCP connection.
+        let resolver = handle.spawn(async move {
+            tokio::join!(
+                resolve_loop(Arc::new(udp), ctx.clone()),
+                resolve_tcp_loop(tcp, ctx)
+            );
+        });
         if let Some(old) = self
             .attached
             .lock()
@@ -546,13 +567,31 @@ fn which(program: &str) -> bool {
             .any(|d| std::path::Path::new(d).join(program).is_file())
 }
 
-async fn resolve_loop(
-    sock: Arc<tokio::net::UdpSocket>,
+/// What a sandbox's resolver answers by: its policy (changed in place by `update`), the
+/// upstream resolver, and where allowed addresses are pinned.
+#[derive(Clone)]
+struct Resolver {
     policy: Arc<RwLock<NetworkPolicy>>,
     upstream: SocketAddr,
     table: String,
     slot: u32,
-) {
+}
+
+impl Resolver {
+    async fn answer(&self, q: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let p = self.policy.read().expect("policy poisoned").clone();
+        answer(q, &p, self.upstream, transport, &self.table, self.slot).await
+    }
+}
+
+/// How a query reached the resolver, and so how it is forwarded upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+async fn resolve_loop(sock: Arc<tokio::net::UdpSocket>, ctx: Resolver) {
     let inflight = Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT));
     let mut buf = vec![0u8; 4096];
     loop {
@@ -564,15 +603,77 @@ async fn resolve_loop(
             continue;
         };
         let q = buf[..n].to_vec();
-        let (sock, policy, table) = (sock.clone(), policy.clone(), table.clone());
+        let (sock, ctx) = (sock.clone(), ctx.clone());
         tokio::spawn(async move {
-            let p = policy.read().expect("policy poisoned").clone();
-            if let Some(answer) = answer(&q, &p, upstream, &table, slot).await {
+            if let Some(answer) = ctx.answer(&q, Transport::Udp).await {
                 let _ = sock.send_to(&answer, from).await;
             }
             drop(permit);
         });
     }
+}
+
+/// DNS over TCP (RFC 7766): each message is preceded by its length as two big-endian
+/// bytes; a connection may carry several queries, answered in order.
+async fn resolve_tcp_loop(listener: tokio::net::TcpListener, ctx: Resolver) {
+    let conns = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNS));
+    // Owned here, so aborting this task aborts every connection with it.
+    let mut open = tokio::task::JoinSet::new();
+    loop {
+        let Ok(permit) = conns.clone().acquire_owned().await else {
+            return;
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            // Reap finished connections while waiting.
+            Some(_) = open.join_next(), if !open.is_empty() => continue,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let ctx = ctx.clone();
+        open.spawn(async move {
+            let _ = serve_tcp(stream, &ctx).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_tcp(mut stream: tokio::net::TcpStream, ctx: &Resolver) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    loop {
+        let Ok(q) = tokio::time::timeout(TCP_IDLE, read_framed(&mut stream)).await else {
+            return Ok(());
+        };
+        let Some(q) = q? else { return Ok(()) };
+        let Some(a) = ctx.answer(&q, Transport::Tcp).await else {
+            return Ok(());
+        };
+        let Ok(len) = u16::try_from(a.len()) else {
+            return Ok(());
+        };
+        let mut out = Vec::with_capacity(a.len() + 2);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&a);
+        stream.write_all(&out).await?;
+    }
+}
+
+/// One length-prefixed DNS message; `None` at a clean end of stream.
+async fn read_framed<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+) -> std::io::Result<Option<Vec<u8>>> {
+    use tokio::io::AsyncReadExt;
+    let mut len = [0u8; 2];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    r.read_exact(&mut msg).await?;
+    Ok(Some(msg))
 }
 
 /// The reply to one query: NXDOMAIN for a name the policy does not allow, else the
@@ -582,6 +683,7 @@ async fn answer(
     q: &[u8],
     p: &NetworkPolicy,
     upstream: SocketAddr,
+    transport: Transport,
     table: &str,
     slot: u32,
 ) -> Option<Vec<u8>> {
@@ -605,7 +707,11 @@ async fn answer(
             .to_vec()
             .ok()
     };
-    let Some(reply) = forward(q, upstream).await else {
+    let reply = match transport {
+        Transport::Udp => forward(q, upstream).await,
+        Transport::Tcp => forward_tcp(q, upstream).await,
+    };
+    let Some(reply) = reply else {
         // Upstream unreachable or silent: say so at once instead of letting the client
         // wait out its own timeout.
         return servfail();
@@ -664,6 +770,24 @@ async fn forward(q: &[u8], upstream: SocketAddr) -> Option<Vec<u8>> {
             return Some(buf);
         }
     }
+}
+
+/// Sends `q` to `upstream` over TCP and reads its reply, all within the upstream timeout.
+async fn forward_tcp(q: &[u8], upstream: SocketAddr) -> Option<Vec<u8>> {
+    use tokio::io::AsyncWriteExt;
+    let len = u16::try_from(q.len()).ok()?;
+    let exchange = async {
+        let mut up = tokio::net::TcpStream::connect(upstream).await.ok()?;
+        let mut out = Vec::with_capacity(q.len() + 2);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(q);
+        up.write_all(&out).await.ok()?;
+        let reply = read_framed(&mut up).await.ok()??;
+        (reply.len() >= 2 && reply[..2] == q[..2]).then_some(reply)
+    };
+    tokio::time::timeout(UPSTREAM_TIMEOUT, exchange)
+        .await
+        .ok()?
 }
 
 /// The first `nameserver` of the host's `/etc/resolv.conf`, port 53 (fallback 127.0.0.1).

@@ -57,6 +57,13 @@ try:
         srv, name = arg.split(",")
         q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\x00\x00\x01\x00\x01"
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); s.sendto(q, (srv, 53)); s.recv(512); print("answered")
+    elif what == "dnstcp":
+        srv = [l.split()[1] for l in open("/etc/resolv.conf") if l.startswith("nameserver")][0]
+        q = b"\x56\x78\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + b"".join(bytes([len(l)]) + l.encode() for l in arg.split(".")) + b"\x00\x00\x01\x00\x01"
+        s = socket.create_connection((srv, 53), timeout=3); s.sendall(len(q).to_bytes(2, "big") + q)
+        f = s.makefile("rb"); r = f.read(int.from_bytes(f.read(2), "big"))
+        rcode, ancount = r[3] & 15, int.from_bytes(r[6:8], "big")
+        print(socket.inet_ntoa(r[-4:]) if rcode == 0 and ancount else "ERR rcode %d" % rcode)
 except Exception as e:
     print("ERR", type(e).__name__)
 "#;
@@ -142,6 +149,24 @@ async fn network_modes_against_a_fake_internet() {
     )
     .await;
     assert!(!out(&r).contains("host 198.51.100"), "{r:?}");
+
+    // --- allow, DNS over TCP: the same policy, forwarded over TCP, and an answer pins its
+    // addresses as over UDP.
+    let tcp =
+        create(NetworkPolicy::new(NetworkMode::Allow, &["tcp-only.test".into()]).unwrap()).await;
+    assert_blocked(
+        &probe(&tcp, "get", "http://198.51.100.2/tcp-before").await,
+        "allow: before the name was resolved over TCP",
+    );
+    assert_eq!(probe(&tcp, "dnstcp", "tcp-only.test").await, "198.51.100.2");
+    assert_eq!(
+        probe(&tcp, "get", "http://198.51.100.2/tcp-after").await,
+        "host 198.51.100.2"
+    );
+    assert_blocked(
+        &probe(&tcp, "dnstcp", "leak-tcp.test").await,
+        "allow: other name over TCP",
+    );
 
     // --- allow with a CIDR.
     let cidr =
@@ -241,6 +266,10 @@ async fn network_modes_against_a_fake_internet() {
     let dns = fake.log("dns.log");
     assert!(!dns.contains("leak-"), "a direct DNS query got out: {dns}");
     assert!(
+        dns.contains("tcp tcp-only.test\n"),
+        "not forwarded over TCP: {dns}"
+    );
+    assert!(
         !dns.contains("other.test\nwild.test") && dns.contains("allowed.test"),
         "{dns}"
     );
@@ -254,6 +283,7 @@ async fn network_modes_against_a_fake_internet() {
         "/none",
         "/literal",
         "/spoof",
+        "/tcp-before",
         "/back-to-none",
         "/now-allow\n198.51.100.2",
     ] {
@@ -261,11 +291,11 @@ async fn network_modes_against_a_fake_internet() {
     }
 
     // Destroy leaves no link, rule or resolver behind.
-    let slots: Vec<u32> = [&none, &allow, &cidr, &all]
+    let slots: Vec<u32> = [&none, &allow, &tcp, &cidr, &all]
         .iter()
         .map(|s| s.slot)
         .collect();
-    for s in [none, allow, cidr, all] {
+    for s in [none, allow, tcp, cidr, all] {
         rt.destroy(s.id.as_str()).await.unwrap();
     }
     assert_no_network_objects(&slots);
@@ -276,7 +306,7 @@ async fn network_modes_against_a_fake_internet() {
 fn assert_no_network_objects(slots: &[u32]) {
     let links = sh_host("ls /sys/class/net");
     let rules = sh_host("nft list ruleset");
-    let sockets = sh_host("ss -Hlun 2>/dev/null || true");
+    let sockets = sh_host("ss -Hltun 2>/dev/null || true");
     for slot in slots {
         assert!(
             !links.lines().any(|l| l == format!("pdk{slot}")),

@@ -4,7 +4,7 @@
 //! has 198.51.100.254/24, the fake host 198.51.100.1 and .2 (TEST-NET-2), and also
 //! 169.254.169.254 (a "metadata service", routed there by the host). It runs HTTP servers, a
 //! DNS server that answers `allowed.test` and `www.wild.test` with .1 and every other name
-//! with .2 (logging every name it is asked), and a bulk TCP sender on port 9000. A probe
+//! with .2 over UDP and TCP (logging every name it is asked, TCP ones as `tcp <name>`), and a bulk TCP sender on port 9000. A probe
 //! listens on every host address (port 18765). Nothing is sent anywhere else.
 
 #![allow(dead_code, unreachable_pub)]
@@ -39,19 +39,42 @@ def name_of(q):
     while q[i]:
         labels.append(q[i+1:i+1+q[i]].decode()); i += 1 + q[i]
     return ".".join(labels).lower(), i + 5
+def reply(q, how):
+    name, end = name_of(q)
+    qtype = struct.unpack(">H", q[end-4:end-2])[0]
+    log.write(how + name + "\n")
+    ip = "198.51.100.1" if name in ("allowed.test", "www.wild.test") else "198.51.100.2"
+    hdr = q[:2] + b"\x81\x80" + q[4:6] + (b"\x00\x01" if qtype == 1 else b"\x00\x00") + b"\x00\x00\x00\x00"
+    ans = (b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + socket.inet_aton(ip)) if qtype == 1 else b""
+    return hdr + q[12:end] + ans
 def serve(addr):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((addr, 53))
     while True:
         q, peer = s.recvfrom(512)
-        name, end = name_of(q)
-        qtype = struct.unpack(">H", q[end-4:end-2])[0]
-        log.write(name + "\n")
-        ip = "198.51.100.1" if name in ("allowed.test", "www.wild.test") else "198.51.100.2"
-        hdr = q[:2] + b"\x81\x80" + q[4:6] + (b"\x00\x01" if qtype == 1 else b"\x00\x00") + b"\x00\x00\x00\x00"
-        ans = (b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + socket.inet_aton(ip)) if qtype == 1 else b""
-        s.sendto(hdr + q[12:end] + ans, peer)
+        s.sendto(reply(q, ""), peer)
+def exactly(c, n):
+    b = b""
+    while len(b) < n:
+        k = c.recv(n - len(b))
+        if not k: raise EOFError
+        b += k
+    return b
+def serve_conn(c):
+    try:
+        while True:
+            q = exactly(c, struct.unpack(">H", exactly(c, 2))[0])
+            r = reply(q, "tcp ")
+            c.sendall(struct.pack(">H", len(r)) + r)
+    except Exception:
+        c.close()
+def serve_tcp(addr):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, 53)); s.listen(16)
+    while True:
+        c, _ = s.accept(); threading.Thread(target=serve_conn, args=(c,), daemon=True).start()
 for a in ("198.51.100.1", "198.51.100.2"):
     threading.Thread(target=serve, args=(a,), daemon=True).start()
+    threading.Thread(target=serve_tcp, args=(a,), daemon=True).start()
 threading.Event().wait()
 "#;
 
@@ -169,7 +192,7 @@ impl FakeNet {
         for _ in 0..100 {
             let ok = Command::new("bash")
                 .arg("-c")
-                .arg("exec 3<>/dev/tcp/198.51.100.1/80 && exec 4<>/dev/tcp/169.254.169.254/80 && exec 5<>/dev/tcp/127.0.0.1/18765 && exec 6<>/dev/tcp/198.51.100.1/9000")
+                .arg("exec 3<>/dev/tcp/198.51.100.1/80 && exec 4<>/dev/tcp/169.254.169.254/80 && exec 5<>/dev/tcp/127.0.0.1/18765 && exec 6<>/dev/tcp/198.51.100.1/9000 && exec 7<>/dev/tcp/198.51.100.2/53")
                 .status()
                 .is_ok_and(|s| s.success());
             if ok {
