@@ -501,6 +501,45 @@ impl Runtime {
         Ok(freed)
     }
 
+    /// Every layer of the store with its disk usage in bytes and the templates using it
+    /// (empty: an orphan, from a replaced template or a failed build, kept as build cache
+    /// until [`Runtime::prune_layers`]).
+    pub fn layers(&self) -> Result<Vec<(String, u64, Vec<String>)>> {
+        let store = crate::layerstore::LayerStore::open(self.layers_root())?;
+        let all = self.templates.read().expect("templates poisoned");
+        Ok(store
+            .list()?
+            .into_iter()
+            .map(|(id, bytes)| {
+                let users = all
+                    .values()
+                    .filter(|t| t.layer_ids.contains(&id))
+                    .map(|t| t.name.clone())
+                    .collect();
+                (id, bytes, users)
+            })
+            .collect())
+    }
+
+    /// Removes every layer no template uses, and returns the removed ones with their sizes.
+    /// The caller makes sure no build, pull or import is running: their new layers belong
+    /// to no template until they finish. Templates cannot be added meanwhile (the template
+    /// lock is held), and a template's layers are never touched, so running sandboxes keep
+    /// theirs (a template cannot be removed while sandboxes use it).
+    pub fn prune_layers(&self) -> Result<Vec<(String, u64)>> {
+        let store = crate::layerstore::LayerStore::open(self.layers_root())?;
+        let all = self.templates.read().expect("templates poisoned");
+        let used: BTreeSet<&String> = all.values().flat_map(|t| t.layer_ids.iter()).collect();
+        let mut removed = Vec::new();
+        for (id, bytes) in store.list()? {
+            if !used.contains(&id) {
+                store.remove(&id)?;
+                removed.push((id, bytes));
+            }
+        }
+        Ok(removed)
+    }
+
     /// Turns what sandbox `sbx` wrote (its overlay upper directory) into layer `key` (64 hex
     /// characters) of the layer store, for template builds. Ownership is shifted from the
     /// sandbox's host uid range back to template ids (ids outside it become 65534); overlay

@@ -1039,6 +1039,163 @@ async fn api_import_of_a_root_filesystem_tarball() {
     assert_eq!(st, reqwest::StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
 
+/// `GET /v1/layers` shows each layer with the templates using it; `POST /v1/layers/prune`
+/// removes only the layers no template uses (here the one a re-import replaced), keeps a
+/// running sandbox's, is refused while a template is being made, and needs an admin key.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_layers_list_and_prune_only_unused() {
+    use reqwest::{Method, StatusCode};
+    let s = server::Server::start(&[]);
+    let import = |name: &str, body: reqwest::Body| {
+        s.req(Method::POST, &format!("/v1/templates/{name}/import"))
+            .header("content-type", "application/x-tar")
+            .body(body)
+    };
+    let v1 = runnable_rootfs();
+    // The same tree plus one file: another layer.
+    let mut v2 = v1.clone();
+    v2.truncate(v2.len() - 1024);
+    v2.extend(layer(&[E::File("etc/version", b"2", 0o644)]));
+    let (st, t1) = server::call(import("app", v1.clone().into())).await;
+    assert_eq!(st, StatusCode::CREATED, "{t1}");
+    let (st, t2) = server::call(import("app", v2.into())).await;
+    assert_eq!(st, StatusCode::CREATED, "{t2}");
+    let (old, new) = (t1["layers"][0].clone(), t2["layers"][0].clone());
+    assert_ne!(old, new);
+    let sbx = s.create(serde_json::json!({"template": "app"})).await;
+    let id = sbx["id"].as_str().unwrap().to_owned();
+
+    let (st, l) = server::call(s.req(Method::GET, "/v1/layers")).await;
+    assert_eq!(st, StatusCode::OK, "{l}");
+    let users = |l: &serde_json::Value, layer: &serde_json::Value| {
+        l["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == *layer)
+            .map(|x| x["templates"].clone())
+    };
+    assert_eq!(users(&l, &old), Some(serde_json::json!([])), "{l}");
+    assert_eq!(users(&l, &new), Some(serde_json::json!(["app"])), "{l}");
+    assert!(l["total_bytes"].as_u64().unwrap() > 0, "{l}");
+
+    // Tenants may neither look nor prune.
+    let (_, tenant) = s.new_key(serde_json::json!({"name": "tenant"})).await;
+    for (m, path) in [
+        (Method::GET, "/v1/layers"),
+        (Method::POST, "/v1/layers/prune"),
+    ] {
+        let (st, v) = server::call(s.req_as(&tenant, m, path)).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{path}: {v}");
+    }
+
+    // The CLI shows the same.
+    let cli = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(args)
+            .env("PADDOCK_URL", &s.url)
+            .env("PADDOCK_API_KEY", &s.admin_key)
+            .env_remove("PADDOCK_DATA_DIR")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let table = cli(&["template", "layers"]);
+    assert!(
+        table.contains("(unused)") && table.contains(" app\n") && table.contains("total "),
+        "{table}"
+    );
+
+    let (st, p) = server::call(s.req(Method::POST, "/v1/layers/prune")).await;
+    assert_eq!(st, StatusCode::OK, "{p}");
+    assert_eq!(p["removed"].as_array().unwrap().len(), 1, "{p}");
+    assert_eq!(p["removed"][0]["id"], old, "{p}");
+    assert!(p["freed_bytes"].as_u64().unwrap() > 0, "{p}");
+    let dir = |l: &serde_json::Value| {
+        s.data
+            .join("templates/layers")
+            .join(l.as_str().unwrap().strip_prefix("sha256:").unwrap())
+    };
+    assert!(!dir(&old).exists());
+    assert!(dir(&new).is_dir());
+    // The running sandbox and a new one still work on the kept layer.
+    for sid in [
+        id,
+        s.create(serde_json::json!({"template": "app"})).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    ] {
+        let (st, r) = server::call(
+            s.req(Method::POST, &format!("/v1/sandboxes/{sid}/exec"))
+                .json(&serde_json::json!({"cmd": ["/bin/cat", "/etc/version"]})),
+        )
+        .await;
+        assert_eq!(
+            (st, r["stdout"].as_str()),
+            (StatusCode::OK, Some("2")),
+            "{r}"
+        );
+    }
+    assert_eq!(
+        cli(&["template", "prune"]),
+        "removed 0 unused layers, freed 0 B\n"
+    );
+    let (st, p) = server::call(s.req(Method::POST, "/v1/layers/prune")).await;
+    assert_eq!(
+        (st, p["removed"].clone()),
+        (StatusCode::OK, serde_json::json!([])),
+        "{p}"
+    );
+
+    // While an import is under way its layer belongs to no template yet: prune waits its
+    // turn (409) and the import completes.
+    // The import is written by hand on a raw connection, so its body provably stops
+    // half-way until the prune was refused.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/templates/slow/import HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        s.admin_key,
+        v1.len()
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(&v1[..512]).await.unwrap();
+    let mut refused = None;
+    let mut last = None;
+    for _ in 0..100 {
+        let (st, v) = server::call(s.req(Method::POST, "/v1/layers/prune")).await;
+        if st == StatusCode::CONFLICT {
+            refused = Some(v);
+            break;
+        }
+        last = Some((st, v));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if refused.is_none() {
+        let mut b = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(1), c.read(&mut b)).await;
+        panic!(
+            "prune was never refused during the import: {last:?}; import: {n:?} {}",
+            String::from_utf8_lossy(&b[..256])
+        );
+    }
+    let refused = refused.unwrap();
+    assert!(
+        refused.to_string().contains("template slow is being made"),
+        "{refused}"
+    );
+    c.write_all(&v1[512..]).await.unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let (st, t) = server::call(s.req(Method::GET, "/v1/templates/slow")).await;
+    assert_eq!(st, StatusCode::OK, "{t}");
+    assert!(dir(&t["layers"][0]).is_dir());
+}
+
 /// A root filesystem with no glibc at all: busybox, statically linked (Debian's
 /// `busybox-static`), as `/bin/busybox` with applet links, the way Alpine-style images are
 /// built.

@@ -36,14 +36,28 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/templates/{name}/bootstrap", post(bootstrap))
         .route("/v1/templates/{name}/pull", post(pull))
         .route("/v1/templates/{name}/import", post(import))
+        .route("/v1/layers", get(layers))
+        .route("/v1/layers/prune", post(prune))
 }
 
 /// Names being built right now: a second build of the same name is refused, not queued.
 static BUSY: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
-struct Busy(String);
+/// Making a template (build, pull, import, bootstrap) holds this shared for its whole run,
+/// since its new layers belong to no template until it ends; a layer prune holds it
+/// exclusively. A template started during a prune waits for it (a prune is short); a prune
+/// asked for while templates are being made is refused (they can take minutes).
+static LAYER_GATE: std::sync::LazyLock<Arc<tokio::sync::RwLock<()>>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::RwLock::new(())));
+
+struct Busy {
+    name: String,
+    _gate: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
+}
 
 impl Busy {
+    /// Claims `name` (for a delete, which needs no layer gate: it serialises with a prune
+    /// on the runtime's template lock).
     fn take(name: &str) -> ApiResult<Busy> {
         let mut b = BUSY.lock().expect("busy poisoned");
         if !b.get_or_insert_with(HashSet::new).insert(name.to_owned()) {
@@ -51,16 +65,48 @@ impl Busy {
                 "template {name} is being built already"
             )));
         }
-        Ok(Busy(name.to_owned()))
+        Ok(Busy {
+            name: name.to_owned(),
+            _gate: None,
+        })
+    }
+
+    /// Claims `name` for making it, waiting for a running layer prune to end.
+    async fn take_for_making(name: &str) -> ApiResult<Busy> {
+        let mut busy = Busy::take(name)?;
+        busy._gate = Some(LAYER_GATE.clone().read_owned().await);
+        Ok(busy)
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
         if let Some(b) = BUSY.lock().expect("busy poisoned").as_mut() {
-            b.remove(&self.0);
+            b.remove(&self.name);
         }
     }
+}
+
+/// The layer gate held exclusively, or 409 naming what is being made.
+fn gate_for_prune() -> ApiResult<tokio::sync::OwnedRwLockWriteGuard<()>> {
+    LAYER_GATE.clone().try_write_owned().map_err(|_| {
+        let mut names: Vec<String> = BUSY
+            .lock()
+            .expect("busy poisoned")
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        names.sort();
+        ApiError::Conflict(if names.is_empty() {
+            "unused layers are being pruned already".into()
+        } else {
+            format!(
+                "template {} is being made; prune when that is done",
+                names.join(", ")
+            )
+        })
+    })
 }
 
 /// Records template `t` in the store's catalogue (made by `by`, a key id).
@@ -181,6 +227,50 @@ async fn delete(
     Ok(no_content())
 }
 
+/// `GET /v1/layers`: every layer of the store, its size and the templates using it (none:
+/// an orphan that `POST /v1/layers/prune` would remove).
+async fn layers(State(state): State<Arc<AppState>>, _a: Admin) -> ApiResult<Response> {
+    let rt = state.runtime.clone();
+    let all = tokio::task::spawn_blocking(move || rt.layers())
+        .await
+        .map_err(|e| ApiError::Internal(format!("layer listing task: {e}")))??;
+    let total: u64 = all.iter().map(|(_, b, _)| b).sum();
+    let items: Vec<Value> = all
+        .into_iter()
+        .map(|(id, bytes, templates)| json!({"id": id, "bytes": bytes, "templates": templates}))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"layers": items, "total_bytes": total}),
+    ))
+}
+
+/// `POST /v1/layers/prune`: removes every layer no template uses (left by replaced templates
+/// and failed builds, which also serve as build cache). 409 while a template is being
+/// made or removed.
+async fn prune(State(state): State<Arc<AppState>>, Admin(caller): Admin) -> ApiResult<Response> {
+    let res = async {
+        let gate = gate_for_prune()?;
+        let rt = state.runtime.clone();
+        let removed = tokio::task::spawn_blocking(move || rt.prune_layers())
+            .await
+            .map_err(|e| ApiError::Internal(format!("layer prune task: {e}")))??;
+        drop(gate);
+        Ok(removed)
+    }
+    .await;
+    let removed = state.audited(&caller, "layers.prune", None, None, res)?;
+    let freed: u64 = removed.iter().map(|(_, b)| b).sum();
+    let items: Vec<Value> = removed
+        .into_iter()
+        .map(|(id, bytes)| json!({"id": id, "bytes": bytes}))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"removed": items, "freed_bytes": freed}),
+    ))
+}
+
 fn check_name(name: &str) -> ApiResult<()> {
     if !valid_name(name) || name == "base" || name.starts_with("build-") {
         return Err(ApiError::BadRequest(format!(
@@ -260,7 +350,7 @@ async fn build(
         }
     }
     let ct = media_type(&req);
-    let busy = Busy::take(&name)?;
+    let busy = Busy::take_for_making(&name).await?;
     let (text, context) = match ct.as_str() {
         "text/plain" => {
             let b = super::read_limited(req, 1 << 20, false).await?;
@@ -309,7 +399,7 @@ async fn bootstrap(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     check_name(&name)?;
-    let busy = Busy::take(&name)?;
+    let busy = Busy::take_for_making(&name).await?;
     let rt = state.runtime.clone();
     let name2 = name.clone();
     Ok(stream_build(
@@ -359,7 +449,7 @@ async fn pull(
             .ok_or_else(|| ApiError::BadRequest(format!("platform {p:?} is not os/arch")))?;
         opts.platform = (os.to_owned(), arch.to_owned());
     }
-    let busy = Busy::take(&name)?;
+    let busy = Busy::take_for_making(&name).await?;
     let rt = state.runtime.clone();
     let name2 = name.clone();
     Ok(stream_build(
@@ -462,7 +552,7 @@ async fn import(
             )));
         }
     };
-    let busy = Busy::take(&name)?;
+    let busy = Busy::take_for_making(&name).await?;
     let res = async {
         let ctx = save_context(req).await?;
         let store = paddock_runtime::layerstore::LayerStore::open(state.runtime.layers_root())?;

@@ -1,5 +1,6 @@
-//! `paddock template ls|pull|build|bootstrap|ready|rm` (`/v1/templates`). Making and deleting
-//! templates needs an admin key.
+//! `paddock template ls|pull|build|bootstrap|ready|rm|layers|prune` (`/v1/templates`,
+//! `/v1/layers`). Making and deleting templates, and listing or pruning layers, needs an
+//! admin key.
 //!
 //! `build` sends a build file (or a directory as a tar context holding it) and prints the
 //! server's progress as it comes; `ready python|node|go` makes the `debian` template if it is
@@ -110,6 +111,23 @@ pub(crate) enum TemplateCmd {
     /// Delete a template (refused while sandboxes use it).
     Rm {
         name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List the layer store: each layer's size and the templates using it.
+    Layers {
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remove the layers no template uses (left by replaced templates and failed builds;
+    /// the next build of such a step runs it again).
+    Prune {
+        /// Print the server's JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -242,6 +260,55 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
         TemplateCmd::Rm { name, conn } => {
             let api = Api::new(&conn)?;
             api.delete(&["v1", "templates", &name]).await?;
+            Ok(0)
+        }
+        TemplateCmd::Layers { json, conn } => {
+            let api = Api::new(&conn)?;
+            let v: Value = api.get_json(&["v1", "layers"]).await?;
+            if json {
+                write_stdout(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+                return Ok(0);
+            }
+            let mut t = Table::new(&["LAYER", "SIZE", "TEMPLATES"]);
+            for l in v["layers"].as_array().into_iter().flatten() {
+                let users: Vec<&str> = l["templates"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                t.row(vec![
+                    format::cell(&l["id"]),
+                    format::bytes(l["bytes"].as_u64().unwrap_or(0)),
+                    if users.is_empty() {
+                        "(unused)".to_owned()
+                    } else {
+                        users.join(",")
+                    },
+                ]);
+            }
+            write_stdout(&t.render())?;
+            write_stdout(&format!(
+                "total {}\n",
+                format::bytes(v["total_bytes"].as_u64().unwrap_or(0))
+            ))?;
+            Ok(0)
+        }
+        TemplateCmd::Prune { json, conn } => {
+            let api = Api::new(&conn)?;
+            let v: Value = api
+                .post_json(&["v1", "layers", "prune"], &serde_json::json!({}))
+                .await?;
+            if json {
+                write_stdout(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+            } else {
+                let n = v["removed"].as_array().map_or(0, Vec::len);
+                write_stdout(&format!(
+                    "removed {n} unused layer{}, freed {}\n",
+                    if n == 1 { "" } else { "s" },
+                    format::bytes(v["freed_bytes"].as_u64().unwrap_or(0))
+                ))?;
+            }
             Ok(0)
         }
     }
