@@ -114,6 +114,21 @@ async fn ndjson(resp: reqwest::Response) -> Vec<Value> {
     out
 }
 
+/// `GET .../processes/{pid}/output?from_seq=0` as NDJSON: the replay, then the live output.
+async fn output_from_start(s: &Server, id: &str, pid: u64) -> reqwest::Response {
+    let resp = s
+        .req(
+            Method::GET,
+            &format!("/v1/sandboxes/{id}/processes/{pid}/output?from_seq=0"),
+        )
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .expect("output");
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn streaming_background_replay_stdin_signal_and_process_list() {
     let s = Server::start(&[]);
@@ -192,16 +207,7 @@ async fn streaming_background_replay_stdin_signal_and_process_list() {
     assert_eq!(st, StatusCode::NO_CONTENT);
     // Follow the output from the start; signal only once the line has come back, so a
     // slow machine cannot turn this into a race between stdin and the signal.
-    let resp = s
-        .req(
-            Method::GET,
-            &format!("/v1/sandboxes/{id}/processes/{pid}/output?from_seq=0"),
-        )
-        .header("accept", "application/x-ndjson")
-        .send()
-        .await
-        .expect("output");
-    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = output_from_start(&s, &id, pid).await;
     let mut stream = resp.bytes_stream();
     let mut seen = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), async {
@@ -221,16 +227,7 @@ async fn streaming_background_replay_stdin_signal_and_process_list() {
     )
     .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
-    let resp = s
-        .req(
-            Method::GET,
-            &format!("/v1/sandboxes/{id}/processes/{pid}/output?from_seq=0"),
-        )
-        .header("accept", "application/x-ndjson")
-        .send()
-        .await
-        .expect("output");
-    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = output_from_start(&s, &id, pid).await;
     let lines = tokio::time::timeout(Duration::from_secs(20), ndjson(resp))
         .await
         .expect("replay ends when the process has ended");
