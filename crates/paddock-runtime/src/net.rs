@@ -650,14 +650,20 @@ async fn serve_tcp(mut stream: tokio::net::TcpStream, ctx: &Resolver) -> std::io
         let Some(a) = ctx.answer(&q, Transport::Tcp).await else {
             return Ok(());
         };
-        let Ok(len) = u16::try_from(a.len()) else {
+        let Some(out) = framed(&a) else {
             return Ok(());
         };
-        let mut out = Vec::with_capacity(a.len() + 2);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&a);
         stream.write_all(&out).await?;
     }
+}
+
+/// `msg` with its two-byte length in front (`None` if it is too long for that).
+fn framed(msg: &[u8]) -> Option<Vec<u8>> {
+    let len = u16::try_from(msg.len()).ok()?;
+    let mut out = Vec::with_capacity(msg.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(msg);
+    Some(out)
 }
 
 /// One length-prefixed DNS message; `None` at a clean end of stream.
@@ -775,12 +781,9 @@ async fn forward(q: &[u8], upstream: SocketAddr) -> Option<Vec<u8>> {
 /// Sends `q` to `upstream` over TCP and reads its reply, all within the upstream timeout.
 async fn forward_tcp(q: &[u8], upstream: SocketAddr) -> Option<Vec<u8>> {
     use tokio::io::AsyncWriteExt;
-    let len = u16::try_from(q.len()).ok()?;
+    let out = framed(q)?;
     let exchange = async {
         let mut up = tokio::net::TcpStream::connect(upstream).await.ok()?;
-        let mut out = Vec::with_capacity(q.len() + 2);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(q);
         up.write_all(&out).await.ok()?;
         let reply = read_framed(&mut up).await.ok()??;
         (reply.len() >= 2 && reply[..2] == q[..2]).then_some(reply)
