@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// Longest a request body may pause between chunks.
     pub body_idle_timeout: Duration,
+    /// How often the CPU and memory of every running sandbox are sampled (E2B metrics).
+    pub sample_interval: Duration,
     /// Domain under which sandbox ports are served as `{port}-{id}.{domain}`.
     pub domain: String,
     /// Base URL clients use to reach this server (for URLs the API prints).
@@ -73,6 +75,7 @@ impl ServerConfig {
             rate_burst: 400.0,
             header_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(30),
+            sample_interval: Duration::from_secs(5),
             domain: "localhost".into(),
             public_url: "http://127.0.0.1:7070".into(),
             default_limits: paddock_core::Limits::default(),
@@ -91,6 +94,9 @@ impl ServerConfig {
                 self.default_timeout.as_secs(),
                 self.max_timeout.as_secs()
             ));
+        }
+        if self.sample_interval < Duration::from_secs(1) {
+            return bad("the metrics sampling interval must be at least 1s".into());
         }
         if let Some(w) = self.warn_at.iter().find(|w| !(**w > 0.0 && **w < 1.0)) {
             return bad(format!(

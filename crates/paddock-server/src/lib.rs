@@ -32,6 +32,7 @@ pub mod proxy;
 pub mod state;
 pub mod templates;
 pub mod testrun;
+pub mod usage;
 pub mod webhooks;
 
 pub use config::{ConfigError, ServerConfig};
@@ -105,6 +106,7 @@ pub async fn serve(
         events,
         metrics: state::Metrics::default(),
         create_lock: tokio::sync::Mutex::new(()),
+        usage: usage::UsageHistory::default(),
         deadlines: lifecycle::Deadlines::default(),
         deadlines_changed: tokio::sync::Notify::new(),
         webhooks: webhooks::Webhooks::start(allow_private_webhooks, webhook_secret),
@@ -124,6 +126,7 @@ pub async fn serve(
         .map_err(|e| ServeError::Reconcile(e.to_string()))?;
     api::templates::reconcile(&state).map_err(|e| ServeError::Reconcile(e.to_string()))?;
     tokio::spawn(lifecycle::run(state.clone()));
+    tokio::spawn(usage::run(state.clone()));
 
     let tls = state
         .cfg

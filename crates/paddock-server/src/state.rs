@@ -26,6 +26,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Serialises the quota check and the insert of a new sandbox row per key.
     pub create_lock: tokio::sync::Mutex<()>,
+    /// CPU and memory samples of running sandboxes (E2B metrics).
+    pub usage: crate::usage::UsageHistory,
     /// Deadlines of running sandboxes.
     pub deadlines: crate::lifecycle::Deadlines,
     /// Wakes the lifecycle task when a deadline changes.

@@ -120,6 +120,10 @@ struct ServeArgs {
     /// Longest a request body may pause between chunks.
     #[arg(long, env = "PADDOCK_BODY_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     body_idle_timeout: Duration,
+    /// How often the CPU and memory of every running sandbox are sampled (the series E2B's
+    /// get_metrics returns; the last 720 samples are kept).
+    #[arg(long, env = "PADDOCK_METRICS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    metrics_interval: Duration,
     /// Sign webhook deliveries with HMAC-SHA256 under this key (`X-Paddock-Signature`).
     #[arg(long, env = "PADDOCK_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
@@ -171,6 +175,7 @@ async fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<i32> {
     cfg.webhook_secret = a.webhook_secret;
     cfg.dns_upstream = a.dns_upstream;
     cfg.body_idle_timeout = a.body_idle_timeout;
+    cfg.sample_interval = a.metrics_interval;
     let scheme = if a.tls_cert.is_some() {
         "https"
     } else {

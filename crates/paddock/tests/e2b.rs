@@ -216,7 +216,7 @@ async fn e2b_python_sdk_conformance() {
     let python = tokio::task::spawn_blocking(prepare_venv)
         .await
         .expect("venv task");
-    let s = Server::start(&["--domain", DOMAIN]);
+    let s = Server::start(&["--domain", DOMAIN, "--metrics-interval", "1s"]);
     let (_, key) = s.new_key(json!({"name": "e2b-sdk"})).await;
 
     let url = s.url.clone();

@@ -680,46 +680,71 @@ async fn list_v1(
     Ok(json_status(StatusCode::OK, Value::Array(all)))
 }
 
-/// `GET /sandboxes/{id}/metrics`: one sample taken now. `cpuUsedPct` is the average since
-/// the sandbox started (cgroup CPU time over wall time and cores).
+/// `GET /sandboxes/{id}/metrics?start=&end=` (unix seconds, both optional): the sandbox's
+/// samples in that window, oldest first, taken every `--metrics-interval` (5 s) by
+/// [`crate::usage`], plus one taken now. `cpuUsedPct` is the CPU use since the previous
+/// sample (the first: since the sandbox started), in percent of its CPU allowance;
+/// `diskUsed` is measured now and given to every sample.
 async fn metrics(
     State(state): State<Arc<AppState>>,
     E2bCaller(caller): E2bCaller,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> E2bResult<Response> {
+    let (mut start, mut end) = (i64::MIN, i64::MAX);
     for (k, v) in form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
-        if !matches!(k.as_str(), "start" | "end") {
-            return Err(crate::api::unknown_param(&k).into());
+        let t = v
+            .parse::<i64>()
+            .map_err(|_| ApiError::BadRequest(format!("{k} must be a unix time in seconds")));
+        match k.as_str() {
+            "start" => start = t?,
+            "end" => end = t?,
+            _ => return Err(crate::api::unknown_param(&k).into()),
         }
-        v.parse::<i64>()
-            .map_err(|_| ApiError::BadRequest(format!("{k} must be a unix time in seconds")))?;
     }
     let (r, s) = state.sandbox_for(&caller, &id).map_err(|e| match e {
         ApiError::Conflict(_) => ApiError::sandbox_not_found(&id),
         e => e,
     })?;
     let rt = state.runtime.clone();
-    let st = tokio::task::spawn_blocking(move || s.stats(&rt))
+    let now_stats = tokio::task::spawn_blocking(move || s.stats(&rt))
         .await
         .map_err(|e| ApiError::Internal(format!("stats task: {e}")))?;
-    let now = now_ms();
-    let up_ns = u128::try_from(now - r.ready_at.unwrap_or(r.created_at))
-        .unwrap_or(0)
-        .max(1)
-        * 1_000_000;
-    let cores = u128::from(spec_u64(&r, "cpu_millis").max(1));
-    let pct = (u128::from(st.cpu_usage_ns) * 100 * 1000) as f64 / (up_ns * cores) as f64;
-    let sample = json!({
-        "timestamp": rfc3339(Some(now)),
-        "timestampUnix": now / 1000,
-        "cpuCount": cpu_count(&r),
-        "cpuUsedPct": (pct * 100.0).round() / 100.0,
-        "memUsed": st.memory_bytes,
-        "memTotal": spec_u64(&r, "memory_bytes"),
-        "memCache": 0,
-        "diskUsed": st.disk_bytes.unwrap_or(0),
-        "diskTotal": spec_u64(&r, "disk_bytes"),
+    let mut series = state.usage.series(&id);
+    series.push(crate::usage::Sample {
+        at_ms: now_ms(),
+        cpu_ns: now_stats.cpu_usage_ns,
+        mem_bytes: now_stats.memory_bytes,
     });
-    Ok(json_status(StatusCode::OK, json!([sample])))
+    let cpu_millis = spec_u64(&r, "cpu_millis");
+    let mut prev = crate::usage::Sample {
+        at_ms: r.ready_at.unwrap_or(r.created_at),
+        cpu_ns: 0,
+        mem_bytes: 0,
+    };
+    let mut out = Vec::new();
+    for x in series {
+        let pct = crate::usage::cpu_pct(
+            x.cpu_ns.saturating_sub(prev.cpu_ns),
+            x.at_ms - prev.at_ms,
+            cpu_millis,
+        );
+        prev = x;
+        let unix = x.at_ms / 1000;
+        if unix < start || unix > end {
+            continue;
+        }
+        out.push(json!({
+            "timestamp": rfc3339(Some(x.at_ms)),
+            "timestampUnix": unix,
+            "cpuCount": cpu_count(&r),
+            "cpuUsedPct": pct,
+            "memUsed": x.mem_bytes,
+            "memTotal": spec_u64(&r, "memory_bytes"),
+            "memCache": 0,
+            "diskUsed": now_stats.disk_bytes.unwrap_or(0),
+            "diskTotal": spec_u64(&r, "disk_bytes"),
+        }));
+    }
+    Ok(json_status(StatusCode::OK, Value::Array(out)))
 }

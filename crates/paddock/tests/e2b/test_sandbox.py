@@ -251,6 +251,26 @@ def test_get_metrics_returns_a_list(sandbox):
         assert m.timestamp.tzinfo is not None
 
 
+def test_get_metrics_is_a_series_that_shows_cpu_work(sandbox):
+    """The suite's server samples every second (`--metrics-interval 1s`; 5 s by default):
+    a CPU-bound command shows in the series, and start/end select a window."""
+    sandbox.commands.run("timeout 3 sh -c 'while :; do :; done'; true")
+    time.sleep(1.5)
+    metrics = sandbox.get_metrics()
+    assert len(metrics) >= 3, metrics
+    stamps = [m.timestamp for m in metrics]
+    assert stamps == sorted(stamps), stamps
+    assert max(m.cpu_used_pct for m in metrics) > 20, metrics
+    # Idle again at the end: the last sample counts only the time since the one before it.
+    assert metrics[-1].cpu_used_pct < max(m.cpu_used_pct for m in metrics), metrics
+    hour_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    assert sandbox.get_metrics(end=hour_ago) == []
+    cut = stamps[-2].replace(microsecond=0)
+    recent = sandbox.get_metrics(start=stamps[-2])
+    assert recent and all(m.timestamp >= cut for m in recent), (cut, recent)
+    assert stamps[0] < cut
+
+
 def test_get_metrics_unknown_id():
     with pytest.raises(SandboxNotFoundException):
         Sandbox.get_metrics(random_sandbox_id())

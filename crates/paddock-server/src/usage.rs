@@ -1,0 +1,131 @@
+//! CPU and memory of every running sandbox, sampled every `ServerConfig::sample_interval`
+//! (5 s by default, E2B's interval) and kept for the last [`MAX_SAMPLES`] samples, so
+//! `GET /sandboxes/{id}/metrics` answers a time series like E2B's rather than one point.
+//!
+//! A sample reads two cgroup files per sandbox (no process is started, no disk is
+//! touched); the disk figure, which asks btrfs, is measured only when metrics are
+//! requested.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::state::AppState;
+
+/// Samples kept per sandbox: one hour at the default interval.
+pub const MAX_SAMPLES: usize = 720;
+
+/// One sample: when (unix ms), cumulative CPU time (ns), memory in use (bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub at_ms: i64,
+    pub cpu_ns: u64,
+    pub mem_bytes: u64,
+}
+
+/// The samples of the running sandboxes, oldest first.
+#[derive(Debug, Default)]
+pub struct UsageHistory(Mutex<HashMap<String, VecDeque<Sample>>>);
+
+impl UsageHistory {
+    /// Adds one round of samples (sandbox id, sample) and forgets sandboxes not in it
+    /// (they ended).
+    pub fn record_round(&self, round: Vec<(String, Sample)>) {
+        let mut all = self.0.lock().expect("usage poisoned");
+        let live: HashSet<&str> = round.iter().map(|(id, _)| id.as_str()).collect();
+        all.retain(|id, _| live.contains(id.as_str()));
+        for (id, s) in round {
+            let q = all.entry(id).or_default();
+            if q.len() == MAX_SAMPLES {
+                q.pop_front();
+            }
+            q.push_back(s);
+        }
+    }
+
+    /// The samples of sandbox `id`, oldest first.
+    pub fn series(&self, id: &str) -> Vec<Sample> {
+        self.0
+            .lock()
+            .expect("usage poisoned")
+            .get(id)
+            .map(|q| q.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Samples every running sandbox forever, once per interval (a round that falls behind is
+/// skipped, not caught up).
+pub async fn run(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(state.cfg.sample_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let rt = state.runtime.clone();
+        let round = tokio::task::spawn_blocking(move || {
+            let at_ms = paddock_store::now_ms();
+            rt.list()
+                .iter()
+                .map(|s| {
+                    let (cpu_ns, mem_bytes) = s.cpu_and_memory();
+                    (
+                        s.id.to_string(),
+                        Sample {
+                            at_ms,
+                            cpu_ns,
+                            mem_bytes,
+                        },
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match round {
+            Ok(round) => state.usage.record_round(round),
+            Err(e) => tracing::warn!("usage sampling task failed: {e}"),
+        }
+    }
+}
+
+/// CPU use in percent of the sandbox's CPU allowance (`cpu_millis`, 1000 = one core)
+/// between two points: CPU time used over wall time times cores.
+pub fn cpu_pct(cpu_ns: u64, wall_ms: i64, cpu_millis: u64) -> f64 {
+    let wall_ns = u128::try_from(wall_ms).unwrap_or(0).max(1) * 1_000_000;
+    let pct =
+        (u128::from(cpu_ns) * 100 * 1000) as f64 / (wall_ns * u128::from(cpu_millis.max(1))) as f64;
+    (pct * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(at_ms: i64) -> Sample {
+        Sample {
+            at_ms,
+            cpu_ns: 0,
+            mem_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn rounds_are_bounded_and_forget_ended_sandboxes() {
+        let h = UsageHistory::default();
+        for i in 0..(MAX_SAMPLES as i64 + 5) {
+            h.record_round(vec![("a".into(), s(i)), ("b".into(), s(i))]);
+        }
+        let a = h.series("a");
+        assert_eq!(a.len(), MAX_SAMPLES);
+        assert_eq!(a[0].at_ms, 5);
+        h.record_round(vec![("a".into(), s(1000))]);
+        assert!(h.series("b").is_empty());
+        assert_eq!(h.series("a").last().unwrap().at_ms, 1000);
+    }
+
+    #[test]
+    fn cpu_percent_of_the_allowance() {
+        // One core busy for a second, on a two-core allowance: 50 %.
+        assert_eq!(cpu_pct(1_000_000_000, 1000, 2000), 50.0);
+        assert_eq!(cpu_pct(500_000_000, 1000, 1000), 50.0);
+        assert_eq!(cpu_pct(0, 0, 0), 0.0);
+    }
+}
