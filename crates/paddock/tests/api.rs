@@ -825,3 +825,50 @@ async fn two_servers_on_one_host_never_share_uid_ranges() {
         );
     }
 }
+
+/// `GET .../stats?history=true` adds the samples taken every `--metrics-interval`: oldest
+/// first, CPU time never going back; without the parameter there is no history, and a bad
+/// value is a 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_history_is_sampled() {
+    let s = Server::start(&["--metrics-interval", "1s"]);
+    let v = s.create(json!({})).await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    let url = format!("/v1/sandboxes/{id}/stats");
+    let mut got = Value::Null;
+    for _ in 0..100 {
+        let (st, v) = call(s.req(Method::GET, &format!("{url}?history=true"))).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        got = v;
+        if got["history"].as_array().is_some_and(|h| h.len() >= 3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let h = got["history"].as_array().expect("history");
+    assert!(h.len() >= 3, "{got}");
+    let at = |x: &Value| {
+        time::OffsetDateTime::parse(
+            x["at"].as_str().expect("at"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("an RFC 3339 time")
+    };
+    for w in h.windows(2) {
+        assert!(at(&w[0]) < at(&w[1]), "{got}");
+        assert!(
+            w[0]["cpu_usage_ns"].as_u64() <= w[1]["cpu_usage_ns"].as_u64(),
+            "{got}"
+        );
+        assert!(
+            w[1]["memory_bytes"].as_u64().is_some_and(|m| m > 0),
+            "{got}"
+        );
+    }
+    let (_, plain) = call(s.req(Method::GET, &url)).await;
+    assert!(plain.get("history").is_none(), "{plain}");
+    for bad in ["history=maybe", "histroy=true"] {
+        let (st, v) = call(s.req(Method::GET, &format!("{url}?{bad}"))).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
+}

@@ -350,19 +350,34 @@ async fn timeout(
     Ok(json_response(StatusCode::OK, sandbox_json(&state, &r)))
 }
 
+/// `GET /v1/sandboxes/{id}/stats[?history=true]`: usage now; with `history`, also the
+/// samples taken every `--metrics-interval` (cumulative CPU time and memory, oldest first).
 async fn stats(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
+    RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
+    let mut history = false;
+    for (k, v) in form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
+        match (k.as_str(), v.as_str()) {
+            ("history", "true" | "1") => history = true,
+            ("history", "false" | "0") => history = false,
+            ("history", other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "history must be true or false, not {:?}",
+                    crate::state::truncate(other, 32)
+                )));
+            }
+            _ => return Err(super::unknown_param(&k)),
+        }
+    }
     let (r, s) = state.sandbox_for(&caller, &id)?;
     let rt = state.runtime.clone();
     let st = tokio::task::spawn_blocking(move || s.stats(&rt))
         .await
         .map_err(|e| ApiError::Internal(format!("stats task: {e}")))?;
-    Ok(json_response(
-        StatusCode::OK,
-        serde_json::json!({
+    let mut v = serde_json::json!({
             "id": r.id,
             "cpu_usage_ns": st.cpu_usage_ns,
             "memory_bytes": st.memory_bytes,
@@ -371,8 +386,22 @@ async fn stats(
             "disk_bytes": st.disk_bytes,
             "disk_limit_bytes": r.spec.get("disk_bytes"),
             "oom_kills": st.oom_kills,
-        }),
-    ))
+    });
+    if history {
+        v["history"] = state
+            .usage
+            .series(&r.id)
+            .iter()
+            .map(|x| {
+                serde_json::json!({
+                    "at": rfc3339(Some(x.at_ms)),
+                    "cpu_usage_ns": x.cpu_ns,
+                    "memory_bytes": x.mem_bytes,
+                })
+            })
+            .collect();
+    }
+    Ok(json_response(StatusCode::OK, v))
 }
 
 /// Events and exec history of one sandbox (also after it stopped).
