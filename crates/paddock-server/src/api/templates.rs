@@ -247,7 +247,7 @@ async fn layers(State(state): State<Arc<AppState>>, _a: Admin) -> ApiResult<Resp
 
 /// `POST /v1/layers/prune`: removes every layer no template uses (left by replaced templates
 /// and failed builds, which also serve as build cache). 409 while a template is being
-/// made or removed.
+/// built, pulled, imported or bootstrapped.
 async fn prune(State(state): State<Arc<AppState>>, Admin(caller): Admin) -> ApiResult<Response> {
     let res = async {
         let gate = gate_for_prune()?;
