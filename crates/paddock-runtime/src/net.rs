@@ -764,7 +764,9 @@ async fn forward(q: &[u8], upstream: SocketAddr) -> Option<Vec<u8>> {
     let up = tokio::net::UdpSocket::bind(("0.0.0.0", 0)).await.ok()?;
     up.connect(upstream).await.ok()?;
     up.send(q).await.ok()?;
-    let mut buf = vec![0u8; 4096];
+    // A whole datagram whatever the EDNS size the client offered (a cut one would not
+    // parse and would turn into SERVFAIL).
+    let mut buf = vec![0u8; 65535];
     let deadline = tokio::time::Instant::now() + UPSTREAM_TIMEOUT;
     loop {
         let n = tokio::time::timeout_at(deadline, up.recv(&mut buf))
