@@ -105,6 +105,10 @@ async fn network_modes_against_a_fake_internet() {
         &probe(&none, "dns", "198.51.100.1,leak-none.test").await,
         "none: direct DNS",
     );
+    assert_blocked(
+        &probe(&none, "tcp", "198.51.100.1:53").await,
+        "none: direct DNS over TCP",
+    );
     let r = sh(&none, "awk 'NR>2 {print $1}' /proc/net/dev").await;
     assert_eq!(out(&r), "lo:\n", "{r:?}");
 
@@ -141,6 +145,10 @@ async fn network_modes_against_a_fake_internet() {
     assert_blocked(
         &probe(&allow, "dns", "198.51.100.2,leak-allow.test").await,
         "allow: direct DNS",
+    );
+    assert_blocked(
+        &probe(&allow, "tcp", "198.51.100.2:53").await,
+        "allow: direct DNS over TCP",
     );
     // A Host header naming an allowed site does not open another address.
     let r = sh(
