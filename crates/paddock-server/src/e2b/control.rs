@@ -683,7 +683,7 @@ async fn list_v1(
 /// `GET /sandboxes/{id}/metrics?start=&end=` (unix seconds, both optional): the sandbox's
 /// samples in that window, oldest first, taken every `--metrics-interval` (5 s) by
 /// [`crate::usage`], plus one taken now. `cpuUsedPct` is the CPU use since the previous
-/// sample (the first: since the sandbox started), in percent of its CPU allowance;
+/// sample (the first: since the sandbox was created), in percent of its CPU allowance;
 /// `diskUsed` is measured now and given to every sample.
 async fn metrics(
     State(state): State<Arc<AppState>>,
@@ -717,8 +717,10 @@ async fn metrics(
         mem_bytes: now_stats.memory_bytes,
     });
     let cpu_millis = spec_u64(&r, "cpu_millis");
+    // The record is made before the sandbox exists, so every sample comes after it (the
+    // sampler can see a sandbox before it is marked ready).
     let mut prev = crate::usage::Sample {
-        at_ms: r.ready_at.unwrap_or(r.created_at),
+        at_ms: r.created_at,
         cpu_ns: 0,
         mem_bytes: 0,
     };
