@@ -1,21 +1,18 @@
 //! Link settings of the in-sandbox `paddock-sudo` binary.
 //!
-//! It is executed by the kernel inside sandboxes, whose images may have no glibc (Alpine,
-//! busybox) or an older one than the host's. So its ELF interpreter is the host's loader as the
-//! runtime bundles it at `/opt/paddock/lib/ld.so` in every sandbox, and its libraries are
-//! looked up in that directory only (`-z nodefaultlib`): never a mix of the image's libraries
-//! with ours. It is never run on the host.
+//! It is executed inside sandboxes, whose images may have no glibc (Alpine, busybox) or an
+//! older one than the host's. The runtime copies it into the agent's library bundle with its
+//! ELF interpreter rewritten to the bundled loader (`paddock_runtime::agentlib`); here it gets
+//! that bundle's directory as its `DT_RPATH` (not `DT_RUNPATH`, which `LD_LIBRARY_PATH` would
+//! override), so inside a sandbox it finds the bundle's libraries before any of the image's.
+//! On the host that directory does not exist and the binary runs as any other.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     if os == "linux" && env == "gnu" {
-        for arg in [
-            "-Wl,--dynamic-linker=/opt/paddock/lib/ld.so",
-            "-Wl,-rpath,/opt/paddock/lib",
-            "-Wl,-z,nodefaultlib",
-        ] {
+        for arg in ["-Wl,-rpath,/opt/paddock/lib", "-Wl,--disable-new-dtags"] {
             println!("cargo:rustc-link-arg-bin=paddock-sudo={arg}");
         }
     }

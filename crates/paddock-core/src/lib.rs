@@ -27,11 +27,16 @@ pub const DEFAULT_USER: &str = "user";
 pub const SHIM_DIR: &str = "/opt/paddock/bin";
 
 /// Where the agent's private loader and libraries appear in every sandbox (the runtime's
-/// `agentlib` bundle). The `sudo` shim is linked against it (`crates/paddock/build.rs`).
+/// `agentlib` bundle). The bundle's copy of the `sudo` shim runs on them.
 pub const AGENT_LIB_DIR: &str = "/opt/paddock/lib";
 
-/// The loader's file name in [`AGENT_LIB_DIR`]: the `sudo` shim's ELF interpreter.
+/// The loader's file name in [`AGENT_LIB_DIR`]: the ELF interpreter of the bundle's `sudo`
+/// shim.
 pub const AGENT_LOADER: &str = "ld.so";
+
+/// The `sudo` shim's file name in the bundle: a copy of `paddock-sudo` whose ELF interpreter
+/// is [`AGENT_LIB_DIR`]`/`[`AGENT_LOADER`].
+pub const AGENT_SUDO: &str = "paddock-sudo";
 
 /// The file in [`AGENT_LIB_DIR`] over which the agent binary is bound, for the loader to run.
 pub const AGENT_MOUNTPOINT: &str = "paddock-agent";

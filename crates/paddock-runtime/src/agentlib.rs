@@ -6,8 +6,11 @@
 //! may have no glibc at all (Alpine and busybox images use musl or nothing) or an older one
 //! than the agent needs (an Ubuntu 20.04 image against a newer host). So neither uses the
 //! image's libraries: PID 1 is started through the bundled loader with the bundle as its only
-//! library path, and the `sudo` shim is linked with that loader as its ELF interpreter and the
-//! bundle as its run path (`crates/paddock/build.rs`). The image's own programs are untouched.
+//! library path, and the bundle holds a copy of the `sudo` shim whose ELF interpreter is
+//! rewritten to the bundled loader (the shim is linked with the bundle as its `DT_RPATH`,
+//! `crates/paddock/build.rs`, so it finds the bundle's libraries first; on the host, where
+//! that directory does not exist, the original runs as any program). The image's own programs
+//! are untouched.
 //!
 //! Invariants:
 //! - A bundle directory is written under a temporary name and renamed into place, and never
@@ -28,7 +31,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{Result, RuntimeError};
 
-pub use paddock_core::{AGENT_LIB_DIR, AGENT_LOADER as LOADER, AGENT_MOUNTPOINT};
+pub use paddock_core::{AGENT_LIB_DIR, AGENT_LOADER as LOADER, AGENT_MOUNTPOINT, AGENT_SUDO};
 
 /// The ELF interpreter (`PT_INTERP`) of `bin`, or None for a static executable.
 ///
@@ -50,6 +53,42 @@ pub fn elf_interpreter(bin: &Path) -> Result<Option<PathBuf>> {
         }
     }
     Ok(None)
+}
+
+/// Rewrites the ELF interpreter (`PT_INTERP`) of the executable in `elf` to `interp`, in
+/// place: the new path, NUL-padded, must fit in the old one's space (the bundle's path is
+/// shorter than any glibc loader path). Hand-written: no maintained crate edits ELF program
+/// data in place, and this is one string overwrite once the header is found.
+pub fn set_interpreter(elf: &mut [u8], interp: &str) -> Result<()> {
+    let bad =
+        |why: String| RuntimeError::Unsupported(format!("cannot set the ELF interpreter: {why}"));
+    let (offset, size) = {
+        let hdr = object::elf::FileHeader64::<object::Endianness>::parse(&*elf)
+            .map_err(|e| bad(e.to_string()))?;
+        let endian = hdr.endian().map_err(|e| bad(e.to_string()))?;
+        let ph = hdr
+            .program_headers(endian, &*elf)
+            .map_err(|e| bad(e.to_string()))?
+            .iter()
+            .find(|ph| ph.p_type(endian) == object::elf::PT_INTERP)
+            .ok_or_else(|| bad("the executable is static".into()))?;
+        (
+            usize::try_from(ph.p_offset(endian)).map_err(|e| bad(e.to_string()))?,
+            usize::try_from(ph.p_filesz(endian)).map_err(|e| bad(e.to_string()))?,
+        )
+    };
+    if interp.len() + 1 > size {
+        return Err(bad(format!(
+            "{interp} is longer than the {} bytes the executable has for it",
+            size.saturating_sub(1)
+        )));
+    }
+    let slot = elf
+        .get_mut(offset..offset + size)
+        .ok_or_else(|| bad("PT_INTERP lies outside the file".into()))?;
+    slot.fill(0);
+    slot[..interp.len()].copy_from_slice(interp.as_bytes());
+    Ok(())
 }
 
 /// The shared libraries `bin` loads, as (soname, host path), resolved by `loader` itself
@@ -92,14 +131,15 @@ fn needed_libraries(loader: &Path, bin: &Path) -> Result<Vec<(String, PathBuf)>>
     Ok(libs)
 }
 
-/// Makes sure the bundle for `agent` exists under `data_dir` and returns its host directory,
-/// or None when the agent is statically linked.
-pub fn prepare(data_dir: &Path, agent: &Path) -> Result<Option<PathBuf>> {
+/// Makes sure the bundle for `agent` and the `sudo` shim `sudo` exists under `data_dir` and
+/// returns its host directory, or None when the agent is statically linked.
+pub fn prepare(data_dir: &Path, agent: &Path, sudo: &Path) -> Result<Option<PathBuf>> {
     let Some(interp) = elf_interpreter(agent)? else {
         return Ok(None);
     };
     let mut files: Vec<(String, PathBuf)> = vec![(LOADER.to_owned(), interp.clone())];
     files.extend(needed_libraries(&interp, agent)?);
+    files.extend(needed_libraries(&interp, sudo)?);
     // The loader under its own soname too: the shim lists it as a needed library.
     if let Some(n) = interp.file_name().and_then(OsStr::to_str)
         && n != LOADER
@@ -117,8 +157,15 @@ pub fn prepare(data_dir: &Path, agent: &Path) -> Result<Option<PathBuf>> {
         digest.update([0]);
         digest.update((bytes.len() as u64).to_le_bytes());
         digest.update(&bytes);
-        contents.push((name, bytes));
+        contents.push((name.clone(), bytes));
     }
+    let mut shim =
+        fs::read(sudo).map_err(RuntimeError::io(format!("reading {}", sudo.display())))?;
+    set_interpreter(&mut shim, &format!("{AGENT_LIB_DIR}/{LOADER}"))?;
+    digest.update(AGENT_SUDO.as_bytes());
+    digest.update([0]);
+    digest.update(&shim);
+    contents.push((AGENT_SUDO.to_owned(), shim));
     let hex: String = digest.finalize()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -172,12 +219,18 @@ mod tests {
             .expect("test binary is dynamic");
         assert!(interp.is_absolute());
         let data = tempfile::tempdir().unwrap();
-        let dir = prepare(data.path(), &exe).unwrap().unwrap();
+        // Any dynamic executable stands in for the shim.
+        let shim = Path::new("/bin/true");
+        let dir = prepare(data.path(), &exe, shim).unwrap().unwrap();
         assert!(dir.join(LOADER).is_file());
         assert!(dir.join("libc.so.6").is_file());
         assert!(dir.join(AGENT_MOUNTPOINT).is_file());
+        assert_eq!(
+            elf_interpreter(&dir.join(AGENT_SUDO)).unwrap(),
+            Some(Path::new(AGENT_LIB_DIR).join(LOADER))
+        );
         // Unchanged inputs: the same directory, not a second copy.
-        assert_eq!(prepare(data.path(), &exe).unwrap().unwrap(), dir);
+        assert_eq!(prepare(data.path(), &exe, shim).unwrap().unwrap(), dir);
         assert_eq!(
             fs::read_dir(data.path().join("agent-lib")).unwrap().count(),
             1
@@ -190,6 +243,27 @@ mod tests {
         let ldconfig = Path::new("/sbin/ldconfig");
         assert_eq!(elf_interpreter(ldconfig).unwrap(), None);
         let data = tempfile::tempdir().unwrap();
-        assert_eq!(prepare(data.path(), ldconfig).unwrap(), None);
+        assert_eq!(prepare(data.path(), ldconfig, ldconfig).unwrap(), None);
+    }
+
+    #[test]
+    fn the_interpreter_is_rewritten_in_place_or_refused() {
+        let mut elf = fs::read("/bin/true").unwrap();
+        let len = elf.len();
+        set_interpreter(&mut elf, "/x/ld.so").unwrap();
+        assert_eq!(elf.len(), len);
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        fs::write(tmp.path(), &elf).unwrap();
+        assert_eq!(
+            elf_interpreter(tmp.path()).unwrap(),
+            Some(PathBuf::from("/x/ld.so"))
+        );
+        let long = format!("/{}", "x".repeat(200));
+        let e = set_interpreter(&mut elf, &long).unwrap_err();
+        assert!(e.to_string().contains("longer"), "{e}");
+        let mut stat = fs::read("/sbin/ldconfig").unwrap();
+        let e = set_interpreter(&mut stat, "/x/ld.so").unwrap_err();
+        assert!(e.to_string().contains("static"), "{e}");
+        assert!(set_interpreter(&mut b"not an elf".to_vec(), "/x").is_err());
     }
 }

@@ -257,7 +257,12 @@ impl Runtime {
             )));
         }
         fs::create_dir_all(&cfg.data_dir).map_err(RuntimeError::io("creating data dir"))?;
-        let agent_lib = crate::agentlib::prepare(&cfg.data_dir, &cfg.agent_bin)?;
+        let agent_lib = crate::agentlib::prepare(&cfg.data_dir, &cfg.agent_bin, &sudo_bin)?;
+        // The bundle's copy of the shim runs on the bundle's loader; a static agent has no
+        // bundle, and then the shim is used as built.
+        let sudo_bin = agent_lib
+            .as_ref()
+            .map_or(sudo_bin, |d| d.join(crate::agentlib::AGENT_SUDO));
         // Sandboxes' PID 1 processes are re-parented to us when their setup process exits,
         // so that we, not the host's init, collect their exit status.
         rustix::process::set_child_subreaper(Some(rustix::process::getpid()))

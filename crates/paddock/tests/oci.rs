@@ -1266,16 +1266,19 @@ fn busybox_rootfs() -> Vec<u8> {
 /// when there is no bash, files move in and out, and `sudo` works for the default user.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_image_without_glibc_runs_commands_files_and_sudo() {
-    // The shim is linked against the bundle's loader (`crates/paddock/build.rs`), which must
-    // be where the runtime puts it.
-    let interp =
-        paddock_runtime::agentlib::elf_interpreter(Path::new(env!("CARGO_BIN_EXE_paddock-sudo")))
-            .unwrap();
+    let s = server::Server::start(&[]);
+    // The bundle's copy of the shim runs on the bundle's loader, where the runtime puts it.
+    let bundles: Vec<_> = std::fs::read_dir(s.data.join("agent-lib"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join(paddock_core::AGENT_SUDO))
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(bundles.len(), 1, "{bundles:?}");
     assert_eq!(
-        interp,
+        paddock_runtime::agentlib::elf_interpreter(&bundles[0]).unwrap(),
         Some(Path::new(paddock_core::AGENT_LIB_DIR).join(paddock_core::AGENT_LOADER))
     );
-    let s = server::Server::start(&[]);
     let (st, t) = server::call(
         s.req(reqwest::Method::POST, "/v1/templates/busybox/import")
             .header("content-type", "application/x-tar")
