@@ -15,7 +15,8 @@
 //! Invariants:
 //! - A bundle directory is written under a temporary name and renamed into place, and never
 //!   changed afterwards: sandboxes started from it keep it bound, so a new bundle (after a host
-//!   glibc upgrade) gets a new directory and old ones stay.
+//!   glibc upgrade, a rebuilt shim) gets a new directory, and old ones stay until a start
+//!   finds no sandbox on its data directory ([`remove_others`]).
 //! - Files in the bundle belong to host root, which is unmapped in every sandbox: a sandbox
 //!   can read and execute them, never write them.
 //! - A statically linked agent (no ELF interpreter) needs no bundle and runs directly.
@@ -207,6 +208,25 @@ pub fn prepare(data_dir: &Path, agent: &Path, sudo: &Path) -> Result<Option<Path
     Ok(Some(dir))
 }
 
+/// Removes every finished bundle under `data_dir` but `keep`. Only for when no sandbox of
+/// this data directory exists (a running one may have an older bundle bound); bundles being
+/// written (temporary names) are left alone.
+pub fn remove_others(data_dir: &Path, keep: &Path) {
+    for e in fs::read_dir(data_dir.join("agent-lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let p = e.path();
+        if p == keep || e.file_name().as_bytes().starts_with(b".") {
+            continue;
+        }
+        if let Err(err) = fs::remove_dir_all(&p) {
+            tracing::warn!(path = %p.display(), %err, "cannot remove an old agent library bundle");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +255,16 @@ mod tests {
             fs::read_dir(data.path().join("agent-lib")).unwrap().count(),
             1
         );
+        // Another shim: another bundle; removing the others keeps only the one asked for and
+        // bundles being written.
+        let other = prepare(data.path(), &exe, Path::new("/bin/ls"))
+            .unwrap()
+            .unwrap();
+        assert_ne!(other, dir);
+        let writing = data.path().join("agent-lib/.tmp-x-1");
+        fs::create_dir(&writing).unwrap();
+        remove_others(data.path(), &other);
+        assert!(other.is_dir() && writing.is_dir() && !dir.exists());
     }
 
     #[test]

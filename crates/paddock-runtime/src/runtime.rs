@@ -334,6 +334,13 @@ impl Runtime {
         });
         rt.reconcile();
         rt.reconcile_network()?;
+        // Older bundles (a rebuilt shim, an upgraded glibc) may be bound in sandboxes; with
+        // none left on this data directory, nothing can hold them.
+        if let Some(keep) = &rt.agent_lib
+            && rt.list_host().is_empty()
+        {
+            crate::agentlib::remove_others(&rt.cfg.data_dir, keep);
+        }
         Ok(rt)
     }
 
