@@ -246,6 +246,18 @@ impl LayerStore {
 
     /// Every layer with its disk usage in bytes (allocated blocks; hard links counted once).
     pub fn list(&self) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .ids()?
+            .into_iter()
+            .map(|id| {
+                let bytes = self.size(&id);
+                (id, bytes)
+            })
+            .collect())
+    }
+
+    /// Every layer's id, sorted.
+    pub fn ids(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let entries =
             std::fs::read_dir(&self.root).map_err(RuntimeError::io("read the layer store"))?;
@@ -254,13 +266,18 @@ impl LayerStore {
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
             let id = format!("sha256:{name}");
-            if hex_of(&id).is_none() {
-                continue;
+            if hex_of(&id).is_some() {
+                out.push(id);
             }
-            out.push((id, disk_usage(&e.path())));
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Disk usage of layer `id` in bytes (allocated blocks; hard links counted once); 0 if
+    /// it is absent.
+    pub fn size(&self, id: &str) -> u64 {
+        disk_usage(&self.path(id))
     }
 }
 

@@ -543,8 +543,11 @@ impl Runtime {
         let all = self.templates.read().expect("templates poisoned");
         let used: BTreeSet<&String> = all.values().flat_map(|t| t.layer_ids.iter()).collect();
         let mut removed = Vec::new();
-        for (id, bytes) in store.list()? {
+        // Only unused layers are measured: walking every layer would hold the template lock
+        // for the size of the whole store.
+        for id in store.ids()? {
             if !used.contains(&id) {
+                let bytes = store.size(&id);
                 store.remove(&id)?;
                 removed.push((id, bytes));
             }
