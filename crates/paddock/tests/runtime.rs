@@ -69,9 +69,10 @@ fn leftovers(id: &str, uid_base: u32, dir: &Path) -> Vec<String> {
     left
 }
 
-/// [`leftovers`] once it stops changing for the better, within 5 s: a process of another
-/// test's sandbox that had this slot's uid range and is exiting right now (out of its cgroup,
-/// not yet a zombie) is gone a moment later, while a real leftover stays and is reported.
+/// [`leftovers`] of a sandbox destroyed long ago, polled for up to 5 s: the slot's uid range
+/// has since been reused by other tests' sandboxes, and one of their processes that is
+/// exiting right now (out of its cgroup, not yet a zombie) is gone a moment later, while a
+/// real leftover stays and is reported.
 async fn settled_leftovers(id: &str, uid_base: u32, dir: &Path) -> Vec<String> {
     let mut left = leftovers(id, uid_base, dir);
     for _ in 0..50 {
@@ -311,10 +312,7 @@ async fn destroy_leaves_nothing_behind() {
         "the probe must see a live sandbox"
     );
     destroy(&s).await;
-    assert_eq!(
-        settled_leftovers(&id, base, &dir).await,
-        Vec::<String>::new()
-    );
+    assert_eq!(leftovers(&id, base, &dir), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
