@@ -22,7 +22,8 @@ use server::{Server, call};
 fn runtime() -> Arc<Runtime> {
     static RT: OnceLock<Arc<Runtime>> = OnceLock::new();
     RT.get_or_init(|| {
-        let mut cfg = RuntimeConfig::new("/var/tmp/paddock-test-network");
+        let tag = std::env::var("PADDOCK_TEST_TAG").unwrap_or_default();
+        let mut cfg = RuntimeConfig::new(format!("/var/tmp/paddock-test-network{tag}"));
         cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
         cfg.dns_upstream = Some("198.51.100.1:53".parse().unwrap());
         Runtime::open(cfg).expect("opening the test runtime")

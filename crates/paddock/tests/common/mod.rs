@@ -19,7 +19,10 @@ pub fn runtime() -> Arc<Runtime> {
             .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "it".into());
         let name = name.split('-').next().unwrap_or("it").to_owned();
-        let mut cfg = RuntimeConfig::new(PathBuf::from(format!("/var/tmp/paddock-test-{name}")));
+        // PADDOCK_TEST_TAG keeps concurrent checkouts' test runs apart on one host.
+        let tag = std::env::var("PADDOCK_TEST_TAG").unwrap_or_default();
+        let mut cfg =
+            RuntimeConfig::new(PathBuf::from(format!("/var/tmp/paddock-test-{name}{tag}")));
         cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
         Runtime::open(cfg).expect("opening the test runtime")
     })
