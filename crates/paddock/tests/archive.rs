@@ -1,6 +1,6 @@
 //! `POST/GET /archive` end to end: real sandboxes, real agent, requests sent with
 //! `Sandbox::agent_request`. Covers round trips in every format, the tar-slip and bomb rows
-//! of `../shared/security-tests.md` (E5, E6, E8, E9) and the disk limit.
+//! of `docs/security-tests.md` (E5, E6, E8, E9) and the disk limit.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! The E2B control plane: create, connect, list, get, kill, timeout and metrics of sandboxes,
 //! on Paddock's own lifecycle. Paths, bodies and status codes follow the E2B API (section 2
-//! of `../shared/e2b-compat.md`); sandboxes made here are ordinary Paddock sandboxes, visible
+//! of `docs/e2b-wire.md`); sandboxes made here are ordinary Paddock sandboxes, visible
 //! under `/v1` too.
 
 use std::collections::BTreeMap;

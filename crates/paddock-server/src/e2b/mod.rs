@@ -1,5 +1,5 @@
 //! E2B compatibility: the control plane (`/sandboxes`, `/v2/sandboxes`, ...) and the envd
-//! data plane, so the unmodified E2B SDKs drive Paddock. Wire facts: `../shared/e2b-compat.md`;
+//! data plane, so the unmodified E2B SDKs drive Paddock. Wire facts: `docs/e2b-wire.md`;
 //! user-facing notes: `docs/e2b.md`.
 //!
 //! - [`control`]: the REST routes. They authenticate `X-API-KEY` as a Paddock key, map
