@@ -1,0 +1,243 @@
+//! E2B SDK conformance, JavaScript: the unmodified `e2b` npm package (pinned in
+//! `e2b-js/package.json` and `e2b-js/package-lock.json`) drives a real `paddock serve`
+//! through the `node --test` suite in `tests/e2b-js/`.
+//!
+//! The packages are installed with `npm ci` into `/var/tmp/paddock-e2b-js` (outside the
+//! repository, shared by runs), again only when the lock file or the Node version changes:
+//! a hash of both is kept there. Installing needs the npm registry; running needs `node`
+//! (18 or later) on PATH.
+
+mod server;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use server::*;
+
+/// Where the suite's packages live.
+const DIR: &str = "/var/tmp/paddock-e2b-js";
+/// Inside `DIR`: the hash of the lock file and Node version the packages came from.
+const HASH_FILE: &str = "paddock-lock.hash";
+/// The suite file, copied next to its `node_modules` at every run.
+const SUITE: &str = "conformance.test.mjs";
+/// The number of tests in the suite; every one must pass. Raise it when adding tests.
+const TESTS_WRITTEN: usize = 27;
+/// The domain the server is started with and the SDK is told about.
+const DOMAIN: &str = "paddock.test";
+/// An upper bound for the whole run (it takes well under a minute).
+const SUITE_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn suite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2b-js")
+}
+
+/// FNV-1a, 64 bit: enough to notice that the lock file changed.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Installs the pinned packages into `DIR` unless they are there already; copies the suite.
+fn prepare() -> PathBuf {
+    let dir = Path::new(DIR);
+    std::fs::create_dir_all(dir).expect("creating the suite directory");
+    let node_version = Command::new("node")
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("the E2B JavaScript suite needs node on PATH: {e}"));
+    let lock = std::fs::read(suite_dir().join("package-lock.json")).expect("package-lock.json");
+    let mut hashed = lock.clone();
+    hashed.extend_from_slice(&node_version.stdout);
+    let want = format!("{:016x}\n", fnv1a(&hashed));
+
+    // Two test runs at once must not install into the same directory together.
+    let lock_file = File::create(format!("{DIR}.lock")).expect("suite lock file");
+    rustix::fs::flock(&lock_file, rustix::fs::FlockOperation::LockExclusive)
+        .expect("locking the suite directory");
+
+    if std::fs::read_to_string(dir.join(HASH_FILE)).ok() != Some(want.clone())
+        || !dir.join("node_modules/e2b/package.json").exists()
+    {
+        eprintln!("e2b js conformance: npm ci in {DIR}");
+        for f in ["package.json", "package-lock.json"] {
+            std::fs::copy(suite_dir().join(f), dir.join(f)).expect("copying the package files");
+        }
+        let out = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("the E2B JavaScript suite needs npm on PATH: {e}"));
+        assert!(
+            out.status.success(),
+            "npm ci failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(dir.join(HASH_FILE), &want).expect("writing the lock hash");
+    }
+    std::fs::copy(suite_dir().join(SUITE), dir.join(SUITE)).expect("copying the suite");
+    dir.to_path_buf()
+}
+
+/// The counts of node's TAP summary (`# pass 26`, `# fail 1`, ...).
+#[derive(Debug, Default, PartialEq)]
+struct Summary {
+    tests: usize,
+    pass: usize,
+    fail: usize,
+    skipped: usize,
+}
+
+impl Summary {
+    /// Takes one output line; true when it was a summary line.
+    fn take(&mut self, line: &str) -> bool {
+        let Some(rest) = line.strip_prefix("# ") else {
+            return false;
+        };
+        let Some((what, n)) = rest.split_once(' ') else {
+            return false;
+        };
+        let Ok(n) = n.trim().parse::<usize>() else {
+            return false;
+        };
+        match what {
+            "tests" => self.tests = n,
+            "pass" => self.pass = n,
+            "fail" | "cancelled" => self.fail += n,
+            "skipped" | "todo" => self.skipped += n,
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// Runs the suite against `url`, echoing its TAP output.
+fn run_suite(dir: &Path, url: &str, key: &str) -> (bool, Summary) {
+    let mut cmd = Command::new("node");
+    cmd.args(["--test", "--test-reporter=tap", SUITE])
+        .current_dir(dir)
+        .env("E2B_API_URL", url)
+        .env("E2B_SANDBOX_URL", url)
+        .env("E2B_API_KEY", key)
+        .env("E2B_DOMAIN", DOMAIN)
+        .env_remove("E2B_DEBUG")
+        .env_remove("E2B_ACCESS_TOKEN")
+        .env_remove("NODE_OPTIONS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    // Everything goes to 127.0.0.1; a proxy from the environment must not get in between.
+    for var in [
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn().expect("starting node --test");
+    let stdout = child.stdout.take().expect("node stdout");
+    let reader = std::thread::spawn(move || {
+        let mut summary = Summary::default();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            println!("{line}");
+            summary.take(&line);
+        }
+        summary
+    });
+    let deadline = Instant::now() + SUITE_TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("waiting for node") {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let summary = reader.join().expect("node output reader");
+    let Some(status) = status else {
+        panic!("the E2B JavaScript suite did not finish within {SUITE_TIMEOUT:?}");
+    };
+    (status.success(), summary)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn e2b_js_sdk_conformance() {
+    let dir = tokio::task::spawn_blocking(prepare)
+        .await
+        .expect("prepare task");
+    let s = Server::start(&["--domain", DOMAIN, "--metrics-interval", "1s"]);
+    let (_, key) = s.new_key(json!({"name": "e2b-js-sdk"})).await;
+
+    let url = s.url.clone();
+    let (ok, summary) = tokio::task::spawn_blocking(move || run_suite(&dir, &url, &key))
+        .await
+        .expect("suite task");
+    println!(
+        "e2b js conformance: {} passed, {} failed",
+        summary.pass, summary.fail
+    );
+    assert!(ok, "the E2B JavaScript suite failed: {summary:?}");
+    assert_eq!((summary.fail, summary.skipped), (0, 0), "{summary:?}");
+    assert!(
+        summary.pass >= TESTS_WRITTEN,
+        "only {} tests passed, the suite has {TESTS_WRITTEN}",
+        summary.pass
+    );
+
+    // Every sandbox the suite made was killed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, v) = call(s.req(Method::GET, "/v1/sandboxes")).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let left = v["sandboxes"].as_array().expect("sandboxes").clone();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sandboxes left running after the E2B JavaScript suite: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[test]
+fn tap_summary_lines_parse() {
+    let mut s = Summary::default();
+    for line in [
+        "TAP version 13",
+        "# tests 27",
+        "# suites 0",
+        "# pass 26",
+        "# fail 1",
+        "# cancelled 0",
+        "# skipped 0",
+        "# todo 0",
+        "# duration_ms 1234.5",
+        "# Subtest: run returns stdout",
+    ] {
+        s.take(line);
+    }
+    assert_eq!(
+        s,
+        Summary {
+            tests: 27,
+            pass: 26,
+            fail: 1,
+            skipped: 0
+        }
+    );
+}
