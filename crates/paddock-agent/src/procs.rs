@@ -256,15 +256,9 @@ impl Procs {
         // Spawn and register under the table lock, so the reaper cannot see the exit of a
         // process that is not in the table yet.
         let mut table = self.table.lock().expect("process table poisoned");
-        let mut child = cmd.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                ConnectError::not_found(format!("command {:?} not found", cfg.cmd))
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                ConnectError::permission_denied(format!("command {:?}: {e}", cfg.cmd))
-            }
-            _ => ConnectError::internal(format!("spawning {:?}: {e}", cfg.cmd)),
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| start_error(&e, &cfg.cmd, &cwd, user))?;
         let pid = child.id();
         if let Some(o) = child.stdout.take() {
             out_r = Some(OwnedFd::from(o));
@@ -412,6 +406,45 @@ fn check_cwd(user: &User, cwd: &str) -> Result<std::path::PathBuf, ConnectError>
         }
     }
     Ok(users::resolve_path(user, cwd))
+}
+
+/// The error of a process that could not start. The server turns `not_found` and
+/// `permission_denied` whose message starts with `command ` into exit codes 127 and 126, as
+/// a shell does, so a working directory the user may not enter (its `chdir` runs in the
+/// child, as the user, and fails the spawn the same way) is told apart first.
+fn start_error(e: &std::io::Error, cmd: &str, cwd: &std::path::Path, user: &User) -> ConnectError {
+    use std::os::unix::fs::MetadataExt;
+    let enterable = std::fs::metadata(cwd).is_ok_and(|m| {
+        let bits = if user.uid == 0 {
+            0o111
+        } else if m.uid() == user.uid {
+            0o100
+        } else if m.gid() == user.gid || user.groups.contains(&m.gid()) {
+            0o010
+        } else {
+            0o001
+        };
+        m.is_dir() && m.mode() & bits != 0
+    });
+    if !enterable {
+        return ConnectError::invalid_argument(format!(
+            "cwd {} cannot be entered by user {:?}",
+            cwd.display(),
+            user.name
+        ));
+    }
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => ConnectError::not_found(format!("command {cmd:?} not found")),
+        Some(libc::EACCES | libc::EISDIR | libc::ENOEXEC | libc::EPERM | libc::ENOTDIR) => {
+            ConnectError::permission_denied(format!(
+                "command {cmd:?} is not executable: {}",
+                std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0))
+                    .to_string()
+                    .to_lowercase()
+            ))
+        }
+        _ => ConnectError::internal(format!("starting {cmd:?}: {e}")),
+    }
 }
 
 /// Who a process runs as and where it starts.

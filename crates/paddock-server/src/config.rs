@@ -20,6 +20,9 @@ pub struct ServerConfig {
     pub default_timeout: Duration,
     /// Largest timeout a client may ask for (create or set-timeout).
     pub max_timeout: Duration,
+    /// Time limit of a REST exec that names none (foreground only; a background exec has no
+    /// limit of its own unless it names one).
+    pub exec_timeout: Duration,
     /// Points of the timeout, as fractions of it, at which a `timeout_warning` event is sent.
     pub warn_at: Vec<f64>,
     /// Largest JSON request body.
@@ -67,6 +70,7 @@ impl ServerConfig {
             agent_bin: paddock_runtime::default_agent_bin(),
             default_timeout: Duration::from_secs(300),
             max_timeout: Duration::from_secs(24 * 3600),
+            exec_timeout: Duration::from_secs(crate::api::exec::DEFAULT_EXEC_TIMEOUT_SECS),
             warn_at: vec![0.5, 5.0 / 6.0],
             max_json_body: 1 << 20,
             max_output: 4 << 20,
@@ -93,6 +97,13 @@ impl ServerConfig {
                 "default timeout {}s must be between 1s and the maximum timeout {}s",
                 self.default_timeout.as_secs(),
                 self.max_timeout.as_secs()
+            ));
+        }
+        let max_exec = crate::api::exec::MAX_EXEC_TIMEOUT_SECS;
+        if self.exec_timeout.is_zero() || self.exec_timeout.as_secs() > max_exec {
+            return bad(format!(
+                "exec timeout {}s must be between 1s and {max_exec}s",
+                self.exec_timeout.as_secs()
             ));
         }
         if self.sample_interval < Duration::from_secs(1) {

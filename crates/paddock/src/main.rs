@@ -84,6 +84,10 @@ struct ServeArgs {
     /// Largest timeout a client may ask for.
     #[arg(long, env = "PADDOCK_MAX_TIMEOUT", default_value = "24h", value_parser = parse_duration)]
     max_timeout: Duration,
+    /// Time limit of a REST exec that names none (`timeout` in the body); at most 24h. The
+    /// CLI's `exec` and background execs have no limit of their own unless given one.
+    #[arg(long, env = "PADDOCK_EXEC_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    exec_timeout: Duration,
     /// Timeout warnings, as fractions of the timeout (comma separated).
     #[arg(
         long,
@@ -164,6 +168,7 @@ async fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<i32> {
     cfg.listen = a.listen;
     cfg.default_timeout = a.default_timeout;
     cfg.max_timeout = a.max_timeout;
+    cfg.exec_timeout = a.exec_timeout;
     cfg.warn_at = a.warn_at;
     cfg.max_json_body = usize::try_from(parse_size(&a.max_json_body).context("--max-json-body")?)?;
     cfg.max_output = usize::try_from(parse_size(&a.max_output).context("--max-output")?)?;

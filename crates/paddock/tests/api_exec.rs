@@ -70,14 +70,14 @@ async fn exec_returns_json_with_exit_codes_output_env_cwd_stdin_and_history() {
         json!({}),
         json!({"cmd": []}),
         json!({"cmd": ["true"], "command": "true"}),
-        json!({"cmd": ["true"], "timeout": 0}),
+        json!({"cmd": ["true"], "timeout": 86401}),
         json!({"cmd": ["true"], "bogus": 1}),
     ] {
         let (st, v) = exec(&s, &id, body.clone()).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {v}");
     }
-    let (st, _) = exec(&s, &id, json!({"cmd": ["/no/such/binary"]})).await;
-    assert!(st.is_client_error(), "{st}");
+    let (st, v) = exec(&s, &id, json!({"cmd": ["/no/such/binary"]})).await;
+    assert_eq!((st, &v["exit_code"]), (StatusCode::OK, &json!(127)), "{v}");
     // History.
     let (_, logs) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/logs"))).await;
     let execs = logs["execs"].as_array().expect("execs");
@@ -454,4 +454,183 @@ async fn tests_route_returns_structured_pytest_results() {
     )
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+}
+
+/// The history entry of the last command of a sandbox that contains `needle`.
+async fn history_of(s: &Server, id: &str, needle: &str) -> Value {
+    let (_, logs) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/logs"))).await;
+    logs["execs"]
+        .as_array()
+        .expect("execs")
+        .iter()
+        .rev()
+        .find(|e| e["command"].as_str().unwrap_or_default().contains(needle))
+        .cloned()
+        .unwrap_or_else(|| panic!("no history entry for {needle}: {logs}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_starts_exit_127_or_126_and_are_recorded_as_failed() {
+    let s = Server::start(&[]);
+    let id = sandbox(&s).await;
+    let (_, v) = exec(
+        &s,
+        &id,
+        json!({"command": "printf 'echo hi' > /tmp/noexec.sh; mkdir -p /tmp/locked; chmod 700 /tmp/locked", "user": "root"}),
+    )
+    .await;
+    assert_eq!(v["exit_code"], 0, "{v}");
+    // JSON: a result, as a shell gives it, with the reason on stderr and in `error`.
+    for (cmd, code, why) in [
+        ("no-such-command", 127, "not found"),
+        ("/tmp/noexec.sh", 126, "not executable"),
+        ("/tmp", 126, "not executable"),
+    ] {
+        let (st, v) = exec(&s, &id, json!({"cmd": [cmd, "arg"]})).await;
+        assert_eq!(st, StatusCode::OK, "{cmd}: {v}");
+        assert_eq!(v["exit_code"], code, "{cmd}: {v}");
+        assert_eq!(v["pid"], Value::Null, "{v}");
+        assert!(v["error"].as_str().unwrap_or_default().contains(why), "{v}");
+        assert!(
+            v["stderr"].as_str().unwrap_or_default().contains(why),
+            "{v}"
+        );
+        let h = history_of(&s, &id, cmd).await;
+        assert_eq!(h["exit_code"], code, "{h}");
+        let status = h["status"].as_str().unwrap_or_default();
+        assert!(
+            status.starts_with("failed: ") && status.contains(why),
+            "{h}"
+        );
+    }
+    // Streaming and background starts are recorded too (they used to stay `running`).
+    let r = s
+        .req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+        .header("accept", "application/x-ndjson")
+        .json(&json!({"cmd": ["stream-missing"]}))
+        .send()
+        .await
+        .expect("exec");
+    assert_eq!(r.status(), StatusCode::OK);
+    let lines = ndjson(r).await;
+    let end = lines.last().expect("an end line");
+    assert_eq!(
+        (&end["type"], &end["exit_code"]),
+        (&json!("end"), &json!(127)),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l["type"] == "stderr"), "{lines:?}");
+    let h = history_of(&s, &id, "stream-missing").await;
+    assert_eq!(h["exit_code"], 127, "{h}");
+    let (st, v) = exec(&s, &id, json!({"cmd": ["bg-missing"], "background": true})).await;
+    assert_eq!((st, &v["exit_code"]), (StatusCode::OK, &json!(127)), "{v}");
+    assert_eq!(history_of(&s, &id, "bg-missing").await["exit_code"], 127);
+    // A working directory that does not exist or the user may not enter is a clear error,
+    // and recorded as failed with the reason.
+    for (cwd, why) in [
+        ("/no/such/dir", "does not exist"),
+        ("/tmp/locked", "cannot be entered"),
+    ] {
+        for accept in ["application/json", "application/x-ndjson"] {
+            let (st, v) = call(
+                s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+                    .header("accept", accept)
+                    .json(&json!({"cmd": ["true"], "cwd": cwd})),
+            )
+            .await;
+            assert_eq!(st, StatusCode::BAD_REQUEST, "{cwd} {accept}: {v}");
+            assert!(
+                v["message"].as_str().unwrap_or_default().contains(why),
+                "{v}"
+            );
+        }
+        let (_, logs) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/logs"))).await;
+        let execs = logs["execs"].as_array().expect("execs");
+        assert!(
+            execs.iter().all(|e| e["status"] != "running"),
+            "no failed start stays running: {logs}"
+        );
+        assert!(
+            execs
+                .iter()
+                .any(|e| e["status"].as_str().unwrap_or_default().contains(why)),
+            "{logs}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_time_limits_default_for_foreground_none_for_background_or_zero() {
+    // A small server default, so the test does not wait a minute.
+    let s = Server::start(&["--exec-timeout", "2s"]);
+    let id = sandbox(&s).await;
+    // Foreground without a timeout: the server default applies.
+    let (_, v) = exec(&s, &id, json!({"command": "sleep 30"})).await;
+    assert_eq!(v["timed_out"], true, "{v}");
+    let took = v["duration_ms"].as_u64().expect("duration");
+    assert!(
+        (1500..10_000).contains(&took),
+        "killed at the 2 s default: {v}"
+    );
+    // `timeout: 0` is no limit of its own.
+    let (_, v) = exec(
+        &s,
+        &id,
+        json!({"command": "sleep 3; echo done", "timeout": 0}),
+    )
+    .await;
+    assert_eq!(
+        (&v["exit_code"], &v["stdout"]),
+        (&json!(0), &json!("done\n")),
+        "{v}"
+    );
+    // Background without a timeout lives past the default.
+    let (st, v) = exec(
+        &s,
+        &id,
+        json!({"command": "sleep 3; echo done > /tmp/bg", "background": true}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let h = loop {
+        let h = history_of(&s, &id, "/tmp/bg").await;
+        if h["status"] != "running" {
+            break h;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background command never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        h["exit_code"], 0,
+        "the background command ran to its end: {h}"
+    );
+    let (_, v) = exec(&s, &id, json!({"command": "cat /tmp/bg"})).await;
+    assert_eq!(v["stdout"], "done\n", "{v}");
+    // A background command with a timeout is still killed at it.
+    let (_, v) = exec(
+        &s,
+        &id,
+        json!({"command": "sleep 30; echo late > /tmp/late", "background": true, "timeout": 1}),
+    )
+    .await;
+    let pid = v["pid"].as_u64().expect("pid");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/processes"))).await;
+        let listed = v["processes"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["pid"] == pid));
+        if !listed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not killed at its timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -210,3 +210,58 @@ async fn the_cli_drives_a_sandbox_from_create_to_kill() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("forbidden"), "{}", stderr(&o));
 }
+
+fn create_sandbox(s: &Server, args: &[&str]) -> String {
+    let mut v = vec!["create"];
+    v.extend_from_slice(args);
+    let o = paddock(s, &v);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_has_no_limit_of_its_own_and_failed_starts_exit_like_a_shell() {
+    // The REST default is 2 s here; the CLI's exec must not inherit it.
+    let s = Server::start(&["--exec-timeout", "2s"]);
+    let id = create_sandbox(&s, &["--timeout", "10m"]);
+    let o = paddock(
+        &s,
+        &["exec", &id, "--", "/bin/sh", "-c", "sleep 3; echo done"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "done\n");
+    // `--timeout` is still a limit.
+    let o = paddock(&s, &["exec", &id, "--timeout", "1", "--", "sleep", "30"]);
+    assert_eq!(o.status.code(), Some(124), "{}", stderr(&o));
+    // The help says so.
+    let o = paddock(&s, &["exec", "--help"]);
+    assert!(
+        stdout(&o).contains("no time limit of its own"),
+        "{}",
+        stdout(&o)
+    );
+
+    // A command that cannot start: 127 not found, 126 not executable, with the reason.
+    let o = paddock(&s, &["exec", &id, "--", "no-such-command", "x"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no-such-command\" not found"),
+        "{}",
+        stderr(&o)
+    );
+    let o = paddock(&s, &["exec", &id, "--", "/etc/hostname"]);
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not executable"), "{}", stderr(&o));
+    // A bad working directory is an error of its own (exit 1, one line).
+    let o = paddock(&s, &["exec", &id, "--cwd", "/nowhere", "--", "true"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("/nowhere"), "{}", stderr(&o));
+    // The history shows them as failed, not running.
+    let o = paddock(&s, &["logs", &id]);
+    let logs = stdout(&o);
+    assert!(!logs.contains("running"), "{logs}");
+    assert!(
+        logs.contains("failed: command \"no-such-command\" not found"),
+        "{logs}"
+    );
+}

@@ -36,13 +36,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::exec_start::{exec_timeout, failed_start};
 use super::sandboxes::form_urlencoded_pairs;
 use super::{Json, json_response, no_content, read_limited};
 use crate::auth::{Caller, authenticate};
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, Metrics, truncate};
 
-/// Default time a command may run.
+/// Default time a foreground command may run when it names no `timeout` (the server's
+/// `--exec-timeout`).
 pub const DEFAULT_EXEC_TIMEOUT_SECS: u64 = 60;
 /// Longest time a command may run.
 pub const MAX_EXEC_TIMEOUT_SECS: u64 = 24 * 3600;
@@ -69,7 +71,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 /// How a response carries process output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
+pub(super) enum Format {
     Json,
     Ndjson,
     Sse,
@@ -161,7 +163,7 @@ fn selector(pid: u32) -> ProcessSelector {
 }
 
 /// Bytes as JSON: `data` when UTF-8, else `data_b64`.
-fn put_bytes(v: &mut Value, key: &str, b: &[u8]) {
+pub(super) fn put_bytes(v: &mut Value, key: &str, b: &[u8]) {
     match std::str::from_utf8(b) {
         Ok(s) => v[key] = s.into(),
         Err(_) => {
@@ -202,10 +204,10 @@ macro_rules! pump {
 
 /// The outcome of a process, as far as a stream saw it.
 #[derive(Debug, Default, Clone)]
-struct Ended {
-    exit_code: Option<i32>,
-    status: String,
-    timed_out: bool,
+pub(super) struct Ended {
+    pub(super) exit_code: Option<i32>,
+    pub(super) status: String,
+    pub(super) timed_out: bool,
 }
 
 /// What a streaming exec records when it ends.
@@ -242,7 +244,7 @@ impl Finish {
 }
 
 #[allow(clippy::too_many_arguments)] // One call site per exec mode; a struct would only rename them.
-fn record_end(
+pub(super) fn record_end(
     state: &AppState,
     rec: &SandboxRecord,
     history_id: Option<i64>,
@@ -298,13 +300,7 @@ async fn start_exec(
 ) -> ApiResult<Response> {
     let (rec, sbx) = state.sandbox_for(caller, id)?;
     let argv = argv?;
-    let secs = body.timeout.unwrap_or(DEFAULT_EXEC_TIMEOUT_SECS);
-    if secs == 0 || secs > MAX_EXEC_TIMEOUT_SECS {
-        return Err(ApiError::BadRequest(format!(
-            "timeout must be between 1 and {MAX_EXEC_TIMEOUT_SECS} seconds"
-        )));
-    }
-    let timeout = Duration::from_secs(secs);
+    let timeout = exec_timeout(body.timeout, body.background, state.cfg.exec_timeout)?;
     let max_output = body.max_output.unwrap_or(state.cfg.max_output);
     if max_output == 0 || max_output > state.cfg.max_output {
         return Err(ApiError::BadRequest(format!(
@@ -347,28 +343,14 @@ async fn start_exec(
                 cwd: body.cwd,
                 user: body.user,
                 stdin: body.stdin.map(String::into_bytes),
-                timeout: Some(timeout),
+                timeout,
                 max_output: Some(max_output),
             })
             .await;
         let r = match r {
             Ok(r) => r,
             Err(e) => {
-                let err = ApiError::from(e);
-                record_end(
-                    state,
-                    &rec,
-                    history_id,
-                    &command,
-                    None,
-                    &Ended {
-                        status: format!("error: {}", err.status_code().1),
-                        ..Default::default()
-                    },
-                    Duration::ZERO,
-                    false,
-                );
-                return Err(err);
+                return failed_start(state, &rec, history_id, &command, e, Format::Json);
             }
         };
         let end = Ended {
@@ -431,21 +413,35 @@ async fn start_exec(
         stdin: Some(with_stdin),
         ..Default::default()
     };
-    let opts = sbx.call_options(body.user.as_deref()).with_timeout(timeout);
+    let mut opts = sbx.call_options(body.user.as_deref());
+    if let Some(t) = timeout {
+        opts = opts.with_timeout(t);
+    }
     let oom_before = sbx.stats(&state.runtime).oom_kills;
     let started = Instant::now();
-    let stream = sbx
-        .agent
-        .process
-        .start_with_options(req, opts)
-        .await
-        .map_err(|e| ApiError::from(paddock_runtime::RuntimeError::from(e)))?;
+    // A failed start answers in the format asked for; a background start as JSON.
+    let fail_format = if body.background {
+        Format::Json
+    } else {
+        format
+    };
+    let stream = match sbx.agent.process.start_with_options(req, opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            return failed_start(state, &rec, history_id, &command, e.into(), fail_format);
+        }
+    };
     let mut rx = pump!(stream);
     // The first event is the start event, with the pid.
     let pid = match rx.recv().await {
         Some(Ok(Event::Start(s))) => s.pid,
-        Some(Err(e)) => return Err(paddock_runtime::RuntimeError::from(e).into()),
-        _ => return Err(ApiError::Agent("the process did not start".into())),
+        Some(Err(e)) => {
+            return failed_start(state, &rec, history_id, &command, e.into(), fail_format);
+        }
+        _ => {
+            let e = paddock_runtime::RuntimeError::Unsupported("the process did not start".into());
+            return failed_start(state, &rec, history_id, &command, e, fail_format);
+        }
     };
     if let Some(input) = body.stdin {
         send_stdin(
@@ -592,7 +588,7 @@ fn to_end(item: Result<Event, ConnectError>, seq: &mut u64) -> (Option<Value>, O
 }
 
 /// One line (NDJSON) or event (SSE) of a stream.
-fn frame(format: Format, v: &Value) -> Bytes {
+pub(super) fn frame(format: Format, v: &Value) -> Bytes {
     match format {
         Format::Sse => {
             let kind = v["type"].as_str().unwrap_or("message");

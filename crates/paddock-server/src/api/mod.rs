@@ -19,6 +19,7 @@ use crate::state::AppState;
 pub mod admin;
 pub mod events;
 pub mod exec;
+mod exec_start;
 pub mod files;
 pub mod ports;
 pub mod sandboxes;

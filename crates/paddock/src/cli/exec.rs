@@ -34,7 +34,9 @@ pub(crate) struct ExecArgs {
     /// Run as this user.
     #[arg(long)]
     pub(crate) user: Option<String>,
-    /// Kill the command after this long (90, 90s, 5m, 2h, 1d); exit code 124 then.
+    /// Kill the command after this long (90, 90s, 5m, 2h, 1d, at most 24h); exit code 124
+    /// then. Without it the command has no time limit of its own (unlike the REST API's
+    /// default of 60 s); the sandbox's timeout still ends it.
     #[arg(long, value_parser = parse_timeout)]
     pub(crate) timeout: Option<Duration>,
     /// Send our stdin (a file or pipe, UTF-8, at most 1 MiB) as the command's stdin.
@@ -64,9 +66,8 @@ pub(crate) fn exec_body(a: &ExecArgs, stdin: Option<String>) -> Value {
     if let Some(u) = &a.user {
         b["user"] = u.clone().into();
     }
-    if let Some(t) = a.timeout {
-        b["timeout"] = t.as_secs().into();
-    }
+    // `0`: no limit of its own (the REST default would cut it off after 60 s).
+    b["timeout"] = a.timeout.map_or(0, |t| t.as_secs()).into();
     if let Some(s) = stdin {
         b["stdin"] = s.into();
     }

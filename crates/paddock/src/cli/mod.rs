@@ -307,7 +307,8 @@ mod tests {
         assert!(!a.stdin);
         assert_eq!(
             exec::exec_body(&a, Some("in".into())),
-            serde_json::json!({"cmd": ["echo", "-n", "hi"], "stdin": "in"})
+            serde_json::json!({"cmd": ["echo", "-n", "hi"], "stdin": "in", "timeout": 0}),
+            "without --timeout the CLI asks for no limit of the command's own"
         );
         assert!(parse(&["exec", "sbx_1"]).is_err(), "a command is required");
     }
