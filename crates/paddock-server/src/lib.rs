@@ -27,6 +27,7 @@ pub mod auth;
 pub mod config;
 pub mod e2b;
 pub mod error;
+pub mod hostload;
 pub mod lifecycle;
 pub mod proxy;
 pub mod state;

@@ -42,6 +42,30 @@ impl UsageHistory {
         }
     }
 
+    /// What the running sandboxes use together, from each one's last two samples: CPU in
+    /// cores (CPU time over wall time between them; a sandbox with one sample counts 0)
+    /// and memory in bytes (the last sample).
+    pub fn totals(&self) -> (f64, u64) {
+        let all = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cores = 0.0;
+        let mut mem = 0u64;
+        for q in all.values() {
+            let mut last_two = q.iter().rev();
+            let Some(last) = last_two.next() else {
+                continue;
+            };
+            mem = mem.saturating_add(last.mem_bytes);
+            if let Some(prev) = last_two.next() {
+                let wall_ns = (last.at_ms - prev.at_ms).max(1) as f64 * 1e6;
+                cores += last.cpu_ns.saturating_sub(prev.cpu_ns) as f64 / wall_ns;
+            }
+        }
+        ((cores * 100.0).round() / 100.0, mem)
+    }
+
     /// The samples of sandbox `id`, oldest first.
     pub fn series(&self, id: &str) -> Vec<Sample> {
         self.0
@@ -105,6 +129,28 @@ mod tests {
             cpu_ns: 0,
             mem_bytes: 0,
         }
+    }
+
+    #[test]
+    fn totals_add_cpu_cores_and_memory_of_the_last_samples() {
+        let h = UsageHistory::default();
+        assert_eq!(h.totals(), (0.0, 0));
+        let at = |at_ms, cpu_ns, mem_bytes| Sample {
+            at_ms,
+            cpu_ns,
+            mem_bytes,
+        };
+        // a: half a core over the last second; b: one sample only (no CPU figure yet).
+        h.record_round(vec![("a".into(), at(0, 0, 10)), ("b".into(), at(0, 5, 7))]);
+        h.record_round(vec![
+            ("a".into(), at(1000, 100, 20)),
+            ("b".into(), at(1000, 9, 7)),
+        ]);
+        h.record_round(vec![
+            ("a".into(), at(2000, 500_000_100, 30)),
+            ("b".into(), at(2000, 2_000_000_009, 8)),
+        ]);
+        assert_eq!(h.totals(), (2.5, 38));
     }
 
     #[test]

@@ -872,3 +872,52 @@ async fn stats_history_is_sampled() {
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
     }
 }
+
+/// `GET /v1/status` reports the host's load and what the sandboxes use: a sandbox spinning
+/// a CPU shows up in `sandbox_cpu_cores` and `sandbox_memory_bytes` after two samples.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_reports_host_and_sandbox_load() {
+    let s = Server::start(&["--metrics-interval", "1s"]);
+    let (st, v) = call(s.req(Method::GET, "/v1/status")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let load = &v["load"];
+    assert!(load["cpus"].as_u64().unwrap_or(0) >= 1, "{v}");
+    assert_eq!(load["load_avg"].as_array().map(Vec::len), Some(3), "{v}");
+    let total = load["memory_total_bytes"].as_u64().expect("memory total");
+    let avail = load["memory_available_bytes"]
+        .as_u64()
+        .expect("memory available");
+    assert!(avail > 0 && avail <= total, "{v}");
+    let disk_total = load["disk_total_bytes"].as_u64().expect("disk total");
+    assert!(disk_total > 0 && load["disk_free_bytes"].as_u64() <= Some(disk_total));
+    assert_eq!(load["sandbox_memory_bytes"], 0, "no sandbox yet: {v}");
+
+    let id = s.create(json!({})).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (st, r) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&json!({"command": "while :; do :; done", "background": true})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let load = loop {
+        let (_, v) = call(s.req(Method::GET, "/v1/status")).await;
+        if v["load"]["sandbox_cpu_cores"].as_f64().unwrap_or(0.0) > 0.3 {
+            break v["load"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the busy sandbox never showed: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        load["sandbox_memory_bytes"].as_u64().unwrap_or(0) > 0,
+        "{load}"
+    );
+    let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+}

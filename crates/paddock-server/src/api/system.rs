@@ -14,6 +14,7 @@ use axum::routing::get;
 use super::json_response;
 use crate::auth::{Admin, Caller};
 use crate::error::ApiResult;
+use crate::hostload::HostLoad;
 use crate::state::AppState;
 
 /// The OpenAPI document of this API, kept in the repository.
@@ -36,6 +37,12 @@ async fn openapi() -> Response {
 }
 
 async fn status(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {
+    // The btrfs filesystem of the sandboxes' writable layers (the runtime's `<data>/layers`).
+    let layers = state.cfg.data_dir.join("layers");
+    let host = tokio::task::spawn_blocking(move || HostLoad::read(&layers))
+        .await
+        .unwrap_or_default();
+    let (sandbox_cpu_cores, sandbox_memory_bytes) = state.usage.totals();
     Ok(json_response(
         StatusCode::OK,
         serde_json::json!({
@@ -45,6 +52,16 @@ async fn status(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Res
             "runtime": "native",
             "domain": state.cfg.domain,
             "proxy": true,
+            "load": {
+                "load_avg": host.load_avg,
+                "cpus": host.cpus,
+                "memory_total_bytes": host.memory_total_bytes,
+                "memory_available_bytes": host.memory_available_bytes,
+                "disk_total_bytes": host.disk_total_bytes,
+                "disk_free_bytes": host.disk_free_bytes,
+                "sandbox_cpu_cores": sandbox_cpu_cores,
+                "sandbox_memory_bytes": sandbox_memory_bytes,
+            },
             "limits": {
                 "max_timeout_secs": state.cfg.max_timeout.as_secs(),
                 "default_timeout_secs": state.cfg.default_timeout.as_secs(),

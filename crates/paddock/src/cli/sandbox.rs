@@ -300,6 +300,9 @@ pub(crate) fn status_text(server: &str, v: &Value) -> String {
             t.row(vec![k.into(), format::cell(&v[k])]);
         }
     }
+    for (label, value) in load_rows(&v["load"]) {
+        t.row(vec![label.into(), value]);
+    }
     t.row(vec![
         "port proxy".into(),
         if v["proxy"].as_bool() == Some(true) {
@@ -314,6 +317,43 @@ pub(crate) fn status_text(server: &str, v: &Value) -> String {
         }
     }
     t.render()
+}
+
+/// The host's load from `status.load`: load averages with the CPU count, memory, disk,
+/// and what the sandboxes use. Rows whose figures the server did not give are left out.
+fn load_rows(load: &Value) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    let cpus = load["cpus"].as_u64().unwrap_or(0);
+    if let Some(avg) = load["load_avg"].as_array().filter(|a| a.len() == 3) {
+        let avg: Vec<String> = avg
+            .iter()
+            .map(|x| format!("{:.2}", x.as_f64().unwrap_or(0.0)))
+            .collect();
+        rows.push((
+            "load (1/5/15 min)",
+            format!("{} on {cpus} cpus", avg.join(" ")),
+        ));
+    }
+    let free_of = |free: &Value, total: &Value| match (free.as_u64(), total.as_u64()) {
+        (Some(f), Some(t)) => Some(format!("{} free of {}", format::bytes(f), format::bytes(t))),
+        _ => None,
+    };
+    if let Some(m) = free_of(&load["memory_available_bytes"], &load["memory_total_bytes"]) {
+        rows.push(("memory", m));
+    }
+    if let Some(d) = free_of(&load["disk_free_bytes"], &load["disk_total_bytes"]) {
+        rows.push(("sandbox disk", d));
+    }
+    if let (Some(c), Some(m)) = (
+        load["sandbox_cpu_cores"].as_f64(),
+        load["sandbox_memory_bytes"].as_u64(),
+    ) {
+        rows.push((
+            "sandboxes use",
+            format!("{c:.2} cpus, {} memory", format::bytes(m)),
+        ));
+    }
+    rows
 }
 
 /// `max_timeout_secs` → `max timeout`.
@@ -403,6 +443,10 @@ mod tests {
         let v = json!({
             "version": "0.1.0", "uptime_secs": 3725, "sandboxes_running": 2, "runtime": "native",
             "domain": "localhost",
+            "load": {"load_avg": [0.5, 0.25, 1.0], "cpus": 2,
+                     "memory_total_bytes": 25769803776u64, "memory_available_bytes": 21474836480u64,
+                     "disk_total_bytes": 107374182400u64, "disk_free_bytes": 53687091200u64,
+                     "sandbox_cpu_cores": 0.5, "sandbox_memory_bytes": 134217728},
             "limits": {"max_timeout_secs": 86400, "max_json_body_bytes": 1048576,
                        "max_sandboxes_per_key": 100, "rate_per_sec": 200.0},
         });
@@ -414,6 +458,10 @@ mod tests {
              sandboxes running      2\n\
              runtime                native\n\
              domain                 localhost\n\
+             load (1/5/15 min)      0.50 0.25 1.00 on 2 cpus\n\
+             memory                 20 GiB free of 24 GiB\n\
+             sandbox disk           50 GiB free of 100 GiB\n\
+             sandboxes use          0.50 cpus, 128 MiB memory\n\
              port proxy             no\n\
              max json body          1 MiB\n\
              max sandboxes per key  100\n\
