@@ -48,6 +48,7 @@ use inotify::{EventMask, EventStream, Inotify, WatchDescriptor, WatchMask, Watch
 use paddock_envd::filesystem::*;
 use tokio::sync::mpsc;
 
+use crate::lock;
 use crate::rpc::{keepalive, user_of};
 
 use crate::users::{self, User};
@@ -899,12 +900,6 @@ async fn buffer_watch(mut w: Watch, buffer: Arc<Mutex<Buffered>>) {
             b.events.pop_front();
         }
     }
-}
-
-/// Locks a mutex, recovering the data if a panic poisoned it: the guarded state (buffers
-/// and maps) stays consistent at every point a panic could occur.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 // ---------------------------------------------------------------------------------------

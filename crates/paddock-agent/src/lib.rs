@@ -20,8 +20,18 @@ pub mod procs;
 mod rpc;
 pub mod seccomp;
 pub mod setup;
+mod signals;
 pub mod sudo;
 pub mod users;
+
+/// Locks a mutex, recovering the data if a panic poisoned it. The agent is PID 1 of the
+/// sandbox: with `expect` on poison, one panic under a lock would make every later request
+/// that takes it panic too, breaking the sandbox for good. The state behind the agent's locks
+/// (tables, logs, buffers, maps) is consistent at every point a panic can occur, since each
+/// critical section is a handful of inserts, removes and field updates.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Entry point of the `paddock-agent` binary: dispatches on the first argument.
 pub fn main() -> ! {

@@ -2,7 +2,11 @@
 //!
 //! Every process the agent starts gets its own session (so a signal can reach its whole
 //! group) and is made a child subreaper, so that daemons it double-forks stay its
-//! descendants and are found when it is killed on timeout.
+//! descendants and are found when it is killed on timeout. It is signalled only through a
+//! pidfd held in the table from spawn until it is reaped (module `signals`).
+//!
+//! The table's and the logs' mutexes are taken with [`crate::lock`], which recovers from
+//! poisoning: one panic under a lock must not break PID 1 for the rest of the sandbox's life.
 //!
 //! Output is kept per process in a bounded log of chunks numbered from 0 ([`OUTPUT_CAP`]
 //! bytes; the oldest chunks are dropped first). A client that reconnects with
@@ -36,7 +40,9 @@ use paddock_envd::process::*;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
+use crate::lock;
 use crate::rpc::{header_u64, keepalive, user_of};
+use crate::signals::{self, Scope};
 use crate::users::{self, User};
 
 /// Bytes of output kept per process for replay.
@@ -99,6 +105,10 @@ impl OutLog {
 /// One process started by the agent.
 pub struct Proc {
     pid: u32,
+    /// Start time (clock ticks since boot), to recognise the process in `/proc`.
+    start: u64,
+    /// The pidfd every signal goes through; taken (closed) when the process is reaped.
+    pidfd: Mutex<Option<OwnedFd>>,
     config: ProcessConfig,
     tag: Option<String>,
     stdin: tokio::sync::Mutex<Option<std::fs::File>>,
@@ -133,7 +143,7 @@ impl Procs {
     }
 
     fn find(&self, sel: &ProcessSelector) -> Result<Arc<Proc>, ConnectError> {
-        let t = self.table.lock().expect("process table poisoned");
+        let t = lock(&self.table);
         let all = || t.live.values().chain(t.done.iter().rev());
         let found = match &sel.selector {
             Some(Selector::Pid(pid)) => all().find(|p| p.pid == *pid),
@@ -147,7 +157,7 @@ impl Procs {
 
     fn find_live(&self, sel: &ProcessSelector) -> Result<Arc<Proc>, ConnectError> {
         let p = self.find(sel)?;
-        if p.log.lock().expect("log poisoned").exit.is_some() {
+        if lock(&p.log).exit.is_some() {
             return Err(ConnectError::not_found(format!(
                 "process {} has exited",
                 p.pid
@@ -255,11 +265,13 @@ impl Procs {
 
         // Spawn and register under the table lock, so the reaper cannot see the exit of a
         // process that is not in the table yet.
-        let mut table = self.table.lock().expect("process table poisoned");
+        let mut table = lock(&self.table);
         let mut child = cmd
             .spawn()
             .map_err(|e| start_error(&e, &cfg.cmd, &cwd, user))?;
         let pid = child.id();
+        let (pidfd, start) = hold(pid)
+            .map_err(|e| ConnectError::internal(format!("spawning {:?}: pidfd: {e}", cfg.cmd)))?;
         if let Some(o) = child.stdout.take() {
             out_r = Some(OwnedFd::from(o));
         }
@@ -284,6 +296,8 @@ impl Procs {
         }
         let proc = Arc::new(Proc {
             pid,
+            start,
+            pidfd: Mutex::new(Some(pidfd)),
             config: cfg,
             tag: req.tag.clone(),
             stdin: tokio::sync::Mutex::new(stdin_w),
@@ -310,7 +324,9 @@ impl Procs {
             return;
         }
         let Some(p) = t.live.remove(&pid) else { return };
-        p.log.lock().expect("log poisoned").exit = Some(exit);
+        // Reaped: the pid number is free for reuse, and signals must not go anywhere.
+        lock(&p.pidfd).take();
+        lock(&p.log).exit = Some(exit);
         t.done.push_back(p.clone());
         while t.done.len() > KEEP_EXITED {
             t.done.pop_front();
@@ -341,7 +357,7 @@ impl Procs {
             loop {
                 let notified = p.changed.notified();
                 let (batch, end) = {
-                    let log = p.log.lock().expect("log poisoned");
+                    let log = lock(&p.log);
                     next = next.max(log.first_seq());
                     let batch: Vec<_> = log
                         .chunks
@@ -373,7 +389,7 @@ impl Procs {
                         tx.send(Ok(event(process_event::KeepAlive::default()))).await?;
                     }
                     _ = async { tokio::time::sleep_until(dl.unwrap_or_else(tokio::time::Instant::now)).await }, if dl.is_some() => {
-                        kill_tree(p.pid);
+                        signals::kill_tree(p.pid, p.start);
                         tx.send(Err(ConnectError::deadline_exceeded(format!(
                             "process {} killed: deadline exceeded", p.pid
                         )))).await?;
@@ -496,7 +512,7 @@ impl Procs {
         mut cmd: Command,
         user: &User,
         cwd: &std::path::Path,
-    ) -> std::io::Result<(u32, tokio::sync::oneshot::Receiver<Exit>)> {
+    ) -> std::io::Result<(u32, OwnedFd, tokio::sync::oneshot::Receiver<Exit>)> {
         let creds = Creds {
             uid: user.uid,
             gid: user.gid,
@@ -511,20 +527,66 @@ impl Procs {
                 child_setup(&creds)
             })
         };
-        let mut table = self.table.lock().expect("process table poisoned");
+        let mut table = lock(&self.table);
         let child = cmd.spawn()?;
         let pid = child.id();
         // Dropped without waiting: the reaper collects the status and hands it to the waiter.
         drop(child);
+        let (pidfd, _) = hold(pid)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         table.waiters.insert(pid, tx);
-        Ok((pid, rx))
+        Ok((pid, pidfd, rx))
+    }
+
+    /// Sends `sig` to the process group of a process started by [`Procs::spawn_detached`],
+    /// through its pidfd.
+    pub(crate) fn signal_detached(
+        &self,
+        pidfd: &OwnedFd,
+        pid: u32,
+        sig: i32,
+    ) -> std::io::Result<()> {
+        signals::signal(pidfd.as_fd(), pid, sig, Scope::Group, || lock(&self.table))
+    }
+
+    /// Signals a process of the table through its pidfd; `not_found` once it is reaped.
+    fn signal(&self, p: &Proc, sig: i32, scope: Scope) -> Result<(), ConnectError> {
+        let gone = || ConnectError::not_found(format!("process {} has exited", p.pid));
+        // A duplicate, so the process's own lock is not held while `signals::signal` may
+        // take the table's (the reaper takes them in the other order).
+        let fd = match lock(&p.pidfd).as_ref() {
+            Some(fd) => fd.try_clone().map_err(internal)?,
+            None => return Err(gone()),
+        };
+        signals::signal(fd.as_fd(), p.pid, sig, scope, || lock(&self.table)).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                gone()
+            } else {
+                ConnectError::internal(format!("signalling process {}: {e}", p.pid))
+            }
+        })
     }
 
     /// The environment every process in the sandbox starts with (the sandbox's env vars).
     pub(crate) fn sandbox_env(&self) -> &BTreeMap<String, String> {
         &self.env
     }
+}
+
+/// Opens a pidfd on a child just spawned, and reads its start time. Called with the table
+/// locked: the reaper cannot have collected the child, so the number is still its own. If
+/// either fails the child is killed (by that same still-valid number) and the error returned;
+/// the reaper then collects it as a process nobody waits for.
+fn hold(pid: u32) -> std::io::Result<(OwnedFd, u64)> {
+    let opened = signals::pidfd_open(pid).and_then(|fd| {
+        let st = signals::stat(pid).ok_or_else(|| std::io::Error::other("no /proc stat"))?;
+        Ok((fd, st.start))
+    });
+    if opened.is_err() {
+        // SAFETY: kill has no memory-safety preconditions; the child is unreaped (see above).
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    opened
 }
 
 fn internal(e: impl std::fmt::Display) -> ConnectError {
@@ -566,7 +628,7 @@ async fn pump(p: Arc<Proc>, fd: OwnedFd, kind: Stream) {
     let mut exited = false;
     loop {
         let exit_wait = p.exited.notified();
-        if !exited && p.log.lock().expect("log poisoned").exit.is_some() {
+        if !exited && lock(&p.log).exit.is_some() {
             exited = true;
         }
         if exited {
@@ -598,15 +660,12 @@ async fn pump(p: Arc<Proc>, fd: OwnedFd, kind: Stream) {
 }
 
 fn push(p: &Proc, kind: Stream, data: &[u8]) {
-    p.log
-        .lock()
-        .expect("log poisoned")
-        .push(kind, Bytes::copy_from_slice(data));
+    lock(&p.log).push(kind, Bytes::copy_from_slice(data));
     p.changed.notify_waiters();
 }
 
 fn close_reader(p: &Proc) {
-    p.log.lock().expect("log poisoned").open -= 1;
+    lock(&p.log).open -= 1;
     p.changed.notify_waiters();
 }
 
@@ -624,7 +683,7 @@ pub async fn reap(procs: Arc<Procs>) {
             // The table lock is held across waitpid: `spawn` holds it too, so the reaper can
             // never collect a child that std's `Command::spawn` is itself waiting for after a
             // failed exec (std panics when that child is already gone).
-            let mut table = procs.table.lock().expect("process table poisoned");
+            let mut table = lock(&procs.table);
             let mut status = 0;
             // SAFETY: waitpid with a valid out-pointer; WNOHANG never blocks.
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
@@ -643,7 +702,7 @@ pub async fn reap(procs: Arc<Procs>) {
                 Exit {
                     code: -1,
                     exited: false,
-                    status: format!("signal: {}", signal_name(s)),
+                    status: format!("signal: {}", signals::signal_name(s)),
                 }
             };
             Procs::exited(&mut table, pid as u32, exit);
@@ -652,84 +711,6 @@ pub async fn reap(procs: Arc<Procs>) {
             return;
         }
     }
-}
-
-/// Go's `ProcessState.String()` wording, which E2B clients display.
-fn signal_name(sig: i32) -> String {
-    match sig {
-        libc::SIGKILL => "killed".into(),
-        libc::SIGTERM => "terminated".into(),
-        libc::SIGINT => "interrupt".into(),
-        libc::SIGHUP => "hangup".into(),
-        libc::SIGSEGV => "segmentation fault".into(),
-        libc::SIGABRT => "aborted".into(),
-        libc::SIGPIPE => "broken pipe".into(),
-        libc::SIGBUS => "bus error".into(),
-        libc::SIGFPE => "floating point exception".into(),
-        libc::SIGQUIT => "quit".into(),
-        libc::SIGUSR1 => "user defined signal 1".into(),
-        libc::SIGUSR2 => "user defined signal 2".into(),
-        libc::SIGXCPU => "CPU time limit exceeded".into(),
-        n => format!("signal {n}"),
-    }
-}
-
-/// Kills `pid` and all of its descendants. Descendants are found through `/proc`; because
-/// every started process is a subreaper, a double-forked daemon is still a descendant.
-/// Repeats a few times to catch processes forked while the first pass ran.
-pub fn kill_tree(pid: u32) {
-    for _ in 0..4 {
-        let victims = descendants(pid);
-        if victims.is_empty() {
-            return;
-        }
-        for v in &victims {
-            if let Some(p) = rustix::process::Pid::from_raw(*v as i32) {
-                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-            }
-        }
-    }
-}
-
-fn descendants(root: u32) -> Vec<u32> {
-    let mut parent: Vec<(u32, u32)> = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                // The command name may contain spaces and parentheses: parse after the last ')'.
-                if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) {
-                    let mut f = rest.split(' ');
-                    let state = f.next().unwrap_or("");
-                    if state == "Z" {
-                        continue;
-                    }
-                    if let Some(pp) = f.next().and_then(|s| s.parse().ok()) {
-                        parent.push((pid, pp));
-                    }
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if parent.iter().any(|(p, _)| *p == root) {
-        out.push(root);
-    }
-    let mut i = 0;
-    let mut frontier = vec![root];
-    while i < frontier.len() {
-        let cur = frontier[i];
-        for (p, pp) in &parent {
-            if *pp == cur && !frontier.contains(p) {
-                frontier.push(*p);
-                out.push(*p);
-            }
-        }
-        i += 1;
-    }
-    out
 }
 
 fn open_pty(cols: u32, rows: u32) -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -798,7 +779,7 @@ impl Process for Procs {
         _ctx: RequestContext,
         _request: ServiceRequest<'_, ListRequest>,
     ) -> ServiceResult<ListResponse> {
-        let t = self.table.lock().expect("process table poisoned");
+        let t = lock(&self.table);
         let mut processes: Vec<ProcessInfo> = t
             .live
             .values()
@@ -827,9 +808,9 @@ impl Process for Procs {
         let replay = header_u64(&ctx, "paddock-replay-from");
         let from = match replay {
             Some(n) => n,
-            None => p.log.lock().expect("log poisoned").next_seq,
+            None => lock(&p.log).next_seq,
         };
-        let first = from.max(p.log.lock().expect("log poisoned").first_seq());
+        let first = from.max(lock(&p.log).first_seq());
         let s = Procs::events(p, from, true, keepalive(&ctx), None);
         let s = wrap(s, |e| ConnectResponse {
             event: e.into(),
@@ -933,15 +914,9 @@ impl Process for Procs {
             .get("paddock-signal-target")
             .and_then(|v| v.to_str().ok());
         match target {
-            Some("process") => {
-                // SAFETY: kill has no memory-safety preconditions.
-                unsafe { libc::kill(p.pid as i32, sig) };
-            }
-            Some("tree") if sig == libc::SIGKILL => kill_tree(p.pid),
-            _ => {
-                // SAFETY: as above; a negative pid addresses the process group.
-                unsafe { libc::kill(-(p.pid as i32), sig) };
-            }
+            Some("process") => self.signal(&p, sig, Scope::Process)?,
+            Some("tree") if sig == libc::SIGKILL => signals::kill_tree(p.pid, p.start),
+            _ => self.signal(&p, sig, Scope::Group)?,
         }
         Response::ok(SendSignalResponse::default())
     }
@@ -984,3 +959,6 @@ async fn write_input(p: &Arc<Proc>, input: &ProcessInput) -> Result<(), ConnectE
     .await
     .map_err(internal)?
 }
+
+#[cfg(test)]
+mod tests;

@@ -102,6 +102,7 @@ fn run() -> Result<i32> {
     //    is needed now for id-mapped mounts (step 5) and joined by C only at the very end.
     //    H must write the maps itself: a process cannot map host ids into its own new user
     //    namespace.
+    ensure_single_threaded()?;
     let userns = make_userns(cfg.id_base, cfg.id_count).context("creating user namespace")?;
 
     // 4. A private mount namespace; no mount below ever propagates to the host.
@@ -200,8 +201,9 @@ fn run() -> Result<i32> {
     //    other process in the namespace, which is what makes destroy reliable.
     unshare(libc::CLONE_NEWPID).context("unshare pid namespace")?;
     let (err_r, err_w) = pipe().context("creating error pipe")?;
-    // SAFETY: H is single-threaded (it was just exec'd and starts no threads), so the child
-    // may run arbitrary code after fork.
+    ensure_single_threaded()?;
+    // SAFETY: H is single-threaded (checked just above), so the child may run arbitrary code
+    // after fork: no other thread can hold a lock (the allocator's, stdio's) at the fork.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         bail!("fork: {}", std::io::Error::last_os_error());
@@ -413,11 +415,35 @@ fn child_inner(
     Err(anyhow!("exec agent: {}", std::io::Error::last_os_error()))
 }
 
+/// Fails unless this process has exactly one thread. H forks children that run arbitrary
+/// Rust (allocating, formatting) before they exec: in a multi-threaded process another thread
+/// could hold the allocator's or stdio's lock at the fork, and the child would deadlock or
+/// corrupt state. `setns` into a user namespace and `unshare(CLONE_NEWUSER)` also require a
+/// single thread. Nothing in H starts threads today; this keeps it that way.
+fn ensure_single_threaded() -> Result<()> {
+    let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    match threads_in(&status) {
+        Some(1) => Ok(()),
+        Some(n) => {
+            bail!("the setup stage must be single-threaded before it forks, but has {n} threads")
+        }
+        None => bail!("no Threads: line in /proc/self/status"),
+    }
+}
+
+/// The `Threads:` count of a `/proc/<pid>/status` text.
+fn threads_in(status: &str) -> Option<usize> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Makes a user namespace with `base..base+count` mapped to `0..count` and returns an fd on it.
 fn make_userns(base: u32, count: u32) -> Result<OwnedFd> {
     let (r, w) = pipe()?;
     let (r2, w2) = pipe()?;
-    // SAFETY: H is single-threaded, see `run`.
+    // SAFETY: H is single-threaded, checked by `run` before calling this.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         bail!("fork: {}", std::io::Error::last_os_error());
@@ -732,4 +758,46 @@ fn mount(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_line_is_parsed() {
+        assert_eq!(threads_in("Name:\tx\nThreads:\t7\nSigQ:\t0/1\n"), Some(7));
+        assert_eq!(threads_in("Name:\tx\n"), None);
+    }
+
+    /// The check sees a second thread: the test harness runs this on a thread of its own,
+    /// and one more is parked here so the count is above one whatever the harness does.
+    #[test]
+    fn a_second_thread_is_refused_before_forking() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        let e = ensure_single_threaded().unwrap_err().to_string();
+        assert!(e.contains("must be single-threaded"), "{e}");
+        drop(tx);
+        t.join().unwrap().ok();
+    }
+
+    /// A freshly forked child has one thread, so the check passes where setup runs it.
+    #[test]
+    fn a_forked_child_is_single_threaded() {
+        // SAFETY: the child only reads a file, parses it and calls _exit; the allocator is
+        // used, which is acceptable in a test (a deadlock would show as a hang, not UB in the
+        // parent).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let ok = ensure_single_threaded().is_ok();
+            // SAFETY: _exit in a forked child.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        let mut status = 0;
+        // SAFETY: reaping our own child; status is a valid out-pointer.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    }
 }

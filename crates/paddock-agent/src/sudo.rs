@@ -504,18 +504,17 @@ async fn run(
         if c.is_dir() { c } else { "/".into() }
     };
     let spawned = procs.spawn_detached(cmd, &user, &cwd);
-    let (pid, exit) = match spawned {
+    let (pid, pidfd, exit) = match spawned {
         Ok(x) => x,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return reply(&mut s, fail(format!("{}: command not found", argv[0]))).await;
         }
         Err(e) => return reply(&mut s, fail(format!("{}: {e}", argv[0]))).await,
     };
+    // The command's process group (it leads a session made by setsid), through its pidfd:
+    // the reaper may collect it at any moment, so its number alone could name another.
     let kill = |sig: i32| {
-        // SAFETY: kill(2) on the command's process group: it is a session (and group)
-        // leader made by setsid, and its pid cannot be recycled while its exit status is
-        // unreaped, which `exit` below has not yet received.
-        unsafe { libc::kill(-(pid as i32), sig) };
+        let _ = procs.signal_detached(&pidfd, pid, sig);
     };
     tokio::pin!(exit);
     let mut b = [0u8; 16];

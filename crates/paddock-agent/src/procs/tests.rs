@@ -1,0 +1,75 @@
+//! Unit tests of the process table that need no sandbox.
+
+use super::*;
+
+/// Panics while holding `m`, as a bug in a request handler would.
+fn poison<T>(m: &Mutex<T>) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _g = m.lock();
+        panic!("poisoning the lock on purpose");
+    }));
+    assert!(r.is_err() && m.is_poisoned());
+}
+
+/// With the table's, the log's and the pidfd's locks poisoned, lookups, listing,
+/// signals and the reaper's bookkeeping all still work; after the reap the pidfd is
+/// closed and a signal answers "has exited" instead of reaching a reused number.
+#[test]
+fn a_poisoned_lock_does_not_break_the_process_table() {
+    let procs = Procs::new(BTreeMap::new());
+    let mut child = Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .expect("spawn sleep");
+    let pid = child.id();
+    let (pidfd, start) = hold(pid).expect("pidfd");
+    let p = Arc::new(Proc {
+        pid,
+        start,
+        pidfd: Mutex::new(Some(pidfd)),
+        config: ProcessConfig::default(),
+        tag: Some("poisoned".into()),
+        stdin: tokio::sync::Mutex::new(None),
+        pty: None,
+        log: Mutex::new(OutLog::default()),
+        changed: Notify::new(),
+        exited: Notify::new(),
+    });
+    lock(&procs.table).live.insert(pid, p.clone());
+    poison(&procs.table);
+    poison(&p.log);
+    poison(&p.pidfd);
+
+    let sel = ProcessSelector {
+        selector: Some(Selector::Tag("poisoned".into())),
+        ..Default::default()
+    };
+    assert_eq!(procs.find_live(&sel).expect("find_live").pid, pid);
+    push(&p, Stream::Stdout, b"still logging");
+    assert_eq!(lock(&p.log).next_seq, 1);
+    procs
+        .signal(&p, libc::SIGKILL, Scope::Process)
+        .expect("signal through the pidfd");
+    let status = child.wait().expect("wait");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    let exit = Exit {
+        code: -1,
+        exited: false,
+        status: "signal: killed".into(),
+    };
+    Procs::exited(&mut lock(&procs.table), pid, exit);
+    assert!(lock(&p.pidfd).is_none(), "the pidfd outlived the reap");
+    let e = procs
+        .find_live(&sel)
+        .err()
+        .expect("exited process is not live");
+    assert!(e.to_string().contains("has exited"), "{e}");
+    assert_eq!(procs.find(&sel).expect("kept for late readers").pid, pid);
+    let e = procs
+        .signal(&p, libc::SIGKILL, Scope::Group)
+        .expect_err("no signal after the reap");
+    assert!(e.to_string().contains("has exited"), "{e}");
+}

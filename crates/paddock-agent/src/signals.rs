@@ -1,0 +1,251 @@
+//! Signals to processes of the sandbox, never by a bare pid number that may have been reused.
+//!
+//! PID 1 reaps every exit in the sandbox (`procs::reap`), so a number looked up in the process
+//! table can be reaped and handed to a new process between the lookup and a `kill(2)`. Every
+//! process the agent starts therefore has a pidfd, opened right after spawn while the table
+//! lock keeps the reaper away and held until it is reaped; signals go through it
+//! (`pidfd_send_signal`), and a reaped process is simply gone (`ESRCH`).
+//! Descendants found through `/proc` get a pidfd of their own, checked against the start
+//! time seen in the walk before anything is sent.
+
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+/// `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9): the signal goes to the process group whose id
+/// is the pidfd's process.
+const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 4;
+
+/// How far a signal reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// The process alone.
+    Process,
+    /// Its process group: every started process leads its own session and group.
+    Group,
+}
+
+/// Opens a pidfd on `pid`. Only race-free for an unreaped child of this process (or a
+/// number checked afterwards, as [`kill_tree`] does).
+pub(crate) fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    let p = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+    Ok(rustix::process::pidfd_open(
+        p,
+        rustix::process::PidfdFlags::empty(),
+    )?)
+}
+
+/// `pidfd_send_signal(pidfd, sig, NULL, flags)`.
+fn send(pidfd: BorrowedFd<'_>, sig: i32, flags: libc::c_uint) -> std::io::Result<()> {
+    // SAFETY: a valid descriptor, a signal number and a null siginfo; no memory is shared.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            flags,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sends `sig` to the process behind `pidfd` (number `pid`), or to its process group.
+///
+/// Kernels before 6.9 cannot address a group through a pidfd (`EINVAL`); there the group
+/// gets `kill(-pid)`, but only after `hold_reaper` has run and while what it returns is
+/// alive: the caller returns the process table's guard, so the reaper cannot collect the
+/// leader meanwhile, and a signal 0 through the pidfd shows the leader is not reaped yet. An
+/// unreaped leader keeps its number, which is the group's id, from being reused.
+pub(crate) fn signal<G>(
+    pidfd: BorrowedFd<'_>,
+    pid: u32,
+    sig: i32,
+    scope: Scope,
+    hold_reaper: impl FnOnce() -> G,
+) -> std::io::Result<()> {
+    match scope {
+        Scope::Process => send(pidfd, sig, 0),
+        Scope::Group => match send(pidfd, sig, PIDFD_SIGNAL_PROCESS_GROUP) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let _guard = hold_reaper();
+                send(pidfd, 0, 0)?;
+                // SAFETY: kill has no memory-safety preconditions; the group id is pinned
+                // as explained above.
+                if unsafe { libc::kill(-(pid as i32), sig) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            }
+            r => r,
+        },
+    }
+}
+
+/// Kills the process `root` that started at `start` (clock ticks since boot, field 22 of its
+/// `stat`) and all of its descendants with SIGKILL. Descendants are found through `/proc`;
+/// because every started process is a subreaper, a double-forked daemon is still a
+/// descendant. Each victim is signalled through a pidfd opened after the walk and checked
+/// against the start time the walk saw, so a number reused meanwhile is left alone. Repeats
+/// a few times to catch processes forked while the first pass ran.
+pub(crate) fn kill_tree(root: u32, start: u64) {
+    for _ in 0..4 {
+        let victims = descendants(root, start);
+        if victims.is_empty() {
+            return;
+        }
+        for (pid, start) in victims {
+            let Ok(fd) = pidfd_open(pid) else { continue };
+            if stat(pid).is_some_and(|s| s.start == start) {
+                let _ = send(std::os::fd::AsFd::as_fd(&fd), libc::SIGKILL, 0);
+            }
+        }
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` the agent uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stat {
+    pub(crate) zombie: bool,
+    pub(crate) ppid: u32,
+    pub(crate) start: u64,
+}
+
+/// Reads `/proc/<pid>/stat`.
+pub(crate) fn stat(pid: u32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Parses a `stat` line. The command name may contain spaces and parentheses, so the fields
+/// are taken after the last `)`: state (field 3), ppid (4), ..., starttime (22).
+fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = text.get(text.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split(' ').collect();
+    Some(Stat {
+        zombie: *f.first()? == "Z",
+        ppid: f.get(1)?.parse().ok()?,
+        start: f.get(19)?.trim().parse().ok()?,
+    })
+}
+
+/// `root` (if it is still the process that started at `start`) and its living descendants,
+/// each with its start time.
+fn descendants(root: u32, start: u64) -> Vec<(u32, u64)> {
+    let mut procs: Vec<(u32, Stat)> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(s) = stat(pid) {
+                procs.push((pid, s));
+            }
+        }
+    }
+    // A reused root number leads to someone else's tree: walk nothing.
+    let Some(root_stat) = procs.iter().find(|(p, _)| *p == root).map(|(_, s)| *s) else {
+        return Vec::new();
+    };
+    if root_stat.start != start {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if !root_stat.zombie {
+        out.push((root, start));
+    }
+    let mut frontier = vec![root];
+    let mut i = 0;
+    while i < frontier.len() {
+        let cur = frontier[i];
+        for (p, s) in &procs {
+            if s.ppid == cur && !frontier.contains(p) {
+                frontier.push(*p);
+                if !s.zombie {
+                    out.push((*p, s.start));
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Go's `ProcessState.String()` wording, which E2B clients display.
+pub(crate) fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGKILL => "killed".into(),
+        libc::SIGTERM => "terminated".into(),
+        libc::SIGINT => "interrupt".into(),
+        libc::SIGHUP => "hangup".into(),
+        libc::SIGSEGV => "segmentation fault".into(),
+        libc::SIGABRT => "aborted".into(),
+        libc::SIGPIPE => "broken pipe".into(),
+        libc::SIGBUS => "bus error".into(),
+        libc::SIGFPE => "floating point exception".into(),
+        libc::SIGQUIT => "quit".into(),
+        libc::SIGUSR1 => "user defined signal 1".into(),
+        libc::SIGUSR2 => "user defined signal 2".into(),
+        libc::SIGXCPU => "CPU time limit exceeded".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_odd_names_are_parsed() {
+        let line = "42 (a) b (c) S 7 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 1 2\n";
+        assert_eq!(
+            parse_stat(line),
+            Some(Stat {
+                zombie: false,
+                ppid: 7,
+                start: 12345
+            })
+        );
+        assert_eq!(parse_stat("1 (x) Z 0"), None);
+    }
+
+    /// A tree of a shell and its background child is killed through pidfds; a wrong start
+    /// time for the root (a reused number) kills nothing.
+    #[test]
+    fn kill_tree_checks_the_root_start_time() {
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 1000 & wait"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = stat(pid).unwrap().start;
+        // Wait (bounded) for the background sleep to appear.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while descendants(pid, start).len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no child appeared");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let kids: Vec<u32> = descendants(pid, start).iter().map(|v| v.0).collect();
+        kill_tree(pid, start + 1);
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "a wrong start time killed it"
+        );
+        kill_tree(pid, start);
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        // The sleep was re-parented to init (or a subreaper) and killed, so it is gone or a
+        // zombie waiting there.
+        for k in kids.into_iter().filter(|k| *k != pid) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while stat(k).is_some_and(|s| !s.zombie) {
+                assert!(std::time::Instant::now() < deadline, "{k} survived");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
