@@ -87,6 +87,28 @@ impl Cgroups {
         Ok(())
     }
 
+    /// Removes this instance's own directories (`paddock/<instance>`, one per controller on
+    /// v1) if they are empty; the shared `paddock` parent stays, other instances use it.
+    pub fn remove_instance(&self) -> Result<()> {
+        let dirs: Vec<PathBuf> = match self {
+            Cgroups::V1 { root, prefix } => V1_CONTROLLERS
+                .iter()
+                .map(|c| root.join(c).join(prefix))
+                .collect(),
+            Cgroups::V2 { root, prefix } => vec![root.join(prefix)],
+        };
+        for d in dirs {
+            match fs::remove_dir(&d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(RuntimeError::io(format!("removing cgroup {}", d.display()))(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The cgroup directories of sandbox `id` (one per controller on v1).
     pub fn dirs(&self, id: &str) -> Vec<PathBuf> {
         match self {

@@ -58,6 +58,7 @@ const BTRFS_QGROUP_LIMIT_MAX_RFER: u64 = 1;
 #[derive(Debug)]
 pub struct Layers {
     root: PathBuf,
+    image: PathBuf,
 }
 
 impl Layers {
@@ -95,7 +96,35 @@ impl Layers {
         fs::create_dir_all(&sbx).map_err(RuntimeError::io("creating sandboxes dir"))?;
         Ok(Layers {
             root: dir.to_owned(),
+            image: image.to_owned(),
         })
+    }
+
+    /// Unmounts the loop-mounted image (if the layers are one, not a btrfs data directory)
+    /// and detaches its loop device. Only for a runtime that is closing with no sandbox left.
+    pub(crate) fn unmount_image(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt as _;
+        if !self.image.exists() {
+            return Ok(());
+        }
+        let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+        let parent = self.root.parent().unwrap_or(Path::new("/"));
+        if dev(&self.root).is_some() && dev(&self.root) != dev(parent) {
+            // `mount -o loop` marks the device autoclear: unmounting also detaches it.
+            run(Command::new("umount").arg(&self.root))?;
+        }
+        // A device left over (an older version, or a mount made by hand without autoclear).
+        let out = Command::new("losetup")
+            .arg("-j")
+            .arg(&self.image)
+            .output()
+            .map_err(|e| RuntimeError::Unsupported(format!("running losetup: {e}")))?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((loopdev, _)) = line.split_once(':') {
+                run(Command::new("losetup").arg("-d").arg(loopdev))?;
+            }
+        }
+        Ok(())
     }
 
     /// Directory holding one subvolume per sandbox.

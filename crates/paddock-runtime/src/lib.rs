@@ -14,6 +14,7 @@
 pub mod agentlib;
 pub mod cgroup;
 pub mod client;
+pub mod datadir;
 mod error;
 pub mod layers;
 pub mod layerstore;

@@ -236,6 +236,10 @@ pub struct Runtime {
     agent_lib: Option<PathBuf>,
     /// The `sudo` shim binary, next to the agent.
     sudo_bin: PathBuf,
+    /// Shared while open; see `datadir`.
+    open_lock: crate::datadir::OpenLock,
+    /// Set by `close`: no sandbox is created after it.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Runtime {
@@ -256,7 +260,8 @@ impl Runtime {
                 sudo_bin.display()
             )));
         }
-        fs::create_dir_all(&cfg.data_dir).map_err(RuntimeError::io("creating data dir"))?;
+        crate::datadir::create_private(&cfg.data_dir)?;
+        let open_lock = crate::datadir::OpenLock::acquire(&cfg.data_dir)?;
         let agent_lib = crate::agentlib::prepare(&cfg.data_dir, &cfg.agent_bin, &sudo_bin)?;
         // The bundle's copy of the shim runs on the bundle's loader; a static agent has no
         // bundle, and then the shim is used as built.
@@ -331,6 +336,8 @@ impl Runtime {
             live: Mutex::new(HashMap::new()),
             host_memory,
             net,
+            open_lock,
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         rt.reconcile();
         rt.reconcile_network()?;
@@ -367,6 +374,34 @@ impl Runtime {
                 }
             }
         }
+        // Claims of this instance that nothing holds any more (a crash between a destroy's
+        // last steps). Only while no other process has this data directory open: another
+        // one may be between a claim and its sandbox's cgroup.
+        if self.open_lock.is_sole()
+            && let Some(instance_dir) = self.slot_marker("x").parent()
+        {
+            let held = self.slots.lock().expect("slots poisoned").clone();
+            self.claims
+                .sweep_instance(instance_dir, &|slot| held.contains(&slot));
+        }
+    }
+
+    /// Takes the instance's host resources down when the process is done with the runtime:
+    /// if no sandbox of this data directory is left on the host and no other process has
+    /// the directory open, the loop mount of the layers image (and its loop device) and the
+    /// per-instance cgroup directories are removed, so only the data directory's files
+    /// remain. With sandboxes left (`--on-shutdown keep`) nothing is touched: the next open
+    /// adopts them. After `close` the runtime creates no sandbox.
+    pub fn close(&self) -> Result<()> {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        if !self.live.lock().expect("live poisoned").is_empty() || !self.list_host().is_empty() {
+            return Ok(());
+        }
+        if !self.open_lock.try_exclusive() {
+            return Ok(());
+        }
+        self.cgroups.remove_instance()?;
+        self.layers.unmount_image()
     }
 
     /// Rebuilds this instance's firewall table for the adopted sandboxes, restarts their
@@ -762,6 +797,11 @@ impl Runtime {
     }
 
     fn create_blocking(self: &Arc<Self>, spec: CreateSpec) -> Result<Arc<Sandbox>> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RuntimeError::Unsupported(
+                "the runtime is shutting down".into(),
+            ));
+        }
         let t = self.validate(&spec)?;
         let id = spec.id.clone().unwrap_or_else(SandboxId::random);
         let marker = self.slot_marker(id.as_str());

@@ -126,6 +126,14 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 
 /// Checks a presented key: well formed, known, not revoked, not expired, within its rate.
 pub fn authenticate(state: &AppState, key: Option<&str>) -> Result<Caller, ApiError> {
+    let c = authenticate_unmetered(state, key)?;
+    state.limiter.check(&c.key.id)?;
+    Ok(c)
+}
+
+/// [`authenticate`] without taking a token of the REST rate: for the port proxy, which
+/// charges its own bucket ([`data_bucket`]).
+pub fn authenticate_unmetered(state: &AppState, key: Option<&str>) -> Result<Caller, ApiError> {
     const BAD: ApiError = ApiError::Unauthorized("missing, invalid, revoked or expired API key");
     let key = key.ok_or(BAD)?;
     if !key.starts_with(KEY_PREFIX) || key.len() != KEY_PREFIX.len() + KEY_CHARS {
@@ -136,8 +144,36 @@ pub fn authenticate(state: &AppState, key: Option<&str>) -> Result<Caller, ApiEr
     if k.revoked_at.is_some() || k.expires_at.is_some_and(|e| e <= now) {
         return Err(BAD);
     }
-    state.limiter.check(&k.id)?;
     Ok(Caller { key: k })
+}
+
+/// Who a data-plane request (E2B envd, port proxy) is charged to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataBucket {
+    /// An API key: the key presented (path-routed proxy), or the key that created the
+    /// sandbox when the request carries the sandbox's access token or a signed file URL.
+    Key(String),
+    /// A request no key stands behind (envd's open `/health`, a public port reached
+    /// without credentials): the sandbox's own bucket, so anonymous traffic can neither
+    /// spend its owner's rate nor go unlimited.
+    Sandbox(String),
+}
+
+/// The bucket of a request authenticated by sandbox `id`'s access token or a file-URL
+/// signature: its creating key, or the sandbox's own bucket if its record is gone.
+pub fn owner_bucket(state: &AppState, id: &str) -> DataBucket {
+    match state.store.get_sandbox(id) {
+        Ok(Some(r)) => DataBucket::Key(r.key_id),
+        _ => DataBucket::Sandbox(id.to_owned()),
+    }
+}
+
+/// Takes one token of the data-plane rate (`--data-rate`, `--data-rate-burst`) from `bucket`.
+pub fn data_bucket(state: &AppState, bucket: &DataBucket) -> Result<(), ApiError> {
+    match bucket {
+        DataBucket::Key(k) => state.data_limiter.check(&format!("key:{k}")),
+        DataBucket::Sandbox(id) => state.data_limiter.check(&format!("sandbox:{id}")),
+    }
 }
 
 /// A caller with the admin role (403 otherwise).
@@ -159,6 +195,9 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     }
 }
 
+/// Buckets kept before full ones are dropped.
+const PRUNE_AT: usize = 4096;
+
 /// Token buckets, one per key: `rate` requests per second on average, `burst` at once.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -179,7 +218,13 @@ impl RateLimiter {
     /// Takes one token of `key`, or says how long until one is available.
     pub fn check(&self, key: &str) -> Result<(), ApiError> {
         let now = Instant::now();
-        let mut b = self.buckets.lock().expect("rate limiter poisoned");
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        // A full bucket is the same as none: drop them once the map grows, so buckets of
+        // sandboxes long gone do not pile up.
+        if b.len() >= PRUNE_AT && !b.contains_key(key) {
+            let (rate, burst) = (self.rate, self.burst);
+            b.retain(|_, (t, l)| *t + now.duration_since(*l).as_secs_f64() * rate < burst);
+        }
         let (tokens, last) = b.entry(key.to_owned()).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
         *last = now;

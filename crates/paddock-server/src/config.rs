@@ -35,6 +35,11 @@ pub struct ServerConfig {
     pub rate_per_sec: f64,
     /// Requests a key may make in a burst above the average rate.
     pub rate_burst: f64,
+    /// Requests per second on average to the sandboxes of each key through the E2B data
+    /// plane and the port proxy (a bucket of its own, apart from the REST one).
+    pub data_rate_per_sec: f64,
+    /// Burst of the data-plane rate.
+    pub data_rate_burst: f64,
     /// Time a client has to send the request head.
     pub header_timeout: Duration,
     /// Longest a request body may pause between chunks.
@@ -77,6 +82,8 @@ impl ServerConfig {
             max_sandboxes_per_key: 100,
             rate_per_sec: 200.0,
             rate_burst: 400.0,
+            data_rate_per_sec: 2000.0,
+            data_rate_burst: 4000.0,
             header_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(30),
             sample_interval: Duration::from_secs(5),
@@ -122,6 +129,14 @@ impl ServerConfig {
         }
         if self.rate_per_sec.is_nan() || self.rate_per_sec <= 0.0 || self.rate_burst < 1.0 {
             return bad("the rate limit must be positive with a burst of at least 1".into());
+        }
+        if self.data_rate_per_sec.is_nan()
+            || self.data_rate_per_sec <= 0.0
+            || self.data_rate_burst < 1.0
+        {
+            return bad(
+                "the data-plane rate limit must be positive with a burst of at least 1".into(),
+            );
         }
         if self.domain.is_empty() || self.domain.contains(['/', ':', ' ']) {
             return bad(format!("domain {:?} is not a host name", self.domain));

@@ -89,6 +89,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     cfg.validate()?;
+    paddock_runtime::datadir::create_private(&cfg.data_dir)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.data_dir.join("paddock.db"))?);
     let mut rcfg = RuntimeConfig::new(&cfg.data_dir);
     rcfg.agent_bin = cfg.agent_bin.clone();
@@ -101,6 +102,7 @@ pub async fn serve(
     let secret = auth::server_secret(&cfg.data_dir).map_err(ServeError::Secret)?;
     let state = Arc::new(state::AppState {
         limiter: auth::RateLimiter::new(cfg.rate_per_sec, cfg.rate_burst),
+        data_limiter: auth::RateLimiter::new(cfg.data_rate_per_sec, cfg.data_rate_burst),
         cfg: Arc::new(cfg),
         store,
         runtime,
@@ -234,6 +236,13 @@ pub async fn serve(
                 tracing::error!(sandbox = %s.id, "destroying at shutdown: {e}");
             }
         }
+    }
+    // With no sandbox left, the instance's loop mount and cgroup directories go too.
+    let rt = state.runtime.clone();
+    match tokio::task::spawn_blocking(move || rt.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("taking the instance down: {e}"),
+        Err(e) => tracing::warn!("taking the instance down: {e}"),
     }
     Ok(())
 }

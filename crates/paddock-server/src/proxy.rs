@@ -31,6 +31,12 @@
 //! sandbox. A WebSocket upgrade is forwarded and the two upgraded connections are copied into
 //! each other.
 //!
+//! **Rate.** A granted request takes a token of the data-plane rate (`--data-rate`,
+//! `--data-rate-burst`, shared with the E2B data plane, apart from the REST rate): of the key
+//! presented (path routing) or of the key that created the sandbox (access token), and of the
+//! sandbox itself for a public port reached without credentials. Beyond it: 429
+//! `rate_limited` with `Retry-After`.
+//!
 //! **Timeouts.** Connect [`CONNECT_TIMEOUT`], response head [`RESPONSE_TIMEOUT`], response
 //! body idle [`BODY_IDLE_TIMEOUT`]; the request head and body are bounded by the server's
 //! `--header-timeout` and `--body-idle-timeout`.
@@ -47,6 +53,7 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use paddock_store::{SandboxRecord, SandboxState};
 
+use crate::auth::DataBucket;
 use crate::e2b::{ENVD_PORT, access_token, ct_eq};
 
 pub mod framing;
@@ -203,9 +210,10 @@ async fn by_path(state: &AppState, req: Request) -> Response {
     forward(state, &id, port, Some(prefix), req).await
 }
 
-/// Who is asking, as far as the proxy is concerned.
+/// Who is asking, as far as the proxy is concerned: granted, and charged to a data-plane
+/// bucket, or refused with this answer.
 enum Access {
-    Granted,
+    Granted(DataBucket),
     Denied(Response),
 }
 
@@ -221,7 +229,8 @@ fn authorize(
 ) -> Access {
     let id = rec.id.as_str();
     if is_public(rec, port) {
-        return Access::Granted;
+        // Anyone may send these: the sandbox's own bucket, not its owner's.
+        return Access::Granted(DataBucket::Sandbox(id.to_owned()));
     }
     let token = access_token(state, id);
     let cookie = cookie_name(id, port);
@@ -241,7 +250,7 @@ fn authorize(
     if !presented.is_empty() {
         // Every token presented must be right: a wrong one is never silently outvoted.
         if presented.iter().all(|p| ct_eq(p, token.as_bytes())) {
-            return Access::Granted;
+            return Access::Granted(DataBucket::Key(rec.key_id.clone()));
         }
         return Access::Denied(fail(
             StatusCode::FORBIDDEN,
@@ -250,8 +259,8 @@ fn authorize(
         ));
     }
     if path_routed && let Some(key) = api_key(req.headers()) {
-        return match crate::auth::authenticate(state, Some(key)) {
-            Ok(c) if c.may_access(&rec.tenant) => Access::Granted,
+        return match crate::auth::authenticate_unmetered(state, Some(key)) {
+            Ok(c) if c.may_access(&rec.tenant) => Access::Granted(DataBucket::Key(c.key.id)),
             Ok(_) => Access::Denied(ApiError::sandbox_not_found(id).into_response()),
             Err(e) => Access::Denied(e.into_response()),
         };
@@ -438,7 +447,7 @@ async fn forward(
         Err(e) => return ApiError::from(e).into_response(),
     };
     let (query, query_token) = split_token(req.uri().query());
-    if let Access::Denied(r) = authorize(
+    let bucket = match authorize(
         state,
         &rec,
         port,
@@ -446,7 +455,11 @@ async fn forward(
         &req,
         query_token.as_deref(),
     ) {
-        return r;
+        Access::Granted(b) => b,
+        Access::Denied(r) => return r,
+    };
+    if let Err(e) = crate::auth::data_bucket(state, &bucket) {
+        return e.into_response();
     }
     if rec.state != SandboxState::Running {
         return ApiError::Conflict(format!("sandbox {id} is {}", rec.state)).into_response();

@@ -23,6 +23,8 @@ pub struct AppState {
     /// Every stored event, for SSE subscribers.
     pub events: broadcast::Sender<Event>,
     pub limiter: RateLimiter,
+    /// The data plane's buckets (E2B envd and the port proxy), see [`crate::auth::data_bucket`].
+    pub data_limiter: RateLimiter,
     pub metrics: Metrics,
     /// Serialises the quota check and the insert of a new sandbox row per key.
     pub create_lock: tokio::sync::Mutex<()>,

@@ -28,6 +28,34 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
+/// Creates the database file readable by its owner only (it holds key hashes, tenants and
+/// the audit trail) and takes group and other access away from an existing database and
+/// its `-wal` and `-shm` files. SQLite creates `-wal` and `-shm` with the database file's
+/// mode, so they follow.
+fn restrict_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let mut names = vec![path.as_os_str().to_owned()];
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut n = path.as_os_str().to_owned();
+        n.push(suffix);
+        names.push(n);
+    }
+    for n in names {
+        match std::fs::set_permissions(&n, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<SqliteStore> {
@@ -38,6 +66,7 @@ impl SqliteStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
         }
+        restrict_files(path).map_err(|e| open_err(e.to_string()))?;
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         Self::init(conn).map_err(|e| match e {
             StoreError::Open { detail, .. } => open_err(detail),

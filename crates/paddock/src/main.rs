@@ -111,6 +111,13 @@ struct ServeArgs {
     /// Requests a key may make in a burst.
     #[arg(long, env = "PADDOCK_RATE_BURST", default_value_t = 400.0)]
     rate_burst: f64,
+    /// Requests per second on average to each key's sandboxes through the E2B data plane
+    /// and the port proxy (public ports without credentials: per sandbox).
+    #[arg(long, env = "PADDOCK_DATA_RATE", default_value_t = 2000.0)]
+    data_rate: f64,
+    /// Data-plane requests a key may make in a burst.
+    #[arg(long, env = "PADDOCK_DATA_RATE_BURST", default_value_t = 4000.0)]
+    data_rate_burst: f64,
     /// Domain under which sandbox ports are served as {port}-{id}.{domain}.
     #[arg(long, env = "PADDOCK_DOMAIN", default_value = "localhost")]
     domain: String,
@@ -175,6 +182,8 @@ async fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<i32> {
     cfg.max_sandboxes_per_key = a.max_sandboxes_per_key;
     cfg.rate_per_sec = a.rate;
     cfg.rate_burst = a.rate_burst;
+    cfg.data_rate_per_sec = a.data_rate;
+    cfg.data_rate_burst = a.data_rate_burst;
     cfg.domain = a.domain;
     cfg.header_timeout = a.header_timeout;
     cfg.webhook_secret = a.webhook_secret;
@@ -255,7 +264,18 @@ async fn run(cli: Cli) -> Result<i32> {
         return cli::run(c).await;
     }
     let runtime = Runtime::open(RuntimeConfig::new(&cli.data_dir)).context("opening runtime")?;
-    match cli.cmd {
+    let res = local(cli.cmd, &runtime).await;
+    // With no sandbox left, nothing of the instance stays on the host but the data dir.
+    let rt = runtime.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || rt.close()).await? {
+        eprintln!("paddock: taking the instance down: {e}");
+    }
+    res
+}
+
+/// `paddock run` and `paddock ps`, on an open runtime.
+async fn local(cmd: Cmd, runtime: &std::sync::Arc<Runtime>) -> Result<i32> {
+    match cmd {
         Cmd::Serve(_) | Cmd::Client(_) => unreachable!("handled above"),
         Cmd::Run {
             template,

@@ -10,8 +10,11 @@
 //! Checks, in order: the sandbox runs on this host (else 502 "... was not found", which the
 //! SDK reads as "not running"); the request carries the sandbox's access
 //! token in `X-Access-Token`, or is a `/files` request with a valid, unexpired URL
-//! signature; `GET /health` alone is open. Then the request goes to the agent with its body
-//! streamed both ways; hop-by-hop headers, the token and the routing headers are dropped.
+//! signature; `GET /health` alone is open; the request is within the data-plane rate
+//! (`--data-rate`, `--data-rate-burst`) of the key that created the sandbox (`/health`: of
+//! the sandbox itself), else 429 in E2B's shape with `Retry-After`. Then the request goes to
+//! the agent with its body streamed both ways; hop-by-hop headers, the token and the routing
+//! headers are dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +23,12 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::{ENVD_PORT, access_token, ct_eq, e2b_error};
+use crate::auth::DataBucket;
 use crate::state::AppState;
 
 /// Longest a data-plane request body may pause between chunks. Longer than the REST idle
@@ -105,6 +109,11 @@ async fn serve(state: &AppState, t: Target, req: Request) -> Response {
         }
     };
     let open = req.method() == Method::GET && req.uri().path() == "/health";
+    let bucket = if open {
+        DataBucket::Sandbox(t.id.clone())
+    } else {
+        crate::auth::owner_bucket(state, &t.id)
+    };
     if !open {
         let token = access_token(state, &t.id);
         let presented = req
@@ -122,6 +131,10 @@ async fn serve(state: &AppState, t: Target, req: Request) -> Response {
         if !ok {
             return e2b_error(StatusCode::UNAUTHORIZED, UNAUTHORIZED);
         }
+    }
+    // Charged once authenticated, so a stranger's requests cannot spend the owner's rate.
+    if let Err(e) = crate::auth::data_bucket(state, &bucket) {
+        return super::E2bError(e).into_response();
     }
     forward(&sbx, req).await
 }

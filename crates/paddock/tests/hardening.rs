@@ -1,0 +1,332 @@
+//! Server hardening against the real `paddock serve` (issue 11, items 7, 8, 9, 12): the data
+//! plane's and the port proxy's rate limits, file modes of the data directory and the uid
+//! claims, NUL bytes in every input, and nothing of an instance left on the host after a
+//! clean stop.
+
+mod server;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use server::*;
+
+const SLOTS_DIR: &str = "/run/paddock/uid-slots";
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// The claim file of sandbox `id` (its content names the sandbox's cgroup).
+fn claim_of(id: &str) -> Option<PathBuf> {
+    std::fs::read_dir(SLOTS_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|e| {
+            std::fs::read_to_string(e.path()).is_ok_and(|c| c.trim().ends_with(&format!("/{id}")))
+        })
+        .map(|e| e.path())
+}
+
+/// The sandbox's envd access token.
+async fn token_of(s: &Server, id: &str) -> String {
+    let (st, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/ports"))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["access_token"].as_str().expect("access_token").to_owned()
+}
+
+/// Sends `make()` until it answers 429 (at most `max` times) and returns that answer.
+async fn until_429(
+    max: usize,
+    make: impl Fn() -> reqwest::RequestBuilder,
+) -> (usize, reqwest::header::HeaderMap, Value) {
+    for i in 1..=max {
+        let r = make().send().await.expect("request");
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            let h = r.headers().clone();
+            let v = r.json::<Value>().await.unwrap_or(Value::Null);
+            return (i, h, v);
+        }
+    }
+    panic!("no 429 in {max} requests");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_plane_files_are_rate_limited_per_key_in_e2b_shape() {
+    let s = Server::start(&["--data-rate", "1", "--data-rate-burst", "5"]);
+    let v = s.create(json!({})).await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    let token = token_of(&s, &id).await;
+    let files = || {
+        s.http
+            .get(format!("{}/files?path=/etc/hostname", s.url))
+            .header("e2b-sandbox-id", &id)
+            .header("x-access-token", &token)
+    };
+    let (n, h, body) = until_429(200, files).await;
+    assert!(n <= 20, "429 only after {n} requests with a burst of 5");
+    assert_eq!(body["code"], 429, "E2B shape: {body}");
+    assert!(body["message"].as_str().is_some(), "{body}");
+    assert!(h.get("retry-after").is_some(), "Retry-After missing");
+    // Requests without the token are refused before they are charged: they never 429 and
+    // do not spend the owner's rate.
+    let (st, _) = call(
+        s.http
+            .get(format!("{}/files?path=/etc/hostname", s.url))
+            .header("e2b-sandbox-id", &id),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // REST has a bucket of its own.
+    let (st, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // The bucket refills: at 1/s a request passes again within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = files().send().await.expect("request").status();
+        if st == StatusCode::OK {
+            break;
+        }
+        assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            Instant::now() < deadline,
+            "the data-plane bucket never refilled"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn port_proxy_is_rate_limited_per_key_and_public_ports_per_sandbox() {
+    let s = Server::start(&["--data-rate", "1", "--data-rate-burst", "5"]);
+    let v = s.create(json!({})).await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    let token = token_of(&s, &id).await;
+    // Nothing listens on 8000: granted requests answer 502 port_closed until the key's
+    // bucket is empty.
+    let proxied = || {
+        s.http
+            .get(format!("{}/proxy/{id}/8000/", s.url))
+            .header("x-access-token", &token)
+    };
+    let (n, h, body) = until_429(200, proxied).await;
+    assert!(n <= 20, "429 only after {n} requests with a burst of 5");
+    assert_eq!(body["code"], "rate_limited", "Paddock shape: {body}");
+    assert!(h.get("retry-after").is_some(), "Retry-After missing");
+    // Path routing with an API key is charged to that key's data-plane bucket (not REST).
+    let (n, _, body) = until_429(200, || s.req(Method::GET, &format!("/proxy/{id}/8000/"))).await;
+    assert!(n <= 20, "429 only after {n} requests");
+    assert_eq!(body["code"], "rate_limited", "{body}");
+    let (st, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::OK, "REST has its own bucket: {v}");
+    // A public port reached without credentials is charged to the sandbox, so strangers
+    // are limited too, and (a separate bucket) they still pass while the key's is empty.
+    let (st, v) = call(s.req(
+        Method::POST,
+        &format!("/v1/sandboxes/{id}/ports/8000/public"),
+    ))
+    .await;
+    assert!(st.is_success(), "{st} {v}");
+    let (st, v) = call(s.http.get(format!("{}/proxy/{id}/8000/", s.url))).await;
+    assert_eq!(st, StatusCode::BAD_GATEWAY, "{v}");
+    let (n, _, body) = until_429(200, || s.http.get(format!("{}/proxy/{id}/8000/", s.url))).await;
+    assert!(n <= 20, "429 only after {n} requests");
+    assert_eq!(body["code"], "rate_limited", "{body}");
+}
+
+/// Files of the instance left on the host: mounts of the data dir, loop devices of its
+/// image, its cgroup directories, uid claims naming its cgroups.
+fn instance_leftovers(data: &Path) -> Vec<String> {
+    let instance = std::fs::read_to_string(data.join("instance"))
+        .expect("instance name")
+        .trim()
+        .to_owned();
+    let mut out: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(data.to_str().expect("utf-8 path")))
+        .map(|l| format!("mount: {l}"))
+        .collect();
+    let lo = Command::new("losetup")
+        .arg("-j")
+        .arg(data.join("layers.img"))
+        .output()
+        .expect("losetup");
+    out.extend(
+        String::from_utf8_lossy(&lo.stdout)
+            .lines()
+            .map(|l| format!("loop device: {l}")),
+    );
+    let mut roots = vec![PathBuf::from("/sys/fs/cgroup/paddock")];
+    for c in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        roots.push(c.path().join("paddock"));
+    }
+    for r in roots {
+        let d = r.join(&instance);
+        if d.exists() {
+            out.push(format!("cgroup: {}", d.display()));
+        }
+    }
+    for e in std::fs::read_dir(SLOTS_DIR).into_iter().flatten().flatten() {
+        if std::fs::read_to_string(e.path())
+            .is_ok_and(|c| c.contains(&format!("/paddock/{instance}/")))
+        {
+            out.push(format!("uid claim: {}", e.path().display()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_stop_with_no_sandbox_left_leaves_nothing_of_the_instance() {
+    let mut s = Server::start(&[]);
+    let v = s.create(json!({})).await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    assert!(claim_of(&id).is_some(), "a running sandbox holds a claim");
+    assert!(
+        !instance_leftovers(&s.data).is_empty(),
+        "a running instance has a mount, cgroups and a claim"
+    );
+    let (st, v) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+    assert!(st.is_success(), "{st} {v}");
+    let status = s.stop().expect("server exit status");
+    assert!(status.success(), "{status}");
+    assert_eq!(instance_leftovers(&s.data), Vec::<String>::new());
+    // The data dir is still usable: the next start mounts it again and creates.
+    s.restart();
+    s.create(json!({})).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn paddock_run_and_ps_leave_nothing_of_the_instance() {
+    let data = PathBuf::from(format!(
+        "/var/tmp/paddock-hardening-run-{}",
+        &paddock_core::SandboxId::random().as_str()[..10]
+    ));
+    let paddock = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .env("PADDOCK_AGENT_BIN", env!("CARGO_BIN_EXE_paddock-agent"))
+            .output()
+            .expect("running paddock")
+    };
+    let out = paddock(&["run", "--", "echo", "hello"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    let after_run = instance_leftovers(&data);
+    let out = paddock(&["ps"]);
+    assert!(out.status.success(), "{out:?}");
+    let after_ps = instance_leftovers(&data);
+    let _ = Command::new("umount")
+        .arg("-l")
+        .arg(data.join("layers"))
+        .status();
+    let _ = std::fs::remove_dir_all(&data);
+    assert_eq!(after_run, Vec::<String>::new(), "after paddock run");
+    assert_eq!(after_ps, Vec::<String>::new(), "after paddock ps");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_sandboxs_uid_claim_is_removed_at_reconcile() {
+    let mut s = Server::start(&[]);
+    let v = s.create(json!({})).await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    let claim = claim_of(&id).expect("claim of the sandbox");
+    s.kill9();
+    // What a kill -9 between a destroy's last steps leaves: the sandbox's processes,
+    // cgroups and layer are gone, its uid claim is not.
+    for pid in processes_of(&id) {
+        if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !processes_of(&id).is_empty() {
+        assert!(Instant::now() < deadline, "sandbox {id} did not die");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for d in cgroups_of(&id) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&d).is_err() {
+            assert!(Instant::now() < deadline, "removing {}", d.display());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let sub = s.data.join("layers/sandboxes").join(&id);
+    let out = Command::new("btrfs")
+        .args(["subvolume", "delete"])
+        .arg(&sub)
+        .output()
+        .expect("btrfs");
+    assert!(out.status.success(), "{out:?}");
+    assert!(claim.exists(), "the claim is what is left");
+    s.restart();
+    let (_, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(v["stop_reason"], "lost", "{v}");
+    assert!(
+        claim_of(&id).is_none(),
+        "the lost sandbox's claim {} is still there",
+        claim.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_data_dir_the_store_and_the_uid_claims_are_private() {
+    let mut s = Server::start(&[]);
+    let v = s.create(json!({})).await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    assert_eq!(mode(&s.data), 0o700, "data dir");
+    for f in [
+        "paddock.db",
+        "paddock.db-wal",
+        "paddock.db-shm",
+        "secret.key",
+    ] {
+        assert_eq!(mode(&s.data.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(Path::new("/run/paddock")), 0o700);
+    assert_eq!(mode(Path::new(SLOTS_DIR)), 0o700);
+    let claim = claim_of(&id).expect("claim of the sandbox");
+    assert_eq!(mode(&claim), 0o600, "{}", claim.display());
+    // A data dir and store made by an older version (0755, 0644) are tightened at start,
+    // and an adopted sandbox's claim too.
+    s.kill9();
+    std::fs::set_permissions(&s.data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for f in ["paddock.db", "paddock.db-wal", "paddock.db-shm"] {
+        let p = s.data.join(f);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
+    }
+    std::fs::set_permissions(&claim, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    s.restart();
+    assert_eq!(mode(&s.data), 0o700, "data dir after restart");
+    for f in ["paddock.db", "paddock.db-wal", "paddock.db-shm"] {
+        assert_eq!(mode(&s.data.join(f)), 0o600, "{f} after restart");
+    }
+    assert_eq!(mode(&claim), 0o600, "adopted claim after restart");
+    // Sandboxes still work under a private data dir.
+    let (st, v) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&json!({"command": "id -u"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let v2 = s.create(json!({})).await;
+    let id2 = v2["id"].as_str().expect("id");
+    assert_eq!(mode(&claim_of(id2).expect("claim")), 0o600);
+}
