@@ -1,7 +1,10 @@
 //! API keys: generation, hashing, the [`Caller`] extractor, and per-key rate limiting.
 //!
-//! A key is `pdk_` followed by 40 base62 characters (about 238 random bits). Only its
-//! SHA-256 is stored. A request names its key in `Authorization: Bearer <key>` or
+//! A key is `pdk_` followed by 40 lowercase hex digits (160 random bits). The same key is
+//! also accepted as `e2b_<hex>`, the only form some E2B SDKs (e.g. the Python SDK 2.31)
+//! let through before sending a request; both hash to the same stored key. Keys made before
+//! keys were hex (`pdk_` and 40 base62 characters) keep working in their `pdk_` form.
+//! Only a key's SHA-256 is stored. A request names its key in `Authorization: Bearer <key>` or
 //! `X-API-Key: <key>`; anything else, a revoked key or an expired key is 401 with the same
 //! body, so a client cannot tell which of them it hit.
 
@@ -12,23 +15,50 @@ use std::time::Instant;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use paddock_store::{ApiKey, Role, now_ms};
-use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
 const KEY_PREFIX: &str = "pdk_";
+/// The prefix E2B SDKs expect; `e2b_<hex>` names the same key as `pdk_<hex>`.
+pub const E2B_KEY_PREFIX: &str = "e2b_";
 const KEY_CHARS: usize = 40;
 
-/// A new random secret key.
+/// A new random secret key: `pdk_` and 40 lowercase hex digits.
 pub fn generate_key() -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    let tail: String = (0..KEY_CHARS)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
-    format!("{KEY_PREFIX}{tail}")
+    let mut bytes = [0u8; KEY_CHARS / 2];
+    rand::Rng::fill(&mut rand::rng(), &mut bytes[..]);
+    format!("{KEY_PREFIX}{}", hex::encode(bytes))
+}
+
+/// Whether `s` looks like a Paddock key in either form (for the proxy, which must never
+/// forward one to a sandbox).
+pub fn looks_like_key(s: &str) -> bool {
+    s.starts_with(KEY_PREFIX) || s.starts_with(E2B_KEY_PREFIX)
+}
+
+/// The E2B form (`e2b_<hex>`) of a key whose material is hex; `None` for older base62 keys.
+pub fn e2b_form(key: &str) -> Option<String> {
+    let tail = key.strip_prefix(KEY_PREFIX)?;
+    is_hex_tail(tail).then(|| format!("{E2B_KEY_PREFIX}{tail}"))
+}
+
+fn is_hex_tail(t: &str) -> bool {
+    t.len() == KEY_CHARS
+        && t.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The stored form of a presented key: `e2b_<hex>` becomes `pdk_<hex>`; `None` when the key
+/// is not well formed.
+fn canonical(key: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if let Some(tail) = key.strip_prefix(E2B_KEY_PREFIX) {
+        return is_hex_tail(tail).then(|| format!("{KEY_PREFIX}{tail}").into());
+    }
+    let tail = key.strip_prefix(KEY_PREFIX)?;
+    (tail.len() == KEY_CHARS && tail.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then_some(key.into())
 }
 
 /// Hex SHA-256 of a secret key: what the store keeps.
@@ -135,11 +165,8 @@ pub fn authenticate(state: &AppState, key: Option<&str>) -> Result<Caller, ApiEr
 /// charges its own bucket ([`data_bucket`]).
 pub fn authenticate_unmetered(state: &AppState, key: Option<&str>) -> Result<Caller, ApiError> {
     const BAD: ApiError = ApiError::Unauthorized("missing, invalid, revoked or expired API key");
-    let key = key.ok_or(BAD)?;
-    if !key.starts_with(KEY_PREFIX) || key.len() != KEY_PREFIX.len() + KEY_CHARS {
-        return Err(BAD);
-    }
-    let k = state.store.key_by_hash(&hash_key(key))?.ok_or(BAD)?;
+    let key = canonical(key.ok_or(BAD)?).ok_or(BAD)?;
+    let k = state.store.key_by_hash(&hash_key(&key))?.ok_or(BAD)?;
     let now = now_ms();
     if k.revoked_at.is_some() || k.expires_at.is_some_and(|e| e <= now) {
         return Err(BAD);
@@ -235,5 +262,51 @@ impl RateLimiter {
             let wait = ((1.0 - *tokens) / self.rate).ceil() as u64;
             Err(ApiError::RateLimited(wait.max(1)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_hex_and_have_an_e2b_form() {
+        let k = generate_key();
+        assert_eq!(k.len(), 44);
+        let tail = k.strip_prefix("pdk_").expect("pdk_ prefix");
+        assert!(
+            tail.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        let e = e2b_form(&k).expect("an e2b form");
+        assert_eq!(e, format!("e2b_{tail}"));
+        // Both forms are the same stored key.
+        assert_eq!(canonical(&e).as_deref(), Some(k.as_str()));
+        assert_eq!(canonical(&k).as_deref(), Some(k.as_str()));
+        assert_ne!(generate_key(), k);
+    }
+
+    #[test]
+    fn old_base62_keys_keep_working_in_their_pdk_form_only() {
+        let old = "pdk_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789ABCD";
+        assert_eq!(canonical(old).as_deref(), Some(old));
+        assert_eq!(e2b_form(old), None);
+        assert_eq!(
+            canonical("e2b_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789ABCD"),
+            None
+        );
+        for bad in [
+            "",
+            "pdk_",
+            "e2b_abc",
+            "pdk_x",
+            "xyz_0123456789012345678901234567890123456789",
+        ] {
+            assert_eq!(canonical(bad), None, "{bad}");
+        }
+        assert_eq!(
+            canonical("e2b_0123456789ABCDEF0123456789abcdef01234567"),
+            None
+        );
     }
 }

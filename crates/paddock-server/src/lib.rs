@@ -78,6 +78,8 @@ pub struct Ready {
     pub addr: SocketAddr,
     /// The admin key made on a fresh data directory (shown once; only its hash is kept).
     pub admin_key: Option<String>,
+    /// The same key in the form E2B SDKs accept (`e2b_<hex>`).
+    pub admin_key_e2b: Option<String>,
 }
 
 /// Runs the server until `shutdown` resolves.
@@ -146,6 +148,7 @@ pub async fn serve(
         .map_err(|source| ServeError::Listen { addr, source })?;
     on_ready(Ready {
         addr: local,
+        admin_key_e2b: admin_key.as_deref().and_then(auth::e2b_form),
         admin_key,
     });
     let app = api::router(state.clone());

@@ -311,7 +311,7 @@ fn api_key(h: &HeaderMap) -> Option<&str> {
     let auth = h.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = auth.split_once(' ')?;
     let key = rest.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && key.starts_with("pdk_")).then_some(key)
+    (scheme.eq_ignore_ascii_case("bearer") && crate::auth::looks_like_key(key)).then_some(key)
 }
 
 /// Values of cookie `name` in every `Cookie` header.
@@ -504,7 +504,7 @@ async fn forward(
         if k == header::AUTHORIZATION
             && v.to_str().is_ok_and(|s| {
                 s.split_once(' ')
-                    .is_some_and(|(_, t)| t.trim().starts_with("pdk_"))
+                    .is_some_and(|(_, t)| crate::auth::looks_like_key(t.trim()))
             })
         {
             continue;
@@ -727,5 +727,11 @@ mod tests {
             HeaderValue::from_static("bearer pdk_x"),
         );
         assert_eq!(api_key(&h), Some("pdk_x"));
+        // The E2B form of a key is a key too (and so is never forwarded to a sandbox).
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer e2b_0123"),
+        );
+        assert_eq!(api_key(&h), Some("e2b_0123"));
     }
 }

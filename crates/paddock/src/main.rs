@@ -223,6 +223,12 @@ async fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<i32> {
                     out,
                     "paddock: created the first admin API key (shown only once, store it now):\nPADDOCK_API_KEY={k}"
                 );
+                if let Some(e) = &ready.admin_key_e2b {
+                    let _ = writeln!(
+                        out,
+                        "paddock: the same key for E2B SDKs (some accept only this form):\nE2B_API_KEY={e}"
+                    );
+                }
             }
             let _ = writeln!(out, "paddock: listening on {scheme}://{}", ready.addr);
             let _ = out.flush();

@@ -265,3 +265,324 @@ async fn exec_has_no_limit_of_its_own_and_failed_starts_exit_like_a_shell() {
         "{logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_are_hex_and_work_in_their_e2b_form() {
+    let s = Server::start(&[]);
+    // The first admin key is hex, so it has an E2B form.
+    let tail = s.admin_key.strip_prefix("pdk_").expect("pdk_ key");
+    assert!(
+        tail.len() == 40 && tail.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{}",
+        s.admin_key
+    );
+    let o = paddock(&s, &["key", "create", "sdk", "--role", "user"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let key = stdout(&o).trim().to_owned();
+    let hex = key.strip_prefix("pdk_").expect("pdk_ key").to_owned();
+    assert!(
+        hex.len() == 40 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{key}"
+    );
+    let e2b = format!("e2b_{hex}");
+    assert!(
+        stderr(&o).contains(&format!("E2B_API_KEY={e2b}")),
+        "key create gives the E2B form: {}",
+        stderr(&o)
+    );
+    // Both forms are the same key: same tenant, same sandboxes.
+    let id = {
+        let o = paddock_with_key(&s, &e2b, &["create"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o).trim().to_owned()
+    };
+    let o = paddock_with_key(&s, &key, &["ls"]);
+    assert!(stdout(&o).contains(&id), "{}", stdout(&o));
+    // The E2B control plane takes it as X-API-KEY, as the SDKs send it.
+    let (st, v) = call(
+        s.http
+            .get(format!("{}/v2/sandboxes", s.url))
+            .header("X-API-KEY", &e2b),
+    )
+    .await;
+    assert_eq!(st, reqwest::StatusCode::OK, "{v}");
+    assert!(v.to_string().contains(&id), "{v}");
+    // A malformed E2B form is refused like any bad key.
+    let o = paddock_with_key(&s, &format!("e2b_{}", hex.to_uppercase()), &["ls"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unauthorized"), "{}", stderr(&o));
+}
+
+/// Accepts one HTTP request on `listener` within 30 s and returns it (head and body) as text.
+fn receive_one(listener: std::net::TcpListener) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        listener.set_nonblocking(true).expect("nonblocking");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let (mut c, _) = loop {
+            match listener.accept() {
+                Ok(c) => break c,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Err(e) => panic!("no webhook delivery within 30 s: {e}"),
+            }
+        };
+        c.set_nonblocking(false).expect("blocking");
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // The created event's body is small; read until the sandbox's JSON is complete.
+        while let Ok(n) = c.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.ends_with(b"}") {
+                break;
+            }
+        }
+        let _ = c.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn network_ports_and_webhooks_from_the_cli() {
+    let s = Server::start(&["--allow-private-webhooks"]);
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hook_url = format!("http://{}/hook", hook.local_addr().expect("addr"));
+    let got = receive_one(hook);
+    let id = create_sandbox(
+        &s,
+        &[
+            "--network",
+            "allow",
+            "--allow",
+            "pypi.org",
+            "--allow",
+            "10.1.0.0/16",
+            "--webhook",
+            &hook_url,
+        ],
+    );
+    let policy = |id: &str| {
+        let r = s.req(reqwest::Method::GET, &format!("/v1/sandboxes/{id}/network"));
+        async move { call(r).await.1["network"].clone() }
+    };
+    let p = policy(&id).await;
+    assert_eq!(p["mode"], "allow", "{p}");
+    let allow = p["allow"].to_string();
+    assert!(
+        allow.contains("pypi.org") && allow.contains("10.1.0.0/16"),
+        "{p}"
+    );
+    let delivered = tokio::task::spawn_blocking(move || got.join().expect("hook thread"))
+        .await
+        .expect("join");
+    assert!(
+        delivered.starts_with("POST /hook") && delivered.contains(&id),
+        "the sandbox's webhook got its events: {delivered}"
+    );
+
+    // `network ID` shows the policy; `network ID MODE` sets it.
+    let o = paddock(&s, &["network", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("mode     allow\nallow    ")
+            && stdout(&o).contains("pypi.org")
+            && stdout(&o).contains("10.1.0.0/16")
+            && stdout(&o).contains("address  10.200."),
+        "{}",
+        stdout(&o)
+    );
+    let o = paddock(&s, &["network", &id, "none"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "mode     none\n");
+    assert_eq!(policy(&id).await["mode"], "none");
+    let o = paddock(&s, &["network", &id, "--allow", "example.com"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = policy(&id).await;
+    assert_eq!(
+        (&p["mode"], &p["allow"]),
+        (
+            &serde_json::json!("allow"),
+            &serde_json::json!(["example.com"])
+        ),
+        "{p}"
+    );
+    // Bad input: one clear line.
+    let o = paddock(&s, &["network", &id, "allow", "--allow", "not a name!"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    let o = paddock(&s, &["create", "--network", "none", "--allow", "a.com"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--allow needs"), "{}", stderr(&o));
+
+    // Ports.
+    let port = |id: &str| {
+        let r = s.req(
+            reqwest::Method::GET,
+            &format!("/v1/sandboxes/{id}/ports/8080"),
+        );
+        async move { call(r).await.1["public"].clone() }
+    };
+    let o = paddock(&s, &["port", &id, "8080", "--public"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("8080-{id}.")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stdout(&o).contains("paddock_token"), "{}", stdout(&o));
+    assert_eq!(port(&id).await, true);
+    let o = paddock(&s, &["port", &id, "8080", "--private"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("paddock_token="), "{}", stdout(&o));
+    assert_eq!(port(&id).await, false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_that_does_not_resolve_without_network_gets_a_hint() {
+    let s = Server::start(&[]);
+    let id = create_sandbox(&s, &[]);
+    let hint = format!("paddock network {id} all");
+    // A real resolution failure in mode none.
+    let o = paddock(
+        &s,
+        &["exec", &id, "--", "curl", "-sS", "http://example.com/"],
+    );
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&hint), "{}", stderr(&o));
+    let o = paddock(
+        &s,
+        &[
+            "exec",
+            &id,
+            "--",
+            "python3",
+            "-c",
+            "import socket; socket.getaddrinfo('pypi.org', 443)",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&hint), "{}", stderr(&o));
+    // Other failures, and successes, get no hint.
+    let o = paddock(
+        &s,
+        &["exec", &id, "--", "/bin/sh", "-c", "echo nope >&2; exit 3"],
+    );
+    assert_eq!(o.status.code(), Some(3));
+    assert!(!stderr(&o).contains("hint"), "{}", stderr(&o));
+    // In another mode the hint would be wrong: only the mode decides.
+    let o = paddock(&s, &["network", &id, "allow", "--allow", "10.9.9.9/32"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = paddock(
+        &s,
+        &["exec", &id, "--", "curl", "-sS", "http://example.com/"],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!stderr(&o).contains("hint"), "{}", stderr(&o));
+}
+
+fn paddock_cmd(s: &Server) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_paddock"));
+    c.env("PADDOCK_URL", &s.url)
+        .env("PADDOCK_API_KEY", &s.admin_key)
+        .env_remove("PADDOCK_DATA_DIR");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_warns_about_unsent_stdin_and_sigterm_kills_the_remote_command() {
+    let s = Server::start(&[]);
+    let id = create_sandbox(&s, &[]);
+    // A pipe with data, without --stdin: warned, not sent.
+    let (r, w) = rustix::pipe::pipe().expect("pipe");
+    rustix::io::write(&w, b"hello\n").expect("write");
+    drop(w);
+    let o = paddock_cmd(&s)
+        .args(["exec", &id, "--", "cat"])
+        .stdin(std::process::Stdio::from(r))
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    assert!(
+        stderr(&o).contains("stdin is not sent to the command without --stdin"),
+        "{}",
+        stderr(&o)
+    );
+    // A file with data: the same; with --stdin it is sent and there is no warning.
+    let tmp = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(tmp.path(), "from file\n").expect("write");
+    let o = paddock_cmd(&s)
+        .args(["exec", &id, "--", "cat"])
+        .stdin(std::fs::File::open(tmp.path()).expect("open"))
+        .output()
+        .expect("run");
+    assert!(stderr(&o).contains("--stdin"), "{}", stderr(&o));
+    let o = paddock_cmd(&s)
+        .args(["exec", &id, "--stdin", "--", "cat"])
+        .stdin(std::fs::File::open(tmp.path()).expect("open"))
+        .output()
+        .expect("run");
+    assert_eq!(
+        (stdout(&o).as_str(), stderr(&o).as_str()),
+        ("from file\n", "")
+    );
+    // Nothing to read (/dev/null, as in scripts and CI): no warning.
+    let o = paddock_cmd(&s)
+        .args(["exec", &id, "--", "true"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(stderr(&o), "");
+
+    // SIGTERM to the CLI ends the remote command too.
+    let mut child = paddock_cmd(&s)
+        .args([
+            "exec",
+            &id,
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo started; exec sleep 300",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("read");
+    assert_eq!(line, "started\n");
+    let running = |s: &Server, id: &str| {
+        let r = s.req(
+            reqwest::Method::GET,
+            &format!("/v1/sandboxes/{id}/processes"),
+        );
+        async move {
+            call(r).await.1["processes"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p.to_string().contains("echo started")))
+        }
+    };
+    assert!(running(&s, &id).await, "the command runs");
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("kill");
+    let st = child.wait().expect("wait");
+    assert_eq!(st.code(), Some(143), "128 + SIGTERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while running(&s, &id).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the remote command outlived the CLI"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -146,6 +146,7 @@ async fn create_key(
     let detail = Some(format!("name={}", body.name));
     let (k, secret) = state.audited(&caller, "key.create", None, detail, res)?;
     let mut v = key_json(&k);
+    v["e2b_key"] = crate::auth::e2b_form(&secret).into();
     v["key"] = secret.into();
     Ok(json_response(StatusCode::CREATED, v))
 }

@@ -104,6 +104,9 @@ pub(crate) async fn key(a: KeyArgs) -> Result<i32> {
                 format::cell(&v["role"]),
                 format::cell(&v["tenant"]),
             );
+            if let Some(e) = v["e2b_key"].as_str() {
+                eprintln!("paddock: for E2B SDKs, the same key: E2B_API_KEY={e}");
+            }
         }
         KeyCmd::Ls(c) => {
             let api = Api::new(&c.conn)?;

@@ -1,8 +1,14 @@
 //! `paddock exec`: runs one command in a sandbox over the NDJSON exec stream, copying its
 //! stdout and stderr to ours as they arrive and exiting with its exit code (124 when it
-//! timed out, 128+N when signal N ended it).
+//! timed out, 128+N when signal N ended it, 127 or 126 when it could not start).
+//!
+//! SIGINT, SIGTERM or SIGHUP to `paddock exec` kills the remote command (SIGKILL to its
+//! process group) before exiting 128+N; otherwise the server would keep it running, as it
+//! does for any client that leaves. A failure to resolve a name in a sandbox without network
+//! gets a hint (`network::hint_if_offline`).
 
 use std::io::{IsTerminal, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -40,6 +46,8 @@ pub(crate) struct ExecArgs {
     #[arg(long, value_parser = parse_timeout)]
     pub(crate) timeout: Option<Duration>,
     /// Send our stdin (a file or pipe, UTF-8, at most 1 MiB) as the command's stdin.
+    /// Without it the command's stdin is empty, and a pipe or file with data on ours gets
+    /// a warning on stderr.
     #[arg(long)]
     pub(crate) stdin: bool,
     #[command(flatten)]
@@ -236,15 +244,32 @@ impl LineSplitter {
     }
 }
 
+/// Bytes of the end of stderr kept to look for a name resolution failure.
+const STDERR_TAIL: usize = 8 << 10;
+
 /// A local output that stops being written after its first failure (e.g. a closed pipe),
-/// so the command still runs to its end and its exit code is kept.
+/// so the command still runs to its end and its exit code is kept. Keeps the last
+/// [`STDERR_TAIL`] bytes written.
 struct Sink<W> {
     w: W,
     broken: bool,
+    tail: Vec<u8>,
 }
 
 impl<W: AsyncWrite + Unpin> Sink<W> {
+    fn new(w: W) -> Self {
+        Sink {
+            w,
+            broken: false,
+            tail: Vec::new(),
+        }
+    }
+
     async fn write(&mut self, data: &[u8]) {
+        self.tail.extend_from_slice(data);
+        if self.tail.len() > STDERR_TAIL {
+            self.tail.drain(..self.tail.len() - STDERR_TAIL);
+        }
         if self.broken || data.is_empty() {
             return;
         }
@@ -255,7 +280,12 @@ impl<W: AsyncWrite + Unpin> Sink<W> {
 }
 
 /// Handles one stream line; returns the end when it is the last one.
-async fn handle_line<O, E>(line: &[u8], out: &mut Sink<O>, err: &mut Sink<E>) -> Result<Option<End>>
+async fn handle_line<O, E>(
+    line: &[u8],
+    out: &mut Sink<O>,
+    err: &mut Sink<E>,
+    pid: &AtomicU64,
+) -> Result<Option<End>>
 where
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
@@ -269,47 +299,125 @@ where
         Frame::Stdout(c) | Frame::Pty(c) => out.write(&c.bytes()?).await,
         Frame::Stderr(c) => err.write(&c.bytes()?).await,
         Frame::End(e) => return Ok(Some(e)),
+        Frame::Start { pid: Some(p) } => pid.store(p, Ordering::Relaxed),
         Frame::Start { .. } | Frame::Keepalive | Frame::Unknown => {}
     }
     Ok(None)
 }
 
 /// Reads the stream to its `end` line, writing output to `out` and `err`.
-pub(crate) async fn consume<S, B, O, E>(mut body: S, out: O, err: E) -> Result<End>
+#[cfg(test)]
+pub(crate) async fn consume<S, B, O, E>(body: S, out: O, err: E) -> Result<End>
 where
     S: futures::Stream<Item = Result<B>> + Unpin,
     B: AsRef<[u8]>,
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
-    let mut out = Sink {
-        w: out,
-        broken: false,
-    };
-    let mut err = Sink {
-        w: err,
-        broken: false,
-    };
+    Ok(consume_tail(body, out, err, &AtomicU64::new(0)).await?.0)
+}
+
+/// [`consume`], also storing the pid (from the `start` line) in `pid` as soon as it is
+/// known, and returning the end of stderr.
+async fn consume_tail<S, B, O, E>(
+    mut body: S,
+    out: O,
+    err: E,
+    pid: &AtomicU64,
+) -> Result<(End, Vec<u8>)>
+where
+    S: futures::Stream<Item = Result<B>> + Unpin,
+    B: AsRef<[u8]>,
+    O: AsyncWrite + Unpin,
+    E: AsyncWrite + Unpin,
+{
+    let mut out = Sink::new(out);
+    let mut err = Sink::new(err);
     let mut lines = LineSplitter::default();
     while let Some(chunk) = body.next().await {
         for line in lines.push(chunk?.as_ref()) {
-            if let Some(end) = handle_line(&line, &mut out, &mut err).await? {
-                return Ok(end);
+            if let Some(end) = handle_line(&line, &mut out, &mut err, pid).await? {
+                return Ok((end, err.tail));
             }
         }
     }
     if let Some(line) = lines.finish()
-        && let Some(end) = handle_line(&line, &mut out, &mut err).await?
+        && let Some(end) = handle_line(&line, &mut out, &mut err, pid).await?
     {
-        return Ok(end);
+        return Ok((end, err.tail));
     }
     bail!("the connection closed before the command finished")
+}
+
+/// Warns when our stdin is a pipe or file with data but `--stdin` was not given: the
+/// command's stdin is empty then, and the data is not read.
+fn warn_unsent_stdin() {
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return;
+    }
+    let fd = stdin.as_fd();
+    let has_data = match rustix::fs::fstat(fd) {
+        Ok(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                == rustix::fs::FileType::RegularFile =>
+        {
+            st.st_size > 0
+        }
+        Ok(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo
+                || rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::Socket =>
+        {
+            let mut fds = [rustix::event::PollFd::new(
+                &fd,
+                rustix::event::PollFlags::IN,
+            )];
+            rustix::event::poll(
+                &mut fds,
+                Some(&rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                }),
+            )
+            .is_ok_and(|n| n > 0 && fds[0].revents().contains(rustix::event::PollFlags::IN))
+        }
+        _ => false,
+    };
+    if has_data {
+        eprintln!(
+            "paddock: warning: stdin is not sent to the command without --stdin; the command's stdin is empty"
+        );
+    }
+}
+
+/// Resolves on SIGINT, SIGTERM or SIGHUP, with the signal's number.
+async fn stop_signal() -> i32 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => 2,
+        _ = term.recv() => 15,
+        _ = hup.recv() => 1,
+    }
 }
 
 /// Runs the command; the result is its exit code.
 pub(crate) async fn run(a: ExecArgs) -> Result<i32> {
     let api = Api::new(&a.conn)?;
-    let stdin = if a.stdin { Some(read_stdin()?) } else { None };
+    let stdin = if a.stdin {
+        Some(read_stdin()?)
+    } else {
+        warn_unsent_stdin();
+        None
+    };
     let body = exec_body(&a, stdin);
     let resp = api
         .send(
@@ -324,11 +432,36 @@ pub(crate) async fn run(a: ExecArgs) -> Result<i32> {
     let stream = resp
         .bytes_stream()
         .map(|r| r.map_err(|e| api.transport_error(e)));
-    let end = consume(stream, tokio::io::stdout(), tokio::io::stderr()).await?;
+    let pid = AtomicU64::new(0);
+    let consumed = consume_tail(stream, tokio::io::stdout(), tokio::io::stderr(), &pid);
+    let (end, tail) = tokio::select! {
+        r = consumed => r?,
+        sig = stop_signal() => {
+            // The command would outlive us (the server keeps it running for a client that
+            // left); end it with its whole process group, as a terminal would.
+            let p = pid.load(Ordering::Relaxed);
+            if p != 0 {
+                let killed = api
+                    .post_json::<Value>(
+                        &["v1", "sandboxes", &a.id, "processes", &p.to_string(), "signal"],
+                        &json!({ "signal": "SIGKILL" }),
+                    )
+                    .await;
+                if let Err(e) = killed {
+                    eprintln!("paddock: could not stop the remote command (pid {p}): {e:#}");
+                }
+            }
+            return Ok(128 + sig);
+        }
+    };
     if end.timed_out {
         eprintln!("paddock: command timed out");
     }
-    Ok(end.exit_code())
+    let code = end.exit_code();
+    if code != 0 && super::network::resolution_failed(&tail) {
+        super::network::hint_if_offline(&api, &a.id).await;
+    }
+    Ok(code)
 }
 
 #[cfg(test)]

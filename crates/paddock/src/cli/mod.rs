@@ -17,6 +17,7 @@ mod exec;
 mod files;
 mod format;
 mod logs;
+mod network;
 mod sandbox;
 mod shell;
 mod template;
@@ -58,6 +59,10 @@ pub(crate) enum ClientCmd {
     /// Print the proxy URL of a sandbox's port (with its access token unless the port is public).
     #[command(visible_alias = "get-host")]
     Url(sandbox::UrlArgs),
+    /// Show a sandbox's network policy, or set it: none, all, or allow --allow NAME_OR_CIDR.
+    Network(network::NetworkArgs),
+    /// Make a sandbox's port public (no access token) or private again; prints its URL.
+    Port(network::PortArgs),
     /// Show the server's version, uptime and limits.
     Status(sandbox::StatusArgs),
     /// Set a sandbox's timeout, counted from now.
@@ -83,6 +88,8 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Logs(a) => logs::run(a).await,
         ClientCmd::Test(a) => testcmd::run(a).await,
         ClientCmd::Url(a) => sandbox::url(a).await,
+        ClientCmd::Network(a) => network::network(a).await,
+        ClientCmd::Port(a) => network::port(a).await,
         ClientCmd::Status(a) => sandbox::status(a).await,
         ClientCmd::Timeout(a) => sandbox::timeout(a).await,
         ClientCmd::Key(a) => admin::key(a).await,
@@ -268,6 +275,33 @@ mod tests {
             sandbox::create_body(&a),
             serde_json::json!({"template": "base"})
         );
+        let ClientCmd::Create(a) = parse(&[
+            "create",
+            "--network",
+            "allow",
+            "--allow",
+            "pypi.org",
+            "--allow",
+            "10.1.0.0/16",
+            "--webhook",
+            "https://hooks.example.com/x",
+        ])
+        .unwrap() else {
+            panic!("not create")
+        };
+        assert_eq!(
+            sandbox::create_body(&a),
+            serde_json::json!({"template": "base", "webhook_url": "https://hooks.example.com/x",
+                "network": {"mode": "allow", "allow": ["pypi.org", "10.1.0.0/16"]}})
+        );
+        let ClientCmd::Create(a) = parse(&["create", "--network", "all"]).unwrap() else {
+            panic!("not create")
+        };
+        assert_eq!(
+            sandbox::create_body(&a)["network"],
+            serde_json::json!({"mode": "all", "allow": []})
+        );
+        assert!(parse(&["create", "--network", "some"]).is_err());
         assert!(parse(&["create", "--memory", "lots"]).is_err());
         assert!(parse(&["create", "--timeout", "0"]).is_err());
         assert!(parse(&["create", "--cpus", "-1"]).is_err());
@@ -354,6 +388,23 @@ mod tests {
         assert!(parse(&["url", "sbx_1", "0"]).is_err());
         assert!(parse(&["url", "sbx_1", "70000"]).is_err());
         assert!(matches!(parse(&["status"]), Ok(ClientCmd::Status(_))));
+        assert!(
+            matches!(parse(&["network", "sbx_1"]), Ok(ClientCmd::Network(a)) if a.mode.is_none())
+        );
+        assert!(matches!(
+            parse(&["network", "sbx_1", "allow", "--allow", "a.com"]),
+            Ok(ClientCmd::Network(a)) if a.allow == ["a.com"]
+        ));
+        assert!(parse(&["network", "sbx_1", "open"]).is_err());
+        assert!(matches!(
+            parse(&["port", "sbx_1", "8080", "--public"]),
+            Ok(ClientCmd::Port(a)) if a.public && a.port == 8080
+        ));
+        assert!(
+            parse(&["port", "sbx_1", "8080"]).is_err(),
+            "--public or --private"
+        );
+        assert!(parse(&["port", "sbx_1", "8080", "--public", "--private"]).is_err());
         assert!(matches!(
             parse(&["timeout", "sbx_1", "2h"]),
             Ok(ClientCmd::Timeout(a)) if a.duration == Duration::from_secs(7200)

@@ -42,6 +42,17 @@ pub(crate) struct CreateArgs {
     /// Default user of commands.
     #[arg(long)]
     pub(crate) user: Option<String>,
+    /// Network: none (loopback only, the default), all (the internet, never the host,
+    /// other sandboxes or private ranges), or allow (only the --allow entries).
+    #[arg(long, value_enum)]
+    pub(crate) network: Option<super::network::Mode>,
+    /// An IPv4 CIDR or a name (`*.example.com` for subdomains) the sandbox may reach
+    /// (repeatable, at most 256; alone it means --network allow).
+    #[arg(long, value_name = "NAME_OR_CIDR")]
+    pub(crate) allow: Vec<String>,
+    /// Send this sandbox's events (created, timeout warnings, oom, killed...) to this URL.
+    #[arg(long, value_name = "URL")]
+    pub(crate) webhook: Option<String>,
     #[command(flatten)]
     pub(crate) conn: Conn,
 }
@@ -80,11 +91,19 @@ pub(crate) fn create_body(a: &CreateArgs) -> Value {
     if let Some(u) = &a.user {
         b["user"] = u.clone().into();
     }
+    if let Some(w) = &a.webhook {
+        b["webhook_url"] = w.clone().into();
+    }
+    // Checked at parse time by `create`; a bad combination is simply not sent here.
+    if let Ok(Some(n)) = super::network::policy(a.network, &a.allow) {
+        b["network"] = n;
+    }
     b
 }
 
 /// Creates a sandbox; stdout gets its id alone.
 pub(crate) async fn create(a: CreateArgs) -> Result<i32> {
+    super::network::policy(a.network, &a.allow)?;
     let api = Api::new(&a.conn)?;
     let v: Value = api
         .post_json(&["v1", "sandboxes"], &create_body(&a))
