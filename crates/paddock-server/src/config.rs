@@ -56,6 +56,11 @@ pub struct ServerConfig {
     pub webhook_secret: Option<String>,
     /// Upstream DNS server of sandbox resolvers (None: the host's first nameserver).
     pub dns_upstream: Option<SocketAddr>,
+    /// Where the DNS responder for `*.{domain}` listens (None: no responder; `dns`).
+    pub dns_listen: Option<SocketAddr>,
+    /// The address the responder answers for every name under the domain (None: the
+    /// listen address's IP when it is a specific IPv4 address, else 127.0.0.1).
+    pub dns_answer: Option<std::net::Ipv4Addr>,
     /// TLS certificate chain and private key (PEM). With them the listener speaks HTTPS
     /// only, HTTP/2 and HTTP/1.1 by ALPN.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -92,8 +97,19 @@ impl ServerConfig {
             default_limits: paddock_core::Limits::default(),
             webhook_secret: None,
             dns_upstream: None,
+            dns_listen: None,
+            dns_answer: None,
             tls: None,
         }
+    }
+
+    /// The address the DNS responder answers with (`dns_answer`, else the API's listen
+    /// address when it is a specific IPv4 address, else loopback).
+    pub fn dns_answer_ip(&self) -> std::net::Ipv4Addr {
+        self.dns_answer.unwrap_or(match self.listen.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip,
+            _ => std::net::Ipv4Addr::LOCALHOST,
+        })
     }
 
     /// Checks every setting; the message names the first bad one.
@@ -140,6 +156,15 @@ impl ServerConfig {
         }
         if self.domain.is_empty() || self.domain.contains(['/', ':', ' ']) {
             return bad(format!("domain {:?} is not a host name", self.domain));
+        }
+        match self.public_url.split_once("://") {
+            Some(("http" | "https", rest)) if !rest.is_empty() && !rest.contains(' ') => {}
+            _ => {
+                return bad(format!(
+                    "public URL {:?} must be http://HOST[:PORT] or https://HOST[:PORT]",
+                    self.public_url
+                ));
+            }
         }
         if !self.agent_bin.is_file() {
             return bad(format!(

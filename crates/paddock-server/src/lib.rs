@@ -25,6 +25,7 @@ use tower::ServiceExt as _;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod dns;
 pub mod e2b;
 pub mod error;
 pub mod hostload;
@@ -58,6 +59,12 @@ pub enum ServeError {
     Runtime(#[from] paddock_runtime::RuntimeError),
     #[error("listening on {addr}: {source}")]
     Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("DNS responder (--dns-listen) on {addr}: {source}")]
+    DnsListen {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
@@ -132,6 +139,17 @@ pub async fn serve(
     api::templates::reconcile(&state).map_err(|e| ServeError::Reconcile(e.to_string()))?;
     tokio::spawn(lifecycle::run(state.clone()));
     tokio::spawn(usage::run(state.clone()));
+    if let Some(addr) = state.cfg.dns_listen {
+        let sock = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(|source| ServeError::DnsListen { addr, source })?;
+        let answer = state.cfg.dns_answer_ip();
+        eprintln!(
+            "paddock: answering DNS for *.{} with {answer} on {addr} (udp)",
+            state.cfg.domain
+        );
+        tokio::spawn(dns::serve(sock, state.cfg.domain.clone(), answer));
+    }
 
     let tls = state
         .cfg

@@ -34,6 +34,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once at start; the size of the `serve` flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the API server (REST /v1) on the embedded defaults: SQLite in the data
@@ -145,6 +147,20 @@ struct ServeArgs {
     /// host's first nameserver in /etc/resolv.conf.
     #[arg(long, env = "PADDOCK_DNS_UPSTREAM")]
     dns_upstream: Option<std::net::SocketAddr>,
+    /// The URL clients reach this server at, when it is not the listen address (behind a
+    /// proxy or TLS terminator, e.g. https://sandboxes.example.com): port URLs and the
+    /// domain told to E2B clients take their scheme and port from it.
+    #[arg(long, env = "PADDOCK_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Serve a DNS responder on this UDP address (e.g. 127.0.0.153:53) that answers every
+    /// name under --domain with --dns-answer and refuses the rest, so the E2B SDKs'
+    /// get_host names resolve without wildcard DNS (docs/e2b.md).
+    #[arg(long, env = "PADDOCK_DNS_LISTEN")]
+    dns_listen: Option<std::net::SocketAddr>,
+    /// The IPv4 address the DNS responder answers with (default: the --listen address, or
+    /// 127.0.0.1 when that is 0.0.0.0).
+    #[arg(long, env = "PADDOCK_DNS_ANSWER", requires = "dns_listen")]
+    dns_answer: Option<std::net::Ipv4Addr>,
     /// TLS certificate chain (PEM). With --tls-key the server speaks HTTPS only, HTTP/2 and
     /// HTTP/1.1 by ALPN (a wildcard certificate for *.DOMAIN serves the port URLs).
     #[arg(long, env = "PADDOCK_TLS_CERT", requires = "tls_key")]
@@ -195,7 +211,11 @@ async fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<i32> {
     } else {
         "http"
     };
-    cfg.public_url = format!("{scheme}://{}", a.listen);
+    cfg.public_url = a
+        .public_url
+        .unwrap_or_else(|| format!("{scheme}://{}", a.listen));
+    cfg.dns_listen = a.dns_listen;
+    cfg.dns_answer = a.dns_answer;
     cfg.tls = a.tls_cert.zip(a.tls_key);
     let policy = if a.on_shutdown == "destroy" {
         paddock_server::ShutdownPolicy::Destroy

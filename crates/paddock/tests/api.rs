@@ -921,3 +921,44 @@ async fn status_reports_host_and_sandbox_load() {
     let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
 }
+
+/// The domain told to E2B clients carries the port clients reach the server on (so
+/// `get_host` names are usable URLs); behind a proxy (`--public-url https://...`) it is the
+/// bare `--domain`, and REST port URLs follow the same rule.
+#[tokio::test(flavor = "multi_thread")]
+async fn e2b_domain_follows_the_public_url() {
+    async fn e2b_create(s: &Server) -> Value {
+        let r = s
+            .http
+            .post(format!("{}/v2/sandboxes", s.url))
+            .header("X-API-KEY", &s.admin_key)
+            .json(&json!({"templateID": "base", "timeout": 60}))
+            .send()
+            .await
+            .expect("e2b create");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json().await.expect("json")
+    }
+    let s = Server::start(&["--domain", "sbx.test"]);
+    let port = s.url.rsplit(':').next().expect("port").to_owned();
+    let v = e2b_create(&s).await;
+    assert_eq!(v["domain"], format!("sbx.test:{port}"), "{v}");
+    let id = v["sandboxID"].as_str().expect("id");
+    let (_, ports) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/ports/8000"))).await;
+    assert_eq!(ports["url"], format!("http://8000-{id}.sbx.test:{port}/"));
+
+    let s = Server::start(&[
+        "--domain",
+        "sbx.test",
+        "--public-url",
+        "https://sandboxes.example.com",
+    ]);
+    let v = e2b_create(&s).await;
+    assert_eq!(v["domain"], "sbx.test", "{v}");
+    let id = v["sandboxID"].as_str().expect("id");
+    let (_, ports) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/ports/8000"))).await;
+    assert_eq!(ports["url"], format!("https://8000-{id}.sbx.test/"));
+    let (st, v) = call(s.req(Method::GET, "/v2/sandboxes")).await;
+    assert_eq!(st, StatusCode::OK);
+    let _ = v;
+}

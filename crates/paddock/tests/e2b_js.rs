@@ -25,6 +25,8 @@ const DIR: &str = "/var/tmp/paddock-e2b-js";
 const HASH_FILE: &str = "paddock-lock.hash";
 /// The suite file, copied next to its `node_modules` at every run.
 const SUITE: &str = "conformance.test.mjs";
+/// The `get_host` check on a machine without wildcard DNS (`localdns_get_host_resolves`).
+const LOCALDNS: &str = "localdns.mjs";
 /// The number of tests in the suite; every one must pass. Raise it when adding tests.
 const TESTS_WRITTEN: usize = 27;
 /// The domain the server is started with and the SDK is told about.
@@ -82,7 +84,9 @@ fn prepare() -> PathBuf {
         );
         std::fs::write(dir.join(HASH_FILE), &want).expect("writing the lock hash");
     }
-    std::fs::copy(suite_dir().join(SUITE), dir.join(SUITE)).expect("copying the suite");
+    for f in [SUITE, LOCALDNS] {
+        std::fs::copy(suite_dir().join(f), dir.join(f)).expect("copying the suite");
+    }
     dir.to_path_buf()
 }
 
@@ -212,6 +216,87 @@ async fn e2b_js_sdk_conformance() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// `get_host(port)` works on a laptop-like host: the server on its default domain
+/// `localhost` with its DNS responder on a loopback address; the SDK program runs in a
+/// mount namespace whose `/etc/resolv.conf` names only that responder (this host has no
+/// wildcard DNS for `*.localhost`), and Node's `fetch` and Python's `urllib` reach a web
+/// server in the sandbox by the name `getHost` returns, with no header or token.
+#[tokio::test(flavor = "multi_thread")]
+async fn localdns_get_host_resolves() {
+    let dir = tokio::task::spawn_blocking(prepare)
+        .await
+        .expect("prepare task");
+    // A loopback address of its own per run, so concurrent runs never share port 53.
+    let dns_ip = format!("127.0.53.{}", 1 + std::process::id() % 250);
+    let dns = format!("{dns_ip}:53");
+    let s = Server::start(&["--dns-listen", &dns]);
+    let (_, key) = s.new_key(json!({"name": "localdns"})).await;
+    let resolv = dir.join(format!("resolv-{}.conf", std::process::id()));
+    std::fs::write(
+        &resolv,
+        format!("nameserver {dns_ip}\noptions timeout:2 attempts:2\n"),
+    )
+    .expect("writing the test resolv.conf");
+
+    // Without the responder the name does not resolve here (what a user sees today).
+    let unresolved = Command::new("unshare")
+        .args(["-m", "sh", "-c"])
+        .arg(format!(
+            "echo 'nameserver 127.0.0.1' > {r}.none && mount --bind {r}.none /etc/resolv.conf \
+             && getent hosts 8000-abcdefghij0123456789.localhost",
+            r = resolv.display()
+        ))
+        .output()
+        .expect("unshare");
+    assert!(
+        !unresolved.status.success(),
+        "*.localhost resolves on this host without help"
+    );
+    let resolved = Command::new("unshare")
+        .args(["-m", "sh", "-c"])
+        .arg(format!(
+            "mount --bind {} /etc/resolv.conf && getent hosts 8000-abcdefghij0123456789.localhost",
+            resolv.display()
+        ))
+        .output()
+        .expect("unshare");
+    assert!(
+        String::from_utf8_lossy(&resolved.stdout).starts_with("127.0.0.1 "),
+        "the responder did not answer: {resolved:?}"
+    );
+
+    let url = s.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("unshare")
+            .args(["-m", "sh", "-c"])
+            .arg(format!(
+                "mount --bind {} /etc/resolv.conf && exec node {LOCALDNS}",
+                resolv.display()
+            ))
+            .current_dir(&dir)
+            .env("E2B_API_URL", &url)
+            .env("E2B_SANDBOX_URL", &url)
+            .env("E2B_API_KEY", &key)
+            .env_remove("E2B_DOMAIN")
+            .env_remove("NODE_OPTIONS")
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("ALL_PROXY")
+            .output()
+            .expect("running node")
+    })
+    .await
+    .expect("node task");
+    assert!(
+        out.status.success(),
+        "get_host through the DNS responder failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("localdns ok"));
 }
 
 #[test]

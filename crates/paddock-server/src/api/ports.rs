@@ -50,6 +50,11 @@ fn base(state: &AppState, headers: &HeaderMap) -> (String, String, Option<u16>) 
     (scheme.to_owned(), authority, port.filter(|p| *p != default))
 }
 
+/// The port to append to `{port}-{id}.{domain}` URLs (None: the scheme's default).
+pub(crate) fn url_port(state: &AppState, headers: &HeaderMap) -> Option<u16> {
+    base(state, headers).2
+}
+
 fn authority_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
 }

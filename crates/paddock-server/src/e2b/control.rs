@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use paddock_store::{SandboxFilter, SandboxRecord, SandboxState, now_ms};
@@ -276,8 +276,21 @@ fn e2b_network(
     Ok((public, policy))
 }
 
+/// The `domain` told to E2B clients: `--domain`, with the port clients reach this server on
+/// when it is not the scheme's default (`localhost:7070`), because the SDKs build port URLs
+/// (`get_host`) and the data-plane URL as `{port}-{id}.{domain}` and would otherwise
+/// address port 80 or 443. Behind a proxy on 443 (`--public-url https://...`) it is the bare
+/// domain. Decided like the REST port URLs (`api::ports`).
+fn sdk_domain(state: &AppState, headers: &HeaderMap) -> String {
+    let domain = state.cfg.domain.trim_matches('.');
+    match crate::api::ports::url_port(state, headers) {
+        Some(p) => format!("{domain}:{p}"),
+        None => domain.to_owned(),
+    }
+}
+
 /// The `Sandbox` object of create and connect.
-fn sandbox_json(state: &AppState, r: &SandboxRecord) -> Value {
+fn sandbox_json(state: &AppState, r: &SandboxRecord, domain: &str) -> Value {
     json!({
         "templateID": r.template,
         "sandboxID": r.id,
@@ -287,7 +300,7 @@ fn sandbox_json(state: &AppState, r: &SandboxRecord) -> Value {
         "envdAccessToken": access_token(state, &r.id),
         // Needed for ports that are not public (`allowPublicTraffic: false`).
         "trafficAccessToken": (!crate::proxy::all_public(r)).then(|| access_token(state, &r.id)),
-        "domain": state.cfg.domain,
+        "domain": domain,
     })
 }
 
@@ -301,7 +314,7 @@ fn cpu_count(r: &SandboxRecord) -> u64 {
 }
 
 /// `ListedSandbox` (and, with the token, `SandboxDetail`).
-fn listed_json(state: &AppState, r: &SandboxRecord, detail: bool) -> Value {
+fn listed_json(state: &AppState, r: &SandboxRecord, detail: bool, domain: &str) -> Value {
     let mut v = json!({
         "templateID": r.template,
         "alias": r.template,
@@ -315,7 +328,7 @@ fn listed_json(state: &AppState, r: &SandboxRecord, detail: bool) -> Value {
         "state": "running",
         "envdVersion": ENVD_VERSION,
         "metadata": r.metadata,
-        "domain": state.cfg.domain,
+        "domain": domain,
         "allowInternetAccess": r.spec.get("network").and_then(|n| n.get("mode")).and_then(Value::as_str).is_some_and(|m| m == "all"),
         "lifecycle": { "autoResume": false, "onTimeout": "kill" },
     });
@@ -344,6 +357,7 @@ async fn create(
     E2bCaller(caller): E2bCaller,
     req: Request,
 ) -> E2bResult<Response> {
+    let domain = sdk_domain(&state, req.headers());
     let b: CreateBody = body(&state, req).await?;
     let res = async {
         let spec = b.validate(&state)?;
@@ -358,7 +372,10 @@ async fn create(
         Some("e2b".into()),
         res,
     )?;
-    Ok(json_status(StatusCode::CREATED, sandbox_json(&state, &r)))
+    Ok(json_status(
+        StatusCode::CREATED,
+        sandbox_json(&state, &r, &domain),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,12 +396,16 @@ async fn connect(
     Path(id): Path<String>,
     req: Request,
 ) -> E2bResult<Response> {
+    let domain = sdk_domain(&state, req.headers());
     let b: ConnectBody = body(&state, req).await?;
     let mut r = running_record(&state, &caller, &id)?;
     if let Some(t) = b.timeout {
         extend(&state, &caller, &mut r, t, "e2b connect")?;
     }
-    Ok(json_status(StatusCode::OK, sandbox_json(&state, &r)))
+    Ok(json_status(
+        StatusCode::OK,
+        sandbox_json(&state, &r, &domain),
+    ))
 }
 
 /// Moves the deadline to `secs` from now if that is later than the current one (connect
@@ -410,9 +431,14 @@ async fn get_one(
     State(state): State<Arc<AppState>>,
     E2bCaller(caller): E2bCaller,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> E2bResult<Response> {
     let r = running_record(&state, &caller, &id)?;
-    Ok(json_status(StatusCode::OK, listed_json(&state, &r, true)))
+    let domain = sdk_domain(&state, &headers);
+    Ok(json_status(
+        StatusCode::OK,
+        listed_json(&state, &r, true, &domain),
+    ))
 }
 
 async fn kill(
@@ -618,6 +644,7 @@ fn list_page(
     state: &AppState,
     caller: &Caller,
     q: &ListQuery,
+    domain: &str,
 ) -> Result<(Vec<Value>, Option<String>), ApiError> {
     if !q.running {
         return Ok((Vec::new(), None));
@@ -641,7 +668,7 @@ fn list_page(
             q.started_after
                 .is_none_or(|t| r.ready_at.unwrap_or(r.created_at) > t)
         })
-        .map(|r| listed_json(state, r, false))
+        .map(|r| listed_json(state, r, false, domain))
         .collect();
     Ok((items, next))
 }
@@ -651,9 +678,10 @@ async fn list_v2(
     State(state): State<Arc<AppState>>,
     E2bCaller(caller): E2bCaller,
     RawQuery(q): RawQuery,
+    headers: HeaderMap,
 ) -> E2bResult<Response> {
     let q = parse_list_query(q.as_deref())?;
-    let (items, next) = list_page(&state, &caller, &q)?;
+    let (items, next) = list_page(&state, &caller, &q, &sdk_domain(&state, &headers))?;
     let mut resp = json_status(StatusCode::OK, Value::Array(items));
     if let Some(n) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
         resp.headers_mut().insert("x-next-token", n);
@@ -666,11 +694,13 @@ async fn list_v1(
     State(state): State<Arc<AppState>>,
     E2bCaller(caller): E2bCaller,
     RawQuery(q): RawQuery,
+    headers: HeaderMap,
 ) -> E2bResult<Response> {
     let mut query = parse_list_query(q.as_deref())?;
+    let domain = sdk_domain(&state, &headers);
     let mut all = Vec::new();
     loop {
-        let (items, next) = list_page(&state, &caller, &query)?;
+        let (items, next) = list_page(&state, &caller, &query, &domain)?;
         all.extend(items);
         match next {
             Some(n) => query.next = Some(n),

@@ -48,7 +48,7 @@ async function eventually(check, ms = 10_000, what = 'condition') {
 test('create returns a running sandbox with id, domain and metadata', async () => {
   await withSandbox({ metadata: { job: '42' } }, async (sbx) => {
     assert.match(sbx.sandboxId, /^[a-z0-9]{20}$/)
-    assert.equal(sbx.sandboxDomain, process.env.E2B_DOMAIN)
+    assert.equal(sbx.sandboxDomain, `${process.env.E2B_DOMAIN}:${new URL(process.env.E2B_API_URL).port}`)
     assert.equal(await sbx.isRunning(), true)
     const info = await sbx.getInfo()
     assert.equal(info.sandboxId, sbx.sandboxId)
@@ -120,7 +120,9 @@ test('a sandbox ends at its timeout', async () => {
 
 test('getHost names the port and the sandbox under the domain', async () => {
   await withSandbox({}, async (sbx) => {
-    assert.equal(sbx.getHost(8080), `8080-${sbx.sandboxId}.${process.env.E2B_DOMAIN}`)
+    // The domain carries the port clients reach the server on, so the name is usable as is.
+    const port = new URL(process.env.E2B_API_URL).port
+    assert.equal(sbx.getHost(8080), `8080-${sbx.sandboxId}.${process.env.E2B_DOMAIN}:${port}`)
   })
 })
 

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+import urllib.parse
 import uuid
 from typing import Callable, List
 
@@ -40,7 +41,10 @@ def env(name: str) -> str:
 
 API_URL = os.environ.get("E2B_API_URL", "")
 SANDBOX_URL = os.environ.get("E2B_SANDBOX_URL", "")
-DOMAIN = os.environ.get("E2B_DOMAIN", "")
+# The domain Paddock tells the SDK: `--domain` with the port the API is reached on (not the
+# scheme's default), so `get_host` names are usable as URLs.
+_API_PORT = urllib.parse.urlsplit(API_URL).port if API_URL else None
+DOMAIN = os.environ.get("E2B_DOMAIN", "") + (f":{_API_PORT}" if _API_PORT else "")
 ENVD_PORT = 49983
 
 
