@@ -22,13 +22,9 @@ mod cli;
     about = "Isolated Linux sandboxes in milliseconds"
 )]
 struct Cli {
-    /// Data directory (templates, writable layers).
-    #[arg(
-        long,
-        env = "PADDOCK_DATA_DIR",
-        default_value = "/var/lib/paddock",
-        global = true
-    )]
+    /// Data directory (templates, writable layers) of `serve`, `run` and `ps`; the client
+    /// commands never open it.
+    #[arg(long, env = "PADDOCK_DATA_DIR", default_value = "/var/lib/paddock")]
     data_dir: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
@@ -64,19 +60,36 @@ enum Cmd {
         /// Environment variables, KEY=VALUE.
         #[arg(long = "env", short = 'e')]
         env: Vec<String>,
+        #[command(flatten)]
+        data: DataDir,
         /// The command and its arguments.
         #[arg(trailing_var_arg = true, required = true)]
         argv: Vec<String>,
     },
     /// List sandboxes present on this host (for reconciliation and debugging).
-    Ps,
+    Ps {
+        #[command(flatten)]
+        data: DataDir,
+    },
     #[command(flatten)]
     Client(cli::ClientCmd),
+}
+
+/// `--data-dir` after the subcommand, for the commands that use it (it overrides the one
+/// before the subcommand and `PADDOCK_DATA_DIR`). Client commands do not take it.
+#[derive(Args, Debug)]
+struct DataDir {
+    /// Data directory (templates, writable layers); default `PADDOCK_DATA_DIR` or
+    /// /var/lib/paddock.
+    #[arg(long = "data-dir", value_name = "DATA_DIR")]
+    dir: Option<PathBuf>,
 }
 
 /// `paddock serve` settings. Every flag also reads an environment variable.
 #[derive(Args, Debug)]
 struct ServeArgs {
+    #[command(flatten)]
+    data: DataDir,
     /// Address to listen on.
     #[arg(long, env = "PADDOCK_LISTEN", default_value = "127.0.0.1:7070")]
     listen: std::net::SocketAddr,
@@ -283,13 +296,19 @@ fn main() {
 
 async fn run(cli: Cli) -> Result<i32> {
     if let Cmd::Serve(a) = cli.cmd {
-        return serve(cli.data_dir, a).await;
+        let dir = a.data.dir.clone().unwrap_or(cli.data_dir);
+        return serve(dir, a).await;
     }
     // Client commands talk to a server and never open the local data directory.
     if let Cmd::Client(c) = cli.cmd {
         return cli::run(c).await;
     }
-    let runtime = Runtime::open(RuntimeConfig::new(&cli.data_dir)).context("opening runtime")?;
+    let dir = match &cli.cmd {
+        Cmd::Run { data, .. } | Cmd::Ps { data } => data.dir.clone(),
+        _ => None,
+    }
+    .unwrap_or(cli.data_dir);
+    let runtime = Runtime::open(RuntimeConfig::new(&dir)).context("opening runtime")?;
     let res = local(cli.cmd, &runtime).await;
     // With no sandbox left, nothing of the instance stays on the host but the data dir.
     let rt = runtime.clone();
@@ -312,6 +331,7 @@ async fn local(cmd: Cmd, runtime: &std::sync::Arc<Runtime>) -> Result<i32> {
             user,
             env,
             argv,
+            data: _,
         } => {
             let mut envs = BTreeMap::new();
             for kv in env {
@@ -361,14 +381,91 @@ async fn local(cmd: Cmd, runtime: &std::sync::Arc<Runtime>) -> Result<i32> {
             }
             Ok(res.exit_code.unwrap_or(137))
         }
-        Cmd::Ps => {
-            for h in runtime.list_host() {
-                println!(
-                    "{}\tpid={:?}\tcgroup={}\tlayer={}",
-                    h.id, h.pid, h.has_cgroup, h.has_layer
-                );
-            }
+        Cmd::Ps { .. } => {
+            print!("{}", ps_table(&runtime.list_host()));
             Ok(0)
         }
+    }
+}
+
+/// The `ps` table: a header, then one row per sandbox found on the host (`-` for no live PID 1).
+fn ps_table(items: &[paddock_runtime::HostSandbox]) -> String {
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let rows: Vec<[String; 4]> = items
+        .iter()
+        .map(|h| {
+            [
+                h.id.clone(),
+                h.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                yes(h.has_cgroup).to_owned(),
+                yes(h.has_layer).to_owned(),
+            ]
+        })
+        .collect();
+    let header = ["ID", "PID", "CGROUP", "LAYER"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    for r in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn ps_prints_a_table_with_a_header() {
+        let items = [
+            paddock_runtime::HostSandbox {
+                id: "abcdefghij0123456789".into(),
+                pid: Some(4242),
+                has_cgroup: true,
+                has_layer: true,
+            },
+            paddock_runtime::HostSandbox {
+                id: "zzzzzzzzzz0123456789".into(),
+                pid: None,
+                has_cgroup: false,
+                has_layer: true,
+            },
+        ];
+        assert_eq!(
+            ps_table(&items),
+            "ID                    PID   CGROUP  LAYER\n\
+             abcdefghij0123456789  4242  yes     yes\n\
+             zzzzzzzzzz0123456789  -     no      yes\n"
+        );
+        assert_eq!(ps_table(&[]), "ID  PID  CGROUP  LAYER\n");
+    }
+
+    #[test]
+    fn only_the_commands_that_open_the_data_directory_take_data_dir() {
+        Cli::command().debug_assert();
+        let mut cmd = Cli::command();
+        for sub in cmd.get_subcommands_mut() {
+            let has = sub.get_arguments().any(|a| a.get_id() == "dir");
+            let uses = matches!(sub.get_name(), "serve" | "run" | "ps");
+            assert_eq!(has, uses, "{}", sub.get_name());
+        }
+        // Before or after the subcommand.
+        let c = Cli::try_parse_from(["paddock", "--data-dir", "/a", "ps"]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/a"));
+        let c = Cli::try_parse_from(["paddock", "ps", "--data-dir", "/b"]).unwrap();
+        assert!(matches!(c.cmd, Cmd::Ps { data } if data.dir == Some(PathBuf::from("/b"))));
+        assert!(Cli::try_parse_from(["paddock", "ls", "--data-dir", "/b"]).is_err());
     }
 }

@@ -144,6 +144,13 @@ async fn the_cli_drives_a_sandbox_from_create_to_kill() {
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("1 passed, 1 failed"), "{}", stdout(&o));
     assert!(stdout(&o).contains("test_b"), "{}", stdout(&o));
+    // The audit trail names the framework plainly (it said `framework=None`).
+    let o = paddock(&s, &["audit", "--sandbox", &id]);
+    assert!(
+        stdout(&o).contains("framework=auto") && !stdout(&o).contains("None"),
+        "{}",
+        stdout(&o)
+    );
 
     // ls, url, status, logs, timeout.
     let o = paddock(&s, &["ls"]);
@@ -172,6 +179,12 @@ async fn the_cli_drives_a_sandbox_from_create_to_kill() {
         "{}",
         stdout(&o)
     );
+    // Every line starts with a time of one width, so the columns line up.
+    let widths: std::collections::BTreeSet<usize> = stdout(&o)
+        .lines()
+        .map(|l| l.find("  ").unwrap_or(0))
+        .collect();
+    assert_eq!(widths.len(), 1, "{}", stdout(&o));
 
     let o = paddock(&s, &["kill", &id]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -585,4 +598,32 @@ async fn exec_warns_about_unsent_stdin_and_sigterm_kills_the_remote_command() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+#[test]
+fn help_lists_what_each_command_takes() {
+    let help = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    // Client commands never open the data directory, so they do not offer --data-dir.
+    for cmd in ["ls", "exec", "create", "network", "port", "key"] {
+        assert!(!help(&[cmd, "--help"]).contains("--data-dir"), "{cmd}");
+    }
+    for cmd in ["serve", "run", "ps"] {
+        assert!(help(&[cmd, "--help"]).contains("--data-dir"), "{cmd}");
+    }
+    let top = help(&["--help"]);
+    for sub in ["import", "layers", "prune", "network", "port"] {
+        assert!(top.contains(sub), "{sub}: {top}");
+    }
+    let serve = help(&["serve", "--help"]);
+    assert!(
+        serve.contains("--exec-timeout") && serve.contains("60s"),
+        "{serve}"
+    );
 }

@@ -51,9 +51,9 @@ async fn tests(
     Json(body): Json<TestsBody>,
 ) -> ApiResult<Response> {
     let detail = Some(format!(
-        "cwd={} framework={:?} cmd={}",
+        "cwd={} framework={} cmd={}",
         body.cwd.as_deref().unwrap_or("/home/user"),
-        body.framework.map(|f| f.as_str()),
+        body.framework.map_or("auto", |f| f.as_str()),
         body.cmd.as_deref().unwrap_or("")
     ));
     let res = async {

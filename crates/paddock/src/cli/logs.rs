@@ -31,7 +31,7 @@ pub(crate) struct LogsArgs {
 
 /// One event's line: `<at>  <kind>  k=v ...`.
 pub(crate) fn event_line(e: &Value) -> String {
-    let mut line = format!("{}  {}", format::cell(&e["at"]), format::cell(&e["kind"]));
+    let mut line = format!("{}  {}", stamp(&e["at"]), format::cell(&e["kind"]));
     let data = data_text(&e["data"]);
     if !data.is_empty() {
         line.push_str("  ");
@@ -62,7 +62,7 @@ pub(crate) fn exec_line(x: &Value) -> String {
     };
     let mut line = format!(
         "{}  exec  {}  ({status}",
-        format::cell(&x["at"]),
+        stamp(&x["at"]),
         format::command(&x["command"])
     );
     if let Some(ms) = x["duration_ms"].as_u64() {
@@ -71,6 +71,25 @@ pub(crate) fn exec_line(x: &Value) -> String {
     }
     line.push(')');
     line
+}
+
+/// A time as `2025-01-01T12:00:00.500Z`: always UTC with milliseconds, so that lines align.
+/// Anything that is not an RFC 3339 time is shown as it is.
+pub(crate) fn stamp(v: &Value) -> String {
+    let Some(t) = v.as_str().and_then(format::parse_time) else {
+        return format::cell(v);
+    };
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
 }
 
 /// `850ms`, `1.2s`, `3m5s`.
@@ -286,15 +305,29 @@ mod tests {
         let (text, last, stopped) = render_logs(&v);
         assert_eq!(
             text,
-            "2025-01-01T12:00:00Z  exec  true  (signal: killed, 5ms)\n\
-             2025-01-01T12:00:00.5Z  created  ready_ms=40 template=base\n\
-             2025-01-01T12:01:00Z  exec  python -c 'print(1)'  (exit status 0, 1.2s)\n\
-             2025-01-01T12:05:00Z  killed\n"
+            "2025-01-01T12:00:00.000Z  exec  true  (signal: killed, 5ms)\n\
+             2025-01-01T12:00:00.500Z  created  ready_ms=40 template=base\n\
+             2025-01-01T12:01:00.000Z  exec  python -c 'print(1)'  (exit status 0, 1.2s)\n\
+             2025-01-01T12:05:00.000Z  killed\n"
         );
         assert_eq!(last, Some(9));
         assert!(stopped);
         let (text, last, stopped) = render_logs(&json!({"events": [], "execs": []}));
         assert_eq!((text.as_str(), last, stopped), ("", None, false));
+    }
+
+    #[test]
+    fn stamps_align() {
+        assert_eq!(
+            stamp(&json!("2025-01-01T12:00:00.123456Z")),
+            "2025-01-01T12:00:00.123Z"
+        );
+        assert_eq!(
+            stamp(&json!("2025-01-01T13:00:00+01:00")),
+            "2025-01-01T12:00:00.000Z"
+        );
+        assert_eq!(stamp(&json!("soon")), "soon");
+        assert_eq!(stamp(&json!(null)), "-");
     }
 
     #[test]

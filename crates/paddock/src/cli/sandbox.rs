@@ -155,8 +155,16 @@ pub(crate) struct LsArgs {
     /// Print a JSON array of the sandboxes instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Also list creates that failed (the sandbox never ran), as state `failed`.
+    #[arg(long)]
+    pub(crate) failed: bool,
     #[command(flatten)]
     pub(crate) conn: Conn,
+}
+
+/// Whether a record is a create that failed: stopped for `failed` without ever being ready.
+pub(crate) fn failed_create(s: &Value) -> bool {
+    s["stop_reason"] == "failed" && s["ready_at"].is_null()
 }
 
 /// Lists sandboxes (following the server's pages).
@@ -193,6 +201,10 @@ pub(crate) async fn ls(a: LsArgs) -> Result<i32> {
             _ => break,
         }
     }
+    let failed = all.iter().filter(|s| failed_create(s)).count();
+    if !a.failed {
+        all.retain(|s| !failed_create(s));
+    }
     if a.json {
         write_stdout(&format!(
             "{}\n",
@@ -201,6 +213,9 @@ pub(crate) async fn ls(a: LsArgs) -> Result<i32> {
     } else {
         write_stdout(&sandbox_table(OffsetDateTime::now_utc(), &all))?;
     }
+    if failed > 0 && !a.failed {
+        eprintln!("paddock: {failed} failed creates not shown (--failed lists them)");
+    }
     Ok(0)
 }
 
@@ -208,7 +223,11 @@ pub(crate) async fn ls(a: LsArgs) -> Result<i32> {
 pub(crate) fn sandbox_table(now: OffsetDateTime, items: &[Value]) -> String {
     let mut t = Table::new(&["ID", "TEMPLATE", "STATE", "CREATED", "EXPIRES", "METADATA"]);
     for s in items {
-        let state = format::cell(&s["state"]);
+        let state = if failed_create(s) {
+            "failed".to_owned()
+        } else {
+            format::cell(&s["state"])
+        };
         let expires = if state == "stopped" {
             "-".to_owned()
         } else {
@@ -438,6 +457,20 @@ mod tests {
             "ID      TEMPLATE  STATE    CREATED  EXPIRES  METADATA\n\
              sbx_a   base      running  2m ago   in 28m   ci=1,team=x\n\
              sbx_bb  python    stopped  1d ago   -        -\n"
+        );
+        let failed = json!({"id": "sbx_f", "template": "base", "state": "stopped",
+            "stop_reason": "failed", "ready_at": null, "created_at": "2025-01-01T11:59:00Z",
+            "metadata": {}});
+        assert!(failed_create(&failed));
+        assert!(
+            !failed_create(&items[1]),
+            "a sandbox that ran and stopped is listed"
+        );
+        let t = sandbox_table(now, &[failed]);
+        assert_eq!(
+            t.lines().nth(1).and_then(|l| l.split_whitespace().nth(2)),
+            Some("failed"),
+            "{t}"
         );
         assert_eq!(
             sandbox_table(now, &[]),
