@@ -29,6 +29,7 @@ pub mod users;
 /// that takes it panic too, breaking the sandbox for good. The state behind the agent's locks
 /// (tables, logs, buffers, maps) is consistent at every point a panic can occur, since each
 /// critical section is a handful of inserts, removes and field updates.
+#[allow(clippy::disallowed_methods)] // The one place that calls `Mutex::lock`.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -66,21 +66,42 @@ pub(crate) fn signal<G>(
     scope: Scope,
     hold_reaper: impl FnOnce() -> G,
 ) -> std::io::Result<()> {
-    match scope {
-        Scope::Process => send(pidfd, sig, 0),
-        Scope::Group => match send(pidfd, sig, PIDFD_SIGNAL_PROCESS_GROUP) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                let _guard = hold_reaper();
-                send(pidfd, 0, 0)?;
-                // SAFETY: kill has no memory-safety preconditions; the group id is pinned
-                // as explained above.
-                if unsafe { libc::kill(-(pid as i32), sig) } != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
+    signal_with(
+        pidfd,
+        pid,
+        sig,
+        scope,
+        hold_reaper,
+        PIDFD_SIGNAL_PROCESS_GROUP,
+    )
+}
+
+/// [`signal`] with the group flag to try first (0 goes straight to the fallback; tests).
+fn signal_with<G>(
+    pidfd: BorrowedFd<'_>,
+    pid: u32,
+    sig: i32,
+    scope: Scope,
+    hold_reaper: impl FnOnce() -> G,
+    group_flag: libc::c_uint,
+) -> std::io::Result<()> {
+    let by_flag = match (scope, group_flag) {
+        (Scope::Process, _) => return send(pidfd, sig, 0),
+        (Scope::Group, 0) => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+        (Scope::Group, f) => send(pidfd, sig, f),
+    };
+    match by_flag {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let _guard = hold_reaper();
+            send(pidfd, 0, 0)?;
+            // SAFETY: kill has no memory-safety preconditions; the group id is pinned as
+            // explained above.
+            if unsafe { libc::kill(-(pid as i32), sig) } != 0 {
+                return Err(std::io::Error::last_os_error());
             }
-            r => r,
-        },
+            Ok(())
+        }
+        r => r,
     }
 }
 
@@ -246,6 +267,91 @@ mod tests {
                 assert!(std::time::Instant::now() < deadline, "{k} survived");
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
+        }
+    }
+
+    /// A shell leading its own process group, with a background `sleep` in that group.
+    fn group() -> (std::process::Child, u32) {
+        use std::os::unix::process::CommandExt;
+        let child = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 1000 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = stat(pid).unwrap().start;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let sleep = loop {
+            if let Some((p, _)) = descendants(pid, start).into_iter().find(|(p, _)| *p != pid) {
+                break p;
+            }
+            assert!(std::time::Instant::now() < deadline, "no child appeared");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        (child, sleep)
+    }
+
+    fn gone_or_zombie(pid: u32) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while stat(pid).is_some_and(|s| !s.zombie) {
+            assert!(std::time::Instant::now() < deadline, "{pid} survived");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Group signals reach the whole group both through `PIDFD_SIGNAL_PROCESS_GROUP` (when
+    /// the kernel has it) and through the fallback for older kernels.
+    #[test]
+    fn group_signals_reach_the_group_with_and_without_the_kernel_flag() {
+        for flag in [PIDFD_SIGNAL_PROCESS_GROUP, 0] {
+            let (mut child, sleep) = group();
+            let fd = pidfd_open(child.id()).unwrap();
+            let mut held = false;
+            let r = signal_with(
+                std::os::fd::AsFd::as_fd(&fd),
+                child.id(),
+                libc::SIGKILL,
+                Scope::Group,
+                || held = true,
+                flag,
+            );
+            r.unwrap();
+            // (With the flag, a kernel before 6.9 takes the fallback as well.)
+            assert!(
+                held || flag != 0,
+                "the fallback ran without holding the reaper"
+            );
+            let status = child.wait().unwrap();
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(libc::SIGKILL)
+            );
+            gone_or_zombie(sleep);
+        }
+    }
+
+    /// Once its process is reaped, a pidfd sends nothing (`ESRCH`), in either path: the
+    /// number may already belong to someone else.
+    #[test]
+    fn a_reaped_process_gets_no_signal() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let fd = pidfd_open(child.id()).unwrap();
+        child.wait().unwrap();
+        for (scope, flag) in [
+            (Scope::Process, 0),
+            (Scope::Group, PIDFD_SIGNAL_PROCESS_GROUP),
+            (Scope::Group, 0),
+        ] {
+            let e = signal_with(
+                std::os::fd::AsFd::as_fd(&fd),
+                child.id(),
+                libc::SIGKILL,
+                scope,
+                || (),
+                flag,
+            )
+            .expect_err("signal after the reap");
+            assert_eq!(e.raw_os_error(), Some(libc::ESRCH), "{scope:?} {flag}");
         }
     }
 }

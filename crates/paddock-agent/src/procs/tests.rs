@@ -3,6 +3,7 @@
 use super::*;
 
 /// Panics while holding `m`, as a bug in a request handler would.
+#[allow(clippy::disallowed_methods)] // Poisoning needs the raw lock.
 fn poison<T>(m: &Mutex<T>) {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let _g = m.lock();
