@@ -205,6 +205,25 @@ pub struct Stats {
     pub oom_kills: u64,
 }
 
+/// What adoption at open did to the adopted sandboxes' networks.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AdoptionReport {
+    /// Sandboxes adopted with their network re-created (link, rules, resolver, resolv.conf).
+    pub repaired: Vec<String>,
+    /// Sandboxes destroyed because their network could not be restored, with why.
+    pub failed: Vec<(String, String)>,
+}
+
+impl AdoptionReport {
+    async fn fail(&mut self, rt: &Arc<Runtime>, id: &str, why: String) {
+        tracing::error!(sandbox = %id, "its network cannot be restored: {why}");
+        if let Err(e) = rt.destroy(id).await {
+            tracing::warn!(sandbox = %id, "cleanup failed: {e}");
+        }
+        self.failed.push((id.to_owned(), why));
+    }
+}
+
 /// The name of the runtime in `data_dir`: 8 random characters kept in `data_dir/instance`,
 /// made on first open. It scopes host-wide resources (cgroups) to this data directory.
 fn instance_name(data_dir: &Path) -> Result<String> {
@@ -232,6 +251,8 @@ pub struct Runtime {
     live: Mutex<HashMap<String, Arc<Sandbox>>>,
     host_memory: u64,
     net: crate::net::Net,
+    /// What adoption at open repaired or had to give up (`take_adoption_report`).
+    adoption: Mutex<AdoptionReport>,
     /// The agent's private loader and libraries (see `agentlib`); None for a static agent.
     agent_lib: Option<PathBuf>,
     /// The `sudo` shim binary, next to the agent.
@@ -338,6 +359,7 @@ impl Runtime {
             net,
             open_lock,
             closed: std::sync::atomic::AtomicBool::new(false),
+            adoption: Mutex::new(AdoptionReport::default()),
         });
         rt.reconcile();
         rt.reconcile_network()?;
@@ -404,25 +426,94 @@ impl Runtime {
         self.layers.unmount_image()
     }
 
-    /// Rebuilds this instance's firewall table for the adopted sandboxes, restarts their
-    /// resolvers, and deletes sandbox links nobody holds (a crash mid-create).
+    /// Rebuilds this instance's firewall table for the adopted sandboxes, checks and if
+    /// needed re-creates their links, restarts their resolvers, and deletes sandbox links
+    /// nobody holds (a crash mid-create). An adopted sandbox whose network cannot be
+    /// restored is destroyed and listed in [`Runtime::take_adoption_report`] as failed:
+    /// it is never kept running without the network its record names.
     fn reconcile_network(&self) -> Result<()> {
-        let live: Vec<(u32, NetworkPolicy)> =
-            self.list().iter().map(|s| (s.slot, s.network())).collect();
-        self.net.rebuild(&live)?;
-        for (slot, p) in &live {
-            if let Err(e) = self.net.adopt(*slot, p) {
-                tracing::warn!(slot, "restarting resolver: {e}");
+        let live: Vec<(String, u32, i32, NetworkPolicy)> = self
+            .list()
+            .iter()
+            .map(|s| (s.id.to_string(), s.slot, s.pid, s.network()))
+            .collect();
+        let policies: Vec<(u32, NetworkPolicy)> =
+            live.iter().map(|(_, s, _, p)| (*s, p.clone())).collect();
+        self.net.rebuild(&policies)?;
+        let mut report = AdoptionReport::default();
+        for (id, slot, pid, p) in &live {
+            if p.mode == NetworkMode::None {
+                // A crash between making a link and recording the new policy.
+                self.net.release_link(*slot);
+                continue;
+            }
+            match self.net.restore(*slot, *pid, p) {
+                Ok(true) => report.repaired.push(id.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(sandbox = %id, "its network cannot be restored: {e}");
+                    if let Err(e) = self.teardown(id, None) {
+                        tracing::warn!(sandbox = %id, "cleanup failed: {e}");
+                    }
+                    report
+                        .failed
+                        .push((id.clone(), format!("restoring its network: {e}")));
+                }
             }
         }
-        let held: BTreeSet<u32> = live.iter().map(|(s, _)| *s).collect();
+        let held: BTreeSet<u32> = self.list().iter().map(|s| s.slot).collect();
         for slot in crate::net::Net::host_links() {
             if !held.contains(&slot) && !self.claims.is_claimed(slot) {
                 tracing::info!(slot, "removing leftover sandbox link");
                 crate::net::Net::remove_link(slot);
             }
         }
+        *self
+            .adoption
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = report;
         Ok(())
+    }
+
+    /// What adoption at open did beyond adopting: sandboxes whose network it re-created
+    /// (their `resolv.conf` is rewritten here, through the agent) and sandboxes it had to
+    /// destroy because their network could not be restored, with why. Taken once.
+    pub async fn take_adoption_report(self: &Arc<Self>) -> AdoptionReport {
+        let mut report = std::mem::take(
+            &mut *self
+                .adoption
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut still = Vec::new();
+        for id in std::mem::take(&mut report.repaired) {
+            let Ok(sbx) = self.get(&id) else { continue };
+            let conf = crate::net::resolv_conf(sbx.network().mode, sbx.slot).into_bytes();
+            let wrote = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                sbx.write_file("/etc/resolv.conf", conf, Some("root")),
+            )
+            .await;
+            match wrote {
+                Ok(Ok(())) => still.push(id),
+                Ok(Err(e)) => {
+                    report
+                        .fail(self, &id, format!("rewriting resolv.conf: {e}"))
+                        .await
+                }
+                Err(_) => {
+                    report
+                        .fail(
+                            self,
+                            &id,
+                            "rewriting resolv.conf: the agent did not answer".into(),
+                        )
+                        .await
+                }
+            }
+        }
+        report.repaired = still;
+        report
     }
 
     /// What a host-wide uid-range claim of sandbox `id` points at: its first cgroup dir.
@@ -726,6 +817,13 @@ impl Runtime {
         .await
     }
 
+    /// The host's own networks (addresses, connected subnets, gateways) no sandbox reaches
+    /// besides the fixed blocked ranges, as last read (empty before the first networked
+    /// sandbox).
+    pub fn network_hostnets(&self) -> Vec<paddock_core::Cidr> {
+        self.net.hostnets()
+    }
+
     /// Changes a running sandbox's network policy. Going to `none` removes its link (open
     /// connections die); leaving `none` creates one.
     pub async fn set_network(self: &Arc<Self>, id: &str, p: NetworkPolicy) -> Result<()> {
@@ -735,7 +833,15 @@ impl Runtime {
             return Ok(());
         }
         match (old.mode, p.mode) {
-            (NetworkMode::None, _) => self.network_up(&sbx, &p).await?,
+            (NetworkMode::None, _) => {
+                if let Err(e) = self.network_up(&sbx, &p).await {
+                    // Nothing of a half-made network stays while the record says `none`.
+                    let this = self.clone();
+                    let slot = sbx.slot;
+                    let _ = tokio::task::spawn_blocking(move || this.net.detach(slot)).await;
+                    return Err(e);
+                }
+            }
             (_, NetworkMode::None) => {
                 let this = self.clone();
                 let slot = sbx.slot;
@@ -1007,7 +1113,6 @@ impl Runtime {
     fn teardown(&self, id: &str, sbx: Option<&Sandbox>) -> Result<()> {
         let rec = self.read_record(id);
         let slot = rec.as_ref().map(|r| r.slot);
-        let networked = rec.is_some_and(|r| r.network.mode != NetworkMode::None);
         if let Some(fd) = sbx.and_then(|s| s.pidfd.as_ref()) {
             // Killing PID 1 makes the kernel kill every process in its pid namespace.
             let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
@@ -1016,9 +1121,9 @@ impl Runtime {
         if let Some(s) = sbx {
             reap(s.pid);
         }
-        if let Some(s) = slot
-            && networked
-        {
+        // Whatever the record says: a crash or a failed policy change can leave rules or a
+        // resolver of a sandbox recorded as `none` (detach of a slot without any is free).
+        if let Some(s) = slot {
             self.net.detach(s);
         }
         self.layers.destroy(id)?;

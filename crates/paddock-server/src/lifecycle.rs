@@ -401,7 +401,36 @@ pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
         ..Default::default()
     })?;
     let mut known = std::collections::HashSet::new();
+    // Adopted sandboxes whose network could not be restored were destroyed by the runtime:
+    // they are `failed`, not `lost` (and never `running`).
+    let report = state.runtime.take_adoption_report().await;
+    let failed: std::collections::HashMap<String, String> = report.failed.into_iter().collect();
+    for id in &report.repaired {
+        tracing::warn!(sandbox = %id, "adopted with its network re-created");
+    }
     for mut r in active {
+        if let Some(why) = failed.get(&r.id) {
+            r.state = SandboxState::Stopped;
+            r.stop_reason = Some("failed".into());
+            r.stopped_at = Some(now_ms());
+            state.store.update_sandbox(&r)?;
+            tracing::error!(sandbox = %r.id, "failed at adoption: {why}");
+            state.emit(
+                &r.tenant,
+                Some(&r.id),
+                "failed",
+                serde_json::json!({ "error": why }),
+                r.webhook_url.as_deref(),
+            );
+            state.audit(
+                None,
+                "sandbox.adopt",
+                Some(&r.id),
+                "failed",
+                Some(why.clone()),
+            );
+            continue;
+        }
         if state.runtime.get(&r.id).is_ok() {
             known.insert(r.id.clone());
             let now = now_ms();

@@ -51,6 +51,8 @@ try:
         print(urllib.request.urlopen(arg, timeout=3).read().decode().strip())
     elif what == "resolve":
         print(socket.gethostbyname(arg))
+    elif what == "resolveall":
+        print(",".join(sorted(socket.gethostbyname_ex(arg)[2])))
     elif what == "tcp":
         h, p = arg.rsplit(":", 1)
         socket.create_connection((h, int(p)), timeout=3).close(); print("connected")
@@ -79,6 +81,29 @@ async fn probe(s: &Sandbox, what: &str, arg: &str) -> String {
     )
     .await;
     out(&r).trim().to_owned()
+}
+
+/// Probes until `done` holds for the result, for at most 15 s; whether it did.
+async fn poll_probe(s: &Sandbox, what: &str, arg: &str, done: impl Fn(&str) -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if done(&probe(s, what, arg).await) {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The test runtime's instance name (its nftables table is `paddock_<instance>`).
+fn instance() -> String {
+    let tag = std::env::var("PADDOCK_TEST_TAG").unwrap_or_default();
+    std::fs::read_to_string(format!("/var/tmp/paddock-test-network{tag}/instance"))
+        .expect("instance name")
+        .trim()
+        .to_owned()
 }
 
 fn assert_blocked(got: &str, what: &str) {
@@ -159,6 +184,50 @@ async fn network_modes_against_a_fake_internet() {
     .await;
     assert!(!out(&r).contains("host 198.51.100"), "{r:?}");
 
+    // --- allow: an allowed name (here picked by sandbox code under the wildcard) whose
+    // answer names a blocked address or the host's uplink opens nothing: those records are
+    // dropped from the answer and never pinned.
+    for (name, what) in [
+        ("meta.wild.test", "metadata"),
+        ("lo.wild.test", "loopback"),
+        ("gw.wild.test", "the host's gateway"),
+        ("lan.wild.test", "the host's connected subnet"),
+    ] {
+        assert_blocked(
+            &probe(&allow, "resolveall", name).await,
+            &format!("allow: a name answering {what}"),
+        );
+    }
+    assert_eq!(
+        probe(&allow, "resolveall", "mixed.wild.test").await,
+        "198.51.100.1",
+        "only the public address of a mixed answer"
+    );
+    for target in [
+        "169.254.169.254:80",
+        "198.51.100.129:80",
+        "198.51.100.130:80",
+    ] {
+        assert_blocked(
+            &probe(&allow, "tcp", target).await,
+            &format!("allow: {target} after resolving a name answering it"),
+        );
+    }
+    let pinned = sh_host(&format!(
+        "nft list set inet paddock_{} a{}",
+        instance(),
+        allow.slot
+    ));
+    for bad in [
+        "169.254.169.254",
+        "127.0.0.1",
+        "10.0.0.5",
+        "198.51.100.129",
+        "198.51.100.130",
+    ] {
+        assert!(!pinned.contains(bad), "{bad} pinned: {pinned}");
+    }
+
     // --- allow, DNS over TCP: the same policy, forwarded over TCP, and an answer pins its
     // addresses as over UDP.
     let tcp =
@@ -177,9 +246,23 @@ async fn network_modes_against_a_fake_internet() {
         "allow: other name over TCP",
     );
 
-    // --- allow with a CIDR.
-    let cidr =
-        create(NetworkPolicy::new(NetworkMode::Allow, &["198.51.100.2/32".into()]).unwrap()).await;
+    // --- allow with a CIDR. Listing a blocked range opens it, also for names answering it.
+    let cidr = create(
+        NetworkPolicy::new(
+            NetworkMode::Allow,
+            &[
+                "198.51.100.2/32".into(),
+                "169.254.169.254/32".into(),
+                "meta.wild.test".into(),
+            ],
+        )
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        probe(&cidr, "resolveall", "meta.wild.test").await,
+        "169.254.169.254"
+    );
     assert_eq!(
         probe(&cidr, "get", "http://198.51.100.2/cidr").await,
         "host 198.51.100.2"
@@ -208,16 +291,55 @@ async fn network_modes_against_a_fake_internet() {
         "all: metadata",
     );
     let gw = paddock_runtime::net::host_addr(all.slot);
+    // The host's own addresses, its uplink's router and a neighbour on its directly
+    // connected (public) uplink subnet.
     for target in [
         format!("{gw}:18765"),
         "198.51.100.254:18765".to_owned(),
         "10.200.0.1:18765".to_owned(),
+        "198.51.100.129:80".to_owned(),
+        "198.51.100.130:80".to_owned(),
     ] {
         assert_blocked(
             &probe(&all, "tcp", &target).await,
             &format!("all: host {target}"),
         );
     }
+    // The host's real uplink and default gateway are in the set too (read, never probed:
+    // tests touch no network but their own).
+    let hostnets = sh_host(&format!(
+        "nft list set inet paddock_{} hostnets",
+        instance()
+    ));
+    let default_gw = sh_host("ip -4 route show default | awk '{print $3; exit}'");
+    let default_gw = default_gw.trim();
+    if let Ok(ip) = default_gw.parse::<std::net::Ipv4Addr>() {
+        assert!(
+            rt.network_hostnets().iter().any(|c| c.contains(ip)),
+            "default gateway {ip} not blocked: {hostnets}"
+        );
+    }
+    assert!(hostnets.contains("198.51.100.128/25"), "{hostnets}");
+    // A route added while running is picked up: 198.51.100.77 is internet (through the
+    // router) until a route makes its /26 directly connected, and again once it is gone.
+    assert_eq!(
+        probe(&all, "get", "http://198.51.100.77/before-route").await,
+        "host 198.51.100.77"
+    );
+    sh_host("ip route add 198.51.100.64/26 dev pdkfakeh");
+    let now_blocked = poll_probe(&all, "tcp", "198.51.100.77:80", |g| g.starts_with("ERR")).await;
+    sh_host("ip route del 198.51.100.64/26 dev pdkfakeh");
+    assert!(
+        now_blocked,
+        "a directly connected route added after start was not blocked"
+    );
+    assert!(
+        poll_probe(&all, "get", "http://198.51.100.77/after-route", |g| g
+            == "host 198.51.100.77")
+        .await,
+        "the route's removal was not picked up"
+    );
+
     // The sandbox's own loopback is its own: nothing of the host's is there.
     assert_blocked(
         &probe(&all, "tcp", "127.0.0.1:18765").await,
@@ -299,12 +421,33 @@ async fn network_modes_against_a_fake_internet() {
         assert!(!web.contains(bad), "{bad} reached the fake internet: {web}");
     }
 
+    // A link that vanished (its sandbox died behind the runtime's back) leaves no name in
+    // the table: another runtime may make a link of that name next.
+    let dying = create(NetworkPolicy::all()).await;
+    let ifn = format!("\"pdk{}\"", dying.slot);
+    let ifs = || sh_host(&format!("nft list set inet paddock_{} ifs", instance()));
+    assert!(ifs().contains(&ifn), "{}", ifs());
+    sh_host(&format!("kill -9 {}", dying.pid));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ifs().contains(&ifn) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !std::path::Path::new(&format!("/sys/class/net/pdk{}", dying.slot)).exists(),
+        "the dead sandbox's link is still there"
+    );
+    assert!(
+        !ifs().contains(&ifn),
+        "a vanished link stays named: {}",
+        ifs()
+    );
+
     // Destroy leaves no link, rule or resolver behind.
-    let slots: Vec<u32> = [&none, &allow, &tcp, &cidr, &all]
+    let slots: Vec<u32> = [&none, &allow, &tcp, &cidr, &all, &dying]
         .iter()
         .map(|s| s.slot)
         .collect();
-    for s in [none, allow, tcp, cidr, all] {
+    for s in [none, allow, tcp, cidr, all, dying] {
         rt.destroy(s.id.as_str()).await.unwrap();
     }
     assert_no_network_objects(&slots);

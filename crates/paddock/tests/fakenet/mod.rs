@@ -1,11 +1,15 @@
 //! The fake internet shared by the network tests and the network benchmark.
 //!
-//! A network namespace made here, `pdkfake`, linked to the host by a veth pair: the host end
-//! has 198.51.100.254/24, the fake host 198.51.100.1 and .2 (TEST-NET-2), and also
-//! 169.254.169.254 (a "metadata service", routed there by the host). It runs HTTP servers, a
-//! DNS server that answers `allowed.test` and `www.wild.test` with .1 and every other name
-//! with .2 over UDP and TCP (logging every name it is asked, TCP ones as `tcp <name>`), and a bulk TCP sender on port 9000. A probe
-//! listens on every host address (port 18765). Nothing is sent anywhere else.
+//! A network namespace made here, `pdkfake`, linked to the host by a veth pair that plays
+//! the host's uplink: the host end has 198.51.100.254/25 (a public subnet directly connected
+//! to the host, like a server's LAN), the fake side 198.51.100.129 (the uplink's router,
+//! through which the host reaches the "internet") and 198.51.100.130 (a neighbour on the
+//! uplink). The internet is 198.51.100.1, .2 and .77 (TEST-NET-2), routed through .129, and
+//! 169.254.169.254 (a "metadata service", routed there too). It runs HTTP servers, a DNS
+//! server that answers over UDP and TCP (logging every name it is asked, TCP ones as
+//! `tcp <name>`; the addresses per name are in `FAKE_DNS`), and a bulk TCP sender on port
+//! 9000. A probe listens on every host address (port 18765), on the router and on the
+//! neighbour (port 80): no sandbox may reach any of them. Nothing is sent anywhere else.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -34,6 +38,17 @@ pub fn sh_host(script: &str) -> String {
 const FAKE_DNS: &str = r#"
 import socket, struct, sys, threading
 log = open(sys.argv[1], "a", buffering=1)
+# A records per name (every other name: 198.51.100.2). The `*.wild.test` names below
+# `www` answer what no sandbox may reach: metadata, loopback, private, the host's uplink.
+ANSWERS = {
+    "allowed.test": ["198.51.100.1"],
+    "www.wild.test": ["198.51.100.1"],
+    "meta.wild.test": ["169.254.169.254"],
+    "lo.wild.test": ["127.0.0.1"],
+    "gw.wild.test": ["198.51.100.129"],
+    "lan.wild.test": ["198.51.100.130"],
+    "mixed.wild.test": ["10.0.0.5", "198.51.100.1", "198.51.100.130"],
+}
 def name_of(q):
     i, labels = 12, []
     while q[i]:
@@ -43,9 +58,9 @@ def reply(q, how):
     name, end = name_of(q)
     qtype = struct.unpack(">H", q[end-4:end-2])[0]
     log.write(how + name + "\n")
-    ip = "198.51.100.1" if name in ("allowed.test", "www.wild.test") else "198.51.100.2"
-    hdr = q[:2] + b"\x81\x80" + q[4:6] + (b"\x00\x01" if qtype == 1 else b"\x00\x00") + b"\x00\x00\x00\x00"
-    ans = (b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + socket.inet_aton(ip)) if qtype == 1 else b""
+    ips = ANSWERS.get(name, ["198.51.100.2"]) if qtype == 1 else []
+    hdr = q[:2] + b"\x81\x80" + q[4:6] + struct.pack(">H", len(ips)) + b"\x00\x00\x00\x00"
+    ans = b"".join(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + socket.inet_aton(ip) for ip in ips)
     return hdr + q[12:end] + ans
 def serve(addr):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((addr, 53))
@@ -130,12 +145,15 @@ impl FakeNet {
         sh_host(&format!(
             "ip netns add {FAKE_NS}
              ip link add {FAKE_LINK} type veth peer name eth0 netns {FAKE_NS}
-             ip addr add 198.51.100.254/24 dev {FAKE_LINK}; ip link set {FAKE_LINK} up
-             ip -n {FAKE_NS} addr add 198.51.100.1/24 dev eth0
-             ip -n {FAKE_NS} addr add 198.51.100.2/24 dev eth0
+             ip addr add 198.51.100.254/25 dev {FAKE_LINK}; ip link set {FAKE_LINK} up
+             ip -n {FAKE_NS} addr add 198.51.100.129/25 dev eth0
+             ip -n {FAKE_NS} addr add 198.51.100.130/25 dev eth0
+             for a in 198.51.100.1 198.51.100.2 198.51.100.77 169.254.169.254; do
+               ip -n {FAKE_NS} addr add $a/32 dev eth0
+             done
              ip -n {FAKE_NS} link set eth0 up; ip -n {FAKE_NS} link set lo up
-             ip -n {FAKE_NS} addr add 169.254.169.254/32 dev eth0
-             ip route add 169.254.169.254/32 via 198.51.100.1 dev {FAKE_LINK}"
+             ip route add 198.51.100.0/25 via 198.51.100.129 dev {FAKE_LINK}
+             ip route add 169.254.169.254/32 via 198.51.100.129 dev {FAKE_LINK}"
         ));
         let py = "/usr/bin/python3";
         let d = dir.display();
@@ -171,6 +189,7 @@ impl FakeNet {
                 &web_log,
                 "198.51.100.1:80",
                 "198.51.100.2:80",
+                "198.51.100.77:80",
             ]),
             // The metadata service (routed like any internet address) and a probe on every
             // host address (the host's own services): neither may log a sandbox's request.
@@ -183,6 +202,8 @@ impl FakeNet {
                 &format!("{d}/fakeweb.py"),
                 &probe_log,
                 "169.254.169.254:80",
+                "198.51.100.129:80",
+                "198.51.100.130:80",
             ]),
             spawn(&[py, &format!("{d}/fakeweb.py"), &probe_log, "0.0.0.0:18765"]),
             spawn(&["ip", "netns", "exec", FAKE_NS, py, &format!("{d}/bulk.py")]),
@@ -192,7 +213,7 @@ impl FakeNet {
         for _ in 0..100 {
             let ok = Command::new("bash")
                 .arg("-c")
-                .arg("exec 3<>/dev/tcp/198.51.100.1/80 && exec 4<>/dev/tcp/169.254.169.254/80 && exec 5<>/dev/tcp/127.0.0.1/18765 && exec 6<>/dev/tcp/198.51.100.1/9000 && exec 7<>/dev/tcp/198.51.100.2/53")
+                .arg("exec 3<>/dev/tcp/198.51.100.1/80 && exec 4<>/dev/tcp/169.254.169.254/80 && exec 5<>/dev/tcp/127.0.0.1/18765 && exec 8<>/dev/tcp/198.51.100.130/80 && exec 6<>/dev/tcp/198.51.100.1/9000 && exec 7<>/dev/tcp/198.51.100.2/53")
                 .status()
                 .is_ok_and(|s| s.success());
             if ok {
@@ -214,7 +235,7 @@ impl FakeNet {
         let _ = Command::new("bash")
             .arg("-c")
             .arg(format!(
-                "ip route del 169.254.169.254/32; ip netns del {FAKE_NS}; ip link del {FAKE_LINK}"
+                "ip route del 169.254.169.254/32; ip route del 198.51.100.0/25; ip netns del {FAKE_NS}; ip link del {FAKE_LINK}"
             ))
             .stderr(std::process::Stdio::null())
             .status();
