@@ -520,6 +520,11 @@ async fn network_api_and_cleanup_after_kill_9() {
         .create(json!({"network": {"mode": "allow", "allow": ["example.test", "10.9.0.0/16"]}}))
         .await;
     let c = s.create(json!({})).await;
+    // d's network will not be restorable after the crash (its resolver address taken).
+    let d = s.create(json!({"network": {"mode": "all"}})).await;
+    let idd = d["id"].as_str().unwrap().to_owned();
+    let (_, nd) = call(s.req(Method::GET, &format!("/v1/sandboxes/{idd}/network"))).await;
+    let slot_d = slot_of(nd["address"].as_str().unwrap());
     assert_eq!(a["network"], json!({"mode": "all", "allow": []}));
     assert_eq!(
         b["network"]["allow"],
@@ -576,8 +581,56 @@ async fn network_api_and_cleanup_after_kill_9() {
         server::processes_of(&idc).is_empty(),
         "sandbox {idc} did not die"
     );
+    // While the server is down, a's link vanishes (what a crash between recording a
+    // sandbox and making its link leaves), and someone takes d's resolver address.
+    sh_host(&format!("ip link del pdk{slot_a}"));
+    let mut squatter = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{}', 53)); print('bound', flush=True); time.sleep(300)",
+                paddock_runtime::net::host_addr(slot_d)
+            ),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(squatter.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "bound\n");
     s.restart();
-    // a was adopted with its network: link, rules and a resolver that answers.
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    // d could not get its network back: failed, destroyed, never running.
+    let (_, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{idd}"))).await;
+    assert_eq!(
+        (v["state"].as_str(), v["stop_reason"].as_str()),
+        (Some("stopped"), Some("failed")),
+        "{v}"
+    );
+    assert_eq!(server::leftovers(&idd), Vec::<String>::new());
+    assert!(!links().lines().any(|l| l == format!("pdk{slot_d}")));
+    // a was adopted with its network re-created: link, rules, resolv.conf and a resolver
+    // that answers.
+    assert!(
+        links().lines().any(|l| l == format!("pdk{slot_a}")),
+        "a's link not re-created"
+    );
+    let (st, r) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{ida}/exec"))
+            .json(&json!({"cmd": ["cat", "/etc/resolv.conf"]})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    let want = format!("nameserver {}", paddock_runtime::net::host_addr(slot_a));
+    assert!(
+        r["stdout"].as_str().unwrap_or_default().contains(&want),
+        "{r}"
+    );
     let (st, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{ida}"))).await;
     assert_eq!(
         (st, v["state"].as_str()),
@@ -613,7 +666,7 @@ async fn network_api_and_cleanup_after_kill_9() {
         let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{i}"))).await;
         assert_eq!(st, StatusCode::NO_CONTENT);
     }
-    assert_no_network_objects(&[slot_a, slot_c]);
+    assert_no_network_objects(&[slot_a, slot_c, slot_d]);
     assert!(
         !table_exists(&s),
         "the runtime's nftables table outlived its last sandbox"
