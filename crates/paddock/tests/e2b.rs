@@ -4,6 +4,10 @@
 //! The suite runs in a venv at `/var/tmp/paddock-e2b-venv` (made with `python3 -m venv`,
 //! so the host needs `python3-venv`), rebuilt only when `requirements.txt` changes: a hash
 //! of that file and of the Python version is kept inside the venv. Installing needs PyPI.
+//!
+//! `tests/e2b-2.31/` holds a small second suite for the SDK 2.31 (venv
+//! `/var/tmp/paddock-e2b-2.31-venv`), which refuses any API key that is not `e2b_` and hex:
+//! it runs with the `e2b_` form of a Paddock key.
 
 mod server;
 
@@ -19,6 +23,8 @@ use server::*;
 
 /// Where the suite's venv lives: outside the repository, shared by runs.
 const VENV: &str = "/var/tmp/paddock-e2b-venv";
+/// The venv of the SDK 2.31 suite (`tests/e2b-2.31/`).
+const OLD_VENV: &str = "/var/tmp/paddock-e2b-2.31-venv";
 /// Inside the venv: the hash of the requirements it was built from.
 const HASH_FILE: &str = "paddock-requirements.hash";
 /// The number of tests in `tests/e2b/` (pytest's count, parametrized cases included).
@@ -31,6 +37,10 @@ const SUITE_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn suite_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2b")
+}
+
+fn old_suite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2b-2.31")
 }
 
 /// FNV-1a, 64 bit: enough to notice that the requirements changed.
@@ -54,11 +64,12 @@ fn run(cmd: &mut Command, what: &str) -> std::process::Output {
     out
 }
 
-/// Makes the venv, or brings it up to date with `requirements.txt`; returns its python.
-fn prepare_venv() -> PathBuf {
-    let venv = Path::new(VENV);
+/// Makes the venv `venv`, or brings it up to date with `requirements.txt` of the suite in
+/// `dir`; returns its python.
+fn prepare_venv(venv_dir: &'static str, dir: &Path) -> PathBuf {
+    let venv = Path::new(venv_dir);
     let python = venv.join("bin/python");
-    let requirements = suite_dir().join("requirements.txt");
+    let requirements = dir.join("requirements.txt");
     let python_version = Command::new("python3")
         .arg("--version")
         .output()
@@ -68,18 +79,18 @@ fn prepare_venv() -> PathBuf {
     let want = format!("{:016x}\n", fnv1a(&hashed));
 
     // Two test runs at once must not build the same venv together.
-    let lock = File::create(format!("{VENV}.lock")).expect("venv lock file");
+    let lock = File::create(format!("{venv_dir}.lock")).expect("venv lock file");
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("locking the venv");
 
     if python.exists() && std::fs::read_to_string(venv.join(HASH_FILE)).ok() == Some(want.clone()) {
         return python;
     }
     eprintln!(
-        "e2b conformance: preparing {VENV} from {}",
+        "e2b conformance: preparing {venv_dir} from {}",
         requirements.display()
     );
     let out = Command::new("python3")
-        .args(["-m", "venv", "--clear", VENV])
+        .args(["-m", "venv", "--clear", venv_dir])
         .output()
         .expect("running python3 -m venv");
     if !out.status.success() {
@@ -92,7 +103,7 @@ fn prepare_venv() -> PathBuf {
             );
         }
         panic!(
-            "python3 -m venv {VENV} failed ({}):\n{stdout}{stderr}",
+            "python3 -m venv {venv_dir} failed ({}):\n{stdout}{stderr}",
             out.status
         );
     }
@@ -107,7 +118,7 @@ fn prepare_venv() -> PathBuf {
                 "-r",
             ])
             .arg(&requirements),
-        "pip install -r tests/e2b/requirements.txt",
+        &format!("pip install -r {}", requirements.display()),
     );
     std::fs::write(venv.join(HASH_FILE), &want).expect("writing the requirements hash");
     python
@@ -146,10 +157,10 @@ fn parse_summary(line: &str) -> Option<Summary> {
 
 /// Runs pytest with the SDK pointed at `url`, echoing its output; returns (success, last
 /// summary line seen).
-fn run_pytest(python: &Path, url: &str, key: &str) -> (bool, Option<Summary>) {
+fn run_pytest(python: &Path, dir: &Path, url: &str, key: &str) -> (bool, Option<Summary>) {
     let mut cmd = Command::new(python);
     cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE"])
-        .arg(suite_dir())
+        .arg(dir)
         // For chasing one test locally, e.g. `PADDOCK_E2B_PYTEST_ARGS="-k pty -x"`; the summary
         // check below still wants every test to pass, so a filtered run reports a failure.
         .args(
@@ -157,7 +168,7 @@ fn run_pytest(python: &Path, url: &str, key: &str) -> (bool, Option<Summary>) {
                 .map(|a| a.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
                 .unwrap_or_default(),
         )
-        .current_dir(suite_dir())
+        .current_dir(dir)
         .env("E2B_API_URL", url)
         .env("E2B_SANDBOX_URL", url)
         .env("E2B_API_KEY", key)
@@ -213,16 +224,17 @@ fn run_pytest(python: &Path, url: &str, key: &str) -> (bool, Option<Summary>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn e2b_python_sdk_conformance() {
-    let python = tokio::task::spawn_blocking(prepare_venv)
+    let python = tokio::task::spawn_blocking(|| prepare_venv(VENV, &suite_dir()))
         .await
         .expect("venv task");
     let s = Server::start(&["--domain", DOMAIN, "--metrics-interval", "1s"]);
     let (_, key) = s.new_key(json!({"name": "e2b-sdk"})).await;
 
     let url = s.url.clone();
-    let (ok, summary) = tokio::task::spawn_blocking(move || run_pytest(&python, &url, &key))
-        .await
-        .expect("pytest task");
+    let (ok, summary) =
+        tokio::task::spawn_blocking(move || run_pytest(&python, &suite_dir(), &url, &key))
+            .await
+            .expect("pytest task");
     let summary = summary.expect(
         "pytest ended without a summary line (a test hung past its hard timeout: see the \
          stack dump above)",
@@ -259,6 +271,45 @@ async fn e2b_python_sdk_conformance() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn e2b_python_sdk_2_31_takes_the_e2b_form_of_a_key() {
+    let python = tokio::task::spawn_blocking(|| prepare_venv(OLD_VENV, &old_suite_dir()))
+        .await
+        .expect("venv task");
+    let s = Server::start(&["--domain", DOMAIN]);
+    let r = s
+        .req(Method::POST, "/v1/keys")
+        .json(&json!({"name": "e2b-sdk-2.31"}))
+        .send()
+        .await
+        .expect("key request");
+    let v: serde_json::Value = r.json().await.expect("key json");
+    let key = v["e2b_key"]
+        .as_str()
+        .expect("an e2b_ form of the key")
+        .to_owned();
+    let url = s.url.clone();
+    let (ok, summary) =
+        tokio::task::spawn_blocking(move || run_pytest(&python, &old_suite_dir(), &url, &key))
+            .await
+            .expect("pytest task");
+    let summary = summary.expect("pytest ended without a summary line");
+    assert!(ok, "the SDK 2.31 suite failed: {summary:?}");
+    assert_eq!(
+        (
+            summary.passed,
+            summary.failed,
+            summary.errors,
+            summary.skipped
+        ),
+        (2, 0, 0, 0),
+        "{summary:?}"
+    );
+    let (st, v) = call(s.req(Method::GET, "/v1/sandboxes")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["sandboxes"], json!([]), "the suite killed its sandbox");
 }
 
 #[test]

@@ -16,16 +16,20 @@ def v1(method: str, path: str, **kw) -> httpx.Response:
     return httpx.request(method, f"{API_URL}{path}", headers=headers, timeout=20, **kw)
 
 
-def serve_port(sbx: Sandbox, port: int) -> None:
+def serve_port(sbx: Sandbox, port: int, token: str = "") -> None:
+    """Serves a page on `port` and waits until the proxy reaches it (with the traffic token
+    of a private port: without it the answer is 401 whether or not anything listens)."""
     sbx.files.write(f"/home/user/site{port}/index.html", f"preview {port}\n")
     sbx.commands.run(
         f"cd /home/user/site{port} && python3 -m http.server {port} --bind 127.0.0.1",
         background=True,
     )
     url = f"{SANDBOX_URL}/"
+    headers = {"Host": sbx.get_host(port)}
+    if token:
+        headers["E2b-Traffic-Access-Token"] = token
     wait_until(
-        lambda: httpx.get(url, headers={"Host": sbx.get_host(port)}, timeout=5).status_code
-        != 502,
+        lambda: httpx.get(url, headers=headers, timeout=5).status_code != 502,
         timeout=15,
     )
 
@@ -91,7 +95,7 @@ def test_private_ports_need_the_traffic_token(sandbox_factory):
     sbx = sandbox_factory(network={"allow_public_traffic": False})
     token = sbx.traffic_access_token
     assert token
-    serve_port(sbx, 8001)
+    serve_port(sbx, 8001, token)
     host = {"Host": sbx.get_host(8001)}
     assert httpx.get(f"{SANDBOX_URL}/", headers=host, timeout=10).status_code == 401
     r = httpx.get(
