@@ -88,6 +88,10 @@ impl ApiError {
     /// cannot break the message over lines.
     pub(crate) fn io(e: &io::Error, path: &Path) -> Self {
         let p = path.as_os_str();
+        if p.as_encoded_bytes().contains(&0) {
+            // The kernel never saw it: a C string cannot hold it. The client's mistake.
+            return Self::new(StatusCode::BAD_REQUEST, "path must not contain NUL bytes");
+        }
         let (status, message) = match e.raw_os_error() {
             Some(libc::ENOENT) => (StatusCode::NOT_FOUND, format!("path not found: {p:?}")),
             Some(libc::EACCES | libc::EPERM) => {

@@ -119,6 +119,10 @@ where
 /// `{:?}` so that a client-chosen name cannot break the message over several lines.
 fn fs_err(e: &io::Error, path: &Path) -> ConnectError {
     let p = path.as_os_str();
+    if p.as_encoded_bytes().contains(&0) {
+        // The kernel never saw it: a C string cannot hold it. The client's mistake.
+        return ConnectError::invalid_argument("path must not contain NUL bytes");
+    }
     match e.raw_os_error() {
         Some(libc::ENOENT) => ConnectError::not_found(format!("path not found: {p:?}")),
         Some(libc::EACCES | libc::EPERM) => {

@@ -172,6 +172,12 @@ impl Procs {
         if cfg.cmd.is_empty() {
             return Err(ConnectError::invalid_argument("process.cmd is empty"));
         }
+        if let Some(field) = nul_field(&cfg) {
+            // exec would fail in the child with nothing but "nul byte found" to show.
+            return Err(ConnectError::invalid_argument(format!(
+                "{field} must not contain NUL bytes"
+            )));
+        }
         let cwd = match cfg.cwd.as_deref() {
             Some(c) => check_cwd(user, c)?,
             None => users::default_cwd(user),
@@ -958,6 +964,30 @@ async fn write_input(p: &Arc<Proc>, input: &ProcessInput) -> Result<(), ConnectE
     })
     .await
     .map_err(internal)?
+}
+
+/// The first field of a process's configuration that holds a NUL byte (none of them can:
+/// they become C strings for execve), named as the request names it.
+fn nul_field(cfg: &paddock_envd::process::ProcessConfig) -> Option<String> {
+    let nul = |s: &str| s.contains('\0');
+    if nul(&cfg.cmd) {
+        return Some("process.cmd".into());
+    }
+    if let Some(i) = cfg.args.iter().position(|a| nul(a)) {
+        return Some(format!("process.args[{i}]"));
+    }
+    for (k, v) in &cfg.envs {
+        if nul(k) {
+            return Some("a key of process.envs".into());
+        }
+        if nul(v) {
+            return Some(format!("process.envs.{k}"));
+        }
+    }
+    cfg.cwd
+        .as_deref()
+        .is_some_and(nul)
+        .then(|| "process.cwd".into())
 }
 
 #[cfg(test)]

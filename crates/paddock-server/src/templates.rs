@@ -70,6 +70,13 @@ pub fn parse(text: &str) -> Result<BuildFile, ParseError> {
     let mut pending: Option<(usize, String)> = None;
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
+        if raw.contains('\0') {
+            // Every instruction's words end up in argv, env or paths (C strings).
+            return Err(ParseError {
+                line: n,
+                msg: "the line contains a NUL byte".into(),
+            });
+        }
         let line = raw.trim_end();
         let trimmed = line.trim_start();
         if pending.is_none() && (trimmed.is_empty() || trimmed.starts_with('#')) {

@@ -330,3 +330,262 @@ async fn the_data_dir_the_store_and_the_uid_claims_are_private() {
     let id2 = v2["id"].as_str().expect("id");
     assert_eq!(mode(&claim_of(id2).expect("claim")), 0o600);
 }
+
+/// Asserts a 400 whose message names `field` and says NUL.
+fn assert_nul_refused(what: &str, st: StatusCode, v: &Value, field: &str) {
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{what}: {v}");
+    let msg = v["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(field) && msg.contains("NUL"),
+        "{what}: the message should name {field:?}: {v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nul_bytes_are_refused_with_400_naming_the_field_on_every_input_path() {
+    let s = Server::start(&[]);
+    let v = s.create(json!({})).await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    let sb = |p: &str| format!("/v1/sandboxes/{id}{p}");
+
+    // JSON bodies: exec, create, fs, tests.
+    let bodies: Vec<(Method, String, Value, &str)> = vec![
+        (
+            Method::POST,
+            sb("/exec"),
+            json!({"cmd": ["true"], "env": {"A": "x\u{0}y"}}),
+            "env.A",
+        ),
+        (
+            Method::POST,
+            sb("/exec"),
+            json!({"cmd": ["true"], "env": {"A\u{0}": "x"}}),
+            "a key of env",
+        ),
+        (
+            Method::POST,
+            sb("/exec"),
+            json!({"cmd": ["echo", "a\u{0}b"]}),
+            "cmd[1]",
+        ),
+        (
+            Method::POST,
+            sb("/exec"),
+            json!({"command": "echo a\u{0}b"}),
+            "command",
+        ),
+        (
+            Method::POST,
+            sb("/exec"),
+            json!({"cmd": ["pwd"], "cwd": "/tmp\u{0}/x"}),
+            "cwd",
+        ),
+        (
+            Method::POST,
+            sb("/exec"),
+            json!({"cmd": ["id"], "user": "root\u{0}"}),
+            "user",
+        ),
+        (
+            Method::POST,
+            sb("/exec"),
+            json!({"cmd": ["id"], "tag": "t\u{0}"}),
+            "tag",
+        ),
+        (
+            Method::POST,
+            sb("/exec"),
+            json!({"cmd": ["id"], "background": true, "env": {"A": "\u{0}"}}),
+            "env.A",
+        ),
+        (
+            Method::POST,
+            "/v1/sandboxes".into(),
+            json!({"env": {"A": "x\u{0}"}}),
+            "env.A",
+        ),
+        (
+            Method::POST,
+            "/v1/sandboxes".into(),
+            json!({"metadata": {"k": "v\u{0}"}}),
+            "metadata.k",
+        ),
+        (
+            Method::POST,
+            "/v1/sandboxes".into(),
+            json!({"metadata": {"k\u{0}": "v"}}),
+            "a key of metadata",
+        ),
+        (
+            Method::POST,
+            "/v1/sandboxes".into(),
+            json!({"template": "base\u{0}"}),
+            "template",
+        ),
+        (
+            Method::POST,
+            "/v1/sandboxes".into(),
+            json!({"user": "user\u{0}"}),
+            "user",
+        ),
+        (
+            Method::POST,
+            sb("/fs/mkdir"),
+            json!({"path": "/tmp/a\u{0}b"}),
+            "path",
+        ),
+        (
+            Method::POST,
+            sb("/fs/move"),
+            json!({"from": "/tmp/a", "to": "/tmp/b\u{0}"}),
+            "to",
+        ),
+        (
+            Method::POST,
+            sb("/tests"),
+            json!({"cmd": "true", "cwd": "/tmp\u{0}"}),
+            "cwd",
+        ),
+        (
+            Method::POST,
+            "/v1/keys".into(),
+            json!({"name": "k\u{0}"}),
+            "name",
+        ),
+    ];
+    for (m, path, body, field) in bodies {
+        let (st, v) = call(s.req(m.clone(), &path).json(&body)).await;
+        assert_nul_refused(&format!("{m} {path} {body}"), st, &v, field);
+    }
+
+    // Query parameters and paths: files, fs, archive, list filters, template names.
+    let targets: Vec<(Method, String, &str)> = vec![
+        (Method::GET, sb("/files?path=/etc/a%00b"), "\"path\""),
+        (Method::PUT, sb("/files?path=/tmp/a%00b"), "\"path\""),
+        (
+            Method::GET,
+            sb("/files?path=/etc/hostname&user=ro%00ot"),
+            "\"user\"",
+        ),
+        (Method::DELETE, sb("/files?path=/tmp/a%00"), "\"path\""),
+        (Method::GET, sb("/fs/list?path=/tmp%00"), "\"path\""),
+        (Method::GET, sb("/fs/stat?path=/tmp%00"), "\"path\""),
+        (Method::GET, sb("/archive?path=/tmp%00"), "\"path\""),
+        (Method::PUT, sb("/archive?path=/tmp%00"), "\"path\""),
+        (
+            Method::GET,
+            "/v1/sandboxes?metadata.k%00=v".into(),
+            "query parameter name",
+        ),
+        (
+            Method::GET,
+            "/v1/sandboxes?metadata.k=v%00".into(),
+            "\"metadata.k\"",
+        ),
+        (
+            Method::DELETE,
+            "/v1/templates/base%00x".into(),
+            "the request path",
+        ),
+        (Method::GET, sb("/pty?cwd=/tmp%00"), "\"cwd\""),
+    ];
+    for (m, path, field) in targets {
+        let (st, v) = call(s.req(m.clone(), &path).body("")).await;
+        assert_nul_refused(&format!("{m} {path}"), st, &v, field);
+    }
+
+    // A build file with NUL is refused at parse, naming its line.
+    let (st, v) = call(
+        s.req(Method::POST, "/v1/templates/nul-test/build")
+            .header("content-type", "text/plain")
+            .body("FROM base\nRUN echo a\0b\n"),
+    )
+    .await;
+    assert_nul_refused("build file", st, &v, "line 2");
+
+    // NUL in an exec's stdin is data, not a C string: it reaches the process.
+    let (st, v) = call(
+        s.req(Method::POST, &sb("/exec"))
+            .json(&json!({"cmd": ["wc", "-c"], "stdin": "a\u{0}b"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["stdout"].as_str().map(str::trim), Some("3"), "{v}");
+
+    // E2B control routes answer in E2B's shape.
+    let e2b = |m: Method, p: &str| {
+        s.http
+            .request(m, format!("{}{p}", s.url))
+            .header("x-api-key", &s.admin_key)
+    };
+    let (st, v) = call(
+        e2b(Method::POST, "/sandboxes")
+            .json(&json!({"templateID": "base", "envVars": {"A": "x\u{0}"}})),
+    )
+    .await;
+    assert_nul_refused("E2B create envVars", st, &v, "envVars.A");
+    assert_eq!(v["code"], 400, "E2B shape: {v}");
+    let (st, v) =
+        call(e2b(Method::POST, "/sandboxes").json(&json!({"templateID": "base\u{0}"}))).await;
+    assert_nul_refused("E2B create templateID", st, &v, "templateID");
+    let (st, v) = call(e2b(Method::GET, "/v2/sandboxes?metadata=a%3Db%00")).await;
+    assert_nul_refused("E2B list metadata", st, &v, "\"metadata\"");
+    assert_eq!(v["code"], 400, "E2B shape: {v}");
+
+    // The E2B data plane: the agent refuses NUL in a process's fields and in paths as
+    // invalid arguments, never as an internal error.
+    let token = token_of(&s, &id).await;
+    let dp = |m: Method, p: &str| {
+        s.http
+            .request(m, format!("{}{p}", s.url))
+            .header("e2b-sandbox-id", &id)
+            .header("x-access-token", &token)
+    };
+    let (st, v) = call(dp(Method::GET, "/files?path=/etc/a%00b&username=user")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "data plane /files: {v}");
+    for body in [
+        json!({"process": {"cmd": "/bin/echo", "args": ["a\u{0}b"]}}),
+        json!({"process": {"cmd": "/bin/true", "envs": {"A": "x\u{0}"}}}),
+        json!({"process": {"cmd": "/bin/true", "cwd": "/tmp\u{0}"}}),
+    ] {
+        let r = dp(Method::POST, "/process.Process/Start")
+            .header("content-type", "application/connect+json")
+            .header("connect-protocol-version", "1")
+            .body(connect_frame(&body))
+            .send()
+            .await
+            .expect("start");
+        let st = r.status();
+        let bytes = r.bytes().await.expect("body");
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.contains("invalid_argument") && text.contains("NUL"),
+            "data plane Start {body}: {st} {text}"
+        );
+    }
+    let (st, v) = call(
+        dp(Method::POST, "/filesystem.Filesystem/Stat")
+            .header("content-type", "application/json")
+            .json(&json!({"path": "/tmp\u{0}"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "data plane Stat: {v}");
+    assert_eq!(v["code"], "invalid_argument", "{v}");
+
+    // The sandbox is fine afterwards.
+    let (st, v) = call(
+        s.req(Method::POST, &sb("/exec"))
+            .json(&json!({"cmd": ["true"]})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+}
+
+/// A Connect streaming envelope: flags 0, big-endian length, the JSON message.
+fn connect_frame(v: &Value) -> Vec<u8> {
+    let msg = serde_json::to_vec(v).expect("json");
+    let mut out = vec![0u8];
+    out.extend_from_slice(&u32::try_from(msg.len()).expect("small").to_be_bytes());
+    out.extend_from_slice(&msg);
+    out
+}

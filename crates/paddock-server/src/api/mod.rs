@@ -21,6 +21,7 @@ pub mod events;
 pub mod exec;
 mod exec_start;
 pub mod files;
+pub mod input;
 pub mod ports;
 pub mod sandboxes;
 pub mod system;
@@ -42,6 +43,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::e2b::control::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // REST and E2B control only: the data plane and the proxy forward targets as sent.
+        .layer(axum::middleware::from_fn(input::reject_nul_in_target))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::e2b::envd::route,
@@ -61,7 +64,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// A JSON body: `Content-Type: application/json`, at most the configured size, parsed
 /// strictly (unknown fields and duplicate keys are errors; nesting deeper than 128 is an
-/// error). Rejections use the API's error format.
+/// error; a string with NUL is an error naming its field, see [`input`]). Rejections use the
+/// API's error format.
 #[derive(Debug)]
 pub struct Json<T>(pub T);
 
@@ -73,6 +77,9 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Json<T> {
         let bytes = read_limited(req, limit, true).await?;
         let v = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::InvalidJson(format!("invalid JSON body: {e}")))?;
+        if let Some(field) = input::nul_field(&bytes) {
+            return Err(ApiError::BadRequest(input::nul_message(&field)));
+        }
         Ok(Json(v))
     }
 }

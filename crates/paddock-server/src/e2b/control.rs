@@ -109,8 +109,14 @@ async fn body<T: serde::de::DeserializeOwned>(state: &AppState, req: Request) ->
     } else {
         &bytes
     };
-    serde_json::from_slice(bytes)
-        .map_err(|e| E2bError(ApiError::InvalidJson(format!("invalid JSON body: {e}"))))
+    let v = serde_json::from_slice(bytes)
+        .map_err(|e| E2bError(ApiError::InvalidJson(format!("invalid JSON body: {e}"))))?;
+    if let Some(field) = crate::api::input::nul_field(bytes) {
+        return Err(E2bError(ApiError::BadRequest(
+            crate::api::input::nul_message(&field),
+        )));
+    }
+    Ok(v)
 }
 
 /// `NewSandbox` (`POST /sandboxes`) and `NewSandboxV2` (`POST /v2/sandboxes`).
