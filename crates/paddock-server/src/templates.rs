@@ -30,6 +30,9 @@ use paddock_runtime::template::{TemplateConfig, TemplateDef};
 use paddock_runtime::{CreateSpec, ExecRequest, Runtime};
 use sha2::{Digest, Sha256};
 
+mod debootstrap;
+pub use debootstrap::{DEFAULT_SUITE, Suite, bootstrap_debian};
+
 /// Longest a `RUN` step may take.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Most instructions in a build file.
@@ -212,12 +215,48 @@ pub enum BuildEvent {
         line: Option<usize>,
         message: String,
     },
+    /// The end of a successful build: `steps` instructions, of which `cached_steps` needed
+    /// no work (a layer step found in the store, or an instruction that only sets
+    /// defaults), `layers` layers in the template, `seconds` of wall time.
     Done {
         template: String,
         layers: usize,
+        steps: usize,
         cached_steps: usize,
         seconds: f64,
     },
+}
+
+impl BuildEvent {
+    /// The event as the build log's text: step headers, output as it came, the outcome.
+    pub fn log_text(&self) -> String {
+        match self {
+            BuildEvent::Step {
+                step,
+                of,
+                instruction,
+                cached,
+                ..
+            } => format!(
+                "[{step}/{of}] {instruction}{}\n",
+                if *cached { " (cached)" } else { "" }
+            ),
+            BuildEvent::Output { text, .. } => text.clone(),
+            BuildEvent::Error { line, message, .. } => format!(
+                "error{}: {message}\n",
+                line.map(|l| format!(" at line {l}")).unwrap_or_default()
+            ),
+            BuildEvent::Done {
+                template,
+                layers,
+                steps,
+                cached_steps,
+                seconds,
+            } => format!(
+                "done: template {template}, {steps} steps ({cached_steps} cached), {layers} layers, {seconds:.1} s\n"
+            ),
+        }
+    }
 }
 
 /// Builds template `name` from `file`, with `context` (a tar, may be empty) for `COPY`.
@@ -276,7 +315,9 @@ pub async fn build(
     let mut layers = base.layer_ids.clone();
     let mut config = base.config.clone();
     let mut key = hex::encode(Sha256::digest(layers.join("\n").as_bytes()));
-    let mut cached_steps = 0;
+    // Every step reported `cached` (no work done) is counted, FROM and the default-setting
+    // instructions included, so the summary agrees with the step lines.
+    let mut cached_steps = 1;
     // Steps run as root until the file itself says USER; the template keeps its parent's
     // default user otherwise.
     let mut run_user: Option<String> = None;
@@ -341,6 +382,7 @@ pub async fn build(
                 continue;
             }
         }
+        cached_steps += 1;
         let _ = tx
             .send(BuildEvent::Step {
                 step: n,
@@ -362,6 +404,7 @@ pub async fn build(
         .send(BuildEvent::Done {
             template: name.to_owned(),
             layers: layers.len(),
+            steps: of,
             cached_steps,
             seconds: started.elapsed().as_secs_f64(),
         })
@@ -548,192 +591,6 @@ async fn upload_context(sbx: &paddock_runtime::Sandbox, tar: Vec<u8>) -> Result<
 
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// Makes the `debian` template: a minimal Debian (the host's release) root filesystem from
-/// the host's configured Debian mirror with `debootstrap --variant=minbase`, plus the user
-/// `user` (uid 1000, group `sudo`) that E2B clients expect, as one layer. Progress lines go
-/// to `tx` as `Output` events of step 1.
-pub async fn bootstrap_debian(
-    rt: &Arc<Runtime>,
-    name: &str,
-    tx: &tokio::sync::mpsc::Sender<BuildEvent>,
-) -> Result<TemplateDef, BuildEvent> {
-    let fail = |message: String| BuildEvent::Error {
-        step: Some(1),
-        line: None,
-        message,
-    };
-    let (suite, mirror) = host_debian();
-    let _ = tx
-        .send(BuildEvent::Step {
-            step: 1,
-            of: 1,
-            line: 0,
-            instruction: format!("debootstrap --variant=minbase {suite} {mirror}"),
-            cached: false,
-        })
-        .await;
-    let root = rt.layers_root();
-    tokio::fs::create_dir_all(&root)
-        .await
-        .map_err(|e| fail(format!("creating the layer store: {e}")))?;
-    let tmp = root.join(format!(
-        ".build-debootstrap-{}",
-        paddock_core::SandboxId::random()
-    ));
-    let mut child = tokio::process::Command::new("debootstrap")
-        .args([
-            "--variant=minbase",
-            "--include=sudo,ca-certificates",
-            &suite,
-        ])
-        .arg(&tmp)
-        .arg(&mirror)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            fail(format!(
-                "running debootstrap: {e} (apt-get install debootstrap)"
-            ))
-        })?;
-    let mut lines = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        use tokio::io::AsyncBufReadExt as _;
-        let mut r = tokio::io::BufReader::new(out).lines();
-        while let Ok(Some(l)) = r.next_line().await {
-            if l.starts_with("I: Retrieving") || l.starts_with("I: Validating") {
-                continue;
-            }
-            lines.push(l.clone());
-            let _ = tx
-                .send(BuildEvent::Output {
-                    step: 1,
-                    text: format!("{l}\n"),
-                })
-                .await;
-        }
-    }
-    let st = child
-        .wait()
-        .await
-        .map_err(|e| fail(format!("waiting for debootstrap: {e}")))?;
-    let finish = async {
-        if !st.success() {
-            let log = tokio::fs::read_to_string(tmp.join("debootstrap/debootstrap.log"))
-                .await
-                .unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            return Err(fail(format!(
-                "debootstrap failed ({st}):\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            )));
-        }
-        // The host's own CAs (a corporate or egress proxy's) are trusted in the template too,
-        // or package managers inside it could not reach what the host reaches.
-        let local_cas = std::path::Path::new("/usr/local/share/ca-certificates");
-        if local_cas.is_dir() {
-            let st = tokio::process::Command::new("cp")
-                .arg("-a")
-                .arg(format!("{}/.", local_cas.display()))
-                .arg(tmp.join("usr/local/share/ca-certificates"))
-                .status()
-                .await
-                .map_err(|e| fail(format!("copying the host's CAs: {e}")))?;
-            if !st.success() {
-                return Err(fail("copying the host's CAs failed".into()));
-            }
-        }
-        let script = "set -e
-update-ca-certificates >/dev/null
-useradd --create-home --uid 1000 --shell /bin/bash user
-usermod -aG sudo user
-apt-get clean
-rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
-printf '# No network: this sandbox has loopback only.\\n' > /etc/resolv.conf";
-        let st = tokio::process::Command::new("chroot")
-            .arg(&tmp)
-            .args(["/bin/sh", "-c", script])
-            .status()
-            .await
-            .map_err(|e| fail(format!("adding the user: {e}")))?;
-        if !st.success() {
-            return Err(fail(format!("adding the user failed ({st})")));
-        }
-        // Content address: the hash of the suite, mirror and day is not content, so hash the
-        // tree's listing (paths, sizes, modes) instead: two bootstraps that differ land apart.
-        let listing = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg("find . -xdev -printf '%p %s %m %U %G\\n' | sort | sha256sum")
-            .current_dir(&tmp)
-            .output()
-            .await
-            .map_err(|e| fail(format!("hashing the root filesystem: {e}")))?;
-        let key = String::from_utf8_lossy(&listing.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        if key.len() != 64 {
-            return Err(fail("hashing the root filesystem failed".into()));
-        }
-        let dst = root.join(&key);
-        if dst.exists() {
-            let _ = tokio::fs::remove_dir_all(&tmp).await;
-        } else {
-            tokio::fs::rename(&tmp, &dst)
-                .await
-                .map_err(|e| fail(format!("installing the layer: {e}")))?;
-        }
-        Ok(TemplateDef {
-            name: name.to_owned(),
-            layers: vec![format!("sha256:{key}")],
-            config: TemplateConfig {
-                user: Some("user".into()),
-                workdir: Some("/home/user".into()),
-                ..Default::default()
-            },
-            source: format!("debootstrap {suite} {mirror}"),
-            created_unix_ms: paddock_store::now_ms() as u64,
-        })
-    }
-    .await;
-    if finish.is_err() {
-        let _ = tokio::fs::remove_dir_all(&tmp).await;
-    }
-    let def = finish?;
-    let _ = tx
-        .send(BuildEvent::Done {
-            template: name.to_owned(),
-            layers: 1,
-            cached_steps: 0,
-            seconds: 0.0,
-        })
-        .await;
-    Ok(def)
-}
-
-/// The host's Debian suite (`VERSION_CODENAME`) and first configured mirror.
-fn host_debian() -> (String, String) {
-    let suite = std::fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("VERSION_CODENAME=").map(str::to_owned))
-        })
-        .unwrap_or_else(|| "bookworm".into());
-    let mirror = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                l.strip_prefix("URIs:")
-                    .map(|u| u.split_whitespace().next().unwrap_or("").to_owned())
-            })
-        })
-        .filter(|m| m.starts_with("http"))
-        .unwrap_or_else(|| "http://deb.debian.org/debian".into());
-    (suite, mirror)
 }
 
 #[cfg(test)]

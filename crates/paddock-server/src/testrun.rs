@@ -25,7 +25,7 @@
 //!
 //! | framework | command | parsed from |
 //! |---|---|---|
-//! | pytest | `python3 -m pytest --junitxml=<tmp> -o junit_family=xunit1 -o junit_logging=out-err -q` | JUnit XML |
+//! | pytest | `python3 -m pytest --junitxml=<tmp> -o junit_family=xunit1 -o junit_logging=out-err -q`, with `.venv/bin/python` instead of `python3` when the project has a `.venv` | JUnit XML |
 //! | jest | `npx --no-install jest --ci --json --outputFile=<tmp>` | jest JSON |
 //! | vitest | `npx --no-install vitest run --reporter=default --reporter=junit --outputFile.junit=<tmp>` | JUnit XML |
 //! | go | `go test -json ./...` | the `test2json` event stream on stdout |
@@ -349,6 +349,8 @@ struct Probe {
     mentions_vitest: bool,
     mentions_jest: bool,
     node: Option<NodeReporter>,
+    /// The project has its own virtualenv: `.venv/bin/python` is executable.
+    venv: bool,
 }
 
 /// The best reporter the sandbox's node offers.
@@ -368,6 +370,7 @@ enum NodeReporter {
 const PROBE_SCRIPT: &str = r#"
 [ -x /bin/bash ] && echo bash
 [ -w . ] && echo writable
+[ -x .venv/bin/python ] && echo venv
 for f in *; do
   if [ -d "$f" ]; then echo "d $f"; elif [ -e "$f" ]; then echo "f $f"; fi
 done | head -n 5000
@@ -413,6 +416,7 @@ fn parse_probe(out: &str) -> Probe {
         match line.split_once(' ') {
             None if line == "bash" => p.bash = true,
             None if line == "writable" => p.writable = true,
+            None if line == "venv" => p.venv = true,
             Some(("f", name)) => {
                 p.files.insert(name.to_owned());
             }
@@ -526,7 +530,12 @@ fn plan(framework: Option<Framework>, cmd: Option<&str>, probe: &Probe, tmp: &st
     let (script, report) = match framework {
         Some(Framework::Pytest) => (
             format!(
-                "python3 -m pytest --junitxml={xml} -o junit_family=xunit1 -o junit_logging=out-err -q"
+                "{} -m pytest --junitxml={xml} -o junit_family=xunit1 -o junit_logging=out-err -q",
+                if probe.venv {
+                    ".venv/bin/python"
+                } else {
+                    "python3"
+                }
             ),
             Some((xml, ReportKind::Junit)),
         ),
@@ -2591,6 +2600,17 @@ mod tests {
         assert_eq!(
             pl.report,
             Some(("/tmp/t.json".into(), ReportKind::JestJson))
+        );
+        // pytest runs under the project's own virtualenv when it has one.
+        let pl = plan(Some(Framework::Pytest), None, &p, "/tmp/t");
+        assert!(pl.script.starts_with("python3 -m pytest "), "{}", pl.script);
+        assert!(parse_probe("venv\nf test_a.py\n").venv);
+        p.venv = true;
+        let pl = plan(Some(Framework::Pytest), None, &p, "/tmp/t");
+        assert!(
+            pl.script.starts_with(".venv/bin/python -m pytest "),
+            "{}",
+            pl.script
         );
     }
 

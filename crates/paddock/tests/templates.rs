@@ -64,9 +64,41 @@ async fn smoke(s: &Server, template: &str, network: Value, script: &str) -> (i64
     )
 }
 
+/// Runs the `paddock` CLI against `s` with stdout and stderr piped (so not a terminal);
+/// returns (exit code, stdout, stderr).
+fn cli(s: &Server, args: &[&str]) -> (i32, String, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(args)
+        .env("PADDOCK_URL", &s.url)
+        .env("PADDOCK_API_KEY", &s.admin_key)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running paddock");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The seconds of a summary line `paddock: <prefix><secs> s`, checking the prefix.
+fn summary_seconds(line: &str, prefix: &str) -> f64 {
+    let rest = line
+        .strip_prefix("paddock: ")
+        .and_then(|l| l.strip_prefix(prefix))
+        .and_then(|l| l.strip_suffix(" s"))
+        .unwrap_or_else(|| panic!("summary {line:?} does not start with {prefix:?}"));
+    rest.parse().unwrap_or_else(|_| panic!("summary {line:?}"))
+}
+
+/// The whole first hour of templates: bootstrap (trixie) and the ready templates through the
+/// CLI and the API, their toolchains, `pip install` and `paddock test` on `python`, build
+/// progress, summaries, logs and failure messages, caching, COPY, failures and deletion.
+/// Takes about 6 minutes on the dev machine (most of it apt and debootstrap downloads).
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_templates_builds_and_their_rules() {
-    let s = Server::start(&[]);
+    let started = std::time::Instant::now();
+    let s = Server::start_capturing_stderr(&[]);
     // Bad input first: it changes nothing.
     let (st, v) = call(
         s.req(Method::POST, "/v1/templates/bad/build")
@@ -96,19 +128,118 @@ async fn ready_templates_builds_and_their_rules() {
         "FROM of a missing template: {ev:?}"
     );
 
-    // debian, then the three ready templates from the shipped files.
-    let ev = events(
+    // Failures of each kind say what failed, and leave their log on the server.
+    let (code, _, err) = cli(
         &s,
-        s.req(Method::POST, "/v1/templates/debian/bootstrap")
-            .timeout(Duration::from_secs(1800)),
-    )
-    .await;
-    assert_eq!(last(&ev)["event"], "done", "{ev:?}");
+        &[
+            "template",
+            "pull",
+            "nothere",
+            "127.0.0.1:1/none:latest",
+            "--insecure",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("paddock: pull failed") && !err.contains("build failed"),
+        "{err}"
+    );
+    assert!(err.contains("paddock template log nothere"), "{err}");
+    let (code, log, err) = cli(&s, &["template", "log", "nothere"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        log.contains("[1/1] pull ") && log.contains("error: "),
+        "{log}"
+    );
+    let (code, _, err) = cli(&s, &["template", "bootstrap", "deb2", "--suite", "nosuch"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("bootstrap failed") && err.contains("does not know the suite"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&s, &["template", "log", "never-built"]);
+    assert!(code != 0 && err.contains("no build log"), "{err}");
+
+    // debian through the CLI, not on a terminal: plain step lines, none of debootstrap's
+    // output, a true summary; the full output is in the server's build log, not its stderr.
+    let t0 = std::time::Instant::now();
+    let (code, _, err) = cli(&s, &["template", "bootstrap"]);
+    let wall = t0.elapsed().as_secs_f64();
+    eprintln!("bootstrap (trixie): {wall:.1} s");
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[0].starts_with("[1/1] debootstrap --variant=minbase trixie "),
+        "{err}"
+    );
+    assert!(lines[1].starts_with("[1/1] done in "), "{err}");
+    let secs = summary_seconds(
+        lines[2],
+        "template debian ready: 1 step (0 cached), 1 layer, ",
+    );
+    assert!(
+        secs > 1.0 && secs <= wall && secs > wall - 10.0,
+        "{secs} of {wall}: {err}"
+    );
+    assert!(!err.contains('\x1b') && !err.contains('\r'), "{err:?}");
+    let (code, log, _) = cli(&s, &["template", "log", "debian"]);
+    assert_eq!(code, 0);
+    assert!(
+        log.contains("I: Base system installed successfully.")
+            && log.contains("Updating certificates")
+            && log.contains("done: template debian"),
+        "{log}"
+    );
+    let server_log = std::fs::read_to_string(s.stderr_file.as_ref().unwrap()).unwrap();
+    for noise in ["I: ", "W: ", "E: ", "debconf", "certificates", "useradd"] {
+        assert!(
+            !server_log.lines().any(|l| l.contains(noise)),
+            "{noise:?} in the server's log:\n{server_log}"
+        );
+    }
+
+    // python through the CLI (the summary counts FROM and ENV as cached: they need no
+    // work), node and go through the API, from the shipped files.
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../templates");
-    for t in ["python", "node", "go"] {
+    let t0 = std::time::Instant::now();
+    let (code, _, err) = cli(&s, &["template", "ready", "python"]);
+    eprintln!("ready python: {:.1} s", t0.elapsed().as_secs_f64());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("[1/4] FROM debian (cached)\n[2/4] RUN apt-get "),
+        "{err}"
+    );
+    assert!(
+        err.contains("[2/4] done in ") && err.contains("[3/4] done in "),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Setting up"),
+        "apt's output without --verbose: {err}"
+    );
+    let last_line = err.lines().last().unwrap();
+    summary_seconds(
+        last_line,
+        "template python ready: 4 steps (2 cached), 3 layers, ",
+    );
+    for t in ["node", "go"] {
         let file = std::fs::read_to_string(format!("{root}/{t}.Paddockfile")).unwrap();
+        let t0 = std::time::Instant::now();
         let ev = build_text(&s, t, &file).await;
-        assert_eq!(last(&ev)["event"], "done", "{t}: {ev:?}");
+        eprintln!("build {t}: {:.1} s", t0.elapsed().as_secs_f64());
+        let done = last(&ev);
+        assert_eq!(done["event"], "done", "{t}: {ev:?}");
+        let steps = ev.iter().filter(|e| e["event"] == "step").count();
+        let cached = ev
+            .iter()
+            .filter(|e| e["event"] == "step" && e["cached"] == true)
+            .count();
+        assert_eq!(
+            (done["steps"].as_u64(), done["cached_steps"].as_u64()),
+            (Some(steps as u64), Some(cached as u64)),
+            "{t}: {ev:?}"
+        );
     }
     let (_, list) = call(s.req(Method::GET, "/v1/templates")).await;
     let names: Vec<&str> = list["templates"]
@@ -125,21 +256,73 @@ async fn ready_templates_builds_and_their_rules() {
     let (_, deb) = call(s.req(Method::GET, "/v1/templates/debian")).await;
     assert_eq!(py["layers"][0], deb["layers"][0]);
 
-    // Smoke tests: the language's package manager installs from its registry (through an
-    // allow list of names), then a test suite runs.
-    let (code, out, err) = smoke(
+    // Current toolchains, with git, curl and a C compiler in each.
+    for (t, check) in [
+        (
+            "python",
+            "python3 -c 'import sys; assert sys.version_info >= (3, 13), sys.version'",
+        ),
+        (
+            "node",
+            "node -e 'const m = +process.versions.node.split(\".\")[0]; if (m < 20) { console.log(process.version); process.exit(1) }'",
+        ),
+        (
+            "go",
+            "v=$(go env GOVERSION); m=${v#go1.}; m=${m%%.*}; [ \"$m\" -ge 24 ] || { echo $v; exit 1; }",
+        ),
+    ] {
+        let (code, out, err) = smoke(
+            &s,
+            t,
+            json!({"mode": "none"}),
+            &format!("set -e; {check}; git --version >/dev/null; curl --version >/dev/null; cc --version >/dev/null; echo ok"),
+        )
+        .await;
+        assert_eq!((code, out.as_str()), (0, "ok\n"), "{t}: {out}{err}");
+    }
+
+    // python: `pip install` as user just works (the virtualenv first on PATH), pytest is
+    // there, and `paddock test` passes on a plain pytest project and uses a project's .venv.
+    let v = s
+        .create(json!({"template": "python", "network": {"mode": "allow", "allow": ["pypi.org", "files.pythonhosted.org"]}}))
+        .await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (code, out, err) = cli(
         &s,
-        "python",
-        json!({"mode": "allow", "allow": ["pypi.org", "files.pythonhosted.org"]}),
-        "set -e; python3 -m venv ~/venv; ~/venv/bin/pip install -q pytest; mkdir -p ~/p; cd ~/p; \
-         printf 'def test_add():\\n    assert 1 + 1 == 2\\n' > test_a.py; ~/venv/bin/pytest -q 2>&1 | tail -1; id -un; pwd",
-    )
-    .await;
-    assert_eq!(code, 0, "python: {out}{err}");
-    assert!(
-        out.contains("1 passed") && out.contains("user\n/home/user/p"),
-        "{out}"
+        &[
+            "exec",
+            &id,
+            "--",
+            "bash",
+            "-lc",
+            "set -e; pip install -q six; python -c 'import six; print(six.__name__)'; command -v pip pytest; id -un; \
+             mkdir -p ~/p ~/v; printf 'def test_add():\\n    assert 1 + 1 == 2\\n' > ~/p/test_a.py; \
+             cd ~/v; python3 -m venv .venv; .venv/bin/pip install -q pytest; \
+             printf 'import sys\\ndef test_venv():\\n    assert sys.prefix.endswith(\"/v/.venv\"), sys.prefix\\n' > test_v.py",
+        ],
     );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out, "six\n/opt/venv/bin/pip\n/opt/venv/bin/pytest\nuser\n",
+        "{err}"
+    );
+    let (code, out, err) = cli(&s, &["test", &id, "--cwd", "/home/user/p"]);
+    assert_eq!(code, 0, "paddock test on python: {out}{err}");
+    let (code, out, err) = cli(&s, &["test", &id, "--cwd", "/home/user/v", "--json"]);
+    assert_eq!(code, 0, "paddock test with a .venv: {out}{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["passed"], 1, "{r}");
+    assert!(
+        r["command"]
+            .as_str()
+            .unwrap()
+            .starts_with(".venv/bin/python -m pytest"),
+        "{r}"
+    );
+    let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+
+    // node and go install from their registries and run a test suite.
     let (code, out, err) = smoke(
         &s,
         "node",
@@ -170,9 +353,31 @@ async fn ready_templates_builds_and_their_rules() {
     assert_eq!(code, 0, "go: {out}{err}");
     assert!(out.starts_with("ok"), "{out}");
 
-    // A second build of an unchanged file is all cache.
-    let file = std::fs::read_to_string(format!("{root}/python.Paddockfile")).unwrap();
+    // A second build of an unchanged file is all cache, and the summary says so.
     let t0 = std::time::Instant::now();
+    let (code, _, err) = cli(
+        &s,
+        &[
+            "template",
+            "build",
+            "python",
+            &format!("{root}/python.Paddockfile"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "a cached rebuild took {:?}",
+        t0.elapsed()
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 5, "{err}");
+    assert!(lines[..4].iter().all(|l| l.ends_with(" (cached)")), "{err}");
+    summary_seconds(
+        lines[4],
+        "template python ready: 4 steps (4 cached), 3 layers, ",
+    );
+    let file = std::fs::read_to_string(format!("{root}/python.Paddockfile")).unwrap();
     let ev = build_text(&s, "python", &file).await;
     assert_eq!(last(&ev)["event"], "done", "{ev:?}");
     assert!(
@@ -181,11 +386,7 @@ async fn ready_templates_builds_and_their_rules() {
             .all(|e| e["cached"] == true),
         "{ev:?}"
     );
-    assert!(
-        t0.elapsed() < Duration::from_secs(10),
-        "a cached rebuild took {:?}",
-        t0.elapsed()
-    );
+    assert_eq!(last(&ev)["cached_steps"], 4, "{ev:?}");
 
     // COPY from a context tar; WORKDIR and USER become the template's defaults.
     let mut b = tar::Builder::new(Vec::new());
@@ -258,4 +459,5 @@ async fn ready_templates_builds_and_their_rules() {
     )
     .await;
     assert_eq!((code, out.as_str()), (0, "42\n"), "python lost a layer");
+    eprintln!("templates test: {:.1} s", started.elapsed().as_secs_f64());
 }

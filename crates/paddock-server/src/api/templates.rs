@@ -1,6 +1,8 @@
 //! `/v1/templates`: list, get, build (from a build file, with a tar context), bootstrap
-//! (`debian` from the host's Debian mirror), delete. Builds and bootstraps answer a stream of
-//! NDJSON [`BuildEvent`]s, the last one `done` or `error`.
+//! (`debian` from the host's Debian mirror), pull, import, delete, and the last build's log.
+//! Builds, pulls and bootstraps answer a stream of NDJSON [`BuildEvent`]s, the last one
+//! `done` or `error`, and write the same events as text to the template's build log
+//! (`<data>/templates/logs/<name>.log`, `GET /v1/templates/{name}/log`).
 //!
 //! Templates are host-wide: any key may list them and start sandboxes from them; making and
 //! deleting them needs an admin key.
@@ -36,6 +38,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/templates/{name}/bootstrap", post(bootstrap))
         .route("/v1/templates/{name}/pull", post(pull))
         .route("/v1/templates/{name}/import", post(import))
+        .route("/v1/templates/{name}/log", get(build_log))
         .route("/v1/layers", get(layers))
         .route("/v1/layers/prune", post(prune))
 }
@@ -292,6 +295,19 @@ where
     F: std::future::Future<Output = Result<TemplateDef, BuildEvent>> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel::<BuildEvent>(256);
+    // Every event goes to the build log first, then to the caller while it listens: a
+    // caller that hangs up stops neither the build nor its log.
+    let (wtx, mut wrx) = tokio::sync::mpsc::channel::<BuildEvent>(256);
+    let log_path = log_path(&state, &name);
+    let logger = tokio::spawn(async move {
+        let mut log = BuildLog::create(log_path).await;
+        while let Some(ev) = wrx.recv().await {
+            log.write(&ev).await;
+            let _ = tx.send(ev).await;
+        }
+        log.finish().await;
+    });
+    let tx = wtx;
     tokio::spawn(async move {
         let _busy = busy;
         let res = work(tx.clone()).await;
@@ -317,6 +333,8 @@ where
                 "failed"
             }
         };
+        drop(tx);
+        let _ = logger.await;
         state.audit(Some(&caller), "template.build", None, outcome, Some(name));
     });
     let body = tokio_stream::wrappers::ReceiverStream::new(rx).map(|ev| {
@@ -391,14 +409,23 @@ async fn build(
     ))
 }
 
-/// `POST /v1/templates/{name}/bootstrap`: a Debian root filesystem (the host's release, from
-/// its configured mirror) with the user `user`, as template `name` (usually `debian`).
+/// `POST /v1/templates/{name}/bootstrap[?suite=SUITE]`: a Debian root filesystem (release
+/// `suite`, default [`templates::DEFAULT_SUITE`], from the host's configured mirror) with
+/// the user `user`, as template `name` (usually `debian`).
 async fn bootstrap(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
     Path(name): Path<String>,
+    RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     check_name(&name)?;
+    let mut suite = templates::Suite::default();
+    for (k, v) in super::sandboxes::form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
+        match k.as_str() {
+            "suite" => suite = templates::Suite::parse(&v).map_err(ApiError::BadRequest)?,
+            other => return Err(super::unknown_param(other)),
+        }
+    }
     let busy = Busy::take_for_making(&name).await?;
     let rt = state.runtime.clone();
     let name2 = name.clone();
@@ -407,7 +434,7 @@ async fn bootstrap(
         caller,
         name,
         busy,
-        move |tx| async move { templates::bootstrap_debian(&rt, &name2, &tx).await },
+        move |tx| async move { templates::bootstrap_debian(&rt, &name2, &suite, &tx).await },
     ))
 }
 
@@ -520,6 +547,7 @@ async fn pull(
                 .send(BuildEvent::Done {
                     template: name2,
                     layers: img.layers.len(),
+                    steps: 1,
                     cached_steps: usize::from(img.bytes_downloaded == 0),
                     seconds: started.elapsed().as_secs_f64(),
                 })
@@ -593,6 +621,103 @@ async fn import(
         StatusCode::CREATED,
         template_json(&state, &t),
     ))
+}
+
+/// Largest build log kept; what a build prints beyond it is dropped (the log says so).
+pub const MAX_BUILD_LOG: u64 = 64 << 20;
+
+/// Where the log of the last build, pull or bootstrap of template `name` is kept:
+/// `<data>/templates/logs/<name>.log` (replaced by the next one of that name).
+fn log_path(state: &AppState, name: &str) -> std::path::PathBuf {
+    state
+        .runtime
+        .layers_root()
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
+        .join("logs")
+        .join(format!("{name}.log"))
+}
+
+/// A build log being written; writing problems are logged once and never fail the build.
+struct BuildLog {
+    file: Option<tokio::fs::File>,
+    written: u64,
+    truncated: bool,
+}
+
+impl BuildLog {
+    async fn create(path: std::path::PathBuf) -> BuildLog {
+        let file = async {
+            if let Some(dir) = path.parent() {
+                tokio::fs::create_dir_all(dir).await?;
+            }
+            tokio::fs::File::create(&path).await
+        }
+        .await
+        .inspect_err(|e| tracing::warn!(path = %path.display(), "build log: {e}"))
+        .ok();
+        BuildLog {
+            file,
+            written: 0,
+            truncated: false,
+        }
+    }
+
+    async fn write(&mut self, ev: &BuildEvent) {
+        let Some(f) = self.file.as_mut() else { return };
+        let text = ev.log_text();
+        let last = matches!(ev, BuildEvent::Done { .. } | BuildEvent::Error { .. });
+        let room = MAX_BUILD_LOG.saturating_sub(self.written);
+        let res = if (text.len() as u64) <= room || last {
+            self.written += text.len() as u64;
+            f.write_all(text.as_bytes()).await
+        } else if !self.truncated {
+            self.truncated = true;
+            let note = format!("[... output beyond {MAX_BUILD_LOG} bytes left out ...]\n");
+            self.written += note.len() as u64;
+            f.write_all(note.as_bytes()).await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = res {
+            tracing::warn!("writing a build log: {e}");
+            self.file = None;
+        }
+    }
+
+    async fn finish(mut self) {
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.flush().await;
+        }
+    }
+}
+
+/// `GET /v1/templates/{name}/log` (admin): the full log of the last build, pull or bootstrap
+/// of `name` as `text/plain` (also of a failed one, and of one still running: what it has
+/// printed so far); 404 when there is none.
+async fn build_log(
+    State(state): State<Arc<AppState>>,
+    _a: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    if !valid_name(&name) {
+        return Err(ApiError::NotFound(format!("no build log for {name:?}")));
+    }
+    let text = match tokio::fs::read(log_path(&state, &name)).await {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::NotFound(format!(
+                "no build log for {name:?}: it was not built, pulled or bootstrapped on this server"
+            )));
+        }
+        Err(e) => return Err(ApiError::Internal(format!("reading the build log: {e}"))),
+    };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from(text))
+        .unwrap_or_default())
 }
 
 fn short(id: &str) -> &str {

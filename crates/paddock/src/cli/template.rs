@@ -1,22 +1,25 @@
-//! `paddock template ls|pull|build|bootstrap|ready|rm|layers|prune` (`/v1/templates`,
-//! `/v1/layers`). Making and deleting templates, and listing or pruning layers, needs an
-//! admin key.
+//! `paddock template ls|build|pull|import|bootstrap|ready|log|rm|layers|prune`
+//! (`/v1/templates`, `/v1/layers`). Making and deleting templates, reading build logs, and
+//! listing or pruning layers, needs an admin key.
 //!
 //! `build` sends a build file (or a directory as a tar context holding it) and prints the
-//! server's progress as it comes; `ready python|node|go` makes the `debian` template if it is
+//! server's progress as it comes (`progress`): one line per step, a spinner with the elapsed
+//! time on a terminal, the commands' output only with `--verbose` (the server keeps all of it:
+//! `paddock template log NAME`); `ready python|node|go` makes the `debian` template if it is
 //! missing and then builds the ready template from the file shipped in `templates/`.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use futures::StreamExt as _;
 use reqwest::Method;
 use serde_json::Value;
 
 use super::api::{Api, check};
 use super::format::{self, Table};
 use super::{Conn, write_stdout};
+
+mod progress;
 
 /// The ready templates' build files, as shipped in the repository.
 const READY: &[(&str, &str)] = &[
@@ -59,6 +62,9 @@ pub(crate) enum TemplateCmd {
         /// The build file's path inside the context directory.
         #[arg(long, short = 'f')]
         file: Option<String>,
+        /// Print the steps' output too (the server keeps it: `paddock template log NAME`).
+        #[arg(long, short = 'v')]
+        verbose: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -81,6 +87,9 @@ pub(crate) enum TemplateCmd {
         /// `os/arch` to pick from a multi-platform image.
         #[arg(long)]
         platform: Option<String>,
+        /// Print the download progress per layer too.
+        #[arg(long, short = 'v')]
+        verbose: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -93,18 +102,36 @@ pub(crate) enum TemplateCmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Make a Debian template (the host's release) with debootstrap on the server.
+    /// Make a Debian template with debootstrap on the server (release: --suite, default
+    /// trixie, the current Debian stable).
     Bootstrap {
         /// Name of the template.
         #[arg(default_value = "debian")]
         name: String,
+        /// The Debian release (a suite the server's debootstrap knows).
+        #[arg(long, default_value = "trixie")]
+        suite: String,
+        /// Print debootstrap's output too.
+        #[arg(long, short = 'v')]
+        verbose: bool,
         #[command(flatten)]
         conn: Conn,
     },
-    /// Make a ready template: python (pip, venv), node (npm) or go.
+    /// Make a ready template: python (a virtualenv for `user` with pip and pytest), node
+    /// (npm) or go; each with build tools, git and curl, on debian (made first if missing).
     Ready {
         #[arg(value_parser = ["python", "node", "go"])]
         which: String,
+        /// Print the steps' output too.
+        #[arg(long, short = 'v')]
+        verbose: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Print the full log of a template's last build, pull or bootstrap (kept on the
+    /// server, also for failed ones).
+    Log {
+        name: String,
         #[command(flatten)]
         conn: Conn,
     },
@@ -161,10 +188,11 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
             name,
             path,
             file,
+            verbose,
             conn,
         } => {
             let api = Api::new(&conn)?;
-            build(&api, &name, &path, file.as_deref()).await
+            build(&api, &name, &path, file.as_deref(), verbose).await
         }
         TemplateCmd::Pull {
             name,
@@ -173,6 +201,7 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
             password,
             insecure,
             platform,
+            verbose,
             conn,
         } => {
             let api = Api::new(&conn)?;
@@ -187,7 +216,8 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
                 body["platform"] = p.into();
             }
             let url = api.url(&["v1", "templates", &name, "pull"]);
-            follow(&api, api.request(Method::POST, url).json(&body)).await
+            let rb = api.request(Method::POST, url).json(&body);
+            progress::follow(&api, rb, "pull", &name, verbose).await
         }
         TemplateCmd::Import { name, path, conn } => {
             let api = Api::new(&conn)?;
@@ -216,7 +246,7 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
                 .request(Method::POST, url)
                 .header(reqwest::header::CONTENT_TYPE, ct)
                 .body(body);
-            let t: Value = api.json(rb).await?;
+            let t: Value = api.json(rb).await.context("import failed")?;
             eprintln!(
                 "paddock: imported template {} ({})",
                 format::cell(&t["name"]),
@@ -224,12 +254,37 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
             );
             Ok(0)
         }
-        TemplateCmd::Bootstrap { name, conn } => {
+        TemplateCmd::Bootstrap {
+            name,
+            suite,
+            verbose,
+            conn,
+        } => {
             let api = Api::new(&conn)?;
-            let url = api.url(&["v1", "templates", &name, "bootstrap"]);
-            follow(&api, api.request(Method::POST, url)).await
+            let mut url = api.url(&["v1", "templates", &name, "bootstrap"]);
+            url.query_pairs_mut().append_pair("suite", &suite);
+            progress::follow(
+                &api,
+                api.request(Method::POST, url),
+                "bootstrap",
+                &name,
+                verbose,
+            )
+            .await
         }
-        TemplateCmd::Ready { which, conn } => {
+        TemplateCmd::Log { name, conn } => {
+            let api = Api::new(&conn)?;
+            let url = api.url(&["v1", "templates", &name, "log"]);
+            let resp = check(api.send(api.request(Method::GET, url)).await?).await?;
+            let text = resp.bytes().await.context("reading the build log")?;
+            super::write_stdout(&String::from_utf8_lossy(&text))?;
+            Ok(0)
+        }
+        TemplateCmd::Ready {
+            which,
+            verbose,
+            conn,
+        } => {
             let api = Api::new(&conn)?;
             let have: Value = api.get_json(&["v1", "templates"]).await?;
             let exists = |n: &str| {
@@ -240,7 +295,14 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
             if !exists("debian") {
                 eprintln!("paddock: making the debian template first (debootstrap)");
                 let url = api.url(&["v1", "templates", "debian", "bootstrap"]);
-                let code = follow(&api, api.request(Method::POST, url)).await?;
+                let code = progress::follow(
+                    &api,
+                    api.request(Method::POST, url),
+                    "bootstrap",
+                    "debian",
+                    verbose,
+                )
+                .await?;
                 if code != 0 {
                     return Ok(code);
                 }
@@ -255,7 +317,7 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
                 .request(Method::POST, url)
                 .header(reqwest::header::CONTENT_TYPE, "text/plain")
                 .body(text);
-            follow(&api, rb).await
+            progress::follow(&api, rb, "build", &which, verbose).await
         }
         TemplateCmd::Rm { name, conn } => {
             let api = Api::new(&conn)?;
@@ -314,7 +376,13 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
     }
 }
 
-async fn build(api: &Api, name: &str, path: &std::path::Path, file: Option<&str>) -> Result<i32> {
+async fn build(
+    api: &Api,
+    name: &str,
+    path: &std::path::Path,
+    file: Option<&str>,
+    verbose: bool,
+) -> Result<i32> {
     let mut url = api.url(&["v1", "templates", name, "build"]);
     let rb = if path.is_dir() {
         // The context goes as a tar built in memory (build contexts are source trees).
@@ -340,7 +408,7 @@ async fn build(api: &Api, name: &str, path: &std::path::Path, file: Option<&str>
     } else {
         bail!("{} is neither a directory nor a file", path.display());
     };
-    follow(api, rb).await
+    progress::follow(api, rb, "build", name, verbose).await
 }
 
 /// A directory as a tar in memory (build contexts and root filesystems to import), symlinks
@@ -354,58 +422,4 @@ async fn pack(dir: PathBuf) -> Result<Vec<u8>> {
         Ok(b.into_inner()?)
     })
     .await?
-}
-
-/// Sends a build request and prints its NDJSON events as they come; 0 when it ends `done`.
-async fn follow(api: &Api, rb: reqwest::RequestBuilder) -> Result<i32> {
-    let resp = check(api.send(rb).await?).await?;
-    let mut body = resp.bytes_stream();
-    let mut buf = Vec::new();
-    let mut code = 1;
-    while let Some(chunk) = body.next().await {
-        buf.extend_from_slice(&chunk.context("reading the build's progress")?);
-        while let Some(i) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=i).collect();
-            let Ok(ev) = serde_json::from_slice::<Value>(&line) else {
-                continue;
-            };
-            match ev["event"].as_str() {
-                Some("step") => eprintln!(
-                    "[{}/{}] {}{}",
-                    ev["step"],
-                    ev["of"],
-                    ev["instruction"].as_str().unwrap_or(""),
-                    if ev["cached"] == true {
-                        " (cached)"
-                    } else {
-                        ""
-                    }
-                ),
-                Some("output") => eprint!("{}", ev["text"].as_str().unwrap_or("")),
-                Some("error") => {
-                    eprintln!(
-                        "paddock: build failed{}: {}",
-                        ev["line"]
-                            .as_u64()
-                            .map(|l| format!(" at line {l}"))
-                            .unwrap_or_default(),
-                        ev["message"].as_str().unwrap_or("")
-                    );
-                    code = 1;
-                }
-                Some("done") => {
-                    eprintln!(
-                        "paddock: template {} ready ({} layers, {} steps cached, {:.1} s)",
-                        ev["template"].as_str().unwrap_or(""),
-                        ev["layers"],
-                        ev["cached_steps"],
-                        ev["seconds"].as_f64().unwrap_or(0.0)
-                    );
-                    code = 0;
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(code)
 }

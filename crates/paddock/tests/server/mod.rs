@@ -20,6 +20,8 @@ pub struct Server {
     pub data: PathBuf,
     extra: Vec<String>,
     pub http: reqwest::Client,
+    /// Where the server's stderr goes (`start_capturing_stderr`); inherited otherwise.
+    pub stderr_file: Option<PathBuf>,
 }
 
 /// A fresh data directory (removed, with its mounts, when the server is dropped).
@@ -33,9 +35,21 @@ fn fresh_data_dir() -> PathBuf {
 impl Server {
     /// Starts a server with a fresh data directory and extra `serve` flags.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_with(extra, false)
+    }
+
+    /// Like `start`, with the server's stderr (its log) written to `stderr_file` (a file
+    /// next to the data directory) so a test can read it.
+    pub fn start_capturing_stderr(extra: &[&str]) -> Server {
+        Server::start_with(extra, true)
+    }
+
+    fn start_with(extra: &[&str], capture: bool) -> Server {
         let data = fresh_data_dir();
-        let (child, url, key) = spawn(&data, extra);
+        let stderr_file = capture.then(|| data.with_extension("stderr"));
+        let (child, url, key) = spawn(&data, extra, stderr_file.as_deref());
         Server {
+            stderr_file,
             child: Some(child),
             url,
             admin_key: key.expect("a fresh data dir prints the admin key"),
@@ -52,7 +66,7 @@ impl Server {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "server still running");
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let (child, url, key) = spawn(&self.data, &extra);
+        let (child, url, key) = spawn(&self.data, &extra, self.stderr_file.as_deref());
         assert!(key.is_none(), "a restart must not make a new admin key");
         self.child = Some(child);
         self.url = url;
@@ -141,7 +155,7 @@ pub async fn call(rb: RequestBuilder) -> (StatusCode, Value) {
 
 // The child is waited for by `Server::stop`/`kill9`/`Drop`.
 #[allow(clippy::zombie_processes)]
-fn spawn(data: &Path, extra: &[&str]) -> (Child, String, Option<String>) {
+fn spawn(data: &Path, extra: &[&str], stderr: Option<&Path>) -> (Child, String, Option<String>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
     cmd.arg("--data-dir")
         .arg(data)
@@ -151,7 +165,16 @@ fn spawn(data: &Path, extra: &[&str]) -> (Child, String, Option<String>) {
         .env("PADDOCK_AGENT_BIN", env!("CARGO_BIN_EXE_paddock-agent"))
         .env("PADDOCK_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(match stderr {
+            Some(p) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .expect("server stderr file"),
+            ),
+            None => Stdio::inherit(),
+        });
     let mut child = cmd.spawn().expect("spawning paddock serve");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel();
@@ -185,6 +208,9 @@ impl Drop for Server {
         let layers = self.data.join("layers");
         let _ = Command::new("umount").arg("-l").arg(&layers).status();
         let _ = std::fs::remove_dir_all(&self.data);
+        if let Some(f) = &self.stderr_file {
+            let _ = std::fs::remove_file(f);
+        }
     }
 }
 
