@@ -50,7 +50,10 @@ async fn make(
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let t = Instant::now();
     let def = match file {
-        None => paddock_server::templates::bootstrap_debian(rt, name, &tx).await,
+        None => {
+            let suite = paddock_server::templates::Suite::default();
+            paddock_server::templates::bootstrap_debian(rt, name, &suite, &tx).await
+        }
         Some(text) => {
             let f = paddock_server::templates::parse(text)?;
             paddock_server::templates::build(rt, name, &f, None, &tx).await

@@ -71,8 +71,8 @@ pub(crate) enum ClientCmd {
     Key(admin::KeyArgs),
     /// Show the audit trail (admin).
     Audit(admin::AuditArgs),
-    /// Manage templates: ls, pull, build, import, bootstrap, ready python|node|go, rm, layers,
-    /// prune.
+    /// Manage templates: ls, build, pull, import, bootstrap, ready python|node|go, log, rm,
+    /// layers, prune.
     Template(template::TemplateArgs),
 }
 

@@ -100,11 +100,14 @@ impl Printer {
 
     /// A failed step keeps its line, without a time.
     fn fail_step(&mut self) {
-        if let Some(r) = self.running.take() {
-            if let Some(pb) = r.spinner {
-                pb.finish_and_clear();
-                eprintln!("{} (failed)", r.label);
-            }
+        if let Some(Running {
+            label,
+            spinner: Some(pb),
+            ..
+        }) = self.running.take()
+        {
+            pb.finish_and_clear();
+            eprintln!("{label} (failed)");
         }
     }
 }
@@ -147,7 +150,7 @@ pub(crate) async fn follow(
     name: &str,
     verbose: bool,
 ) -> Result<i32> {
-    let resp = check(api.send(rb).await?)
+    let resp = async { check(api.send(rb).await?).await }
         .await
         .with_context(|| format!("{verb} failed"))?;
     let mut p = Printer {
@@ -205,4 +208,33 @@ pub(crate) async fn follow(
         );
         1
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_count_and_pluralise() {
+        let ev = serde_json::json!({"event": "done", "template": "py", "layers": 3, "steps": 4,
+            "cached_steps": 2, "seconds": 46.04});
+        assert_eq!(
+            summary(&ev),
+            "paddock: template py ready: 4 steps (2 cached), 3 layers, 46.0 s"
+        );
+        let ev = serde_json::json!({"event": "done", "template": "debian", "layers": 1,
+            "steps": 1, "cached_steps": 0, "seconds": 104.5});
+        assert_eq!(
+            summary(&ev),
+            "paddock: template debian ready: 1 step (0 cached), 1 layer, 104.5 s"
+        );
+    }
+
+    #[test]
+    fn long_instructions_are_cut_on_one_line() {
+        assert_eq!(shorten("RUN a \\\n   b"), "RUN a \\ b");
+        let s = shorten(&"x".repeat(300));
+        assert_eq!(s.chars().count(), MAX_SHOWN);
+        assert!(s.ends_with("..."));
+    }
 }
