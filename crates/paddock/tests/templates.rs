@@ -94,7 +94,7 @@ fn summary_seconds(line: &str, prefix: &str) -> f64 {
 /// The whole first hour of templates: bootstrap (trixie) and the ready templates through the
 /// CLI and the API, their toolchains, `pip install` and `paddock test` on `python`, build
 /// progress, summaries, logs and failure messages, caching, COPY, failures and deletion.
-/// Takes about 6 minutes on the dev machine (most of it apt and debootstrap downloads).
+/// Takes about 16 minutes on the dev machine (most of it debootstrap and apt).
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_templates_builds_and_their_rules() {
     let started = std::time::Instant::now();
