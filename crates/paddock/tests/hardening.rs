@@ -72,6 +72,7 @@ async fn data_plane_files_are_rate_limited_per_key_in_e2b_shape() {
             .header("x-access-token", &token)
     };
     let (n, h, body) = until_429(200, files).await;
+    eprintln!("data plane: 429 after {n} requests (rate 1/s, burst 5)");
     assert!(n <= 20, "429 only after {n} requests with a burst of 5");
     assert_eq!(body["code"], 429, "E2B shape: {body}");
     assert!(body["message"].as_str().is_some(), "{body}");
@@ -118,6 +119,7 @@ async fn port_proxy_is_rate_limited_per_key_and_public_ports_per_sandbox() {
             .header("x-access-token", &token)
     };
     let (n, h, body) = until_429(200, proxied).await;
+    eprintln!("proxy: 429 after {n} requests (rate 1/s, burst 5)");
     assert!(n <= 20, "429 only after {n} requests with a burst of 5");
     assert_eq!(body["code"], "rate_limited", "Paddock shape: {body}");
     assert!(h.get("retry-after").is_some(), "Retry-After missing");
