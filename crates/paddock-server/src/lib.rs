@@ -30,6 +30,7 @@ pub mod e2b;
 pub mod error;
 pub mod hostload;
 pub mod lifecycle;
+pub mod metrics;
 pub mod proxy;
 pub mod state;
 pub mod templates;

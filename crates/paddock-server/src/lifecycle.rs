@@ -168,6 +168,11 @@ pub async fn create(
             state.deadlines.set(&rec);
             state.deadlines_changed.notify_one();
             Metrics::inc(&state.metrics.sandboxes_created);
+            let took = u64::try_from(ready.saturating_sub(now)).unwrap_or(0);
+            state
+                .metrics
+                .create_latency
+                .observe(std::time::Duration::from_millis(took));
             state.emit(
                 &rec.tenant,
                 Some(&rec.id),

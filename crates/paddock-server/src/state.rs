@@ -1,6 +1,5 @@
 //! The state every handler shares: config, store, runtime, event bus, limits and metrics.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -48,10 +47,11 @@ pub struct Metrics {
     pub sandboxes_expired: AtomicU64,
     pub sandboxes_killed: AtomicU64,
     pub execs: AtomicU64,
-    pub http_requests: Mutex<HashMap<(String, u16), u64>>,
+    /// Requests by route and status, their latency, and body bytes by surface.
+    pub http: crate::metrics::HttpMetrics,
+    /// Time from a create request's record to its sandbox running.
+    pub create_latency: crate::metrics::Histogram,
 }
-
-type Mutex<T> = std::sync::Mutex<T>;
 
 impl Metrics {
     pub fn inc(c: &AtomicU64) {

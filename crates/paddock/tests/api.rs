@@ -964,3 +964,81 @@ async fn e2b_domain_follows_the_public_url() {
     assert_eq!(st, StatusCode::OK);
     let _ = v;
 }
+
+/// `/metrics` labels the E2B data plane and the proxy by method instead of `unmatched`, and
+/// has latency histograms per route, the create latency, sandboxes by state and the body
+/// bytes moved per surface.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_have_histograms_surfaces_and_bytes() {
+    let s = Server::start(&[]);
+    let r = s
+        .http
+        .post(format!("{}/v2/sandboxes", s.url))
+        .header("X-API-KEY", &s.admin_key)
+        .json(&json!({"templateID": "base", "timeout": 60}))
+        .send()
+        .await
+        .expect("e2b create");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.expect("json");
+    let id = v["sandboxID"].as_str().expect("id").to_owned();
+    let token = v["envdAccessToken"].as_str().expect("token").to_owned();
+
+    // 200 KB in through REST, out through the data plane; one proxied request.
+    let data = vec![b'x'; 200_000];
+    let r = s
+        .req(
+            Method::PUT,
+            &format!("/v1/sandboxes/{id}/files?path=/home/user/big"),
+        )
+        .body(data.clone())
+        .send()
+        .await
+        .expect("upload");
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = s
+        .http
+        .get(format!("{}/files?path=/home/user/big&username=user", s.url))
+        .header("E2b-Sandbox-Id", &id)
+        .header("X-Access-Token", &token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.expect("body").len(), data.len());
+    let _ = s
+        .req(Method::GET, &format!("/proxy/{id}/8000/"))
+        .send()
+        .await
+        .expect("proxy");
+
+    let text = s
+        .req(Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+    };
+    assert_eq!(value("paddock_sandbox_create_seconds_count "), 1.0);
+    assert_eq!(value("paddock_sandboxes{state=\"running\"} "), 1.0);
+    for route in ["/v2/sandboxes", "envd /files", "proxy"] {
+        let n = value(&format!(
+            "paddock_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} "
+        ));
+        assert!(n >= 1.0, "{route}: {n}");
+        value(&format!(
+            "paddock_http_request_duration_seconds_sum{{route=\"{route}\"}} "
+        ));
+    }
+    assert!(!text.contains("route=\"unmatched\""), "{text}");
+    assert!(value("paddock_http_request_bytes_total{surface=\"rest\"} ") >= 200_000.0);
+    assert!(value("paddock_http_response_bytes_total{surface=\"envd\"} ") >= 200_000.0);
+    assert!(value("paddock_http_request_bytes_total{surface=\"envd\"} ") < 200_000.0);
+}

@@ -2,19 +2,23 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use http_body_util::BodyExt as _;
+use paddock_store::SandboxState;
 
 use super::json_response;
 use crate::auth::{Admin, Caller};
 use crate::error::ApiResult;
 use crate::hostload::HostLoad;
+use crate::metrics::Surface;
 use crate::state::AppState;
 
 /// The OpenAPI document of this API, kept in the repository.
@@ -120,16 +124,24 @@ async fn metrics(State(state): State<Arc<AppState>>, _a: Admin) -> ApiResult<Res
         "# HELP paddock_uptime_seconds Seconds since the server started.\n# TYPE paddock_uptime_seconds gauge\npaddock_uptime_seconds {}\n",
         state.started.elapsed().as_secs()
     );
+    m.http.render(&mut out);
     let _ = writeln!(
         out,
-        "# HELP paddock_http_requests_total HTTP requests by route and status.\n# TYPE paddock_http_requests_total counter"
+        "# HELP paddock_sandbox_create_seconds Time from a create request to its sandbox running.\n# TYPE paddock_sandbox_create_seconds histogram"
     );
-    let reqs = m.http_requests.lock().expect("metrics poisoned").clone();
-    for ((route, status), n) in reqs {
-        let _ = writeln!(
-            out,
-            "paddock_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-        );
+    m.create_latency
+        .render(&mut out, "paddock_sandbox_create_seconds", "");
+    let active = state.store.list_sandboxes(&paddock_store::SandboxFilter {
+        states: vec![SandboxState::Starting, SandboxState::Running],
+        ..Default::default()
+    })?;
+    let _ = writeln!(
+        out,
+        "# HELP paddock_sandboxes Sandboxes by state (starting, running).\n# TYPE paddock_sandboxes gauge"
+    );
+    for st in [SandboxState::Starting, SandboxState::Running] {
+        let n = active.iter().filter(|r| r.state == st).count();
+        let _ = writeln!(out, "paddock_sandboxes{{state=\"{}\"}} {n}", st.as_str());
     }
     let _ = writeln!(
         out,
@@ -161,24 +173,46 @@ async fn metrics(State(state): State<Arc<AppState>>, _a: Admin) -> ApiResult<Res
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
-/// Counts requests by matched route and status for `/metrics`.
+/// Counts requests by route and status, times them to the response head and counts their
+/// body bytes, for `/metrics` (labels: [`crate::metrics`]).
 pub async fn count_requests(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let (surface, route) = classify(&state, &req);
+    let (bytes_in, bytes_out) = state.metrics.http.byte_counters(surface);
+    let req = req.map(|b| counted(b, bytes_in));
+    let t0 = std::time::Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16();
-    *state
+    state
         .metrics
-        .http_requests
-        .lock()
-        .expect("metrics poisoned")
-        .entry((route, status))
-        .or_default() += 1;
-    resp
+        .http
+        .record(&route, resp.status().as_u16(), t0.elapsed());
+    resp.map(|b| counted(b, bytes_out))
+}
+
+/// The surface and route label of a request (decided like the routing itself).
+fn classify(state: &AppState, req: &Request) -> (Surface, String) {
+    if let Some(m) = req.extensions().get::<MatchedPath>() {
+        return (Surface::Rest, m.as_str().to_owned());
+    }
+    match crate::e2b::envd::target(req.headers(), req.uri(), &state.cfg.domain) {
+        Some(t) if t.port == crate::e2b::ENVD_PORT => {
+            (Surface::Envd, crate::metrics::envd_route(req.uri().path()))
+        }
+        Some(_) => (Surface::Proxy, "proxy".to_owned()),
+        None if req.uri().path().starts_with("/proxy/") => (Surface::Proxy, "proxy".to_owned()),
+        None => (Surface::Rest, "unmatched".to_owned()),
+    }
+}
+
+/// `body`, adding the length of every data frame that passes to `counter`.
+fn counted(body: Body, counter: Arc<AtomicU64>) -> Body {
+    Body::new(body.map_frame(move |f| {
+        if let Some(d) = f.data_ref() {
+            counter.fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
+        f
+    }))
 }
