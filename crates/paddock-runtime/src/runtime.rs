@@ -475,9 +475,12 @@ impl Runtime {
         Ok(())
     }
 
-    /// What adoption at open did beyond adopting: sandboxes whose network it re-created
-    /// (their `resolv.conf` is rewritten here, through the agent) and sandboxes it had to
-    /// destroy because their network could not be restored, with why. Taken once.
+    /// What adoption at open did beyond adopting: sandboxes whose network it repaired, and
+    /// sandboxes it had to destroy because their network could not be restored, with why.
+    /// Here, through the agent, every adopted sandbox's `/etc/resolv.conf` is checked and
+    /// rewritten if it is not what its policy says (a crash between making the network and
+    /// writing the file, or in the middle of writing it): a networked sandbox whose file
+    /// cannot be written is destroyed and failed too. Taken once.
     pub async fn take_adoption_report(self: &Arc<Self>) -> AdoptionReport {
         let mut report = std::mem::take(
             &mut *self
@@ -485,34 +488,47 @@ impl Runtime {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        let mut still = Vec::new();
-        for id in std::mem::take(&mut report.repaired) {
-            let Ok(sbx) = self.get(&id) else { continue };
-            let conf = crate::net::resolv_conf(sbx.network().mode, sbx.slot).into_bytes();
-            let wrote = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                sbx.write_file("/etc/resolv.conf", conf, Some("root")),
-            )
-            .await;
-            match wrote {
-                Ok(Ok(())) => still.push(id),
-                Ok(Err(e)) => {
-                    report
-                        .fail(self, &id, format!("rewriting resolv.conf: {e}"))
-                        .await
+        let checks = self.list().into_iter().map(|sbx| async move {
+            let mode = sbx.network().mode;
+            let want = crate::net::resolv_conf(mode, sbx.slot);
+            let io = async {
+                let have = sbx.read_file("/etc/resolv.conf", Some("root")).await.ok();
+                let stale = match mode {
+                    NetworkMode::None => have
+                        .as_deref()
+                        .is_some_and(|h| h.starts_with(crate::net::RESOLV_CONF_MARK.as_bytes())),
+                    _ => have.as_deref() != Some(want.as_bytes()),
+                };
+                if !stale {
+                    return Ok(false);
                 }
-                Err(_) => {
-                    report
-                        .fail(
-                            self,
-                            &id,
-                            "rewriting resolv.conf: the agent did not answer".into(),
-                        )
-                        .await
+                sbx.write_file("/etc/resolv.conf", want.into_bytes(), Some("root"))
+                    .await
+                    .map(|()| true)
+            };
+            let r = tokio::time::timeout(std::time::Duration::from_secs(10), io).await;
+            (sbx.id.to_string(), mode, r)
+        });
+        for (id, mode, r) in futures::future::join_all(checks).await {
+            let why = match r {
+                Ok(Ok(false)) => continue,
+                Ok(Ok(true)) => {
+                    tracing::warn!(sandbox = %id, "rewrote a stale resolv.conf");
+                    if !report.repaired.contains(&id) {
+                        report.repaired.push(id);
+                    }
+                    continue;
                 }
+                Ok(Err(e)) => format!("rewriting resolv.conf: {e}"),
+                Err(_) => "rewriting resolv.conf: the agent did not answer".to_owned(),
+            };
+            if mode == NetworkMode::None {
+                tracing::warn!(sandbox = %id, "{why}");
+                continue;
             }
+            report.repaired.retain(|r| *r != id);
+            report.fail(self, &id, why).await;
         }
-        report.repaired = still;
         report
     }
 

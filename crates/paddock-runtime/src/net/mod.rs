@@ -83,12 +83,15 @@ pub fn ifname(slot: u32) -> String {
     format!("pdk{slot}")
 }
 
+/// How a `resolv.conf` naming Paddock's resolver begins.
+pub const RESOLV_CONF_MARK: &str = "# Paddock's resolver";
+
 /// `resolv.conf` of a sandbox in `mode`.
 pub fn resolv_conf(mode: NetworkMode, slot: u32) -> String {
     match mode {
         NetworkMode::None => "# No network: this sandbox has loopback only.\n".into(),
         _ => format!(
-            "# Paddock's resolver for this sandbox ({} mode).\nnameserver {}\noptions timeout:2 attempts:2\n",
+            "{RESOLV_CONF_MARK} for this sandbox ({} mode).\nnameserver {}\noptions timeout:2 attempts:2\n",
             mode,
             host_addr(slot)
         ),
