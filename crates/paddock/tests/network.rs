@@ -454,12 +454,17 @@ async fn network_modes_against_a_fake_internet() {
     drop(fake);
 }
 
-/// No link, nftables chain or set, and no resolver socket of these slots remains.
+/// No link, nftables chain or set, and no resolver socket of these slots remains. Called
+/// once every sandbox of the caller is gone, so a slot claimed now is another runtime's
+/// (the two tests here run at once and slots are host-wide): it is skipped.
 fn assert_no_network_objects(slots: &[u32]) {
     let links = sh_host("ls /sys/class/net");
     let rules = sh_host("nft list ruleset");
     let sockets = sh_host("ss -Hltun 2>/dev/null || true");
     for slot in slots {
+        if std::path::Path::new(&format!("/run/paddock/uid-slots/{slot}")).exists() {
+            continue;
+        }
         assert!(
             !links.lines().any(|l| l == format!("pdk{slot}")),
             "link pdk{slot} left behind"
@@ -613,7 +618,6 @@ async fn network_api_and_cleanup_after_kill_9() {
         "{v}"
     );
     assert_eq!(server::leftovers(&idd), Vec::<String>::new());
-    assert!(!links().lines().any(|l| l == format!("pdk{slot_d}")));
     // a was adopted with its network re-created: link, rules, resolv.conf and a resolver
     // that answers.
     assert!(
