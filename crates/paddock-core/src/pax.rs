@@ -4,8 +4,8 @@
 //! while POSIX frames each record by its decimal length prefix (`"%d %s=%s\n"`, the length
 //! counting the whole record). Values may hold any byte: a file name with a newline, or a
 //! binary `SCHILY.xattr.security.capability`. Split at newlines, those are refused as
-//! malformed or, worse, misread. Pure parsing, no IO, shared by the agent's archive upload
-//! and the runtime's layer store.
+//! malformed or, worse, misread. Pure parsing, no IO, used by `paddock-untar` (the agent's
+//! archive upload and the runtime's layer store).
 
 /// A pax header that does not follow the record format.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
