@@ -203,7 +203,7 @@ async fn upload_file(api: &Api, id: &str, local: &Path, remote: &str, len: u64) 
 }
 
 /// A `Write` that sends what is written, in chunks, into the request body's channel.
-struct ChannelWriter {
+pub(crate) struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
     buf: Vec<u8>,
 }
@@ -272,17 +272,45 @@ async fn upload_dir(api: &Api, id: &str, local: &Path, remote: &str) -> Result<(
     let estimate = tokio::task::spawn_blocking(move || tar_size_estimate(&src))
         .await
         .unwrap_or(0);
-    let progress = Progress::new(&display_name(local), Some(estimate));
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
     let src = local.to_path_buf();
+    let what = local.display().to_string();
+    put_tar(
+        api,
+        id,
+        remote,
+        &display_name(local),
+        &what,
+        estimate,
+        move |w| write_tar(&src, w),
+    )
+    .await
+}
+
+/// Streams the tar that `build` writes into `PUT .../archive?path=remote` (extracted into
+/// that directory, created if missing), with a progress bar labelled `label` for about
+/// `estimate` bytes. `build` runs on a blocking thread; its error (reported as "archiving
+/// {what}") fails the request body too, so the server does not take a partial tree.
+pub(crate) async fn put_tar<F>(
+    api: &Api,
+    id: &str,
+    remote: &str,
+    label: &str,
+    what: &str,
+    estimate: u64,
+    build: F,
+) -> Result<()>
+where
+    F: FnOnce(ChannelWriter) -> io::Result<ChannelWriter> + Send + 'static,
+{
+    let progress = Progress::new(label, Some(estimate));
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
     let builder = tokio::task::spawn_blocking(move || {
         let w = ChannelWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
         };
-        let res = write_tar(&src, w).and_then(|mut w| w.flush());
+        let res = build(w).and_then(|mut w| w.flush());
         if let Err(e) = &res {
-            // Fail the request body too, so the server does not take a partial tree.
             let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
         }
         res
@@ -309,9 +337,9 @@ async fn upload_dir(api: &Api, id: &str, local: &Path, remote: &str) -> Result<(
     progress.finish();
     match built {
         Ok(Err(e)) if e.kind() != io::ErrorKind::BrokenPipe => {
-            return Err(e).with_context(|| format!("archiving {}", local.display()));
+            return Err(e).with_context(|| format!("archiving {what}"));
         }
-        Err(e) => return Err(anyhow!("archiving {}: {e}", local.display())),
+        Err(e) => return Err(anyhow!("archiving {what}: {e}")),
         _ => {}
     }
     sent?;
@@ -427,7 +455,7 @@ async fn download_file(
     Ok(())
 }
 
-async fn download_dir(api: &Api, id: &str, remote: &str, dest: &Path) -> Result<()> {
+pub(crate) async fn download_dir(api: &Api, id: &str, remote: &str, dest: &Path) -> Result<()> {
     if dest.exists() && !dest.is_dir() {
         bail!(
             "{} exists and is not a directory, but {remote} is one",
@@ -514,7 +542,7 @@ pub(crate) fn extract_safely<R: Read>(r: R, dest: &Path) -> Result<u64> {
 }
 
 /// A short label for the progress bar.
-fn display_name(p: &Path) -> String {
+pub(crate) fn display_name(p: &Path) -> String {
     p.file_name().map_or_else(
         || p.display().to_string(),
         |n| n.to_string_lossy().into_owned(),

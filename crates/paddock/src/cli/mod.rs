@@ -20,6 +20,7 @@ mod logs;
 mod network;
 mod sandbox;
 mod shell;
+mod sync;
 mod template;
 mod testcmd;
 
@@ -48,6 +49,8 @@ pub(crate) enum ClientCmd {
     Upload(files::UploadArgs),
     /// Copy a file or directory out of a sandbox.
     Download(files::DownloadArgs),
+    /// Make a sandbox directory match a local one, or back: only changes, never credentials.
+    Sync(sync::SyncArgs),
     /// Destroy sandboxes.
     Kill(sandbox::KillArgs),
     /// List sandboxes.
@@ -84,6 +87,7 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Shell(a) => shell::run(a).await,
         ClientCmd::Upload(a) => files::upload(a).await,
         ClientCmd::Download(a) => files::download(a).await,
+        ClientCmd::Sync(a) => sync::run(a).await,
         ClientCmd::Kill(a) => sandbox::kill(a).await,
         ClientCmd::Ls(a) => sandbox::ls(a).await,
         ClientCmd::Logs(a) => logs::run(a).await,
