@@ -179,6 +179,13 @@ async fn the_cli_drives_a_sandbox_from_create_to_kill() {
         "{}",
         stdout(&o)
     );
+    // Uploads and test runs are there too.
+    assert!(
+        stdout(&o).contains("upload (archive)  path=/home/user/proj")
+            && stdout(&o).contains("  test  cwd=/home/user/t"),
+        "{}",
+        stdout(&o)
+    );
     // Every line starts with a time of one width, so the columns line up.
     let widths: std::collections::BTreeSet<usize> = stdout(&o)
         .lines()

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use paddock_core::{Limits, parse_size};
-use paddock_store::{EventFilter, SandboxFilter, SandboxRecord, SandboxState};
+use paddock_store::{AuditFilter, EventFilter, SandboxFilter, SandboxRecord, SandboxState};
 use serde::Deserialize;
 
 use super::{Json, json_response, no_content, rfc3339};
@@ -417,6 +417,27 @@ async fn logs(
         ..Default::default()
     })?;
     let execs = state.store.list_execs(&r.id, 1000)?;
+    // File changes and test runs, from the audit trail (the newest 1000 entries of the
+    // sandbox; commands and lifecycle steps are already above).
+    let activity: Vec<_> = state
+        .store
+        .list_audit(&AuditFilter {
+            sandbox_id: Some(r.id.clone()),
+            limit: Some(1000),
+            ..Default::default()
+        })?
+        .into_iter()
+        .filter(|a| LOGGED_ACTIONS.contains(&a.action.as_str()))
+        .rev()
+        .map(|a| {
+            serde_json::json!({
+                "at": rfc3339(Some(a.at)),
+                "action": a.action,
+                "outcome": a.outcome,
+                "detail": a.detail,
+            })
+        })
+        .collect();
     Ok(json_response(
         StatusCode::OK,
         serde_json::json!({
@@ -429,9 +450,20 @@ async fn logs(
                 "status": e.status,
                 "duration_ms": e.duration_ms,
             })).collect::<Vec<_>>(),
+            "activity": activity,
         }),
     ))
 }
+
+/// The audit actions `GET .../logs` lists as a sandbox's activity.
+const LOGGED_ACTIONS: [&str; 6] = [
+    "files.write",
+    "files.delete",
+    "files.mkdir",
+    "files.move",
+    "files.archive_extract",
+    "tests.run",
+];
 
 /// The wire form of a sandbox's network: policy, and its address when it has a link.
 fn network_json(state: &AppState, r: &SandboxRecord) -> serde_json::Value {

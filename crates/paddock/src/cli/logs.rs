@@ -73,6 +73,30 @@ pub(crate) fn exec_line(x: &Value) -> String {
     line
 }
 
+/// One file change or test run: `<at>  upload  path=/home/user/x` (the outcome when it
+/// failed).
+pub(crate) fn activity_line(a: &Value) -> String {
+    let label = match a["action"].as_str().unwrap_or_default() {
+        "files.write" => "upload",
+        "files.archive_extract" => "upload (archive)",
+        "files.delete" => "delete",
+        "files.mkdir" => "mkdir",
+        "files.move" => "move",
+        "tests.run" => "test",
+        other => other,
+    };
+    let mut line = format!("{}  {label}", stamp(&a["at"]));
+    if let Some(d) = a["detail"].as_str() {
+        line.push_str("  ");
+        line.push_str(&one_line(d));
+    }
+    match a["outcome"].as_str() {
+        Some("ok") | None => {}
+        Some(o) => line.push_str(&format!("  ({})", one_line(o))),
+    }
+    line
+}
+
 /// A time as `2025-01-01T12:00:00.500Z`: always UTC with milliseconds, so that lines align.
 /// Anything that is not an RFC 3339 time is shown as it is.
 pub(crate) fn stamp(v: &Value) -> String {
@@ -122,6 +146,10 @@ pub(crate) fn render_logs(v: &Value) -> (String, Option<i64>, bool) {
     for x in v["execs"].as_array().unwrap_or(&empty) {
         let at = x["at"].as_str().and_then(format::parse_time);
         lines.push((at, lines.len(), exec_line(x)));
+    }
+    for a in v["activity"].as_array().unwrap_or(&empty) {
+        let at = a["at"].as_str().and_then(format::parse_time);
+        lines.push((at, lines.len(), activity_line(a)));
     }
     // Stable: equal times keep events before commands, each in the server's order.
     lines.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -301,13 +329,24 @@ mod tests {
                 {"at": "2025-01-01T12:00:00Z", "command": "true", "pid": 6,
                  "exit_code": null, "status": "signal: killed", "duration_ms": 5},
             ],
+            "activity": [
+                {"at": "2025-01-01T12:00:30Z", "action": "files.archive_extract", "outcome": "ok",
+                 "detail": "path=/home/user/app"},
+                {"at": "2025-01-01T12:02:00Z", "action": "tests.run", "outcome": "ok",
+                 "detail": "cwd=/home/user/app framework=auto cmd=pytest"},
+                {"at": "2025-01-01T12:03:00Z", "action": "files.write", "outcome": "insufficient_storage",
+                 "detail": "path=/home/user/big"},
+            ],
         });
         let (text, last, stopped) = render_logs(&v);
         assert_eq!(
             text,
             "2025-01-01T12:00:00.000Z  exec  true  (signal: killed, 5ms)\n\
              2025-01-01T12:00:00.500Z  created  ready_ms=40 template=base\n\
+             2025-01-01T12:00:30.000Z  upload (archive)  path=/home/user/app\n\
              2025-01-01T12:01:00.000Z  exec  python -c 'print(1)'  (exit status 0, 1.2s)\n\
+             2025-01-01T12:02:00.000Z  test  cwd=/home/user/app framework=auto cmd=pytest\n\
+             2025-01-01T12:03:00.000Z  upload  path=/home/user/big  (insufficient_storage)\n\
              2025-01-01T12:05:00.000Z  killed\n"
         );
         assert_eq!(last, Some(9));
