@@ -302,3 +302,56 @@ fn sync_down_brings_changes_back_and_watch_sends_changes() {
     child.kill().expect("kill");
     let _ = child.wait();
 }
+
+#[test]
+fn sync_replaces_changed_types_and_keeps_odd_names() {
+    let s = Server::start(&[]);
+    let id = create(&s);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("proj");
+    write(&src, "name with spaces & ünïcode.txt", "odd");
+    write(&src, "thing", "a file first");
+    write(&src, "dir/inner.txt", "inner");
+    std::os::unix::fs::symlink("dir/inner.txt", src.join("link")).expect("symlink");
+    let local = src.to_str().expect("path");
+    let dest = format!("{id}:proj");
+    let out = sync_ok(&s, &[local, &dest]);
+    assert!(out.starts_with("sent 4 files"), "{out}");
+    assert_eq!(
+        sh(&s, &id, "readlink proj/link; cat proj/link"),
+        "dir/inner.txt\ninner"
+    );
+
+    // A file becomes a directory, a directory a file, a symlink moves.
+    std::fs::remove_file(src.join("thing")).expect("rm");
+    write(&src, "thing/now-a-dir.txt", "d");
+    std::fs::remove_dir_all(src.join("dir")).expect("rm");
+    write(&src, "dir", "now a file");
+    std::fs::remove_file(src.join("link")).expect("rm");
+    std::os::unix::fs::symlink("thing", src.join("link")).expect("symlink");
+    let out = sync_ok(&s, &[local, &dest]);
+    assert!(out.starts_with("sent 3 files"), "{out}");
+    assert_eq!(
+        sh(
+            &s,
+            &id,
+            "cd proj && cat thing/now-a-dir.txt dir && readlink link && ls | wc -l"
+        ),
+        "dnow a filething\n4\n"
+    );
+    let out = sync_ok(&s, &[local, &dest]);
+    assert!(out.starts_with("up to date"), "{out}");
+
+    // And back: the sandbox's types win locally.
+    sh(&s, &id, "cd proj && rm -r thing && echo f > thing");
+    let out = sync_ok(&s, &[&format!("{id}:proj"), local]);
+    assert!(out.starts_with("received 1 file"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(src.join("thing")).expect("thing"),
+        "f\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(src.join("name with spaces & ünïcode.txt")).expect("odd"),
+        "odd"
+    );
+}
