@@ -94,7 +94,8 @@ fn summary_seconds(line: &str, prefix: &str) -> f64 {
 /// The whole first hour of templates: bootstrap (trixie) and the ready templates through the
 /// CLI and the API, their toolchains, `pip install` and `paddock test` on `python`, build
 /// progress, summaries, logs and failure messages, caching, COPY, failures and deletion.
-/// Takes about 16 minutes on the dev machine (most of it debootstrap and apt).
+/// Takes about 8 minutes on the dev machine (most of it debootstrap and apt), plus about 3 for
+/// removing the data directory.
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_templates_builds_and_their_rules() {
     let started = std::time::Instant::now();
@@ -178,8 +179,9 @@ async fn ready_templates_builds_and_their_rules() {
         lines[2],
         "template debian ready: 1 step (0 cached), 1 layer, ",
     );
+    // The summary is rounded to 0.1 s and measured inside the server: within the CLI's wall.
     assert!(
-        secs > 1.0 && secs <= wall && secs > wall - 10.0,
+        secs > 1.0 && secs <= wall + 0.05 && secs > wall - 10.0,
         "{secs} of {wall}: {err}"
     );
     assert!(!err.contains('\x1b') && !err.contains('\r'), "{err:?}");
