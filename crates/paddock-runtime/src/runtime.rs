@@ -431,7 +431,18 @@ impl Runtime {
     /// nobody holds (a crash mid-create). An adopted sandbox whose network cannot be
     /// restored is destroyed and listed in [`Runtime::take_adoption_report`] as failed:
     /// it is never kept running without the network its record names.
+    ///
+    /// Only the sole process with the data directory open does this: while another one
+    /// (a server, when this is `paddock ps` or `paddock run`) has it open, the network is
+    /// that one's (its resolvers hold their addresses; its table has pinned addresses a
+    /// rebuild would drop), and nothing of it is touched.
     fn reconcile_network(&self) -> Result<()> {
+        if !self.open_lock.is_sole() {
+            tracing::info!(
+                "another process has this data directory open: its network is left as it is"
+            );
+            return Ok(());
+        }
         let live: Vec<(String, u32, i32, NetworkPolicy)> = self
             .list()
             .iter()

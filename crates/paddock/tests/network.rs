@@ -610,6 +610,17 @@ async fn network_api_and_cleanup_after_kill_9() {
     s.restart();
     let _ = squatter.kill();
     let _ = squatter.wait();
+    // `paddock ps` on the same data directory while the server runs leaves the server's
+    // network alone (its resolvers hold their addresses: not a reason to fail anything).
+    let ps = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .arg("ps")
+        .arg("--data-dir")
+        .arg(&s.data)
+        .env("PADDOCK_AGENT_BIN", env!("CARGO_BIN_EXE_paddock-agent"))
+        .output()
+        .unwrap();
+    assert!(ps.status.success(), "{ps:?}");
+    assert!(String::from_utf8_lossy(&ps.stdout).contains(&ida), "{ps:?}");
     // d could not get its network back: failed, destroyed, never running.
     let (_, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{idd}"))).await;
     assert_eq!(
