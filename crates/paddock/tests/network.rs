@@ -652,14 +652,18 @@ async fn network_api_and_cleanup_after_kill_9() {
         (StatusCode::OK, Some("running")),
         "{v}"
     );
-    let rules = sh_host("nft list ruleset");
-    assert!(rules.contains(&format!("chain s{slot_a} ")), "{rules}");
+    // This server's table only: the other test's runtime may have taken the dead sandbox's
+    // slot meanwhile (slots are host-wide).
+    let inst = std::fs::read_to_string(s.data.join("instance")).unwrap();
+    let rules = sh_host(&format!("nft list table inet paddock_{}", inst.trim()));
     assert!(
         !rules.contains(&format!("chain s{slot_c} ")),
         "dead sandbox's rules kept: {rules}"
     );
+    assert!(rules.contains(&format!("chain s{slot_a} ")), "{rules}");
     assert!(
-        !links().lines().any(|l| l == format!("pdk{slot_c}")),
+        std::path::Path::new(&format!("/run/paddock/uid-slots/{slot_c}")).exists()
+            || !links().lines().any(|l| l == format!("pdk{slot_c}")),
         "dead sandbox's link kept"
     );
     let (st, r) = call(
