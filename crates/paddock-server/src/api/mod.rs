@@ -19,7 +19,6 @@ use crate::state::AppState;
 pub mod admin;
 pub mod events;
 pub mod exec;
-mod exec_start;
 pub mod files;
 pub mod input;
 pub mod ports;

@@ -9,8 +9,9 @@ use axum::response::Response;
 use paddock_store::SandboxRecord;
 use serde_json::json;
 
-use super::exec::{Ended, Format, MAX_EXEC_TIMEOUT_SECS, frame, put_bytes, record_end};
-use super::json_response;
+use super::stream::frame;
+use super::{Ended, Format, MAX_EXEC_TIMEOUT_SECS, put_bytes, record_end};
+use crate::api::json_response;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 

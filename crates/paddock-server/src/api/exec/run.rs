@@ -1,0 +1,394 @@
+//! `POST /v1/sandboxes/{id}/exec`: the request, its checks, the one-shot JSON exec, and the
+//! start of a streaming, background or PTY exec.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use connectrpc::ConnectError;
+use connectrpc::client::CallOptions;
+use paddock_envd::process::__buffa::oneof::process_event::Event;
+use paddock_envd::process::{PTY, ProcessConfig, StartRequest};
+use paddock_runtime::{ExecRequest, Sandbox};
+use paddock_store::{ExecRecord, SandboxRecord, now_ms};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::processes::send_stdin;
+use super::start::{exec_timeout, failed_start};
+use super::stream::{stream_response, to_end};
+use super::{Ended, Finish, Format, MAX_STDIN, command_line, format_of, put_bytes, record_end};
+use crate::api::{Json, json_response};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, Metrics};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PtySize {
+    cols: u32,
+    rows: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ExecBody {
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    command: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    cwd: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    stdin: Option<String>,
+    #[serde(default)]
+    timeout: Option<u64>,
+    #[serde(default)]
+    max_output: Option<usize>,
+    #[serde(default)]
+    background: bool,
+    #[serde(default)]
+    pty: Option<PtySize>,
+    #[serde(default)]
+    tag: Option<String>,
+}
+
+impl ExecBody {
+    fn argv(&self) -> ApiResult<Vec<String>> {
+        match (&self.cmd, &self.command) {
+            (Some(c), None) if !c.is_empty() && !c[0].is_empty() => Ok(c.clone()),
+            (Some(_), None) => Err(ApiError::BadRequest("cmd must not be empty".into())),
+            (None, Some(c)) if !c.is_empty() => Ok(vec![
+                "/bin/bash".into(),
+                "-l".into(),
+                "-c".into(),
+                c.clone(),
+            ]),
+            (None, Some(_)) => Err(ApiError::BadRequest("command must not be empty".into())),
+            _ => Err(ApiError::BadRequest(
+                "give exactly one of `cmd` (an argv array) and `command` (a shell command line)"
+                    .into(),
+            )),
+        }
+    }
+}
+
+pub(super) async fn exec(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<ExecBody>,
+) -> ApiResult<Response> {
+    let argv = body.argv();
+    let detail = argv.as_ref().ok().map(|a| command_line(a));
+    let res = start_exec(&state, &caller, &id, format_of(&headers), body, argv).await;
+    state.audited(&caller, "exec", Some(&id), detail, res)
+}
+
+/// An exec whose request passed the checks and whose history row is written.
+struct Accepted<'a> {
+    state: &'a Arc<AppState>,
+    rec: SandboxRecord,
+    sbx: Arc<Sandbox>,
+    history_id: Option<i64>,
+    command: String,
+    timeout: Option<Duration>,
+}
+
+async fn start_exec(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    id: &str,
+    format: Format,
+    body: ExecBody,
+    argv: ApiResult<Vec<String>>,
+) -> ApiResult<Response> {
+    let (rec, sbx) = state.sandbox_for(caller, id)?;
+    let argv = argv?;
+    let (timeout, max_output) = check_limits(state, &body)?;
+    let command = command_line(&argv);
+    Metrics::inc(&state.metrics.execs);
+    let history_id = insert_history(state, &rec, &command);
+    let x = Accepted {
+        state,
+        rec,
+        sbx,
+        history_id,
+        command,
+        timeout,
+    };
+
+    // The simple case: run to completion and answer JSON.
+    if format == Format::Json && !body.background && body.pty.is_none() && body.tag.is_none() {
+        return run_to_end(x, body, argv, max_output).await;
+    }
+    start_process(x, format, body, argv).await
+}
+
+/// Checks the request's limits: the time limit and the output cap it asks for, its stdin
+/// size and its PTY size.
+fn check_limits(state: &AppState, body: &ExecBody) -> ApiResult<(Option<Duration>, usize)> {
+    let timeout = exec_timeout(body.timeout, body.background, state.cfg.exec_timeout)?;
+    let max_output = body.max_output.unwrap_or(state.cfg.max_output);
+    if max_output == 0 || max_output > state.cfg.max_output {
+        return Err(ApiError::BadRequest(format!(
+            "max_output must be between 1 and {} bytes",
+            state.cfg.max_output
+        )));
+    }
+    if body.stdin.as_ref().is_some_and(|s| s.len() > MAX_STDIN) {
+        return Err(ApiError::PayloadTooLarge(MAX_STDIN));
+    }
+    if let Some(p) = &body.pty
+        && (p.cols == 0 || p.rows == 0 || p.cols > 1000 || p.rows > 1000)
+    {
+        return Err(ApiError::BadRequest(
+            "pty cols and rows must be 1 to 1000".into(),
+        ));
+    }
+    Ok((timeout, max_output))
+}
+
+/// Writes the exec's history row as `running`; `None` when the store refused it.
+fn insert_history(state: &AppState, rec: &SandboxRecord, command: &str) -> Option<i64> {
+    state
+        .store
+        .insert_exec(&ExecRecord {
+            id: 0,
+            sandbox_id: rec.id.clone(),
+            at: now_ms(),
+            command: command.to_owned(),
+            pid: None,
+            exit_code: None,
+            status: "running".into(),
+            duration_ms: None,
+        })
+        .ok()
+}
+
+/// Runs the command to completion and answers its result as JSON.
+async fn run_to_end(
+    x: Accepted<'_>,
+    body: ExecBody,
+    argv: Vec<String>,
+    max_output: usize,
+) -> ApiResult<Response> {
+    let Accepted {
+        state,
+        rec,
+        sbx,
+        history_id,
+        command,
+        timeout,
+    } = x;
+    let r = sbx
+        .exec(ExecRequest {
+            argv,
+            env: body.env,
+            cwd: body.cwd,
+            user: body.user,
+            stdin: body.stdin.map(String::into_bytes),
+            timeout,
+            max_output: Some(max_output),
+        })
+        .await;
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => {
+            return failed_start(state, &rec, history_id, &command, e, Format::Json);
+        }
+    };
+    let end = Ended {
+        exit_code: r.exit_code,
+        status: r.status.clone(),
+        timed_out: r.timed_out,
+    };
+    record_end(
+        state,
+        &rec,
+        history_id,
+        &command,
+        Some(r.pid),
+        &end,
+        r.duration,
+        r.oom_killed,
+    );
+    let mut v = json!({
+        "pid": r.pid,
+        "exit_code": r.exit_code,
+        "status": r.status,
+        "stdout_truncated": r.stdout_truncated,
+        "stderr_truncated": r.stderr_truncated,
+        "duration_ms": r.duration.as_millis() as u64,
+        "timed_out": r.timed_out,
+        "oom_killed": r.oom_killed,
+    });
+    put_bytes(&mut v, "stdout", &r.stdout);
+    put_bytes(&mut v, "stderr", &r.stderr);
+    Ok(json_response(StatusCode::OK, v))
+}
+
+/// Starts a streaming, background or PTY exec: the process, its stdin, then the answer (a
+/// stream of its events, or `202` with its pid while its outcome is drained in the
+/// background).
+async fn start_process(
+    x: Accepted<'_>,
+    format: Format,
+    body: ExecBody,
+    argv: Vec<String>,
+) -> ApiResult<Response> {
+    let Accepted {
+        state,
+        rec,
+        sbx,
+        history_id,
+        command,
+        timeout,
+    } = x;
+    let Some((cmd, args)) = argv.split_first() else {
+        return Err(ApiError::BadRequest("cmd must not be empty".into()));
+    };
+    let with_stdin = body.stdin.is_some() || body.background || body.pty.is_some();
+    let req = start_request(
+        cmd,
+        args,
+        body.env,
+        body.cwd,
+        body.pty.as_ref(),
+        body.tag,
+        with_stdin,
+    );
+    let mut opts = sbx.call_options(body.user.as_deref());
+    if let Some(t) = timeout {
+        opts = opts.with_timeout(t);
+    }
+    let oom_before = sbx.stats(&state.runtime).oom_kills;
+    let started = Instant::now();
+    // A failed start answers in the format asked for; a background start as JSON.
+    let fail_format = if body.background {
+        Format::Json
+    } else {
+        format
+    };
+    let (rx, pid) = match spawn(&sbx, req, opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            return failed_start(state, &rec, history_id, &command, e, fail_format);
+        }
+    };
+    if let Some(input) = body.stdin {
+        send_stdin(
+            &sbx,
+            pid,
+            body.user.as_deref(),
+            input.into_bytes(),
+            !body.background && body.pty.is_none(),
+        )
+        .await?;
+    }
+    let finish = Finish {
+        state: state.clone(),
+        sandbox: sbx.clone(),
+        record: rec,
+        history_id,
+        command,
+        started,
+        oom_before,
+    };
+    Ok(answer(format, body.background, rx, pid, finish))
+}
+
+/// The agent's start request for a streaming, background or PTY exec.
+fn start_request(
+    cmd: &str,
+    args: &[String],
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    pty: Option<&PtySize>,
+    tag: Option<String>,
+    with_stdin: bool,
+) -> StartRequest {
+    StartRequest {
+        process: ProcessConfig {
+            cmd: cmd.to_owned(),
+            args: args.to_vec(),
+            envs: env.into_iter().collect(),
+            cwd,
+            ..Default::default()
+        }
+        .into(),
+        pty: pty
+            .map(|p| PTY {
+                size: paddock_envd::process::pty::Size {
+                    cols: p.cols,
+                    rows: p.rows,
+                    ..Default::default()
+                }
+                .into(),
+                ..Default::default()
+            })
+            .into(),
+        tag,
+        stdin: Some(with_stdin),
+        ..Default::default()
+    }
+}
+
+/// Starts the process and waits for its start event: the event stream and the pid.
+async fn spawn(
+    sbx: &Sandbox,
+    req: StartRequest,
+    opts: CallOptions,
+) -> Result<(mpsc::Receiver<Result<Event, ConnectError>>, u32), paddock_runtime::RuntimeError> {
+    let stream = sbx.agent.process.start_with_options(req, opts).await?;
+    let mut rx = pump!(stream);
+    // The first event is the start event, with the pid.
+    let pid = match rx.recv().await {
+        Some(Ok(Event::Start(s))) => s.pid,
+        Some(Err(e)) => return Err(e.into()),
+        _ => {
+            return Err(paddock_runtime::RuntimeError::Unsupported(
+                "the process did not start".into(),
+            ));
+        }
+    };
+    Ok((rx, pid))
+}
+
+/// The answer to a started process: `202` with its pid for a background or JSON exec (the
+/// stream is drained in the background so the exec history gets the outcome), else the
+/// stream of its events.
+fn answer(
+    format: Format,
+    background: bool,
+    mut rx: mpsc::Receiver<Result<Event, ConnectError>>,
+    pid: u32,
+    finish: Finish,
+) -> Response {
+    if background || format == Format::Json {
+        // Drain the stream in the background so the exec history gets the outcome.
+        tokio::spawn(async move {
+            let mut seq = 0;
+            let mut end = Ended::default();
+            while let Some(item) = rx.recv().await {
+                if let Some(e) = to_end(item, &mut seq).1 {
+                    end = e;
+                    break;
+                }
+            }
+            finish.done(Some(pid), &end).await;
+        });
+        return json_response(StatusCode::ACCEPTED, json!({ "pid": pid }));
+    }
+    let first = json!({ "type": "start", "pid": pid });
+    stream_response(format, rx, 0, Some(first), Some((finish, pid)))
+}
