@@ -34,7 +34,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod state;
 pub mod templates;
-pub mod testrun;
 pub mod usage;
 pub mod webhooks;
 

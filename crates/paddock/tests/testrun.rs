@@ -1,10 +1,10 @@
-//! `paddock_server::testrun` against real sandboxes: a small project per framework, written
+//! `paddock_testrun` against real sandboxes: a small project per framework, written
 //! into the sandbox, its tests run with `run_tests`, exact counts and failing names checked.
 //!
 //! The toolchains come from the host's `/usr` (the `base` template binds it): `python3-pytest`,
 //! `golang-go`, `cargo` (Debian's, not rustup's, which lives outside `/usr`) and `nodejs`.
 //! `.ci/run` installs them. jest and vitest need npm packages a sandbox cannot download, so
-//! they are covered by the parser unit tests in `paddock-server` only.
+//! they are covered by the parser unit tests in `paddock-testrun` only.
 
 mod common;
 
@@ -14,9 +14,7 @@ use std::time::Duration;
 use common::*;
 use paddock_core::Limits;
 use paddock_runtime::{CreateSpec, Sandbox};
-use paddock_server::testrun::{
-    Framework, Outcome, TestReport, TestRequest, TestRunError, run_tests,
-};
+use paddock_testrun::{Framework, Outcome, TestReport, TestRequest, TestRunError, run_tests};
 
 const PROJ: &str = "/home/user/proj";
 

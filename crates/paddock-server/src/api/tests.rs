@@ -1,5 +1,5 @@
 //! `POST /v1/sandboxes/{id}/tests`: run a project's tests and return structured results
-//! (see [`crate::testrun`]).
+//! (see [`paddock_testrun`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,13 +10,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
+use paddock_testrun::{Framework, TestRequest, TestRunError, run_tests};
 use serde::Deserialize;
 
 use super::{Json, json_response};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::testrun::{Framework, TestRequest, TestRunError, run_tests};
 
 /// Default and maximum time a test run may take.
 pub const DEFAULT_TEST_TIMEOUT_SECS: u64 = 600;
