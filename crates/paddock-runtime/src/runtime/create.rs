@@ -1,0 +1,395 @@
+//! Creating and destroying sandboxes (the host half of the isolation sequence, steps H0)
+//! and changing a running sandbox's network.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use paddock_core::{AGENT_LISTEN_FD, NetworkMode, NetworkPolicy, SandboxId, SetupConfig};
+
+use super::{CreateSpec, ID_BASE, ID_COUNT, Record, Runtime, SLOTS, Sandbox, pid_start_time};
+use crate::error::{Result, RuntimeError};
+use crate::template::Template;
+
+impl Runtime {
+    /// Creates a sandbox and starts its agent. On failure nothing of it remains.
+    pub async fn create(self: &Arc<Self>, spec: CreateSpec) -> Result<Arc<Sandbox>> {
+        let this = self.clone();
+        let policy = spec.network.clone();
+        let sbx = tokio::task::spawn_blocking(move || this.create_blocking(spec))
+            .await
+            .map_err(|e| RuntimeError::Setup(format!("create task failed: {e}")))??;
+        if policy.mode != NetworkMode::None
+            && let Err(e) = self.network_up(&sbx, &policy).await
+        {
+            let _ = self.destroy(sbx.id.as_str()).await;
+            return Err(e);
+        }
+        Ok(sbx)
+    }
+
+    /// Gives a sandbox its link, rules, resolver and `resolv.conf`.
+    async fn network_up(self: &Arc<Self>, sbx: &Arc<Sandbox>, p: &NetworkPolicy) -> Result<()> {
+        let this = self.clone();
+        let (slot, pid, p2) = (sbx.slot, sbx.pid, p.clone());
+        tokio::task::spawn_blocking(move || this.net.attach(slot, pid, &p2))
+            .await
+            .map_err(|e| RuntimeError::Setup(format!("network task failed: {e}")))??;
+        sbx.write_file(
+            "/etc/resolv.conf",
+            crate::net::resolv_conf(p.mode, slot).into_bytes(),
+            Some("root"),
+        )
+        .await
+    }
+
+    /// The host's own networks (addresses, connected subnets, gateways) no sandbox reaches
+    /// besides the fixed blocked ranges, as last read (empty before the first networked
+    /// sandbox).
+    pub fn network_hostnets(&self) -> Vec<paddock_core::Cidr> {
+        self.net.hostnets()
+    }
+
+    /// Changes a running sandbox's network policy. Going to `none` removes its link (open
+    /// connections die); leaving `none` creates one.
+    pub async fn set_network(self: &Arc<Self>, id: &str, p: NetworkPolicy) -> Result<()> {
+        let sbx = self.get(id)?;
+        let old = sbx.network();
+        if old == p {
+            return Ok(());
+        }
+        match (old.mode, p.mode) {
+            (NetworkMode::None, _) => {
+                if let Err(e) = self.network_up(&sbx, &p).await {
+                    // Nothing of a half-made network stays while the record says `none`.
+                    let this = self.clone();
+                    let slot = sbx.slot;
+                    let _ = tokio::task::spawn_blocking(move || this.net.detach(slot)).await;
+                    return Err(e);
+                }
+            }
+            (_, NetworkMode::None) => {
+                let this = self.clone();
+                let slot = sbx.slot;
+                tokio::task::spawn_blocking(move || this.net.detach(slot))
+                    .await
+                    .map_err(|e| RuntimeError::Setup(format!("network task failed: {e}")))?;
+                sbx.write_file(
+                    "/etc/resolv.conf",
+                    crate::net::resolv_conf(NetworkMode::None, slot).into_bytes(),
+                    Some("root"),
+                )
+                .await?;
+            }
+            _ => {
+                let this = self.clone();
+                let (slot, p2) = (sbx.slot, p.clone());
+                tokio::task::spawn_blocking(move || this.net.update(slot, &p2))
+                    .await
+                    .map_err(|e| RuntimeError::Setup(format!("network task failed: {e}")))??;
+                if old.mode != p.mode {
+                    sbx.write_file(
+                        "/etc/resolv.conf",
+                        crate::net::resolv_conf(p.mode, slot).into_bytes(),
+                        Some("root"),
+                    )
+                    .await?;
+                }
+            }
+        }
+        *sbx.network.lock().expect("network poisoned") = p.clone();
+        if let Some(mut r) = self.read_record(id) {
+            r.network = p;
+            write_record(&sbx.dir, &r)?;
+        }
+        Ok(())
+    }
+
+    fn validate(&self, spec: &CreateSpec) -> Result<Template> {
+        let t = self
+            .template(&spec.template)
+            .ok_or_else(|| RuntimeError::UnknownTemplate(spec.template.clone()))?;
+        spec.limits.validate(self.host_memory)?;
+        if let Some(u) = spec.user.as_ref().filter(|u| !t.users.contains(u)) {
+            return Err(RuntimeError::UnknownUser(u.clone()));
+        }
+        for k in spec.env.keys() {
+            if k.is_empty() || k.contains(['=', '\0']) {
+                return Err(RuntimeError::InvalidArgument(format!(
+                    "invalid env name {k:?}"
+                )));
+            }
+        }
+        if spec.env.values().any(|v| v.contains('\0')) {
+            return Err(RuntimeError::InvalidArgument(
+                "env value contains NUL".into(),
+            ));
+        }
+        Ok(t)
+    }
+
+    fn create_blocking(self: &Arc<Self>, spec: CreateSpec) -> Result<Arc<Sandbox>> {
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RuntimeError::Unsupported(
+                "the runtime is shutting down".into(),
+            ));
+        }
+        let t = self.validate(&spec)?;
+        let id = spec.id.clone().unwrap_or_else(SandboxId::random);
+        let marker = self.slot_marker(id.as_str());
+        let slot = {
+            let mut s = self.slots.lock().expect("slots poisoned");
+            // Free here, and not claimed by another runtime on this host.
+            let free = (0..SLOTS)
+                .find(|i| !s.contains(i) && self.claims.claim(*i, &marker))
+                .ok_or(RuntimeError::Exhausted)?;
+            s.insert(free);
+            free
+        };
+        if self
+            .live
+            .lock()
+            .expect("live poisoned")
+            .contains_key(id.as_str())
+            || self.layers.sandboxes_dir().join(id.as_str()).exists()
+        {
+            self.slots.lock().expect("slots poisoned").remove(&slot);
+            self.claims.release(slot, &marker);
+            return Err(RuntimeError::InvalidArgument(format!(
+                "sandbox {id} already exists"
+            )));
+        }
+        let res = self.start(&id, slot, &t, &spec);
+        match res {
+            Ok(sbx) => {
+                let sbx = Arc::new(sbx);
+                self.live
+                    .lock()
+                    .expect("live poisoned")
+                    .insert(id.to_string(), sbx.clone());
+                Ok(sbx)
+            }
+            Err(e) => {
+                if let Err(ce) = self.teardown(id.as_str(), None) {
+                    tracing::warn!(sandbox = %id, "cleanup after failed create: {ce}");
+                }
+                self.slots.lock().expect("slots poisoned").remove(&slot);
+                self.claims.release(slot, &marker);
+                Err(e)
+            }
+        }
+    }
+
+    /// The host half of sandbox creation. The sequence inside the sandbox is
+    /// `paddock_agent::setup::run`.
+    fn start(&self, id: &SandboxId, slot: u32, t: &Template, spec: &CreateSpec) -> Result<Sandbox> {
+        let uid_base = ID_BASE + slot * ID_COUNT;
+        // The request's user, else the template's, else `user`, else root.
+        let user = spec
+            .user
+            .clone()
+            .or_else(|| t.config.user.clone())
+            .unwrap_or_else(|| {
+                if t.users.iter().any(|u| u == paddock_core::DEFAULT_USER) {
+                    paddock_core::DEFAULT_USER.to_owned()
+                } else {
+                    "root".to_owned()
+                }
+            });
+        // 1. Writable layer, with its disk limit, and the directories the setup stage mounts
+        //    onto. The upper layer's root becomes the sandbox's `/`: owned by its root.
+        let dir = self.layers.create(id.as_str(), spec.limits.disk_bytes)?;
+        let mk = |name: &str| -> Result<PathBuf> {
+            let p = dir.join(name);
+            fs::create_dir(&p).map_err(RuntimeError::io(format!("creating {name}")))?;
+            Ok(p)
+        };
+        let (upper, work, root) = (mk("upper")?, mk("work")?, mk("root")?);
+        let lower_mnts = (0..t.layers.len())
+            .map(|i| mk(&format!("lower{i}")))
+            .collect::<Result<Vec<_>>>()?;
+        std::os::unix::fs::chown(&upper, Some(uid_base), Some(uid_base))
+            .map_err(RuntimeError::io("chown upper"))?;
+        // 2. The record, before anything runs, so a crash from here on is reconcilable.
+        let mut record = Record {
+            id: id.to_string(),
+            slot,
+            template: t.name.clone(),
+            user: user.clone(),
+            pid: None,
+            pid_start: None,
+            memory_bytes: spec.limits.memory_bytes,
+            created_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            network: spec.network.clone(),
+        };
+        write_record(&dir, &record)?;
+        // 3. cgroups with the limits applied.
+        let cgroup_procs = self.cgroups.create(id.as_str(), &spec.limits)?;
+        // 4. The agent's socket is bound here and handed over: a client can connect as soon
+        //    as create returns; the kernel queues it until the agent accepts.
+        let sock = dir.join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock)
+            .map_err(RuntimeError::io("binding agent socket"))?;
+        let log = fs::File::create(dir.join("agent.log"))
+            .map_err(RuntimeError::io("creating agent log"))?;
+        let cfg = SetupConfig {
+            id: id.to_string(),
+            id_base: uid_base,
+            id_count: ID_COUNT,
+            lowers: t.layers.clone(),
+            lower_mnts,
+            workdir: t.config.workdir.clone(),
+            upper,
+            work,
+            root,
+            binds: t.binds.clone(),
+            tmp_bytes: spec.limits.tmp_bytes,
+            cgroup_procs,
+            // The template's env, then the sandbox's own on top.
+            env: {
+                let mut e = t.config.env.clone();
+                e.extend(spec.env.clone());
+                e
+            },
+            agent: self.cfg.agent_bin.clone(),
+            agent_lib: self.agent_lib.clone(),
+            sudo: self.sudo_bin.clone(),
+            log: self.cfg.agent_log.clone(),
+        };
+        // 5. Run the setup stage and wait for its one status line.
+        let lfd = listener.as_raw_fd();
+        let mut cmd = Command::new(&self.cfg.agent_bin);
+        cmd.arg("setup")
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        // SAFETY: dup2 is async-signal-safe; the listener fd stays open in the parent until
+        // after spawn returns, and fd 3 is not used by anything else in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                // dup2 onto itself would keep close-on-exec set, so clear it explicitly then.
+                let r = if lfd == AGENT_LISTEN_FD {
+                    libc::fcntl(lfd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(lfd, AGENT_LISTEN_FD)
+                };
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        let mut child = cmd
+            .spawn()
+            .map_err(RuntimeError::io("starting agent setup"))?;
+        drop(listener);
+        let json = serde_json::to_vec(&cfg).map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(&json)
+                .map_err(RuntimeError::io("sending setup config"))?;
+        }
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            BufReader::new(out)
+                .read_line(&mut line)
+                .map_err(RuntimeError::io("reading setup status"))?;
+        }
+        let _ = child.wait();
+        let pid: i32 = match line.trim().split_once(' ') {
+            Some(("ok", pid)) => pid
+                .parse()
+                .map_err(|_| RuntimeError::Setup(format!("bad status {line:?}")))?,
+            Some(("err", msg)) => return Err(RuntimeError::Setup(msg.to_owned())),
+            _ => {
+                let log = fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+                return Err(RuntimeError::Setup(format!(
+                    "setup ended without status: {}",
+                    log.trim()
+                )));
+            }
+        };
+        record.pid = Some(pid);
+        record.pid_start = pid_start_time(pid);
+        write_record(&dir, &record)?;
+        Ok(self.sandbox_from(&record, pid))
+    }
+
+    /// Destroys a sandbox: kills every process through its cgroup, waits for them, removes
+    /// the cgroups and the writable layer (its mounts lived only in its own mount namespace
+    /// and are gone with its last process).
+    pub async fn destroy(self: &Arc<Self>, id: &str) -> Result<()> {
+        let sbx = self.live.lock().expect("live poisoned").remove(id);
+        if sbx.is_none() && !self.list_host().iter().any(|h| h.id == id) {
+            return Err(RuntimeError::NotFound(id.to_owned()));
+        }
+        let this = self.clone();
+        let id2 = id.to_owned();
+        tokio::task::spawn_blocking(move || this.teardown(&id2, sbx.as_deref()))
+            .await
+            .map_err(|e| RuntimeError::Setup(format!("destroy task failed: {e}")))?
+    }
+
+    /// Kills and removes everything of sandbox `id`. Processes are only ever signalled
+    /// through a pidfd or while their cgroup is frozen, never by a bare pid number that could
+    /// have been recycled for another sandbox's process in the meantime.
+    pub(super) fn teardown(&self, id: &str, sbx: Option<&Sandbox>) -> Result<()> {
+        let rec = self.read_record(id);
+        let slot = rec.as_ref().map(|r| r.slot);
+        if let Some(fd) = sbx.and_then(|s| s.pidfd.as_ref()) {
+            // Killing PID 1 makes the kernel kill every process in its pid namespace.
+            let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+        }
+        self.cgroups.destroy(id)?;
+        if let Some(s) = sbx {
+            reap(s.pid);
+        }
+        // Whatever the record says: a crash or a failed policy change can leave rules or a
+        // resolver of a sandbox recorded as `none` (detach of a slot without any is free).
+        if let Some(s) = slot {
+            self.net.detach(s);
+        }
+        self.layers.destroy(id)?;
+        if let Some(s) = slot {
+            self.slots.lock().expect("slots poisoned").remove(&s);
+            self.claims.release(s, &self.slot_marker(id));
+        }
+        self.live.lock().expect("live poisoned").remove(id);
+        Ok(())
+    }
+
+    /// Destroys every sandbox this runtime holds.
+    pub async fn destroy_all(self: &Arc<Self>) {
+        for s in self.list() {
+            let _ = self.destroy(s.id.as_str()).await;
+        }
+    }
+}
+
+fn write_record(dir: &Path, r: &Record) -> Result<()> {
+    let tmp = dir.join("record.json.tmp");
+    let json = serde_json::to_vec_pretty(r).map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    fs::write(&tmp, json).map_err(RuntimeError::io("writing record"))?;
+    fs::rename(&tmp, dir.join("record.json")).map_err(RuntimeError::io("writing record"))
+}
+
+/// Collects the exit status of a sandbox's PID 1 if it is our child (we are a subreaper).
+fn reap(pid: i32) {
+    for _ in 0..500 {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid out-pointer; WNOHANG never blocks.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid || r < 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
