@@ -13,9 +13,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
 use serde_json::json;
 use server::*;
 
@@ -158,18 +157,7 @@ fn run_suite(dir: &Path, url: &str, key: &str) -> (bool, Summary) {
         }
         summary
     });
-    let deadline = Instant::now() + SUITE_TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("waiting for node") {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = wait_or_kill(&mut child, SUITE_TIMEOUT);
     let summary = reader.join().expect("node output reader");
     let Some(status) = status else {
         panic!("the E2B JavaScript suite did not finish within {SUITE_TIMEOUT:?}");
@@ -202,20 +190,7 @@ async fn e2b_js_sdk_conformance() {
     );
 
     // Every sandbox the suite made was killed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (st, v) = call(s.req(Method::GET, "/v1/sandboxes")).await;
-        assert_eq!(st, StatusCode::OK, "{v}");
-        let left = v["sandboxes"].as_array().expect("sandboxes").clone();
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sandboxes left running after the E2B JavaScript suite: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    assert_no_sandboxes_left(&s, "the E2B JavaScript suite").await;
 }
 
 /// `get_host(port)` works on a laptop-like host: the server on its default domain

@@ -275,3 +275,37 @@ pub fn leftovers(id: &str) -> Vec<String> {
     v.extend(mounts_of(id));
     v
 }
+
+/// Waits for `child` at most `timeout`, killing it past that; `None` when it was killed.
+pub fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().expect("waiting for a child") {
+            return Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Asserts that within 10 s the server lists no sandbox (every one `what` made was killed).
+pub async fn assert_no_sandboxes_left(s: &Server, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, v) = call(s.req(Method::GET, "/v1/sandboxes")).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let left = v["sandboxes"].as_array().expect("sandboxes").clone();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sandboxes left running after {what}: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
