@@ -169,27 +169,11 @@ fn run_pytest(python: &Path, dir: &Path, url: &str, key: &str) -> (bool, Option<
                 .unwrap_or_default(),
         )
         .current_dir(dir)
-        .env("E2B_API_URL", url)
-        .env("E2B_SANDBOX_URL", url)
-        .env("E2B_API_KEY", key)
-        .env("E2B_DOMAIN", DOMAIN)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONUNBUFFERED", "1")
-        .env_remove("E2B_DEBUG")
-        .env_remove("E2B_ACCESS_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    // Everything goes to 127.0.0.1; a proxy from the environment must not get in between.
-    for var in [
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
+    e2b_env(&mut cmd, url, key, Some(DOMAIN));
     let mut child = cmd.spawn().expect("starting pytest");
     let stdout = child.stdout.take().expect("pytest stdout");
     let reader = std::thread::spawn(move || {

@@ -126,26 +126,9 @@ fn run_suite(dir: &Path, url: &str, key: &str) -> (bool, Summary) {
     let mut cmd = Command::new("node");
     cmd.args(["--test", "--test-reporter=tap", SUITE])
         .current_dir(dir)
-        .env("E2B_API_URL", url)
-        .env("E2B_SANDBOX_URL", url)
-        .env("E2B_API_KEY", key)
-        .env("E2B_DOMAIN", DOMAIN)
-        .env_remove("E2B_DEBUG")
-        .env_remove("E2B_ACCESS_TOKEN")
-        .env_remove("NODE_OPTIONS")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    // Everything goes to 127.0.0.1; a proxy from the environment must not get in between.
-    for var in [
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
+    e2b_env(&mut cmd, url, key, Some(DOMAIN));
     let mut child = cmd.spawn().expect("starting node --test");
     let stdout = child.stdout.take().expect("node stdout");
     let reader = std::thread::spawn(move || {
@@ -244,24 +227,16 @@ async fn localdns_get_host_resolves() {
 
     let url = s.url.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("unshare")
-            .args(["-m", "sh", "-c"])
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "sh", "-c"])
             .arg(format!(
                 "mount --bind {} /etc/resolv.conf && exec node {LOCALDNS}",
                 resolv.display()
             ))
-            .current_dir(&dir)
-            .env("E2B_API_URL", &url)
-            .env("E2B_SANDBOX_URL", &url)
-            .env("E2B_API_KEY", &key)
-            .env_remove("E2B_DOMAIN")
-            .env_remove("NODE_OPTIONS")
-            .env_remove("http_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("all_proxy")
-            .env_remove("ALL_PROXY")
-            .output()
-            .expect("running node")
+            .current_dir(&dir);
+        // No E2B_DOMAIN: the SDK takes the domain the server answers.
+        e2b_env(&mut cmd, &url, &key, None);
+        cmd.output().expect("running node")
     })
     .await
     .expect("node task");

@@ -309,3 +309,30 @@ pub async fn assert_no_sandboxes_left(s: &Server, what: &str) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Points an E2B SDK program at the server: `E2B_API_URL` and `E2B_SANDBOX_URL` are `url`,
+/// `E2B_API_KEY` is `key`, `E2B_DOMAIN` is `domain` (or unset); the SDKs' debug and token
+/// overrides are unset, and so are proxies from the environment (everything goes to
+/// 127.0.0.1, nothing may get in between).
+pub fn e2b_env(cmd: &mut Command, url: &str, key: &str, domain: Option<&str>) {
+    cmd.env("E2B_API_URL", url)
+        .env("E2B_SANDBOX_URL", url)
+        .env("E2B_API_KEY", key);
+    match domain {
+        Some(d) => cmd.env("E2B_DOMAIN", d),
+        None => cmd.env_remove("E2B_DOMAIN"),
+    };
+    for var in [
+        "E2B_DEBUG",
+        "E2B_ACCESS_TOKEN",
+        "NODE_OPTIONS",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+}
