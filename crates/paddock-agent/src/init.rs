@@ -48,6 +48,7 @@ async fn serve() -> anyhow::Result<()> {
     // once, or every process the agent starts would inherit the listener and could accept
     // (and read or forge) the host's requests.
     rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+    keep_statfs_listener()?;
     let std_listener = std::os::unix::net::UnixListener::from(fd);
     std_listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(std_listener)?;
@@ -72,5 +73,26 @@ async fn serve() -> anyhow::Result<()> {
         .merge(crate::archive::router())
         .fallback_service(connect.into_axum_service());
     axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Keeps the `statfs` seccomp listener the setup stage left at `PADDOCK_STATFS_FD` open for
+/// the life of PID 1 (the host answers on its own copy, taken with `pidfd_getfd`, and takes a
+/// new one after it restarts), close-on-exec so no process the agent starts inherits it.
+fn keep_statfs_listener() -> anyhow::Result<()> {
+    let Some(n) = std::env::var("PADDOCK_STATFS_FD")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return Ok(());
+    };
+    if n != paddock_core::STATFS_LISTENER_FD {
+        anyhow::bail!("unexpected statfs listener descriptor {n}");
+    }
+    // SAFETY: the setup stage placed the listener at this fixed descriptor and nothing else
+    // in this process owns it; it is leaked on purpose below, so it is never closed.
+    let fd = unsafe { OwnedFd::from_raw_fd(n) };
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+    std::mem::forget(fd);
     Ok(())
 }

@@ -371,6 +371,14 @@ fn child_inner(
     //     host capability, and it also makes setuid binaries powerless from here on.
     rustix::thread::set_no_new_privs(true).context("no_new_privs")?;
     seccomp::install().context("installing seccomp filter")?;
+    //     The statfs listener goes to its fixed descriptor without close-on-exec, so PID 1
+    //     holds it (the agent marks it close-on-exec at once, as it does the socket).
+    let mut statfs_fd = None;
+    if cfg.statfs_notify {
+        let l = seccomp::install_statfs_notify()?;
+        dup2(l.as_raw_fd(), paddock_core::STATFS_LISTENER_FD)?;
+        statfs_fd = Some(paddock_core::STATFS_LISTENER_FD);
+    }
 
     // 18. Become the agent. The environment is built from scratch: nothing from the host.
     //     With a library bundle the loader runs the agent with the bundle as its only
@@ -394,6 +402,10 @@ fn child_inner(
         format!("PADDOCK_SANDBOX_ENV={}", serde_json::to_string(&cfg.env)?),
         format!("PADDOCK_WORKDIR={}", cfg.workdir.as_deref().unwrap_or("")),
         format!("PATH={}", paddock_core::SANDBOX_PATH),
+        format!(
+            "PADDOCK_STATFS_FD={}",
+            statfs_fd.map(|f| f.to_string()).unwrap_or_default()
+        ),
     ];
     let env_c: Vec<CString> = env_vars
         .into_iter()

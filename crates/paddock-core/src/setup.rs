@@ -12,6 +12,12 @@ use serde::{Deserialize, Serialize};
 /// The file descriptor number on which the agent finds its listening unix socket.
 pub const AGENT_LISTEN_FD: i32 = 3;
 
+/// The file descriptor number on which PID 1 keeps the sandbox's `statfs` seccomp listener
+/// (see [`SetupConfig::statfs_notify`]): the agent holds it for the sandbox's life so it
+/// outlives a restart of the host process that answers it, which takes its own copy with
+/// `pidfd_getfd`.
+pub const STATFS_LISTENER_FD: i32 = 4;
+
 /// Everything the setup stage needs to build the sandbox and start the agent as its PID 1.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +58,12 @@ pub struct SetupConfig {
     pub sudo: PathBuf,
     /// Agent log level (a `tracing` filter).
     pub log: String,
+    /// Route `statfs(2)` through a seccomp user-notification listener kept at
+    /// [`STATFS_LISTENER_FD`], so the host can answer it with the sandbox's disk limit (the
+    /// layer filesystem's own numbers are the whole host's). False on kernels without
+    /// `pidfd_getfd`, where nobody could answer.
+    #[serde(default)]
+    pub statfs_notify: bool,
 }
 
 /// A host path bound read-only into the sandbox.

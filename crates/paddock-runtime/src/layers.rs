@@ -228,16 +228,27 @@ impl Layers {
 
     /// Bytes referenced by sandbox `id`'s subvolume, from its qgroup.
     pub fn usage(&self, id: &str) -> Option<u64> {
-        let out = Command::new("btrfs")
-            .args(["qgroup", "show", "-rf", "--raw", "--sync"])
-            .arg(self.sandboxes_dir().join(id))
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find(|l| l.starts_with("0/"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        qgroup_usage(&self.sandboxes_dir().join(id))
     }
+
+    /// The writable subvolume of sandbox `id`.
+    pub fn subvolume(&self, id: &str) -> PathBuf {
+        self.sandboxes_dir().join(id)
+    }
+}
+
+/// Bytes referenced by the subvolume at `subvol`, from its qgroup (committing the current
+/// transaction first, so the figure is current).
+pub(crate) fn qgroup_usage(subvol: &Path) -> Option<u64> {
+    let out = Command::new("btrfs")
+        .args(["qgroup", "show", "-rf", "--raw", "--sync"])
+        .arg(subvol)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("0/"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
 }
 
 fn is_btrfs(p: &Path) -> bool {

@@ -28,6 +28,7 @@ pub mod net;
 pub mod oci;
 mod runtime;
 mod slots;
+mod statfs;
 pub mod template;
 
 pub use client::{AgentClient, AgentTransport};

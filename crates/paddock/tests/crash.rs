@@ -119,6 +119,68 @@ async fn kill_9_mid_exec_and_upload_then_restart_adopts_and_leaks_nothing() {
     }
 }
 
+/// The host answers the sandboxes' `statfs` (their disk limit as the size of `/`). A
+/// `statfs` made while the server is down waits, and is answered by the restarted server,
+/// which takes the adopted sandbox's listener over.
+#[tokio::test(flavor = "multi_thread")]
+async fn statfs_made_while_the_server_is_down_is_answered_after_restart() {
+    let mut s = Server::start(&[]);
+    let v = s.create(json!({"disk": "1G", "timeout": 120})).await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    // One `stat -f` every 50 ms, each result appended to a file.
+    let (st, v) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&json!({
+                "command": "while :; do stat -f -c %b / >> /tmp/blocks; sleep 0.05; done",
+                "background": true,
+            })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let lines = |s: &Server, id: String| {
+        let req = s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"));
+        async move {
+            let (_, r) = call(req.json(&json!({"command": "cat /tmp/blocks"}))).await;
+            r["stdout"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    wait_until(Duration::from_secs(10), "first statfs answers", || {
+        let f = lines(&s, id.clone());
+        async move { !f.await.is_empty() }
+    })
+    .await;
+    s.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.restart();
+    let before = lines(&s, id.clone()).await.lines().count();
+    wait_until(
+        Duration::from_secs(10),
+        "statfs answers after restart",
+        || {
+            let f = lines(&s, id.clone());
+            async move { f.await.lines().count() > before + 3 }
+        },
+    )
+    .await;
+    let all = lines(&s, id.clone()).await;
+    assert!(all.lines().all(|l| l == "262144"), "{all}");
+    s.stop();
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+}
+
+/// Polls `f` every 100 ms until it holds, failing with `what` after `limit`.
+async fn wait_until<F, Fut>(limit: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !f().await {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A `Stream` over an mpsc receiver (without pulling in tokio-stream).
 fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,

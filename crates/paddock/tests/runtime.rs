@@ -834,3 +834,78 @@ done; sleep 0.5; echo started"#,
     }
     destroy(&s).await;
 }
+
+/// `statfs` of the sandbox's root reports its disk limit and what it uses (`df`,
+/// `os.statvfs`), whatever the layer filesystem's own size; other filesystems, missing
+/// paths, paths the caller may not reach and symlinks to host paths get the kernel's own
+/// answer, as if the sandbox's filesystem were all there is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statfs_reports_the_disk_limit() {
+    let limits = Limits {
+        disk_bytes: 1 << 30,
+        ..Limits::default()
+    };
+    let s = create(CreateSpec {
+        limits,
+        ..CreateSpec::default()
+    })
+    .await;
+    // Blocks of 4096 bytes: 1 GiB is 262144 of them, at `/`, in the user's home (also on
+    // the root layer), and by a relative path.
+    let r = sh(
+        &s,
+        "stat -f -c '%b %S' /; stat -f -c %b /home/user; cd /home/user && stat -f -c %b .",
+    )
+    .await;
+    assert_eq!(out(&r), "262144 4096\n262144\n262144\n", "{}", err(&r));
+    let r = sh(&s, "df -B1M / | tail -1").await;
+    assert!(
+        out(&r).split_whitespace().nth(1) == Some("1024"),
+        "{}",
+        out(&r)
+    );
+    // Other filesystems keep their own size: /tmp is its own tmpfs.
+    let r = sh(&s, "stat -f -c %b /tmp").await;
+    assert_ne!(out(&r), "262144\n");
+    // What the sandbox writes shows as used (the figure is at most a second old).
+    sh(&s, "head -c 67108864 /dev/zero > /home/user/blob && sync").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = sh(
+            &s,
+            "python3 -c 'import os; v=os.statvfs(\"/\"); print((v.f_blocks-v.f_bfree)*v.f_frsize >> 20)'",
+        )
+        .await;
+        let used: u64 = out(&r).trim().parse().unwrap_or(0);
+        if used >= 64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "used {used} MiB after writing 64: {}",
+            err(&r)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The kernel's errors: missing, not reachable by the user, a symlink to a path that
+    // exists only on the host (resolved inside the sandbox, so missing there too).
+    let host_only = format!("/var/tmp/paddock-statfs-host-only-{}", std::process::id());
+    std::fs::create_dir_all(&host_only).unwrap();
+    let r = sh(
+        &s,
+        &format!(
+            "stat -f /nonexistent; sudo mkdir -m 700 /root/private; stat -f /root/private; \
+             ln -s {host_only} /home/user/host; stat -f /home/user/host; true"
+        ),
+    )
+    .await;
+    let e = err(&r);
+    assert!(e.contains("'/nonexistent': No such file"), "{e}");
+    assert!(e.contains("'/root/private': Permission denied"), "{e}");
+    assert!(e.contains("'/home/user/host': No such file"), "{e}");
+    // Root inside reaches it, and gets the limit.
+    let r = root(&s, "stat -f -c %b /root/private").await;
+    assert_eq!(out(&r), "262144\n", "{}", err(&r));
+    std::fs::remove_dir(&host_only).unwrap();
+    destroy(&s).await;
+}

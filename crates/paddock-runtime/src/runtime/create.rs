@@ -228,6 +228,7 @@ impl Runtime {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             network: spec.network.clone(),
+            disk_bytes: Some(spec.limits.disk_bytes),
         };
         write_record(&dir, &record)?;
         // 3. cgroups with the limits applied.
@@ -262,6 +263,7 @@ impl Runtime {
             agent_lib: self.agent_lib.clone(),
             sudo: self.sudo_bin.clone(),
             log: self.cfg.agent_log.clone(),
+            statfs_notify: self.statfs.is_some(),
         };
         // 5. Run the setup stage and wait for its one status line.
         let lfd = listener.as_raw_fd();
@@ -320,7 +322,9 @@ impl Runtime {
         record.pid = Some(pid);
         record.pid_start = pid_start_time(pid);
         write_record(&dir, &record)?;
-        Ok(self.sandbox_from(&record, pid))
+        let sbx = self.sandbox_from(&record, pid);
+        self.answer_statfs(&sbx, record.disk_bytes);
+        Ok(sbx)
     }
 
     /// Destroys a sandbox: kills every process through its cgroup, waits for them, removes
@@ -344,6 +348,9 @@ impl Runtime {
     pub(super) fn teardown(&self, id: &str, sbx: Option<&Sandbox>) -> Result<()> {
         let rec = self.read_record(id);
         let slot = rec.as_ref().map(|r| r.slot);
+        if let Some(server) = &self.statfs {
+            server.unregister(id);
+        }
         if let Some(fd) = sbx.and_then(|s| s.pidfd.as_ref()) {
             // Killing PID 1 makes the kernel kill every process in its pid namespace.
             let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);

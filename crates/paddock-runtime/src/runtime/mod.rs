@@ -125,6 +125,9 @@ struct Record {
     created_unix_ms: u64,
     #[serde(default)]
     network: NetworkPolicy,
+    /// The disk limit, which `statfs` inside reports as the size of its root.
+    #[serde(default)]
+    disk_bytes: Option<u64>,
 }
 
 /// A running sandbox.
@@ -232,6 +235,9 @@ pub struct Runtime {
     sudo_bin: PathBuf,
     /// Shared while open; see `datadir`.
     open_lock: crate::datadir::OpenLock,
+    /// Answers the sandboxes' `statfs` calls with their disk limits (None: not on this
+    /// kernel).
+    statfs: Option<crate::statfs::StatfsServer>,
     /// Set by `close`: no sandbox is created after it.
     closed: std::sync::atomic::AtomicBool,
 }
@@ -261,6 +267,20 @@ impl Runtime {
             network: Mutex::new(r.network.clone()),
             cgroups: self.cgroups.clone(),
             pidfd: open_pidfd(pid, r.pid_start),
+        }
+    }
+
+    /// Starts answering `statfs` in sandbox `sbx` (see `statfs`).
+    fn answer_statfs(&self, sbx: &Sandbox, disk_bytes: Option<u64>) {
+        if let (Some(server), Some(pidfd)) = (&self.statfs, sbx.pidfd.as_ref()) {
+            use std::os::fd::AsFd;
+            server.register(
+                sbx.id.as_str(),
+                pidfd.as_fd(),
+                sbx.pid,
+                disk_bytes,
+                self.layers.subvolume(sbx.id.as_str()),
+            );
         }
     }
 

@@ -135,6 +135,7 @@ impl Runtime {
             net,
             open_lock,
             closed: std::sync::atomic::AtomicBool::new(false),
+            statfs: crate::statfs::StatfsServer::start(),
             adoption: Mutex::new(AdoptionReport::default()),
         });
         rt.reconcile();
@@ -156,6 +157,7 @@ impl Runtime {
             match (adoptable, record) {
                 (true, Some(r)) => {
                     let sbx = self.sandbox_from(&r, hs.pid.unwrap_or_default());
+                    self.answer_statfs(&sbx, r.disk_bytes);
                     self.slots.lock().expect("slots poisoned").insert(r.slot);
                     self.claims.reclaim(r.slot, &self.slot_marker(&r.id));
                     self.live

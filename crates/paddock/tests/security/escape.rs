@@ -280,6 +280,10 @@ async fn b11_no_leaked_file_descriptors() {
     if !(0..=3).all(|n| fds.contains_key(&n)) {
         problems.push(format!("agent lacks fds 0-3: {fds:?} ({r:?})"));
     }
+    // 4 is the statfs seccomp listener (the host answers `statfs` with the disk limit).
+    if fds.get(&4).map(String::as_str) != Some("anon_inode:seccomp notify") {
+        problems.push(format!("agent's fd 4 is not the statfs listener: {fds:?}"));
+    }
     let bad: Vec<_> = fds.iter().filter(|(_, t)| !allowed(t)).collect();
     if !bad.is_empty() {
         problems.push(format!(
