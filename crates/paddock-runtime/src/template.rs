@@ -11,7 +11,14 @@
 //! (`<data>/templates/layers/<hex>`, [`crate::layerstore`]), bottom first. Two templates on the
 //! same base share its layers on disk. Layers are in overlayfs lower-layer format and are
 //! stacked by the setup stage, each id-mapped on its own, so a sandbox starts from any
-//! template as fast as from `base`: nothing is copied per sandbox.
+//! template as fast as from `base`: nothing is copied per sandbox. A definition with no
+//! layers stands on `base` (its generated root and the host's `/usr`) with defaults of its
+//! own: what a build file with only `FROM base` and default-setting instructions (`ENV`,
+//! `USER`, `START`, `READY`, ...) makes.
+//!
+//! A template may have a start command ([`StartCommand`]) that runs as a background process
+//! when a sandbox starts, and a ready check ([`ReadyCheck`]) that must pass before the create
+//! answers; the server runs them (`docs/templates.md`).
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -54,10 +61,91 @@ pub struct TemplateConfig {
     pub workdir: Option<String>,
     /// Default user of processes (must exist in the template).
     pub user: Option<String>,
+    /// The image's (or the build file's) `ENTRYPOINT` and `CMD`. An image's are kept as
+    /// information only and never run; a build file's make [`TemplateConfig::start`].
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
     /// Ports the template's programs listen on (documentation, like `EXPOSE`).
     pub ports: Vec<u16>,
+    /// What runs in the background when a sandbox of this template starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartCommand>,
+    /// What must succeed before a create of this template answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<ReadyCheck>,
+}
+
+/// A template's start command: an argv (a build file's shell form is `/bin/sh -c ...`), run
+/// as `user` in `cwd` (the build file's `USER` and `WORKDIR` where it was set; `None`: the
+/// sandbox's defaults), with the sandbox's environment (the template's `ENV`, then the
+/// sandbox's own variables).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartCommand {
+    pub cmd: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+}
+
+/// Default time a ready check may take.
+pub const READY_TIMEOUT_DEFAULT_MS: u64 = 30_000;
+/// Longest time a ready check may take.
+pub const READY_TIMEOUT_MAX_MS: u64 = 600_000;
+
+/// A template's ready check: exactly one of a shell command polled until it exits 0, or a
+/// TCP port on the sandbox's own `127.0.0.1` that must accept a connection, within
+/// `timeout_ms` (1 to [`READY_TIMEOUT_MAX_MS`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadyCheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default = "ready_timeout_default")]
+    pub timeout_ms: u64,
+}
+
+fn ready_timeout_default() -> u64 {
+    READY_TIMEOUT_DEFAULT_MS
+}
+
+impl ReadyCheck {
+    /// Checks the fields: exactly one of `cmd` (non-empty) and `port` (not 0), a timeout in
+    /// range.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        match (&self.cmd, self.port) {
+            (Some(c), None) if !c.trim().is_empty() => {}
+            (None, Some(p)) if p > 0 => {}
+            (Some(_), None) => return Err("the ready command is empty".into()),
+            (None, Some(_)) => return Err("the ready port must be 1 to 65535".into()),
+            _ => return Err("a ready check has exactly one of a command and a port".into()),
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > READY_TIMEOUT_MAX_MS {
+            return Err(format!(
+                "the ready timeout must be more than 0 and at most {} s",
+                READY_TIMEOUT_MAX_MS / 1000
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TemplateConfig {
+    /// Checks the start command and the ready check.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if let Some(s) = &self.start
+            && s.cmd.first().is_none_or(String::is_empty)
+        {
+            return Err("the start command is empty".into());
+        }
+        if let Some(r) = &self.ready {
+            r.validate()?;
+        }
+        Ok(())
+    }
 }
 
 /// A template definition file: `<data>/templates/defs/<name>.json`.
@@ -107,19 +195,33 @@ pub fn users_of(layers: &[PathBuf]) -> Vec<String> {
     Vec::new()
 }
 
-/// Loads a definition into a [`Template`], checking that its layers exist.
-pub fn load(def: TemplateDef, layers_root: &Path) -> Result<Template> {
+/// Loads a definition into a [`Template`], checking that its layers exist. A definition
+/// without layers stands on `base` (its root and binds).
+pub fn load(def: TemplateDef, layers_root: &Path, base: &Template) -> Result<Template> {
     if !valid_name(&def.name) || def.name == "base" {
         return Err(RuntimeError::InvalidArgument(format!(
             "invalid template name {:?}",
             def.name
         )));
     }
-    if def.layers.is_empty() {
+    if let Err(e) = def.config.validate() {
         return Err(RuntimeError::InvalidArgument(format!(
-            "template {} has no layers",
+            "template {}: {e}",
             def.name
         )));
+    }
+    if def.layers.is_empty() {
+        check_users(&def, &base.users)?;
+        return Ok(Template {
+            name: def.name,
+            layers: base.layers.clone(),
+            layer_ids: Vec::new(),
+            binds: base.binds.clone(),
+            users: base.users.clone(),
+            config: def.config,
+            source: def.source,
+            created_unix_ms: def.created_unix_ms,
+        });
     }
     let mut dirs = Vec::new();
     for id in &def.layers {
@@ -134,19 +236,7 @@ pub fn load(def: TemplateDef, layers_root: &Path) -> Result<Template> {
         dirs.push(d);
     }
     let users = users_of(&dirs);
-    // Image configs may name a user as `name`, `uid` or `uid:gid`; names must exist.
-    let named = def
-        .config
-        .user
-        .as_ref()
-        .map(|u| u.split(':').next().unwrap_or(u))
-        .filter(|u| u.parse::<u32>().is_err());
-    if let Some(u) = named.filter(|u| !users.iter().any(|x| x == u)) {
-        return Err(RuntimeError::InvalidArgument(format!(
-            "template {}: its user {u:?} is not in its /etc/passwd",
-            def.name
-        )));
-    }
+    check_users(&def, &users)?;
     Ok(Template {
         name: def.name,
         layers: dirs,
@@ -157,6 +247,28 @@ pub fn load(def: TemplateDef, layers_root: &Path) -> Result<Template> {
         source: def.source,
         created_unix_ms: def.created_unix_ms,
     })
+}
+
+/// Checks that the users a definition names (its default user, its start command's) exist
+/// in the template. Image configs may name a user as `name`, `uid` or `uid:gid`; names must
+/// exist.
+fn check_users(def: &TemplateDef, users: &[String]) -> Result<()> {
+    let start_user = def.config.start.as_ref().and_then(|s| s.user.as_ref());
+    for (what, u) in [
+        ("user", def.config.user.as_ref()),
+        ("start command's user", start_user),
+    ] {
+        let named = u
+            .map(|u| u.split(':').next().unwrap_or(u))
+            .filter(|u| u.parse::<u32>().is_err());
+        if let Some(u) = named.filter(|u| !users.iter().any(|x| x == u)) {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "template {}: its {what} {u:?} is not in its /etc/passwd",
+                def.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Host `/etc` entries copied into `base` as they are.

@@ -38,6 +38,10 @@ pub enum ApiError {
     /// 415 `unsupported_media_type`.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 422 `start_failed`: the template's start command failed or its ready check did not
+    /// pass in time; the message says which, with the end of the start command's output.
+    #[error("{0}")]
+    StartFailed(String),
     /// 429 `rate_limited` (with `Retry-After`).
     #[error("too many requests; retry after {0} s")]
     RateLimited(u64),
@@ -81,6 +85,7 @@ impl ApiError {
             UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            StartFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "start_failed"),
             RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),

@@ -32,6 +32,7 @@ pub mod hostload;
 pub mod lifecycle;
 pub mod metrics;
 pub mod proxy;
+pub mod startcmd;
 pub mod state;
 pub mod templates;
 pub mod usage;

@@ -158,6 +158,20 @@ pub async fn create(
         })
         .await;
     let hook = rec.webhook_url.clone();
+    // The template's start command and ready check, before the create answers; a failure
+    // takes the sandbox down and the create fails like any other.
+    let created = match created {
+        Ok(sbx) => match start_template(state, &rec, &sbx).await {
+            Ok(()) => Ok(sbx),
+            Err(e) => {
+                if let Err(d) = state.runtime.destroy(&rec.id).await {
+                    tracing::error!(sandbox = %rec.id, "destroying after a failed start: {d}");
+                }
+                Err(e)
+            }
+        },
+        Err(e) => Err(ApiError::from(e)),
+    };
     match created {
         Ok(_) => {
             let ready = now_ms();
@@ -187,7 +201,7 @@ pub async fn create(
             rec.state = SandboxState::Stopped;
             rec.stop_reason = Some("failed".into());
             rec.stopped_at = Some(now_ms());
-            let err = ApiError::from(e);
+            let err = e;
             state.store.update_sandbox(&rec)?;
             state.emit(
                 &rec.tenant,
@@ -199,6 +213,21 @@ pub async fn create(
             Err(err)
         }
     }
+}
+
+/// Runs the start command and ready check of the sandbox's template, if it has them.
+async fn start_template(
+    state: &Arc<AppState>,
+    rec: &SandboxRecord,
+    sbx: &Arc<paddock_runtime::Sandbox>,
+) -> ApiResult<()> {
+    let Some(t) = state.runtime.template(&rec.template) else {
+        return Ok(());
+    };
+    if t.config.start.is_none() && t.config.ready.is_none() {
+        return Ok(());
+    }
+    crate::startcmd::run_start(state, rec, sbx, &t).await
 }
 
 /// Destroys a sandbox and records why (`killed`, `expired`, `shutdown`, ...). Idempotent: a

@@ -11,14 +11,17 @@
 //! WORKDIR /srv/app
 //! USER user
 //! EXPOSE 8000
+//! START python3 -m http.server 8000   # or ["exe", "arg"]; CMD/ENTRYPOINT as in Docker
+//! READY --timeout 60s --port 8000     # or READY <shell command>, polled until it exits 0
 //! ```
 //!
 //! Every `RUN` and `COPY` runs in a fresh sandbox made from the layers so far and becomes one
 //! layer (`Runtime::commit_layer`) keyed by the hash of its inputs: the parent key, the
 //! instruction with the config it runs under, and for `COPY` the context's hash. A step whose
 //! key is in the layer store is skipped, so rebuilding an unchanged file is instant and a
-//! changed step rebuilds only from there. `ENV`, `WORKDIR`, `USER` and `EXPOSE` change the
-//! template's defaults only. Progress goes to the caller as it happens ([`BuildEvent`]); a
+//! changed step rebuilds only from there. `ENV`, `WORKDIR`, `USER`, `EXPOSE`, `START`, `CMD`,
+//! `ENTRYPOINT` and `READY` change the template's defaults only; a file with nothing else may
+//! start `FROM base` (the template stands on base, no layer of its own). Progress goes to the caller as it happens ([`BuildEvent`]); a
 //! failing step names its line, instruction, exit code and output, and leaves no template.
 
 use std::collections::BTreeMap;
@@ -26,12 +29,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paddock_core::{Limits, NetworkPolicy};
-use paddock_runtime::template::{TemplateConfig, TemplateDef};
+use paddock_runtime::template::{ReadyCheck, StartCommand, TemplateConfig, TemplateDef};
 use paddock_runtime::{CreateSpec, ExecRequest, Runtime};
 use sha2::{Digest, Sha256};
 
 mod debootstrap;
+mod start;
 pub use debootstrap::{DEFAULT_SUITE, Suite, bootstrap_debian};
+pub use start::show_ms;
 
 /// Longest a `RUN` step may take.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -45,11 +50,20 @@ pub const MAX_STEP_OUTPUT: usize = 1 << 20;
 pub enum Step {
     From(String),
     Run(String),
-    Copy { src: String, dst: String },
+    Copy {
+        src: String,
+        dst: String,
+    },
     Env(Vec<(String, String)>),
     Workdir(String),
     User(String),
     Expose(Vec<u16>),
+    /// `START`: the start command (argv).
+    Start(Vec<String>),
+    /// `CMD` and `ENTRYPOINT` (argv), combined as Docker does into the start command.
+    Cmd(Vec<String>),
+    Entrypoint(Vec<String>),
+    Ready(ReadyCheck),
 }
 
 /// A parsed build file: the instructions with their line numbers.
@@ -146,8 +160,13 @@ pub fn parse(text: &str) -> Result<BuildFile, ParseError> {
                     })
                     .collect::<Result<_, _>>()?,
             ),
-            "CMD" | "ENTRYPOINT" | "LABEL" | "ARG" | "SHELL" | "HEALTHCHECK" | "VOLUME"
-            | "STOPSIGNAL" | "ONBUILD" => {
+            "START" => Step::Start(start::parse_command("START", rest, false).map_err(err)?),
+            "CMD" => Step::Cmd(start::parse_command("CMD", rest, true).map_err(err)?),
+            "ENTRYPOINT" => {
+                Step::Entrypoint(start::parse_command("ENTRYPOINT", rest, true).map_err(err)?)
+            }
+            "READY" => Step::Ready(start::parse_ready(rest).map_err(err)?),
+            "LABEL" | "ARG" | "SHELL" | "HEALTHCHECK" | "VOLUME" | "STOPSIGNAL" | "ONBUILD" => {
                 return Err(err(format!("{word} is not supported in Paddock builds")));
             }
             _ => return Err(err(format!("unknown or incomplete instruction {text:?}"))),
@@ -302,13 +321,23 @@ pub async fn build(
             format!("FROM: unknown template {from:?}"),
         )
     })?;
-    if !base.binds.is_empty() {
+    // A template that binds host directories (base, and templates standing on it) takes
+    // only default-setting instructions: a layer on top of a bound /usr could not hold what
+    // a RUN writes there.
+    if !base.binds.is_empty()
+        && let Some((i, (line, text, _))) = file
+            .steps
+            .iter()
+            .enumerate()
+            .find(|(_, s)| matches!(s.2, Step::Run(_) | Step::Copy { .. }))
+    {
         return Err(fail(
-            Some(1),
-            Some(file.steps[0].0),
+            Some(i + 1),
+            Some(*line),
             format!(
-                "FROM {from}: templates that bind host directories (base) cannot be built on; \
-                 use a template with its own root filesystem, such as debian"
+                "{text}: FROM {from} (the host's /usr, bound) takes only ENV, WORKDIR, USER, \
+                 EXPOSE, START, CMD, ENTRYPOINT and READY; for RUN and COPY build on a template \
+                 with its own root filesystem, such as debian"
             ),
         ));
     }
@@ -321,6 +350,8 @@ pub async fn build(
     // Steps run as root until the file itself says USER; the template keeps its parent's
     // default user otherwise.
     let mut run_user: Option<String> = None;
+    // Whether this file set CMD (an ENTRYPOINT resets only an inherited CMD, as in Docker).
+    let mut cmd_here = false;
     let of = file.steps.len();
     let _ = tx
         .send(BuildEvent::Step {
@@ -346,6 +377,20 @@ pub async fn build(
                 config.ports.sort_unstable();
                 config.ports.dedup();
             }
+            Step::Start(argv) => config.start = Some(start_here(argv.clone(), &config)),
+            Step::Cmd(argv) => {
+                config.cmd = argv.clone();
+                cmd_here = true;
+                config.start = docker_start(&config);
+            }
+            Step::Entrypoint(argv) => {
+                config.entrypoint = argv.clone();
+                if !cmd_here {
+                    config.cmd.clear();
+                }
+                config.start = docker_start(&config);
+            }
+            Step::Ready(r) => config.ready = Some(r.clone()),
             Step::Run(_) | Step::Copy { .. } => {
                 // The key covers what the step sees: its parent, the instruction, the env,
                 // user and workdir it runs under, and the context for COPY.
@@ -412,6 +457,27 @@ pub async fn build(
     Ok(def)
 }
 
+/// The start command `argv` under the defaults in force where it appears (user, workdir).
+fn start_here(argv: Vec<String>, config: &TemplateConfig) -> StartCommand {
+    StartCommand {
+        cmd: argv,
+        user: config.user.clone(),
+        cwd: config.workdir.clone(),
+    }
+}
+
+/// The start command of `ENTRYPOINT` and `CMD` combined as Docker runs them (the entrypoint,
+/// then the command as its arguments); none when both are empty.
+fn docker_start(config: &TemplateConfig) -> Option<StartCommand> {
+    let argv: Vec<String> = config
+        .entrypoint
+        .iter()
+        .chain(&config.cmd)
+        .cloned()
+        .collect();
+    (!argv.is_empty()).then(|| start_here(argv, config))
+}
+
 /// Runs one `RUN` or `COPY` in a sandbox made from `layers` and commits its changes as layer
 /// `key`.
 #[allow(clippy::too_many_arguments)]
@@ -442,6 +508,8 @@ async fn run_step(
         layers: layers.to_vec(),
         config: TemplateConfig {
             user: None,
+            start: None,
+            ready: None,
             ..config.clone()
         },
         source: "build step".into(),
@@ -627,7 +695,11 @@ mod tests {
         for (text, line, needle) in [
             ("RUN true", 1, "first instruction must be FROM"),
             ("FROM a\nFROM b", 2, "only one FROM"),
-            ("FROM a\nCMD x", 2, "not supported"),
+            ("FROM a\nSHELL x", 2, "not supported"),
+            ("FROM a\nREADY --port 99999", 2, "not a TCP port"),
+            ("FROM a\nREADY --timeout -1 true", 2, "not a duration"),
+            ("FROM a\nSTART", 2, "needs a command"),
+            ("FROM a\nSTART [\"x\", 2]", 2, "exec form"),
             ("FROM a\nFROBNICATE", 2, "unknown"),
             ("FROM a\nEXPOSE http", 2, "not a TCP port"),
             ("FROM a\nWORKDIR rel", 2, "absolute"),

@@ -104,7 +104,7 @@ async fn ready_templates_builds_and_their_rules() {
     let (st, v) = call(
         s.req(Method::POST, "/v1/templates/bad/build")
             .header("content-type", "text/plain")
-            .body("FROM debian\nCMD [\"x\"]\n"),
+            .body("FROM debian\nSHELL [\"x\"]\n"),
     )
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");

@@ -81,7 +81,7 @@ impl Runtime {
             cfg.layers_image_size,
         )?;
         let base = template::base(&cfg.data_dir.join("templates"))?;
-        let mut templates = BTreeMap::from([("base".to_owned(), base)]);
+        let mut templates = BTreeMap::from([("base".to_owned(), base.clone())]);
         let layers_root = cfg.data_dir.join("templates/layers");
         for e in fs::read_dir(cfg.data_dir.join("templates/defs"))
             .into_iter()
@@ -103,7 +103,7 @@ impl Runtime {
             let def = fs::read(&p)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<template::TemplateDef>(&b).ok());
-            match def.map(|d| template::load(d, &layers_root)) {
+            match def.map(|d| template::load(d, &layers_root, &base)) {
                 Some(Ok(t)) => {
                     templates.insert(t.name.clone(), t);
                 }

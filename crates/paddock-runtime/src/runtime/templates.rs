@@ -40,8 +40,12 @@ impl Runtime {
     /// Registers a template whose layers are in the layer store, replacing one of the same
     /// name unless running sandboxes use it. The definition is written before it is visible.
     pub fn add_template(&self, def: template::TemplateDef) -> Result<Template> {
-        let t = template::load(def.clone(), &self.layers_root())?;
         let mut all = self.templates.write().expect("templates poisoned");
+        let base = all
+            .get("base")
+            .cloned()
+            .ok_or_else(|| RuntimeError::UnknownTemplate("base".into()))?;
+        let t = template::load(def.clone(), &self.layers_root(), &base)?;
         if all.contains_key(&t.name) {
             self.check_unused(&t.name)?;
         }

@@ -162,6 +162,20 @@ pub fn reconcile(state: &AppState) -> Result<(), paddock_store::StoreError> {
     Ok(())
 }
 
+/// An image's `ENTRYPOINT` and `CMD` combined, kept as information (never run); `None` when
+/// the template has none or a build file turned them into its start command.
+fn image_cmd(t: &Template) -> Option<Vec<String>> {
+    let argv: Vec<String> = t
+        .config
+        .entrypoint
+        .iter()
+        .chain(&t.config.cmd)
+        .cloned()
+        .collect();
+    let started = t.config.start.as_ref().is_some_and(|s| s.cmd == argv);
+    (!argv.is_empty() && !started).then_some(argv)
+}
+
 fn template_json(state: &AppState, t: &Template) -> Value {
     let rt = &state.runtime;
     let in_use = rt.list().iter().filter(|s| s.template == t.name).count();
@@ -177,6 +191,9 @@ fn template_json(state: &AppState, t: &Template) -> Value {
         "source": t.source,
         "layers": t.layer_ids,
         "config": t.config,
+        "start": t.config.start,
+        "ready": t.config.ready,
+        "image_cmd": image_cmd(t),
         "users": t.users,
         "created_at": (t.created_unix_ms > 0).then(|| rfc3339(Some(t.created_unix_ms as i64))),
         "running_sandboxes": in_use,
@@ -539,6 +556,10 @@ async fn pull(
                     entrypoint: c.entrypoint,
                     cmd: c.cmd,
                     ports: c.exposed_ports,
+                    // An image's ENTRYPOINT and CMD are information only (often an
+                    // interactive shell); a build file `FROM` it with `START` runs something.
+                    start: None,
+                    ready: None,
                 },
                 source: format!("image {}@{}", opts.reference, img.digest),
                 created_unix_ms: paddock_store::now_ms() as u64,

@@ -1,4 +1,4 @@
-//! `paddock template ls|build|pull|import|bootstrap|ready|log|rm|layers|prune`
+//! `paddock template ls|show|build|pull|import|bootstrap|ready|log|rm|layers|prune`
 //! (`/v1/templates`, `/v1/layers`). Making and deleting templates, reading build logs, and
 //! listing or pruning layers, needs an admin key.
 //!
@@ -52,7 +52,17 @@ pub(crate) enum TemplateCmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Build a template from a build file (FROM, RUN, COPY, ENV, WORKDIR, USER, EXPOSE).
+    /// Show one template: source, layers, defaults, start command and ready check.
+    Show {
+        name: String,
+        /// Print the server's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Build a template from a build file (FROM, RUN, COPY, ENV, WORKDIR, USER, EXPOSE,
+    /// START, CMD, ENTRYPOINT, READY).
     Build {
         /// Name of the new template.
         name: String,
@@ -181,6 +191,16 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
                     ]);
                 }
                 write_stdout(&t.render())?;
+            }
+            Ok(0)
+        }
+        TemplateCmd::Show { name, json, conn } => {
+            let api = Api::new(&conn)?;
+            let v: Value = api.get_json(&["v1", "templates", &name]).await?;
+            if json {
+                write_stdout(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+            } else {
+                write_stdout(&show_text(&v))?;
             }
             Ok(0)
         }
@@ -374,6 +394,74 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `template show` as `key: value` lines.
+fn show_text(v: &Value) -> String {
+    let words = |a: &Value| {
+        a.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|w| serde_json::to_string(w).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    };
+    let mut out = String::new();
+    let mut line = |k: &str, val: String| {
+        if !val.is_empty() {
+            out.push_str(&format!("{k:<10} {val}\n"));
+        }
+    };
+    line("name", format::cell(&v["name"]));
+    line("source", format::cell(&v["source"]));
+    line(
+        "layers",
+        v["layers"].as_array().map_or(0, Vec::len).to_string(),
+    );
+    line("users", words(&v["users"]));
+    let c = &v["config"];
+    line("user", c["user"].as_str().unwrap_or_default().to_owned());
+    line(
+        "workdir",
+        c["workdir"].as_str().unwrap_or_default().to_owned(),
+    );
+    if let Some(env) = c["env"].as_object() {
+        for (k, x) in env {
+            line("env", format!("{k}={}", x.as_str().unwrap_or_default()));
+        }
+    }
+    line("ports", words(&c["ports"]));
+    let s = &v["start"];
+    if s.is_object() {
+        let mut t = format!("[{}]", words(&s["cmd"]));
+        if let Some(u) = s["user"].as_str() {
+            t.push_str(&format!(" as {u}"));
+        }
+        if let Some(d) = s["cwd"].as_str() {
+            t.push_str(&format!(" in {d}"));
+        }
+        line("start", t);
+    }
+    let r = &v["ready"];
+    if r.is_object() {
+        let what = match (r["port"].as_u64(), r["cmd"].as_str()) {
+            (Some(p), _) => format!("port {p}"),
+            (None, Some(c)) => c.to_owned(),
+            _ => String::new(),
+        };
+        let ms = r["timeout_ms"].as_u64().unwrap_or_default();
+        line("ready", format!("{what} (timeout {} ms)", ms));
+    }
+    if v["image_cmd"].is_array() {
+        line(
+            "image_cmd",
+            format!("[{}] (not run)", words(&v["image_cmd"])),
+        );
+    }
+    line("running", format::cell(&v["running_sandboxes"]));
+    out
 }
 
 async fn build(

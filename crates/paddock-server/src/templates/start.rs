@@ -1,0 +1,209 @@
+//! The build file's start and ready instructions: `START`, `CMD`, `ENTRYPOINT` (a command in
+//! shell or exec form) and `READY` (a command or a port, with a timeout).
+
+use std::time::Duration;
+
+use paddock_runtime::template::{READY_TIMEOUT_DEFAULT_MS, READY_TIMEOUT_MAX_MS, ReadyCheck};
+
+/// A command of `START`, `CMD` or `ENTRYPOINT`: exec form (a JSON array of strings) or shell
+/// form (`/bin/sh -c` and the rest of the line). `allow_empty`: `CMD []` and `ENTRYPOINT []`
+/// clear the value, as in Docker; `START` needs a command.
+pub(super) fn parse_command(
+    word: &str,
+    rest: &str,
+    allow_empty: bool,
+) -> Result<Vec<String>, String> {
+    let rest = rest.trim();
+    if rest.starts_with('[') {
+        let argv: Vec<String> = serde_json::from_str(rest).map_err(|e| {
+            format!("{word}: the exec form is a JSON array of strings ({e}); write the shell form without brackets")
+        })?;
+        if argv.is_empty() && !allow_empty {
+            return Err(format!("{word} needs a command"));
+        }
+        if argv.first().is_some_and(String::is_empty) {
+            return Err(format!("{word}: the program name is empty"));
+        }
+        return Ok(argv);
+    }
+    if rest.is_empty() {
+        return Err(format!("{word} needs a command"));
+    }
+    Ok(vec!["/bin/sh".into(), "-c".into(), rest.to_owned()])
+}
+
+/// `READY [--timeout DUR] (--port N | COMMAND)`: flags first, in any order, then either the
+/// port flag or a shell command (the rest of the line).
+pub(super) fn parse_ready(rest: &str) -> Result<ReadyCheck, String> {
+    let mut timeout_ms = READY_TIMEOUT_DEFAULT_MS;
+    let mut port = None;
+    let mut rest = rest.trim();
+    while let Some(flag_and_more) = rest.strip_prefix("--") {
+        let (flag, after) = split_word(flag_and_more);
+        // `--flag=value` or `--flag value`.
+        let (name, value, after) = match flag.split_once('=') {
+            Some((n, v)) => (n, v, after),
+            None => {
+                let (v, after2) = split_word(after);
+                (flag, v, after2)
+            }
+        };
+        if value.is_empty() {
+            return Err(format!("READY: --{name} needs a value"));
+        }
+        match name {
+            "timeout" => timeout_ms = parse_duration_ms(value)?,
+            "port" => {
+                port = Some(
+                    value
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| {
+                            format!("READY: --port {value:?} is not a TCP port (1 to 65535)")
+                        })?,
+                );
+            }
+            _ => {
+                return Err(format!(
+                    "READY: unknown flag --{name} (use --timeout DUR and --port N)"
+                ));
+            }
+        }
+        rest = after;
+    }
+    let cmd = (!rest.is_empty()).then(|| rest.to_owned());
+    let check = match (cmd, port) {
+        (Some(_), Some(_)) => {
+            return Err("READY takes either --port N or a command, not both".into());
+        }
+        (None, None) => return Err("READY needs --port N or a command".into()),
+        (cmd, port) => ReadyCheck {
+            cmd,
+            port,
+            timeout_ms,
+        },
+    };
+    check.validate().map_err(|e| format!("READY: {e}"))?;
+    Ok(check)
+}
+
+fn split_word(s: &str) -> (&str, &str) {
+    s.split_once(char::is_whitespace)
+        .map_or((s, ""), |(w, r)| (w, r.trim_start()))
+}
+
+/// A duration like `500ms`, `30s`, `2m` or `1m30s` (a bare number is seconds), more than 0
+/// and at most [`READY_TIMEOUT_MAX_MS`].
+pub(super) fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "READY: --timeout {s:?} is not a duration (such as 500ms, 30s, 2m; more than 0, at most {} min)",
+            READY_TIMEOUT_MAX_MS / 60_000
+        )
+    };
+    let mut total: u128 = 0;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let mut unit = String::from(c);
+        while let Some(&c2) = chars.peek() {
+            if c2.is_ascii_digit() {
+                break;
+            }
+            unit.push(c2);
+            chars.next();
+        }
+        let n: u128 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let ms = match unit.as_str() {
+            "ms" => n,
+            "s" => n * 1000,
+            "m" | "min" => n * 60_000,
+            "h" => n * 3_600_000,
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(ms);
+        any = true;
+    }
+    if !num.is_empty() {
+        if any {
+            return Err(bad());
+        }
+        total = num.parse::<u128>().map_err(|_| bad())? * 1000;
+        any = true;
+    }
+    if !any || total == 0 || total > u128::from(READY_TIMEOUT_MAX_MS) {
+        return Err(bad());
+    }
+    Ok(u64::try_from(total).unwrap_or(READY_TIMEOUT_MAX_MS))
+}
+
+/// A timeout as a short text (`30s`, `1500ms`).
+pub fn show_ms(ms: u64) -> String {
+    let d = Duration::from_millis(ms);
+    if ms.is_multiple_of(1000) {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_in_both_forms() {
+        assert_eq!(
+            parse_command("START", "python3 -m http.server 8000", false).unwrap(),
+            vec!["/bin/sh", "-c", "python3 -m http.server 8000"]
+        );
+        assert_eq!(
+            parse_command("CMD", r#"["python3", "-m", "http.server"]"#, true).unwrap(),
+            vec!["python3", "-m", "http.server"]
+        );
+        assert!(parse_command("CMD", "[]", true).unwrap().is_empty());
+        assert!(parse_command("START", "[]", false).is_err());
+        assert!(parse_command("START", "", false).is_err());
+        assert!(parse_command("START", r#"["a", 1]"#, false).is_err());
+    }
+
+    #[test]
+    fn ready_checks() {
+        let r = parse_ready("--port 8000").unwrap();
+        assert_eq!(
+            (r.port, r.cmd.as_deref(), r.timeout_ms),
+            (Some(8000), None, 30_000)
+        );
+        let r = parse_ready("--timeout 60s --port 49999").unwrap();
+        assert_eq!((r.port, r.timeout_ms), (Some(49999), 60_000));
+        let r = parse_ready("--timeout=1m30s test -f /tmp/ready").unwrap();
+        assert_eq!(
+            (r.cmd.as_deref(), r.timeout_ms),
+            (Some("test -f /tmp/ready"), 90_000)
+        );
+        assert_eq!(parse_ready("--timeout 500ms true").unwrap().timeout_ms, 500);
+        for (bad, needle) in [
+            ("--port 99999", "not a TCP port"),
+            ("--port 0", "not a TCP port"),
+            ("--timeout -1 true", "not a duration"),
+            ("--timeout 0s true", "not a duration"),
+            ("--timeout 11m true", "not a duration"),
+            ("--timeout 5x true", "not a duration"),
+            ("--port 80 curl x", "not both"),
+            ("", "needs --port"),
+            ("--timeout 5s", "needs --port"),
+            ("--bogus 1 true", "unknown flag"),
+            ("--port", "needs a value"),
+        ] {
+            let e = parse_ready(bad).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+}
