@@ -148,7 +148,17 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         if let Some(c) = parts.extensions.get::<Caller>() {
             return Ok(c.clone());
         }
-        let c = authenticate(state, presented_key(parts))?;
+        // A key in the headers wins; without one, the console's session cookie
+        // (CSRF-checked, see `session`).
+        let c = match presented_key(parts) {
+            Some(k) => authenticate(state, Some(k))?,
+            None => {
+                match crate::session::from_cookie(state, &parts.method, &parts.headers, false) {
+                    Some(r) => r?,
+                    None => authenticate(state, None)?,
+                }
+            }
+        };
         parts.extensions.insert(c.clone());
         Ok(c)
     }

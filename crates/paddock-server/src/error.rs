@@ -22,6 +22,10 @@ pub enum ApiError {
     /// 403 `forbidden`: the key's role may not do this.
     #[error("this route needs an admin key")]
     Forbidden,
+    /// 403 `csrf`: a cookie-authenticated request without the session's CSRF token, or from
+    /// another origin (`session`).
+    #[error("{0}")]
+    Csrf(&'static str),
     /// 404 `not_found`: the thing does not exist or belongs to another tenant (the two are
     /// indistinguishable on purpose).
     #[error("{0}")]
@@ -78,6 +82,7 @@ impl ApiError {
             InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Csrf(_) => (StatusCode::FORBIDDEN, "csrf"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Conflict(_) => (StatusCode::CONFLICT, "conflict"),

@@ -25,6 +25,7 @@ use tower::ServiceExt as _;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod dns;
 pub mod e2b;
 pub mod error;
@@ -32,6 +33,7 @@ pub mod hostload;
 pub mod lifecycle;
 pub mod metrics;
 pub mod proxy;
+pub mod session;
 pub mod startcmd;
 pub mod state;
 pub mod templates;
@@ -125,6 +127,7 @@ pub async fn serve(
         webhooks: webhooks::Webhooks::start(allow_private_webhooks, webhook_secret),
         started: Instant::now(),
         secret,
+        sessions: session::Sessions::default(),
     });
     let admin_key = if state.store.count_keys()? == 0 {
         let (_, secret) = api::admin::new_key(&state, "admin", Role::Admin, None, None, None, None)

@@ -37,6 +37,8 @@ pub struct AppState {
     pub started: Instant,
     /// The server's secret (`<data>/secret.key`): derives E2B envd access tokens.
     pub secret: Vec<u8>,
+    /// The web console's login sessions (in memory; a restart logs everyone out).
+    pub sessions: crate::session::Sessions,
 }
 
 /// Counters exported at `/metrics`.

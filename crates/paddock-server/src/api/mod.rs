@@ -23,6 +23,7 @@ pub mod files;
 pub mod input;
 pub mod ports;
 pub mod sandboxes;
+pub mod session;
 pub mod system;
 pub mod templates;
 pub mod tests;
@@ -40,7 +41,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(admin::routes())
         .merge(templates::routes())
         .merge(crate::e2b::control::routes())
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .merge(session::routes())
+        // The web console's files; every other path stays a JSON 404.
+        .fallback(crate::console::fallback)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // REST and E2B control only: the data plane and the proxy forward targets as sent.
         .layer(axum::middleware::from_fn(input::reject_nul_in_target))

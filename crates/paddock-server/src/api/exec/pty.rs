@@ -31,7 +31,8 @@ use crate::state::AppState;
 
 /// `GET /v1/sandboxes/{id}/pty` (WebSocket). Query: `cmd` (default an interactive login
 /// bash), `cols`, `rows`, `user`, `cwd`, and `api_key` for browsers that cannot set headers
-/// on a WebSocket (keys in URLs end up in logs; prefer the header).
+/// on a WebSocket (keys in URLs end up in logs; prefer the header or the console's session
+/// cookie, which needs the server's own `Origin`).
 pub(super) async fn pty(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -50,10 +51,17 @@ pub(super) async fn pty(
             let (scheme, rest) = a.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
-    let caller = authenticate(
-        &state,
-        header_key.or(params.get("api_key").map(String::as_str)),
-    )?;
+    let key = header_key.or(params.get("api_key").map(String::as_str));
+    // The console's session cookie when no key is given; a WebSocket is a GET, so its
+    // Origin must be our own (cross-site WebSocket hijacking).
+    let caller = match key {
+        Some(_) => authenticate(&state, key)?,
+        None => match crate::session::from_cookie(&state, &axum::http::Method::GET, &headers, true)
+        {
+            Some(r) => r?,
+            None => authenticate(&state, None)?,
+        },
+    };
     let (rec, sbx) = state.sandbox_for(&caller, &id)?;
     let num = |k: &str, d: u32| -> ApiResult<u32> {
         match params.get(k) {
