@@ -2,9 +2,12 @@ import { api, enc, get } from "../api";
 import { ago, bytes, clear, h, notice, table, time, until } from "../dom";
 import type { Ctx } from "../main";
 import type { Sandbox } from "./sandboxes";
-import { chartsPanel } from "./charts";
-import { terminalPanel } from "./terminal";
 import { filesPanel } from "./files";
+
+// xterm.js and uPlot load only when a sandbox's terminal or charts are shown, so the first
+// load (the list) stays small: see BENCHMARKS.md.
+const loadTerminal = () => import("./terminal");
+const loadCharts = () => import("./charts");
 
 const TABS: [string, string][] = [
   ["overview", "Overview"],
@@ -72,12 +75,22 @@ export function detailPage(ctx: Ctx, id: string, tab: string): () => void {
     }
   }
 
+  let closed = false;
+  // Runs a lazily loaded panel unless the page was left meanwhile.
+  const later = <M>(load: Promise<M>, run: (m: M) => () => void) =>
+    load.then(
+      (m) => {
+        if (!closed) cleanups.push(run(m));
+      },
+      (e) => status.replaceChildren(notice("error", `loading the page: ${e}`)),
+    );
   const showTab = () => {
     cleanups.splice(0).forEach((f) => f());
     const s = sbx!;
     switch (tab) {
       case "terminal":
-        cleanups.push(terminalPanel(panel, s));
+        clear(panel, h("p", { class: "muted" }, "Loading the terminal…"));
+        later(loadTerminal(), (m) => m.terminalPanel(panel, s));
         break;
       case "files":
         cleanups.push(filesPanel(panel, s));
@@ -90,14 +103,17 @@ export function detailPage(ctx: Ctx, id: string, tab: string): () => void {
         break;
       default:
         clear(panel, infoList(s));
-        if (s.state === "running") cleanups.push(chartsPanel(panel, s));
+        if (s.state === "running") later(loadCharts(), (m) => m.chartsPanel(panel, s));
     }
   };
 
   load()
     .then(showTab)
     .catch((e) => status.replaceChildren(notice("error", (e as Error).message)));
-  return () => cleanups.forEach((f) => f());
+  return () => {
+    closed = true;
+    cleanups.forEach((f) => f());
+  };
 }
 
 function infoList(s: Sandbox): HTMLElement {
