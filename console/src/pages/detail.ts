@@ -144,7 +144,7 @@ async function portsPanel(panel: HTMLElement, s: Sandbox): Promise<void> {
       s.state === "running" ? get(`/v1/sandboxes/${enc(s.id)}/ports`) : Promise.resolve({ ports: [] }),
       get(`/v1/sandboxes/${enc(s.id)}/network`),
     ]);
-    const { table: t, body } = table(["Port", "Listening", "Public", "URL", "Path URL"]);
+    const { table: t, body } = table(["Port", "Listening", "Public", "URL", "Path URL (for API clients)"]);
     for (const p of ports.ports) {
       body.append(
         h(
@@ -154,7 +154,9 @@ async function portsPanel(panel: HTMLElement, s: Sandbox): Promise<void> {
           h("td", {}, p.listening ? "yes" : "no"),
           h("td", {}, p.public ? "yes" : "no"),
           h("td", {}, h("a", { href: p.url, target: "_blank", rel: "noopener noreferrer" }, p.url)),
-          h("td", {}, h("a", { href: p.path_url, target: "_blank", rel: "noopener noreferrer" }, p.path_url)),
+          // Not a link: a path-routed page would share the console's origin, so the server
+          // refuses it to a browser with a console session (docs/console.md).
+          h("td", { class: "mono small" }, p.path_url),
         ),
       );
     }

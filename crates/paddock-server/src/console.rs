@@ -40,6 +40,8 @@ pub async fn fallback(req: Request) -> Response {
                 .header(header::CONTENT_SECURITY_POLICY, CSP)
                 .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
                 .header(header::X_FRAME_OPTIONS, "DENY")
+                // A window another page opens on the console gets no handle back to it.
+                .header("cross-origin-opener-policy", "same-origin")
                 .header(header::REFERRER_POLICY, "no-referrer")
                 .body(body)
                 .unwrap_or_default()

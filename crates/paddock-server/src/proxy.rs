@@ -206,6 +206,18 @@ async fn by_path(state: &AppState, req: Request) -> Response {
             ),
         );
     }
+    // A path-routed page is served on the console's own origin: with a console session in
+    // the browser, the sandbox's scripts could use it. Such a browser gets the host URL.
+    if crate::session::cookie(req.headers()).is_some() {
+        return fail(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this browser is logged in to the Paddock console on this origin, which a path-routed page would share; open http(s)://{port}-{id}.{}/ instead, or log out of the console",
+                state.cfg.domain
+            ),
+        );
+    }
     let id = id.to_owned();
     forward(state, &id, port, Some(prefix), req).await
 }
@@ -421,7 +433,11 @@ fn foreign_cookies(h: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|c| !c.is_empty() && !c.starts_with("paddock_token_"))
+        .filter(|c| {
+            !c.is_empty()
+                && !c.starts_with("paddock_token_")
+                && !c.starts_with(crate::session::COOKIE_PREFIX)
+        })
         .collect();
     if kept.is_empty() {
         return None;
@@ -617,12 +633,13 @@ async fn forward(
         if hop_or_ours(k) || listed.iter().any(|l| l == k.as_str()) {
             continue;
         }
-        // A sandbox must not plant or clear token cookies, its own or another's.
-        if k == header::SET_COOKIE
-            && v.as_bytes()
-                .trim_ascii_start()
-                .starts_with(b"paddock_token_")
-        {
+        // A sandbox must not plant or clear token cookies, its own or another's, nor the
+        // console's session cookie.
+        if k == header::SET_COOKIE && {
+            let c = v.as_bytes().trim_ascii_start();
+            c.starts_with(b"paddock_token_")
+                || c.starts_with(crate::session::COOKIE_PREFIX.as_bytes())
+        } {
             continue;
         }
         oh.append(k, v.clone());
@@ -712,6 +729,13 @@ mod tests {
             HeaderValue::from_static("paddock_token_x_1=t"),
         );
         assert!(foreign_cookies(&h).is_none());
+        // Nor the console's session.
+        let mut s = HeaderMap::new();
+        s.append(
+            header::COOKIE,
+            HeaderValue::from_static("paddock_session=abc; c=3"),
+        );
+        assert_eq!(foreign_cookies(&s).unwrap(), "c=3");
     }
 
     #[test]

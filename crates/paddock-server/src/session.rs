@@ -29,6 +29,8 @@ use crate::state::AppState;
 
 /// The cookie's name.
 pub const COOKIE_NAME: &str = "paddock_session";
+/// The cookie as it starts a `Cookie` or `Set-Cookie` entry (the proxy never passes it on).
+pub const COOKIE_PREFIX: &str = "paddock_session=";
 /// The header carrying the CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// How long a session lasts after login (absolute, not sliding).

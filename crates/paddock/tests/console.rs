@@ -288,6 +288,21 @@ async fn console_files_are_served_and_api_misses_stay_json() {
         .unwrap_or_default();
     assert!(!ct.starts_with("text/html"), "{ct}");
     assert_ne!(r.status(), StatusCode::OK);
+
+    // A browser with a console session never gets a path-routed page: it would run on the
+    // console's origin, where the sandbox's scripts could use the session.
+    let proxied = format!("{}/proxy/aaaaaaaaaaaaaaaaaaaa/8000/", s.url);
+    let (st, v) = call(s.http.get(&proxied).header(COOKIE, "paddock_session=x")).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("logged in to the Paddock console"),
+        "{v}"
+    );
+    let (st, _) = call(s.http.get(&proxied)).await;
+    assert_ne!(st, StatusCode::FORBIDDEN);
 }
 
 /// The browser run: log in, create, list, detail, a chart, the terminal, upload and
