@@ -94,7 +94,9 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
             }
             let methods = &rest[end..j];
             for m in ["get", "post", "put", "delete", "patch"] {
-                if methods.contains(&format!("{m}(")) {
+                // `post(handler)`, or `post_service(svc)` for a tower service (`/mcp`).
+                if methods.contains(&format!("{m}(")) || methods.contains(&format!("{m}_service("))
+                {
                     out.insert((path.clone(), m.to_uppercase()));
                 }
             }

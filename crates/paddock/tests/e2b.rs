@@ -11,7 +11,6 @@
 
 mod server;
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,14 +18,13 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use server::venv::prepare_venv;
 use server::*;
 
 /// Where the suite's venv lives: outside the repository, shared by runs.
 const VENV: &str = "/var/tmp/paddock-e2b-venv";
 /// The venv of the SDK 2.31 suite (`tests/e2b-2.31/`).
 const OLD_VENV: &str = "/var/tmp/paddock-e2b-2.31-venv";
-/// Inside the venv: the hash of the requirements it was built from.
-const HASH_FILE: &str = "paddock-requirements.hash";
 /// The number of tests in `tests/e2b/` (pytest's count, parametrized cases included).
 /// Every one must pass; raise this when adding tests.
 const TESTS_WRITTEN: usize = 183;
@@ -41,87 +39,6 @@ fn suite_dir() -> PathBuf {
 
 fn old_suite_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2b-2.31")
-}
-
-/// FNV-1a, 64 bit: enough to notice that the requirements changed.
-fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-fn run(cmd: &mut Command, what: &str) -> std::process::Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Makes the venv `venv`, or brings it up to date with `requirements.txt` of the suite in
-/// `dir`; returns its python.
-fn prepare_venv(venv_dir: &'static str, dir: &Path) -> PathBuf {
-    let venv = Path::new(venv_dir);
-    let python = venv.join("bin/python");
-    let requirements = dir.join("requirements.txt");
-    let python_version = Command::new("python3")
-        .arg("--version")
-        .output()
-        .unwrap_or_else(|e| panic!("the E2B suite needs python3 on PATH: {e}"));
-    let mut hashed = std::fs::read(&requirements).expect("reading requirements.txt");
-    hashed.extend_from_slice(&python_version.stdout);
-    let want = format!("{:016x}\n", fnv1a(&hashed));
-
-    // Two test runs at once must not build the same venv together.
-    let lock = File::create(format!("{venv_dir}.lock")).expect("venv lock file");
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("locking the venv");
-
-    if python.exists() && std::fs::read_to_string(venv.join(HASH_FILE)).ok() == Some(want.clone()) {
-        return python;
-    }
-    eprintln!(
-        "e2b conformance: preparing {venv_dir} from {}",
-        requirements.display()
-    );
-    let out = Command::new("python3")
-        .args(["-m", "venv", "--clear", venv_dir])
-        .output()
-        .expect("running python3 -m venv");
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if format!("{stdout}{stderr}").contains("ensurepip") {
-            panic!(
-                "python3 -m venv failed: ensurepip is not available. Install the venv module \
-                 (Debian/Ubuntu: apt-get install python3-venv) and run again.\n{stdout}{stderr}"
-            );
-        }
-        panic!(
-            "python3 -m venv {venv_dir} failed ({}):\n{stdout}{stderr}",
-            out.status
-        );
-    }
-    run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&requirements),
-        &format!("pip install -r {}", requirements.display()),
-    );
-    std::fs::write(venv.join(HASH_FILE), &want).expect("writing the requirements hash");
-    python
 }
 
 /// Counts from pytest's final summary line, e.g. `2 failed, 171 passed, 1 error in 17.62s`.

@@ -21,6 +21,7 @@ pub mod events;
 pub mod exec;
 pub mod files;
 pub mod input;
+pub mod mcp;
 pub mod ports;
 pub mod sandboxes;
 pub mod session;
@@ -28,9 +29,16 @@ pub mod system;
 pub mod templates;
 pub mod tests;
 
-/// The whole API.
+/// The whole API: REST, E2B, the proxy and `/mcp`.
 pub fn router(state: Arc<AppState>) -> Router {
+    let mcp = mcp::routes(&state, routes(state.clone(), Router::new()));
+    routes(state, mcp)
+}
+
+/// The API with `extra` routes merged in (`/mcp`, whose tools call the API without them).
+fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
     Router::new()
+        .merge(extra)
         .merge(system::routes())
         .merge(sandboxes::routes())
         .merge(exec::routes())

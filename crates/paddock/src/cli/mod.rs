@@ -17,6 +17,7 @@ mod exec;
 mod files;
 mod format;
 mod logs;
+mod mcp;
 mod network;
 mod sandbox;
 mod shell;
@@ -74,6 +75,8 @@ pub(crate) enum ClientCmd {
     Key(admin::KeyArgs),
     /// Show the audit trail (admin).
     Audit(admin::AuditArgs),
+    /// Serve Paddock's MCP tools over stdin/stdout, for desktop agents (docs/mcp.md).
+    Mcp(mcp::McpArgs),
     /// Manage templates: ls, build, pull, import, bootstrap, ready python|node|go, log, rm,
     /// layers, prune.
     Template(template::TemplateArgs),
@@ -100,6 +103,7 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Key(a) => admin::key(a).await,
         ClientCmd::Audit(a) => admin::audit(a).await,
         ClientCmd::Template(a) => template::run(a).await,
+        ClientCmd::Mcp(a) => mcp::run(a).await,
     }
 }
 

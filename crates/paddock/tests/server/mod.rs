@@ -12,6 +12,8 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 
+pub mod venv;
+
 /// A running `paddock serve`.
 pub struct Server {
     child: Option<Child>,

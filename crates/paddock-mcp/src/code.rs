@@ -1,0 +1,219 @@
+//! `run_code`'s answer: the NDJSON events of `POST /v1/sandboxes/{id}/code` (one JSON object
+//! a line, typed `stdout`, `stderr`, `result`, `error` and a final `end`) folded into one
+//! tool result: text for a model, PNG/JPEG results as images, all capped
+//! ([`RUN_CODE_CAP`], [`RUN_CODE_IMAGES`], [`RUN_CODE_IMAGE_BYTES`]).
+
+use rmcp::model::{CallToolResult, ContentBlock};
+use serde_json::{Map, Value, json};
+
+use crate::backend::ApiResponse;
+use crate::limits::{RUN_CODE_CAP, RUN_CODE_IMAGE_BYTES, RUN_CODE_IMAGES};
+
+/// Whether a tool error is the API's answer for a route it does not have (a server from
+/// before the code interpreter).
+pub(crate) fn is_missing_route(e: &CallToolResult) -> bool {
+    e.structured_content
+        .as_ref()
+        .is_some_and(|v| v["error"]["status"] == 404 && v["error"]["message"] == "no such route")
+}
+
+/// Text accumulated under a byte budget shared by every part of the answer.
+struct Budget {
+    left: usize,
+    cut: bool,
+}
+
+impl Budget {
+    fn take(&mut self, s: &str) -> String {
+        if s.len() <= self.left {
+            self.left -= s.len();
+            return s.to_owned();
+        }
+        self.cut = true;
+        let mut end = self.left;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.left = 0;
+        s[..end].to_owned()
+    }
+}
+
+/// The text of an event field that may be a string or a list of strings (tracebacks).
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(a) => Some(
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        _ => None,
+    }
+}
+
+/// The data of an output event: `data`, else `text`, else `line`.
+fn event_text(e: &Value) -> String {
+    ["data", "text", "line"]
+        .iter()
+        .find_map(|k| text_of(&e[*k]))
+        .unwrap_or_default()
+}
+
+/// MIME keys of a result bundle, by the short names E2B uses and by MIME type.
+const TEXT_KINDS: [(&str, &str); 6] = [
+    ("text", "text/plain"),
+    ("html", "text/html"),
+    ("markdown", "text/markdown"),
+    ("json", "application/json"),
+    ("latex", "text/latex"),
+    ("svg", "image/svg+xml"),
+];
+const IMAGE_KINDS: [(&str, &str); 2] = [("png", "image/png"), ("jpeg", "image/jpeg")];
+
+/// The bundle of a `result` event: its `data` object if it has one, else the event itself.
+fn bundle(e: &Value) -> &Map<String, Value> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    e["data"]
+        .as_object()
+        .or_else(|| e.as_object())
+        .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
+}
+
+/// Folds the NDJSON stream into the tool result.
+pub(crate) fn result(resp: &ApiResponse) -> CallToolResult {
+    let mut budget = Budget {
+        left: RUN_CODE_CAP,
+        cut: false,
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    let mut results = Vec::new();
+    let mut error = Value::Null;
+    let mut end = Value::Null;
+    let mut images = Vec::new();
+    let mut images_left_out = 0usize;
+    let text = String::from_utf8_lossy(&resp.body);
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let Ok(e) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        match e["type"].as_str().unwrap_or("") {
+            "stdout" => stdout.push_str(&budget.take(&event_text(&e))),
+            "stderr" => stderr.push_str(&budget.take(&event_text(&e))),
+            "result" => {
+                let b = bundle(&e);
+                let mut r = Map::new();
+                for (short, mime) in TEXT_KINDS {
+                    if let Some(t) = b.get(short).or_else(|| b.get(mime)).and_then(text_of) {
+                        r.insert(short.to_owned(), json!(budget.take(&t)));
+                    } else if let Some(v) = b.get(short).or_else(|| b.get(mime))
+                        && short == "json"
+                    {
+                        r.insert(short.to_owned(), json!(budget.take(&v.to_string())));
+                    }
+                }
+                for (short, mime) in IMAGE_KINDS {
+                    if let Some(data) = b.get(short).or_else(|| b.get(mime)).and_then(Value::as_str)
+                    {
+                        if images.len() < RUN_CODE_IMAGES
+                            && data.len() <= RUN_CODE_IMAGE_BYTES * 4 / 3 + 4
+                        {
+                            images.push(ContentBlock::image(data.to_owned(), mime));
+                            r.insert(short.to_owned(), json!(format!("<image {}>", images.len())));
+                        } else {
+                            images_left_out += 1;
+                            r.insert(short.to_owned(), json!("<image left out: over the cap>"));
+                        }
+                    }
+                }
+                if let Some(v) = b.get("is_main_result").or_else(|| e.get("is_main_result")) {
+                    r.insert("is_main_result".into(), v.clone());
+                }
+                results.push(Value::Object(r));
+            }
+            "error" => {
+                let src = e["error"].as_object().map_or(&e, |_| &e["error"]);
+                error = json!({
+                    "name": src["name"],
+                    "value": src["value"].as_str().map(|v| budget.take(v)),
+                    "traceback": text_of(&src["traceback"]).map(|t| budget.take(&t)),
+                });
+            }
+            "end" => end = e,
+            _ => {}
+        }
+    }
+    let mut out = json!({
+        "stdout": stdout,
+        "stderr": stderr,
+        "results": results,
+    });
+    if !error.is_null() {
+        out["error"] = error.clone();
+    }
+    if budget.cut || resp.truncated {
+        out["truncated"] = json!(true);
+    }
+    if images_left_out > 0 {
+        out["images_left_out"] = json!(images_left_out);
+    }
+    if end.is_null() && !resp.truncated {
+        out["incomplete"] = json!(true);
+    } else if let Some(ms) = end.get("duration_ms") {
+        out["duration_ms"] = ms.clone();
+    }
+    let mut r = if error.is_null() {
+        CallToolResult::structured(out)
+    } else {
+        CallToolResult::structured_error(out)
+    };
+    r.content.extend(images);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(lines: &[Value]) -> ApiResponse {
+        let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        ApiResponse {
+            status: 200,
+            content_type: "application/x-ndjson".into(),
+            body: body.into(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn events_fold_into_one_result() {
+        let r = result(&resp(&[
+            json!({"type": "stdout", "data": "a\n"}),
+            json!({"type": "stdout", "text": "b\n"}),
+            json!({"type": "result", "data": {"text/plain": "42", "image/png": "iVBO"}, "is_main_result": true}),
+            json!({"type": "end"}),
+        ]));
+        assert_eq!(r.is_error, Some(false));
+        let v = r.structured_content.clone().unwrap_or_default();
+        assert_eq!(v["stdout"], "a\nb\n");
+        assert_eq!(v["results"][0]["text"], "42");
+        assert_eq!(v["results"][0]["png"], "<image 1>");
+        assert_eq!(r.content.len(), 2);
+    }
+
+    #[test]
+    fn an_error_event_is_a_tool_error_and_text_is_capped() {
+        let big = "x".repeat(RUN_CODE_CAP + 10);
+        let r = result(&resp(&[
+            json!({"type": "stdout", "data": big}),
+            json!({"type": "error", "name": "ZeroDivisionError", "value": "division by zero", "traceback": ["l1", "l2"]}),
+            json!({"type": "end"}),
+        ]));
+        assert_eq!(r.is_error, Some(true));
+        let v = r.structured_content.unwrap_or_default();
+        assert_eq!(v["truncated"], true);
+        assert_eq!(v["stdout"].as_str().map(str::len), Some(RUN_CODE_CAP));
+        assert_eq!(v["error"]["name"], "ZeroDivisionError");
+    }
+}
