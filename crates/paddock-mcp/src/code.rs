@@ -72,13 +72,22 @@ const TEXT_KINDS: [(&str, &str); 6] = [
 ];
 const IMAGE_KINDS: [(&str, &str); 2] = [("png", "image/png"), ("jpeg", "image/jpeg")];
 
-/// The bundle of a `result` event: its `data` object if it has one, else the event itself.
+/// The MIME bundle of a `result` event: the event itself when it carries the formats at its
+/// top level (E2B's `/execute` lines: `{"type":"result","text":..,"png":..}`, where `data`
+/// is the JSON-data format), else its `data` object (a Jupyter-style `{"data": {mime: ..}}`).
 fn bundle(e: &Value) -> &Map<String, Value> {
     static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-    e["data"]
-        .as_object()
-        .or_else(|| e.as_object())
-        .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
+    let Some(top) = e.as_object() else {
+        return EMPTY.get_or_init(Map::new);
+    };
+    let flat = TEXT_KINDS
+        .iter()
+        .chain(IMAGE_KINDS.iter())
+        .any(|(short, _)| top.contains_key(*short));
+    match e["data"].as_object() {
+        Some(d) if !flat => d,
+        _ => top,
+    }
 }
 
 /// Folds the NDJSON stream into the tool result.
@@ -192,6 +201,7 @@ mod tests {
             json!({"type": "stdout", "data": "a\n"}),
             json!({"type": "stdout", "text": "b\n"}),
             json!({"type": "result", "data": {"text/plain": "42", "image/png": "iVBO"}, "is_main_result": true}),
+            json!({"type": "result", "text": "<DataFrame>", "html": "<table/>", "data": {"a": 1}}),
             json!({"type": "end"}),
         ]));
         assert_eq!(r.is_error, Some(false));
@@ -200,6 +210,8 @@ mod tests {
         assert_eq!(v["results"][0]["text"], "42");
         assert_eq!(v["results"][0]["png"], "<image 1>");
         assert_eq!(r.content.len(), 2);
+        assert_eq!(v["results"][1]["text"], "<DataFrame>");
+        assert_eq!(v["results"][1]["html"], "<table/>");
     }
 
     #[test]

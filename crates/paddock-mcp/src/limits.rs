@@ -8,6 +8,8 @@ pub const LIST_SANDBOXES_CAP: usize = 100;
 pub const OUTPUT_CAP: usize = 65_536;
 /// Bytes of text (stdout, stderr, text results, errors) `run_code` returns in all.
 pub const RUN_CODE_CAP: usize = 65_536;
+/// Seconds `run_code` lets code run when the call gives no `timeout`.
+pub const RUN_CODE_TIMEOUT_SECS: u64 = 300;
 /// Images (PNG, JPEG) `run_code` returns.
 pub const RUN_CODE_IMAGES: usize = 4;
 /// Bytes of one image `run_code` returns (a larger one is described, not sent).

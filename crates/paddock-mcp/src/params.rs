@@ -90,6 +90,10 @@ pub(crate) struct RunCode {
     /// `python` (default), `javascript` (or `js`) or `bash`.
     #[serde(default)]
     pub(crate) language: Option<String>,
+    /// Seconds before the execution is interrupted (the interpreter and its state stay
+    /// usable). Default 300; 0: no limit.
+    #[serde(default)]
+    pub(crate) timeout: Option<u64>,
 }
 
 /// `write_file`.
@@ -174,7 +178,8 @@ pub(crate) const RUN_CODE: &str = concat!(
     "JSON; PNG charts come back as images), or the error with its traceback. Variables and ",
     "imports persist between calls. `language`: `python` (default), `javascript`/`js` or ",
     "`bash`. The sandbox must be made from the `code-interpreter` template ",
-    "(create_sandbox with template `code-interpreter`). Text output is capped at 65,536 bytes ",
+    "(create_sandbox with template `code-interpreter`). Runs at most `timeout` seconds ",
+    "(default 300), then is interrupted. Text output is capped at 65,536 bytes ",
     "in all and at most 4 images are returned."
 );
 
@@ -210,7 +215,8 @@ pub(crate) const GET_URL: &str = concat!(
 mod tests {
     use super::*;
     use crate::limits::{
-        LIST_FILES_CAP, LIST_SANDBOXES_CAP, OUTPUT_CAP, READ_FILE_CAP, RUN_CODE_CAP, WRITE_FILE_CAP,
+        LIST_FILES_CAP, LIST_SANDBOXES_CAP, OUTPUT_CAP, READ_FILE_CAP, RUN_CODE_CAP,
+        RUN_CODE_TIMEOUT_SECS, WRITE_FILE_CAP,
     };
 
     /// The descriptions name the caps the code applies.
@@ -222,6 +228,8 @@ mod tests {
         assert!(RUN_COMMAND.contains("65,536 bytes"));
         assert_eq!(RUN_CODE_CAP, 65_536);
         assert!(RUN_CODE.contains("65,536 bytes"));
+        assert_eq!(RUN_CODE_TIMEOUT_SECS, 300);
+        assert!(RUN_CODE.contains("(default 300)"));
         assert_eq!(WRITE_FILE_CAP, 2 << 20);
         assert!(WRITE_FILE.contains("2 MiB"));
         assert_eq!(READ_FILE_CAP, 131_072);

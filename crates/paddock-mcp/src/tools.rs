@@ -18,7 +18,7 @@ use crate::backend::{self, ApiRequest, ApiResponse, Backend, query, segment};
 use crate::code;
 use crate::limits::{
     JSON_ANSWER_CAP, LIST_FILES_CAP, LIST_SANDBOXES_CAP, OUTPUT_CAP, READ_FILE_CAP,
-    RUN_CODE_STREAM_CAP, WRITE_FILE_CAP,
+    RUN_CODE_STREAM_CAP, RUN_CODE_TIMEOUT_SECS, WRITE_FILE_CAP,
 };
 use crate::params::*;
 
@@ -253,7 +253,11 @@ impl PaddockTools {
                 let language = p.language.as_deref().unwrap_or("python");
                 let path = format!("/v1/sandboxes/{}/code", segment(&p.sandbox_id));
                 let req = ApiRequest::new(Method::POST, path)
-                    .json(&json!({"code": p.code, "language": language}))
+                    .json(&json!({
+                        "code": p.code,
+                        "language": language,
+                        "timeout": p.timeout.unwrap_or(RUN_CODE_TIMEOUT_SECS),
+                    }))
                     .accept("application/x-ndjson");
                 let resp = match self.api(&ext, req, RUN_CODE_STREAM_CAP).await {
                     Err(e) if code::is_missing_route(&e) => {
