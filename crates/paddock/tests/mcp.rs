@@ -147,9 +147,34 @@ async fn mcp_endpoint_needs_a_key() {
         let (st, v) = call(s.req(m.clone(), "/mcp")).await;
         assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED, "{m}: {v}");
     }
+    // A body over the 8 MiB cap is refused without being read whole.
+    let big = vec![b' '; 8 * 1024 * 1024 + 1];
+    let (st, _) = call(
+        s.req(Method::POST, "/mcp")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(big),
+    )
+    .await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
     // With the key, the same request is an MCP answer.
     let r = post(Some(&s.admin_key)).send().await.expect("request");
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = r.json().await.expect("initialize answer");
     assert_eq!(v["result"]["serverInfo"]["name"], "paddock", "{v}");
+}
+
+/// `paddock mcp` without a key stops at once with the CLI's error, before reading stdin.
+#[test]
+fn stdio_server_needs_a_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["mcp", "--url", "http://127.0.0.1:9"])
+        .env_remove("PADDOCK_API_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running paddock mcp");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no API key"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing but MCP may go to stdout");
 }

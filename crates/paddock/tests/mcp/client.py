@@ -96,6 +96,17 @@ async def scenario(protocol: str) -> None:
             assert w["size"] == len(content.encode()), w
             r = data_of(await call(a, "read_file", {"sandbox_id": sid, "path": "/tmp/mcp/dir/a.txt"}))
             assert r["content"] == content and r["truncated"] is False, r
+            # Caps: content over write_file's 2 MiB is refused before any REST call; read_file
+            # returns the first 131,072 bytes of a bigger file and says so.
+            r = await call(a, "write_file", {
+                "sandbox_id": sid, "path": "/tmp/big", "content": "x" * (2 * 1024 * 1024 + 1),
+            }, expect_error=True)
+            assert "at most 2097152 bytes" in text_of(r), text_of(r)
+            await call(a, "run_command", {"sandbox_id": sid, "command": "head -c 200000 /dev/zero | tr '\\0' y > /tmp/big"})
+            r = data_of(await call(a, "read_file", {"sandbox_id": sid, "path": "/tmp/big"}))
+            assert r["truncated"] is True and r["size_read"] == 131072 and r["content"] == "y" * 131072, r["size_read"]
+            r = data_of(await call(a, "run_command", {"sandbox_id": sid, "command": "head -c 70000 /dev/zero | tr '\\0' z"}))
+            assert r["stdout_truncated"] is True and r["stdout"] == "z" * 65536, len(r["stdout"])
             ls = data_of(await call(a, "list_files", {"sandbox_id": sid, "path": "/tmp/mcp", "depth": 2}))
             by_name = {e["name"]: e for e in ls["entries"]}
             assert by_name["dir"]["type"] == "dir", ls
