@@ -61,8 +61,10 @@ pub fn elf_interpreter(bin: &Path) -> Result<Option<PathBuf>> {
 /// shorter than any glibc loader path). Hand-written: no maintained crate edits ELF program
 /// data in place, and this is one string overwrite once the header is found.
 pub fn set_interpreter(elf: &mut [u8], interp: &str) -> Result<()> {
-    let bad =
-        |why: String| RuntimeError::Unsupported(format!("cannot set the ELF interpreter: {why}"));
+    let bad = |why: String| RuntimeError::Unsupported {
+        resource: "agent binary",
+        reason: format!("cannot set the ELF interpreter: {why}"),
+    };
     let (offset, size) = {
         let hdr = object::elf::FileHeader64::<object::Endianness>::parse(&*elf)
             .map_err(|e| bad(e.to_string()))?;
@@ -106,13 +108,16 @@ fn needed_libraries(loader: &Path, bin: &Path) -> Result<Vec<(String, PathBuf)>>
         )))?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        return Err(RuntimeError::Unsupported(format!(
-            "{} --list {} failed: {}{}",
-            loader.display(),
-            bin.display(),
-            text.trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(RuntimeError::Unsupported {
+            resource: "dynamic loader",
+            reason: format!(
+                "{} --list {} failed: {}{}",
+                loader.display(),
+                bin.display(),
+                text.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
     }
     let mut libs = Vec::new();
     for line in text.lines() {
@@ -123,9 +128,10 @@ fn needed_libraries(loader: &Path, bin: &Path) -> Result<Vec<(String, PathBuf)>>
         };
         let path = rest.split(" (").next().unwrap_or("").trim();
         if path.is_empty() || path == "not found" {
-            return Err(RuntimeError::Unsupported(format!(
-                "the agent needs {name}, which the host's loader cannot find"
-            )));
+            return Err(RuntimeError::Unsupported {
+                resource: "dynamic loader",
+                reason: format!("the agent needs {name}, which the host's loader cannot find"),
+            });
         }
         libs.push((name.to_owned(), PathBuf::from(path)));
     }

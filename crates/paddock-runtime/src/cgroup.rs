@@ -56,10 +56,13 @@ impl Cgroups {
                 for c in V1_CONTROLLERS {
                     let dir = root.join(c);
                     if !dir.exists() {
-                        return Err(RuntimeError::Unsupported(format!(
-                            "cgroup v1 controller {c} is not mounted at {}",
-                            dir.display()
-                        )));
+                        return Err(RuntimeError::Unsupported {
+                            resource: "cgroup",
+                            reason: format!(
+                                "cgroup v1 controller {c} is not mounted at {}",
+                                dir.display()
+                            ),
+                        });
                     }
                     fs::create_dir_all(dir.join(prefix))
                         .map_err(RuntimeError::io("creating paddock cgroup"))?;
@@ -76,10 +79,13 @@ impl Cgroups {
                     fs::create_dir_all(&parent)
                         .map_err(RuntimeError::io("creating paddock cgroup"))?;
                     fs::write(parent.join("cgroup.subtree_control"), ctl).map_err(|e| {
-                        RuntimeError::Unsupported(format!(
-                            "enabling memory, pids and cpu controllers in {}: {e}",
-                            parent.display()
-                        ))
+                        RuntimeError::Unsupported {
+                            resource: "cgroup",
+                            reason: format!(
+                                "enabling memory, pids and cpu controllers in {}: {e}",
+                                parent.display()
+                            ),
+                        }
                     })?;
                 }
             }

@@ -3,11 +3,16 @@
 use paddock_core::{IdError, LimitsError};
 
 /// Everything that can go wrong in the native runtime.
+///
+/// Each variant names what failed in fields; the `Display` texts are one lowercase line.
+/// The server turns the client-facing ones (unknown template or user, invalid argument,
+/// not found, in use, registry, bad image, closed port) into API errors built from these
+/// fields; the rest are logged, never sent, so they may name host paths.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The template does not exist.
-    #[error("unknown template {0:?}")]
-    UnknownTemplate(String),
+    #[error("unknown template {name:?}")]
+    UnknownTemplate { name: String },
     /// A limit is out of range.
     #[error("invalid limits: {0}")]
     InvalidLimits(LimitsError),
@@ -15,23 +20,51 @@ pub enum RuntimeError {
     #[error(transparent)]
     InvalidId(#[from] IdError),
     /// The user does not exist in the sandbox's template.
-    #[error("unknown user {0:?}")]
-    UnknownUser(String),
-    /// A request argument is malformed (empty command, bad cwd, bad env name).
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
+    #[error("unknown user {user:?}")]
+    UnknownUser { user: String },
+    /// A request argument is malformed (empty command, bad cwd, bad env name); `what` names
+    /// the argument, `reason` is the client-facing sentence.
+    #[error("invalid {what}: {reason}")]
+    InvalidArgument { what: &'static str, reason: String },
     /// No sandbox with this id exists on this host.
-    #[error("sandbox {0} not found")]
-    NotFound(String),
-    /// The thing is in use (a template that running sandboxes start from).
-    #[error("{0}")]
-    InUse(String),
+    #[error("sandbox {id} not found")]
+    NotFound { id: String },
+    /// A template that running sandboxes start from.
+    #[error(
+        "template {template} is used by {} running sandbox(es): {}",
+        .sandboxes.len(),
+        .sandboxes.join(", ")
+    )]
+    TemplateInUse {
+        template: String,
+        sandboxes: Vec<String>,
+    },
     /// Every uid range is in use.
     #[error("no free uid range for another sandbox")]
     Exhausted,
-    /// The setup stage failed; the message comes from the agent's setup sequence.
-    #[error("sandbox setup failed: {0}")]
-    Setup(String),
+    /// The setup stage failed; `reason` comes from the agent's setup sequence.
+    #[error("sandbox {id} setup failed: {reason}")]
+    Setup { id: String, reason: String },
+    /// A blocking task of the runtime panicked or was cancelled.
+    #[error("{what} task failed: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// A record or configuration could not be encoded.
+    #[error("encoding {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A host command ran but failed.
+    #[error("{what} failed ({status})")]
+    Command {
+        what: &'static str,
+        status: std::process::ExitStatus,
+    },
     /// A host operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -43,17 +76,21 @@ pub enum RuntimeError {
     #[error("agent: {0}")]
     Agent(connectrpc::ConnectError),
     /// Nothing accepts connections on this port inside the sandbox.
-    #[error("port {0} is not open in the sandbox: {1}")]
-    PortClosed(u16, String),
-    /// The host lacks something the runtime needs (btrfs, cgroup controllers).
-    #[error("host not supported: {0}")]
-    Unsupported(String),
+    #[error("port {port} is not open in the sandbox: {reason}")]
+    PortClosed { port: u16, reason: String },
+    /// The host lacks something the runtime needs; `resource` names it (btrfs, cgroup,
+    /// loop device, nftables, ...).
+    #[error("host not supported ({resource}): {reason}")]
+    Unsupported {
+        resource: &'static str,
+        reason: String,
+    },
     /// A registry could not be reached or refused a request (unreachable, 401, unknown tag).
-    #[error("{0}")]
-    Registry(String),
+    #[error("{reason}")]
+    Registry { reference: String, reason: String },
     /// An image or layer is malformed or does not match its digest.
-    #[error("bad image: {0}")]
-    BadImage(String),
+    #[error("bad image: {reason}")]
+    BadImage { reason: String },
 }
 
 // Manual `From` impls: the message already includes the inner error, so it is not also
@@ -71,6 +108,14 @@ impl From<connectrpc::ConnectError> for RuntimeError {
 }
 
 impl RuntimeError {
+    pub(crate) fn task(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> RuntimeError {
+        move |source| RuntimeError::Task { what, source }
+    }
+
+    pub(crate) fn encode(what: &'static str) -> impl FnOnce(serde_json::Error) -> RuntimeError {
+        move |source| RuntimeError::Encode { what, source }
+    }
+
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
         let what = what.into();
         move |source| RuntimeError::Io { what, source }
@@ -79,3 +124,64 @@ impl RuntimeError {
 
 /// Shorthand for runtime results.
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn structured_errors_keep_their_source_and_one_lowercase_line() {
+        let io = RuntimeError::io("writing record")(std::io::ErrorKind::NotFound.into());
+        assert!(io.source().is_some(), "io error exposes its source");
+        let enc = RuntimeError::encode("sandbox record")(
+            serde_json::from_str::<u8>("x").expect_err("not json"),
+        );
+        assert!(enc.source().is_some(), "encode error exposes its source");
+        let cases = [
+            io,
+            enc,
+            RuntimeError::UnknownTemplate {
+                name: "nope".into(),
+            },
+            RuntimeError::InvalidArgument {
+                what: "command",
+                reason: "empty command".into(),
+            },
+            RuntimeError::NotFound { id: "abc".into() },
+            RuntimeError::TemplateInUse {
+                template: "py".into(),
+                sandboxes: vec!["a".into(), "b".into()],
+            },
+            RuntimeError::Setup {
+                id: "abc".into(),
+                reason: "mount failed".into(),
+            },
+            RuntimeError::PortClosed {
+                port: 80,
+                reason: "connection refused".into(),
+            },
+            RuntimeError::Unsupported {
+                resource: "btrfs",
+                reason: "mkfs.btrfs not found".into(),
+            },
+        ];
+        for e in cases {
+            let s = e.to_string();
+            assert!(!s.contains('\n'), "one line: {s:?}");
+            assert!(
+                !s.starts_with(|c: char| c.is_ascii_uppercase()),
+                "lowercase: {s:?}"
+            );
+        }
+        let used = RuntimeError::TemplateInUse {
+            template: "py".into(),
+            sandboxes: vec!["a".into(), "b".into()],
+        };
+        // The API returns this text as the 409's message: it must not change.
+        assert_eq!(
+            used.to_string(),
+            "template py is used by 2 running sandbox(es): a, b"
+        );
+    }
+}

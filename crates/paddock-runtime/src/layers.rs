@@ -118,7 +118,10 @@ impl Layers {
             .arg("-j")
             .arg(&self.image)
             .output()
-            .map_err(|e| RuntimeError::Unsupported(format!("running losetup: {e}")))?;
+            .map_err(|e| RuntimeError::Unsupported {
+                resource: "loop device",
+                reason: format!("running losetup: {e}"),
+            })?;
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             if let Some((loopdev, _)) = line.split_once(':') {
                 run(Command::new("losetup").arg("-d").arg(loopdev))?;
@@ -135,9 +138,10 @@ impl Layers {
     /// The sandboxes directory opened for an ioctl, and the arguments naming `id` in it.
     fn vol_args(&self, id: &str) -> Result<(fs::File, Box<VolArgs>)> {
         if id.is_empty() || id.len() > VOL_NAME_MAX || id.contains(['/', '\0']) {
-            return Err(RuntimeError::InvalidArgument(format!(
-                "bad subvolume name {id:?}"
-            )));
+            return Err(RuntimeError::InvalidArgument {
+                what: "subvolume name",
+                reason: format!("bad subvolume name {id:?}"),
+            });
         }
         let parent = fs::File::open(self.sandboxes_dir())
             .map_err(RuntimeError::io("opening sandboxes dir"))?;
@@ -263,18 +267,22 @@ fn is_btrfs(p: &Path) -> bool {
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().map_err(|e| {
-        RuntimeError::Unsupported(format!(
+    let out = cmd.output().map_err(|e| RuntimeError::Unsupported {
+        resource: "btrfs",
+        reason: format!(
             "running {:?}: {e} (is btrfs-progs installed?)",
             cmd.get_program()
-        ))
+        ),
     })?;
     if !out.status.success() {
-        return Err(RuntimeError::Unsupported(format!(
-            "{:?} failed: {}",
-            cmd.get_program(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(RuntimeError::Unsupported {
+            resource: "btrfs",
+            reason: format!(
+                "{:?} failed: {}",
+                cmd.get_program(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
     }
     Ok(())
 }

@@ -95,7 +95,9 @@ impl LayerStore {
         if let Some(e) = expect
             && hex_of(e).is_none()
         {
-            return Err(RuntimeError::BadImage(format!("invalid layer id {e:?}")));
+            return Err(RuntimeError::BadImage {
+                reason: format!("invalid layer id {e:?}"),
+            });
         }
         let mut hashed = Hashing {
             inner: tar,
@@ -200,9 +202,10 @@ impl LayerStore {
     /// Removes layer `id` (no error if it is absent).
     pub fn remove(&self, id: &str) -> Result<()> {
         if hex_of(id).is_none() {
-            return Err(RuntimeError::InvalidArgument(format!(
-                "invalid layer id {id:?}"
-            )));
+            return Err(RuntimeError::InvalidArgument {
+                what: "layer id",
+                reason: format!("invalid layer id {id:?}"),
+            });
         }
         let p = self.path(id);
         // Renamed out of the way first, so a half-removed layer is never taken as whole.
@@ -262,14 +265,18 @@ fn check_expected(got: &str, expect: &str) -> Result<()> {
     if got == expect {
         Ok(())
     } else {
-        Err(RuntimeError::BadImage(format!(
-            "layer content does not match its diff_id: expected {expect}, got {got}"
-        )))
+        Err(RuntimeError::BadImage {
+            reason: format!(
+                "layer content does not match its diff_id: expected {expect}, got {got}"
+            ),
+        })
     }
 }
 
 fn bad_layer(why: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::BadImage(format!("invalid layer: {why}"))
+    RuntimeError::BadImage {
+        reason: format!("invalid layer: {why}"),
+    }
 }
 
 fn read_error(e: io::Error) -> RuntimeError {
@@ -513,7 +520,7 @@ mod tests {
         let mut b = tar::Builder::new(Vec::new());
         add(&mut b, "../x", tar::EntryType::Regular, b"x", 0o644);
         let e = s.unpack(&b.into_inner().unwrap()[..], None).unwrap_err();
-        assert!(matches!(e, RuntimeError::BadImage(_)), "{e}");
+        assert!(matches!(e, RuntimeError::BadImage { .. }), "{e}");
         assert!(e.to_string().contains("'..'"), "{e}");
 
         let mut b = tar::Builder::new(Vec::new());

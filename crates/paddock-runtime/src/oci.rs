@@ -132,9 +132,9 @@ fn compression_of(media_type: &str) -> Result<Compression> {
     } else if m.ends_with(".tar") || m.ends_with(".rootfs.diff.tar") {
         Ok(Compression::None)
     } else {
-        Err(RuntimeError::BadImage(format!(
-            "unsupported layer media type {m:?}"
-        )))
+        Err(RuntimeError::BadImage {
+            reason: format!("unsupported layer media type {m:?}"),
+        })
     }
 }
 
@@ -145,9 +145,13 @@ pub async fn pull(
     opts: &PullOptions,
     progress: impl Fn(Progress) + Send + Sync,
 ) -> Result<PulledImage> {
-    let reference: Reference = opts.reference.parse().map_err(|e| {
-        RuntimeError::InvalidArgument(format!("invalid image reference {:?}: {e}", opts.reference))
-    })?;
+    let reference: Reference =
+        opts.reference
+            .parse()
+            .map_err(|e| RuntimeError::InvalidArgument {
+                what: "image reference",
+                reason: format!("invalid image reference {:?}: {e}", opts.reference),
+            })?;
     let registry = reference.resolve_registry().to_string();
     let (os, arch) = opts.platform.clone();
     let config = ClientConfig {
@@ -185,44 +189,52 @@ pub async fn pull(
         .pull_image_manifest(&reference, &auth)
         .await
         .map_err(|e| match e {
-            OciDistributionError::ImageManifestNotFoundError(_) => RuntimeError::Registry(format!(
-                "image {} has no {}/{} platform",
-                opts.reference, opts.platform.0, opts.platform.1
-            )),
+            OciDistributionError::ImageManifestNotFoundError(_) => RuntimeError::Registry {
+                reference: opts.reference.clone(),
+                reason: format!(
+                    "image {} has no {}/{} platform",
+                    opts.reference, opts.platform.0, opts.platform.1
+                ),
+            },
             e => fail(e),
         })?;
     if manifest.config.size < 0 || manifest.config.size as usize > MAX_CONFIG_BYTES {
-        return Err(RuntimeError::BadImage(format!(
-            "image config of {} bytes exceeds {MAX_CONFIG_BYTES} bytes",
-            manifest.config.size
-        )));
+        return Err(RuntimeError::BadImage {
+            reason: format!(
+                "image config of {} bytes exceeds {MAX_CONFIG_BYTES} bytes",
+                manifest.config.size
+            ),
+        });
     }
     let mut raw_config = Vec::new();
     client
         .pull_blob(&reference, &manifest.config, &mut raw_config)
         .await
         .map_err(fail)?;
-    let image: RawImage = serde_json::from_slice(&raw_config)
-        .map_err(|e| RuntimeError::BadImage(format!("invalid image config: {e}")))?;
+    let image: RawImage =
+        serde_json::from_slice(&raw_config).map_err(|e| RuntimeError::BadImage {
+            reason: format!("invalid image config: {e}"),
+        })?;
     if image.rootfs.kind != "layers" {
-        return Err(RuntimeError::BadImage(format!(
-            "unsupported rootfs type {:?}",
-            image.rootfs.kind
-        )));
+        return Err(RuntimeError::BadImage {
+            reason: format!("unsupported rootfs type {:?}", image.rootfs.kind),
+        });
     }
     if image.rootfs.diff_ids.len() != manifest.layers.len() {
-        return Err(RuntimeError::BadImage(format!(
-            "the manifest has {} layers but the config {} diff_ids",
-            manifest.layers.len(),
-            image.rootfs.diff_ids.len()
-        )));
+        return Err(RuntimeError::BadImage {
+            reason: format!(
+                "the manifest has {} layers but the config {} diff_ids",
+                manifest.layers.len(),
+                image.rootfs.diff_ids.len()
+            ),
+        });
     }
     let mut bytes_downloaded = 0;
     for (layer, diff_id) in manifest.layers.iter().zip(&image.rootfs.diff_ids) {
         if !valid_id(diff_id) {
-            return Err(RuntimeError::BadImage(format!(
-                "invalid diff_id {diff_id:?}"
-            )));
+            return Err(RuntimeError::BadImage {
+                reason: format!("invalid diff_id {diff_id:?}"),
+            });
         }
         if store.contains(diff_id) {
             continue;
@@ -288,10 +300,9 @@ async fn fetch_layer(
     fail: &impl Fn(OciDistributionError) -> RuntimeError,
 ) -> Result<u64> {
     let Some(expected_hex) = layer.digest.strip_prefix("sha256:") else {
-        return Err(RuntimeError::BadImage(format!(
-            "unsupported layer digest {:?}",
-            layer.digest
-        )));
+        return Err(RuntimeError::BadImage {
+            reason: format!("unsupported layer digest {:?}", layer.digest),
+        });
     };
     let expected_hex = expected_hex.to_string();
     let total = u64::try_from(layer.size).unwrap_or(0);
@@ -314,21 +325,28 @@ async fn fetch_layer(
                 // The client checks the digest itself as the stream ends.
                 let cause = root_cause(&e).replace('\n', " ");
                 if cause.contains("digest") {
-                    RuntimeError::BadImage(format!("layer blob digest mismatch: {cause}"))
+                    RuntimeError::BadImage {
+                        reason: format!("layer blob digest mismatch: {cause}"),
+                    }
                 } else {
-                    RuntimeError::Registry(format!(
-                        "registry {}: layer {} download failed: {cause}",
-                        reference.resolve_registry(),
-                        layer.digest
-                    ))
+                    RuntimeError::Registry {
+                        reference: reference.to_string(),
+                        reason: format!(
+                            "registry {}: layer {} download failed: {cause}",
+                            reference.resolve_registry(),
+                            layer.digest
+                        ),
+                    }
                 }
             })?;
             done += chunk.len() as u64;
             if total > 0 && done > total {
-                return Err(RuntimeError::BadImage(format!(
-                    "layer {} is larger than its declared {total} bytes",
-                    layer.digest
-                )));
+                return Err(RuntimeError::BadImage {
+                    reason: format!(
+                        "layer {} is larger than its declared {total} bytes",
+                        layer.digest
+                    ),
+                });
             }
             hasher.update(&chunk);
             file.write_all(&chunk)
@@ -351,9 +369,11 @@ async fn fetch_layer(
         }
         let got = format!("{:x}", hasher.finalize());
         if got != expected_hex {
-            return Err(RuntimeError::BadImage(format!(
-                "layer blob digest mismatch: expected sha256:{expected_hex}, got sha256:{got}"
-            )));
+            return Err(RuntimeError::BadImage {
+                reason: format!(
+                    "layer blob digest mismatch: expected sha256:{expected_hex}, got sha256:{got}"
+                ),
+            });
         }
         let store = store.clone();
         let diff_id = diff_id.to_string();
@@ -366,17 +386,22 @@ async fn fetch_layer(
                 Compression::None => Box::new(raw),
                 Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
                 Compression::Zstd => {
-                    let mut d = zstd::stream::read::Decoder::with_buffer(raw)
-                        .map_err(|e| RuntimeError::BadImage(format!("zstd: {e}")))?;
+                    let mut d = zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| {
+                        RuntimeError::BadImage {
+                            reason: format!("zstd: {e}"),
+                        }
+                    })?;
                     d.window_log_max(ZSTD_WINDOW_LOG_MAX)
-                        .map_err(|e| RuntimeError::BadImage(format!("zstd: {e}")))?;
+                        .map_err(|e| RuntimeError::BadImage {
+                            reason: format!("zstd: {e}"),
+                        })?;
                     Box::new(d)
                 }
             };
             store.unpack(tar, Some(&diff_id))
         })
         .await
-        .map_err(|e| RuntimeError::Setup(format!("unpack task: {e}")))??;
+        .map_err(RuntimeError::task("layer unpack"))??;
         Ok(done)
     }
     .await;
@@ -389,18 +414,24 @@ fn registry_error(registry: &str, reference: &str, e: OciDistributionError) -> R
     match e {
         OciDistributionError::RequestError(re) => {
             if re.is_connect() || re.is_timeout() {
-                RuntimeError::Registry(format!(
-                    "cannot reach registry {registry}: {}",
-                    root_cause(&re)
-                ))
+                RuntimeError::Registry {
+                    reference: reference.to_owned(),
+                    reason: format!("cannot reach registry {registry}: {}", root_cause(&re)),
+                }
             } else {
-                RuntimeError::Registry(format!("registry {registry}: {}", root_cause(&re)))
+                RuntimeError::Registry {
+                    reference: reference.to_owned(),
+                    reason: format!("registry {registry}: {}", root_cause(&re)),
+                }
             }
         }
         OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => RuntimeError::Registry(format!(
-            "registry {registry} refused access to {reference} (401 unauthorized): missing or wrong credentials"
-        )),
+        | OciDistributionError::AuthenticationFailure(_) => RuntimeError::Registry {
+            reference: reference.to_owned(),
+            reason: format!(
+                "registry {registry} refused access to {reference} (401 unauthorized): missing or wrong credentials"
+            ),
+        },
         OciDistributionError::RegistryError { envelope, .. } => {
             let unknown = envelope.errors.iter().any(|e| {
                 matches!(
@@ -421,36 +452,48 @@ fn registry_error(registry: &str, reference: &str, e: OciDistributionError) -> R
                 .map(|e| e.message.to_lowercase())
                 .collect();
             if unknown {
-                RuntimeError::Registry(format!(
-                    "image {reference} not found in registry {registry}: {}",
-                    msg.join("; ")
-                ))
+                RuntimeError::Registry {
+                    reference: reference.to_owned(),
+                    reason: format!(
+                        "image {reference} not found in registry {registry}: {}",
+                        msg.join("; ")
+                    ),
+                }
             } else if denied {
-                RuntimeError::Registry(format!(
-                    "registry {registry} refused access to {reference}: {}",
-                    msg.join("; ")
-                ))
+                RuntimeError::Registry {
+                    reference: reference.to_owned(),
+                    reason: format!(
+                        "registry {registry} refused access to {reference}: {}",
+                        msg.join("; ")
+                    ),
+                }
             } else {
-                RuntimeError::Registry(format!("registry {registry}: {}", msg.join("; ")))
+                RuntimeError::Registry {
+                    reference: reference.to_owned(),
+                    reason: format!("registry {registry}: {}", msg.join("; ")),
+                }
             }
         }
         OciDistributionError::ServerError { code: 404, .. }
-        | OciDistributionError::ImageManifestNotFoundError(_) => RuntimeError::Registry(format!(
-            "image {reference} not found in registry {registry}"
-        )),
-        OciDistributionError::ServerError { code, .. } => {
-            RuntimeError::Registry(format!("registry {registry} answered http {code}"))
-        }
-        OciDistributionError::DigestError(d) => {
-            RuntimeError::BadImage(format!("digest mismatch: {d}").to_lowercase())
-        }
-        other => RuntimeError::Registry(
-            format!(
+        | OciDistributionError::ImageManifestNotFoundError(_) => RuntimeError::Registry {
+            reference: reference.to_owned(),
+            reason: format!("image {reference} not found in registry {registry}"),
+        },
+        OciDistributionError::ServerError { code, .. } => RuntimeError::Registry {
+            reference: reference.to_owned(),
+            reason: format!("registry {registry} answered http {code}"),
+        },
+        OciDistributionError::DigestError(d) => RuntimeError::BadImage {
+            reason: format!("digest mismatch: {d}").to_lowercase(),
+        },
+        other => RuntimeError::Registry {
+            reference: reference.to_owned(),
+            reason: format!(
                 "registry {registry}: {}",
                 other.to_string().replace('\n', " ")
             )
             .to_lowercase(),
-        ),
+        },
     }
 }
 

@@ -199,16 +199,16 @@ pub fn users_of(layers: &[PathBuf]) -> Vec<String> {
 /// without layers stands on `base` (its root and binds).
 pub fn load(def: TemplateDef, layers_root: &Path, base: &Template) -> Result<Template> {
     if !valid_name(&def.name) || def.name == "base" {
-        return Err(RuntimeError::InvalidArgument(format!(
-            "invalid template name {:?}",
-            def.name
-        )));
+        return Err(RuntimeError::InvalidArgument {
+            what: "template name",
+            reason: format!("invalid template name {:?}", def.name),
+        });
     }
     if let Err(e) = def.config.validate() {
-        return Err(RuntimeError::InvalidArgument(format!(
-            "template {}: {e}",
-            def.name
-        )));
+        return Err(RuntimeError::InvalidArgument {
+            what: "template",
+            reason: format!("template {}: {e}", def.name),
+        });
     }
     if def.layers.is_empty() {
         check_users(&def, &base.users)?;
@@ -227,11 +227,12 @@ pub fn load(def: TemplateDef, layers_root: &Path, base: &Template) -> Result<Tem
     for id in &def.layers {
         let d = layer_dir(layers_root, id)
             .filter(|d| d.is_dir())
-            .ok_or_else(|| {
-                RuntimeError::InvalidArgument(format!(
+            .ok_or_else(|| RuntimeError::InvalidArgument {
+                what: "template",
+                reason: format!(
                     "template {}: layer {id} is not in the layer store",
                     def.name
-                ))
+                ),
             })?;
         dirs.push(d);
     }
@@ -262,10 +263,13 @@ fn check_users(def: &TemplateDef, users: &[String]) -> Result<()> {
             .map(|u| u.split(':').next().unwrap_or(u))
             .filter(|u| u.parse::<u32>().is_err());
         if let Some(u) = named.filter(|u| !users.iter().any(|x| x == u)) {
-            return Err(RuntimeError::InvalidArgument(format!(
-                "template {}: its {what} {u:?} is not in its /etc/passwd",
-                def.name
-            )));
+            return Err(RuntimeError::InvalidArgument {
+                what: "template",
+                reason: format!(
+                    "template {}: its {what} {u:?} is not in its /etc/passwd",
+                    def.name
+                ),
+            });
         }
     }
     Ok(())

@@ -142,17 +142,16 @@ impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {
         use connectrpc::ErrorCode as C;
         match e {
-            RuntimeError::UnknownTemplate(t) => {
-                ApiError::BadRequest(format!("unknown template {t:?}"))
+            e @ (RuntimeError::UnknownTemplate { .. } | RuntimeError::UnknownUser { .. }) => {
+                ApiError::BadRequest(e.to_string())
             }
             RuntimeError::InvalidLimits(l) => ApiError::BadRequest(format!("invalid limits: {l}")),
             RuntimeError::InvalidId(_) => ApiError::NotFound("sandbox not found".into()),
-            RuntimeError::UnknownUser(u) => ApiError::BadRequest(format!("unknown user {u:?}")),
-            RuntimeError::InvalidArgument(m) => ApiError::BadRequest(m),
-            RuntimeError::NotFound(id) => ApiError::sandbox_not_found(&id),
-            RuntimeError::InUse(m) => ApiError::Conflict(m),
-            RuntimeError::Registry(m) => ApiError::Registry(m),
-            RuntimeError::BadImage(m) => ApiError::BadRequest(m),
+            RuntimeError::InvalidArgument { reason, .. } => ApiError::BadRequest(reason),
+            RuntimeError::NotFound { id } => ApiError::sandbox_not_found(&id),
+            e @ RuntimeError::TemplateInUse { .. } => ApiError::Conflict(e.to_string()),
+            RuntimeError::Registry { reason, .. } => ApiError::Registry(reason),
+            RuntimeError::BadImage { reason } => ApiError::BadRequest(reason),
             RuntimeError::Exhausted => {
                 ApiError::Unavailable("this host cannot start more sandboxes".into())
             }
@@ -174,12 +173,14 @@ impl From<RuntimeError> for ApiError {
                     }
                 }
             }
-            other @ (RuntimeError::Setup(_) | RuntimeError::Io { .. }) => {
-                ApiError::Internal(other.to_string())
-            }
-            RuntimeError::Unsupported(m) => ApiError::Internal(m),
-            RuntimeError::PortClosed(p, why) => {
-                ApiError::Agent(format!("port {p} is not open in the sandbox ({why})"))
+            other @ (RuntimeError::Setup { .. }
+            | RuntimeError::Io { .. }
+            | RuntimeError::Task { .. }
+            | RuntimeError::Encode { .. }
+            | RuntimeError::Command { .. }
+            | RuntimeError::Unsupported { .. }) => ApiError::Internal(other.to_string()),
+            RuntimeError::PortClosed { port, reason } => {
+                ApiError::Agent(format!("port {port} is not open in the sandbox ({reason})"))
             }
         }
     }

@@ -569,7 +569,9 @@ async fn forward(
     };
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok(s)) => s,
-        Ok(Err(paddock_runtime::RuntimeError::PortClosed(_, why))) => return closed(&why),
+        Ok(Err(paddock_runtime::RuntimeError::PortClosed { reason: why, .. })) => {
+            return closed(&why);
+        }
         Ok(Err(e)) => {
             tracing::warn!(sandbox = %id, port, "proxy connect: {e}");
             return closed("no connection");

@@ -187,7 +187,7 @@ async fn bad_input_is_a_typed_error_and_leaves_nothing() {
                 template: "nope".into(),
                 ..Default::default()
             },
-            |e| matches!(e, RuntimeError::UnknownTemplate(_)),
+            |e| matches!(e, RuntimeError::UnknownTemplate { .. }),
         ),
         (
             CreateSpec {
@@ -224,14 +224,14 @@ async fn bad_input_is_a_typed_error_and_leaves_nothing() {
                 user: Some("mallory".into()),
                 ..Default::default()
             },
-            |e| matches!(e, RuntimeError::UnknownUser(_)),
+            |e| matches!(e, RuntimeError::UnknownUser { .. }),
         ),
         (
             CreateSpec {
                 env: BTreeMap::from([("A=B".to_owned(), "x".to_owned())]),
                 ..Default::default()
             },
-            |e| matches!(e, RuntimeError::InvalidArgument(_)),
+            |e| matches!(e, RuntimeError::InvalidArgument { .. }),
         ),
     ];
     for (spec, ok) in cases {
@@ -294,10 +294,10 @@ async fn bad_input_is_a_typed_error_and_leaves_nothing() {
         .unwrap_err();
     assert!(e.to_string().contains("not found"), "{e}");
     let e = s.exec(ExecRequest::default()).await.unwrap_err();
-    assert!(matches!(e, RuntimeError::InvalidArgument(_)), "{e:?}");
+    assert!(matches!(e, RuntimeError::InvalidArgument { .. }), "{e:?}");
     destroy(&s).await;
     let e = runtime().destroy(s.id.as_str()).await.unwrap_err();
-    assert!(matches!(e, RuntimeError::NotFound(_)), "{e:?}");
+    assert!(matches!(e, RuntimeError::NotFound { .. }), "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -827,7 +827,10 @@ done; sleep 0.5; echo started"#,
         let _ = c.shutdown().await;
     }
     match s.connect_port(7003, Duration::from_secs(5)).await {
-        Err(RuntimeError::PortClosed(7003, why)) => {
+        Err(RuntimeError::PortClosed {
+            port: 7003,
+            reason: why,
+        }) => {
             assert!(why.contains("refused"), "{why}")
         }
         other => panic!("expected PortClosed, got {other:?}"),

@@ -206,8 +206,14 @@ pub(super) fn start_monitor(shared: Weak<Shared>) -> Result<Vec<Cidr>> {
         })
         .map_err(RuntimeError::io("starting the route monitor"))?;
     rx.recv_timeout(FIRST_READ)
-        .map_err(|_| RuntimeError::Setup("the route monitor did not start".into()))?
-        .map_err(RuntimeError::Setup)
+        .map_err(|_| RuntimeError::Io {
+            what: "starting the route monitor".into(),
+            source: std::io::ErrorKind::TimedOut.into(),
+        })?
+        .map_err(|e| RuntimeError::Io {
+            what: "reading the host's routes".into(),
+            source: std::io::Error::other(e),
+        })
 }
 
 /// The host networks in nftables element syntax.

@@ -151,10 +151,9 @@ fn run(program: &str, args: &[&str], stdin: &str) -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| {
-            RuntimeError::Unsupported(format!(
-                "running {program:?}: {e} (install nftables for sandbox networking)"
-            ))
+        .map_err(|e| RuntimeError::Unsupported {
+            resource: "nftables",
+            reason: format!("running {program:?}: {e} (install nftables for sandbox networking)"),
         })?;
     if let Some(mut i) = child.stdin.take() {
         i.write_all(stdin.as_bytes())
@@ -316,9 +315,10 @@ impl Net {
             if networked.is_empty() {
                 return Ok(());
             }
-            return Err(RuntimeError::Unsupported(
-                "networked sandboxes exist but `nft` is not installed".into(),
-            ));
+            return Err(RuntimeError::Unsupported {
+                resource: "nftables",
+                reason: "networked sandboxes exist but `nft` is not installed".into(),
+            });
         }
         if !networked.is_empty() {
             self.ensure_monitor()?;
@@ -570,9 +570,11 @@ impl Net {
         tcp.set_nonblocking(true)
             .map_err(RuntimeError::io("resolver socket"))?;
         let policy = Arc::new(RwLock::new(p));
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-            RuntimeError::Unsupported("sandbox networking needs a tokio runtime".into())
-        })?;
+        let handle =
+            tokio::runtime::Handle::try_current().map_err(|_| RuntimeError::Unsupported {
+                resource: "tokio runtime",
+                reason: "sandbox networking needs a tokio runtime".into(),
+            })?;
         let _guard = handle.enter();
         let udp =
             tokio::net::UdpSocket::from_std(udp).map_err(RuntimeError::io("resolver socket"))?;

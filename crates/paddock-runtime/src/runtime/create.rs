@@ -23,7 +23,7 @@ impl Runtime {
         let policy = spec.network.clone();
         let sbx = tokio::task::spawn_blocking(move || this.create_blocking(spec))
             .await
-            .map_err(|e| RuntimeError::Setup(format!("create task failed: {e}")))??;
+            .map_err(RuntimeError::task("create"))??;
         if policy.mode != NetworkMode::None
             && let Err(e) = self.network_up(&sbx, &policy).await
         {
@@ -39,7 +39,7 @@ impl Runtime {
         let (slot, pid, p2) = (sbx.slot, sbx.pid, p.clone());
         tokio::task::spawn_blocking(move || this.net.attach(slot, pid, &p2))
             .await
-            .map_err(|e| RuntimeError::Setup(format!("network task failed: {e}")))??;
+            .map_err(RuntimeError::task("network"))??;
         sbx.write_file(
             "/etc/resolv.conf",
             crate::net::resolv_conf(p.mode, slot).into_bytes(),
@@ -78,7 +78,7 @@ impl Runtime {
                 let slot = sbx.slot;
                 tokio::task::spawn_blocking(move || this.net.detach(slot))
                     .await
-                    .map_err(|e| RuntimeError::Setup(format!("network task failed: {e}")))?;
+                    .map_err(RuntimeError::task("network"))?;
                 sbx.write_file(
                     "/etc/resolv.conf",
                     crate::net::resolv_conf(NetworkMode::None, slot).into_bytes(),
@@ -91,7 +91,7 @@ impl Runtime {
                 let (slot, p2) = (sbx.slot, p.clone());
                 tokio::task::spawn_blocking(move || this.net.update(slot, &p2))
                     .await
-                    .map_err(|e| RuntimeError::Setup(format!("network task failed: {e}")))??;
+                    .map_err(RuntimeError::task("network"))??;
                 if old.mode != p.mode {
                     sbx.write_file(
                         "/etc/resolv.conf",
@@ -113,31 +113,36 @@ impl Runtime {
     fn validate(&self, spec: &CreateSpec) -> Result<Template> {
         let t = self
             .template(&spec.template)
-            .ok_or_else(|| RuntimeError::UnknownTemplate(spec.template.clone()))?;
+            .ok_or_else(|| RuntimeError::UnknownTemplate {
+                name: spec.template.clone(),
+            })?;
         spec.limits.validate(self.host_memory)?;
         if let Some(u) = spec.user.as_ref().filter(|u| !t.users.contains(u)) {
-            return Err(RuntimeError::UnknownUser(u.clone()));
+            return Err(RuntimeError::UnknownUser { user: u.clone() });
         }
         for k in spec.env.keys() {
             if k.is_empty() || k.contains(['=', '\0']) {
-                return Err(RuntimeError::InvalidArgument(format!(
-                    "invalid env name {k:?}"
-                )));
+                return Err(RuntimeError::InvalidArgument {
+                    what: "env name",
+                    reason: format!("invalid env name {k:?}"),
+                });
             }
         }
         if spec.env.values().any(|v| v.contains('\0')) {
-            return Err(RuntimeError::InvalidArgument(
-                "env value contains NUL".into(),
-            ));
+            return Err(RuntimeError::InvalidArgument {
+                what: "env value",
+                reason: "env value contains NUL".into(),
+            });
         }
         Ok(t)
     }
 
     fn create_blocking(self: &Arc<Self>, spec: CreateSpec) -> Result<Arc<Sandbox>> {
         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(RuntimeError::Unsupported(
-                "the runtime is shutting down".into(),
-            ));
+            return Err(RuntimeError::Unsupported {
+                resource: "runtime",
+                reason: "the runtime is shutting down".into(),
+            });
         }
         let t = self.validate(&spec)?;
         let id = spec.id.clone().unwrap_or_else(SandboxId::random);
@@ -160,9 +165,10 @@ impl Runtime {
         {
             self.slots.lock().expect("slots poisoned").remove(&slot);
             self.claims.release(slot, &marker);
-            return Err(RuntimeError::InvalidArgument(format!(
-                "sandbox {id} already exists"
-            )));
+            return Err(RuntimeError::InvalidArgument {
+                what: "sandbox id",
+                reason: format!("sandbox {id} already exists"),
+            });
         }
         let res = self.start(&id, slot, &t, &spec);
         match res {
@@ -293,7 +299,7 @@ impl Runtime {
             .spawn()
             .map_err(RuntimeError::io("starting agent setup"))?;
         drop(listener);
-        let json = serde_json::to_vec(&cfg).map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        let json = serde_json::to_vec(&cfg).map_err(RuntimeError::encode("setup config"))?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(&json)
@@ -307,16 +313,22 @@ impl Runtime {
         }
         let _ = child.wait();
         let pid: i32 = match line.trim().split_once(' ') {
-            Some(("ok", pid)) => pid
-                .parse()
-                .map_err(|_| RuntimeError::Setup(format!("bad status {line:?}")))?,
-            Some(("err", msg)) => return Err(RuntimeError::Setup(msg.to_owned())),
+            Some(("ok", pid)) => pid.parse().map_err(|_| RuntimeError::Setup {
+                id: id.to_string(),
+                reason: format!("bad status {line:?}"),
+            })?,
+            Some(("err", msg)) => {
+                return Err(RuntimeError::Setup {
+                    id: id.to_string(),
+                    reason: msg.to_owned(),
+                });
+            }
             _ => {
                 let log = fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
-                return Err(RuntimeError::Setup(format!(
-                    "setup ended without status: {}",
-                    log.trim()
-                )));
+                return Err(RuntimeError::Setup {
+                    id: id.to_string(),
+                    reason: format!("setup ended without status: {}", log.trim()),
+                });
             }
         };
         record.pid = Some(pid);
@@ -333,13 +345,13 @@ impl Runtime {
     pub async fn destroy(self: &Arc<Self>, id: &str) -> Result<()> {
         let sbx = self.live.lock().expect("live poisoned").remove(id);
         if sbx.is_none() && !self.list_host().iter().any(|h| h.id == id) {
-            return Err(RuntimeError::NotFound(id.to_owned()));
+            return Err(RuntimeError::NotFound { id: id.to_owned() });
         }
         let this = self.clone();
         let id2 = id.to_owned();
         tokio::task::spawn_blocking(move || this.teardown(&id2, sbx.as_deref()))
             .await
-            .map_err(|e| RuntimeError::Setup(format!("destroy task failed: {e}")))?
+            .map_err(RuntimeError::task("destroy"))?
     }
 
     /// Kills and removes everything of sandbox `id`. Processes are only ever signalled
@@ -383,7 +395,7 @@ impl Runtime {
 
 fn write_record(dir: &Path, r: &Record) -> Result<()> {
     let tmp = dir.join("record.json.tmp");
-    let json = serde_json::to_vec_pretty(r).map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(r).map_err(RuntimeError::encode("sandbox record"))?;
     fs::write(&tmp, json).map_err(RuntimeError::io("writing record"))?;
     fs::rename(&tmp, dir.join("record.json")).map_err(RuntimeError::io("writing record"))
 }

@@ -304,7 +304,7 @@ impl Runtime {
             .expect("live poisoned")
             .get(id)
             .cloned()
-            .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))
+            .ok_or_else(|| RuntimeError::NotFound { id: id.to_owned() })
     }
 
     /// Everything that exists on the host under Paddock's prefixes, whether or not this

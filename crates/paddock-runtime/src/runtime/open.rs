@@ -45,17 +45,23 @@ impl Runtime {
     /// (half-created sandboxes, dead ones, orphan cgroups or layers) is destroyed.
     pub fn open(cfg: RuntimeConfig) -> Result<Arc<Runtime>> {
         if !cfg.agent_bin.is_file() {
-            return Err(RuntimeError::Unsupported(format!(
-                "agent binary {} not found (set PADDOCK_AGENT_BIN)",
-                cfg.agent_bin.display()
-            )));
+            return Err(RuntimeError::Unsupported {
+                resource: "agent binary",
+                reason: format!(
+                    "agent binary {} not found (set PADDOCK_AGENT_BIN)",
+                    cfg.agent_bin.display()
+                ),
+            });
         }
         let sudo_bin = sudo_bin_for(&cfg.agent_bin);
         if !sudo_bin.is_file() {
-            return Err(RuntimeError::Unsupported(format!(
-                "the sudo shim {} is not next to the agent (build every binary: cargo build --release)",
-                sudo_bin.display()
-            )));
+            return Err(RuntimeError::Unsupported {
+                resource: "sudo shim",
+                reason: format!(
+                    "the sudo shim {} is not next to the agent (build every binary: cargo build --release)",
+                    sudo_bin.display()
+                ),
+            });
         }
         crate::datadir::create_private(&cfg.data_dir)?;
         let open_lock = crate::datadir::OpenLock::acquire(&cfg.data_dir)?;

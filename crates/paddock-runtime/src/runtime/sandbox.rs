@@ -30,7 +30,10 @@ impl Sandbox {
         mut on_output: impl FnMut(bool, &[u8]),
     ) -> Result<ExecResult> {
         let Some((cmd, args)) = req.argv.split_first() else {
-            return Err(RuntimeError::InvalidArgument("empty command".into()));
+            return Err(RuntimeError::InvalidArgument {
+                what: "command",
+                reason: "empty command".into(),
+            });
         };
         let cap = req.max_output.unwrap_or(16 << 20);
         let start_req = StartRequest {
@@ -170,7 +173,10 @@ impl Sandbox {
         let uri = files_uri(path, user.unwrap_or(&self.user));
         let req = http::Request::get(uri)
             .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
+            .map_err(|e| RuntimeError::InvalidArgument {
+                what: "file path",
+                reason: e.to_string(),
+            })?;
         self.files_request(req).await
     }
 
@@ -181,7 +187,10 @@ impl Sandbox {
         let req = http::Request::post(uri)
             .header(http::header::CONTENT_TYPE, "application/octet-stream")
             .body(http_body_util::Full::new(bytes::Bytes::from(data)))
-            .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
+            .map_err(|e| RuntimeError::InvalidArgument {
+                what: "file path",
+                reason: e.to_string(),
+            })?;
         self.files_request(req).await.map(|_| ())
     }
 
@@ -341,10 +350,14 @@ impl Sandbox {
                 let _ = s.set_nodelay(true);
                 Ok(s)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                Err(RuntimeError::PortClosed(port, "connect timed out".into()))
-            }
-            Err(e) => Err(RuntimeError::PortClosed(port, e.kind().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(RuntimeError::PortClosed {
+                port,
+                reason: "connect timed out".into(),
+            }),
+            Err(e) => Err(RuntimeError::PortClosed {
+                port,
+                reason: e.kind().to_string(),
+            }),
         }
     }
 

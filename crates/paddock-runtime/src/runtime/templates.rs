@@ -44,7 +44,9 @@ impl Runtime {
         let base = all
             .get("base")
             .cloned()
-            .ok_or_else(|| RuntimeError::UnknownTemplate("base".into()))?;
+            .ok_or_else(|| RuntimeError::UnknownTemplate {
+                name: "base".into(),
+            })?;
         let t = template::load(def.clone(), &self.layers_root(), &base)?;
         if all.contains_key(&t.name) {
             self.check_unused(&t.name)?;
@@ -53,7 +55,7 @@ impl Runtime {
         fs::create_dir_all(&defs).map_err(RuntimeError::io("creating template defs dir"))?;
         let tmp = defs.join(format!(".{}.tmp", t.name));
         let json =
-            serde_json::to_vec_pretty(&def).map_err(|e| RuntimeError::Setup(e.to_string()))?;
+            serde_json::to_vec_pretty(&def).map_err(RuntimeError::encode("template definition"))?;
         fs::write(&tmp, json).map_err(RuntimeError::io("writing template definition"))?;
         fs::rename(&tmp, defs.join(format!("{}.json", t.name)))
             .map_err(RuntimeError::io("installing template definition"))?;
@@ -71,11 +73,10 @@ impl Runtime {
         if users.is_empty() {
             Ok(())
         } else {
-            Err(RuntimeError::InUse(format!(
-                "template {name} is used by {} running sandbox(es): {}",
-                users.len(),
-                users.join(", ")
-            )))
+            Err(RuntimeError::TemplateInUse {
+                template: name.to_owned(),
+                sandboxes: users,
+            })
         }
     }
 
@@ -83,13 +84,16 @@ impl Runtime {
     /// with `gc`, every layer of it no other template uses. Returns how many layers went.
     pub fn remove_template(&self, name: &str, gc: bool) -> Result<usize> {
         if name == "base" {
-            return Err(RuntimeError::InvalidArgument(
-                "the built-in template base cannot be removed".into(),
-            ));
+            return Err(RuntimeError::InvalidArgument {
+                what: "template",
+                reason: "the built-in template base cannot be removed".into(),
+            });
         }
         let mut all = self.templates.write().expect("templates poisoned");
         let Some(t) = all.get(name).cloned() else {
-            return Err(RuntimeError::UnknownTemplate(name.to_owned()));
+            return Err(RuntimeError::UnknownTemplate {
+                name: name.to_owned(),
+            });
         };
         self.check_unused(name)?;
         let def = self
@@ -164,9 +168,10 @@ impl Runtime {
     /// `key` is kept as it is.
     pub fn commit_layer(&self, sbx: &Sandbox, key: &str) -> Result<String> {
         if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(RuntimeError::InvalidArgument(format!(
-                "bad layer key {key:?}"
-            )));
+            return Err(RuntimeError::InvalidArgument {
+                what: "layer key",
+                reason: format!("bad layer key {key:?}"),
+            });
         }
         let root = self.layers_root();
         let dst = root.join(key);
@@ -184,9 +189,10 @@ impl Runtime {
             .map_err(RuntimeError::io("copying the sandbox's changes"))?;
         let res = (|| -> Result<()> {
             if !st.success() {
-                return Err(RuntimeError::Setup(
-                    "copying the sandbox's changes failed".into(),
-                ));
+                return Err(RuntimeError::Command {
+                    what: "copying the sandbox's changes",
+                    status: st,
+                });
             }
             for p in ["opt/paddock", "run/paddock", "etc/resolv.conf"] {
                 let q = tmp.join(p);

@@ -237,7 +237,7 @@ async fn delete(
                 let _ = state.store.delete_template(&name);
             })
             .map_err(|e| match e {
-                paddock_runtime::RuntimeError::UnknownTemplate(_) => {
+                paddock_runtime::RuntimeError::UnknownTemplate { .. } => {
                     ApiError::NotFound(format!("unknown template {name:?}"))
                 }
                 e => ApiError::from(e),
@@ -618,7 +618,7 @@ async fn import(
                 ),
             };
             store.unpack(r, None).map_err(|e| match e {
-                paddock_runtime::RuntimeError::BadImage(m) => ApiError::BadRequest(m),
+                paddock_runtime::RuntimeError::BadImage { reason } => ApiError::BadRequest(reason),
                 e => ApiError::from(e),
             })
         })

@@ -356,9 +356,10 @@ async fn spawn(
         Some(Ok(Event::Start(s))) => s.pid,
         Some(Err(e)) => return Err(e.into()),
         _ => {
-            return Err(paddock_runtime::RuntimeError::Unsupported(
-                "the process did not start".into(),
-            ));
+            return Err(paddock_runtime::RuntimeError::Unsupported {
+                resource: "process",
+                reason: "the process did not start".into(),
+            });
         }
     };
     Ok((rx, pid))
