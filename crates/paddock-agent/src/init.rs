@@ -36,7 +36,7 @@ pub fn main() -> ! {
     std::process::exit(code)
 }
 
-async fn serve() -> anyhow::Result<()> {
+async fn serve() -> crate::error::Result<()> {
     let env: BTreeMap<String, String> = std::env::var("PADDOCK_SANDBOX_ENV")
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
@@ -79,7 +79,7 @@ async fn serve() -> anyhow::Result<()> {
 /// Keeps the `statfs` seccomp listener the setup stage left at `PADDOCK_STATFS_FD` open for
 /// the life of PID 1 (the host answers on its own copy, taken with `pidfd_getfd`, and takes a
 /// new one after it restarts), close-on-exec so no process the agent starts inherits it.
-fn keep_statfs_listener() -> anyhow::Result<()> {
+fn keep_statfs_listener() -> crate::error::Result<()> {
     let Some(n) = std::env::var("PADDOCK_STATFS_FD")
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
@@ -87,7 +87,7 @@ fn keep_statfs_listener() -> anyhow::Result<()> {
         return Ok(());
     };
     if n != paddock_core::STATFS_LISTENER_FD {
-        anyhow::bail!("unexpected statfs listener descriptor {n}");
+        crate::error::bail!("unexpected statfs listener descriptor {n}");
     }
     // SAFETY: the setup stage placed the listener at this fixed descriptor and nothing else
     // in this process owns it; it is leaked on purpose below, so it is never closed.

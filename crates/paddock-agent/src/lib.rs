@@ -19,6 +19,7 @@
 )]
 
 pub mod archive;
+pub mod error;
 pub mod files;
 pub mod fs;
 pub mod init;

@@ -24,7 +24,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
+use crate::error::{Context, Error, Result, bail, last_os_error};
 use paddock_core::{
     AGENT_LIB_DIR, AGENT_LISTEN_FD, AGENT_LOADER as LOADER, AGENT_MOUNTPOINT, SetupConfig,
 };
@@ -206,7 +206,7 @@ fn run() -> Result<i32> {
     // after fork: no other thread can hold a lock (the allocator's, stdio's) at the fork.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        bail!("fork: {}", std::io::Error::last_os_error());
+        return Err(last_os_error("fork"));
     }
     if pid == 0 {
         drop(err_r);
@@ -224,7 +224,7 @@ fn run() -> Result<i32> {
         let mut status = 0;
         // SAFETY: reaping our own child; status is a valid out-pointer.
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        bail!("{msg}");
+        return Err(Error::Child { message: msg });
     }
     Ok(pid)
 }
@@ -236,7 +236,7 @@ fn child(
     userns: &OwnedFd,
     agent: &OwnedFd,
     listen: RawFd,
-) -> anyhow::Error {
+) -> Error {
     match child_inner(cfg, root, userns, agent, listen) {
         Ok(never) => match never {},
         Err(e) => e,
@@ -364,7 +364,7 @@ fn child_inner(
         )
     };
     if r != 0 {
-        bail!("close_range: {}", std::io::Error::last_os_error());
+        return Err(last_os_error("close_range"));
     }
 
     // 17. no_new_privs, then seccomp. no_new_privs is required to install a filter without a
@@ -424,7 +424,7 @@ fn child_inner(
             libc::AT_EMPTY_PATH,
         )
     };
-    Err(anyhow!("exec agent: {}", std::io::Error::last_os_error()))
+    Err(last_os_error("exec agent"))
 }
 
 /// Fails unless this process has exactly one thread. H forks children that run arbitrary
@@ -458,7 +458,7 @@ fn make_userns(base: u32, count: u32) -> Result<OwnedFd> {
     // SAFETY: H is single-threaded, checked by `run` before calling this.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        bail!("fork: {}", std::io::Error::last_os_error());
+        return Err(last_os_error("fork"));
     }
     if pid == 0 {
         drop(r);
@@ -596,7 +596,7 @@ fn build_dev(root: &Path, cfg: &SetupConfig, owner: &str) -> Result<()> {
             )
         };
         if r != 0 {
-            bail!("mknod /dev/{name}: {}", std::io::Error::last_os_error());
+            return Err(last_os_error(format!("mknod /dev/{name}")));
         }
         // mknod applies the umask; device nodes must be world read-writable.
         fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
@@ -654,13 +654,13 @@ fn set_ids() -> Result<()> {
     // SAFETY: plain credential syscalls in a single-threaded process.
     unsafe {
         if libc::setgroups(0, std::ptr::null()) != 0 {
-            bail!("setgroups: {}", std::io::Error::last_os_error());
+            return Err(last_os_error("setgroups"));
         }
         if libc::setresgid(0, 0, 0) != 0 {
-            bail!("setresgid: {}", std::io::Error::last_os_error());
+            return Err(last_os_error("setresgid"));
         }
         if libc::setresuid(0, 0, 0) != 0 {
-            bail!("setresuid: {}", std::io::Error::last_os_error());
+            return Err(last_os_error("setresuid"));
         }
     }
     Ok(())
@@ -681,11 +681,11 @@ fn loopback_up() -> Result<()> {
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own; the socket is valid.
     unsafe {
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
-            bail!("SIOCGIFFLAGS: {}", std::io::Error::last_os_error());
+            return Err(last_os_error("SIOCGIFFLAGS"));
         }
         req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
-            bail!("SIOCSIFFLAGS: {}", std::io::Error::last_os_error());
+            return Err(last_os_error("SIOCSIFFLAGS"));
         }
     }
     Ok(())
@@ -716,7 +716,7 @@ fn open_path(p: &Path) -> Result<OwnedFd> {
 fn unshare(flags: libc::c_int) -> Result<()> {
     // SAFETY: unshare affects only this (single-threaded) process's namespaces.
     if unsafe { libc::unshare(flags) } != 0 {
-        bail!("{}", std::io::Error::last_os_error());
+        return Err(std::io::Error::last_os_error().into());
     }
     Ok(())
 }
@@ -725,7 +725,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid two-element out array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        bail!("pipe2: {}", std::io::Error::last_os_error());
+        return Err(last_os_error("pipe2"));
     }
     // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
@@ -734,7 +734,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 fn dup2(from: RawFd, to: RawFd) -> Result<()> {
     // SAFETY: dup2 onto a fixed descriptor number that no Rust object owns.
     if unsafe { libc::dup2(from, to) } < 0 {
-        bail!("dup2 {from} -> {to}: {}", std::io::Error::last_os_error());
+        return Err(last_os_error(format!("dup2 {from} -> {to}")));
     }
     Ok(())
 }
@@ -746,7 +746,11 @@ fn mount(
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> Result<()> {
-    let cs = |s: &[u8]| CString::new(s).map_err(|_| anyhow!("NUL in mount argument"));
+    let cs = |s: &[u8]| {
+        CString::new(s).map_err(|_| Error::Refused {
+            reason: "NUL in mount argument".into(),
+        })
+    };
     let src = src.map(|s| cs(s.as_bytes())).transpose()?;
     let target_c = cs(target.as_ref().as_os_str().as_bytes())?;
     let fstype = fstype.map(|s| cs(s.as_bytes())).transpose()?;
