@@ -119,7 +119,12 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(%detail, "internal error");
         }
-        let body = serde_json::json!({ "code": code, "message": self.to_string() });
+        let mut body = serde_json::json!({ "code": code, "message": self.to_string() });
+        // A 500 names its request, so the logged detail can be found; nothing else of it
+        // is sent.
+        if let (ApiError::Internal(_), Some(id)) = (&self, crate::trace::current()) {
+            body["request_id"] = id.into();
+        }
         let mut resp = (status, axum::Json(body)).into_response();
         if let ApiError::RateLimited(secs) = self {
             resp.headers_mut()

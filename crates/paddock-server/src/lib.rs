@@ -37,6 +37,7 @@ pub mod session;
 pub mod startcmd;
 pub mod state;
 pub mod templates;
+pub mod trace;
 pub mod usage;
 pub mod webhooks;
 

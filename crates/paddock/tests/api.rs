@@ -47,6 +47,48 @@ async fn health_and_openapi_are_open_and_the_document_covers_every_route() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn every_response_carries_a_request_id() {
+    let s = Server::start(&[]);
+    let id_of = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    // A well-formed id from the client comes back as is, on success and on errors.
+    for (path, auth) in [
+        ("/v1/sandboxes", true),
+        ("/v1/sandboxes", false),
+        ("/v1/nope", true),
+    ] {
+        let rb = if auth {
+            s.req(Method::GET, path)
+        } else {
+            s.http.get(format!("{}{path}", s.url))
+        };
+        let r = rb
+            .header("x-request-id", "abc123")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(id_of(&r).as_deref(), Some("abc123"), "{path} (auth {auth})");
+    }
+    // Without one, or with a malformed one, the server makes one: 32 hex digits, new each time.
+    let mut seen = BTreeSet::new();
+    for sent in [None, Some("has space"), Some("x".repeat(129).as_str())] {
+        let mut rb = s.http.get(format!("{}/v1/health", s.url));
+        if let Some(v) = sent {
+            rb = rb.header("x-request-id", v);
+        }
+        let r = rb.send().await.expect("request");
+        let id = id_of(&r).expect("a generated x-request-id");
+        assert_eq!(id.len(), 32, "{id:?}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id:?}");
+        assert!(seen.insert(id), "generated ids repeat");
+    }
+}
+
 /// Every `.route("PATH", get(..).post(..))` in the server's source, as (path, METHOD).
 fn routes_in_source() -> BTreeSet<(String, String)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../paddock-server/src/api");

@@ -69,6 +69,11 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
             state.clone(),
             system::count_requests,
         ))
+        // Outermost: every request, proxied and data plane included, runs in its span.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::trace::request_span,
+        ))
         .with_state(state)
 }
 
