@@ -5,14 +5,15 @@
 //!
 //! Logging in presents an API key once; the server answers with a random session id in the
 //! `paddock_session` cookie (`HttpOnly`, `SameSite=Strict`, `Path=/`, and `Secure` when the
-//! server speaks TLS). The id maps, in memory, to the key's id and a CSRF token; the key itself
+//! server speaks TLS or its `--public-url` is https). The id maps, in memory, to the key's id and a CSRF token; the key itself
 //! is never sent back and never stored in the browser. A session ends at logout, after
 //! [`SESSION_TTL`], when its key is revoked or expires, or when the server restarts (the map is
 //! not persisted). At most [`MAX_SESSIONS`] live at once; beyond that the oldest is dropped.
 //!
 //! CSRF: a cookie-authenticated request whose method is not `GET`/`HEAD` must carry
 //! `X-CSRF-Token` equal to the session's token, and an `Origin` header, when present, equal to
-//! the server's own origin; otherwise 403 `csrf`. The WebSocket terminal (a `GET`) needs the
+//! the server's own origin (the request's `Host` with the scheme the server speaks, or the
+//! origin of `--public-url`); otherwise 403 `csrf`. The WebSocket terminal (a `GET`) needs the
 //! matching `Origin` too. Requests authenticated by an API key are unaffected.
 
 use std::collections::HashMap;
@@ -135,16 +136,35 @@ pub fn cookie(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-/// The server's own origin as a browser names it: the request's `Host` with the scheme the
-/// server speaks.
-fn own_origin(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let host = headers.get(HOST)?.to_str().ok()?;
+/// Whether the server is reached over https: it speaks TLS, or its public URL
+/// (`--public-url`, a TLS terminator in front) is https.
+pub fn https(state: &AppState) -> bool {
+    state.cfg.tls.is_some() || state.cfg.public_url.starts_with("https://")
+}
+
+/// The origin (`scheme://host[:port]`) of a URL, lowercased.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    (!host.is_empty()).then(|| format!("{scheme}://{host}").to_ascii_lowercase())
+}
+
+/// Whether `origin` is the server's own: the request's `Host` with the scheme the server
+/// speaks (https under TLS), or the origin of `--public-url`.
+fn is_own(state: &AppState, headers: &HeaderMap, origin: &str) -> bool {
+    let origin = origin.to_ascii_lowercase();
+    if origin_of(&state.cfg.public_url).is_some_and(|o| o == origin) {
+        return true;
+    }
+    let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
     let scheme = if state.cfg.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    Some(format!("{scheme}://{}", host.to_ascii_lowercase()))
+    origin == format!("{scheme}://{}", host.to_ascii_lowercase())
 }
 
 /// Whether the request's `Origin` is the server's own. `require` makes a missing `Origin` a
@@ -152,10 +172,7 @@ fn own_origin(state: &AppState, headers: &HeaderMap) -> Option<String> {
 pub fn origin_ok(state: &AppState, headers: &HeaderMap, require: bool) -> bool {
     match headers.get(ORIGIN) {
         None => !require,
-        Some(o) => {
-            let o = o.to_str().unwrap_or("").to_ascii_lowercase();
-            own_origin(state, headers).is_some_and(|own| own == o)
-        }
+        Some(o) => o.to_str().is_ok_and(|o| is_own(state, headers, o)),
     }
 }
 
@@ -239,5 +256,19 @@ mod tests {
         assert!(constant_eq(b"abc", b"abc"));
         assert!(!constant_eq(b"abc", b"abd"));
         assert!(!constant_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn origins_are_scheme_and_authority() {
+        assert_eq!(
+            origin_of("https://Sandboxes.Example.com/x?y").as_deref(),
+            Some("https://sandboxes.example.com")
+        );
+        assert_eq!(
+            origin_of("http://127.0.0.1:7070").as_deref(),
+            Some("http://127.0.0.1:7070")
+        );
+        assert_eq!(origin_of("nonsense"), None);
+        assert_eq!(origin_of("http://"), None);
     }
 }

@@ -210,6 +210,31 @@ async fn session_cookie_needs_csrf_token_and_own_origin_and_ends_at_logout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn behind_an_https_terminator_the_cookie_is_secure_and_the_public_origin_counts() {
+    let s = Server::start(&["--public-url", "https://Sandboxes.example.com"]);
+    let (cookie, me) = login(&s, &s.admin_key).await;
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let csrf = me["csrf_token"].as_str().unwrap();
+    let post = |origin: &str| {
+        s.http
+            .post(format!("{}/v1/keys", s.url))
+            .header(COOKIE, &session)
+            .header("X-CSRF-Token", csrf)
+            .header(ORIGIN, origin)
+            .json(&json!({ "name": "k", "role": "user" }))
+    };
+    let (st, v) = call(post("https://sandboxes.example.com")).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    // Same host, other scheme: not our origin.
+    let (st, v) = call(post("http://sandboxes.example.com")).await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("csrf"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn console_files_are_served_and_api_misses_stay_json() {
     let s = Server::start(&[]);
     let r = s.http.get(format!("{}/", s.url)).send().await.unwrap();

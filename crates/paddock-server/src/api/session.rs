@@ -39,7 +39,7 @@ fn whoami_json(c: &Caller, csrf: &str) -> serde_json::Value {
 }
 
 fn set_cookie(state: &AppState, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if state.cfg.tls.is_some() {
+    let secure = if crate::session::https(state) {
         "; Secure"
     } else {
         ""
