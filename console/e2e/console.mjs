@@ -131,15 +131,48 @@ try {
   step("templates and admin pages");
   await page.click("nav a:text('Templates')");
   await page.waitForSelector("td:text('base')");
+  // Build a small template with live progress, see it listed, delete it.
+  await page.click("summary:text('Build from a build file')");
+  await page.fill("#build-name", "console-e2e");
+  await page.fill("#build-file", "FROM base\nENV GREETING=hello\nWORKDIR /tmp\n");
+  await page.click("form:has(#build-name) button[type=submit]");
+  await page.waitForSelector(".notice:has-text('build of console-e2e')", { timeout: 180_000 });
+  const buildLog = await page.textContent("#template-log");
+  assert(/\[1\/\d\] FROM base/.test(buildLog) && buildLog.includes("done: console-e2e"), `build log: ${buildLog}`);
+  await page.waitForSelector("tr[data-template='console-e2e']");
   await shot("08-templates");
+  await page.click("tr[data-template='console-e2e'] button.danger");
+  await page.waitForSelector("tr[data-template='console-e2e']", { state: "detached" });
   await page.click("nav a:text('Keys')");
   await page.waitForSelector("tr[data-key]");
+  // Create a key (its secret shown once), then revoke it.
+  await page.click("summary:text('New key')");
+  await page.fill("#key-name", "made-in-the-console");
+  await page.click("form:has(#key-name) button[type=submit]");
+  const secret = await page.textContent("#new-key-secret");
+  assert(/^pdk_[0-9a-f]{40}$/.test(secret), `new key ${secret}`);
   await shot("09-keys");
+  const row = page.locator("tr:has(td:text-is('made-in-the-console'))");
+  await row.locator("button.danger").click();
+  await page.waitForFunction(() => [...document.querySelectorAll("tr")].some((r) => r.textContent.includes("made-in-the-console") && !r.querySelector("button.danger")));
+  const check = await fetch(`${url}/v1/sandboxes`, { headers: { Authorization: `Bearer ${secret}` } });
+  assert(check.status === 401, `a revoked key answers ${check.status}`);
   await page.click("nav a:text('Audit')");
   await page.waitForSelector("td:text('sandbox.create')");
   await shot("10-audit");
   await page.click("nav a:text('Events')");
   await page.waitForSelector("text=Live.");
+  // A sandbox made and killed meanwhile (by the page's own session, with its CSRF token)
+  // shows up live.
+  const other = await page.evaluate(async () => {
+    const csrf = (await (await fetch("/v1/session")).json()).csrf_token;
+    const h = { "Content-Type": "application/json", "X-CSRF-Token": csrf };
+    const s = await (await fetch("/v1/sandboxes", { method: "POST", headers: h, body: '{"template":"base"}' })).json();
+    await fetch(`/v1/sandboxes/${s.id}`, { method: "DELETE", headers: h });
+    return s.id;
+  });
+  await page.waitForSelector(`tr:has(a[href='#/sandboxes/${other}']):has(td:text('created'))`);
+  await page.waitForSelector(`tr:has(a[href='#/sandboxes/${other}']):has(td:text('killed'))`);
   await shot("11-events");
   await page.click("nav a:text('Status')");
   await page.waitForSelector("h2:text('Host')");

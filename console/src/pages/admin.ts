@@ -196,7 +196,13 @@ function eventsPage(main: HTMLElement): () => void {
   // The server names each event by its kind; listen to the ones Paddock emits.
   const kinds = ["created", "failed", "killed", "expired", "timeout", "shutdown", "died", "lost", "adopted", "oom", "network_changed", "timeout_changed", "timeout_warning", "lagged"];
   for (const k of kinds) es.addEventListener(k, add as EventListener);
-  clear(main, h("h1", {}, "Live events"), state, h("div", { class: "scroll" }, t));
+  clear(
+    main,
+    h("h1", {}, "Live events"),
+    h("p", { class: "muted" }, "Events from the moment this page opened, newest first (the last 500). Earlier ones are on each sandbox's page and in the audit trail."),
+    state,
+    h("div", { class: "scroll" }, t),
+  );
   return () => es.close();
 }
 

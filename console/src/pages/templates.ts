@@ -23,7 +23,7 @@ export function templatesPage(ctx: Ctx): () => void {
         body.append(
           h(
             "tr",
-            {},
+            { "data-template": x.name },
             h("td", {}, x.name),
             h("td", { class: "small" }, typeof x.source === "string" ? x.source : JSON.stringify(x.source ?? "")),
             h("td", { title: (x.layers as string[]).join("\n") }, String(x.layers.length)),
@@ -58,12 +58,13 @@ export function templatesPage(ctx: Ctx): () => void {
     log.textContent = `${what} ${name}…\n`;
     try {
       const r = await raw("POST", `/v1/templates/${enc(name)}/${what}`, init);
+      let failed = "";
       await ndjson(r, (v) => {
-        const parts = [v.type ?? v.event, v.step != null ? `step ${v.step}` : null, v.line ?? v.message ?? v.status ?? ""].filter(Boolean);
-        log.textContent += `${parts.join(" · ") || JSON.stringify(v)}\n`;
+        log.textContent += progressLine(v);
         log.scrollTop = log.scrollHeight;
+        if (v.event === "error") failed = v.message;
       });
-      status.replaceChildren(notice("ok", `${what} of ${name} finished.`));
+      status.replaceChildren(failed ? notice("error", `${what} of ${name} failed: ${failed}`) : notice("ok", `${what} of ${name} finished.`));
     } catch (e) {
       status.replaceChildren(notice("error", (e as Error).message));
     }
@@ -103,4 +104,20 @@ export function templatesPage(ctx: Ctx): () => void {
   clear(main, h("div", { class: "page-head" }, h("h1", {}, "Templates")), forms, status, log, list);
   load();
   return () => {};
+}
+
+/** One build or pull event (NDJSON, `event` tagged) as a line of the progress log. */
+function progressLine(v: any): string {
+  switch (v.event) {
+    case "step":
+      return `[${v.step}/${v.of}] ${v.instruction}${v.cached ? " (cached)" : ""}\n`;
+    case "output":
+      return String(v.text ?? "");
+    case "error":
+      return `error${v.step != null ? ` in step ${v.step}` : ""}: ${v.message}\n`;
+    case "done":
+      return `done: ${v.template}, ${v.layers} layers, ${v.steps} steps (${v.cached_steps} cached) in ${Number(v.seconds).toFixed(1)} s\n`;
+    default:
+      return `${JSON.stringify(v)}\n`;
+  }
 }
