@@ -71,6 +71,9 @@ async fn serve() -> crate::error::Result<()> {
         )
         .merge(crate::files::router())
         .merge(crate::archive::router())
+        .merge(crate::services::router(crate::services::Services::new(
+            procs.clone(),
+        )))
         .fallback_service(connect.into_axum_service());
     axum::serve(listener, app).await?;
     Ok(())

@@ -26,6 +26,7 @@ pub mod init;
 pub mod procs;
 mod rpc;
 pub mod seccomp;
+pub mod services;
 pub mod setup;
 mod signals;
 pub mod sudo;

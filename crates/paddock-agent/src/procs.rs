@@ -990,5 +990,6 @@ fn nul_field(cfg: &paddock_envd::process::ProcessConfig) -> Option<String> {
         .then(|| "process.cwd".into())
 }
 
+mod handle;
 #[cfg(test)]
 mod tests;

@@ -24,6 +24,7 @@ pub mod input;
 pub mod mcp;
 pub mod ports;
 pub mod sandboxes;
+pub mod services;
 pub mod session;
 pub mod system;
 pub mod templates;
@@ -46,6 +47,7 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
         .merge(ports::routes())
         .merge(events::routes())
         .merge(tests::routes())
+        .merge(services::routes())
         .merge(admin::routes())
         .merge(templates::routes())
         .merge(crate::e2b::control::routes())

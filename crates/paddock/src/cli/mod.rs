@@ -20,6 +20,7 @@ mod logs;
 mod mcp;
 mod network;
 mod sandbox;
+mod service;
 mod shell;
 mod sync;
 mod template;
@@ -77,9 +78,11 @@ pub(crate) enum ClientCmd {
     Audit(admin::AuditArgs),
     /// Serve Paddock's MCP tools over stdin/stdout, for desktop agents (docs/mcp.md).
     Mcp(mcp::McpArgs),
-    /// Manage templates: ls, build, pull, import, bootstrap, ready python|node|go, log, rm,
-    /// layers, prune.
+    /// Manage templates: ls, show, build, pull, import, bootstrap, ready python|node|go, log,
+    /// rm, layers, prune.
     Template(template::TemplateArgs),
+    /// Supervised services of a sandbox: ls, add, show, start, stop, restart, logs, rm.
+    Service(service::ServiceArgs),
 }
 
 /// Runs a client command; the result is the process's exit code.
@@ -104,6 +107,7 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Audit(a) => admin::audit(a).await,
         ClientCmd::Template(a) => template::run(a).await,
         ClientCmd::Mcp(a) => mcp::run(a).await,
+        ClientCmd::Service(a) => service::run(a).await,
     }
 }
 
