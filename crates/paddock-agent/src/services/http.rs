@@ -41,10 +41,15 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+/// The spec (its health check as `health_check`) and the status (`health` is what the
+/// check found).
 fn service_json(s: &Service) -> Value {
     let mut v = serde_json::to_value(s.spec()).unwrap_or_default();
     if let (Some(o), Ok(Value::Object(st))) = (v.as_object_mut(), serde_json::to_value(s.status()))
     {
+        if let Some(h) = o.remove("health") {
+            o.insert("health_check".into(), h);
+        }
         o.extend(st);
     }
     v

@@ -631,3 +631,68 @@ async fn follow(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(v: serde_json::Value) -> Result<Spec, String> {
+        let s: Spec = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        s.validate().map(|()| s)
+    }
+
+    #[test]
+    fn specs_are_checked() {
+        assert!(
+            spec(serde_json::json!({"name": "web", "cmd": ["x"], "restart": "always"})).is_ok()
+        );
+        let h = spec(
+            serde_json::json!({"name": "w", "cmd": ["x"], "restart": "on-failure",
+            "health": {"port": 80}}),
+        )
+        .unwrap();
+        assert_eq!(h.health.unwrap().interval_ms, HEALTH_INTERVAL_DEFAULT_MS);
+        for (bad, needle) in [
+            (
+                serde_json::json!({"name": "web", "cmd": ["x"], "restart": "sometimes"}),
+                "unknown variant",
+            ),
+            (
+                serde_json::json!({"name": "Web", "cmd": ["x"], "restart": "always"}),
+                "cannot name",
+            ),
+            (
+                serde_json::json!({"name": "web", "cmd": [], "restart": "always"}),
+                "empty",
+            ),
+            (
+                serde_json::json!({"name": "web", "cmd": ["a\u{0}"], "restart": "always"}),
+                "NUL",
+            ),
+            (
+                serde_json::json!({"name": "web", "cmd": ["x"], "restart": "always",
+                "health": {"port": 0}}),
+                "exactly one",
+            ),
+            (
+                serde_json::json!({"name": "web", "cmd": ["x"], "restart": "always",
+                "health": {"cmd": "true", "interval_ms": 5}}),
+                "interval_ms",
+            ),
+        ] {
+            let e = spec(bad.clone()).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_log_is_bounded() {
+        let mut log = Log::default();
+        for i in 0..(LOG_CAP / 1024 + 10) {
+            log.push(1 + (i as u64 % 3), "stdout", Bytes::from(vec![b'x'; 1024]));
+        }
+        assert!(log.bytes <= LOG_CAP);
+        assert_eq!(log.next_seq as usize, LOG_CAP / 1024 + 10);
+        assert_eq!(log.chunks.front().map(|c| c.0), Some(10));
+    }
+}
