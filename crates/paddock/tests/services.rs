@@ -361,6 +361,24 @@ async fn bad_service_requests() {
     assert_eq!(st, StatusCode::NO_CONTENT);
 }
 
+/// Polls until `pgrep -c sleep` in the sandbox prints `n` (at most 10 s).
+async fn wait_sleeps(s: &Server, id: &str, n: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let (_, out) = sh(s, id, "pgrep -c -x sleep").await;
+        if out.trim() == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sleep processes: {out} (want {n})"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
 /// A service never outlives its sandbox: deleting the sandbox leaves no process (nor
 /// anything else); removing a service ends its process tree, daemons included.
 #[tokio::test(flavor = "multi_thread")]
@@ -374,16 +392,16 @@ async fn services_end_with_the_sandbox() {
     )
     .await;
     add(&s, &id, json!({"name": "plain", "cmd": ["sleep", "1000"]})).await;
-    let (_, out) = sh(&s, &id, "pgrep -c sleep").await;
-    assert_eq!(out.trim(), "3");
+    // The shell starts its two sleeps after the service is reported running.
+    wait_sleeps(&s, &id, "3").await;
     let (st, _) = call(s.req(
         Method::DELETE,
         &format!("/v1/sandboxes/{id}/services/daemon"),
     ))
     .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
-    let (_, out) = sh(&s, &id, "pgrep -c sleep").await;
-    assert_eq!(out.trim(), "1", "the daemon's tree is gone");
+    // The daemon's whole tree goes (its last exits are reaped just after the answer).
+    wait_sleeps(&s, &id, "1").await;
     assert!(!processes_of(&id).is_empty());
     let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
