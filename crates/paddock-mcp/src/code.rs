@@ -149,7 +149,8 @@ pub(crate) fn result(resp: &ApiResponse) -> CallToolResult {
                     "traceback": text_of(&src["traceback"]).map(|t| budget.take(&t)),
                 });
             }
-            "end" => end = e,
+            // `end_of_execution` is the interpreter's own name for the last line.
+            "end" | "end_of_execution" => end = e,
             _ => {}
         }
     }

@@ -24,12 +24,21 @@ fn suite_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp")
 }
 
+/// Whether the server's OpenAPI document has the code interpreter route: `run_code` must
+/// then work through it, else say clearly that the server has none.
+async fn has_code_route(s: &Server) -> bool {
+    let (st, doc) = call(s.http.get(format!("{}/v1/openapi.json", s.url))).await;
+    assert_eq!(st, StatusCode::OK);
+    doc["paths"].get("/v1/sandboxes/{id}/code").is_some()
+}
+
 /// Runs `client.py` with `args` and the two tenants' keys; panics with its output unless
 /// it passes.
-fn run_client(python: &Path, args: &[&str], key_a: &str, key_b: &str) {
+fn run_client(python: &Path, args: &[&str], key_a: &str, key_b: &str, code_route: bool) {
     let mut child = Command::new(python)
         .arg(suite_dir().join("client.py"))
         .args(args)
+        .env("PADDOCK_MCP_CODE_ROUTE", if code_route { "1" } else { "0" })
         .env("PADDOCK_MCP_KEY_A", key_a)
         .env("PADDOCK_MCP_KEY_B", key_b)
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -66,12 +75,14 @@ async fn mcp_python_sdk_over_stdio() {
     let s = Server::start(&[]);
     let (_, a, b) = tenants(&s).await;
     let url = s.url.clone();
+    let code = has_code_route(&s).await;
     tokio::task::spawn_blocking(move || {
         run_client(
             &python,
             &["stdio", env!("CARGO_BIN_EXE_paddock"), &url],
             &a,
             &b,
+            code,
         )
     })
     .await
@@ -87,7 +98,8 @@ async fn mcp_python_sdk_over_streamable_http() {
     let s = Server::start(&[]);
     let (a_id, a, b) = tenants(&s).await;
     let url = format!("{}/mcp", s.url);
-    tokio::task::spawn_blocking(move || run_client(&python, &["http", &url], &a, &b))
+    let code = has_code_route(&s).await;
+    tokio::task::spawn_blocking(move || run_client(&python, &["http", &url], &a, &b, code))
         .await
         .expect("client task");
     assert_no_sandboxes_left(&s, "the MCP scenario over /mcp").await;

@@ -5,8 +5,10 @@ Usage:
   client.py stdio PADDOCK_BIN SERVER_URL   (keys from PADDOCK_MCP_KEY_A / _B)
   client.py http MCP_URL                   (same keys, sent as Authorization: Bearer)
 
-Key A runs the whole scenario; key B (another tenant) must not see A's sandbox. Prints one
-line per step; exits non-zero (with a traceback) on the first failed check.
+Key A runs the whole scenario; key B (another tenant) must not see A's sandbox.
+PADDOCK_MCP_CODE_ROUTE=1 says the server documents `POST /v1/sandboxes/{id}/code`: run_code
+is then checked through it (fake_interpreter.py), else its absence must be a clear error.
+Prints one line per step; exits non-zero (with a traceback) on the first failed check.
 """
 
 import asyncio
@@ -117,9 +119,14 @@ async def scenario(protocol: str) -> None:
             assert "paddock_token=" in u["url"] and u["public"] is False, u
             assert f"/proxy/{sid}/8080/" in u["path_url"], u
 
-            # The base template has no interpreter: a tool error with the API's message.
             r = await call(a, "run_code", {"sandbox_id": sid, "code": "print(1)"}, expect_error=True)
-            assert text_of(r).strip(), "run_code error without a message"
+            if os.environ.get("PADDOCK_MCP_CODE_ROUTE") == "1":
+                # The base template has no interpreter: the API's error names the template.
+                assert "code-interpreter" in text_of(r) and "no_interpreter" in text_of(r), text_of(r)
+                await fake_interpreter(a, sid)
+            else:
+                # A server whose API has no code route says so clearly.
+                assert "no code interpreter API" in text_of(r) and "not_implemented" in text_of(r), text_of(r)
 
             listed = data_of(await call(a, "list_sandboxes", {}))
             assert sid in {s["sandbox_id"] for s in listed["sandboxes"]}, listed
@@ -148,6 +155,36 @@ async def scenario(protocol: str) -> None:
         # Bad input the API refuses: its message comes back too.
         r = await call(a, "create_sandbox", {"template": "no-such-template"}, expect_error=True)
         assert "no-such-template" in text_of(r), text_of(r)
+
+
+async def fake_interpreter(a: Client, sid: str) -> None:
+    """run_code through the real route, against fake_interpreter.py started in the sandbox
+    with the tools themselves (a background server, as run_command's description says)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "fake_interpreter.py")) as f:
+        await call(a, "write_file", {"sandbox_id": sid, "path": "/tmp/fake.py", "content": f.read()})
+    await call(a, "run_command", {"sandbox_id": sid, "command": "nohup python3 /tmp/fake.py > /tmp/fake.log 2>&1 &"})
+    for _ in range(100):
+        if data_of(await call(a, "get_url", {"sandbox_id": sid, "port": 49999}))["listening"]:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the fake interpreter does not listen")
+    r = await call(a, "run_code", {"sandbox_id": sid, "code": "x + 1"})
+    out = data_of(r)
+    assert out["stdout"] == "lang=python timeout=300\n", out
+    assert out["stderr"] == "careful\n", out
+    assert out["results"] == [{"text": "42", "html": "<b>42</b>", "png": "<image 1>", "is_main_result": True}], out
+    images = [c for c in r.content if getattr(c, "type", "") == "image"]
+    assert len(images) == 1 and images[0].mime_type == "image/png", r.content
+    out = data_of(await call(a, "run_code", {"sandbox_id": sid, "code": "x", "language": "js", "timeout": 5}))
+    assert out["stdout"] == "lang=js timeout=5\n", out
+    r = await call(a, "run_code", {"sandbox_id": sid, "code": "boom"}, expect_error=True)
+    err = r.structured_content["error"]
+    assert err["name"] == "ZeroDivisionError" and err["value"] == "division by zero", err
+    assert "Traceback" in err["traceback"], err
+    out = data_of(await call(a, "run_code", {"sandbox_id": sid, "code": "big"}))
+    assert out["truncated"] is True and len(out["stdout"]) == 65536, len(out["stdout"])
 
 
 async def main() -> None:
