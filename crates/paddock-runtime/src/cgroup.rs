@@ -204,6 +204,14 @@ impl Cgroups {
         if dirs.iter().all(|d| !d.exists()) {
             return Ok(());
         }
+        self.kill_all(id)?;
+        self.remove_dirs(id)
+    }
+
+    /// Kills every process in the cgroup of `id` and waits until none is left; the cgroup
+    /// stays (a `filesystem` pause keeps it, so the sandbox's uid-range claim stays valid).
+    pub fn kill_all(&self, id: &str) -> Result<()> {
+        let dirs = self.dirs(id);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match self {
@@ -246,6 +254,89 @@ impl Cgroups {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Freezes (`true`) or thaws the cgroup of `id` and waits, at most 5 s, until the kernel
+    /// says it is done: v1 `freezer.state` (`FROZEN`/`THAWED`), v2 `cgroup.freeze` and the
+    /// `frozen` line of `cgroup.events`. A frozen sandbox uses no CPU; its memory stays.
+    pub fn freeze(&self, id: &str, frozen: bool) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (file, value, check, want): (PathBuf, &str, PathBuf, &str) = match self {
+            Cgroups::V1 { root, prefix } => {
+                let d = root.join("freezer").join(prefix).join(id);
+                let v = if frozen { "FROZEN" } else { "THAWED" };
+                (d.join("freezer.state"), v, d.join("freezer.state"), v)
+            }
+            Cgroups::V2 { root, prefix } => {
+                let d = root.join(prefix).join(id);
+                let (v, w) = if frozen { ("1", "frozen 1") } else { ("0", "frozen 0") };
+                (d.join("cgroup.freeze"), v, d.join("cgroup.events"), w)
+            }
+        };
+        fs::write(&file, value).map_err(RuntimeError::io(format!(
+            "{} the sandbox's cgroup",
+            if frozen { "freezing" } else { "thawing" }
+        )))?;
+        loop {
+            let now = fs::read_to_string(&check).unwrap_or_default();
+            if now.lines().any(|l| l.trim() == want) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(RuntimeError::Io {
+                    what: format!("the cgroup of sandbox {id} did not reach {want:?}"),
+                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+                });
+            }
+            if frozen {
+                // v1 retries a freeze that stalled in FREEZING when the state is written again.
+                let _ = fs::write(&file, value);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Whether the cgroup of `id` is frozen (or freezing).
+    pub fn is_frozen(&self, id: &str) -> bool {
+        match self {
+            Cgroups::V1 { root, prefix } => {
+                fs::read_to_string(root.join("freezer").join(prefix).join(id).join("freezer.state"))
+                    .is_ok_and(|s| s.trim() != "THAWED")
+            }
+            Cgroups::V2 { root, prefix } => {
+                fs::read_to_string(root.join(prefix).join(id).join("cgroup.freeze"))
+                    .is_ok_and(|s| s.trim() == "1")
+            }
+        }
+    }
+
+    /// Gives back the memory still charged to the (empty) cgroup of `id`: the page cache of
+    /// the files its processes wrote. v1 `memory.force_empty`, v2 `memory.reclaim` (kernels
+    /// 5.19 and later); best effort, whatever cannot be reclaimed stays charged.
+    pub fn reclaim_memory(&self, id: &str) {
+        match self {
+            Cgroups::V1 { root, prefix } => {
+                let d = root.join("memory").join(prefix).join(id);
+                let _ = fs::write(d.join("memory.force_empty"), "0");
+            }
+            Cgroups::V2 { root, prefix } => {
+                let d = root.join(prefix).join(id);
+                let used = fs::read_to_string(d.join("memory.current")).unwrap_or_default();
+                let _ = fs::write(d.join("memory.reclaim"), used.trim());
+            }
+        }
+    }
+
+    /// The `cgroup.procs` files of the existing cgroups of `id`, for a setup process that
+    /// starts the sandbox again in them (a `filesystem` resume).
+    pub fn procs_files(&self, id: &str) -> Vec<PathBuf> {
+        self.dirs(id).iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// Removes the (empty) cgroup directories of `id`.
+    fn remove_dirs(&self, id: &str) -> Result<()> {
+        let dirs = self.dirs(id);
         for d in dirs {
             // rmdir can race with the kernel still releasing the last task; retry briefly.
             let mut tries = 0;

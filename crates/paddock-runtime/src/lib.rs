@@ -34,6 +34,6 @@ pub mod template;
 pub use client::{AgentClient, AgentTransport};
 pub use error::{Result, RuntimeError};
 pub use runtime::{
-    AdoptionReport, CreateSpec, ExecRequest, ExecResult, HostSandbox, ListeningPort, Runtime,
-    RuntimeConfig, Sandbox, Stats, default_agent_bin,
+    AdoptionReport, CreateSpec, ExecRequest, ExecResult, HostSandbox, ListeningPort, PauseMode,
+    Runtime, RuntimeConfig, Sandbox, Stats, default_agent_bin,
 };

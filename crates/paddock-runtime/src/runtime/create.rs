@@ -34,7 +34,7 @@ impl Runtime {
     }
 
     /// Gives a sandbox its link, rules, resolver and `resolv.conf`.
-    async fn network_up(self: &Arc<Self>, sbx: &Arc<Sandbox>, p: &NetworkPolicy) -> Result<()> {
+    pub(super) async fn network_up(self: &Arc<Self>, sbx: &Arc<Sandbox>, p: &NetworkPolicy) -> Result<()> {
         let this = self.clone();
         let (slot, pid, p2) = (sbx.slot, sbx.pid, p.clone());
         tokio::task::spawn_blocking(move || this.net.attach(slot, pid, &p2))
@@ -215,10 +215,10 @@ impl Runtime {
             fs::create_dir(&p).map_err(RuntimeError::io(format!("creating {name}")))?;
             Ok(p)
         };
-        let (upper, work, root) = (mk("upper")?, mk("work")?, mk("root")?);
-        let lower_mnts = (0..t.layers.len())
-            .map(|i| mk(&format!("lower{i}")))
-            .collect::<Result<Vec<_>>>()?;
+        let (upper, _, _) = (mk("upper")?, mk("work")?, mk("root")?);
+        for i in 0..t.layers.len() {
+            mk(&format!("lower{i}"))?;
+        }
         std::os::unix::fs::chown(&upper, Some(uid_base), Some(uid_base))
             .map_err(RuntimeError::io("chown upper"))?;
         // 2. The record, before anything runs, so a crash from here on is reconcilable.
@@ -235,34 +235,57 @@ impl Runtime {
                 .map_or(0, |d| d.as_millis() as u64),
             network: spec.network.clone(),
             disk_bytes: Some(spec.limits.disk_bytes),
+            paused: None,
+            env: spec.env.clone(),
+            tmp_bytes: spec.limits.tmp_bytes,
         };
         write_record(&dir, &record)?;
         // 3. cgroups with the limits applied.
         let cgroup_procs = self.cgroups.create(id.as_str(), &spec.limits)?;
+        self.launch(&dir, &mut record, t, cgroup_procs)?;
+        let sbx = self.sandbox_from(&record, record.pid.unwrap_or_default());
+        self.answer_statfs(&sbx, record.disk_bytes);
+        Ok(sbx)
+    }
+
+    /// Starts PID 1 of a sandbox whose writable layer, record and cgroups exist (steps 4
+    /// and 5 of create, and a `filesystem` resume on the layer it kept), and records its pid.
+    pub(super) fn launch(
+        &self,
+        dir: &Path,
+        record: &mut Record,
+        t: &Template,
+        cgroup_procs: Vec<PathBuf>,
+    ) -> Result<()> {
+        let uid_base = ID_BASE + record.slot * ID_COUNT;
         // 4. The agent's socket is bound here and handed over: a client can connect as soon
         //    as create returns; the kernel queues it until the agent accepts.
         let sock = dir.join("agent.sock");
+        // A resumed sandbox's old socket file is stale: nothing listens on it any more.
+        let _ = fs::remove_file(&sock);
         let listener = std::os::unix::net::UnixListener::bind(&sock)
             .map_err(RuntimeError::io("binding agent socket"))?;
         let log = fs::File::create(dir.join("agent.log"))
             .map_err(RuntimeError::io("creating agent log"))?;
         let cfg = SetupConfig {
-            id: id.to_string(),
+            id: record.id.clone(),
             id_base: uid_base,
             id_count: ID_COUNT,
             lowers: t.layers.clone(),
-            lower_mnts,
+            lower_mnts: (0..t.layers.len())
+                .map(|i| dir.join(format!("lower{i}")))
+                .collect(),
             workdir: t.config.workdir.clone(),
-            upper,
-            work,
-            root,
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            root: dir.join("root"),
             binds: t.binds.clone(),
-            tmp_bytes: spec.limits.tmp_bytes,
+            tmp_bytes: record.tmp_bytes,
             cgroup_procs,
             // The template's env, then the sandbox's own on top.
             env: {
                 let mut e = t.config.env.clone();
-                e.extend(spec.env.clone());
+                e.extend(record.env.clone());
                 e
             },
             agent: self.cfg.agent_bin.clone(),
@@ -333,10 +356,7 @@ impl Runtime {
         };
         record.pid = Some(pid);
         record.pid_start = pid_start_time(pid);
-        write_record(&dir, &record)?;
-        let sbx = self.sandbox_from(&record, pid);
-        self.answer_statfs(&sbx, record.disk_bytes);
-        Ok(sbx)
+        write_record(dir, record)
     }
 
     /// Destroys a sandbox: kills every process through its cgroup, waits for them, removes
@@ -382,6 +402,7 @@ impl Runtime {
             self.claims.release(s, &self.slot_marker(id));
         }
         self.live.lock().expect("live poisoned").remove(id);
+        self.paused.lock().expect("paused poisoned").remove(id);
         Ok(())
     }
 
@@ -393,15 +414,25 @@ impl Runtime {
     }
 }
 
-fn write_record(dir: &Path, r: &Record) -> Result<()> {
+/// Writes the record atomically, 0600: it holds the sandbox's env vars (for a `filesystem`
+/// resume), which may be secrets.
+pub(super) fn write_record(dir: &Path, r: &Record) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = dir.join("record.json.tmp");
     let json = serde_json::to_vec_pretty(r).map_err(RuntimeError::encode("sandbox record"))?;
-    fs::write(&tmp, json).map_err(RuntimeError::io("writing record"))?;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&json))
+        .map_err(RuntimeError::io("writing record"))?;
     fs::rename(&tmp, dir.join("record.json")).map_err(RuntimeError::io("writing record"))
 }
 
 /// Collects the exit status of a sandbox's PID 1 if it is our child (we are a subreaper).
-fn reap(pid: i32) {
+pub(super) fn reap(pid: i32) {
     for _ in 0..500 {
         let mut status = 0;
         // SAFETY: waitpid with a valid out-pointer; WNOHANG never blocks.

@@ -22,8 +22,11 @@ use crate::template::Template;
 
 mod create;
 mod open;
+mod pause;
 mod sandbox;
 mod templates;
+
+pub use pause::PauseMode;
 
 /// First host uid of the first sandbox's range; ranges are 65536 ids wide.
 const ID_BASE: u32 = 1 << 20;
@@ -128,6 +131,17 @@ struct Record {
     /// The disk limit, which `statfs` inside reports as the size of its root.
     #[serde(default)]
     disk_bytes: Option<u64>,
+    /// Set while the sandbox is paused, to how: a runtime opening the data directory
+    /// adopts a `full`-paused sandbox without talking to its frozen agent, and keeps a
+    /// `filesystem`-paused one, whose PID 1 is gone, to start it again at resume.
+    #[serde(default)]
+    paused: Option<PauseMode>,
+    /// What a `filesystem` resume needs to start PID 1 again as it was: the sandbox's own
+    /// env vars (the template's go under them again), the `/tmp` size, cpu and pids.
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    tmp_bytes: u64,
 }
 
 /// A running sandbox.
@@ -225,6 +239,9 @@ pub struct Runtime {
     slots: Mutex<BTreeSet<u32>>,
     claims: crate::slots::SlotClaims,
     live: Mutex<HashMap<String, Arc<Sandbox>>>,
+    /// Paused sandboxes and how. A `full`-paused one is also in `live` (frozen); a
+    /// `filesystem`-paused one is not (it has no PID 1), but keeps its slot and layer.
+    paused: Mutex<HashMap<String, PauseMode>>,
     host_memory: u64,
     net: crate::net::Net,
     /// What adoption at open repaired or had to give up (`take_adoption_report`).

@@ -137,6 +137,7 @@ impl Runtime {
             slots: Mutex::new(BTreeSet::new()),
             claims: crate::slots::SlotClaims::open(),
             live: Mutex::new(HashMap::new()),
+            paused: Mutex::new(HashMap::new()),
             host_memory,
             net,
             open_lock,
@@ -160,8 +161,37 @@ impl Runtime {
         for hs in self.list_host() {
             let record = self.read_record(&hs.id);
             let adoptable = matches!((&record, hs.pid), (Some(_), Some(_))) && hs.has_cgroup;
+            let fs_paused = record
+                .as_ref()
+                .is_some_and(|r| r.paused == Some(super::PauseMode::Filesystem))
+                && hs.has_cgroup
+                && hs.has_layer;
             match (adoptable, record) {
+                // Paused with its processes stopped: PID 1 is gone on purpose. Whatever a
+                // crash mid-pause or mid-resume left running goes; layer, slot and record stay.
+                (_, Some(r)) if fs_paused => {
+                    if let Err(e) = self.cgroups.kill_all(&r.id) {
+                        tracing::warn!(sandbox = %r.id, "stopping a paused sandbox's leftovers: {e}");
+                    }
+                    if self.cgroups.is_frozen(&r.id) {
+                        let _ = self.cgroups.freeze(&r.id, false);
+                    }
+                    self.slots.lock().expect("slots poisoned").insert(r.slot);
+                    self.claims.reclaim(r.slot, &self.slot_marker(&r.id));
+                    self.paused
+                        .lock()
+                        .expect("paused poisoned")
+                        .insert(r.id.clone(), super::PauseMode::Filesystem);
+                    tracing::info!(sandbox = %hs.id, "adopted paused sandbox (filesystem)");
+                }
                 (true, Some(r)) => {
+                    if r.paused == Some(super::PauseMode::Full) {
+                        // Its agent is frozen: adopted without a word to it.
+                        self.paused
+                            .lock()
+                            .expect("paused poisoned")
+                            .insert(r.id.clone(), super::PauseMode::Full);
+                    }
                     let sbx = self.sandbox_from(&r, hs.pid.unwrap_or_default());
                     self.answer_statfs(&sbx, r.disk_bytes);
                     self.slots.lock().expect("slots poisoned").insert(r.slot);
@@ -283,7 +313,14 @@ impl Runtime {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        let checks = self.list().into_iter().map(|sbx| async move {
+        // A frozen (`full`-paused) agent cannot answer: its file was checked when it ran,
+        // and nothing in it has run since.
+        let paused: BTreeSet<String> = self.paused().into_iter().map(|(id, _)| id).collect();
+        let running = self
+            .list()
+            .into_iter()
+            .filter(|s| !paused.contains(s.id.as_str()));
+        let checks = running.map(|sbx| async move {
             let mode = sbx.network().mode;
             let want = crate::net::resolv_conf(mode, sbx.slot);
             let io = async {

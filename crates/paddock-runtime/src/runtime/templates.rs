@@ -64,12 +64,18 @@ impl Runtime {
     }
 
     fn check_unused(&self, name: &str) -> Result<()> {
-        let users: Vec<String> = self
+        let mut users: Vec<String> = self
             .list()
             .iter()
             .filter(|s| s.template == name)
             .map(|s| s.id.to_string())
             .collect();
+        // A `filesystem`-paused sandbox starts from its template again at resume.
+        for (id, _) in self.paused() {
+            if !users.contains(&id) && self.read_record(&id).is_some_and(|r| r.template == name) {
+                users.push(id);
+            }
+        }
         if users.is_empty() {
             Ok(())
         } else {
