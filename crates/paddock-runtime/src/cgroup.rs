@@ -270,7 +270,11 @@ impl Cgroups {
             }
             Cgroups::V2 { root, prefix } => {
                 let d = root.join(prefix).join(id);
-                let (v, w) = if frozen { ("1", "frozen 1") } else { ("0", "frozen 0") };
+                let (v, w) = if frozen {
+                    ("1", "frozen 1")
+                } else {
+                    ("0", "frozen 0")
+                };
                 (d.join("cgroup.freeze"), v, d.join("cgroup.events"), w)
             }
         };
@@ -300,10 +304,13 @@ impl Cgroups {
     /// Whether the cgroup of `id` is frozen (or freezing).
     pub fn is_frozen(&self, id: &str) -> bool {
         match self {
-            Cgroups::V1 { root, prefix } => {
-                fs::read_to_string(root.join("freezer").join(prefix).join(id).join("freezer.state"))
-                    .is_ok_and(|s| s.trim() != "THAWED")
-            }
+            Cgroups::V1 { root, prefix } => fs::read_to_string(
+                root.join("freezer")
+                    .join(prefix)
+                    .join(id)
+                    .join("freezer.state"),
+            )
+            .is_ok_and(|s| s.trim() != "THAWED"),
             Cgroups::V2 { root, prefix } => {
                 fs::read_to_string(root.join(prefix).join(id).join("cgroup.freeze"))
                     .is_ok_and(|s| s.trim() == "1")
@@ -331,7 +338,10 @@ impl Cgroups {
     /// The `cgroup.procs` files of the existing cgroups of `id`, for a setup process that
     /// starts the sandbox again in them (a `filesystem` resume).
     pub fn procs_files(&self, id: &str) -> Vec<PathBuf> {
-        self.dirs(id).iter().map(|d| d.join("cgroup.procs")).collect()
+        self.dirs(id)
+            .iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
     }
 
     /// Removes the (empty) cgroup directories of `id`.

@@ -20,6 +20,8 @@ pub struct ServerConfig {
     pub default_timeout: Duration,
     /// Largest timeout a client may ask for (create or set-timeout).
     pub max_timeout: Duration,
+    /// How long a paused sandbox is kept before it is destroyed (reason `expired`).
+    pub paused_retention: Duration,
     /// Time limit of a REST exec that names none (foreground only; a background exec has no
     /// limit of its own unless it names one).
     pub exec_timeout: Duration,
@@ -80,6 +82,7 @@ impl ServerConfig {
             agent_bin: paddock_runtime::default_agent_bin(),
             default_timeout: Duration::from_secs(300),
             max_timeout: Duration::from_secs(24 * 3600),
+            paused_retention: Duration::from_secs(30 * 24 * 3600),
             exec_timeout: Duration::from_secs(crate::api::exec::DEFAULT_EXEC_TIMEOUT_SECS),
             warn_at: vec![0.5, 5.0 / 6.0],
             max_json_body: 1 << 20,
@@ -121,6 +124,9 @@ impl ServerConfig {
                 self.default_timeout.as_secs(),
                 self.max_timeout.as_secs()
             ));
+        }
+        if self.paused_retention.is_zero() {
+            return bad("the paused retention must be at least 1s".into());
         }
         let max_exec = crate::api::exec::MAX_EXEC_TIMEOUT_SECS;
         if self.exec_timeout.is_zero() || self.exec_timeout.as_secs() > max_exec {

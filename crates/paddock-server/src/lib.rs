@@ -32,6 +32,7 @@ pub mod error;
 pub mod hostload;
 pub mod lifecycle;
 pub mod metrics;
+pub mod pausing;
 pub mod proxy;
 pub mod session;
 pub mod startcmd;
@@ -122,6 +123,7 @@ pub async fn serve(
         events,
         metrics: state::Metrics::default(),
         create_lock: tokio::sync::Mutex::new(()),
+        pause_lock: tokio::sync::Mutex::new(()),
         usage: usage::UsageHistory::default(),
         deadlines: lifecycle::Deadlines::default(),
         deadlines_changed: tokio::sync::Notify::new(),
@@ -257,7 +259,11 @@ pub async fn serve(
         }
     }
     if policy == ShutdownPolicy::Destroy {
+        // Paused sandboxes stay paused: they outlive the server like their records do.
         for s in state.runtime.list() {
+            if state.runtime.paused_mode(s.id.as_str()).is_some() {
+                continue;
+            }
             if let Err(e) = lifecycle::stop(&state, s.id.as_str(), "shutdown").await {
                 tracing::error!(sandbox = %s.id, "destroying at shutdown: {e}");
             }

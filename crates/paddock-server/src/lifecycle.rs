@@ -44,7 +44,7 @@ struct Deadline {
 }
 
 impl Deadlines {
-    fn set(&self, r: &SandboxRecord) {
+    pub(crate) fn set(&self, r: &SandboxRecord) {
         let Some(expires_at) = r.expires_at else {
             return;
         };
@@ -59,7 +59,12 @@ impl Deadlines {
                 tenant: r.tenant.clone(),
                 expires_at,
                 timeout_ms,
-                warnings_sent: r.warnings_sent,
+                // A paused sandbox's deadline is the end of its retention: no warnings.
+                warnings_sent: if r.state == SandboxState::Paused {
+                    u32::MAX
+                } else {
+                    r.warnings_sent
+                },
                 webhook: r.webhook_url.clone(),
             },
         );
@@ -92,6 +97,10 @@ pub struct NewSandbox {
     pub network: paddock_core::NetworkPolicy,
     /// Every port is reachable through the proxy without a token (E2B's default).
     pub ports_public: bool,
+    /// At its timeout the sandbox is paused in this mode instead of destroyed.
+    pub pause_on_timeout: Option<paddock_runtime::PauseMode>,
+    /// A paused sandbox resumes on its first data-plane request.
+    pub auto_resume: bool,
 }
 
 /// Creates a sandbox for `caller`: records it, starts it, starts its timeout.
@@ -120,6 +129,9 @@ pub async fn create(
             "user": spec.user.clone().unwrap_or_else(|| paddock_core::DEFAULT_USER.to_owned()),
             "network": spec.network,
             "ports_public": spec.ports_public,
+            "on_timeout": if spec.pause_on_timeout.is_some() { "pause" } else { "kill" },
+            "auto_pause_mode": spec.pause_on_timeout.map(paddock_runtime::PauseMode::as_str),
+            "auto_resume": spec.auto_resume,
         }),
         metadata: spec.metadata.clone(),
         env_keys: spec.env.keys().cloned().collect(),
@@ -241,7 +253,7 @@ pub async fn stop(state: &Arc<AppState>, id: &str, reason: &str) -> ApiResult<Sa
     if rec.state == SandboxState::Stopped {
         return Ok(rec);
     }
-    if state.runtime.get(id).is_ok() {
+    if state.runtime.get(id).is_ok() || state.runtime.paused_mode(id).is_some() {
         state.runtime.destroy(id).await?;
     }
     rec.state = SandboxState::Stopped;
@@ -376,6 +388,31 @@ pub async fn run(state: Arc<AppState>) {
             state.deadlines.remove(&id);
             let st = state.clone();
             tokio::spawn(async move {
+                // A running sandbox created with `on_timeout: pause` is paused instead.
+                let pause = st
+                    .store
+                    .get_sandbox(&id)
+                    .ok()
+                    .flatten()
+                    .filter(|r| r.state == SandboxState::Running)
+                    .and_then(|r| crate::pausing::pause_on_timeout(&r));
+                if let Some(mode) = pause {
+                    match crate::pausing::pause(&st, &id, mode, "timeout").await {
+                        Ok(_) => st.audit(None, "sandbox.auto_pause", Some(&id), "ok", None),
+                        Err(e) => {
+                            tracing::error!(sandbox = %id, "pausing at timeout: {e}");
+                            st.audit(
+                                None,
+                                "sandbox.auto_pause",
+                                Some(&id),
+                                e.status_code().1,
+                                None,
+                            );
+                            let _ = stop(&st, &id, "expired").await;
+                        }
+                    }
+                    return;
+                }
                 match stop(&st, &id, "expired").await {
                     Ok(_) => st.audit(None, "sandbox.expire", Some(&id), "ok", None),
                     Err(e) => {
@@ -431,7 +468,11 @@ fn check_liveness(state: &Arc<AppState>) {
 /// Makes the store and the host agree (see the module doc for the policy).
 pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
     let active = state.store.list_sandboxes(&SandboxFilter {
-        states: vec![SandboxState::Starting, SandboxState::Running],
+        states: vec![
+            SandboxState::Starting,
+            SandboxState::Running,
+            SandboxState::Paused,
+        ],
         ..Default::default()
     })?;
     let mut known = std::collections::HashSet::new();
@@ -463,6 +504,12 @@ pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
                 "failed",
                 Some(why.clone()),
             );
+            continue;
+        }
+        if let Some(adopted) = crate::pausing::reconcile_paused(state, &mut r).await? {
+            if adopted {
+                known.insert(r.id.clone());
+            }
             continue;
         }
         if state.runtime.get(&r.id).is_ok() {
@@ -505,8 +552,18 @@ pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
             state.audit(None, "sandbox.lost", Some(&r.id), "ok", None);
         }
     }
+    let paused = state.runtime.paused();
+    for (id, _) in &paused {
+        if !known.contains(id.as_str()) {
+            tracing::warn!(sandbox = %id, "destroying a paused sandbox without a record");
+            if let Err(e) = state.runtime.destroy(id).await {
+                tracing::error!(sandbox = %id, "destroying: {e}");
+            }
+            state.audit(None, "sandbox.orphan_destroy", Some(id), "ok", None);
+        }
+    }
     for s in state.runtime.list() {
-        if !known.contains(s.id.as_str()) {
+        if !known.contains(s.id.as_str()) && !paused.iter().any(|(p, _)| p == s.id.as_str()) {
             tracing::warn!(sandbox = %s.id, "destroying a sandbox without a running record");
             if let Err(e) = state.runtime.destroy(s.id.as_str()).await {
                 tracing::error!(sandbox = %s.id, "destroying: {e}");

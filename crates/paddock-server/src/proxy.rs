@@ -154,7 +154,7 @@ pub async fn route(State(state): State<Arc<AppState>>, req: Request, next: Next)
 
 /// Host routing (`{port}-{id}.{domain}`, or `E2b-Sandbox-Id` with a port other than envd's),
 /// called by [`crate::e2b::envd::route`].
-pub async fn host(state: &AppState, id: &str, port: u16, req: Request) -> Response {
+pub async fn host(state: &Arc<AppState>, id: &str, port: u16, req: Request) -> Response {
     if port == 0 {
         return ApiError::BadRequest("port 0 is not a port".into()).into_response();
     }
@@ -162,7 +162,7 @@ pub async fn host(state: &AppState, id: &str, port: u16, req: Request) -> Respon
 }
 
 /// `/proxy/{id}/{port}/{rest}`.
-async fn by_path(state: &AppState, req: Request) -> Response {
+async fn by_path(state: &Arc<AppState>, req: Request) -> Response {
     const USAGE: &str = "expected /proxy/{sandbox id}/{port}/{path}";
     let path = req.uri().path().to_owned();
     let rest = path.strip_prefix("/proxy").unwrap_or("");
@@ -451,7 +451,7 @@ fn https(state: &AppState) -> bool {
 }
 
 async fn forward(
-    state: &AppState,
+    state: &Arc<AppState>,
     id: &str,
     port: u16,
     prefix: Option<String>,
@@ -477,7 +477,14 @@ async fn forward(
     if let Err(e) = crate::auth::data_bucket(state, &bucket) {
         return e.into_response();
     }
-    if rec.state != SandboxState::Running {
+    if rec.state == SandboxState::Paused {
+        if !crate::pausing::auto_resume(&rec) {
+            return crate::pausing::paused_error(id).into_response();
+        }
+        if let Err(e) = crate::pausing::resume(state, id, false, None).await {
+            return e.into_response();
+        }
+    } else if rec.state != SandboxState::Running {
         return ApiError::Conflict(format!("sandbox {id} is {}", rec.state)).into_response();
     }
     let Ok(sbx) = state.runtime.get(id) else {

@@ -27,6 +27,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Serialises the quota check and the insert of a new sandbox row per key.
     pub create_lock: tokio::sync::Mutex<()>,
+    /// Serialises pauses and resumes (`pausing`), so two never race on one sandbox.
+    pub pause_lock: tokio::sync::Mutex<()>,
     /// CPU and memory samples of running sandboxes (E2B metrics).
     pub usage: crate::usage::UsageHistory,
     /// Deadlines of running sandboxes.
@@ -148,6 +150,9 @@ impl AppState {
         id: &str,
     ) -> ApiResult<(SandboxRecord, Arc<Sandbox>)> {
         let r = self.record_for(caller, id)?;
+        if r.state == SandboxState::Paused {
+            return Err(crate::pausing::paused_error(id));
+        }
         if r.state != SandboxState::Running {
             return Err(ApiError::Conflict(format!(
                 "sandbox {id} is {}{}",

@@ -108,6 +108,8 @@ pub struct ApiKey {
 pub enum SandboxState {
     Starting,
     Running,
+    /// Paused (`spec.paused_mode` says how); it keeps its id, layer and settings.
+    Paused,
     Stopped,
 }
 
@@ -116,6 +118,7 @@ impl SandboxState {
         match self {
             SandboxState::Starting => "starting",
             SandboxState::Running => "running",
+            SandboxState::Paused => "paused",
             SandboxState::Stopped => "stopped",
         }
     }
@@ -123,6 +126,7 @@ impl SandboxState {
         match s {
             "starting" => Some(SandboxState::Starting),
             "running" => Some(SandboxState::Running),
+            "paused" => Some(SandboxState::Paused),
             "stopped" => Some(SandboxState::Stopped),
             _ => None,
         }

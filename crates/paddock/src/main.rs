@@ -99,6 +99,9 @@ struct ServeArgs {
     /// Largest timeout a client may ask for.
     #[arg(long, env = "PADDOCK_MAX_TIMEOUT", default_value = "24h", value_parser = parse_duration)]
     max_timeout: Duration,
+    /// How long a paused sandbox is kept before it is destroyed, e.g. 30d, 12h.
+    #[arg(long, env = "PADDOCK_PAUSED_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    paused_retention: Duration,
     /// Time limit of a REST exec that names none (`timeout` in the body); at most 24h. The
     /// CLI's `exec` and background execs have no limit of their own unless given one.
     #[arg(long, env = "PADDOCK_EXEC_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
@@ -204,6 +207,7 @@ async fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<i32> {
     cfg.listen = a.listen;
     cfg.default_timeout = a.default_timeout;
     cfg.max_timeout = a.max_timeout;
+    cfg.paused_retention = a.paused_retention;
     cfg.exec_timeout = a.exec_timeout;
     cfg.warn_at = a.warn_at;
     cfg.max_json_body = usize::try_from(parse_size(&a.max_json_body).context("--max-json-body")?)?;

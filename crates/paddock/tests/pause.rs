@@ -82,10 +82,15 @@ async fn filesystem_pause_frees_memory_and_keeps_files_and_env() {
     )
     .await;
     assert_eq!(out(&r), "ok\n", "{}", err(&r));
-    wait_for("the process to take its memory", || cgroup_memory(&s) > 90 << 20).await;
+    wait_for("the process to take its memory", || {
+        cgroup_memory(&s) > 90 << 20
+    })
+    .await;
     let before = cgroup_memory(&s);
     let started = Instant::now();
-    rt.pause(s.id.as_str(), PauseMode::Filesystem).await.unwrap();
+    rt.pause(s.id.as_str(), PauseMode::Filesystem)
+        .await
+        .unwrap();
     let took = started.elapsed();
     assert!(rt.get(s.id.as_str()).is_err(), "no PID 1 while paused");
     assert_eq!(rt.paused_mode(s.id.as_str()), Some(PauseMode::Filesystem));
@@ -117,7 +122,11 @@ async fn ten_alternating_pause_resume_cycles_keep_every_file() {
     let rt = runtime();
     let mut s = sandbox().await;
     for i in 0..10 {
-        let r = sh(&s, &format!("echo file{i} > /home/user/f{i}; sync; echo ok")).await;
+        let r = sh(
+            &s,
+            &format!("echo file{i} > /home/user/f{i}; sync; echo ok"),
+        )
+        .await;
         assert_eq!(out(&r), "ok\n", "cycle {i}: {}", err(&r));
         let mode = if i % 2 == 0 {
             PauseMode::Filesystem

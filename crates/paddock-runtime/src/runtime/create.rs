@@ -34,7 +34,11 @@ impl Runtime {
     }
 
     /// Gives a sandbox its link, rules, resolver and `resolv.conf`.
-    pub(super) async fn network_up(self: &Arc<Self>, sbx: &Arc<Sandbox>, p: &NetworkPolicy) -> Result<()> {
+    pub(super) async fn network_up(
+        self: &Arc<Self>,
+        sbx: &Arc<Sandbox>,
+        p: &NetworkPolicy,
+    ) -> Result<()> {
         let this = self.clone();
         let (slot, pid, p2) = (sbx.slot, sbx.pid, p.clone());
         tokio::task::spawn_blocking(move || this.net.attach(slot, pid, &p2))

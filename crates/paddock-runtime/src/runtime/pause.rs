@@ -52,7 +52,11 @@ impl PauseMode {
 impl Runtime {
     /// How sandbox `id` is paused, if it is.
     pub fn paused_mode(&self, id: &str) -> Option<PauseMode> {
-        self.paused.lock().expect("paused poisoned").get(id).copied()
+        self.paused
+            .lock()
+            .expect("paused poisoned")
+            .get(id)
+            .copied()
     }
 
     /// Every paused sandbox of this runtime with its mode, by id.

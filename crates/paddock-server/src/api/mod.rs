@@ -22,6 +22,7 @@ pub mod exec;
 pub mod files;
 pub mod input;
 pub mod mcp;
+pub mod pause;
 pub mod ports;
 pub mod sandboxes;
 pub mod services;
@@ -42,6 +43,7 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
         .merge(extra)
         .merge(system::routes())
         .merge(sandboxes::routes())
+        .merge(pause::routes())
         .merge(exec::routes())
         .merge(files::routes())
         .merge(ports::routes())

@@ -86,6 +86,12 @@ pub struct CreateBody {
     /// Network policy; default `{"mode": "none"}`.
     #[serde(default)]
     network: Option<paddock_core::NetworkPolicy>,
+    /// What the timeout does: `kill` (default), `pause` (full) or `pause_filesystem`.
+    #[serde(default)]
+    on_timeout: Option<String>,
+    /// A paused sandbox resumes on its first data-plane request (E2B envd, port proxy).
+    #[serde(default)]
+    auto_resume: bool,
 }
 
 /// Checks a requested timeout against the server's maximum.
@@ -169,6 +175,18 @@ impl CreateBody {
             webhook_url: self.webhook_url,
             network: self.network.unwrap_or_default(),
             ports_public: false,
+            pause_on_timeout: match self.on_timeout.as_deref() {
+                None | Some("kill") => None,
+                Some("pause") => Some(paddock_runtime::PauseMode::Full),
+                Some("pause_filesystem") => Some(paddock_runtime::PauseMode::Filesystem),
+                Some(o) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "on_timeout must be kill, pause or pause_filesystem, got {:?}",
+                        crate::state::truncate(o, 32)
+                    )));
+                }
+            },
+            auto_resume: self.auto_resume,
         })
     }
 }
@@ -195,6 +213,9 @@ pub fn sandbox_json(state: &AppState, r: &SandboxRecord) -> serde_json::Value {
             "disk_bytes": spec.get("disk_bytes"),
         },
         "timeout": timeout_secs,
+        "paused_mode": spec.get("paused_mode"),
+        "on_timeout": spec.get("on_timeout").cloned().unwrap_or_else(|| "kill".into()),
+        "auto_resume": spec.get("auto_resume").cloned().unwrap_or(false.into()),
         "network": spec.get("network").cloned().unwrap_or_else(|| serde_json::json!({"mode": "none", "allow": []})),
         "created_at": rfc3339(Some(r.created_at)),
         "ready_at": rfc3339(r.ready_at),
@@ -222,7 +243,11 @@ async fn create(
 /// Parses `state=a,b`, `metadata.KEY=VALUE` (repeatable), `limit` and `after`.
 fn parse_list_query(q: Option<&str>) -> ApiResult<SandboxFilter> {
     let mut f = SandboxFilter {
-        states: vec![SandboxState::Starting, SandboxState::Running],
+        states: vec![
+            SandboxState::Starting,
+            SandboxState::Running,
+            SandboxState::Paused,
+        ],
         ..Default::default()
     };
     for (k, v) in form_urlencoded_pairs(q.unwrap_or("")) {
@@ -235,7 +260,7 @@ fn parse_list_query(q: Option<&str>) -> ApiResult<SandboxFilter> {
                         .map(|s| {
                             SandboxState::parse(s).ok_or_else(|| {
                                 ApiError::BadRequest(format!(
-                                    "unknown state {s:?}: expected starting, running, stopped or all"
+                                    "unknown state {s:?}: expected starting, running, paused, stopped or all"
                                 ))
                             })
                         })

@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::lifecycle::{self, NewSandbox};
 use crate::state::{AppState, truncate};
 
-type E2bResult<T> = Result<T, E2bError>;
+pub(super) type E2bResult<T> = Result<T, E2bError>;
 
 /// Largest page of `GET /v2/sandboxes`, and the default.
 pub const MAX_LIST_PAGE: u32 = 100;
@@ -41,16 +41,13 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/sandboxes", post(create).get(list_v1))
         .route("/v2/sandboxes", post(create).get(list_v2))
         .route("/sandboxes/{id}", get(get_one).delete(kill))
-        .route("/sandboxes/{id}/connect", post(connect))
-        .route("/v2/sandboxes/{id}/connect", post(connect))
+        .route("/sandboxes/{id}/connect", post(super::pause::connect))
+        .route("/v2/sandboxes/{id}/connect", post(super::pause::connect))
         .route("/sandboxes/{id}/timeout", post(set_timeout))
         .route("/sandboxes/{id}/metrics", get(metrics))
         .route("/sandboxes/{id}/refreshes", post(refresh))
-        .route("/sandboxes/{id}/pause", unsupported("pausing sandboxes is"))
-        .route(
-            "/sandboxes/{id}/resume",
-            unsupported("resuming sandboxes is"),
-        )
+        .route("/sandboxes/{id}/pause", post(super::pause::pause))
+        .route("/sandboxes/{id}/resume", post(super::pause::resume))
         .route("/sandboxes/{id}/fork", unsupported("forking sandboxes is"))
         .route("/sandboxes/{id}/snapshots", unsupported("snapshots are"))
         .route(
@@ -102,7 +99,10 @@ impl FromRequestParts<Arc<AppState>> for E2bCaller {
 
 /// A JSON body parsed strictly, with E2B-shaped errors. An empty body is `{}` (the SDK
 /// sends none on some calls).
-async fn body<T: serde::de::DeserializeOwned>(state: &AppState, req: Request) -> E2bResult<T> {
+pub(super) async fn body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    req: Request,
+) -> E2bResult<T> {
     let bytes = read_limited(req, state.cfg.max_json_body, false).await?;
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -133,7 +133,6 @@ struct CreateBody {
     #[allow(dead_code)]
     secure: Option<bool>,
     auto_pause: Option<bool>,
-    #[allow(dead_code)]
     auto_pause_memory: Option<bool>,
     auto_resume: Option<Value>,
     #[serde(rename = "allow_internet_access")]
@@ -151,15 +150,28 @@ impl CreateBody {
                 "{what} is not supported by Paddock yet"
             )))
         };
-        if self.auto_pause == Some(true) {
-            return unsupported("autoPause (pausing sandboxes)");
-        }
-        if self
-            .auto_resume
-            .as_ref()
-            .is_some_and(|v| v.get("enabled") == Some(&Value::Bool(true)))
-        {
-            return unsupported("autoResume (pausing sandboxes)");
+        let pause_on_timeout =
+            (self.auto_pause == Some(true)).then_some(if self.auto_pause_memory == Some(false) {
+                paddock_runtime::PauseMode::Filesystem
+            } else {
+                paddock_runtime::PauseMode::Full
+            });
+        let auto_resume = match &self.auto_resume {
+            None | Some(Value::Null) => false,
+            Some(v) => match v.get("enabled") {
+                Some(Value::Bool(b)) => *b,
+                None | Some(Value::Null) => false,
+                Some(_) => {
+                    return Err(ApiError::BadRequest(
+                        "autoResume.enabled must be a boolean".into(),
+                    ));
+                }
+            },
+        };
+        if auto_resume && pause_on_timeout.is_none() {
+            return Err(ApiError::BadRequest(
+                "autoResume needs autoPause (on_timeout: pause)".into(),
+            ));
         }
         let (ports_public, network) = e2b_network(
             self.network.as_ref().filter(|v| !v.is_null()),
@@ -198,6 +210,8 @@ impl CreateBody {
             webhook_url: None,
             ports_public,
             network,
+            pause_on_timeout,
+            auto_resume,
         })
     }
 }
@@ -287,7 +301,7 @@ fn e2b_network(
 /// (`get_host`) and the data-plane URL as `{port}-{id}.{domain}` and would otherwise
 /// address port 80 or 443. Behind a proxy on 443 (`--public-url https://...`) it is the bare
 /// domain. Decided like the REST port URLs (`api::ports`).
-fn sdk_domain(state: &AppState, headers: &HeaderMap) -> String {
+pub(super) fn sdk_domain(state: &AppState, headers: &HeaderMap) -> String {
     let domain = state.cfg.domain.trim_matches('.');
     match crate::api::ports::url_port(state, headers) {
         Some(p) => format!("{domain}:{p}"),
@@ -296,7 +310,7 @@ fn sdk_domain(state: &AppState, headers: &HeaderMap) -> String {
 }
 
 /// The `Sandbox` object of create and connect.
-fn sandbox_json(state: &AppState, r: &SandboxRecord, domain: &str) -> Value {
+pub(super) fn sandbox_json(state: &AppState, r: &SandboxRecord, domain: &str) -> Value {
     json!({
         "templateID": r.template,
         "sandboxID": r.id,
@@ -331,12 +345,15 @@ fn listed_json(state: &AppState, r: &SandboxRecord, detail: bool, domain: &str) 
         "cpuCount": cpu_count(r),
         "memoryMB": spec_u64(r, "memory_bytes") >> 20,
         "diskSizeMB": spec_u64(r, "disk_bytes") >> 20,
-        "state": "running",
+        "state": if r.state == SandboxState::Paused { "paused" } else { "running" },
         "envdVersion": ENVD_VERSION,
         "metadata": r.metadata,
         "domain": domain,
         "allowInternetAccess": r.spec.get("network").and_then(|n| n.get("mode")).and_then(Value::as_str).is_some_and(|m| m == "all"),
-        "lifecycle": { "autoResume": false, "onTimeout": "kill" },
+        "lifecycle": {
+            "autoResume": crate::pausing::auto_resume(r),
+            "onTimeout": if crate::pausing::pause_on_timeout(r).is_some() { "pause" } else { "kill" },
+        },
     });
     if detail {
         v["envdAccessToken"] = Value::String(access_token(state, &r.id));
@@ -344,8 +361,22 @@ fn listed_json(state: &AppState, r: &SandboxRecord, detail: bool, domain: &str) 
     v
 }
 
-fn json_status(status: StatusCode, v: Value) -> Response {
+pub(super) fn json_status(status: StatusCode, v: Value) -> Response {
     (status, axum::Json(v)).into_response()
+}
+
+/// The running or paused sandbox `id` of the caller; anything else (stopped, another
+/// tenant's, not an id) is E2B's 404.
+pub(super) fn live_record(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<SandboxRecord, ApiError> {
+    let r = state.record_for(caller, id)?;
+    if !matches!(r.state, SandboxState::Running | SandboxState::Paused) {
+        return Err(ApiError::sandbox_not_found(id));
+    }
+    Ok(r)
 }
 
 /// The running sandbox `id` of the caller; anything else (stopped, another tenant's, not an
@@ -384,39 +415,9 @@ async fn create(
     ))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConnectBody {
-    timeout: Option<u64>,
-    /// Resume with memory (paused sandboxes); nothing to do for a running one.
-    #[allow(dead_code)]
-    memory: Option<bool>,
-}
-
-/// Connect to a running sandbox. A `timeout` moves the deadline to `timeout` seconds from
-/// now only if that is later than the current one (connecting never shortens a sandbox's
-/// life).
-async fn connect(
-    State(state): State<Arc<AppState>>,
-    E2bCaller(caller): E2bCaller,
-    Path(id): Path<String>,
-    req: Request,
-) -> E2bResult<Response> {
-    let domain = sdk_domain(&state, req.headers());
-    let b: ConnectBody = body(&state, req).await?;
-    let mut r = running_record(&state, &caller, &id)?;
-    if let Some(t) = b.timeout {
-        extend(&state, &caller, &mut r, t, "e2b connect")?;
-    }
-    Ok(json_status(
-        StatusCode::OK,
-        sandbox_json(&state, &r, &domain),
-    ))
-}
-
 /// Moves the deadline to `secs` from now if that is later than the current one (connect
 /// and refresh never shorten a sandbox's life).
-fn extend(
+pub(super) fn extend(
     state: &AppState,
     caller: &Caller,
     r: &mut SandboxRecord,
@@ -439,7 +440,7 @@ async fn get_one(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> E2bResult<Response> {
-    let r = running_record(&state, &caller, &id)?;
+    let r = live_record(&state, &caller, &id)?;
     let domain = sdk_domain(&state, &headers);
     Ok(json_status(
         StatusCode::OK,
@@ -453,7 +454,7 @@ async fn kill(
     Path(id): Path<String>,
 ) -> E2bResult<Response> {
     let res = async {
-        running_record(&state, &caller, &id)?;
+        live_record(&state, &caller, &id)?;
         lifecycle::stop(&state, &id, "killed").await
     }
     .await;
@@ -527,6 +528,7 @@ async fn refresh(
 struct ListQuery {
     metadata: BTreeMap<String, String>,
     running: bool,
+    paused: bool,
     template: Option<String>,
     started_after: Option<i64>,
     next: Option<String>,
@@ -579,6 +581,7 @@ fn hex_val(b: u8) -> Option<u8> {
 fn parse_list_query(q: Option<&str>) -> Result<ListQuery, ApiError> {
     let mut out = ListQuery {
         running: true,
+        paused: true,
         limit: MAX_LIST_PAGE,
         ..Default::default()
     };
@@ -587,11 +590,11 @@ fn parse_list_query(q: Option<&str>) -> Result<ListQuery, ApiError> {
             "metadata" => out.metadata = parse_metadata_filter(&v)?,
             "state" => {
                 out.running = false;
+                out.paused = false;
                 for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     match s {
                         "running" => out.running = true,
-                        // Paddock cannot pause, so no sandbox is ever paused.
-                        "paused" => {}
+                        "paused" => out.paused = true,
                         other => {
                             return Err(ApiError::BadRequest(format!(
                                 "unknown state {:?}: expected running or paused",
@@ -652,12 +655,19 @@ fn list_page(
     q: &ListQuery,
     domain: &str,
 ) -> Result<(Vec<Value>, Option<String>), ApiError> {
-    if !q.running {
+    let states: Vec<SandboxState> = [
+        (q.running, SandboxState::Running),
+        (q.paused, SandboxState::Paused),
+    ]
+    .into_iter()
+    .filter_map(|(on, s)| on.then_some(s))
+    .collect();
+    if states.is_empty() {
         return Ok((Vec::new(), None));
     }
     let f = SandboxFilter {
         tenant: Some(caller.tenant().to_owned()),
-        states: vec![SandboxState::Running],
+        states,
         metadata: q.metadata.clone(),
         after: q.next.clone(),
         limit: Some(q.limit),

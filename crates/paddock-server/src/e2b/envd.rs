@@ -95,9 +95,17 @@ pub async fn route(State(state): State<Arc<AppState>>, req: Request, next: Next)
 const UNAUTHORIZED: &str =
     "unauthorized access, please provide a valid access token or method signing if supported";
 
-async fn serve(state: &AppState, t: Target, req: Request) -> Response {
+async fn serve(state: &Arc<AppState>, t: Target, req: Request) -> Response {
+    let valid = t.id.parse::<paddock_core::SandboxId>().is_ok();
+    // A paused sandbox answers once the caller is authenticated: resumed first when it
+    // was created with auto-resume, else a clear 502 (E2B's "sandbox unavailable").
+    let paused = valid
+        .then(|| state.store.get_sandbox(&t.id).ok().flatten())
+        .flatten()
+        .filter(|r| r.state == paddock_store::SandboxState::Paused);
     let sbx = match state.runtime.get(&t.id) {
-        Ok(s) if t.id.parse::<paddock_core::SandboxId>().is_ok() => s,
+        _ if paused.is_some() => None,
+        Ok(s) if valid => Some(s),
         _ => {
             // The id is echoed only if it looks like one, so odd input never reaches a body.
             let msg = if t.id.parse::<paddock_core::SandboxId>().is_ok() {
@@ -136,6 +144,28 @@ async fn serve(state: &AppState, t: Target, req: Request) -> Response {
     if let Err(e) = crate::auth::data_bucket(state, &bucket) {
         return super::E2bError(e).into_response();
     }
+    let sbx = match (sbx, paused) {
+        (Some(s), _) => s,
+        // An unauthenticated `/health` never wakes a sandbox.
+        (None, Some(r)) if crate::pausing::auto_resume(&r) && !open => {
+            match crate::pausing::resume(state, &t.id, false, None).await {
+                Ok(_) => match state.runtime.get(&t.id) {
+                    Ok(s) => s,
+                    Err(e) => return super::E2bError(e.into()).into_response(),
+                },
+                Err(e) => return super::E2bError(e).into_response(),
+            }
+        }
+        _ => {
+            return e2b_error(
+                StatusCode::BAD_GATEWAY,
+                &format!(
+                    "the sandbox {} is paused: resume it with connect (Sandbox.connect)",
+                    t.id
+                ),
+            );
+        }
+    };
     forward(&sbx, req).await
 }
 

@@ -24,6 +24,7 @@ use crate::state::AppState;
 
 pub mod control;
 pub mod envd;
+mod pause;
 
 /// The port the E2B SDK uses for envd.
 pub const ENVD_PORT: u16 = 49983;

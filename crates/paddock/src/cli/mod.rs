@@ -19,6 +19,7 @@ mod format;
 mod logs;
 mod mcp;
 mod network;
+mod pause;
 mod sandbox;
 mod service;
 mod shell;
@@ -72,6 +73,10 @@ pub(crate) enum ClientCmd {
     Status(sandbox::StatusArgs),
     /// Set a sandbox's timeout, counted from now.
     Timeout(sandbox::TimeoutArgs),
+    /// Pause a sandbox: `full` freezes it, `filesystem` stops it and keeps its files.
+    Pause(pause::PauseArgs),
+    /// Resume a paused sandbox.
+    Resume(pause::ResumeArgs),
     /// Manage API keys (admin).
     Key(admin::KeyArgs),
     /// Show the audit trail (admin).
@@ -103,6 +108,8 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Port(a) => network::port(a).await,
         ClientCmd::Status(a) => sandbox::status(a).await,
         ClientCmd::Timeout(a) => sandbox::timeout(a).await,
+        ClientCmd::Pause(a) => pause::pause(a).await,
+        ClientCmd::Resume(a) => pause::resume(a).await,
         ClientCmd::Key(a) => admin::key(a).await,
         ClientCmd::Audit(a) => admin::audit(a).await,
         ClientCmd::Template(a) => template::run(a).await,

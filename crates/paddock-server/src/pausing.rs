@@ -1,0 +1,255 @@
+//! Pausing and resuming sandboxes on the server: runtime first, then the record, the
+//! deadline and the events (`docs/persistence.md`).
+//!
+//! A paused sandbox (state `paused`) has no running timeout: what was left of it is kept in
+//! `spec.remaining_ms` and given back at resume, so paused time never counts. Its
+//! `expires_at` is the end of its retention (`--paused-retention`, default 30 days), when it
+//! is destroyed with reason `expired`. The pause mode is `spec.paused_mode`.
+//!
+//! Create-time settings, kept in the spec: `on_timeout` (`kill`, the default, or `pause`:
+//! the timeout pauses the sandbox, in `auto_pause_mode`), `auto_resume` (the first
+//! data-plane request, E2B envd or the port proxy, resumes a paused sandbox).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use paddock_runtime::PauseMode;
+use paddock_store::{SandboxRecord, SandboxState, now_ms};
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// The pause mode a paused record was paused in.
+pub fn paused_mode(r: &SandboxRecord) -> Option<PauseMode> {
+    r.spec
+        .get("paused_mode")
+        .and_then(serde_json::Value::as_str)
+        .and_then(PauseMode::parse)
+}
+
+/// Whether the sandbox resumes on its first data-plane request.
+pub fn auto_resume(r: &SandboxRecord) -> bool {
+    r.spec
+        .get("auto_resume")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// What the timeout does: `Some(mode)` pauses, `None` kills.
+pub fn pause_on_timeout(r: &SandboxRecord) -> Option<PauseMode> {
+    (r.spec.get("on_timeout").and_then(serde_json::Value::as_str) == Some("pause")).then(|| {
+        r.spec
+            .get("auto_pause_mode")
+            .and_then(serde_json::Value::as_str)
+            .and_then(PauseMode::parse)
+            .unwrap_or(PauseMode::Full)
+    })
+}
+
+/// The error for an in-sandbox operation on a paused sandbox.
+pub fn paused_error(id: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "sandbox {id} is paused: resume it first (POST /v1/sandboxes/{id}/resume, or E2B connect)"
+    ))
+}
+
+/// Pauses running sandbox `id`. A paused one answers 409 (`already paused`); a stopped one
+/// 409 as well.
+pub async fn pause(
+    state: &Arc<AppState>,
+    id: &str,
+    mode: PauseMode,
+    why: &str,
+) -> ApiResult<SandboxRecord> {
+    let _g = state.pause_lock.lock().await;
+    let mut rec = state
+        .store
+        .get_sandbox(id)?
+        .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+    match rec.state {
+        SandboxState::Running => {}
+        SandboxState::Paused => {
+            return Err(ApiError::Conflict(format!(
+                "sandbox {id} is already paused"
+            )));
+        }
+        s => return Err(ApiError::Conflict(format!("sandbox {id} is {s}"))),
+    }
+    let now = now_ms();
+    let timeout_ms = rec
+        .spec
+        .get("timeout_ms")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(300_000);
+    let remaining = rec.expires_at.map_or(timeout_ms, |e| (e - now).max(0));
+    state.runtime.pause(id, mode).await?;
+    let retention = i64::try_from(state.cfg.paused_retention.as_millis()).unwrap_or(i64::MAX);
+    rec.state = SandboxState::Paused;
+    rec.expires_at = Some(now.saturating_add(retention));
+    if let Some(o) = rec.spec.as_object_mut() {
+        o.insert("paused_mode".into(), mode.as_str().into());
+        o.insert("paused_at".into(), now.into());
+        o.insert("remaining_ms".into(), remaining.into());
+    }
+    state.store.update_sandbox(&rec)?;
+    state.deadlines.set(&rec);
+    state.deadlines_changed.notify_one();
+    state.emit(
+        &rec.tenant,
+        Some(id),
+        "paused",
+        serde_json::json!({ "mode": mode.as_str(), "reason": why }),
+        rec.webhook_url.as_deref(),
+    );
+    Ok(rec)
+}
+
+/// Resumes paused sandbox `id` (a running one is returned as it is). Its timeout goes on
+/// with what was left at the pause (all of it after a pause at timeout), or `timeout` from
+/// now if given. `reboot` resumes a `full`-paused sandbox the `filesystem` way.
+pub async fn resume(
+    state: &Arc<AppState>,
+    id: &str,
+    reboot: bool,
+    timeout: Option<Duration>,
+) -> ApiResult<SandboxRecord> {
+    let _g = state.pause_lock.lock().await;
+    let mut rec = state
+        .store
+        .get_sandbox(id)?
+        .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+    match rec.state {
+        SandboxState::Paused => {}
+        SandboxState::Running => return Ok(rec),
+        s => return Err(ApiError::Conflict(format!("sandbox {id} is {s}"))),
+    }
+    let mode = paused_mode(&rec);
+    state.runtime.resume(id, reboot).await?;
+    let now = now_ms();
+    let timeout_ms = rec
+        .spec
+        .get("timeout_ms")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(300_000);
+    let remaining = match timeout {
+        Some(t) => i64::try_from(t.as_millis()).unwrap_or(i64::MAX),
+        None => rec
+            .spec
+            .get("remaining_ms")
+            .and_then(serde_json::Value::as_i64)
+            .filter(|r| *r > 0)
+            .unwrap_or(timeout_ms),
+    };
+    if let Some(o) = rec.spec.as_object_mut() {
+        for k in ["paused_mode", "paused_at", "remaining_ms"] {
+            o.remove(k);
+        }
+        if timeout.is_some() {
+            o.insert("timeout_ms".into(), remaining.into());
+        }
+    }
+    let timeout_ms = if timeout.is_some() {
+        remaining
+    } else {
+        timeout_ms
+    };
+    rec.state = SandboxState::Running;
+    rec.expires_at = Some(now.saturating_add(remaining));
+    // Warnings whose point already passed before the pause are not sent again.
+    let start = now + remaining - timeout_ms;
+    rec.warnings_sent = u32::try_from(
+        state
+            .cfg
+            .warn_at
+            .iter()
+            .filter(|p| start + (timeout_ms as f64 * **p) as i64 <= now)
+            .count(),
+    )
+    .unwrap_or(0);
+    state.store.update_sandbox(&rec)?;
+    state.deadlines.set(&rec);
+    state.deadlines_changed.notify_one();
+    state.emit(
+        &rec.tenant,
+        Some(id),
+        "resumed",
+        serde_json::json!({ "mode": mode.map(PauseMode::as_str), "reboot": reboot }),
+        rec.webhook_url.as_deref(),
+    );
+    Ok(rec)
+}
+
+/// Reconciliation of one record at start when it or the runtime says paused. `None`: the
+/// caller's usual policy applies (neither is paused, or a sandbox the store has as running
+/// was resumed here to match it); `Some(true)`: adopted; `Some(false)`: marked `lost`.
+pub async fn reconcile_paused(
+    state: &Arc<AppState>,
+    r: &mut SandboxRecord,
+) -> ApiResult<Option<bool>> {
+    let in_runtime = state.runtime.paused_mode(&r.id);
+    let now = now_ms();
+    match (r.state, in_runtime) {
+        (SandboxState::Paused, Some(m)) => {
+            if let Some(o) = r.spec.as_object_mut() {
+                o.insert("paused_mode".into(), m.as_str().into());
+            }
+            state.store.update_sandbox(r)?;
+            state.deadlines.set(r);
+            tracing::info!(sandbox = %r.id, mode = m.as_str(), "adopted paused");
+            state.emit(
+                &r.tenant,
+                Some(&r.id),
+                "adopted",
+                serde_json::json!({ "paused": m.as_str() }),
+                r.webhook_url.as_deref(),
+            );
+            state.audit(None, "sandbox.adopt", Some(&r.id), "ok", None);
+            Ok(Some(true))
+        }
+        // A crash between the runtime's resume and the record's: it runs.
+        (SandboxState::Paused, None) if state.runtime.get(&r.id).is_ok() => {
+            let remaining = r
+                .spec
+                .get("remaining_ms")
+                .and_then(serde_json::Value::as_i64)
+                .filter(|v| *v > 0)
+                .or_else(|| r.spec.get("timeout_ms").and_then(serde_json::Value::as_i64))
+                .unwrap_or(300_000);
+            if let Some(o) = r.spec.as_object_mut() {
+                for k in ["paused_mode", "paused_at", "remaining_ms"] {
+                    o.remove(k);
+                }
+            }
+            r.state = SandboxState::Running;
+            r.expires_at = Some(now.saturating_add(remaining));
+            state.store.update_sandbox(r)?;
+            state.deadlines.set(r);
+            tracing::info!(sandbox = %r.id, "adopted (resumed before the crash)");
+            Ok(Some(true))
+        }
+        (SandboxState::Paused, None) => {
+            r.state = SandboxState::Stopped;
+            r.stop_reason = Some("lost".into());
+            r.stopped_at = Some(now);
+            state.store.update_sandbox(r)?;
+            tracing::warn!(sandbox = %r.id, "lost: its paused sandbox no longer exists");
+            state.emit(
+                &r.tenant,
+                Some(&r.id),
+                "lost",
+                serde_json::json!({}),
+                r.webhook_url.as_deref(),
+            );
+            state.audit(None, "sandbox.lost", Some(&r.id), "ok", None);
+            Ok(Some(false))
+        }
+        // A crash between the runtime's pause and the record's: resumed, as the store says.
+        (_, Some(_)) => {
+            if let Err(e) = state.runtime.resume(&r.id, false).await {
+                tracing::error!(sandbox = %r.id, "resuming a sandbox paused by a crashed server: {e}");
+            }
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
+}
