@@ -175,14 +175,15 @@ impl Runtime {
         .await
         .map_err(|e| RuntimeError::Setup(format!("resume task failed: {e}")))??;
         let policy = sbx.network();
-        if mode == PauseMode::Filesystem && policy.mode != paddock_core::NetworkMode::None {
-            if let Err(e) = self.network_up(&sbx, &policy).await {
-                // Back to paused: the layer stays, and a later resume tries again.
-                let this = self.clone();
-                let s2 = sbx.clone();
-                let _ = tokio::task::spawn_blocking(move || this.stop_processes(&s2)).await;
-                return Err(e);
-            }
+        if mode == PauseMode::Filesystem
+            && policy.mode != paddock_core::NetworkMode::None
+            && let Err(e) = self.network_up(&sbx, &policy).await
+        {
+            // Back to paused: the layer stays, and a later resume tries again.
+            let this = self.clone();
+            let s2 = sbx.clone();
+            let _ = tokio::task::spawn_blocking(move || this.stop_processes(&s2)).await;
+            return Err(e);
         }
         Ok(sbx)
     }

@@ -276,18 +276,50 @@ def test_get_metrics_unknown_id():
         Sandbox.get_metrics(random_sandbox_id())
 
 
-def test_pause_is_refused_with_a_clear_error(sandbox):
-    with pytest.raises(SandboxException) as ei:
-        sandbox.pause()
-    e = ei.value
-    # Not "already paused" (409, which the SDK turns into False) and not a server error.
-    assert e.status_code is not None and 400 <= e.status_code < 500 and e.status_code != 409, e
-    assert not isinstance(e, NotFoundException)
-    message = str(e).split(": ", 1)[1]
-    assert message and message != "None", str(e)
-    # The sandbox is untouched.
-    assert sandbox.get_info().state == SandboxState.RUNNING
-    assert sandbox.commands.run("echo still-running").stdout == "still-running\n"
+def test_pause_then_connect_resumes_with_files_and_processes(sandbox):
+    sandbox.files.write("/home/user/kept.txt", "kept")
+    sandbox.commands.run(
+        "i=0; while :; do i=$((i+1)); echo $i > /home/user/c.tmp; mv /home/user/c.tmp /home/user/count; sleep 0.05; done",
+        background=True,
+    )
+    assert sandbox.pause() is True
+    # Already paused: the SDK's False (409).
+    assert Sandbox.pause(sandbox.sandbox_id) is False
+    assert Sandbox.get_info(sandbox.sandbox_id).state == SandboxState.PAUSED
+    paused = list_all(
+        query=SandboxQuery(metadata=sandbox.get_info().metadata, state=[SandboxState.PAUSED])
+    )
+    assert [s.sandbox_id for s in paused] == [sandbox.sandbox_id]
+    resumed = Sandbox.connect(sandbox.sandbox_id)
+    assert resumed.get_info().state == SandboxState.RUNNING
+    assert resumed.files.read("/home/user/kept.txt") == "kept"
+    first = int(resumed.files.read("/home/user/count"))
+    deadline = time.time() + 10
+    while int(resumed.files.read("/home/user/count")) <= first:
+        assert time.time() < deadline, "the background process did not carry on"
+        time.sleep(0.1)
+
+
+def test_filesystem_pause_keeps_files_and_reboots(sandbox):
+    sandbox.files.write("/home/user/kept.txt", "kept")
+    assert sandbox.pause(mode="filesystem") is True
+    resumed = Sandbox.connect(sandbox.sandbox_id, timeout=60)
+    assert resumed.files.read("/home/user/kept.txt") == "kept"
+    assert resumed.commands.run("echo back").stdout == "back\n"
+
+
+def test_auto_pause_at_timeout_then_auto_resume(sandbox_factory):
+    sbx = sandbox_factory(timeout=2, lifecycle={"on_timeout": "pause", "auto_resume": True})
+    sbx.files.write("/home/user/kept.txt", "kept")
+    deadline = time.time() + 20
+    while Sandbox.get_info(sbx.sandbox_id).state != SandboxState.PAUSED:
+        assert time.time() < deadline, "not paused at its timeout"
+        time.sleep(0.2)
+    info = Sandbox.get_info(sbx.sandbox_id)
+    assert info.lifecycle and info.lifecycle["on_timeout"] == "pause", info.lifecycle
+    # The data plane resumes it.
+    assert sbx.files.read("/home/user/kept.txt") == "kept"
+    assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.RUNNING
 
 
 def test_snapshot_and_fork_are_refused(sandbox):

@@ -93,9 +93,10 @@ async def test_get_host_and_metrics(async_sandbox):
         assert m.cpu_count >= 1 and m.mem_total > 0
 
 
-async def test_pause_is_refused(async_sandbox):
-    with pytest.raises(SandboxException) as ei:
-        await async_sandbox.pause()
-    assert ei.value.status_code is not None
-    assert 400 <= ei.value.status_code < 500 and ei.value.status_code not in (404, 409)
-    assert await async_sandbox.is_running() is True
+async def test_pause_and_connect(async_sandbox):
+    await async_sandbox.files.write("/home/user/kept.txt", "kept")
+    assert await async_sandbox.pause() is True
+    assert await AsyncSandbox.pause(async_sandbox.sandbox_id) is False
+    resumed = await AsyncSandbox.connect(async_sandbox.sandbox_id)
+    assert await resumed.files.read("/home/user/kept.txt") == "kept"
+    assert await resumed.is_running() is True

@@ -297,7 +297,6 @@ def test_api_errors_are_json_with_an_integer_code():
 @pytest.mark.parametrize(
     "method,path,body",
     [
-        ("POST", "/sandboxes/{id}/pause", {}),
         ("POST", "/sandboxes/{id}/resume", {}),
         ("POST", "/sandboxes/{id}/snapshots", {}),
         ("POST", "/sandboxes/{id}/fork", {}),
@@ -322,10 +321,10 @@ def test_unsupported_features_are_4xx_json(sandbox, method, path, body):
     "extra",
     [
         {"volumeMounts": [{"name": "v", "path": "/mnt/v"}]},
-        {"autoPause": True},
+        {"autoResume": {"enabled": True}},
         {"mcp": {"github": {}}},
     ],
-    ids=["volumeMounts", "autoPause", "mcp"],
+    ids=["volumeMounts", "autoResumeWithoutAutoPause", "mcp"],
 )
 def test_create_with_unsupported_options_is_refused(test_id, extra):
     r = api(
