@@ -228,7 +228,7 @@ pub async fn create(
 }
 
 /// Runs the start command and ready check of the sandbox's template, if it has them.
-async fn start_template(
+pub(crate) async fn start_template(
     state: &Arc<AppState>,
     rec: &SandboxRecord,
     sbx: &Arc<paddock_runtime::Sandbox>,

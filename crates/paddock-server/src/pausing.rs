@@ -124,7 +124,17 @@ pub async fn resume(
         s => return Err(ApiError::Conflict(format!("sandbox {id} is {s}"))),
     }
     let mode = paused_mode(&rec);
-    state.runtime.resume(id, reboot).await?;
+    let sbx = state.runtime.resume(id, reboot).await?;
+    // PID 1 started again: so does the template's start command, with its ready check. A
+    // failure puts the sandbox back to `filesystem`-paused and answers the error.
+    if (reboot || mode == Some(PauseMode::Filesystem))
+        && let Err(e) = crate::lifecycle::start_template(state, &rec, &sbx).await
+    {
+        if let Err(pe) = state.runtime.pause(id, PauseMode::Filesystem).await {
+            tracing::error!(sandbox = %id, "pausing again after a failed start command: {pe}");
+        }
+        return Err(e);
+    }
     let now = now_ms();
     let timeout_ms = rec
         .spec

@@ -311,3 +311,42 @@ async fn e2b_auto_pause_at_timeout_and_auto_resume_on_the_data_plane() {
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filesystem_resume_runs_the_template_start_command_again() {
+    let s = Server::start(&[]);
+    let r = s
+        .req(Method::POST, "/v1/templates/startonce/build")
+        .header("content-type", "text/plain")
+        .body("FROM base\nSTART echo up >> /home/user/starts; exec sleep 1000\nREADY test -s /home/user/starts\n")
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\"done\""), "{text}");
+    let v = s
+        .create(json!({"template": "startonce", "timeout": 600}))
+        .await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    let starts = || async {
+        let (st, v) = exec(&s, &id, "cat /home/user/starts").await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        v["stdout"].as_str().unwrap_or("").to_owned()
+    };
+    assert_eq!(starts().await, "up\n");
+    for (mode, want) in [("full", "up\n"), ("filesystem", "up\nup\n")] {
+        let (st, v) = call(
+            s.req(Method::POST, &format!("/v1/sandboxes/{id}/pause"))
+                .json(&json!({ "mode": mode })),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let (st, v) = call(
+            s.req(Method::POST, &format!("/v1/sandboxes/{id}/resume"))
+                .json(&json!({})),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(starts().await, want, "after a {mode} pause");
+    }
+}
