@@ -39,6 +39,9 @@ pub enum RuntimeError {
         template: String,
         sandboxes: Vec<String>,
     },
+    /// The sandbox is already paused (in `mode`).
+    #[error("sandbox {id} is already paused ({mode})")]
+    AlreadyPaused { id: String, mode: &'static str },
     /// Every uid range is in use.
     #[error("no free uid range for another sandbox")]
     Exhausted,

@@ -56,7 +56,7 @@ async fn full_pause_freezes_and_resume_carries_on_counting() {
     assert_eq!(counter(&s), frozen_at, "a frozen sandbox ran");
     // A second pause is refused, whatever its mode name says about memory.
     let e = rt.pause(s.id.as_str(), PauseMode::Full).await.unwrap_err();
-    assert!(matches!(e, RuntimeError::InUse(_)), "{e:?}");
+    assert!(matches!(e, RuntimeError::AlreadyPaused { .. }), "{e:?}");
     let s2 = rt.resume(s.id.as_str(), false).await.unwrap();
     assert_eq!(s2.pid, s.pid, "full resume keeps PID 1");
     wait_for("the counter to carry on", || counter(&s) > frozen_at + 3).await;
@@ -157,5 +157,5 @@ async fn paused_sandboxes_are_destroyed_cleanly() {
         .pause("nosuchsandbox0000000", PauseMode::Full)
         .await
         .unwrap_err();
-    assert!(matches!(e, RuntimeError::NotFound(_)), "{e:?}");
+    assert!(matches!(e, RuntimeError::NotFound { .. }), "{e:?}");
 }

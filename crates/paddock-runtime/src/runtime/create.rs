@@ -341,19 +341,19 @@ impl Runtime {
         let _ = child.wait();
         let pid: i32 = match line.trim().split_once(' ') {
             Some(("ok", pid)) => pid.parse().map_err(|_| RuntimeError::Setup {
-                id: id.to_string(),
+                id: record.id.clone(),
                 reason: format!("bad status {line:?}"),
             })?,
             Some(("err", msg)) => {
                 return Err(RuntimeError::Setup {
-                    id: id.to_string(),
+                    id: record.id.clone(),
                     reason: msg.to_owned(),
                 });
             }
             _ => {
                 let log = fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
                 return Err(RuntimeError::Setup {
-                    id: id.to_string(),
+                    id: record.id.clone(),
                     reason: format!("setup ended without status: {}", log.trim()),
                 });
             }

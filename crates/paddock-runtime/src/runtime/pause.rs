@@ -73,16 +73,16 @@ impl Runtime {
     }
 
     /// Pauses a running sandbox. Pausing a paused sandbox is refused with
-    /// [`RuntimeError::InUse`] ("already paused"), except `filesystem` of a `full`-paused
+    /// [`RuntimeError::AlreadyPaused`], except `filesystem` of a `full`-paused
     /// one, which stops its frozen processes and frees their memory.
     pub async fn pause(self: &Arc<Self>, id: &str, mode: PauseMode) -> Result<()> {
         match (self.paused_mode(id), mode) {
             (Some(PauseMode::Full), PauseMode::Filesystem) => {}
             (Some(m), _) => {
-                return Err(RuntimeError::InUse(format!(
-                    "sandbox {id} is already paused ({})",
-                    m.as_str()
-                )));
+                return Err(RuntimeError::AlreadyPaused {
+                    id: id.to_owned(),
+                    mode: m.as_str(),
+                });
             }
             (None, _) => {}
         }
@@ -93,14 +93,14 @@ impl Runtime {
             PauseMode::Filesystem => this.stop_processes(&sbx),
         })
         .await
-        .map_err(|e| RuntimeError::Setup(format!("pause task failed: {e}")))?
+        .map_err(RuntimeError::task("pause"))?
     }
 
     fn freeze(&self, sbx: &Sandbox) -> Result<()> {
         let id = sbx.id.as_str();
         let mut rec = self
             .read_record(id)
-            .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))?;
+            .ok_or_else(|| RuntimeError::NotFound { id: id.to_owned() })?;
         // Recorded first: a crash while freezing leaves a record saying `full`, and adoption
         // then neither talks to the (maybe frozen) agent nor leaves it frozen unrecorded.
         rec.paused = Some(PauseMode::Full);
@@ -124,7 +124,7 @@ impl Runtime {
         let id = sbx.id.as_str();
         let mut rec = self
             .read_record(id)
-            .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))?;
+            .ok_or_else(|| RuntimeError::NotFound { id: id.to_owned() })?;
         // Recorded before anything is killed: from here on, a crash leaves a sandbox that
         // the next open keeps (and resumes on request) instead of destroying it as dead.
         rec.paused = Some(PauseMode::Filesystem);
@@ -173,7 +173,7 @@ impl Runtime {
             PauseMode::Filesystem => this.restart(&id2),
         })
         .await
-        .map_err(|e| RuntimeError::Setup(format!("resume task failed: {e}")))??;
+        .map_err(RuntimeError::task("resume"))??;
         let policy = sbx.network();
         if mode == PauseMode::Filesystem
             && policy.mode != paddock_core::NetworkMode::None
@@ -204,14 +204,17 @@ impl Runtime {
         let dir = self.layers.sandboxes_dir().join(id);
         let mut rec = self
             .read_record(id)
-            .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))?;
+            .ok_or_else(|| RuntimeError::NotFound { id: id.to_owned() })?;
         let t = self
             .template(&rec.template)
-            .ok_or_else(|| RuntimeError::UnknownTemplate(rec.template.clone()))?;
+            .ok_or_else(|| RuntimeError::UnknownTemplate {
+                name: rec.template.clone(),
+            })?;
         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(RuntimeError::Unsupported(
-                "the runtime is shutting down".into(),
-            ));
+            return Err(RuntimeError::Unsupported {
+                resource: "runtime",
+                reason: "the runtime is shutting down".into(),
+            });
         }
         // What the last run left in the overlay's work directory is the kernel's scratch.
         let _ = std::fs::remove_dir_all(dir.join("work"));
