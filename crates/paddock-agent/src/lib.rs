@@ -19,6 +19,7 @@
 )]
 
 pub mod archive;
+pub mod code_server;
 pub mod error;
 pub mod files;
 pub mod fs;
@@ -47,13 +48,14 @@ pub fn main() -> ! {
     match std::env::args().nth(1).as_deref() {
         Some("setup") => setup::main(),
         Some("init") => init::main(),
+        Some("code-server") => code_server::main(std::env::args().skip(2).collect()),
         Some("--version") => {
             println!("paddock-agent {}", env!("CARGO_PKG_VERSION"));
             std::process::exit(0)
         }
         _ => {
             eprintln!(
-                "usage: paddock-agent setup|init (started by the Paddock runtime, not by hand)"
+                "usage: paddock-agent setup|init (started by the Paddock runtime, not by hand)\n       paddock-agent code-server [--port 49999] [--cwd DIR]"
             );
             std::process::exit(2)
         }

@@ -1,0 +1,450 @@
+//! One Jupyter kernel process and the client half of the messaging protocol: start (connection
+//! file, spawn, connect, `kernel_info` until iopub is subscribed), execute with live events,
+//! interrupt, shut down.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jupyter_protocol::{
+    ConnectionInfo, ExecuteRequest, ExecutionState, JupyterMessage, JupyterMessageContent,
+    KernelInfoRequest, Stdio as Stream, connection_info::Transport,
+};
+use jupyter_zmq_client::{ClientIoPubConnection, ClientShellConnection, RuntimeError};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+
+use crate::wire::{Event, ResultData, now_ns};
+use crate::{Error, INTERRUPT_GRACE, KERNEL_START_TIMEOUT, Language, MAX_OUTPUT_BYTES};
+
+/// Most bytes of a kernel's own stderr kept for a start failure's message.
+const STDERR_TAIL: usize = 4096;
+
+/// Where an execution's events go: counts output bytes, drops what is over the cap (with
+/// one note) and whatever a gone client would have got.
+pub(crate) struct Sink {
+    tx: mpsc::Sender<Event>,
+    sent: usize,
+    capped: bool,
+}
+
+impl Sink {
+    pub(crate) fn new(tx: mpsc::Sender<Event>) -> Sink {
+        Sink {
+            tx,
+            sent: 0,
+            capped: false,
+        }
+    }
+
+    /// Sends `ev` unless the client is gone or the output cap is reached.
+    pub(crate) async fn send(&mut self, ev: Event) {
+        let size = match &ev {
+            Event::Stdout { text, .. } | Event::Stderr { text, .. } => text.len(),
+            Event::Result(r) => r.size(),
+            _ => 0,
+        };
+        if size > 0 {
+            if self.capped {
+                return;
+            }
+            if self.sent + size > MAX_OUTPUT_BYTES {
+                self.capped = true;
+                let note = format!(
+                    "paddock: output limit of {MAX_OUTPUT_BYTES} bytes per execution reached; \
+                     further output of this execution is dropped\n"
+                );
+                let _ = self
+                    .tx
+                    .send(Event::Stderr {
+                        text: note,
+                        timestamp: now_ns(),
+                    })
+                    .await;
+                return;
+            }
+            self.sent += size;
+        }
+        let _ = self.tx.send(ev).await;
+    }
+
+    /// A handle that resolves when the client went away.
+    pub(crate) fn watcher(&self) -> mpsc::Sender<Event> {
+        self.tx.clone()
+    }
+}
+
+/// How an execution ended.
+pub(crate) enum Outcome {
+    /// The kernel went idle: ready for the next one.
+    Done,
+    /// The kernel did not go idle after an interrupt, or died: restart it.
+    Broken(String),
+}
+
+/// A running kernel.
+pub(crate) struct Kernel {
+    child: Child,
+    shell: ClientShellConnection,
+    iopub: ClientIoPubConnection,
+    dir: PathBuf,
+}
+
+/// The command line of a language's kernel, given its connection file.
+fn command(language: Language, file: &str) -> Command {
+    let (prog, args): (&str, Vec<&str>) = match language {
+        Language::Python => ("python3", vec!["-m", "ipykernel_launcher", "-f", file]),
+        Language::Bash => ("python3", vec!["-m", "bash_kernel", "-f", file]),
+        Language::JavaScript => ("tslab", vec!["kernel", "--config-path", file, "--js"]),
+    };
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    cmd
+}
+
+fn start_err(language: Language, reason: impl Into<String>) -> Error {
+    Error::KernelStart {
+        language: language.name(),
+        reason: reason.into(),
+    }
+}
+
+impl Kernel {
+    /// Starts a kernel for `language` in `cwd` and waits until it answers on shell and iopub.
+    pub(crate) async fn start(language: Language, cwd: &str) -> Result<Kernel, Error> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = std::env::temp_dir().join(format!("paddock-kernel-{id}"));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| start_err(language, format!("creating {}: {e}", dir.display())))?;
+        let cleanup = |e: Error| {
+            let _ = std::fs::remove_dir_all(&dir);
+            e
+        };
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let (ports, listeners) = jupyter_zmq_client::peek_ports_with_listeners(ip, 5)
+            .await
+            .map_err(|e| cleanup(start_err(language, format!("reserving ports: {e}"))))?;
+        let info = ConnectionInfo {
+            transport: Transport::TCP,
+            ip: ip.to_string(),
+            stdin_port: ports[0],
+            control_port: ports[1],
+            hb_port: ports[2],
+            shell_port: ports[3],
+            iopub_port: ports[4],
+            signature_scheme: "hmac-sha256".to_string(),
+            key: uuid::Uuid::new_v4().to_string(),
+            kernel_name: Some(language.name().to_string()),
+        };
+        let file = dir.join("kernel.json");
+        let json =
+            serde_json::to_vec(&info).map_err(|e| cleanup(start_err(language, e.to_string())))?;
+        std::fs::write(&file, json).map_err(|e| {
+            cleanup(start_err(
+                language,
+                format!("writing the connection file: {e}"),
+            ))
+        })?;
+        let mut cmd = command(language, &file.to_string_lossy());
+        let cwd = if std::path::Path::new(cwd).is_dir() {
+            cwd
+        } else {
+            "/"
+        };
+        cmd.current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| {
+            cleanup(start_err(
+                language,
+                format!("running {:?}: {e}", cmd.as_std().get_program()),
+            ))
+        })?;
+        drop(listeners);
+        let tail = Arc::new(Mutex::new(VecDeque::<u8>::new()));
+        if let Some(mut err) = child.stderr.take() {
+            let tail = tail.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                    t.extend(&buf[..n]);
+                    let over = t.len().saturating_sub(STDERR_TAIL);
+                    t.drain(..over);
+                }
+            });
+        }
+        let stderr_tail = || {
+            let t = tail.lock().unwrap_or_else(|p| p.into_inner());
+            String::from_utf8_lossy(&t.iter().copied().collect::<Vec<_>>())
+                .trim()
+                .to_string()
+        };
+        let deadline = Instant::now() + KERNEL_START_TIMEOUT;
+        match connect(&info, &mut child, deadline).await {
+            Ok((shell, iopub)) => Ok(Kernel {
+                child,
+                shell,
+                iopub,
+                dir,
+            }),
+            Err(reason) => {
+                let _ = child.start_kill();
+                let _ = timeout(Duration::from_secs(2), child.wait()).await;
+                let out = stderr_tail();
+                let reason = if out.is_empty() {
+                    reason
+                } else {
+                    format!("{reason}; kernel output: {out}")
+                };
+                Err(cleanup(start_err(language, reason)))
+            }
+        }
+    }
+
+    /// Sends SIGINT to the kernel (Jupyter's `interrupt_mode: signal`). The child is not
+    /// reaped until [`Kernel::shutdown`], so its pid cannot have been reused.
+    pub(crate) fn interrupt(&self) {
+        if let Some(pid) = self
+            .child
+            .id()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+        }
+    }
+
+    /// Kills the kernel and removes its connection file.
+    pub(crate) async fn shutdown(mut self) {
+        let _ = self.child.start_kill();
+        let _ = timeout(Duration::from_secs(5), self.child.wait()).await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Runs `code`, sending its events to `sink` (none for a `silent` run), until the kernel
+    /// is idle again. Past `deadline` (or when the client leaves) the kernel is interrupted
+    /// and a `TimeoutError` is reported; then it has [`INTERRUPT_GRACE`] to go idle.
+    pub(crate) async fn execute(
+        &mut self,
+        code: &str,
+        silent: bool,
+        sink: &mut Sink,
+        deadline: Option<Instant>,
+        cancel: &Notify,
+    ) -> Outcome {
+        let req = ExecuteRequest {
+            code: code.to_string(),
+            silent,
+            store_history: !silent,
+            user_expressions: None,
+            allow_stdin: false,
+            stop_on_error: true,
+        };
+        let msg: JupyterMessage = req.into();
+        let id = msg.header.msg_id.clone();
+        if let Err(e) = self.shell.send(msg).await {
+            return Outcome::Broken(format!("sending the code: {e}"));
+        }
+        let watch = sink.watcher();
+        let cancelled = cancel.notified();
+        tokio::pin!(cancelled);
+        cancelled.as_mut().enable();
+        let mut interrupted_at: Option<Instant> = None;
+        let mut timed_out = false;
+        loop {
+            let grace = interrupted_at.map(|t| t + INTERRUPT_GRACE);
+            tokio::select! {
+                m = self.iopub.read() => {
+                    let m = match m {
+                        Ok(m) => m,
+                        Err(RuntimeError::ParseError { .. } | RuntimeError::SerdeError(_)) => continue,
+                        Err(e) => return Outcome::Broken(format!("reading output: {e}")),
+                    };
+                    if m.parent_header.as_ref().map(|h| h.msg_id.as_str()) != Some(id.as_str()) {
+                        continue;
+                    }
+                    if let JupyterMessageContent::Status(s) = &m.content {
+                        if s.execution_state == ExecutionState::Idle {
+                            break;
+                        }
+                        continue;
+                    }
+                    if silent {
+                        continue;
+                    }
+                    if let Some(ev) = event(m.content) {
+                        if timed_out && matches!(ev, Event::Error { .. }) {
+                            continue;
+                        }
+                        sink.send(ev).await;
+                    }
+                }
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && interrupted_at.is_none() => {
+                    self.interrupt();
+                    interrupted_at = Some(Instant::now());
+                    timed_out = true;
+                    sink.send(Event::Error {
+                        name: "TimeoutError".to_string(),
+                        value: "execution timed out; the kernel was interrupted".to_string(),
+                        traceback: String::new(),
+                    }).await;
+                }
+                _ = &mut cancelled, if interrupted_at.is_none() => {
+                    self.interrupt();
+                    interrupted_at = Some(Instant::now());
+                }
+                _ = watch.closed(), if interrupted_at.is_none() => {
+                    self.interrupt();
+                    interrupted_at = Some(Instant::now());
+                }
+                _ = sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => {
+                    return Outcome::Broken("the kernel did not stop after an interrupt".to_string());
+                }
+            }
+        }
+        // The shell reply comes before idle; read it so the socket's queue stays empty.
+        let _ = timeout(Duration::from_secs(2), async {
+            loop {
+                match self.shell.read().await {
+                    Ok(r)
+                        if r.parent_header.as_ref().map(|h| h.msg_id.as_str())
+                            == Some(id.as_str()) =>
+                    {
+                        break;
+                    }
+                    Ok(_) | Err(RuntimeError::ParseError { .. } | RuntimeError::SerdeError(_)) => {}
+                    Err(_) => break,
+                }
+            }
+        })
+        .await;
+        Outcome::Done
+    }
+}
+
+/// The wire event for an iopub message, if it is one the SDKs show.
+fn event(content: JupyterMessageContent) -> Option<Event> {
+    let bundle = |data: &jupyter_protocol::Media| match serde_json::to_value(data) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    Some(match content {
+        JupyterMessageContent::StreamContent(s) => match s.name {
+            Stream::Stdout => Event::Stdout {
+                text: s.text,
+                timestamp: now_ns(),
+            },
+            Stream::Stderr => Event::Stderr {
+                text: s.text,
+                timestamp: now_ns(),
+            },
+        },
+        JupyterMessageContent::ExecuteResult(r) => {
+            Event::Result(Box::new(ResultData::from_bundle(bundle(&r.data), true)))
+        }
+        JupyterMessageContent::DisplayData(d) => {
+            Event::Result(Box::new(ResultData::from_bundle(bundle(&d.data), false)))
+        }
+        JupyterMessageContent::ErrorOutput(e) => Event::Error {
+            name: e.ename,
+            value: e.evalue,
+            traceback: e.traceback.join("\n"),
+        },
+        JupyterMessageContent::ExecuteInput(i) => Event::NumberOfExecutions {
+            execution_count: i.execution_count.value() as i64,
+        },
+        _ => return None,
+    })
+}
+
+/// Connects shell and iopub, retrying until the kernel listens, then sends `kernel_info`
+/// until both a reply and an iopub message arrived (iopub subscriptions are asynchronous:
+/// output sent before the subscription reached the kernel would be lost).
+async fn connect(
+    info: &ConnectionInfo,
+    child: &mut Child,
+    deadline: Instant,
+) -> Result<(ClientShellConnection, ClientIoPubConnection), String> {
+    let session = uuid::Uuid::new_v4().to_string();
+    let exited = |child: &mut Child| match child.try_wait() {
+        Ok(Some(st)) => Some(format!("the kernel exited ({st})")),
+        _ => None,
+    };
+    let mut last = String::new();
+    let (mut shell, mut iopub) = loop {
+        if let Some(e) = exited(child) {
+            return Err(e);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no answer within {KERNEL_START_TIMEOUT:?}: {last}"));
+        }
+        let iopub = jupyter_zmq_client::create_client_iopub_connection(info, "", &session).await;
+        let shell = match jupyter_zmq_client::peer_identity_for_session(&session) {
+            Ok(idn) => {
+                jupyter_zmq_client::create_client_shell_connection_with_identity(
+                    info, &session, idn,
+                )
+                .await
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        match (shell, iopub) {
+            (Ok(s), Ok(i)) => break (s, i),
+            (Err(e), _) | (_, Err(e)) => last = e.to_string(),
+        }
+        sleep(Duration::from_millis(20)).await;
+    };
+    let mut replied = false;
+    loop {
+        if let Some(e) = exited(child) {
+            return Err(e);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no kernel_info reply within {KERNEL_START_TIMEOUT:?}"
+            ));
+        }
+        let req: JupyterMessage = KernelInfoRequest {}.into();
+        shell
+            .send(req)
+            .await
+            .map_err(|e| format!("sending kernel_info: {e}"))?;
+        let round = Instant::now() + Duration::from_millis(500);
+        let mut heard = false;
+        loop {
+            tokio::select! {
+                r = shell.read() => {
+                    // Some kernels' replies lack fields the typed reply requires: any
+                    // `kernel_info_reply` counts.
+                    match r {
+                        Ok(m) if matches!(m.content, JupyterMessageContent::KernelInfoReply(_)) => replied = true,
+                        Err(RuntimeError::ParseError { msg_type, .. }) if msg_type == "kernel_info_reply" => replied = true,
+                        _ => {}
+                    }
+                }
+                m = iopub.read() => {
+                    if m.is_ok() {
+                        heard = true;
+                    }
+                }
+                _ = sleep_until(round) => break,
+            }
+            if replied && heard {
+                return Ok((shell, iopub));
+            }
+        }
+    }
+}
