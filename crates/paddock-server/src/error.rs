@@ -36,6 +36,10 @@ pub enum ApiError {
     /// 409 `conflict`: the state does not allow this (e.g. the sandbox is stopped).
     #[error("{0}")]
     Conflict(String),
+    /// 409 `no_interpreter`: nothing answers on the code interpreter's port; the message
+    /// names the template to create the sandbox from.
+    #[error("{0}")]
+    NoInterpreter(String),
     /// 413 `payload_too_large`.
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -86,6 +90,7 @@ impl ApiError {
             NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            NoInterpreter(_) => (StatusCode::CONFLICT, "no_interpreter"),
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

@@ -107,8 +107,9 @@ pub struct NewSandbox {
 pub async fn create(
     state: &Arc<AppState>,
     caller: &Caller,
-    spec: NewSandbox,
+    mut spec: NewSandbox,
 ) -> ApiResult<SandboxRecord> {
+    spec.template = crate::templates::resolve_alias(state, &spec.template);
     let id = SandboxId::random();
     let now = now_ms();
     let timeout_ms = i64::try_from(spec.timeout.as_millis()).unwrap_or(i64::MAX);

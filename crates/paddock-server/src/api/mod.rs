@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub mod admin;
+pub mod code;
 pub mod events;
 pub mod exec;
 pub mod files;
@@ -50,6 +51,7 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
         .merge(events::routes())
         .merge(tests::routes())
         .merge(services::routes())
+        .merge(code::routes())
         .merge(admin::routes())
         .merge(templates::routes())
         .merge(crate::e2b::control::routes())

@@ -194,6 +194,7 @@ fn template_json(state: &AppState, t: &Template) -> Value {
         "start": t.config.start,
         "ready": t.config.ready,
         "image_cmd": image_cmd(t),
+        "aliases": crate::templates::aliases_of(&t.name),
         "users": t.users,
         "created_at": (t.created_unix_ms > 0).then(|| rfc3339(Some(t.created_unix_ms as i64))),
         "running_sandboxes": in_use,

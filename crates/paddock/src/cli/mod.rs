@@ -13,6 +13,7 @@ use clap::{Args, Subcommand};
 
 mod admin;
 mod api;
+mod code;
 mod exec;
 mod files;
 mod format;
@@ -62,6 +63,9 @@ pub(crate) enum ClientCmd {
     Logs(logs::LogsArgs),
     /// Run a project's tests in a sandbox and summarize them; exits 1 on failures.
     Test(testcmd::TestArgs),
+    /// Run Python, JavaScript or bash in a sandbox's code interpreter (template
+    /// code-interpreter); a REPL without CODE; exits 1 when the code raised.
+    Code(code::CodeArgs),
     /// Print the proxy URL of a sandbox's port (with its access token unless the port is public).
     #[command(visible_alias = "get-host")]
     Url(sandbox::UrlArgs),
@@ -83,8 +87,8 @@ pub(crate) enum ClientCmd {
     Audit(admin::AuditArgs),
     /// Serve Paddock's MCP tools over stdin/stdout, for desktop agents (docs/mcp.md).
     Mcp(mcp::McpArgs),
-    /// Manage templates: ls, show, build, pull, import, bootstrap, ready python|node|go, log,
-    /// rm, layers, prune.
+    /// Manage templates: ls, show, build, pull, import, bootstrap, ready
+    /// python|node|go|code-interpreter, log, rm, layers, prune.
     Template(template::TemplateArgs),
     /// Supervised services of a sandbox: ls, add, show, start, stop, restart, logs, rm.
     Service(service::ServiceArgs),
@@ -103,6 +107,7 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Ls(a) => sandbox::ls(a).await,
         ClientCmd::Logs(a) => logs::run(a).await,
         ClientCmd::Test(a) => testcmd::run(a).await,
+        ClientCmd::Code(a) => code::run(a).await,
         ClientCmd::Url(a) => sandbox::url(a).await,
         ClientCmd::Network(a) => network::network(a).await,
         ClientCmd::Port(a) => network::port(a).await,

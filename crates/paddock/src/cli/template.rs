@@ -32,7 +32,14 @@ const READY: &[(&str, &str)] = &[
         include_str!("../../../../templates/node.Paddockfile"),
     ),
     ("go", include_str!("../../../../templates/go.Paddockfile")),
+    (
+        "code-interpreter",
+        include_str!("../../../../templates/code-interpreter.Paddockfile"),
+    ),
 ];
+
+/// The ready templates built on another ready template rather than on `debian`.
+const READY_PARENT: &[(&str, &str)] = &[("code-interpreter", "python")];
 
 /// `paddock template`.
 #[derive(Args, Debug)]
@@ -130,7 +137,7 @@ pub(crate) enum TemplateCmd {
     /// Make a ready template: python (a virtualenv for `user` with pip and pytest), node
     /// (npm) or go; each with build tools, git and curl, on debian (made first if missing).
     Ready {
-        #[arg(value_parser = ["python", "node", "go"])]
+        #[arg(value_parser = ["python", "node", "go", "code-interpreter"])]
         which: String,
         /// Print the steps' output too.
         #[arg(long, short = 'v')]
@@ -323,6 +330,25 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
                     verbose,
                 )
                 .await?;
+                if code != 0 {
+                    return Ok(code);
+                }
+            }
+            if let Some((_, parent)) = READY_PARENT.iter().find(|(n, _)| *n == which)
+                && !exists(parent)
+            {
+                eprintln!("paddock: making the {parent} template first");
+                let text = READY
+                    .iter()
+                    .find(|(n, _)| n == parent)
+                    .map(|(_, t)| *t)
+                    .context("unknown ready template")?;
+                let url = api.url(&["v1", "templates", parent, "build"]);
+                let rb = api
+                    .request(Method::POST, url)
+                    .header(reqwest::header::CONTENT_TYPE, "text/plain")
+                    .body(text);
+                let code = progress::follow(&api, rb, "build", parent, verbose).await?;
                 if code != 0 {
                     return Ok(code);
                 }

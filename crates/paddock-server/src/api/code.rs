@@ -1,0 +1,350 @@
+//! `/v1/sandboxes/{id}/code`: run code in a sandbox's code interpreter (the server on port
+//! 49999 that the `code-interpreter` template starts, `paddock-interpreter`), and manage its
+//! contexts. The server reaches it through `Sandbox::connect_port`, as the port proxy does,
+//! and streams its events as NDJSON: `stdout`, `stderr`, `result`, `error`,
+//! `number_of_executions` and, last, `end` (the interpreter's `end_of_execution`).
+//! Wire format: `docs/code-interpreter.md`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use futures::StreamExt as _;
+use http_body_util::BodyExt as _;
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+
+use super::{Json, read_limited};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// The code interpreter's port in the sandbox (E2B's `JUPYTER_PORT`).
+pub const INTERPRETER_PORT: u16 = 49999;
+/// Most bytes of code one request may carry (the interpreter's limit; the body may have
+/// twice that for JSON escapes).
+pub const MAX_CODE_BYTES: usize = 1024 * 1024;
+/// The template that has the interpreter.
+pub const TEMPLATE: &str = "code-interpreter";
+/// How long connecting to the interpreter may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a context request (create starts a kernel) may take.
+const CONTEXT_TIMEOUT: Duration = Duration::from_secs(90);
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/sandboxes/{id}/code", post(run))
+        .route(
+            "/v1/sandboxes/{id}/code/contexts",
+            get(list_contexts).post(create_context),
+        )
+        .route(
+            "/v1/sandboxes/{id}/code/contexts/{ctx}",
+            delete(delete_context),
+        )
+        .route(
+            "/v1/sandboxes/{id}/code/contexts/{ctx}/restart",
+            post(restart_context),
+        )
+        .route(
+            "/v1/sandboxes/{id}/code/contexts/{ctx}/interrupt",
+            post(interrupt_context),
+        )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunBody {
+    code: String,
+    #[serde(default)]
+    language: Option<String>,
+    #[serde(default)]
+    context_id: Option<String>,
+    #[serde(default)]
+    env: Option<std::collections::BTreeMap<String, String>>,
+    /// Seconds; 0 or absent: none.
+    #[serde(default)]
+    timeout: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct UpstreamRun<'a> {
+    code: &'a str,
+    language: Option<&'a str>,
+    context_id: Option<&'a str>,
+    env_vars: Option<&'a std::collections::BTreeMap<String, String>>,
+    timeout: Option<f64>,
+}
+
+/// Sends one request to the sandbox's interpreter.
+async fn upstream(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> ApiResult<hyper::Response<hyper::body::Incoming>> {
+    let (_rec, sbx) = state.sandbox_for(caller, id)?;
+    let none = || {
+        ApiError::NoInterpreter(format!(
+            "sandbox {id} has no code interpreter (nothing listens on port {INTERPRETER_PORT}); \
+             create it from template {TEMPLATE}"
+        ))
+    };
+    let stream = match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        sbx.connect_port(INTERPRETER_PORT, CONNECT_TIMEOUT),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(paddock_runtime::RuntimeError::PortClosed(..))) | Err(_) => return Err(none()),
+        Ok(Err(e)) => return Err(e.into()),
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, Body>(TokioIo::new(stream))
+        .await
+        .map_err(|_| none())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut b = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, format!("127.0.0.1:{INTERPRETER_PORT}"));
+    if body.is_some() {
+        b = b.header(header::CONTENT_TYPE, "application/json");
+    }
+    let req = b
+        .body(body.map(Body::from).unwrap_or_else(Body::empty))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    sender.send_request(req).await.map_err(|e| {
+        ApiError::Agent(format!(
+            "the code interpreter of sandbox {id} closed the connection: {e}"
+        ))
+    })
+}
+
+/// An interpreter's error answer, in the API's error format (its body already is
+/// `{"code", "message"}`).
+async fn passthrough_error(resp: hyper::Response<hyper::body::Incoming>) -> Response {
+    let status = resp.status();
+    let body = match tokio::time::timeout(CONTEXT_TIMEOUT, resp.into_body().collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        _ => Bytes::new(),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
+        serde_json::json!({
+            "code": "interpreter_error",
+            "message": String::from_utf8_lossy(&body).trim().to_string(),
+        })
+    });
+    (status, axum::Json(v)).into_response()
+}
+
+async fn run(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    // The body may be larger than the API's JSON limit: the code alone may have 1 MiB.
+    let raw = read_limited(req, 2 * MAX_CODE_BYTES + 64 * 1024, true).await?;
+    let body: RunBody = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::InvalidJson(format!("invalid JSON body: {e}")))?;
+    if let Some(field) = super::input::nul_field(&raw) {
+        return Err(ApiError::BadRequest(super::input::nul_message(&field)));
+    }
+    // The code's own limit is the interpreter's: 413 `code_too_large`, passed through.
+    if let Some(t) = body.timeout
+        && !(t.is_finite() && (0.0..=86_400.0).contains(&t))
+    {
+        return Err(ApiError::BadRequest(
+            "timeout must be between 0 and 86400 seconds (0: none)".into(),
+        ));
+    }
+    let up = UpstreamRun {
+        code: &body.code,
+        language: body.language.as_deref(),
+        context_id: body.context_id.as_deref(),
+        env_vars: body.env.as_ref(),
+        timeout: body.timeout,
+    };
+    let payload = serde_json::to_vec(&up).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let resp = upstream(
+        &state,
+        &caller,
+        &id,
+        Method::POST,
+        "/execute",
+        Some(payload),
+    )
+    .await?;
+    if !resp.status().is_success() {
+        return Ok(passthrough_error(resp).await);
+    }
+    // Line by line: the interpreter's `end_of_execution` becomes `end`.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut frames = resp.into_body().into_data_stream();
+    let stream = async_stream(move |tx| async move {
+        while let Some(chunk) = frames.next().await {
+            let Ok(chunk) = chunk else { break };
+            pending.extend_from_slice(&chunk);
+            while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=nl).collect();
+                let out = if line.starts_with(br#"{"type":"end_of_execution""#) {
+                    b"{\"type\":\"end\"}\n".to_vec()
+                } else {
+                    line
+                };
+                if tx.send(Bytes::from(out)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// A stream fed by a task: the task ends (and drops the upstream) when the client leaves.
+fn async_stream<F, Fut>(f: F) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(f(tx));
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok)))
+}
+
+/// Forwards a context request and its answer.
+async fn context_call(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> ApiResult<Response> {
+    let resp = tokio::time::timeout(
+        CONTEXT_TIMEOUT,
+        upstream(state, caller, id, method, path, body),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::Agent(format!(
+            "the code interpreter of sandbox {id} did not answer"
+        ))
+    })??;
+    if !resp.status().is_success() {
+        return Ok(passthrough_error(resp).await);
+    }
+    let status = resp.status();
+    let body = tokio::time::timeout(CONTEXT_TIMEOUT, resp.into_body().collect())
+        .await
+        .map_err(|_| ApiError::Agent("the code interpreter did not answer".into()))?
+        .map_err(|e| ApiError::Agent(format!("reading the code interpreter's answer: {e}")))?
+        .to_bytes();
+    if body.is_empty() {
+        return Ok(status.into_response());
+    }
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// A context id as the interpreter makes them (a UUID), checked before it goes in a path.
+fn ctx_id(ctx: &str) -> ApiResult<&str> {
+    if !ctx.is_empty()
+        && ctx.len() <= 64
+        && ctx.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        Ok(ctx)
+    } else {
+        Err(ApiError::NotFound(format!("context {ctx:?} not found")))
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct CreateContext {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cwd: Option<String>,
+}
+
+async fn list_contexts(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    context_call(&state, &caller, &id, Method::GET, "/contexts", None).await
+}
+
+async fn create_context(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<CreateContext>,
+) -> ApiResult<Response> {
+    let payload = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    context_call(
+        &state,
+        &caller,
+        &id,
+        Method::POST,
+        "/contexts",
+        Some(payload),
+    )
+    .await
+}
+
+async fn delete_context(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((id, ctx)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let path = format!("/contexts/{}", ctx_id(&ctx)?);
+    context_call(&state, &caller, &id, Method::DELETE, &path, None).await
+}
+
+async fn restart_context(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((id, ctx)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let path = format!("/contexts/{}/restart", ctx_id(&ctx)?);
+    context_call(&state, &caller, &id, Method::POST, &path, None).await
+}
+
+async fn interrupt_context(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((id, ctx)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let path = format!("/contexts/{}/interrupt", ctx_id(&ctx)?);
+    context_call(&state, &caller, &id, Method::POST, &path, None).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_ids_are_checked_before_they_reach_a_path() {
+        assert!(ctx_id("0b7c1f6e-1f2a-4c7e-9a53-2b1d8d1a9f00").is_ok());
+        assert!(ctx_id("../health").is_err());
+        assert!(ctx_id("").is_err());
+        assert!(ctx_id("a?b").is_err());
+    }
+}
