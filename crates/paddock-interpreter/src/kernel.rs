@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use jupyter_protocol::{
     ConnectionInfo, ExecuteRequest, ExecutionState, JupyterMessage, JupyterMessageContent,
-    KernelInfoRequest, Stdio as Stream, connection_info::Transport,
+    KernelInfoRequest, ReplyStatus, Stdio as Stream, connection_info::Transport,
 };
 use jupyter_zmq_client::{ClientIoPubConnection, ClientShellConnection, RuntimeError};
 use tokio::io::AsyncReadExt;
@@ -90,6 +90,10 @@ pub(crate) enum Outcome {
 
 /// A running kernel.
 pub(crate) struct Kernel {
+    language: Language,
+    /// tslab drops every request it gets within 200 ms after a failed one (it resets its
+    /// queue): the next execution waits until then.
+    settle_until: Option<Instant>,
     child: Child,
     shell: ClientShellConnection,
     iopub: ClientIoPubConnection,
@@ -196,6 +200,8 @@ impl Kernel {
         let deadline = Instant::now() + KERNEL_START_TIMEOUT;
         match connect(&info, &mut child, deadline).await {
             Ok((shell, iopub)) => Ok(Kernel {
+                language,
+                settle_until: None,
                 child,
                 shell,
                 iopub,
@@ -253,6 +259,9 @@ impl Kernel {
             allow_stdin: false,
             stop_on_error: true,
         };
+        if let Some(t) = self.settle_until.take() {
+            sleep_until(t).await;
+        }
         let msg: JupyterMessage = req.into();
         let id = msg.header.msg_id.clone();
         if let Err(e) = self.shell.send(msg).await {
@@ -264,6 +273,10 @@ impl Kernel {
         cancelled.as_mut().enable();
         let mut interrupted_at: Option<Instant> = None;
         let mut timed_out = false;
+        // For kernels that report a failure only in the reply (tslab prints the exception
+        // to stderr): the error event is made from the reply and this stderr.
+        let mut errored = false;
+        let mut stderr_text = String::new();
         loop {
             let grace = interrupted_at.map(|t| t + INTERRUPT_GRACE);
             tokio::select! {
@@ -286,8 +299,13 @@ impl Kernel {
                         continue;
                     }
                     if let Some(ev) = event(m.content) {
-                        if timed_out && matches!(ev, Event::Error { .. }) {
-                            continue;
+                        match &ev {
+                            Event::Error { .. } if timed_out => continue,
+                            Event::Error { .. } => errored = true,
+                            Event::Stderr { text, .. } if stderr_text.len() < STDERR_TAIL => {
+                                stderr_text.push_str(text);
+                            }
+                            _ => {}
                         }
                         sink.send(ev).await;
                     }
@@ -316,23 +334,74 @@ impl Kernel {
             }
         }
         // The shell reply comes before idle; read it so the socket's queue stays empty.
-        let _ = timeout(Duration::from_secs(2), async {
+        let reply = timeout(Duration::from_secs(2), async {
             loop {
                 match self.shell.read().await {
                     Ok(r)
                         if r.parent_header.as_ref().map(|h| h.msg_id.as_str())
                             == Some(id.as_str()) =>
                     {
-                        break;
+                        return Some(r.content);
                     }
                     Ok(_) | Err(RuntimeError::ParseError { .. } | RuntimeError::SerdeError(_)) => {}
-                    Err(_) => break,
+                    Err(_) => return None,
                 }
             }
         })
-        .await;
+        .await
+        .ok()
+        .flatten();
+        if let Some(JupyterMessageContent::ExecuteReply(r)) = &reply
+            && r.status == ReplyStatus::Error
+            && self.language == Language::JavaScript
+        {
+            self.settle_until = Some(Instant::now() + Duration::from_millis(250));
+        }
+        if let Some(JupyterMessageContent::ExecuteReply(r)) = reply
+            && r.status == ReplyStatus::Error
+            && !errored
+            && !timed_out
+            && !silent
+        {
+            let text = stderr_text.trim();
+            let (name, value, traceback) = match r.error {
+                Some(e) => (e.ename, e.evalue, e.traceback.join("\n")),
+                None => {
+                    let (name, value) = error_line(text);
+                    (name, value, text.to_string())
+                }
+            };
+            sink.send(Event::Error {
+                name,
+                value,
+                traceback,
+            })
+            .await;
+        }
         Outcome::Done
     }
+}
+
+/// The exception's name and message from a kernel's stderr: the first `Name: message` line
+/// whose name ends in `Error` or `Exception` (as Node prints `Error: boom`), else `Error` and
+/// the first line (a type checker's message).
+fn error_line(text: &str) -> (String, String) {
+    for line in text.lines() {
+        if let Some((name, value)) = line.split_once(": ")
+            && !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            && (name.ends_with("Error") || name.ends_with("Exception"))
+        {
+            return (name.to_string(), value.trim().to_string());
+        }
+    }
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("the code failed");
+    ("Error".to_string(), first.trim().to_string())
 }
 
 /// The wire event for an iopub message, if it is one the SDKs show.
@@ -446,5 +515,26 @@ async fn connect(
                 return Ok((shell, iopub));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    #[test]
+    fn errors_are_read_from_node_stderr() {
+        let node = "evalmachine.<anonymous>:2\nthrow new Error('boom');\n^\n\nError: boom\n    at evalmachine";
+        assert_eq!(error_line(node), ("Error".into(), "boom".into()));
+        let ty = "TypeError: x is not a function\n    at y";
+        assert_eq!(
+            error_line(ty),
+            ("TypeError".into(), "x is not a function".into())
+        );
+        let check = "1:13 - Cannot find name 'xs'.\n";
+        assert_eq!(
+            error_line(check),
+            ("Error".into(), "1:13 - Cannot find name 'xs'.".into())
+        );
     }
 }

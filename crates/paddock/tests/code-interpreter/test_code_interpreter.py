@@ -1,0 +1,183 @@
+"""The unmodified e2b-code-interpreter SDK against Paddock's code-interpreter template.
+
+Run by crates/paddock/tests/templates.rs with E2B_API_URL/E2B_SANDBOX_URL pointing at a
+real `paddock serve` (the SDK then sends every request there, naming the sandbox and port
+49999 in its E2b-Sandbox-Id/E2b-Sandbox-Port headers)."""
+
+import base64
+import time
+
+import pytest
+from e2b import NotFoundException, SandboxException, TimeoutException
+from e2b_code_interpreter import Sandbox
+
+
+@pytest.fixture(scope="module")
+def sbx():
+    # No template: the SDK asks for "code-interpreter-v1", Paddock's alias.
+    s = Sandbox.create(timeout=600)
+    yield s
+    s.kill()
+
+
+def test_state_is_kept_between_calls(sbx):
+    sbx.run_code("x = 1")
+    ex = sbx.run_code("x += 1; x")
+    assert ex.error is None, ex.error
+    assert ex.text == "2"
+    assert ex.execution_count is not None
+
+
+def test_stdout_is_streamed_live(sbx):
+    seen = []
+    t0 = time.monotonic()
+    ex = sbx.run_code(
+        "import time\nprint('first', flush=True)\ntime.sleep(2)\nprint('second')",
+        on_stdout=lambda m: seen.append((time.monotonic() - t0, m.line)),
+    )
+    done = time.monotonic() - t0
+    assert [line for _, line in seen] == ["first\n", "second\n"], seen
+    # The first line arrived while the code was still sleeping.
+    assert seen[0][0] < done - 1.0, (seen, done)
+    assert ex.logs.stdout == ["first\n", "second\n"]
+
+
+def test_stderr(sbx):
+    ex = sbx.run_code("import sys; print('oops', file=sys.stderr)")
+    assert ex.logs.stderr == ["oops\n"]
+
+
+def test_matplotlib_png(sbx):
+    ex = sbx.run_code(
+        "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('t')\nplt.show()"
+    )
+    assert ex.error is None, ex.error
+    pngs = [r.png for r in ex.results if r.png]
+    assert len(pngs) == 1, ex.results
+    assert base64.b64decode(pngs[0]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert not ex.results[0].is_main_result
+
+
+def test_pandas_dataframe_html(sbx):
+    ex = sbx.run_code("import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': [3, 4]})")
+    assert ex.error is None, ex.error
+    r = ex.results[0]
+    assert r.is_main_result
+    assert "<table" in r.html and "dataframe" in r.html
+    assert "a  b" in r.text
+
+
+def test_other_mime_types(sbx):
+    ex = sbx.run_code(
+        "from IPython.display import display, SVG, JSON, HTML\n"
+        "display(SVG('<svg xmlns=\"http://www.w3.org/2000/svg\"></svg>'))\n"
+        "display(JSON({'k': [1, 2]}))\n"
+        "display(HTML('<b>x</b>'))"
+    )
+    assert ex.error is None, ex.error
+    assert "<svg" in ex.results[0].svg
+    assert ex.results[1].json == {"k": [1, 2]}
+    assert ex.results[2].html == "<b>x</b>"
+
+
+def test_error_with_traceback(sbx):
+    ex = sbx.run_code("def f():\n    return 1 / 0\nf()")
+    assert ex.error is not None
+    assert ex.error.name == "ZeroDivisionError"
+    assert ex.error.value == "division by zero"
+    assert "ZeroDivisionError" in ex.error.traceback
+    assert "f()" in ex.error.traceback
+
+
+def test_javascript(sbx):
+    ex = sbx.run_code("const xs = [1, 2, 3]; console.log(xs.map((v) => v * 2).join(','))", language="js")
+    assert ex.error is None, ex.error
+    assert ex.logs.stdout == ["2,4,6\n"]
+    # State is kept in the default JavaScript context too.
+    ex = sbx.run_code("console.log(xs.length)", language="javascript")
+    assert ex.logs.stdout == ["3\n"]
+    ctx = sbx.create_code_context(language="js")
+    assert ctx.language == "javascript"
+    # A new context does not see the default context's variables (tslab type-checks first,
+    # so using one is an error naming it).
+    ex = sbx.run_code("console.log(xs)", context=ctx)
+    assert ex.error is not None and "xs" in ex.error.value, ex
+    assert ex.logs.stdout == []
+    ex = sbx.run_code("throw new Error('boom')", context=ctx)
+    assert ex.error is not None and "boom" in ex.error.value
+
+
+def test_bash(sbx):
+    ex = sbx.run_code("echo hello $((6*7))", language="bash")
+    assert ex.logs.stdout == ["hello 42\n"]
+
+
+def test_env_vars_apply_to_one_execution(sbx):
+    ex = sbx.run_code("import os; os.environ.get('PDK_X')", envs={"PDK_X": "yes"})
+    assert ex.text == "'yes'"
+    ex = sbx.run_code("import os; os.environ.get('PDK_X')")
+    assert ex.text is None
+
+
+def test_timeout_interrupts_and_leaves_the_kernel_usable(sbx):
+    sbx.run_code("kept = 'still here'")
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutException):
+        sbx.run_code("import time\nwhile True: time.sleep(0.1)", timeout=2)
+    assert time.monotonic() - t0 < 10
+    # The kernel was interrupted, not restarted: the next run is prompt and keeps state.
+    t0 = time.monotonic()
+    ex = sbx.run_code("kept")
+    assert time.monotonic() - t0 < 10
+    assert ex.text == "'still here'"
+
+
+def test_contexts_are_isolated(sbx):
+    c1 = sbx.create_code_context()
+    c2 = sbx.create_code_context(cwd="/tmp")
+    assert c1.id != c2.id and c1.language == "python" and c2.cwd == "/tmp"
+    sbx.run_code("secret = 42", context=c1)
+    ex = sbx.run_code("secret", context=c2)
+    assert ex.error is not None and ex.error.name == "NameError"
+    assert sbx.run_code("import os; os.getcwd()", context=c2).text == "'/tmp'"
+    assert sbx.run_code("secret", context=c1).text == "42"
+    ids = {c.id for c in sbx.list_code_contexts()}
+    assert {c1.id, c2.id} <= ids
+    sbx.restart_code_context(c1)
+    ex = sbx.run_code("secret", context=c1)
+    assert ex.error is not None and ex.error.name == "NameError"
+    sbx.remove_code_context(c1)
+    sbx.remove_code_context(c2.id)
+    ids = {c.id for c in sbx.list_code_contexts()}
+    assert c1.id not in ids and c2.id not in ids
+
+
+def test_unknown_language(sbx):
+    with pytest.raises(SandboxException) as e:
+        sbx.run_code("x", language="cobol")
+    assert "400" in str(e.value) and "unknown language" in str(e.value)
+
+
+def test_unknown_context(sbx):
+    from e2b_code_interpreter.models import Context
+
+    with pytest.raises(NotFoundException) as e:
+        sbx.run_code("1", context=Context("no-such-context", "python", "/"))
+    assert "not found" in str(e.value)
+
+
+def test_code_over_the_size_limit(sbx):
+    with pytest.raises(SandboxException) as e:
+        sbx.run_code("#" * (1024 * 1024 + 1))
+    assert "413" in str(e.value), str(e.value)
+
+
+def test_sandbox_without_the_interpreter():
+    s = Sandbox.create(template="base", timeout=120)
+    try:
+        with pytest.raises(SandboxException) as e:
+            s.run_code("print(1)")
+        msg = str(e.value)
+        assert "no code interpreter" in msg and "code-interpreter" in msg, msg
+    finally:
+        s.kill()
