@@ -661,6 +661,31 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Fixed template aliases: a name clients ask for that stands for a template of ours.
+/// `code-interpreter-v1` is what `Sandbox.create()` of the E2B code interpreter SDKs asks for.
+pub const ALIASES: &[(&str, &str)] = &[("code-interpreter-v1", "code-interpreter")];
+
+/// The template `name` stands for: itself when a template has that name, else its alias's
+/// target (so a template built under the alias's name wins).
+pub fn resolve_alias(state: &crate::state::AppState, name: &str) -> String {
+    if state.runtime.template(name).is_some() {
+        return name.to_string();
+    }
+    ALIASES
+        .iter()
+        .find(|(a, _)| *a == name)
+        .map_or_else(|| name.to_string(), |(_, t)| (*t).to_string())
+}
+
+/// The aliases that stand for `name`.
+pub fn aliases_of(name: &str) -> Vec<&'static str> {
+    ALIASES
+        .iter()
+        .filter(|(_, t)| *t == name)
+        .map(|(a, _)| *a)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -712,29 +737,4 @@ mod tests {
             assert!(e.msg.contains(needle), "{text}: {e}");
         }
     }
-}
-
-/// Fixed template aliases: a name clients ask for that stands for a template of ours.
-/// `code-interpreter-v1` is what `Sandbox.create()` of the E2B code interpreter SDKs asks for.
-pub const ALIASES: &[(&str, &str)] = &[("code-interpreter-v1", "code-interpreter")];
-
-/// The template `name` stands for: itself when a template has that name, else its alias's
-/// target (so a template built under the alias's name wins).
-pub fn resolve_alias(state: &crate::state::AppState, name: &str) -> String {
-    if state.runtime.template(name).is_some() {
-        return name.to_string();
-    }
-    ALIASES
-        .iter()
-        .find(|(a, _)| *a == name)
-        .map_or_else(|| name.to_string(), |(_, t)| (*t).to_string())
-}
-
-/// The aliases that stand for `name`.
-pub fn aliases_of(name: &str) -> Vec<&'static str> {
-    ALIASES
-        .iter()
-        .filter(|(_, t)| *t == name)
-        .map(|(a, _)| *a)
-        .collect()
 }

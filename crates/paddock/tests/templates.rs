@@ -1,11 +1,12 @@
-//! Templates through the API: the `debian` bootstrap and the ready `python`, `node` and `go`
-//! templates built from the files in `templates/`, each passing a smoke test (install a
+//! Templates through the API: the `debian` bootstrap and the ready `python`, `node`, `go` and
+//! `code-interpreter` (module `interp`) templates built from the files in `templates/`, each passing a smoke test (install a
 //! package with the language's package manager, run a test suite); build caching, COPY from
 //! a context, failing and malformed builds, and deletion rules.
 //!
 //! Needs `debootstrap` and the Debian mirror, PyPI and npm registries (the package
 //! registries CI may reach); sandboxes reach them through their own network policy.
 
+mod interp;
 mod server;
 
 use std::time::Duration;
@@ -257,6 +258,9 @@ async fn ready_templates_builds_and_their_rules() {
     let (_, py) = call(s.req(Method::GET, "/v1/templates/python")).await;
     let (_, deb) = call(s.req(Method::GET, "/v1/templates/debian")).await;
     assert_eq!(py["layers"][0], deb["layers"][0]);
+
+    // The code interpreter on python: its template, API, CLI and both SDKs (removed after).
+    interp::check(&s).await;
 
     // Current toolchains, with git, curl and a C compiler in each.
     for (t, check) in [

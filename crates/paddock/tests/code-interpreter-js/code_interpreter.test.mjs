@@ -1,0 +1,70 @@
+// The unmodified @e2b/code-interpreter SDK against Paddock's code-interpreter template, run
+// with node's test runner by crates/paddock/tests/templates.rs (E2B_API_URL and
+// E2B_SANDBOX_URL point at a real `paddock serve`).
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import { Sandbox } from '@e2b/code-interpreter'
+
+let sbx
+before(async () => {
+  // No template: the SDK asks for "code-interpreter-v1", Paddock's alias.
+  sbx = await Sandbox.create({ timeoutMs: 600_000 })
+})
+after(async () => {
+  await sbx?.kill()
+})
+
+test('state is kept and stdout streams live', async () => {
+  await sbx.runCode('x = 20')
+  const seen = []
+  const t0 = Date.now()
+  const ex = await sbx.runCode("import time\nprint('a', flush=True)\ntime.sleep(1.5)\nx * 2", {
+    onStdout: (m) => seen.push([Date.now() - t0, m.line]),
+  })
+  const done = Date.now() - t0
+  assert.equal(ex.text, '40')
+  assert.deepEqual(seen.map((s) => s[1]), ['a\n'])
+  assert.ok(seen[0][0] < done - 1000, `${seen[0][0]} vs ${done}`)
+})
+
+test('a matplotlib PNG and a DataFrame as HTML', async () => {
+  let ex = await sbx.runCode('import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()')
+  assert.equal(ex.error, undefined)
+  assert.ok(Buffer.from(ex.results[0].png, 'base64').subarray(0, 4).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47])))
+  ex = await sbx.runCode("import pandas as pd\npd.DataFrame({'a': [1]})")
+  assert.match(ex.results[0].html, /<table/)
+})
+
+test('an error with its traceback', async () => {
+  const ex = await sbx.runCode('undefined_name')
+  assert.equal(ex.error.name, 'NameError')
+  assert.match(ex.error.traceback, /NameError/)
+})
+
+test('a JavaScript context, isolated from another', async () => {
+  const a = await sbx.createCodeContext({ language: 'js' })
+  const b = await sbx.createCodeContext({ language: 'javascript' })
+  let ex = await sbx.runCode('const v = 7; console.log(v * 6)', { context: a })
+  assert.deepEqual(ex.logs.stdout, ['42\n'])
+  ex = await sbx.runCode('console.log(v)', { context: b })
+  assert.ok(ex.error, 'b must not see a\'s v')
+  ex = await sbx.runCode('console.log(v + 1)', { context: a })
+  assert.deepEqual(ex.logs.stdout, ['8\n'])
+  const ids = (await sbx.listCodeContexts()).map((c) => c.id)
+  assert.ok(ids.includes(a.id) && ids.includes(b.id))
+  await sbx.removeCodeContext(a)
+  await sbx.removeCodeContext(b.id)
+})
+
+test('a timeout interrupts and the kernel stays usable', async () => {
+  await sbx.runCode("kept = 'yes'")
+  await assert.rejects(sbx.runCode('import time\nwhile True: time.sleep(0.1)', { timeoutMs: 2000 }), /timed out/i)
+  const ex = await sbx.runCode('kept')
+  assert.equal(ex.text, "'yes'")
+})
+
+test('bad input: an unknown language and an unknown context', async () => {
+  // This SDK shows only the status of a 400 (the Python one shows the message too).
+  await assert.rejects(sbx.runCode('x', { language: 'cobol' }), /400/)
+  await assert.rejects(sbx.runCode('1', { context: { id: 'nope', language: 'python', cwd: '/' } }), /not found/)
+})
