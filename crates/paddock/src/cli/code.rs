@@ -5,7 +5,8 @@
 //! is 1 when the code raised, else 0.
 //!
 //! Without CODE (and stdin a terminal or a pipe) it is a REPL in one context: each input runs
-//! when complete. An input continues on the next line when the line ends with `\` (removed),
+//! when complete. An input continues on the next line when the line ends with `\` (kept: it
+//! is Python's and bash's own line continuation),
 //! or, after a line ending with `:` or `{` (a Python block, a JavaScript body), until a blank
 //! line. No line editing. `CODE` `-` reads the code from stdin.
 
@@ -178,12 +179,10 @@ fn complete(buf: &[String]) -> bool {
     !opens_block || buf.len() > 1 && last.trim().is_empty()
 }
 
-/// Joins the lines of an input, dropping continuation backslashes.
+/// Joins the lines of an input as typed: a trailing backslash stays, as Python's and bash's
+/// own line continuation.
 fn join(buf: &[String]) -> String {
-    buf.iter()
-        .map(|l| l.strip_suffix('\\').unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n")
+    buf.join("\n")
 }
 
 pub(crate) async fn run(a: CodeArgs) -> Result<i32> {
@@ -256,7 +255,7 @@ mod tests {
         assert!(complete(&v(&["print(1)"])));
         assert!(!complete(&v(&["x = 1 + \\"])));
         assert!(complete(&v(&["x = 1 + \\", "2"])));
-        assert_eq!(join(&v(&["x = 1 + \\", "2"])), "x = 1 + \n2");
+        assert_eq!(join(&v(&["x = 1 + \\", "2"])), "x = 1 + \\\n2");
         assert!(!complete(&v(&["for i in range(2):"])));
         assert!(!complete(&v(&["for i in range(2):", "    print(i)"])));
         assert!(complete(&v(&["for i in range(2):", "    print(i)", ""])));
