@@ -104,7 +104,7 @@ async fn upstream(
     .await
     {
         Ok(Ok(s)) => s,
-        Ok(Err(paddock_runtime::RuntimeError::PortClosed(..))) | Err(_) => return Err(none()),
+        Ok(Err(paddock_runtime::RuntimeError::PortClosed { .. })) | Err(_) => return Err(none()),
         Ok(Err(e)) => return Err(e.into()),
     };
     let _ = stream.set_nodelay(true);
