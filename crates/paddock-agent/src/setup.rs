@@ -187,6 +187,14 @@ fn run() -> Result<i32> {
     mount_tmpfs(&inside(&root, "/tmp"), &tmp_opts)?;
     build_dev(&root, &cfg, &owner)?;
 
+    // 7b. Secret files, if any: a small tmpfs at /run/secrets (never the writable layer),
+    //     each file 0400 owned by the sandbox's default user, then remounted read-only. The
+    //     mount belongs to the host's user namespace, so nothing inside can make it writable
+    //     or unmount it.
+    if !cfg.secret_files.is_empty() {
+        write_secret_files(&root, &cfg).context("writing secret files")?;
+    }
+
     // 8. The agent binary is opened now, while the host's filesystem is still reachable. It
     //    is executed from this descriptor after pivot_root; the file is owned by host root,
     //    which is unmapped in the sandbox, so the sandbox can never write to it.
@@ -399,7 +407,14 @@ fn child_inner(
     let env_vars = [
         format!("PADDOCK_SANDBOX_ID={}", cfg.id),
         format!("PADDOCK_LOG={}", cfg.log),
-        format!("PADDOCK_SANDBOX_ENV={}", serde_json::to_string(&cfg.env)?),
+        format!(
+            "PADDOCK_SANDBOX_ENV={}",
+            serde_json::to_string(&{
+                let mut env = cfg.env.clone();
+                env.extend(cfg.secret_env.iter().map(|(k, v)| (k.clone(), v.0.clone())));
+                env
+            })?
+        ),
         format!("PADDOCK_WORKDIR={}", cfg.workdir.as_deref().unwrap_or("")),
         format!("PATH={}", paddock_core::SANDBOX_PATH),
         format!(
@@ -561,6 +576,57 @@ fn attach_idmapped(src: &Path, dst: &Path, userns: &OwnedFd, readonly: bool) -> 
     )
     .with_context(|| format!("move_mount to {}", dst.display()))?;
     Ok(())
+}
+
+/// Mounts the tmpfs of [`paddock_core::SECRETS_DIR`] and writes the secret files into it.
+/// `/run` and `/run/secrets` of the template must be directories or absent (a symlink there
+/// could point out of the root before `pivot_root`, so it is refused).
+fn write_secret_files(root: &Path, cfg: &SetupConfig) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut dir = root.to_path_buf();
+    for part in paddock_core::SECRETS_DIR.trim_start_matches('/').split('/') {
+        dir.push(part);
+        match dir.symlink_metadata() {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!("the template's {} is not a directory", dir.display()),
+            Err(_) => fs::create_dir(&dir).context("creating the secrets mount point")?,
+        }
+    }
+    let (uid, gid) = cfg.secret_owner;
+    if uid >= cfg.id_count || gid >= cfg.id_count {
+        bail!("the owner of the secret files is outside the sandbox's id range");
+    }
+    let (huid, hgid) = (cfg.id_base + uid, cfg.id_base + gid);
+    let total: usize = cfg.secret_files.values().map(|v| v.0.len() + 4096).sum();
+    let opts = format!(
+        "size={},nr_inodes={},mode=0500,uid={huid},gid={hgid}",
+        total + 65536,
+        cfg.secret_files.len() + 16
+    );
+    mount_tmpfs(&dir, &opts)?;
+    for (name, value) in &cfg.secret_files {
+        if !paddock_core::valid_secret_name(name) {
+            bail!("invalid secret file name");
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dir.join(name))
+            .context("creating a secret file")?;
+        f.write_all(value.0.as_bytes())
+            .context("writing a secret file")?;
+        std::os::unix::fs::fchown(&f, Some(huid), Some(hgid)).context("owning a secret file")?;
+    }
+    mount(
+        None,
+        &dir,
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some(&opts),
+    )
+    .context("making the secrets mount read-only")
 }
 
 /// Builds `/dev`: a small tmpfs with the usual character devices, a private devpts and shm.

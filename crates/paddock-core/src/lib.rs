@@ -13,7 +13,10 @@ pub use id::{IdError, SandboxId};
 pub use limits::{Limits, LimitsError, parse_size};
 pub use network::{Cidr, DomainRule, MAX_ALLOW, NetworkMode, NetworkPolicy};
 pub use pax::{PaxError, PaxRecords, pax_records};
-pub use setup::{AGENT_LISTEN_FD, STATFS_LISTENER_FD, SetupConfig, SetupMount};
+pub use setup::{
+    AGENT_LISTEN_FD, MAX_SECRET_FILES_BYTES, SECRETS_DIR, STATFS_LISTENER_FD, SecretValue,
+    SetupConfig, SetupMount, valid_secret_name,
+};
 
 /// The version of the envd protocol the agent implements, reported to E2B clients.
 ///

@@ -64,6 +64,47 @@ pub struct SetupConfig {
     /// `pidfd_getfd`, where nobody could answer.
     #[serde(default)]
     pub statfs_notify: bool,
+    /// Secret values given as environment variables, on top of `env` (kept apart so that
+    /// `Debug` never prints them).
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, SecretValue>,
+    /// Secret files: a read-only tmpfs at [`SECRETS_DIR`] holding each as a file of mode 0400
+    /// owned by `secret_owner`. Empty: no mount.
+    #[serde(default)]
+    pub secret_files: BTreeMap<String, SecretValue>,
+    /// The sandbox-side uid and gid owning the secret files (the sandbox's default user).
+    #[serde(default)]
+    pub secret_owner: (u32, u32),
+}
+
+/// Where a sandbox's secret files are: a tmpfs, never the writable layer.
+pub const SECRETS_DIR: &str = "/run/secrets";
+
+/// Largest total size of one sandbox's secret files (the size of the [`SECRETS_DIR`] tmpfs
+/// is this much at most).
+pub const MAX_SECRET_FILES_BYTES: usize = 4 << 20;
+
+/// A secret's value on its way into a sandbox. `Debug` prints `<redacted>`, so a value can
+/// never reach a log through a derived `Debug` of a struct that carries it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretValue(pub String);
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Whether `name` may name a secret file under [`SECRETS_DIR`] (and a secret): 1 to 128 bytes
+/// of `[A-Za-z0-9_.-]`, starting with a letter or digit (so never `.`, `..` or a path).
+pub fn valid_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// A host path bound read-only into the sandbox.

@@ -195,6 +195,21 @@ pub fn users_of(layers: &[PathBuf]) -> Vec<String> {
     Vec::new()
 }
 
+/// The uid and gid of `name` in the top-most `etc/passwd` of the layers (bottom first).
+pub fn user_ids(layers: &[PathBuf], name: &str) -> Option<(u32, u32)> {
+    for l in layers.iter().rev() {
+        if let Ok(text) = fs::read_to_string(l.join("etc/passwd")) {
+            return text.lines().find_map(|line| {
+                let mut f = line.split(':');
+                (f.next()? == name).then_some(())?;
+                let _password = f.next()?;
+                Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+            });
+        }
+    }
+    None
+}
+
 /// Loads a definition into a [`Template`], checking that its layers exist. A definition
 /// without layers stands on `base` (its root and binds).
 pub fn load(def: TemplateDef, layers_root: &Path, base: &Template) -> Result<Template> {

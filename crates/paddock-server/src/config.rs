@@ -66,6 +66,9 @@ pub struct ServerConfig {
     /// TLS certificate chain and private key (PEM). With them the listener speaks HTTPS
     /// only, HTTP/2 and HTTP/1.1 by ALPN.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The master key of tenant secrets (`--secrets-key-file` or `PADDOCK_SECRETS_KEY`).
+    /// None: the secret routes answer 503 saying how to configure one.
+    pub secrets_key: Option<crate::secrets::MasterKey>,
 }
 
 /// A setting that cannot work.
@@ -103,6 +106,7 @@ impl ServerConfig {
             dns_listen: None,
             dns_answer: None,
             tls: None,
+            secrets_key: None,
         }
     }
 

@@ -34,6 +34,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod pausing;
 pub mod proxy;
+pub mod secrets;
 pub mod session;
 pub mod startcmd;
 pub mod state;
@@ -114,7 +115,9 @@ pub async fn serve(
     let (events, _) = tokio::sync::broadcast::channel(4096);
     let webhook_secret = cfg.webhook_secret.clone();
     let secret = auth::server_secret(&cfg.data_dir).map_err(ServeError::Secret)?;
+    let secrets = secrets::Secrets::new(cfg.secrets_key.clone());
     let state = Arc::new(state::AppState {
+        secrets,
         limiter: auth::RateLimiter::new(cfg.rate_per_sec, cfg.rate_burst),
         data_limiter: auth::RateLimiter::new(cfg.data_rate_per_sec, cfg.data_rate_burst),
         cfg: Arc::new(cfg),

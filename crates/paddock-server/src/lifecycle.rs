@@ -101,6 +101,8 @@ pub struct NewSandbox {
     pub pause_on_timeout: Option<paddock_runtime::PauseMode>,
     /// A paused sandbox resumes on its first data-plane request.
     pub auto_resume: bool,
+    /// Tenant secrets to give the sandbox, by env var or file name (`crate::secrets`).
+    pub secrets: BTreeMap<String, crate::secrets::SecretUse>,
 }
 
 /// Creates a sandbox for `caller`: records it, starts it, starts its timeout.
@@ -110,6 +112,8 @@ pub async fn create(
     mut spec: NewSandbox,
 ) -> ApiResult<SandboxRecord> {
     spec.template = crate::templates::resolve_alias(state, &spec.template);
+    // Secrets first: an unknown one is refused before anything is recorded.
+    let secrets = crate::secrets::resolve(state, &caller.key.tenant, &spec.secrets)?;
     let id = SandboxId::random();
     let now = now_ms();
     let timeout_ms = i64::try_from(spec.timeout.as_millis()).unwrap_or(i64::MAX);
@@ -133,6 +137,9 @@ pub async fn create(
             "on_timeout": if spec.pause_on_timeout.is_some() { "pause" } else { "kill" },
             "auto_pause_mode": spec.pause_on_timeout.map(paddock_runtime::PauseMode::as_str),
             "auto_resume": spec.auto_resume,
+            "secrets": spec.secrets.iter().map(|(k, u)| {
+                (k.clone(), serde_json::json!({ "secret": u.secret, "file": u.file }))
+            }).collect::<serde_json::Map<_, _>>(),
         }),
         metadata: spec.metadata.clone(),
         env_keys: spec.env.keys().cloned().collect(),
@@ -168,6 +175,8 @@ pub async fn create(
             user: spec.user,
             id: Some(id),
             network: spec.network,
+            secret_env: secrets.env,
+            secret_files: secrets.files,
         })
         .await;
     let hook = rec.webhook_url.clone();

@@ -41,6 +41,8 @@ pub struct AppState {
     pub secret: Vec<u8>,
     /// The web console's login sessions (in memory; a restart logs everyone out).
     pub sessions: crate::session::Sessions,
+    /// Tenant secrets: the master key and the write lock (`crate::secrets`).
+    pub secrets: crate::secrets::Secrets,
 }
 
 /// Counters exported at `/metrics`.

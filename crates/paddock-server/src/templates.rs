@@ -530,6 +530,7 @@ async fn run_step(
             user: Some("root".into()),
             id: None,
             network: NetworkPolicy::all(),
+            ..CreateSpec::default()
         })
         .await;
     let sbx = match sbx {

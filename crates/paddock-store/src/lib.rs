@@ -6,8 +6,9 @@
 //!
 //! **Invariants:**
 //! - Nothing here knows HTTP or the runtime; records are plain data.
-//! - Secrets never reach the store: API keys are stored as SHA-256 hashes, env var values of
-//!   sandboxes are not stored at all.
+//! - Secrets never reach the store in clear: API keys are stored as SHA-256 hashes, env var
+//!   values of sandboxes are not stored at all, tenant secrets only as ciphertext sealed by
+//!   the server ([`SecretStore`]).
 //! - Timestamps are milliseconds since the Unix epoch (UTC).
 //! - Calls are synchronous and short (single statements or small transactions), so callers
 //!   in async code may call them directly.
@@ -15,8 +16,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+mod secrets;
 mod sqlite;
+mod sqlite_secrets;
 
+pub use secrets::{SealedVersion, SecretRecord, SecretStore};
 pub use sqlite::SqliteStore;
 
 /// Milliseconds since the Unix epoch.
@@ -266,7 +270,7 @@ pub struct ExecRecord {
 }
 
 /// Paddock's persistent state. Implementations: [`SqliteStore`].
-pub trait Store: Send + Sync + fmt::Debug {
+pub trait Store: Send + Sync + fmt::Debug + SecretStore {
     // Tenants and keys.
     fn insert_tenant(&self, t: &Tenant) -> Result<()>;
     fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;

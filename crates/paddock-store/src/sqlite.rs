@@ -20,6 +20,7 @@ use crate::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_templates.sql"),
+    include_str!("../migrations/0003_secrets.sql"),
 ];
 
 /// The embedded SQLite store.
@@ -105,13 +106,13 @@ impl SqliteStore {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().expect("store connection poisoned")
     }
 }
 
 /// Maps a uniqueness violation to [`StoreError::Conflict`].
-fn conflict(e: rusqlite::Error) -> StoreError {
+pub(crate) fn conflict(e: rusqlite::Error) -> StoreError {
     if let rusqlite::Error::SqliteFailure(f, msg) = &e
         && f.code == rusqlite::ErrorCode::ConstraintViolation
     {
@@ -125,7 +126,7 @@ fn conflict(e: rusqlite::Error) -> StoreError {
     StoreError::Db(e)
 }
 
-fn corrupt(table: &'static str, detail: impl Into<String>) -> StoreError {
+pub(crate) fn corrupt(table: &'static str, detail: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         table,
         detail: detail.into(),

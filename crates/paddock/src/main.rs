@@ -184,6 +184,11 @@ struct ServeArgs {
     /// TLS private key (PEM) for --tls-cert.
     #[arg(long, env = "PADDOCK_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// File holding the master key of tenant secrets: 32 random bytes as 64 hex digits or
+    /// base64 (`openssl rand -hex 32 > FILE; chmod 600 FILE`). Or give the key itself in
+    /// PADDOCK_SECRETS_KEY. Without either, the secret routes answer 503.
+    #[arg(long, env = "PADDOCK_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
 }
 
 /// Parses `90`, `90s`, `5m`, `2h`, `1d`.
@@ -234,6 +239,10 @@ async fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<i32> {
     cfg.dns_listen = a.dns_listen;
     cfg.dns_answer = a.dns_answer;
     cfg.tls = a.tls_cert.zip(a.tls_key);
+    let key_env = std::env::var("PADDOCK_SECRETS_KEY").ok();
+    cfg.secrets_key =
+        paddock_server::secrets::load_key(a.secrets_key_file.as_deref(), key_env.as_deref())
+            .map_err(anyhow::Error::msg)?;
     let policy = if a.on_shutdown == "destroy" {
         paddock_server::ShutdownPolicy::Destroy
     } else {
@@ -361,6 +370,7 @@ async fn local(cmd: Cmd, runtime: &std::sync::Arc<Runtime>) -> Result<i32> {
                     user: None,
                     id: None,
                     network: paddock_core::NetworkPolicy::none(),
+                    ..CreateSpec::default()
                 })
                 .await?;
             let res = sbx

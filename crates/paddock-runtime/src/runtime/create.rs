@@ -132,10 +132,38 @@ impl Runtime {
                 });
             }
         }
-        if spec.env.values().any(|v| v.contains('\0')) {
+        if spec.env.values().any(|v| v.contains('\0'))
+            || spec.secret_env.values().any(|v| v.0.contains('\0'))
+        {
             return Err(RuntimeError::InvalidArgument {
                 what: "env value",
                 reason: "env value contains NUL".into(),
+            });
+        }
+        for k in spec.secret_env.keys() {
+            if k.is_empty() || k.contains(['=', '\0']) {
+                return Err(RuntimeError::InvalidArgument {
+                    what: "env name",
+                    reason: format!("invalid env name {k:?}"),
+                });
+            }
+        }
+        for k in spec.secret_files.keys() {
+            if !paddock_core::valid_secret_name(k) {
+                return Err(RuntimeError::InvalidArgument {
+                    what: "secret file name",
+                    reason: format!("invalid secret file name {k:?}"),
+                });
+            }
+        }
+        let total: usize = spec.secret_files.values().map(|v| v.0.len()).sum();
+        if total > paddock_core::MAX_SECRET_FILES_BYTES {
+            return Err(RuntimeError::InvalidArgument {
+                what: "secret files",
+                reason: format!(
+                    "secret files total {total} bytes, more than {}",
+                    paddock_core::MAX_SECRET_FILES_BYTES
+                ),
             });
         }
         Ok(t)
@@ -246,7 +274,14 @@ impl Runtime {
         write_record(&dir, &record)?;
         // 3. cgroups with the limits applied.
         let cgroup_procs = self.cgroups.create(id.as_str(), &spec.limits)?;
-        self.launch(&dir, &mut record, t, cgroup_procs)?;
+        self.launch(
+            &dir,
+            &mut record,
+            t,
+            cgroup_procs,
+            &spec.secret_env,
+            &spec.secret_files,
+        )?;
         let sbx = self.sandbox_from(&record, record.pid.unwrap_or_default());
         self.answer_statfs(&sbx, record.disk_bytes);
         Ok(sbx)
@@ -260,6 +295,8 @@ impl Runtime {
         record: &mut Record,
         t: &Template,
         cgroup_procs: Vec<PathBuf>,
+        secret_env: &std::collections::BTreeMap<String, paddock_core::SecretValue>,
+        secret_files: &std::collections::BTreeMap<String, paddock_core::SecretValue>,
     ) -> Result<()> {
         let uid_base = ID_BASE + record.slot * ID_COUNT;
         // 4. The agent's socket is bound here and handed over: a client can connect as soon
@@ -297,6 +334,11 @@ impl Runtime {
             sudo: self.sudo_bin.clone(),
             log: self.cfg.agent_log.clone(),
             statfs_notify: self.statfs.is_some(),
+            secret_env: secret_env.clone(),
+            secret_files: secret_files.clone(),
+            // The files belong to the sandbox's default user (root if the template has no
+            // entry for it).
+            secret_owner: crate::template::user_ids(&t.layers, &record.user).unwrap_or((0, 0)),
         };
         // 5. Run the setup stage and wait for its one status line.
         let lfd = listener.as_raw_fd();

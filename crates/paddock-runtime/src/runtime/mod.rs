@@ -99,6 +99,11 @@ pub struct CreateSpec {
     pub id: Option<SandboxId>,
     /// What the sandbox may reach on the network.
     pub network: NetworkPolicy,
+    /// Secrets as environment variables, on top of `env` (their values never in `Debug`).
+    pub secret_env: BTreeMap<String, paddock_core::SecretValue>,
+    /// Secrets as files under `/run/secrets` (a read-only tmpfs), mode 0400, owned by the
+    /// sandbox's default user.
+    pub secret_files: BTreeMap<String, paddock_core::SecretValue>,
 }
 
 impl Default for CreateSpec {
@@ -110,6 +115,8 @@ impl Default for CreateSpec {
             user: None,
             id: None,
             network: NetworkPolicy::none(),
+            secret_env: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
         }
     }
 }

@@ -221,7 +221,10 @@ impl Runtime {
         std::fs::create_dir(dir.join("work")).map_err(RuntimeError::io("creating work"))?;
         rec.paused = Some(PauseMode::Filesystem);
         let procs = self.cgroups.procs_files(id);
-        if let Err(e) = self.launch(&dir, &mut rec, &t, procs) {
+        // Secrets are not kept anywhere on the host, so a filesystem resume starts without
+        // them (docs/secrets.md).
+        let none = std::collections::BTreeMap::new();
+        if let Err(e) = self.launch(&dir, &mut rec, &t, procs, &none, &none) {
             // Whatever the failed start left running goes; the sandbox stays paused.
             let _ = self.cgroups.kill_all(id);
             rec.pid = None;

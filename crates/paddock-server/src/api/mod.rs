@@ -26,6 +26,7 @@ pub mod mcp;
 pub mod pause;
 pub mod ports;
 pub mod sandboxes;
+pub mod secrets;
 pub mod services;
 pub mod session;
 pub mod system;
@@ -53,6 +54,7 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
         .merge(services::routes())
         .merge(code::routes())
         .merge(admin::routes())
+        .merge(secrets::routes())
         .merge(templates::routes())
         .merge(crate::e2b::control::routes())
         .merge(session::routes())

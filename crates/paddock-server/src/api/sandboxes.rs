@@ -92,6 +92,9 @@ pub struct CreateBody {
     /// A paused sandbox resumes on its first data-plane request (E2B envd, port proxy).
     #[serde(default)]
     auto_resume: bool,
+    /// Tenant secrets: `{"ENV_NAME": "secret"}` or `{"FILE": {"secret": "name", "file": true}}`.
+    #[serde(default)]
+    secrets: BTreeMap<String, serde_json::Value>,
 }
 
 /// Checks a requested timeout against the server's maximum.
@@ -187,6 +190,7 @@ impl CreateBody {
                 }
             },
             auto_resume: self.auto_resume,
+            secrets: crate::api::secrets::parse_uses(&self.secrets)?,
         })
     }
 }

@@ -38,6 +38,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         })
     };
     Router::new()
+        .merge(super::secrets::routes())
         .route("/sandboxes", post(create).get(list_v1))
         .route("/v2/sandboxes", post(create).get(list_v2))
         .route("/sandboxes/{id}", get(get_one).delete(kill))
@@ -73,8 +74,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/volumes", unsupported("volumes are"))
         .route("/volumes/{*rest}", unsupported("volumes are"))
-        .route("/secrets", unsupported("secrets are"))
-        .route("/secrets/{*rest}", unsupported("secrets are"))
 }
 
 /// The caller of an E2B route: a Paddock key in `X-API-KEY` (or `Authorization: Bearer`).
@@ -192,10 +191,12 @@ impl CreateBody {
         };
         let metadata = self.metadata.unwrap_or_default();
         check_metadata(&metadata)?;
-        let env = self.env_vars.unwrap_or_default();
+        let mut env = self.env_vars.unwrap_or_default();
         if env.len() > MAX_ENV {
             return Err(ApiError::BadRequest(format!("at most {MAX_ENV} envVars")));
         }
+        // `Secret.fill(name)` placeholders (`${e2b.secrets.NAME}`) become tenant secrets.
+        let secrets = super::secrets::take_placeholders(&mut env)?;
         let d = &state.cfg.default_limits;
         Ok(NewSandbox {
             template: self.template_id.unwrap_or_else(|| "base".into()),
@@ -212,6 +213,7 @@ impl CreateBody {
             network,
             pause_on_timeout,
             auto_resume,
+            secrets,
         })
     }
 }

@@ -5,7 +5,7 @@
 //! - [`control`]: the REST routes. They authenticate `X-API-KEY` as a Paddock key, map
 //!   `NewSandboxV2` onto [`crate::lifecycle::NewSandbox`], and answer errors as E2B does,
 //!   `{"code": <http status>, "message": ...}`. Features Paddock lacks (pause, snapshots,
-//!   fork, templates, volumes, secrets) answer 400, never a silent success.
+//!   fork, templates, volumes) answer 400, never a silent success.
 //! - [`envd`]: a request naming a sandbox (`E2b-Sandbox-Id` header, or Host
 //!   `{port}-{id}.{domain}`) is the data plane. It is checked against the sandbox's envd access
 //!   token (or a file-URL signature) and streamed to the sandbox's agent, which speaks envd
@@ -25,6 +25,7 @@ use crate::state::AppState;
 pub mod control;
 pub mod envd;
 mod pause;
+pub mod secrets;
 
 /// The port the E2B SDK uses for envd.
 pub const ENVD_PORT: u16 = 49983;

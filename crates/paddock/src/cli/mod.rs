@@ -22,6 +22,7 @@ mod mcp;
 mod network;
 mod pause;
 mod sandbox;
+mod secret;
 mod service;
 mod shell;
 mod sync;
@@ -87,6 +88,9 @@ pub(crate) enum ClientCmd {
     Audit(admin::AuditArgs),
     /// Serve Paddock's MCP tools over stdin/stdout, for desktop agents (docs/mcp.md).
     Mcp(mcp::McpArgs),
+    /// Manage the tenant's secrets: create, update, ls, info, rm, rotate-key (values are
+    /// write-only).
+    Secret(secret::SecretArgs),
     /// Manage templates: ls, show, build, pull, import, bootstrap, ready
     /// python|node|go|code-interpreter, log, rm, layers, prune.
     Template(template::TemplateArgs),
@@ -117,6 +121,7 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Resume(a) => pause::resume(a).await,
         ClientCmd::Key(a) => admin::key(a).await,
         ClientCmd::Audit(a) => admin::audit(a).await,
+        ClientCmd::Secret(a) => secret::run(a).await,
         ClientCmd::Template(a) => template::run(a).await,
         ClientCmd::Mcp(a) => mcp::run(a).await,
         ClientCmd::Service(a) => service::run(a).await,

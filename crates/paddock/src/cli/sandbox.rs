@@ -53,6 +53,12 @@ pub(crate) struct CreateArgs {
     /// Send this sandbox's events (created, timeout warnings, oom, killed...) to this URL.
     #[arg(long, value_name = "URL")]
     pub(crate) webhook: Option<String>,
+    /// A tenant secret as an environment variable, ENV=SECRET (repeatable).
+    #[arg(long = "secret-env", value_parser = parse_kv, value_name = "ENV=SECRET")]
+    pub(crate) secret_env: Vec<(String, String)>,
+    /// A tenant secret as the file /run/secrets/FILE, FILE or FILE=SECRET (repeatable).
+    #[arg(long = "secret-file", value_name = "FILE[=SECRET]")]
+    pub(crate) secret_file: Vec<String>,
     #[command(flatten)]
     pub(crate) conn: Conn,
 }
@@ -93,6 +99,17 @@ pub(crate) fn create_body(a: &CreateArgs) -> Value {
     }
     if let Some(w) = &a.webhook {
         b["webhook_url"] = w.clone().into();
+    }
+    if !a.secret_env.is_empty() || !a.secret_file.is_empty() {
+        let mut m = serde_json::Map::new();
+        for (env, secret) in &a.secret_env {
+            m.insert(env.clone(), secret.clone().into());
+        }
+        for f in &a.secret_file {
+            let (file, secret) = f.split_once('=').unwrap_or((f, f));
+            m.insert(file.to_owned(), json!({ "secret": secret, "file": true }));
+        }
+        b["secrets"] = Value::Object(m);
     }
     // Checked at parse time by `create`; a bad combination is simply not sent here.
     if let Ok(Some(n)) = super::network::policy(a.network, &a.allow) {

@@ -21,6 +21,7 @@ pub struct Server {
     pub admin_key: String,
     pub data: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
     pub http: reqwest::Client,
     /// Where the server's stderr goes (`start_capturing_stderr`); inherited otherwise.
     pub stderr_file: Option<PathBuf>,
@@ -47,10 +48,21 @@ impl Server {
     }
 
     fn start_with(extra: &[&str], capture: bool) -> Server {
+        Server::start_with_env(extra, capture, &[])
+    }
+
+    /// Like `start` (or `start_capturing_stderr` with `capture`), with extra environment
+    /// variables for the server (set after the harness's own, so they override them).
+    pub fn start_with_env(extra: &[&str], capture: bool, env: &[(&str, &str)]) -> Server {
         let data = fresh_data_dir();
         let stderr_file = capture.then(|| data.with_extension("stderr"));
-        let (child, url, key) = spawn(&data, extra, stderr_file.as_deref());
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let (child, url, key) = spawn(&data, extra, stderr_file.as_deref(), &env);
         Server {
+            env,
             stderr_file,
             child: Some(child),
             url,
@@ -68,7 +80,7 @@ impl Server {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "server still running");
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let (child, url, key) = spawn(&self.data, &extra, self.stderr_file.as_deref());
+        let (child, url, key) = spawn(&self.data, &extra, self.stderr_file.as_deref(), &self.env);
         assert!(key.is_none(), "a restart must not make a new admin key");
         self.child = Some(child);
         self.url = url;
@@ -157,7 +169,12 @@ pub async fn call(rb: RequestBuilder) -> (StatusCode, Value) {
 
 // The child is waited for by `Server::stop`/`kill9`/`Drop`.
 #[allow(clippy::zombie_processes)]
-fn spawn(data: &Path, extra: &[&str], stderr: Option<&Path>) -> (Child, String, Option<String>) {
+fn spawn(
+    data: &Path,
+    extra: &[&str],
+    stderr: Option<&Path>,
+    env: &[(String, String)],
+) -> (Child, String, Option<String>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
     cmd.arg("--data-dir")
         .arg(data)
@@ -166,6 +183,7 @@ fn spawn(data: &Path, extra: &[&str], stderr: Option<&Path>) -> (Child, String, 
         .args(extra)
         .env("PADDOCK_AGENT_BIN", env!("CARGO_BIN_EXE_paddock-agent"))
         .env("PADDOCK_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(match stderr {
             Some(p) => Stdio::from(

@@ -1,0 +1,175 @@
+//! The E2B `Secret` API (SDK 2.63: `Secret.create`, `update`, `get_info`, `list`, `exists`,
+//! `destroy`): `/secrets` and `/secrets/{secretID}` over Paddock's tenant secrets, and the
+//! `${e2b.secrets.NAME}` placeholders of `Secret.fill` in a create's `envVars`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use paddock_store::SecretRecord;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::E2bError;
+use super::control::{E2bCaller, body};
+use crate::api::sandboxes::form_urlencoded_pairs;
+use crate::api::{no_content, rfc3339};
+use crate::error::ApiError;
+use crate::secrets::{self, SecretUse};
+use crate::state::AppState;
+
+type E2bResult<T> = Result<T, E2bError>;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/secrets", get(list).post(create))
+        .route("/secrets/{id}", get(info).post(update).delete(destroy))
+}
+
+/// E2B's `Secret` model: never the value.
+fn secret_json(s: &SecretRecord) -> Value {
+    json!({
+        "secretID": s.id,
+        "name": s.name,
+        "currentVersion": s.current_version,
+        "metadata": s.metadata,
+        "createdAt": rfc3339(Some(s.created_at)),
+        "updatedAt": rfc3339(Some(s.updated_at)),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSecret {
+    name: String,
+    value: String,
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretUpdate {
+    value: String,
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+fn audit_name(n: &str) -> Option<String> {
+    paddock_core::valid_secret_name(n).then(|| n.to_owned())
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    req: Request,
+) -> E2bResult<Response> {
+    let b: NewSecret = body(&state, req).await?;
+    let res = secrets::create(
+        &state,
+        &caller,
+        &b.name,
+        &b.value,
+        b.metadata.unwrap_or_default(),
+    );
+    let s = state.audited(&caller, "secret.create", None, audit_name(&b.name), res)?;
+    Ok((StatusCode::CREATED, axum::Json(secret_json(&s))).into_response())
+}
+
+async fn update(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    Path(id): Path<String>,
+    req: Request,
+) -> E2bResult<Response> {
+    let b: SecretUpdate = body(&state, req).await?;
+    let res = secrets::update(&state, &caller, &id, &b.value, b.metadata);
+    let s = state.audited(&caller, "secret.update", None, audit_name(&id), res)?;
+    Ok((StatusCode::OK, axum::Json(secret_json(&s))).into_response())
+}
+
+async fn info(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    Path(id): Path<String>,
+) -> E2bResult<Response> {
+    let s = secrets::get(&state, &caller, &id)?;
+    Ok((StatusCode::OK, axum::Json(secret_json(&s))).into_response())
+}
+
+async fn destroy(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    Path(id): Path<String>,
+) -> E2bResult<Response> {
+    let res = secrets::delete(&state, &caller, &id);
+    state.audited(&caller, "secret.delete", None, audit_name(&id), res)?;
+    Ok(no_content())
+}
+
+/// `GET /secrets?limit=&nextToken=`: a page by name; `x-next-token` names the next one.
+async fn list(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    RawQuery(q): RawQuery,
+) -> E2bResult<Response> {
+    let mut limit = 100;
+    let mut after = None;
+    for (k, v) in form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
+        match k.as_str() {
+            "limit" => limit = crate::api::parse_limit(&v)?,
+            "nextToken" => after = Some(v),
+            other => return Err(crate::api::unknown_param(other).into()),
+        }
+    }
+    let page = secrets::list(&state, &caller, after.as_deref(), limit)?;
+    let mut r = (
+        StatusCode::OK,
+        axum::Json(page.iter().map(secret_json).collect::<Vec<_>>()),
+    )
+        .into_response();
+    if page.len() == limit as usize
+        && let Some(last) = page.last()
+        && let Ok(v) = HeaderValue::from_str(&last.name)
+    {
+        r.headers_mut().insert("x-next-token", v);
+    }
+    Ok(r)
+}
+
+/// Takes the `envVars` whose value is a `Secret.fill` placeholder, `${e2b.secrets.NAME}`, out
+/// of `env` as secret uses. A placeholder inside a longer value is refused (only whole values
+/// are resolved).
+pub fn take_placeholders(
+    env: &mut BTreeMap<String, String>,
+) -> Result<BTreeMap<String, SecretUse>, ApiError> {
+    const OPEN: &str = "${e2b.secrets.";
+    let mut uses = BTreeMap::new();
+    for (k, v) in env.iter() {
+        let Some(pos) = v.find(OPEN) else { continue };
+        let name = v
+            .strip_prefix(OPEN)
+            .and_then(|r| r.strip_suffix('}'))
+            .filter(|n| pos == 0 && !n.contains('}'));
+        let Some(name) = name else {
+            return Err(ApiError::BadRequest(format!(
+                "envVars.{}: a secret placeholder must be the whole value",
+                crate::state::truncate(k, 64)
+            )));
+        };
+        uses.insert(
+            k.clone(),
+            SecretUse {
+                secret: name.to_owned(),
+                file: false,
+            },
+        );
+    }
+    for k in uses.keys() {
+        env.remove(k);
+    }
+    secrets::check_uses(&uses)?;
+    Ok(uses)
+}
