@@ -830,16 +830,16 @@ async fn a_sandbox_whose_agent_dies_is_stopped_and_cleaned_up() {
             let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let got = eventually(Duration::from_secs(10), "the sandbox stops", || async {
         let (_, got) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}"))).await;
         if got["state"] == "stopped" {
-            assert_eq!(got["stop_reason"], "failed", "{got}");
-            break;
+            Ok(got)
+        } else {
+            Err(got)
         }
-        assert!(Instant::now() < deadline, "still {got} after 10 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
+    assert_eq!(got["stop_reason"], "failed", "{got}");
     assert_eq!(leftovers(&id), Vec::<String>::new());
     let (_, logs) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/logs"))).await;
     assert!(
@@ -965,18 +965,19 @@ async fn status_reports_host_and_sandbox_load() {
     )
     .await;
     assert_eq!(st, StatusCode::ACCEPTED, "{r}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let load = loop {
-        let (_, v) = call(s.req(Method::GET, "/v1/status")).await;
-        if v["load"]["sandbox_cpu_cores"].as_f64().unwrap_or(0.0) > 0.3 {
-            break v["load"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the busy sandbox never showed: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let load = eventually(
+        Duration::from_secs(20),
+        "the busy sandbox shows",
+        || async {
+            let (_, v) = call(s.req(Method::GET, "/v1/status")).await;
+            if v["load"]["sandbox_cpu_cores"].as_f64().unwrap_or(0.0) > 0.3 {
+                Ok(v["load"].clone())
+            } else {
+                Err(v)
+            }
+        },
+    )
+    .await;
     assert!(
         load["sandbox_memory_bytes"].as_u64().unwrap_or(0) > 0,
         "{load}"

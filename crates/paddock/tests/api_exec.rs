@@ -592,18 +592,19 @@ async fn exec_time_limits_default_for_foreground_none_for_background_or_zero() {
     )
     .await;
     assert_eq!(st, StatusCode::ACCEPTED, "{v}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let h = loop {
-        let h = history_of(&s, &id, "/tmp/bg").await;
-        if h["status"] != "running" {
-            break h;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "background command never ended"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let h = eventually(
+        Duration::from_secs(20),
+        "the background command ends",
+        || async {
+            let h = history_of(&s, &id, "/tmp/bg").await;
+            if h["status"] != "running" {
+                Ok(h)
+            } else {
+                Err(h)
+            }
+        },
+    )
+    .await;
     assert_eq!(
         h["exit_code"], 0,
         "the background command ran to its end: {h}"
@@ -618,19 +619,16 @@ async fn exec_time_limits_default_for_foreground_none_for_background_or_zero() {
     )
     .await;
     let pid = v["pid"].as_u64().expect("pid");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/processes"))).await;
-        let listed = v["processes"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|p| p["pid"] == pid));
-        if !listed {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not killed at its timeout"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "the process is killed at its timeout",
+        || async {
+            let (_, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/processes"))).await;
+            let listed = v["processes"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["pid"] == pid));
+            done_when(!listed, &v)
+        },
+    )
+    .await;
 }

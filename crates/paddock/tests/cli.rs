@@ -338,16 +338,11 @@ fn receive_one(listener: std::net::TcpListener) -> std::thread::JoinHandle<Strin
     std::thread::spawn(move || {
         use std::io::{Read, Write};
         listener.set_nonblocking(true).expect("nonblocking");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let (mut c, _) = loop {
-            match listener.accept() {
-                Ok(c) => break c,
-                Err(_) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                Err(e) => panic!("no webhook delivery within 30 s: {e}"),
-            }
-        };
+        let (mut c, _) = eventually_blocking(
+            std::time::Duration::from_secs(30),
+            "a webhook delivery",
+            || listener.accept(),
+        );
         c.set_nonblocking(false).expect("blocking");
         c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .expect("timeout");
@@ -597,14 +592,12 @@ async fn exec_warns_about_unsent_stdin_and_sigterm_kills_the_remote_command() {
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("kill");
     let st = child.wait().expect("wait");
     assert_eq!(st.code(), Some(143), "128 + SIGTERM");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while running(&s, &id).await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the remote command outlived the CLI"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the remote command ends with the CLI",
+        || async { done_when(!running(&s, &id).await, "still running") },
+    )
+    .await;
 }
 
 #[test]

@@ -168,17 +168,17 @@ async fn statfs_made_while_the_server_is_down_is_answered_after_restart() {
     assert_eq!(leftovers(&id), Vec::<String>::new());
 }
 
-/// Polls `f` every 100 ms until it holds, failing with `what` after `limit`.
+/// Polls `f` until it holds, failing with `what` after `limit` (the shared [`eventually`]).
 async fn wait_until<F, Fut>(limit: Duration, what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = std::time::Instant::now() + limit;
-    while !f().await {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(limit, what, || {
+        let fut = f();
+        async move { done_when(fut.await, "not yet") }
+    })
+    .await;
 }
 
 /// A `Stream` over an mpsc receiver (without pulling in tokio-stream).

@@ -8,7 +8,7 @@ mod server;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -90,19 +90,18 @@ async fn data_plane_files_are_rate_limited_per_key_in_e2b_shape() {
     let (st, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}"))).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     // The bucket refills: at 1/s a request passes again within a few seconds.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = files().send().await.expect("request").status();
-        if st == StatusCode::OK {
-            break;
-        }
-        assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
-        assert!(
-            Instant::now() < deadline,
-            "the data-plane bucket never refilled"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the data-plane bucket refills",
+        || async {
+            let st = files().send().await.expect("request").status();
+            if st != StatusCode::OK {
+                assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+            }
+            done_when(st == StatusCode::OK, st)
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -256,17 +255,18 @@ async fn a_lost_sandboxs_uid_claim_is_removed_at_reconcile() {
             let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !processes_of(&id).is_empty() {
-        assert!(Instant::now() < deadline, "sandbox {id} did not die");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(20), "the sandbox dies", || async {
+        let left = processes_of(&id);
+        done_when(left.is_empty(), format!("{left:?}"))
+    })
+    .await;
     for d in cgroups_of(&id) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::remove_dir(&d).is_err() {
-            assert!(Instant::now() < deadline, "removing {}", d.display());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            Duration::from_secs(5),
+            &format!("removing {}", d.display()),
+            || async { std::fs::remove_dir(&d) },
+        )
+        .await;
     }
     let sub = s.data.join("layers/sandboxes").join(&id);
     let out = Command::new("btrfs")

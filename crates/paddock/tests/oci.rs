@@ -13,7 +13,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
@@ -77,8 +77,7 @@ impl Registry {
             .spawn()
             .unwrap();
         let mut reg = Registry { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        server::eventually_blocking(Duration::from_secs(20), "the registry starts", || {
             if let Ok(Some(status)) = reg.child.try_wait() {
                 panic!(
                     "registry exited ({status}): {}",
@@ -86,9 +85,8 @@ impl Registry {
                         .unwrap_or_default()
                 );
             }
-            assert!(Instant::now() < deadline, "registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            std::net::TcpStream::connect(("127.0.0.1", port))
+        });
         reg.port = port;
         reg
     }

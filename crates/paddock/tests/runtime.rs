@@ -872,24 +872,16 @@ async fn statfs_reports_the_disk_limit() {
     assert_ne!(out(&r), "262144\n");
     // What the sandbox writes shows as used (the figure is at most a second old).
     sh(&s, "head -c 67108864 /dev/zero > /home/user/blob && sync").await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), "64 MiB written show as used", || async {
         let r = sh(
             &s,
             "python3 -c 'import os; v=os.statvfs(\"/\"); print((v.f_blocks-v.f_bfree)*v.f_frsize >> 20)'",
         )
         .await;
         let used: u64 = out(&r).trim().parse().unwrap_or(0);
-        if used >= 64 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "used {used} MiB after writing 64: {}",
-            err(&r)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        done_when(used >= 64, format!("used {used} MiB: {}", err(&r)))
+    })
+    .await;
     // The kernel's errors: missing, not reachable by the user, a symlink to a path that
     // exists only on the host (resolved inside the sandbox, so missing there too).
     let host_only = format!("/var/tmp/paddock-statfs-host-only-{}", std::process::id());

@@ -5,7 +5,7 @@ mod server;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use server::*;
 
@@ -287,18 +287,14 @@ fn sync_down_brings_changes_back_and_watch_sends_changes() {
     err.read_line(&mut line).expect("read");
     assert!(line.contains("watching"), "{line}");
     write(&src, "lib/watched.txt", "seen");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let o = paddock(&s, &["exec", &id, "--", "cat", "proj/lib/watched.txt"]);
-        if o.status.success() && stdout(&o) == "seen" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the watched change never arrived"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually_blocking(
+        Duration::from_secs(30),
+        "the watched change arrives",
+        || {
+            let o = paddock(&s, &["exec", &id, "--", "cat", "proj/lib/watched.txt"]);
+            done_when(o.status.success() && stdout(&o) == "seen", stdout(&o))
+        },
+    );
     child.kill().expect("kill");
     let _ = child.wait();
 }

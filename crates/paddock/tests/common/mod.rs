@@ -9,11 +9,18 @@ use std::time::Duration;
 
 use paddock_runtime::{CreateSpec, ExecRequest, ExecResult, Runtime, RuntimeConfig, Sandbox};
 
+// A binary that uses both harnesses (network) gets two copies of it: harmless.
+#[allow(clippy::duplicate_mod)]
+#[path = "../support/mod.rs"]
+mod support;
+pub use support::*;
+
 /// The runtime shared by every test in this binary. Its data directory is fixed per test
 /// binary, so a crashed earlier run is reconciled (and cleaned) on the next one.
 pub fn runtime() -> Arc<Runtime> {
     static RT: OnceLock<Arc<Runtime>> = OnceLock::new();
     RT.get_or_init(|| {
+        require_root("this test binary (real sandboxes)");
         let name = std::env::current_exe()
             .ok()
             .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))

@@ -14,6 +14,12 @@ use serde_json::Value;
 
 pub mod venv;
 
+// A binary that uses both harnesses (network) gets two copies of it: harmless.
+#[allow(clippy::duplicate_mod)]
+#[path = "../support/mod.rs"]
+mod support;
+pub use support::*;
+
 /// A running `paddock serve`.
 pub struct Server {
     child: Option<Child>,
@@ -175,6 +181,7 @@ fn spawn(
     stderr: Option<&Path>,
     env: &[(String, String)],
 ) -> (Child, String, Option<String>) {
+    require_root("this test binary (a real `paddock serve`)");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_paddock"));
     cmd.arg("--data-dir")
         .arg(data)
@@ -308,26 +315,23 @@ pub fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<std::process
             let _ = child.wait();
             return None;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(POLL_EVERY);
     }
 }
 
 /// Asserts that within 10 s the server lists no sandbox (every one `what` made was killed).
 pub async fn assert_no_sandboxes_left(s: &Server, what: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (st, v) = call(s.req(Method::GET, "/v1/sandboxes")).await;
-        assert_eq!(st, StatusCode::OK, "{v}");
-        let left = v["sandboxes"].as_array().expect("sandboxes").clone();
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sandboxes left running after {what}: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        &format!("sandboxes left running after {what}"),
+        || async {
+            let (st, v) = call(s.req(Method::GET, "/v1/sandboxes")).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            let left = &v["sandboxes"];
+            done_when(left.as_array().is_some_and(Vec::is_empty), left)
+        },
+    )
+    .await;
 }
 
 /// Points an E2B SDK program at the server: `E2B_API_URL` and `E2B_SANDBOX_URL` are `url`,
