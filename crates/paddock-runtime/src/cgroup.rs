@@ -13,6 +13,9 @@ use paddock_core::Limits;
 
 use crate::error::{Result, RuntimeError};
 
+/// Where the host mounts its cgroup hierarchies.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
 const V1_CONTROLLERS: &[&str] = &["memory", "pids", "cpu", "cpuacct", "freezer"];
 
 /// Which cgroup layout the host has.
@@ -38,7 +41,13 @@ impl Cgroups {
     /// `paddock/<instance>`. Each runtime (data directory) has its own instance name, so two
     /// runtimes on one host never see, adopt or destroy each other's cgroups.
     pub fn detect(instance: &str) -> Result<Cgroups> {
-        let root = PathBuf::from("/sys/fs/cgroup");
+        Self::detect_at(Path::new(CGROUP_ROOT), instance)
+    }
+
+    /// [`Cgroups::detect`] under another root than [`CGROUP_ROOT`] (the unit tests' fixtures:
+    /// a v2 root has `cgroup.controllers`, a v1 root one directory per controller).
+    pub fn detect_at(root: &Path, instance: &str) -> Result<Cgroups> {
+        let root = root.to_path_buf();
         let prefix = Path::new("paddock").join(instance);
         let v2 = root.join("cgroup.controllers").exists();
         let cg = if v2 {
@@ -400,5 +409,155 @@ impl Cgroups {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            memory_bytes: 256 << 20,
+            pids: 128,
+            cpu_millis: 1500,
+            ..Limits::default()
+        }
+    }
+
+    fn read(p: PathBuf) -> String {
+        fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    fn v1_fixture() -> tempfile::TempDir {
+        let t = tempfile::tempdir().expect("tempdir");
+        for c in V1_CONTROLLERS {
+            fs::create_dir(t.path().join(c)).expect("controller dir");
+        }
+        t
+    }
+
+    #[test]
+    fn v1_layout_limits_stats_and_removal() {
+        let t = v1_fixture();
+        let cg = Cgroups::detect_at(t.path(), "inst").expect("detect v1");
+        assert!(matches!(cg, Cgroups::V1 { .. }), "{cg:?}");
+        for c in V1_CONTROLLERS {
+            assert!(t.path().join(c).join("paddock/inst").is_dir(), "{c}");
+        }
+        let procs = cg.create("sbx1", &limits()).expect("create");
+        assert_eq!(procs.len(), V1_CONTROLLERS.len());
+        let d = |c: &str| t.path().join(c).join("paddock/inst/sbx1");
+        assert_eq!(read(d("memory").join("memory.limit_in_bytes")), "268435456");
+        assert_eq!(read(d("pids").join("pids.max")), "128");
+        assert_eq!(read(d("cpu").join("cpu.cfs_period_us")), "100000");
+        assert_eq!(read(d("cpu").join("cpu.cfs_quota_us")), "150000");
+        assert_eq!(cg.existing(), vec!["sbx1".to_owned()]);
+        assert_eq!(cg.dirs("sbx1").len(), V1_CONTROLLERS.len());
+
+        fs::write(d("cpuacct").join("cpuacct.usage"), "123456789\n").expect("w");
+        fs::write(d("memory").join("memory.usage_in_bytes"), "4096\n").expect("w");
+        fs::write(d("pids").join("pids.current"), "3\n").expect("w");
+        fs::write(
+            d("memory").join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .expect("w");
+        fs::write(d("pids").join("cgroup.procs"), "10\n11\n").expect("w");
+        assert_eq!(
+            cg.stats("sbx1"),
+            CgroupStats {
+                cpu_usage_ns: 123_456_789,
+                memory_bytes: 4096,
+                pids: 3,
+                oom_kills: 2,
+            }
+        );
+        assert_eq!(cg.procs("sbx1"), vec![10, 11]);
+        // A missing sandbox reads as zeros, not an error.
+        assert_eq!(cg.stats("nope"), CgroupStats::default());
+
+        // The instance's directories go only once they are empty.
+        assert!(
+            cg.remove_instance().is_err(),
+            "removed a non-empty instance"
+        );
+        for c in V1_CONTROLLERS {
+            fs::remove_dir_all(d(c)).expect("clear");
+        }
+        cg.remove_instance().expect("remove instance");
+        for c in V1_CONTROLLERS {
+            assert!(!t.path().join(c).join("paddock/inst").exists(), "{c}");
+            assert!(
+                t.path().join(c).join("paddock").is_dir(),
+                "shared parent kept"
+            );
+        }
+        // Removing twice is not an error.
+        cg.remove_instance().expect("remove instance again");
+    }
+
+    #[test]
+    fn v1_without_a_controller_is_unsupported() {
+        let t = v1_fixture();
+        fs::remove_dir(t.path().join("freezer")).expect("rm");
+        let e = Cgroups::detect_at(t.path(), "inst").expect_err("no freezer");
+        assert!(
+            matches!(
+                e,
+                RuntimeError::Unsupported {
+                    resource: "cgroup",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("freezer"), "{e}");
+    }
+
+    #[test]
+    fn v2_layout_limits_stats_and_removal() {
+        let t = tempfile::tempdir().expect("tempdir");
+        fs::write(t.path().join("cgroup.controllers"), "cpu memory pids\n").expect("w");
+        let cg = Cgroups::detect_at(t.path(), "inst").expect("detect v2");
+        assert!(matches!(cg, Cgroups::V2 { .. }), "{cg:?}");
+        // Controllers are delegated at every level down to the sandboxes' parent.
+        for level in ["", "paddock", "paddock/inst"] {
+            assert_eq!(
+                read(t.path().join(level).join("cgroup.subtree_control")),
+                "+memory +pids +cpu",
+                "{level:?}"
+            );
+        }
+        let procs = cg.create("sbx2", &limits()).expect("create");
+        let d = t.path().join("paddock/inst/sbx2");
+        assert_eq!(procs, vec![d.join("cgroup.procs")]);
+        assert_eq!(read(d.join("memory.max")), "268435456");
+        assert_eq!(read(d.join("memory.swap.max")), "0");
+        assert_eq!(read(d.join("pids.max")), "128");
+        assert_eq!(read(d.join("cpu.max")), "150000 100000");
+
+        fs::write(d.join("cpu.stat"), "usage_usec 2500\nuser_usec 2000\n").expect("w");
+        fs::write(d.join("memory.current"), "8192\n").expect("w");
+        fs::write(d.join("pids.current"), "1\n").expect("w");
+        fs::write(
+            d.join("memory.events"),
+            "low 0\nhigh 0\noom 1\noom_kill 1\n",
+        )
+        .expect("w");
+        assert_eq!(
+            cg.stats("sbx2"),
+            CgroupStats {
+                cpu_usage_ns: 2_500_000,
+                memory_bytes: 8192,
+                pids: 1,
+                oom_kills: 1,
+            }
+        );
+        assert_eq!(cg.existing(), vec!["sbx2".to_owned()]);
+        fs::remove_dir_all(&d).expect("clear");
+        fs::remove_file(t.path().join("paddock/inst/cgroup.subtree_control")).expect("rm");
+        cg.remove_instance().expect("remove instance");
+        assert!(!t.path().join("paddock/inst").exists());
     }
 }
