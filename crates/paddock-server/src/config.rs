@@ -7,6 +7,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Default time a foreground command may run when it names no `timeout` (the server's
+/// `--exec-timeout`).
+pub const DEFAULT_EXEC_TIMEOUT_SECS: u64 = 60;
+/// Longest time a command may run.
+pub const MAX_EXEC_TIMEOUT_SECS: u64 = 24 * 3600;
+
 /// Everything `paddock serve` can be told. Defaults are the embedded single-host setup.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -86,7 +92,7 @@ impl ServerConfig {
             default_timeout: Duration::from_secs(300),
             max_timeout: Duration::from_secs(24 * 3600),
             paused_retention: Duration::from_secs(30 * 24 * 3600),
-            exec_timeout: Duration::from_secs(crate::api::exec::DEFAULT_EXEC_TIMEOUT_SECS),
+            exec_timeout: Duration::from_secs(DEFAULT_EXEC_TIMEOUT_SECS),
             warn_at: vec![0.5, 5.0 / 6.0],
             max_json_body: 1 << 20,
             max_output: 4 << 20,
@@ -132,7 +138,7 @@ impl ServerConfig {
         if self.paused_retention.is_zero() {
             return bad("the paused retention must be at least 1s".into());
         }
-        let max_exec = crate::api::exec::MAX_EXEC_TIMEOUT_SECS;
+        let max_exec = MAX_EXEC_TIMEOUT_SECS;
         if self.exec_timeout.is_zero() || self.exec_timeout.as_secs() > max_exec {
             return bad(format!(
                 "exec timeout {}s must be between 1s and {max_exec}s",

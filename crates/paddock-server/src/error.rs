@@ -127,7 +127,7 @@ impl IntoResponse for ApiError {
         let mut body = serde_json::json!({ "code": code, "message": self.to_string() });
         // A 500 names its request, so the logged detail can be found; nothing else of it
         // is sent.
-        if let (ApiError::Internal(_), Some(id)) = (&self, crate::trace::current()) {
+        if let (ApiError::Internal(_), Some(id)) = (&self, crate::request_id::current()) {
             body["request_id"] = id.into();
         }
         let mut resp = (status, axum::Json(body)).into_response();

@@ -23,6 +23,7 @@ use paddock_store::{Role, SqliteStore, Store};
 use tower::ServiceExt as _;
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod console;
@@ -34,6 +35,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod pausing;
 pub mod proxy;
+pub mod request_id;
 pub mod secrets;
 pub mod session;
 pub mod startcmd;
@@ -42,6 +44,7 @@ pub mod templates;
 pub mod trace;
 pub mod usage;
 pub mod webhooks;
+pub mod wire;
 
 pub use config::{ConfigError, ServerConfig};
 
@@ -179,7 +182,7 @@ pub async fn serve(
         admin_key_e2b: admin_key.as_deref().and_then(auth::e2b_form),
         admin_key,
     });
-    let app = api::router(state.clone());
+    let app = app::router(state.clone());
     let graceful = GracefulShutdown::new();
     // HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
     let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

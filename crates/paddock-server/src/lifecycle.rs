@@ -305,7 +305,7 @@ pub fn set_timeout(state: &AppState, rec: &mut SandboxRecord, timeout: Duration)
         &rec.tenant,
         Some(&rec.id),
         "timeout_changed",
-        serde_json::json!({ "timeout_secs": timeout.as_secs(), "expires_at": crate::api::rfc3339(rec.expires_at) }),
+        serde_json::json!({ "timeout_secs": timeout.as_secs(), "expires_at": crate::wire::rfc3339(rec.expires_at) }),
         rec.webhook_url.as_deref(),
     );
     Ok(())
@@ -383,7 +383,7 @@ pub async fn run(state: Arc<AppState>) {
                 Some(&id),
                 "timeout_warning",
                 serde_json::json!({
-                    "expires_at": crate::api::rfc3339(Some(dl.expires_at)),
+                    "expires_at": crate::wire::rfc3339(Some(dl.expires_at)),
                     "remaining_secs": remaining / 1000,
                     "warning": dl.warnings_sent,
                 }),

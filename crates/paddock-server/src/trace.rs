@@ -24,14 +24,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The longest request id taken from a client; a longer one is replaced.
 pub const MAX_REQUEST_ID: usize = 128;
 
-tokio::task_local! {
-    static CURRENT: String;
-}
-
-/// The id of the request being served by this task, if any.
-pub fn current() -> Option<String> {
-    CURRENT.try_with(Clone::clone).ok()
-}
+use crate::request_id::CURRENT;
+pub use crate::request_id::current;
 
 /// Whether a client's request id is used as is.
 fn well_formed(v: &HeaderValue) -> Option<&str> {

@@ -85,7 +85,7 @@ impl Webhooks {
         if urls.is_empty() {
             return;
         }
-        let body = crate::api::event_json(ev);
+        let body = crate::wire::event_json(ev);
         for url in urls {
             if self.tx.try_send((url.clone(), body.clone())).is_err() {
                 tracing::warn!(%url, kind = %ev.kind, "webhook queue full; event dropped");

@@ -10,11 +10,12 @@ use axum::routing::{delete, get};
 use paddock_store::{ApiKey, AuditFilter, Role, Tenant, now_ms};
 use serde::Deserialize;
 
-use super::sandboxes::form_urlencoded_pairs;
-use super::{Json, json_response, no_content, rfc3339};
+use super::Json;
 use crate::auth::{Admin, generate_key, hash_key, random_id};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::wire::form_urlencoded_pairs;
+use crate::wire::{json_response, no_content, rfc3339};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -200,8 +201,8 @@ async fn audit(
                         .map_err(|_| ApiError::BadRequest(format!("before {v:?} is not an id")))?,
                 )
             }
-            "limit" => f.limit = Some(super::parse_limit(&v)?),
-            other => return Err(super::unknown_param(other)),
+            "limit" => f.limit = Some(crate::wire::parse_limit(&v)?),
+            other => return Err(crate::wire::unknown_param(other)),
         }
     }
     let rows = state.store.list_audit(&f)?;

@@ -19,10 +19,11 @@ use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 
-use super::{Json, read_limited};
+use super::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::wire::read_limited;
 
 /// The code interpreter's port in the sandbox (E2B's `JUPYTER_PORT`).
 pub const INTERPRETER_PORT: u16 = 49999;

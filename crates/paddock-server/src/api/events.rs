@@ -14,11 +14,11 @@ use futures::StreamExt;
 use paddock_store::{Event, EventFilter};
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::sandboxes::form_urlencoded_pairs;
-use super::{event_json, json_response};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::wire::form_urlencoded_pairs;
+use crate::wire::{event_json, json_response};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/v1/events", get(events))
@@ -46,8 +46,8 @@ async fn events(
                     ApiError::BadRequest(format!("after {v:?} is not a sequence number"))
                 })?)
             }
-            "limit" => f.limit = Some(super::parse_limit(&v)?),
-            other => return Err(super::unknown_param(other)),
+            "limit" => f.limit = Some(crate::wire::parse_limit(&v)?),
+            other => return Err(crate::wire::unknown_param(other)),
         }
     }
     if !caller.is_admin() {

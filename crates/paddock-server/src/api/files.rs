@@ -20,11 +20,12 @@ use paddock_runtime::{RuntimeError, Sandbox};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::sandboxes::form_urlencoded_pairs;
-use super::{Json, json_response, no_content, rfc3339};
+use super::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, truncate};
+use crate::wire::form_urlencoded_pairs;
+use crate::wire::{json_response, no_content, rfc3339};
 
 /// Deepest listing `fs/list` returns.
 pub const MAX_LIST_DEPTH: u32 = 16;
@@ -92,7 +93,7 @@ fn parse_query(q: Option<&str>, extras: &[&str]) -> ApiResult<FileQuery> {
                 )
             }
             "format" if extras.contains(&"format") => f.format = Some(v),
-            other => return Err(super::unknown_param(other)),
+            other => return Err(crate::wire::unknown_param(other)),
         }
     }
     if !have_path {

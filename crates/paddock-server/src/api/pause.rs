@@ -10,11 +10,12 @@ use axum::routing::post;
 use paddock_runtime::PauseMode;
 use serde::Deserialize;
 
+use super::Json;
 use super::sandboxes::{check_timeout, sandbox_json};
-use super::{Json, json_response};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::wire::json_response;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()

@@ -10,12 +10,12 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use paddock_store::SandboxRecord;
 
-use super::json_response;
 use crate::auth::Caller;
 use crate::e2b::ENVD_PORT;
 use crate::error::{ApiError, ApiResult};
 use crate::proxy::{self, MAX_PUBLIC_PORTS};
 use crate::state::AppState;
+use crate::wire::json_response;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()

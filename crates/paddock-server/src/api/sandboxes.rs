@@ -13,11 +13,12 @@ use paddock_core::{Limits, parse_size};
 use paddock_store::{AuditFilter, EventFilter, SandboxFilter, SandboxRecord, SandboxState};
 use serde::Deserialize;
 
-use super::{Json, json_response, no_content, rfc3339};
+use super::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{self, NewSandbox};
 use crate::state::AppState;
+use crate::wire::{json_response, no_content, rfc3339};
 
 /// Most metadata pairs per sandbox, and their sizes.
 pub const MAX_METADATA: usize = 64;
@@ -254,7 +255,7 @@ fn parse_list_query(q: Option<&str>) -> ApiResult<SandboxFilter> {
         ],
         ..Default::default()
     };
-    for (k, v) in form_urlencoded_pairs(q.unwrap_or("")) {
+    for (k, v) in crate::wire::form_urlencoded_pairs(q.unwrap_or("")) {
         match k.as_str() {
             "state" => {
                 f.states = if v == "all" {
@@ -271,22 +272,15 @@ fn parse_list_query(q: Option<&str>) -> ApiResult<SandboxFilter> {
                         .collect::<ApiResult<_>>()?
                 }
             }
-            "limit" => f.limit = Some(super::parse_limit(&v)?),
+            "limit" => f.limit = Some(crate::wire::parse_limit(&v)?),
             "after" => f.after = Some(v),
             k if k.starts_with("metadata.") => {
                 f.metadata.insert(k["metadata.".len()..].to_owned(), v);
             }
-            other => return Err(super::unknown_param(other)),
+            other => return Err(crate::wire::unknown_param(other)),
         }
     }
     Ok(f)
-}
-
-/// Decodes `a=b&c=d` (percent-decoding, `+` as space).
-pub fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(q.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
 }
 
 async fn list(
@@ -388,7 +382,7 @@ async fn stats(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let mut history = false;
-    for (k, v) in form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
+    for (k, v) in crate::wire::form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
         match (k.as_str(), v.as_str()) {
             ("history", "true" | "1") => history = true,
             ("history", "false" | "0") => history = false,
@@ -398,7 +392,7 @@ async fn stats(
                     crate::state::truncate(other, 32)
                 )));
             }
-            _ => return Err(super::unknown_param(&k)),
+            _ => return Err(crate::wire::unknown_param(&k)),
         }
     }
     let (r, s) = state.sandbox_for(&caller, &id)?;
@@ -470,7 +464,7 @@ async fn logs(
     Ok(json_response(
         StatusCode::OK,
         serde_json::json!({
-            "events": events.iter().map(super::event_json).collect::<Vec<_>>(),
+            "events": events.iter().map(crate::wire::event_json).collect::<Vec<_>>(),
             "execs": execs.iter().map(|e| serde_json::json!({
                 "at": rfc3339(Some(e.at)),
                 "command": e.command,

@@ -13,12 +13,13 @@ use paddock_store::SecretRecord;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::sandboxes::form_urlencoded_pairs;
-use super::{Json, json_response, no_content, parse_limit, rfc3339, unknown_param};
+use super::Json;
 use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::secrets::{self, MasterKey, SecretUse};
 use crate::state::AppState;
+use crate::wire::form_urlencoded_pairs;
+use crate::wire::{json_response, no_content, parse_limit, rfc3339, unknown_param};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()

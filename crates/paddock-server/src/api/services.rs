@@ -21,11 +21,12 @@ use paddock_runtime::Sandbox;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::sandboxes::form_urlencoded_pairs;
-use super::{Json, json_response, no_content};
+use super::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::wire::form_urlencoded_pairs;
+use crate::wire::{json_response, no_content};
 
 /// Health check interval bounds and default (milliseconds); the agent holds the same.
 pub const HEALTH_INTERVAL_MIN_MS: u64 = 1000;
@@ -372,7 +373,7 @@ async fn logs(
                     ApiError::BadRequest(format!("from_seq {v:?} is not a sequence number"))
                 })?;
             }
-            other => return Err(super::unknown_param(other)),
+            other => return Err(crate::wire::unknown_param(other)),
         }
     }
     let (_, v) = agent(

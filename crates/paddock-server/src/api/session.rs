@@ -11,11 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::{Json, json_response};
+use super::Json;
 use crate::auth::{Caller, authenticate};
 use crate::error::{ApiError, ApiResult};
 use crate::session::{COOKIE_NAME, SESSION_TTL, check, cookie, origin_ok};
 use crate::state::AppState;
+use crate::wire::json_response;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/v1/session", get(whoami).post(login).delete(logout))

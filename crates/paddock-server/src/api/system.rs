@@ -14,12 +14,12 @@ use axum::routing::get;
 use http_body_util::BodyExt as _;
 use paddock_store::SandboxState;
 
-use super::json_response;
 use crate::auth::{Admin, Caller};
 use crate::error::ApiResult;
 use crate::hostload::HostLoad;
 use crate::metrics::Surface;
 use crate::state::AppState;
+use crate::wire::json_response;
 
 /// The OpenAPI document of this API, kept in the repository.
 pub const OPENAPI: &str = include_str!("../../openapi.json");

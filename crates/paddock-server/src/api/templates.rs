@@ -21,11 +21,11 @@ use paddock_runtime::template::{Template, TemplateDef, valid_name};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
 
-use super::{json_response, no_content, rfc3339};
 use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::templates::{self, BuildEvent};
+use crate::wire::{json_response, no_content, rfc3339};
 
 /// Largest build context (a tar body).
 pub const MAX_CONTEXT: u64 = 2 << 30;
@@ -379,17 +379,17 @@ async fn build(
 ) -> ApiResult<Response> {
     check_name(&name)?;
     let mut file_name: Option<String> = None;
-    for (k, v) in super::sandboxes::form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
+    for (k, v) in crate::wire::form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
         match k.as_str() {
             "file" => file_name = Some(v),
-            other => return Err(super::unknown_param(other)),
+            other => return Err(crate::wire::unknown_param(other)),
         }
     }
     let ct = media_type(&req);
     let busy = Busy::take_for_making(&name).await?;
     let (text, context) = match ct.as_str() {
         "text/plain" => {
-            let b = super::read_limited(req, 1 << 20, false).await?;
+            let b = crate::wire::read_limited(req, 1 << 20, false).await?;
             let t = String::from_utf8(b.to_vec())
                 .map_err(|_| ApiError::BadRequest("the build file is not UTF-8".into()))?;
             (t, None)
@@ -438,10 +438,10 @@ async fn bootstrap(
 ) -> ApiResult<Response> {
     check_name(&name)?;
     let mut suite = templates::Suite::default();
-    for (k, v) in super::sandboxes::form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
+    for (k, v) in crate::wire::form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
         match k.as_str() {
             "suite" => suite = templates::Suite::parse(&v).map_err(ApiError::BadRequest)?,
-            other => return Err(super::unknown_param(other)),
+            other => return Err(crate::wire::unknown_param(other)),
         }
     }
     let busy = Busy::take_for_making(&name).await?;

@@ -13,10 +13,11 @@ use axum::routing::post;
 use paddock_testrun::{Framework, TestRequest, TestRunError, run_tests};
 use serde::Deserialize;
 
-use super::{Json, json_response};
+use super::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::wire::json_response;
 
 /// Default and maximum time a test run may take.
 pub const DEFAULT_TEST_TIMEOUT_SECS: u64 = 600;

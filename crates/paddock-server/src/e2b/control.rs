@@ -17,12 +17,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{CLIENT_ID, E2bError, ENVD_VERSION, access_token};
-use crate::api::sandboxes::{MAX_ENV, check_metadata, check_timeout, form_urlencoded_pairs};
-use crate::api::{no_content, read_limited, rfc3339};
+use crate::api::sandboxes::{MAX_ENV, check_metadata, check_timeout};
 use crate::auth::{Caller, authenticate, presented_key};
 use crate::error::ApiError;
 use crate::lifecycle::{self, NewSandbox};
 use crate::state::{AppState, truncate};
+use crate::wire::form_urlencoded_pairs;
+use crate::wire::{no_content, read_limited, rfc3339};
 
 pub(super) type E2bResult<T> = Result<T, E2bError>;
 
@@ -637,7 +638,7 @@ fn parse_list_query(q: Option<&str>) -> Result<ListQuery, ApiError> {
                     )));
                 }
             }
-            other => return Err(crate::api::unknown_param(other)),
+            other => return Err(crate::wire::unknown_param(other)),
         }
     }
     if let Some(n) = &out.next
@@ -747,7 +748,7 @@ async fn metrics(
         match k.as_str() {
             "start" => start = t?,
             "end" => end = t?,
-            _ => return Err(crate::api::unknown_param(&k).into()),
+            _ => return Err(crate::wire::unknown_param(&k).into()),
         }
     }
     let (r, s) = state.sandbox_for(&caller, &id).map_err(|e| match e {

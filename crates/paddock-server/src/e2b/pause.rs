@@ -20,10 +20,10 @@ use serde::Deserialize;
 
 use super::control::{E2bCaller, E2bResult};
 use super::control::{body, extend, json_status, live_record, sandbox_json, sdk_domain};
-use crate::api::no_content;
 use crate::api::sandboxes::check_timeout;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::wire::no_content;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -16,11 +16,11 @@ use serde_json::{Value, json};
 
 use super::E2bError;
 use super::control::{E2bCaller, body};
-use crate::api::sandboxes::form_urlencoded_pairs;
-use crate::api::{no_content, rfc3339};
 use crate::error::ApiError;
 use crate::secrets::{self, SecretUse};
 use crate::state::AppState;
+use crate::wire::form_urlencoded_pairs;
+use crate::wire::{no_content, rfc3339};
 
 type E2bResult<T> = Result<T, E2bError>;
 
@@ -119,9 +119,9 @@ async fn list(
     let mut after = None;
     for (k, v) in form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
         match k.as_str() {
-            "limit" => limit = crate::api::parse_limit(&v)?,
+            "limit" => limit = crate::wire::parse_limit(&v)?,
             "nextToken" => after = Some(v),
-            other => return Err(crate::api::unknown_param(other).into()),
+            other => return Err(crate::wire::unknown_param(other).into()),
         }
     }
     let page = secrets::list(&state, &caller, after.as_deref(), limit)?;

@@ -64,11 +64,7 @@ mod run;
 mod start;
 mod stream;
 
-/// Default time a foreground command may run when it names no `timeout` (the server's
-/// `--exec-timeout`).
-pub const DEFAULT_EXEC_TIMEOUT_SECS: u64 = 60;
-/// Longest time a command may run.
-pub const MAX_EXEC_TIMEOUT_SECS: u64 = 24 * 3600;
+pub use crate::config::{DEFAULT_EXEC_TIMEOUT_SECS, MAX_EXEC_TIMEOUT_SECS};
 /// Largest stdin body (`POST .../stdin`) and `stdin` field of an exec.
 pub const MAX_STDIN: usize = 1 << 20;
 /// A streaming response sends a keepalive after this much silence.

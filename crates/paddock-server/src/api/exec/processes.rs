@@ -21,11 +21,12 @@ use tokio::sync::mpsc;
 
 use super::stream::stream_response;
 use super::{Format, MAX_STDIN, format_of, selector};
-use crate::api::sandboxes::form_urlencoded_pairs;
-use crate::api::{Json, json_response, no_content, read_limited};
+use crate::api::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, truncate};
+use crate::wire::form_urlencoded_pairs;
+use crate::wire::{json_response, no_content, read_limited};
 
 fn parse_pid(s: &str) -> ApiResult<u32> {
     s.parse()
@@ -77,7 +78,7 @@ pub(super) async fn output(
                     ApiError::BadRequest(format!("from_seq {:?} is not a number", truncate(&v, 32)))
                 })?)
             }
-            other => return Err(crate::api::unknown_param(other)),
+            other => return Err(crate::wire::unknown_param(other)),
         }
     }
     let mut opts = sbx.call_options(None);

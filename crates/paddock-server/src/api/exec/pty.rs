@@ -24,10 +24,10 @@ use tokio::sync::mpsc;
 
 use super::stream::to_end;
 use super::{Ended, command_line, record_end, selector};
-use crate::api::sandboxes::form_urlencoded_pairs;
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::wire::form_urlencoded_pairs;
 
 /// `GET /v1/sandboxes/{id}/pty` (WebSocket). Query: `cmd` (default an interactive login
 /// bash), `cols`, `rows`, `user`, `cwd`, and `api_key` for browsers that cannot set headers

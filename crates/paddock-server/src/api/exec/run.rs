@@ -22,10 +22,11 @@ use super::processes::send_stdin;
 use super::start::{exec_timeout, failed_start};
 use super::stream::{stream_response, to_end};
 use super::{Ended, Finish, Format, MAX_STDIN, command_line, format_of, put_bytes, record_end};
-use crate::api::{Json, json_response};
+use crate::api::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, Metrics};
+use crate::wire::json_response;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -11,9 +11,9 @@ use serde_json::json;
 
 use super::stream::frame;
 use super::{Ended, Format, MAX_EXEC_TIMEOUT_SECS, put_bytes, record_end};
-use crate::api::json_response;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::wire::json_response;
 
 /// The time limit of an exec: `timeout` seconds (1 to [`MAX_EXEC_TIMEOUT_SECS`]), none for
 /// `0`, and when absent the server's default for a foreground command and none for a

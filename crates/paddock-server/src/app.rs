@@ -1,0 +1,66 @@
+//! The whole HTTP application: the REST routes ([`crate::api`]), the E2B control API, and
+//! the middlewares in front of them (E2B data plane, port proxy, request counting, request
+//! spans). The top of the server's module tree: nothing imports it but `serve`.
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::api::{
+    admin, code, events, exec, files, input, mcp, pause, ports, sandboxes, secrets, services,
+    session, system, templates, tests,
+};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The whole API: REST, E2B, the proxy and `/mcp`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mcp = mcp::routes(&state, routes(state.clone(), Router::new()));
+    routes(state, mcp)
+}
+
+/// The API with `extra` routes merged in (`/mcp`, whose tools call the API without them).
+fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
+    Router::new()
+        .merge(extra)
+        .merge(system::routes())
+        .merge(sandboxes::routes())
+        .merge(pause::routes())
+        .merge(exec::routes())
+        .merge(files::routes())
+        .merge(ports::routes())
+        .merge(events::routes())
+        .merge(tests::routes())
+        .merge(services::routes())
+        .merge(code::routes())
+        .merge(admin::routes())
+        .merge(secrets::routes())
+        .merge(templates::routes())
+        .merge(crate::e2b::control::routes())
+        .merge(session::routes())
+        // The web console's files; every other path stays a JSON 404.
+        .fallback(crate::console::fallback)
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // REST and E2B control only: the data plane and the proxy forward targets as sent.
+        .layer(axum::middleware::from_fn(input::reject_nul_in_target))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::e2b::envd::route,
+        ))
+        // Outside the data plane: refuses CONNECT, absolute-form targets and duplicate Host
+        // for every request, and serves /proxy/ before any route is matched.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::proxy::route,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            system::count_requests,
+        ))
+        // Outermost: every request, proxied and data plane included, runs in its span.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::trace::request_span,
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,124 @@
+//! Wire helpers shared by every edge (REST, E2B, webhooks, lifecycle events): timestamps,
+//! the event form, query strings, small bodies and empty responses. Nothing here imports
+//! a route module.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use paddock_store::{Event, Millis};
+
+use crate::error::ApiError;
+
+/// Reads a whole small body: checks `Content-Type` (when `json`), rejects a declared
+/// `Content-Length` above `limit` before reading, and stops reading at `limit`.
+pub async fn read_limited(
+    req: Request,
+    limit: usize,
+    json: bool,
+) -> Result<bytes::Bytes, ApiError> {
+    let headers = req.headers();
+    if json {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "expected Content-Type application/json, got {:?}",
+                truncate(ct, 64)
+            )));
+        }
+    }
+    if let Some(len) = content_length(headers)
+        && len > limit as u64
+    {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit")
+            {
+                ApiError::PayloadTooLarge(limit)
+            } else {
+                ApiError::BadRequest("could not read the request body".into())
+            }
+        })
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// A page size from a query (`limit`), clamped to 1..=1000.
+pub fn parse_limit(v: &str) -> Result<u32, ApiError> {
+    v.parse::<u32>()
+        .map(|n| n.clamp(1, 1000))
+        .map_err(|_| ApiError::BadRequest(format!("limit {:?} is not a number", truncate(v, 32))))
+}
+
+/// The error for a query parameter a route does not know.
+pub fn unknown_param(name: &str) -> ApiError {
+    ApiError::BadRequest(format!("unknown query parameter {:?}", truncate(name, 64)))
+}
+
+/// An RFC 3339 UTC timestamp, or null.
+pub fn rfc3339(ms: Option<Millis>) -> serde_json::Value {
+    let Some(ms) = ms else {
+        return serde_json::Value::Null;
+    };
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map_or(serde_json::Value::Null, serde_json::Value::String)
+}
+
+/// The wire form of an event (SSE, `/v1/events`, webhooks).
+pub fn event_json(e: &Event) -> serde_json::Value {
+    serde_json::json!({
+        "seq": e.seq,
+        "at": rfc3339(Some(e.at)),
+        "sandbox_id": e.sandbox_id,
+        "kind": e.kind,
+        "data": e.data,
+    })
+}
+
+/// A `201`/`200` JSON response.
+pub fn json_response(status: axum::http::StatusCode, v: serde_json::Value) -> Response {
+    (status, axum::Json(v)).into_response()
+}
+
+/// An empty `204`.
+pub fn no_content() -> Response {
+    Response::builder()
+        .status(axum::http::StatusCode::NO_CONTENT)
+        .body(Body::empty())
+        .unwrap_or_default()
+}
+
+/// Decodes `a=b&c=d` (percent-decoding, `+` as space).
+pub fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(q.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
