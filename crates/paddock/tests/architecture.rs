@@ -1,0 +1,211 @@
+//! The map and the repository agree: `ARCHITECTURE.md` names every crate, every source
+//! module (file or directory under `crates/*/src`), every bench and every integration test
+//! file; and no document or comment points outside the repository. Fast, no root.
+//!
+//! "Named" means: a crate has a `### \`crates/<name>\`` section; a module's name (its file
+//! stem, or its directory for `mod.rs`) is a word inside a backticked span of its crate's
+//! section; a bench or a test file (`tests/<name>.rs` or `tests/<dir>/`) is a word inside a
+//! backticked span anywhere in the document.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+/// Every word (`[A-Za-z0-9_-]+`, also split at `-` and `_`-free forms kept whole) inside a
+/// backticked span of `text`.
+fn backticked_words(text: &str) -> BTreeSet<String> {
+    let mut words = BTreeSet::new();
+    for (i, span) in text.split('`').enumerate() {
+        if i % 2 == 0 {
+            continue;
+        }
+        for w in span.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')) {
+            if !w.is_empty() {
+                words.insert(w.to_owned());
+            }
+        }
+    }
+    words
+}
+
+/// The section of `### \`crates/<name>\`` ... up to the next `### ` or `## `.
+fn section<'a>(doc: &'a str, krate: &str) -> Option<&'a str> {
+    let head = format!("### `crates/{krate}`");
+    let start = doc.find(&head)?;
+    let rest = &doc[start + head.len()..];
+    let end = rest
+        .find("\n### ")
+        .into_iter()
+        .chain(rest.find("\n## "))
+        .min()
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == "target" || name == "node_modules" || name.starts_with('.') || name == "dist" {
+            continue;
+        }
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+fn crates(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join("crates"))
+        .expect("crates/")
+        .flatten()
+        .filter(|e| e.path().join("Cargo.toml").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn architecture_md_names_every_crate_module_bench_and_test() {
+    let root = root();
+    let doc = std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let all_words = backticked_words(&doc);
+    let mut missing = Vec::new();
+    for krate in crates(&root) {
+        let Some(sec) = section(&doc, &krate) else {
+            missing.push(format!(
+                "crate {krate}: no \"### `crates/{krate}`\" section"
+            ));
+            continue;
+        };
+        let words = backticked_words(sec);
+        let src = root.join("crates").join(&krate).join("src");
+        let mut files = Vec::new();
+        files_under(&src, &mut files);
+        for f in files {
+            if f.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let rel = f.strip_prefix(&src).expect("under src");
+            let stem = f.file_stem().expect("stem").to_string_lossy().into_owned();
+            // The crate roots are the crate; a `mod.rs` is its directory.
+            let name = match stem.as_str() {
+                "lib" | "main" if rel.parent() == Some(Path::new("")) => continue,
+                "mod" => match rel.parent().and_then(Path::file_name) {
+                    Some(d) => d.to_string_lossy().into_owned(),
+                    None => continue,
+                },
+                _ => stem,
+            };
+            if !words.contains(&name) {
+                missing.push(format!(
+                    "module crates/{krate}/src/{} (`{name}`) is not named in the {krate} section",
+                    rel.display()
+                ));
+            }
+        }
+    }
+    let paddock = root.join("crates/paddock");
+    for (dir, what) in [("benches", "bench"), ("tests", "test")] {
+        for e in std::fs::read_dir(paddock.join(dir)).expect(dir).flatten() {
+            let p = e.path();
+            let name = if p.is_dir() {
+                e.file_name().to_string_lossy().into_owned()
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                p.file_stem().expect("stem").to_string_lossy().into_owned()
+            } else {
+                continue;
+            };
+            // A name with a dot (`e2b-2.31`) is looked for as written.
+            if !all_words.contains(&name) && !(name.contains('.') && doc.contains(&name)) {
+                missing.push(format!("{what} crates/paddock/{dir}/{name} is not named"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md is missing {} name(s):\n{}",
+        missing.len(),
+        missing.join("\n")
+    );
+}
+
+/// Places outside the repository that documents and comments must never point to.
+const OUTSIDE: &[&str] = &["../shared", "/work/shared", "/work/briefs", "../briefs"];
+
+#[test]
+fn no_document_or_comment_points_outside_the_repository() {
+    let root = root();
+    let mut files = Vec::new();
+    files_under(&root, &mut files);
+    let mut bad = Vec::new();
+    for f in files {
+        let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !matches!(
+            ext,
+            "md" | "rs" | "toml" | "ts" | "mjs" | "py" | "sh" | "json" | "yml"
+        ) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let rel = f.strip_prefix(&root).expect("in root").to_path_buf();
+        // This file names the patterns it looks for.
+        if rel == Path::new("crates/paddock/tests/architecture.rs") {
+            continue;
+        }
+        for (n, line) in text.lines().enumerate() {
+            if let Some(p) = OUTSIDE.iter().find(|p| line.contains(**p)) {
+                bad.push(format!("{}:{}: {p}", rel.display(), n + 1));
+            }
+            // Relative Markdown links must resolve inside the repository.
+            if ext == "md" {
+                for link in line.split("](").skip(1) {
+                    let target = link.split([')', '#', ' ']).next().unwrap_or("");
+                    if target.is_empty() || target.contains("://") || target.starts_with('#') {
+                        continue;
+                    }
+                    let base = f.parent().expect("parent");
+                    let joined = normalize(&base.join(target));
+                    if !joined.starts_with(&root) {
+                        bad.push(format!("{}:{}: link {target}", rel.display(), n + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} pointer(s) outside the repository:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+/// `a/b/../c` → `a/c`, without touching the filesystem.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
