@@ -122,3 +122,23 @@ pub fn truncate(s: &str, max: usize) -> String {
     }
     format!("{}…", &s[..end])
 }
+
+/// The argv of a request that names a command as `cmd` (an argv array) or `command` (a
+/// shell command line, run by `bash -l -c`): exactly one of them, not empty. Shared by exec
+/// and services.
+pub fn command_argv(
+    cmd: Option<Vec<String>>,
+    command: Option<String>,
+) -> Result<Vec<String>, ApiError> {
+    match (cmd, command) {
+        (Some(c), None) if c.first().is_some_and(|p| !p.is_empty()) => Ok(c),
+        (Some(_), None) => Err(ApiError::BadRequest("cmd must not be empty".into())),
+        (None, Some(c)) if !c.trim().is_empty() => {
+            Ok(vec!["/bin/bash".into(), "-l".into(), "-c".into(), c])
+        }
+        (None, Some(_)) => Err(ApiError::BadRequest("command must not be empty".into())),
+        _ => Err(ApiError::BadRequest(
+            "give exactly one of `cmd` (an argv array) and `command` (a shell command line)".into(),
+        )),
+    }
+}

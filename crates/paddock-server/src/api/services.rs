@@ -103,21 +103,7 @@ impl ServiceBody {
     /// Checks every field and returns the agent's spec.
     fn into_spec(self) -> ApiResult<Value> {
         check_name(&self.name)?;
-        let cmd = match (self.cmd, self.command) {
-            (Some(c), None) if c.first().is_some_and(|p| !p.is_empty()) => c,
-            (None, Some(c)) if !c.trim().is_empty() => {
-                vec!["/bin/bash".into(), "-l".into(), "-c".into(), c]
-            }
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(ApiError::BadRequest("the command must not be empty".into()));
-            }
-            _ => {
-                return Err(ApiError::BadRequest(
-                    "give exactly one of `cmd` (an argv array) and `command` (a shell command line)"
-                        .into(),
-                ));
-            }
-        };
+        let cmd = crate::wire::command_argv(self.cmd, self.command)?;
         if cmd.iter().map(String::len).sum::<usize>() > MAX_CMD_BYTES {
             return Err(ApiError::BadRequest(format!(
                 "the command is longer than {MAX_CMD_BYTES} bytes"

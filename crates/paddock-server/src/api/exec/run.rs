@@ -64,21 +64,7 @@ pub(super) struct ExecBody {
 
 impl ExecBody {
     fn argv(&self) -> ApiResult<Vec<String>> {
-        match (&self.cmd, &self.command) {
-            (Some(c), None) if !c.is_empty() && !c[0].is_empty() => Ok(c.clone()),
-            (Some(_), None) => Err(ApiError::BadRequest("cmd must not be empty".into())),
-            (None, Some(c)) if !c.is_empty() => Ok(vec![
-                "/bin/bash".into(),
-                "-l".into(),
-                "-c".into(),
-                c.clone(),
-            ]),
-            (None, Some(_)) => Err(ApiError::BadRequest("command must not be empty".into())),
-            _ => Err(ApiError::BadRequest(
-                "give exactly one of `cmd` (an argv array) and `command` (a shell command line)"
-                    .into(),
-            )),
-        }
+        crate::wire::command_argv(self.cmd.clone(), self.command.clone())
     }
 }
 
