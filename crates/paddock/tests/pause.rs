@@ -109,6 +109,11 @@ async fn filesystem_pause_frees_memory_and_keeps_files_and_env() {
     )
     .await;
     assert_eq!(out(&r), "same\nkept\ngone\n", "{}", err(&r));
+    // The new PID 1's statfs listener is answered: `/` is the disk limit (a `statfs` nobody
+    // answers would wait, so it is bounded here).
+    let r = sh(&s2, "timeout 10 stat -f -c %b /").await;
+    let blocks = paddock_core::Limits::default().disk_bytes / 4096;
+    assert_eq!(out(&r), format!("{blocks}\n"), "{}", err(&r));
     // After resume the cgroup holds the new agent and the blob just read back (32 MiB of
     // page cache), not the old 64 MiB process.
     let resumed = cgroup_memory(&s2);
