@@ -117,8 +117,23 @@ fn run() -> Result<i32> {
     if cfg.lowers.is_empty() || cfg.lowers.len() != cfg.lower_mnts.len() {
         bail!("the template has no layers or mismatched mount points");
     }
-    for (l, m) in cfg.lowers.iter().zip(&cfg.lower_mnts) {
-        attach_idmapped(l, m, &userns, true).context("id-mapping template")?;
+    if !cfg.lower_id_bases.is_empty() && cfg.lower_id_bases.len() != cfg.lowers.len() {
+        bail!("the template's layers and their id bases do not match");
+    }
+    for (i, (l, m)) in cfg.lowers.iter().zip(&cfg.lower_mnts).enumerate() {
+        match cfg.lower_id_bases.get(i).copied().unwrap_or(0) {
+            0 => attach_idmapped(l, m, &userns, true).context("id-mapping template")?,
+            // A snapshot of another sandbox's writable layer: its owners are that sandbox's
+            // host ids, mapped onto this sandbox's range by a user namespace of their own
+            // (host uid 0, the owner of overlayfs's whiteouts and of what setup wrote, stays
+            // 0, as it appeared to the sandbox the snapshot was taken of). No fallback to a
+            // plain bind here: unmapped, the files would belong to another sandbox's ids.
+            base => {
+                let map = format!("0 0 1\n{base} {} {}\n", cfg.id_base, cfg.id_count);
+                let ns = make_userns_map(&map).context("creating a snapshot's id mapping")?;
+                attach_idmapped_strict(l, m, &ns).context("id-mapping snapshot")?;
+            }
+        }
     }
     let lowerdir: Vec<String> = cfg
         .lower_mnts
@@ -468,6 +483,12 @@ fn threads_in(status: &str) -> Option<usize> {
 
 /// Makes a user namespace with `base..base+count` mapped to `0..count` and returns an fd on it.
 fn make_userns(base: u32, count: u32) -> Result<OwnedFd> {
+    make_userns_map(&format!("0 {base} {count}\n"))
+}
+
+/// Makes a user namespace whose uid and gid maps are `map` (`/proc/PID/uid_map` lines) and
+/// returns an fd on it.
+fn make_userns_map(map: &str) -> Result<OwnedFd> {
     let (r, w) = pipe()?;
     let (r2, w2) = pipe()?;
     // SAFETY: H is single-threaded, checked by `run` before calling this.
@@ -496,9 +517,8 @@ fn make_userns(base: u32, count: u32) -> Result<OwnedFd> {
         if buf[0] != b'y' {
             bail!("unshare(CLONE_NEWUSER) failed in helper");
         }
-        let map = format!("0 {base} {count}\n");
-        fs::write(format!("/proc/{pid}/uid_map"), &map).context("writing uid_map")?;
-        fs::write(format!("/proc/{pid}/gid_map"), &map).context("writing gid_map")?;
+        fs::write(format!("/proc/{pid}/uid_map"), map).context("writing uid_map")?;
+        fs::write(format!("/proc/{pid}/gid_map"), map).context("writing gid_map")?;
         let fd = fs::File::open(format!("/proc/{pid}/ns/user")).context("opening userns")?;
         Ok(OwnedFd::from(fd))
     })();
@@ -521,6 +541,21 @@ struct MountAttr {
 /// clone and attaches it at `dst`. Filesystems that cannot be id-mapped get a plain bind,
 /// where host-owned files appear as `nobody` inside: still read-only, just less tidy.
 fn attach_idmapped(src: &Path, dst: &Path, userns: &OwnedFd, readonly: bool) -> Result<()> {
+    attach_idmapped_inner(src, dst, userns, readonly, false)
+}
+
+/// [`attach_idmapped`], read-only, failing when the mapping cannot be applied.
+fn attach_idmapped_strict(src: &Path, dst: &Path, userns: &OwnedFd) -> Result<()> {
+    attach_idmapped_inner(src, dst, userns, true, true)
+}
+
+fn attach_idmapped_inner(
+    src: &Path,
+    dst: &Path,
+    userns: &OwnedFd,
+    readonly: bool,
+    strict: bool,
+) -> Result<()> {
     use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
     let tree = open_tree(
         rustix::fs::CWD,
@@ -555,6 +590,13 @@ fn attach_idmapped(src: &Path, dst: &Path, userns: &OwnedFd, readonly: bool) -> 
         }
     };
     if setattr(&attr) != 0 {
+        if strict {
+            bail!(
+                "mount_setattr (id mapping) {}: {}",
+                src.display(),
+                std::io::Error::last_os_error()
+            );
+        }
         // Not id-mappable (e.g. tmpfs before 6.3, or a nested mount that refuses): keep the
         // read-only and nosuid attributes without the mapping.
         attr.attr_set &= !libc::MOUNT_ATTR_IDMAP;

@@ -32,6 +32,12 @@ pub struct SetupConfig {
     pub lowers: Vec<PathBuf>,
     /// Empty directories where the id-mapped views of `lowers` are attached, one each.
     pub lower_mnts: Vec<PathBuf>,
+    /// For each of `lowers`, the host uid its owners are based at: 0 for a layer of the
+    /// layer store (template ids `0..id_count`), another sandbox's `id_base` for a snapshot of
+    /// that sandbox's writable layer. Each lower is id-mapped from its base to `id_base`
+    /// (host uid 0, which owns overlayfs's whiteouts, stays 0). Empty: every base is 0.
+    #[serde(default)]
+    pub lower_id_bases: Vec<u32>,
     /// Default working directory of processes (the template's `WORKDIR`); None: the user's
     /// home.
     pub workdir: Option<String>,

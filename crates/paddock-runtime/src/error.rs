@@ -39,6 +39,16 @@ pub enum RuntimeError {
         template: String,
         sandboxes: Vec<String>,
     },
+    /// A template that snapshots stand on (their sandboxes' files are on its layers).
+    #[error(
+        "template {template} has {} snapshot(s) standing on it: {}",
+        .snapshots.len(),
+        .snapshots.join(", ")
+    )]
+    TemplateHasSnapshots {
+        template: String,
+        snapshots: Vec<String>,
+    },
     /// The sandbox is already paused (in `mode`).
     #[error("sandbox {id} is already paused ({mode})")]
     AlreadyPaused { id: String, mode: &'static str },

@@ -38,8 +38,12 @@ pub struct Template {
     pub name: String,
     /// The layer directories, bottom first (the overlay's lower layers).
     pub layers: Vec<PathBuf>,
-    /// Layer ids (`sha256:<hex>`), bottom first; empty for `base`.
+    /// Layer ids (`sha256:<hex>`, or `snapshot:<name>` for a snapshot's layer), bottom
+    /// first; empty for `base`.
     pub layer_ids: Vec<String>,
+    /// For each of `layers`, the host uid its owners are based at: 0 for template ids, the
+    /// snapshotted sandbox's first host uid for a snapshot's layer (`SetupConfig::lower_id_bases`).
+    pub id_bases: Vec<u32>,
     /// Host directories bound read-only into the root.
     pub binds: Vec<SetupMount>,
     /// Users the template defines, by name.
@@ -49,6 +53,67 @@ pub struct Template {
     /// Where it came from (`built-in`, `image 127.0.0.1:5000/app:1@sha256:...`, `build`, ...).
     pub source: String,
     pub created_unix_ms: u64,
+    /// What the template is a snapshot of (None: not a snapshot).
+    pub snapshot: Option<SnapshotDef>,
+}
+
+/// A snapshot: a read-only btrfs snapshot of a sandbox's writable layer
+/// (`<data>/layers/snapshots/<name>`) standing on the layers of the template that sandbox was
+/// made from, usable as a template. Its definition is `<data>/templates/snapshots/<name>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotDef {
+    /// The snapshot's (and its template's) name.
+    pub name: String,
+    /// The template the snapshotted sandbox was made from (itself possibly a snapshot).
+    pub parent: String,
+    /// The sandbox it was taken of.
+    pub sandbox: String,
+    /// The first host uid of that sandbox's range: the owners of the snapshot's files.
+    pub id_base: u32,
+    pub created_unix_ms: u64,
+}
+
+/// The template of snapshot `def`, whose layer is `dir`, on top of template `parent`.
+pub fn load_snapshot(def: SnapshotDef, dir: PathBuf, parent: &Template) -> Result<Template> {
+    if !valid_name(&def.name) || def.name == "base" {
+        return Err(RuntimeError::InvalidArgument {
+            what: "snapshot name",
+            reason: format!("invalid snapshot name {:?}", def.name),
+        });
+    }
+    if !dir.is_dir() {
+        return Err(RuntimeError::InvalidArgument {
+            what: "snapshot",
+            reason: format!(
+                "snapshot {}: its layer {} is missing",
+                def.name,
+                dir.display()
+            ),
+        });
+    }
+    let mut layers = parent.layers.clone();
+    layers.push(dir);
+    let mut id_bases = parent.id_bases.clone();
+    id_bases.push(def.id_base);
+    let mut layer_ids = parent.layer_ids.clone();
+    layer_ids.push(format!("snapshot:{}", def.name));
+    let users = users_of(&layers);
+    Ok(Template {
+        name: def.name.clone(),
+        layers,
+        layer_ids,
+        id_bases,
+        binds: parent.binds.clone(),
+        users,
+        config: parent.config.clone(),
+        source: format!(
+            "snapshot of sandbox {} (template {})",
+            def.sandbox, def.parent
+        ),
+        created_unix_ms: def.created_unix_ms,
+        snapshot: Some(def),
+    })
 }
 
 /// Defaults a template gives its sandboxes (from an image config or a build file).
@@ -231,11 +296,13 @@ pub fn load(def: TemplateDef, layers_root: &Path, base: &Template) -> Result<Tem
             name: def.name,
             layers: base.layers.clone(),
             layer_ids: Vec::new(),
+            id_bases: base.id_bases.clone(),
             binds: base.binds.clone(),
             users: base.users.clone(),
             config: def.config,
             source: def.source,
             created_unix_ms: def.created_unix_ms,
+            snapshot: None,
         });
     }
     let mut dirs = Vec::new();
@@ -255,6 +322,7 @@ pub fn load(def: TemplateDef, layers_root: &Path, base: &Template) -> Result<Tem
     check_users(&def, &users)?;
     Ok(Template {
         name: def.name,
+        id_bases: vec![0; dirs.len()],
         layers: dirs,
         layer_ids: def.layers,
         binds: Vec::new(),
@@ -262,6 +330,7 @@ pub fn load(def: TemplateDef, layers_root: &Path, base: &Template) -> Result<Tem
         config: def.config,
         source: def.source,
         created_unix_ms: def.created_unix_ms,
+        snapshot: None,
     })
 }
 
@@ -350,6 +419,8 @@ pub fn base(dir: &Path) -> Result<Template> {
         config: TemplateConfig::default(),
         source: "built-in: the host's /usr".into(),
         created_unix_ms: 0,
+        id_bases: vec![0],
+        snapshot: None,
     })
 }
 

@@ -8,7 +8,7 @@ use axum::Router;
 
 use crate::api::{
     admin, code, events, exec, files, input, mcp, pause, ports, sandboxes, secrets, services,
-    session, system, templates, tests,
+    session, snapshots, system, templates, tests,
 };
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -26,6 +26,7 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
         .merge(system::routes())
         .merge(sandboxes::routes())
         .merge(pause::routes())
+        .merge(snapshots::routes())
         .merge(exec::routes())
         .merge(files::routes())
         .merge(ports::routes())

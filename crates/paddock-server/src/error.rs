@@ -159,9 +159,9 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::InvalidId(_) => ApiError::NotFound("sandbox not found".into()),
             RuntimeError::InvalidArgument { reason, .. } => ApiError::BadRequest(reason),
             RuntimeError::NotFound { id } => ApiError::sandbox_not_found(&id),
-            e @ (RuntimeError::TemplateInUse { .. } | RuntimeError::AlreadyPaused { .. }) => {
-                ApiError::Conflict(e.to_string())
-            }
+            e @ (RuntimeError::TemplateInUse { .. }
+            | RuntimeError::TemplateHasSnapshots { .. }
+            | RuntimeError::AlreadyPaused { .. }) => ApiError::Conflict(e.to_string()),
             RuntimeError::Registry { reason, .. } => ApiError::Registry(reason),
             RuntimeError::BadImage { reason } => ApiError::BadRequest(reason),
             RuntimeError::Exhausted => {

@@ -38,6 +38,7 @@ pub mod proxy;
 pub mod request_id;
 pub mod secrets;
 pub mod session;
+pub mod snapshots;
 pub mod startcmd;
 pub mod state;
 pub mod templates;

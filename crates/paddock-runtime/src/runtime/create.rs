@@ -316,6 +316,7 @@ impl Runtime {
             lower_mnts: (0..t.layers.len())
                 .map(|i| dir.join(format!("lower{i}")))
                 .collect(),
+            lower_id_bases: t.id_bases.clone(),
             workdir: t.config.workdir.clone(),
             upper: dir.join("upper"),
             work: dir.join("work"),

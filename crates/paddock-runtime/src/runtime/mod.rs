@@ -24,6 +24,7 @@ mod create;
 mod open;
 mod pause;
 mod sandbox;
+mod snapshots;
 mod templates;
 
 pub use pause::PauseMode;

@@ -119,6 +119,11 @@ impl Runtime {
                 }
             }
         }
+        super::snapshots::load_all(
+            &cfg.data_dir.join("templates/snapshots"),
+            &layers.snapshots_dir(),
+            &mut templates,
+        );
         let host_memory = fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|m| {

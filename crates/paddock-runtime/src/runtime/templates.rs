@@ -48,8 +48,21 @@ impl Runtime {
                 name: "base".into(),
             })?;
         let t = template::load(def.clone(), &self.layers_root(), &base)?;
-        if all.contains_key(&t.name) {
+        if let Some(old) = all.get(&t.name) {
+            if old.snapshot.is_some() {
+                return Err(RuntimeError::InvalidArgument {
+                    what: "template name",
+                    reason: format!("{} is a snapshot", t.name),
+                });
+            }
             self.check_unused(&t.name)?;
+            let snaps = Self::snapshots_of(&all, &t.name);
+            if !snaps.is_empty() {
+                return Err(RuntimeError::TemplateHasSnapshots {
+                    template: t.name.clone(),
+                    snapshots: snaps,
+                });
+            }
         }
         let defs = self.cfg.data_dir.join("templates/defs");
         fs::create_dir_all(&defs).map_err(RuntimeError::io("creating template defs dir"))?;
@@ -63,7 +76,7 @@ impl Runtime {
         Ok(t)
     }
 
-    fn check_unused(&self, name: &str) -> Result<()> {
+    pub(super) fn check_unused(&self, name: &str) -> Result<()> {
         let mut users: Vec<String> = self
             .list()
             .iter()
@@ -102,6 +115,17 @@ impl Runtime {
             });
         };
         self.check_unused(name)?;
+        let snaps = Self::snapshots_of(&all, name);
+        if !snaps.is_empty() {
+            return Err(RuntimeError::TemplateHasSnapshots {
+                template: name.to_owned(),
+                snapshots: snaps,
+            });
+        }
+        if t.snapshot.is_some() {
+            self.remove_snapshot_locked(&mut all, name)?;
+            return Ok(0);
+        }
         let def = self
             .cfg
             .data_dir
@@ -143,7 +167,8 @@ impl Runtime {
             .collect())
     }
 
-    /// Removes every layer no template uses, and returns the removed ones with their sizes.
+    /// Removes every layer no template uses, and every snapshot subvolume no snapshot names,
+    /// and returns the removed ones with their sizes.
     /// The caller makes sure no build, pull or import is running: their new layers belong
     /// to no template until they finish. Templates cannot be added meanwhile (the template
     /// lock is held), and a template's layers are never touched, so running sandboxes keep
@@ -161,6 +186,11 @@ impl Runtime {
                 store.remove(&id)?;
                 removed.push((id, bytes));
             }
+        }
+        // Snapshot subvolumes no snapshot names (a crash between the snapshot and its
+        // definition) go too, as `snapshot:<name>` (their extents are shared: size 0).
+        for name in self.prune_snapshots(&all) {
+            removed.push((format!("snapshot:{name}"), 0));
         }
         Ok(removed)
     }

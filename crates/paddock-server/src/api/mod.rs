@@ -20,6 +20,7 @@ pub mod sandboxes;
 pub mod secrets;
 pub mod services;
 pub mod session;
+pub mod snapshots;
 pub mod system;
 pub mod templates;
 pub mod tests;

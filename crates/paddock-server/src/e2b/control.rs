@@ -50,19 +50,16 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/sandboxes/{id}/refreshes", post(refresh))
         .route("/sandboxes/{id}/pause", post(super::pause::pause))
         .route("/sandboxes/{id}/resume", post(super::pause::resume))
-        .route("/sandboxes/{id}/fork", unsupported("forking sandboxes is"))
-        .route("/sandboxes/{id}/snapshots", unsupported("snapshots are"))
+        .route("/sandboxes/{id}/fork", post(super::snapshots::fork))
+        .route("/sandboxes/{id}/snapshots", post(super::snapshots::create))
         .route(
             "/sandboxes/{id}/network",
             unsupported("changing a sandbox's network is"),
         )
-        .route("/snapshots", unsupported("snapshots are"))
+        .route("/snapshots", get(super::snapshots::list))
         .route("/snapshots/{*rest}", unsupported("snapshots are"))
         .route("/templates", unsupported("the E2B templates API is"))
-        .route(
-            "/templates/{*rest}",
-            unsupported("the E2B templates API is"),
-        )
+        .route("/templates/{*rest}", any(super::snapshots::templates))
         .route("/v2/templates", unsupported("the E2B templates API is"))
         .route(
             "/v2/templates/{*rest}",

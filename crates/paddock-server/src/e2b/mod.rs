@@ -26,6 +26,7 @@ pub mod control;
 pub mod envd;
 mod pause;
 pub mod secrets;
+mod snapshots;
 
 /// The port the E2B SDK uses for envd.
 pub const ENVD_PORT: u16 = 49983;

@@ -25,6 +25,7 @@ mod sandbox;
 mod secret;
 mod service;
 mod shell;
+mod snapshot;
 mod sync;
 mod template;
 mod testcmd;
@@ -82,6 +83,10 @@ pub(crate) enum ClientCmd {
     Pause(pause::PauseArgs),
     /// Resume a paused sandbox.
     Resume(pause::ResumeArgs),
+    /// Filesystem snapshots of sandboxes, usable as templates: create, ls, rm.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Fork a running sandbox into N children (copy-on-write); prints their ids.
+    Fork(snapshot::ForkArgs),
     /// Manage API keys (admin).
     Key(admin::KeyArgs),
     /// Show the audit trail (admin).
@@ -119,6 +124,8 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Timeout(a) => sandbox::timeout(a).await,
         ClientCmd::Pause(a) => pause::pause(a).await,
         ClientCmd::Resume(a) => pause::resume(a).await,
+        ClientCmd::Snapshot(a) => snapshot::run(a).await,
+        ClientCmd::Fork(a) => snapshot::fork(a).await,
         ClientCmd::Key(a) => admin::key(a).await,
         ClientCmd::Audit(a) => admin::audit(a).await,
         ClientCmd::Secret(a) => secret::run(a).await,

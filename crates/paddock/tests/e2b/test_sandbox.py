@@ -320,13 +320,3 @@ def test_auto_pause_at_timeout_then_auto_resume(sandbox_factory):
     # The data plane resumes it.
     assert sbx.files.read("/home/user/kept.txt") == "kept"
     assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.RUNNING
-
-
-def test_snapshot_and_fork_are_refused(sandbox):
-    with pytest.raises(SandboxException) as ei:
-        sandbox.create_snapshot()
-    assert ei.value.status_code is not None and 400 <= ei.value.status_code < 500
-    with pytest.raises(SandboxException) as ei:
-        sandbox.fork()
-    assert ei.value.status_code is not None and 400 <= ei.value.status_code < 500
-    assert sandbox.is_running() is True

@@ -1,0 +1,263 @@
+//! Snapshots and forks (`docs/persistence.md`), shared by the REST (`api/snapshots.rs`), E2B
+//! (`e2b/snapshots.rs`) and CLI front ends.
+//!
+//! A snapshot is a runtime template (`paddock_runtime::template::SnapshotDef`) named by its
+//! id, recorded in the template catalogue with the key that took it. It belongs to the tenant
+//! of the sandbox it was taken of: other tenants get 404 for it, as if it did not exist.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paddock_core::SandboxId;
+use paddock_runtime::template::Template;
+use paddock_store::{SandboxRecord, SandboxState, TemplateRecord, now_ms};
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::lifecycle::{self, NewSandbox};
+use crate::state::AppState;
+use crate::wire::rfc3339;
+
+/// Most children one fork makes.
+pub const MAX_FORK: u32 = 20;
+
+/// Why memory snapshots (`full`) and memory forks are refused.
+pub const FULL_REFUSED: &str = "memory (full) snapshots are not available on this host: \
+    CRIU 3.17 fails to checkpoint on this kernel (vDSO layout); take a filesystem snapshot \
+    (mode \"filesystem\", E2B memory false): sandboxes made from it start fresh from its files";
+
+/// Takes a `filesystem` snapshot of `caller`'s sandbox `id` (running or paused), named
+/// `name` (default `snap-<random>`).
+pub async fn take(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    id: &str,
+    name: Option<String>,
+) -> ApiResult<Template> {
+    let rec = state.record_for(caller, id)?;
+    if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
+        return Err(ApiError::Conflict(format!(
+            "sandbox {id} is {}: only a running or paused sandbox can be snapshotted",
+            rec.state
+        )));
+    }
+    let name = name.unwrap_or_else(|| format!("snap-{}", SandboxId::random()));
+    let rt = state.runtime.clone();
+    let (sid, sname) = (id.to_owned(), name.clone());
+    let t = tokio::task::spawn_blocking(move || rt.snapshot(&sid, &sname))
+        .await
+        .map_err(|e| ApiError::Internal(format!("snapshot task: {e}")))?
+        .map_err(|e| match e {
+            paddock_runtime::RuntimeError::InvalidArgument { reason, .. }
+                if reason.contains("already exists") =>
+            {
+                ApiError::Conflict(reason)
+            }
+            e => ApiError::from(e),
+        })?;
+    let record = TemplateRecord {
+        name: t.name.clone(),
+        source: t.source.clone(),
+        layers: t.layer_ids.clone(),
+        config: serde_json::to_value(&t.config).unwrap_or(Value::Null),
+        created_at: now_ms(),
+        created_by: Some(caller.key.id.clone()),
+    };
+    if let Err(e) = state.store.upsert_template(&record) {
+        let _ = state.runtime.remove_template(&name, false);
+        return Err(e.into());
+    }
+    state.emit(
+        &rec.tenant,
+        Some(id),
+        "snapshot",
+        json!({ "snapshot_id": name }),
+        rec.webhook_url.as_deref(),
+    );
+    Ok(t)
+}
+
+/// The tenant a snapshot belongs to: that of the sandbox it was taken of.
+fn tenant_of(state: &AppState, t: &Template) -> Option<String> {
+    let s = t.snapshot.as_ref()?;
+    state
+        .store
+        .get_sandbox(&s.sandbox)
+        .ok()
+        .flatten()
+        .map(|r| r.tenant)
+}
+
+/// Snapshot `name` if `caller` may see it; anything else is a 404.
+pub fn get(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Template> {
+    state
+        .runtime
+        .template(name)
+        .filter(|t| t.snapshot.is_some())
+        .filter(|t| tenant_of(state, t).is_some_and(|tn| caller.may_access(&tn)))
+        .ok_or_else(|| ApiError::NotFound(format!("unknown snapshot {:?}", truncate(name))))
+}
+
+fn truncate(s: &str) -> String {
+    crate::state::truncate(s, 64).to_owned()
+}
+
+/// The snapshots `caller` may see, oldest first; only those of sandbox `of` if given.
+pub fn list(state: &AppState, caller: &Caller, of: Option<&str>) -> Vec<Template> {
+    let mut v: Vec<Template> = state
+        .runtime
+        .snapshots()
+        .into_iter()
+        .filter(|t| of.is_none_or(|id| t.snapshot.as_ref().is_some_and(|s| s.sandbox == id)))
+        .filter(|t| tenant_of(state, t).is_some_and(|tn| caller.may_access(&tn)))
+        .collect();
+    v.sort_by(|a, b| (a.created_unix_ms, &a.name).cmp(&(b.created_unix_ms, &b.name)));
+    v
+}
+
+/// Deletes snapshot `name` of `caller`: 404 if unknown, 409 while sandboxes use it (or
+/// snapshots of sandboxes made from it stand on it).
+pub async fn delete(state: &Arc<AppState>, caller: &Caller, name: &str) -> ApiResult<()> {
+    get(state, caller, name)?;
+    let rt = state.runtime.clone();
+    let n = name.to_owned();
+    tokio::task::spawn_blocking(move || rt.remove_template(&n, false))
+        .await
+        .map_err(|e| ApiError::Internal(format!("snapshot delete task: {e}")))??;
+    let _ = state.store.delete_template(name);
+    Ok(())
+}
+
+/// A snapshot as the REST API and the CLI show it.
+pub fn snapshot_json(state: &AppState, t: &Template) -> Value {
+    let s = t.snapshot.as_ref();
+    let in_use = state
+        .runtime
+        .list()
+        .iter()
+        .filter(|x| x.template == t.name)
+        .count();
+    json!({
+        "snapshot_id": t.name,
+        "sandbox_id": s.map(|s| s.sandbox.clone()),
+        "template": s.map(|s| s.parent.clone()),
+        "mode": "filesystem",
+        "created_at": rfc3339(Some(t.created_unix_ms as i64)),
+        "running_sandboxes": in_use,
+    })
+}
+
+/// Forks `caller`'s running sandbox `id` into `count` children (1 to [`MAX_FORK`]): one
+/// snapshot, then `count` sandboxes made from it at once, each with the parent's env,
+/// limits, user, network policy, metadata and secrets, and `timeout` (default: the parent's
+/// create timeout). The parent keeps running. Returns the snapshot and each child's result.
+pub async fn fork(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    id: &str,
+    count: u32,
+    timeout: Option<Duration>,
+) -> ApiResult<(Template, Vec<ApiResult<SandboxRecord>>)> {
+    if !(1..=MAX_FORK).contains(&count) {
+        return Err(ApiError::BadRequest(format!(
+            "count must be 1 to {MAX_FORK}, got {count}"
+        )));
+    }
+    let parent = state.record_for(caller, id)?;
+    if parent.state != SandboxState::Running {
+        return Err(ApiError::Conflict(format!(
+            "sandbox {id} is {}: only a running sandbox can be forked",
+            parent.state
+        )));
+    }
+    let spec = child_spec(state, &parent, timeout)?;
+    let t = take(state, caller, id, None).await?;
+    let mut tasks = Vec::new();
+    for _ in 0..count {
+        let (state, caller, mut spec) = (state.clone(), caller.clone(), spec.clone());
+        spec.template = t.name.clone();
+        tasks.push(tokio::spawn(async move {
+            lifecycle::create(&state, &caller, spec).await
+        }));
+    }
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(
+            task.await
+                .unwrap_or_else(|e| Err(ApiError::Internal(format!("fork task: {e}")))),
+        );
+    }
+    Ok((t, out))
+}
+
+/// What a child of `parent` is created with.
+fn child_spec(
+    state: &AppState,
+    parent: &SandboxRecord,
+    timeout: Option<Duration>,
+) -> ApiResult<NewSandbox> {
+    let s = &parent.spec;
+    let u64_of = |k: &str| s.get(k).and_then(Value::as_u64);
+    let mut limits = paddock_core::Limits::default();
+    if let Some(v) = u64_of("memory_bytes") {
+        limits.memory_bytes = v;
+    }
+    if let Some(v) = u64_of("cpu_millis") {
+        limits.cpu_millis = u32::try_from(v).unwrap_or(limits.cpu_millis);
+    }
+    if let Some(v) = u64_of("pids") {
+        limits.pids = u32::try_from(v).unwrap_or(limits.pids);
+    }
+    if let Some(v) = u64_of("disk_bytes") {
+        limits.disk_bytes = v;
+    }
+    if let Some(v) = u64_of("tmp_bytes") {
+        limits.tmp_bytes = v;
+    }
+    let timeout = timeout.unwrap_or_else(|| {
+        Duration::from_millis(
+            u64_of("timeout_ms").unwrap_or(state.cfg.default_timeout.as_millis() as u64),
+        )
+    });
+    let network = s
+        .get("network")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_else(paddock_core::NetworkPolicy::none);
+    let secrets: BTreeMap<String, crate::secrets::SecretUse> = s
+        .get("secrets")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        k.clone(),
+                        crate::secrets::SecretUse {
+                            secret: v.get("secret")?.as_str()?.to_owned(),
+                            file: v.get("file").and_then(Value::as_bool).unwrap_or(false),
+                        },
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(NewSandbox {
+        template: String::new(),
+        timeout,
+        limits,
+        env: state.runtime.env_of(&parent.id).unwrap_or_default(),
+        metadata: parent.metadata.clone(),
+        user: s.get("user").and_then(Value::as_str).map(str::to_owned),
+        webhook_url: parent.webhook_url.clone(),
+        network,
+        ports_public: s
+            .get("ports_public")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        pause_on_timeout: None,
+        auto_resume: false,
+        secrets,
+    })
+}
