@@ -16,10 +16,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+mod nodes;
 mod secrets;
 mod sqlite;
+mod sqlite_nodes;
 mod sqlite_secrets;
 
+pub use nodes::{Heartbeat, NodeRecord, NodeState, NodeStore};
 pub use secrets::{SealedVersion, SecretRecord, SecretStore};
 pub use sqlite::SqliteStore;
 
@@ -270,7 +273,7 @@ pub struct ExecRecord {
 }
 
 /// Paddock's persistent state. Implementations: [`SqliteStore`].
-pub trait Store: Send + Sync + fmt::Debug + SecretStore {
+pub trait Store: Send + Sync + fmt::Debug + SecretStore + NodeStore {
     // Tenants and keys.
     fn insert_tenant(&self, t: &Tenant) -> Result<()>;
     fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
