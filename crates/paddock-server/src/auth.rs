@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use paddock_store::{ApiKey, Role, now_ms};
+use paddock_store::{ApiKey, Role, Store, now_ms};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -174,9 +174,14 @@ pub fn authenticate(state: &AppState, key: Option<&str>) -> Result<Caller, ApiEr
 /// [`authenticate`] without taking a token of the REST rate: for the port proxy, which
 /// charges its own bucket ([`data_bucket`]).
 pub fn authenticate_unmetered(state: &AppState, key: Option<&str>) -> Result<Caller, ApiError> {
+    authenticate_in(state.store.as_ref(), key)
+}
+
+/// [`authenticate_unmetered`] against a store (the control plane has no [`AppState`]).
+pub fn authenticate_in(store: &dyn Store, key: Option<&str>) -> Result<Caller, ApiError> {
     const BAD: ApiError = ApiError::Unauthorized("missing, invalid, revoked or expired API key");
     let key = canonical(key.ok_or(BAD)?).ok_or(BAD)?;
-    let k = state.store.key_by_hash(&hash_key(&key))?.ok_or(BAD)?;
+    let k = store.key_by_hash(&hash_key(&key))?.ok_or(BAD)?;
     let now = now_ms();
     if k.revoked_at.is_some() || k.expires_at.is_some_and(|e| e <= now) {
         return Err(BAD);

@@ -75,6 +75,10 @@ pub struct ServerConfig {
     /// The master key of tenant secrets (`--secrets-key-file` or `PADDOCK_SECRETS_KEY`).
     /// None: the secret routes answer 503 saying how to configure one.
     pub secrets_key: Option<crate::secrets::MasterKey>,
+    /// The store (`fleet::open_store`); None: `<data>/paddock.db`.
+    pub database_url: Option<String>,
+    /// Set when this server is a node of a fleet (`paddock node`).
+    pub node: Option<crate::fleet::NodeConfig>,
 }
 
 /// A setting that cannot work.
@@ -113,6 +117,8 @@ impl ServerConfig {
             dns_answer: None,
             tls: None,
             secrets_key: None,
+            database_url: None,
+            node: None,
         }
     }
 

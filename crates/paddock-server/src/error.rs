@@ -69,6 +69,10 @@ pub enum ApiError {
     /// 503 `unavailable`: the host cannot take more sandboxes or is shutting down.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 `no_capacity`: no node of the fleet can take the sandbox; the message names
+    /// what was short (`fleet::placement`).
+    #[error("{0}")]
+    NoCapacity(String),
     /// 507 `insufficient_storage`: the sandbox's disk limit is reached.
     #[error("{0}")]
     InsufficientStorage(String),
@@ -102,6 +106,7 @@ impl ApiError {
             Agent(_) => (StatusCode::BAD_GATEWAY, "agent_error"),
             Registry(_) => (StatusCode::BAD_GATEWAY, "registry_error"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            NoCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_capacity"),
             InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -30,6 +30,7 @@ pub mod console;
 pub mod dns;
 pub mod e2b;
 pub mod error;
+pub mod fleet;
 pub mod hostload;
 pub mod lifecycle;
 pub mod metrics;
@@ -87,6 +88,8 @@ pub enum ServeError {
     Secret(std::io::Error),
     #[error("creating the first admin key: {0}")]
     Bootstrap(String),
+    #[error("fleet: {0}")]
+    Fleet(String),
 }
 
 /// Facts the caller learns once the server listens.
@@ -109,7 +112,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     cfg.validate()?;
     paddock_runtime::datadir::create_private(&cfg.data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.data_dir.join("paddock.db"))?);
+    let store: Arc<dyn Store> = match &cfg.database_url {
+        Some(url) => fleet::open_store(url).map_err(ServeError::Fleet)?,
+        None => Arc::new(SqliteStore::open(&cfg.data_dir.join("paddock.db"))?),
+    };
     let mut rcfg = RuntimeConfig::new(&cfg.data_dir);
     rcfg.agent_bin = cfg.agent_bin.clone();
     rcfg.dns_upstream = cfg.dns_upstream;
@@ -139,7 +145,8 @@ pub async fn serve(
         secret,
         sessions: session::Sessions::default(),
     });
-    let admin_key = if state.store.count_keys()? == 0 {
+    // A node never makes keys: the fleet's first control plane does.
+    let admin_key = if state.cfg.node.is_none() && state.store.count_keys()? == 0 {
         let (_, secret) = api::admin::new_key(&state, "admin", Role::Admin, None, None, None, None)
             .map_err(|e| ServeError::Bootstrap(e.to_string()))?;
         state.audit(None, "key.bootstrap", None, "ok", None);
@@ -151,6 +158,9 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Reconcile(e.to_string()))?;
     api::templates::reconcile(&state).map_err(|e| ServeError::Reconcile(e.to_string()))?;
+    if state.cfg.node.is_some() {
+        fleet::node::resync(&state).await;
+    }
     tokio::spawn(lifecycle::run(state.clone()));
     tokio::spawn(usage::run(state.clone()));
     if let Some(addr) = state.cfg.dns_listen {
@@ -178,6 +188,10 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|source| ServeError::Listen { addr, source })?;
+    if state.cfg.node.is_some() {
+        fleet::node::register(&state, local).map_err(ServeError::Fleet)?;
+        tokio::spawn(fleet::node::run(state.clone(), local));
+    }
     on_ready(Ready {
         addr: local,
         admin_key_e2b: admin_key.as_deref().and_then(auth::e2b_form),
@@ -196,6 +210,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(20));
     let body_idle = state.cfg.body_idle_timeout;
+    let node_token = state.cfg.node.as_ref().map(|n| n.token.clone());
     let domain = state.cfg.domain.clone();
     tokio::pin!(shutdown);
     loop {
@@ -217,6 +232,7 @@ pub async fn serve(
                 let http = http.clone();
                 let graceful_watch = graceful.watcher();
                 let header_timeout = state.cfg.header_timeout;
+                let node_token = node_token.clone();
                 tokio::spawn(async move {
                 // The TLS handshake happens here, off the accept loop, under the same time
                 // limit as a request head.
@@ -233,7 +249,24 @@ pub async fn serve(
                 };
                 // Watches request framing for Content-Length with Transfer-Encoding (refused).
                 let (tcp, framing) = proxy::framing::Watched::new(io);
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    // A node answers control planes only: the fleet token, else 401.
+                    let mut peer = peer;
+                    if let Some(t) = &node_token {
+                        if !t.matches(req.headers().get(fleet::TOKEN_HEADER)) {
+                            return futures::future::Either::Left(std::future::ready(Ok(
+                                fleet::unauthorized_node(),
+                            )));
+                        }
+                        req.headers_mut().remove(fleet::TOKEN_HEADER);
+                        if let Some(p) = req
+                            .headers_mut()
+                            .remove(fleet::forward::PEER_HEADER)
+                            .and_then(|v| v.to_str().ok()?.parse().ok())
+                        {
+                            peer = p;
+                        }
+                    }
                     // envd's stdin streams may pause for long; the proxy's ports do not.
                     let idle = if e2b::envd::target(req.headers(), req.uri(), &domain)
                         .is_some_and(|t| t.port == e2b::ENVD_PORT)
@@ -248,7 +281,7 @@ pub async fn serve(
                     // For the proxy's X-Forwarded-For.
                     req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                     req.extensions_mut().insert(framing.clone());
-                    app.clone().oneshot(req)
+                    futures::future::Either::Right(app.clone().oneshot(req))
                 });
                 let conn = http.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
                 let _ = graceful_watch.watch(conn.into_owned()).await;

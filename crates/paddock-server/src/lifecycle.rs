@@ -70,7 +70,7 @@ impl Deadlines {
         );
     }
 
-    fn remove(&self, id: &str) {
+    pub(crate) fn remove(&self, id: &str) {
         self.0.lock().expect("deadlines poisoned").remove(id);
     }
 
@@ -103,6 +103,8 @@ pub struct NewSandbox {
     pub auto_resume: bool,
     /// Tenant secrets to give the sandbox, by env var or file name (`crate::secrets`).
     pub secrets: BTreeMap<String, crate::secrets::SecretUse>,
+    /// Labels the node must carry (`crate::fleet::placement`); none on a single host.
+    pub node_selector: BTreeMap<String, String>,
 }
 
 /// Creates a sandbox for `caller`: records it, starts it, starts its timeout.
@@ -114,6 +116,7 @@ pub async fn create(
     spec.template = crate::templates::resolve_alias(state, &spec.template);
     // Secrets first: an unknown one is refused before anything is recorded.
     let secrets = crate::secrets::resolve(state, &caller.key.tenant, &spec.secrets)?;
+    check_selector(state, &spec.node_selector)?;
     let id = SandboxId::random();
     let now = now_ms();
     let timeout_ms = i64::try_from(spec.timeout.as_millis()).unwrap_or(i64::MAX);
@@ -140,6 +143,7 @@ pub async fn create(
             "secrets": spec.secrets.iter().map(|(k, u)| {
                 (k.clone(), serde_json::json!({ "secret": u.secret, "file": u.file }))
             }).collect::<serde_json::Map<_, _>>(),
+            "node": state.cfg.node.as_ref().map(|n| n.id.clone()),
         }),
         metadata: spec.metadata.clone(),
         env_keys: spec.env.keys().cloned().collect(),
@@ -234,6 +238,20 @@ pub async fn create(
             );
             Err(err)
         }
+    }
+}
+
+/// A create's `node_selector` against this server's labels (a single host has none).
+fn check_selector(state: &AppState, sel: &BTreeMap<String, String>) -> ApiResult<()> {
+    let labels = state.cfg.node.as_ref().map(|n| &n.labels);
+    let miss = sel
+        .iter()
+        .find(|(k, v)| labels.and_then(|l| l.get(*k)) != Some(*v));
+    match miss {
+        None => Ok(()),
+        Some((k, v)) => Err(ApiError::NoCapacity(format!(
+            "no node can take this sandbox; no match for node_selector {k}={v}"
+        ))),
     }
 }
 
@@ -485,6 +503,12 @@ pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
         ],
         ..Default::default()
     })?;
+    // A node reconciles only the sandboxes it holds; a single host those of no node.
+    let me = state.cfg.node.as_ref().map(|n| n.id.as_str());
+    let active: Vec<SandboxRecord> = active
+        .into_iter()
+        .filter(|r| crate::fleet::node_of(r) == me)
+        .collect();
     let mut known = std::collections::HashSet::new();
     // Adopted sandboxes whose network could not be restored were destroyed by the runtime:
     // they are `failed`, not `lost` (and never `running`).

@@ -86,7 +86,8 @@ impl AppState {
         match self.store.insert_event(&ev) {
             Ok(ev) => {
                 let _ = self.events.send(ev.clone());
-                self.webhooks.deliver(self, &ev, sandbox_webhook);
+                self.webhooks
+                    .deliver(self.store.as_ref(), &ev, sandbox_webhook);
             }
             Err(e) => tracing::error!("storing event {kind}: {e}"),
         }

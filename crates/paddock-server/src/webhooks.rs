@@ -15,10 +15,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use paddock_store::Event;
+use paddock_store::{Event, Store};
 use tokio::sync::mpsc;
-
-use crate::state::AppState;
 
 const QUEUE: usize = 1024;
 
@@ -69,15 +67,14 @@ impl Webhooks {
     }
 
     /// Queues `ev` for the sandbox's webhook and its key's.
-    pub fn deliver(&self, state: &AppState, ev: &Event, sandbox_webhook: Option<&str>) {
+    pub fn deliver(&self, store: &dyn Store, ev: &Event, sandbox_webhook: Option<&str>) {
         let mut urls: Vec<String> = sandbox_webhook.map(str::to_owned).into_iter().collect();
         if let Some(id) = &ev.sandbox_id {
-            let key_hook = state
-                .store
+            let key_hook = store
                 .get_sandbox(id)
                 .ok()
                 .flatten()
-                .and_then(|r| state.store.get_key(&r.key_id).ok().flatten())
+                .and_then(|r| store.get_key(&r.key_id).ok().flatten())
                 .and_then(|k| k.webhook_url);
             urls.extend(key_hook);
         }

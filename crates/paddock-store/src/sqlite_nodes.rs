@@ -112,7 +112,13 @@ impl NodeStore for SqliteStore {
         conn.execute(
             "UPDATE nodes SET usage = ?2, sandboxes = ?3, templates = ?4, heartbeat_at = ?5
              WHERE id = ?1 AND state != 'dead'",
-            params![id, json(&hb.usage), hb.sandboxes, json(&hb.templates), hb.at],
+            params![
+                id,
+                json(&hb.usage),
+                hb.sandboxes,
+                json(&hb.templates),
+                hb.at
+            ],
         )?;
         let state: Option<String> = conn
             .query_row("SELECT state FROM nodes WHERE id = ?1", [id], |r| r.get(0))
@@ -194,15 +200,30 @@ mod tests {
         assert_eq!(s.heartbeat_node("a", &hb).unwrap(), Some(NodeState::Ready));
         assert_eq!(s.heartbeat_node("zz", &hb).unwrap(), None);
         assert_eq!(s.get_node("a").unwrap().unwrap().sandboxes, 3);
-        assert!(s.set_node_state("a", &[NodeState::Ready], NodeState::Draining).unwrap());
-        assert!(!s.set_node_state("a", &[NodeState::Ready], NodeState::Draining).unwrap());
-        assert!(!s.set_node_state("zz", &[NodeState::Ready], NodeState::Draining).unwrap());
+        assert!(
+            s.set_node_state("a", &[NodeState::Ready], NodeState::Draining)
+                .unwrap()
+        );
+        assert!(
+            !s.set_node_state("a", &[NodeState::Ready], NodeState::Draining)
+                .unwrap()
+        );
+        assert!(
+            !s.set_node_state("zz", &[NodeState::Ready], NodeState::Draining)
+                .unwrap()
+        );
         // Draining survives a re-registration.
         let (n, before) = s.register_node(&node("a", 6000)).unwrap();
-        assert_eq!((n.state, before), (NodeState::Draining, Some(NodeState::Draining)));
+        assert_eq!(
+            (n.state, before),
+            (NodeState::Draining, Some(NodeState::Draining))
+        );
         s.register_node(&node("b", 1000)).unwrap();
         let dead = s.mark_dead_nodes(2000).unwrap();
-        assert_eq!(dead.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(
+            dead.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
         assert!(s.mark_dead_nodes(2000).unwrap().is_empty(), "seen once");
         assert_eq!(s.heartbeat_node("b", &hb).unwrap(), Some(NodeState::Dead));
         assert_eq!(s.get_node("b").unwrap().unwrap().heartbeat_at, 1000);

@@ -37,6 +37,12 @@ enum Cmd {
     /// Run the API server (REST /v1) on the embedded defaults: SQLite in the data
     /// directory, native isolation, 127.0.0.1:7070.
     Serve(ServeArgs),
+    /// Run a node of a fleet: sandboxes on this host, registered in the fleet's database,
+    /// reachable by control planes only (docs/fleet.md).
+    Node(NodeArgs),
+    /// Run a control plane of a fleet: the whole API, no runtime; any number of replicas
+    /// (docs/fleet.md).
+    Control(ControlArgs),
     /// Create a sandbox, run one command in it, print its output, destroy it.
     Run {
         /// Template to start from.
@@ -191,6 +197,153 @@ struct ServeArgs {
     secrets_key_file: Option<PathBuf>,
 }
 
+/// The fleet token: a file, or `PADDOCK_FLEET_TOKEN`.
+#[derive(Args, Debug)]
+struct FleetArgs {
+    /// The fleet's database, e.g. sqlite:/var/lib/paddock-fleet/paddock.db.
+    #[arg(long, env = "PADDOCK_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// File holding the fleet token shared by control planes and nodes (32 to 256
+    /// printable characters, e.g. `openssl rand -hex 32`); or PADDOCK_FLEET_TOKEN.
+    #[arg(long, env = "PADDOCK_FLEET_TOKEN_FILE")]
+    fleet_token_file: Option<PathBuf>,
+}
+
+impl FleetArgs {
+    fn token(&self) -> Result<paddock_server::fleet::FleetToken> {
+        let env = std::env::var("PADDOCK_FLEET_TOKEN").ok();
+        paddock_server::fleet::FleetToken::load(self.fleet_token_file.as_deref(), env.as_deref())
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+/// `paddock node` settings: those of `serve`, and the fleet's.
+#[derive(Args, Debug)]
+struct NodeArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// The URL control planes reach this node at (default: http://LISTEN).
+    #[arg(long, env = "PADDOCK_ADVERTISE")]
+    advertise: Option<String>,
+    /// The node's name (default: the host name).
+    #[arg(long, env = "PADDOCK_NODE_NAME")]
+    name: Option<String>,
+    /// A label, KEY=VALUE (repeatable): creates choose nodes by `node_selector`.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Most sandboxes this node runs.
+    #[arg(long, env = "PADDOCK_MAX_SANDBOXES", default_value_t = 256)]
+    max_sandboxes: u32,
+    /// CPU limits of the node's sandboxes may add up to this many times its CPUs.
+    #[arg(long, env = "PADDOCK_CPU_OVERCOMMIT", default_value_t = 4.0)]
+    cpu_overcommit: f64,
+}
+
+/// `paddock control` settings.
+#[derive(Args, Debug)]
+struct ControlArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// Address to listen on.
+    #[arg(long, env = "PADDOCK_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: std::net::SocketAddr,
+    /// Domain under which sandbox ports are served, as given to the nodes.
+    #[arg(long, env = "PADDOCK_DOMAIN", default_value = "localhost")]
+    domain: String,
+    /// Largest create body read for placement, e.g. 1M (as the nodes' --max-json-body).
+    #[arg(long, env = "PADDOCK_MAX_JSON_BODY", default_value = "1M")]
+    max_json_body: String,
+    /// Time a client has to send a request's head.
+    #[arg(long, env = "PADDOCK_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Sign webhook deliveries (node.dead, lost) with HMAC-SHA256 under this key.
+    #[arg(long, env = "PADDOCK_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// Allow webhook URLs on loopback, private or link-local addresses.
+    #[arg(long, env = "PADDOCK_ALLOW_PRIVATE_WEBHOOKS")]
+    allow_private_webhooks: bool,
+}
+
+async fn control(a: ControlArgs) -> Result<i32> {
+    let token = a.fleet.token()?;
+    let store =
+        paddock_server::fleet::open_store(&a.fleet.database_url).map_err(anyhow::Error::msg)?;
+    let cfg = paddock_server::fleet::control::ControlConfig {
+        listen: a.listen,
+        token,
+        domain: a.domain,
+        max_json_body: usize::try_from(parse_size(&a.max_json_body).context("--max-json-body")?)?,
+        header_timeout: a.header_timeout,
+        webhook_secret: a.webhook_secret,
+        allow_private_webhooks: a.allow_private_webhooks,
+    };
+    paddock_server::fleet::control::serve_control(
+        cfg,
+        store,
+        |ready| {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            if let Some(k) = &ready.admin_key {
+                let _ = writeln!(
+                    out,
+                    "paddock: created the first admin API key (shown only once, store it now):\nPADDOCK_API_KEY={k}"
+                );
+                if let Some(e) = &ready.admin_key_e2b {
+                    let _ = writeln!(out, "paddock: the same key for E2B SDKs:\nE2B_API_KEY={e}");
+                }
+            }
+            let _ = writeln!(out, "paddock: control plane listening on http://{}", ready.addr);
+            let _ = out.flush();
+        },
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(0)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("paddock: shutting down");
+}
+
+async fn node(data_dir: PathBuf, a: NodeArgs) -> Result<i32> {
+    let token = a.fleet.token()?;
+    let labels = paddock_server::fleet::parse_labels(&a.labels).map_err(anyhow::Error::msg)?;
+    if !(a.cpu_overcommit.is_finite() && a.cpu_overcommit >= 1.0) {
+        bail!("--cpu-overcommit must be at least 1");
+    }
+    if a.max_sandboxes == 0 {
+        bail!("--max-sandboxes must be at least 1");
+    }
+    paddock_runtime::datadir::create_private(&data_dir)?;
+    let id = paddock_server::fleet::node::node_id(&data_dir).context("the node id")?;
+    let name = match a.name {
+        Some(n) => n,
+        None => rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let advertise = a.advertise.clone();
+    let node = paddock_server::fleet::NodeConfig {
+        id,
+        name,
+        advertise,
+        labels,
+        token,
+        max_sandboxes: a.max_sandboxes,
+        cpu_overcommit: a.cpu_overcommit,
+    };
+    serve_with(data_dir, a.serve, Some(node), Some(a.fleet.database_url)).await
+}
+
 /// Parses `90`, `90s`, `5m`, `2h`, `1d`.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -208,7 +361,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 async fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<i32> {
+    serve_with(data_dir, a, None, None).await
+}
+
+async fn serve_with(
+    data_dir: PathBuf,
+    a: ServeArgs,
+    node: Option<paddock_server::fleet::NodeConfig>,
+    database_url: Option<String>,
+) -> Result<i32> {
     let mut cfg = paddock_server::ServerConfig::new(&data_dir);
+    cfg.node = node;
+    cfg.database_url = database_url;
     cfg.listen = a.listen;
     cfg.default_timeout = a.default_timeout;
     cfg.max_timeout = a.max_timeout;
@@ -312,6 +476,13 @@ async fn run(cli: Cli) -> Result<i32> {
         let dir = a.data.dir.clone().unwrap_or(cli.data_dir);
         return serve(dir, a).await;
     }
+    if let Cmd::Node(a) = cli.cmd {
+        let dir = a.serve.data.dir.clone().unwrap_or(cli.data_dir);
+        return node(dir, a).await;
+    }
+    if let Cmd::Control(a) = cli.cmd {
+        return control(a).await;
+    }
     // Client commands talk to a server and never open the local data directory.
     if let Cmd::Client(c) = cli.cmd {
         return cli::run(c).await;
@@ -334,7 +505,9 @@ async fn run(cli: Cli) -> Result<i32> {
 /// `paddock run` and `paddock ps`, on an open runtime.
 async fn local(cmd: Cmd, runtime: &std::sync::Arc<Runtime>) -> Result<i32> {
     match cmd {
-        Cmd::Serve(_) | Cmd::Client(_) => unreachable!("handled above"),
+        Cmd::Serve(_) | Cmd::Node(_) | Cmd::Control(_) | Cmd::Client(_) => {
+            unreachable!("handled above")
+        }
         Cmd::Run {
             template,
             memory,
@@ -472,7 +645,7 @@ mod tests {
         let mut cmd = Cli::command();
         for sub in cmd.get_subcommands_mut() {
             let has = sub.get_arguments().any(|a| a.get_id() == "dir");
-            let uses = matches!(sub.get_name(), "serve" | "run" | "ps");
+            let uses = matches!(sub.get_name(), "serve" | "node" | "run" | "ps");
             assert_eq!(has, uses, "{}", sub.get_name());
         }
         // Before or after the subcommand.

@@ -91,10 +91,14 @@ async fn every_response_carries_a_request_id() {
 
 /// Every `.route("PATH", get(..).post(..))` in the server's source, as (path, METHOD).
 fn routes_in_source() -> BTreeSet<(String, String)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../paddock-server/src/api");
-    // Every source file under `api/`, modules split into directories included.
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/../paddock-server/src");
+    // Every source file under `api/` and `fleet/` (the control plane's own routes),
+    // modules split into directories included.
     let mut files = Vec::new();
-    let mut dirs = vec![std::path::PathBuf::from(dir)];
+    let mut dirs = vec![
+        std::path::PathBuf::from(src).join("api"),
+        std::path::PathBuf::from(src).join("fleet"),
+    ];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).expect("api dir").flatten() {
             let p = e.path();

@@ -68,10 +68,30 @@ pub fn new_key(
     expires_at: Option<i64>,
     webhook_url: Option<String>,
 ) -> ApiResult<(ApiKey, String)> {
+    new_key_in(
+        state.store.as_ref(),
+        name,
+        role,
+        tenant,
+        max_sandboxes,
+        expires_at,
+        webhook_url,
+    )
+}
+
+/// [`new_key`] on a store (the control plane's first admin key).
+pub fn new_key_in(
+    store: &dyn paddock_store::Store,
+    name: &str,
+    role: Role,
+    tenant: Option<&str>,
+    max_sandboxes: Option<u32>,
+    expires_at: Option<i64>,
+    webhook_url: Option<String>,
+) -> ApiResult<(ApiKey, String)> {
     let tenant = match tenant {
         Some(t) => {
-            state
-                .store
+            store
                 .get_tenant(t)?
                 .ok_or_else(|| ApiError::BadRequest(format!("unknown tenant {t:?}")))?
                 .id
@@ -82,7 +102,7 @@ pub fn new_key(
                 name: name.to_owned(),
                 created_at: now_ms(),
             };
-            state.store.insert_tenant(&t)?;
+            store.insert_tenant(&t)?;
             t.id
         }
     };
@@ -100,7 +120,7 @@ pub fn new_key(
         max_sandboxes,
         webhook_url,
     };
-    state.store.insert_key(&k)?;
+    store.insert_key(&k)?;
     Ok((k, secret))
 }
 

@@ -96,6 +96,9 @@ pub struct CreateBody {
     /// Tenant secrets: `{"ENV_NAME": "secret"}` or `{"FILE": {"secret": "name", "file": true}}`.
     #[serde(default)]
     secrets: BTreeMap<String, serde_json::Value>,
+    /// Labels the node must carry (a fleet's placement; a single host has none).
+    #[serde(default)]
+    node_selector: BTreeMap<String, String>,
 }
 
 /// Checks a requested timeout against the server's maximum.
@@ -192,6 +195,11 @@ impl CreateBody {
             },
             auto_resume: self.auto_resume,
             secrets: crate::api::secrets::parse_uses(&self.secrets)?,
+            node_selector: {
+                crate::fleet::check_labels(&self.node_selector)
+                    .map_err(|e| ApiError::BadRequest(format!("node_selector: {e}")))?;
+                self.node_selector
+            },
         })
     }
 }
@@ -227,6 +235,7 @@ pub fn sandbox_json(state: &AppState, r: &SandboxRecord) -> serde_json::Value {
         "expires_at": rfc3339(r.expires_at),
         "stopped_at": rfc3339(r.stopped_at),
         "domain": state.cfg.domain,
+        "node": spec.get("node"),
     })
 }
 
@@ -235,11 +244,15 @@ async fn create(
     caller: Caller,
     Json(body): Json<CreateBody>,
 ) -> ApiResult<Response> {
-    let res = async {
-        let spec = body.validate(&state).await?;
-        lifecycle::create(&state, &caller, spec).await
-    }
-    .await;
+    // Its own task: a client (or a control plane) leaving mid-create does not cut the
+    // create between its record and its sandbox.
+    let (st, c) = (state.clone(), caller.clone());
+    let res = tokio::spawn(async move {
+        let spec = body.validate(&st).await?;
+        lifecycle::create(&st, &c, spec).await
+    })
+    .await
+    .unwrap_or_else(|e| Err(ApiError::Internal(format!("create task: {e}"))));
     let id = res.as_ref().ok().map(|r| r.id.clone());
     let r = state.audited(&caller, "sandbox.create", id.as_deref(), None, res)?;
     Ok(json_response(StatusCode::CREATED, sandbox_json(&state, &r)))

@@ -141,7 +141,8 @@ pub fn reconcile(state: &AppState) -> Result<(), paddock_store::StoreError> {
         .filter(|t| t.name != "base" && !t.name.starts_with("build-"))
         .collect();
     let recorded = state.store.list_templates()?;
-    for r in &recorded {
+    // On a node the catalogue is the fleet's: templates of other nodes stay.
+    for r in recorded.iter().filter(|_| state.cfg.node.is_none()) {
         if !on_disk.iter().any(|t| t.name == r.name) {
             tracing::warn!(template = %r.name, "template is gone from the data directory; removing its record");
             state.store.delete_template(&r.name)?;

@@ -212,6 +212,7 @@ impl CreateBody {
             pause_on_timeout,
             auto_resume,
             secrets,
+            node_selector: BTreeMap::new(),
         })
     }
 }
@@ -396,11 +397,14 @@ async fn create(
 ) -> E2bResult<Response> {
     let domain = sdk_domain(&state, req.headers());
     let b: CreateBody = body(&state, req).await?;
-    let res = async {
-        let spec = b.validate(&state)?;
-        lifecycle::create(&state, &caller, spec).await
-    }
-    .await;
+    // Its own task, as `/v1`: a client leaving mid-create does not cut it in two.
+    let (st, c) = (state.clone(), caller.clone());
+    let res = tokio::spawn(async move {
+        let spec = b.validate(&st)?;
+        lifecycle::create(&st, &c, spec).await
+    })
+    .await
+    .unwrap_or_else(|e| Err(ApiError::Internal(format!("create task: {e}"))));
     let id = res.as_ref().ok().map(|r| r.id.clone());
     let r = state.audited(
         &caller,

@@ -20,6 +20,7 @@ mod format;
 mod logs;
 mod mcp;
 mod network;
+mod nodes;
 mod pause;
 mod sandbox;
 mod secret;
@@ -101,6 +102,8 @@ pub(crate) enum ClientCmd {
     Template(template::TemplateArgs),
     /// Supervised services of a sandbox: ls, add, show, start, stop, restart, logs, rm.
     Service(service::ServiceArgs),
+    /// The fleet's nodes (admin): ls, drain ID, undrain ID.
+    Nodes(nodes::NodesArgs),
 }
 
 /// Runs a client command; the result is the process's exit code.
@@ -132,6 +135,7 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Template(a) => template::run(a).await,
         ClientCmd::Mcp(a) => mcp::run(a).await,
         ClientCmd::Service(a) => service::run(a).await,
+        ClientCmd::Nodes(a) => nodes::run(a).await,
     }
 }
 

@@ -1,0 +1,522 @@
+//! `paddock control`: the API of a fleet without a runtime of its own.
+//!
+//! It answers `/v1/health` and `/v1/nodes` itself; a create goes to the node placement
+//! picks; a request naming a sandbox (path, `E2b-Sandbox-Id`, or Host `{port}-{id}.{domain}`)
+//! goes to the node holding it; everything else (lists, keys, events, templates) to any
+//! ready node, which answers from the shared store. Users are authenticated by the node
+//! (keys live in the shared store); the control plane authenticates only what it answers
+//! itself. It keeps no state a restart loses: any number of replicas serve the same fleet.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use paddock_store::{
+    Event, NodeRecord, NodeState, Role, SandboxFilter, SandboxState, Store, now_ms,
+};
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+use super::forward::Forwarder;
+use super::placement::{self, Pending, Want};
+use crate::auth::{Caller, authenticate_in, presented_key};
+use crate::error::{ApiError, ApiResult};
+use crate::wire::{json_response, rfc3339};
+
+/// `paddock control` settings.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    pub listen: SocketAddr,
+    pub token: super::FleetToken,
+    /// Domain of Host-routed data-plane requests (`{port}-{id}.{domain}`), as on the nodes.
+    pub domain: String,
+    /// Largest create body read for placement.
+    pub max_json_body: usize,
+    pub header_timeout: Duration,
+    pub webhook_secret: Option<String>,
+    pub allow_private_webhooks: bool,
+}
+
+/// The control plane's shared state.
+#[derive(Debug)]
+pub struct Control {
+    pub cfg: ControlConfig,
+    pub store: Arc<dyn Store>,
+    forwarder: Forwarder,
+    /// Placements made since each node's last heartbeat (by node id).
+    pending: Mutex<HashMap<String, Pending>>,
+    next: AtomicUsize,
+    webhooks: crate::webhooks::Webhooks,
+}
+
+/// Facts the caller learns once the control plane listens.
+#[derive(Debug)]
+pub struct ControlReady {
+    pub addr: SocketAddr,
+    pub admin_key: Option<String>,
+    pub admin_key_e2b: Option<String>,
+}
+
+/// Runs a control plane until `shutdown` resolves.
+pub async fn serve_control(
+    cfg: ControlConfig,
+    store: Arc<dyn Store>,
+    on_ready: impl FnOnce(ControlReady),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), crate::ServeError> {
+    cfg.token
+        .check_store(store.as_ref())
+        .map_err(crate::ServeError::Fleet)?;
+    let admin_key = bootstrap_admin(store.as_ref())?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| crate::ServeError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| crate::ServeError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let ctl = Arc::new(Control {
+        forwarder: Forwarder::new(&cfg.token),
+        webhooks: crate::webhooks::Webhooks::start(
+            cfg.allow_private_webhooks,
+            cfg.webhook_secret.clone(),
+        ),
+        cfg,
+        store,
+        pending: Mutex::new(HashMap::new()),
+        next: AtomicUsize::new(0),
+    });
+    tokio::spawn(watch_heartbeats(ctl.clone()));
+    on_ready(ControlReady {
+        addr,
+        admin_key_e2b: admin_key.as_deref().and_then(crate::auth::e2b_form),
+        admin_key,
+    });
+    let app = router(ctl.clone());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctl.cfg.header_timeout)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let app = app.clone();
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let mut req = req.map(Body::new);
+                    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    app.clone().oneshot(req)
+                });
+                let conn = http.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+                let watched = graceful.watch(conn.into_owned());
+                tokio::spawn(async move { let _ = watched.await; });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(10)) => {}
+    }
+    Ok(())
+}
+
+/// The first admin key of an empty fleet: made by exactly one control plane (the one whose
+/// claim is stored first).
+fn bootstrap_admin(store: &dyn Store) -> Result<Option<String>, crate::ServeError> {
+    let err = |e: String| crate::ServeError::Bootstrap(e);
+    if store.count_keys().map_err(|e| err(e.to_string()))? > 0 {
+        return Ok(None);
+    }
+    let claim = crate::auth::random_id("ctl");
+    let won = store
+        .fleet_setting_init("bootstrap", &claim)
+        .map_err(|e| err(e.to_string()))?;
+    if won != claim {
+        return Ok(None);
+    }
+    let (_, secret) =
+        crate::api::admin::new_key_in(store, "admin", Role::Admin, None, None, None, None)
+            .map_err(|e| err(e.to_string()))?;
+    Ok(Some(secret))
+}
+
+fn router(ctl: Arc<Control>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{id}", get(get_node))
+        .route("/v1/nodes/{id}/drain", post(drain))
+        .route("/v1/nodes/{id}/undrain", post(undrain))
+        .fallback(forward)
+        .with_state(ctl)
+}
+
+async fn health() -> Response {
+    json_response(StatusCode::OK, json!({"status": "ok", "role": "control"}))
+}
+
+/// The admin key of a request answered here.
+fn admin(ctl: &Control, req: &Request) -> ApiResult<Caller> {
+    let (parts, ()) = Request::new(()).into_parts();
+    let mut parts = parts;
+    parts.headers = req.headers().clone();
+    let c = authenticate_in(ctl.store.as_ref(), presented_key(&parts))?;
+    if !c.is_admin() {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(c)
+}
+
+/// The wire form of a node.
+pub fn node_json(n: &NodeRecord) -> Value {
+    json!({
+        "id": n.id,
+        "name": n.name,
+        "address": n.address,
+        "state": n.state.as_str(),
+        "labels": n.labels,
+        "capacity": n.capacity,
+        "usage": n.usage,
+        "sandboxes": n.sandboxes,
+        "templates": n.templates,
+        "registered_at": rfc3339(Some(n.registered_at)),
+        "last_heartbeat": rfc3339(Some(n.heartbeat_at)),
+    })
+}
+
+async fn list_nodes(State(ctl): State<Arc<Control>>, req: Request) -> ApiResult<Response> {
+    admin(&ctl, &req)?;
+    let nodes = ctl.store.list_nodes()?;
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"nodes": nodes.iter().map(node_json).collect::<Vec<_>>()}),
+    ))
+}
+
+fn node_not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("node {} not found", crate::state::truncate(id, 64)))
+}
+
+async fn get_node(
+    State(ctl): State<Arc<Control>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    admin(&ctl, &req)?;
+    let n = ctl
+        .store
+        .get_node(&id)?
+        .ok_or_else(|| node_not_found(&id))?;
+    Ok(json_response(StatusCode::OK, node_json(&n)))
+}
+
+async fn drain(
+    State(ctl): State<Arc<Control>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    set_state(
+        &ctl,
+        &id,
+        &req,
+        NodeState::Ready,
+        NodeState::Draining,
+        "node.draining",
+    )
+}
+
+async fn undrain(
+    State(ctl): State<Arc<Control>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    set_state(
+        &ctl,
+        &id,
+        &req,
+        NodeState::Draining,
+        NodeState::Ready,
+        "node.ready",
+    )
+}
+
+fn set_state(
+    ctl: &Control,
+    id: &str,
+    req: &Request,
+    from: NodeState,
+    to: NodeState,
+    event: &str,
+) -> ApiResult<Response> {
+    let caller = admin(ctl, req)?;
+    let n = ctl.store.get_node(id)?.ok_or_else(|| node_not_found(id))?;
+    if n.state == NodeState::Dead {
+        return Err(ApiError::Conflict(format!("node {} is dead", n.name)));
+    }
+    if ctl.store.set_node_state(id, &[from], to)? {
+        emit(
+            ctl,
+            None,
+            event,
+            json!({"node": n.id, "name": n.name, "by": caller.key.id}),
+            None,
+        );
+    }
+    let n = ctl.store.get_node(id)?.ok_or_else(|| node_not_found(id))?;
+    Ok(json_response(StatusCode::OK, node_json(&n)))
+}
+
+/// Stores an event and queues its webhooks (the control plane has no SSE subscribers of
+/// its own: nodes serve `/v1/events`).
+fn emit(
+    ctl: &Control,
+    tenant: Option<&str>,
+    kind: &str,
+    data: Value,
+    sandbox: Option<(&str, Option<&str>)>,
+) {
+    let ev = Event {
+        seq: 0,
+        at: now_ms(),
+        tenant: tenant.unwrap_or(super::FLEET_TENANT).to_owned(),
+        sandbox_id: sandbox.map(|s| s.0.to_owned()),
+        kind: kind.to_owned(),
+        data,
+    };
+    match ctl.store.insert_event(&ev) {
+        Ok(ev) => ctl
+            .webhooks
+            .deliver(ctl.store.as_ref(), &ev, sandbox.and_then(|s| s.1)),
+        Err(e) => tracing::error!("storing event {kind}: {e}"),
+    }
+}
+
+/// Marks nodes dead after [`super::DEAD_AFTER`] without a heartbeat, and their sandboxes
+/// `lost`. Every control plane runs it; the store's conditional update gives each death to
+/// exactly one.
+async fn watch_heartbeats(ctl: Arc<Control>) {
+    let dead_ms = i64::try_from(super::DEAD_AFTER.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let dead = match ctl.store.mark_dead_nodes(now_ms() - dead_ms) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("watching heartbeats: {e}");
+                continue;
+            }
+        };
+        for n in dead {
+            tracing::warn!(node = %n.name, "node missed its heartbeats: dead");
+            emit(
+                &ctl,
+                None,
+                "node.dead",
+                json!({"node": n.id, "name": n.name}),
+                None,
+            );
+            if let Err(e) = lose_sandboxes(&ctl, &n.id) {
+                tracing::error!(node = %n.name, "marking its sandboxes lost: {e}");
+            }
+        }
+    }
+}
+
+/// Marks every active sandbox of a dead node `lost`.
+fn lose_sandboxes(ctl: &Control, node: &str) -> Result<(), paddock_store::StoreError> {
+    let active = ctl.store.list_sandboxes(&SandboxFilter {
+        states: vec![
+            SandboxState::Starting,
+            SandboxState::Running,
+            SandboxState::Paused,
+        ],
+        ..Default::default()
+    })?;
+    for mut r in active
+        .into_iter()
+        .filter(|r| super::node_of(r) == Some(node))
+    {
+        r.state = SandboxState::Stopped;
+        r.stop_reason = Some("lost".into());
+        r.stopped_at = Some(now_ms());
+        ctl.store.update_sandbox(&r)?;
+        emit(
+            ctl,
+            Some(&r.tenant),
+            "lost",
+            json!({"node": node}),
+            Some((&r.id, r.webhook_url.as_deref())),
+        );
+    }
+    Ok(())
+}
+
+/// The sandbox a request names, if any.
+fn named_sandbox(req: &Request, domain: &str) -> Option<String> {
+    if let Some(t) = crate::e2b::envd::target(req.headers(), req.uri(), domain) {
+        return Some(t.id);
+    }
+    let segs: Vec<&str> = req.uri().path().split('/').skip(1).collect();
+    let id = match segs.as_slice() {
+        ["v1", "sandboxes", id, ..] | ["v2", "sandboxes", id, ..] => *id,
+        ["sandboxes", id, ..] | ["proxy", id, ..] => *id,
+        _ => return None,
+    };
+    id.parse::<paddock_core::SandboxId>().ok()?;
+    Some(id.to_owned())
+}
+
+fn is_create(req: &Request) -> bool {
+    req.method() == http::Method::POST
+        && matches!(
+            req.uri().path(),
+            "/v1/sandboxes" | "/sandboxes" | "/v2/sandboxes"
+        )
+}
+
+async fn forward(State(ctl): State<Arc<Control>>, req: Request) -> Response {
+    match route(&ctl, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
+    if is_create(&req) {
+        return create(ctl, req).await;
+    }
+    let nodes = ctl.store.list_nodes()?;
+    let live = |n: &&NodeRecord| n.state != NodeState::Dead;
+    if let Some(id) = named_sandbox(&req, &ctl.cfg.domain)
+        && let Some(r) = ctl.store.get_sandbox(&id)?
+        && let Some(holder) = super::node_of(&r)
+        && let Some(n) = nodes.iter().filter(live).find(|n| n.id == holder)
+    {
+        return Ok(ctl.forwarder.forward(&n.name, &n.address, req).await);
+    }
+    // Anything else: any live node answers from the shared store.
+    let live: Vec<&NodeRecord> = nodes.iter().filter(live).collect();
+    if live.is_empty() {
+        return Err(ApiError::Unavailable("no node of the fleet is up".into()));
+    }
+    let n = live[ctl.next.fetch_add(1, Ordering::Relaxed) % live.len()];
+    Ok(ctl.forwarder.forward(&n.name, &n.address, req).await)
+}
+
+/// What placement needs from a create body (the node checks the rest).
+fn want_of(path: &str, body: &[u8]) -> ApiResult<Want> {
+    let v: Value = serde_json::from_slice(if body.is_empty() { b"{}" } else { body })
+        .map_err(|e| ApiError::InvalidJson(format!("invalid JSON: {e}")))?;
+    let d = paddock_core::Limits::default();
+    let size = |k: &str, dflt: u64| -> ApiResult<u64> {
+        match v.get(k) {
+            None | Some(Value::Null) => Ok(dflt),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .ok_or_else(|| ApiError::BadRequest(format!("{k} must be a size"))),
+            Some(Value::String(s)) => {
+                paddock_core::parse_size(s).map_err(|e| ApiError::BadRequest(format!("{k}: {e}")))
+            }
+            Some(_) => Err(ApiError::BadRequest(format!("{k} must be a size"))),
+        }
+    };
+    let e2b = path != "/v1/sandboxes";
+    let template = if e2b {
+        v.get("templateID")
+    } else {
+        v.get("template")
+    }
+    .and_then(Value::as_str)
+    .unwrap_or("base")
+    .to_owned();
+    let selector: std::collections::BTreeMap<String, String> = match v.get("node_selector") {
+        None | Some(Value::Null) => Default::default(),
+        Some(s) => serde_json::from_value(s.clone()).map_err(|_| {
+            ApiError::BadRequest("node_selector must be an object of strings".into())
+        })?,
+    };
+    super::check_labels(&selector)
+        .map_err(|e| ApiError::BadRequest(format!("node_selector: {e}")))?;
+    let cpu_millis = match v.get("cpus").and_then(Value::as_f64) {
+        Some(c) if c.is_finite() && c > 0.0 => (c * 1000.0).round() as u64,
+        _ => u64::from(d.cpu_millis),
+    };
+    Ok(Want {
+        template: crate::templates::ALIASES
+            .iter()
+            .find(|(a, _)| *a == template)
+            .map_or(template.clone(), |(_, t)| (*t).to_owned()),
+        memory_bytes: if e2b {
+            d.memory_bytes
+        } else {
+            size("memory", d.memory_bytes)?
+        },
+        cpu_millis,
+        disk_bytes: if e2b {
+            d.disk_bytes
+        } else {
+            size("disk", d.disk_bytes)?
+        },
+        selector,
+    })
+}
+
+/// Places a create on a node and forwards it there.
+async fn create(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, ctl.cfg.max_json_body)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(ctl.cfg.max_json_body))?;
+    let want = want_of(parts.uri.path(), &bytes)?;
+    let nodes = ctl.store.list_nodes()?;
+    let now = now_ms();
+    let chosen = {
+        let mut pending = ctl.pending.lock().expect("pending poisoned");
+        let get = |n: &NodeRecord| {
+            pending
+                .get(&n.id)
+                .filter(|p| p.since_heartbeat == n.heartbeat_at)
+                .copied()
+                .unwrap_or_default()
+        };
+        let n = placement::choose(&nodes, &get, &want, now).map_err(ApiError::NoCapacity)?;
+        let mut p = get(n);
+        p.since_heartbeat = n.heartbeat_at;
+        p.sandboxes += 1;
+        p.memory_bytes += want.memory_bytes;
+        p.cpu_millis += want.cpu_millis;
+        pending.insert(n.id.clone(), p);
+        n.clone()
+    };
+    let req = Request::from_parts(parts, Body::from(bytes));
+    Ok(ctl
+        .forwarder
+        .forward(&chosen.name, &chosen.address, req)
+        .await)
+}

@@ -1,0 +1,706 @@
+//! The fleet (`docs/fleet.md`): control planes and nodes, each a separate `paddock`
+//! process with its own data directory, on one shared store.
+//!
+//! The store is a shared SQLite file (WAL works across processes on one host); the
+//! PostgreSQL store runs the same binaries with a `postgres://` `--database-url`.
+
+mod server;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt as _, StreamExt as _};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use server::{call, eventually, leftovers, processes_of, require_root};
+
+const TOKEN: &str = "fleet-test-token-0123456789abcdef0123456789";
+
+/// One `paddock control` or `paddock node` process.
+struct Proc {
+    child: Option<Child>,
+    url: String,
+    args: Vec<String>,
+    data: Option<PathBuf>,
+}
+
+impl Proc {
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = rustix::process::Pid::from_raw(c.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        if server::wait_or_kill(&mut c, Duration::from_secs(30)).is_none() {
+            eprintln!("a fleet process did not stop in 30 s; killed");
+        }
+    }
+
+    fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let (child, url, _) = spawn(&self.args, TOKEN);
+        self.child = Some(child);
+        self.url = url;
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(d) = &self.data {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(d.join("layers"))
+                .stderr(Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Starts a process with `args`; returns it, its URL and the admin key it printed.
+// The child is waited for by `Proc::stop`/`kill9`/`Drop`.
+#[allow(clippy::zombie_processes)]
+fn spawn(args: &[String], token: &str) -> (Child, String, Option<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(args)
+        .env("PADDOCK_AGENT_BIN", env!("CARGO_BIN_EXE_paddock-agent"))
+        .env("PADDOCK_FLEET_TOKEN", token)
+        .env("PADDOCK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawning paddock");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut key = None;
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("paddock did not print its address within 60 s");
+        if let Some(k) = line.strip_prefix("PADDOCK_API_KEY=") {
+            key = Some(k.to_owned());
+        }
+        if let Some(u) = line
+            .strip_prefix("paddock: listening on ")
+            .or_else(|| line.strip_prefix("paddock: control plane listening on "))
+        {
+            return (child, u.to_owned(), key);
+        }
+    }
+}
+
+/// Control planes and nodes on one store in a fresh directory.
+struct Fleet {
+    dir: PathBuf,
+    db: String,
+    admin_key: String,
+    controls: Vec<Proc>,
+    nodes: Vec<Proc>,
+    http: reqwest::Client,
+}
+
+impl Fleet {
+    fn start(controls: usize, nodes: &[&[&str]]) -> Fleet {
+        require_root("the fleet tests (real nodes)");
+        let tag = std::env::var("PADDOCK_TEST_TAG").unwrap_or_default();
+        let id = paddock_core::SandboxId::random();
+        let dir = PathBuf::from(format!("/var/tmp/paddock-fleet{tag}-{}", &id.as_str()[..8]));
+        std::fs::create_dir_all(&dir).expect("fleet dir");
+        let db = format!("sqlite:{}", dir.join("fleet.db").display());
+        let mut f = Fleet {
+            dir,
+            db,
+            admin_key: String::new(),
+            controls: Vec::new(),
+            nodes: Vec::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("http client"),
+        };
+        for _ in 0..controls {
+            f.add_control();
+        }
+        for labels in nodes {
+            f.add_node(labels);
+        }
+        f
+    }
+
+    fn add_control(&mut self) {
+        let args: Vec<String> = [
+            "control",
+            "--database-url",
+            &self.db,
+            "--listen",
+            "127.0.0.1:0",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let (child, url, key) = spawn(&args, TOKEN);
+        if let Some(k) = key {
+            self.admin_key = k;
+        }
+        assert!(
+            !self.admin_key.is_empty(),
+            "the first control plane prints the admin key"
+        );
+        self.controls.push(Proc {
+            child: Some(child),
+            url,
+            args,
+            data: None,
+        });
+    }
+
+    fn node_args(&self, n: usize, labels: &[&str]) -> (Vec<String>, PathBuf) {
+        let data = self.dir.join(format!("node{n}"));
+        let mut args: Vec<String> = [
+            "node",
+            "--data-dir",
+            &data.display().to_string(),
+            "--database-url",
+            &self.db,
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            &format!("node{n}"),
+            "--on-shutdown",
+            "destroy",
+        ]
+        .map(|s| s.to_owned())
+        .to_vec();
+        for l in labels {
+            args.extend(["--label".to_owned(), (*l).to_owned()]);
+        }
+        (args, data)
+    }
+
+    fn add_node(&mut self, labels: &[&str]) {
+        let (args, data) = self.node_args(self.nodes.len() + 1, labels);
+        let (child, url, _) = spawn(&args, TOKEN);
+        // A restarted node listens on a new port; it registers its new address.
+        self.nodes.push(Proc {
+            child: Some(child),
+            url,
+            args,
+            data: Some(data),
+        });
+    }
+
+    fn req(&self, control: usize, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.req_as(&self.admin_key, control, method, path)
+    }
+
+    fn req_as(
+        &self,
+        key: &str,
+        control: usize,
+        method: Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.controls[control].url))
+            .bearer_auth(key)
+    }
+
+    async fn create(&self, control: usize, body: Value) -> Value {
+        let (st, v) = call(self.req(control, Method::POST, "/v1/sandboxes").json(&body)).await;
+        assert_eq!(st, StatusCode::CREATED, "create: {v}");
+        v
+    }
+
+    async fn nodes(&self) -> Vec<Value> {
+        let (st, v) = call(self.req(0, Method::GET, "/v1/nodes")).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        v["nodes"].as_array().expect("nodes").clone()
+    }
+
+    async fn node_id(&self, name: &str) -> String {
+        let n = self.nodes().await;
+        let n = n.iter().find(|n| n["name"] == name).expect("node listed");
+        n["id"].as_str().expect("id").to_owned()
+    }
+
+    async fn exec(&self, control: usize, id: &str, cmd: &str) -> Value {
+        let (st, v) = call(
+            self.req(control, Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+                .json(&json!({"command": cmd})),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "exec: {v}");
+        v
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // Nodes first: they destroy their sandboxes on the way down.
+        self.nodes.clear();
+        self.controls.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn node_of(v: &Value) -> String {
+    v["node"]
+        .as_str()
+        .expect("sandbox JSON names its node")
+        .to_owned()
+}
+
+/// A PTY session through a control plane: `exit 7` comes back as the exit frame.
+async fn pty_through(f: &Fleet, control: usize, id: &str) {
+    let url = format!(
+        "{}/v1/sandboxes/{id}/pty?cols=80&rows=24",
+        f.controls[control].url.replace("http://", "ws://")
+    );
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .expect("ws request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", f.admin_key).parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("ws connect");
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::binary(b"echo pty-$((6*7)); exit 7\n".to_vec()))
+        .await
+        .expect("input");
+    let (mut out, mut exit) = (Vec::new(), None);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+        match m {
+            Message::Binary(b) => out.extend_from_slice(&b),
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).expect("text frame json");
+                if v["type"] == "exit" {
+                    exit = Some(v);
+                }
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("pty-42"), "{text}");
+    assert_eq!(exit.expect("exit frame")["exit_code"], 7);
+}
+
+/// Serves a file on port 8000 of `id` and reads it through the proxy of a control plane.
+async fn proxy_through(f: &Fleet, control: usize, id: &str) {
+    let (st, v) = call(
+        f.req(
+            control,
+            Method::PUT,
+            &format!("/v1/sandboxes/{id}/files?path=/home/user/www/hi.txt"),
+        )
+        .header("content-type", "application/octet-stream")
+        .body("through the fleet\n"),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, v) = call(
+        f.req(control, Method::POST, &format!("/v1/sandboxes/{id}/exec")).json(&json!({
+            "command": "python3 -m http.server 8000 --bind 127.0.0.1 --directory /home/user/www",
+            "background": true
+        })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let other = 1 - control;
+    eventually(Duration::from_secs(20), "the proxied file", || async {
+        let r = f
+            .req(other, Method::GET, &format!("/proxy/{id}/8000/hi.txt"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let st = r.status();
+        let body = r.text().await.unwrap_or_default();
+        server::done_when(
+            st == StatusCode::OK && body == "through the fleet\n",
+            format!("{st} {body}"),
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spread_reach_dead_node_and_restart() {
+    let mut f = Fleet::start(2, &[&[], &[], &[]]);
+    // Nine creates alternating between the two control planes spread over all three nodes.
+    let mut sbx = Vec::new();
+    for i in 0..9 {
+        let v = f.create(i % 2, json!({"timeout": 600})).await;
+        sbx.push((v["id"].as_str().expect("id").to_owned(), node_of(&v)));
+    }
+    let mut per: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (_, n) in &sbx {
+        *per.entry(n.as_str()).or_default() += 1;
+    }
+    // Each control plane counts its own placements between heartbeats, so the spread is
+    // even only roughly.
+    assert_eq!(per.len(), 3, "nine sandboxes on all three nodes: {per:?}");
+    assert!(per.values().all(|c| (2..=4).contains(c)), "{per:?}");
+    // Exec and files through either control plane.
+    for (i, (id, _)) in sbx.iter().enumerate() {
+        let v = f.exec(i % 2, id, "echo $((40+2))").await;
+        assert_eq!(v["stdout"], "42\n", "{v}");
+        let path = format!("/v1/sandboxes/{id}/files?path=/home/user/f.txt");
+        let (st, _) = call(
+            f.req((i + 1) % 2, Method::PUT, &path)
+                .header("content-type", "application/octet-stream")
+                .body(format!("file of {id}")),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED);
+        let r = f
+            .req(i % 2, Method::GET, &path)
+            .send()
+            .await
+            .expect("get file");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.text().await.expect("body"), format!("file of {id}"));
+    }
+    // GET through either control plane says which node holds it.
+    let (st, v) = call(f.req(1, Method::GET, &format!("/v1/sandboxes/{}", sbx[0].0))).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(node_of(&v), sbx[0].1);
+    pty_through(&f, 1, &sbx[1].0).await;
+    proxy_through(&f, 0, &sbx[2].0).await;
+
+    // kill -9 node1: dead within 15 s, its sandboxes lost, creates avoid it.
+    let dead_id = f.node_id("node1").await;
+    let killed = Instant::now();
+    f.nodes[0].kill9();
+    eventually(Duration::from_secs(15), "node1 seen dead", || async {
+        let n = f.nodes().await;
+        let st = n
+            .iter()
+            .find(|n| n["id"] == dead_id.as_str())
+            .expect("listed")["state"]
+            .clone();
+        server::done_when(st == "dead", st)
+    })
+    .await;
+    eprintln!("node1 seen dead {:?} after kill -9", killed.elapsed());
+    let lost: Vec<&String> = sbx
+        .iter()
+        .filter(|(_, n)| *n == dead_id)
+        .map(|(id, _)| id)
+        .collect();
+    for id in &lost {
+        let (st, v) = call(f.req(0, Method::GET, &format!("/v1/sandboxes/{id}"))).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(
+            (v["state"].as_str(), v["stop_reason"].as_str()),
+            (Some("stopped"), Some("lost")),
+            "{v}"
+        );
+    }
+    let (st, v) = call(f.req(0, Method::GET, "/v1/events?limit=1000")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let kinds: Vec<&str> = v["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"node.dead") && kinds.contains(&"node.ready") && kinds.contains(&"lost"),
+        "{kinds:?}"
+    );
+    for i in 0..3 {
+        let v = f.create(i % 2, json!({})).await;
+        assert_ne!(node_of(&v), dead_id, "a create went to the dead node");
+    }
+    // The sandboxes of the killed node still run on the host until it comes back...
+    assert!(
+        lost.iter().all(|id| !processes_of(id).is_empty()),
+        "kill -9 of a node leaves its sandboxes running"
+    );
+    // ...and its restart destroys them (the store marks them lost): nothing leaks.
+    f.nodes[0].restart();
+    for id in &lost {
+        assert!(
+            leftovers(id).is_empty(),
+            "left of lost sandbox {id}: {:?}",
+            leftovers(id)
+        );
+    }
+    let n = f.nodes().await;
+    assert_eq!(
+        n.iter()
+            .find(|n| n["id"] == dead_id.as_str())
+            .expect("listed")["state"],
+        "ready"
+    );
+    let survivors: Vec<&String> = sbx
+        .iter()
+        .filter(|(_, n)| *n != dead_id)
+        .map(|(id, _)| id)
+        .collect();
+    for id in survivors.iter().take(2) {
+        assert_eq!(f.exec(1, id, "echo ok").await["stdout"], "ok\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_and_bad_input() {
+    let f = Fleet::start(1, &[&["zone=a"], &["zone=b"]]);
+    let a = f.node_id("node1").await;
+    let b = f.node_id("node2").await;
+    let (_, user) = {
+        let (st, v) = call(
+            f.req(0, Method::POST, "/v1/keys")
+                .json(&json!({"name": "u", "role": "user"})),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        (v["id"].clone(), v["key"].as_str().expect("key").to_owned())
+    };
+    // Admin only; unknown ids are 404.
+    let (st, v) = call(f.req_as(&user, 0, Method::POST, &format!("/v1/nodes/{a}/drain"))).await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden")),
+        "{v}"
+    );
+    let (st, _) = call(f.req_as(&user, 0, Method::GET, "/v1/nodes")).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = call(f.http.get(format!("{}/v1/nodes", f.controls[0].url))).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    for path in [
+        "/v1/nodes/node_nope/drain",
+        "/v1/nodes/node_nope/undrain",
+        "/v1/nodes/node_nope",
+    ] {
+        let m = if path.ends_with("nope") {
+            Method::GET
+        } else {
+            Method::POST
+        };
+        let (st, v) = call(f.req(0, m, path)).await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found")),
+            "{path}: {v}"
+        );
+    }
+    // Drain: new sandboxes go to the other node only; the drained one's keep running.
+    let on_a = f.create(0, json!({"node_selector": {"zone": "a"}})).await;
+    assert_eq!(node_of(&on_a), a);
+    let (st, v) = call(f.req(0, Method::POST, &format!("/v1/nodes/{a}/drain"))).await;
+    assert_eq!(
+        (st, v["state"].as_str()),
+        (StatusCode::OK, Some("draining")),
+        "{v}"
+    );
+    for _ in 0..4 {
+        assert_eq!(node_of(&f.create(0, json!({})).await), b);
+    }
+    assert_eq!(
+        f.exec(0, on_a["id"].as_str().expect("id"), "echo still")
+            .await["stdout"],
+        "still\n"
+    );
+    let (st, v) = call(
+        f.req(0, Method::POST, "/v1/sandboxes")
+            .json(&json!({"node_selector": {"zone": "a"}})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("no_capacity")),
+        "{v}"
+    );
+    let (st, v) = call(f.req(0, Method::POST, &format!("/v1/nodes/{a}/undrain"))).await;
+    assert_eq!(
+        (st, v["state"].as_str()),
+        (StatusCode::OK, Some("ready")),
+        "{v}"
+    );
+    assert_eq!(
+        node_of(&f.create(0, json!({"node_selector": {"zone": "a"}})).await),
+        a
+    );
+    // A selector nothing matches: 503 no_capacity naming it.
+    let (st, v) = call(
+        f.req(0, Method::POST, "/v1/sandboxes")
+            .json(&json!({"node_selector": {"zone": "mars"}})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("no_capacity")),
+        "{v}"
+    );
+    assert!(
+        v["message"]
+            .as_str()
+            .expect("message")
+            .contains("zone=mars"),
+        "{v}"
+    );
+    let (st, v) = call(
+        f.req(0, Method::POST, "/v1/sandboxes")
+            .json(&json!({"node_selector": {"zone": "a b"}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    // A node's port without the fleet token, or with a wrong one: 401, even with an admin key.
+    let node_url = &f.nodes[0].url;
+    let (st, v) = call(
+        f.http
+            .get(format!("{node_url}/v1/sandboxes"))
+            .bearer_auth(&f.admin_key),
+    )
+    .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized")),
+        "{v}"
+    );
+    let (st, _) = call(
+        f.http
+            .get(format!("{node_url}/v1/sandboxes"))
+            .bearer_auth(&f.admin_key)
+            .header(
+                "x-paddock-node-token",
+                "fleet-test-token-0123456789abcdef01234567XX",
+            ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // A node with another token is refused at start.
+    let (args, data) = f.node_args(9, &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(&args)
+        .env("PADDOCK_AGENT_BIN", env!("CARGO_BIN_EXE_paddock-agent"))
+        .env(
+            "PADDOCK_FLEET_TOKEN",
+            "another-token-0123456789abcdef0123456789",
+        )
+        .output()
+        .expect("running a node");
+    let _ = Command::new("umount")
+        .arg("-l")
+        .arg(data.join("layers"))
+        .stderr(Stdio::null())
+        .status();
+    let _ = std::fs::remove_dir_all(&data);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("fleet token refused"),
+        "{err}"
+    );
+    assert_eq!(
+        f.nodes().await.len(),
+        2,
+        "the refused node did not register"
+    );
+    // A short token is refused before anything.
+    let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["control", "--database-url", &f.db])
+        .env("PADDOCK_FLEET_TOKEN", "short")
+        .output()
+        .expect("running a control plane");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("32 to 256"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_control_plane_during_creates() {
+    let mut f = Fleet::start(2, &[&[], &[]]);
+    // Ten creates in flight through control plane 0, which is killed under them.
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let rb = f
+            .req(0, Method::POST, "/v1/sandboxes")
+            .json(&json!({"timeout": 600}));
+        tasks.push(tokio::spawn(
+            async move { rb.send().await.map(|r| r.status()) },
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.controls[0].kill9();
+    let mut answered = 0;
+    for t in tasks {
+        if let Ok(Ok(st)) = t.await {
+            assert!(st == StatusCode::CREATED, "{st}");
+            answered += 1;
+        }
+    }
+    eprintln!("{answered} of 10 creates answered before the control plane died");
+    // The other keeps serving.
+    let v = f.create(1, json!({})).await;
+    assert_eq!(
+        f.exec(1, v["id"].as_str().expect("id"), "echo alive").await["stdout"],
+        "alive\n"
+    );
+    // Every record settles; a running one has its sandbox, a stopped one left nothing.
+    let all = eventually(
+        Duration::from_secs(60),
+        "no sandbox still starting",
+        || async {
+            let (st, v) = call(f.req(
+                1,
+                Method::GET,
+                "/v1/sandboxes?state=starting,running,stopped&limit=1000",
+            ))
+            .await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            let list = v["sandboxes"].as_array().expect("list").clone();
+            let starting = list.iter().filter(|s| s["state"] == "starting").count();
+            server::done_when(starting == 0, format!("{starting} starting")).map(|()| list)
+        },
+    )
+    .await;
+    assert!(all.len() >= 11, "{all:?}");
+    for s in &all {
+        let id = s["id"].as_str().expect("id");
+        match s["state"].as_str() {
+            Some("running") => assert!(!processes_of(id).is_empty(), "running {id} has no process"),
+            _ => assert!(
+                leftovers(id).is_empty(),
+                "stopped {id} left {:?}",
+                leftovers(id)
+            ),
+        }
+    }
+    // Sandboxes on the nodes' hosts all have a running record.
+    for n in &f.nodes {
+        let sandboxes = n.data.as_ref().expect("node data").join("layers/sandboxes");
+        for e in std::fs::read_dir(&sandboxes)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let id = e.file_name().to_string_lossy().into_owned();
+            assert!(
+                all.iter()
+                    .any(|s| s["id"] == id.as_str() && s["state"] == "running"),
+                "sandbox {id} on the host has no running record"
+            );
+        }
+    }
+}
