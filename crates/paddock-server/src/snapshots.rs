@@ -259,5 +259,7 @@ fn child_spec(
         pause_on_timeout: None,
         auto_resume: false,
         secrets,
+        // A fork runs where its parent does (the request is forwarded to that node).
+        node_selector: BTreeMap::new(),
     })
 }
