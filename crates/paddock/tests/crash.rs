@@ -251,7 +251,7 @@ struct Snapshot {
     claims: BTreeMap<String, u32>,
     /// Host sandbox links of this instance's slots.
     links: BTreeSet<u32>,
-    /// Interfaces named in the instance's nftables set `ifs`, and its chains `s<slot>`.
+    /// Interfaces named in the instance's nftables set `ifs`, and in any of its elements.
     ifs: BTreeSet<u32>,
     chains: BTreeSet<u32>,
     /// Resolver sockets (UDP and TCP port 53) on this instance's slots' host addresses.
@@ -337,17 +337,8 @@ async fn snapshot(s: &Server) -> Snapshot {
         .collect();
     let table = format!("inet paddock_{instance}");
     let ifs = pdk_slots(&host(&format!("nft list set {table} ifs 2>/dev/null")));
-    let chains: BTreeSet<u32> = host(&format!("nft list table {table} 2>/dev/null"))
-        .lines()
-        .filter_map(|l| {
-            l.trim()
-                .strip_prefix("chain s")?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
+    // Every slot any element of the table names (`ifs`, `dns_ok`, `all_ifs`, `allow`).
+    let chains = pdk_slots(&host(&format!("nft list table {table} 2>/dev/null")));
     let sockets = host("ss -Hlntu 2>/dev/null");
     let resolvers = ours
         .iter()

@@ -5,7 +5,7 @@
 //! table's set `hostnets`; whatever the fixed blocked ranges already cover is left out, so
 //! sandbox links (`10.200.0.0/16`) changing never rewrites the set.
 //!
-//! The same thread prunes the interface elements (`ifs`, `dns_ok`, `jumps`) of sandbox links
+//! The same thread prunes the interface elements (`ifs`, `dns_ok`) of sandbox links
 //! that vanished (a sandbox whose namespace died): the table names only links that exist.
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -15,11 +15,17 @@
 //!   reachable.
 //! - forward into a sandbox interface: only replies (`ct state established,related`); so
 //!   nothing reaches a sandbox unasked, and no sandbox reaches another.
-//! - forward from a sandbox interface: IPv6 dropped; then the sandbox's chain `s<slot>`:
-//!   `ip daddr @a<slot> accept` (its allow set: listed CIDRs and, in `allow` mode, addresses
-//!   its resolver returned for allowed names), then `allow` mode drops the rest, `all` mode
+//! - forward from a sandbox interface (chain `sandbox`): IPv6 dropped; then
+//!   `iifname . ip daddr @allow accept` (the set of every sandbox's allowed ranges keyed by
+//!   its link: listed CIDRs and, in `allow` mode, addresses its resolver returned for
+//!   allowed names); a link not in `all_ifs` (mode `allow`) drops the rest; mode `all`
 //!   drops `@blocked` (private, loopback, link-local and metadata, CGNAT, multicast,
-//!   reserved) and accepts the rest.
+//!   reserved) and `@hostnets` and accepts the rest.
+//!
+//! So a sandbox's rules are only set elements keyed by its link name: no chain or set per
+//! sandbox. They are added and removed over netlink (`nfnl`) in one atomic batch; the table
+//! itself is written by `nft` once (at open if sandboxes are adopted, else with the first
+//! networked sandbox) and deleted [`TABLE_IDLE_GRACE`] after the last one goes.
 //! - postrouting: masquerade what leaves from sandbox interfaces.
 //!
 //! **DNS.** Each networked sandbox's `/etc/resolv.conf` names its host address, where a
@@ -36,12 +42,13 @@
 
 mod hostnets;
 mod links;
+mod nfnl;
 mod resolver;
 
 pub use hostnets::MIN_CONNECTED_PREFIX;
 pub use resolver::host_resolver;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
@@ -50,6 +57,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use paddock_core::{Cidr, NetworkMode, NetworkPolicy};
 
 use crate::error::{Result, RuntimeError};
+use nfnl::{Change, Elem, Nfnl, Op};
+
+/// How long the table outlives the last networked sandbox: a burst of creates and destroys
+/// does not rewrite it each time, and an idle Paddock still leaves no rule behind.
+pub const TABLE_IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The network all sandbox links are carved from.
 pub const SUBNET: &str = "10.200.0.0/16";
@@ -104,15 +116,159 @@ struct Attached {
     resolver: tokio::task::JoinHandle<()>,
 }
 
+/// A sandbox's policy elements as they are in the table.
+#[derive(Debug, Clone)]
+struct SlotPolicy {
+    /// Which attach made them (a resolver of an earlier sandbox of the slot pins nothing).
+    generation: u64,
+    /// Whether the link is in `all_ifs` (mode `all`).
+    all: bool,
+    /// Its ranges in `allow` (first and last address): listed CIDRs, then pinned addresses.
+    ranges: Vec<(Ipv4Addr, Ipv4Addr)>,
+}
+
+impl SlotPolicy {
+    fn new(generation: u64, p: &NetworkPolicy) -> SlotPolicy {
+        SlotPolicy {
+            generation,
+            all: p.mode == NetworkMode::All,
+            ranges: cidr_ranges(&p.cidrs),
+        }
+    }
+
+    fn covers(&self, ip: Ipv4Addr) -> bool {
+        self.ranges.iter().any(|(a, b)| *a <= ip && ip <= *b)
+    }
+}
+
+/// The ranges of `cidrs`, without those inside another (an interval set refuses overlaps).
+fn cidr_ranges(cidrs: &[Cidr]) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+    let mut r: Vec<(u32, u32)> = cidrs
+        .iter()
+        .map(|c| {
+            let mask = if c.prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(c.prefix.min(32)))
+            };
+            let first = u32::from(c.addr) & mask;
+            (first, first | !mask)
+        })
+        .collect();
+    // Widest first for each start, so a nested range always follows its container.
+    r.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(r.len());
+    for (a, b) in r {
+        if out.last().is_some_and(|(_, e)| b <= *e) {
+            continue;
+        }
+        out.push((a, b));
+    }
+    out.into_iter()
+        .map(|(a, b)| (Ipv4Addr::from(a), Ipv4Addr::from(b)))
+        .collect()
+}
+
 /// What of this instance's table exists, known without asking `nft`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct TableState {
     /// The table with its base chains and sets.
     has_base: bool,
-    /// Slots whose chain `s<slot>` and set `a<slot>` exist.
-    chains: BTreeSet<u32>,
-    /// Slots whose interface elements (in `ifs`, `dns_ok`, `jumps`) exist.
+    /// Slots whose policy elements (in `all_ifs` and `allow`) exist.
+    policies: BTreeMap<u32, SlotPolicy>,
+    /// Slots whose interface elements (in `ifs`, `dns_ok`) exist.
     ifaces: BTreeSet<u32>,
+    /// The netlink socket the elements are changed through (opened on first use).
+    nl: Option<Nfnl>,
+    /// Counts attaches: names a slot's policy generation, and a deferred table deletion
+    /// goes ahead only if no attach came since it was scheduled.
+    epoch: u64,
+}
+
+impl std::fmt::Debug for TableState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableState")
+            .field("has_base", &self.has_base)
+            .field("policies", &self.policies)
+            .field("ifaces", &self.ifaces)
+            .finish()
+    }
+}
+
+impl TableState {
+    /// Applies `changes` over netlink in one atomic batch.
+    fn apply(&mut self, table: &str, changes: &[Change]) -> Result<()> {
+        if self.nl.is_none() {
+            self.nl = Some(Nfnl::open()?);
+        }
+        let r = self
+            .nl
+            .as_mut()
+            .map_or(Ok(()), |nl| nl.apply(table, changes));
+        if r.is_err() {
+            // A socket in an unknown state is not reused.
+            self.nl = None;
+        }
+        r
+    }
+
+    /// Applies `changes`; if the batch fails as a whole (part of it already gone), each
+    /// element on its own, so a missing element does not keep the others in place.
+    fn apply_each(&mut self, table: &str, changes: &[Change]) {
+        if self.apply(table, changes).is_ok() {
+            return;
+        }
+        for c in changes {
+            for e in &c.elems {
+                let one = Change {
+                    op: c.op,
+                    set: c.set,
+                    elems: vec![e.clone()],
+                };
+                let _ = self.apply(table, &[one]);
+            }
+        }
+    }
+}
+
+/// The interface elements of `slot` (`ifs`, `dns_ok`).
+fn iface_changes(slot: u32, op: Op) -> Vec<Change> {
+    let ifn = ifname(slot);
+    vec![
+        Change {
+            op,
+            set: "ifs",
+            elems: vec![Elem::ifname(&ifn)],
+        },
+        Change {
+            op,
+            set: "dns_ok",
+            elems: vec![Elem::ifname_addr(&ifn, host_addr(slot))],
+        },
+    ]
+}
+
+/// The policy elements of `slot` (`all_ifs`, `allow`).
+fn policy_changes(slot: u32, sp: &SlotPolicy, op: Op) -> Vec<Change> {
+    let ifn = ifname(slot);
+    let mut v = Vec::new();
+    if sp.all {
+        v.push(Change {
+            op,
+            set: "all_ifs",
+            elems: vec![Elem::ifname(&ifn)],
+        });
+    }
+    v.push(Change {
+        op,
+        set: "allow",
+        elems: sp
+            .ranges
+            .iter()
+            .map(|(a, b)| Elem::ifname_range(&ifn, *a, *b))
+            .collect(),
+    });
+    v
 }
 
 /// The table and what the route monitor keeps current in it.
@@ -143,8 +299,23 @@ impl std::fmt::Debug for Net {
     }
 }
 
-/// Runs `program args` with `stdin`, failing with its stderr.
+/// `nft` runs for sandboxes (not for the host networks' set): the table's writes and
+/// deletions. Creates and destroys while the table exists add none.
+static NFT_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many times this process ran `nft` for sandbox rules (tests check a create ran none).
+pub fn nft_runs() -> u64 {
+    NFT_RUNS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs `program args` with `stdin`, failing with its stderr; counted in [`nft_runs`].
 fn run(program: &str, args: &[&str], stdin: &str) -> Result<()> {
+    NFT_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    run_uncounted(program, args, stdin)
+}
+
+/// [`run`] without counting (the host networks' set, which changes with the host).
+fn run_uncounted(program: &str, args: &[&str], stdin: &str) -> Result<()> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -171,17 +342,6 @@ fn run(program: &str, args: &[&str], stdin: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs an `nft -f` script; if it fails as a whole (part of it already gone), line by line,
-/// so a missing element does not keep the others in place.
-fn nft_each(script: &str) {
-    if script.is_empty() || run("nft", &["-f", "-"], script).is_ok() {
-        return;
-    }
-    for line in script.lines() {
-        let _ = run("nft", &["-f", "-"], line);
-    }
-}
-
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, TableState> {
         self.state
@@ -196,24 +356,88 @@ impl Shared {
             .clone()
     }
 
-    /// The commands adding the interface elements of `slot`.
+    /// The `nft` commands adding the interface elements of `slot` (for a rebuild, which
+    /// must be one transaction with the table).
     fn iface_elements(&self, slot: u32) -> String {
         format!(
-            "add element inet {t} ifs {{ \"{ifn}\" }}\nadd element inet {t} dns_ok {{ \"{ifn}\" . {h} }}\nadd element inet {t} jumps {{ \"{ifn}\" : jump s{slot} }}\n",
+            "add element inet {t} ifs {{ \"{ifn}\" }}\nadd element inet {t} dns_ok {{ \"{ifn}\" . {h} }}\n",
             t = self.table,
             ifn = ifname(slot),
             h = host_addr(slot)
         )
     }
 
-    /// The commands deleting the interface elements of `slot`.
-    fn iface_deletions(&self, slot: u32) -> String {
-        format!(
-            "delete element inet {t} jumps {{ \"{ifn}\" }}\ndelete element inet {t} dns_ok {{ \"{ifn}\" . {h} }}\ndelete element inet {t} ifs {{ \"{ifn}\" }}\n",
-            t = self.table,
-            ifn = ifname(slot),
-            h = host_addr(slot)
-        )
+    /// The `nft` commands adding the policy elements of `slot` (for a rebuild).
+    fn policy_elements(&self, slot: u32, sp: &SlotPolicy) -> String {
+        let (t, ifn) = (&self.table, ifname(slot));
+        let mut s = String::new();
+        if sp.all {
+            s.push_str(&format!("add element inet {t} all_ifs {{ \"{ifn}\" }}\n"));
+        }
+        if !sp.ranges.is_empty() {
+            let list: Vec<String> = sp
+                .ranges
+                .iter()
+                .map(|(a, b)| format!("\"{ifn}\" . {a}-{b}"))
+                .collect();
+            s.push_str(&format!(
+                "add element inet {t} allow {{ {} }}\n",
+                list.join(", ")
+            ));
+        }
+        s
+    }
+
+    /// Adds `ips` to the allow ranges of `slot`, if its policy is still the one of
+    /// `generation` (a resolver's pins; addresses already covered are left out).
+    pub(super) fn pin(&self, slot: u32, generation: u64, ips: &[Ipv4Addr]) -> Result<()> {
+        let mut st = self.lock();
+        let Some(sp) = st.policies.get(&slot) else {
+            return Err(RuntimeError::Unsupported {
+                resource: "sandbox network",
+                reason: format!("slot {slot} has no network any more"),
+            });
+        };
+        if sp.generation != generation {
+            return Err(RuntimeError::Unsupported {
+                resource: "sandbox network",
+                reason: format!("slot {slot} belongs to another sandbox now"),
+            });
+        }
+        let mut new: Vec<Ipv4Addr> = ips.iter().copied().filter(|ip| !sp.covers(*ip)).collect();
+        new.sort();
+        new.dedup();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let ifn = ifname(slot);
+        let change = Change {
+            op: Op::Add,
+            set: "allow",
+            elems: new
+                .iter()
+                .map(|ip| Elem::ifname_range(&ifn, *ip, *ip))
+                .collect(),
+        };
+        st.apply(&self.table, &[change])?;
+        if let Some(sp) = st.policies.get_mut(&slot) {
+            sp.ranges.extend(new.iter().map(|ip| (*ip, *ip)));
+        }
+        Ok(())
+    }
+
+    /// Deletes the table if no networked sandbox came since the deletion was scheduled
+    /// (`epoch`), or at once with `epoch` `None`, as long as none is attached.
+    fn delete_idle_table(&self, epoch: Option<u64>) {
+        let mut st = self.lock();
+        if st.has_base
+            && st.policies.is_empty()
+            && st.ifaces.is_empty()
+            && epoch.is_none_or(|e| e == st.epoch)
+        {
+            let _ = run("nft", &["delete", "table", "inet", &self.table], "");
+            st.has_base = false;
+        }
     }
 
     /// Replaces the host networks (from the route monitor), in the table too if it exists.
@@ -239,7 +463,7 @@ impl Shared {
                     hostnets::elements(&nets)
                 ));
             }
-            if let Err(e) = run("nft", &["-f", "-"], &script) {
+            if let Err(e) = run_uncounted("nft", &["-f", "-"], &script) {
                 tracing::error!("updating the host networks set: {e}");
             }
         }
@@ -259,7 +483,7 @@ impl Shared {
             .collect();
         for slot in gone {
             tracing::info!(slot, "removing the elements of a vanished sandbox link");
-            nft_each(&self.iface_deletions(slot));
+            st.apply_each(&self.table, &iface_changes(slot, Op::Delete));
             st.ifaces.remove(&slot);
         }
     }
@@ -326,20 +550,21 @@ impl Net {
         let sh = &self.shared;
         let mut st = sh.lock();
         let mut script = format!("add table inet {0}\ndelete table inet {0}\n", sh.table);
+        let mut policies = BTreeMap::new();
         if !networked.is_empty() {
             script.push_str(&self.base_ruleset());
             for (slot, p) in &networked {
-                script.push_str(&self.chain_rules(*slot, p, false));
+                st.epoch += 1;
+                let sp = SlotPolicy::new(st.epoch, p);
+                script.push_str(&sh.policy_elements(*slot, &sp));
                 script.push_str(&sh.iface_elements(*slot));
+                policies.insert(*slot, sp);
             }
         }
         run("nft", &["-f", "-"], &script)?;
-        let slots: BTreeSet<u32> = networked.iter().map(|(s, _)| *s).collect();
-        *st = TableState {
-            has_base: !networked.is_empty(),
-            chains: slots.clone(),
-            ifaces: slots,
-        };
+        st.has_base = !networked.is_empty();
+        st.ifaces = policies.keys().copied().collect();
+        st.policies = policies;
         Ok(())
     }
 
@@ -354,7 +579,8 @@ impl Net {
             r#"table inet {t} {{
   set ifs {{ type ifname; }}
   set dns_ok {{ type ifname . ipv4_addr; }}
-  map jumps {{ type ifname : verdict; }}
+  set all_ifs {{ type ifname; }}
+  set allow {{ type ifname . ipv4_addr; flags interval; }}
   set blocked {{ type ipv4_addr; flags interval; elements = {{ {blocked} }} }}
   set hostnets {{ type ipv4_addr; flags interval; {hostnets}}}
   chain input {{
@@ -366,9 +592,15 @@ impl Net {
     type filter hook forward priority filter; policy accept;
     oifname @ifs ct state established,related accept
     oifname @ifs drop
-    iifname @ifs meta nfproto ipv6 drop
-    iifname @ifs iifname vmap @jumps
-    iifname @ifs drop
+    iifname @ifs jump sandbox
+  }}
+  chain sandbox {{
+    meta nfproto ipv6 drop
+    iifname . ip daddr @allow accept
+    iifname != @all_ifs drop
+    ip daddr @blocked drop
+    ip daddr @hostnets drop
+    accept
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
@@ -381,37 +613,14 @@ impl Net {
         )
     }
 
-    /// The commands adding slot's chain and set (`replace`: flush the old ones first, for a
-    /// policy change).
-    fn chain_rules(&self, slot: u32, p: &NetworkPolicy, replace: bool) -> String {
+    /// Writes the table with its chains and sets (no element of a sandbox), replacing
+    /// what was there: called only while no sandbox of this instance is attached or when
+    /// the table is gone.
+    fn write_base(&self) -> Result<()> {
         let t = &self.shared.table;
-        let mut s = String::new();
-        if replace {
-            s.push_str(&format!(
-                "flush chain inet {t} s{slot}\nflush set inet {t} a{slot}\n"
-            ));
-        } else {
-            s.push_str(&format!(
-                "add set inet {t} a{slot} {{ type ipv4_addr; flags interval; }}\nadd chain inet {t} s{slot}\n"
-            ));
-        }
-        s.push_str(&format!(
-            "add rule inet {t} s{slot} ip daddr @a{slot} accept\n"
-        ));
-        match p.mode {
-            NetworkMode::All => s.push_str(&format!(
-                "add rule inet {t} s{slot} ip daddr @blocked drop\nadd rule inet {t} s{slot} ip daddr @hostnets drop\nadd rule inet {t} s{slot} accept\n"
-            )),
-            _ => s.push_str(&format!("add rule inet {t} s{slot} drop\n")),
-        }
-        if !p.cidrs.is_empty() {
-            let list: Vec<String> = p.cidrs.iter().map(ToString::to_string).collect();
-            s.push_str(&format!(
-                "add element inet {t} a{slot} {{ {} }}\n",
-                list.join(", ")
-            ));
-        }
-        s
+        let mut script = format!("add table inet {t}\ndelete table inet {t}\n");
+        script.push_str(&self.base_ruleset());
+        run("nft", &["-f", "-"], &script)
     }
 
     /// Gives sandbox `slot` (PID 1 `pid`) its rules, link and resolver. The rules come
@@ -427,19 +636,38 @@ impl Net {
         if links::link_exists(slot) {
             links::remove_link(slot);
         }
-        let mut script = format!("add table inet {}\n", sh.table);
+        st.epoch += 1;
+        let sp = SlotPolicy::new(st.epoch, p);
+        let mut changes = policy_changes(slot, &sp, Op::Add);
+        changes.extend(iface_changes(slot, Op::Add));
         if !st.has_base {
-            script.push_str(&self.base_ruleset());
+            self.write_base()?;
+            st.has_base = true;
         }
-        script.push_str(&self.chain_rules(slot, p, false));
-        script.push_str(&sh.iface_elements(slot));
-        run("nft", &["-f", "-"], &script)?;
-        st.has_base = true;
-        st.chains.insert(slot);
+        if let Err(e) = st.apply(&sh.table, &changes) {
+            // The table may have been deleted behind our back (`nft flush ruleset`): write
+            // it again, with every attached sandbox's elements in the same transaction, and
+            // retry.
+            tracing::warn!(
+                slot,
+                "adding the sandbox's elements: {e}; rewriting the table"
+            );
+            let mut script = format!("add table inet {0}\ndelete table inet {0}\n", sh.table);
+            script.push_str(&self.base_ruleset());
+            for (s, sp) in &st.policies {
+                script.push_str(&sh.policy_elements(*s, sp));
+            }
+            for s in &st.ifaces {
+                script.push_str(&sh.iface_elements(*s));
+            }
+            run("nft", &["-f", "-"], &script)?;
+            st.apply(&sh.table, &changes)?;
+        }
+        st.policies.insert(slot, sp.clone());
         st.ifaces.insert(slot);
         links::veth_up(&ifname(slot), pid, h, g)?;
         drop(st);
-        self.start_resolver(slot, p.clone())
+        self.start_resolver(slot, sp.generation, p.clone())
     }
 
     /// Restores the network of an adopted sandbox after [`Net::rebuild`]: checks its link
@@ -472,14 +700,24 @@ impl Net {
         }
         if !whole || !st.ifaces.contains(&slot) {
             // Named in the table before the link exists again (see `attach`).
-            run("nft", &["-f", "-"], &sh.iface_elements(slot))?;
+            st.apply(&sh.table, &iface_changes(slot, Op::Add))?;
             st.ifaces.insert(slot);
         }
         if !whole {
             links::veth_up(&ifname(slot), pid, h, g)?;
         }
+        let generation = match st.policies.get(&slot) {
+            Some(sp) => sp.generation,
+            None => {
+                st.epoch += 1;
+                let sp = SlotPolicy::new(st.epoch, p);
+                st.apply(&sh.table, &policy_changes(slot, &sp, Op::Add))?;
+                st.policies.insert(slot, sp);
+                st.epoch
+            }
+        };
         drop(st);
-        self.start_resolver(slot, p.clone())?;
+        self.start_resolver(slot, generation, p.clone())?;
         Ok(!whole)
     }
 
@@ -493,8 +731,19 @@ impl Net {
 
     /// Changes a networked sandbox's policy in place (both old and new are not `none`).
     pub fn update(&self, slot: u32, p: &NetworkPolicy) -> Result<()> {
-        let st = self.shared.lock();
-        run("nft", &["-f", "-"], &self.chain_rules(slot, p, true))?;
+        let sh = &self.shared;
+        let mut st = sh.lock();
+        let generation = st.policies.get(&slot).map_or(st.epoch, |sp| sp.generation);
+        let new = SlotPolicy::new(generation, p);
+        let mut changes = st
+            .policies
+            .get(&slot)
+            .map(|old| policy_changes(slot, old, Op::Delete))
+            .unwrap_or_default();
+        changes.extend(policy_changes(slot, &new, Op::Add));
+        // One batch: the old elements and the new ones swap atomically.
+        st.apply(&sh.table, &changes)?;
+        st.policies.insert(slot, new);
         drop(st);
         if let Some(a) = self
             .attached
@@ -522,28 +771,44 @@ impl Net {
         {
             a.resolver.abort();
         }
-        let t = &sh.table;
         if st.has_base {
-            let mut script = String::new();
+            let mut changes = Vec::new();
             if st.ifaces.remove(&slot) {
-                script.push_str(&sh.iface_deletions(slot));
+                changes.extend(iface_changes(slot, Op::Delete));
             }
-            if st.chains.remove(&slot) {
-                script.push_str(&format!(
-                    "delete chain inet {t} s{slot}\ndelete set inet {t} a{slot}\n"
-                ));
+            if let Some(sp) = st.policies.remove(&slot) {
+                changes.extend(policy_changes(slot, &sp, Op::Delete));
             }
-            nft_each(&script);
+            st.apply_each(&sh.table, &changes);
         }
         if links::link_exists(slot) {
             links::remove_link(slot);
         }
-        // The last networked sandbox takes the table with it: an idle Paddock leaves no
-        // rule in the host's firewall.
-        if st.has_base && st.chains.is_empty() && st.ifaces.is_empty() {
-            let _ = run("nft", &["delete", "table", "inet", t], "");
-            st.has_base = false;
+        // The last networked sandbox takes the table with it, after a grace period that
+        // spares a burst of creates rewriting it: an idle Paddock leaves no rule in the
+        // host's firewall.
+        if st.has_base && st.policies.is_empty() && st.ifaces.is_empty() {
+            let epoch = st.epoch;
+            drop(st);
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    let sh = Arc::clone(&self.shared);
+                    h.spawn(async move {
+                        tokio::time::sleep(TABLE_IDLE_GRACE).await;
+                        let _ =
+                            tokio::task::spawn_blocking(move || sh.delete_idle_table(Some(epoch)))
+                                .await;
+                    });
+                }
+                Err(_) => self.shared.delete_idle_table(Some(epoch)),
+            }
         }
+    }
+
+    /// Deletes the table now if no sandbox of this runtime is networked (at close: the
+    /// grace period's task may not run any more).
+    pub fn delete_idle_table(&self) {
+        self.shared.delete_idle_table(None);
     }
 
     /// Host interfaces named like sandbox links (`pdk<slot>`), with their slots.
@@ -556,7 +821,7 @@ impl Net {
         links::remove_link(slot);
     }
 
-    fn start_resolver(&self, slot: u32, p: NetworkPolicy) -> Result<()> {
+    fn start_resolver(&self, slot: u32, generation: u64, p: NetworkPolicy) -> Result<()> {
         let addr = SocketAddr::from((host_addr(slot), 53));
         let udp = std::net::UdpSocket::bind(addr).map_err(RuntimeError::io(format!(
             "binding resolver on {addr} (UDP)"
@@ -585,6 +850,7 @@ impl Net {
             upstream: self.upstream,
             shared: self.shared.clone(),
             slot,
+            generation,
         };
         let resolver = handle.spawn(resolver::serve(udp, tcp, ctx));
         if let Some(old) = self
@@ -619,5 +885,28 @@ mod tests {
         assert_eq!(host_addr(64), Ipv4Addr::new(10, 200, 1, 1));
         assert_eq!(sandbox_addr(15_999), Ipv4Addr::new(10, 200, 249, 254));
         assert_eq!(ifname(15_999).len(), 8);
+    }
+
+    #[test]
+    fn listed_cidrs_become_ranges_without_overlaps() {
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        let r = cidr_ranges(&[
+            c("10.1.0.0/16"),
+            c("10.1.0.0/24"),
+            c("0.0.0.0/0"),
+            c("1.2.3.4/32"),
+        ]);
+        assert_eq!(
+            r,
+            vec![(Ipv4Addr::new(0, 0, 0, 0), Ipv4Addr::new(255, 255, 255, 255))]
+        );
+        let r = cidr_ranges(&[c("10.1.0.0/24"), c("10.1.0.0/16"), c("1.2.3.4/32")]);
+        assert_eq!(
+            r,
+            vec![
+                (Ipv4Addr::new(1, 2, 3, 4), Ipv4Addr::new(1, 2, 3, 4)),
+                (Ipv4Addr::new(10, 1, 0, 0), Ipv4Addr::new(10, 1, 255, 255)),
+            ]
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use paddock_core::{NetworkMode, NetworkPolicy};
 
-use super::{Shared, run};
+use super::Shared;
 
 /// Longest a forwarded DNS query waits for the upstream resolver.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -29,6 +29,8 @@ pub(super) struct Resolver {
     pub(super) upstream: SocketAddr,
     pub(super) shared: Arc<Shared>,
     pub(super) slot: u32,
+    /// The generation of the slot's policy this resolver pins for.
+    pub(super) generation: u64,
 }
 
 impl Resolver {
@@ -226,21 +228,17 @@ async fn answer(
     if p.mode == NetworkMode::Allow {
         // Addresses a listed CIDR covers are in the set already (and an interval set
         // refuses an element overlapping another).
-        let ips: Vec<String> = answers
+        let ips: Vec<std::net::Ipv4Addr> = answers
             .iter()
             .filter_map(|r| match r.data() {
-                RData::A(a) if !listed(a.0) => Some(a.0.to_string()),
+                RData::A(a) if !listed(a.0) => Some(a.0),
                 _ => None,
             })
             .collect();
         if !ips.is_empty() {
-            let (table, slot) = (ctx.shared.table.clone(), ctx.slot);
-            let script = format!(
-                "add element inet {table} a{slot} {{ {} }}\n",
-                ips.join(", ")
-            );
+            let (shared, slot, generation) = (ctx.shared.clone(), ctx.slot, ctx.generation);
             let pinned =
-                tokio::task::spawn_blocking(move || run("nft", &["-f", "-"], &script)).await;
+                tokio::task::spawn_blocking(move || shared.pin(slot, generation, &ips)).await;
             if !matches!(pinned, Ok(Ok(()))) {
                 tracing::warn!(slot, "pinning resolved addresses failed: {pinned:?}");
                 let r = Message::error_msg(msg.id(), msg.op_code(), ResponseCode::ServFail);

@@ -238,6 +238,8 @@ impl Runtime {
         if !self.live.lock().expect("live poisoned").is_empty() || !self.list_host().is_empty() {
             return Ok(());
         }
+        // The table's grace period ends with this runtime.
+        self.net.delete_idle_table();
         if !self.open_lock.try_exclusive() {
             return Ok(());
         }
