@@ -1,5 +1,7 @@
 //! The host side of the agent connection: HTTP/1.1 over the sandbox's unix socket, with a
-//! small pool of kept-alive connections, as a `connectrpc` client transport.
+//! small pool of kept-alive connections, as a `connectrpc` client transport. Everything
+//! that talks to an agent goes through it: the envd clients (exec, filesystem) and
+//! [`crate::Sandbox::agent_request`] (`/files`, `/archive`, the E2B data plane).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,8 @@ const POOL_MAX: usize = 8;
 pub struct AgentTransport {
     sock: Arc<PathBuf>,
     idle: Arc<Mutex<Vec<SendRequest<ClientBody>>>>,
+    /// Connections made so far (each a connect and a handshake).
+    made: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AgentTransport {
@@ -25,7 +29,14 @@ impl AgentTransport {
         AgentTransport {
             sock: Arc::new(sock),
             idle: Arc::default(),
+            made: Arc::default(),
         }
+    }
+
+    /// How many connections to the agent this transport has made: with the pool, one per
+    /// request running at the same time, not one per request.
+    pub fn connections_made(&self) -> u64 {
+        self.made.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn take_ready(&self) -> Option<SendRequest<ClientBody>> {
@@ -37,6 +48,7 @@ impl AgentTransport {
 
     async fn connect(&self) -> Result<SendRequest<ClientBody>, TransportError> {
         let stream = tokio::net::UnixStream::connect(self.sock.as_ref()).await?;
+        self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.await;

@@ -531,6 +531,58 @@ async fn pty_runs_interactive_shell_with_resize() {
     destroy(&s).await;
 }
 
+/// The agent's accepted connections (inodes of connected sockets bound to its path, from
+/// `/proc/net/unix`: the listener was made in the host's namespace).
+fn agent_connections(s: &paddock_runtime::Sandbox) -> std::collections::BTreeSet<u64> {
+    let path = s.socket().display().to_string();
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // Num RefCount Protocol Flags Type St Inode Path; St 03 is connected.
+            (f.len() == 8 && f[5] == "03" && f[7] == path).then(|| f[6].parse().ok())?
+        })
+        .collect()
+}
+
+/// Execs, file reads and writes and plain agent requests share one pool of kept-alive
+/// connections: sequential requests reuse a few connections instead of making one each.
+/// Each plain request's connection is looked at while its response is still open, so a
+/// connection per request would show as a new socket every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_requests_reuse_pooled_connections() {
+    use http_body_util::BodyExt as _;
+    let s = sandbox().await;
+    s.write_file("/tmp/pool.txt", b"pooled".to_vec(), None)
+        .await
+        .unwrap();
+    let before = s.agent.transport.connections_made();
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        sh(&s, "true").await;
+        let req = http::Request::get("http://agent/files?path=/tmp/pool.txt&username=user")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let resp = s.agent_request(req).await.unwrap();
+        seen.extend(agent_connections(&s));
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"pooled", "request {i}");
+        s.write_file("/tmp/pool.txt", b"pooled".to_vec(), None)
+            .await
+            .unwrap();
+    }
+    // Two can be in use at once: a response's last bytes may still be in flight when the
+    // next request starts.
+    assert!(
+        seen.len() <= 3,
+        "60 requests used {} connections",
+        seen.len()
+    );
+    assert!(s.agent.transport.connections_made() - before <= 2);
+    destroy(&s).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_transfer_round_trips_as_the_user() {
     let s = sandbox().await;

@@ -202,9 +202,10 @@ impl Sandbox {
     ///
     /// The request goes out as given: the caller sets the path and query (the URI's
     /// authority is ignored by the agent), the user (`username` parameter or
-    /// [`Sandbox::call_options`]' `Authorization` header) and any content headers. A
-    /// fresh connection is used per request; it closes once the response body has been
-    /// read or dropped. Agent errors come back as ordinary responses (JSON
+    /// [`Sandbox::call_options`]' `Authorization` header) and any content headers. It
+    /// shares the envd clients' pool of kept-alive connections (`client`): an idle one is
+    /// reused, so a request pays no connect or handshake; a connection whose response body
+    /// was dropped unread is closed, not reused. Agent errors come back as ordinary responses (JSON
     /// `{"code", "message"}`); only a failure to reach the agent or a broken exchange is an
     /// `Err`.
     pub async fn agent_request<B>(
@@ -215,25 +216,23 @@ impl Sandbox {
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let stream = tokio::net::UnixStream::connect(self.socket())
-            .await
-            .map_err(RuntimeError::io("connecting to agent"))?;
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| RuntimeError::Io {
-                    what: "agent handshake".into(),
-                    source: std::io::Error::other(e),
-                })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("agent connection: {e}");
-            }
+        use connectrpc::client::ClientTransport as _;
+        use http_body_util::BodyExt as _;
+        // The same pooled connections as the envd clients: no connect or handshake per
+        // request once one is idle.
+        let req = req.map(|b| {
+            SyncBody(std::sync::Mutex::new(Box::pin(b)))
+                .map_err(|e| connectrpc::ConnectError::internal(e.into().to_string()))
+                .boxed()
         });
-        send.send_request(req).await.map_err(|e| RuntimeError::Io {
-            what: "agent request".into(),
-            source: std::io::Error::other(e),
-        })
+        self.agent
+            .transport
+            .send(req)
+            .await
+            .map_err(|e| RuntimeError::Io {
+                what: "agent request".into(),
+                source: std::io::Error::other(e),
+            })
     }
 
     async fn files_request(
@@ -474,6 +473,41 @@ fn parse_proc_net_tcp(text: &str, v6: bool) -> Vec<ListeningPort> {
         out.push(ListeningPort { port, address });
     }
     out
+}
+
+/// A request body made `Sync` (the pooled transport's boxed body must be; an axum body is
+/// only `Send`): only ever polled through `&mut`, so the mutex is never contended.
+struct SyncBody<B>(std::sync::Mutex<std::pin::Pin<Box<B>>>);
+
+impl<B: http_body::Body> http_body::Body for SyncBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+            .poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .size_hint()
+    }
 }
 
 #[cfg(test)]
