@@ -79,7 +79,7 @@ function nav(route: string): HTMLElement {
       "div",
       { class: "who" },
       h("span", { class: "who-name", title: `key ${me!.key_id}` }, me!.name),
-      h("span", { class: "badge" }, me!.admin ? "admin" : "user"),
+      h("span", { class: "badge" }, me!.role),
       h("span", { class: "who-tenant" }, `tenant ${me!.tenant}`),
       h("button", { class: "link", onclick: logout }, "Log out"),
     ),

@@ -11,7 +11,7 @@ export function adminPage(ctx: Ctx, which: string): () => void {
     clear(
       main,
       h("h1", {}, "Admin"),
-      h("p", { class: "notice error", role: "alert", id: "admin-forbidden" }, "These pages need an admin key. You are logged in with a user key."),
+      h("p", { class: "notice error", role: "alert", id: "admin-forbidden" }, "These pages need an admin key. You are logged in with a key of another role."),
     );
     return () => {};
   }
@@ -68,7 +68,11 @@ function keysPage(main: HTMLElement): () => void {
     }
   };
   const name = h("input", { id: "key-name", required: true });
-  const role = h("select", { id: "key-role" }, h("option", { value: "user" }, "user"), h("option", { value: "admin" }, "admin"));
+  const role = h(
+    "select",
+    { id: "key-role" },
+    ...["developer", "viewer", "operator", "admin"].map((r) => h("option", { value: r }, r)),
+  );
   const tenant = h("input", { id: "key-tenant", placeholder: "new tenant named after the key" });
   const max = h("input", { id: "key-max", type: "number", min: "0", placeholder: "server default" });
   const expires = h("input", { id: "key-expires", type: "number", min: "1", placeholder: "never (seconds)" });

@@ -39,6 +39,11 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
         .merge(templates::routes())
         .merge(crate::e2b::control::routes())
         .merge(session::routes())
+        // Every route above needs a row in the roles table (`roles::ROUTES`).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::roles::enforce,
+        ))
         // The web console's files; every other path stays a JSON 404.
         .fallback(crate::console::fallback)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use paddock_store::{ApiKey, Role, Store, now_ms};
+use paddock_store::{ApiKey, Role, SandboxFilter, SandboxRecord, Store, now_ms};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -122,6 +122,20 @@ impl Caller {
     pub fn may_access(&self, tenant: &str) -> bool {
         self.is_admin() || self.key.tenant == tenant
     }
+    /// Whether this caller may see sandbox `r`: admins every sandbox, operators and viewers
+    /// those of their tenant, developers only those their own key created.
+    pub fn sees(&self, r: &SandboxRecord) -> bool {
+        self.may_access(&r.tenant) && (self.key.role != Role::Developer || r.key_id == self.key.id)
+    }
+    /// Narrows a sandbox listing to what [`Caller::sees`].
+    pub fn scope(&self, f: &mut SandboxFilter) {
+        if !self.is_admin() {
+            f.tenant = Some(self.key.tenant.clone());
+        }
+        if self.key.role == Role::Developer {
+            f.key_id = Some(self.key.id.clone());
+        }
+    }
 }
 
 /// The key named in the request headers, if any.
@@ -159,6 +173,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 }
             }
         };
+        crate::roles::admit(&parts.extensions, &c)?;
         parts.extensions.insert(c.clone());
         Ok(c)
     }
@@ -231,7 +246,9 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     ) -> Result<Self, Self::Rejection> {
         let c = Caller::from_request_parts(parts, state).await?;
         if !c.is_admin() {
-            return Err(ApiError::Forbidden);
+            return Err(ApiError::Forbidden(
+                "this route needs the admin role".into(),
+            ));
         }
         Ok(Admin(c))
     }

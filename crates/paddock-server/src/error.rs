@@ -19,9 +19,9 @@ pub enum ApiError {
     /// 401 `unauthorized`: no key, a malformed key, or a revoked or expired one.
     #[error("{0}")]
     Unauthorized(&'static str),
-    /// 403 `forbidden`: the key's role may not do this.
-    #[error("this route needs an admin key")]
-    Forbidden,
+    /// 403 `forbidden`: the key's role may not do this (the message names the role needed).
+    #[error("{0}")]
+    Forbidden(String),
     /// 403 `csrf`: a cookie-authenticated request without the session's CSRF token, or from
     /// another origin (`session`).
     #[error("{0}")]
@@ -89,7 +89,7 @@ impl ApiError {
             BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Csrf(_) => (StatusCode::FORBIDDEN, "csrf"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),

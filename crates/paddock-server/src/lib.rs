@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod pausing;
 pub mod proxy;
 pub mod request_id;
+pub mod roles;
 pub mod secrets;
 pub mod session;
 pub mod snapshots;

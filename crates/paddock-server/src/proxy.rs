@@ -272,7 +272,14 @@ fn authorize(
     }
     if path_routed && let Some(key) = api_key(req.headers()) {
         return match crate::auth::authenticate_unmetered(state, Some(key)) {
-            Ok(c) if c.may_access(&rec.tenant) => Access::Granted(DataBucket::Key(c.key.id)),
+            // A viewer may read a sandbox's records, not talk to its ports.
+            Ok(c) if c.sees(rec) && c.key.role >= paddock_store::Role::Developer => {
+                Access::Granted(DataBucket::Key(c.key.id))
+            }
+            Ok(c) if c.sees(rec) => Access::Denied(
+                ApiError::Forbidden("reaching a port needs the developer role or higher".into())
+                    .into_response(),
+            ),
             Ok(_) => Access::Denied(ApiError::sandbox_not_found(id).into_response()),
             Err(e) => Access::Denied(e.into_response()),
         };

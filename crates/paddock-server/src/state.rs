@@ -134,14 +134,14 @@ impl AppState {
         res
     }
 
-    /// The record of sandbox `id` if `caller` may see it. Another tenant's sandbox is
-    /// answered exactly like a missing one.
+    /// The record of sandbox `id` if `caller` may see it ([`Caller::sees`]). Another
+    /// tenant's sandbox, or another developer's, is answered exactly like a missing one.
     pub fn record_for(&self, caller: &Caller, id: &str) -> ApiResult<SandboxRecord> {
         if id.parse::<paddock_core::SandboxId>().is_err() {
             return Err(ApiError::sandbox_not_found(id));
         }
         match self.store.get_sandbox(id)? {
-            Some(r) if caller.may_access(&r.tenant) => Ok(r),
+            Some(r) if caller.sees(&r) => Ok(r),
             _ => Err(ApiError::sandbox_not_found(id)),
         }
     }

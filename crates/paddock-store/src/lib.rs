@@ -64,26 +64,40 @@ pub struct Tenant {
     pub created_at: Millis,
 }
 
-/// What a key may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a key may do, within its tenant (the route table is the server's `roles` module).
+/// Ordered: each role may do everything the roles below it may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
+    /// Read only: lists and reads of its tenant's sandboxes, templates and events.
+    Viewer,
+    /// Its own sandboxes (those its key created), and templates.
+    Developer,
+    /// Every sandbox and node of its tenant, but no keys.
+    Operator,
     /// Everything, including keys and audit, across tenants.
     Admin,
-    /// Sandboxes of its own tenant only.
-    User,
 }
 
 impl Role {
+    /// Every role, lowest first.
+    pub const ALL: [Role; 4] = [Role::Viewer, Role::Developer, Role::Operator, Role::Admin];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
-            Role::User => "user",
+            Role::Operator => "operator",
+            Role::Developer => "developer",
+            Role::Viewer => "viewer",
         }
     }
+    /// The role named `s`. `user`, the name of `developer` before roles (keys stored as
+    /// `user` were migrated to `developer` by migration 0005), is still accepted.
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "admin" => Some(Role::Admin),
-            "user" => Some(Role::User),
+            "operator" => Some(Role::Operator),
+            "developer" | "user" => Some(Role::Developer),
+            "viewer" => Some(Role::Viewer),
             _ => None,
         }
     }

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_templates.sql"),
     include_str!("../migrations/0003_secrets.sql"),
     include_str!("../migrations/0004_nodes.sql"),
+    include_str!("../migrations/0005_roles.sql"),
 ];
 
 /// The embedded SQLite store.
@@ -147,7 +148,7 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<(ApiKey, String)> {
             id: r.get(0)?,
             tenant: r.get(1)?,
             name: r.get(2)?,
-            role: Role::User,
+            role: Role::Viewer,
             hash: r.get(4)?,
             prefix: r.get(5)?,
             created_at: r.get(6)?,
@@ -879,5 +880,40 @@ mod tests {
         drop(s);
         let err = SqliteStore::open(&p).expect_err("newer schema");
         assert!(err.to_string().contains("newer than this binary"), "{err}");
+    }
+
+    #[test]
+    fn user_keys_become_developers_and_admins_stay_admins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("paddock.db");
+        {
+            // A database as the binary before roles left it: schema 4, `user` and `admin` keys.
+            let mut conn = Connection::open(&p).expect("open");
+            for (i, sql) in MIGRATIONS[..4].iter().enumerate() {
+                let tx = conn.transaction().expect("tx");
+                tx.execute_batch(sql).expect("migrate");
+                tx.pragma_update(None, "user_version", (i + 1) as i64)
+                    .expect("version");
+                tx.commit().expect("commit");
+            }
+            conn.execute_batch(
+                "INSERT INTO tenants VALUES ('t', 'n', 1);
+                 INSERT INTO api_keys (id, tenant, name, role, hash, prefix, created_at)
+                     VALUES ('key_u', 't', 'u', 'user', 'hu', 'pdk_', 1),
+                            ('key_a', 't', 'a', 'admin', 'ha', 'pdk_', 1);",
+            )
+            .expect("old keys");
+        }
+        let s = SqliteStore::open(&p).expect("migrate");
+        let role = |id: &str| s.get_key(id).expect("get").expect("key").role;
+        assert_eq!(role("key_u"), Role::Developer);
+        assert_eq!(role("key_a"), Role::Admin);
+        let stored: String = s
+            .conn()
+            .query_row("SELECT role FROM api_keys WHERE id = 'key_u'", [], |r| {
+                r.get(0)
+            })
+            .expect("row");
+        assert_eq!(stored, "developer");
     }
 }

@@ -134,9 +134,11 @@ async fn create_key(
             return Err(ApiError::BadRequest("name must be 1 to 128 bytes".into()));
         }
         let role = match body.role.as_deref() {
-            None => Role::User,
+            None => Role::Developer,
             Some(r) => Role::parse(r).ok_or_else(|| {
-                ApiError::BadRequest(format!("unknown role {r:?}: expected admin or user"))
+                ApiError::BadRequest(format!(
+                    "unknown role {r:?}: expected admin, operator, developer or viewer"
+                ))
             })?,
         };
         if let Some(url) = &body.webhook_url {

@@ -53,6 +53,16 @@ async fn events(
     if !caller.is_admin() {
         f.tenant = Some(caller.tenant().to_owned());
     }
+    // A developer sees the events of the sandboxes it sees, and its tenant's other events.
+    let visible = {
+        let (state, caller) = (state.clone(), caller.clone());
+        move |e: &Event| {
+            caller.key.role != paddock_store::Role::Developer
+                || e.sandbox_id.as_ref().is_none_or(
+                    |id| matches!(state.store.get_sandbox(id), Ok(Some(r)) if caller.sees(&r)),
+                )
+        }
+    };
     let sse = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -60,9 +70,10 @@ async fn events(
     if !sse {
         f.limit = Some(f.limit.unwrap_or(1000));
         let rows = state.store.list_events(&f)?;
+        let rows = rows.iter().filter(|e| visible(e));
         return Ok(json_response(
             StatusCode::OK,
-            serde_json::json!({ "events": rows.iter().map(event_json).collect::<Vec<_>>() }),
+            serde_json::json!({ "events": rows.map(event_json).collect::<Vec<_>>() }),
         ));
     }
     if f.after_seq.is_none() {
@@ -81,6 +92,7 @@ async fn events(
     } else {
         Vec::new()
     };
+    let backlog: Vec<Event> = backlog.into_iter().filter(|e| visible(e)).collect();
     let mut last = backlog
         .last()
         .map(|e| e.seq)
@@ -89,7 +101,7 @@ async fn events(
     let filter = f.clone();
     let live = live.filter_map(move |r| {
         let keep = match r {
-            Ok(e) if e.seq > last && matches_filter(&filter, &e) => {
+            Ok(e) if e.seq > last && matches_filter(&filter, &e) && visible(&e) => {
                 last = e.seq;
                 Some(e)
             }

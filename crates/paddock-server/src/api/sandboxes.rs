@@ -302,9 +302,7 @@ async fn list(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let mut f = parse_list_query(q.as_deref())?;
-    if !caller.is_admin() {
-        f.tenant = Some(caller.tenant().to_owned());
-    }
+    caller.scope(&mut f);
     let page_size = f.limit.unwrap_or(1000);
     f.limit = Some(page_size);
     let rows = state.store.list_sandboxes(&f)?;

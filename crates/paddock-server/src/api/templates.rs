@@ -5,7 +5,7 @@
 //! (`<data>/templates/logs/<name>.log`, `GET /v1/templates/{name}/log`).
 //!
 //! Templates are host-wide: any key may list them and start sandboxes from them; making and
-//! deleting them needs an admin key.
+//! deleting them needs the developer role or higher (`crate::roles`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,7 @@ use paddock_runtime::template::{Template, TemplateDef, valid_name};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
 
-use crate::auth::{Admin, Caller};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::templates::{self, BuildEvent};
@@ -227,7 +227,7 @@ async fn get_one(
 
 async fn delete(
     State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let res = (|| {
@@ -251,7 +251,7 @@ async fn delete(
 
 /// `GET /v1/layers`: every layer of the store, its size and the templates using it (none:
 /// an orphan that `POST /v1/layers/prune` would remove).
-async fn layers(State(state): State<Arc<AppState>>, _a: Admin) -> ApiResult<Response> {
+async fn layers(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {
     let rt = state.runtime.clone();
     let all = tokio::task::spawn_blocking(move || rt.layers())
         .await
@@ -270,7 +270,7 @@ async fn layers(State(state): State<Arc<AppState>>, _a: Admin) -> ApiResult<Resp
 /// `POST /v1/layers/prune`: removes every layer no template uses (left by replaced templates
 /// and failed builds, which also serve as build cache). 409 while a template is being
 /// built, pulled, imported or bootstrapped.
-async fn prune(State(state): State<Arc<AppState>>, Admin(caller): Admin) -> ApiResult<Response> {
+async fn prune(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Response> {
     let res = async {
         let gate = gate_for_prune()?;
         let rt = state.runtime.clone();
@@ -373,7 +373,7 @@ where
 /// `Paddockfile`, else `Dockerfile`) and the files `COPY` takes.
 async fn build(
     State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    caller: Caller,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
     req: Request,
@@ -433,7 +433,7 @@ async fn build(
 /// the user `user`, as template `name` (usually `debian`).
 async fn bootstrap(
     State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    caller: Caller,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
@@ -480,7 +480,7 @@ struct PullBody {
 /// Streams NDJSON events: progress per layer as `output`, then `done` or `error`.
 async fn pull(
     State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    caller: Caller,
     Path(name): Path<String>,
     super::Json(body): super::Json<PullBody>,
 ) -> ApiResult<Response> {
@@ -587,7 +587,7 @@ async fn pull(
 /// (nothing is left behind).
 async fn import(
     State(state): State<Arc<AppState>>,
-    Admin(caller): Admin,
+    caller: Caller,
     Path(name): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
@@ -716,12 +716,12 @@ impl BuildLog {
     }
 }
 
-/// `GET /v1/templates/{name}/log` (admin): the full log of the last build, pull or bootstrap
+/// `GET /v1/templates/{name}/log` (developer or higher): the full log of the last build, pull or bootstrap
 /// of `name` as `text/plain` (also of a failed one, and of one still running: what it has
 /// printed so far); 404 when there is none.
 async fn build_log(
     State(state): State<Arc<AppState>>,
-    _a: Admin,
+    _c: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     if !valid_name(&name) {

@@ -89,6 +89,7 @@ impl FromRequestParts<Arc<AppState>> for E2bCaller {
             return Ok(E2bCaller(c.clone()));
         }
         let c = authenticate(state, presented_key(parts))?;
+        crate::roles::admit(&parts.extensions, &c)?;
         parts.extensions.insert(c.clone());
         Ok(E2bCaller(c))
     }
@@ -669,7 +670,7 @@ fn list_page(
     if states.is_empty() {
         return Ok((Vec::new(), None));
     }
-    let f = SandboxFilter {
+    let mut f = SandboxFilter {
         tenant: Some(caller.tenant().to_owned()),
         states,
         metadata: q.metadata.clone(),
@@ -677,6 +678,9 @@ fn list_page(
         limit: Some(q.limit),
         ..Default::default()
     };
+    if caller.key.role == paddock_store::Role::Developer {
+        f.key_id = Some(caller.key.id.clone());
+    }
     let rows = state.store.list_sandboxes(&f)?;
     let next = (rows.len() == q.limit as usize)
         .then(|| rows.last().map(|r| r.id.clone()))

@@ -35,8 +35,9 @@ pub(crate) enum KeyCmd {
 pub(crate) struct KeyCreateArgs {
     /// A name for the key.
     pub(crate) name: String,
-    /// The key's role.
-    #[arg(long, value_parser = ["user", "admin"])]
+    /// The key's role (default developer; `user` is the old name of developer). See
+    /// docs/roles.md.
+    #[arg(long, value_parser = ["admin", "operator", "developer", "viewer", "user"])]
     pub(crate) role: Option<String>,
     /// An existing tenant id (default: a new tenant named after the key).
     #[arg(long)]

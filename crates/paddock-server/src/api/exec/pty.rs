@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, header};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use connectrpc::ConnectError;
 use paddock_envd::process::__buffa::oneof::process_event::Event;
 use paddock_envd::process::__buffa::oneof::process_event::data_event::Output;
@@ -37,8 +38,9 @@ pub(super) async fn pty(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     RawQuery(q): RawQuery,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let params: BTreeMap<String, String> = form_urlencoded_pairs(q.as_deref().unwrap_or(""))
         .into_iter()
@@ -61,6 +63,12 @@ pub(super) async fn pty(
             Some(r) => r?,
             None => authenticate(&state, None)?,
         },
+    };
+    // The role is checked before anything else is (even the upgrade headers).
+    crate::roles::admit(&extensions, &caller)?;
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return Ok(rejection.into_response()),
     };
     let (rec, sbx) = state.sandbox_for(&caller, &id)?;
     let num = |k: &str, d: u32| -> ApiResult<u32> {
