@@ -122,6 +122,11 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/v1/sandboxes/{id}/services/{name}/start", D),
     ("POST", "/v1/sandboxes/{id}/services/{name}/stop", D),
     ("POST", "/v1/sandboxes/{id}/services/{name}/restart", D),
+    // Nodes: served by control planes (`paddock control`) only.
+    ("GET", "/v1/nodes", O),
+    ("GET", "/v1/nodes/{id}", O),
+    ("POST", "/v1/nodes/{id}/drain", O),
+    ("POST", "/v1/nodes/{id}/undrain", O),
     // Snapshots and forks (a snapshot belongs to the tenant of its sandbox).
     ("POST", "/v1/sandboxes/{id}/snapshots", D),
     ("POST", "/v1/sandboxes/{id}/fork", D),
@@ -225,16 +230,35 @@ pub async fn enforce(State(_): State<Arc<AppState>>, mut req: Request, next: Nex
 /// (a caller established outside the routed API) nothing is allowed.
 pub fn admit(ext: &Extensions, caller: &Caller) -> Result<(), ApiError> {
     match ext.get::<RouteNeed>() {
-        Some(RouteNeed(Public)) => Ok(()),
-        Some(RouteNeed(Need::Role(r))) if caller.key.role >= *r => Ok(()),
-        Some(RouteNeed(Need::Role(r))) => Err(ApiError::Forbidden(format!(
+        Some(RouteNeed(n)) => allows(*n, caller),
+        None => Err(ApiError::Internal(
+            "a caller was checked on a route without a role".into(),
+        )),
+    }
+}
+
+/// [`admit`] for routers outside the API's (`paddock control`'s own routes): looks the
+/// matched route up in [`ROUTES`] itself; a route without a row is refused (500).
+pub fn admit_route(ext: &Extensions, method: &Method, caller: &Caller) -> Result<(), ApiError> {
+    let path = ext.get::<MatchedPath>().map(MatchedPath::as_str);
+    match path.and_then(|p| need(method, p)) {
+        Some(n) => allows(n, caller),
+        None => Err(ApiError::Internal(format!(
+            "route {method} {} has no role in roles::ROUTES",
+            path.unwrap_or("?")
+        ))),
+    }
+}
+
+fn allows(n: Need, caller: &Caller) -> Result<(), ApiError> {
+    match n {
+        Public => Ok(()),
+        Need::Role(r) if caller.key.role >= r => Ok(()),
+        Need::Role(r) => Err(ApiError::Forbidden(format!(
             "this route needs the {} role or higher; this key is {}",
             r.as_str(),
             caller.key.role.as_str()
         ))),
-        None => Err(ApiError::Internal(
-            "a caller was checked on a route without a role".into(),
-        )),
     }
 }
 

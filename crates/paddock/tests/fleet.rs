@@ -487,6 +487,18 @@ async fn drain_and_bad_input() {
     assert_eq!(st, StatusCode::FORBIDDEN);
     let (st, _) = call(f.http.get(format!("{}/v1/nodes", f.controls[0].url))).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // An operator may list and drain nodes (roles: docs/roles.md).
+    let (st, v) = call(
+        f.req(0, Method::POST, "/v1/keys")
+            .json(&json!({"name": "ops", "role": "operator"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let operator = v["key"].as_str().expect("key").to_owned();
+    let (st, _) = call(f.req_as(&operator, 0, Method::GET, "/v1/nodes")).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = call(f.req_as(&operator, 0, Method::POST, "/v1/nodes/node_nope/drain")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "allowed, and no such node");
     for path in [
         "/v1/nodes/node_nope/drain",
         "/v1/nodes/node_nope/undrain",

@@ -39,8 +39,13 @@ fn openapi_routes() -> Vec<(String, String)> {
     .expect("openapi.json");
     let mut out = Vec::new();
     for (path, ops) in doc["paths"].as_object().expect("paths") {
-        for m in ops.as_object().expect("ops").keys() {
-            if ["get", "post", "put", "delete", "patch"].contains(&m.as_str()) {
+        for (m, op) in ops.as_object().expect("ops") {
+            // The fleet's routes are served by `paddock control` only (a single host
+            // answers them 404); they take their role from the same table there.
+            let fleet = op["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "fleet"));
+            if ["get", "post", "put", "delete", "patch"].contains(&m.as_str()) && !fleet {
                 out.push((m.to_uppercase(), path.clone()));
             }
         }
@@ -112,7 +117,11 @@ async fn every_openapi_route_with_every_role_is_allowed_or_403_as_published() {
                 .req_as(&keys[role], method, &target)
                 .header("content-type", "application/json")
                 .body("\"not an object\"");
+            let t = std::time::Instant::now();
             let (st, body) = call(rb).await;
+            if t.elapsed() > std::time::Duration::from_secs(2) {
+                eprintln!("slow: {role} {m} {target}: {:?} {st}", t.elapsed());
+            }
             if allowed {
                 // Public routes check their own credentials (a session cookie): 401 is theirs.
                 assert!(

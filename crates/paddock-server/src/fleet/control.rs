@@ -182,15 +182,13 @@ async fn health() -> Response {
     json_response(StatusCode::OK, json!({"status": "ok", "role": "control"}))
 }
 
-/// The admin key of a request answered here.
+/// The key of a request answered here, with the role its route needs (`crate::roles`).
 fn admin(ctl: &Control, req: &Request) -> ApiResult<Caller> {
     let (parts, ()) = Request::new(()).into_parts();
     let mut parts = parts;
     parts.headers = req.headers().clone();
     let c = authenticate_in(ctl.store.as_ref(), presented_key(&parts))?;
-    if !c.is_admin() {
-        return Err(ApiError::Forbidden);
-    }
+    crate::roles::admit_route(req.extensions(), req.method(), &c)?;
     Ok(c)
 }
 
