@@ -5,7 +5,8 @@
 //!
 //! Run: `cargo bench -p paddock --bench api` (as root). `PADDOCK_BENCH_RUNS` sets the runs
 //! per latency row (default 200), `PADDOCK_BENCH_IDLE` the idle sandbox count (default
-//! 1000). Prints a markdown table for `BENCHMARKS.md`.
+//! 1000); `PADDOCK_BENCH_QUICK=1` stops after the latency rows (create by surface and
+//! network, exec round trips). Prints a markdown table for `BENCHMARKS.md`.
 
 #[allow(unreachable_pub, dead_code)]
 #[path = "../src/bench_external.rs"]
@@ -65,6 +66,62 @@ async fn exec_true(s: &Server, id: &str) {
     );
 }
 
+/// E2B create (`POST /sandboxes`), internet on or off: the id and the envd access token.
+async fn e2b_create(s: &Server, internet: bool) -> (String, String) {
+    let r = s
+        .http
+        .post(format!("{}/sandboxes", s.url))
+        .header("X-API-KEY", &s.admin_key)
+        .json(&json!({"templateID": "base", "timeout": 3600, "allow_internet_access": internet, "secure": true}))
+        .send()
+        .await
+        .expect("e2b create");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: serde_json::Value = r.json().await.expect("json");
+    (
+        v["sandboxID"].as_str().expect("id").to_owned(),
+        v["envdAccessToken"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// `process.Start` of `/bin/true` over the E2B data plane (Connect, JSON envelopes), read
+/// to the end of the stream, as the SDKs do.
+async fn e2b_exec_true(s: &Server, id: &str, token: &str) {
+    let msg = br#"{"process":{"cmd":"/bin/true","args":[]}}"#;
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    body.extend_from_slice(msg);
+    let r = s
+        .http
+        .post(format!("{}/process.Process/Start", s.url))
+        .header("E2b-Sandbox-Id", id)
+        .header("X-Access-Token", token)
+        .header("Content-Type", "application/connect+json")
+        .header("Connect-Protocol-Version", "1")
+        .body(body)
+        .send()
+        .await
+        .expect("process.Start");
+    assert_eq!(r.status(), StatusCode::OK);
+    let b = r.bytes().await.expect("stream");
+    assert!(
+        String::from_utf8_lossy(&b).contains("\"end\""),
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+}
+
+async fn e2b_kill(s: &Server, id: &str) {
+    let r = s
+        .http
+        .delete(format!("{}/sandboxes/{id}", s.url))
+        .header("X-API-KEY", &s.admin_key)
+        .send()
+        .await
+        .expect("e2b kill");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+}
+
 async fn delete(s: &Server, id: &str) {
     let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
@@ -113,23 +170,87 @@ async fn main() -> anyhow::Result<()> {
         "≤ 10 ms p50".into(),
     ));
 
-    // bubblewrap in the same run, for the ratio.
-    if let Ok(bw) = bench_external::External::bwrap() {
+    // The same through the native API with a network, and through the E2B API (create,
+    // `process.Start` over the data plane, kill), offline and with internet on (E2B's
+    // default). Cold creates: there is no pool.
+    let mut by_path = vec![("API create + first `/bin/true` done".to_owned(), create_p50)];
+    let mut t = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let v = s
+            .create(json!({"timeout": 3600, "network": {"mode": "all"}}))
+            .await;
+        let id = v["id"].as_str().expect("id").to_owned();
+        exec_true(&s, &id).await;
+        t.push(t0.elapsed());
+        delete(&s, &id).await;
+    }
+    let p50 = pct(&mut t, 0.5);
+    by_path.push(("API create, network `all`, + first `/bin/true`".into(), p50));
+    rows.push((
+        format!(
+            "API create, network `all`, + first `/bin/true` ({:.2}× offline)",
+            p50.as_secs_f64() / create_p50.as_secs_f64()
+        ),
+        ms(p50),
+        ms(pct(&mut t, 0.99)),
+        "≤ 1.5× offline".into(),
+    ));
+    for internet in [false, true] {
         let mut t = Vec::new();
         for _ in 0..runs {
             let t0 = Instant::now();
-            bw.run_once()?;
+            let (id, token) = e2b_create(&s, internet).await;
+            e2b_exec_true(&s, &id, &token).await;
+            t.push(t0.elapsed());
+            e2b_kill(&s, &id).await;
+        }
+        let name = format!(
+            "E2B create + `process.Start` `/bin/true` done, internet {}",
+            if internet { "on" } else { "off" }
+        );
+        let p50 = pct(&mut t, 0.5);
+        by_path.push((name.clone(), p50));
+        rows.push((name, ms(p50), ms(pct(&mut t, 0.99)), "p99 ≤ 20 ms".into()));
+    }
+
+    // bubblewrap and crun in the same run, for the ratios.
+    for make in [
+        bench_external::External::bwrap as fn() -> anyhow::Result<bench_external::External>,
+        bench_external::External::crun,
+    ] {
+        let ext = match make() {
+            Ok(e) => e,
+            Err(e) => {
+                rows.push((
+                    format!("(skipped: {e:#})"),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ));
+                continue;
+            }
+        };
+        let mut t = Vec::new();
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            ext.run_once()?;
             t.push(t0.elapsed());
         }
         let p50 = pct(&mut t, 0.5);
+        let ratios: Vec<String> = by_path
+            .iter()
+            .map(|(n, d)| format!("{n}: {:.2}×", d.as_secs_f64() / p50.as_secs_f64()))
+            .collect();
         rows.push((
             format!(
-                "bwrap `/bin/true` (ratio API create / bwrap: {:.2}×)",
-                create_p50.as_secs_f64() / p50.as_secs_f64()
+                "{} `/bin/true`, cold (ratios: {})",
+                ext.name(),
+                ratios.join("; ")
             ),
             ms(p50),
             ms(pct(&mut t, 0.99)),
-            String::new(),
+            "creates ≤ 1.0× bwrap".into(),
         ));
     }
 
@@ -147,133 +268,149 @@ async fn main() -> anyhow::Result<()> {
         ms(pct(&mut t, 0.99)),
         "≤ 1 ms p50".into(),
     ));
+    let (eid, token) = e2b_create(&s, false).await;
+    let mut t = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        e2b_exec_true(&s, &eid, &token).await;
+        t.push(t0.elapsed());
+    }
+    rows.push((
+        "E2B `process.Start` round trip (`/bin/true`, data plane)".into(),
+        ms(pct(&mut t, 0.5)),
+        ms(pct(&mut t, 0.99)),
+        "≤ 1 ms p50".into(),
+    ));
+    e2b_kill(&s, &eid).await;
+    let quick = std::env::var("PADDOCK_BENCH_QUICK").is_ok_and(|v| v == "1");
+    if !quick {
+        // 3. 1 GiB upload and download, streaming, with the server's memory growth.
+        let big = s.create(json!({"timeout": 3600, "disk": "3G"})).await;
+        let bid = big["id"].as_str().expect("id").to_owned();
+        let rss0 = rss_kib(server_pid);
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss0));
+        let sampler = {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                loop {
+                    peak.fetch_max(rss_kib(server_pid), std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        const GIB: u64 = 1 << 30;
+        const CHUNK: usize = 1 << 20;
+        let chunks = futures::stream::iter(
+            (0..GIB as usize / CHUNK).map(|_| Ok::<_, std::io::Error>(vec![0x5au8; CHUNK])),
+        );
+        let t0 = Instant::now();
+        let r = s
+            .req(
+                Method::PUT,
+                &format!("/v1/sandboxes/{bid}/files?path=/home/user/big.bin"),
+            )
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await?;
+        assert!(r.status().is_success(), "upload: {}", r.status());
+        let up = t0.elapsed();
+        let t0 = Instant::now();
+        let mut r = s
+            .req(
+                Method::GET,
+                &format!("/v1/sandboxes/{bid}/files?path=/home/user/big.bin"),
+            )
+            .send()
+            .await?;
+        let mut n = 0u64;
+        while let Some(c) = r.chunk().await? {
+            n += c.len() as u64;
+        }
+        assert_eq!(n, GIB);
+        let down = t0.elapsed();
+        sampler.abort();
+        let growth = peak
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(rss0);
+        let gibps = |d: Duration| format!("{:.2} GiB/s", 1.0 / d.as_secs_f64());
+        rows.push((
+            "1 GiB upload (PUT /files, streamed)".into(),
+            gibps(up),
+            String::new(),
+            "≥ 1 GiB/s".into(),
+        ));
+        rows.push((
+            "1 GiB download (GET /files, streamed)".into(),
+            gibps(down),
+            String::new(),
+            "≥ 1 GiB/s".into(),
+        ));
+        rows.push((
+            "server RSS growth during the transfers".into(),
+            format!("{:.1} MiB", growth as f64 / 1024.0),
+            String::new(),
+            "< 64 MiB".into(),
+        ));
+        delete(&s, &bid).await;
+        delete(&s, &id).await;
 
-    // 3. 1 GiB upload and download, streaming, with the server's memory growth.
-    let big = s.create(json!({"timeout": 3600, "disk": "3G"})).await;
-    let bid = big["id"].as_str().expect("id").to_owned();
-    let rss0 = rss_kib(server_pid);
-    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss0));
-    let sampler = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(rss_kib(server_pid), std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
-    const GIB: u64 = 1 << 30;
-    const CHUNK: usize = 1 << 20;
-    let chunks = futures::stream::iter(
-        (0..GIB as usize / CHUNK).map(|_| Ok::<_, std::io::Error>(vec![0x5au8; CHUNK])),
-    );
-    let t0 = Instant::now();
-    let r = s
-        .req(
-            Method::PUT,
-            &format!("/v1/sandboxes/{bid}/files?path=/home/user/big.bin"),
-        )
-        .header("content-type", "application/octet-stream")
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await?;
-    assert!(r.status().is_success(), "upload: {}", r.status());
-    let up = t0.elapsed();
-    let t0 = Instant::now();
-    let mut r = s
-        .req(
-            Method::GET,
-            &format!("/v1/sandboxes/{bid}/files?path=/home/user/big.bin"),
-        )
-        .send()
-        .await?;
-    let mut n = 0u64;
-    while let Some(c) = r.chunk().await? {
-        n += c.len() as u64;
-    }
-    assert_eq!(n, GIB);
-    let down = t0.elapsed();
-    sampler.abort();
-    let growth = peak
-        .load(std::sync::atomic::Ordering::Relaxed)
-        .saturating_sub(rss0);
-    let gibps = |d: Duration| format!("{:.2} GiB/s", 1.0 / d.as_secs_f64());
-    rows.push((
-        "1 GiB upload (PUT /files, streamed)".into(),
-        gibps(up),
-        String::new(),
-        "≥ 1 GiB/s".into(),
-    ));
-    rows.push((
-        "1 GiB download (GET /files, streamed)".into(),
-        gibps(down),
-        String::new(),
-        "≥ 1 GiB/s".into(),
-    ));
-    rows.push((
-        "server RSS growth during the transfers".into(),
-        format!("{:.1} MiB", growth as f64 / 1024.0),
-        String::new(),
-        "< 64 MiB".into(),
-    ));
-    delete(&s, &bid).await;
-    delete(&s, &id).await;
+        // 4. Idle sandboxes: host memory per sandbox.
+        let avail0 = mem_available_kib();
+        let rss_before = rss_kib(server_pid);
+        let mut ids = Vec::with_capacity(idle);
+        let t0 = Instant::now();
+        for _ in 0..idle {
+            ids.push(create(&s).await);
+        }
+        let took = t0.elapsed();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let used = avail0.saturating_sub(mem_available_kib());
+        let server_growth = rss_kib(server_pid).saturating_sub(rss_before);
+        rows.push((
+            format!(
+                "{idle} idle sandboxes: host memory per sandbox (created in {:.1} s)",
+                took.as_secs_f64()
+            ),
+            format!("{:.2} MiB", used as f64 / 1024.0 / idle as f64),
+            format!(
+                "total {:.0} MiB; server RSS +{:.0} MiB",
+                used as f64 / 1024.0,
+                server_growth as f64 / 1024.0
+            ),
+            "≤ 3 MiB".into(),
+        ));
+        for id in &ids {
+            delete(&s, id).await;
+        }
 
-    // 4. Idle sandboxes: host memory per sandbox.
-    let avail0 = mem_available_kib();
-    let rss_before = rss_kib(server_pid);
-    let mut ids = Vec::with_capacity(idle);
-    let t0 = Instant::now();
-    for _ in 0..idle {
-        ids.push(create(&s).await);
-    }
-    let took = t0.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let used = avail0.saturating_sub(mem_available_kib());
-    let server_growth = rss_kib(server_pid).saturating_sub(rss_before);
-    rows.push((
-        format!(
-            "{idle} idle sandboxes: host memory per sandbox (created in {:.1} s)",
-            took.as_secs_f64()
-        ),
-        format!("{:.2} MiB", used as f64 / 1024.0 / idle as f64),
-        format!(
-            "total {:.0} MiB; server RSS +{:.0} MiB",
-            used as f64 / 1024.0,
-            server_growth as f64 / 1024.0
-        ),
-        "≤ 3 MiB".into(),
-    ));
-    for id in &ids {
-        delete(&s, id).await;
-    }
-
-    // 5. Sustained creates per second: 8 clients creating (and later deleting) for 10 s.
-    let s = std::sync::Arc::new(s);
-    let stop_at = Instant::now() + Duration::from_secs(10);
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let s = s.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut made = Vec::new();
-            while Instant::now() < stop_at {
-                made.push(create(&s).await);
-            }
-            made
-        }));
-    }
-    let mut made: Vec<String> = Vec::new();
-    for t in tasks {
-        made.extend(t.await?);
-    }
-    rows.push((
-        "sustained creates per second (8 clients, 10 s)".into(),
-        format!("{:.0}/s", made.len() as f64 / 10.0),
-        String::new(),
-        "≥ 100/s".into(),
-    ));
-    for id in &made {
-        delete(&s, id).await;
+        // 5. Sustained creates per second: 8 clients creating (and later deleting) for 10 s.
+        let s = std::sync::Arc::new(s);
+        let stop_at = Instant::now() + Duration::from_secs(10);
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut made = Vec::new();
+                while Instant::now() < stop_at {
+                    made.push(create(&s).await);
+                }
+                made
+            }));
+        }
+        let mut made: Vec<String> = Vec::new();
+        for t in tasks {
+            made.extend(t.await?);
+        }
+        rows.push((
+            "sustained creates per second (8 clients, 10 s)".into(),
+            format!("{:.0}/s", made.len() as f64 / 10.0),
+            String::new(),
+            "≥ 100/s".into(),
+        ));
+        for id in &made {
+            delete(&s, id).await;
+        }
     }
 
     println!("| measurement | p50 / value | p99 / detail | target |");

@@ -5,6 +5,9 @@
 //! Run: `cargo bench -p paddock --bench network` (as root, with `nft`). `PADDOCK_BENCH_RUNS`
 //! sets the create runs per mode (default 50). Prints markdown tables for `BENCHMARKS.md`.
 
+#[allow(unreachable_pub, dead_code)]
+#[path = "../src/bench_external.rs"]
+mod bench_external;
 #[path = "../tests/fakenet/mod.rs"]
 mod fakenet;
 
@@ -60,8 +63,38 @@ fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
 
-    println!("| create + first `/bin/true`, by network mode | p50 | p99 |");
-    println!("|---|---|---|");
+    println!("| create + first `/bin/true`, by network mode | p50 | p99 | p50 vs bwrap |");
+    println!("|---|---|---|---|");
+    // Cold bubblewrap and crun in the same run: the machine-independent yardsticks.
+    let mut bwrap_p50 = None;
+    let mut external = Vec::new();
+    for (label, make) in [
+        (
+            "bwrap",
+            bench_external::External::bwrap as fn() -> anyhow::Result<bench_external::External>,
+        ),
+        ("crun", bench_external::External::crun),
+    ] {
+        match make() {
+            Ok(ext) => {
+                let mut v = Vec::with_capacity(runs);
+                for _ in 0..runs {
+                    v.push(ext.run_once()?);
+                }
+                let (p50, p99) = (pct(&mut v, 0.5), pct(&mut v, 0.99));
+                if label == "bwrap" {
+                    bwrap_p50 = Some(p50);
+                }
+                external.push((format!("{} `/bin/true` (cold)", ext.name()), p50, p99));
+            }
+            Err(e) => println!("{label}: skipped ({e:#})"),
+        }
+    }
+    let vs_bwrap = |p50: Duration| {
+        bwrap_p50.map_or("(no bwrap)".to_owned(), |b| {
+            format!("{:.2}×", p50.as_secs_f64() / b.as_secs_f64())
+        })
+    };
     let policies = [
         ("none", NetworkPolicy::none()),
         ("all", NetworkPolicy::all()),
@@ -97,9 +130,18 @@ fn main() -> anyhow::Result<()> {
         });
         base.get_or_insert(p50);
         println!(
-            "| {name} | {:.2} ms{ratio} | {:.2} ms |",
+            "| {name} | {:.2} ms{ratio} | {:.2} ms | {} |",
             p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
+            p99.as_secs_f64() * 1e3,
+            vs_bwrap(p50)
+        );
+    }
+    for (name, p50, p99) in &external {
+        println!(
+            "| {name} | {:.2} ms | {:.2} ms | {} |",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            vs_bwrap(*p50)
         );
     }
 
