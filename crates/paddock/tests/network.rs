@@ -723,3 +723,41 @@ async fn network_api_and_cleanup_after_kill_9() {
     )
     .await;
 }
+
+/// The table outlives the last networked sandbox by a grace period only while its runtime
+/// lives: a runtime dropped with no networked sandbox left deletes it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_runtime_takes_its_idle_table() {
+    let tag = std::env::var("PADDOCK_TEST_TAG").unwrap_or_default();
+    let dir = PathBuf::from(format!("/var/tmp/paddock-test-network-drop{tag}"));
+    let mut cfg = RuntimeConfig::new(dir.clone());
+    cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
+    cfg.dns_upstream = Some("127.0.0.1:9".parse().unwrap());
+    let rt = Runtime::open(cfg).expect("opening a second runtime");
+    let inst = std::fs::read_to_string(dir.join("instance")).unwrap();
+    let table = format!("paddock_{}", inst.trim());
+    let exists = || {
+        Command::new("nft")
+            .args(["list", "table", "inet", &table])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|st| st.success())
+    };
+    let s = rt
+        .create(CreateSpec {
+            network: NetworkPolicy::all(),
+            ..CreateSpec::default()
+        })
+        .await
+        .expect("creating sandbox");
+    assert!(exists(), "no table while a networked sandbox runs");
+    rt.destroy(s.id.as_str()).await.unwrap();
+    drop(s);
+    drop(rt);
+    assert!(!exists(), "the dropped runtime's table {table} stayed");
+    // Leave nothing of the instance (its cgroups, its layer image's mount).
+    let mut cfg = RuntimeConfig::new(dir);
+    cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
+    Runtime::open(cfg).unwrap().close().unwrap();
+}

@@ -21,12 +21,14 @@
 //!   allowed names); a link not in `all_ifs` (mode `allow`) drops the rest; mode `all`
 //!   drops `@blocked` (private, loopback, link-local and metadata, CGNAT, multicast,
 //!   reserved) and `@hostnets` and accepts the rest.
+//! - postrouting: masquerade what leaves from sandbox interfaces.
 //!
 //! So a sandbox's rules are only set elements keyed by its link name: no chain or set per
 //! sandbox. They are added and removed over netlink (`nfnl`) in one atomic batch; the table
 //! itself is written by `nft` once (at open if sandboxes are adopted, else with the first
-//! networked sandbox) and deleted [`TABLE_IDLE_GRACE`] after the last one goes.
-//! - postrouting: masquerade what leaves from sandbox interfaces.
+//! networked sandbox) and deleted [`TABLE_IDLE_GRACE`] after the last one goes, or when the
+//! runtime closes or is dropped with none left. (A process killed within the grace period
+//! leaves the empty table, which matches nothing, until the next open rebuilds it.)
 //!
 //! **DNS.** Each networked sandbox's `/etc/resolv.conf` names its host address, where a
 //! resolver task of this runtime answers: names its policy allows are forwarded to the
@@ -862,6 +864,14 @@ impl Net {
             old.resolver.abort();
         }
         Ok(())
+    }
+}
+
+impl Drop for Net {
+    /// A runtime dropped within the grace period (a bench, a test, `paddock run`) takes its
+    /// empty table with it; one with networked sandboxes left keeps it for the next open.
+    fn drop(&mut self) {
+        self.shared.delete_idle_table(None);
     }
 }
 
