@@ -41,15 +41,32 @@ async fn serve() -> crate::error::Result<()> {
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or_default();
-    // SAFETY: the setup stage placed the listening socket at this fixed descriptor and
-    // nothing else in this process owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(AGENT_LISTEN_FD) };
-    // The setup stage had to clear close-on-exec to hand the socket over; set it again at
-    // once, or every process the agent starts would inherit the listener and could accept
-    // (and read or forge) the host's requests.
-    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
-    keep_statfs_listener()?;
-    let std_listener = std::os::unix::net::UnixListener::from(fd);
+    let std_listener = match std::env::var_os("PADDOCK_AGENT_SOCKET") {
+        // Under gVisor no descriptor can be handed over: the agent binds the socket itself
+        // in the host directory the setup stage bound for it (runsc `--host-uds=create`),
+        // before it starts any process, and the runtime moves it out of that directory.
+        Some(path) => {
+            use std::os::unix::fs::PermissionsExt as _;
+            let path = std::path::PathBuf::from(path);
+            let _ = std::fs::remove_file(&path);
+            if let Some(dir) = path.parent() {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            }
+            // std's listener is close-on-exec.
+            std::os::unix::net::UnixListener::bind(&path)?
+        }
+        None => {
+            // SAFETY: the setup stage placed the listening socket at this fixed descriptor
+            // and nothing else in this process owns it.
+            let fd = unsafe { OwnedFd::from_raw_fd(AGENT_LISTEN_FD) };
+            // The setup stage had to clear close-on-exec to hand the socket over; set it
+            // again at once, or every process the agent starts would inherit the listener
+            // and could accept (and read or forge) the host's requests.
+            rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+            keep_statfs_listener()?;
+            std::os::unix::net::UnixListener::from(fd)
+        }
+    };
     std_listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(std_listener)?;
 

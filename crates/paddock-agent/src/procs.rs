@@ -244,7 +244,7 @@ impl Procs {
             // async-signal-safe syscalls (setsid, ioctl, prctl).
             unsafe {
                 cmd.pre_exec(move || {
-                    rustix::process::setsid()?;
+                    crate::procs::new_session()?;
                     // The slave is stdin by now; make it the controlling terminal.
                     if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
                         return Err(std::io::Error::last_os_error());
@@ -263,7 +263,7 @@ impl Procs {
             // SAFETY: as above, only async-signal-safe syscalls.
             unsafe {
                 cmd.pre_exec(move || {
-                    rustix::process::setsid()?;
+                    crate::procs::new_session()?;
                     child_setup(&creds)
                 })
             };
@@ -482,7 +482,12 @@ struct Creds {
 /// unless the user is root) and enter the working directory *as that user*, so a directory
 /// the user cannot enter fails the start.
 fn child_setup(c: &Creds) -> std::io::Result<()> {
-    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+    match rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        // gVisor's Sentry refuses it to every process but PID 1: there a command's orphans go
+        // to PID 1 and a tree kill misses a double-forked daemon (docs/isolation.md).
+        Err(rustix::io::Errno::INVAL) => {}
+        r => r?,
+    }
     // SAFETY: raw credential syscalls, open/write/close and chdir on C strings prepared
     // before fork; all are async-signal-safe and touch no allocator.
     unsafe {
@@ -529,7 +534,7 @@ impl Procs {
         // SAFETY: only async-signal-safe syscalls run in the child (see `child_setup`).
         unsafe {
             cmd.pre_exec(move || {
-                rustix::process::setsid()?;
+                crate::procs::new_session()?;
                 child_setup(&creds)
             })
         };
@@ -993,3 +998,14 @@ fn nul_field(cfg: &paddock_envd::process::ProcessConfig) -> Option<String> {
 mod handle;
 #[cfg(test)]
 mod tests;
+
+/// `setsid(2)` for a child between fork and exec (async-signal-safe). Not rustix's: gVisor's
+/// Sentry answers 0 rather than the new session id, which rustix takes for an invalid pid
+/// and panics on; only -1 is a failure.
+pub(crate) fn new_session() -> std::io::Result<()> {
+    // SAFETY: setsid takes no arguments and touches no memory.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -31,6 +31,8 @@ use paddock_core::{
 
 use crate::seccomp;
 
+mod gvisor;
+
 /// Capabilities a sandbox root keeps, within its own user namespace only: Docker's default
 /// set minus `NET_RAW` (no raw sockets, security test B8) and `MKNOD` (useless without a host
 /// capability, and device nodes are never wanted).
@@ -208,6 +210,12 @@ fn run() -> Result<i32> {
     //     or unmount it.
     if !cfg.secret_files.is_empty() {
         write_secret_files(&root, &cfg).context("writing secret files")?;
+    }
+
+    // 7c. A gVisor sandbox: runsc starts the agent on this root (module `gvisor`); C's steps
+    //     are gVisor's business there.
+    if let Some(g) = &cfg.gvisor {
+        return gvisor::start(&cfg, g, &root);
     }
 
     // 8. The agent binary is opened now, while the host's filesystem is still reachable. It
@@ -419,24 +427,10 @@ fn child_inner(
         ]);
     }
     argv.extend([c"init".as_ptr(), std::ptr::null()]);
-    let env_vars = [
-        format!("PADDOCK_SANDBOX_ID={}", cfg.id),
-        format!("PADDOCK_LOG={}", cfg.log),
-        format!(
-            "PADDOCK_SANDBOX_ENV={}",
-            serde_json::to_string(&{
-                let mut env = cfg.env.clone();
-                env.extend(cfg.secret_env.iter().map(|(k, v)| (k.clone(), v.0.clone())));
-                env
-            })?
-        ),
-        format!("PADDOCK_WORKDIR={}", cfg.workdir.as_deref().unwrap_or("")),
-        format!("PATH={}", paddock_core::SANDBOX_PATH),
-        format!(
-            "PADDOCK_STATFS_FD={}",
-            statfs_fd.map(|f| f.to_string()).unwrap_or_default()
-        ),
-    ];
+    let env_vars = agent_env(cfg)?.into_iter().chain([format!(
+        "PADDOCK_STATFS_FD={}",
+        statfs_fd.map(|f| f.to_string()).unwrap_or_default()
+    )]);
     let env_c: Vec<CString> = env_vars
         .into_iter()
         .map(CString::new)
@@ -455,6 +449,25 @@ fn child_inner(
         )
     };
     Err(last_os_error("exec agent"))
+}
+
+/// The agent's environment, built from scratch (nothing from the host), without the
+/// statfs listener's descriptor.
+fn agent_env(cfg: &SetupConfig) -> Result<Vec<String>> {
+    Ok(vec![
+        format!("PADDOCK_SANDBOX_ID={}", cfg.id),
+        format!("PADDOCK_LOG={}", cfg.log),
+        format!(
+            "PADDOCK_SANDBOX_ENV={}",
+            serde_json::to_string(&{
+                let mut env = cfg.env.clone();
+                env.extend(cfg.secret_env.iter().map(|(k, v)| (k.clone(), v.0.clone())));
+                env
+            })?
+        ),
+        format!("PADDOCK_WORKDIR={}", cfg.workdir.as_deref().unwrap_or("")),
+        format!("PATH={}", paddock_core::SANDBOX_PATH),
+    ])
 }
 
 /// Fails unless this process has exactly one thread. H forks children that run arbitrary

@@ -7,6 +7,18 @@
 //! (`pidfd_send_signal`), and a reaped process is simply gone (`ESRCH`).
 //! Descendants found through `/proc` get a pidfd of their own, checked against the start
 //! time seen in the walk before anything is sent.
+//!
+//! Where `pidfd_open` does not exist (gVisor's Sentry answers `ENOSYS`), the handle is a
+//! descriptor of the process's `/proc/<pid>` directory instead, opened at the same moment
+//! (under the table lock, before the reaper can collect it). Such a directory stays bound to
+//! the process it was opened for: once that process is reaped its `stat` reads pid 0 and
+//! state `X`, never another process's. A signal then goes by number right after that check,
+//! and for the agent's own children only while the reaper is held (the table lock, taken by
+//! [`signal`] first in this mode), so the number cannot be freed between the check and the
+//! `kill`. Inside gVisor this is the only path, and the Sentry, not the host kernel, is the
+//! boundary it enforces.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
@@ -28,14 +40,75 @@ pub(crate) enum Scope {
 pub(crate) fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     let p = rustix::process::Pid::from_raw(pid as i32)
         .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
-    Ok(rustix::process::pidfd_open(
-        p,
-        rustix::process::PidfdFlags::empty(),
-    )?)
+    if !NO_PIDFD.load(Ordering::Relaxed) {
+        match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+            Err(rustix::io::Errno::NOSYS) => NO_PIDFD.store(true, Ordering::Relaxed),
+            r => return Ok(r?),
+        }
+    }
+    let fd = rustix::fs::open(
+        format!("/proc/{pid}"),
+        rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    // The directory may belong to a number reused just before the open; the caller checks
+    // the start time (or holds the reaper), as it does for a pidfd.
+    Ok(fd)
 }
 
-/// `pidfd_send_signal(pidfd, sig, NULL, flags)`.
+/// Set once `pidfd_open` answered `ENOSYS`: handles are `/proc/<pid>` directories (module doc).
+static NO_PIDFD: AtomicBool = AtomicBool::new(false);
+
+/// Whether handles are `/proc/<pid>` directories rather than pidfds (module doc).
+fn fallback() -> bool {
+    NO_PIDFD.load(Ordering::Relaxed)
+}
+
+/// The pid behind a `/proc/<pid>` directory handle, or `ESRCH` once its process is reaped
+/// (the Sentry then shows pid 0 and state `X`; Linux fails the read with `ESRCH`).
+fn proc_dir_pid(dir: BorrowedFd<'_>) -> std::io::Result<i32> {
+    let fd = rustix::fs::openat(
+        dir,
+        "stat",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let mut buf = [0u8; 512];
+    let n = rustix::io::read(&fd, &mut buf)?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let esrch = || std::io::Error::from_raw_os_error(libc::ESRCH);
+    let pid: i32 = text
+        .split(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(esrch)?;
+    let state = text
+        .get(text.rfind(')').ok_or_else(esrch)? + 2..)
+        .and_then(|r| r.chars().next());
+    if pid <= 0 || matches!(state, Some('X' | 'x')) {
+        return Err(esrch());
+    }
+    Ok(pid)
+}
+
+/// `pidfd_send_signal(pidfd, sig, NULL, flags)`, or in the fallback (module doc) a check
+/// that the handle's process is unreaped and `kill` by its number (`flags` is then the group
+/// flag or 0).
 fn send(pidfd: BorrowedFd<'_>, sig: i32, flags: libc::c_uint) -> std::io::Result<()> {
+    if fallback() {
+        let pid = proc_dir_pid(pidfd)?;
+        let target = if flags & PIDFD_SIGNAL_PROCESS_GROUP != 0 {
+            -pid
+        } else {
+            pid
+        };
+        // SAFETY: kill has no memory-safety preconditions; the number was just checked to be
+        // the handle's unreaped process (module doc).
+        if unsafe { libc::kill(target, sig) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        return Ok(());
+    }
     // SAFETY: a valid descriptor, a signal number and a null siginfo; no memory is shared.
     let r = unsafe {
         libc::syscall(
@@ -85,6 +158,15 @@ fn signal_with<G>(
     hold_reaper: impl FnOnce() -> G,
     group_flag: libc::c_uint,
 ) -> std::io::Result<()> {
+    if fallback() {
+        // The reaper is held from the check to the signal (module doc).
+        let _guard = hold_reaper();
+        let flag = match scope {
+            Scope::Process => 0,
+            Scope::Group => PIDFD_SIGNAL_PROCESS_GROUP,
+        };
+        return send(pidfd, sig, flag);
+    }
     let by_flag = match (scope, group_flag) {
         (Scope::Process, _) => return send(pidfd, sig, 0),
         (Scope::Group, 0) => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
@@ -110,7 +192,10 @@ fn signal_with<G>(
 /// because every started process is a subreaper, a double-forked daemon is still a
 /// descendant. Each victim is signalled through a pidfd opened after the walk and checked
 /// against the start time the walk saw, so a number reused meanwhile is left alone. Repeats
-/// a few times to catch processes forked while the first pass ran.
+/// a few times to catch processes forked while the first pass ran. In the `/proc/<pid>`
+/// fallback (module doc) a descendant reaped by its own parent between the check in `send`
+/// and the `kill` could free its number; reusing it needs the pid counter to wrap around
+/// within that window, and every process it could then hit is in the same sandbox.
 pub(crate) fn kill_tree(root: u32, start: u64) {
     for _ in 0..4 {
         let victims = descendants(root, start);

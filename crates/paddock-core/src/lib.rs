@@ -4,18 +4,20 @@
 //! crate (runtime, agent, server, CLI) can agree on it without pulling each other in.
 
 mod id;
+mod isolation;
 mod limits;
 mod network;
 mod pax;
 mod setup;
 
 pub use id::{IdError, SandboxId};
+pub use isolation::{Isolation, UnknownIsolation};
 pub use limits::{Limits, LimitsError, parse_size};
 pub use network::{Cidr, DomainRule, MAX_ALLOW, NetworkMode, NetworkPolicy};
 pub use pax::{PaxError, PaxRecords, pax_records};
 pub use setup::{
-    AGENT_LISTEN_FD, MAX_SECRET_FILES_BYTES, SECRETS_DIR, STATFS_LISTENER_FD, SecretValue,
-    SetupConfig, SetupMount, valid_secret_name,
+    AGENT_LISTEN_FD, GVISOR_AGENT_DIR, GVISOR_AGENT_SOCK, GvisorSetup, MAX_SECRET_FILES_BYTES,
+    SECRETS_DIR, STATFS_LISTENER_FD, SecretValue, SetupConfig, SetupMount, valid_secret_name,
 };
 
 /// The version of the envd protocol the agent implements, reported to E2B clients.

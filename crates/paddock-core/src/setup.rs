@@ -81,6 +81,34 @@ pub struct SetupConfig {
     /// The sandbox-side uid and gid owning the secret files (the sandbox's default user).
     #[serde(default)]
     pub secret_owner: (u32, u32),
+    /// Set for a gVisor sandbox: after building the root the setup stage starts the agent
+    /// under `runsc` instead of executing it itself (`docs/isolation.md`).
+    #[serde(default)]
+    pub gvisor: Option<GvisorSetup>,
+}
+
+/// Where a gVisor sandbox's agent binds its socket (a host directory bound here; `runsc
+/// --host-uds=create` makes the socket a host socket). The runtime moves the socket out of
+/// the directory as soon as it appears, so nothing in the sandbox can replace it.
+pub const GVISOR_AGENT_DIR: &str = "/run/paddock/agent";
+
+/// The socket's file name in [`GVISOR_AGENT_DIR`].
+pub const GVISOR_AGENT_SOCK: &str = "agent.sock";
+
+/// What the setup stage needs to start a sandbox under gVisor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GvisorSetup {
+    /// The `runsc` binary.
+    pub runsc: PathBuf,
+    /// `runsc --root`: its state directory.
+    pub state_dir: PathBuf,
+    /// Directory the OCI bundle's `config.json` is written to.
+    pub bundle: PathBuf,
+    /// Host directory bound at [`GVISOR_AGENT_DIR`].
+    pub agent_dir: PathBuf,
+    /// `runsc --platform` (`ptrace` here: the KVM platform hangs on this machine kind).
+    pub platform: String,
 }
 
 /// Where a sandbox's secret files are: a tmpfs, never the writable layer.

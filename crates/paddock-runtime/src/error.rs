@@ -98,6 +98,13 @@ pub enum RuntimeError {
         resource: &'static str,
         reason: String,
     },
+    /// The sandbox asks for an isolation backend this host cannot provide (gVisor without
+    /// `runsc`), or for something that backend cannot do.
+    #[error("{reason}")]
+    IsolationUnavailable {
+        isolation: paddock_core::Isolation,
+        reason: String,
+    },
     /// A registry could not be reached or refused a request (unreachable, 401, unknown tag).
     #[error("{reason}")]
     Registry { reference: String, reason: String },

@@ -138,6 +138,9 @@ pub struct TemplateConfig {
     /// What must succeed before a create of this template answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready: Option<ReadyCheck>,
+    /// The isolation backend of sandboxes that ask for none (a build file's `ISOLATION`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<paddock_core::Isolation>,
 }
 
 /// A template's start command: an argv (a build file's shell form is `/bin/sh -c ...`), run

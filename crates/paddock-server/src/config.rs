@@ -69,6 +69,9 @@ pub struct ServerConfig {
     /// The address the responder answers for every name under the domain (None: the
     /// listen address's IP when it is a specific IPv4 address, else 127.0.0.1).
     pub dns_answer: Option<std::net::Ipv4Addr>,
+    /// Isolation backend of a sandbox whose request and template name none
+    /// (`--isolation-default`).
+    pub isolation_default: paddock_core::Isolation,
     /// TLS certificate chain and private key (PEM). With them the listener speaks HTTPS
     /// only, HTTP/2 and HTTP/1.1 by ALPN.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -115,6 +118,7 @@ impl ServerConfig {
             dns_upstream: None,
             dns_listen: None,
             dns_answer: None,
+            isolation_default: paddock_core::Isolation::Native,
             tls: None,
             secrets_key: None,
             database_url: None,

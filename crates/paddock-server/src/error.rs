@@ -169,6 +169,7 @@ impl From<RuntimeError> for ApiError {
             | RuntimeError::AlreadyPaused { .. }) => ApiError::Conflict(e.to_string()),
             RuntimeError::Registry { reason, .. } => ApiError::Registry(reason),
             RuntimeError::BadImage { reason } => ApiError::BadRequest(reason),
+            RuntimeError::IsolationUnavailable { reason, .. } => ApiError::BadRequest(reason),
             RuntimeError::Exhausted => {
                 ApiError::Unavailable("this host cannot start more sandboxes".into())
             }

@@ -32,6 +32,7 @@ pub mod e2b;
 pub mod error;
 pub mod fleet;
 pub mod hostload;
+pub mod isolation;
 pub mod lifecycle;
 pub mod metrics;
 pub mod pausing;

@@ -105,6 +105,9 @@ pub struct NewSandbox {
     pub secrets: BTreeMap<String, crate::secrets::SecretUse>,
     /// Labels the node must carry (`crate::fleet::placement`); none on a single host.
     pub node_selector: BTreeMap<String, String>,
+    /// The isolation backend asked for; None: the template's default, else the server's
+    /// (`crate::isolation`).
+    pub isolation: Option<paddock_core::Isolation>,
 }
 
 /// Creates a sandbox for `caller`: records it, starts it, starts its timeout.
@@ -117,6 +120,7 @@ pub async fn create(
     // Secrets first: an unknown one is refused before anything is recorded.
     let secrets = crate::secrets::resolve(state, &caller.key.tenant, &spec.secrets)?;
     check_selector(state, &spec.node_selector)?;
+    let isolation = crate::isolation::choose(state, &spec)?;
     let id = SandboxId::random();
     let now = now_ms();
     let timeout_ms = i64::try_from(spec.timeout.as_millis()).unwrap_or(i64::MAX);
@@ -136,6 +140,7 @@ pub async fn create(
             "tmp_bytes": spec.limits.tmp_bytes,
             "user": spec.user.clone().unwrap_or_else(|| paddock_core::DEFAULT_USER.to_owned()),
             "network": spec.network,
+            "isolation": isolation,
             "ports_public": spec.ports_public,
             "on_timeout": if spec.pause_on_timeout.is_some() { "pause" } else { "kill" },
             "auto_pause_mode": spec.pause_on_timeout.map(paddock_runtime::PauseMode::as_str),
@@ -181,6 +186,7 @@ pub async fn create(
             network: spec.network,
             secret_env: secrets.env,
             secret_files: secrets.files,
+            isolation,
         })
         .await;
     let hook = rec.webhook_url.clone();

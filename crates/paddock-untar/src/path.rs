@@ -2,9 +2,10 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 
@@ -76,13 +77,62 @@ pub fn open_beneath(
     } else {
         rel
     };
-    let mut tries = 0;
-    loop {
-        match rustix::fs::openat2(&dir, rel, flags | OFlags::CLOEXEC, mode, resolve) {
-            Err(rustix::io::Errno::AGAIN) if tries < 8 => tries += 1,
-            r => return r.map_err(Into::into),
+    if !NO_OPENAT2.load(Ordering::Relaxed) {
+        let mut tries = 0;
+        loop {
+            match rustix::fs::openat2(&dir, rel, flags | OFlags::CLOEXEC, mode, resolve) {
+                Err(rustix::io::Errno::AGAIN) if tries < 8 => tries += 1,
+                Err(rustix::io::Errno::NOSYS) => {
+                    NO_OPENAT2.store(true, Ordering::Relaxed);
+                    break;
+                }
+                r => return r.map_err(Into::into),
+            }
         }
     }
+    open_walk(dir.as_fd(), rel, flags, mode)
+}
+
+/// Set once `openat2` answered `ENOSYS` (gVisor's Sentry does): [`open_walk`] from then on.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+/// The fallback of [`open_beneath`] where `openat2` does not exist: one `openat` per
+/// component, each with `O_NOFOLLOW` (directories as `O_PATH | O_DIRECTORY`), so no symlink
+/// is ever followed, not even one that stays beneath `dir`, and `..` is refused with `EXDEV`.
+/// That is stricter than `RESOLVE_BENEATH` (a path through an in-tree symlink fails with
+/// `ELOOP` or `ENOTDIR` here) and never weaker: every step is relative to a descriptor already
+/// beneath `dir`. `/proc` magic links are symlinks too, so they are never taken either.
+fn open_walk(dir: BorrowedFd<'_>, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+    use std::path::Component;
+    let parts: Vec<&OsStr> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::CurDir => None,
+            Component::Normal(n) => Some(Ok(n)),
+            _ => Some(Err(io::Error::from_raw_os_error(libc_exdev()))),
+        })
+        .collect::<io::Result<_>>()?;
+    let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let Some((last, walk)) = parts.split_last() else {
+        return Ok(rustix::fs::openat(dir, ".", flags | OFlags::CLOEXEC, mode)?);
+    };
+    let mut cur: Option<OwnedFd> = None;
+    for name in walk {
+        let at = cur.as_ref().map_or(dir, |f| f.as_fd());
+        cur = Some(rustix::fs::openat(at, *name, dir_flags, Mode::empty())?);
+    }
+    let at = cur.as_ref().map_or(dir, |f| f.as_fd());
+    Ok(rustix::fs::openat(
+        at,
+        *last,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        mode,
+    )?)
+}
+
+/// `EXDEV`, what `RESOLVE_BENEATH` answers for a path leaving its directory.
+fn libc_exdev() -> i32 {
+    rustix::io::Errno::XDEV.raw_os_error()
 }
 
 /// Access and modification time `secs`.

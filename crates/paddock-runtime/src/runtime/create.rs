@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use paddock_core::{AGENT_LISTEN_FD, NetworkMode, NetworkPolicy, SandboxId, SetupConfig};
+use paddock_core::{
+    AGENT_LISTEN_FD, Isolation, NetworkMode, NetworkPolicy, SandboxId, SetupConfig,
+};
 
 use super::{CreateSpec, ID_BASE, ID_COUNT, Record, Runtime, SLOTS, Sandbox, pid_start_time};
 use crate::error::{Result, RuntimeError};
@@ -121,6 +123,7 @@ impl Runtime {
                 name: spec.template.clone(),
             })?;
         spec.limits.validate(self.host_memory)?;
+        self.check_isolation(spec.isolation)?;
         if let Some(u) = spec.user.as_ref().filter(|u| !t.users.contains(u)) {
             return Err(RuntimeError::UnknownUser { user: u.clone() });
         }
@@ -226,7 +229,11 @@ impl Runtime {
     /// The host half of sandbox creation. The sequence inside the sandbox is
     /// `paddock_agent::setup::run`.
     fn start(&self, id: &SandboxId, slot: u32, t: &Template, spec: &CreateSpec) -> Result<Sandbox> {
-        let uid_base = ID_BASE + slot * ID_COUNT;
+        let uid_base = match spec.isolation {
+            Isolation::Native => ID_BASE + slot * ID_COUNT,
+            // gVisor's gofer writes the sandbox's own ids (module `gvisor`).
+            Isolation::Gvisor => 0,
+        };
         // The request's user, else the template's, else `user`, else root.
         let user = spec
             .user
@@ -270,10 +277,15 @@ impl Runtime {
             paused: None,
             env: spec.env.clone(),
             tmp_bytes: spec.limits.tmp_bytes,
+            isolation: spec.isolation,
         };
         write_record(&dir, &record)?;
         // 3. cgroups with the limits applied.
-        let cgroup_procs = self.cgroups.create(id.as_str(), &spec.limits)?;
+        let limits = match spec.isolation {
+            Isolation::Native => spec.limits.clone(),
+            Isolation::Gvisor => super::gvisor::host_limits(&spec.limits),
+        };
+        let cgroup_procs = self.cgroups.create(id.as_str(), &limits)?;
         self.launch(
             &dir,
             &mut record,
@@ -298,16 +310,12 @@ impl Runtime {
         secret_env: &std::collections::BTreeMap<String, paddock_core::SecretValue>,
         secret_files: &std::collections::BTreeMap<String, paddock_core::SecretValue>,
     ) -> Result<()> {
-        let uid_base = ID_BASE + record.slot * ID_COUNT;
+        let uid_base = match record.isolation {
+            Isolation::Native => ID_BASE + record.slot * ID_COUNT,
+            Isolation::Gvisor => 0,
+        };
         // 4. The agent's socket is bound here and handed over: a client can connect as soon
         //    as create returns; the kernel queues it until the agent accepts.
-        let sock = dir.join("agent.sock");
-        // A resumed sandbox's old socket file is stale: nothing listens on it any more.
-        let _ = fs::remove_file(&sock);
-        let listener = std::os::unix::net::UnixListener::bind(&sock)
-            .map_err(RuntimeError::io("binding agent socket"))?;
-        let log = fs::File::create(dir.join("agent.log"))
-            .map_err(RuntimeError::io("creating agent log"))?;
         let cfg = SetupConfig {
             id: record.id.clone(),
             id_base: uid_base,
@@ -340,7 +348,18 @@ impl Runtime {
             // The files belong to the sandbox's default user (root if the template has no
             // entry for it).
             secret_owner: crate::template::user_ids(&t.layers, &record.user).unwrap_or((0, 0)),
+            gvisor: None,
         };
+        if record.isolation == Isolation::Gvisor {
+            return self.launch_gvisor(dir, record, cfg);
+        }
+        let sock = dir.join("agent.sock");
+        // A resumed sandbox's old socket file is stale: nothing listens on it any more.
+        let _ = fs::remove_file(&sock);
+        let listener = std::os::unix::net::UnixListener::bind(&sock)
+            .map_err(RuntimeError::io("binding agent socket"))?;
+        let log = fs::File::create(dir.join("agent.log"))
+            .map_err(RuntimeError::io("creating agent log"))?;
         // 5. Run the setup stage and wait for its one status line.
         let lfd = listener.as_raw_fd();
         let mut cmd = Command::new(&self.cfg.agent_bin);
@@ -434,9 +453,20 @@ impl Runtime {
             // Killing PID 1 makes the kernel kill every process in its pid namespace.
             let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
         }
+        let gvisor = rec
+            .as_ref()
+            .is_some_and(|r| r.isolation == Isolation::Gvisor);
+        let gvisor_pids = if gvisor {
+            self.cgroups.procs(id)
+        } else {
+            Vec::new()
+        };
         self.cgroups.destroy(id)?;
         if let Some(s) = sbx {
             reap(s.pid);
+        }
+        if gvisor {
+            self.teardown_gvisor(id, &gvisor_pids);
         }
         // Whatever the record says: a crash or a failed policy change can leave rules or a
         // resolver of a sandbox recorded as `none` (detach of a slot without any is free).

@@ -99,6 +99,9 @@ pub struct CreateBody {
     /// Labels the node must carry (a fleet's placement; a single host has none).
     #[serde(default)]
     node_selector: BTreeMap<String, String>,
+    /// `native` or `gvisor`; absent: the template's default, else the server's.
+    #[serde(default)]
+    isolation: Option<String>,
 }
 
 /// Checks a requested timeout against the server's maximum.
@@ -200,6 +203,7 @@ impl CreateBody {
                     .map_err(|e| ApiError::BadRequest(format!("node_selector: {e}")))?;
                 self.node_selector
             },
+            isolation: crate::isolation::parse(self.isolation.as_deref())?,
         })
     }
 }

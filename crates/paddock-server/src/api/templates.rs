@@ -562,6 +562,7 @@ async fn pull(
                     // interactive shell); a build file `FROM` it with `START` runs something.
                     start: None,
                     ready: None,
+                    isolation: None,
                 },
                 source: format!("image {}@{}", opts.reference, img.digest),
                 created_unix_ms: paddock_store::now_ms() as u64,

@@ -205,7 +205,7 @@ impl CreateBody {
                 ..d.clone()
             },
             env,
-            metadata,
+            metadata: metadata.clone(),
             user: None,
             webhook_url: None,
             ports_public,
@@ -214,6 +214,11 @@ impl CreateBody {
             auto_resume,
             secrets,
             node_selector: BTreeMap::new(),
+            isolation: crate::isolation::parse(
+                metadata
+                    .get(crate::isolation::E2B_METADATA_KEY)
+                    .map(String::as_str),
+            )?,
         })
     }
 }
