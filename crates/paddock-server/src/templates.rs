@@ -13,6 +13,7 @@
 //! EXPOSE 8000
 //! START python3 -m http.server 8000   # or ["exe", "arg"]; CMD/ENTRYPOINT as in Docker
 //! READY --timeout 60s --port 8000     # or READY <shell command>, polled until it exits 0
+//! ISOLATION gvisor            # the default backend of its sandboxes (native or gvisor)
 //! ```
 //!
 //! Every `RUN` and `COPY` runs in a fresh sandbox made from the layers so far and becomes one
@@ -58,6 +59,8 @@ pub enum Step {
     Workdir(String),
     User(String),
     Expose(Vec<u16>),
+    /// `ISOLATION`: the default isolation backend of the template's sandboxes.
+    Isolation(paddock_core::Isolation),
     /// `START`: the start command (argv).
     Start(Vec<String>),
     /// `CMD` and `ENTRYPOINT` (argv), combined as Docker does into the start command.
@@ -159,6 +162,10 @@ pub fn parse(text: &str) -> Result<BuildFile, ParseError> {
                             .ok_or_else(|| err(format!("EXPOSE: {p:?} is not a TCP port")))
                     })
                     .collect::<Result<_, _>>()?,
+            ),
+            "ISOLATION" => Step::Isolation(
+                rest.parse()
+                    .map_err(|e: paddock_core::UnknownIsolation| err(format!("ISOLATION: {e}")))?,
             ),
             "START" => Step::Start(start::parse_command("START", rest, false).map_err(err)?),
             "CMD" => Step::Cmd(start::parse_command("CMD", rest, true).map_err(err)?),
@@ -336,7 +343,7 @@ pub async fn build(
             Some(*line),
             format!(
                 "{text}: FROM {from} (the host's /usr, bound) takes only ENV, WORKDIR, USER, \
-                 EXPOSE, START, CMD, ENTRYPOINT and READY; for RUN and COPY build on a template \
+                 EXPOSE, ISOLATION, START, CMD, ENTRYPOINT and READY; for RUN and COPY build on a template \
                  with its own root filesystem, such as debian"
             ),
         ));
@@ -377,6 +384,7 @@ pub async fn build(
                 config.ports.sort_unstable();
                 config.ports.dedup();
             }
+            Step::Isolation(i) => config.isolation = Some(*i),
             Step::Start(argv) => config.start = Some(start_here(argv.clone(), &config)),
             Step::Cmd(argv) => {
                 config.cmd = argv.clone();

@@ -183,6 +183,11 @@ struct ServeArgs {
     /// 127.0.0.1 when that is 0.0.0.0).
     #[arg(long, env = "PADDOCK_DNS_ANSWER", requires = "dns_listen")]
     dns_answer: Option<std::net::Ipv4Addr>,
+    /// Isolation backend of sandboxes whose request and template name none: native or
+    /// gvisor (docs/isolation.md).
+    #[arg(long, env = "PADDOCK_ISOLATION_DEFAULT", default_value = "native",
+          value_parser = cli::parse_isolation)]
+    isolation_default: paddock_core::Isolation,
     /// TLS certificate chain (PEM). With --tls-key the server speaks HTTPS only, HTTP/2 and
     /// HTTP/1.1 by ALPN (a wildcard certificate for *.DOMAIN serves the port URLs).
     #[arg(long, env = "PADDOCK_TLS_CERT", requires = "tls_key")]
@@ -402,6 +407,7 @@ async fn serve_with(
         .unwrap_or_else(|| format!("{scheme}://{}", a.listen));
     cfg.dns_listen = a.dns_listen;
     cfg.dns_answer = a.dns_answer;
+    cfg.isolation_default = a.isolation_default;
     cfg.tls = a.tls_cert.zip(a.tls_key);
     let key_env = std::env::var("PADDOCK_SECRETS_KEY").ok();
     cfg.secrets_key =

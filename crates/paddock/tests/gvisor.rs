@@ -1,22 +1,20 @@
-//! The gVisor backend (`docs/isolation.md`): real sandboxes under `runsc` with the real agent.
-//! Skips (loudly) where `runsc` is not installed; CI installs it.
+//! The gVisor backend (`docs/isolation.md`): real sandboxes under `runsc` with the real agent,
+//! through the real `paddock serve`. Each test skips (loudly) where `runsc` is not installed;
+//! CI installs it. The rest of the API runs on gVisor too with `PADDOCK_ISOLATION_DEFAULT=gvisor`
+//! (`.ci/run` does this for the security battery and `api_exec`).
 
-mod common;
+mod server;
 
-use common::*;
-use paddock_core::Isolation;
-use paddock_runtime::CreateSpec;
+use std::time::Duration;
 
-fn gvisor() -> CreateSpec {
-    CreateSpec {
-        isolation: Isolation::Gvisor,
-        ..Default::default()
-    }
-}
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use server::*;
 
 /// Whether runsc is here; prints why the test does nothing otherwise.
 fn have_runsc() -> bool {
-    let ok = runtime().gvisor_available();
+    let ok = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join("runsc").is_file());
     if !ok {
         eprintln!("SKIP: runsc is not installed (apt-get install runsc)");
         assert!(std::env::var_os("CI").is_none(), "CI must have runsc");
@@ -24,34 +22,307 @@ fn have_runsc() -> bool {
     ok
 }
 
+async fn exec(s: &Server, id: &str, cmd: &str) -> Value {
+    let (st, v) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&json!({"command": cmd, "timeout": 60})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v
+}
+
+/// The kernel a sandbox sees: gVisor's `dmesg` is the Sentry's own boot log.
+async fn on_gvisor(s: &Server, id: &str) -> bool {
+    let v = exec(s, id, "dmesg 2>&1 | head -3").await;
+    v["stdout"].as_str().unwrap_or_default().contains("gVisor")
+}
+
+/// runsc's state files of sandbox `id` under the server's data directory.
+fn runsc_state_of(s: &Server, id: &str) -> Vec<String> {
+    std::fs::read_dir(s.data.join("gvisor"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(id))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn exec_files_and_teardown() {
+async fn rest_create_runs_exec_files_archives_and_ports_on_gvisor() {
     if !have_runsc() {
         return;
     }
-    let s = create(gvisor()).await;
-    for argv in [
-        vec!["/usr/bin/true"],
-        vec!["/opt/paddock/lib/ld.so", "--version"],
-    ] {
-        let r = s
-            .exec(paddock_runtime::ExecRequest {
-                argv: argv.iter().map(|a| a.to_string()).collect(),
-                ..Default::default()
-            })
-            .await;
-        eprintln!("{argv:?}: {r:?}");
-    }
-    eprintln!(
-        "LOG {}",
-        std::fs::read_to_string(s.dir.join("agent.log")).unwrap_or_default()
-    );
-    let r = sh(
-        &s,
-        "echo hi; id -u; uname -r; cat /proc/1/cmdline | tr '\\0' ' '",
+    let s = Server::start(&[]);
+    let v = s
+        .create(json!({"isolation": "gvisor", "timeout": 600}))
+        .await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    assert_eq!(v["isolation"], "gvisor", "{v}");
+    assert!(on_gvisor(&s, &id).await, "not running on gVisor");
+    // Exec: exit codes, env, cwd, stdin; PID 1 is the agent; the default user.
+    let (st, r) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&json!({"command": "cat; id -un; cat /proc/1/comm; exit 3", "stdin": "in\n"})),
     )
     .await;
-    eprintln!("{}{}", out(&r), err(&r));
-    assert_eq!(r.exit_code, Some(0), "{}", err(&r));
-    destroy(&s).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(r["exit_code"], 3, "{r}");
+    assert_eq!(r["stdout"], "in\nuser\npaddock-agent\n", "{r}");
+    // A timeout kills the command.
+    let (_, r) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&json!({"command": "sleep 30", "timeout": 1})),
+    )
+    .await;
+    assert_eq!(r["timed_out"], true, "{r}");
+    // Files both ways, streamed.
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (st, v) = call(
+        s.req(
+            Method::PUT,
+            &format!("/v1/sandboxes/{id}/files?path=/home/user/blob.bin"),
+        )
+        .header("content-type", "application/octet-stream")
+        .body(data.clone()),
+    )
+    .await;
+    assert!(st.is_success(), "{st} {v}");
+    let got = s
+        .req(
+            Method::GET,
+            &format!("/v1/sandboxes/{id}/files?path=/home/user/blob.bin"),
+        )
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.expect("body").as_ref(), &data[..]);
+    // Archives: a tar up (extracted by paddock-untar without openat2), a tar down.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(5);
+    h.set_mode(0o644);
+    tar.append_data(&mut h, "d/sub/hello.txt", &b"hello"[..])
+        .expect("tar");
+    let tar = tar.into_inner().expect("tar");
+    let (st, v) = call(
+        s.req(
+            Method::PUT,
+            &format!("/v1/sandboxes/{id}/archive?path=/home/user/up"),
+        )
+        .header("content-type", "application/x-tar")
+        .body(tar),
+    )
+    .await;
+    assert!(st.is_success(), "{st} {v}");
+    let r = exec(&s, &id, "cat /home/user/up/d/sub/hello.txt").await;
+    assert_eq!(r["stdout"], "hello", "{r}");
+    let down = s
+        .req(
+            Method::GET,
+            &format!("/v1/sandboxes/{id}/archive?path=/home/user/up"),
+        )
+        .send()
+        .await
+        .expect("archive download");
+    assert_eq!(down.status(), StatusCode::OK);
+    let bytes = down.bytes().await.expect("tar body");
+    let mut names = Vec::new();
+    for e in tar::Archive::new(&bytes[..]).entries().expect("entries") {
+        names.push(
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .display()
+                .to_string(),
+        );
+    }
+    assert!(names.iter().any(|n| n.ends_with("hello.txt")), "{names:?}");
+    // A port through the proxy.
+    let (st, v) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec")).json(&json!({
+            "command": "cd /tmp && echo served > index.html && exec python3 -m http.server 8000",
+            "background": true,
+        })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let body = eventually(
+        Duration::from_secs(30),
+        "the sandbox's port answering through the proxy",
+        || async {
+            let r = s
+                .req(Method::GET, &format!("/proxy/{id}/8000/index.html"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if r.status() != StatusCode::OK {
+                return Err(r.status().to_string());
+            }
+            r.text().await.map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    assert_eq!(body, "served\n");
+    let (_, ports) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/ports"))).await;
+    assert!(ports.to_string().contains("8000"), "{ports}");
+
+    let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+    assert_eq!(runsc_state_of(&s, &id), Vec::<String>::new());
+    assert!(!s.data.join("layers").join("sandboxes").join(&id).exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn choosing_the_backend_server_default_and_bad_values() {
+    if !have_runsc() {
+        return;
+    }
+    let s = Server::start(&["--isolation-default", "gvisor"]);
+    // An unknown backend is a 400 naming the choices.
+    let (st, v) = call(
+        s.req(Method::POST, "/v1/sandboxes")
+            .json(&json!({"isolation": "kvm"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let msg = v.to_string();
+    assert!(msg.contains("native") && msg.contains("gvisor"), "{msg}");
+    // The server's default applies to a create naming none; a request overrides it.
+    let g = s.create(json!({})).await;
+    let gid = g["id"].as_str().expect("id").to_owned();
+    assert_eq!(g["isolation"], "gvisor", "{g}");
+    assert!(on_gvisor(&s, &gid).await);
+    let n = s.create(json!({"isolation": "native"})).await;
+    let nid = n["id"].as_str().expect("id").to_owned();
+    assert!(!on_gvisor(&s, &nid).await);
+    // E2B creates name it in metadata.
+    let (st, v) = call(
+        s.req(Method::POST, "/sandboxes")
+            .header("x-api-key", &s.admin_key)
+            .json(&json!({"templateID": "base", "metadata": {"paddock.isolation": "native"}})),
+    )
+    .await;
+    assert!(st.is_success(), "{st} {v}");
+    let eid = v["sandboxID"].as_str().expect("sandboxID").to_owned();
+    assert!(!on_gvisor(&s, &eid).await);
+    let (st, v) = call(
+        s.req(Method::POST, "/sandboxes")
+            .header("x-api-key", &s.admin_key)
+            .json(&json!({"templateID": "base", "metadata": {"paddock.isolation": "vm"}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_memory_limit_holds_for_the_whole_sandbox() {
+    if !have_runsc() {
+        return;
+    }
+    let s = Server::start(&[]);
+    let v = s
+        .create(json!({"isolation": "gvisor", "memory": "256M"}))
+        .await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    let cg = cgroups_of(&id)
+        .into_iter()
+        .find(|p| p.starts_with("/sys/fs/cgroup/memory"))
+        .expect("memory cgroup");
+    let limit: u64 = std::fs::read_to_string(cg.join("memory.limit_in_bytes"))
+        .expect("limit")
+        .trim()
+        .parse()
+        .expect("number");
+    assert_eq!(limit, 256 << 20);
+    // Within the limit: fine.
+    let r = exec(
+        &s,
+        &id,
+        "python3 -c 'b = bytearray(64 << 20); b[::4096] = b\"x\" * len(b[::4096]); print(\"ok\")'",
+    )
+    .await;
+    assert_eq!(r["stdout"], "ok\n", "{r}");
+    // Far over it: the allocation never succeeds (the Sentry, which holds the sandbox's
+    // memory, is what the kernel's OOM killer meets: the sandbox stops, docs/isolation.md).
+    let (_, r) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec")).json(&json!({
+            "command": "python3 -c 'b = bytearray(600 << 20); b[::4096] = b\"x\" * len(b[::4096]); print(\"allocated\")'",
+            "timeout": 60,
+        })),
+    )
+    .await;
+    assert!(!r.to_string().contains("allocated\\n"), "{r}");
+    let max: u64 = std::fs::read_to_string(cg.join("memory.max_usage_in_bytes"))
+        .map(|s| s.trim().parse().unwrap_or(0))
+        .unwrap_or(0);
+    assert!(max <= 256 << 20, "max usage {max}");
+    let _ = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+    eventually(Duration::from_secs(10), "nothing left", || async {
+        let left = leftovers(&id);
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_the_server_adopts_a_gvisor_sandbox_and_teardown_leaves_nothing() {
+    if !have_runsc() {
+        return;
+    }
+    let mut s = Server::start(&[]);
+    let v = s
+        .create(json!({"isolation": "gvisor", "timeout": 600, "network": {"mode": "all"}}))
+        .await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    let (st, v) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec")).json(&json!({
+            "command": "while :; do date +%s%N > /tmp/beat.new; mv /tmp/beat.new /tmp/beat; sleep 0.05; done",
+            "background": true,
+        })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    // Its network: the link is in its namespace and resolv.conf names the resolver.
+    let r = exec(&s, &id, "cat /etc/resolv.conf").await;
+    assert!(
+        r["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nameserver"),
+        "{r}"
+    );
+    s.kill9();
+    assert!(
+        !processes_of(&id).is_empty(),
+        "the sandbox died with the server"
+    );
+    s.restart();
+    let (st, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["state"], "running", "{v}");
+    let r = exec(
+        &s,
+        &id,
+        "a=$(cat /tmp/beat); sleep 0.3; b=$(cat /tmp/beat); [ $b -gt $a ] && echo alive",
+    )
+    .await;
+    assert_eq!(r["stdout"], "alive\n", "{r}");
+    let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+    assert_eq!(runsc_state_of(&s, &id), Vec::<String>::new());
+    // A server stopped with a gVisor sandbox running: the clean stop destroys it fully.
+    let v = s.create(json!({"isolation": "gvisor"})).await;
+    let id2 = v["id"].as_str().expect("id").to_owned();
+    s.stop();
+    assert_eq!(leftovers(&id2), Vec::<String>::new());
+    assert_eq!(runsc_state_of(&s, &id2), Vec::<String>::new());
 }

@@ -234,6 +234,7 @@ pub fn sandbox_json(state: &AppState, r: &SandboxRecord) -> serde_json::Value {
         "on_timeout": spec.get("on_timeout").cloned().unwrap_or_else(|| "kill".into()),
         "auto_resume": spec.get("auto_resume").cloned().unwrap_or(false.into()),
         "network": spec.get("network").cloned().unwrap_or_else(|| serde_json::json!({"mode": "none", "allow": []})),
+        "isolation": spec.get("isolation").cloned().unwrap_or_else(|| "native".into()),
         "created_at": rfc3339(Some(r.created_at)),
         "ready_at": rfc3339(r.ready_at),
         "expires_at": rfc3339(r.expires_at),

@@ -23,6 +23,7 @@ mod network;
 mod nodes;
 mod pause;
 mod sandbox;
+pub(crate) use sandbox::parse_isolation;
 mod secret;
 mod service;
 mod shell;

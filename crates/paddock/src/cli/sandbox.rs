@@ -59,8 +59,16 @@ pub(crate) struct CreateArgs {
     /// A tenant secret as the file /run/secrets/FILE, FILE or FILE=SECRET (repeatable).
     #[arg(long = "secret-file", value_name = "FILE[=SECRET]")]
     pub(crate) secret_file: Vec<String>,
+    /// Isolation backend: native or gvisor (default: the template's, else the server's).
+    #[arg(long, value_parser = parse_isolation)]
+    pub(crate) isolation: Option<paddock_core::Isolation>,
     #[command(flatten)]
     pub(crate) conn: Conn,
+}
+
+pub(crate) fn parse_isolation(s: &str) -> Result<paddock_core::Isolation, String> {
+    s.parse()
+        .map_err(|e: paddock_core::UnknownIsolation| e.to_string())
 }
 
 fn parse_cpus(s: &str) -> Result<f64, String> {
@@ -99,6 +107,9 @@ pub(crate) fn create_body(a: &CreateArgs) -> Value {
     }
     if let Some(w) = &a.webhook {
         b["webhook_url"] = w.clone().into();
+    }
+    if let Some(i) = a.isolation {
+        b["isolation"] = i.as_str().into();
     }
     if !a.secret_env.is_empty() || !a.secret_file.is_empty() {
         let mut m = serde_json::Map::new();
