@@ -66,6 +66,9 @@ enum Cmd {
         /// Environment variables, KEY=VALUE.
         #[arg(long = "env", short = 'e')]
         env: Vec<String>,
+        /// Isolation backend: native or gvisor.
+        #[arg(long, default_value = "native", value_parser = cli::parse_isolation)]
+        isolation: paddock_core::Isolation,
         #[command(flatten)]
         data: DataDir,
         /// The command and its arguments.
@@ -522,6 +525,7 @@ async fn local(cmd: Cmd, runtime: &std::sync::Arc<Runtime>) -> Result<i32> {
             timeout,
             user,
             env,
+            isolation,
             argv,
             data: _,
         } => {
@@ -549,6 +553,7 @@ async fn local(cmd: Cmd, runtime: &std::sync::Arc<Runtime>) -> Result<i32> {
                     user: None,
                     id: None,
                     network: paddock_core::NetworkPolicy::none(),
+                    isolation,
                     ..CreateSpec::default()
                 })
                 .await?;

@@ -177,10 +177,27 @@ impl Runtime {
     /// process of ours that was in the sandbox's cgroups (`pids`, read before they were
     /// killed; the gofer is our child too once runsc exits).
     pub(super) fn teardown_gvisor(&self, id: &str, pids: &[i32]) {
-        for &pid in pids {
-            super::create::reap(pid);
-        }
+        reap_orphans(pids);
         remove_state(&self.runsc_root(), id);
+    }
+}
+
+/// Collects the exit status of each of `pids` (killed with the sandbox's cgroups) that is or
+/// becomes our child: the gofer is ours once runsc exits, and the ptrace stubs are the
+/// Sentry's (or each other's) children until those die, then ours (we are a subreaper).
+/// Each is polled until it is gone, for at most a second (a number reused meanwhile by an
+/// unrelated process only costs that second: `waitpid` collects our own children only).
+fn reap_orphans(pids: &[i32]) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut left: Vec<i32> = pids.to_vec();
+    while !left.is_empty() && Instant::now() < deadline {
+        left.retain(|&pid| {
+            let mut status = 0;
+            // SAFETY: waitpid with a valid out-pointer; WNOHANG never blocks.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            r != pid && Path::new(&format!("/proc/{pid}")).exists()
+        });
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

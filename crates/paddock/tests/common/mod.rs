@@ -28,8 +28,13 @@ pub fn runtime() -> Arc<Runtime> {
         let name = name.split('-').next().unwrap_or("it").to_owned();
         // PADDOCK_TEST_TAG keeps concurrent checkouts' test runs apart on one host.
         let tag = std::env::var("PADDOCK_TEST_TAG").unwrap_or_default();
-        let mut cfg =
-            RuntimeConfig::new(PathBuf::from(format!("/var/tmp/paddock-test-{name}{tag}")));
+        let iso = match isolation() {
+            paddock_core::Isolation::Native => String::new(),
+            i => format!("-{i}"),
+        };
+        let mut cfg = RuntimeConfig::new(PathBuf::from(format!(
+            "/var/tmp/paddock-test-{name}{iso}{tag}"
+        )));
         cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
         Runtime::open(cfg).expect("opening the test runtime")
     })
@@ -41,8 +46,30 @@ pub async fn sandbox() -> Arc<Sandbox> {
     create(CreateSpec::default()).await
 }
 
-pub async fn create(spec: CreateSpec) -> Arc<Sandbox> {
+pub async fn create(mut spec: CreateSpec) -> Arc<Sandbox> {
+    if spec.isolation == paddock_core::Isolation::Native {
+        spec.isolation = isolation();
+    }
     runtime().create(spec).await.expect("creating sandbox")
+}
+
+/// The backend this run's sandboxes use: `PADDOCK_TEST_ISOLATION` (`native` or `gvisor`),
+/// so one battery runs against both (`.ci/run`).
+pub fn isolation() -> paddock_core::Isolation {
+    std::env::var("PADDOCK_TEST_ISOLATION")
+        .ok()
+        .map(|s| s.parse().expect("PADDOCK_TEST_ISOLATION: native or gvisor"))
+        .unwrap_or_default()
+}
+
+/// True (and says why, loudly) when this run is on gVisor and the test checks something
+/// that does not apply there; `why` is the reason, also listed in `docs/isolation.md`.
+pub fn not_on_gvisor(why: &str) -> bool {
+    let skip = isolation() == paddock_core::Isolation::Gvisor;
+    if skip {
+        eprintln!("SKIP on gVisor: {why}");
+    }
+    skip
 }
 
 pub async fn destroy(s: &Sandbox) {
