@@ -326,3 +326,38 @@ async fn kill_9_of_the_server_adopts_a_gvisor_sandbox_and_teardown_leaves_nothin
     assert_eq!(leftovers(&id2), Vec::<String>::new());
     assert_eq!(runsc_state_of(&s, &id2), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_and_resume_in_both_modes() {
+    if !have_runsc() {
+        return;
+    }
+    let s = Server::start(&[]);
+    let v = s
+        .create(json!({"isolation": "gvisor", "timeout": 600}))
+        .await;
+    let id = v["id"].as_str().expect("id").to_owned();
+    exec(&s, &id, "echo kept > /home/user/f").await;
+    for mode in ["full", "filesystem"] {
+        let (st, v) = call(
+            s.req(Method::POST, &format!("/v1/sandboxes/{id}/pause"))
+                .json(&json!({ "mode": mode })),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{mode}: {v}");
+        assert_eq!(v["paused_mode"], mode, "{v}");
+        let (st, v) = call(
+            s.req(Method::POST, &format!("/v1/sandboxes/{id}/resume"))
+                .json(&json!({})),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{mode}: {v}");
+        let r = exec(&s, &id, "cat /home/user/f").await;
+        assert_eq!(r["stdout"], "kept\n", "{mode}: {r}");
+        assert!(on_gvisor(&s, &id).await, "{mode}: resumed off gVisor");
+    }
+    let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+    assert_eq!(runsc_state_of(&s, &id), Vec::<String>::new());
+}
