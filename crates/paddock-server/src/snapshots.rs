@@ -261,5 +261,9 @@ fn child_spec(
         secrets,
         // A fork runs where its parent does (the request is forwarded to that node).
         node_selector: BTreeMap::new(),
+        // And on the parent's isolation backend.
+        isolation: s
+            .get("isolation")
+            .and_then(|v| serde_json::from_value(v.clone()).ok()),
     })
 }
