@@ -9,6 +9,7 @@
 //! `/var/tmp/paddock-e2b-2.31-venv`), which refuses any API key that is not `e2b_` and hex:
 //! it runs with the `e2b_` form of a Paddock key.
 
+mod cluster;
 mod server;
 
 use std::io::{BufRead, BufReader};
@@ -199,4 +200,50 @@ fn pytest_summary_lines_parse() {
     assert_eq!((s.passed, s.skipped), (3, 1));
     assert!(parse_summary("test_wire.py ....... in progress").is_none());
     assert!(parse_summary("....F.... [ 41%]").is_none());
+}
+
+/// The same suite through a control plane of a fleet with two nodes (`docs/fleet.md`): the
+/// SDK's control API, data plane (by `E2b-Sandbox-Id`) and port URLs all reach the node
+/// holding each sandbox.
+#[tokio::test(flavor = "multi_thread")]
+async fn e2b_python_sdk_conformance_through_a_control_plane() {
+    let python = tokio::task::spawn_blocking(|| prepare_venv(VENV, &suite_dir()))
+        .await
+        .expect("venv task");
+    let f = cluster::Fleet::start_with(
+        1,
+        &[&[], &[]],
+        &["--domain", DOMAIN],
+        &["--domain", DOMAIN, "--metrics-interval", "1s"],
+    );
+    let (st, v) = call(
+        f.req(0, Method::POST, "/v1/keys")
+            .json(&json!({"name": "e2b-sdk"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let key = v["key"].as_str().expect("key").to_owned();
+    let url = f.controls[0].url.clone();
+    let (ok, summary) =
+        tokio::task::spawn_blocking(move || run_pytest(&python, &suite_dir(), &url, &key))
+            .await
+            .expect("pytest task");
+    let summary = summary.expect("pytest ended without a summary line");
+    println!(
+        "e2b conformance through a control plane: {} passed, {} failed",
+        summary.passed,
+        summary.failed + summary.errors
+    );
+    assert!(ok, "the E2B suite failed through the fleet: {summary:?}");
+    assert!(summary.passed >= TESTS_WRITTEN, "{summary:?}");
+    // Both nodes served some of them.
+    let (st, v) = call(f.req(0, Method::GET, "/v1/sandboxes?state=stopped&limit=1000")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let nodes: std::collections::BTreeSet<&str> = v["sandboxes"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|s| s["node"].as_str())
+        .collect();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
 }

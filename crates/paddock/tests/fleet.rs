@@ -4,259 +4,18 @@
 //! The store is a shared SQLite file (WAL works across processes on one host); the
 //! PostgreSQL store runs the same binaries with a `postgres://` `--database-url`.
 
+mod cluster;
 mod server;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use cluster::Fleet;
 
 use futures::{SinkExt as _, StreamExt as _};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use server::{call, eventually, leftovers, processes_of, require_root};
-
-const TOKEN: &str = "fleet-test-token-0123456789abcdef0123456789";
-
-/// One `paddock control` or `paddock node` process.
-struct Proc {
-    child: Option<Child>,
-    url: String,
-    args: Vec<String>,
-    data: Option<PathBuf>,
-}
-
-impl Proc {
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn stop(&mut self) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        if let Some(pid) = rustix::process::Pid::from_raw(c.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        if server::wait_or_kill(&mut c, Duration::from_secs(30)).is_none() {
-            eprintln!("a fleet process did not stop in 30 s; killed");
-        }
-    }
-
-    fn restart(&mut self) {
-        assert!(self.child.is_none());
-        let (child, url, _) = spawn(&self.args, TOKEN);
-        self.child = Some(child);
-        self.url = url;
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-        if let Some(d) = &self.data {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(d.join("layers"))
-                .stderr(Stdio::null())
-                .status();
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
-/// Starts a process with `args`; returns it, its URL and the admin key it printed.
-// The child is waited for by `Proc::stop`/`kill9`/`Drop`.
-#[allow(clippy::zombie_processes)]
-fn spawn(args: &[String], token: &str) -> (Child, String, Option<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paddock"))
-        .args(args)
-        .env("PADDOCK_AGENT_BIN", env!("CARGO_BIN_EXE_paddock-agent"))
-        .env("PADDOCK_FLEET_TOKEN", token)
-        .env("PADDOCK_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawning paddock");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let mut key = None;
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("paddock did not print its address within 60 s");
-        if let Some(k) = line.strip_prefix("PADDOCK_API_KEY=") {
-            key = Some(k.to_owned());
-        }
-        if let Some(u) = line
-            .strip_prefix("paddock: listening on ")
-            .or_else(|| line.strip_prefix("paddock: control plane listening on "))
-        {
-            return (child, u.to_owned(), key);
-        }
-    }
-}
-
-/// Control planes and nodes on one store in a fresh directory.
-struct Fleet {
-    dir: PathBuf,
-    db: String,
-    admin_key: String,
-    controls: Vec<Proc>,
-    nodes: Vec<Proc>,
-    http: reqwest::Client,
-}
-
-impl Fleet {
-    fn start(controls: usize, nodes: &[&[&str]]) -> Fleet {
-        require_root("the fleet tests (real nodes)");
-        let tag = std::env::var("PADDOCK_TEST_TAG").unwrap_or_default();
-        let id = paddock_core::SandboxId::random();
-        let dir = PathBuf::from(format!("/var/tmp/paddock-fleet{tag}-{}", &id.as_str()[..8]));
-        std::fs::create_dir_all(&dir).expect("fleet dir");
-        let db = format!("sqlite:{}", dir.join("fleet.db").display());
-        let mut f = Fleet {
-            dir,
-            db,
-            admin_key: String::new(),
-            controls: Vec::new(),
-            nodes: Vec::new(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .expect("http client"),
-        };
-        for _ in 0..controls {
-            f.add_control();
-        }
-        for labels in nodes {
-            f.add_node(labels);
-        }
-        f
-    }
-
-    fn add_control(&mut self) {
-        let args: Vec<String> = [
-            "control",
-            "--database-url",
-            &self.db,
-            "--listen",
-            "127.0.0.1:0",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        let (child, url, key) = spawn(&args, TOKEN);
-        if let Some(k) = key {
-            self.admin_key = k;
-        }
-        assert!(
-            !self.admin_key.is_empty(),
-            "the first control plane prints the admin key"
-        );
-        self.controls.push(Proc {
-            child: Some(child),
-            url,
-            args,
-            data: None,
-        });
-    }
-
-    fn node_args(&self, n: usize, labels: &[&str]) -> (Vec<String>, PathBuf) {
-        let data = self.dir.join(format!("node{n}"));
-        let mut args: Vec<String> = [
-            "node",
-            "--data-dir",
-            &data.display().to_string(),
-            "--database-url",
-            &self.db,
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            &format!("node{n}"),
-            "--on-shutdown",
-            "destroy",
-        ]
-        .map(|s| s.to_owned())
-        .to_vec();
-        for l in labels {
-            args.extend(["--label".to_owned(), (*l).to_owned()]);
-        }
-        (args, data)
-    }
-
-    fn add_node(&mut self, labels: &[&str]) {
-        let (args, data) = self.node_args(self.nodes.len() + 1, labels);
-        let (child, url, _) = spawn(&args, TOKEN);
-        // A restarted node listens on a new port; it registers its new address.
-        self.nodes.push(Proc {
-            child: Some(child),
-            url,
-            args,
-            data: Some(data),
-        });
-    }
-
-    fn req(&self, control: usize, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.req_as(&self.admin_key, control, method, path)
-    }
-
-    fn req_as(
-        &self,
-        key: &str,
-        control: usize,
-        method: Method,
-        path: &str,
-    ) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.controls[control].url))
-            .bearer_auth(key)
-    }
-
-    async fn create(&self, control: usize, body: Value) -> Value {
-        let (st, v) = call(self.req(control, Method::POST, "/v1/sandboxes").json(&body)).await;
-        assert_eq!(st, StatusCode::CREATED, "create: {v}");
-        v
-    }
-
-    async fn nodes(&self) -> Vec<Value> {
-        let (st, v) = call(self.req(0, Method::GET, "/v1/nodes")).await;
-        assert_eq!(st, StatusCode::OK, "{v}");
-        v["nodes"].as_array().expect("nodes").clone()
-    }
-
-    async fn node_id(&self, name: &str) -> String {
-        let n = self.nodes().await;
-        let n = n.iter().find(|n| n["name"] == name).expect("node listed");
-        n["id"].as_str().expect("id").to_owned()
-    }
-
-    async fn exec(&self, control: usize, id: &str, cmd: &str) -> Value {
-        let (st, v) = call(
-            self.req(control, Method::POST, &format!("/v1/sandboxes/{id}/exec"))
-                .json(&json!({"command": cmd})),
-        )
-        .await;
-        assert_eq!(st, StatusCode::OK, "exec: {v}");
-        v
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        // Nodes first: they destroy their sandboxes on the way down.
-        self.nodes.clear();
-        self.controls.clear();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use server::{call, eventually, leftovers, processes_of};
 
 fn node_of(v: &Value) -> String {
     v["node"]
@@ -516,6 +275,32 @@ async fn drain_and_bad_input() {
             "{path}: {v}"
         );
     }
+    // The event stream through a control plane carries events of every node.
+    let mut sse = f
+        .req(0, Method::GET, "/v1/events")
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(sse.status(), StatusCode::OK);
+    let mut ids = Vec::new();
+    for zone in ["a", "b"] {
+        let v = f.create(0, json!({"node_selector": {"zone": zone}})).await;
+        ids.push(v["id"].as_str().expect("id").to_owned());
+    }
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ids
+        .iter()
+        .all(|id| seen.contains(&format!("\"sandbox_id\":\"{id}\"")))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, sse.chunk()).await {
+            Ok(Ok(Some(c))) => seen.push_str(&String::from_utf8_lossy(&c)),
+            other => panic!("events of both nodes did not arrive: {other:?}; seen {seen}"),
+        }
+    }
+    drop(sse);
     // Drain: new sandboxes go to the other node only; the drained one's keep running.
     let on_a = f.create(0, json!({"node_selector": {"zone": "a"}})).await;
     assert_eq!(node_of(&on_a), a);

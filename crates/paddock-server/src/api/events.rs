@@ -118,6 +118,14 @@ async fn events(
         };
         futures::future::ready(keep)
     });
+    // On a fleet node, other processes (nodes, control planes) store events too: the
+    // store is the stream, polled every `FLEET_EVENT_POLL`.
+    let live: std::pin::Pin<Box<dyn futures::Stream<Item = Event> + Send>> =
+        if state.cfg.node.is_some() {
+            Box::pin(poll_store(state.clone(), f.clone(), last))
+        } else {
+            Box::pin(live)
+        };
     let stream = futures::stream::iter(backlog).chain(live).map(|e| {
         let mut ev = SseEvent::default()
             .event(e.kind.clone())
@@ -130,6 +138,43 @@ async fn events(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// How often an SSE stream of a fleet node looks for new events in the store.
+pub const FLEET_EVENT_POLL: Duration = Duration::from_millis(500);
+
+/// Events after `last` matching `f`, read from the store as they arrive.
+fn poll_store(
+    state: Arc<AppState>,
+    f: EventFilter,
+    last: i64,
+) -> impl futures::Stream<Item = Event> + Send {
+    futures::stream::unfold(
+        (state, f, last, std::collections::VecDeque::new()),
+        |(state, f, mut last, mut queue)| async move {
+            loop {
+                if let Some(e) = queue.pop_front() {
+                    return Some((e, (state, f, last, queue)));
+                }
+                let page = state.store.list_events(&EventFilter {
+                    after_seq: Some(last),
+                    limit: Some(1000),
+                    ..f.clone()
+                });
+                match page {
+                    Ok(rows) if !rows.is_empty() => {
+                        last = rows.last().map_or(last, |e| e.seq);
+                        queue.extend(rows);
+                    }
+                    Ok(_) => tokio::time::sleep(FLEET_EVENT_POLL).await,
+                    Err(e) => {
+                        tracing::warn!("reading events: {e}");
+                        tokio::time::sleep(FLEET_EVENT_POLL).await;
+                    }
+                }
+            }
+        },
+    )
 }
 
 fn matches_filter(f: &EventFilter, e: &Event) -> bool {
