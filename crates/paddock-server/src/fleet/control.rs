@@ -390,6 +390,24 @@ fn named_sandbox(req: &Request, domain: &str) -> Option<String> {
     Some(id.to_owned())
 }
 
+/// The template (or snapshot) a request names, if any.
+fn named_template(req: &Request) -> Option<String> {
+    let segs: Vec<&str> = req.uri().path().split('/').skip(1).collect();
+    match segs.as_slice() {
+        ["v1", "templates", name, ..] | ["v1", "snapshots", name] | ["templates", name, ..] => {
+            Some((*name).to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// Whether a node that is not dead lists the template.
+fn held(nodes: &[NodeRecord], template: &str) -> bool {
+    nodes
+        .iter()
+        .any(|n| n.state != NodeState::Dead && n.templates.iter().any(|t| t == template))
+}
+
 fn is_create(req: &Request) -> bool {
     req.method() == http::Method::POST
         && matches!(
@@ -409,12 +427,26 @@ async fn route(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
     if is_create(&req) {
         return create(ctl, req).await;
     }
+    route_other(ctl, req).await
+}
+
+/// A request that is not a create: to the holder of what it names, else any live node.
+async fn route_other(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
     let nodes = ctl.store.list_nodes()?;
     let live = |n: &&NodeRecord| n.state != NodeState::Dead;
     if let Some(id) = named_sandbox(&req, &ctl.cfg.domain)
         && let Some(r) = ctl.store.get_sandbox(&id)?
         && let Some(holder) = super::node_of(&r)
         && let Some(n) = nodes.iter().filter(live).find(|n| n.id == holder)
+    {
+        return Ok(ctl.forwarder.forward(&n.name, &n.address, req).await);
+    }
+    // A template lives on the nodes that made it: its requests go to one of them.
+    if let Some(name) = named_template(&req)
+        && let Some(n) = nodes
+            .iter()
+            .filter(live)
+            .find(|n| n.templates.contains(&name))
     {
         return Ok(ctl.forwarder.forward(&n.name, &n.address, req).await);
     }
@@ -492,7 +524,18 @@ async fn create(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
         .await
         .map_err(|_| ApiError::PayloadTooLarge(ctl.cfg.max_json_body))?;
     let want = want_of(parts.uri.path(), &bytes)?;
-    let nodes = ctl.store.list_nodes()?;
+    let mut nodes = ctl.store.list_nodes()?;
+    // A template made a moment ago shows in its node's next heartbeat: wait for one.
+    let until = std::time::Instant::now() + super::HEARTBEAT + Duration::from_millis(500);
+    while !held(&nodes, &want.template) && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        nodes = ctl.store.list_nodes()?;
+    }
+    if !held(&nodes, &want.template) {
+        // No node has it: any node answers as a single host would (unknown template).
+        let req = Request::from_parts(parts, Body::from(bytes));
+        return route_other(ctl, req).await;
+    }
     let now = now_ms();
     let chosen = {
         let mut pending = ctl.pending.lock().expect("pending poisoned");
