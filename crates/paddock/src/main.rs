@@ -245,7 +245,7 @@ struct NodeArgs {
     #[arg(long, env = "PADDOCK_MAX_SANDBOXES", default_value_t = 256)]
     max_sandboxes: u32,
     /// CPU limits of the node's sandboxes may add up to this many times its CPUs.
-    #[arg(long, env = "PADDOCK_CPU_OVERCOMMIT", default_value_t = 4.0)]
+    #[arg(long, env = "PADDOCK_CPU_OVERCOMMIT", default_value_t = 16.0)]
     cpu_overcommit: f64,
 }
 

@@ -214,7 +214,15 @@ async fn e2b_python_sdk_conformance_through_a_control_plane() {
         1,
         &[&[], &[]],
         &["--domain", DOMAIN],
-        &["--domain", DOMAIN, "--metrics-interval", "1s"],
+        // The suite runs many sandboxes at once; a single host does not count CPU limits.
+        &[
+            "--domain",
+            DOMAIN,
+            "--metrics-interval",
+            "1s",
+            "--cpu-overcommit",
+            "64",
+        ],
     );
     let (st, v) = call(
         f.req(0, Method::POST, "/v1/keys")

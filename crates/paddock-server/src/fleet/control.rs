@@ -381,13 +381,19 @@ fn named_sandbox(req: &Request, domain: &str) -> Option<String> {
         return Some(t.id);
     }
     let segs: Vec<&str> = req.uri().path().split('/').skip(1).collect();
+    // A snapshot list of one sandbox is that sandbox's node's.
+    let of_sandbox = crate::wire::form_urlencoded_pairs(req.uri().query().unwrap_or(""))
+        .into_iter()
+        .find(|(k, _)| matches!(k.as_str(), "sandbox_id" | "sandboxID" | "sandbox"))
+        .map(|(_, v)| v);
     let id = match segs.as_slice() {
-        ["v1", "sandboxes", id, ..] | ["v2", "sandboxes", id, ..] => *id,
-        ["sandboxes", id, ..] | ["proxy", id, ..] => *id,
+        ["v1", "sandboxes", id, ..] | ["v2", "sandboxes", id, ..] => (*id).to_owned(),
+        ["sandboxes", id, ..] | ["proxy", id, ..] => (*id).to_owned(),
+        ["snapshots"] | ["v1", "snapshots"] => of_sandbox?,
         _ => return None,
     };
     id.parse::<paddock_core::SandboxId>().ok()?;
-    Some(id.to_owned())
+    Some(id)
 }
 
 /// The template (or snapshot) a request names, if any.
@@ -441,14 +447,27 @@ async fn route_other(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
     {
         return Ok(ctl.forwarder.forward(&n.name, &n.address, req).await);
     }
-    // A template lives on the nodes that made it: its requests go to one of them.
-    if let Some(name) = named_template(&req)
-        && let Some(n) = nodes
-            .iter()
-            .filter(live)
-            .find(|n| n.templates.contains(&name))
-    {
-        return Ok(ctl.forwarder.forward(&n.name, &n.address, req).await);
+    // A template lives on the nodes that made it: its requests go to one of them (one made
+    // a moment ago shows in its node's next heartbeat).
+    if let Some(name) = named_template(&req) {
+        let mut nodes = nodes.clone();
+        let until = std::time::Instant::now() + super::HEARTBEAT + Duration::from_millis(500);
+        loop {
+            if let Some(n) = nodes
+                .iter()
+                .filter(live)
+                .find(|n| n.templates.contains(&name))
+            {
+                return Ok(ctl.forwarder.forward(&n.name, &n.address, req).await);
+            }
+            if req.method() != http::Method::GET && req.method() != http::Method::DELETE
+                || std::time::Instant::now() >= until
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            nodes = ctl.store.list_nodes()?;
+        }
     }
     // Anything else: any live node answers from the shared store.
     let live: Vec<&NodeRecord> = nodes.iter().filter(live).collect();
