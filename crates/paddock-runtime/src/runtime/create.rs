@@ -27,7 +27,7 @@ impl Runtime {
             .await
             .map_err(RuntimeError::task("create"))??;
         if policy.mode != NetworkMode::None
-            && let Err(e) = self.network_up(&sbx, &policy).await
+            && let Err(e) = self.network_up_new(&sbx, &policy).await
         {
             let _ = self.destroy(sbx.id.as_str()).await;
             return Err(e);
@@ -52,6 +52,24 @@ impl Runtime {
             Some("root"),
         )
         .await
+    }
+
+    /// [`Runtime::network_up`] for a sandbox being created, where nothing runs inside yet:
+    /// `resolv.conf` is written while the link is made, so nobody can read it before its
+    /// resolver is there.
+    async fn network_up_new(self: &Arc<Self>, sbx: &Arc<Sandbox>, p: &NetworkPolicy) -> Result<()> {
+        let this = self.clone();
+        let (slot, pid, p2) = (sbx.slot, sbx.pid, p.clone());
+        let (attached, written) = tokio::join!(
+            tokio::task::spawn_blocking(move || this.net.attach(slot, pid, &p2)),
+            sbx.write_file(
+                "/etc/resolv.conf",
+                crate::net::resolv_conf(p.mode, slot).into_bytes(),
+                Some("root"),
+            )
+        );
+        attached.map_err(RuntimeError::task("network"))??;
+        written
     }
 
     /// The host's own networks (addresses, connected subnets, gateways) no sandbox reaches
