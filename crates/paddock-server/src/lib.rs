@@ -27,6 +27,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod console;
+pub mod cost;
 pub mod dns;
 pub mod e2b;
 pub mod error;

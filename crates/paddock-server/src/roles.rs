@@ -64,6 +64,10 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/v1/keys", A),
     ("DELETE", "/v1/keys/{id}", A),
     ("GET", "/v1/audit", A),
+    // Usage and cost.
+    ("GET", "/v1/usage", V),
+    ("GET", "/v1/usage/prices", V),
+    ("PUT", "/v1/usage/prices", A),
     // Events.
     ("GET", "/v1/events", V),
     // Sandboxes.

@@ -66,6 +66,17 @@ impl UsageHistory {
         ((cores * 100.0).round() / 100.0, mem)
     }
 
+    /// The last sample of every sandbox (what the next round is metered against).
+    pub fn last_samples(&self) -> std::collections::BTreeMap<String, Sample> {
+        let all = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.iter()
+            .filter_map(|(id, q)| Some((id.clone(), *q.back()?)))
+            .collect()
+    }
+
     /// The samples of sandbox `id`, oldest first.
     pub fn series(&self, id: &str) -> Vec<Sample> {
         self.0
@@ -104,7 +115,11 @@ pub async fn run(state: Arc<AppState>) {
         })
         .await;
         match round {
-            Ok(round) => state.usage.record_round(round),
+            Ok(round) => {
+                // Cost metering: what each sandbox used since its previous sample.
+                crate::cost::meter(&state, &state.usage.last_samples(), &round);
+                state.usage.record_round(round)
+            }
             Err(e) => tracing::warn!("usage sampling task failed: {e}"),
         }
     }

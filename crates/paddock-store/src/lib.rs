@@ -21,10 +21,13 @@ mod secrets;
 mod sqlite;
 mod sqlite_nodes;
 mod sqlite_secrets;
+mod sqlite_usage;
+mod usage;
 
 pub use nodes::{Heartbeat, NodeRecord, NodeState, NodeStore};
 pub use secrets::{SealedVersion, SecretRecord, SecretStore};
 pub use sqlite::SqliteStore;
+pub use usage::{UsageFilter, UsageRow, UsageStore};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -287,7 +290,7 @@ pub struct ExecRecord {
 }
 
 /// Paddock's persistent state. Implementations: [`SqliteStore`].
-pub trait Store: Send + Sync + fmt::Debug + SecretStore + NodeStore {
+pub trait Store: Send + Sync + fmt::Debug + SecretStore + NodeStore + UsageStore {
     // Tenants and keys.
     fn insert_tenant(&self, t: &Tenant) -> Result<()>;
     fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;

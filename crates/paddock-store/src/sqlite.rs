@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_secrets.sql"),
     include_str!("../migrations/0004_nodes.sql"),
     include_str!("../migrations/0005_roles.sql"),
+    include_str!("../migrations/0006_usage.sql"),
 ];
 
 /// The embedded SQLite store.

@@ -31,6 +31,7 @@ mod snapshot;
 mod sync;
 mod template;
 mod testcmd;
+mod usage;
 
 /// How to reach the server. Flattened into every client command.
 #[derive(Args, Debug, Clone)]
@@ -93,6 +94,8 @@ pub(crate) enum ClientCmd {
     Key(admin::KeyArgs),
     /// Show the audit trail (admin).
     Audit(admin::AuditArgs),
+    /// Usage and cost per sandbox, key, tenant or template over a time range.
+    Usage(usage::UsageArgs),
     /// Serve Paddock's MCP tools over stdin/stdout, for desktop agents (docs/mcp.md).
     Mcp(mcp::McpArgs),
     /// Manage the tenant's secrets: create, update, ls, info, rm, rotate-key (values are
@@ -132,6 +135,7 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Fork(a) => snapshot::fork(a).await,
         ClientCmd::Key(a) => admin::key(a).await,
         ClientCmd::Audit(a) => admin::audit(a).await,
+        ClientCmd::Usage(a) => usage::usage(a).await,
         ClientCmd::Secret(a) => secret::run(a).await,
         ClientCmd::Template(a) => template::run(a).await,
         ClientCmd::Mcp(a) => mcp::run(a).await,

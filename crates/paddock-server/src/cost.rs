@@ -1,0 +1,355 @@
+//! Cost: metered usage of sandboxes, priced by a price table (`docs/cost.md`).
+//!
+//! - Metering: at every sampling round (`usage::run`) each running sandbox's CPU time since
+//!   its previous sample (CPU-seconds) and its memory times the time between the two samples
+//!   (GiB-hours) are added to its row of the hour in the store (`UsageStore`). Disk GiB-hours
+//!   and egress bytes are columns of the same rows but are not metered yet: the disk figure
+//!   asks btrfs (too slow for every round) and the runtime keeps no per-sandbox egress
+//!   counter; both report 0 until they are.
+//! - Prices: `<data>/prices.json`, set by `PUT /v1/usage/prices` (admin), every entry a
+//!   finite non-negative number; an invalid table is a 400 naming the entry and changes
+//!   nothing. Without one every price is 0.
+//! - Reports: `GET /v1/usage?from&to&by`, summed per sandbox, key, tenant or template over
+//!   whole UTC hours, with the cost of each group.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use paddock_store::{Role, UsageFilter, UsageRow, now_ms};
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::usage::Sample;
+use crate::wire::{form_urlencoded_pairs, json_response, rfc3339};
+
+const HOUR_MS: i64 = 3_600_000;
+const GIB: f64 = (1u64 << 30) as f64;
+/// Longest report range: 366 days.
+pub const MAX_RANGE_HOURS: i64 = 366 * 24;
+/// Largest price table body.
+const MAX_PRICES_BYTES: usize = 4096;
+
+/// The price of each metered amount, in the operator's currency.
+pub const PRICE_ENTRIES: [&str; 4] = [
+    "cpu_second",
+    "memory_gib_hour",
+    "disk_gib_hour",
+    "egress_gib",
+];
+
+/// A price table: every entry of [`PRICE_ENTRIES`], finite and non-negative.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Prices {
+    pub cpu_second: f64,
+    pub memory_gib_hour: f64,
+    pub disk_gib_hour: f64,
+    pub egress_gib: f64,
+}
+
+impl Prices {
+    /// Parses a table, naming the first bad entry in the error. Entries left out are 0.
+    pub fn parse(body: &[u8]) -> Result<Prices, String> {
+        let v: Value =
+            serde_json::from_slice(body).map_err(|e| format!("price table is not JSON: {e}"))?;
+        let obj = v
+            .as_object()
+            .ok_or("price table must be a JSON object of numbers")?;
+        let mut p = Prices::default();
+        for (k, v) in obj {
+            let n = v
+                .as_f64()
+                .filter(|n| n.is_finite() && *n >= 0.0)
+                .ok_or_else(|| {
+                    format!("price {k:?} must be a finite number of at least 0, not {v}")
+                })?;
+            match k.as_str() {
+                "cpu_second" => p.cpu_second = n,
+                "memory_gib_hour" => p.memory_gib_hour = n,
+                "disk_gib_hour" => p.disk_gib_hour = n,
+                "egress_gib" => p.egress_gib = n,
+                other => {
+                    return Err(format!(
+                        "unknown price {other:?}: expected {}",
+                        PRICE_ENTRIES.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "cpu_second": self.cpu_second,
+            "memory_gib_hour": self.memory_gib_hour,
+            "disk_gib_hour": self.disk_gib_hour,
+            "egress_gib": self.egress_gib,
+        })
+    }
+
+    fn cost(&self, t: &Totals) -> f64 {
+        t.cpu_seconds * self.cpu_second
+            + t.memory_gib_hours * self.memory_gib_hour
+            + t.disk_gib_hours * self.disk_gib_hour
+            + t.egress_bytes as f64 / GIB * self.egress_gib
+    }
+}
+
+fn prices_path(state: &AppState) -> std::path::PathBuf {
+    state.cfg.data_dir.join("prices.json")
+}
+
+/// The current price table (all 0 without one; a table that no longer parses is logged
+/// and counts as all 0).
+pub fn prices(state: &AppState) -> Prices {
+    match std::fs::read(prices_path(state)) {
+        Ok(b) => Prices::parse(&b).unwrap_or_else(|e| {
+            tracing::error!("ignoring prices.json: {e}");
+            Prices::default()
+        }),
+        Err(_) => Prices::default(),
+    }
+}
+
+/// One sampling round's usage: for each sandbox with a previous sample, what it used since.
+pub fn meter(state: &AppState, prev: &BTreeMap<String, Sample>, round: &[(String, Sample)]) {
+    let mut deltas = Vec::new();
+    for (id, cur) in round {
+        let Some(p) = prev.get(id) else { continue };
+        let dt_ms = cur.at_ms - p.at_ms;
+        if dt_ms <= 0 {
+            continue;
+        }
+        let Ok(Some(rec)) = state.store.get_sandbox(id) else {
+            continue;
+        };
+        deltas.push(UsageRow {
+            sandbox_id: id.clone(),
+            hour: cur.at_ms / HOUR_MS,
+            tenant: rec.tenant,
+            key_id: rec.key_id,
+            template: rec.template,
+            cpu_seconds: cur.cpu_ns.saturating_sub(p.cpu_ns) as f64 / 1e9,
+            memory_gib_hours: cur.mem_bytes as f64 / GIB * dt_ms as f64 / HOUR_MS as f64,
+            disk_gib_hours: 0.0,
+            egress_bytes: 0,
+        });
+    }
+    if !deltas.is_empty()
+        && let Err(e) = state.store.add_usage(&deltas)
+    {
+        tracing::error!("storing usage: {e}");
+    }
+}
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/usage", get(report))
+        .route("/v1/usage/prices", get(get_prices).put(put_prices))
+}
+
+async fn get_prices(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {
+    Ok(json_response(StatusCode::OK, prices(&state).json()))
+}
+
+/// `PUT /v1/usage/prices`: replaces the price table (admin).
+async fn put_prices(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let res = (|| {
+        if body.len() > MAX_PRICES_BYTES {
+            return Err(ApiError::PayloadTooLarge(MAX_PRICES_BYTES));
+        }
+        let p = Prices::parse(&body).map_err(ApiError::BadRequest)?;
+        let path = prices_path(&state);
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, p.json().to_string())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| ApiError::Internal(format!("writing prices.json: {e}")))?;
+        Ok(p)
+    })();
+    let p = state.audited(&caller, "usage.prices", None, None, res)?;
+    Ok(json_response(StatusCode::OK, p.json()))
+}
+
+#[derive(Debug, Default, Clone)]
+struct Totals {
+    cpu_seconds: f64,
+    memory_gib_hours: f64,
+    disk_gib_hours: f64,
+    egress_bytes: i64,
+    sandboxes: std::collections::BTreeSet<String>,
+}
+
+impl Totals {
+    fn add(&mut self, r: &UsageRow) {
+        self.cpu_seconds += r.cpu_seconds;
+        self.memory_gib_hours += r.memory_gib_hours;
+        self.disk_gib_hours += r.disk_gib_hours;
+        self.egress_bytes = self.egress_bytes.saturating_add(r.egress_bytes);
+        self.sandboxes.insert(r.sandbox_id.clone());
+    }
+    fn json(&self, prices: &Prices) -> Value {
+        let round = |x: f64| (x * 1e6).round() / 1e6;
+        json!({
+            "cpu_seconds": round(self.cpu_seconds),
+            "memory_gib_hours": round(self.memory_gib_hours),
+            "disk_gib_hours": round(self.disk_gib_hours),
+            "egress_bytes": self.egress_bytes,
+            "sandboxes": self.sandboxes.len(),
+            "cost": round(prices.cost(self)),
+        })
+    }
+}
+
+/// A time in a query: RFC 3339, or milliseconds since the epoch.
+fn parse_time(name: &str, v: &str) -> ApiResult<i64> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "{name} {v:?} is not an RFC 3339 time or milliseconds since the epoch"
+            ))
+        })
+}
+
+/// `GET /v1/usage[?from=T][&to=T][&by=sandbox|key|tenant|template]`: usage and cost over
+/// the UTC hours from `from` (default: 24 h before `to`) to `to` (default: now), grouped.
+/// Admins see every tenant (`tenant=` narrows), operators and viewers their tenant,
+/// developers their own key's sandboxes.
+async fn report(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let (mut from, mut to, mut by, mut tenant) = (None, None, "sandbox".to_owned(), None);
+    for (k, v) in form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
+        match k.as_str() {
+            "from" => from = Some(parse_time("from", &v)?),
+            "to" => to = Some(parse_time("to", &v)?),
+            "by" => by = v,
+            "tenant" => tenant = Some(v),
+            other => return Err(crate::wire::unknown_param(other)),
+        }
+    }
+    if !["sandbox", "key", "tenant", "template"].contains(&by.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "by {by:?} must be sandbox, key, tenant or template"
+        )));
+    }
+    let to = to.unwrap_or_else(now_ms);
+    let from = from.unwrap_or(to - 24 * HOUR_MS);
+    if from >= to {
+        return Err(ApiError::BadRequest("from must be before to".into()));
+    }
+    // Whole hours: the hour holding `from` up to and including the hour holding `to`.
+    let (from_hour, to_hour) = (from.div_euclid(HOUR_MS), to.div_euclid(HOUR_MS) + 1);
+    if to_hour - from_hour > MAX_RANGE_HOURS {
+        return Err(ApiError::BadRequest(format!(
+            "the range is longer than {} days",
+            MAX_RANGE_HOURS / 24
+        )));
+    }
+    let mut f = UsageFilter {
+        from_hour,
+        to_hour,
+        ..Default::default()
+    };
+    if caller.is_admin() {
+        f.tenant = tenant;
+    } else {
+        if tenant.is_some_and(|t| t != caller.tenant()) {
+            return Err(ApiError::BadRequest(
+                "tenant= names another tenant; only admins may".into(),
+            ));
+        }
+        f.tenant = Some(caller.tenant().to_owned());
+    }
+    if caller.key.role == Role::Developer {
+        f.key_id = Some(caller.key.id.clone());
+    }
+    let rows = state.store.list_usage(&f)?;
+    let prices = prices(&state);
+    let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
+    let mut total = Totals::default();
+    for r in &rows {
+        let g = match by.as_str() {
+            "sandbox" => &r.sandbox_id,
+            "key" => &r.key_id,
+            "tenant" => &r.tenant,
+            _ => &r.template,
+        };
+        groups.entry(g.clone()).or_default().add(r);
+        total.add(r);
+    }
+    let groups: Vec<Value> = groups
+        .iter()
+        .map(|(k, t)| {
+            let mut v = t.json(&prices);
+            v[by.as_str()] = k.clone().into();
+            v
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({
+            "from": rfc3339(Some(from_hour * HOUR_MS)),
+            "to": rfc3339(Some(to_hour * HOUR_MS)),
+            "by": by,
+            "prices": prices.json(),
+            "groups": groups,
+            "total": total.json(&prices),
+            "metered": ["cpu_seconds", "memory_gib_hours"],
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn price_tables_name_their_bad_entry() {
+        let p = Prices::parse(br#"{"cpu_second": 0.5, "egress_gib": 2}"#).expect("valid");
+        assert_eq!(p.cpu_second, 0.5);
+        assert_eq!(p.egress_gib, 2.0);
+        assert_eq!(p.memory_gib_hour, 0.0);
+        for (bad, names) in [
+            (r#"{"cpu_second": -1}"#, "cpu_second"),
+            (r#"{"memory_gib_hour": "3"}"#, "memory_gib_hour"),
+            (r#"{"gpu_hour": 1}"#, "gpu_hour"),
+            (r#"{"disk_gib_hour": null}"#, "disk_gib_hour"),
+            (r#"[1, 2]"#, "object"),
+            ("nope", "not JSON"),
+        ] {
+            let e = Prices::parse(bad.as_bytes()).expect_err(bad);
+            assert!(e.contains(names), "{bad}: {e}");
+        }
+        let t = Totals {
+            cpu_seconds: 10.0,
+            memory_gib_hours: 2.0,
+            egress_bytes: 1 << 30,
+            ..Default::default()
+        };
+        let p = Prices {
+            cpu_second: 0.1,
+            memory_gib_hour: 1.0,
+            disk_gib_hour: 5.0,
+            egress_gib: 3.0,
+        };
+        assert!((p.cost(&t) - 6.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,132 @@
+//! Cost (`docs/cost.md`): a sandbox burning CPU is metered into `/v1/usage`, priced by the
+//! price table; an invalid table is a 400 naming the entry and changes nothing; bad report
+//! queries are 400; `paddock usage` prints the report.
+
+mod server;
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use server::{Server, call, eventually, require_root};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_is_metered_priced_and_reported_and_bad_input_changes_nothing() {
+    require_root("the usage test");
+    let s = Server::start(&["--metrics-interval", "1s"]);
+    let (_, dev) = s.new_key(json!({"name": "dev"})).await;
+    let sbx = s
+        .create_as(&dev, json!({"metadata": {"app": "cost"}}))
+        .await;
+    let id = sbx["id"].as_str().expect("id").to_owned();
+    let (st, v) = call(
+        s.req_as(&dev, Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&json!({"command": "timeout 3 sh -c 'while :; do :; done'; true"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+
+    // Prices: an invalid table names its entry and leaves the old one.
+    let (st, v) = call(
+        s.req(Method::PUT, "/v1/usage/prices")
+            .json(&json!({"cpu_second": 2.0, "memory_gib_hour": 1.0})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    for (bad, entry) in [
+        (json!({"cpu_second": -1}), "cpu_second"),
+        (json!({"gpu_hour": 1}), "gpu_hour"),
+        (json!({"egress_gib": "free"}), "egress_gib"),
+    ] {
+        let (st, v) = call(s.req(Method::PUT, "/v1/usage/prices").json(&bad)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        let msg = v["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(entry), "{bad}: {msg}");
+    }
+    let (st, v) = call(
+        s.req_as(&dev, Method::PUT, "/v1/usage/prices")
+            .json(&json!({"cpu_second": 0})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let (_, p) = call(s.req_as(&dev, Method::GET, "/v1/usage/prices")).await;
+    assert_eq!(p["cpu_second"], 2.0, "unchanged: {p}");
+
+    // The burn (3 s of a busy loop, under the sandbox's CPU limit on a shared host) shows
+    // up, priced, for the developer who owns it.
+    let report: Value = eventually(Duration::from_secs(30), "CPU metered", || async {
+        let (st, v) = call(s.req_as(&dev, Method::GET, "/v1/usage?by=sandbox")).await;
+        if st != StatusCode::OK {
+            return Err(format!("{st} {v}"));
+        }
+        let cpu = v["groups"][0]["cpu_seconds"].as_f64().unwrap_or(0.0);
+        if cpu >= 0.3 {
+            Ok(v)
+        } else {
+            Err(format!("{v}"))
+        }
+    })
+    .await;
+    let g = &report["groups"][0];
+    assert_eq!(g["sandbox"], id.as_str());
+    let cpu = g["cpu_seconds"].as_f64().expect("cpu");
+    let mem = g["memory_gib_hours"].as_f64().expect("mem");
+    assert!(cpu < 10.0, "{cpu}");
+    assert!(mem > 0.0, "{g}");
+    let cost = g["cost"].as_f64().expect("cost");
+    assert!((cost - (cpu * 2.0 + mem)).abs() < 1e-3, "{g}");
+    for by in ["key", "tenant", "template"] {
+        let (st, v) = call(s.req(Method::GET, &format!("/v1/usage?by={by}"))).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert!(
+            v["groups"].as_array().is_some_and(|g| !g.is_empty()),
+            "{by}: {v}"
+        );
+    }
+    // Another tenant's developer sees none of it.
+    let (_, other) = s.new_key(json!({"name": "other"})).await;
+    let (_, v) = call(s.req_as(&other, Method::GET, "/v1/usage")).await;
+    assert_eq!(v["groups"].as_array().map(Vec::len), Some(0), "{v}");
+
+    // Bad queries.
+    for q in [
+        "by=colour",
+        "from=yesterday",
+        "from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
+        "from=0",
+        "sandbox=x",
+    ] {
+        let (st, v) = call(s.req(Method::GET, &format!("/v1/usage?{q}"))).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{q}: {v}");
+    }
+
+    // The CLI's table and JSON.
+    let bin = env!("CARGO_BIN_EXE_paddock");
+    let out = std::process::Command::new(bin)
+        .args(["usage", "--by", "sandbox"])
+        .env("PADDOCK_URL", &s.url)
+        .env("PADDOCK_API_KEY", &dev)
+        .output()
+        .expect("paddock usage");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&id) && text.contains("TOTAL") && text.contains("CPU-S"),
+        "{text}"
+    );
+    let out = std::process::Command::new(bin)
+        .args(["usage", "--json", "--by", "template"])
+        .env("PADDOCK_URL", &s.url)
+        .env("PADDOCK_API_KEY", &dev)
+        .output()
+        .expect("paddock usage --json");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["by"], "template");
+}
