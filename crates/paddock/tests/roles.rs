@@ -78,7 +78,9 @@ fn fill(path: &str, sandbox: &str) -> String {
         .replace("{pid}", "1")
         .replace("{port}", "8080")
         .replace("{ctx}", "nosuchcontext")
-        .replace("{name}", "nosuch-thing")
+        // Invalid for every kind of name, so no allowed call makes anything (a valid
+        // template name would start a real bootstrap).
+        .replace("{name}", "-nosuch")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,7 +97,9 @@ async fn every_openapi_route_with_every_role_is_allowed_or_403_as_published() {
         keys.insert(role, k);
     }
     // The victim of every refused call: a running sandbox of the developer.
-    let sbx = s.create_as(&keys["developer"], json!({})).await;
+    let sbx = s
+        .create_as(&keys["developer"], json!({"timeout": 3600}))
+        .await;
     let id = sbx["id"].as_str().expect("id").to_owned();
     // Allowed calls go to a sandbox that does not exist, so they change nothing either.
     let missing = "zzzzzzzzzzzzzzzzzzzz";
