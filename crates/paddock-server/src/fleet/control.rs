@@ -55,7 +55,51 @@ pub struct Control {
     /// Placements made since each node's last heartbeat (by node id).
     pending: Mutex<HashMap<String, Pending>>,
     next: AtomicUsize,
+    /// Which node holds a sandbox (it never moves), so forwarding reads no record.
+    holders: Mutex<HashMap<String, String>>,
+    /// The node list as read at most [`NODES_TTL`] ago (forwarding only; placement reads
+    /// the store).
+    nodes_cache: Mutex<Option<(std::time::Instant, Arc<Vec<NodeRecord>>)>>,
     webhooks: crate::webhooks::Webhooks,
+}
+
+/// How long forwarding uses a node list before reading it again.
+pub const NODES_TTL: Duration = Duration::from_millis(500);
+/// Most sandbox-to-node entries remembered (the map starts over past it).
+pub const MAX_HOLDERS: usize = 100_000;
+
+impl Control {
+    /// The node list, read from the store at most [`NODES_TTL`] ago.
+    fn nodes_cached(&self) -> Result<Arc<Vec<NodeRecord>>, paddock_store::StoreError> {
+        let mut c = self.nodes_cache.lock().expect("nodes cache poisoned");
+        if let Some((at, nodes)) = c.as_ref()
+            && at.elapsed() < NODES_TTL
+        {
+            return Ok(nodes.clone());
+        }
+        let nodes = Arc::new(self.store.list_nodes()?);
+        *c = Some((std::time::Instant::now(), nodes.clone()));
+        Ok(nodes)
+    }
+
+    /// The node holding sandbox `id`, remembered after the first look.
+    fn holder(&self, id: &str) -> Result<Option<String>, paddock_store::StoreError> {
+        if let Some(n) = self.holders.lock().expect("holders poisoned").get(id) {
+            return Ok(Some(n.clone()));
+        }
+        let Some(r) = self.store.get_sandbox(id)? else {
+            return Ok(None);
+        };
+        let Some(node) = super::node_of(&r).map(str::to_owned) else {
+            return Ok(None);
+        };
+        let mut h = self.holders.lock().expect("holders poisoned");
+        if h.len() >= MAX_HOLDERS {
+            h.clear();
+        }
+        h.insert(id.to_owned(), node.clone());
+        Ok(Some(node))
+    }
 }
 
 /// Facts the caller learns once the control plane listens.
@@ -99,6 +143,8 @@ pub async fn serve_control(
         store,
         pending: Mutex::new(HashMap::new()),
         next: AtomicUsize::new(0),
+        holders: Mutex::new(HashMap::new()),
+        nodes_cache: Mutex::new(None),
     });
     tokio::spawn(watch_heartbeats(ctl.clone()));
     on_ready(ControlReady {
@@ -438,11 +484,10 @@ async fn route(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
 
 /// A request that is not a create: to the holder of what it names, else any live node.
 async fn route_other(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
-    let nodes = ctl.store.list_nodes()?;
+    let nodes = ctl.nodes_cached()?;
     let live = |n: &&NodeRecord| n.state != NodeState::Dead;
     if let Some(id) = named_sandbox(&req, &ctl.cfg.domain)
-        && let Some(r) = ctl.store.get_sandbox(&id)?
-        && let Some(holder) = super::node_of(&r)
+        && let Some(holder) = ctl.holder(&id)?
         && let Some(n) = nodes.iter().filter(live).find(|n| n.id == holder)
     {
         return Ok(ctl.forwarder.forward(&n.name, &n.address, req).await);
@@ -450,7 +495,7 @@ async fn route_other(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
     // A template lives on the nodes that made it: its requests go to one of them (one made
     // a moment ago shows in its node's next heartbeat).
     if let Some(name) = named_template(&req) {
-        let mut nodes = nodes.clone();
+        let mut nodes = nodes.to_vec();
         let until = std::time::Instant::now() + super::HEARTBEAT + Duration::from_millis(500);
         loop {
             if let Some(n) = nodes
