@@ -428,9 +428,10 @@ async fn drain_and_bad_input() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_control_plane_during_creates() {
     let mut f = Fleet::start(2, &[&[], &[]]);
-    // Ten creates in flight through control plane 0, which is killed under them.
+    // Twenty creates in flight through control plane 0, which is killed under them (a
+    // create takes tens of milliseconds, so some are cut mid-forward).
     let mut tasks = Vec::new();
-    for _ in 0..10 {
+    for _ in 0..20 {
         let rb = f
             .req(0, Method::POST, "/v1/sandboxes")
             .json(&json!({"timeout": 600}));
@@ -438,7 +439,7 @@ async fn dead_control_plane_during_creates() {
             async move { rb.send().await.map(|r| r.status()) },
         ));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
     f.controls[0].kill9();
     let mut answered = 0;
     for t in tasks {
@@ -447,7 +448,7 @@ async fn dead_control_plane_during_creates() {
             answered += 1;
         }
     }
-    eprintln!("{answered} of 10 creates answered before the control plane died");
+    eprintln!("{answered} of 20 creates answered before the control plane died");
     // The other keeps serving.
     let v = f.create(1, json!({})).await;
     assert_eq!(
@@ -472,7 +473,8 @@ async fn dead_control_plane_during_creates() {
         },
     )
     .await;
-    assert!(all.len() >= 11, "{all:?}");
+    eprintln!("{} records after reconciliation", all.len());
+    assert!(all.len() > answered, "{all:?}");
     for s in &all {
         let id = s["id"].as_str().expect("id");
         match s["state"].as_str() {
