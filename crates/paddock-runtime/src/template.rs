@@ -141,6 +141,39 @@ pub struct TemplateConfig {
     /// The isolation backend of sandboxes that ask for none (a build file's `ISOLATION`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub isolation: Option<paddock_core::Isolation>,
+    /// Resource limits a sandbox of this template gets when its create names none (the
+    /// build file's `LIMITS`); the server's defaults otherwise.
+    #[serde(skip_serializing_if = "TemplateLimits::is_empty")]
+    pub limits: TemplateLimits,
+}
+
+/// A template's default limits: each `None` leaves the server's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplateLimits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
+}
+
+impl TemplateLimits {
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        *self == TemplateLimits::default()
+    }
+
+    /// `defaults` with this template's limits in place of the server's.
+    pub fn apply(&self, defaults: &paddock_core::Limits) -> paddock_core::Limits {
+        paddock_core::Limits {
+            memory_bytes: self.memory_bytes.unwrap_or(defaults.memory_bytes),
+            pids: self.pids.unwrap_or(defaults.pids),
+            disk_bytes: self.disk_bytes.unwrap_or(defaults.disk_bytes),
+            ..defaults.clone()
+        }
+    }
 }
 
 /// A template's start command: an argv (a build file's shell form is `/bin/sh -c ...`), run

@@ -14,6 +14,7 @@
 //! START python3 -m http.server 8000   # or ["exe", "arg"]; CMD/ENTRYPOINT as in Docker
 //! READY --timeout 60s --port 8000     # or READY <shell command>, polled until it exits 0
 //! ISOLATION gvisor            # the default backend of its sandboxes (native or gvisor)
+//! LIMITS --memory 2G --pids 1024 --disk 4G   # defaults when a create names none
 //! ```
 //!
 //! Every `RUN` and `COPY` runs in a fresh sandbox made from the layers so far and becomes one
@@ -21,7 +22,7 @@
 //! instruction with the config it runs under, and for `COPY` the context's hash. A step whose
 //! key is in the layer store is skipped, so rebuilding an unchanged file is instant and a
 //! changed step rebuilds only from there. `ENV`, `WORKDIR`, `USER`, `EXPOSE`, `START`, `CMD`,
-//! `ENTRYPOINT` and `READY` change the template's defaults only; a file with nothing else may
+//! `ENTRYPOINT`, `READY` and `LIMITS` change the template's defaults only; a file with nothing else may
 //! start `FROM base` (the template stands on base, no layer of its own). Progress goes to the caller as it happens ([`BuildEvent`]); a
 //! failing step names its line, instruction, exit code and output, and leaves no template.
 
@@ -30,7 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paddock_core::{Limits, NetworkPolicy};
-use paddock_runtime::template::{ReadyCheck, StartCommand, TemplateConfig, TemplateDef};
+use paddock_runtime::template::{
+    ReadyCheck, StartCommand, TemplateConfig, TemplateDef, TemplateLimits,
+};
 use paddock_runtime::{CreateSpec, ExecRequest, Runtime};
 use sha2::{Digest, Sha256};
 
@@ -67,6 +70,8 @@ pub enum Step {
     Cmd(Vec<String>),
     Entrypoint(Vec<String>),
     Ready(ReadyCheck),
+    /// `LIMITS`: default resource limits of the template's sandboxes.
+    Limits(TemplateLimits),
 }
 
 /// A parsed build file: the instructions with their line numbers.
@@ -173,6 +178,7 @@ pub fn parse(text: &str) -> Result<BuildFile, ParseError> {
                 Step::Entrypoint(start::parse_command("ENTRYPOINT", rest, true).map_err(err)?)
             }
             "READY" => Step::Ready(start::parse_ready(rest).map_err(err)?),
+            "LIMITS" => Step::Limits(start::parse_limits(rest).map_err(err)?),
             "LABEL" | "ARG" | "SHELL" | "HEALTHCHECK" | "VOLUME" | "STOPSIGNAL" | "ONBUILD" => {
                 return Err(err(format!("{word} is not supported in Paddock builds")));
             }
@@ -343,7 +349,7 @@ pub async fn build(
             Some(*line),
             format!(
                 "{text}: FROM {from} (the host's /usr, bound) takes only ENV, WORKDIR, USER, \
-                 EXPOSE, ISOLATION, START, CMD, ENTRYPOINT and READY; for RUN and COPY build on a template \
+                 EXPOSE, ISOLATION, START, CMD, ENTRYPOINT, READY and LIMITS; for RUN and COPY build on a template \
                  with its own root filesystem, such as debian"
             ),
         ));
@@ -399,6 +405,14 @@ pub async fn build(
                 config.start = docker_start(&config);
             }
             Step::Ready(r) => config.ready = Some(r.clone()),
+            Step::Limits(l) => {
+                let l = *l;
+                config.limits = TemplateLimits {
+                    memory_bytes: l.memory_bytes.or(config.limits.memory_bytes),
+                    pids: l.pids.or(config.limits.pids),
+                    disk_bytes: l.disk_bytes.or(config.limits.disk_bytes),
+                };
+            }
             Step::Run(_) | Step::Copy { .. } => {
                 // The key covers what the step sees: its parent, the instruction, the env,
                 // user and workdir it runs under, and the context for COPY.
@@ -684,6 +698,17 @@ pub fn resolve_alias(state: &crate::state::AppState, name: &str) -> String {
         .iter()
         .find(|(a, _)| *a == name)
         .map_or_else(|| name.to_string(), |(_, t)| (*t).to_string())
+}
+
+/// The limits a sandbox of `template` (a name or an alias) gets for what its create does not
+/// name: the server's defaults (`--memory` and friends), with the template's `LIMITS` in
+/// their place.
+pub fn default_limits(state: &crate::state::AppState, template: &str) -> Limits {
+    let d = &state.cfg.default_limits;
+    match state.runtime.template(&resolve_alias(state, template)) {
+        Some(t) => t.config.limits.apply(d),
+        None => d.clone(),
+    }
 }
 
 /// The aliases that stand for `name`.

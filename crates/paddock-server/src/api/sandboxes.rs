@@ -135,7 +135,8 @@ pub fn check_metadata(m: &BTreeMap<String, String>) -> ApiResult<()> {
 impl CreateBody {
     /// Validates the body into a [`NewSandbox`].
     pub async fn validate(self, state: &AppState) -> ApiResult<NewSandbox> {
-        let d = &state.cfg.default_limits;
+        let d =
+            &crate::templates::default_limits(state, self.template.as_deref().unwrap_or("base"));
         let timeout = match self.timeout {
             Some(t) => check_timeout(state, t)?,
             None => state.cfg.default_timeout,

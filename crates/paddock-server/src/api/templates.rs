@@ -563,6 +563,7 @@ async fn pull(
                     start: None,
                     ready: None,
                     isolation: None,
+                    limits: Default::default(),
                 },
                 source: format!("image {}@{}", opts.reference, img.digest),
                 created_unix_ms: paddock_store::now_ms() as u64,

@@ -196,7 +196,8 @@ impl CreateBody {
         }
         // `Secret.fill(name)` placeholders (`${e2b.secrets.NAME}`) become tenant secrets.
         let secrets = super::secrets::take_placeholders(&mut env)?;
-        let d = &state.cfg.default_limits;
+        let d =
+            &crate::templates::default_limits(state, self.template_id.as_deref().unwrap_or("base"));
         Ok(NewSandbox {
             template: self.template_id.unwrap_or_else(|| "base".into()),
             timeout,

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use paddock_runtime::template::{READY_TIMEOUT_DEFAULT_MS, READY_TIMEOUT_MAX_MS, ReadyCheck};
+use paddock_runtime::template::{
+    READY_TIMEOUT_DEFAULT_MS, READY_TIMEOUT_MAX_MS, ReadyCheck, TemplateLimits,
+};
 
 /// A command of `START`, `CMD` or `ENTRYPOINT`: exec form (a JSON array of strings) or shell
 /// form (`/bin/sh -c` and the rest of the line). `allow_empty`: `CMD []` and `ENTRYPOINT []`
@@ -88,6 +90,78 @@ pub(super) fn parse_ready(rest: &str) -> Result<ReadyCheck, String> {
     Ok(check)
 }
 
+/// Most memory a template may ask for its sandboxes (a create may still ask for more, up to
+/// the host's memory).
+pub(super) const LIMITS_MAX_MEMORY: u64 = 64 << 30;
+/// Most disk a template may ask for.
+pub(super) const LIMITS_MAX_DISK: u64 = 1 << 40;
+/// Most tasks a template may ask for.
+pub(super) const LIMITS_MAX_PIDS: u32 = 65_536;
+
+/// `LIMITS [--memory SIZE] [--pids N] [--disk SIZE]` (at least one; `--flag=value` or
+/// `--flag value`): the template's default limits. Sizes as `512M`, `2G` (binary units);
+/// each is checked against the same minimums as a create's and the maximums above.
+pub(super) fn parse_limits(rest: &str) -> Result<TemplateLimits, String> {
+    let mut out = TemplateLimits::default();
+    let mut rest = rest.trim();
+    if rest.is_empty() {
+        return Err("LIMITS needs at least one of --memory SIZE, --pids N, --disk SIZE".into());
+    }
+    while !rest.is_empty() {
+        let Some(flag_and_more) = rest.strip_prefix("--") else {
+            return Err(format!(
+                "LIMITS: unexpected {:?} (use --memory SIZE, --pids N, --disk SIZE)",
+                split_word(rest).0
+            ));
+        };
+        let (flag, after) = split_word(flag_and_more);
+        let (name, value, after) = match flag.split_once('=') {
+            Some((n, v)) => (n, v, after),
+            None => {
+                let (v, after2) = split_word(after);
+                (flag, v, after2)
+            }
+        };
+        if value.is_empty() {
+            return Err(format!("LIMITS: --{name} needs a value"));
+        }
+        let size = |min: u64, max: u64| -> Result<u64, String> {
+            let v =
+                paddock_core::parse_size(value).map_err(|e| format!("LIMITS: --{name}: {e}"))?;
+            if v < min || v > max {
+                return Err(format!(
+                    "LIMITS: --{name} {value} is outside {} MiB to {} GiB",
+                    min >> 20,
+                    max >> 30
+                ));
+            }
+            Ok(v)
+        };
+        match name {
+            "memory" => out.memory_bytes = Some(size(16 << 20, LIMITS_MAX_MEMORY)?),
+            "disk" => out.disk_bytes = Some(size(16 << 20, LIMITS_MAX_DISK)?),
+            "pids" => {
+                out.pids = Some(
+                    value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|p| (8..=LIMITS_MAX_PIDS).contains(p))
+                        .ok_or_else(|| {
+                            format!("LIMITS: --pids {value:?} is not a number from 8 to {LIMITS_MAX_PIDS}")
+                        })?,
+                );
+            }
+            _ => {
+                return Err(format!(
+                    "LIMITS: unknown flag --{name} (use --memory SIZE, --pids N, --disk SIZE)"
+                ));
+            }
+        }
+        rest = after;
+    }
+    Ok(out)
+}
+
 fn split_word(s: &str) -> (&str, &str) {
     s.split_once(char::is_whitespace)
         .map_or((s, ""), |(w, r)| (w, r.trim_start()))
@@ -157,6 +231,32 @@ pub fn show_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_parse_and_refuse_bad_values() {
+        let l = parse_limits("--memory 2G --pids=1024 --disk 4G").unwrap();
+        assert_eq!(l.memory_bytes, Some(2 << 30));
+        assert_eq!(l.pids, Some(1024));
+        assert_eq!(l.disk_bytes, Some(4 << 30));
+        let l = parse_limits("--memory=512M").unwrap();
+        assert_eq!(
+            (l.memory_bytes, l.pids, l.disk_bytes),
+            (Some(512 << 20), None, None)
+        );
+        for (bad, says) in [
+            ("", "at least one"),
+            ("--memory", "needs a value"),
+            ("--memory lots", "invalid size"),
+            ("--memory 1M", "outside"),
+            ("--memory 100G", "outside"),
+            ("--pids 2", "from 8"),
+            ("--cpus 2", "unknown flag --cpus"),
+            ("2G", "unexpected"),
+        ] {
+            let e = parse_limits(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn commands_in_both_forms() {

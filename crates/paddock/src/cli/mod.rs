@@ -14,6 +14,7 @@ use clap::{Args, Subcommand};
 mod admin;
 mod api;
 mod code;
+mod desktop;
 mod exec;
 mod files;
 mod format;
@@ -74,6 +75,8 @@ pub(crate) enum ClientCmd {
     /// Print the proxy URL of a sandbox's port (with its access token unless the port is public).
     #[command(visible_alias = "get-host")]
     Url(sandbox::UrlArgs),
+    /// Print (or --open) the live view URL of a desktop sandbox, starting the view if needed.
+    Desktop(desktop::DesktopArgs),
     /// Show a sandbox's network policy, or set it: none, all, or allow --allow NAME_OR_CIDR.
     Network(network::NetworkArgs),
     /// Make a sandbox's port public (no access token) or private again; prints its URL.
@@ -102,7 +105,7 @@ pub(crate) enum ClientCmd {
     /// write-only).
     Secret(secret::SecretArgs),
     /// Manage templates: ls, show, build, pull, import, bootstrap, ready
-    /// python|node|go|code-interpreter, log, rm, layers, prune.
+    /// python|node|go|code-interpreter|desktop, log, rm, layers, prune.
     Template(template::TemplateArgs),
     /// Supervised services of a sandbox: ls, add, show, start, stop, restart, logs, rm.
     Service(service::ServiceArgs),
@@ -125,6 +128,7 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Test(a) => testcmd::run(a).await,
         ClientCmd::Code(a) => code::run(a).await,
         ClientCmd::Url(a) => sandbox::url(a).await,
+        ClientCmd::Desktop(a) => desktop::run(a).await,
         ClientCmd::Network(a) => network::network(a).await,
         ClientCmd::Port(a) => network::port(a).await,
         ClientCmd::Status(a) => sandbox::status(a).await,

@@ -5,7 +5,7 @@
 //! `build` sends a build file (or a directory as a tar context holding it) and prints the
 //! server's progress as it comes (`progress`): one line per step, a spinner with the elapsed
 //! time on a terminal, the commands' output only with `--verbose` (the server keeps all of it:
-//! `paddock template log NAME`); `ready python|node|go` makes the `debian` template if it is
+//! `paddock template log NAME`); `ready python|node|go|desktop` makes the `debian` template if it is
 //! missing and then builds the ready template from the file shipped in `templates/`.
 
 use std::path::PathBuf;
@@ -32,6 +32,10 @@ const READY: &[(&str, &str)] = &[
         include_str!("../../../../templates/node.Paddockfile"),
     ),
     ("go", include_str!("../../../../templates/go.Paddockfile")),
+    (
+        "desktop",
+        include_str!("../../../../templates/desktop.Paddockfile"),
+    ),
     (
         "code-interpreter",
         include_str!("../../../../templates/code-interpreter.Paddockfile"),
@@ -135,9 +139,10 @@ pub(crate) enum TemplateCmd {
         conn: Conn,
     },
     /// Make a ready template: python (a virtualenv for `user` with pip and pytest), node
-    /// (npm) or go; each with build tools, git and curl, on debian (made first if missing).
+    /// (npm) or go; each with build tools, git and curl, on debian (made first if missing);
+    /// code-interpreter (on python); desktop (Xvfb, XFCE, x11vnc, noVNC, Chromium).
     Ready {
-        #[arg(value_parser = ["python", "node", "go", "code-interpreter"])]
+        #[arg(value_parser = ["python", "node", "go", "code-interpreter", "desktop"])]
         which: String,
         /// Print the steps' output too.
         #[arg(long, short = 'v')]
@@ -479,6 +484,19 @@ fn show_text(v: &Value) -> String {
         };
         let ms = r["timeout_ms"].as_u64().unwrap_or_default();
         line("ready", format!("{what} (timeout {} ms)", ms));
+    }
+    if let Some(l) = c["limits"].as_object() {
+        let mut parts = Vec::new();
+        if let Some(m) = l.get("memory_bytes").and_then(|x| x.as_u64()) {
+            parts.push(format!("memory {} MiB", m >> 20));
+        }
+        if let Some(p) = l.get("pids").and_then(|x| x.as_u64()) {
+            parts.push(format!("pids {p}"));
+        }
+        if let Some(d) = l.get("disk_bytes").and_then(|x| x.as_u64()) {
+            parts.push(format!("disk {} MiB", d >> 20));
+        }
+        line("limits", parts.join(", "));
     }
     if v["image_cmd"].is_array() {
         line(
