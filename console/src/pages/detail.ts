@@ -3,6 +3,7 @@ import { ago, bytes, clear, h, notice, table, time, until } from "../dom";
 import type { Ctx } from "../main";
 import type { Sandbox } from "./sandboxes";
 import { filesPanel } from "./files";
+import { desktopView } from "./desktop";
 
 // xterm.js and uPlot load only when a sandbox's terminal or charts are shown, so the first
 // load (the list) stays small: see BENCHMARKS.md.
@@ -104,6 +105,7 @@ export function detailPage(ctx: Ctx, id: string, tab: string): () => void {
       default:
         clear(panel, infoList(s));
         if (s.state === "running") later(loadCharts(), (m) => m.chartsPanel(panel, s));
+        desktopView(panel, s);
     }
   };
 

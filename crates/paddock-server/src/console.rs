@@ -20,8 +20,25 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsa
                    img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; \
                    base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// The console's CSP: [`CSP`], and frames only from host-routed sandbox ports under the
+/// server's domain (the live view of a desktop sandbox, `docs/desktop.md`).
+/// A domain of other characters than letters, digits, dots and dashes gets no frames.
+fn csp(domain: &str) -> String {
+    if domain
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    {
+        format!("{CSP}; frame-src http://*.{domain}:* https://*.{domain}:*")
+    } else {
+        CSP.to_owned()
+    }
+}
+
 /// The router's fallback: a console file, or the API's 404.
-pub async fn fallback(req: Request) -> Response {
+pub async fn fallback(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<crate::state::AppState>>,
+    req: Request,
+) -> Response {
     let path = req.uri().path();
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     let api = path == "/v1" || path.starts_with("/v1/");
@@ -37,7 +54,7 @@ pub async fn fallback(req: Request) -> Response {
                 .header(header::CONTENT_TYPE, a.content_type)
                 .header(header::CONTENT_LENGTH, a.bytes.len())
                 .header(header::CACHE_CONTROL, a.cache_control)
-                .header(header::CONTENT_SECURITY_POLICY, CSP)
+                .header(header::CONTENT_SECURITY_POLICY, csp(&state.cfg.domain))
                 .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
                 .header(header::X_FRAME_OPTIONS, "DENY")
                 // A window another page opens on the console gets no handle back to it.

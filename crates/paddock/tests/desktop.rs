@@ -88,7 +88,7 @@ fn prepare_js() -> PathBuf {
         );
         std::fs::write(&hash, &want).expect("writing the lock hash");
     }
-    for f in ["desktop.test.mjs", "view.mjs"] {
+    for f in ["desktop.test.mjs", "view.mjs", "console-view.mjs"] {
         std::fs::copy(src.join(f), dir.join(f)).expect("copying the suite");
     }
     dir.to_path_buf()
@@ -317,6 +317,39 @@ async fn native(s: &Server, js: &Path) {
         path_url.contains(&format!("/proxy/{id}/6080/vnc.html?"))
             && path_url.contains(&format!("path=proxy/{id}/6080/websockify")),
         "{path_url}"
+    );
+    let js2 = js.to_path_buf();
+    let seen = tokio::task::spawn_blocking(move || browser_view(&js2, path_url.trim()))
+        .await
+        .unwrap();
+    assert_eq!(seen["connected"], true, "{seen}");
+
+    // The console's sandbox page embeds the view (console served on the sandbox domain, so
+    // the frame is same-site and gets its token cookie).
+    let console_url = s.url.replace("127.0.0.1", DOMAIN);
+    let (js2, key, id2) = (js.to_path_buf(), s.admin_key.clone(), id.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .args(["console-view.mjs", &console_url, &key, &id2])
+            .current_dir(&js2)
+            .env("PADDOCK_DOMAIN", DOMAIN)
+            .output()
+            .expect("running node console-view.mjs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "console-view.mjs: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let embedded: Value = serde_json::from_str(stdout.trim()).expect("console-view JSON");
+    assert_eq!(embedded["connected"], true, "{embedded}");
+    let src = embedded["src"].as_str().unwrap();
+    assert!(
+        src.starts_with(&format!("http://6080-{id}.{DOMAIN}:")) && src.contains("paddock_token="),
+        "{src}"
     );
 
     // A sandbox without a desktop: a clear error, nothing printed.
