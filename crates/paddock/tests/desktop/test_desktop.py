@@ -72,7 +72,7 @@ def test_text_typed_into_an_editor_is_read_back_with_xclip(desktop):
     assert desktop.get_current_window_id() == windows[0]
 
 
-def test_open_starts_chromium(desktop):
+def test_open_starts_chromium_and_the_editor(desktop):
     desktop.files.write("/tmp/page.html", PAGE)
     desktop.open("/tmp/page.html")
     windows = wait_until(
@@ -86,6 +86,18 @@ def test_open_starts_chromium(desktop):
     )
     assert title, desktop.get_window_title(windows[-1])
     desktop.commands.run("pkill -x chromium || true")
+    # A text file opens in the editor.
+    desktop.files.write("/tmp/note.txt", "a note")
+    desktop.open("/tmp/note.txt")
+    titled = wait_until(
+        lambda: any(
+            "note.txt" in desktop.get_window_title(w)
+            for w in desktop.get_application_windows("mousepad")
+            if w
+        ),
+        60,
+    )
+    assert titled, [desktop.get_window_title(w) for w in desktop.get_application_windows("mousepad")]
 
 
 def test_bad_input_gets_a_clear_error_and_the_desktop_keeps_working(desktop):
