@@ -130,7 +130,7 @@ fn count(out: &str, word: &str) -> usize {
     out.lines()
         .rev()
         .find_map(|l| {
-            let words: Vec<&str> = l.split(|c: char| c == ' ' || c == ',').collect();
+            let words: Vec<&str> = l.split([' ', ',']).collect();
             words.windows(2).find_map(|w| {
                 if w[1] == word {
                     w[0].parse().ok()
