@@ -99,6 +99,17 @@ async fn rest_create_runs_exec_files_archives_and_ports_on_gvisor() {
         .expect("download");
     assert_eq!(got.status(), StatusCode::OK);
     assert_eq!(got.bytes().await.expect("body").as_ref(), &data[..]);
+    // Written as the user (the Sentry has no setfsuid: the agent switches the thread's
+    // effective ids), so it belongs to the user and a root-only directory stays closed.
+    let r = exec(&s, &id, "find /home/user/blob.bin -printf '%u\\n'").await;
+    assert_eq!(r["stdout"], "user\n", "{r}");
+    let (st, v) = call(
+        s.req(Method::PUT, &format!("/v1/sandboxes/{id}/files?path=/root/nope"))
+            .header("content-type", "application/octet-stream")
+            .body("x"),
+    )
+    .await;
+    assert!(!st.is_success(), "the user wrote into /root: {st} {v}");
     // Archives: a tar up (extracted by paddock-untar without openat2), a tar down.
     let mut tar = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
