@@ -104,9 +104,12 @@ async fn rest_create_runs_exec_files_archives_and_ports_on_gvisor() {
     let r = exec(&s, &id, "find /home/user/blob.bin -printf '%u\\n'").await;
     assert_eq!(r["stdout"], "user\n", "{r}");
     let (st, v) = call(
-        s.req(Method::PUT, &format!("/v1/sandboxes/{id}/files?path=/root/nope"))
-            .header("content-type", "application/octet-stream")
-            .body("x"),
+        s.req(
+            Method::PUT,
+            &format!("/v1/sandboxes/{id}/files?path=/root/nope"),
+        )
+        .header("content-type", "application/octet-stream")
+        .body("x"),
     )
     .await;
     assert!(!st.is_success(), "the user wrote into /root: {st} {v}");
