@@ -212,7 +212,17 @@ fn run() -> Result<i32> {
         write_secret_files(&root, &cfg).context("writing secret files")?;
     }
 
-    // 7c. A gVisor sandbox: runsc starts the agent on this root (module `gvisor`); C's steps
+    // 7c. Volumes, id-mapped like the template (their files are in template id space on
+    //     disk), read-write or read-only. The mount point is made inside the root without
+    //     following any symlink (refused: before pivot_root it could point at the host).
+    for v in &cfg.volumes {
+        let target = volume_mount_point(&root, &v.target, cfg.id_base)
+            .with_context(|| format!("preparing the mount point of volume at {}", v.target))?;
+        attach_idmapped_inner(&v.source, &target, &userns, v.read_only, true)
+            .with_context(|| format!("mounting volume at {}", v.target))?;
+    }
+
+    // 7d. A gVisor sandbox: runsc starts the agent on this root (module `gvisor`); C's steps
     //     are gVisor's business there.
     if let Some(g) = &cfg.gvisor {
         return gvisor::start(&cfg, g, &root);
@@ -631,6 +641,27 @@ fn attach_idmapped_inner(
     )
     .with_context(|| format!("move_mount to {}", dst.display()))?;
     Ok(())
+}
+
+/// The host path of the mount point `target` (checked by `paddock_core::check_mount_path`)
+/// inside `root`: each component a directory, created (mode 0755, owned by the sandbox's
+/// root through the overlay) if missing; a symlink or a non-directory anywhere is refused.
+fn volume_mount_point(root: &Path, target: &str, id_base: u32) -> Result<PathBuf> {
+    let t = paddock_core::check_mount_path(target).map_err(|e| Error::Child { message: e })?;
+    let mut dir = root.to_path_buf();
+    for part in t.trim_start_matches('/').split('/') {
+        dir.push(part);
+        match dir.symlink_metadata() {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!("{} is not a directory in the template", dir.display()),
+            Err(_) => {
+                fs::create_dir(&dir).context("creating a volume's mount point")?;
+                std::os::unix::fs::lchown(&dir, Some(id_base), Some(id_base))
+                    .context("chown of a volume's mount point")?;
+            }
+        }
+    }
+    Ok(dir)
 }
 
 /// Mounts the tmpfs of [`paddock_core::SECRETS_DIR`] and writes the secret files into it.

@@ -17,7 +17,8 @@ pub use network::{Cidr, DomainRule, MAX_ALLOW, NetworkMode, NetworkPolicy};
 pub use pax::{PaxError, PaxRecords, pax_records};
 pub use setup::{
     AGENT_LISTEN_FD, GVISOR_AGENT_DIR, GVISOR_AGENT_SOCK, GvisorSetup, MAX_SECRET_FILES_BYTES,
-    SECRETS_DIR, STATFS_LISTENER_FD, SecretValue, SetupConfig, SetupMount, valid_secret_name,
+    RESERVED_MOUNT_PATHS, SECRETS_DIR, STATFS_LISTENER_FD, SecretValue, SetupConfig, SetupMount,
+    SetupVolume, check_mount_path, valid_secret_name,
 };
 
 /// The version of the envd protocol the agent implements, reported to E2B clients.

@@ -85,6 +85,10 @@ pub struct SetupConfig {
     /// under `runsc` instead of executing it itself (`docs/isolation.md`).
     #[serde(default)]
     pub gvisor: Option<GvisorSetup>,
+    /// Volumes: host directories (on the layer filesystem, in template id space) mounted
+    /// id-mapped at their targets, read-write or read-only, after the root is assembled.
+    #[serde(default)]
+    pub volumes: Vec<SetupVolume>,
 }
 
 /// Where a gVisor sandbox's agent binds its socket (a host directory bound here; `runsc
@@ -109,6 +113,110 @@ pub struct GvisorSetup {
     pub agent_dir: PathBuf,
     /// `runsc --platform` (`ptrace` here: the KVM platform hangs on this machine kind).
     pub platform: String,
+}
+
+/// A volume mounted into the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupVolume {
+    /// The volume's data directory on the host.
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox ([`check_mount_path`]).
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Paths a volume may not be mounted at or under: the system's own directories, Paddock's,
+/// and the tmpfs mounts the setup stage makes.
+pub const RESERVED_MOUNT_PATHS: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/opt/paddock",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/tmp",
+    "/usr",
+];
+
+/// Checks a volume's mount path inside the sandbox: absolute, at most 512 bytes, no empty,
+/// `.` or `..` component, no NUL, not `/`, not at or under a [`RESERVED_MOUNT_PATHS`] entry
+/// (`/run/secrets` included). Returns the path without a trailing slash.
+pub fn check_mount_path(p: &str) -> Result<String, String> {
+    let t = p.trim_end_matches('/');
+    if !p.starts_with('/') {
+        return Err(format!("mount path {p:?} is not absolute"));
+    }
+    if t.is_empty() {
+        return Err("a volume cannot be mounted at /".into());
+    }
+    if p.len() > 512 || p.contains('\0') {
+        return Err("a mount path has at most 512 bytes and no NUL".into());
+    }
+    if t[1..]
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(format!("mount path {p:?} has an empty, . or .. component"));
+    }
+    for r in RESERVED_MOUNT_PATHS {
+        if t == *r || t.starts_with(&format!("{r}/")) {
+            return Err(format!(
+                "mount path {p:?} is over the system path {r}: choose another directory"
+            ));
+        }
+    }
+    Ok(t.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_mount_path;
+
+    #[test]
+    fn mount_paths() {
+        for ok in [
+            "/data",
+            "/home/user/work/",
+            "/mnt/a.b",
+            "/srv/x y",
+            "/library",
+            "/runner",
+        ] {
+            assert!(check_mount_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/",
+            "//",
+            "data",
+            "",
+            "/proc",
+            "/proc/1",
+            "/sys/x",
+            "/dev",
+            "/etc/",
+            "/usr/lib",
+            "/bin",
+            "/lib",
+            "/lib64/x",
+            "/run/secrets",
+            "/run",
+            "/tmp",
+            "/opt/paddock/lib",
+            "/a/../etc",
+            "/a/./b",
+            "/a//b",
+        ] {
+            assert!(check_mount_path(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 /// Where a sandbox's secret files are: a tmpfs, never the writable layer.

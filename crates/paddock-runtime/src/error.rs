@@ -49,6 +49,16 @@ pub enum RuntimeError {
         template: String,
         snapshots: Vec<String>,
     },
+    /// A volume that sandboxes mount.
+    #[error(
+        "volume {volume} is mounted by {} sandbox(es): {}",
+        .sandboxes.len(),
+        .sandboxes.join(", ")
+    )]
+    VolumeInUse {
+        volume: String,
+        sandboxes: Vec<String>,
+    },
     /// The sandbox is already paused (in `mode`).
     #[error("sandbox {id} is already paused ({mode})")]
     AlreadyPaused { id: String, mode: &'static str },

@@ -286,6 +286,36 @@ impl Layers {
         self.destroy_in(&self.snapshots_dir(), name)
     }
 
+    /// Directory holding one subvolume per volume.
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
+    /// Creates the subvolume of volume `id` with a limit of `bytes` on what it references.
+    pub fn create_volume(&self, id: &str, bytes: u64) -> Result<PathBuf> {
+        let dir = self.volumes_dir();
+        fs::create_dir_all(&dir).map_err(RuntimeError::io("creating volumes dir"))?;
+        let (parent, args) = self.vol_args_in(&dir, id)?;
+        // SAFETY: as in `create`.
+        let r = unsafe { libc::ioctl(parent.as_raw_fd(), BTRFS_IOC_SUBVOL_CREATE as _, &*args) };
+        if r != 0 {
+            return Err(RuntimeError::io(format!("creating volume {id}"))(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let path = dir.join(id);
+        if let Err(e) = self.limit(&path, bytes) {
+            let _ = self.destroy_volume(id);
+            return Err(e);
+        }
+        Ok(path)
+    }
+
+    /// Deletes volume `id` and everything in it. Missing is not an error.
+    pub fn destroy_volume(&self, id: &str) -> Result<()> {
+        self.destroy_in(&self.volumes_dir(), id)
+    }
+
     /// Names that have a snapshot subvolume.
     pub fn snapshots(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(self.snapshots_dir())

@@ -8,7 +8,7 @@ use axum::Router;
 
 use crate::api::{
     admin, code, events, exec, files, input, mcp, pause, ports, sandboxes, secrets, services,
-    session, snapshots, system, templates, tests,
+    session, snapshots, system, templates, tests, volumes,
 };
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -27,6 +27,7 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
         .merge(sandboxes::routes())
         .merge(pause::routes())
         .merge(snapshots::routes())
+        .merge(volumes::routes())
         .merge(exec::routes())
         .merge(files::routes())
         .merge(ports::routes())

@@ -166,6 +166,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::NotFound { id } => ApiError::sandbox_not_found(&id),
             e @ (RuntimeError::TemplateInUse { .. }
             | RuntimeError::TemplateHasSnapshots { .. }
+            | RuntimeError::VolumeInUse { .. }
             | RuntimeError::AlreadyPaused { .. }) => ApiError::Conflict(e.to_string()),
             RuntimeError::Registry { reason, .. } => ApiError::Registry(reason),
             RuntimeError::BadImage { reason } => ApiError::BadRequest(reason),

@@ -48,6 +48,7 @@ pub mod state;
 pub mod templates;
 pub mod trace;
 pub mod usage;
+pub mod volumes;
 pub mod webhooks;
 pub mod wire;
 

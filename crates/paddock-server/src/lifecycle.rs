@@ -108,6 +108,8 @@ pub struct NewSandbox {
     /// The isolation backend asked for; None: the template's default, else the server's
     /// (`crate::isolation`).
     pub isolation: Option<paddock_core::Isolation>,
+    /// Volumes to mount, by name (resolved for the caller's tenant at create).
+    pub volumes: Vec<crate::volumes::VolumeUse>,
 }
 
 /// Creates a sandbox for `caller`: records it, starts it, starts its timeout.
@@ -121,6 +123,12 @@ pub async fn create(
     let secrets = crate::secrets::resolve(state, &caller.key.tenant, &spec.secrets)?;
     check_selector(state, &spec.node_selector)?;
     let isolation = crate::isolation::choose(state, &spec)?;
+    let volumes = crate::volumes::resolve(state, &caller.key.tenant, &spec.volumes)?;
+    if isolation == paddock_core::Isolation::Gvisor && !volumes.is_empty() {
+        return Err(ApiError::BadRequest(
+            "volumes are not supported on the gvisor backend yet: use native isolation".into(),
+        ));
+    }
     let id = SandboxId::random();
     let now = now_ms();
     let timeout_ms = i64::try_from(spec.timeout.as_millis()).unwrap_or(i64::MAX);
@@ -145,6 +153,7 @@ pub async fn create(
             "on_timeout": if spec.pause_on_timeout.is_some() { "pause" } else { "kill" },
             "auto_pause_mode": spec.pause_on_timeout.map(paddock_runtime::PauseMode::as_str),
             "auto_resume": spec.auto_resume,
+            "volumes": spec.volumes,
             "secrets": spec.secrets.iter().map(|(k, u)| {
                 (k.clone(), serde_json::json!({ "secret": u.secret, "file": u.file }))
             }).collect::<serde_json::Map<_, _>>(),
@@ -187,6 +196,7 @@ pub async fn create(
             secret_env: secrets.env,
             secret_files: secrets.files,
             isolation,
+            volumes,
         })
         .await;
     let hook = rec.webhook_url.clone();

@@ -137,6 +137,11 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/v1/snapshots", V),
     ("GET", "/v1/snapshots/{name}", V),
     ("DELETE", "/v1/snapshots/{name}", D),
+    // Volumes (the tenant's own).
+    ("GET", "/v1/volumes", V),
+    ("POST", "/v1/volumes", D),
+    ("GET", "/v1/volumes/{name}", V),
+    ("DELETE", "/v1/volumes/{name}", D),
     // Secrets (values are write-only for every role).
     ("GET", "/v1/secrets", V),
     ("POST", "/v1/secrets", O),
@@ -174,6 +179,10 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/snapshots", V),
     // `delete_snapshot`; every other method there is answered 400 "not supported".
     ("DELETE", "/templates/{*rest}", D),
+    ("POST", "/volumes", D),
+    ("GET", "/volumes", V),
+    ("GET", "/volumes/{id}", V),
+    ("DELETE", "/volumes/{id}", D),
     ("GET", "/secrets", V),
     ("POST", "/secrets", O),
     ("GET", "/secrets/{id}", V),
@@ -188,8 +197,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("*", "/v2/templates/{*rest}", V),
     ("*", "/v3/templates", V),
     ("*", "/v3/templates/{*rest}", V),
-    ("*", "/volumes", V),
-    ("*", "/volumes/{*rest}", V),
+    ("*", "/volumecontent/{*rest}", V),
 ];
 
 /// The need of `method` on the route `path` (as the router spells it); `None` if the table

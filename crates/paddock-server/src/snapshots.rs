@@ -265,5 +265,10 @@ fn child_spec(
         isolation: s
             .get("isolation")
             .and_then(|v| serde_json::from_value(v.clone()).ok()),
+        volumes: s
+            .get("volumes")
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
     })
 }

@@ -22,12 +22,15 @@ mod sqlite;
 mod sqlite_nodes;
 mod sqlite_secrets;
 mod sqlite_usage;
+mod sqlite_volumes;
 mod usage;
+mod volumes;
 
 pub use nodes::{Heartbeat, NodeRecord, NodeState, NodeStore};
 pub use secrets::{SealedVersion, SecretRecord, SecretStore};
 pub use sqlite::SqliteStore;
 pub use usage::{UsageFilter, UsageRow, UsageStore};
+pub use volumes::{VolumeRecord, VolumeStore};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -290,7 +293,9 @@ pub struct ExecRecord {
 }
 
 /// Paddock's persistent state. Implementations: [`SqliteStore`].
-pub trait Store: Send + Sync + fmt::Debug + SecretStore + NodeStore + UsageStore {
+pub trait Store:
+    Send + Sync + fmt::Debug + SecretStore + NodeStore + UsageStore + VolumeStore
+{
     // Tenants and keys.
     fn insert_tenant(&self, t: &Tenant) -> Result<()>;
     fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;

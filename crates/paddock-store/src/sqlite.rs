@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_nodes.sql"),
     include_str!("../migrations/0005_roles.sql"),
     include_str!("../migrations/0006_usage.sql"),
+    include_str!("../migrations/0007_volumes.sql"),
 ];
 
 /// The embedded SQLite store.

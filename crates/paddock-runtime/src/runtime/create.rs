@@ -177,6 +177,7 @@ impl Runtime {
                 });
             }
         }
+        self.check_volumes(&spec.volumes)?;
         let total: usize = spec.secret_files.values().map(|v| v.0.len()).sum();
         if total > paddock_core::MAX_SECRET_FILES_BYTES {
             return Err(RuntimeError::InvalidArgument {
@@ -296,6 +297,7 @@ impl Runtime {
             env: spec.env.clone(),
             tmp_bytes: spec.limits.tmp_bytes,
             isolation: spec.isolation,
+            volumes: spec.volumes.clone(),
         };
         write_record(&dir, &record)?;
         // 3. cgroups with the limits applied.
@@ -343,6 +345,15 @@ impl Runtime {
                 .map(|i| dir.join(format!("lower{i}")))
                 .collect(),
             lower_id_bases: t.id_bases.clone(),
+            volumes: record
+                .volumes
+                .iter()
+                .map(|v| paddock_core::SetupVolume {
+                    source: self.volume_data(&v.volume),
+                    target: v.path.clone(),
+                    read_only: v.read_only,
+                })
+                .collect(),
             workdir: t.config.workdir.clone(),
             upper: dir.join("upper"),
             work: dir.join("work"),

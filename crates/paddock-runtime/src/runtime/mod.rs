@@ -27,6 +27,7 @@ mod pause;
 mod sandbox;
 mod snapshots;
 mod templates;
+mod volumes;
 
 pub use pause::PauseMode;
 
@@ -112,6 +113,18 @@ pub struct CreateSpec {
     pub secret_files: BTreeMap<String, paddock_core::SecretValue>,
     /// The isolation backend.
     pub isolation: Isolation,
+    /// Volumes (made with [`Runtime::create_volume`]) to mount.
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// A volume mounted into a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// The volume's id (its subvolume's name).
+    pub volume: String,
+    /// Absolute path inside the sandbox (`paddock_core::check_mount_path`).
+    pub path: String,
+    pub read_only: bool,
 }
 
 impl Default for CreateSpec {
@@ -126,6 +139,7 @@ impl Default for CreateSpec {
             secret_env: BTreeMap::new(),
             secret_files: BTreeMap::new(),
             isolation: Isolation::Native,
+            volumes: Vec::new(),
         }
     }
 }
@@ -162,6 +176,9 @@ struct Record {
     /// native).
     #[serde(default)]
     isolation: Isolation,
+    /// Volumes mounted at every start (create and `filesystem` resume).
+    #[serde(default)]
+    volumes: Vec<VolumeMount>,
 }
 
 /// A running sandbox.

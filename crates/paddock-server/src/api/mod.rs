@@ -24,5 +24,6 @@ pub mod snapshots;
 pub mod system;
 pub mod templates;
 pub mod tests;
+pub mod volumes;
 
 pub use json::Json;

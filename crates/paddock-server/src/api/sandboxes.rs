@@ -49,7 +49,7 @@ pub enum Size {
 }
 
 impl Size {
-    fn bytes(&self, field: &str) -> ApiResult<u64> {
+    pub fn bytes(&self, field: &str) -> ApiResult<u64> {
         match self {
             Size::Bytes(b) => Ok(*b),
             Size::Text(t) => {
@@ -102,6 +102,9 @@ pub struct CreateBody {
     /// `native` or `gvisor`; absent: the template's default, else the server's.
     #[serde(default)]
     isolation: Option<String>,
+    /// Volumes: `[{"name", "path", "read_only"?}]`.
+    #[serde(default)]
+    volumes: Vec<crate::volumes::VolumeUse>,
 }
 
 /// Checks a requested timeout against the server's maximum.
@@ -205,6 +208,7 @@ impl CreateBody {
                 self.node_selector
             },
             isolation: crate::isolation::parse(self.isolation.as_deref())?,
+            volumes: self.volumes,
         })
     }
 }

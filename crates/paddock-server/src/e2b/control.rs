@@ -70,8 +70,18 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/v3/templates/{*rest}",
             unsupported("the E2B templates API is"),
         )
-        .route("/volumes", unsupported("volumes are"))
-        .route("/volumes/{*rest}", unsupported("volumes are"))
+        .route(
+            "/volumes",
+            post(super::volumes::create).get(super::volumes::list),
+        )
+        .route(
+            "/volumes/{id}",
+            get(super::volumes::get_one).delete(super::volumes::destroy),
+        )
+        .route(
+            "/volumecontent/{*rest}",
+            unsupported("the volume content API is"),
+        )
 }
 
 /// The caller of an E2B route: a Paddock key in `X-API-KEY` (or `Authorization: Bearer`).
@@ -181,9 +191,15 @@ impl CreateBody {
         if self.iam.as_ref().is_some_and(|v| !v.is_null()) {
             return unsupported("iam");
         }
-        if self.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
-            return unsupported("volumeMounts");
-        }
+        // `volumeMounts: [{"name", "path"}]`: read-write mounts of the tenant's volumes.
+        let volumes: Vec<crate::volumes::VolumeUse> = self
+            .volume_mounts
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(serde_json::from_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| ApiError::BadRequest(format!("volumeMounts: {e}")))?;
         let timeout = match self.timeout {
             Some(t) => check_timeout(state, t)?,
             None => state.cfg.default_timeout,
@@ -220,6 +236,7 @@ impl CreateBody {
                     .get(crate::isolation::E2B_METADATA_KEY)
                     .map(String::as_str),
             )?,
+            volumes,
         })
     }
 }

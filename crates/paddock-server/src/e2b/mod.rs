@@ -27,6 +27,7 @@ pub mod envd;
 mod pause;
 pub mod secrets;
 mod snapshots;
+mod volumes;
 
 /// The port the E2B SDK uses for envd.
 pub const ENVD_PORT: u16 = 49983;

@@ -33,6 +33,7 @@ mod sync;
 mod template;
 mod testcmd;
 mod usage;
+mod volume;
 
 /// How to reach the server. Flattened into every client command.
 #[derive(Args, Debug, Clone)]
@@ -93,6 +94,9 @@ pub(crate) enum ClientCmd {
     Snapshot(snapshot::SnapshotArgs),
     /// Fork a running sandbox into N children (copy-on-write); prints their ids.
     Fork(snapshot::ForkArgs),
+    /// Named persistent volumes of the tenant: create, ls, info, rm (mount them with
+    /// `create --volume`).
+    Volume(volume::VolumeArgs),
     /// Manage API keys (admin).
     Key(admin::KeyArgs),
     /// Show the audit trail (admin).
@@ -137,6 +141,7 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Resume(a) => pause::resume(a).await,
         ClientCmd::Snapshot(a) => snapshot::run(a).await,
         ClientCmd::Fork(a) => snapshot::fork(a).await,
+        ClientCmd::Volume(a) => volume::run(a).await,
         ClientCmd::Key(a) => admin::key(a).await,
         ClientCmd::Audit(a) => admin::audit(a).await,
         ClientCmd::Usage(a) => usage::usage(a).await,

@@ -62,6 +62,9 @@ pub(crate) struct CreateArgs {
     /// Isolation backend: native or gvisor (default: the template's, else the server's).
     #[arg(long, value_parser = parse_isolation)]
     pub(crate) isolation: Option<paddock_core::Isolation>,
+    /// A volume mounted at PATH, read-only with `:ro` (repeatable).
+    #[arg(long = "volume", value_parser = super::volume::parse_mount, value_name = "NAME:PATH[:ro]")]
+    pub(crate) volume: Vec<Value>,
     #[command(flatten)]
     pub(crate) conn: Conn,
 }
@@ -104,6 +107,9 @@ pub(crate) fn create_body(a: &CreateArgs) -> Value {
     }
     if let Some(u) = &a.user {
         b["user"] = u.clone().into();
+    }
+    if !a.volume.is_empty() {
+        b["volumes"] = Value::Array(a.volume.clone());
     }
     if let Some(w) = &a.webhook {
         b["webhook_url"] = w.clone().into();

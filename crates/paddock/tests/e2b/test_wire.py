@@ -304,8 +304,8 @@ def test_api_errors_are_json_with_an_integer_code():
         ("POST", "/v3/templates", {"name": "t"}),
         ("GET", "/templates", None),
         ("DELETE", "/templates/base", None),
-        ("GET", "/volumes", None),
-        ("POST", "/volumes", {"name": "v"}),
+        ("GET", "/volumecontent/{id}/file", None),
+        ("POST", "/volumes", {"name": "no/slash"}),
     ],
 )
 def test_unsupported_features_are_4xx_json(sandbox, method, path, body):

@@ -1,0 +1,80 @@
+//! The E2B volume control routes on Paddock's volumes (`crate::volumes`, SDK 2.63):
+//!
+//! - `POST /volumes` `{"name"}`: 201 `{"volumeID", "name", "token"}` (the default quota);
+//!   a name the tenant has: 409.
+//! - `GET /volumes`: `[{"volumeID", "name"}]`; `GET /volumes/{id}`: `{"volumeID", "name",
+//!   "token"}`, 404 if unknown or another tenant's.
+//! - `DELETE /volumes/{id}`: 204; 404 unknown; 409 while sandboxes mount it.
+//!
+//! The volume content API (`/volumecontent/...`, the SDK's volume file operations) is not
+//! served: 400; so the `token` authorizes nothing (an HMAC of `volume:<id>`, which no
+//! sandbox id can be).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use paddock_store::VolumeRecord;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::control::{E2bCaller, E2bResult, body, json_status};
+use crate::state::AppState;
+use crate::volumes;
+use crate::wire::no_content;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewVolume {
+    name: String,
+}
+
+fn with_token(state: &AppState, v: &VolumeRecord) -> Value {
+    json!({
+        "volumeID": v.id,
+        "name": v.name,
+        "token": super::access_token(state, &format!("volume:{}", v.id)),
+    })
+}
+
+pub(super) async fn create(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    req: Request,
+) -> E2bResult<Response> {
+    let b: NewVolume = body(&state, req).await?;
+    let res = volumes::create(&state, &caller, &b.name, None).await;
+    let v = state.audited(&caller, "volume.create", None, Some(b.name), res)?;
+    Ok(json_status(StatusCode::CREATED, with_token(&state, &v)))
+}
+
+pub(super) async fn list(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+) -> E2bResult<Response> {
+    let items: Vec<Value> = volumes::list(&state, &caller)?
+        .iter()
+        .map(|v| json!({ "volumeID": v.id, "name": v.name }))
+        .collect();
+    Ok(json_status(StatusCode::OK, Value::Array(items)))
+}
+
+pub(super) async fn get_one(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    Path(id): Path<String>,
+) -> E2bResult<Response> {
+    let v = volumes::get(&state, &caller, &id)?;
+    Ok(json_status(StatusCode::OK, with_token(&state, &v)))
+}
+
+pub(super) async fn destroy(
+    State(state): State<Arc<AppState>>,
+    E2bCaller(caller): E2bCaller,
+    Path(id): Path<String>,
+) -> E2bResult<Response> {
+    let res = volumes::delete(&state, &caller, &id).await;
+    state.audited(&caller, "volume.delete", None, Some(id), res)?;
+    Ok(no_content())
+}
