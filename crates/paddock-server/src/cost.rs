@@ -30,6 +30,8 @@ use crate::state::AppState;
 use crate::usage::Sample;
 use crate::wire::{form_urlencoded_pairs, json_response, rfc3339};
 
+pub mod budgets;
+
 const HOUR_MS: i64 = 3_600_000;
 const GIB: f64 = (1u64 << 30) as f64;
 /// Longest report range: 366 days.
@@ -143,10 +145,15 @@ pub fn meter(state: &AppState, prev: &BTreeMap<String, Sample>, round: &[(String
             egress_bytes: 0,
         });
     }
-    if !deltas.is_empty()
-        && let Err(e) = state.store.add_usage(&deltas)
-    {
-        tracing::error!("storing usage: {e}");
+    if !deltas.is_empty() {
+        if let Err(e) = state.store.add_usage(&deltas) {
+            tracing::error!("storing usage: {e}");
+        }
+        let tenants: std::collections::BTreeSet<&str> =
+            deltas.iter().map(|d| d.tenant.as_str()).collect();
+        for t in tenants {
+            budgets::watch(state, t);
+        }
     }
 }
 
@@ -154,6 +161,32 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/usage", get(report))
         .route("/v1/usage/prices", get(get_prices).put(put_prices))
+        .route("/v1/usage/budgets", get(budgets::list))
+        .route(
+            "/v1/usage/budgets/{tenant}",
+            axum::routing::put(budgets::put),
+        )
+}
+
+/// What `tenant` has spent this UTC month at the current prices.
+pub fn spent_this_month(state: &AppState, tenant: &str) -> ApiResult<f64> {
+    let now = time::OffsetDateTime::now_utc();
+    let month_start = now
+        .replace_day(1)
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .replace_time(time::Time::MIDNIGHT);
+    let from_ms = (month_start.unix_timestamp_nanos() / 1_000_000) as i64;
+    let rows = state.store.list_usage(&UsageFilter {
+        tenant: Some(tenant.to_owned()),
+        from_hour: from_ms / HOUR_MS,
+        to_hour: now_ms() / HOUR_MS + 1,
+        ..Default::default()
+    })?;
+    let mut t = Totals::default();
+    for r in &rows {
+        t.add(r);
+    }
+    Ok(prices(state).cost(&t))
 }
 
 async fn get_prices(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {

@@ -172,6 +172,7 @@ pub async fn create(
         // The quota check and the insert happen under one lock, so parallel creates of one
         // key cannot both pass the check.
         let _g = state.create_lock.lock().await;
+        crate::cost::budgets::check(state, &caller.key.tenant)?;
         let max = caller
             .key
             .max_sandboxes

@@ -68,6 +68,8 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/v1/usage", V),
     ("GET", "/v1/usage/prices", V),
     ("PUT", "/v1/usage/prices", A),
+    ("GET", "/v1/usage/budgets", V),
+    ("PUT", "/v1/usage/budgets/{tenant}", A),
     // Events.
     ("GET", "/v1/events", V),
     // Sandboxes.

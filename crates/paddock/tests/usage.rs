@@ -130,3 +130,106 @@ async fn cpu_is_metered_priced_and_reported_and_bad_input_changes_nothing() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["by"], "template");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spent_budget_warns_then_refuses_creates_and_bad_budgets_change_nothing() {
+    require_root("the usage test");
+    let s = Server::start(&["--metrics-interval", "1s"]);
+    let (dev_id, dev) = s.new_key(json!({"name": "dev"})).await;
+    let (_, keys) = call(s.req(Method::GET, "/v1/keys")).await;
+    let tenant = keys["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["id"] == dev_id.as_str())
+        .and_then(|k| k["tenant"].as_str())
+        .expect("tenant")
+        .to_owned();
+    let budget = format!("/v1/usage/budgets/{tenant}");
+    for (bad, says) in [
+        (json!({"amount": -5}), "amount"),
+        (json!({"amount": 1, "warn_at": 1.5}), "warn_at"),
+        (json!({"amount": 1, "period": "week"}), "period"),
+    ] {
+        let (st, v) = call(s.req(Method::PUT, &budget).json(&bad)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert!(
+            v["message"].as_str().unwrap_or_default().contains(says),
+            "{v}"
+        );
+    }
+    let (st, _) = call(
+        s.req(Method::PUT, "/v1/usage/budgets/tnt_nosuch")
+            .json(&json!({"amount": 1})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = call(
+        s.req_as(&dev, Method::PUT, &budget)
+            .json(&json!({"amount": 1})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (_, v) = call(s.req(Method::GET, "/v1/usage/budgets")).await;
+    assert_eq!(v["budgets"], json!({}), "nothing was set: {v}");
+
+    // A CPU-second costs 100, the budget is 10: a fraction of a second warns, a second
+    // exceeds it.
+    let (st, _) = call(
+        s.req(Method::PUT, "/v1/usage/prices")
+            .json(&json!({"cpu_second": 100})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, v) = call(
+        s.req(Method::PUT, &budget)
+            .json(&json!({"amount": 10, "warn_at": 0.5})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let sbx = s.create_as(&dev, json!({})).await;
+    let id = sbx["id"].as_str().expect("id").to_owned();
+    let (st, v) = call(
+        s.req_as(&dev, Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&json!({"command": "timeout 3 sh -c 'while :; do :; done'; true"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    eventually(Duration::from_secs(30), "both budget events", || async {
+        let (_, v) = call(s.req_as(&dev, Method::GET, "/v1/events")).await;
+        let kinds: Vec<String> = v["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["type"].as_str().or(e["kind"].as_str()).map(str::to_owned))
+            .collect();
+        if kinds.iter().any(|k| k == "budget_warning")
+            && kinds.iter().any(|k| k == "budget_exceeded")
+        {
+            Ok(())
+        } else {
+            Err(format!("{kinds:?}"))
+        }
+    })
+    .await;
+    let (st, v) = call(
+        s.req_as(&dev, Method::POST, "/v1/sandboxes")
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("quota_exceeded")),
+        "{v}"
+    );
+    let (_, v) = call(s.req_as(&dev, Method::GET, "/v1/usage/budgets")).await;
+    assert!(
+        v["budgets"][&tenant]["spent"].as_f64().unwrap_or(0.0) >= 10.0,
+        "{v}"
+    );
+    // Raising the budget lets creates through again.
+    let (st, _) = call(s.req(Method::PUT, &budget).json(&json!({"amount": 1e9}))).await;
+    assert_eq!(st, StatusCode::OK);
+    let again = s.create_as(&dev, json!({})).await;
+    assert!(again["id"].is_string());
+}

@@ -1,0 +1,216 @@
+//! Budgets per tenant (`docs/cost.md`): an amount per UTC month at the current prices.
+//! Crossing `warn_at` of it emits `budget_warning`, reaching it `budget_exceeded` (each once
+//! per tenant and month while the server runs); from then on creates of the tenant are
+//! refused with 429 `quota_exceeded`. Kept in `<data>/budgets.json`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::wire::json_response;
+
+/// A tenant's monthly budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    pub amount: f64,
+    /// The fraction of `amount` that warns (0 < warn_at <= 1, default 0.8).
+    pub warn_at: f64,
+}
+
+fn path(state: &AppState) -> std::path::PathBuf {
+    state.cfg.data_dir.join("budgets.json")
+}
+
+/// Every budget, by tenant.
+pub fn all(state: &AppState) -> BTreeMap<String, Budget> {
+    let Ok(b) = std::fs::read(path(state)) else {
+        return BTreeMap::new();
+    };
+    let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+    let mut out = BTreeMap::new();
+    for (t, b) in v.as_object().into_iter().flatten() {
+        if let (Some(amount), Some(warn_at)) = (b["amount"].as_f64(), b["warn_at"].as_f64()) {
+            out.insert(t.clone(), Budget { amount, warn_at });
+        }
+    }
+    out
+}
+
+fn json_of(all: &BTreeMap<String, Budget>) -> Value {
+    all.iter()
+        .map(|(t, b)| (t.clone(), json!({"amount": b.amount, "warn_at": b.warn_at})))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Parses `{"amount": N, "warn_at"?: F}`, naming the bad field.
+pub fn parse(body: &[u8]) -> Result<Budget, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("budget is not JSON: {e}"))?;
+    let o = v.as_object().ok_or("budget must be a JSON object")?;
+    if let Some(k) = o.keys().find(|k| *k != "amount" && *k != "warn_at") {
+        return Err(format!("unknown field {k:?}: expected amount, warn_at"));
+    }
+    let amount = o
+        .get("amount")
+        .and_then(Value::as_f64)
+        .filter(|a| a.is_finite() && *a >= 0.0)
+        .ok_or("amount must be a finite number of at least 0")?;
+    let warn_at = match o.get("warn_at") {
+        None => 0.8,
+        Some(w) => w
+            .as_f64()
+            .filter(|w| *w > 0.0 && *w <= 1.0)
+            .ok_or("warn_at must be a number above 0 and at most 1")?,
+    };
+    Ok(Budget { amount, warn_at })
+}
+
+/// `GET /v1/usage/budgets`: every tenant's (admin) or the caller's tenant's budget, with what
+/// it spent this month.
+pub(super) async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Response> {
+    let mut b = all(&state);
+    if !caller.is_admin() {
+        b.retain(|t, _| t == caller.tenant());
+    }
+    let mut v = json_of(&b);
+    for (t, entry) in v.as_object_mut().into_iter().flatten() {
+        entry["spent"] = super::spent_this_month(&state, t)?.into();
+    }
+    Ok(json_response(StatusCode::OK, json!({ "budgets": v })))
+}
+
+/// `PUT /v1/usage/budgets/{tenant}` (admin): sets a tenant's budget; `{"amount": null}`-free
+/// bodies only; an invalid one is a 400 naming the field and changes nothing.
+pub(super) async fn put(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let res = (|| {
+        if body.len() > 1024 {
+            return Err(ApiError::PayloadTooLarge(1024));
+        }
+        if state.store.get_tenant(&tenant)?.is_none() {
+            return Err(ApiError::NotFound(format!(
+                "tenant {} not found",
+                crate::state::truncate(&tenant, 64)
+            )));
+        }
+        let b = parse(&body).map_err(ApiError::BadRequest)?;
+        let mut every = all(&state);
+        every.insert(tenant.clone(), b);
+        let p = path(&state);
+        let tmp = p.with_extension("json.tmp");
+        std::fs::write(&tmp, json_of(&every).to_string())
+            .and_then(|()| std::fs::rename(&tmp, &p))
+            .map_err(|e| ApiError::Internal(format!("writing budgets.json: {e}")))?;
+        Ok(b)
+    })();
+    let b = state.audited(
+        &caller,
+        "usage.budget",
+        None,
+        Some(format!("tenant={}", crate::state::truncate(&tenant, 64))),
+        res,
+    )?;
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"tenant": tenant, "amount": b.amount, "warn_at": b.warn_at}),
+    ))
+}
+
+/// Refuses a create of `tenant` once its budget is spent.
+pub fn check(state: &AppState, tenant: &str) -> ApiResult<()> {
+    let Some(b) = all(state).get(tenant).copied() else {
+        return Ok(());
+    };
+    let spent = super::spent_this_month(state, tenant)?;
+    if spent >= b.amount {
+        return Err(ApiError::QuotaExceeded(format!(
+            "the tenant's budget of {} for this month is spent ({spent:.4})",
+            b.amount
+        )));
+    }
+    Ok(())
+}
+
+/// A crossing: tenant, month (`YYYY-MM`), event kind.
+type Crossing = (String, String, &'static str);
+
+/// The crossings already announced by this process.
+static ANNOUNCED: Mutex<Option<HashSet<Crossing>>> = Mutex::new(None);
+
+/// After usage of `tenant` was added: emits `budget_warning` / `budget_exceeded` once each
+/// per month.
+pub fn watch(state: &AppState, tenant: &str) {
+    let Some(b) = all(state).get(tenant).copied() else {
+        return;
+    };
+    let Ok(spent) = super::spent_this_month(state, tenant) else {
+        return;
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let month = format!("{:04}-{:02}", now.year(), u8::from(now.month()));
+    for (kind, at) in [
+        ("budget_warning", b.amount * b.warn_at),
+        ("budget_exceeded", b.amount),
+    ] {
+        if spent < at {
+            continue;
+        }
+        let key = (tenant.to_owned(), month.clone(), kind);
+        let fresh = ANNOUNCED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert_with(HashSet::new)
+            .insert(key);
+        if fresh {
+            state.emit(
+                tenant,
+                None,
+                kind,
+                json!({"amount": b.amount, "warn_at": b.warn_at, "spent": spent, "month": month}),
+                None,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_name_their_bad_field() {
+        assert_eq!(
+            parse(br#"{"amount": 10}"#),
+            Ok(Budget {
+                amount: 10.0,
+                warn_at: 0.8
+            })
+        );
+        for (bad, says) in [
+            (r#"{"amount": -1}"#, "amount"),
+            (r#"{"amount": 1, "warn_at": 2}"#, "warn_at"),
+            (r#"{"amount": 1, "warn_at": 0}"#, "warn_at"),
+            (r#"{"warn_at": 0.5}"#, "amount"),
+            (r#"{"amount": 1, "currency": "eur"}"#, "currency"),
+            ("[]", "object"),
+        ] {
+            let e = parse(bad.as_bytes()).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}
