@@ -1,4 +1,5 @@
-//! Pause and resume latency of the native runtime, per mode (`docs/persistence.md`).
+//! Pause and resume latency of the native runtime, per mode, and snapshot and fork of 10
+//! (`docs/persistence.md`).
 //!
 //! Run: `cargo bench -p paddock --bench persist` (as root). `PADDOCK_BENCH_RUNS` sets the
 //! number of runs per row (default 50). Prints a markdown table for `BENCHMARKS.md`.
@@ -57,6 +58,58 @@ fn main() -> anyhow::Result<()> {
             rows.push((format!("resume, `{m}`"), r));
             rows.push((format!("resume + exec, `{m}`"), re));
         }
+        runtime.destroy(&id).await?;
+
+        // Snapshots of a running sandbox that wrote 10 MB, each deleted after.
+        let sbx = runtime.create(CreateSpec::default()).await?;
+        let id = sbx.id.to_string();
+        sbx.exec(ExecRequest {
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "head -c 10000000 /dev/urandom > /home/user/blob".into(),
+            ],
+            ..Default::default()
+        })
+        .await?;
+        let mut snaps = Vec::new();
+        for i in 0..runs {
+            let name = format!("bench-snap-{i}");
+            let t = Instant::now();
+            runtime.snapshot(&id, &name)?;
+            snaps.push(t.elapsed());
+            runtime.remove_template(&name, false)?;
+        }
+        rows.push(("snapshot (10 MB written)".into(), snaps));
+        // Fork of 10: one snapshot, then ten creates from it at once, until all ten run.
+        let mut forks = Vec::new();
+        for i in 0..runs.min(10) {
+            let name = format!("bench-fork-{i}");
+            let t = Instant::now();
+            runtime.snapshot(&id, &name)?;
+            let tasks: Vec<_> = (0..10)
+                .map(|_| {
+                    let (rt, template) = (runtime.clone(), name.clone());
+                    tokio::spawn(async move {
+                        rt.create(CreateSpec {
+                            template,
+                            ..Default::default()
+                        })
+                        .await
+                    })
+                })
+                .collect();
+            let mut kids = Vec::new();
+            for task in tasks {
+                kids.push(task.await??);
+            }
+            forks.push(t.elapsed());
+            for k in kids {
+                runtime.destroy(k.id.as_str()).await?;
+            }
+            runtime.remove_template(&name, false)?;
+        }
+        rows.push(("fork of 10 (snapshot + 10 creates, total)".into(), forks));
         runtime.destroy(&id).await?;
         anyhow::Ok(())
     })?;
