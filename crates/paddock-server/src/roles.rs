@@ -369,6 +369,6 @@ mod tests {
         assert!(Role::Operator < Role::Admin);
         assert_eq!(need(&Method::HEAD, "/v1/sandboxes"), Some(V));
         assert_eq!(need(&Method::PATCH, "/v1/sandboxes"), None);
-        assert_eq!(need(&Method::PATCH, "/volumes"), Some(V));
+        assert_eq!(need(&Method::PATCH, "/v3/templates"), Some(V));
     }
 }
