@@ -165,11 +165,12 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         // A key in the headers wins; without one, the console's session cookie
         // (CSRF-checked, see `session`).
         let c = match presented_key(parts) {
-            Some(k) => authenticate(state, Some(k))?,
+            Some(k) => authenticate(state, Some(k)).await?,
             None => {
-                match crate::session::from_cookie(state, &parts.method, &parts.headers, false) {
+                match crate::session::from_cookie(state, &parts.method, &parts.headers, false).await
+                {
                     Some(r) => r?,
-                    None => authenticate(state, None)?,
+                    None => authenticate(state, None).await?,
                 }
             }
         };
@@ -180,23 +181,26 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 }
 
 /// Checks a presented key: well formed, known, not revoked, not expired, within its rate.
-pub fn authenticate(state: &AppState, key: Option<&str>) -> Result<Caller, ApiError> {
-    let c = authenticate_unmetered(state, key)?;
+pub async fn authenticate(state: &AppState, key: Option<&str>) -> Result<Caller, ApiError> {
+    let c = authenticate_unmetered(state, key).await?;
     state.limiter.check(&c.key.id)?;
     Ok(c)
 }
 
 /// [`authenticate`] without taking a token of the REST rate: for the port proxy, which
 /// charges its own bucket ([`data_bucket`]).
-pub fn authenticate_unmetered(state: &AppState, key: Option<&str>) -> Result<Caller, ApiError> {
-    authenticate_in(state.store.as_ref(), key)
+pub async fn authenticate_unmetered(
+    state: &AppState,
+    key: Option<&str>,
+) -> Result<Caller, ApiError> {
+    authenticate_in(state.store.as_ref(), key).await
 }
 
 /// [`authenticate_unmetered`] against a store (the control plane has no [`AppState`]).
-pub fn authenticate_in(store: &dyn Store, key: Option<&str>) -> Result<Caller, ApiError> {
+pub async fn authenticate_in(store: &dyn Store, key: Option<&str>) -> Result<Caller, ApiError> {
     const BAD: ApiError = ApiError::Unauthorized("missing, invalid, revoked or expired API key");
     let key = canonical(key.ok_or(BAD)?).ok_or(BAD)?;
-    let k = store.key_by_hash(&hash_key(&key))?.ok_or(BAD)?;
+    let k = store.key_by_hash(&hash_key(&key)).await?.ok_or(BAD)?;
     let now = now_ms();
     if k.revoked_at.is_some() || k.expires_at.is_some_and(|e| e <= now) {
         return Err(BAD);
@@ -218,8 +222,8 @@ pub enum DataBucket {
 
 /// The bucket of a request authenticated by sandbox `id`'s access token or a file-URL
 /// signature: its creating key, or the sandbox's own bucket if its record is gone.
-pub fn owner_bucket(state: &AppState, id: &str) -> DataBucket {
-    match state.store.get_sandbox(id) {
+pub async fn owner_bucket(state: &AppState, id: &str) -> DataBucket {
+    match state.store.get_sandbox(id).await {
         Ok(Some(r)) => DataBucket::Key(r.key_id),
         _ => DataBucket::Sandbox(id.to_owned()),
     }

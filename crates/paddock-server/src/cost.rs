@@ -122,7 +122,7 @@ pub fn prices(state: &AppState) -> Prices {
 }
 
 /// One sampling round's usage: for each sandbox with a previous sample, what it used since.
-pub fn meter(state: &AppState, prev: &BTreeMap<String, Sample>, round: &[(String, Sample)]) {
+pub async fn meter(state: &AppState, prev: &BTreeMap<String, Sample>, round: &[(String, Sample)]) {
     let mut deltas = Vec::new();
     for (id, cur) in round {
         let Some(p) = prev.get(id) else { continue };
@@ -130,7 +130,7 @@ pub fn meter(state: &AppState, prev: &BTreeMap<String, Sample>, round: &[(String
         if dt_ms <= 0 {
             continue;
         }
-        let Ok(Some(rec)) = state.store.get_sandbox(id) else {
+        let Ok(Some(rec)) = state.store.get_sandbox(id).await else {
             continue;
         };
         deltas.push(UsageRow {
@@ -146,13 +146,13 @@ pub fn meter(state: &AppState, prev: &BTreeMap<String, Sample>, round: &[(String
         });
     }
     if !deltas.is_empty() {
-        if let Err(e) = state.store.add_usage(&deltas) {
+        if let Err(e) = state.store.add_usage(&deltas).await {
             tracing::error!("storing usage: {e}");
         }
         let tenants: std::collections::BTreeSet<&str> =
             deltas.iter().map(|d| d.tenant.as_str()).collect();
         for t in tenants {
-            budgets::watch(state, t);
+            budgets::watch(state, t).await;
         }
     }
 }
@@ -169,19 +169,22 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// What `tenant` has spent this UTC month at the current prices.
-pub fn spent_this_month(state: &AppState, tenant: &str) -> ApiResult<f64> {
+pub async fn spent_this_month(state: &AppState, tenant: &str) -> ApiResult<f64> {
     let now = time::OffsetDateTime::now_utc();
     let month_start = now
         .replace_day(1)
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .replace_time(time::Time::MIDNIGHT);
     let from_ms = (month_start.unix_timestamp_nanos() / 1_000_000) as i64;
-    let rows = state.store.list_usage(&UsageFilter {
-        tenant: Some(tenant.to_owned()),
-        from_hour: from_ms / HOUR_MS,
-        to_hour: now_ms() / HOUR_MS + 1,
-        ..Default::default()
-    })?;
+    let rows = state
+        .store
+        .list_usage(&UsageFilter {
+            tenant: Some(tenant.to_owned()),
+            from_hour: from_ms / HOUR_MS,
+            to_hour: now_ms() / HOUR_MS + 1,
+            ..Default::default()
+        })
+        .await?;
     let mut t = Totals::default();
     for r in &rows {
         t.add(r);
@@ -211,7 +214,9 @@ async fn put_prices(
             .map_err(|e| ApiError::Internal(format!("writing prices.json: {e}")))?;
         Ok(p)
     })();
-    let p = state.audited(&caller, "usage.prices", None, None, res)?;
+    let p = state
+        .audited(&caller, "usage.prices", None, None, res)
+        .await?;
     Ok(json_response(StatusCode::OK, p.json()))
 }
 
@@ -314,7 +319,7 @@ async fn report(
     if caller.key.role == Role::Developer {
         f.key_id = Some(caller.key.id.clone());
     }
-    let rows = state.store.list_usage(&f)?;
+    let rows = state.store.list_usage(&f).await?;
     let prices = prices(&state);
     let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
     let mut total = Totals::default();

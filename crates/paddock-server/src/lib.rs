@@ -150,10 +150,11 @@ pub async fn serve(
         sessions: session::Sessions::default(),
     });
     // A node never makes keys: the fleet's first control plane does.
-    let admin_key = if state.cfg.node.is_none() && state.store.count_keys()? == 0 {
+    let admin_key = if state.cfg.node.is_none() && state.store.count_keys().await? == 0 {
         let (_, secret) = api::admin::new_key(&state, "admin", Role::Admin, None, None, None, None)
+            .await
             .map_err(|e| ServeError::Bootstrap(e.to_string()))?;
-        state.audit(None, "key.bootstrap", None, "ok", None);
+        state.audit(None, "key.bootstrap", None, "ok", None).await;
         Some(secret)
     } else {
         None
@@ -161,7 +162,9 @@ pub async fn serve(
     lifecycle::reconcile(&state)
         .await
         .map_err(|e| ServeError::Reconcile(e.to_string()))?;
-    api::templates::reconcile(&state).map_err(|e| ServeError::Reconcile(e.to_string()))?;
+    api::templates::reconcile(&state)
+        .await
+        .map_err(|e| ServeError::Reconcile(e.to_string()))?;
     if state.cfg.node.is_some() {
         fleet::node::resync(&state).await;
     }
@@ -193,7 +196,9 @@ pub async fn serve(
         .local_addr()
         .map_err(|source| ServeError::Listen { addr, source })?;
     if state.cfg.node.is_some() {
-        fleet::node::register(&state, local).map_err(ServeError::Fleet)?;
+        fleet::node::register(&state, local)
+            .await
+            .map_err(ServeError::Fleet)?;
         tokio::spawn(fleet::node::run(state.clone(), local));
     }
     on_ready(Ready {

@@ -120,10 +120,10 @@ pub async fn create(
 ) -> ApiResult<SandboxRecord> {
     spec.template = crate::templates::resolve_alias(state, &spec.template);
     // Secrets first: an unknown one is refused before anything is recorded.
-    let secrets = crate::secrets::resolve(state, &caller.key.tenant, &spec.secrets)?;
+    let secrets = crate::secrets::resolve(state, &caller.key.tenant, &spec.secrets).await?;
     check_selector(state, &spec.node_selector)?;
     let isolation = crate::isolation::choose(state, &spec)?;
-    let volumes = crate::volumes::resolve(state, &caller.key.tenant, &spec.volumes)?;
+    let volumes = crate::volumes::resolve(state, &caller.key.tenant, &spec.volumes).await?;
     if isolation == paddock_core::Isolation::Gvisor && !volumes.is_empty() {
         return Err(ApiError::BadRequest(
             "volumes are not supported on the gvisor backend yet: use native isolation".into(),
@@ -172,18 +172,18 @@ pub async fn create(
         // The quota check and the insert happen under one lock, so parallel creates of one
         // key cannot both pass the check.
         let _g = state.create_lock.lock().await;
-        crate::cost::budgets::check(state, &caller.key.tenant)?;
+        crate::cost::budgets::check(state, &caller.key.tenant).await?;
         let max = caller
             .key
             .max_sandboxes
             .unwrap_or(state.cfg.max_sandboxes_per_key);
-        let active = state.store.count_active_by_key(&caller.key.id)?;
+        let active = state.store.count_active_by_key(&caller.key.id).await?;
         if active >= u64::from(max) {
             return Err(ApiError::QuotaExceeded(format!(
                 "this key already runs {active} sandboxes, its maximum is {max}"
             )));
         }
-        state.store.insert_sandbox(&rec)?;
+        state.store.insert_sandbox(&rec).await?;
     }
     let created = state
         .runtime
@@ -221,7 +221,7 @@ pub async fn create(
             rec.state = SandboxState::Running;
             rec.ready_at = Some(ready);
             rec.expires_at = Some(ready.saturating_add(timeout_ms));
-            state.store.update_sandbox(&rec)?;
+            state.store.update_sandbox(&rec).await?;
             state.deadlines.set(&rec);
             state.deadlines_changed.notify_one();
             Metrics::inc(&state.metrics.sandboxes_created);
@@ -230,13 +230,15 @@ pub async fn create(
                 .metrics
                 .create_latency
                 .observe(std::time::Duration::from_millis(took));
-            state.emit(
-                &rec.tenant,
-                Some(&rec.id),
-                "created",
-                serde_json::json!({ "template": rec.template, "ready_ms": ready - now }),
-                hook.as_deref(),
-            );
+            state
+                .emit(
+                    &rec.tenant,
+                    Some(&rec.id),
+                    "created",
+                    serde_json::json!({ "template": rec.template, "ready_ms": ready - now }),
+                    hook.as_deref(),
+                )
+                .await;
             Ok(rec)
         }
         Err(e) => {
@@ -245,14 +247,16 @@ pub async fn create(
             rec.stop_reason = Some("failed".into());
             rec.stopped_at = Some(now_ms());
             let err = e;
-            state.store.update_sandbox(&rec)?;
-            state.emit(
-                &rec.tenant,
-                Some(&rec.id),
-                "failed",
-                serde_json::json!({ "error": err.to_string() }),
-                hook.as_deref(),
-            );
+            state.store.update_sandbox(&rec).await?;
+            state
+                .emit(
+                    &rec.tenant,
+                    Some(&rec.id),
+                    "failed",
+                    serde_json::json!({ "error": err.to_string() }),
+                    hook.as_deref(),
+                )
+                .await;
             Err(err)
         }
     }
@@ -292,7 +296,8 @@ pub(crate) async fn start_template(
 pub async fn stop(state: &Arc<AppState>, id: &str, reason: &str) -> ApiResult<SandboxRecord> {
     let mut rec = state
         .store
-        .get_sandbox(id)?
+        .get_sandbox(id)
+        .await?
         .ok_or_else(|| ApiError::sandbox_not_found(id))?;
     state.deadlines.remove(id);
     if rec.state == SandboxState::Stopped {
@@ -304,23 +309,29 @@ pub async fn stop(state: &Arc<AppState>, id: &str, reason: &str) -> ApiResult<Sa
     rec.state = SandboxState::Stopped;
     rec.stop_reason = Some(reason.to_owned());
     rec.stopped_at = Some(now_ms());
-    state.store.update_sandbox(&rec)?;
+    state.store.update_sandbox(&rec).await?;
     match reason {
         "expired" => Metrics::inc(&state.metrics.sandboxes_expired),
         _ => Metrics::inc(&state.metrics.sandboxes_killed),
     }
-    state.emit(
-        &rec.tenant,
-        Some(id),
-        reason,
-        serde_json::json!({}),
-        rec.webhook_url.as_deref(),
-    );
+    state
+        .emit(
+            &rec.tenant,
+            Some(id),
+            reason,
+            serde_json::json!({}),
+            rec.webhook_url.as_deref(),
+        )
+        .await;
     Ok(rec)
 }
 
 /// Sets a running sandbox's timeout to `timeout` from now; warnings start over.
-pub fn set_timeout(state: &AppState, rec: &mut SandboxRecord, timeout: Duration) -> ApiResult<()> {
+pub async fn set_timeout(
+    state: &AppState,
+    rec: &mut SandboxRecord,
+    timeout: Duration,
+) -> ApiResult<()> {
     if rec.state != SandboxState::Running {
         return Err(ApiError::Conflict(format!(
             "sandbox {} is {}",
@@ -333,7 +344,7 @@ pub fn set_timeout(state: &AppState, rec: &mut SandboxRecord, timeout: Duration)
     if let Some(o) = rec.spec.as_object_mut() {
         o.insert("timeout_ms".into(), timeout_ms.into());
     }
-    state.store.update_sandbox(rec)?;
+    state.store.update_sandbox(rec).await?;
     state.deadlines.set(rec);
     state.deadlines_changed.notify_one();
     state.emit(
@@ -342,7 +353,7 @@ pub fn set_timeout(state: &AppState, rec: &mut SandboxRecord, timeout: Duration)
         "timeout_changed",
         serde_json::json!({ "timeout_secs": timeout.as_secs(), "expires_at": crate::wire::rfc3339(rec.expires_at) }),
         rec.webhook_url.as_deref(),
-    );
+    ).await;
     Ok(())
 }
 
@@ -365,14 +376,16 @@ pub async fn set_network(
             serde_json::to_value(&policy).unwrap_or_default(),
         );
     }
-    state.store.update_sandbox(rec)?;
-    state.emit(
-        &rec.tenant,
-        Some(&rec.id),
-        "network_changed",
-        serde_json::json!({ "network": policy }),
-        rec.webhook_url.as_deref(),
-    );
+    state.store.update_sandbox(rec).await?;
+    state
+        .emit(
+            &rec.tenant,
+            Some(&rec.id),
+            "network_changed",
+            serde_json::json!({ "network": policy }),
+            rec.webhook_url.as_deref(),
+        )
+        .await;
     Ok(())
 }
 
@@ -413,20 +426,22 @@ pub async fn run(state: Arc<AppState>) {
         }
         for (id, dl) in warn {
             let remaining = (dl.expires_at - now).max(0);
-            state.emit(
-                &dl.tenant,
-                Some(&id),
-                "timeout_warning",
-                serde_json::json!({
-                    "expires_at": crate::wire::rfc3339(Some(dl.expires_at)),
-                    "remaining_secs": remaining / 1000,
-                    "warning": dl.warnings_sent,
-                }),
-                dl.webhook.as_deref(),
-            );
-            if let Ok(Some(mut r)) = state.store.get_sandbox(&id) {
+            state
+                .emit(
+                    &dl.tenant,
+                    Some(&id),
+                    "timeout_warning",
+                    serde_json::json!({
+                        "expires_at": crate::wire::rfc3339(Some(dl.expires_at)),
+                        "remaining_secs": remaining / 1000,
+                        "warning": dl.warnings_sent,
+                    }),
+                    dl.webhook.as_deref(),
+                )
+                .await;
+            if let Ok(Some(mut r)) = state.store.get_sandbox(&id).await {
                 r.warnings_sent = dl.warnings_sent;
-                let _ = state.store.update_sandbox(&r);
+                let _ = state.store.update_sandbox(&r).await;
             }
         }
         for id in expire {
@@ -437,13 +452,17 @@ pub async fn run(state: Arc<AppState>) {
                 let pause = st
                     .store
                     .get_sandbox(&id)
+                    .await
                     .ok()
                     .flatten()
                     .filter(|r| r.state == SandboxState::Running)
                     .and_then(|r| crate::pausing::pause_on_timeout(&r));
                 if let Some(mode) = pause {
                     match crate::pausing::pause(&st, &id, mode, "timeout").await {
-                        Ok(_) => st.audit(None, "sandbox.auto_pause", Some(&id), "ok", None),
+                        Ok(_) => {
+                            st.audit(None, "sandbox.auto_pause", Some(&id), "ok", None)
+                                .await
+                        }
                         Err(e) => {
                             tracing::error!(sandbox = %id, "pausing at timeout: {e}");
                             st.audit(
@@ -452,17 +471,22 @@ pub async fn run(state: Arc<AppState>) {
                                 Some(&id),
                                 e.status_code().1,
                                 None,
-                            );
+                            )
+                            .await;
                             let _ = stop(&st, &id, "expired").await;
                         }
                     }
                     return;
                 }
                 match stop(&st, &id, "expired").await {
-                    Ok(_) => st.audit(None, "sandbox.expire", Some(&id), "ok", None),
+                    Ok(_) => {
+                        st.audit(None, "sandbox.expire", Some(&id), "ok", None)
+                            .await
+                    }
                     Err(e) => {
                         tracing::error!(sandbox = %id, "expiring: {e}");
-                        st.audit(None, "sandbox.expire", Some(&id), e.status_code().1, None);
+                        st.audit(None, "sandbox.expire", Some(&id), e.status_code().1, None)
+                            .await;
                     }
                 }
             });
@@ -505,21 +529,25 @@ fn check_liveness(state: &Arc<AppState>) {
             if let Err(e) = stop(&st, &id, reason).await {
                 tracing::error!(sandbox = %id, "stopping a dead sandbox: {e}");
             }
-            st.audit(None, "sandbox.died", Some(&id), reason, None);
+            st.audit(None, "sandbox.died", Some(&id), reason, None)
+                .await;
         });
     }
 }
 
 /// Makes the store and the host agree (see the module doc for the policy).
 pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
-    let active = state.store.list_sandboxes(&SandboxFilter {
-        states: vec![
-            SandboxState::Starting,
-            SandboxState::Running,
-            SandboxState::Paused,
-        ],
-        ..Default::default()
-    })?;
+    let active = state
+        .store
+        .list_sandboxes(&SandboxFilter {
+            states: vec![
+                SandboxState::Starting,
+                SandboxState::Running,
+                SandboxState::Paused,
+            ],
+            ..Default::default()
+        })
+        .await?;
     // A node reconciles only the sandboxes it holds; a single host those of no node.
     let me = state.cfg.node.as_ref().map(|n| n.id.as_str());
     let active: Vec<SandboxRecord> = active
@@ -539,22 +567,26 @@ pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
             r.state = SandboxState::Stopped;
             r.stop_reason = Some("failed".into());
             r.stopped_at = Some(now_ms());
-            state.store.update_sandbox(&r)?;
+            state.store.update_sandbox(&r).await?;
             tracing::error!(sandbox = %r.id, "failed at adoption: {why}");
-            state.emit(
-                &r.tenant,
-                Some(&r.id),
-                "failed",
-                serde_json::json!({ "error": why }),
-                r.webhook_url.as_deref(),
-            );
-            state.audit(
-                None,
-                "sandbox.adopt",
-                Some(&r.id),
-                "failed",
-                Some(why.clone()),
-            );
+            state
+                .emit(
+                    &r.tenant,
+                    Some(&r.id),
+                    "failed",
+                    serde_json::json!({ "error": why }),
+                    r.webhook_url.as_deref(),
+                )
+                .await;
+            state
+                .audit(
+                    None,
+                    "sandbox.adopt",
+                    Some(&r.id),
+                    "failed",
+                    Some(why.clone()),
+                )
+                .await;
             continue;
         }
         if let Some(adopted) = crate::pausing::reconcile_paused(state, &mut r).await? {
@@ -576,31 +608,39 @@ pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
                 r.ready_at = Some(now);
                 r.expires_at = Some(now + timeout_ms);
             }
-            state.store.update_sandbox(&r)?;
+            state.store.update_sandbox(&r).await?;
             state.deadlines.set(&r);
             tracing::info!(sandbox = %r.id, "adopted");
-            state.emit(
-                &r.tenant,
-                Some(&r.id),
-                "adopted",
-                serde_json::json!({}),
-                r.webhook_url.as_deref(),
-            );
-            state.audit(None, "sandbox.adopt", Some(&r.id), "ok", None);
+            state
+                .emit(
+                    &r.tenant,
+                    Some(&r.id),
+                    "adopted",
+                    serde_json::json!({}),
+                    r.webhook_url.as_deref(),
+                )
+                .await;
+            state
+                .audit(None, "sandbox.adopt", Some(&r.id), "ok", None)
+                .await;
         } else {
             r.state = SandboxState::Stopped;
             r.stop_reason = Some("lost".into());
             r.stopped_at = Some(now_ms());
-            state.store.update_sandbox(&r)?;
+            state.store.update_sandbox(&r).await?;
             tracing::warn!(sandbox = %r.id, "lost: its sandbox no longer exists");
-            state.emit(
-                &r.tenant,
-                Some(&r.id),
-                "lost",
-                serde_json::json!({}),
-                r.webhook_url.as_deref(),
-            );
-            state.audit(None, "sandbox.lost", Some(&r.id), "ok", None);
+            state
+                .emit(
+                    &r.tenant,
+                    Some(&r.id),
+                    "lost",
+                    serde_json::json!({}),
+                    r.webhook_url.as_deref(),
+                )
+                .await;
+            state
+                .audit(None, "sandbox.lost", Some(&r.id), "ok", None)
+                .await;
         }
     }
     let paused = state.runtime.paused();
@@ -610,7 +650,9 @@ pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
             if let Err(e) = state.runtime.destroy(id).await {
                 tracing::error!(sandbox = %id, "destroying: {e}");
             }
-            state.audit(None, "sandbox.orphan_destroy", Some(id), "ok", None);
+            state
+                .audit(None, "sandbox.orphan_destroy", Some(id), "ok", None)
+                .await;
         }
     }
     for s in state.runtime.list() {
@@ -619,13 +661,15 @@ pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
             if let Err(e) = state.runtime.destroy(s.id.as_str()).await {
                 tracing::error!(sandbox = %s.id, "destroying: {e}");
             }
-            state.audit(
-                None,
-                "sandbox.orphan_destroy",
-                Some(s.id.as_str()),
-                "ok",
-                None,
-            );
+            state
+                .audit(
+                    None,
+                    "sandbox.orphan_destroy",
+                    Some(s.id.as_str()),
+                    "ok",
+                    None,
+                )
+                .await;
         }
     }
     state.deadlines_changed.notify_one();

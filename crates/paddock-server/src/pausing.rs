@@ -64,7 +64,8 @@ pub async fn pause(
     let _g = state.pause_lock.lock().await;
     let mut rec = state
         .store
-        .get_sandbox(id)?
+        .get_sandbox(id)
+        .await?
         .ok_or_else(|| ApiError::sandbox_not_found(id))?;
     match rec.state {
         SandboxState::Running => {}
@@ -91,16 +92,18 @@ pub async fn pause(
         o.insert("paused_at".into(), now.into());
         o.insert("remaining_ms".into(), remaining.into());
     }
-    state.store.update_sandbox(&rec)?;
+    state.store.update_sandbox(&rec).await?;
     state.deadlines.set(&rec);
     state.deadlines_changed.notify_one();
-    state.emit(
-        &rec.tenant,
-        Some(id),
-        "paused",
-        serde_json::json!({ "mode": mode.as_str(), "reason": why }),
-        rec.webhook_url.as_deref(),
-    );
+    state
+        .emit(
+            &rec.tenant,
+            Some(id),
+            "paused",
+            serde_json::json!({ "mode": mode.as_str(), "reason": why }),
+            rec.webhook_url.as_deref(),
+        )
+        .await;
     Ok(rec)
 }
 
@@ -116,7 +119,8 @@ pub async fn resume(
     let _g = state.pause_lock.lock().await;
     let mut rec = state
         .store
-        .get_sandbox(id)?
+        .get_sandbox(id)
+        .await?
         .ok_or_else(|| ApiError::sandbox_not_found(id))?;
     match rec.state {
         SandboxState::Paused => {}
@@ -176,16 +180,18 @@ pub async fn resume(
             .count(),
     )
     .unwrap_or(0);
-    state.store.update_sandbox(&rec)?;
+    state.store.update_sandbox(&rec).await?;
     state.deadlines.set(&rec);
     state.deadlines_changed.notify_one();
-    state.emit(
-        &rec.tenant,
-        Some(id),
-        "resumed",
-        serde_json::json!({ "mode": mode.map(PauseMode::as_str), "reboot": reboot }),
-        rec.webhook_url.as_deref(),
-    );
+    state
+        .emit(
+            &rec.tenant,
+            Some(id),
+            "resumed",
+            serde_json::json!({ "mode": mode.map(PauseMode::as_str), "reboot": reboot }),
+            rec.webhook_url.as_deref(),
+        )
+        .await;
     Ok(rec)
 }
 
@@ -203,17 +209,21 @@ pub async fn reconcile_paused(
             if let Some(o) = r.spec.as_object_mut() {
                 o.insert("paused_mode".into(), m.as_str().into());
             }
-            state.store.update_sandbox(r)?;
+            state.store.update_sandbox(r).await?;
             state.deadlines.set(r);
             tracing::info!(sandbox = %r.id, mode = m.as_str(), "adopted paused");
-            state.emit(
-                &r.tenant,
-                Some(&r.id),
-                "adopted",
-                serde_json::json!({ "paused": m.as_str() }),
-                r.webhook_url.as_deref(),
-            );
-            state.audit(None, "sandbox.adopt", Some(&r.id), "ok", None);
+            state
+                .emit(
+                    &r.tenant,
+                    Some(&r.id),
+                    "adopted",
+                    serde_json::json!({ "paused": m.as_str() }),
+                    r.webhook_url.as_deref(),
+                )
+                .await;
+            state
+                .audit(None, "sandbox.adopt", Some(&r.id), "ok", None)
+                .await;
             Ok(Some(true))
         }
         // A crash between the runtime's resume and the record's: it runs.
@@ -232,7 +242,7 @@ pub async fn reconcile_paused(
             }
             r.state = SandboxState::Running;
             r.expires_at = Some(now.saturating_add(remaining));
-            state.store.update_sandbox(r)?;
+            state.store.update_sandbox(r).await?;
             state.deadlines.set(r);
             tracing::info!(sandbox = %r.id, "adopted (resumed before the crash)");
             Ok(Some(true))
@@ -241,16 +251,20 @@ pub async fn reconcile_paused(
             r.state = SandboxState::Stopped;
             r.stop_reason = Some("lost".into());
             r.stopped_at = Some(now);
-            state.store.update_sandbox(r)?;
+            state.store.update_sandbox(r).await?;
             tracing::warn!(sandbox = %r.id, "lost: its paused sandbox no longer exists");
-            state.emit(
-                &r.tenant,
-                Some(&r.id),
-                "lost",
-                serde_json::json!({}),
-                r.webhook_url.as_deref(),
-            );
-            state.audit(None, "sandbox.lost", Some(&r.id), "ok", None);
+            state
+                .emit(
+                    &r.tenant,
+                    Some(&r.id),
+                    "lost",
+                    serde_json::json!({}),
+                    r.webhook_url.as_deref(),
+                )
+                .await;
+            state
+                .audit(None, "sandbox.lost", Some(&r.id), "ok", None)
+                .await;
             Ok(Some(false))
         }
         // A crash between the runtime's pause and the record's: resumed, as the store says.

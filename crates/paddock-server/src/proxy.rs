@@ -231,12 +231,12 @@ enum Access {
 
 /// Decides whether `req` may reach `port` of sandbox `rec`. `query_token` is the token found
 /// in the query string, if any.
-fn authorize(
+async fn authorize(
     state: &AppState,
     rec: &SandboxRecord,
     port: u16,
     path_routed: bool,
-    req: &Request,
+    headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> Access {
     let id = rec.id.as_str();
@@ -248,14 +248,14 @@ fn authorize(
     let cookie = cookie_name(id, port);
     let mut presented = Vec::new();
     for h in TOKEN_HEADERS {
-        presented.extend(req.headers().get_all(h).iter().map(|v| v.as_bytes()));
+        presented.extend(headers.get_all(h).iter().map(|v| v.as_bytes()));
     }
     if let Some(q) = query_token {
         presented.push(q.as_bytes());
     }
     // A cookie counts only when no token is given explicitly, so a stale cookie never
     // blocks a fresh token.
-    let cookies: Vec<String> = cookie_values(req.headers(), &cookie);
+    let cookies: Vec<String> = cookie_values(headers, &cookie);
     if presented.is_empty() {
         presented.extend(cookies.iter().map(|c| c.as_bytes()));
     }
@@ -270,8 +270,8 @@ fn authorize(
             format!("the access token is not valid for sandbox {id}"),
         ));
     }
-    if path_routed && let Some(key) = api_key(req.headers()) {
-        return match crate::auth::authenticate_unmetered(state, Some(key)) {
+    if path_routed && let Some(key) = api_key(headers) {
+        return match crate::auth::authenticate_unmetered(state, Some(key)).await {
             // A viewer may read a sandbox's records, not talk to its ports.
             Ok(c) if c.sees(rec) && c.key.role >= paddock_store::Role::Developer => {
                 Access::Granted(DataBucket::Key(c.key.id))
@@ -464,7 +464,7 @@ async fn forward(
     prefix: Option<String>,
     mut req: Request,
 ) -> Response {
-    let rec = match state.store.get_sandbox(id) {
+    let rec = match state.store.get_sandbox(id).await {
         Ok(Some(r)) => r,
         Ok(None) => return ApiError::sandbox_not_found(id).into_response(),
         Err(e) => return ApiError::from(e).into_response(),
@@ -475,9 +475,11 @@ async fn forward(
         &rec,
         port,
         prefix.is_some(),
-        &req,
+        req.headers(),
         query_token.as_deref(),
-    ) {
+    )
+    .await
+    {
         Access::Granted(b) => b,
         Access::Denied(r) => return r,
     };

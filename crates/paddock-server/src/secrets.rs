@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -107,8 +107,9 @@ impl MasterKey {
 #[derive(Debug)]
 pub struct Secrets {
     key: RwLock<Option<MasterKey>>,
-    /// Held while a version number is chosen and written, and during rotation.
-    write: Mutex<()>,
+    /// Held while a version number is chosen and written, and during rotation (async: it is
+    /// held across store calls).
+    write: tokio::sync::Mutex<()>,
 }
 
 /// The answer of every secret route and every create naming secrets without a master key.
@@ -128,7 +129,7 @@ impl Secrets {
     pub fn new(key: Option<MasterKey>) -> Secrets {
         Secrets {
             key: RwLock::new(key),
-            write: Mutex::new(()),
+            write: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -145,10 +146,8 @@ impl Secrets {
         self.key().is_ok()
     }
 
-    fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write.lock().await
     }
 
     /// Seals `value` as version `version` of `secret_id`.
@@ -205,11 +204,12 @@ impl Secrets {
     }
 
     /// The current value of a secret.
-    fn open_current(&self, state: &AppState, s: &SecretRecord) -> ApiResult<SecretValue> {
+    async fn open_current(&self, state: &AppState, s: &SecretRecord) -> ApiResult<SecretValue> {
         let key = self.key()?;
         let v = state
             .store
-            .secret_version(&s.id, s.current_version)?
+            .secret_version(&s.id, s.current_version)
+            .await?
             .ok_or_else(|| ApiError::Internal("a secret has no current version".into()))?;
         let bytes = Self::open_with(&key, &v)?;
         String::from_utf8(bytes)
@@ -274,7 +274,7 @@ pub fn not_found(id_or_name: &str) -> ApiError {
 }
 
 /// Creates a secret of the caller's tenant with its first version.
-pub fn create(
+pub async fn create(
     state: &AppState,
     caller: &Caller,
     name: &str,
@@ -285,13 +285,18 @@ pub fn create(
     check_name(name)?;
     check_value(value)?;
     check_metadata(&metadata)?;
-    let _g = state.secrets.write_lock();
-    if state.store.count_secrets(caller.tenant())? >= MAX_PER_TENANT {
+    let _g = state.secrets.write_lock().await;
+    if state.store.count_secrets(caller.tenant()).await? >= MAX_PER_TENANT {
         return Err(ApiError::QuotaExceeded(format!(
             "a tenant has at most {MAX_PER_TENANT} secrets"
         )));
     }
-    if state.store.get_secret(caller.tenant(), name)?.is_some() {
+    if state
+        .store
+        .get_secret(caller.tenant(), name)
+        .await?
+        .is_some()
+    {
         return Err(ApiError::Conflict(format!(
             "secret {name:?} already exists"
         )));
@@ -310,6 +315,7 @@ pub fn create(
     state
         .store
         .insert_secret(&rec, &sealed)
+        .await
         .map_err(|e| match e {
             paddock_store::StoreError::Conflict(_) => {
                 ApiError::Conflict(format!("secret {name:?} already exists"))
@@ -321,7 +327,7 @@ pub fn create(
 }
 
 /// Stores a new version of a secret (and replaces its metadata if given).
-pub fn update(
+pub async fn update(
     state: &AppState,
     caller: &Caller,
     id_or_name: &str,
@@ -333,59 +339,68 @@ pub fn update(
     if let Some(m) = &metadata {
         check_metadata(m)?;
     }
-    let _g = state.secrets.write_lock();
-    let rec = get(state, caller, id_or_name)?;
+    let _g = state.secrets.write_lock().await;
+    let rec = get(state, caller, id_or_name).await?;
     let version = rec.current_version + 1;
     let sealed = Secrets::seal_with(&key, &rec.id, version, value.as_bytes())?;
     if !state
         .store
-        .add_secret_version(&sealed, metadata.as_ref(), KEEP_VERSIONS)?
+        .add_secret_version(&sealed, metadata.as_ref(), KEEP_VERSIONS)
+        .await?
     {
         return Err(not_found(id_or_name));
     }
     tracing::debug!(secret = %rec.name, version, "secret updated");
-    get(state, caller, &rec.id)
+    get(state, caller, &rec.id).await
 }
 
 /// A secret of the caller's tenant by id or name.
-pub fn get(state: &AppState, caller: &Caller, id_or_name: &str) -> ApiResult<SecretRecord> {
+pub async fn get(state: &AppState, caller: &Caller, id_or_name: &str) -> ApiResult<SecretRecord> {
     state.secrets.key()?;
     state
         .store
-        .get_secret(caller.tenant(), id_or_name)?
+        .get_secret(caller.tenant(), id_or_name)
+        .await?
         .ok_or_else(|| not_found(id_or_name))
 }
 
 /// Deletes a secret and every version of it.
-pub fn delete(state: &AppState, caller: &Caller, id_or_name: &str) -> ApiResult<SecretRecord> {
-    let _g = state.secrets.write_lock();
-    let rec = get(state, caller, id_or_name)?;
-    state.store.delete_secret(&rec.id)?;
+pub async fn delete(
+    state: &AppState,
+    caller: &Caller,
+    id_or_name: &str,
+) -> ApiResult<SecretRecord> {
+    let _g = state.secrets.write_lock().await;
+    let rec = get(state, caller, id_or_name).await?;
+    state.store.delete_secret(&rec.id).await?;
     Ok(rec)
 }
 
 /// Secrets of the caller's tenant by name, after `after`.
-pub fn list(
+pub async fn list(
     state: &AppState,
     caller: &Caller,
     after: Option<&str>,
     limit: u32,
 ) -> ApiResult<Vec<SecretRecord>> {
     state.secrets.key()?;
-    Ok(state.store.list_secrets(caller.tenant(), after, limit)?)
+    Ok(state
+        .store
+        .list_secrets(caller.tenant(), after, limit)
+        .await?)
 }
 
 /// Re-encrypts every version of every secret under `new` and makes it the key in use. All or
 /// nothing: one store transaction. Returns the number of versions re-encrypted.
-pub fn rotate(state: &AppState, new: MasterKey) -> ApiResult<usize> {
+pub async fn rotate(state: &AppState, new: MasterKey) -> ApiResult<usize> {
     let old = state.secrets.key()?;
     if old.id == new.id {
         return Err(ApiError::BadRequest(
             "the new secrets key is the key in use".into(),
         ));
     }
-    let _g = state.secrets.write_lock();
-    let versions = state.store.all_secret_versions()?;
+    let _g = state.secrets.write_lock().await;
+    let versions = state.store.all_secret_versions().await?;
     let mut resealed = Vec::with_capacity(versions.len());
     for v in &versions {
         let value = Secrets::open_with(&old, v)?;
@@ -393,7 +408,7 @@ pub fn rotate(state: &AppState, new: MasterKey) -> ApiResult<usize> {
         n.created_at = v.created_at;
         resealed.push(n);
     }
-    state.store.reseal_secret_versions(&resealed)?;
+    state.store.reseal_secret_versions(&resealed).await?;
     tracing::info!(versions = resealed.len(), from = %old.id, to = %new.id, "secrets key rotated");
     *state
         .secrets
@@ -449,7 +464,7 @@ pub fn check_uses(uses: &BTreeMap<String, SecretUse>) -> ApiResult<()> {
 
 /// Opens the current version of every secret a sandbox of `tenant` asks for. An unknown
 /// secret is a 400 naming it, so nothing is created.
-pub fn resolve(
+pub async fn resolve(
     state: &AppState,
     tenant: &str,
     uses: &BTreeMap<String, SecretUse>,
@@ -462,13 +477,15 @@ pub fn resolve(
     state.secrets.key()?;
     let mut total = 0usize;
     for (k, u) in uses {
-        let rec = state.store.get_secret(tenant, &u.secret)?.ok_or_else(|| {
-            match not_found(&u.secret) {
+        let rec = state
+            .store
+            .get_secret(tenant, &u.secret)
+            .await?
+            .ok_or_else(|| match not_found(&u.secret) {
                 ApiError::NotFound(m) => ApiError::BadRequest(m),
                 e => e,
-            }
-        })?;
-        let v = state.secrets.open_current(state, &rec)?;
+            })?;
+        let v = state.secrets.open_current(state, &rec).await?;
         tracing::debug!(secret = %rec.name, version = rec.current_version, target = %k, file = u.file, "secret opened for a sandbox");
         if u.file {
             total += v.0.len();

@@ -179,17 +179,17 @@ pub fn origin_ok(state: &AppState, headers: &HeaderMap, require: bool) -> bool {
 /// The caller behind the request's session cookie, or `None` when there is no cookie.
 /// A cookie naming no live session, a revoked or expired key, or a failed CSRF check is an
 /// error. `ws` marks a WebSocket upgrade: a `GET` that must still come from our own origin.
-pub fn from_cookie(
+pub async fn from_cookie(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
     ws: bool,
 ) -> Option<Result<Caller, ApiError>> {
     let id = cookie(headers)?;
-    Some(check(state, id, method, headers, ws))
+    Some(check(state, id, method, headers, ws).await)
 }
 
-pub(crate) fn check(
+pub(crate) async fn check(
     state: &AppState,
     id: &str,
     method: &Method,
@@ -208,7 +208,7 @@ pub(crate) fn check(
     if !origin_ok(state, headers, ws) {
         return Err(ApiError::Csrf("the request comes from another origin"));
     }
-    let key = state.store.get_key(&s.key_id)?.ok_or(GONE)?;
+    let key = state.store.get_key(&s.key_id).await?.ok_or(GONE)?;
     let now = paddock_store::now_ms();
     if key.revoked_at.is_some() || key.expires_at.is_some_and(|e| e <= now) {
         state.sessions.remove(id);

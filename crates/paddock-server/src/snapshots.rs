@@ -36,7 +36,7 @@ pub async fn take(
     id: &str,
     name: Option<String>,
 ) -> ApiResult<Template> {
-    let rec = state.record_for(caller, id)?;
+    let rec = state.record_for(caller, id).await?;
     if !matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
         return Err(ApiError::Conflict(format!(
             "sandbox {id} is {}: only a running or paused sandbox can be snapshotted",
@@ -65,39 +65,50 @@ pub async fn take(
         created_at: now_ms(),
         created_by: Some(caller.key.id.clone()),
     };
-    if let Err(e) = state.store.upsert_template(&record) {
+    if let Err(e) = state.store.upsert_template(&record).await {
         let _ = state.runtime.remove_template(&name, false);
         return Err(e.into());
     }
-    state.emit(
-        &rec.tenant,
-        Some(id),
-        "snapshot",
-        json!({ "snapshot_id": name }),
-        rec.webhook_url.as_deref(),
-    );
+    state
+        .emit(
+            &rec.tenant,
+            Some(id),
+            "snapshot",
+            json!({ "snapshot_id": name }),
+            rec.webhook_url.as_deref(),
+        )
+        .await;
     Ok(t)
 }
 
 /// The tenant a snapshot belongs to: that of the sandbox it was taken of.
-fn tenant_of(state: &AppState, t: &Template) -> Option<String> {
+async fn tenant_of(state: &AppState, t: &Template) -> Option<String> {
     let s = t.snapshot.as_ref()?;
     state
         .store
         .get_sandbox(&s.sandbox)
+        .await
         .ok()
         .flatten()
         .map(|r| r.tenant)
 }
 
 /// Snapshot `name` if `caller` may see it; anything else is a 404.
-pub fn get(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Template> {
-    state
+pub async fn get(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Template> {
+    let unknown = || ApiError::NotFound(format!("unknown snapshot {:?}", truncate(name)));
+    let t = state
         .runtime
         .template(name)
         .filter(|t| t.snapshot.is_some())
-        .filter(|t| tenant_of(state, t).is_some_and(|tn| caller.may_access(&tn)))
-        .ok_or_else(|| ApiError::NotFound(format!("unknown snapshot {:?}", truncate(name))))
+        .ok_or_else(unknown)?;
+    if tenant_of(state, &t)
+        .await
+        .is_some_and(|tn| caller.may_access(&tn))
+    {
+        Ok(t)
+    } else {
+        Err(unknown())
+    }
 }
 
 fn truncate(s: &str) -> String {
@@ -105,14 +116,17 @@ fn truncate(s: &str) -> String {
 }
 
 /// The snapshots `caller` may see, oldest first; only those of sandbox `of` if given.
-pub fn list(state: &AppState, caller: &Caller, of: Option<&str>) -> Vec<Template> {
-    let mut v: Vec<Template> = state
-        .runtime
-        .snapshots()
-        .into_iter()
-        .filter(|t| of.is_none_or(|id| t.snapshot.as_ref().is_some_and(|s| s.sandbox == id)))
-        .filter(|t| tenant_of(state, t).is_some_and(|tn| caller.may_access(&tn)))
-        .collect();
+pub async fn list(state: &AppState, caller: &Caller, of: Option<&str>) -> Vec<Template> {
+    let mut v: Vec<Template> = Vec::new();
+    for t in state.runtime.snapshots() {
+        if of.is_none_or(|id| t.snapshot.as_ref().is_some_and(|s| s.sandbox == id))
+            && tenant_of(state, &t)
+                .await
+                .is_some_and(|tn| caller.may_access(&tn))
+        {
+            v.push(t);
+        }
+    }
     v.sort_by(|a, b| (a.created_unix_ms, &a.name).cmp(&(b.created_unix_ms, &b.name)));
     v
 }
@@ -120,13 +134,13 @@ pub fn list(state: &AppState, caller: &Caller, of: Option<&str>) -> Vec<Template
 /// Deletes snapshot `name` of `caller`: 404 if unknown, 409 while sandboxes use it (or
 /// snapshots of sandboxes made from it stand on it).
 pub async fn delete(state: &Arc<AppState>, caller: &Caller, name: &str) -> ApiResult<()> {
-    get(state, caller, name)?;
+    get(state, caller, name).await?;
     let rt = state.runtime.clone();
     let n = name.to_owned();
     tokio::task::spawn_blocking(move || rt.remove_template(&n, false))
         .await
         .map_err(|e| ApiError::Internal(format!("snapshot delete task: {e}")))??;
-    let _ = state.store.delete_template(name);
+    let _ = state.store.delete_template(name).await;
     Ok(())
 }
 
@@ -165,7 +179,7 @@ pub async fn fork(
             "count must be 1 to {MAX_FORK}, got {count}"
         )));
     }
-    let parent = state.record_for(caller, id)?;
+    let parent = state.record_for(caller, id).await?;
     if parent.state != SandboxState::Running {
         return Err(ApiError::Conflict(format!(
             "sandbox {id} is {}: only a running sandbox can be forked",

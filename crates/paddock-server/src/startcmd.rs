@@ -129,6 +129,7 @@ async fn spawn_start(
             status: "running".into(),
             duration_ms: None,
         })
+        .await
         .ok();
     let req = StartRequest {
         process: ProcessConfig {
@@ -149,7 +150,7 @@ async fn spawn_start(
         Ok(st) => st,
         Err(e) => {
             let why = ce_message(&e);
-            finish_history(state, rec, history_id, &command, None, None, &why, begun);
+            finish_history(state, rec, history_id, &command, None, None, &why, begun).await;
             return Err(ApiError::StartFailed(format!(
                 "the start command could not start: {why}"
             )));
@@ -168,14 +169,14 @@ async fn spawn_start(
                 Some(_) | None => continue,
             },
             Ok(None) => {
-                finish_history(state, rec, history_id, &command, None, None, "error", begun);
+                finish_history(state, rec, history_id, &command, None, None, "error", begun).await;
                 return Err(ApiError::StartFailed(
                     "the start command did not start".into(),
                 ));
             }
             Err(e) => {
                 let why = ce_message(&e);
-                finish_history(state, rec, history_id, &command, None, None, &why, begun);
+                finish_history(state, rec, history_id, &command, None, None, &why, begun).await;
                 return Err(ApiError::StartFailed(format!(
                     "the start command could not start: {why}"
                 )));
@@ -241,16 +242,19 @@ async fn spawn_start(
             exit.exit_code,
             &exit.status,
             begun,
-        );
+        )
+        .await;
         // A sandbox being destroyed ends the stream without an end event: no event then.
         if exit.status != "error" {
-            state2.emit(
-                &rec2.tenant,
-                Some(&rec2.id),
-                "start_exited",
-                json!({ "pid": pid, "exit_code": exit.exit_code, "status": exit.status }),
-                rec2.webhook_url.as_deref(),
-            );
+            state2
+                .emit(
+                    &rec2.tenant,
+                    Some(&rec2.id),
+                    "start_exited",
+                    json!({ "pid": pid, "exit_code": exit.exit_code, "status": exit.status }),
+                    rec2.webhook_url.as_deref(),
+                )
+                .await;
         }
         let _ = tx.send(Some(exit));
     });
@@ -258,7 +262,7 @@ async fn spawn_start(
 }
 
 #[allow(clippy::too_many_arguments)] // The exec history row's fields.
-fn finish_history(
+async fn finish_history(
     state: &AppState,
     rec: &SandboxRecord,
     history_id: Option<i64>,
@@ -269,16 +273,19 @@ fn finish_history(
     begun: Instant,
 ) {
     if let Some(id) = history_id {
-        let _ = state.store.update_exec(&ExecRecord {
-            id,
-            sandbox_id: rec.id.clone(),
-            at: 0,
-            command: command.to_owned(),
-            pid,
-            exit_code,
-            status: status.to_owned(),
-            duration_ms: Some(i64::try_from(begun.elapsed().as_millis()).unwrap_or(i64::MAX)),
-        });
+        let _ = state
+            .store
+            .update_exec(&ExecRecord {
+                id,
+                sandbox_id: rec.id.clone(),
+                at: 0,
+                command: command.to_owned(),
+                pid,
+                exit_code,
+                status: status.to_owned(),
+                duration_ms: Some(i64::try_from(begun.elapsed().as_millis()).unwrap_or(i64::MAX)),
+            })
+            .await;
     }
 }
 

@@ -67,7 +67,7 @@ impl Metrics {
 
 impl AppState {
     /// Stores an event, publishes it to SSE subscribers and queues its webhooks.
-    pub fn emit(
+    pub async fn emit(
         &self,
         tenant: &str,
         sandbox_id: Option<&str>,
@@ -83,18 +83,19 @@ impl AppState {
             kind: kind.to_owned(),
             data,
         };
-        match self.store.insert_event(&ev) {
+        match self.store.insert_event(&ev).await {
             Ok(ev) => {
                 let _ = self.events.send(ev.clone());
                 self.webhooks
-                    .deliver(self.store.as_ref(), &ev, sandbox_webhook);
+                    .deliver(self.store.as_ref(), &ev, sandbox_webhook)
+                    .await;
             }
             Err(e) => tracing::error!("storing event {kind}: {e}"),
         }
     }
 
     /// Records one mutating call in the audit table. `outcome` is `ok` or an error code.
-    pub fn audit(
+    pub async fn audit(
         &self,
         actor: Option<&Caller>,
         action: &str,
@@ -112,13 +113,13 @@ impl AppState {
             outcome: outcome.to_owned(),
             detail: detail.map(|d| truncate(&d, 512)),
         };
-        if let Err(e) = self.store.insert_audit(&a) {
+        if let Err(e) = self.store.insert_audit(&a).await {
             tracing::error!("storing audit entry {action}: {e}");
         }
     }
 
     /// Audits the outcome of `res` and passes it through.
-    pub fn audited<T>(
+    pub async fn audited<T>(
         &self,
         caller: &Caller,
         action: &str,
@@ -130,29 +131,30 @@ impl AppState {
             Ok(_) => "ok",
             Err(e) => e.status_code().1,
         };
-        self.audit(Some(caller), action, sandbox_id, outcome, detail);
+        self.audit(Some(caller), action, sandbox_id, outcome, detail)
+            .await;
         res
     }
 
     /// The record of sandbox `id` if `caller` may see it ([`Caller::sees`]). Another
     /// tenant's sandbox, or another developer's, is answered exactly like a missing one.
-    pub fn record_for(&self, caller: &Caller, id: &str) -> ApiResult<SandboxRecord> {
+    pub async fn record_for(&self, caller: &Caller, id: &str) -> ApiResult<SandboxRecord> {
         if id.parse::<paddock_core::SandboxId>().is_err() {
             return Err(ApiError::sandbox_not_found(id));
         }
-        match self.store.get_sandbox(id)? {
+        match self.store.get_sandbox(id).await? {
             Some(r) if caller.sees(&r) => Ok(r),
             _ => Err(ApiError::sandbox_not_found(id)),
         }
     }
 
     /// The running sandbox `id` of `caller`, for operations inside it.
-    pub fn sandbox_for(
+    pub async fn sandbox_for(
         &self,
         caller: &Caller,
         id: &str,
     ) -> ApiResult<(SandboxRecord, Arc<Sandbox>)> {
-        let r = self.record_for(caller, id)?;
+        let r = self.record_for(caller, id).await?;
         if r.state == SandboxState::Paused {
             return Err(crate::pausing::paused_error(id));
         }

@@ -117,7 +117,7 @@ pub async fn run(state: Arc<AppState>) {
         match round {
             Ok(round) => {
                 // Cost metering: what each sandbox used since its previous sample.
-                crate::cost::meter(&state, &state.usage.last_samples(), &round);
+                crate::cost::meter(&state, &state.usage.last_samples(), &round).await;
                 state.usage.record_round(round)
             }
             Err(e) => tracing::warn!("usage sampling task failed: {e}"),

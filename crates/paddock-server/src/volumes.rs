@@ -72,10 +72,10 @@ pub async fn create(
         )));
     }
     let tenant = caller.tenant().to_owned();
-    if state.store.get_volume(&tenant, name)?.is_some() {
+    if state.store.get_volume(&tenant, name).await?.is_some() {
         return Err(ApiError::Conflict(format!("volume {name} already exists")));
     }
-    if state.store.list_volumes(Some(&tenant))?.len() >= MAX_VOLUMES_PER_TENANT {
+    if state.store.list_volumes(Some(&tenant)).await?.len() >= MAX_VOLUMES_PER_TENANT {
         return Err(ApiError::QuotaExceeded(format!(
             "a tenant has at most {MAX_VOLUMES_PER_TENANT} volumes"
         )));
@@ -93,7 +93,7 @@ pub async fn create(
     tokio::task::spawn_blocking(move || rt.create_volume(&id, size))
         .await
         .map_err(|e| ApiError::Internal(format!("volume task: {e}")))??;
-    if let Err(e) = state.store.insert_volume(&rec) {
+    if let Err(e) = state.store.insert_volume(&rec).await {
         let _ = state.runtime.remove_volume(&rec.id);
         return Err(e.into());
     }
@@ -101,10 +101,11 @@ pub async fn create(
 }
 
 /// `caller`'s volume named (or with id) `name`; anything else is a 404.
-pub fn get(state: &AppState, caller: &Caller, name: &str) -> ApiResult<VolumeRecord> {
+pub async fn get(state: &AppState, caller: &Caller, name: &str) -> ApiResult<VolumeRecord> {
     state
         .store
-        .get_volume(caller.tenant(), name)?
+        .get_volume(caller.tenant(), name)
+        .await?
         .ok_or_else(|| {
             ApiError::NotFound(format!(
                 "unknown volume {:?}",
@@ -114,26 +115,30 @@ pub fn get(state: &AppState, caller: &Caller, name: &str) -> ApiResult<VolumeRec
 }
 
 /// `caller`'s volumes, oldest first.
-pub fn list(state: &AppState, caller: &Caller) -> ApiResult<Vec<VolumeRecord>> {
-    Ok(state.store.list_volumes(Some(caller.tenant()))?)
+pub async fn list(state: &AppState, caller: &Caller) -> ApiResult<Vec<VolumeRecord>> {
+    Ok(state.store.list_volumes(Some(caller.tenant())).await?)
 }
 
 /// Destroys `caller`'s volume `name` and its files: 404 if unknown, 409 while sandboxes
 /// (running or paused) mount it.
 pub async fn delete(state: &Arc<AppState>, caller: &Caller, name: &str) -> ApiResult<()> {
-    let rec = get(state, caller, name)?;
+    let rec = get(state, caller, name).await?;
     let rt = state.runtime.clone();
     let id = rec.id.clone();
     tokio::task::spawn_blocking(move || rt.remove_volume(&id))
         .await
         .map_err(|e| ApiError::Internal(format!("volume task: {e}")))??;
-    state.store.delete_volume(&rec.id)?;
+    state.store.delete_volume(&rec.id).await?;
     Ok(())
 }
 
 /// The volumes a create of `tenant` asks for, resolved to their ids: an unknown (or another
 /// tenant's) volume is a 404; a bad or reserved path, a path used twice, too many: 400.
-pub fn resolve(state: &AppState, tenant: &str, uses: &[VolumeUse]) -> ApiResult<Vec<VolumeMount>> {
+pub async fn resolve(
+    state: &AppState,
+    tenant: &str,
+    uses: &[VolumeUse],
+) -> ApiResult<Vec<VolumeMount>> {
     if uses.len() > MAX_MOUNTS {
         return Err(ApiError::BadRequest(format!(
             "a sandbox mounts at most {MAX_MOUNTS} volumes"
@@ -147,12 +152,16 @@ pub fn resolve(state: &AppState, tenant: &str, uses: &[VolumeUse]) -> ApiResult<
                 "two volumes are mounted at {path}"
             )));
         }
-        let rec = state.store.get_volume(tenant, &u.name)?.ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "unknown volume {:?}",
-                crate::state::truncate(&u.name, 64)
-            ))
-        })?;
+        let rec = state
+            .store
+            .get_volume(tenant, &u.name)
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "unknown volume {:?}",
+                    crate::state::truncate(&u.name, 64)
+                ))
+            })?;
         out.push(VolumeMount {
             volume: rec.id,
             path,

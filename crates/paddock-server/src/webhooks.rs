@@ -67,15 +67,15 @@ impl Webhooks {
     }
 
     /// Queues `ev` for the sandbox's webhook and its key's.
-    pub fn deliver(&self, store: &dyn Store, ev: &Event, sandbox_webhook: Option<&str>) {
+    pub async fn deliver(&self, store: &dyn Store, ev: &Event, sandbox_webhook: Option<&str>) {
         let mut urls: Vec<String> = sandbox_webhook.map(str::to_owned).into_iter().collect();
         if let Some(id) = &ev.sandbox_id {
-            let key_hook = store
-                .get_sandbox(id)
-                .ok()
-                .flatten()
-                .and_then(|r| store.get_key(&r.key_id).ok().flatten())
-                .and_then(|k| k.webhook_url);
+            let key_id = store.get_sandbox(id).await.ok().flatten().map(|r| r.key_id);
+            let key_hook = match key_id {
+                Some(k) => store.get_key(&k).await.ok().flatten(),
+                None => None,
+            }
+            .and_then(|k| k.webhook_url);
             urls.extend(key_hook);
         }
         urls.dedup();

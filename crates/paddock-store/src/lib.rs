@@ -10,8 +10,14 @@
 //!   values of sandboxes are not stored at all, tenant secrets only as ciphertext sealed by
 //!   the server ([`SecretStore`]).
 //! - Timestamps are milliseconds since the Unix epoch (UTC).
-//! - Calls are synchronous and short (single statements or small transactions), so callers
-//!   in async code may call them directly.
+//! - Every method is async and the traits are object-safe (`Arc<dyn Store>`): the server picks
+//!   the backend at start. They use `async_trait` (boxed futures) rather than native `async fn`
+//!   in traits, because native ones cannot be called through `dyn`, and an enum over the
+//!   backends would make every method a `match` and tie this crate's users to the list of
+//!   backends. A boxed future per call costs nothing next to a database round trip.
+//! - SQLite calls are short (single statements or small transactions on one connection) and
+//!   run inline in the calling task: measured, moving them to a blocking thread does not pay
+//!   for the thread hand-off (`docs/database.md`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -293,57 +299,58 @@ pub struct ExecRecord {
 }
 
 /// Paddock's persistent state. Implementations: [`SqliteStore`].
+#[async_trait::async_trait]
 pub trait Store:
     Send + Sync + fmt::Debug + SecretStore + NodeStore + UsageStore + VolumeStore
 {
     // Tenants and keys.
-    fn insert_tenant(&self, t: &Tenant) -> Result<()>;
-    fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
-    fn list_tenants(&self) -> Result<Vec<Tenant>>;
+    async fn insert_tenant(&self, t: &Tenant) -> Result<()>;
+    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
+    async fn list_tenants(&self) -> Result<Vec<Tenant>>;
     /// Fails with [`StoreError::Conflict`] if the id or hash exists.
-    fn insert_key(&self, k: &ApiKey) -> Result<()>;
-    fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
-    fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
+    async fn insert_key(&self, k: &ApiKey) -> Result<()>;
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
     /// All keys, or one tenant's, ordered by creation.
-    fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>>;
+    async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>>;
     /// Sets `revoked_at` if not yet revoked; false if no such key.
-    fn revoke_key(&self, id: &str, at: Millis) -> Result<bool>;
-    fn count_keys(&self) -> Result<u64>;
+    async fn revoke_key(&self, id: &str, at: Millis) -> Result<bool>;
+    async fn count_keys(&self) -> Result<u64>;
 
     // Templates
     /// Inserts or replaces the catalogue record of a template.
-    fn upsert_template(&self, t: &TemplateRecord) -> Result<()>;
+    async fn upsert_template(&self, t: &TemplateRecord) -> Result<()>;
     /// Removes it; false if there was none.
-    fn delete_template(&self, name: &str) -> Result<bool>;
+    async fn delete_template(&self, name: &str) -> Result<bool>;
     /// Every template record, by name.
-    fn list_templates(&self) -> Result<Vec<TemplateRecord>>;
+    async fn list_templates(&self) -> Result<Vec<TemplateRecord>>;
 
     // Sandboxes.
     /// Fails with [`StoreError::Conflict`] if the id exists.
-    fn insert_sandbox(&self, s: &SandboxRecord) -> Result<()>;
+    async fn insert_sandbox(&self, s: &SandboxRecord) -> Result<()>;
     /// Replaces the row with this id; false if there is none.
-    fn update_sandbox(&self, s: &SandboxRecord) -> Result<bool>;
-    fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>>;
-    fn list_sandboxes(&self, f: &SandboxFilter) -> Result<Vec<SandboxRecord>>;
+    async fn update_sandbox(&self, s: &SandboxRecord) -> Result<bool>;
+    async fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>>;
+    async fn list_sandboxes(&self, f: &SandboxFilter) -> Result<Vec<SandboxRecord>>;
     /// Sandboxes in state `starting` or `running` created by this key.
-    fn count_active_by_key(&self, key_id: &str) -> Result<u64>;
+    async fn count_active_by_key(&self, key_id: &str) -> Result<u64>;
 
     // Events.
     /// Stores the event, assigning `seq` (the input's is ignored), and returns it.
-    fn insert_event(&self, e: &Event) -> Result<Event>;
+    async fn insert_event(&self, e: &Event) -> Result<Event>;
     /// Oldest first.
-    fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>>;
+    async fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>>;
 
     // Audit.
     /// Returns the assigned id.
-    fn insert_audit(&self, a: &AuditEntry) -> Result<i64>;
-    fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>>;
+    async fn insert_audit(&self, a: &AuditEntry) -> Result<i64>;
+    async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>>;
 
     // Exec history.
     /// Returns the assigned id.
-    fn insert_exec(&self, e: &ExecRecord) -> Result<i64>;
+    async fn insert_exec(&self, e: &ExecRecord) -> Result<i64>;
     /// Updates exit code, status and duration of a record inserted earlier.
-    fn update_exec(&self, e: &ExecRecord) -> Result<()>;
+    async fn update_exec(&self, e: &ExecRecord) -> Result<()>;
     /// Oldest first, at most `limit`.
-    fn list_execs(&self, sandbox_id: &str, limit: u32) -> Result<Vec<ExecRecord>>;
+    async fn list_execs(&self, sandbox_id: &str, limit: u32) -> Result<Vec<ExecRecord>>;
 }

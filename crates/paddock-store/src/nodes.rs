@@ -70,22 +70,23 @@ pub struct Heartbeat {
 }
 
 /// The fleet half of the store (a supertrait of [`crate::Store`]).
-pub trait NodeStore {
+#[async_trait::async_trait]
+pub trait NodeStore: Send + Sync {
     /// Stores `value` under `key` unless the key has one; returns the stored value.
-    fn fleet_setting_init(&self, key: &str, value: &str) -> Result<String>;
+    async fn fleet_setting_init(&self, key: &str, value: &str) -> Result<String>;
     /// Registers a node (insert, or replace name, address, labels, capacity and heartbeat of
     /// an existing row). A `dead` node becomes `ready`; `draining` stays. Returns the row as
     /// stored and the state it had before (None: new).
-    fn register_node(&self, n: &NodeRecord) -> Result<(NodeRecord, Option<NodeState>)>;
+    async fn register_node(&self, n: &NodeRecord) -> Result<(NodeRecord, Option<NodeState>)>;
     /// Records a heartbeat; returns the node's state (None: no such node). A `dead` node's
     /// heartbeat is not recorded (it must register again).
-    fn heartbeat_node(&self, id: &str, hb: &Heartbeat) -> Result<Option<NodeState>>;
-    fn get_node(&self, id: &str) -> Result<Option<NodeRecord>>;
+    async fn heartbeat_node(&self, id: &str, hb: &Heartbeat) -> Result<Option<NodeState>>;
+    async fn get_node(&self, id: &str) -> Result<Option<NodeRecord>>;
     /// Every node, by name.
-    fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
     /// Moves a node to `to` if its state is one of `from`; false otherwise or if unknown.
-    fn set_node_state(&self, id: &str, from: &[NodeState], to: NodeState) -> Result<bool>;
+    async fn set_node_state(&self, id: &str, from: &[NodeState], to: NodeState) -> Result<bool>;
     /// Marks `dead` every node not dead whose last heartbeat is older than `before`, and
     /// returns them (each transition is seen by exactly one caller).
-    fn mark_dead_nodes(&self, before: Millis) -> Result<Vec<NodeRecord>>;
+    async fn mark_dead_nodes(&self, before: Millis) -> Result<Vec<NodeRecord>>;
 }

@@ -30,33 +30,34 @@ pub struct SealedVersion {
 }
 
 /// The secret half of the store (a supertrait of [`crate::Store`]).
-pub trait SecretStore {
+#[async_trait::async_trait]
+pub trait SecretStore: Send + Sync {
     /// Inserts a secret and its first version. A taken name is [`crate::StoreError::Conflict`].
-    fn insert_secret(&self, s: &SecretRecord, v: &SealedVersion) -> Result<()>;
+    async fn insert_secret(&self, s: &SecretRecord, v: &SealedVersion) -> Result<()>;
     /// Adds version `v.version` and makes it current (replacing the metadata if given),
     /// keeping at most `keep` versions. False if the secret is gone.
-    fn add_secret_version(
+    async fn add_secret_version(
         &self,
         v: &SealedVersion,
         metadata: Option<&BTreeMap<String, String>>,
         keep: u32,
     ) -> Result<bool>;
     /// The secret of `tenant` whose id or name is `id_or_name`.
-    fn get_secret(&self, tenant: &str, id_or_name: &str) -> Result<Option<SecretRecord>>;
+    async fn get_secret(&self, tenant: &str, id_or_name: &str) -> Result<Option<SecretRecord>>;
     /// Secrets of `tenant` by name, those after `after`, at most `limit`.
-    fn list_secrets(
+    async fn list_secrets(
         &self,
         tenant: &str,
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<SecretRecord>>;
-    fn count_secrets(&self, tenant: &str) -> Result<u64>;
+    async fn count_secrets(&self, tenant: &str) -> Result<u64>;
     /// Deletes a secret and every version. False if it did not exist.
-    fn delete_secret(&self, id: &str) -> Result<bool>;
+    async fn delete_secret(&self, id: &str) -> Result<bool>;
     /// One sealed version.
-    fn secret_version(&self, secret_id: &str, version: i64) -> Result<Option<SealedVersion>>;
+    async fn secret_version(&self, secret_id: &str, version: i64) -> Result<Option<SealedVersion>>;
     /// Every sealed version of every tenant (for re-encryption).
-    fn all_secret_versions(&self) -> Result<Vec<SealedVersion>>;
+    async fn all_secret_versions(&self) -> Result<Vec<SealedVersion>>;
     /// Replaces the key id, nonce and ciphertext of each given version, all or none.
-    fn reseal_secret_versions(&self, vs: &[SealedVersion]) -> Result<()>;
+    async fn reseal_secret_versions(&self, vs: &[SealedVersion]) -> Result<()>;
 }

@@ -290,8 +290,9 @@ fn exec_from_row(r: &Row<'_>) -> rusqlite::Result<ExecRecord> {
     })
 }
 
+#[async_trait::async_trait]
 impl Store for SqliteStore {
-    fn insert_tenant(&self, t: &Tenant) -> Result<()> {
+    async fn insert_tenant(&self, t: &Tenant) -> Result<()> {
         self.conn()
             .execute(
                 "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
@@ -301,7 +302,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
+    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
         Ok(self
             .conn()
             .query_row(
@@ -318,7 +319,7 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
-    fn list_tenants(&self) -> Result<Vec<Tenant>> {
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
         let c = self.conn();
         let mut st =
             c.prepare("SELECT id, name, created_at FROM tenants ORDER BY created_at, id")?;
@@ -332,7 +333,7 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn insert_key(&self, k: &ApiKey) -> Result<()> {
+    async fn insert_key(&self, k: &ApiKey) -> Result<()> {
         self.conn()
             .execute(
                 &format!("INSERT INTO api_keys ({KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
@@ -354,7 +355,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
         let row = self
             .conn()
             .query_row(
@@ -366,7 +367,7 @@ impl Store for SqliteStore {
         row.map(finish_key).transpose()
     }
 
-    fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
         let row = self
             .conn()
             .query_row(
@@ -378,7 +379,7 @@ impl Store for SqliteStore {
         row.map(finish_key).transpose()
     }
 
-    fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>> {
+    async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>> {
         let c = self.conn();
         let mut st = c.prepare(&format!(
             "SELECT {KEY_COLS} FROM api_keys WHERE ?1 IS NULL OR tenant = ?1 ORDER BY created_at, id"
@@ -387,7 +388,7 @@ impl Store for SqliteStore {
         rows.map(|r| finish_key(r?)).collect()
     }
 
-    fn revoke_key(&self, id: &str, at: Millis) -> Result<bool> {
+    async fn revoke_key(&self, id: &str, at: Millis) -> Result<bool> {
         let c = self.conn();
         let n = c.execute(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
@@ -396,7 +397,7 @@ impl Store for SqliteStore {
         Ok(n > 0)
     }
 
-    fn upsert_template(&self, t: &TemplateRecord) -> Result<()> {
+    async fn upsert_template(&self, t: &TemplateRecord) -> Result<()> {
         self.conn().execute(
             "INSERT INTO templates (name, source, layers, config, created_at, created_by) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
@@ -414,14 +415,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn delete_template(&self, name: &str) -> Result<bool> {
+    async fn delete_template(&self, name: &str) -> Result<bool> {
         let n = self
             .conn()
             .execute("DELETE FROM templates WHERE name = ?1", [name])?;
         Ok(n > 0)
     }
 
-    fn list_templates(&self) -> Result<Vec<TemplateRecord>> {
+    async fn list_templates(&self) -> Result<Vec<TemplateRecord>> {
         let c = self.conn();
         let mut st = c.prepare(
             "SELECT name, source, layers, config, created_at, created_by FROM templates ORDER BY name",
@@ -441,14 +442,14 @@ impl Store for SqliteStore {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    fn count_keys(&self) -> Result<u64> {
+    async fn count_keys(&self) -> Result<u64> {
         let n: i64 = self
             .conn()
             .query_row("SELECT COUNT(*) FROM api_keys", [], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    fn insert_sandbox(&self, s: &SandboxRecord) -> Result<()> {
+    async fn insert_sandbox(&self, s: &SandboxRecord) -> Result<()> {
         self.conn()
             .execute(
                 &format!("INSERT INTO sandboxes ({SANDBOX_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
@@ -458,7 +459,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn update_sandbox(&self, s: &SandboxRecord) -> Result<bool> {
+    async fn update_sandbox(&self, s: &SandboxRecord) -> Result<bool> {
         let n = self.conn().execute(
             "UPDATE sandboxes SET tenant = ?2, key_id = ?3, template = ?4, state = ?5, stop_reason = ?6, spec = ?7, metadata = ?8, env_keys = ?9, created_at = ?10, ready_at = ?11, expires_at = ?12, stopped_at = ?13, warnings_sent = ?14, webhook_url = ?15 WHERE id = ?1",
             params_from_iter(sandbox_params(s)),
@@ -466,7 +467,7 @@ impl Store for SqliteStore {
         Ok(n > 0)
     }
 
-    fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>> {
+    async fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>> {
         let row = self
             .conn()
             .query_row(
@@ -478,7 +479,7 @@ impl Store for SqliteStore {
         row.map(finish_sandbox).transpose()
     }
 
-    fn list_sandboxes(&self, f: &SandboxFilter) -> Result<Vec<SandboxRecord>> {
+    async fn list_sandboxes(&self, f: &SandboxFilter) -> Result<Vec<SandboxRecord>> {
         let mut sql = format!("SELECT {SANDBOX_COLS} FROM sandboxes WHERE 1 = 1");
         let mut args: Vec<SqlValue> = Vec::new();
         if let Some(t) = &f.tenant {
@@ -525,7 +526,7 @@ impl Store for SqliteStore {
         rows.map(|r| finish_sandbox(r?)).collect()
     }
 
-    fn count_active_by_key(&self, key_id: &str) -> Result<u64> {
+    async fn count_active_by_key(&self, key_id: &str) -> Result<u64> {
         let n: i64 = self.conn().query_row(
             "SELECT COUNT(*) FROM sandboxes WHERE key_id = ?1 AND state IN ('starting', 'running')",
             [key_id],
@@ -534,7 +535,7 @@ impl Store for SqliteStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    fn insert_event(&self, e: &Event) -> Result<Event> {
+    async fn insert_event(&self, e: &Event) -> Result<Event> {
         let c = self.conn();
         c.execute(
             "INSERT INTO events (at, tenant, sandbox_id, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -545,7 +546,7 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>> {
+    async fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>> {
         let c = self.conn();
         let mut st = c.prepare(
             "SELECT seq, at, tenant, sandbox_id, kind, data FROM events
@@ -564,7 +565,7 @@ impl Store for SqliteStore {
         rows.map(|r| finish_event(r?)).collect()
     }
 
-    fn insert_audit(&self, a: &AuditEntry) -> Result<i64> {
+    async fn insert_audit(&self, a: &AuditEntry) -> Result<i64> {
         let c = self.conn();
         c.execute(
             "INSERT INTO audit (at, actor, tenant, action, sandbox_id, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -573,7 +574,7 @@ impl Store for SqliteStore {
         Ok(c.last_insert_rowid())
     }
 
-    fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+    async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
         let c = self.conn();
         let mut st = c.prepare(
             "SELECT id, at, actor, tenant, action, sandbox_id, outcome, detail FROM audit
@@ -594,7 +595,7 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn insert_exec(&self, e: &ExecRecord) -> Result<i64> {
+    async fn insert_exec(&self, e: &ExecRecord) -> Result<i64> {
         let c = self.conn();
         c.execute(
             "INSERT INTO execs (sandbox_id, at, command, pid, exit_code, status, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -603,7 +604,7 @@ impl Store for SqliteStore {
         Ok(c.last_insert_rowid())
     }
 
-    fn update_exec(&self, e: &ExecRecord) -> Result<()> {
+    async fn update_exec(&self, e: &ExecRecord) -> Result<()> {
         self.conn().execute(
             "UPDATE execs SET pid = ?2, exit_code = ?3, status = ?4, duration_ms = ?5 WHERE id = ?1",
             params![e.id, e.pid, e.exit_code, e.status, e.duration_ms],
@@ -611,7 +612,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn list_execs(&self, sandbox_id: &str, limit: u32) -> Result<Vec<ExecRecord>> {
+    async fn list_execs(&self, sandbox_id: &str, limit: u32) -> Result<Vec<ExecRecord>> {
         let c = self.conn();
         let mut st = c.prepare(
             "SELECT * FROM (SELECT id, sandbox_id, at, command, pid, exit_code, status, duration_ms
@@ -649,19 +650,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn sandboxes_round_trip_filter_and_page() {
+    #[tokio::test]
+    async fn sandboxes_round_trip_filter_and_page() {
         let s = SqliteStore::open_in_memory().expect("open");
         let a = sandbox("a", "t1", 1, &[("k", "v"), ("we\"ird.key", "x")]);
-        s.insert_sandbox(&a).expect("insert");
-        assert!(matches!(s.insert_sandbox(&a), Err(StoreError::Conflict(_))));
-        assert_eq!(s.get_sandbox("a").expect("get"), Some(a.clone()));
+        s.insert_sandbox(&a).await.expect("insert");
+        assert!(matches!(
+            s.insert_sandbox(&a).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.get_sandbox("a").await.expect("get"), Some(a.clone()));
         s.insert_sandbox(&sandbox("b", "t1", 2, &[("k", "w")]))
+            .await
             .expect("insert");
         s.insert_sandbox(&sandbox("c", "t2", 3, &[("k", "v")]))
+            .await
             .expect("insert");
-        let ids = |f: SandboxFilter| -> Vec<String> {
+        let ids = async |f: SandboxFilter| -> Vec<String> {
             s.list_sandboxes(&f)
+                .await
                 .expect("list")
                 .into_iter()
                 .map(|r| r.id)
@@ -677,59 +684,66 @@ mod tests {
             ids(SandboxFilter {
                 metadata: meta(&[("k", "v")]),
                 ..Default::default()
-            }),
+            })
+            .await,
             ["a", "c"]
         );
         assert_eq!(
             ids(SandboxFilter {
                 metadata: meta(&[("we\"ird.key", "x")]),
                 ..Default::default()
-            }),
+            })
+            .await,
             ["a"]
         );
         assert_eq!(
             ids(SandboxFilter {
                 tenant: Some("t1".into()),
                 ..Default::default()
-            }),
+            })
+            .await,
             ["a", "b"]
         );
         assert_eq!(
             ids(SandboxFilter {
                 limit: Some(2),
                 ..Default::default()
-            }),
+            })
+            .await,
             ["a", "b"]
         );
         assert_eq!(
             ids(SandboxFilter {
                 after: Some("b".into()),
                 ..Default::default()
-            }),
+            })
+            .await,
             ["c"]
         );
-        let mut b = s.get_sandbox("b").expect("get").expect("b");
+        let mut b = s.get_sandbox("b").await.expect("get").expect("b");
         b.state = SandboxState::Stopped;
         b.stop_reason = Some("killed".into());
-        assert!(s.update_sandbox(&b).expect("update"));
+        assert!(s.update_sandbox(&b).await.expect("update"));
         assert_eq!(
             ids(SandboxFilter {
                 states: vec![SandboxState::Stopped],
                 ..Default::default()
-            }),
+            })
+            .await,
             ["b"]
         );
-        assert_eq!(s.count_active_by_key("key_a").expect("count"), 2);
+        assert_eq!(s.count_active_by_key("key_a").await.expect("count"), 2);
     }
 
-    #[test]
-    fn keys_events_audit_execs() {
+    #[tokio::test]
+    async fn keys_events_audit_execs() {
         let s = SqliteStore::open_in_memory().expect("open");
         s.insert_tenant(&Tenant {
             id: "t".into(),
             name: "n".into(),
             created_at: 1,
         })
+        .await
         .expect("tenant");
         let k = ApiKey {
             id: "key_1".into(),
@@ -744,22 +758,26 @@ mod tests {
             max_sandboxes: Some(3),
             webhook_url: None,
         };
-        s.insert_key(&k).expect("key");
+        s.insert_key(&k).await.expect("key");
         assert!(matches!(
             s.insert_key(&ApiKey {
                 id: "key_2".into(),
                 ..k.clone()
-            }),
+            })
+            .await,
             Err(StoreError::Conflict(_))
         ));
-        assert_eq!(s.key_by_hash("h").expect("by hash"), Some(k.clone()));
-        assert!(s.revoke_key("key_1", 5).expect("revoke"));
-        assert!(s.revoke_key("key_1", 9).expect("revoke again"));
+        assert_eq!(s.key_by_hash("h").await.expect("by hash"), Some(k.clone()));
+        assert!(s.revoke_key("key_1", 5).await.expect("revoke"));
+        assert!(s.revoke_key("key_1", 9).await.expect("revoke again"));
         assert_eq!(
-            s.get_key("key_1").expect("get").and_then(|k| k.revoked_at),
+            s.get_key("key_1")
+                .await
+                .expect("get")
+                .and_then(|k| k.revoked_at),
             Some(5)
         );
-        assert!(!s.revoke_key("nope", 5).expect("unknown"));
+        assert!(!s.revoke_key("nope", 5).await.expect("unknown"));
         let e = |kind: &str| Event {
             seq: 0,
             at: 1,
@@ -768,14 +786,15 @@ mod tests {
             kind: kind.into(),
             data: serde_json::json!({"x": 1}),
         };
-        let e1 = s.insert_event(&e("created")).expect("event");
-        let e2 = s.insert_event(&e("killed")).expect("event");
+        let e1 = s.insert_event(&e("created")).await.expect("event");
+        let e2 = s.insert_event(&e("killed")).await.expect("event");
         assert!(e2.seq > e1.seq);
         let after = s
             .list_events(&EventFilter {
                 after_seq: Some(e1.seq),
                 ..Default::default()
             })
+            .await
             .expect("events");
         assert_eq!(after, vec![e2]);
         for i in 0..3 {
@@ -789,6 +808,7 @@ mod tests {
                 outcome: "ok".into(),
                 detail: None,
             })
+            .await
             .expect("audit");
         }
         let newest = s
@@ -796,6 +816,7 @@ mod tests {
                 limit: Some(2),
                 ..Default::default()
             })
+            .await
             .expect("audit");
         assert_eq!(
             newest.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
@@ -806,6 +827,7 @@ mod tests {
                 before_id: Some(newest[1].id),
                 ..Default::default()
             })
+            .await
             .expect("audit");
         assert_eq!(older.len(), 1);
         for i in 0..5 {
@@ -820,6 +842,7 @@ mod tests {
                     status: "running".into(),
                     duration_ms: None,
                 })
+                .await
                 .expect("exec");
             s.update_exec(&ExecRecord {
                 id,
@@ -831,9 +854,10 @@ mod tests {
                 status: "exit status 0".into(),
                 duration_ms: Some(3),
             })
+            .await
             .expect("update");
         }
-        let last = s.list_execs("a", 2).expect("execs");
+        let last = s.list_execs("a", 2).await.expect("execs");
         assert_eq!(
             last.iter().map(|e| e.command.as_str()).collect::<Vec<_>>(),
             ["c3", "c4"]
@@ -841,8 +865,8 @@ mod tests {
         assert_eq!(last[0].exit_code, Some(0));
     }
 
-    #[test]
-    fn templates_upsert_list_delete() {
+    #[tokio::test]
+    async fn templates_upsert_list_delete() {
         let s = SqliteStore::open_in_memory().expect("open");
         let mut t = TemplateRecord {
             name: "python".into(),
@@ -852,17 +876,17 @@ mod tests {
             created_at: 5,
             created_by: Some("key_1".into()),
         };
-        s.upsert_template(&t).expect("insert");
+        s.upsert_template(&t).await.expect("insert");
         t.layers.push("sha256:cc".into());
-        s.upsert_template(&t).expect("replace");
-        assert_eq!(s.list_templates().expect("list"), vec![t]);
-        assert!(s.delete_template("python").expect("delete"));
-        assert!(!s.delete_template("python").expect("delete again"));
-        assert!(s.list_templates().expect("list").is_empty());
+        s.upsert_template(&t).await.expect("replace");
+        assert_eq!(s.list_templates().await.expect("list"), vec![t]);
+        assert!(s.delete_template("python").await.expect("delete"));
+        assert!(!s.delete_template("python").await.expect("delete again"));
+        assert!(s.list_templates().await.expect("list").is_empty());
     }
 
-    #[test]
-    fn file_store_persists_and_refuses_a_newer_schema() {
+    #[tokio::test]
+    async fn file_store_persists_and_refuses_a_newer_schema() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("sub/paddock.db");
         {
@@ -872,10 +896,11 @@ mod tests {
                 name: "n".into(),
                 created_at: 1,
             })
+            .await
             .expect("tenant");
         }
         let s = SqliteStore::open(&p).expect("reopen");
-        assert_eq!(s.list_tenants().expect("tenants").len(), 1);
+        assert_eq!(s.list_tenants().await.expect("tenants").len(), 1);
         s.conn()
             .pragma_update(None, "user_version", 99)
             .expect("bump");
@@ -884,8 +909,8 @@ mod tests {
         assert!(err.to_string().contains("newer than this binary"), "{err}");
     }
 
-    #[test]
-    fn user_keys_become_developers_and_admins_stay_admins() {
+    #[tokio::test]
+    async fn user_keys_become_developers_and_admins_stay_admins() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("paddock.db");
         {
@@ -907,9 +932,9 @@ mod tests {
             .expect("old keys");
         }
         let s = SqliteStore::open(&p).expect("migrate");
-        let role = |id: &str| s.get_key(id).expect("get").expect("key").role;
-        assert_eq!(role("key_u"), Role::Developer);
-        assert_eq!(role("key_a"), Role::Admin);
+        let role = async |id: &str| s.get_key(id).await.expect("get").expect("key").role;
+        assert_eq!(role("key_u").await, Role::Developer);
+        assert_eq!(role("key_a").await, Role::Admin);
         let stored: String = s
             .conn()
             .query_row("SELECT role FROM api_keys WHERE id = 'key_u'", [], |r| {

@@ -58,8 +58,9 @@ fn get(conn: &rusqlite::Connection, id: &str) -> Result<Option<NodeRecord>> {
     .transpose()
 }
 
+#[async_trait::async_trait]
 impl NodeStore for SqliteStore {
-    fn fleet_setting_init(&self, key: &str, value: &str) -> Result<String> {
+    async fn fleet_setting_init(&self, key: &str, value: &str) -> Result<String> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO fleet_settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
@@ -72,7 +73,7 @@ impl NodeStore for SqliteStore {
         )?)
     }
 
-    fn register_node(&self, n: &NodeRecord) -> Result<(NodeRecord, Option<NodeState>)> {
+    async fn register_node(&self, n: &NodeRecord) -> Result<(NodeRecord, Option<NodeState>)> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let before = get(&tx, &n.id)?.map(|o| o.state);
@@ -107,7 +108,7 @@ impl NodeStore for SqliteStore {
         Ok((stored, before))
     }
 
-    fn heartbeat_node(&self, id: &str, hb: &Heartbeat) -> Result<Option<NodeState>> {
+    async fn heartbeat_node(&self, id: &str, hb: &Heartbeat) -> Result<Option<NodeState>> {
         let conn = self.conn();
         conn.execute(
             "UPDATE nodes SET usage = ?2, sandboxes = ?3, templates = ?4, heartbeat_at = ?5
@@ -128,18 +129,18 @@ impl NodeStore for SqliteStore {
             .transpose()
     }
 
-    fn get_node(&self, id: &str) -> Result<Option<NodeRecord>> {
+    async fn get_node(&self, id: &str) -> Result<Option<NodeRecord>> {
         get(&self.conn(), id)
     }
 
-    fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
         let conn = self.conn();
         let mut st = conn.prepare(&format!("SELECT {NODE_COLS} FROM nodes ORDER BY name, id"))?;
         let rows = st.query_map([], node_row)?;
         rows.map(|r| decode(r?)).collect()
     }
 
-    fn set_node_state(&self, id: &str, from: &[NodeState], to: NodeState) -> Result<bool> {
+    async fn set_node_state(&self, id: &str, from: &[NodeState], to: NodeState) -> Result<bool> {
         let conn = self.conn();
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let n = conn.execute(
@@ -149,7 +150,7 @@ impl NodeStore for SqliteStore {
         Ok(n == 1)
     }
 
-    fn mark_dead_nodes(&self, before: Millis) -> Result<Vec<NodeRecord>> {
+    async fn mark_dead_nodes(&self, before: Millis) -> Result<Vec<NodeRecord>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let rows = {
@@ -185,10 +186,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn register_heartbeat_drain_dead() {
+    #[tokio::test]
+    async fn register_heartbeat_drain_dead() {
         let s = SqliteStore::open_in_memory().unwrap();
-        let (n, before) = s.register_node(&node("a", 1000)).unwrap();
+        let (n, before) = s.register_node(&node("a", 1000)).await.unwrap();
         assert_eq!((n.state, before), (NodeState::Ready, None));
         assert_eq!(n.labels["zone"], "a");
         let hb = Heartbeat {
@@ -197,45 +198,57 @@ mod tests {
             templates: vec![],
             at: 5000,
         };
-        assert_eq!(s.heartbeat_node("a", &hb).unwrap(), Some(NodeState::Ready));
-        assert_eq!(s.heartbeat_node("zz", &hb).unwrap(), None);
-        assert_eq!(s.get_node("a").unwrap().unwrap().sandboxes, 3);
+        assert_eq!(
+            s.heartbeat_node("a", &hb).await.unwrap(),
+            Some(NodeState::Ready)
+        );
+        assert_eq!(s.heartbeat_node("zz", &hb).await.unwrap(), None);
+        assert_eq!(s.get_node("a").await.unwrap().unwrap().sandboxes, 3);
         assert!(
             s.set_node_state("a", &[NodeState::Ready], NodeState::Draining)
+                .await
                 .unwrap()
         );
         assert!(
             !s.set_node_state("a", &[NodeState::Ready], NodeState::Draining)
+                .await
                 .unwrap()
         );
         assert!(
             !s.set_node_state("zz", &[NodeState::Ready], NodeState::Draining)
+                .await
                 .unwrap()
         );
         // Draining survives a re-registration.
-        let (n, before) = s.register_node(&node("a", 6000)).unwrap();
+        let (n, before) = s.register_node(&node("a", 6000)).await.unwrap();
         assert_eq!(
             (n.state, before),
             (NodeState::Draining, Some(NodeState::Draining))
         );
-        s.register_node(&node("b", 1000)).unwrap();
-        let dead = s.mark_dead_nodes(2000).unwrap();
+        s.register_node(&node("b", 1000)).await.unwrap();
+        let dead = s.mark_dead_nodes(2000).await.unwrap();
         assert_eq!(
             dead.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
             ["b"]
         );
-        assert!(s.mark_dead_nodes(2000).unwrap().is_empty(), "seen once");
-        assert_eq!(s.heartbeat_node("b", &hb).unwrap(), Some(NodeState::Dead));
-        assert_eq!(s.get_node("b").unwrap().unwrap().heartbeat_at, 1000);
-        let (n, before) = s.register_node(&node("b", 9000)).unwrap();
+        assert!(
+            s.mark_dead_nodes(2000).await.unwrap().is_empty(),
+            "seen once"
+        );
+        assert_eq!(
+            s.heartbeat_node("b", &hb).await.unwrap(),
+            Some(NodeState::Dead)
+        );
+        assert_eq!(s.get_node("b").await.unwrap().unwrap().heartbeat_at, 1000);
+        let (n, before) = s.register_node(&node("b", 9000)).await.unwrap();
         assert_eq!((n.state, before), (NodeState::Ready, Some(NodeState::Dead)));
-        assert_eq!(s.list_nodes().unwrap().len(), 2);
+        assert_eq!(s.list_nodes().await.unwrap().len(), 2);
     }
 
-    #[test]
-    fn settings_keep_the_first_value() {
+    #[tokio::test]
+    async fn settings_keep_the_first_value() {
         let s = SqliteStore::open_in_memory().unwrap();
-        assert_eq!(s.fleet_setting_init("k", "one").unwrap(), "one");
-        assert_eq!(s.fleet_setting_init("k", "two").unwrap(), "one");
+        assert_eq!(s.fleet_setting_init("k", "one").await.unwrap(), "one");
+        assert_eq!(s.fleet_setting_init("k", "two").await.unwrap(), "one");
     }
 }

@@ -47,8 +47,9 @@ fn metadata_json(m: &BTreeMap<String, String>) -> String {
     serde_json::to_string(m).unwrap_or_else(|_| "{}".into())
 }
 
+#[async_trait::async_trait]
 impl SecretStore for SqliteStore {
-    fn insert_secret(&self, s: &SecretRecord, v: &SealedVersion) -> Result<()> {
+    async fn insert_secret(&self, s: &SecretRecord, v: &SealedVersion) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
@@ -81,7 +82,7 @@ impl SecretStore for SqliteStore {
         Ok(())
     }
 
-    fn add_secret_version(
+    async fn add_secret_version(
         &self,
         v: &SealedVersion,
         metadata: Option<&BTreeMap<String, String>>,
@@ -123,7 +124,7 @@ impl SecretStore for SqliteStore {
         Ok(true)
     }
 
-    fn get_secret(&self, tenant: &str, id_or_name: &str) -> Result<Option<SecretRecord>> {
+    async fn get_secret(&self, tenant: &str, id_or_name: &str) -> Result<Option<SecretRecord>> {
         let row = self
             .conn()
             .query_row(
@@ -138,7 +139,7 @@ impl SecretStore for SqliteStore {
         row.map(with_metadata).transpose()
     }
 
-    fn list_secrets(
+    async fn list_secrets(
         &self,
         tenant: &str,
         after: Option<&str>,
@@ -155,7 +156,7 @@ impl SecretStore for SqliteStore {
         rows.into_iter().map(with_metadata).collect()
     }
 
-    fn count_secrets(&self, tenant: &str) -> Result<u64> {
+    async fn count_secrets(&self, tenant: &str) -> Result<u64> {
         let n: i64 = self.conn().query_row(
             "SELECT COUNT(*) FROM secrets WHERE tenant = ?1",
             [tenant],
@@ -164,14 +165,14 @@ impl SecretStore for SqliteStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    fn delete_secret(&self, id: &str) -> Result<bool> {
+    async fn delete_secret(&self, id: &str) -> Result<bool> {
         let n = self
             .conn()
             .execute("DELETE FROM secrets WHERE id = ?1", [id])?;
         Ok(n > 0)
     }
 
-    fn secret_version(&self, secret_id: &str, version: i64) -> Result<Option<SealedVersion>> {
+    async fn secret_version(&self, secret_id: &str, version: i64) -> Result<Option<SealedVersion>> {
         Ok(self
             .conn()
             .query_row(
@@ -184,7 +185,7 @@ impl SecretStore for SqliteStore {
             .optional()?)
     }
 
-    fn all_secret_versions(&self) -> Result<Vec<SealedVersion>> {
+    async fn all_secret_versions(&self) -> Result<Vec<SealedVersion>> {
         let conn = self.conn();
         let mut st = conn.prepare(&format!("SELECT {VERSION_COLS} FROM secret_versions"))?;
         let rows = st
@@ -193,7 +194,7 @@ impl SecretStore for SqliteStore {
         Ok(rows)
     }
 
-    fn reseal_secret_versions(&self, vs: &[SealedVersion]) -> Result<()> {
+    async fn reseal_secret_versions(&self, vs: &[SealedVersion]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         for v in vs {
@@ -224,14 +225,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn versions_are_kept_capped_and_deleted_with_the_secret() {
+    #[tokio::test]
+    async fn versions_are_kept_capped_and_deleted_with_the_secret() {
         let s = SqliteStore::open_in_memory().unwrap();
         s.insert_tenant(&Tenant {
             id: "t".into(),
             name: "t".into(),
             created_at: 0,
         })
+        .await
         .unwrap();
         let rec = SecretRecord {
             id: "sec_1".into(),
@@ -242,7 +244,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
         };
-        s.insert_secret(&rec, &sealed("sec_1", 1)).unwrap();
+        s.insert_secret(&rec, &sealed("sec_1", 1)).await.unwrap();
         assert!(matches!(
             s.insert_secret(
                 &SecretRecord {
@@ -250,21 +252,36 @@ mod tests {
                     ..rec.clone()
                 },
                 &sealed("sec_2", 1)
-            ),
+            )
+            .await,
             Err(crate::StoreError::Conflict(_))
         ));
         for v in 2..=5 {
-            assert!(s.add_secret_version(&sealed("sec_1", v), None, 3).unwrap());
+            assert!(
+                s.add_secret_version(&sealed("sec_1", v), None, 3)
+                    .await
+                    .unwrap()
+            );
         }
-        let got = s.get_secret("t", "db").unwrap().unwrap();
+        let got = s.get_secret("t", "db").await.unwrap().unwrap();
         assert_eq!(got.current_version, 5);
-        assert_eq!(s.get_secret("t", "sec_1").unwrap().unwrap().name, "db");
-        assert!(s.get_secret("other", "db").unwrap().is_none());
-        assert!(s.secret_version("sec_1", 2).unwrap().is_none(), "pruned");
-        assert!(s.secret_version("sec_1", 3).unwrap().is_some());
-        assert_eq!(s.all_secret_versions().unwrap().len(), 3);
-        assert!(s.delete_secret("sec_1").unwrap());
-        assert!(s.all_secret_versions().unwrap().is_empty());
-        assert!(!s.add_secret_version(&sealed("sec_1", 6), None, 3).unwrap());
+        assert_eq!(
+            s.get_secret("t", "sec_1").await.unwrap().unwrap().name,
+            "db"
+        );
+        assert!(s.get_secret("other", "db").await.unwrap().is_none());
+        assert!(
+            s.secret_version("sec_1", 2).await.unwrap().is_none(),
+            "pruned"
+        );
+        assert!(s.secret_version("sec_1", 3).await.unwrap().is_some());
+        assert_eq!(s.all_secret_versions().await.unwrap().len(), 3);
+        assert!(s.delete_secret("sec_1").await.unwrap());
+        assert!(s.all_secret_versions().await.unwrap().is_empty());
+        assert!(
+            !s.add_secret_version(&sealed("sec_1", 6), None, 3)
+                .await
+                .unwrap()
+        );
     }
 }

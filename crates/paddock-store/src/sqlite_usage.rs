@@ -6,8 +6,9 @@ use crate::Result;
 use crate::sqlite::SqliteStore;
 use crate::usage::{UsageFilter, UsageRow, UsageStore};
 
+#[async_trait::async_trait]
 impl UsageStore for SqliteStore {
-    fn add_usage(&self, deltas: &[UsageRow]) -> Result<()> {
+    async fn add_usage(&self, deltas: &[UsageRow]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         for d in deltas {
@@ -37,7 +38,7 @@ impl UsageStore for SqliteStore {
         Ok(())
     }
 
-    fn list_usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>> {
+    async fn list_usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>> {
         let conn = self.conn();
         let mut st = conn.prepare(
             "SELECT sandbox_id, hour, tenant, key_id, template, cpu_seconds, memory_gib_hours,
@@ -68,8 +69,8 @@ impl UsageStore for SqliteStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn deltas_add_up_per_sandbox_and_hour_and_filter() {
+    #[tokio::test]
+    async fn deltas_add_up_per_sandbox_and_hour_and_filter() {
         let s = SqliteStore::open_in_memory().expect("open");
         let d = |id: &str, hour: i64, tenant: &str, cpu: f64| UsageRow {
             sandbox_id: id.into(),
@@ -83,8 +84,10 @@ mod tests {
             egress_bytes: 10,
         };
         s.add_usage(&[d("a", 1, "t", 1.0), d("b", 1, "u", 2.0)])
+            .await
             .expect("add");
         s.add_usage(&[d("a", 1, "t", 1.5), d("a", 2, "t", 4.0)])
+            .await
             .expect("add");
         let all = s
             .list_usage(&UsageFilter {
@@ -92,6 +95,7 @@ mod tests {
                 to_hour: 10,
                 ..Default::default()
             })
+            .await
             .expect("list");
         assert_eq!(all.len(), 3);
         assert_eq!(all[0].sandbox_id, "a");
@@ -105,6 +109,7 @@ mod tests {
                 to_hour: 3,
                 ..Default::default()
             })
+            .await
             .expect("list");
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].cpu_seconds, 4.0);

@@ -20,8 +20,9 @@ fn row(r: &Row<'_>) -> rusqlite::Result<VolumeRecord> {
     })
 }
 
+#[async_trait::async_trait]
 impl VolumeStore for SqliteStore {
-    fn insert_volume(&self, v: &VolumeRecord) -> Result<()> {
+    async fn insert_volume(&self, v: &VolumeRecord) -> Result<()> {
         self.conn()
             .execute(
                 &format!("INSERT INTO volumes ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
@@ -38,7 +39,7 @@ impl VolumeStore for SqliteStore {
         Ok(())
     }
 
-    fn get_volume(&self, tenant: &str, id_or_name: &str) -> Result<Option<VolumeRecord>> {
+    async fn get_volume(&self, tenant: &str, id_or_name: &str) -> Result<Option<VolumeRecord>> {
         Ok(self
             .conn()
             .query_row(
@@ -52,7 +53,7 @@ impl VolumeStore for SqliteStore {
             .optional()?)
     }
 
-    fn list_volumes(&self, tenant: Option<&str>) -> Result<Vec<VolumeRecord>> {
+    async fn list_volumes(&self, tenant: Option<&str>) -> Result<Vec<VolumeRecord>> {
         let c = self.conn();
         let mut st = c.prepare(&format!(
             "SELECT {COLS} FROM volumes WHERE ?1 IS NULL OR tenant = ?1 ORDER BY created_at, id"
@@ -61,7 +62,7 @@ impl VolumeStore for SqliteStore {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    fn delete_volume(&self, id: &str) -> Result<bool> {
+    async fn delete_volume(&self, id: &str) -> Result<bool> {
         let n = self
             .conn()
             .execute("DELETE FROM volumes WHERE id = ?1", [id])?;
@@ -74,8 +75,8 @@ mod tests {
     use super::*;
     use crate::{Store as _, StoreError, Tenant};
 
-    #[test]
-    fn volumes_are_per_tenant_unique_by_name_and_deleted() {
+    #[tokio::test]
+    async fn volumes_are_per_tenant_unique_by_name_and_deleted() {
         let s = SqliteStore::open_in_memory().unwrap();
         for t in ["a", "b"] {
             s.insert_tenant(&Tenant {
@@ -83,6 +84,7 @@ mod tests {
                 name: t.into(),
                 created_at: 0,
             })
+            .await
             .unwrap();
         }
         let v = |id: &str, tenant: &str, name: &str| VolumeRecord {
@@ -93,19 +95,25 @@ mod tests {
             created_at: 1,
             created_by: None,
         };
-        s.insert_volume(&v("vol-1", "a", "data")).unwrap();
-        s.insert_volume(&v("vol-2", "b", "data")).unwrap();
+        s.insert_volume(&v("vol-1", "a", "data")).await.unwrap();
+        s.insert_volume(&v("vol-2", "b", "data")).await.unwrap();
         assert!(matches!(
-            s.insert_volume(&v("vol-3", "a", "data")),
+            s.insert_volume(&v("vol-3", "a", "data")).await,
             Err(StoreError::Conflict(_))
         ));
-        assert_eq!(s.get_volume("a", "data").unwrap().unwrap().id, "vol-1");
-        assert_eq!(s.get_volume("a", "vol-1").unwrap().unwrap().name, "data");
-        assert!(s.get_volume("b", "vol-1").unwrap().is_none());
-        assert_eq!(s.list_volumes(Some("a")).unwrap().len(), 1);
-        assert_eq!(s.list_volumes(None).unwrap().len(), 2);
-        assert!(s.delete_volume("vol-1").unwrap());
-        assert!(!s.delete_volume("vol-1").unwrap());
-        assert!(s.get_volume("a", "data").unwrap().is_none());
+        assert_eq!(
+            s.get_volume("a", "data").await.unwrap().unwrap().id,
+            "vol-1"
+        );
+        assert_eq!(
+            s.get_volume("a", "vol-1").await.unwrap().unwrap().name,
+            "data"
+        );
+        assert!(s.get_volume("b", "vol-1").await.unwrap().is_none());
+        assert_eq!(s.list_volumes(Some("a")).await.unwrap().len(), 1);
+        assert_eq!(s.list_volumes(None).await.unwrap().len(), 2);
+        assert!(s.delete_volume("vol-1").await.unwrap());
+        assert!(!s.delete_volume("vol-1").await.unwrap());
+        assert!(s.get_volume("a", "data").await.unwrap().is_none());
     }
 }

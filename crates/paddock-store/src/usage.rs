@@ -31,10 +31,11 @@ pub struct UsageFilter {
 }
 
 /// The usage half of the store (a supertrait of [`crate::Store`]).
-pub trait UsageStore {
+#[async_trait::async_trait]
+pub trait UsageStore: Send + Sync {
     /// Adds every delta to its (sandbox, hour) row, creating rows as needed, in one
     /// transaction.
-    fn add_usage(&self, deltas: &[UsageRow]) -> Result<()>;
+    async fn add_usage(&self, deltas: &[UsageRow]) -> Result<()>;
     /// The rows matching `f`, by hour then sandbox.
-    fn list_usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>>;
+    async fn list_usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>>;
 }

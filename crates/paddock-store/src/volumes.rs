@@ -19,13 +19,14 @@ pub struct VolumeRecord {
 }
 
 /// Volume records.
-pub trait VolumeStore {
+#[async_trait::async_trait]
+pub trait VolumeStore: Send + Sync {
     /// Inserts a volume; a name the tenant already has is [`crate::StoreError::Conflict`].
-    fn insert_volume(&self, v: &VolumeRecord) -> Result<()>;
+    async fn insert_volume(&self, v: &VolumeRecord) -> Result<()>;
     /// The tenant's volume named or with id `id_or_name`.
-    fn get_volume(&self, tenant: &str, id_or_name: &str) -> Result<Option<VolumeRecord>>;
+    async fn get_volume(&self, tenant: &str, id_or_name: &str) -> Result<Option<VolumeRecord>>;
     /// The tenant's volumes (every tenant's with None), oldest first.
-    fn list_volumes(&self, tenant: Option<&str>) -> Result<Vec<VolumeRecord>>;
+    async fn list_volumes(&self, tenant: Option<&str>) -> Result<Vec<VolumeRecord>>;
     /// Removes it; false if there was none.
-    fn delete_volume(&self, id: &str) -> Result<bool>;
+    async fn delete_volume(&self, id: &str) -> Result<bool>;
 }

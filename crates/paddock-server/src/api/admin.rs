@@ -59,7 +59,7 @@ fn key_json(k: &ApiKey) -> serde_json::Value {
 }
 
 /// Creates a key (and its tenant, if new). Used by the API and at first start.
-pub fn new_key(
+pub async fn new_key(
     state: &AppState,
     name: &str,
     role: Role,
@@ -77,10 +77,11 @@ pub fn new_key(
         expires_at,
         webhook_url,
     )
+    .await
 }
 
 /// [`new_key`] on a store (the control plane's first admin key).
-pub fn new_key_in(
+pub async fn new_key_in(
     store: &dyn paddock_store::Store,
     name: &str,
     role: Role,
@@ -92,7 +93,8 @@ pub fn new_key_in(
     let tenant = match tenant {
         Some(t) => {
             store
-                .get_tenant(t)?
+                .get_tenant(t)
+                .await?
                 .ok_or_else(|| ApiError::BadRequest(format!("unknown tenant {t:?}")))?
                 .id
         }
@@ -102,7 +104,7 @@ pub fn new_key_in(
                 name: name.to_owned(),
                 created_at: now_ms(),
             };
-            store.insert_tenant(&t)?;
+            store.insert_tenant(&t).await?;
             t.id
         }
     };
@@ -120,7 +122,7 @@ pub fn new_key_in(
         max_sandboxes,
         webhook_url,
     };
-    store.insert_key(&k)?;
+    store.insert_key(&k).await?;
     Ok((k, secret))
 }
 
@@ -164,10 +166,13 @@ async fn create_key(
             expires_at,
             body.webhook_url.clone(),
         )
+        .await
     }
     .await;
     let detail = Some(format!("name={}", body.name));
-    let (k, secret) = state.audited(&caller, "key.create", None, detail, res)?;
+    let (k, secret) = state
+        .audited(&caller, "key.create", None, detail, res)
+        .await?;
     let mut v = key_json(&k);
     v["e2b_key"] = crate::auth::e2b_form(&secret).into();
     v["key"] = secret.into();
@@ -175,7 +180,7 @@ async fn create_key(
 }
 
 async fn list_keys(State(state): State<Arc<AppState>>, Admin(_): Admin) -> ApiResult<Response> {
-    let keys = state.store.list_keys(None)?;
+    let keys = state.store.list_keys(None).await?;
     Ok(json_response(
         StatusCode::OK,
         serde_json::json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }),
@@ -187,18 +192,20 @@ async fn revoke_key(
     Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let res = match state.store.revoke_key(&id, now_ms()) {
+    let res = match state.store.revoke_key(&id, now_ms()).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(ApiError::NotFound("key not found".into())),
         Err(e) => Err(e.into()),
     };
-    state.audited(
-        &caller,
-        "key.revoke",
-        None,
-        Some(format!("key={}", crate::state::truncate(&id, 64))),
-        res,
-    )?;
+    state
+        .audited(
+            &caller,
+            "key.revoke",
+            None,
+            Some(format!("key={}", crate::state::truncate(&id, 64))),
+            res,
+        )
+        .await?;
     Ok(no_content())
 }
 
@@ -227,7 +234,7 @@ async fn audit(
             other => return Err(crate::wire::unknown_param(other)),
         }
     }
-    let rows = state.store.list_audit(&f)?;
+    let rows = state.store.list_audit(&f).await?;
     Ok(json_response(
         StatusCode::OK,
         serde_json::json!({ "entries": rows.iter().map(|a| serde_json::json!({

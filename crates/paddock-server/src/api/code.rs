@@ -91,7 +91,7 @@ async fn upstream(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> ApiResult<hyper::Response<hyper::body::Incoming>> {
-    let (_rec, sbx) = state.sandbox_for(caller, id)?;
+    let (_rec, sbx) = state.sandbox_for(caller, id).await?;
     let none = || {
         ApiError::NoInterpreter(format!(
             "sandbox {id} has no code interpreter (nothing listens on port {INTERPRETER_PORT}); \

@@ -38,7 +38,7 @@ async fn events(
         match k.as_str() {
             "sandbox_id" => {
                 // Checks ownership; another tenant's id is 404 like a missing one.
-                state.record_for(&caller, &v)?;
+                state.record_for(&caller, &v).await?;
                 f.sandbox_id = Some(v);
             }
             "after" => {
@@ -56,11 +56,18 @@ async fn events(
     // A developer sees the events of the sandboxes it sees, and its tenant's other events.
     let visible = {
         let (state, caller) = (state.clone(), caller.clone());
-        move |e: &Event| {
-            caller.key.role != paddock_store::Role::Developer
-                || e.sandbox_id.as_ref().is_none_or(
-                    |id| matches!(state.store.get_sandbox(id), Ok(Some(r)) if caller.sees(&r)),
-                )
+        move |e: Event| {
+            let (state, caller) = (state.clone(), caller.clone());
+            async move {
+                let seen = caller.key.role != paddock_store::Role::Developer
+                    || match e.sandbox_id.as_ref() {
+                        None => true,
+                        Some(id) => {
+                            matches!(state.store.get_sandbox(id).await, Ok(Some(r)) if caller.sees(&r))
+                        }
+                    };
+                seen.then_some(e)
+            }
         }
     };
     let sse = headers
@@ -69,11 +76,13 @@ async fn events(
         .is_some_and(|a| a.contains("text/event-stream"));
     if !sse {
         f.limit = Some(f.limit.unwrap_or(1000));
-        let rows = state.store.list_events(&f)?;
-        let rows = rows.iter().filter(|e| visible(e));
+        let mut rows = Vec::new();
+        for e in state.store.list_events(&f).await? {
+            rows.extend(visible(e).await);
+        }
         return Ok(json_response(
             StatusCode::OK,
-            serde_json::json!({ "events": rows.map(event_json).collect::<Vec<_>>() }),
+            serde_json::json!({ "events": rows.iter().map(event_json).collect::<Vec<_>>() }),
         ));
     }
     if f.after_seq.is_none() {
@@ -85,14 +94,21 @@ async fn events(
     // in both are skipped by sequence number.
     let live = BroadcastStream::new(state.events.subscribe());
     let backlog = if f.after_seq.is_some() {
-        state.store.list_events(&EventFilter {
-            limit: Some(10_000),
-            ..f.clone()
-        })?
+        state
+            .store
+            .list_events(&EventFilter {
+                limit: Some(10_000),
+                ..f.clone()
+            })
+            .await?
     } else {
         Vec::new()
     };
-    let backlog: Vec<Event> = backlog.into_iter().filter(|e| visible(e)).collect();
+    let mut visible_backlog: Vec<Event> = Vec::new();
+    for e in backlog {
+        visible_backlog.extend(visible(e).await);
+    }
+    let backlog = visible_backlog;
     let mut last = backlog
         .last()
         .map(|e| e.seq)
@@ -101,9 +117,9 @@ async fn events(
     let filter = f.clone();
     let live = live.filter_map(move |r| {
         let keep = match r {
-            Ok(e) if e.seq > last && matches_filter(&filter, &e) && visible(&e) => {
+            Ok(e) if e.seq > last && matches_filter(&filter, &e) => {
                 last = e.seq;
-                Some(e)
+                return futures::future::Either::Left(visible(e));
             }
             // A lagging subscriber loses events; say so rather than silently skip.
             Err(_) => Some(Event {
@@ -116,7 +132,7 @@ async fn events(
             }),
             _ => None,
         };
-        futures::future::ready(keep)
+        futures::future::Either::Right(futures::future::ready(keep))
     });
     // On a fleet node, other processes (nodes, control planes) store events too: the
     // store is the stream, polled every `FLEET_EVENT_POLL`.
@@ -156,11 +172,14 @@ fn poll_store(
                 if let Some(e) = queue.pop_front() {
                     return Some((e, (state, f, last, queue)));
                 }
-                let page = state.store.list_events(&EventFilter {
-                    after_seq: Some(last),
-                    limit: Some(1000),
-                    ..f.clone()
-                });
+                let page = state
+                    .store
+                    .list_events(&EventFilter {
+                        after_seq: Some(last),
+                        limit: Some(1000),
+                        ..f.clone()
+                    })
+                    .await;
                 match page {
                     Ok(rows) if !rows.is_empty() => {
                         last = rows.last().map_or(last, |e| e.seq);

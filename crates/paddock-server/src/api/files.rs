@@ -238,7 +238,7 @@ async fn download(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let (_, sbx) = state.sandbox_for(&caller, &id)?;
+    let (_, sbx) = state.sandbox_for(&caller, &id).await?;
     let f = parse_query(q.as_deref(), &[])?;
     let none = http::HeaderMap::new();
     let resp = forward(
@@ -272,7 +272,7 @@ async fn upload(
         .ok()
         .map(|f| format!("path={}", truncate(&f.path, 256)));
     let res = async {
-        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         let f = parsed?;
         // The agent takes a raw body as octet-stream whatever the client called it.
         let (parts, body) = req.into_parts();
@@ -309,7 +309,9 @@ async fn upload(
         Ok(json!({ "path": e.path, "size": e.size }))
     }
     .await;
-    let v = state.audited(&caller, "files.write", Some(&id), detail, res)?;
+    let v = state
+        .audited(&caller, "files.write", Some(&id), detail, res)
+        .await?;
     Ok(json_response(StatusCode::CREATED, v))
 }
 
@@ -325,7 +327,7 @@ async fn remove(
         .ok()
         .map(|f| format!("path={}", truncate(&f.path, 256)));
     let res = async {
-        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         let f = parsed?;
         sbx.agent
             .filesystem
@@ -341,7 +343,9 @@ async fn remove(
         Ok(())
     }
     .await;
-    state.audited(&caller, "files.delete", Some(&id), detail, res)?;
+    state
+        .audited(&caller, "files.delete", Some(&id), detail, res)
+        .await?;
     Ok(no_content())
 }
 
@@ -351,7 +355,7 @@ async fn list(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let (_, sbx) = state.sandbox_for(&caller, &id)?;
+    let (_, sbx) = state.sandbox_for(&caller, &id).await?;
     let f = parse_query(q.as_deref(), &["depth"])?;
     let r = sbx
         .agent
@@ -377,7 +381,7 @@ async fn stat(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let (_, sbx) = state.sandbox_for(&caller, &id)?;
+    let (_, sbx) = state.sandbox_for(&caller, &id).await?;
     let f = parse_query(q.as_deref(), &[])?;
     let r = sbx
         .agent
@@ -412,7 +416,7 @@ async fn mkdir(
 ) -> ApiResult<Response> {
     let detail = Some(format!("path={}", truncate(&body.path, 256)));
     let res = async {
-        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         check_path(&body.path)?;
         let r = sbx
             .agent
@@ -432,7 +436,9 @@ async fn mkdir(
         ))
     }
     .await;
-    let v = state.audited(&caller, "files.mkdir", Some(&id), detail, res)?;
+    let v = state
+        .audited(&caller, "files.mkdir", Some(&id), detail, res)
+        .await?;
     Ok(json_response(StatusCode::CREATED, v))
 }
 
@@ -457,7 +463,7 @@ async fn mv(
         truncate(&body.to, 256)
     ));
     let res = async {
-        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         check_path(&body.from)?;
         check_path(&body.to)?;
         let r = sbx
@@ -479,7 +485,9 @@ async fn mv(
         ))
     }
     .await;
-    let v = state.audited(&caller, "files.move", Some(&id), detail, res)?;
+    let v = state
+        .audited(&caller, "files.move", Some(&id), detail, res)
+        .await?;
     Ok(json_response(StatusCode::OK, v))
 }
 
@@ -490,7 +498,7 @@ async fn archive_get(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let (_, sbx) = state.sandbox_for(&caller, &id)?;
+    let (_, sbx) = state.sandbox_for(&caller, &id).await?;
     let f = parse_query(q.as_deref(), &["format"])?;
     let none = http::HeaderMap::new();
     let resp = forward(
@@ -521,7 +529,7 @@ async fn archive_put(
         .ok()
         .map(|f| format!("path={}", truncate(&f.path, 256)));
     let res = async {
-        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         let f = parsed?;
         let (parts, body) = req.into_parts();
         let resp = forward(
@@ -542,6 +550,8 @@ async fn archive_put(
         Ok(serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
     }
     .await;
-    let v = state.audited(&caller, "files.archive_extract", Some(&id), detail, res)?;
+    let v = state
+        .audited(&caller, "files.archive_extract", Some(&id), detail, res)
+        .await?;
     Ok(json_response(StatusCode::CREATED, v))
 }

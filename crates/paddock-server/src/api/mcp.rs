@@ -34,7 +34,7 @@ pub fn routes(state: &Arc<AppState>, rest: Router) -> Router<Arc<AppState>> {
 /// 401 (the API's error body) unless the request presents a valid key within its rate.
 async fn require_key(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    if let Err(e) = auth::authenticate(&state, auth::presented_key(&parts)) {
+    if let Err(e) = auth::authenticate(&state, auth::presented_key(&parts)).await {
         return e.into_response();
     }
     next.run(Request::from_parts(parts, body)).await

@@ -52,12 +52,14 @@ async fn pause(
 ) -> ApiResult<Response> {
     let res = async {
         let mode = parse_mode(body.mode.as_deref())?;
-        state.record_for(&caller, &id)?;
+        state.record_for(&caller, &id).await?;
         crate::pausing::pause(&state, &id, mode, "request").await
     }
     .await;
     let detail = body.mode.clone();
-    let r = state.audited(&caller, "sandbox.pause", Some(&id), detail, res)?;
+    let r = state
+        .audited(&caller, "sandbox.pause", Some(&id), detail, res)
+        .await?;
     Ok(json_response(StatusCode::OK, sandbox_json(&state, &r)))
 }
 
@@ -77,10 +79,12 @@ async fn resume(
 ) -> ApiResult<Response> {
     let res = async {
         let t = body.timeout.map(|t| check_timeout(&state, t)).transpose()?;
-        state.record_for(&caller, &id)?;
+        state.record_for(&caller, &id).await?;
         crate::pausing::resume(&state, &id, false, t).await
     }
     .await;
-    let r = state.audited(&caller, "sandbox.resume", Some(&id), None, res)?;
+    let r = state
+        .audited(&caller, "sandbox.resume", Some(&id), None, res)
+        .await?;
     Ok(json_response(StatusCode::OK, sandbox_json(&state, &r)))
 }

@@ -107,7 +107,7 @@ async fn listening(
     caller: &Caller,
     id: &str,
 ) -> ApiResult<(SandboxRecord, Vec<paddock_runtime::ListeningPort>)> {
-    let (rec, sbx) = state.sandbox_for(caller, id)?;
+    let (rec, sbx) = state.sandbox_for(caller, id).await?;
     let ports = tokio::task::spawn_blocking(move || sbx.listening_ports())
         .await
         .map_err(|e| ApiError::Internal(format!("ports task: {e}")))??;
@@ -172,10 +172,10 @@ async fn set_public(
     public: bool,
 ) -> ApiResult<serde_json::Value> {
     let port = parse_port(port)?;
-    state.sandbox_for(caller, id)?;
+    state.sandbox_for(caller, id).await?;
     // Read again right before the write, so the window for a concurrent change of the
     // record is as small as it can be without a store-level compare-and-set.
-    let mut rec = state.record_for(caller, id)?;
+    let mut rec = state.record_for(caller, id).await?;
     let mut ports = proxy::public_ports(&rec);
     if public && !ports.contains(&port) {
         if ports.len() >= MAX_PUBLIC_PORTS {
@@ -192,7 +192,7 @@ async fn set_public(
         rec.spec = serde_json::json!({});
     }
     rec.spec["public_ports"] = serde_json::json!(ports);
-    state.store.update_sandbox(&rec)?;
+    state.store.update_sandbox(&rec).await?;
     Ok(port_json(state, headers, &rec, port, None))
 }
 
@@ -204,13 +204,15 @@ async fn make_public(
     Path((id, port)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let res = set_public(&state, &caller, &headers, &id, &port, true).await;
-    let v = state.audited(
-        &caller,
-        "sandbox.port_public",
-        Some(&id),
-        Some(format!("port={port}")),
-        res,
-    )?;
+    let v = state
+        .audited(
+            &caller,
+            "sandbox.port_public",
+            Some(&id),
+            Some(format!("port={port}")),
+            res,
+        )
+        .await?;
     Ok(with_listening(&state, &id, v).await)
 }
 
@@ -222,13 +224,15 @@ async fn make_private(
     Path((id, port)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let res = set_public(&state, &caller, &headers, &id, &port, false).await;
-    let v = state.audited(
-        &caller,
-        "sandbox.port_private",
-        Some(&id),
-        Some(format!("port={port}")),
-        res,
-    )?;
+    let v = state
+        .audited(
+            &caller,
+            "sandbox.port_private",
+            Some(&id),
+            Some(format!("port={port}")),
+            res,
+        )
+        .await?;
     Ok(with_listening(&state, &id, v).await)
 }
 

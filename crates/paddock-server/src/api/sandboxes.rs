@@ -264,7 +264,9 @@ async fn create(
     .await
     .unwrap_or_else(|e| Err(ApiError::Internal(format!("create task: {e}"))));
     let id = res.as_ref().ok().map(|r| r.id.clone());
-    let r = state.audited(&caller, "sandbox.create", id.as_deref(), None, res)?;
+    let r = state
+        .audited(&caller, "sandbox.create", id.as_deref(), None, res)
+        .await?;
     Ok(json_response(StatusCode::CREATED, sandbox_json(&state, &r)))
 }
 
@@ -315,7 +317,7 @@ async fn list(
     caller.scope(&mut f);
     let page_size = f.limit.unwrap_or(1000);
     f.limit = Some(page_size);
-    let rows = state.store.list_sandboxes(&f)?;
+    let rows = state.store.list_sandboxes(&f).await?;
     let next = (rows.len() as u32 == page_size)
         .then(|| rows.last().map(|r| r.id.clone()))
         .flatten();
@@ -331,7 +333,7 @@ async fn get_one(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let r = state.record_for(&caller, &id)?;
+    let r = state.record_for(&caller, &id).await?;
     Ok(json_response(StatusCode::OK, sandbox_json(&state, &r)))
 }
 
@@ -341,14 +343,16 @@ async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let res = async {
-        let r = state.record_for(&caller, &id)?;
+        let r = state.record_for(&caller, &id).await?;
         if r.state == SandboxState::Stopped {
             return Err(ApiError::sandbox_not_found(&id));
         }
         lifecycle::stop(&state, &id, "killed").await
     }
     .await;
-    state.audited(&caller, "sandbox.delete", Some(&id), None, res)?;
+    state
+        .audited(&caller, "sandbox.delete", Some(&id), None, res)
+        .await?;
     Ok(no_content())
 }
 
@@ -370,7 +374,7 @@ async fn timeout(
     Json(body): Json<TimeoutBody>,
 ) -> ApiResult<Response> {
     let res = async {
-        let mut r = state.record_for(&caller, &id)?;
+        let mut r = state.record_for(&caller, &id).await?;
         let secs = match (body.timeout, body.extend) {
             (Some(t), None) => t,
             (None, Some(e)) => {
@@ -386,11 +390,13 @@ async fn timeout(
             }
         };
         let d = check_timeout(&state, secs)?;
-        lifecycle::set_timeout(&state, &mut r, d)?;
+        lifecycle::set_timeout(&state, &mut r, d).await?;
         Ok(r)
     }
     .await;
-    let r = state.audited(&caller, "sandbox.timeout", Some(&id), None, res)?;
+    let r = state
+        .audited(&caller, "sandbox.timeout", Some(&id), None, res)
+        .await?;
     Ok(json_response(StatusCode::OK, sandbox_json(&state, &r)))
 }
 
@@ -416,7 +422,7 @@ async fn stats(
             _ => return Err(crate::wire::unknown_param(&k)),
         }
     }
-    let (r, s) = state.sandbox_for(&caller, &id)?;
+    let (r, s) = state.sandbox_for(&caller, &id).await?;
     let rt = state.runtime.clone();
     let st = tokio::task::spawn_blocking(move || s.stats(&rt))
         .await
@@ -454,13 +460,16 @@ async fn logs(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let r = state.record_for(&caller, &id)?;
-    let events = state.store.list_events(&EventFilter {
-        sandbox_id: Some(r.id.clone()),
-        limit: Some(1000),
-        ..Default::default()
-    })?;
-    let execs = state.store.list_execs(&r.id, 1000)?;
+    let r = state.record_for(&caller, &id).await?;
+    let events = state
+        .store
+        .list_events(&EventFilter {
+            sandbox_id: Some(r.id.clone()),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await?;
+    let execs = state.store.list_execs(&r.id, 1000).await?;
     // File changes and test runs, from the audit trail (the newest 1000 entries of the
     // sandbox; commands and lifecycle steps are already above).
     let activity: Vec<_> = state
@@ -469,7 +478,8 @@ async fn logs(
             sandbox_id: Some(r.id.clone()),
             limit: Some(1000),
             ..Default::default()
-        })?
+        })
+        .await?
         .into_iter()
         .filter(|a| LOGGED_ACTIONS.contains(&a.action.as_str()))
         .rev()
@@ -530,7 +540,7 @@ async fn get_network(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let r = state.record_for(&caller, &id)?;
+    let r = state.record_for(&caller, &id).await?;
     Ok(json_response(StatusCode::OK, network_json(&state, &r)))
 }
 
@@ -543,11 +553,13 @@ async fn put_network(
 ) -> ApiResult<Response> {
     let detail = format!("mode={}", policy.mode);
     let res = async {
-        let mut r = state.record_for(&caller, &id)?;
+        let mut r = state.record_for(&caller, &id).await?;
         lifecycle::set_network(&state, &mut r, policy).await?;
         Ok(r)
     }
     .await;
-    let r = state.audited(&caller, "sandbox.network", Some(&id), Some(detail), res)?;
+    let r = state
+        .audited(&caller, "sandbox.network", Some(&id), Some(detail), res)
+        .await?;
     Ok(json_response(StatusCode::OK, network_json(&state, &r)))
 }

@@ -82,7 +82,15 @@ async fn create(
         &b.value,
         b.metadata.unwrap_or_default(),
     );
-    let res = state.audited(&caller, "secret.create", None, audit_name(&b.name), res)?;
+    let res = state
+        .audited(
+            &caller,
+            "secret.create",
+            None,
+            audit_name(&b.name),
+            res.await,
+        )
+        .await?;
     Ok(json_response(StatusCode::CREATED, secret_json(&res)))
 }
 
@@ -93,7 +101,9 @@ async fn update(
     Json(b): Json<UpdateBody>,
 ) -> ApiResult<Response> {
     let res = secrets::update(&state, &caller, &name, &b.value, b.metadata);
-    let res = state.audited(&caller, "secret.update", None, audit_name(&name), res)?;
+    let res = state
+        .audited(&caller, "secret.update", None, audit_name(&name), res.await)
+        .await?;
     Ok(json_response(StatusCode::OK, secret_json(&res)))
 }
 
@@ -102,7 +112,7 @@ async fn info(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let s = secrets::get(&state, &caller, &name)?;
+    let s = secrets::get(&state, &caller, &name).await?;
     Ok(json_response(StatusCode::OK, secret_json(&s)))
 }
 
@@ -112,7 +122,9 @@ async fn destroy(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let res = secrets::delete(&state, &caller, &name);
-    state.audited(&caller, "secret.delete", None, audit_name(&name), res)?;
+    state
+        .audited(&caller, "secret.delete", None, audit_name(&name), res.await)
+        .await?;
     Ok(no_content())
 }
 
@@ -130,7 +142,7 @@ async fn list(
             other => return Err(unknown_param(other)),
         }
     }
-    let list = secrets::list(&state, &caller, after.as_deref(), limit)?;
+    let list = secrets::list(&state, &caller, after.as_deref(), limit).await?;
     let next = (list.len() == limit as usize)
         .then(|| list.last().map(|s| s.name.clone()))
         .flatten();
@@ -152,14 +164,13 @@ async fn rotate(
         let key = MasterKey::from_file(std::path::Path::new(&b.key_file))
             .map_err(ApiError::BadRequest)?;
         let id = key.id().to_owned();
-        let st = state.clone();
-        let n = tokio::task::spawn_blocking(move || secrets::rotate(&st, key))
-            .await
-            .map_err(|e| ApiError::Internal(format!("rotation task: {e}")))??;
+        let n = secrets::rotate(&state, key).await?;
         Ok((n, id))
     }
     .await;
-    let (n, id) = state.audited(&caller, "secret.rotate_key", None, None, res)?;
+    let (n, id) = state
+        .audited(&caller, "secret.rotate_key", None, None, res)
+        .await?;
     Ok(json_response(
         StatusCode::OK,
         json!({ "reencrypted": n, "key_id": id }),

@@ -235,7 +235,7 @@ async fn list(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let (_, sbx) = state.sandbox_for(&caller, &id)?;
+    let (_, sbx) = state.sandbox_for(&caller, &id).await?;
     let (_, v) = agent(&sbx, http::Method::GET, "/services", None).await?;
     Ok(json_response(StatusCode::OK, v))
 }
@@ -248,12 +248,14 @@ async fn create(
 ) -> ApiResult<Response> {
     let name = body.name.clone();
     let res = async {
-        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         let spec = body.into_spec()?;
         agent(&sbx, http::Method::POST, "/services", Some(spec)).await
     }
     .await;
-    let (_, v) = state.audited(&caller, "service.create", Some(&id), Some(name), res)?;
+    let (_, v) = state
+        .audited(&caller, "service.create", Some(&id), Some(name), res)
+        .await?;
     Ok(json_response(StatusCode::CREATED, v))
 }
 
@@ -262,7 +264,7 @@ async fn get_one(
     caller: Caller,
     Path((id, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let (_, sbx) = state.sandbox_for(&caller, &id)?;
+    let (_, sbx) = state.sandbox_for(&caller, &id).await?;
     check_name(&name)?;
     let (_, v) = agent(&sbx, http::Method::GET, &format!("/services/{name}"), None).await?;
     Ok(json_response(StatusCode::OK, v))
@@ -274,7 +276,7 @@ async fn delete(
     Path((id, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let res = async {
-        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         check_name(&name)?;
         agent(
             &sbx,
@@ -285,7 +287,9 @@ async fn delete(
         .await
     }
     .await;
-    state.audited(&caller, "service.delete", Some(&id), Some(name), res)?;
+    state
+        .audited(&caller, "service.delete", Some(&id), Some(name), res)
+        .await?;
     Ok(no_content())
 }
 
@@ -297,7 +301,7 @@ async fn action(
     what: &'static str,
 ) -> ApiResult<Response> {
     let res = async {
-        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         check_name(&name)?;
         agent(
             &sbx,
@@ -308,13 +312,15 @@ async fn action(
         .await
     }
     .await;
-    let (_, v) = state.audited(
-        &caller,
-        &format!("service.{what}"),
-        Some(&id),
-        Some(name),
-        res,
-    )?;
+    let (_, v) = state
+        .audited(
+            &caller,
+            &format!("service.{what}"),
+            Some(&id),
+            Some(name),
+            res,
+        )
+        .await?;
     Ok(json_response(StatusCode::OK, v))
 }
 
@@ -349,7 +355,7 @@ async fn logs(
     Path((id, name)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let (_, sbx) = state.sandbox_for(&caller, &id)?;
+    let (_, sbx) = state.sandbox_for(&caller, &id).await?;
     check_name(&name)?;
     let mut from = 0u64;
     for (k, v) in form_urlencoded_pairs(q.as_deref().unwrap_or("")) {

@@ -62,15 +62,19 @@ async fn login(
         return Err(ApiError::Csrf("the request comes from another origin"));
     }
     let res = authenticate(&state, Some(body.api_key.as_str()));
-    let c = match res {
+    let c = match res.await {
         Ok(c) => c,
         Err(e) => {
-            state.audit(None, "session.login", None, "denied", None);
+            state
+                .audit(None, "session.login", None, "denied", None)
+                .await;
             return Err(e);
         }
     };
     let (id, csrf) = state.sessions.insert(c.key.id.clone());
-    state.audit(Some(&c), "session.login", None, "ok", None);
+    state
+        .audit(Some(&c), "session.login", None, "ok", None)
+        .await;
     let mut resp = json_response(StatusCode::CREATED, whoami_json(&c, &csrf));
     resp.headers_mut()
         .insert(SET_COOKIE, set_cookie(&state, &id, SESSION_TTL.as_secs()));
@@ -80,7 +84,7 @@ async fn login(
 /// `GET /v1/session`: who the session is, and its CSRF token. 401 without a live session.
 async fn whoami(State(state): State<Arc<AppState>>, req: Request) -> ApiResult<Response> {
     let id = cookie(req.headers()).ok_or(ApiError::Unauthorized("no session; log in"))?;
-    let c = check(&state, id, req.method(), req.headers(), false)?;
+    let c = check(&state, id, req.method(), req.headers(), false).await?;
     let csrf = state.sessions.csrf(id).ok_or(ApiError::Unauthorized(
         "the session has ended; log in again",
     ))?;
@@ -91,9 +95,11 @@ async fn whoami(State(state): State<Arc<AppState>>, req: Request) -> ApiResult<R
 /// clears the cookie.
 async fn logout(State(state): State<Arc<AppState>>, req: Request) -> ApiResult<Response> {
     let id = cookie(req.headers()).ok_or(ApiError::Unauthorized("no session; log in"))?;
-    let c = check(&state, id, req.method(), req.headers(), false)?;
+    let c = check(&state, id, req.method(), req.headers(), false).await?;
     state.sessions.remove(id);
-    state.audit(Some(&c), "session.logout", None, "ok", None);
+    state
+        .audit(Some(&c), "session.logout", None, "ok", None)
+        .await;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()
         .insert(SET_COOKIE, set_cookie(&state, "", 0));

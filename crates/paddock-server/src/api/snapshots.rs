@@ -66,7 +66,9 @@ async fn create(
         snapshots::take(&state, &caller, &id, body.name.clone()).await
     }
     .await;
-    let t = state.audited(&caller, "snapshot.create", Some(&id), body.name, res)?;
+    let t = state
+        .audited(&caller, "snapshot.create", Some(&id), body.name, res)
+        .await?;
     Ok(json_response(
         StatusCode::CREATED,
         snapshot_json(&state, &t),
@@ -91,6 +93,7 @@ async fn list(
         }
     }
     let items: Vec<Value> = snapshots::list(&state, &caller, of.as_deref())
+        .await
         .iter()
         .map(|t| snapshot_json(&state, t))
         .collect();
@@ -102,7 +105,7 @@ async fn get_one(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let t = snapshots::get(&state, &caller, &name)?;
+    let t = snapshots::get(&state, &caller, &name).await?;
     Ok(json_response(StatusCode::OK, snapshot_json(&state, &t)))
 }
 
@@ -112,7 +115,9 @@ async fn delete(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let res = snapshots::delete(&state, &caller, &name).await;
-    state.audited(&caller, "snapshot.delete", None, Some(name), res)?;
+    state
+        .audited(&caller, "snapshot.delete", None, Some(name), res)
+        .await?;
     Ok(no_content())
 }
 
@@ -144,7 +149,9 @@ async fn fork(
     }
     .await;
     let detail = body.count.map(|c| format!("count {c}"));
-    let (t, children) = state.audited(&caller, "sandbox.fork", Some(&id), detail, res)?;
+    let (t, children) = state
+        .audited(&caller, "sandbox.fork", Some(&id), detail, res)
+        .await?;
     let items: Vec<Value> = children
         .iter()
         .map(|c| match c {

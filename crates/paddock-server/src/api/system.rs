@@ -131,10 +131,13 @@ async fn metrics(State(state): State<Arc<AppState>>, _a: Admin) -> ApiResult<Res
     );
     m.create_latency
         .render(&mut out, "paddock_sandbox_create_seconds", "");
-    let active = state.store.list_sandboxes(&paddock_store::SandboxFilter {
-        states: vec![SandboxState::Starting, SandboxState::Running],
-        ..Default::default()
-    })?;
+    let active = state
+        .store
+        .list_sandboxes(&paddock_store::SandboxFilter {
+            states: vec![SandboxState::Starting, SandboxState::Running],
+            ..Default::default()
+        })
+        .await?;
     let _ = writeln!(
         out,
         "# HELP paddock_sandboxes Sandboxes by state (starting, running).\n# TYPE paddock_sandboxes gauge"

@@ -113,7 +113,7 @@ fn gate_for_prune() -> ApiResult<tokio::sync::OwnedRwLockWriteGuard<()>> {
 }
 
 /// Records template `t` in the store's catalogue (made by `by`, a key id).
-pub fn catalogue(state: &AppState, t: &Template, by: Option<&str>) {
+pub async fn catalogue(state: &AppState, t: &Template, by: Option<&str>) {
     let rec = paddock_store::TemplateRecord {
         name: t.name.clone(),
         source: t.source.clone(),
@@ -126,26 +126,26 @@ pub fn catalogue(state: &AppState, t: &Template, by: Option<&str>) {
         },
         created_by: by.map(str::to_owned),
     };
-    if let Err(e) = state.store.upsert_template(&rec) {
+    if let Err(e) = state.store.upsert_template(&rec).await {
         tracing::error!(template = %t.name, "recording the template: {e}");
     }
 }
 
 /// Makes the store's catalogue match the templates on disk (at start): templates found on
 /// disk are recorded, records whose template is gone are removed.
-pub fn reconcile(state: &AppState) -> Result<(), paddock_store::StoreError> {
+pub async fn reconcile(state: &AppState) -> Result<(), paddock_store::StoreError> {
     let on_disk: Vec<Template> = state
         .runtime
         .templates()
         .into_iter()
         .filter(|t| t.name != "base" && !t.name.starts_with("build-"))
         .collect();
-    let recorded = state.store.list_templates()?;
+    let recorded = state.store.list_templates().await?;
     // On a node the catalogue is the fleet's: templates of other nodes stay.
     for r in recorded.iter().filter(|_| state.cfg.node.is_none()) {
         if !on_disk.iter().any(|t| t.name == r.name) {
             tracing::warn!(template = %r.name, "template is gone from the data directory; removing its record");
-            state.store.delete_template(&r.name)?;
+            state.store.delete_template(&r.name).await?;
         }
     }
     for t in &on_disk {
@@ -157,7 +157,7 @@ pub fn reconcile(state: &AppState) -> Result<(), paddock_store::StoreError> {
                 .iter()
                 .find(|r| r.name == t.name)
                 .and_then(|r| r.created_by.clone());
-            catalogue(state, t, by.as_deref());
+            catalogue(state, t, by.as_deref()).await;
         }
     }
     Ok(())
@@ -177,12 +177,13 @@ fn image_cmd(t: &Template) -> Option<Vec<String>> {
     (!argv.is_empty() && !started).then_some(argv)
 }
 
-fn template_json(state: &AppState, t: &Template) -> Value {
+async fn template_json(state: &AppState, t: &Template) -> Value {
     let rt = &state.runtime;
     let in_use = rt.list().iter().filter(|s| s.template == t.name).count();
     let by = state
         .store
         .list_templates()
+        .await
         .ok()
         .and_then(|v| v.into_iter().find(|r| r.name == t.name))
         .and_then(|r| r.created_by);
@@ -203,13 +204,12 @@ fn template_json(state: &AppState, t: &Template) -> Value {
 }
 
 async fn list(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {
-    let items: Vec<Value> = state
-        .runtime
-        .templates()
-        .iter()
-        .filter(|t| !t.name.starts_with("build-"))
-        .map(|t| template_json(&state, t))
-        .collect();
+    let mut items: Vec<Value> = Vec::new();
+    for t in state.runtime.templates().iter() {
+        if !t.name.starts_with("build-") {
+            items.push(template_json(&state, t).await);
+        }
+    }
     Ok(json_response(StatusCode::OK, json!({ "templates": items })))
 }
 
@@ -222,7 +222,10 @@ async fn get_one(
         .runtime
         .template(&name)
         .ok_or_else(|| ApiError::NotFound(format!("unknown template {name:?}")))?;
-    Ok(json_response(StatusCode::OK, template_json(&state, &t)))
+    Ok(json_response(
+        StatusCode::OK,
+        template_json(&state, &t).await,
+    ))
 }
 
 async fn delete(
@@ -230,22 +233,24 @@ async fn delete(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let res = (|| {
+    let res = async {
         let _b = Busy::take(&name)?;
         state
             .runtime
             .remove_template(&name, true)
-            .inspect(|_| {
-                let _ = state.store.delete_template(&name);
-            })
             .map_err(|e| match e {
                 paddock_runtime::RuntimeError::UnknownTemplate { .. } => {
                     ApiError::NotFound(format!("unknown template {name:?}"))
                 }
                 e => ApiError::from(e),
-            })
-    })();
-    state.audited(&caller, "template.delete", None, Some(name), res)?;
+            })?;
+        let _ = state.store.delete_template(&name).await;
+        Ok(())
+    }
+    .await;
+    state
+        .audited(&caller, "template.delete", None, Some(name), res)
+        .await?;
     Ok(no_content())
 }
 
@@ -281,7 +286,9 @@ async fn prune(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<
         Ok(removed)
     }
     .await;
-    let removed = state.audited(&caller, "layers.prune", None, None, res)?;
+    let removed = state
+        .audited(&caller, "layers.prune", None, None, res)
+        .await?;
     let freed: u64 = removed.iter().map(|(_, b)| b).sum();
     let items: Vec<Value> = removed
         .into_iter()
@@ -333,7 +340,7 @@ where
         let outcome = match res {
             Ok(def) => match state.runtime.add_template(def) {
                 Ok(t) => {
-                    catalogue(&state, &t, Some(&caller.key.id));
+                    catalogue(&state, &t, Some(&caller.key.id)).await;
                     "ok"
                 }
                 Err(e) => {
@@ -354,7 +361,9 @@ where
         };
         drop(tx);
         let _ = logger.await;
-        state.audit(Some(&caller), "template.build", None, outcome, Some(name));
+        state
+            .audit(Some(&caller), "template.build", None, outcome, Some(name))
+            .await;
     });
     let body = tokio_stream::wrappers::ReceiverStream::new(rx).map(|ev| {
         let mut line = serde_json::to_vec(&ev).unwrap_or_default();
@@ -636,15 +645,17 @@ async fn import(
             source: "import of a root filesystem".into(),
             created_unix_ms: paddock_store::now_ms() as u64,
         })?;
-        catalogue(&state, &t, Some(&caller.key.id));
+        catalogue(&state, &t, Some(&caller.key.id)).await;
         Ok(t)
     }
     .await;
     drop(busy);
-    let t = state.audited(&caller, "template.import", None, Some(name), res)?;
+    let t = state
+        .audited(&caller, "template.import", None, Some(name), res)
+        .await?;
     Ok(json_response(
         StatusCode::CREATED,
-        template_json(&state, &t),
+        template_json(&state, &t).await,
     ))
 }
 

@@ -58,7 +58,7 @@ async fn tests(
         body.cmd.as_deref().unwrap_or("")
     ));
     let res = async {
-        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         let secs = body.timeout.unwrap_or(DEFAULT_TEST_TIMEOUT_SECS);
         if secs == 0 || secs > MAX_TEST_TIMEOUT_SECS {
             return Err(ApiError::BadRequest(format!(
@@ -79,7 +79,9 @@ async fn tests(
         })
     }
     .await;
-    let report = state.audited(&caller, "tests.run", Some(&id), detail, res)?;
+    let report = state
+        .audited(&caller, "tests.run", Some(&id), detail, res)
+        .await?;
     let v = serde_json::to_value(&report)
         .map_err(|e| ApiError::Internal(format!("serialising the report: {e}")))?;
     Ok(json_response(StatusCode::OK, v))

@@ -48,12 +48,15 @@ async fn create(
         volumes::create(&state, &caller, &body.name, size).await
     }
     .await;
-    let v = state.audited(&caller, "volume.create", None, Some(body.name.clone()), res)?;
+    let v = state
+        .audited(&caller, "volume.create", None, Some(body.name.clone()), res)
+        .await?;
     Ok(json_response(StatusCode::CREATED, volume_json(&state, &v)))
 }
 
 async fn list(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Response> {
-    let items: Vec<Value> = volumes::list(&state, &caller)?
+    let items: Vec<Value> = volumes::list(&state, &caller)
+        .await?
         .iter()
         .map(|v| volume_json(&state, v))
         .collect();
@@ -65,7 +68,7 @@ async fn get_one(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let v = volumes::get(&state, &caller, &name)?;
+    let v = volumes::get(&state, &caller, &name).await?;
     Ok(json_response(StatusCode::OK, volume_json(&state, &v)))
 }
 
@@ -75,6 +78,8 @@ async fn delete(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let res = volumes::delete(&state, &caller, &name).await;
-    state.audited(&caller, "volume.delete", None, Some(name), res)?;
+    state
+        .audited(&caller, "volume.delete", None, Some(name), res)
+        .await?;
     Ok(no_content())
 }

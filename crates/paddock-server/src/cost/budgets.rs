@@ -85,7 +85,7 @@ pub(super) async fn list(
     }
     let mut v = json_of(&b);
     for (t, entry) in v.as_object_mut().into_iter().flatten() {
-        entry["spent"] = super::spent_this_month(&state, t)?.into();
+        entry["spent"] = super::spent_this_month(&state, t).await?.into();
     }
     Ok(json_response(StatusCode::OK, json!({ "budgets": v })))
 }
@@ -98,11 +98,11 @@ pub(super) async fn put(
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let res = (|| {
+    let res = async {
         if body.len() > 1024 {
             return Err(ApiError::PayloadTooLarge(1024));
         }
-        if state.store.get_tenant(&tenant)?.is_none() {
+        if state.store.get_tenant(&tenant).await?.is_none() {
             return Err(ApiError::NotFound(format!(
                 "tenant {} not found",
                 crate::state::truncate(&tenant, 64)
@@ -117,14 +117,17 @@ pub(super) async fn put(
             .and_then(|()| std::fs::rename(&tmp, &p))
             .map_err(|e| ApiError::Internal(format!("writing budgets.json: {e}")))?;
         Ok(b)
-    })();
-    let b = state.audited(
-        &caller,
-        "usage.budget",
-        None,
-        Some(format!("tenant={}", crate::state::truncate(&tenant, 64))),
-        res,
-    )?;
+    }
+    .await;
+    let b = state
+        .audited(
+            &caller,
+            "usage.budget",
+            None,
+            Some(format!("tenant={}", crate::state::truncate(&tenant, 64))),
+            res,
+        )
+        .await?;
     Ok(json_response(
         StatusCode::OK,
         json!({"tenant": tenant, "amount": b.amount, "warn_at": b.warn_at}),
@@ -132,11 +135,11 @@ pub(super) async fn put(
 }
 
 /// Refuses a create of `tenant` once its budget is spent.
-pub fn check(state: &AppState, tenant: &str) -> ApiResult<()> {
+pub async fn check(state: &AppState, tenant: &str) -> ApiResult<()> {
     let Some(b) = all(state).get(tenant).copied() else {
         return Ok(());
     };
-    let spent = super::spent_this_month(state, tenant)?;
+    let spent = super::spent_this_month(state, tenant).await?;
     if spent >= b.amount {
         return Err(ApiError::QuotaExceeded(format!(
             "the tenant's budget of {} for this month is spent ({spent:.4})",
@@ -154,11 +157,11 @@ static ANNOUNCED: Mutex<Option<HashSet<Crossing>>> = Mutex::new(None);
 
 /// After usage of `tenant` was added: emits `budget_warning` / `budget_exceeded` once each
 /// per month.
-pub fn watch(state: &AppState, tenant: &str) {
+pub async fn watch(state: &AppState, tenant: &str) {
     let Some(b) = all(state).get(tenant).copied() else {
         return;
     };
-    let Ok(spent) = super::spent_this_month(state, tenant) else {
+    let Ok(spent) = super::spent_this_month(state, tenant).await else {
         return;
     };
     let now = time::OffsetDateTime::now_utc();
@@ -183,7 +186,7 @@ pub fn watch(state: &AppState, tenant: &str) {
                 kind,
                 json!({"amount": b.amount, "warn_at": b.warn_at, "spent": spent, "month": month}),
                 None,
-            );
+            ).await;
         }
     }
 }

@@ -98,7 +98,7 @@ impl FromRequestParts<Arc<AppState>> for E2bCaller {
         if let Some(c) = parts.extensions.get::<Caller>() {
             return Ok(E2bCaller(c.clone()));
         }
-        let c = authenticate(state, presented_key(parts))?;
+        let c = authenticate(state, presented_key(parts)).await?;
         crate::roles::admit(&parts.extensions, &c)?;
         parts.extensions.insert(c.clone());
         Ok(E2bCaller(c))
@@ -392,12 +392,12 @@ pub(super) fn json_status(status: StatusCode, v: Value) -> Response {
 
 /// The running or paused sandbox `id` of the caller; anything else (stopped, another
 /// tenant's, not an id) is E2B's 404.
-pub(super) fn live_record(
+pub(super) async fn live_record(
     state: &AppState,
     caller: &Caller,
     id: &str,
 ) -> Result<SandboxRecord, ApiError> {
-    let r = state.record_for(caller, id)?;
+    let r = state.record_for(caller, id).await?;
     if !matches!(r.state, SandboxState::Running | SandboxState::Paused) {
         return Err(ApiError::sandbox_not_found(id));
     }
@@ -406,8 +406,12 @@ pub(super) fn live_record(
 
 /// The running sandbox `id` of the caller; anything else (stopped, another tenant's, not an
 /// id) is E2B's 404.
-fn running_record(state: &AppState, caller: &Caller, id: &str) -> Result<SandboxRecord, ApiError> {
-    let r = state.record_for(caller, id)?;
+async fn running_record(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<SandboxRecord, ApiError> {
+    let r = state.record_for(caller, id).await?;
     if r.state != SandboxState::Running {
         return Err(ApiError::sandbox_not_found(id));
     }
@@ -430,13 +434,15 @@ async fn create(
     .await
     .unwrap_or_else(|e| Err(ApiError::Internal(format!("create task: {e}"))));
     let id = res.as_ref().ok().map(|r| r.id.clone());
-    let r = state.audited(
-        &caller,
-        "sandbox.create",
-        id.as_deref(),
-        Some("e2b".into()),
-        res,
-    )?;
+    let r = state
+        .audited(
+            &caller,
+            "sandbox.create",
+            id.as_deref(),
+            Some("e2b".into()),
+            res,
+        )
+        .await?;
     Ok(json_status(
         StatusCode::CREATED,
         sandbox_json(&state, &r, &domain),
@@ -445,7 +451,7 @@ async fn create(
 
 /// Moves the deadline to `secs` from now if that is later than the current one (connect
 /// and refresh never shorten a sandbox's life).
-pub(super) fn extend(
+pub(super) async fn extend(
     state: &AppState,
     caller: &Caller,
     r: &mut SandboxRecord,
@@ -455,9 +461,11 @@ pub(super) fn extend(
     let d = check_timeout(state, secs)?;
     let wanted = now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     if r.expires_at.is_none_or(|e| e < wanted) {
-        let res = lifecycle::set_timeout(state, r, d);
+        let res = lifecycle::set_timeout(state, r, d).await;
         let id = r.id.clone();
-        state.audited(caller, "sandbox.timeout", Some(&id), Some(why.into()), res)?;
+        state
+            .audited(caller, "sandbox.timeout", Some(&id), Some(why.into()), res)
+            .await?;
     }
     Ok(())
 }
@@ -468,7 +476,7 @@ async fn get_one(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> E2bResult<Response> {
-    let r = live_record(&state, &caller, &id)?;
+    let r = live_record(&state, &caller, &id).await?;
     let domain = sdk_domain(&state, &headers);
     Ok(json_status(
         StatusCode::OK,
@@ -482,17 +490,19 @@ async fn kill(
     Path(id): Path<String>,
 ) -> E2bResult<Response> {
     let res = async {
-        live_record(&state, &caller, &id)?;
+        live_record(&state, &caller, &id).await?;
         lifecycle::stop(&state, &id, "killed").await
     }
     .await;
-    state.audited(
-        &caller,
-        "sandbox.delete",
-        Some(&id),
-        Some("e2b".into()),
-        res,
-    )?;
+    state
+        .audited(
+            &caller,
+            "sandbox.delete",
+            Some(&id),
+            Some("e2b".into()),
+            res,
+        )
+        .await?;
     Ok(no_content())
 }
 
@@ -510,18 +520,20 @@ async fn set_timeout(
 ) -> E2bResult<Response> {
     let b: TimeoutBody = body(&state, req).await?;
     let res = async {
-        let mut r = running_record(&state, &caller, &id)?;
+        let mut r = running_record(&state, &caller, &id).await?;
         let d = check_timeout(&state, b.timeout)?;
-        lifecycle::set_timeout(&state, &mut r, d)
+        lifecycle::set_timeout(&state, &mut r, d).await
     }
     .await;
-    state.audited(
-        &caller,
-        "sandbox.timeout",
-        Some(&id),
-        Some("e2b".into()),
-        res,
-    )?;
+    state
+        .audited(
+            &caller,
+            "sandbox.timeout",
+            Some(&id),
+            Some("e2b".into()),
+            res,
+        )
+        .await?;
     Ok(no_content())
 }
 
@@ -540,14 +552,15 @@ async fn refresh(
     req: Request,
 ) -> E2bResult<Response> {
     let b: RefreshBody = body(&state, req).await?;
-    let mut r = running_record(&state, &caller, &id)?;
+    let mut r = running_record(&state, &caller, &id).await?;
     extend(
         &state,
         &caller,
         &mut r,
         b.duration.unwrap_or(60),
         "e2b refresh",
-    )?;
+    )
+    .await?;
     Ok(no_content())
 }
 
@@ -677,7 +690,7 @@ fn parse_list_query(q: Option<&str>) -> Result<ListQuery, ApiError> {
 }
 
 /// One page of the caller's running sandboxes and the token of the next page.
-fn list_page(
+async fn list_page(
     state: &AppState,
     caller: &Caller,
     q: &ListQuery,
@@ -704,7 +717,7 @@ fn list_page(
     if caller.key.role == paddock_store::Role::Developer {
         f.key_id = Some(caller.key.id.clone());
     }
-    let rows = state.store.list_sandboxes(&f)?;
+    let rows = state.store.list_sandboxes(&f).await?;
     let next = (rows.len() == q.limit as usize)
         .then(|| rows.last().map(|r| r.id.clone()))
         .flatten();
@@ -728,7 +741,7 @@ async fn list_v2(
     headers: HeaderMap,
 ) -> E2bResult<Response> {
     let q = parse_list_query(q.as_deref())?;
-    let (items, next) = list_page(&state, &caller, &q, &sdk_domain(&state, &headers))?;
+    let (items, next) = list_page(&state, &caller, &q, &sdk_domain(&state, &headers)).await?;
     let mut resp = json_status(StatusCode::OK, Value::Array(items));
     if let Some(n) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
         resp.headers_mut().insert("x-next-token", n);
@@ -747,7 +760,7 @@ async fn list_v1(
     let domain = sdk_domain(&state, &headers);
     let mut all = Vec::new();
     loop {
-        let (items, next) = list_page(&state, &caller, &query, &domain)?;
+        let (items, next) = list_page(&state, &caller, &query, &domain).await?;
         all.extend(items);
         match next {
             Some(n) => query.next = Some(n),
@@ -779,7 +792,7 @@ async fn metrics(
             _ => return Err(crate::wire::unknown_param(&k).into()),
         }
     }
-    let (r, s) = state.sandbox_for(&caller, &id).map_err(|e| match e {
+    let (r, s) = state.sandbox_for(&caller, &id).await.map_err(|e| match e {
         ApiError::Conflict(_) => ApiError::sandbox_not_found(&id),
         e => e,
     })?;

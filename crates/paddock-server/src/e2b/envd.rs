@@ -99,10 +99,12 @@ async fn serve(state: &Arc<AppState>, t: Target, req: Request) -> Response {
     let valid = t.id.parse::<paddock_core::SandboxId>().is_ok();
     // A paused sandbox answers once the caller is authenticated: resumed first when it
     // was created with auto-resume, else a clear 502 (E2B's "sandbox unavailable").
-    let paused = valid
-        .then(|| state.store.get_sandbox(&t.id).ok().flatten())
-        .flatten()
-        .filter(|r| r.state == paddock_store::SandboxState::Paused);
+    let paused = if valid {
+        state.store.get_sandbox(&t.id).await.ok().flatten()
+    } else {
+        None
+    }
+    .filter(|r| r.state == paddock_store::SandboxState::Paused);
     let sbx = match state.runtime.get(&t.id) {
         _ if paused.is_some() => None,
         Ok(s) if valid => Some(s),
@@ -120,7 +122,7 @@ async fn serve(state: &Arc<AppState>, t: Target, req: Request) -> Response {
     let bucket = if open {
         DataBucket::Sandbox(t.id.clone())
     } else {
-        crate::auth::owner_bucket(state, &t.id)
+        crate::auth::owner_bucket(state, &t.id).await
     };
     if !open {
         let token = access_token(state, &t.id);

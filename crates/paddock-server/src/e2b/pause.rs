@@ -47,17 +47,19 @@ pub(super) async fn pause(
         PauseMode::Full
     };
     let res = async {
-        live_record(&state, &caller, &id)?;
+        live_record(&state, &caller, &id).await?;
         crate::pausing::pause(&state, &id, mode, "request").await
     }
     .await;
-    state.audited(
-        &caller,
-        "sandbox.pause",
-        Some(&id),
-        Some(format!("e2b {}", mode.as_str())),
-        res,
-    )?;
+    state
+        .audited(
+            &caller,
+            "sandbox.pause",
+            Some(&id),
+            Some(format!("e2b {}", mode.as_str())),
+            res,
+        )
+        .await?;
     Ok(no_content())
 }
 
@@ -84,14 +86,16 @@ async fn connect_or_resume(
         ));
     }
     let t = b.timeout.map(|t| check_timeout(state, t)).transpose()?;
-    let mut r = live_record(state, caller, id)?;
+    let mut r = live_record(state, caller, id).await?;
     if r.state == SandboxState::Paused {
         let res = crate::pausing::resume(state, id, b.memory == Some(false), t).await;
-        let r = state.audited(caller, "sandbox.resume", Some(id), Some("e2b".into()), res)?;
+        let r = state
+            .audited(caller, "sandbox.resume", Some(id), Some("e2b".into()), res)
+            .await?;
         return Ok((r, true));
     }
     if let Some(t) = b.timeout {
-        extend(state, caller, &mut r, t, "e2b connect")?;
+        extend(state, caller, &mut r, t, "e2b connect").await?;
     }
     Ok((r, false))
 }
@@ -126,7 +130,7 @@ pub(super) async fn resume(
 ) -> E2bResult<Response> {
     let domain = sdk_domain(&state, req.headers());
     let b: ConnectBody = body(&state, req).await?;
-    if live_record(&state, &caller, &id)?.state == SandboxState::Running {
+    if live_record(&state, &caller, &id).await?.state == SandboxState::Running {
         return Err(ApiError::Conflict(format!("sandbox {id} is already running")).into());
     }
     let (r, _) = connect_or_resume(&state, &caller, &id, &b).await?;

@@ -74,7 +74,15 @@ async fn create(
         &b.value,
         b.metadata.unwrap_or_default(),
     );
-    let s = state.audited(&caller, "secret.create", None, audit_name(&b.name), res)?;
+    let s = state
+        .audited(
+            &caller,
+            "secret.create",
+            None,
+            audit_name(&b.name),
+            res.await,
+        )
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(secret_json(&s))).into_response())
 }
 
@@ -86,7 +94,9 @@ async fn update(
 ) -> E2bResult<Response> {
     let b: SecretUpdate = body(&state, req).await?;
     let res = secrets::update(&state, &caller, &id, &b.value, b.metadata);
-    let s = state.audited(&caller, "secret.update", None, audit_name(&id), res)?;
+    let s = state
+        .audited(&caller, "secret.update", None, audit_name(&id), res.await)
+        .await?;
     Ok((StatusCode::OK, axum::Json(secret_json(&s))).into_response())
 }
 
@@ -95,7 +105,7 @@ async fn info(
     E2bCaller(caller): E2bCaller,
     Path(id): Path<String>,
 ) -> E2bResult<Response> {
-    let s = secrets::get(&state, &caller, &id)?;
+    let s = secrets::get(&state, &caller, &id).await?;
     Ok((StatusCode::OK, axum::Json(secret_json(&s))).into_response())
 }
 
@@ -105,7 +115,9 @@ async fn destroy(
     Path(id): Path<String>,
 ) -> E2bResult<Response> {
     let res = secrets::delete(&state, &caller, &id);
-    state.audited(&caller, "secret.delete", None, audit_name(&id), res)?;
+    state
+        .audited(&caller, "secret.delete", None, audit_name(&id), res.await)
+        .await?;
     Ok(no_content())
 }
 
@@ -124,7 +136,7 @@ async fn list(
             other => return Err(crate::wire::unknown_param(other).into()),
         }
     }
-    let page = secrets::list(&state, &caller, after.as_deref(), limit)?;
+    let page = secrets::list(&state, &caller, after.as_deref(), limit).await?;
     let mut r = (
         StatusCode::OK,
         axum::Json(page.iter().map(secret_json).collect::<Vec<_>>()),

@@ -51,13 +51,15 @@ pub(super) async fn create(
         snapshots::take(&state, &caller, &id, b.name.clone()).await
     }
     .await;
-    let t = state.audited(
-        &caller,
-        "snapshot.create",
-        Some(&id),
-        Some("e2b".into()),
-        res,
-    )?;
+    let t = state
+        .audited(
+            &caller,
+            "snapshot.create",
+            Some(&id),
+            Some("e2b".into()),
+            res,
+        )
+        .await?;
     Ok(json_status(StatusCode::CREATED, info(&t)))
 }
 
@@ -84,6 +86,7 @@ pub(super) async fn list(
         }
     }
     let items: Vec<Value> = snapshots::list(&state, &caller, of.as_deref())
+        .await
         .iter()
         .filter(|t| name.as_deref().is_none_or(|n| t.name == n))
         .take(limit)
@@ -116,7 +119,9 @@ pub(super) async fn templates(
         return Err(unsupported());
     }
     let res = snapshots::delete(&state, &caller, &rest).await;
-    state.audited(&caller, "snapshot.delete", None, Some(rest), res)?;
+    state
+        .audited(&caller, "snapshot.delete", None, Some(rest), res)
+        .await?;
     Ok(no_content())
 }
 
@@ -142,7 +147,9 @@ pub(super) async fn fork(
     }
     .await;
     let detail = Some(format!("e2b count {}", b.count.unwrap_or(1)));
-    let (_, children) = state.audited(&caller, "sandbox.fork", Some(&id), detail, res)?;
+    let (_, children) = state
+        .audited(&caller, "sandbox.fork", Some(&id), detail, res)
+        .await?;
     let items: Vec<Value> = children
         .iter()
         .map(|c| match c {

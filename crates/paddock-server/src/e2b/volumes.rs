@@ -45,7 +45,9 @@ pub(super) async fn create(
 ) -> E2bResult<Response> {
     let b: NewVolume = body(&state, req).await?;
     let res = volumes::create(&state, &caller, &b.name, None).await;
-    let v = state.audited(&caller, "volume.create", None, Some(b.name), res)?;
+    let v = state
+        .audited(&caller, "volume.create", None, Some(b.name), res)
+        .await?;
     Ok(json_status(StatusCode::CREATED, with_token(&state, &v)))
 }
 
@@ -53,7 +55,8 @@ pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     E2bCaller(caller): E2bCaller,
 ) -> E2bResult<Response> {
-    let items: Vec<Value> = volumes::list(&state, &caller)?
+    let items: Vec<Value> = volumes::list(&state, &caller)
+        .await?
         .iter()
         .map(|v| json!({ "volumeID": v.id, "name": v.name }))
         .collect();
@@ -65,7 +68,7 @@ pub(super) async fn get_one(
     E2bCaller(caller): E2bCaller,
     Path(id): Path<String>,
 ) -> E2bResult<Response> {
-    let v = volumes::get(&state, &caller, &id)?;
+    let v = volumes::get(&state, &caller, &id).await?;
     Ok(json_status(StatusCode::OK, with_token(&state, &v)))
 }
 
@@ -75,6 +78,8 @@ pub(super) async fn destroy(
     Path(id): Path<String>,
 ) -> E2bResult<Response> {
     let res = volumes::delete(&state, &caller, &id).await;
-    state.audited(&caller, "volume.delete", None, Some(id), res)?;
+    state
+        .audited(&caller, "volume.delete", None, Some(id), res)
+        .await?;
     Ok(no_content())
 }

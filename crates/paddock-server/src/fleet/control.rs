@@ -17,6 +17,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -70,24 +71,28 @@ pub const MAX_HOLDERS: usize = 100_000;
 
 impl Control {
     /// The node list, read from the store at most [`NODES_TTL`] ago.
-    fn nodes_cached(&self) -> Result<Arc<Vec<NodeRecord>>, paddock_store::StoreError> {
-        let mut c = self.nodes_cache.lock().expect("nodes cache poisoned");
-        if let Some((at, nodes)) = c.as_ref()
-            && at.elapsed() < NODES_TTL
+    async fn nodes_cached(&self) -> Result<Arc<Vec<NodeRecord>>, paddock_store::StoreError> {
         {
-            return Ok(nodes.clone());
+            let c = self.nodes_cache.lock().expect("nodes cache poisoned");
+            if let Some((at, nodes)) = c.as_ref()
+                && at.elapsed() < NODES_TTL
+            {
+                return Ok(nodes.clone());
+            }
         }
-        let nodes = Arc::new(self.store.list_nodes()?);
-        *c = Some((std::time::Instant::now(), nodes.clone()));
+        // Not held across the store call (two callers may both read; the later one wins).
+        let nodes = Arc::new(self.store.list_nodes().await?);
+        *self.nodes_cache.lock().expect("nodes cache poisoned") =
+            Some((std::time::Instant::now(), nodes.clone()));
         Ok(nodes)
     }
 
     /// The node holding sandbox `id`, remembered after the first look.
-    fn holder(&self, id: &str) -> Result<Option<String>, paddock_store::StoreError> {
+    async fn holder(&self, id: &str) -> Result<Option<String>, paddock_store::StoreError> {
         if let Some(n) = self.holders.lock().expect("holders poisoned").get(id) {
             return Ok(Some(n.clone()));
         }
-        let Some(r) = self.store.get_sandbox(id)? else {
+        let Some(r) = self.store.get_sandbox(id).await? else {
             return Ok(None);
         };
         let Some(node) = super::node_of(&r).map(str::to_owned) else {
@@ -119,8 +124,9 @@ pub async fn serve_control(
 ) -> Result<(), crate::ServeError> {
     cfg.token
         .check_store(store.as_ref())
+        .await
         .map_err(crate::ServeError::Fleet)?;
-    let admin_key = bootstrap_admin(store.as_ref())?;
+    let admin_key = bootstrap_admin(store.as_ref()).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| crate::ServeError::Listen {
@@ -195,20 +201,22 @@ pub async fn serve_control(
 
 /// The first admin key of an empty fleet: made by exactly one control plane (the one whose
 /// claim is stored first).
-fn bootstrap_admin(store: &dyn Store) -> Result<Option<String>, crate::ServeError> {
+async fn bootstrap_admin(store: &dyn Store) -> Result<Option<String>, crate::ServeError> {
     let err = |e: String| crate::ServeError::Bootstrap(e);
-    if store.count_keys().map_err(|e| err(e.to_string()))? > 0 {
+    if store.count_keys().await.map_err(|e| err(e.to_string()))? > 0 {
         return Ok(None);
     }
     let claim = crate::auth::random_id("ctl");
     let won = store
         .fleet_setting_init("bootstrap", &claim)
+        .await
         .map_err(|e| err(e.to_string()))?;
     if won != claim {
         return Ok(None);
     }
     let (_, secret) =
         crate::api::admin::new_key_in(store, "admin", Role::Admin, None, None, None, None)
+            .await
             .map_err(|e| err(e.to_string()))?;
     Ok(Some(secret))
 }
@@ -229,12 +237,9 @@ async fn health() -> Response {
 }
 
 /// The key of a request answered here, with the role its route needs (`crate::roles`).
-fn admin(ctl: &Control, req: &Request) -> ApiResult<Caller> {
-    let (parts, ()) = Request::new(()).into_parts();
-    let mut parts = parts;
-    parts.headers = req.headers().clone();
-    let c = authenticate_in(ctl.store.as_ref(), presented_key(&parts))?;
-    crate::roles::admit_route(req.extensions(), req.method(), &c)?;
+async fn admin(ctl: &Control, req: &Parts) -> ApiResult<Caller> {
+    let c = authenticate_in(ctl.store.as_ref(), presented_key(req)).await?;
+    crate::roles::admit_route(&req.extensions, &req.method, &c)?;
     Ok(c)
 }
 
@@ -256,8 +261,9 @@ pub fn node_json(n: &NodeRecord) -> Value {
 }
 
 async fn list_nodes(State(ctl): State<Arc<Control>>, req: Request) -> ApiResult<Response> {
-    admin(&ctl, &req)?;
-    let nodes = ctl.store.list_nodes()?;
+    let (req, _) = req.into_parts();
+    admin(&ctl, &req).await?;
+    let nodes = ctl.store.list_nodes().await?;
     Ok(json_response(
         StatusCode::OK,
         json!({"nodes": nodes.iter().map(node_json).collect::<Vec<_>>()}),
@@ -273,10 +279,12 @@ async fn get_node(
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    admin(&ctl, &req)?;
+    let (req, _) = req.into_parts();
+    admin(&ctl, &req).await?;
     let n = ctl
         .store
-        .get_node(&id)?
+        .get_node(&id)
+        .await?
         .ok_or_else(|| node_not_found(&id))?;
     Ok(json_response(StatusCode::OK, node_json(&n)))
 }
@@ -286,6 +294,7 @@ async fn drain(
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
+    let (req, _) = req.into_parts();
     set_state(
         &ctl,
         &id,
@@ -294,6 +303,7 @@ async fn drain(
         NodeState::Draining,
         "node.draining",
     )
+    .await
 }
 
 async fn undrain(
@@ -301,6 +311,7 @@ async fn undrain(
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
+    let (req, _) = req.into_parts();
     set_state(
         &ctl,
         &id,
@@ -309,37 +320,47 @@ async fn undrain(
         NodeState::Ready,
         "node.ready",
     )
+    .await
 }
 
-fn set_state(
+async fn set_state(
     ctl: &Control,
     id: &str,
-    req: &Request,
+    req: &Parts,
     from: NodeState,
     to: NodeState,
     event: &str,
 ) -> ApiResult<Response> {
-    let caller = admin(ctl, req)?;
-    let n = ctl.store.get_node(id)?.ok_or_else(|| node_not_found(id))?;
+    let caller = admin(ctl, req).await?;
+    let n = ctl
+        .store
+        .get_node(id)
+        .await?
+        .ok_or_else(|| node_not_found(id))?;
     if n.state == NodeState::Dead {
         return Err(ApiError::Conflict(format!("node {} is dead", n.name)));
     }
-    if ctl.store.set_node_state(id, &[from], to)? {
+    if ctl.store.set_node_state(id, &[from], to).await? {
         emit(
             ctl,
             None,
             event,
             json!({"node": n.id, "name": n.name, "by": caller.key.id}),
             None,
-        );
+        )
+        .await;
     }
-    let n = ctl.store.get_node(id)?.ok_or_else(|| node_not_found(id))?;
+    let n = ctl
+        .store
+        .get_node(id)
+        .await?
+        .ok_or_else(|| node_not_found(id))?;
     Ok(json_response(StatusCode::OK, node_json(&n)))
 }
 
 /// Stores an event and queues its webhooks (the control plane has no SSE subscribers of
 /// its own: nodes serve `/v1/events`).
-fn emit(
+async fn emit(
     ctl: &Control,
     tenant: Option<&str>,
     kind: &str,
@@ -354,10 +375,12 @@ fn emit(
         kind: kind.to_owned(),
         data,
     };
-    match ctl.store.insert_event(&ev) {
-        Ok(ev) => ctl
-            .webhooks
-            .deliver(ctl.store.as_ref(), &ev, sandbox.and_then(|s| s.1)),
+    match ctl.store.insert_event(&ev).await {
+        Ok(ev) => {
+            ctl.webhooks
+                .deliver(ctl.store.as_ref(), &ev, sandbox.and_then(|s| s.1))
+                .await
+        }
         Err(e) => tracing::error!("storing event {kind}: {e}"),
     }
 }
@@ -369,7 +392,7 @@ async fn watch_heartbeats(ctl: Arc<Control>) {
     let dead_ms = i64::try_from(super::DEAD_AFTER.as_millis()).unwrap_or(i64::MAX);
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let dead = match ctl.store.mark_dead_nodes(now_ms() - dead_ms) {
+        let dead = match ctl.store.mark_dead_nodes(now_ms() - dead_ms).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!("watching heartbeats: {e}");
@@ -384,8 +407,9 @@ async fn watch_heartbeats(ctl: Arc<Control>) {
                 "node.dead",
                 json!({"node": n.id, "name": n.name}),
                 None,
-            );
-            if let Err(e) = lose_sandboxes(&ctl, &n.id) {
+            )
+            .await;
+            if let Err(e) = lose_sandboxes(&ctl, &n.id).await {
                 tracing::error!(node = %n.name, "marking its sandboxes lost: {e}");
             }
         }
@@ -393,15 +417,18 @@ async fn watch_heartbeats(ctl: Arc<Control>) {
 }
 
 /// Marks every active sandbox of a dead node `lost`.
-fn lose_sandboxes(ctl: &Control, node: &str) -> Result<(), paddock_store::StoreError> {
-    let active = ctl.store.list_sandboxes(&SandboxFilter {
-        states: vec![
-            SandboxState::Starting,
-            SandboxState::Running,
-            SandboxState::Paused,
-        ],
-        ..Default::default()
-    })?;
+async fn lose_sandboxes(ctl: &Control, node: &str) -> Result<(), paddock_store::StoreError> {
+    let active = ctl
+        .store
+        .list_sandboxes(&SandboxFilter {
+            states: vec![
+                SandboxState::Starting,
+                SandboxState::Running,
+                SandboxState::Paused,
+            ],
+            ..Default::default()
+        })
+        .await?;
     for mut r in active
         .into_iter()
         .filter(|r| super::node_of(r) == Some(node))
@@ -409,14 +436,15 @@ fn lose_sandboxes(ctl: &Control, node: &str) -> Result<(), paddock_store::StoreE
         r.state = SandboxState::Stopped;
         r.stop_reason = Some("lost".into());
         r.stopped_at = Some(now_ms());
-        ctl.store.update_sandbox(&r)?;
+        ctl.store.update_sandbox(&r).await?;
         emit(
             ctl,
             Some(&r.tenant),
             "lost",
             json!({"node": node}),
             Some((&r.id, r.webhook_url.as_deref())),
-        );
+        )
+        .await;
     }
     Ok(())
 }
@@ -484,10 +512,10 @@ async fn route(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
 
 /// A request that is not a create: to the holder of what it names, else any live node.
 async fn route_other(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
-    let nodes = ctl.nodes_cached()?;
+    let nodes = ctl.nodes_cached().await?;
     let live = |n: &&NodeRecord| n.state != NodeState::Dead;
     if let Some(id) = named_sandbox(&req, &ctl.cfg.domain)
-        && let Some(holder) = ctl.holder(&id)?
+        && let Some(holder) = ctl.holder(&id).await?
         && let Some(n) = nodes.iter().filter(live).find(|n| n.id == holder)
     {
         return Ok(ctl.forwarder.forward(&n.name, &n.address, req).await);
@@ -511,7 +539,7 @@ async fn route_other(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-            nodes = ctl.store.list_nodes()?;
+            nodes = ctl.store.list_nodes().await?;
         }
     }
     // Anything else: any live node answers from the shared store.
@@ -588,12 +616,12 @@ async fn create(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
         .await
         .map_err(|_| ApiError::PayloadTooLarge(ctl.cfg.max_json_body))?;
     let want = want_of(parts.uri.path(), &bytes)?;
-    let mut nodes = ctl.store.list_nodes()?;
+    let mut nodes = ctl.store.list_nodes().await?;
     // A template made a moment ago shows in its node's next heartbeat: wait for one.
     let until = std::time::Instant::now() + super::HEARTBEAT + Duration::from_millis(500);
     while !held(&nodes, &want.template) && std::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        nodes = ctl.store.list_nodes()?;
+        nodes = ctl.store.list_nodes().await?;
     }
     if !held(&nodes, &want.template) {
         // No node has it: any node answers as a single host would (unknown template).

@@ -107,10 +107,11 @@ impl FleetToken {
     }
 
     /// Stores the token's hash if the fleet has none yet, else checks it matches.
-    pub fn check_store(&self, store: &dyn Store) -> Result<(), String> {
+    pub async fn check_store(&self, store: &dyn Store) -> Result<(), String> {
         let mine = hex::encode(self.hash);
         let stored = store
             .fleet_setting_init("token_sha256", &mine)
+            .await
             .map_err(|e| format!("reading the fleet token's hash: {e}"))?;
         if stored != mine {
             return Err(
@@ -224,20 +225,23 @@ mod tests {
         assert!(parse_labels(&[format!("k={}", "v".repeat(64))]).is_err());
     }
 
-    #[test]
-    fn a_second_token_is_refused() {
+    #[tokio::test]
+    async fn a_second_token_is_refused() {
         let s = SqliteStore::open_in_memory().unwrap();
         FleetToken::new(&"a".repeat(32))
             .unwrap()
             .check_store(&s)
+            .await
             .unwrap();
         FleetToken::new(&"a".repeat(32))
             .unwrap()
             .check_store(&s)
+            .await
             .unwrap();
         let e = FleetToken::new(&"b".repeat(32))
             .unwrap()
             .check_store(&s)
+            .await
             .unwrap_err();
         assert!(e.contains("refused"), "{e}");
     }

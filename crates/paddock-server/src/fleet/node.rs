@@ -46,14 +46,15 @@ fn capacity(state: &AppState) -> serde_json::Value {
 }
 
 /// What is taken, how many sandboxes, which templates.
-fn usage(state: &AppState) -> Result<Heartbeat, paddock_store::StoreError> {
+async fn usage(state: &AppState) -> Result<Heartbeat, paddock_store::StoreError> {
     let me = &cfg(state).id;
     let mine: Vec<_> = state
         .store
         .list_sandboxes(&SandboxFilter {
             states: vec![SandboxState::Starting, SandboxState::Running],
             ..Default::default()
-        })?
+        })
+        .await?
         .into_iter()
         .filter(|r| super::node_of(r) == Some(me.as_str()))
         .collect();
@@ -86,10 +87,10 @@ fn usage(state: &AppState) -> Result<Heartbeat, paddock_store::StoreError> {
 
 /// Registers (or re-registers) the node; emits `node.ready` unless it was ready or
 /// draining already.
-pub fn register(state: &AppState, local: std::net::SocketAddr) -> Result<NodeRecord, String> {
+pub async fn register(state: &AppState, local: std::net::SocketAddr) -> Result<NodeRecord, String> {
     let n = cfg(state);
-    n.token.check_store(state.store.as_ref())?;
-    let hb = usage(state).map_err(|e| e.to_string())?;
+    n.token.check_store(state.store.as_ref()).await?;
+    let hb = usage(state).await.map_err(|e| e.to_string())?;
     let rec = NodeRecord {
         id: n.id.clone(),
         name: n.name.clone(),
@@ -109,15 +110,18 @@ pub fn register(state: &AppState, local: std::net::SocketAddr) -> Result<NodeRec
     let (stored, before) = state
         .store
         .register_node(&rec)
+        .await
         .map_err(|e| format!("registering node {}: {e}", n.name))?;
     if !matches!(before, Some(NodeState::Ready | NodeState::Draining)) {
-        state.emit(
-            super::FLEET_TENANT,
-            None,
-            "node.ready",
-            json!({"node": n.id, "name": n.name}),
-            None,
-        );
+        state
+            .emit(
+                super::FLEET_TENANT,
+                None,
+                "node.ready",
+                json!({"node": n.id, "name": n.name}),
+                None,
+            )
+            .await;
     }
     Ok(stored)
 }
@@ -126,15 +130,15 @@ pub fn register(state: &AppState, local: std::net::SocketAddr) -> Result<NodeRec
 pub async fn run(state: Arc<AppState>, local: std::net::SocketAddr) {
     loop {
         tokio::time::sleep(super::HEARTBEAT).await;
-        let st = state.clone();
-        let res = tokio::task::spawn_blocking(move || -> Result<Option<NodeState>, String> {
-            let hb = usage(&st).map_err(|e| e.to_string())?;
-            st.store
-                .heartbeat_node(&cfg(&st).id, &hb)
+        let res = async {
+            let hb = usage(&state).await.map_err(|e| e.to_string())?;
+            state
+                .store
+                .heartbeat_node(&cfg(&state).id, &hb)
+                .await
                 .map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        }
+        .await;
         match res {
             Ok(Some(NodeState::Ready | NodeState::Draining)) => {}
             Ok(_) => {
@@ -142,11 +146,7 @@ pub async fn run(state: Arc<AppState>, local: std::net::SocketAddr) {
                     "the fleet declared this node dead; destroying what it marked lost and registering again"
                 );
                 resync(&state).await;
-                let st = state.clone();
-                if let Err(e) = tokio::task::spawn_blocking(move || register(&st, local))
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()))
-                {
+                if let Err(e) = register(&state, local).await {
                     tracing::error!("registering again: {e}");
                 }
             }
@@ -160,7 +160,7 @@ pub async fn resync(state: &Arc<AppState>) {
     for s in state.runtime.list() {
         let id = s.id.as_str().to_owned();
         let active = matches!(
-            state.store.get_sandbox(&id),
+            state.store.get_sandbox(&id).await,
             Ok(Some(r)) if r.state != SandboxState::Stopped
         );
         if active {
@@ -171,6 +171,8 @@ pub async fn resync(state: &Arc<AppState>) {
         if let Err(e) = state.runtime.destroy(&id).await {
             tracing::error!(sandbox = %id, "destroying: {e}");
         }
-        state.audit(None, "sandbox.orphan_destroy", Some(&id), "ok", None);
+        state
+            .audit(None, "sandbox.orphan_destroy", Some(&id), "ok", None)
+            .await;
     }
 }

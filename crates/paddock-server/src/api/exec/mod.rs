@@ -181,13 +181,14 @@ impl Finish {
             end,
             self.started.elapsed(),
             oom,
-        );
+        )
+        .await;
         oom
     }
 }
 
 #[allow(clippy::too_many_arguments)] // One call site per exec mode; a struct would only rename them.
-pub(super) fn record_end(
+pub(super) async fn record_end(
     state: &AppState,
     rec: &SandboxRecord,
     history_id: Option<i64>,
@@ -198,24 +199,29 @@ pub(super) fn record_end(
     oom: bool,
 ) {
     if let Some(hid) = history_id {
-        let _ = state.store.update_exec(&ExecRecord {
-            id: hid,
-            sandbox_id: rec.id.clone(),
-            at: 0,
-            command: command.to_owned(),
-            pid,
-            exit_code: end.exit_code,
-            status: end.status.clone(),
-            duration_ms: Some(i64::try_from(took.as_millis()).unwrap_or(i64::MAX)),
-        });
+        let _ = state
+            .store
+            .update_exec(&ExecRecord {
+                id: hid,
+                sandbox_id: rec.id.clone(),
+                at: 0,
+                command: command.to_owned(),
+                pid,
+                exit_code: end.exit_code,
+                status: end.status.clone(),
+                duration_ms: Some(i64::try_from(took.as_millis()).unwrap_or(i64::MAX)),
+            })
+            .await;
     }
     if oom {
-        state.emit(
-            &rec.tenant,
-            Some(&rec.id),
-            "oom",
-            json!({ "command": command, "pid": pid }),
-            rec.webhook_url.as_deref(),
-        );
+        state
+            .emit(
+                &rec.tenant,
+                Some(&rec.id),
+                "oom",
+                json!({ "command": command, "pid": pid }),
+                rec.webhook_url.as_deref(),
+            )
+            .await;
     }
 }

@@ -38,7 +38,7 @@ pub(super) async fn list(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let (_, sbx) = state.sandbox_for(&caller, &id)?;
+    let (_, sbx) = state.sandbox_for(&caller, &id).await?;
     let r = sbx
         .agent
         .process
@@ -65,7 +65,7 @@ pub(super) async fn output(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let (_, sbx) = state.sandbox_for(&caller, &id)?;
+    let (_, sbx) = state.sandbox_for(&caller, &id).await?;
     let pid = parse_pid(&pid)?;
     let mut from: Option<u64> = headers
         .get("last-event-id")
@@ -115,19 +115,21 @@ pub(super) async fn stdin(
     req: Request,
 ) -> ApiResult<Response> {
     let res = async {
-        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         let pid = parse_pid(&pid)?;
         let data = read_limited(req, MAX_STDIN, false).await?;
         send_stdin(&sbx, pid, None, data.to_vec(), false).await
     }
     .await;
-    state.audited(
-        &caller,
-        "process.stdin",
-        Some(&id),
-        Some(format!("pid={pid}")),
-        res,
-    )?;
+    state
+        .audited(
+            &caller,
+            "process.stdin",
+            Some(&id),
+            Some(format!("pid={pid}")),
+            res,
+        )
+        .await?;
     Ok(no_content())
 }
 
@@ -137,17 +139,19 @@ pub(super) async fn close_stdin(
     Path((id, pid)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let res = async {
-        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         send_stdin(&sbx, parse_pid(&pid)?, None, Vec::new(), true).await
     }
     .await;
-    state.audited(
-        &caller,
-        "process.stdin_close",
-        Some(&id),
-        Some(format!("pid={pid}")),
-        res,
-    )?;
+    state
+        .audited(
+            &caller,
+            "process.stdin_close",
+            Some(&id),
+            Some(format!("pid={pid}")),
+            res,
+        )
+        .await?;
     Ok(no_content())
 }
 
@@ -169,7 +173,7 @@ pub(super) async fn signal(
 ) -> ApiResult<Response> {
     let detail = Some(format!("pid={pid} signal={}", truncate(&body.signal, 16)));
     let res = async {
-        let (_, sbx) = state.sandbox_for(&caller, &id)?;
+        let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         let pid = parse_pid(&pid)?;
         let sig = match body
             .signal
@@ -212,7 +216,9 @@ pub(super) async fn signal(
         Ok(())
     }
     .await;
-    state.audited(&caller, "process.signal", Some(&id), detail, res)?;
+    state
+        .audited(&caller, "process.signal", Some(&id), detail, res)
+        .await?;
     Ok(no_content())
 }
 

@@ -57,11 +57,12 @@ pub(super) async fn pty(
     // The console's session cookie when no key is given; a WebSocket is a GET, so its
     // Origin must be our own (cross-site WebSocket hijacking).
     let caller = match key {
-        Some(_) => authenticate(&state, key)?,
+        Some(_) => authenticate(&state, key).await?,
         None => match crate::session::from_cookie(&state, &axum::http::Method::GET, &headers, true)
+            .await
         {
             Some(r) => r?,
-            None => authenticate(&state, None)?,
+            None => authenticate(&state, None).await?,
         },
     };
     // The role is checked before anything else is (even the upgrade headers).
@@ -70,7 +71,7 @@ pub(super) async fn pty(
         Ok(ws) => ws,
         Err(rejection) => return Ok(rejection.into_response()),
     };
-    let (rec, sbx) = state.sandbox_for(&caller, &id)?;
+    let (rec, sbx) = state.sandbox_for(&caller, &id).await?;
     let num = |k: &str, d: u32| -> ApiResult<u32> {
         match params.get(k) {
             None => Ok(d),
@@ -88,13 +89,15 @@ pub(super) async fn pty(
     };
     let user = params.get("user").cloned();
     let cwd = params.get("cwd").cloned();
-    state.audit(
-        Some(&caller),
-        "pty.open",
-        Some(&id),
-        "ok",
-        Some(command_line(&argv)),
-    );
+    state
+        .audit(
+            Some(&caller),
+            "pty.open",
+            Some(&id),
+            "ok",
+            Some(command_line(&argv)),
+        )
+        .await;
     Ok(ws.on_upgrade(move |socket| async move {
         if let Err(e) = run_pty(state, rec, sbx, socket, argv, user, cwd, cols, rows).await {
             tracing::debug!("pty session: {e}");
@@ -164,6 +167,7 @@ async fn run_pty(
             status: "running".into(),
             duration_ms: None,
         })
+        .await
         .ok();
     let started = Instant::now();
     let mut end = Ended::default();
@@ -241,6 +245,7 @@ async fn run_pty(
         &end,
         started.elapsed(),
         false,
-    );
+    )
+    .await;
     Ok(())
 }

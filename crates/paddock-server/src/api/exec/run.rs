@@ -78,7 +78,7 @@ pub(super) async fn exec(
     let argv = body.argv();
     let detail = argv.as_ref().ok().map(|a| command_line(a));
     let res = start_exec(&state, &caller, &id, format_of(&headers), body, argv).await;
-    state.audited(&caller, "exec", Some(&id), detail, res)
+    state.audited(&caller, "exec", Some(&id), detail, res).await
 }
 
 /// An exec whose request passed the checks and whose history row is written.
@@ -99,12 +99,12 @@ async fn start_exec(
     body: ExecBody,
     argv: ApiResult<Vec<String>>,
 ) -> ApiResult<Response> {
-    let (rec, sbx) = state.sandbox_for(caller, id)?;
+    let (rec, sbx) = state.sandbox_for(caller, id).await?;
     let argv = argv?;
     let (timeout, max_output) = check_limits(state, &body)?;
     let command = command_line(&argv);
     Metrics::inc(&state.metrics.execs);
-    let history_id = insert_history(state, &rec, &command);
+    let history_id = insert_history(state, &rec, &command).await;
     let x = Accepted {
         state,
         rec,
@@ -146,7 +146,7 @@ fn check_limits(state: &AppState, body: &ExecBody) -> ApiResult<(Option<Duration
 }
 
 /// Writes the exec's history row as `running`; `None` when the store refused it.
-fn insert_history(state: &AppState, rec: &SandboxRecord, command: &str) -> Option<i64> {
+async fn insert_history(state: &AppState, rec: &SandboxRecord, command: &str) -> Option<i64> {
     state
         .store
         .insert_exec(&ExecRecord {
@@ -159,6 +159,7 @@ fn insert_history(state: &AppState, rec: &SandboxRecord, command: &str) -> Optio
             status: "running".into(),
             duration_ms: None,
         })
+        .await
         .ok()
 }
 
@@ -191,7 +192,7 @@ async fn run_to_end(
     let r = match r {
         Ok(r) => r,
         Err(e) => {
-            return failed_start(state, &rec, history_id, &command, e, Format::Json);
+            return failed_start(state, &rec, history_id, &command, e, Format::Json).await;
         }
     };
     let end = Ended {
@@ -208,7 +209,8 @@ async fn run_to_end(
         &end,
         r.duration,
         r.oom_killed,
-    );
+    )
+    .await;
     let mut v = json!({
         "pid": r.pid,
         "exit_code": r.exit_code,
@@ -269,7 +271,7 @@ async fn start_process(
     let (rx, pid) = match spawn(&sbx, req, opts).await {
         Ok(s) => s,
         Err(e) => {
-            return failed_start(state, &rec, history_id, &command, e, fail_format);
+            return failed_start(state, &rec, history_id, &command, e, fail_format).await;
         }
     };
     if let Some(input) = body.stdin {

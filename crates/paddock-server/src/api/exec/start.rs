@@ -55,7 +55,7 @@ fn start_exit_code(e: &paddock_runtime::RuntimeError) -> Option<(i32, String)> {
 /// Records a command that failed to start as failed, with the reason, in the exec history,
 /// and answers: a result with exit code 127 or 126 (the reason also on stderr, as a shell
 /// prints it) when the command was not found or not executable, else the error.
-pub(super) fn failed_start(
+pub(super) async fn failed_start(
     state: &AppState,
     rec: &SandboxRecord,
     history_id: Option<i64>,
@@ -81,7 +81,8 @@ pub(super) fn failed_start(
                 },
                 Duration::ZERO,
                 false,
-            );
+            )
+            .await;
             return Err(err);
         }
     };
@@ -99,7 +100,8 @@ pub(super) fn failed_start(
         },
         Duration::ZERO,
         false,
-    );
+    )
+    .await;
     let stderr = format!("paddock: {reason}\n");
     if format == Format::Json {
         let mut v = json!({
