@@ -724,32 +724,6 @@ pub async fn reap(procs: Arc<Procs>) {
     }
 }
 
-fn open_pty(cols: u32, rows: u32) -> std::io::Result<(OwnedFd, OwnedFd)> {
-    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
-    grantpt(&master)?;
-    unlockpt(&master)?;
-    let name = ptsname(&master, Vec::new())?;
-    let slave = rustix::fs::open(
-        name.as_c_str(),
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )?;
-    set_winsize(master.as_fd(), cols, rows)?;
-    Ok((master, slave))
-}
-
-fn set_winsize(fd: std::os::fd::BorrowedFd<'_>, cols: u32, rows: u32) -> std::io::Result<()> {
-    let ws = rustix::termios::Winsize {
-        ws_row: rows.clamp(1, u16::MAX.into()) as u16,
-        ws_col: cols.clamp(1, u16::MAX.into()) as u16,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    rustix::termios::tcsetwinsize(fd, ws)?;
-    Ok(())
-}
-
 /// A tiny channel-backed stream: the producer future gets a sender; the stream ends when the
 /// producer returns or the receiver is dropped (client gone).
 fn async_stream<T, F, Fut>(f: F) -> impl futures::Stream<Item = T> + Send + 'static
@@ -996,6 +970,8 @@ fn nul_field(cfg: &paddock_envd::process::ProcessConfig) -> Option<String> {
 }
 
 mod handle;
+mod pty;
+use pty::{open_pty, set_winsize};
 #[cfg(test)]
 mod tests;
 
