@@ -68,6 +68,75 @@ pub enum TransportError {
     Http(#[from] hyper::Error),
 }
 
+impl AgentTransport {
+    /// Sends `request` on an idle pooled connection, or a new one (`pooled` false: always a
+    /// new one). Returns whether the connection was reused, with the result.
+    async fn send_on(
+        &self,
+        request: http::Request<ClientBody>,
+        pooled: bool,
+    ) -> (
+        bool,
+        Result<http::Response<hyper::body::Incoming>, TransportError>,
+    ) {
+        let (reused, mut sender) = match self.take_ready().filter(|_| pooled) {
+            Some(s) => (true, s),
+            None => match self.connect().await {
+                Ok(s) => (false, s),
+                Err(e) => return (false, Err(e)),
+            },
+        };
+        let fut = sender.send_request(request);
+        // Back into the pool right away: it becomes ready again once this response's
+        // body has been read, and `take_ready` skips it until then.
+        {
+            let mut idle = self.idle.lock().expect("pool poisoned");
+            if idle.len() < POOL_MAX {
+                idle.push(sender);
+            }
+        }
+        (reused, fut.await.map_err(TransportError::from))
+    }
+
+    /// Sends a request whose body is in memory on a pooled connection, and once more on a
+    /// new connection when the pooled one fails before a response. An idle kept-alive
+    /// connection can be closed by the agent after `take_ready` saw it open; hyper does
+    /// not retry a request it has started to send, and it cannot know the body can be
+    /// sent again. We can, since we hold it.
+    pub async fn send_buffered(
+        &self,
+        head: &http::request::Parts,
+        body: bytes::Bytes,
+    ) -> Result<http::Response<hyper::body::Incoming>, TransportError> {
+        use http_body_util::BodyExt as _;
+        let build = || {
+            let mut r = http::Request::new(
+                http_body_util::Full::new(body.clone())
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
+            *r.method_mut() = head.method.clone();
+            *r.uri_mut() = head.uri.clone();
+            *r.version_mut() = head.version;
+            *r.headers_mut() = head.headers.clone();
+            r
+        };
+        match self.send_on(build(), true).await {
+            (true, Err(TransportError::Http(_))) => self.send_on(build(), false).await.1,
+            (_, res) => res,
+        }
+    }
+
+    /// Sends a request with a streamed body (which cannot be sent twice) on a new
+    /// connection, so a pooled connection closed under it cannot fail it half-way.
+    pub async fn send_streamed(
+        &self,
+        request: http::Request<ClientBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, TransportError> {
+        self.send_on(request, false).await.1
+    }
+}
+
 impl ClientTransport for AgentTransport {
     type ResponseBody = hyper::body::Incoming;
     type Error = TransportError;
@@ -77,22 +146,7 @@ impl ClientTransport for AgentTransport {
         request: http::Request<ClientBody>,
     ) -> BoxFuture<'static, Result<http::Response<Self::ResponseBody>, Self::Error>> {
         let this = self.clone();
-        Box::pin(async move {
-            let mut sender = match this.take_ready() {
-                Some(s) => s,
-                None => this.connect().await?,
-            };
-            let fut = sender.send_request(request);
-            // Back into the pool right away: it becomes ready again once this response's
-            // body has been read, and `take_ready` skips it until then.
-            {
-                let mut idle = this.idle.lock().expect("pool poisoned");
-                if idle.len() < POOL_MAX {
-                    idle.push(sender);
-                }
-            }
-            Ok(fut.await?)
-        })
+        Box::pin(async move { this.send_on(request, true).await.1 })
     }
 }
 

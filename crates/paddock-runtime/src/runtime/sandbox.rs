@@ -216,10 +216,38 @@ impl Sandbox {
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        use connectrpc::client::ClientTransport as _;
         use http_body_util::BodyExt as _;
-        // The same pooled connections as the envd clients: no connect or handshake per
-        // request once one is idle.
+        let failed = |e: crate::client::TransportError| RuntimeError::Io {
+            what: "agent request".into(),
+            source: std::io::Error::other(e),
+        };
+        // A body of at most this many bytes is read into memory and sent on the envd
+        // clients' pooled connections (no connect or handshake per request once one is
+        // idle), again on a new connection if the pooled one was closed under it; a larger
+        // or unsized one streams through a connection of its own.
+        const BUFFERED_MAX: u64 = 1 << 20;
+        if req
+            .body()
+            .size_hint()
+            .upper()
+            .is_some_and(|n| n <= BUFFERED_MAX)
+        {
+            let (head, body) = req.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| RuntimeError::Io {
+                    what: "agent request body".into(),
+                    source: std::io::Error::other(e.into()),
+                })?
+                .to_bytes();
+            return self
+                .agent
+                .transport
+                .send_buffered(&head, body)
+                .await
+                .map_err(failed);
+        }
         let req = req.map(|b| {
             SyncBody(std::sync::Mutex::new(Box::pin(b)))
                 .map_err(|e| connectrpc::ConnectError::internal(e.into().to_string()))
@@ -227,12 +255,9 @@ impl Sandbox {
         });
         self.agent
             .transport
-            .send(req)
+            .send_streamed(req)
             .await
-            .map_err(|e| RuntimeError::Io {
-                what: "agent request".into(),
-                source: std::io::Error::other(e),
-            })
+            .map_err(failed)
     }
 
     async fn files_request(
