@@ -160,8 +160,9 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/v1/templates/{name}/pull", D),
     ("POST", "/v1/templates/{name}/import", D),
     ("GET", "/v1/templates/{name}/log", D),
-    ("GET", "/v1/layers", V),
-    ("POST", "/v1/layers/prune", O),
+    // The layer store is the host's, shared by every tenant: admin only.
+    ("GET", "/v1/layers", A),
+    ("POST", "/v1/layers/prune", A),
     // The E2B control API (not in the OpenAPI document; same rules as its /v1 twins).
     ("POST", "/sandboxes", D),
     ("GET", "/sandboxes", V),
