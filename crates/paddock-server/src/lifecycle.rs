@@ -28,7 +28,7 @@ use paddock_store::{Millis, SandboxFilter, SandboxRecord, SandboxState, now_ms};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, Metrics};
+use crate::state::{AppState, Metrics, Reconciled};
 
 /// The in-memory view of running sandboxes' deadlines.
 #[derive(Debug, Default)]
@@ -570,22 +570,7 @@ pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
             state.store.update_sandbox(&r).await?;
             tracing::error!(sandbox = %r.id, "failed at adoption: {why}");
             state
-                .emit(
-                    &r.tenant,
-                    Some(&r.id),
-                    "failed",
-                    serde_json::json!({ "error": why }),
-                    r.webhook_url.as_deref(),
-                )
-                .await;
-            state
-                .audit(
-                    None,
-                    "sandbox.adopt",
-                    Some(&r.id),
-                    "failed",
-                    Some(why.clone()),
-                )
+                .record_lifecycle(&r, Reconciled::Failed(why.clone()))
                 .await;
             continue;
         }
@@ -612,16 +597,7 @@ pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
             state.deadlines.set(&r);
             tracing::info!(sandbox = %r.id, "adopted");
             state
-                .emit(
-                    &r.tenant,
-                    Some(&r.id),
-                    "adopted",
-                    serde_json::json!({}),
-                    r.webhook_url.as_deref(),
-                )
-                .await;
-            state
-                .audit(None, "sandbox.adopt", Some(&r.id), "ok", None)
+                .record_lifecycle(&r, Reconciled::Adopted(serde_json::json!({})))
                 .await;
         } else {
             r.state = SandboxState::Stopped;
@@ -629,18 +605,7 @@ pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
             r.stopped_at = Some(now_ms());
             state.store.update_sandbox(&r).await?;
             tracing::warn!(sandbox = %r.id, "lost: its sandbox no longer exists");
-            state
-                .emit(
-                    &r.tenant,
-                    Some(&r.id),
-                    "lost",
-                    serde_json::json!({}),
-                    r.webhook_url.as_deref(),
-                )
-                .await;
-            state
-                .audit(None, "sandbox.lost", Some(&r.id), "ok", None)
-                .await;
+            state.record_lifecycle(&r, Reconciled::Lost).await;
         }
     }
     let paused = state.runtime.paused();

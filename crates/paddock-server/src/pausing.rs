@@ -17,7 +17,7 @@ use paddock_runtime::PauseMode;
 use paddock_store::{SandboxRecord, SandboxState, now_ms};
 
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
+use crate::state::{AppState, Reconciled};
 
 /// The pause mode a paused record was paused in.
 pub fn paused_mode(r: &SandboxRecord) -> Option<PauseMode> {
@@ -212,18 +212,8 @@ pub async fn reconcile_paused(
             state.store.update_sandbox(r).await?;
             state.deadlines.set(r);
             tracing::info!(sandbox = %r.id, mode = m.as_str(), "adopted paused");
-            state
-                .emit(
-                    &r.tenant,
-                    Some(&r.id),
-                    "adopted",
-                    serde_json::json!({ "paused": m.as_str() }),
-                    r.webhook_url.as_deref(),
-                )
-                .await;
-            state
-                .audit(None, "sandbox.adopt", Some(&r.id), "ok", None)
-                .await;
+            let data = serde_json::json!({ "paused": m.as_str() });
+            state.record_lifecycle(r, Reconciled::Adopted(data)).await;
             Ok(Some(true))
         }
         // A crash between the runtime's resume and the record's: it runs.
@@ -253,18 +243,7 @@ pub async fn reconcile_paused(
             r.stopped_at = Some(now);
             state.store.update_sandbox(r).await?;
             tracing::warn!(sandbox = %r.id, "lost: its paused sandbox no longer exists");
-            state
-                .emit(
-                    &r.tenant,
-                    Some(&r.id),
-                    "lost",
-                    serde_json::json!({}),
-                    r.webhook_url.as_deref(),
-                )
-                .await;
-            state
-                .audit(None, "sandbox.lost", Some(&r.id), "ok", None)
-                .await;
+            state.record_lifecycle(r, Reconciled::Lost).await;
             Ok(Some(false))
         }
         // A crash between the runtime's pause and the record's: resumed, as the store says.

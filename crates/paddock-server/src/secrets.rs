@@ -273,8 +273,26 @@ pub fn not_found(id_or_name: &str) -> ApiError {
     }
 }
 
-/// Creates a secret of the caller's tenant with its first version.
+/// The secret's name for the audit trail: only a valid name, never other input.
+fn audit_name(n: &str) -> Option<String> {
+    paddock_core::valid_secret_name(n).then(|| n.to_owned())
+}
+
+/// Creates a secret of the caller's tenant with its first version (audited as `secret.create`).
 pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    value: &str,
+    metadata: BTreeMap<String, String>,
+) -> ApiResult<SecretRecord> {
+    let res = create_unaudited(state, caller, name, value, metadata).await;
+    state
+        .audited(caller, "secret.create", None, audit_name(name), res)
+        .await
+}
+
+async fn create_unaudited(
     state: &AppState,
     caller: &Caller,
     name: &str,
@@ -326,8 +344,22 @@ pub async fn create(
     Ok(rec)
 }
 
-/// Stores a new version of a secret (and replaces its metadata if given).
+/// Stores a new version of a secret (and replaces its metadata if given); audited as
+/// `secret.update`.
 pub async fn update(
+    state: &AppState,
+    caller: &Caller,
+    id_or_name: &str,
+    value: &str,
+    metadata: Option<BTreeMap<String, String>>,
+) -> ApiResult<SecretRecord> {
+    let res = update_unaudited(state, caller, id_or_name, value, metadata).await;
+    state
+        .audited(caller, "secret.update", None, audit_name(id_or_name), res)
+        .await
+}
+
+async fn update_unaudited(
     state: &AppState,
     caller: &Caller,
     id_or_name: &str,
@@ -364,16 +396,22 @@ pub async fn get(state: &AppState, caller: &Caller, id_or_name: &str) -> ApiResu
         .ok_or_else(|| not_found(id_or_name))
 }
 
-/// Deletes a secret and every version of it.
+/// Deletes a secret and every version of it (audited as `secret.delete`).
 pub async fn delete(
     state: &AppState,
     caller: &Caller,
     id_or_name: &str,
 ) -> ApiResult<SecretRecord> {
-    let _g = state.secrets.write_lock().await;
-    let rec = get(state, caller, id_or_name).await?;
-    state.store.delete_secret(&rec.id).await?;
-    Ok(rec)
+    let res: ApiResult<SecretRecord> = async {
+        let _g = state.secrets.write_lock().await;
+        let rec = get(state, caller, id_or_name).await?;
+        state.store.delete_secret(&rec.id).await?;
+        Ok(rec)
+    }
+    .await;
+    state
+        .audited(caller, "secret.delete", None, audit_name(id_or_name), res)
+        .await
 }
 
 /// Secrets of the caller's tenant by name, after `after`.

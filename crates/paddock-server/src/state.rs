@@ -45,6 +45,17 @@ pub struct AppState {
     pub secrets: crate::secrets::Secrets,
 }
 
+/// What reconciliation found for a sandbox record ([`AppState::record_lifecycle`]).
+#[derive(Debug)]
+pub enum Reconciled {
+    /// Its sandbox runs (or is paused) and is this server's again; the event's payload.
+    Adopted(serde_json::Value),
+    /// Its sandbox no longer exists.
+    Lost,
+    /// Its sandbox was found but could not be restored (why).
+    Failed(String),
+}
+
 /// Counters exported at `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -116,6 +127,26 @@ impl AppState {
         if let Err(e) = self.store.insert_audit(&a).await {
             tracing::error!("storing audit entry {action}: {e}");
         }
+    }
+
+    /// What reconciliation at start-up found for one sandbox record, as an event (to its
+    /// webhook too) and a system audit entry: `adopted` (`data` is the event's payload),
+    /// `lost` (its sandbox no longer exists) or `failed` (its sandbox could not be restored).
+    pub async fn record_lifecycle(&self, r: &SandboxRecord, found: Reconciled) {
+        let (kind, data, action, outcome, detail) = match found {
+            Reconciled::Adopted(data) => ("adopted", data, "sandbox.adopt", "ok", None),
+            Reconciled::Lost => ("lost", serde_json::json!({}), "sandbox.lost", "ok", None),
+            Reconciled::Failed(why) => (
+                "failed",
+                serde_json::json!({ "error": why }),
+                "sandbox.adopt",
+                "failed",
+                Some(why),
+            ),
+        };
+        self.emit(&r.tenant, Some(&r.id), kind, data, r.webhook_url.as_deref())
+            .await;
+        self.audit(None, action, Some(&r.id), outcome, detail).await;
     }
 
     /// Audits the outcome of `res` and passes it through.

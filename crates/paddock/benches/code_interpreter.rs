@@ -6,48 +6,32 @@
 //! `PADDOCK_URL=... PADDOCK_API_KEY=... cargo bench -p paddock --bench code_interpreter`.
 //! `PADDOCK_BENCH_RUNS` sets the runs (default 20). Without `PADDOCK_URL` it does nothing.
 
+#[allow(unreachable_pub, dead_code)]
+mod common;
+
+use common::pct;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (Ok(url), Ok(key)) = (
-        std::env::var("PADDOCK_URL"),
-        std::env::var("PADDOCK_API_KEY"),
-    ) else {
-        eprintln!("code_interpreter bench: set PADDOCK_URL and PADDOCK_API_KEY (skipped)");
+    let Some(target) = common::target("code_interpreter") else {
         return Ok(());
     };
-    let runs: usize = std::env::var("PADDOCK_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let http = reqwest::Client::new();
-    let url = url.trim_end_matches('/').to_string();
+    let common::Target { http, url, key } = &target;
+    let runs = common::runs(20);
     let (mut total, mut create, mut first) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let t0 = Instant::now();
-        let v: Value = http
-            .post(format!("{url}/v1/sandboxes"))
-            .bearer_auth(&key)
-            .json(&json!({"template": "code-interpreter"}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
+        let id = target
+            .create(&json!({"template": "code-interpreter"}))
             .await?;
-        let id = v["id"].as_str().unwrap_or_default().to_string();
         let t1 = Instant::now();
         let resp = http
             .post(format!("{url}/v1/sandboxes/{id}/code"))
-            .bearer_auth(&key)
+            .bearer_auth(key)
             .json(&json!({"code": "1 + 1"}))
             .send()
             .await?
@@ -74,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
         create.push(t1 - t0);
         first.push(t2 - t1);
         http.delete(format!("{url}/v1/sandboxes/{id}"))
-            .bearer_auth(&key)
+            .bearer_auth(key)
             .send()
             .await?;
     }

@@ -9,6 +9,10 @@
 //! `PADDOCK_URL=... PADDOCK_API_KEY=... cargo bench -p paddock --bench desktop`.
 //! `PADDOCK_BENCH_RUNS` sets the runs (default 10). Without `PADDOCK_URL` it does nothing.
 
+#[allow(unreachable_pub, dead_code)]
+mod common;
+
+use common::pct;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -21,21 +25,11 @@ setsid startxfce4 </dev/null >/dev/null 2>&1 &
 i=0; until pgrep -x xfce4-session >/dev/null && pgrep -x xfwm4 >/dev/null && pgrep -x xfdesktop >/dev/null; do i=$((i+1)); [ $i -lt 1200 ] || exit 1; sleep 0.05; done
 "#;
 
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-async fn exec(
-    http: &reqwest::Client,
-    url: &str,
-    key: &str,
-    id: &str,
-    script: &str,
-) -> anyhow::Result<()> {
-    let v: Value = http
-        .post(format!("{url}/v1/sandboxes/{id}/exec"))
-        .bearer_auth(key)
+async fn exec(t: &common::Target, id: &str, script: &str) -> anyhow::Result<()> {
+    let v: Value = t
+        .http
+        .post(format!("{}/v1/sandboxes/{id}/exec", t.url))
+        .bearer_auth(&t.key)
         .json(&json!({"cmd": ["/bin/sh", "-c", script], "timeout": 90}))
         .send()
         .await?
@@ -48,42 +42,27 @@ async fn exec(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (Ok(url), Ok(key)) = (
-        std::env::var("PADDOCK_URL"),
-        std::env::var("PADDOCK_API_KEY"),
-    ) else {
-        eprintln!("desktop bench: set PADDOCK_URL and PADDOCK_API_KEY (skipped)");
+    let Some(target) = common::target("desktop") else {
         return Ok(());
     };
-    let runs: usize = std::env::var("PADDOCK_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let http = reqwest::Client::new();
-    let url = url.trim_end_matches('/').to_string();
+    let common::Target { http, url, key } = &target;
+    let runs = common::runs(10);
     let (mut create, mut desktop, mut shot, mut total) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut memory = Vec::new();
     for _ in 0..runs {
         let t0 = Instant::now();
-        let v: Value = http
-            .post(format!("{url}/v1/sandboxes"))
-            .bearer_auth(&key)
-            .json(&json!({"template": "desktop", "env": {"DISPLAY": ":0"}}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
+        let id = target
+            .create(&json!({"template": "desktop", "env": {"DISPLAY": ":0"}}))
             .await?;
-        let id = v["id"].as_str().unwrap_or_default().to_string();
         let t1 = Instant::now();
-        exec(&http, &url, &key, &id, START).await?;
+        exec(&target, &id, START).await?;
         let t2 = Instant::now();
-        exec(&http, &url, &key, &id, "scrot --pointer /tmp/bench.png").await?;
+        exec(&target, &id, "scrot --pointer /tmp/bench.png").await?;
         let png = http
             .get(format!("{url}/v1/sandboxes/{id}/files"))
             .query(&[("path", "/tmp/bench.png")])
-            .bearer_auth(&key)
+            .bearer_auth(key)
             .send()
             .await?
             .error_for_status()?
@@ -97,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         total.push(t3 - t0);
         let stats: Value = http
             .get(format!("{url}/v1/sandboxes/{id}/stats"))
-            .bearer_auth(&key)
+            .bearer_auth(key)
             .send()
             .await?
             .json()
@@ -106,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
             memory.push(m);
         }
         http.delete(format!("{url}/v1/sandboxes/{id}"))
-            .bearer_auth(&key)
+            .bearer_auth(key)
             .send()
             .await?;
     }

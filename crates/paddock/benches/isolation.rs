@@ -6,16 +6,14 @@
 //! that); each transfer row moves 64 MiB 5 times. Prints a markdown table for
 //! `BENCHMARKS.md`.
 
-use std::path::PathBuf;
+#[allow(unreachable_pub, dead_code)]
+mod common;
+
+use common::pct;
 use std::time::{Duration, Instant};
 
 use paddock_core::Isolation;
-use paddock_runtime::{CreateSpec, ExecRequest, Runtime, RuntimeConfig};
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
+use paddock_runtime::{CreateSpec, ExecRequest, Runtime};
 
 /// p50 and p99 of `v` in milliseconds.
 fn p50_p99(mut v: Vec<Duration>) -> (f64, f64) {
@@ -28,17 +26,9 @@ fn p50_p99(mut v: Vec<Duration>) -> (f64, f64) {
 const TRANSFER: usize = 64 << 20;
 
 fn main() -> anyhow::Result<()> {
-    let runs: usize = std::env::var("PADDOCK_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let mut cfg = RuntimeConfig::new(PathBuf::from("/var/tmp/paddock-bench-isolation"));
-    cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
-    let runtime = Runtime::open(cfg)?;
+    let runs = common::runs(40);
+    let rt = common::tokio()?;
+    let runtime = Runtime::open(common::runtime_config("/var/tmp/paddock-bench-isolation"))?;
     anyhow::ensure!(
         runtime.gvisor_available(),
         "runsc is not installed (apt-get install runsc)"

@@ -6,16 +6,19 @@
 //! sets the create runs per mode (default 50). Prints markdown tables for `BENCHMARKS.md`.
 
 #[allow(unreachable_pub, dead_code)]
+mod common;
+
+#[allow(unreachable_pub, dead_code)]
 #[path = "../src/bench_external.rs"]
 mod bench_external;
 #[path = "../tests/fakenet/mod.rs"]
 mod fakenet;
 
-use std::path::PathBuf;
+use common::pct;
 use std::time::{Duration, Instant};
 
 use paddock_core::{NetworkMode, NetworkPolicy};
-use paddock_runtime::{CreateSpec, ExecRequest, Runtime, RuntimeConfig};
+use paddock_runtime::{CreateSpec, ExecRequest, Runtime};
 
 /// Measures, from wherever it runs: MB/s of a 512 MiB download and the p50/p99 of 300 TCP
 /// connects (each with a 1-byte request and reply).
@@ -39,23 +42,11 @@ lat.sort()
 print(json.dumps({"mbps": got / dt / 1e6, "p50": lat[150] * 1e3, "p99": lat[296] * 1e3, "bytes": got}))
 "#;
 
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn main() -> anyhow::Result<()> {
-    let runs: usize = std::env::var("PADDOCK_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
+    let runs = common::runs(50);
     let fake = fakenet::FakeNet::up();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let mut cfg = RuntimeConfig::new(PathBuf::from("/var/tmp/paddock-bench-network"));
-    cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
+    let rt = common::tokio()?;
+    let mut cfg = common::runtime_config("/var/tmp/paddock-bench-network");
     cfg.dns_upstream = Some("198.51.100.1:53".parse()?);
     let runtime = Runtime::open(cfg)?;
     let truecmd = || ExecRequest {

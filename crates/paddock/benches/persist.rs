@@ -6,33 +6,18 @@
 //! "resume + exec" is the resume and a first `/bin/true` through the agent: the sandbox
 //! answering again.
 
-use std::path::PathBuf;
+#[allow(unreachable_pub, dead_code)]
+mod common;
+
+use common::{ms, pct};
 use std::time::{Duration, Instant};
 
-use paddock_runtime::{CreateSpec, ExecRequest, PauseMode, Runtime, RuntimeConfig};
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
+use paddock_runtime::{CreateSpec, ExecRequest, PauseMode, Runtime};
 
 fn main() -> anyhow::Result<()> {
-    let runs: usize = std::env::var("PADDOCK_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let mut cfg = RuntimeConfig::new(PathBuf::from("/var/tmp/paddock-bench-persist"));
-    cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
-    let runtime = Runtime::open(cfg)?;
+    let runs = common::runs(50);
+    let rt = common::tokio()?;
+    let runtime = Runtime::open(common::runtime_config("/var/tmp/paddock-bench-persist"))?;
     let truecmd = || ExecRequest {
         argv: vec!["/bin/true".into()],
         ..Default::default()

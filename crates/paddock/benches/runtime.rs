@@ -5,23 +5,16 @@
 //! number of runs per row (default 200). Prints a markdown table for `BENCHMARKS.md`.
 
 #[allow(unreachable_pub, dead_code)]
+mod common;
+
+#[allow(unreachable_pub, dead_code)]
 #[path = "../src/bench_external.rs"]
 mod bench_external;
 
-use std::path::PathBuf;
+use common::{ms, pct};
 use std::time::{Duration, Instant};
 
-use paddock_runtime::{CreateSpec, ExecRequest, Runtime, RuntimeConfig};
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
+use paddock_runtime::{CreateSpec, ExecRequest, Runtime};
 
 struct Row {
     name: String,
@@ -39,17 +32,9 @@ fn row(name: impl Into<String>, mut v: Vec<Duration>) -> Row {
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; nothing to parse.
-    let runs: usize = std::env::var("PADDOCK_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let mut cfg = RuntimeConfig::new(PathBuf::from("/var/tmp/paddock-bench"));
-    cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
-    let runtime = Runtime::open(cfg)?;
+    let runs = common::runs(200);
+    let rt = common::tokio()?;
+    let runtime = Runtime::open(common::runtime_config("/var/tmp/paddock-bench"))?;
     let truecmd = || ExecRequest {
         argv: vec!["/bin/true".into()],
         ..Default::default()

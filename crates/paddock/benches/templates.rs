@@ -7,20 +7,14 @@
 //! `/var/tmp/paddock-bench-templates` between runs; delete it to time cold builds again.
 //! `PADDOCK_BENCH_RUNS` sets the create runs per template (default 50).
 
-use std::path::PathBuf;
+#[allow(unreachable_pub, dead_code)]
+mod common;
+
+use common::{ms, pct};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use paddock_runtime::{CreateSpec, ExecRequest, Runtime, RuntimeConfig};
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
+use paddock_runtime::{CreateSpec, ExecRequest, Runtime};
 
 fn du(p: &std::path::Path) -> u64 {
     std::process::Command::new("du")
@@ -65,17 +59,9 @@ async fn make(
 }
 
 fn main() -> anyhow::Result<()> {
-    let runs: usize = std::env::var("PADDOCK_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let mut cfg = RuntimeConfig::new(PathBuf::from("/var/tmp/paddock-bench-templates"));
-    cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
-    let rt = Runtime::open(cfg)?;
+    let runs = common::runs(50);
+    let tokio = common::tokio()?;
+    let rt = Runtime::open(common::runtime_config("/var/tmp/paddock-bench-templates"))?;
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../templates");
     tokio.block_on(async {
         println!("| make the template | time |");

@@ -5,7 +5,7 @@ mod server;
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use server::*;
@@ -257,39 +257,12 @@ async fn pty_over_websocket() {
         "{}/v1/sandboxes/{id}/pty?cols=100&rows=30",
         s.url.replace("http://", "ws://")
     );
-    let mut req =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-            .expect("ws request");
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", s.admin_key).parse().expect("header"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("ws connect");
     use tokio_tungstenite::tungstenite::Message;
-    ws.send(Message::text(r#"{"type":"resize","cols":120,"rows":40}"#))
-        .await
-        .expect("resize");
-    ws.send(Message::binary(b"stty size; tty; exit 7\n".to_vec()))
-        .await
-        .expect("input");
-    let mut out = Vec::new();
-    let mut exit = None;
-    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
-        match m {
-            Message::Binary(b) => out.extend_from_slice(&b),
-            Message::Text(t) => {
-                let v: Value = serde_json::from_str(&t).expect("text frame json");
-                if v["type"] == "exit" {
-                    exit = Some(v);
-                }
-            }
-            Message::Close(_) => break,
-            _ => {}
-        }
-    }
-    let text = String::from_utf8_lossy(&out);
+    let frames = vec![
+        Message::text(r#"{"type":"resize","cols":120,"rows":40}"#),
+        Message::binary(b"stty size; tty; exit 7\n".to_vec()),
+    ];
+    let (text, exit) = pty_session(&url, &s.admin_key, frames).await;
     assert!(text.contains("40 120"), "{text}");
     assert!(text.contains("/dev/pts/"), "{text}");
     assert_eq!(exit.expect("exit frame")["exit_code"], 7);

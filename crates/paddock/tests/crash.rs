@@ -230,6 +230,26 @@ async fn a_sandbox_that_vanished_while_the_server_was_down_is_marked_lost() {
         (Some("stopped"), Some("lost")),
         "{v}"
     );
+    // Reconciliation records it both ways: a `lost` event and a system audit entry.
+    let (_, logs) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/logs"))).await;
+    let kinds: Vec<&str> = logs["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"lost"), "{logs}");
+    let (_, audit) = call(s.req(Method::GET, &format!("/v1/audit?sandbox_id={id}"))).await;
+    let lost = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|a| a["action"] == "sandbox.lost")
+        .unwrap_or_else(|| panic!("no sandbox.lost audit entry: {audit}"));
+    assert_eq!(
+        (&lost["actor"], &lost["outcome"]),
+        (&json!("system"), &json!("ok"))
+    );
     assert_eq!(leftovers(&id), Vec::<String>::new());
 }
 

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use cluster::Fleet;
 
-use futures::{SinkExt as _, StreamExt as _};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use server::{call, eventually, leftovers, processes_of};
@@ -30,35 +29,9 @@ async fn pty_through(f: &Fleet, control: usize, id: &str) {
         "{}/v1/sandboxes/{id}/pty?cols=80&rows=24",
         f.controls[control].url.replace("http://", "ws://")
     );
-    let mut req =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-            .expect("ws request");
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", f.admin_key).parse().expect("header"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("ws connect");
-    use tokio_tungstenite::tungstenite::Message;
-    ws.send(Message::binary(b"echo pty-$((6*7)); exit 7\n".to_vec()))
-        .await
-        .expect("input");
-    let (mut out, mut exit) = (Vec::new(), None);
-    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
-        match m {
-            Message::Binary(b) => out.extend_from_slice(&b),
-            Message::Text(t) => {
-                let v: Value = serde_json::from_str(&t).expect("text frame json");
-                if v["type"] == "exit" {
-                    exit = Some(v);
-                }
-            }
-            Message::Close(_) => break,
-            _ => {}
-        }
-    }
-    let text = String::from_utf8_lossy(&out);
+    let input =
+        tokio_tungstenite::tungstenite::Message::binary(b"echo pty-$((6*7)); exit 7\n".to_vec());
+    let (text, exit) = server::pty_session(&url, &f.admin_key, vec![input]).await;
     assert!(text.contains("pty-42"), "{text}");
     assert_eq!(exit.expect("exit frame")["exit_code"], 7);
 }

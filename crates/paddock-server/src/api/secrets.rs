@@ -65,11 +65,6 @@ struct RotateBody {
     key_file: String,
 }
 
-/// The name for the audit trail: only a valid name, never other input.
-fn audit_name(n: &str) -> Option<String> {
-    paddock_core::valid_secret_name(n).then(|| n.to_owned())
-}
-
 async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -81,16 +76,8 @@ async fn create(
         &b.name,
         &b.value,
         b.metadata.unwrap_or_default(),
-    );
-    let res = state
-        .audited(
-            &caller,
-            "secret.create",
-            None,
-            audit_name(&b.name),
-            res.await,
-        )
-        .await?;
+    )
+    .await?;
     Ok(json_response(StatusCode::CREATED, secret_json(&res)))
 }
 
@@ -100,10 +87,7 @@ async fn update(
     Path(name): Path<String>,
     Json(b): Json<UpdateBody>,
 ) -> ApiResult<Response> {
-    let res = secrets::update(&state, &caller, &name, &b.value, b.metadata);
-    let res = state
-        .audited(&caller, "secret.update", None, audit_name(&name), res.await)
-        .await?;
+    let res = secrets::update(&state, &caller, &name, &b.value, b.metadata).await?;
     Ok(json_response(StatusCode::OK, secret_json(&res)))
 }
 
@@ -121,10 +105,7 @@ async fn destroy(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let res = secrets::delete(&state, &caller, &name);
-    state
-        .audited(&caller, "secret.delete", None, audit_name(&name), res.await)
-        .await?;
+    secrets::delete(&state, &caller, &name).await?;
     Ok(no_content())
 }
 

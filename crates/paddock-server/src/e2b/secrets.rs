@@ -57,32 +57,20 @@ struct SecretUpdate {
     metadata: Option<BTreeMap<String, String>>,
 }
 
-fn audit_name(n: &str) -> Option<String> {
-    paddock_core::valid_secret_name(n).then(|| n.to_owned())
-}
-
 async fn create(
     State(state): State<Arc<AppState>>,
     E2bCaller(caller): E2bCaller,
     req: Request,
 ) -> E2bResult<Response> {
     let b: NewSecret = body(&state, req).await?;
-    let res = secrets::create(
+    let s = secrets::create(
         &state,
         &caller,
         &b.name,
         &b.value,
         b.metadata.unwrap_or_default(),
-    );
-    let s = state
-        .audited(
-            &caller,
-            "secret.create",
-            None,
-            audit_name(&b.name),
-            res.await,
-        )
-        .await?;
+    )
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(secret_json(&s))).into_response())
 }
 
@@ -93,10 +81,7 @@ async fn update(
     req: Request,
 ) -> E2bResult<Response> {
     let b: SecretUpdate = body(&state, req).await?;
-    let res = secrets::update(&state, &caller, &id, &b.value, b.metadata);
-    let s = state
-        .audited(&caller, "secret.update", None, audit_name(&id), res.await)
-        .await?;
+    let s = secrets::update(&state, &caller, &id, &b.value, b.metadata).await?;
     Ok((StatusCode::OK, axum::Json(secret_json(&s))).into_response())
 }
 
@@ -114,10 +99,7 @@ async fn destroy(
     E2bCaller(caller): E2bCaller,
     Path(id): Path<String>,
 ) -> E2bResult<Response> {
-    let res = secrets::delete(&state, &caller, &id);
-    state
-        .audited(&caller, "secret.delete", None, audit_name(&id), res.await)
-        .await?;
+    secrets::delete(&state, &caller, &id).await?;
     Ok(no_content())
 }
 

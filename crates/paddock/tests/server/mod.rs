@@ -360,3 +360,44 @@ pub fn e2b_env(cmd: &mut Command, url: &str, key: &str, domain: Option<&str>) {
         cmd.env_remove(var);
     }
 }
+
+/// One PTY session over the websocket at `url` (`ws://…/v1/sandboxes/{id}/pty?…`) with the
+/// API key `key`: sends `frames` (JSON text frames are control messages, binary frames
+/// input), then reads until the server closes or no frame comes for 20 s. Returns the
+/// output as text and the `exit` frame, if one came.
+pub async fn pty_session(
+    url: &str,
+    key: &str,
+    frames: Vec<tokio_tungstenite::tungstenite::Message>,
+) -> (String, Option<Value>) {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .expect("ws request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("ws connect");
+    for f in frames {
+        ws.send(f).await.expect("sending a frame");
+    }
+    let (mut out, mut exit) = (Vec::new(), None);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+        match m {
+            Message::Binary(b) => out.extend_from_slice(&b),
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).expect("text frame json");
+                if v["type"] == "exit" {
+                    exit = Some(v);
+                }
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    (String::from_utf8_lossy(&out).into_owned(), exit)
+}
