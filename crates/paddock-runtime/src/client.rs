@@ -177,3 +177,188 @@ impl AgentClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pooled connection's one retry, against a real unix-socket HTTP server whose
+    //! connections follow a script.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use http_body_util::BodyExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::{UnixListener, UnixStream};
+
+    use super::*;
+
+    /// What the server does on one connection.
+    #[derive(Clone, Copy, Debug)]
+    enum Conn {
+        /// Answers every request, keeping the connection alive.
+        Serve,
+        /// Answers the first request keep-alive, then closes the connection when the
+        /// second arrives, before answering it: the agent closing an idle connection just
+        /// as the client reuses it.
+        ServeOnceThenDrop,
+        /// Closes the connection when the first request's head has arrived.
+        Drop,
+    }
+
+    /// Reads one request's head; its length and the body's (`content-length`), or `None`
+    /// at the end of the stream.
+    async fn read_head(s: &mut UnixStream, buf: &mut Vec<u8>) -> Option<(usize, usize)> {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        Some((head_end, len))
+    }
+
+    /// Reads the rest of a body of `len` bytes after a head of `head_len` bytes in `buf`,
+    /// and drops both from `buf`; false if the stream ended first.
+    async fn read_body(s: &mut UnixStream, buf: &mut Vec<u8>, head_len: usize, len: usize) -> bool {
+        while buf.len() < head_len + len {
+            let mut chunk = [0u8; 65536];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..head_len + len);
+        true
+    }
+
+    /// Serves connections by `script` (in accept order; past its end, `Serve`); counts the
+    /// connections accepted and the bodies received whole.
+    fn serve(
+        dir: &tempfile::TempDir,
+        script: Vec<Conn>,
+    ) -> (PathBuf, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let sock = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&sock).expect("bind");
+        let (accepted, bodies) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (a, b) = (accepted.clone(), bodies.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let n = a.fetch_add(1, Ordering::SeqCst);
+                let how = script.get(n).copied().unwrap_or(Conn::Serve);
+                let bodies = b.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut served = 0;
+                    while let Some((head_len, len)) = read_head(&mut s, &mut buf).await {
+                        match (how, served) {
+                            (Conn::Drop, _) | (Conn::ServeOnceThenDrop, 1..) => return,
+                            _ => {}
+                        }
+                        if !read_body(&mut s, &mut buf, head_len, len).await {
+                            return;
+                        }
+                        bodies.fetch_add(1, Ordering::SeqCst);
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                        served += 1;
+                    }
+                });
+            }
+        });
+        (sock, accepted, bodies)
+    }
+
+    fn upload_head() -> http::request::Parts {
+        http::Request::post("http://agent/files?path=/tmp/x")
+            .header("content-type", "application/octet-stream")
+            .body(())
+            .expect("request")
+            .into_parts()
+            .0
+    }
+
+    /// Reads a response to its end, so its connection can serve the next request.
+    async fn ok_body(res: Result<http::Response<hyper::body::Incoming>, TransportError>) {
+        let res = res.expect("a response");
+        assert_eq!(res.status(), http::StatusCode::OK);
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"ok");
+    }
+
+    /// Waits (bounded) until the pool holds a connection ready for the next request.
+    async fn pooled_ready(t: &AgentTransport) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            {
+                let idle = t.idle.lock().expect("pool");
+                if idle.iter().any(|s| s.is_ready() && !s.is_closed()) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no pooled connection became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_buffered_body_is_sent_again_when_its_pooled_connection_closes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (sock, accepted, bodies) = serve(&dir, vec![Conn::ServeOnceThenDrop]);
+        let t = AgentTransport::new(sock);
+        let body = bytes::Bytes::from(vec![7u8; 256 * 1024]);
+        ok_body(t.send_buffered(&upload_head(), body.clone()).await).await;
+        pooled_ready(&t).await;
+        // Reused, closed by the server before an answer, sent again on a new connection.
+        ok_body(t.send_buffered(&upload_head(), body).await).await;
+        assert_eq!(t.connections_made(), 2);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            bodies.load(Ordering::SeqCst),
+            2,
+            "each body arrived whole once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_gets_its_own_connection_and_is_never_sent_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (sock, accepted, bodies) = serve(&dir, vec![Conn::Serve, Conn::Drop]);
+        let t = AgentTransport::new(sock);
+        ok_body(
+            t.send_buffered(&upload_head(), bytes::Bytes::from_static(b"x"))
+                .await,
+        )
+        .await;
+        pooled_ready(&t).await;
+        let chunks = (0..4).map(|_| {
+            Ok::<_, std::io::Error>(http_body::Frame::data(bytes::Bytes::from(vec![1u8; 65536])))
+        });
+        let body = http_body_util::StreamBody::new(futures::stream::iter(chunks))
+            .map_err(|e| connectrpc::ConnectError::internal(e.to_string()))
+            .boxed();
+        let mut req = http::Request::new(body);
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = http::Uri::from_static("http://agent/files?path=/tmp/y");
+        let res = t.send_streamed(req).await;
+        assert!(res.is_err(), "the server closed the connection: {res:?}");
+        // Not the idle pooled connection (which would have answered), and no second try.
+        assert_eq!(t.connections_made(), 2);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(bodies.load(Ordering::SeqCst), 1);
+    }
+}
