@@ -30,6 +30,7 @@ mod runtime;
 mod slots;
 mod statfs;
 pub mod template;
+pub mod volfs;
 
 pub use client::{AgentClient, AgentTransport};
 pub use error::{Result, RuntimeError};

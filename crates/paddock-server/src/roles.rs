@@ -200,7 +200,14 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("*", "/v2/templates/{*rest}", V),
     ("*", "/v3/templates", V),
     ("*", "/v3/templates/{*rest}", V),
-    ("*", "/volumecontent/{*rest}", V),
+    // The volume content API checks the volume's own token (no key).
+    ("GET", "/volumecontent/{id}/path", Public),
+    ("PATCH", "/volumecontent/{id}/path", Public),
+    ("DELETE", "/volumecontent/{id}/path", Public),
+    ("GET", "/volumecontent/{id}/dir", Public),
+    ("POST", "/volumecontent/{id}/dir", Public),
+    ("GET", "/volumecontent/{id}/file", Public),
+    ("PUT", "/volumecontent/{id}/file", Public),
 ];
 
 /// The need of `method` on the route `path` (as the router spells it); `None` if the table

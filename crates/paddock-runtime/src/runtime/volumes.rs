@@ -88,6 +88,23 @@ impl Runtime {
         self.layers.destroy_volume(id)
     }
 
+    /// Volume `id`'s files, for the volume content API (`crate::volfs`); an unknown id is
+    /// [`crate::volfs::VolFsError::NotFound`].
+    pub fn volume_files(
+        &self,
+        id: &str,
+    ) -> std::result::Result<crate::volfs::VolumeFiles, crate::volfs::VolFsError> {
+        if !crate::template::valid_name(id) {
+            return Err(crate::volfs::VolFsError::NotFound(format!("volume {id:?}")));
+        }
+        crate::volfs::VolumeFiles::open(&self.volume_data(id)).map_err(|e| match e {
+            crate::volfs::VolFsError::NotFound(_) => {
+                crate::volfs::VolFsError::NotFound(format!("volume {id}"))
+            }
+            e => e,
+        })
+    }
+
     /// Bytes volume `id` holds, from its qgroup.
     pub fn volume_usage(&self, id: &str) -> Option<u64> {
         crate::layers::qgroup_usage(&self.layers.volumes_dir().join(id))

@@ -79,8 +79,18 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(super::volumes::get_one).delete(super::volumes::destroy),
         )
         .route(
-            "/volumecontent/{*rest}",
-            unsupported("the volume content API is"),
+            "/volumecontent/{id}/path",
+            get(super::volume_content::stat)
+                .patch(super::volume_content::patch)
+                .delete(super::volume_content::remove),
+        )
+        .route(
+            "/volumecontent/{id}/dir",
+            get(super::volume_content::list).post(super::volume_content::make_dir),
+        )
+        .route(
+            "/volumecontent/{id}/file",
+            get(super::volume_content::read).put(super::volume_content::write),
         )
 }
 

@@ -27,6 +27,7 @@ pub mod envd;
 mod pause;
 pub mod secrets;
 mod snapshots;
+mod volume_content;
 mod volumes;
 
 /// The port the E2B SDK uses for envd.

@@ -6,9 +6,8 @@
 //!   "token"}`, 404 if unknown or another tenant's.
 //! - `DELETE /volumes/{id}`: 204; 404 unknown; 409 while sandboxes mount it.
 //!
-//! The volume content API (`/volumecontent/...`, the SDK's volume file operations) is not
-//! served: 400; so the `token` authorizes nothing (an HMAC of `volume:<id>`, which no
-//! sandbox id can be).
+//! The `token` is an HMAC of `volume:<id>` (which no sandbox id can be): it authorises the
+//! volume content API for that volume alone (`super::volume_content`).
 
 use std::sync::Arc;
 

@@ -304,7 +304,6 @@ def test_api_errors_are_json_with_an_integer_code():
         ("POST", "/v3/templates", {"name": "t"}),
         ("GET", "/templates", None),
         ("DELETE", "/templates/base", None),
-        ("GET", "/volumecontent/{id}/file", None),
         ("POST", "/volumes", {"name": "no/slash"}),
     ],
 )

@@ -341,6 +341,9 @@ pub async fn assert_no_sandboxes_left(s: &Server, what: &str) {
 pub fn e2b_env(cmd: &mut Command, url: &str, key: &str, domain: Option<&str>) {
     cmd.env("E2B_API_URL", url)
         .env("E2B_SANDBOX_URL", url)
+        // The SDKs' volume content API defaults to `https://api.{domain}`; here it is the
+        // same server (docs/volumes.md).
+        .env("E2B_VOLUME_API_URL", url)
         .env("E2B_API_KEY", key);
     match domain {
         Some(d) => cmd.env("E2B_DOMAIN", d),
