@@ -38,6 +38,8 @@ pub use paddock_untar::{MAX_ENTRIES, MAX_PATH_LEN, MAX_PAX_BYTES};
 /// At most this many bytes of file data in one layer (64 GiB).
 pub const MAX_TOTAL_BYTES: u64 = paddock_untar::LAYER_MAX_TOTAL_BYTES;
 const TMP_PREFIX: &str = ".tmp-";
+/// The directory of transfer digests, `<root>/.digests/<hex>` (not a layer: ids are hex).
+const DIGESTS: &str = ".digests";
 
 /// The store. Cheap to clone (it is a path).
 #[derive(Debug, Clone)]
@@ -90,7 +92,8 @@ impl LayerStore {
 
     /// Unpacks an uncompressed tar stream into a new layer and returns its id (see the
     /// module doc). If `expect` is given and the stream's SHA-256 differs, nothing is kept.
-    /// If the layer exists already, the stream is only verified.
+    /// If the layer exists already, the stream is only verified. A new layer's transfer
+    /// digest is recorded ([`LayerStore::transfer_digest`]).
     pub fn unpack(&self, tar: impl Read, expect: Option<&str>) -> Result<String> {
         if let Some(e) = expect
             && hex_of(e).is_none()
@@ -111,6 +114,58 @@ impl LayerStore {
             check_expected(&got, e)?;
             return Ok(got);
         }
+        let (id, new) = self.unpack_checked(&mut hashed, |got| {
+            if let Some(e) = expect {
+                check_expected(&got, e)?;
+            }
+            Ok(got)
+        })?;
+        if new {
+            self.record_digest(&id)?;
+        }
+        Ok(id)
+    }
+
+    /// Imports layer `id` from its canonical stream ([`crate::layerexport`]), as copied from
+    /// a peer node: the stream's SHA-256 must be `digest`, else nothing is kept (the error
+    /// names both). A layer already in the store is left as it is (the stream is not read).
+    pub fn import(&self, id: &str, digest: &str, tar: impl Read) -> Result<()> {
+        if hex_of(id).is_none() || !crate::layerexport::valid_digest(digest) {
+            return Err(RuntimeError::BadImage {
+                reason: format!("invalid layer id {id:?} or digest {digest:?}"),
+            });
+        }
+        if self.contains(id) {
+            return Ok(());
+        }
+        let mut hashed = Hashing {
+            inner: tar,
+            hasher: Sha256::new(),
+        };
+        let (_, new) = self.unpack_checked(&mut hashed, |got| {
+            if got != digest {
+                return Err(RuntimeError::BadImage {
+                    reason: format!(
+                        "layer {id} does not match its digest: expected {digest}, got {got}"
+                    ),
+                });
+            }
+            Ok(id.to_owned())
+        })?;
+        if new {
+            self.write_digest(id, digest)?;
+        }
+        Ok(())
+    }
+
+    /// Unpacks `stream` into a temp directory and, once `finish` accepts the stream's
+    /// SHA-256 by naming the layer id, renames it into place. Returns the id and whether
+    /// this call stored it (false: it appeared meanwhile). Nothing is kept on error.
+    fn unpack_checked<R: Read>(
+        &self,
+        hashed: &mut Hashing<R>,
+        finish: impl FnOnce(String) -> Result<String>,
+    ) -> Result<(String, bool)> {
         let tmp = self.temp_name("");
         std::fs::create_dir(&tmp).map_err(RuntimeError::io("create a layer directory"))?;
         // Held until the layer is in place or removed, so `open` elsewhere leaves it alone.
@@ -121,28 +176,89 @@ impl LayerStore {
                 return Err(RuntimeError::io("lock a layer directory")(e));
             }
         };
-        let result = self.unpack_into(&tmp, &mut hashed).and_then(|()| {
+        let result = self.unpack_into(&tmp, hashed).and_then(|()| {
             let got = format!("sha256:{:x}", hashed.hasher.clone().finalize());
-            if let Some(e) = expect {
-                check_expected(&got, e)?;
-            }
-            let dest = self.path(&got);
-            match std::fs::rename(&tmp, &dest) {
-                Ok(()) => {}
+            let id = finish(got)?;
+            let dest = self.path(&id);
+            let new = match std::fs::rename(&tmp, &dest) {
+                Ok(()) => true,
                 // Unpacked meanwhile by someone else: theirs is the same content.
                 Err(e) if dest.is_dir() => {
                     tracing::debug!(%e, "layer appeared while unpacking");
                     remove_tree(&tmp);
+                    false
                 }
                 Err(e) => return Err(RuntimeError::io("store the layer")(e)),
-            }
+            };
             sync_dir(&self.root);
-            Ok(got)
+            Ok((id, new))
         });
         if result.is_err() {
             remove_tree(&tmp);
         }
         result
+    }
+
+    /// Where the transfer digest of layer `id` is kept.
+    fn digest_path(&self, id: &str) -> PathBuf {
+        self.root
+            .join(DIGESTS)
+            .join(hex_of(id).unwrap_or(".invalid"))
+    }
+
+    fn write_digest(&self, id: &str, digest: &str) -> Result<()> {
+        let p = self.digest_path(id);
+        let dir = self.root.join(DIGESTS);
+        std::fs::create_dir_all(&dir).map_err(RuntimeError::io("record a layer digest"))?;
+        let tmp = dir.join(format!("{TMP_PREFIX}{:016x}", rand::random::<u64>()));
+        std::fs::write(&tmp, format!("{digest}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &p))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                RuntimeError::io("record a layer digest")(e)
+            })
+    }
+
+    /// Computes and records the transfer digest of layer `id` (made just now: pulled,
+    /// built or imported) and returns it.
+    pub fn record_digest(&self, id: &str) -> Result<String> {
+        let d = crate::layerexport::digest(&self.path(id))?;
+        self.write_digest(id, &d)?;
+        Ok(d)
+    }
+
+    /// The transfer digest of layer `id` ([`crate::layerexport`]): the one recorded when it
+    /// was made, or, for a layer made before digests were recorded, computed now and
+    /// recorded.
+    pub fn transfer_digest(&self, id: &str) -> Result<String> {
+        if !self.contains(id) {
+            return Err(RuntimeError::InvalidArgument {
+                what: "layer id",
+                reason: format!("layer {id} is not in the store"),
+            });
+        }
+        if let Ok(s) = std::fs::read_to_string(self.digest_path(id))
+            && crate::layerexport::valid_digest(s.trim())
+        {
+            return Ok(s.trim().to_owned());
+        }
+        self.record_digest(id)
+    }
+
+    /// Drops the recorded transfer digest of layer `id` (its directory was removed).
+    pub(crate) fn forget_digest(&self, id: &str) {
+        let _ = std::fs::remove_file(self.digest_path(id));
+    }
+
+    /// Writes the canonical stream of layer `id` to `out` ([`crate::layerexport`]).
+    pub fn export(&self, id: &str, out: impl io::Write) -> Result<()> {
+        if !self.contains(id) {
+            return Err(RuntimeError::InvalidArgument {
+                what: "layer id",
+                reason: format!("layer {id} is not in the store"),
+            });
+        }
+        crate::layerexport::write_canonical(&self.path(id), out)
     }
 
     fn unpack_into<R: Read>(&self, tmp: &Path, stream: &mut Hashing<R>) -> Result<()> {
@@ -215,6 +331,7 @@ impl LayerStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(RuntimeError::io("remove a layer")(e)),
         }
+        let _ = std::fs::remove_file(self.digest_path(id));
         std::fs::remove_dir_all(&tmp).map_err(RuntimeError::io("remove a layer"))
     }
 
@@ -412,10 +529,97 @@ mod tests {
     }
 
     fn leftovers(s: &LayerStore) -> Vec<String> {
-        std::fs::read_dir(s.root())
+        let mut v: Vec<String> = std::fs::read_dir(s.root())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
+            .filter(|n| n != DIGESTS)
+            .collect();
+        // Digests of layers that are gone, and temps of digests.
+        if let Ok(rd) = std::fs::read_dir(s.root().join(DIGESTS)) {
+            for e in rd {
+                let n = e.unwrap().file_name().to_string_lossy().into_owned();
+                if !s.root().join(&n).is_dir() {
+                    v.push(format!("{DIGESTS}/{n}"));
+                }
+            }
+        }
+        v.sort();
+        v
+    }
+
+    /// A layer copied to another store through its canonical stream arrives whole (owners,
+    /// modes, setuid, whiteouts, opaque dirs, hard links, symlinks, `user.*` xattrs) and
+    /// streams to the same digest there; a stream that does not match its digest leaves
+    /// nothing.
+    #[test]
+    fn export_import_round_trip_and_corruption() {
+        let (_d, s) = store();
+        let mut b = tar::Builder::new(Vec::new());
+        add(&mut b, "etc/", tar::EntryType::Directory, b"", 0o751);
+        add(&mut b, "bin/su", tar::EntryType::Regular, b"#!", 0o4755);
+        link(&mut b, "bin/su2", tar::EntryType::Link, "bin/su");
+        link(&mut b, "bin/sh", tar::EntryType::Symlink, "/usr/bin/dash");
+        add(&mut b, "var/.wh.gone", tar::EntryType::Regular, b"", 0o644);
+        add(
+            &mut b,
+            "opt/.wh..wh..opq",
+            tar::EntryType::Regular,
+            b"",
+            0o644,
+        );
+        b.append_pax_extensions([("SCHILY.xattr.user.note", &b"hi"[..])])
+            .unwrap();
+        add(
+            &mut b,
+            "opt/f",
+            tar::EntryType::Regular,
+            &[5u8; 3000],
+            0o600,
+        );
+        let data = b.into_inner().unwrap();
+        let id = s.unpack(&data[..], Some(&sha(&data))).unwrap();
+        let digest = s.transfer_digest(&id).unwrap();
+        assert_eq!(crate::layerexport::digest(&s.path(&id)).unwrap(), digest);
+        let mut stream = Vec::new();
+        s.export(&id, &mut stream).unwrap();
+        assert_eq!(sha(&stream), digest);
+
+        let (_d2, t) = store();
+        t.import(&id, &digest, &stream[..]).unwrap();
+        let l = t.path(&id);
+        let su = std::fs::metadata(l.join("bin/su")).unwrap();
+        assert_eq!(su.permissions().mode() & 0o7777, 0o4755);
+        assert_eq!((su.uid(), su.gid()), (1234, 5678));
+        let su2 = std::fs::metadata(l.join("bin/su2")).unwrap();
+        assert_eq!(su2.ino(), su.ino());
+        assert_eq!(
+            std::fs::read_link(l.join("bin/sh")).unwrap(),
+            Path::new("/usr/bin/dash")
+        );
+        let wh = std::fs::symlink_metadata(l.join("var/gone")).unwrap();
+        assert!(wh.file_type().is_char_device());
+        let mut v = [0u8; 8];
+        let n = rustix::fs::getxattr(l.join("opt"), "trusted.overlay.opaque", &mut v[..]).unwrap();
+        assert_eq!(&v[..n], b"y");
+        let n = rustix::fs::getxattr(l.join("opt/f"), "user.note", &mut v[..]).unwrap();
+        assert_eq!(&v[..n], b"hi");
+        assert_eq!(t.transfer_digest(&id).unwrap(), digest);
+        assert_eq!(crate::layerexport::digest(&l).unwrap(), digest);
+
+        // A changed file on the sending side: the stream no longer matches the digest
+        // recorded when the layer was made, and the receiver keeps nothing.
+        std::fs::write(s.path(&id).join("opt/f"), [6u8; 3000]).unwrap();
+        let mut bad = Vec::new();
+        s.export(&id, &mut bad).unwrap();
+        assert_eq!(s.transfer_digest(&id).unwrap(), digest, "the recorded one");
+        let (_d3, u) = store();
+        let e = u.import(&id, &digest, &bad[..]).unwrap_err();
+        assert!(e.to_string().contains("does not match its digest"), "{e}");
+        assert!(!u.contains(&id));
+        assert!(leftovers(&u).is_empty(), "{:?}", leftovers(&u));
+        // Bad ids and digests are refused before anything is read.
+        assert!(u.import("sha256:nope", &digest, &bad[..]).is_err());
+        assert!(u.import(&id, "md5:x", &bad[..]).is_err());
     }
 
     /// The store end to end: unpacked under the layer policy (owners, setuid, whiteouts,

@@ -22,6 +22,7 @@ pub mod cgroup;
 pub mod client;
 pub mod datadir;
 mod error;
+pub mod layerexport;
 pub mod layers;
 pub mod layerstore;
 pub mod net;

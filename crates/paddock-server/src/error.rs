@@ -66,6 +66,10 @@ pub enum ApiError {
     /// tag, digest mismatch).
     #[error("{0}")]
     Registry(String),
+    /// 502 `template_fetch_failed`: a fleet node could not copy a template from any peer
+    /// holding it (unreachable, or a layer that does not match its digest).
+    #[error("{0}")]
+    TemplateFetch(String),
     /// 503 `unavailable`: the host cannot take more sandboxes or is shutting down.
     #[error("{0}")]
     Unavailable(String),
@@ -105,6 +109,7 @@ impl ApiError {
             NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
             Agent(_) => (StatusCode::BAD_GATEWAY, "agent_error"),
             Registry(_) => (StatusCode::BAD_GATEWAY, "registry_error"),
+            TemplateFetch(_) => (StatusCode::BAD_GATEWAY, "template_fetch_failed"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             NoCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_capacity"),
             InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),

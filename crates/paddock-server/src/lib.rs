@@ -242,6 +242,7 @@ pub async fn serve(
                 let graceful_watch = graceful.watcher();
                 let header_timeout = state.cfg.header_timeout;
                 let node_token = node_token.clone();
+                let node_state = state.clone();
                 tokio::spawn(async move {
                 // The TLS handshake happens here, off the accept loop, under the same time
                 // limit as a request head.
@@ -263,11 +264,22 @@ pub async fn serve(
                     let mut peer = peer;
                     if let Some(t) = &node_token {
                         if !t.matches(req.headers().get(fleet::TOKEN_HEADER)) {
-                            return futures::future::Either::Left(std::future::ready(Ok(
-                                fleet::unauthorized_node(),
-                            )));
+                            return futures::future::Either::Left(futures::future::Either::Left(
+                                std::future::ready(Ok(fleet::unauthorized_node())),
+                            ));
                         }
                         req.headers_mut().remove(fleet::TOKEN_HEADER);
+                        // A peer node's request (template fetch, `fleet::layers`).
+                        if req.headers().contains_key(fleet::layers::INTERNAL_HEADER)
+                            && req.uri().path().starts_with(fleet::layers::INTERNAL_PREFIX)
+                        {
+                            let st = node_state.clone();
+                            return futures::future::Either::Left(futures::future::Either::Right(
+                                Box::pin(async move {
+                                    Ok(fleet::layers::serve_internal(st, req.map(axum::body::Body::new)).await)
+                                }),
+                            ));
+                        }
                         if let Some(p) = req
                             .headers_mut()
                             .remove(fleet::forward::PEER_HEADER)

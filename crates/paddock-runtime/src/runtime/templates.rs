@@ -133,12 +133,14 @@ impl Runtime {
         fs::remove_file(&def).map_err(RuntimeError::io("removing template definition"))?;
         all.remove(name);
         let still: BTreeSet<&String> = all.values().flat_map(|o| o.layer_ids.iter()).collect();
+        let store = crate::layerstore::LayerStore::open(self.layers_root())?;
         let mut freed = 0;
         for (id, dir) in t.layer_ids.iter().zip(&t.layers) {
             if gc && !still.contains(id) {
                 // Renamed first so a half-removed layer is never taken for a complete one.
                 let gone = dir.with_extension("removing");
                 if fs::rename(dir, &gone).is_ok() {
+                    store.forget_digest(id);
                     let _ = fs::remove_dir_all(&gone);
                     freed += 1;
                 }
@@ -245,6 +247,8 @@ impl Runtime {
             shift_owners(&tmp, sbx.uid_base, ID_COUNT)
                 .map_err(RuntimeError::io("shifting layer ownership"))?;
             fs::rename(&tmp, &dst).map_err(RuntimeError::io("installing layer"))?;
+            // Its transfer digest, for copies to peer nodes (`crate::layerexport`).
+            crate::layerstore::LayerStore::open(&root)?.record_digest(&id)?;
             Ok(())
         })();
         if res.is_err() {

@@ -258,6 +258,8 @@ async fn create(
     // create between its record and its sandbox.
     let (st, c) = (state.clone(), caller.clone());
     let res = tokio::spawn(async move {
+        // A fleet node fetches a template it lacks from a peer first.
+        crate::fleet::layers::ensure(&st, body.template.as_deref().unwrap_or("base")).await?;
         let spec = body.validate(&st).await?;
         lifecycle::create(&st, &c, spec).await
     })

@@ -90,6 +90,12 @@ impl Drop for Busy {
     }
 }
 
+/// The layer gate held shared, as while making a template (a fleet node fetching one from a
+/// peer, `crate::fleet::layers`).
+pub(crate) async fn making_gate() -> tokio::sync::OwnedRwLockReadGuard<()> {
+    LAYER_GATE.clone().read_owned().await
+}
+
 /// The layer gate held exclusively, or 409 naming what is being made.
 fn gate_for_prune() -> ApiResult<tokio::sync::OwnedRwLockWriteGuard<()>> {
     LAYER_GATE.clone().try_write_owned().map_err(|_| {

@@ -438,6 +438,7 @@ async fn create(
     // Its own task, as `/v1`: a client leaving mid-create does not cut it in two.
     let (st, c) = (state.clone(), caller.clone());
     let res = tokio::spawn(async move {
+        crate::fleet::layers::ensure(&st, b.template_id.as_deref().unwrap_or("base")).await?;
         let spec = b.validate(&st)?;
         lifecycle::create(&st, &c, spec).await
     })

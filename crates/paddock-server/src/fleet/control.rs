@@ -520,8 +520,30 @@ async fn route_other(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
     {
         return Ok(ctl.forwarder.forward(&n.name, &n.address, req).await);
     }
-    // A template lives on the nodes that made it: its requests go to one of them (one made
-    // a moment ago shows in its node's next heartbeat).
+    // The template list is the fleet's: every live node's, merged.
+    if req.method() == http::Method::GET && req.uri().path() == "/v1/templates" {
+        let live: Vec<&NodeRecord> = nodes.iter().filter(live).collect();
+        if live.is_empty() {
+            return Err(ApiError::Unavailable("no node of the fleet is up".into()));
+        }
+        return Ok(super::fanout::list_templates(&ctl.forwarder, &live, req).await);
+    }
+    // A template is deleted on every node holding it.
+    if req.method() == http::Method::DELETE
+        && let Some(name) = req.uri().path().strip_prefix("/v1/templates/")
+        && !name.contains('/')
+    {
+        let holders: Vec<&NodeRecord> = nodes
+            .iter()
+            .filter(live)
+            .filter(|n| n.templates.iter().any(|t| t == name))
+            .collect();
+        if !holders.is_empty() {
+            return Ok(super::fanout::delete_template(&ctl.forwarder, &holders, req).await);
+        }
+    }
+    // Other requests naming a template go to one of the nodes holding it (one made a moment
+    // ago shows in its node's next heartbeat).
     if let Some(name) = named_template(&req) {
         let mut nodes = nodes.to_vec();
         let until = std::time::Instant::now() + super::HEARTBEAT + Duration::from_millis(500);

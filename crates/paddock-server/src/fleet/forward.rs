@@ -67,6 +67,8 @@ impl Forwarder {
         let h = req.headers_mut();
         h.insert(super::TOKEN_HEADER, self.token.clone());
         h.remove(PEER_HEADER);
+        // Node-to-node routes are for peers only, never for a forwarded client.
+        h.remove(super::layers::INTERNAL_HEADER);
         if let Some(p) = peer
             && let Ok(v) = HeaderValue::from_str(&p.to_string())
         {

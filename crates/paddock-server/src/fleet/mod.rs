@@ -28,7 +28,9 @@ use paddock_store::{SqliteStore, Store};
 use sha2::{Digest, Sha256};
 
 pub mod control;
+pub mod fanout;
 pub mod forward;
+pub mod layers;
 pub mod node;
 pub mod placement;
 

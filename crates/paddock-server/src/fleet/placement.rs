@@ -1,12 +1,12 @@
 //! Placement: which node gets a new sandbox.
 //!
 //! A node can take it when it is `ready`, heartbeated within [`super::DEAD_AFTER`], carries
-//! every label of the `node_selector`, holds the template (layers are not yet fetched from
-//! peers, so a template lives where it was made), and has room: memory (sum of the memory
-//! limits of its sandboxes, no overcommit), CPU (sum of CPU limits within its CPUs times its
-//! overcommit), disk (free space at least the sandbox's disk limit) and its sandbox cap.
-//! Among those the least loaded wins (sandboxes over cap, then reserved memory), counting
-//! the placements this control plane made since the node's last heartbeat.
+//! every label of the `node_selector`, and has room: memory (sum of the memory limits of its
+//! sandboxes, no overcommit), CPU (sum of CPU limits within its CPUs times its overcommit),
+//! disk (free space at least the sandbox's disk limit) and its sandbox cap. Among those the
+//! nodes already holding the template win (a node without it fetches it from a peer first,
+//! `super::layers`), then the least loaded (sandboxes over cap, then reserved memory),
+//! counting the placements this control plane made since the node's last heartbeat.
 //! Nothing fits: `no_capacity`, naming what each node lacked.
 
 use std::collections::BTreeMap;
@@ -47,7 +47,7 @@ pub fn choose<'a>(
 ) -> Result<&'a NodeRecord, String> {
     let fresh = i64::try_from(super::DEAD_AFTER.as_millis()).unwrap_or(i64::MAX);
     let mut short: BTreeMap<&'static str, Vec<&str>> = BTreeMap::new();
-    let mut best: Option<(&NodeRecord, (u128, u64))> = None;
+    let mut best: Option<(&NodeRecord, (bool, u128, u64))> = None;
     for n in nodes {
         let why = if n.state != NodeState::Ready || now - n.heartbeat_at > fresh {
             Some("not ready")
@@ -57,8 +57,6 @@ pub fn choose<'a>(
             .any(|(k, v)| n.labels.get(k) != Some(v))
         {
             Some("node_selector")
-        } else if !n.templates.contains(&want.template) {
-            Some("template")
         } else {
             None
         };
@@ -86,10 +84,12 @@ pub fn choose<'a>(
             short.entry(w).or_default().push(&n.name);
             continue;
         }
-        // Load as a fraction of the cap, in millionths, then reserved memory.
+        // Holding the template first (no fetch), then load as a fraction of the cap, in
+        // millionths, then reserved memory.
+        let lacks = !n.templates.contains(&want.template);
         let load = u128::from(sandboxes) * 1_000_000 / u128::from(num(cap, "max_sandboxes").max(1));
-        if best.is_none_or(|(_, l)| (load, mem) < l) {
-            best = Some((n, (load, mem)));
+        if best.is_none_or(|(_, l)| (lacks, load, mem) < l) {
+            best = Some((n, (lacks, load, mem)));
         }
     }
     if let Some((n, _)) = best {
@@ -107,7 +107,6 @@ pub fn choose<'a>(
                     "no match for node_selector {}",
                     selector_text(&want.selector)
                 ),
-                "template" => format!("no template {:?}", want.template),
                 "memory" => format!("not enough memory for {} bytes", want.memory_bytes),
                 "cpu" => format!("not enough CPU for {} millicores", want.cpu_millis),
                 "disk" => format!("less than {} bytes of disk free", want.disk_bytes),
@@ -192,13 +191,20 @@ mod tests {
         assert!(e.contains("no match for node_selector {zone=x}: b"), "{e}");
         w.selector.insert("zone".into(), "b".into());
         assert_eq!(choose(&nodes, &none, &w, 2000).unwrap().name, "b");
+        // A node holding the template wins over a less loaded one without it; without any
+        // holder, the least loaded.
         let mut w = want(1);
         w.template = "py".into();
-        assert!(
-            choose(&nodes, &none, &w, 2000)
-                .unwrap_err()
-                .contains("no template \"py\": b")
-        );
+        let mut nodes = [node("a", 0, 0), node("b", 5, 500), node("c", 1, 0)];
+        nodes[1].templates.push("py".into());
+        assert_eq!(choose(&nodes, &none, &w, 2000).unwrap().name, "b");
+        nodes[1].templates.clear();
+        assert_eq!(choose(&nodes, &none, &w, 2000).unwrap().name, "a");
+        // A full holder: the others.
+        nodes[1].templates.push("py".into());
+        let mut w = want(600);
+        w.template = "py".into();
+        assert_eq!(choose(&nodes, &none, &w, 2000).unwrap().name, "a");
         assert!(
             choose(&[], &none, &w, 2000)
                 .unwrap_err()
