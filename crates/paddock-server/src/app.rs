@@ -41,6 +41,7 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
         .merge(crate::e2b::control::routes())
         .merge(session::routes())
         .merge(crate::cost::routes())
+        .merge(crate::alerts::api::routes())
         // Every route above needs a row in the roles table (`roles::ROUTES`).
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -251,7 +251,7 @@ impl Totals {
 }
 
 /// A time in a query: RFC 3339, or milliseconds since the epoch.
-fn parse_time(name: &str, v: &str) -> ApiResult<i64> {
+pub(crate) fn parse_time(name: &str, v: &str) -> ApiResult<i64> {
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(ms);
     }

@@ -22,6 +22,7 @@ use paddock_runtime::{Runtime, RuntimeConfig};
 use paddock_store::{Role, SqliteStore, Store};
 use tower::ServiceExt as _;
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -144,6 +145,7 @@ pub async fn serve(
         usage: usage::UsageHistory::default(),
         deadlines: lifecycle::Deadlines::default(),
         deadlines_changed: tokio::sync::Notify::new(),
+        alerts: alerts::Alerts::new(webhook_secret.clone()),
         webhooks: webhooks::Webhooks::start(allow_private_webhooks, webhook_secret),
         started: Instant::now(),
         secret,
@@ -170,6 +172,7 @@ pub async fn serve(
     }
     tokio::spawn(lifecycle::run(state.clone()));
     tokio::spawn(usage::run(state.clone()));
+    tokio::spawn(alerts::run(state.clone()));
     if let Some(addr) = state.cfg.dns_listen {
         let sock = tokio::net::UdpSocket::bind(addr)
             .await

@@ -70,6 +70,13 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("PUT", "/v1/usage/prices", A),
     ("GET", "/v1/usage/budgets", V),
     ("PUT", "/v1/usage/budgets/{tenant}", A),
+    // Alerts (node and capacity rules: admins only, checked by the route).
+    ("GET", "/v1/alerts", V),
+    ("GET", "/v1/alerts/rules", V),
+    ("POST", "/v1/alerts/rules", O),
+    ("GET", "/v1/alerts/rules/{id}", V),
+    ("DELETE", "/v1/alerts/rules/{id}", O),
+    ("POST", "/v1/alerts/rules/{id}/test", O),
     // Events.
     ("GET", "/v1/events", V),
     // Sandboxes.

@@ -36,6 +36,8 @@ pub struct AppState {
     /// Wakes the lifecycle task when a deadline changes.
     pub deadlines_changed: Notify,
     pub webhooks: Webhooks,
+    /// Alert rules' evaluation and delivery (`crate::alerts`).
+    pub alerts: crate::alerts::Alerts,
     pub started: Instant,
     /// The server's secret (`<data>/secret.key`): derives E2B envd access tokens.
     pub secret: Vec<u8>,

@@ -22,9 +22,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+mod alerts;
 mod nodes;
 mod secrets;
 mod sqlite;
+mod sqlite_alerts;
 mod sqlite_nodes;
 mod sqlite_secrets;
 mod sqlite_usage;
@@ -32,6 +34,7 @@ mod sqlite_volumes;
 mod usage;
 mod volumes;
 
+pub use alerts::{AlertFiring, AlertRule, AlertStore, FiringFilter};
 pub use nodes::{Heartbeat, NodeRecord, NodeState, NodeStore};
 pub use secrets::{SealedVersion, SecretRecord, SecretStore};
 pub use sqlite::SqliteStore;
@@ -301,7 +304,7 @@ pub struct ExecRecord {
 /// Paddock's persistent state. Implementations: [`SqliteStore`].
 #[async_trait::async_trait]
 pub trait Store:
-    Send + Sync + fmt::Debug + SecretStore + NodeStore + UsageStore + VolumeStore
+    Send + Sync + fmt::Debug + SecretStore + NodeStore + UsageStore + VolumeStore + AlertStore
 {
     // Tenants and keys.
     async fn insert_tenant(&self, t: &Tenant) -> Result<()>;

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_roles.sql"),
     include_str!("../migrations/0006_usage.sql"),
     include_str!("../migrations/0007_volumes.sql"),
+    include_str!("../migrations/0008_alerts.sql"),
 ];
 
 /// The embedded SQLite store.

@@ -155,6 +155,11 @@ impl Sandbox {
         (c.cpu_usage_ns, c.memory_bytes)
     }
 
+    /// How many times the OOM killer struck in the sandbox (cgroup files only).
+    pub fn oom_kills(&self) -> u64 {
+        self.cgroups.stats(self.id.as_str()).oom_kills
+    }
+
     /// Current usage.
     pub fn stats(&self, runtime: &Runtime) -> Stats {
         let c = self.cgroups.stats(self.id.as_str());

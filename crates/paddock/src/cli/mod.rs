@@ -12,6 +12,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 mod admin;
+mod alerts;
 mod api;
 mod code;
 mod desktop;
@@ -115,6 +116,8 @@ pub(crate) enum ClientCmd {
     Service(service::ServiceArgs),
     /// The fleet's nodes (admin): ls, drain ID, undrain ID.
     Nodes(nodes::NodesArgs),
+    /// Alerts: what is firing (ls), rules, add KIND URL, rm ID, test ID.
+    Alerts(alerts::AlertsArgs),
 }
 
 /// Runs a client command; the result is the process's exit code.
@@ -150,6 +153,7 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Mcp(a) => mcp::run(a).await,
         ClientCmd::Service(a) => service::run(a).await,
         ClientCmd::Nodes(a) => nodes::run(a).await,
+        ClientCmd::Alerts(a) => alerts::run(a).await,
     }
 }
 

@@ -1,0 +1,162 @@
+//! Alerts (`docs/alerts.md`): rules per tenant (node and capacity rules fleet-wide, made by
+//! admins), evaluated by the server on events as they are emitted and by a periodic check
+//! every sampling interval; a condition that holds opens one firing per rule and subject
+//! (the store's unique open episode is the deduplication, so of several servers on one store
+//! exactly one delivers), delivered to the rule's webhook with retries, and a `resolved`
+//! message follows when it clears.
+//!
+//! - `rules`: kinds, parameters, limits and the checks of a new rule.
+//! - `eval`: the conditions (periodic checks, event handling, the OOM watch).
+//! - `deliver`: message bodies (JSON or Slack) and delivery with retries.
+//! - `api`: `/v1/alerts` and `/v1/alerts/rules`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use paddock_store::{AlertFiring, AlertRule, now_ms};
+use serde_json::{Value, json};
+
+use crate::state::AppState;
+
+pub mod api;
+pub mod deliver;
+pub mod eval;
+pub mod rules;
+
+/// Failed creates remembered per tenant (for `create_failures` rules).
+const MAX_FAILURES_KEPT: usize = 10_000;
+
+/// The alert machinery a server keeps in memory.
+#[derive(Debug)]
+pub struct Alerts {
+    pub delivery: Arc<deliver::Delivery>,
+    /// Times of failed creates per tenant, oldest first (at most [`MAX_FAILURES_KEPT`]).
+    create_failures: Mutex<HashMap<String, VecDeque<i64>>>,
+    /// Per sandbox: the OOM kill count last seen, and whether an `oom` event was emitted
+    /// since (so the watch does not emit a second one for the same kill).
+    oom: Mutex<HashMap<String, (u64, bool)>>,
+    /// Wakes the periodic check early (a budget or rule changed).
+    pub wake: tokio::sync::Notify,
+}
+
+impl Alerts {
+    pub fn new(secret: Option<String>) -> Alerts {
+        Alerts {
+            delivery: Arc::new(deliver::Delivery::new(secret)),
+            create_failures: Mutex::default(),
+            oom: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn note_create_failure(&self, tenant: &str, at: i64) {
+        let mut m = self
+            .create_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let q = m.entry(tenant.to_owned()).or_default();
+        if q.len() == MAX_FAILURES_KEPT {
+            q.pop_front();
+        }
+        q.push_back(at);
+    }
+
+    /// Failed creates of `tenant` since `since`.
+    fn create_failures_since(&self, tenant: &str, since: i64) -> u64 {
+        let mut m = self
+            .create_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(q) = m.get_mut(tenant) else { return 0 };
+        // Nothing older than a day is ever asked for.
+        while q.front().is_some_and(|t| *t < now_ms() - 86_400_000) {
+            q.pop_front();
+        }
+        q.iter().filter(|t| **t >= since).count() as u64
+    }
+}
+
+/// Opens a firing of `rule` for `subject` unless one is open; a new one is delivered and
+/// recorded as an `alert.firing` event.
+pub async fn fire(state: &AppState, rule: &AlertRule, subject: &str, summary: String, data: Value) {
+    let now = now_ms();
+    let f = AlertFiring {
+        id: 0,
+        rule_id: rule.id.clone(),
+        tenant: rule.tenant.clone(),
+        subject: subject.to_owned(),
+        summary,
+        data,
+        started_at: now,
+        last_seen_at: now,
+        resolved_at: None,
+    };
+    match state.store.open_firing(&f).await {
+        Ok(Some(f)) => {
+            tracing::info!(rule = %rule.id, subject, "alert firing: {}", f.summary);
+            announce(state, rule, &f, deliver::Status::Firing).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(rule = %rule.id, "opening an alert firing: {e}"),
+    }
+}
+
+/// Closes the open firing of `rule` for `subject`, if any, and delivers `resolved`.
+pub async fn resolve(state: &AppState, rule: &AlertRule, subject: &str) {
+    match state
+        .store
+        .resolve_firing(&rule.id, subject, now_ms())
+        .await
+    {
+        Ok(Some(f)) => {
+            tracing::info!(rule = %rule.id, subject, "alert resolved: {}", f.summary);
+            announce(state, rule, &f, deliver::Status::Resolved).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(rule = %rule.id, "resolving an alert firing: {e}"),
+    }
+}
+
+async fn announce(state: &AppState, rule: &AlertRule, f: &AlertFiring, status: deliver::Status) {
+    state.alerts.delivery.send(
+        deliver::dedup_key(&rule.id, &f.subject),
+        rule.url.clone(),
+        deliver::body(rule, f, status),
+    );
+    state
+        .emit(
+            &rule.tenant,
+            None,
+            &format!("alert.{}", status.as_str()),
+            json!({
+                "rule_id": rule.id,
+                "kind": rule.kind,
+                "subject": f.subject,
+                "summary": f.summary,
+                "dedup_key": deliver::dedup_key(&rule.id, &f.subject),
+            }),
+            None,
+        )
+        .await;
+}
+
+/// The evaluation task: events as they are emitted, and the periodic check every sampling
+/// interval (or sooner when woken).
+pub async fn run(state: Arc<AppState>) {
+    let mut events = state.events.subscribe();
+    let mut tick = tokio::time::interval(state.cfg.sample_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(ev) => eval::on_event(&state, &ev).await,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("alerts: {n} events skipped (the periodic check still runs)");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick() => eval::periodic(&state).await,
+            () = state.alerts.wake.notified() => eval::periodic(&state).await,
+        }
+    }
+}
