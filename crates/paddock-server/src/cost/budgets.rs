@@ -1,10 +1,12 @@
 //! Budgets per tenant (`docs/cost.md`): an amount per UTC month at the current prices.
 //! Crossing `warn_at` of it emits `budget_warning`, reaching it `budget_exceeded` (each once
-//! per tenant and month while the server runs); from then on creates of the tenant are
-//! refused with 429 `quota_exceeded`. Kept in `<data>/budgets.json`.
+//! per tenant and month, recorded in the store so a restart does not announce it again;
+//! raising the budget above what was spent forgets the crossing); from then on creates of
+//! the tenant are refused with 429 `quota_exceeded`. Kept in `<data>/budgets.json`.
+//! `budget` alert rules (`crate::alerts`) fire on the same levels.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -116,9 +118,12 @@ pub(super) async fn put(
         std::fs::write(&tmp, json_of(&every).to_string())
             .and_then(|()| std::fs::rename(&tmp, &p))
             .map_err(|e| ApiError::Internal(format!("writing budgets.json: {e}")))?;
+        forget_uncrossed(&state, &tenant, &b).await;
         Ok(b)
     }
     .await;
+    // `budget` alert rules look again now.
+    state.alerts.wake.notify_one();
     let b = state
         .audited(
             &caller,
@@ -149,14 +154,23 @@ pub async fn check(state: &AppState, tenant: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// A crossing: tenant, month (`YYYY-MM`), event kind.
-type Crossing = (String, String, &'static str);
+/// The current period of budgets: the UTC month, `YYYY-MM`.
+fn period() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!("{:04}-{:02}", now.year(), u8::from(now.month()))
+}
 
-/// The crossings already announced by this process.
-static ANNOUNCED: Mutex<Option<HashSet<Crossing>>> = Mutex::new(None);
+/// The levels of a budget: (level, event kind, amount at which it is crossed).
+fn levels(b: &Budget) -> [(&'static str, &'static str, f64); 2] {
+    [
+        ("warning", "budget_warning", b.amount * b.warn_at),
+        ("exceeded", "budget_exceeded", b.amount),
+    ]
+}
 
 /// After usage of `tenant` was added: emits `budget_warning` / `budget_exceeded` once each
-/// per month.
+/// per tenant and month. The crossing is recorded in the store first, so the event comes
+/// once however many servers meter and across restarts.
 pub async fn watch(state: &AppState, tenant: &str) {
     let Some(b) = all(state).get(tenant).copied() else {
         return;
@@ -164,29 +178,48 @@ pub async fn watch(state: &AppState, tenant: &str) {
     let Ok(spent) = super::spent_this_month(state, tenant).await else {
         return;
     };
-    let now = time::OffsetDateTime::now_utc();
-    let month = format!("{:04}-{:02}", now.year(), u8::from(now.month()));
-    for (kind, at) in [
-        ("budget_warning", b.amount * b.warn_at),
-        ("budget_exceeded", b.amount),
-    ] {
+    let month = period();
+    for (level, kind, at) in levels(&b) {
         if spent < at {
             continue;
         }
-        let key = (tenant.to_owned(), month.clone(), kind);
-        let fresh = ANNOUNCED
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_or_insert_with(HashSet::new)
-            .insert(key);
-        if fresh {
-            state.emit(
-                tenant,
-                None,
-                kind,
-                json!({"amount": b.amount, "warn_at": b.warn_at, "spent": spent, "month": month}),
-                None,
-            ).await;
+        match state
+            .store
+            .record_budget_crossing(tenant, &month, level, paddock_store::now_ms())
+            .await
+        {
+            Ok(true) => {
+                state
+                    .emit(
+                        tenant,
+                        None,
+                        kind,
+                        json!({"amount": b.amount, "warn_at": b.warn_at, "spent": spent, "month": month}),
+                        None,
+                    )
+                    .await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(tenant, "recording a budget crossing: {e}"),
+        }
+    }
+}
+
+/// After a budget changed: the levels now above what was spent are no longer crossed, so
+/// crossing them later is announced again.
+async fn forget_uncrossed(state: &AppState, tenant: &str, b: &Budget) {
+    let Ok(spent) = super::spent_this_month(state, tenant).await else {
+        return;
+    };
+    let month = period();
+    for (level, _, at) in levels(b) {
+        if spent < at
+            && let Err(e) = state
+                .store
+                .clear_budget_crossing(tenant, &month, level)
+                .await
+        {
+            tracing::error!(tenant, "clearing a budget crossing: {e}");
         }
     }
 }
