@@ -114,6 +114,17 @@ impl Layers {
         })
     }
 
+    /// The layer directory `dir` as it is, mounting and enabling nothing: the layers of a
+    /// [`crate::Runtime::detached`] runtime, which never makes a subvolume.
+    pub(crate) fn detached(dir: &Path) -> Result<Layers> {
+        fs::create_dir_all(dir.join("sandboxes"))
+            .map_err(RuntimeError::io("creating sandboxes dir"))?;
+        Ok(Layers {
+            root: dir.to_owned(),
+            image: dir.join("no-image"),
+        })
+    }
+
     /// Unmounts the loop-mounted image (if the layers are one, not a btrfs data directory)
     /// and detaches its loop device. Only for a runtime that is closing with no sandbox left.
     pub(crate) fn unmount_image(&self) -> Result<()> {

@@ -40,6 +40,11 @@ pub(crate) struct SlotClaims {
 }
 
 impl SlotClaims {
+    /// Claims local to this runtime, with no directory (a detached runtime makes none).
+    pub(crate) fn local() -> SlotClaims {
+        SlotClaims { dir: None }
+    }
+
     /// Opens (creating) the claims directory. Without one (read-only `/run`), claims are
     /// local to this runtime, and a warning says so.
     pub(crate) fn open() -> SlotClaims {

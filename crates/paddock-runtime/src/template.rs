@@ -432,7 +432,6 @@ const HOST_ETC: &[&str] = &[
 /// Returns the `base` template under `dir`, generating it first if missing or outdated.
 pub fn base(dir: &Path) -> Result<Template> {
     let root = dir.join("base");
-    let rootfs = root.join("rootfs");
     let stamp = root.join("version");
     if fs::read_to_string(&stamp).ok().as_deref() != Some(BASE_VERSION) {
         let tmp = dir.join(".base.tmp");
@@ -443,7 +442,14 @@ pub fn base(dir: &Path) -> Result<Template> {
         let _ = fs::remove_dir_all(&root);
         fs::rename(&tmp, &root).map_err(RuntimeError::io("installing base template"))?;
     }
-    Ok(Template {
+    Ok(base_unbuilt(dir))
+}
+
+/// The `base` template of templates directory `dir` without making its root filesystem
+/// (a detached runtime lists it and never starts a sandbox on it).
+pub fn base_unbuilt(dir: &Path) -> Template {
+    let rootfs = dir.join("base").join("rootfs");
+    Template {
         name: "base".into(),
         layers: vec![rootfs],
         layer_ids: Vec::new(),
@@ -457,7 +463,7 @@ pub fn base(dir: &Path) -> Result<Template> {
         created_unix_ms: 0,
         id_bases: vec![0],
         snapshot: None,
-    })
+    }
 }
 
 fn build_base(r: &Path) -> std::io::Result<()> {

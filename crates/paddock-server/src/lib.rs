@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -127,30 +127,10 @@ pub async fn serve(
     let runtime = tokio::task::spawn_blocking(move || Runtime::open(rcfg))
         .await
         .map_err(|e| ServeError::Reconcile(format!("runtime task: {e}")))??;
-    let (events, _) = tokio::sync::broadcast::channel(4096);
-    let webhook_secret = cfg.webhook_secret.clone();
-    let secret = auth::server_secret(&cfg.data_dir).map_err(ServeError::Secret)?;
-    let secrets = secrets::Secrets::new(cfg.secrets_key.clone());
-    let state = Arc::new(state::AppState {
-        secrets,
-        limiter: auth::RateLimiter::new(cfg.rate_per_sec, cfg.rate_burst),
-        data_limiter: auth::RateLimiter::new(cfg.data_rate_per_sec, cfg.data_rate_burst),
-        cfg: Arc::new(cfg),
-        store,
-        runtime,
-        events,
-        metrics: state::Metrics::default(),
-        create_lock: tokio::sync::Mutex::new(()),
-        pause_lock: tokio::sync::Mutex::new(()),
-        usage: usage::UsageHistory::default(),
-        deadlines: lifecycle::Deadlines::default(),
-        deadlines_changed: tokio::sync::Notify::new(),
-        alerts: alerts::Alerts::new(webhook_secret.clone()),
-        webhooks: webhooks::Webhooks::start(allow_private_webhooks, webhook_secret),
-        started: Instant::now(),
-        secret,
-        sessions: session::Sessions::default(),
-    });
+    let state = Arc::new(
+        state::AppState::new(cfg, store, runtime, allow_private_webhooks)
+            .map_err(ServeError::Secret)?,
+    );
     // A node never makes keys: the fleet's first control plane does.
     let admin_key = if state.cfg.node.is_none() && state.store.count_keys().await? == 0 {
         let (_, secret) = api::admin::new_key(&state, "admin", Role::Admin, None, None, None, None)

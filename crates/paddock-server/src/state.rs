@@ -79,6 +79,40 @@ impl Metrics {
 }
 
 impl AppState {
+    /// The state of a server on `cfg`, `store` and `runtime`, with its background parts
+    /// (webhook delivery) started. Reads the server's secret from the data directory, or
+    /// makes it.
+    pub fn new(
+        cfg: ServerConfig,
+        store: Arc<dyn Store>,
+        runtime: Arc<Runtime>,
+        allow_private_webhooks: bool,
+    ) -> std::io::Result<AppState> {
+        let (events, _) = broadcast::channel(4096);
+        let webhook_secret = cfg.webhook_secret.clone();
+        let secret = crate::auth::server_secret(&cfg.data_dir)?;
+        Ok(AppState {
+            secrets: crate::secrets::Secrets::new(cfg.secrets_key.clone()),
+            limiter: RateLimiter::new(cfg.rate_per_sec, cfg.rate_burst),
+            data_limiter: RateLimiter::new(cfg.data_rate_per_sec, cfg.data_rate_burst),
+            cfg: Arc::new(cfg),
+            store,
+            runtime,
+            events,
+            metrics: Metrics::default(),
+            create_lock: tokio::sync::Mutex::new(()),
+            pause_lock: tokio::sync::Mutex::new(()),
+            usage: crate::usage::UsageHistory::default(),
+            deadlines: crate::lifecycle::Deadlines::default(),
+            deadlines_changed: Notify::new(),
+            alerts: crate::alerts::Alerts::new(webhook_secret.clone()),
+            webhooks: Webhooks::start(allow_private_webhooks, webhook_secret),
+            started: Instant::now(),
+            secret,
+            sessions: crate::session::Sessions::default(),
+        })
+    }
+
     /// Stores an event, publishes it to SSE subscribers and queues its webhooks.
     pub async fn emit(
         &self,

@@ -162,6 +162,48 @@ impl Runtime {
         Ok(rt)
     }
 
+    /// A runtime that touches nothing of the host: the data directory's files only, no
+    /// cgroups (a v2 layout of plain directories under `<data>/detached-cgroup`), no btrfs
+    /// mount, no network table, no uid-range claims, no adoption. It has the `base`
+    /// template, holds no sandbox and creates none (every create is refused as after
+    /// `close`). It needs no root: it is the runtime of the server's router tests, which
+    /// exercise everything in front of the sandboxes.
+    pub fn detached(cfg: RuntimeConfig) -> Result<Arc<Runtime>> {
+        crate::datadir::create_private(&cfg.data_dir)?;
+        let open_lock = crate::datadir::OpenLock::acquire(&cfg.data_dir)?;
+        let instance = instance_name(&cfg.data_dir)?;
+        let cgroup_root = cfg.data_dir.join("detached-cgroup");
+        fs::create_dir_all(&cgroup_root).map_err(RuntimeError::io("creating cgroup fixture"))?;
+        fs::write(cgroup_root.join("cgroup.controllers"), "memory pids cpu\n")
+            .map_err(RuntimeError::io("creating cgroup fixture"))?;
+        let cgroups = Cgroups::detect_at(&cgroup_root, &instance)?;
+        let net = crate::net::Net::new(
+            &instance,
+            cfg.dns_upstream.unwrap_or_else(crate::net::host_resolver),
+        );
+        let layers = Layers::detached(&cfg.data_dir.join("layers"))?;
+        let base = template::base_unbuilt(&cfg.data_dir.join("templates"));
+        let sudo_bin = sudo_bin_for(&cfg.agent_bin);
+        Ok(Arc::new(Runtime {
+            cfg,
+            agent_lib: None,
+            sudo_bin,
+            cgroups,
+            layers,
+            templates: std::sync::RwLock::new(BTreeMap::from([("base".to_owned(), base)])),
+            slots: Mutex::new(BTreeSet::new()),
+            claims: crate::slots::SlotClaims::local(),
+            live: Mutex::new(HashMap::new()),
+            paused: Mutex::new(HashMap::new()),
+            host_memory: u64::MAX,
+            net,
+            open_lock,
+            closed: std::sync::atomic::AtomicBool::new(true),
+            statfs: None,
+            adoption: Mutex::new(AdoptionReport::default()),
+        }))
+    }
+
     fn reconcile(&self) {
         for hs in self.list_host() {
             let record = self.read_record(&hs.id);

@@ -158,11 +158,7 @@ async fn run(
 ) -> ApiResult<Response> {
     // The body may be larger than the API's JSON limit: the code alone may have 1 MiB.
     let raw = read_limited(req, 2 * MAX_CODE_BYTES + 64 * 1024, true).await?;
-    let body: RunBody = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::InvalidJson(format!("invalid JSON body: {e}")))?;
-    if let Some(field) = super::input::nul_field(&raw) {
-        return Err(ApiError::BadRequest(super::input::nul_message(&field)));
-    }
+    let body: RunBody = super::json::parse(&raw)?;
     // The code's own limit is the interpreter's: 413 `code_too_large`, passed through.
     if let Some(t) = body.timeout
         && !(t.is_finite() && (0.0..=86_400.0).contains(&t))

@@ -127,14 +127,7 @@ pub(super) async fn body<T: serde::de::DeserializeOwned>(
     } else {
         &bytes
     };
-    let v = serde_json::from_slice(bytes)
-        .map_err(|e| E2bError(ApiError::InvalidJson(format!("invalid JSON body: {e}"))))?;
-    if let Some(field) = crate::api::input::nul_field(bytes) {
-        return Err(E2bError(ApiError::BadRequest(
-            crate::api::input::nul_message(&field),
-        )));
-    }
-    Ok(v)
+    Ok(crate::api::json::parse(bytes)?)
 }
 
 /// `NewSandbox` (`POST /sandboxes`) and `NewSandboxV2` (`POST /v2/sandboxes`).
