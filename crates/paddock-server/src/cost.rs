@@ -1,11 +1,10 @@
 //! Cost: metered usage of sandboxes, priced by a price table (`docs/cost.md`).
 //!
 //! - Metering: at every sampling round (`usage::run`) each running sandbox's CPU time since
-//!   its previous sample (CPU-seconds) and its memory times the time between the two samples
-//!   (GiB-hours) are added to its row of the hour in the store (`UsageStore`). Disk GiB-hours
-//!   and egress bytes are columns of the same rows but are not metered yet: the disk figure
-//!   asks btrfs (too slow for every round) and the runtime keeps no per-sandbox egress
-//!   counter; both report 0 until they are.
+//!   its previous sample (CPU-seconds), its memory and its layer's referenced bytes times the
+//!   time between the two samples (memory and disk GiB-hours), and the bytes it sent out of
+//!   its network link since (egress; a counter that went back, as when a link is re-created
+//!   at adoption, counts from 0) are added to its row of the hour in the store (`UsageStore`).
 //! - Prices: `<data>/prices.json`, set by `PUT /v1/usage/prices` (admin), every entry a
 //!   finite non-negative number; an invalid table is a 400 naming the entry and changes
 //!   nothing. Without one every price is 0.
@@ -140,9 +139,10 @@ pub async fn meter(state: &AppState, prev: &BTreeMap<String, Sample>, round: &[(
             key_id: rec.key_id,
             template: rec.template,
             cpu_seconds: cur.cpu_ns.saturating_sub(p.cpu_ns) as f64 / 1e9,
-            memory_gib_hours: cur.mem_bytes as f64 / GIB * dt_ms as f64 / HOUR_MS as f64,
-            disk_gib_hours: 0.0,
-            egress_bytes: 0,
+            memory_gib_hours: gib_hours(cur.mem_bytes, dt_ms),
+            disk_gib_hours: gib_hours(cur.disk_bytes, dt_ms),
+            egress_bytes: i64::try_from(counter_delta(p.egress_bytes, cur.egress_bytes))
+                .unwrap_or(i64::MAX),
         });
     }
     if !deltas.is_empty() {
@@ -155,6 +155,17 @@ pub async fn meter(state: &AppState, prev: &BTreeMap<String, Sample>, round: &[(
             budgets::watch(state, t).await;
         }
     }
+}
+
+/// `bytes` held for `dt_ms`, in GiB-hours.
+fn gib_hours(bytes: u64, dt_ms: i64) -> f64 {
+    bytes as f64 / GIB * dt_ms as f64 / HOUR_MS as f64
+}
+
+/// What a cumulative counter added from `prev` to `cur`; a counter that went back was reset
+/// (its link re-created) and counts from 0.
+fn counter_delta(prev: u64, cur: u64) -> u64 {
+    if cur >= prev { cur - prev } else { cur }
 }
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -350,7 +361,7 @@ async fn report(
             "prices": prices.json(),
             "groups": groups,
             "total": total.json(&prices),
-            "metered": ["cpu_seconds", "memory_gib_hours"],
+            "metered": ["cpu_seconds", "memory_gib_hours", "disk_gib_hours", "egress_bytes"],
         }),
     ))
 }
@@ -389,5 +400,8 @@ mod tests {
             egress_gib: 3.0,
         };
         assert!((p.cost(&t) - 6.0).abs() < 1e-9);
+        assert_eq!(counter_delta(10, 25), 15);
+        assert_eq!(counter_delta(25, 7), 7, "a reset counts from 0");
+        assert!((gib_hours(1 << 30, HOUR_MS / 2) - 0.5).abs() < 1e-12);
     }
 }

@@ -2,9 +2,10 @@
 //! (5 s by default, E2B's interval) and kept for the last [`MAX_SAMPLES`] samples, so
 //! `GET /sandboxes/{id}/metrics` answers a time series like E2B's rather than one point.
 //!
-//! A sample reads two cgroup files per sandbox (no process is started, no disk is
-//! touched); the disk figure, which asks btrfs, is measured only when metrics are
-//! requested.
+//! A sample reads two cgroup files per sandbox, its qgroup's `referenced` file in sysfs
+//! (after two ioctls naming the subvolume and the filesystem) and its link's `rx_bytes`: no
+//! process is started. The exact disk figure of the stats route (`btrfs qgroup show --sync`)
+//! is measured only when metrics are requested.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -14,12 +15,16 @@ use crate::state::AppState;
 /// Samples kept per sandbox: one hour at the default interval.
 pub const MAX_SAMPLES: usize = 720;
 
-/// One sample: when (unix ms), cumulative CPU time (ns), memory in use (bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One sample: when (unix ms), cumulative CPU time (ns), memory in use (bytes), what its
+/// layer references (bytes, as of btrfs's last commit) and the bytes it has sent out of its
+/// network link (cumulative; 0 without a link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Sample {
     pub at_ms: i64,
     pub cpu_ns: u64,
     pub mem_bytes: u64,
+    pub disk_bytes: u64,
+    pub egress_bytes: u64,
 }
 
 /// The samples of the running sandboxes, oldest first.
@@ -102,12 +107,15 @@ pub async fn run(state: Arc<AppState>) {
                 .iter()
                 .map(|s| {
                     let (cpu_ns, mem_bytes) = s.cpu_and_memory();
+                    let (disk_bytes, egress_bytes) = s.disk_and_egress(&rt);
                     (
                         s.id.to_string(),
                         Sample {
                             at_ms,
                             cpu_ns,
                             mem_bytes,
+                            disk_bytes,
+                            egress_bytes,
                         },
                     )
                 })
@@ -141,8 +149,7 @@ mod tests {
     fn s(at_ms: i64) -> Sample {
         Sample {
             at_ms,
-            cpu_ns: 0,
-            mem_bytes: 0,
+            ..Default::default()
         }
     }
 
@@ -154,6 +161,7 @@ mod tests {
             at_ms,
             cpu_ns,
             mem_bytes,
+            ..Default::default()
         };
         // a: half a core over the last second; b: one sample only (no CPU figure yet).
         h.record_round(vec![("a".into(), at(0, 0, 10)), ("b".into(), at(0, 5, 7))]);

@@ -1,6 +1,7 @@
 //! Cost (`docs/cost.md`): a sandbox burning CPU is metered into `/v1/usage`, priced by the
-//! price table; an invalid table is a 400 naming the entry and changes nothing; bad report
-//! queries are 400; `paddock usage` prints the report.
+//! price table; disk GiB-hours and egress bytes are metered and priced; an invalid table
+//! is a 400 naming the entry and changes nothing; bad report queries are 400; `paddock
+//! usage` prints the report.
 
 mod server;
 
@@ -232,4 +233,94 @@ async fn a_spent_budget_warns_then_refuses_creates_and_bad_budgets_change_nothin
     assert_eq!(st, StatusCode::OK);
     let again = s.create_as(&dev, json!({})).await;
     assert!(again["id"].is_string());
+}
+
+/// Disk GiB-hours (the layer's referenced bytes, from its qgroup) and egress bytes (what
+/// the sandbox sends out of its link, counted on the host end of its veth) are metered and
+/// priced. The egress is 2 MiB of UDP to 198.18.0.1, a blocked range: the host drops it
+/// after it crossed the link, so nothing leaves the machine, and the count is still what
+/// the sandbox sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn disk_and_egress_are_metered_and_priced() {
+    require_root("the usage test");
+    let s = Server::start(&["--metrics-interval", "1s"]);
+    let (st, v) = call(
+        s.req(Method::PUT, "/v1/usage/prices")
+            .json(&json!({"disk_gib_hour": 1000, "egress_gib": 1000})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let sbx = s
+        .create(json!({"network": {"mode": "allow", "allow": ["example.com"]}}))
+        .await;
+    let id = sbx["id"].as_str().expect("id").to_owned();
+    // One packet first, so the sandbox has resolved its gateway's address before the
+    // burst (packets waiting for that are queued only up to a small limit, then dropped),
+    // then 2 MiB paced so no queue overflows on a busy host.
+    let send = "import socket, time\n\
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                s.sendto(b'x', ('198.18.0.1', 9))\n\
+                time.sleep(1)\n\
+                for i in range(2048):\n    s.sendto(b'x' * 1024, ('198.18.0.1', 9))\n    \
+                if i % 64 == 0: time.sleep(0.01)\n";
+    let script = format!(
+        "dd if=/dev/zero of=$HOME/blob bs=1M count=50 2>/dev/null && sync && python3 -c \"{send}\""
+    );
+    let (st, v) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&json!({"cmd": ["sh", "-c", script], "timeout": 60})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["exit_code"].as_i64()),
+        (StatusCode::OK, Some(0)),
+        "{v}"
+    );
+
+    // 40 MiB held for 3 s is 3.3e-5 GiB-hours: far more than the template's own files
+    // would add up to in the test's time.
+    let min_disk = 40.0 / 1024.0 * 3.0 / 3600.0;
+    let g = eventually(
+        Duration::from_secs(60),
+        "disk and egress metered",
+        || async {
+            let (st, v) = call(s.req(Method::GET, "/v1/usage?by=sandbox")).await;
+            if st != StatusCode::OK {
+                return Err(format!("{st} {v}"));
+            }
+            let g = v["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|g| g["sandbox"] == id.as_str())
+                .cloned()
+                .unwrap_or(Value::Null);
+            let disk = g["disk_gib_hours"].as_f64().unwrap_or(0.0);
+            let egress = g["egress_bytes"].as_i64().unwrap_or(0);
+            if disk >= min_disk && egress >= 2 << 20 {
+                Ok(g)
+            } else {
+                Err(format!("{g}"))
+            }
+        },
+    )
+    .await;
+    let disk = g["disk_gib_hours"].as_f64().expect("disk");
+    let egress = g["egress_bytes"].as_i64().expect("egress");
+    eprintln!("usage: {disk} disk GiB-hours, {egress} egress bytes");
+    // The UDP payloads plus their headers, and little else (DNS, nothing more).
+    assert!(egress < 4 << 20, "{g}");
+    let cost = g["cost"].as_f64().expect("cost");
+    let want = disk * 1000.0 + egress as f64 / (1u64 << 30) as f64 * 1000.0;
+    assert!((cost - want).abs() < 1e-3, "{cost} against {want}: {g}");
+    let (_, v) = call(s.req(Method::GET, "/v1/usage")).await;
+    assert_eq!(
+        v["metered"],
+        json!([
+            "cpu_seconds",
+            "memory_gib_hours",
+            "disk_gib_hours",
+            "egress_bytes"
+        ])
+    );
 }

@@ -160,6 +160,22 @@ impl Sandbox {
         self.cgroups.stats(self.id.as_str()).oom_kills
     }
 
+    /// What metering adds besides CPU and memory: bytes the sandbox's layer references (the
+    /// qgroup's figure as of the last commit, [`crate::layers::Layers::referenced`]) and
+    /// bytes the sandbox sent out of its network link (the host end's received bytes; 0
+    /// without a link). Cheap: sysfs files and two ioctls.
+    pub fn disk_and_egress(&self, runtime: &Runtime) -> (u64, u64) {
+        let disk = runtime.layers.referenced(self.id.as_str()).unwrap_or(0);
+        let egress = std::fs::read_to_string(format!(
+            "/sys/class/net/{}/statistics/rx_bytes",
+            crate::net::ifname(self.slot)
+        ))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+        (disk, egress)
+    }
+
     /// Current usage.
     pub fn stats(&self, runtime: &Runtime) -> Stats {
         let c = self.cgroups.stats(self.id.as_str());

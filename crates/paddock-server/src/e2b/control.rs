@@ -809,14 +809,14 @@ async fn metrics(
         at_ms: now_ms(),
         cpu_ns: now_stats.cpu_usage_ns,
         mem_bytes: now_stats.memory_bytes,
+        ..Default::default()
     });
     let cpu_millis = spec_u64(&r, "cpu_millis");
     // The record is made before the sandbox exists, so every sample comes after it (the
     // sampler can see a sandbox before it is marked ready).
     let mut prev = crate::usage::Sample {
         at_ms: r.created_at,
-        cpu_ns: 0,
-        mem_bytes: 0,
+        ..Default::default()
     };
     let mut out = Vec::new();
     for x in series {
