@@ -100,16 +100,55 @@ pub(crate) struct Kernel {
     dir: PathBuf,
 }
 
-/// The command line of a language's kernel, given its connection file.
-fn command(language: Language, file: &str) -> Command {
-    let (prog, args): (&str, Vec<&str>) = match language {
-        Language::Python => ("python3", vec!["-m", "ipykernel_launcher", "-f", file]),
-        Language::Bash => ("python3", vec!["-m", "bash_kernel", "-f", file]),
-        Language::JavaScript => ("tslab", vec!["kernel", "--config-path", file, "--js"]),
-    };
-    let mut cmd = Command::new(prog);
-    cmd.args(args);
-    cmd
+/// Run in every Python kernel at its start (`IPKernelApp.exec_files`): chart data for
+/// matplotlib figures (`application/vnd.e2b.chart+json`).
+const PYTHON_SETUP: &str = include_str!("../kernel-setup/paddock_charts.py");
+/// Loaded into tslab's Node before tslab (`node --require`): a cell's last expression
+/// becomes its `execute_result` instead of a line on stdout.
+const TSLAB_SETUP: &str = include_str!("../kernel-setup/paddock_tslab.js");
+
+/// `name` as found on `PATH`, with symbolic links resolved.
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .and_then(|p| std::fs::canonicalize(p).ok())
+}
+
+/// The command line of a language's kernel, given its connection file; the setup files it
+/// loads are written next to the connection file, in the kernel's private directory.
+fn command(language: Language, dir: &std::path::Path, file: &str) -> std::io::Result<Command> {
+    let mut cmd;
+    match language {
+        Language::Python => {
+            let setup = dir.join("paddock_charts.py");
+            std::fs::write(&setup, PYTHON_SETUP)?;
+            cmd = Command::new("python3");
+            cmd.args(["-m", "ipykernel_launcher", "-f", file]);
+            cmd.arg(format!("--IPKernelApp.exec_files={}", setup.display()));
+        }
+        Language::Bash => {
+            cmd = Command::new("python3");
+            cmd.args(["-m", "bash_kernel", "-f", file]);
+        }
+        Language::JavaScript => match which("tslab") {
+            // tslab's own script run by Node with the setup preloaded.
+            Some(tslab) => {
+                let setup = dir.join("paddock_tslab.js");
+                std::fs::write(&setup, TSLAB_SETUP)?;
+                cmd = Command::new("node");
+                cmd.arg("--require").arg(&setup).arg(tslab);
+                cmd.args(["kernel", "--config-path", file, "--js"]);
+            }
+            // Not found: running it fails with the usual "not found" start error.
+            None => {
+                cmd = Command::new("tslab");
+                cmd.args(["kernel", "--config-path", file, "--js"]);
+            }
+        },
+    }
+    Ok(cmd)
 }
 
 fn start_err(language: Language, reason: impl Into<String>) -> Error {
@@ -157,7 +196,12 @@ impl Kernel {
                 format!("writing the connection file: {e}"),
             ))
         })?;
-        let mut cmd = command(language, &file.to_string_lossy());
+        let mut cmd = command(language, &dir, &file.to_string_lossy()).map_err(|e| {
+            cleanup(start_err(
+                language,
+                format!("writing the kernel's setup file: {e}"),
+            ))
+        })?;
         let cwd = if std::path::Path::new(cwd).is_dir() {
             cwd
         } else {

@@ -122,6 +122,10 @@ pub(crate) fn result(resp: &ApiResponse) -> CallToolResult {
                         r.insert(short.to_owned(), json!(budget.take(&v.to_string())));
                     }
                 }
+                // Chart data (`chart`, from a matplotlib figure): JSON text, as `json`.
+                if let Some(c) = e.get("chart").filter(|c| c.is_object()) {
+                    r.insert("chart".into(), json!(budget.take(&c.to_string())));
+                }
                 for (short, mime) in IMAGE_KINDS {
                     if let Some(data) = b.get(short).or_else(|| b.get(mime)).and_then(Value::as_str)
                     {
@@ -213,6 +217,18 @@ mod tests {
         assert_eq!(r.content.len(), 2);
         assert_eq!(v["results"][1]["text"], "<DataFrame>");
         assert_eq!(v["results"][1]["html"], "<table/>");
+    }
+
+    #[test]
+    fn chart_data_comes_as_json_text() {
+        let chart = json!({"type": "bar", "title": "T", "elements": [{"label": "a", "group": "", "value": 2.0}]});
+        let r = result(&resp(&[
+            json!({"type": "result", "text": "<Figure>", "png": "iVBO", "chart": chart}),
+            json!({"type": "end"}),
+        ]));
+        let v = r.structured_content.unwrap_or_default();
+        let got: Value = serde_json::from_str(v["results"][0]["chart"].as_str().unwrap()).unwrap();
+        assert_eq!(got, chart);
     }
 
     #[test]

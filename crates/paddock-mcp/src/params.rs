@@ -175,7 +175,8 @@ pub(crate) const RUN_COMMAND: &str = concat!(
 pub(crate) const RUN_CODE: &str = concat!(
     "Run code in the sandbox's stateful interpreter (like a notebook cell) and return its ",
     "results: stdout, stderr, the value of the last expression and rich outputs (text, HTML, ",
-    "JSON; PNG charts come back as images), or the error with its traceback. Variables and ",
+    "JSON; PNG charts come back as images, a matplotlib chart's data also as `chart` JSON), or the ",
+    "error with its traceback. Variables and ",
     "imports persist between calls. `language`: `python` (default), `javascript`/`js` or ",
     "`bash`. The sandbox must be made from the `code-interpreter` template ",
     "(create_sandbox with template `code-interpreter`). Runs at most `timeout` seconds ",

@@ -271,6 +271,14 @@ pub async fn serve(
                             peer = p;
                         }
                     }
+                    // HTTP/2 names the host in `:authority`, not in a Host header: the handlers
+                    // get the Host header HTTP/1.1 would have had (RFC 9113 section 8.3.1), so
+                    // URLs and the SDKs' domain come out the same on both.
+                    if !req.headers().contains_key(hyper::header::HOST)
+                        && let Some(a) = req.uri().authority().and_then(|a| hyper::header::HeaderValue::from_str(a.as_str()).ok())
+                    {
+                        req.headers_mut().insert(hyper::header::HOST, a);
+                    }
                     // envd's stdin streams may pause for long; the proxy's ports do not.
                     let idle = if e2b::envd::target(req.headers(), req.uri(), &domain)
                         .is_some_and(|t| t.port == e2b::ENVD_PORT)

@@ -1,7 +1,8 @@
 //! HTTPS: with `--tls-cert`/`--tls-key` the server speaks TLS only, HTTP/2 and HTTP/1.1 by
 //! ALPN, for the API and for the port proxy's host and path URLs. The certificates are made
 //! here with `openssl` (a test CA and a leaf for `paddock.test`, `*.paddock.test` and
-//! 127.0.0.1); every name is resolved to loopback by the client itself.
+//! 127.0.0.1); every name is resolved to loopback by the client itself, or, for the code
+//! interpreter SDK, by Paddock's DNS responder.
 
 mod server;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use reqwest::{StatusCode, Version};
 use serde_json::{Value, json};
 use server::Server;
+use server::venv::prepare_venv;
 
 fn openssl(dir: &Path, args: &[&str]) {
     let st = Command::new("openssl")
@@ -199,4 +201,87 @@ async fn https_api_and_proxy_speak_http2_by_alpn() {
     let mut buf = [0u8; 16];
     let closed = tokio::time::timeout(Duration::from_secs(20), stalled.read(&mut buf)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+}
+
+/// The code interpreter SDKs build `https://49999-{id}.{domain}` themselves when no
+/// `E2B_SANDBOX_URL` is set: with a certificate for `*.{domain}` and names that resolve to
+/// Paddock (here its DNS responder, in a mount namespace whose resolv.conf names only it),
+/// the unmodified Python SDK creates a sandbox, reaches envd and runs code on port 49999,
+/// all over TLS (a stand-in interpreter: this test does not build the template).
+#[tokio::test(flavor = "multi_thread")]
+async fn code_interpreter_sdk_builds_its_https_url() {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let sdk = tests.join("code-interpreter");
+    let python = tokio::task::spawn_blocking({
+        let sdk = sdk.clone();
+        move || prepare_venv("/var/tmp/paddock-code-interpreter-venv", &sdk)
+    })
+    .await
+    .expect("venv task");
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    // A loopback address of its own per run, so concurrent runs never share port 53.
+    let dns_ip = format!("127.0.54.{}", 1 + std::process::id() % 250);
+    let s = Server::start(&[
+        "--domain",
+        "paddock.test",
+        "--tls-cert",
+        &p("cert.pem"),
+        "--tls-key",
+        &p("key.pem"),
+        "--dns-listen",
+        &format!("{dns_ip}:53"),
+    ]);
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("nameserver {dns_ip}\noptions timeout:2 attempts:2\n"),
+    )
+    .unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "sh", "-c"])
+        .arg(format!(
+            "mount --bind {} /etc/resolv.conf && exec \"$0\" \"$@\"",
+            resolv.display()
+        ))
+        .arg(&python)
+        .arg(sdk.join("over_https.py"))
+        .arg(tests.join("mcp/fake_interpreter.py"))
+        .env("E2B_API_URL", &s.url)
+        .env("E2B_API_KEY", &s.admin_key)
+        .env("SSL_CERT_FILE", p("ca.pem"))
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    for var in [
+        "E2B_SANDBOX_URL",
+        "E2B_DOMAIN",
+        "E2B_DEBUG",
+        "E2B_ACCESS_TOKEN",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("running the SDK"))
+        .await
+        .expect("SDK task");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("code interpreter over https ok"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = s.url.rsplit(':').next().unwrap().to_owned();
+    assert!(
+        stdout.contains("interpreter url https://49999-"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(".paddock.test:{port}")),
+        "{stdout}"
+    );
 }

@@ -41,6 +41,19 @@ test('an error with its traceback', async () => {
   assert.match(ex.error.traceback, /NameError/)
 })
 
+test('chart data and a JavaScript cell\'s value as results', async () => {
+  let ex = await sbx.runCode("import matplotlib.pyplot as plt\nplt.bar(['a', 'b'], [2, 4])\nplt.title('T')\nplt.show()")
+  assert.equal(ex.error, undefined)
+  const chart = ex.results[0].chart
+  assert.equal(chart.type, 'bar')
+  assert.equal(chart.title, 'T')
+  assert.deepEqual(chart.elements.map((e) => [e.label, e.value]), [['a', 2], ['b', 4]])
+  ex = await sbx.runCode("const w = 'x'.repeat(3)\nw + '!'", { language: 'js' })
+  assert.equal(ex.error, undefined)
+  assert.equal(ex.text, "'xxx!'")
+  assert.equal(ex.results[0].isMainResult, true)
+})
+
 test('a JavaScript context, isolated from another', async () => {
   const a = await sbx.createCodeContext({ language: 'js' })
   const b = await sbx.createCodeContext({ language: 'javascript' })

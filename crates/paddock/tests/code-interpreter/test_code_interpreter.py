@@ -10,6 +10,7 @@ import time
 import pytest
 from e2b import NotFoundException, SandboxException, TimeoutException
 from e2b_code_interpreter import Sandbox
+from e2b_code_interpreter.charts import BarChart, ChartType, LineChart, PieChart, ScaleType
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +106,65 @@ def test_javascript(sbx):
     assert ex.logs.stdout == []
     ex = sbx.run_code("throw new Error('boom')", context=ctx)
     assert ex.error is not None and "boom" in ex.error.value
+
+
+def test_javascript_last_expression_is_the_result(sbx):
+    ctx = sbx.create_code_context(language="js")
+    ex = sbx.run_code("const n = 20\nconsole.log('hi')\nn * 2 + 2", context=ctx)
+    assert ex.error is None, ex.error
+    assert ex.logs.stdout == ["hi\n"]
+    assert ex.text == "42"
+    assert len(ex.results) == 1 and ex.results[0].is_main_result
+    ex = sbx.run_code("({ a: [1, 2], s: 'x' })", context=ctx)
+    assert ex.text == "{ a: [ 1, 2 ], s: 'x' }", ex.results
+    # No value (a declaration, undefined): no result, as in Python.
+    ex = sbx.run_code("let m = 1", context=ctx)
+    assert ex.results == [] and ex.logs.stdout == []
+
+
+def test_javascript_timeout_interrupts_and_leaves_the_context_usable(sbx):
+    ctx = sbx.create_code_context(language="js")
+    sbx.run_code("const kept = 'still here'", context=ctx)
+    for code in ("while (true) {}", "await new Promise((r) => setTimeout(r, 60000))"):
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutException):
+            sbx.run_code(code, context=ctx, timeout=2)
+        assert time.monotonic() - t0 < 10, code
+        ex = sbx.run_code("kept", context=ctx)
+        assert ex.text == "'still here'", (code, ex)
+
+
+def test_charts_are_parsed_into_the_sdk_chart_classes(sbx):
+    ex = sbx.run_code(
+        "import matplotlib.pyplot as plt\n"
+        "plt.figure()\n"
+        "plt.plot([1, 2, 3], [1, 4, 9], label='squares')\n"
+        "plt.plot([1, 2, 3], [1, 2, 3], label='identity')\n"
+        "plt.title('Growth'); plt.xlabel('Time (s)'); plt.ylabel('Value')\n"
+        "plt.show()\n"
+        "plt.figure()\n"
+        "plt.bar(['apples', 'pears'], [3, 5], label='2026')\n"
+        "plt.title('Fruit')\n"
+        "plt.show()\n"
+    )
+    assert ex.error is None, ex.error
+    line, bar = [r.chart for r in ex.results]
+    assert isinstance(line, LineChart) and line.type == ChartType.LINE, line
+    assert line.title == "Growth"
+    assert (line.x_label, line.x_unit, line.y_label) == ("Time (s)", "s", "Value")
+    assert line.x_scale == ScaleType.LINEAR
+    assert [e.label for e in line.elements] == ["squares", "identity"]
+    assert line.elements[0].points == [(1, 1), (2, 4), (3, 9)]
+    assert line.x_ticks and len(line.x_ticks) == len(line.x_tick_labels)
+    assert isinstance(bar, BarChart) and bar.type == ChartType.BAR, bar
+    assert bar.title == "Fruit"
+    assert [(e.label, e.value, e.group) for e in bar.elements] == [("apples", 3, "2026"), ("pears", 5, "2026")]
+    # The PNG is still there next to the chart.
+    assert all(r.png for r in ex.results)
+    ex = sbx.run_code("plt.pie([1, 3], labels=['a', 'b']); plt.show()")
+    pie = ex.results[0].chart
+    assert isinstance(pie, PieChart), pie
+    assert [(e.label, round(e.angle)) for e in pie.elements] == [("a", 90), ("b", 270)]
 
 
 def test_bash(sbx):

@@ -2,7 +2,9 @@
 //! built on the `python` template that `templates.rs` has just made, then driven through the
 //! native API (`/v1/sandboxes/{id}/code`), the CLI (`paddock code`) and the unmodified
 //! E2B code interpreter SDKs: the pytest suite in `tests/code-interpreter/` (venv under
-//! `/var/tmp`, PyPI) and the node suite in `tests/code-interpreter-js/` (`npm ci`).
+//! `/var/tmp`, PyPI) and the node suite in `tests/code-interpreter-js/` (`npm ci`); then MCP's
+//! `run_code` against a real interpreter (`tests/mcp/client.py interp`, the MCP venv of
+//! `tests/mcp.rs`), here because this is where the template is built.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,14 +13,15 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::server::venv::prepare_venv;
 use crate::server::{Server, call, e2b_env};
 
 const VENV: &str = "/var/tmp/paddock-code-interpreter-venv";
 const JS_DIR: &str = "/var/tmp/paddock-code-interpreter-js";
 /// Tests in `tests/code-interpreter/test_code_interpreter.py`.
-const PY_TESTS: usize = 16;
+const PY_TESTS: usize = 19;
 /// Tests in `tests/code-interpreter-js/code_interpreter.test.mjs`.
-const JS_TESTS: usize = 6;
+const JS_TESTS: usize = 7;
 
 fn tests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
@@ -83,6 +86,7 @@ pub(crate) async fn check(s: &Server) {
     cli(s).await;
     python_sdk(s);
     js_sdk(s);
+    mcp_run_code(s);
 
     let (st, v) = call(s.req(Method::DELETE, "/v1/templates/code-interpreter")).await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
@@ -250,33 +254,9 @@ async fn cli(s: &Server) {
     assert_eq!(st, StatusCode::NO_CONTENT);
 }
 
-/// Makes (or reuses) the venv with the pinned SDKs.
+/// Makes (or reuses) the venv with the pinned SDKs (shared with `tests/tls.rs`).
 fn venv() -> PathBuf {
-    let req = tests_dir().join("code-interpreter/requirements.txt");
-    let want = std::fs::read_to_string(&req).unwrap();
-    let stamp = Path::new(VENV).join("paddock-requirements.txt");
-    let python = Path::new(VENV).join("bin/python");
-    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&want) {
-        return python;
-    }
-    run(
-        Command::new("python3").args(["-m", "venv", "--clear", VENV]),
-        "python3 -m venv",
-    );
-    run(
-        Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "-r",
-            req.to_str().unwrap(),
-        ]),
-        "pip install the code interpreter SDK",
-    );
-    std::fs::write(&stamp, want).unwrap();
-    python
+    prepare_venv(VENV, &tests_dir().join("code-interpreter"))
 }
 
 fn python_sdk(s: &Server) {
@@ -346,4 +326,39 @@ fn js_sdk(s: &Server) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains(&format!("# pass {JS_TESTS}")), "{stdout}");
+}
+
+/// MCP's `run_code` over `/mcp` against a real `code-interpreter` sandbox, with the official
+/// MCP Python SDK (`tests/mcp/client.py interp`; `tests/mcp.rs` checks everything else of MCP
+/// against a stand-in interpreter, without this template).
+fn mcp_run_code(s: &Server) {
+    let dir = tests_dir().join("mcp");
+    let python = prepare_venv("/var/tmp/paddock-mcp-venv", &dir);
+    let t0 = Instant::now();
+    let out = Command::new(python)
+        .arg(dir.join("client.py"))
+        .args(["interp", &format!("{}/mcp", s.url)])
+        .env("PADDOCK_MCP_KEY_A", &s.admin_key)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running the MCP client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "code interpreter through MCP: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("MCP run_code against the real interpreter passed"),
+        "{stdout}"
+    );
 }

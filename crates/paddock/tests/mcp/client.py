@@ -4,6 +4,9 @@ requirements.txt), over stdio (`paddock mcp`) or streamable HTTP (`/mcp`).
 Usage:
   client.py stdio PADDOCK_BIN SERVER_URL   (keys from PADDOCK_MCP_KEY_A / _B)
   client.py http MCP_URL                   (same keys, sent as Authorization: Bearer)
+  client.py interp MCP_URL                 (run_code against a real code-interpreter sandbox,
+                                            key A only; templates.rs runs it once the
+                                            template is built)
 
 Key A runs the whole scenario; key B (another tenant) must not see A's sandbox.
 PADDOCK_MCP_CODE_ROUTE=1 says the server documents `POST /v1/sandboxes/{id}/code`: run_code
@@ -187,7 +190,43 @@ async def fake_interpreter(a: Client, sid: str) -> None:
     assert out["truncated"] is True and len(out["stdout"]) == 65536, len(out["stdout"])
 
 
+async def real_interpreter() -> None:
+    """run_code against a real `code-interpreter` sandbox (mode `interp`, key A, over /mcp):
+    state, stdout, a value, a chart as an image with its data, JavaScript, an error, and a
+    timeout that interrupts and keeps the state."""
+    async with client_for(os.environ["PADDOCK_MCP_KEY_A"], "auto") as a:
+        sid = data_of(await call(a, "create_sandbox", {"template": "code-interpreter"}))["sandbox_id"]
+        try:
+            out = data_of(await call(a, "run_code", {"sandbox_id": sid, "code": "x = 41\nprint('hi')\nx + 1"}))
+            assert out["stdout"] == "hi\n", out
+            assert out["results"] == [{"text": "42", "is_main_result": True}], out
+            r = await call(a, "run_code", {
+                "sandbox_id": sid,
+                "code": "import matplotlib.pyplot as plt\nplt.bar(['a', 'b'], [1, 2])\nplt.title('T')\nplt.show()",
+            })
+            out = data_of(r)
+            images = [c for c in r.content if getattr(c, "type", "") == "image"]
+            assert len(images) == 1 and images[0].mime_type == "image/png", r.content
+            chart = json.loads(out["results"][0]["chart"])
+            assert chart["type"] == "bar" and chart["title"] == "T", chart
+            assert [(e["label"], e["value"]) for e in chart["elements"]] == [("a", 1), ("b", 2)], chart
+            out = data_of(await call(a, "run_code", {"sandbox_id": sid, "code": "[1, 2].map((v) => v * 3)", "language": "js"}))
+            assert out["results"] == [{"text": "[ 3, 6 ]", "is_main_result": True}], out
+            r = await call(a, "run_code", {"sandbox_id": sid, "code": "1/0"}, expect_error=True)
+            assert r.structured_content["error"]["name"] == "ZeroDivisionError", r.structured_content
+            r = await call(a, "run_code", {"sandbox_id": sid, "code": "import time\nwhile True: time.sleep(0.1)", "timeout": 2}, expect_error=True)
+            assert r.structured_content["error"]["name"] == "TimeoutError", r.structured_content
+            out = data_of(await call(a, "run_code", {"sandbox_id": sid, "code": "x"}))
+            assert out["results"][0]["text"] == "41", out
+        finally:
+            await call(a, "kill_sandbox", {"sandbox_id": sid})
+    print("MCP run_code against the real interpreter passed", flush=True)
+
+
 async def main() -> None:
+    if MODE == "interp":
+        await real_interpreter()
+        return
     # The SDK's default ("auto": the 2026-07-28 discovery) and the initialize handshake
     # that older clients use.
     for protocol in ("auto", "legacy"):
