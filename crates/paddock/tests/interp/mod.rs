@@ -173,6 +173,23 @@ async fn native_api(s: &Server) {
     assert_eq!(ev[0]["code"], "code_too_large", "{ev:?}");
     let (st, ev) = code(s, &id, json!({"code": "x", "timeout": -1})).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{ev:?}");
+    // The same for contexts: an unknown language, an unknown context.
+    let (st, v) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/code/contexts"))
+            .json(&json!({"language": "cobol"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["code"], "unknown_language", "{v}");
+    for (m, path) in [
+        (Method::DELETE, "nope"),
+        (Method::POST, "nope/restart"),
+        (Method::POST, "nope/interrupt"),
+    ] {
+        let (st, v) = call(s.req(m, &format!("/v1/sandboxes/{id}/code/contexts/{path}"))).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{path}: {v}");
+        assert_eq!(v["code"], "context_not_found", "{path}: {v}");
+    }
 
     // A sandbox without the interpreter is told which template has one.
     let plain = s.create(json!({"template": "python"})).await;
