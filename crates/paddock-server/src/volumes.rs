@@ -162,6 +162,15 @@ pub async fn resolve(
                     crate::state::truncate(&u.name, 64)
                 ))
             })?;
+        // On a fleet node, a volume of another node (placement sends creates to the node
+        // holding their volumes; this is a create sent straight to a node, or a volume whose
+        // node no heartbeat listed yet).
+        if state.cfg.node.is_some() && !state.runtime.volume_ids().contains(&rec.id) {
+            return Err(ApiError::Conflict(format!(
+                "volume {:?} is on another node of the fleet",
+                crate::state::truncate(&u.name, 64)
+            )));
+        }
         out.push(VolumeMount {
             volume: rec.id,
             path,

@@ -2,7 +2,8 @@
 //! built on node 1 is used on node 3, which fetches its layers from node 1 once, checked
 //! by digest; a corrupted layer fails with a clear error and leaves nothing on node 3; the
 //! template list through a control plane is the fleet's; a delete through it deletes the
-//! template on every node. The fetch rate is printed (`BENCHMARKS.md`).
+//! template on every node. The fetch rate is printed (`BENCHMARKS.md`). And volumes, which
+//! stay on their node: creates mounting one are placed there (`docs/fleet.md`, "Volumes").
 
 mod cluster;
 mod server;
@@ -307,4 +308,119 @@ async fn corrupted_layer_fails_clearly_and_leaves_nothing() {
         v["sandboxes"].as_array().is_none_or(|s| s.is_empty()),
         "{v}"
     );
+}
+
+/// The node (name) whose heartbeat lists volume `id`.
+async fn volume_node(f: &Fleet, id: &str) -> String {
+    eventually(
+        Duration::from_secs(10),
+        "the volume in a heartbeat",
+        || async {
+            let nodes = f.nodes().await;
+            nodes
+                .iter()
+                .find(|n| {
+                    n["usage"]["volumes"]
+                        .as_array()
+                        .is_some_and(|v| v.iter().any(|x| x == id))
+                })
+                .map(|n| n["name"].as_str().unwrap_or_default().to_owned())
+                .ok_or_else(|| format!("{nodes:?}"))
+        },
+    )
+    .await
+}
+
+/// Volumes are per node (`docs/fleet.md`, "Volumes"): creates mounting one go to its node
+/// and share its files; requests naming it reach that node; a draining node, volumes on two
+/// nodes and a create sent to the wrong node fail with errors naming why.
+#[tokio::test(flavor = "multi_thread")]
+async fn creates_mounting_a_volume_go_to_its_node() {
+    let mut f = Fleet::start(1, &[&[], &[]]);
+    let (st, v) = call(
+        f.req(0, Method::POST, "/v1/volumes")
+            .json(&json!({"name": "data"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let vol = v["id"].as_str().expect("id").to_owned();
+    let holder = volume_node(&f, &vol).await;
+    let holder_id = f.node_id(&holder).await;
+    let (hi, other) = if holder == "node1" { (0, 1) } else { (1, 0) };
+
+    // Four creates mounting it: all on its node (placement would otherwise spread them),
+    // and what one writes another reads.
+    let body = json!({"volumes": [{"name": "data", "path": "/data"}], "timeout": 300});
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let v = f.create(0, body.clone()).await;
+        assert_eq!(v["node"], holder_id.as_str(), "{v}");
+        ids.push(v["id"].as_str().expect("id").to_owned());
+    }
+    f.exec(0, &ids[0], "echo shared > /data/f").await;
+    let v = f.exec(0, &ids[3], "cat /data/f").await;
+    assert_eq!(v["stdout"], "shared\n", "{v}");
+    // A request naming the volume reaches its node (which knows its usage and users).
+    let (st, v) = call(f.req(0, Method::GET, "/v1/volumes/data")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["mounted_by"].as_array().map(Vec::len), Some(4), "{v}");
+
+    // A create sent straight to the other node is refused clearly.
+    let (st, v) = call(to_node(&f, other, Method::POST, "/v1/sandboxes").json(&body)).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("on another node")),
+        "{v}"
+    );
+
+    // Volumes on two nodes cannot be mounted together.
+    let (st, v) =
+        call(to_node(&f, other, Method::POST, "/v1/volumes").json(&json!({"name": "elsewhere"})))
+            .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    volume_node(&f, v["id"].as_str().expect("id")).await;
+    let (st, v) = call(f.req(0, Method::POST, "/v1/sandboxes").json(&json!({
+        "volumes": [{"name": "data", "path": "/data"}, {"name": "elsewhere", "path": "/e"}]
+    })))
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("volumes of one node only")),
+        "{v}"
+    );
+
+    // Its node draining: 503 naming the volume, the node and why.
+    let (st, v) = call(f.req(0, Method::POST, &format!("/v1/nodes/{holder_id}/drain"))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = call(f.req(0, Method::POST, "/v1/sandboxes").json(&body)).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["code"], "no_capacity", "{v}");
+    let msg = v["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&format!(
+            "volume \"data\" is on node {holder}, which is draining"
+        )),
+        "{msg}"
+    );
+    // A create without volumes still goes to the other node.
+    let v = f.create(0, json!({})).await;
+    assert_ne!(v["node"], holder_id.as_str(), "{v}");
+
+    // Its node dead: 503 naming that.
+    f.nodes[hi].kill9();
+    eventually(Duration::from_secs(20), "the node dead", || async {
+        let (_, v) = call(f.req(0, Method::POST, "/v1/sandboxes").json(&body)).await;
+        let msg = v["message"].as_str().unwrap_or_default().to_owned();
+        server::done_when(
+            msg.contains(&format!(
+                "volume \"data\" is on node {holder}, which is dead"
+            )) || msg.contains("about to be declared dead"),
+            msg,
+        )
+    })
+    .await;
 }

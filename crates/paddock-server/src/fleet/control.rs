@@ -520,6 +520,21 @@ async fn route_other(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
     {
         return Ok(ctl.forwarder.forward(&n.name, &n.address, req).await);
     }
+    // A request naming a volume goes to the node holding it.
+    if super::volumes::named(req.uri().path()).is_some() {
+        let (parts, body) = req.into_parts();
+        let holder = super::volumes::route(ctl.store.as_ref(), &nodes, &parts).await?;
+        let req = Request::from_parts(parts, body);
+        if let Some(n) = holder {
+            return Ok(ctl.forwarder.forward(&n.name, &n.address, req).await);
+        }
+        let live: Vec<&NodeRecord> = nodes.iter().filter(live).collect();
+        if live.is_empty() {
+            return Err(ApiError::Unavailable("no node of the fleet is up".into()));
+        }
+        let n = live[ctl.next.fetch_add(1, Ordering::Relaxed) % live.len()];
+        return Ok(ctl.forwarder.forward(&n.name, &n.address, req).await);
+    }
     // The template list is the fleet's: every live node's, merged.
     if req.method() == http::Method::GET && req.uri().path() == "/v1/templates" {
         let live: Vec<&NodeRecord> = nodes.iter().filter(live).collect();
@@ -638,6 +653,10 @@ async fn create(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
         .await
         .map_err(|_| ApiError::PayloadTooLarge(ctl.cfg.max_json_body))?;
     let want = want_of(parts.uri.path(), &bytes)?;
+    // Volumes live on one node: a create mounting them goes there.
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let names = super::volumes::mounted(&body, parts.uri.path() != "/v1/sandboxes");
+    let vol = super::volumes::holder_for_create(ctl.store.as_ref(), &parts, &names).await?;
     let mut nodes = ctl.store.list_nodes().await?;
     // A template made a moment ago shows in its node's next heartbeat: wait for one.
     let until = std::time::Instant::now() + super::HEARTBEAT + Duration::from_millis(500);
@@ -645,12 +664,18 @@ async fn create(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
         tokio::time::sleep(Duration::from_millis(200)).await;
         nodes = ctl.store.list_nodes().await?;
     }
-    if !held(&nodes, &want.template) {
+    if !held(&nodes, &want.template) && vol.is_none() {
         // No node has it: any node answers as a single host would (unknown template).
         let req = Request::from_parts(parts, Body::from(bytes));
         return route_other(ctl, req).await;
     }
     let now = now_ms();
+    if let Some((h, v)) = &vol {
+        if let Some(e) = super::volumes::unusable(h, v, now) {
+            return Err(e);
+        }
+        nodes.retain(|n| n.id == h.id);
+    }
     let chosen = {
         let mut pending = ctl.pending.lock().expect("pending poisoned");
         let get = |n: &NodeRecord| {
@@ -660,7 +685,17 @@ async fn create(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
                 .copied()
                 .unwrap_or_default()
         };
-        let n = placement::choose(&nodes, &get, &want, now).map_err(ApiError::NoCapacity)?;
+        let n = placement::choose(&nodes, &get, &want, now).map_err(|e| {
+            ApiError::NoCapacity(match &vol {
+                Some((h, v)) => {
+                    format!(
+                        "{e} (volume {v:?} is on node {}, where its sandboxes run)",
+                        h.name
+                    )
+                }
+                None => e,
+            })
+        })?;
         let mut p = get(n);
         p.since_heartbeat = n.heartbeat_at;
         p.sandboxes += 1;

@@ -33,6 +33,7 @@ pub mod forward;
 pub mod layers;
 pub mod node;
 pub mod placement;
+pub mod volumes;
 
 /// The header carrying the fleet token on requests from control planes to nodes.
 pub const TOKEN_HEADER: &str = "x-paddock-node-token";

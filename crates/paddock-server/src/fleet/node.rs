@@ -78,6 +78,8 @@ async fn usage(state: &AppState) -> Result<Heartbeat, paddock_store::StoreError>
             "disk_free_bytes": host.disk_free_bytes,
             "memory_available_bytes": host.memory_available_bytes,
             "load1": host.load_avg.map(|l| l[0]),
+            // Where creates mounting them must go (`super::volumes`).
+            "volumes": state.runtime.volume_ids(),
         }),
         sandboxes: u32::try_from(mine.len()).unwrap_or(u32::MAX),
         templates,
