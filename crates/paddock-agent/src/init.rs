@@ -1,7 +1,6 @@
 //! The agent as PID 1: reaps every zombie in the sandbox and serves the envd protocol.
 
 use std::collections::BTreeMap;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use paddock_core::AGENT_LISTEN_FD;
@@ -56,9 +55,8 @@ async fn serve() -> crate::error::Result<()> {
             std::os::unix::net::UnixListener::bind(&path)?
         }
         None => {
-            // SAFETY: the setup stage placed the listening socket at this fixed descriptor
-            // and nothing else in this process owns it.
-            let fd = unsafe { OwnedFd::from_raw_fd(AGENT_LISTEN_FD) };
+            // The setup stage placed the listening socket at this fixed descriptor.
+            let fd = crate::sys::take_inherited_fd(AGENT_LISTEN_FD)?;
             // The setup stage had to clear close-on-exec to hand the socket over; set it
             // again at once, or every process the agent starts would inherit the listener
             // and could accept (and read or forge) the host's requests.
@@ -109,9 +107,9 @@ fn keep_statfs_listener() -> crate::error::Result<()> {
     if n != paddock_core::STATFS_LISTENER_FD {
         crate::error::bail!("unexpected statfs listener descriptor {n}");
     }
-    // SAFETY: the setup stage placed the listener at this fixed descriptor and nothing else
-    // in this process owns it; it is leaked on purpose below, so it is never closed.
-    let fd = unsafe { OwnedFd::from_raw_fd(n) };
+    // The setup stage placed the listener at this fixed descriptor; it is leaked on purpose
+    // below, so it is never closed.
+    let fd = crate::sys::take_inherited_fd(n)?;
     rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
     std::mem::forget(fd);
     Ok(())

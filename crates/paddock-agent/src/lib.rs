@@ -31,6 +31,7 @@ pub mod services;
 pub mod setup;
 mod signals;
 pub mod sudo;
+mod sys;
 pub mod users;
 
 /// Locks a mutex, recovering the data if a panic poisoned it. The agent is PID 1 of the

@@ -594,8 +594,8 @@ fn hold(pid: u32) -> std::io::Result<(OwnedFd, u64)> {
         Ok((fd, st.start))
     });
     if opened.is_err() {
-        // SAFETY: kill has no memory-safety preconditions; the child is unreaped (see above).
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        // The child is unreaped (see above), so the number is still its.
+        let _ = crate::sys::kill(pid as i32, libc::SIGKILL);
     }
     opened
 }
@@ -695,21 +695,22 @@ pub async fn reap(procs: Arc<Procs>) {
             // never collect a child that std's `Command::spawn` is itself waiting for after a
             // failed exec (std panics when that child is already gone).
             let mut table = lock(&procs.table);
-            let mut status = 0;
-            // SAFETY: waitpid with a valid out-pointer; WNOHANG never blocks.
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid <= 0 {
+            // `waitpid(-1)`, any child (rustix's `waitpid(None)` is only our process group);
+            // WNOHANG never blocks; no child left to collect (ECHILD) ends the round too.
+            let Ok(Some((pid, status))) =
+                rustix::process::wait(rustix::process::WaitOptions::NOHANG)
+            else {
                 break;
-            }
-            let exit = if libc::WIFEXITED(status) {
-                let c = libc::WEXITSTATUS(status);
+            };
+            let pid = pid.as_raw_nonzero().get();
+            let exit = if let Some(c) = status.exit_status() {
                 Exit {
                     code: c,
                     exited: true,
                     status: format!("exit status {c}"),
                 }
             } else {
-                let s = libc::WTERMSIG(status);
+                let s = status.terminating_signal().unwrap_or(0);
                 Exit {
                     code: -1,
                     exited: false,
@@ -975,13 +976,7 @@ use pty::{open_pty, set_winsize};
 #[cfg(test)]
 mod tests;
 
-/// `setsid(2)` for a child between fork and exec (async-signal-safe). Not rustix's: gVisor's
-/// Sentry answers 0 rather than the new session id, which rustix takes for an invalid pid
-/// and panics on; only -1 is a failure.
+/// `setsid(2)` for a child between fork and exec ([`crate::sys::setsid`]).
 pub(crate) fn new_session() -> std::io::Result<()> {
-    // SAFETY: setsid takes no arguments and touches no memory.
-    if unsafe { libc::setsid() } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    crate::sys::setsid()
 }

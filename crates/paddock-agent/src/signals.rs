@@ -20,7 +20,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9): the signal goes to the process group whose id
 /// is the pidfd's process.
@@ -102,27 +102,10 @@ fn send(pidfd: BorrowedFd<'_>, sig: i32, flags: libc::c_uint) -> std::io::Result
         } else {
             pid
         };
-        // SAFETY: kill has no memory-safety preconditions; the number was just checked to be
-        // the handle's unreaped process (module doc).
-        if unsafe { libc::kill(target, sig) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        return Ok(());
+        // The number was just checked to be the handle's unreaped process (module doc).
+        return crate::sys::kill(target, sig);
     }
-    // SAFETY: a valid descriptor, a signal number and a null siginfo; no memory is shared.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            flags,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    crate::sys::pidfd_send_signal(pidfd, sig, flags)
 }
 
 /// Sends `sig` to the process behind `pidfd` (number `pid`), or to its process group.
@@ -176,12 +159,8 @@ fn signal_with<G>(
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             let _guard = hold_reaper();
             send(pidfd, 0, 0)?;
-            // SAFETY: kill has no memory-safety preconditions; the group id is pinned as
-            // explained above.
-            if unsafe { libc::kill(-(pid as i32), sig) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+            // The group id is pinned as explained above.
+            crate::sys::kill(-(pid as i32), sig)
         }
         r => r,
     }

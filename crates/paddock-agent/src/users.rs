@@ -104,15 +104,8 @@ fn set_fs_ids(uid: u32, gid: u32) {
     /// Set once `setfsgid` answered `ENOSYS` (gVisor's Sentry has no filesystem ids).
     static NO_FSIDS: AtomicBool = AtomicBool::new(false);
     if !NO_FSIDS.load(Ordering::Relaxed) {
-        // SAFETY: setfsgid/setfsuid take plain integers and change only this thread's
-        // filesystem credentials; the kernel drops filesystem capabilities for a non-zero
-        // fsuid and restores them when it returns to 0.
-        unsafe {
-            // It returns the previous fsgid, never -1 but where it does not exist.
-            if libc::syscall(libc::SYS_setfsgid, gid) != -1 {
-                libc::syscall(libc::SYS_setfsuid, uid);
-                return;
-            }
+        if crate::sys::set_thread_fs_ids(uid, gid) {
+            return;
         }
         NO_FSIDS.store(true, Ordering::Relaxed);
     }
@@ -120,19 +113,8 @@ fn set_fs_ids(uid: u32, gid: u32) {
     // The real and saved ids stay 0, so the thread can always return to root; a non-zero
     // effective uid drops the thread's effective capabilities, and returning to 0 restores
     // them. Raw syscalls change the calling thread only (the Sentry keeps credentials per
-    // task, as Linux does). The gid goes first while the thread is still root, and comes
-    // back after the uid.
-    let keep = u32::MAX; // -1: unchanged
-    // SAFETY: setresuid/setresgid take plain integers and change only this thread's ids.
-    unsafe {
-        if uid == 0 {
-            libc::syscall(libc::SYS_setresuid, keep, 0u32, keep);
-            libc::syscall(libc::SYS_setresgid, keep, gid, keep);
-        } else {
-            libc::syscall(libc::SYS_setresgid, keep, gid, keep);
-            libc::syscall(libc::SYS_setresuid, keep, uid, keep);
-        }
-    }
+    // task, as Linux does).
+    crate::sys::set_thread_effective_ids(uid, gid);
 }
 
 /// The user a request acts as: the username of an `Authorization: Basic` header (how the
