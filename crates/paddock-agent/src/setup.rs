@@ -130,8 +130,14 @@ fn run() -> Result<i32> {
             // (host uid 0, the owner of overlayfs's whiteouts and of what setup wrote, stays
             // 0, as it appeared to the sandbox the snapshot was taken of). No fallback to a
             // plain bind here: unmapped, the files would belong to another sandbox's ids.
+            // A gVisor sandbox (`id_base` 0) maps the snapshot's ids onto its own 0..count;
+            // host uid 0 then stays unmapped (shown as the overflow id), as it does in a
+            // native sandbox's user namespace.
             base => {
-                let map = format!("0 0 1\n{base} {} {}\n", cfg.id_base, cfg.id_count);
+                let map = match cfg.id_base {
+                    0 => format!("{base} 0 {}\n", cfg.id_count),
+                    id_base => format!("0 0 1\n{base} {id_base} {}\n", cfg.id_count),
+                };
                 let ns = make_userns_map(&map).context("creating a snapshot's id mapping")?;
                 attach_idmapped_strict(l, m, &ns).context("id-mapping snapshot")?;
             }

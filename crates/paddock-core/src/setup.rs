@@ -113,7 +113,22 @@ pub struct GvisorSetup {
     pub agent_dir: PathBuf,
     /// `runsc --platform` (`ptrace` here: the KVM platform hangs on this machine kind).
     pub platform: String,
+    /// Host directory holding [`GVISOR_COMPAT_LIB`] and [`GVISOR_COMPAT_PRELOAD`]: bound
+    /// read-only at [`GVISOR_COMPAT_DIR`], its preload file over `/etc/ld.so.preload`.
+    /// `None`: no compat library for this target.
+    #[serde(default)]
+    pub compat: Option<PathBuf>,
 }
+
+/// Where a gVisor sandbox sees the compat library's directory.
+pub const GVISOR_COMPAT_DIR: &str = "/opt/paddock/gvisor";
+
+/// The compat library: glibc's `statx`/`fstatat` without the `AT_NO_AUTOMOUNT` flag, which
+/// this runsc refuses (`docs/isolation.md`).
+pub const GVISOR_COMPAT_LIB: &str = "libpaddock-gvisor-compat.so";
+
+/// The file bound over the sandbox's `/etc/ld.so.preload`, naming the compat library.
+pub const GVISOR_COMPAT_PRELOAD: &str = "ld.so.preload";
 
 /// A volume mounted into the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -124,11 +124,6 @@ pub async fn create(
     check_selector(state, &spec.node_selector)?;
     let isolation = crate::isolation::choose(state, &spec)?;
     let volumes = crate::volumes::resolve(state, &caller.key.tenant, &spec.volumes).await?;
-    if isolation == paddock_core::Isolation::Gvisor && !volumes.is_empty() {
-        return Err(ApiError::BadRequest(
-            "volumes are not supported on the gvisor backend yet: use native isolation".into(),
-        ));
-    }
     let id = SandboxId::random();
     let now = now_ms();
     let timeout_ms = i64::try_from(spec.timeout.as_millis()).unwrap_or(i64::MAX);

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 
 use paddock_core::{
     AGENT_LIB_DIR, AGENT_LOADER, AGENT_MOUNTPOINT, GVISOR_AGENT_DIR, GVISOR_AGENT_SOCK,
-    GvisorSetup, SetupConfig,
+    GVISOR_COMPAT_DIR, GVISOR_COMPAT_LIB, GvisorSetup, SetupConfig,
 };
 use serde_json::json;
 
@@ -40,6 +40,10 @@ pub(super) fn start(cfg: &SetupConfig, g: &GvisorSetup, root: &Path) -> Result<i
         None,
     )
     .context("remounting the agent dir")?;
+
+    if let Some(compat) = &g.compat {
+        bind_compat(root, compat, &g.bundle).context("preloading the gVisor compat library")?;
+    }
 
     // A network namespace with loopback only; the runtime adds the sandbox's link to it as
     // for a native sandbox. gVisor's own network stack does not start on this runsc and
@@ -93,6 +97,76 @@ pub(super) fn start(cfg: &SetupConfig, g: &GvisorSetup, root: &Path) -> Result<i
     }
 }
 
+/// The most of an image's own `/etc/ld.so.preload` that is kept (it lists a few paths).
+const MAX_IMAGE_PRELOAD: u64 = 64 * 1024;
+
+/// Binds the compat library's directory (`compat`, host) read-only at
+/// [`GVISOR_COMPAT_DIR`] and a preload list naming it first, then the image's own entries,
+/// read-only over `/etc/ld.so.preload` (written to the sandbox's bundle directory). Every
+/// path is walked inside the root without following a symlink (before runsc starts, one could
+/// point at the host): a symlink or other odd file where `/opt/paddock`, `/etc` or the
+/// preload file should be skips the preload with a note in the agent log, which leaves the
+/// sandbox as it would be without it (`ls -l` then fails as `docs/isolation.md` says).
+fn bind_compat(root: &Path, compat: &Path, bundle: &Path) -> Result<()> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let (Some(lib_dir), Some(etc)) = (real_dir(root, GVISOR_COMPAT_DIR)?, real_dir(root, "/etc")?)
+    else {
+        eprintln!("gvisor compat: a symlink or file in the template's path; not preloaded");
+        return Ok(());
+    };
+    let target = etc.join("ld.so.preload");
+    let mut list = format!("{GVISOR_COMPAT_DIR}/{GVISOR_COMPAT_LIB}\n");
+    match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&target)
+    {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => {
+            let mut own = String::new();
+            f.take(MAX_IMAGE_PRELOAD)
+                .read_to_string(&mut own)
+                .context("reading the template's /etc/ld.so.preload")?;
+            list.push_str(&own);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&target)
+                .context("creating the /etc/ld.so.preload mount point")?;
+        }
+        _ => {
+            eprintln!(
+                "gvisor compat: the template's /etc/ld.so.preload is not a file; not preloaded"
+            );
+            return Ok(());
+        }
+    }
+    let preload = bundle.join("ld.so.preload");
+    fs::create_dir_all(bundle).context("creating the bundle dir")?;
+    fs::write(&preload, list).context("writing the preload list")?;
+    super::bind_readonly(compat, &lib_dir).context("binding the compat library")?;
+    super::bind_readonly(&preload, &target).context("binding /etc/ld.so.preload")
+}
+
+/// `path` inside `root` as a directory, made (mode 0755) where missing; `None` if a
+/// component is a symlink or not a directory.
+fn real_dir(root: &Path, path: &str) -> Result<Option<std::path::PathBuf>> {
+    let mut dir = root.to_path_buf();
+    for part in path.trim_start_matches('/').split('/') {
+        dir.push(part);
+        match dir.symlink_metadata() {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Ok(None),
+            Err(_) => fs::create_dir(&dir).context("creating a mount point")?,
+        }
+    }
+    Ok(Some(dir))
+}
+
 /// The OCI runtime spec: the root built by H, the agent through its private loader as the
 /// process, `/tmp` the size-limited tmpfs H mounted (bound, so runsc does not put an
 /// unlimited one of its own there), the same capability set as a native sandbox's root.
@@ -122,6 +196,27 @@ fn bundle_spec(cfg: &SetupConfig, root: &Path) -> Result<serde_json::Value> {
     ));
     let caps: Vec<String> = KEPT_CAPS.iter().map(|c| c.to_string()).collect();
     let tmp = inside(root, "/tmp");
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs"}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+               "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/tmp", "type": "bind", "source": tmp,
+               "options": ["rbind", "rw", "nosuid", "nodev"]}),
+    ];
+    // Volumes (mounted id-mapped inside the root by step 7c) as mounts of their own: runsc
+    // serves them with `--file-access-mounts=shared` (its default), so the Sentry revalidates
+    // what it caches and sees another sandbox's writes to a shared volume; the root's
+    // exclusive mode would not.
+    for v in &cfg.volumes {
+        let mode = if v.read_only { "ro" } else { "rw" };
+        mounts.push(json!({
+            "destination": v.target,
+            "type": "bind",
+            "source": inside(root, &v.target),
+            "options": ["rbind", mode, "nosuid", "nodev"],
+        }));
+    }
     Ok(json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -137,14 +232,7 @@ fn bundle_spec(cfg: &SetupConfig, root: &Path) -> Result<serde_json::Value> {
         },
         "root": {"path": root, "readonly": false},
         "hostname": cfg.id,
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-             "options": ["nosuid", "noexec", "nodev", "ro"]},
-            {"destination": "/tmp", "type": "bind", "source": tmp,
-             "options": ["rbind", "rw", "nosuid", "nodev"]},
-        ],
+        "mounts": mounts,
         "linux": {
             "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
         },

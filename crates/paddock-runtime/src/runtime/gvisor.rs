@@ -13,7 +13,9 @@
 //!   cgroups and network namespace (ports, the proxy and the network code use it as they use
 //!   a native PID 1);
 //! - the pids limit is scaled for the Sentry's own threads ([`host_limits`]);
-//! - teardown also removes runsc's state files and reaps the gofer.
+//! - teardown also removes runsc's state files and reaps the gofer;
+//! - glibc programs get a small preloaded library ([`COMPAT_LIB`]) that works around a
+//!   system-call flag this runsc refuses.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -21,7 +23,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use paddock_core::{GVISOR_AGENT_SOCK, GvisorSetup, Isolation, Limits, SetupConfig};
+use paddock_core::{
+    GVISOR_AGENT_SOCK, GVISOR_COMPAT_DIR, GVISOR_COMPAT_LIB, GVISOR_COMPAT_PRELOAD, GvisorSetup,
+    Isolation, Limits, SetupConfig,
+};
 
 use super::create::write_record;
 use super::{Record, Runtime, pid_start_time};
@@ -34,11 +39,64 @@ const PLATFORM: &str = "ptrace";
 /// How long a started Sentry may take to have its agent's socket bound.
 const AGENT_WAIT: Duration = Duration::from_secs(20);
 
+/// How long the agent may take from binding its socket to accepting on it.
+const LISTEN_WAIT: Duration = Duration::from_secs(10);
+
 /// Host tasks the Sentry and gofer need besides the sandbox's processes (measured idle:
 /// about 40 threads), and per sandbox process under the ptrace platform (measured: 100
 /// sleeping processes cost 805 host tasks).
 const SENTRY_TASKS: u32 = 256;
 const TASKS_PER_PROCESS: u32 = 8;
+
+/// `libpaddock-gvisor-compat.so`, built from `gvisor-compat/compat.rs` by the build script:
+/// `statx`, `fstatat` and `fstatat64` without `AT_NO_AUTOMOUNT`, which this runsc's Sentry
+/// refuses with `EINVAL` (coreutils' `ls -l` and `stat` pass it). Empty on targets it is not
+/// built for.
+const COMPAT_LIB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libpaddock-gvisor-compat.so"));
+
+/// Writes the compat library and the `ld.so.preload` naming it into
+/// `<data>/gvisor-compat/<digest>/` once (a new build gets a new directory; a running
+/// sandbox keeps the files it has bound) and returns that directory, or `None` when there is
+/// no library for this target.
+fn prepare_compat(data_dir: &Path) -> Result<Option<PathBuf>> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::PermissionsExt;
+    if COMPAT_LIB.is_empty() {
+        return Ok(None);
+    }
+    let hex: String = Sha256::digest(COMPAT_LIB)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let parent = data_dir.join("gvisor-compat");
+    let dir = parent.join(&hex);
+    if dir.join(GVISOR_COMPAT_PRELOAD).is_file() {
+        return Ok(Some(dir));
+    }
+    fs::create_dir_all(&parent).map_err(RuntimeError::io("creating gvisor-compat dir"))?;
+    let tmp = parent.join(format!(".tmp-{hex}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    let write = || -> std::io::Result<()> {
+        fs::create_dir(&tmp)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
+        let lib = tmp.join(GVISOR_COMPAT_LIB);
+        fs::write(&lib, COMPAT_LIB)?;
+        fs::set_permissions(&lib, fs::Permissions::from_mode(0o755))?;
+        let preload = tmp.join(GVISOR_COMPAT_PRELOAD);
+        fs::write(
+            &preload,
+            format!("{GVISOR_COMPAT_DIR}/{GVISOR_COMPAT_LIB}\n"),
+        )?;
+        fs::set_permissions(&preload, fs::Permissions::from_mode(0o644))?;
+        match fs::rename(&tmp, &dir) {
+            // Another runtime of this data directory wrote it first.
+            Err(_) if dir.join(GVISOR_COMPAT_PRELOAD).is_file() => fs::remove_dir_all(&tmp),
+            r => r,
+        }
+    };
+    write().map_err(RuntimeError::io("writing the gVisor compat library"))?;
+    Ok(Some(dir))
+}
 
 /// `$PADDOCK_RUNSC`, else `runsc` on `PATH`, if it is a file.
 pub(super) fn find_runsc() -> Option<PathBuf> {
@@ -124,12 +182,14 @@ impl Runtime {
         // A resumed sandbox's state of the same id is stale.
         remove_state(&state_dir, &record.id);
         cfg.statfs_notify = false;
+        let compat = prepare_compat(&self.cfg.data_dir)?;
         cfg.gvisor = Some(GvisorSetup {
             runsc,
             state_dir,
             bundle: dir.join("bundle"),
             agent_dir: agent_dir.clone(),
             platform: PLATFORM.into(),
+            compat,
         });
         let log = fs::File::create(dir.join("agent.log"))
             .map_err(RuntimeError::io("creating agent log"))?;
@@ -231,10 +291,18 @@ fn take_socket(inside: &Path, outside: &Path, pid: i32) -> std::result::Result<(
             return Err("the agent socket is not a socket".into());
         }
     }
-    // Bound a moment before it listens: connectable once it does.
+    // Bound a moment before it listens: connectable once it does. A loaded host can take
+    // long to get here, so listening gets its own bound from the moment the socket appeared.
+    let appeared = Instant::now();
     while let Err(e) = std::os::unix::net::UnixStream::connect(outside) {
-        if Instant::now() > deadline {
-            return Err(format!("the agent socket does not accept connections: {e}"));
+        if pid_start_time(pid).is_none() {
+            return Err("the gVisor sandbox exited before its agent listened".into());
+        }
+        if Instant::now() > deadline.max(appeared + LISTEN_WAIT) {
+            return Err(format!(
+                "the agent socket does not accept connections {} ms after it appeared: {e}",
+                appeared.elapsed().as_millis()
+            ));
         }
         std::thread::sleep(Duration::from_millis(2));
     }

@@ -10,6 +10,8 @@
 use std::fs;
 use std::path::PathBuf;
 
+use paddock_core::Isolation;
+
 use super::{ID_BASE, ID_COUNT, Runtime};
 use crate::error::{Result, RuntimeError};
 use crate::template::{self, SnapshotDef, Template};
@@ -59,7 +61,12 @@ impl Runtime {
             name: name.to_owned(),
             parent: parent.name.clone(),
             sandbox: id.to_owned(),
-            id_base: ID_BASE + rec.slot * ID_COUNT,
+            // A gVisor sandbox's layer holds its own ids (no uid range: module `gvisor`), so
+            // its snapshot is in template id space, like an image layer.
+            id_base: match rec.isolation {
+                Isolation::Native => ID_BASE + rec.slot * ID_COUNT,
+                Isolation::Gvisor => 0,
+            },
             created_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),

@@ -284,6 +284,11 @@ def test_pause_then_connect_resumes_with_files_and_processes(sandbox):
         "i=0; while :; do i=$((i+1)); echo $i > /home/user/c.tmp; mv /home/user/c.tmp /home/user/count; sleep 0.05; done",
         background=True,
     )
+    # The loop has run (a gVisor sandbox starts it more slowly than the pause comes).
+    deadline = time.time() + 10
+    while not sandbox.files.exists("/home/user/count"):
+        assert time.time() < deadline, "the background process did not start"
+        time.sleep(0.05)
     assert sandbox.pause() is True
     # Already paused: the SDK's False (409).
     assert Sandbox.pause(sandbox.sandbox_id) is False
