@@ -2,7 +2,8 @@
 //! inside a sandbox by a template's start command. Not part of PID 1: it is an ordinary
 //! process of the sandbox, started as the template's user, and its kernels are its children.
 
-/// Parses `[--port N] [--cwd DIR] [--no-prestart]` and serves until killed.
+/// Parses `[--port N] [--cwd DIR] [--no-prestart]` and serves until SIGTERM or SIGINT, then
+/// kills its kernels and exits 0.
 pub fn main(args: Vec<String>) -> ! {
     let mut port = paddock_interpreter::PORT;
     let mut opts = paddock_interpreter::Options::default();
@@ -31,7 +32,11 @@ pub fn main(args: Vec<String>) -> ! {
             std::process::exit(1)
         }
     };
-    match rt.block_on(paddock_interpreter::serve(port, opts)) {
+    let served = rt.block_on(paddock_interpreter::serve(port, opts));
+    // Dropping the runtime drops every context's kernel handle, which kills the kernel:
+    // `exit` alone would leave them running.
+    drop(rt);
+    match served {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             eprintln!("paddock-agent code-server: {e}");

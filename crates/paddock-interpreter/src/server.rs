@@ -173,7 +173,12 @@ pub fn router(opts: Options) -> Router {
 }
 
 /// Serves the API on `0.0.0.0:port` until the process ends.
+///
+/// Returns `Ok` on SIGTERM or SIGINT without waiting for running executions: the caller then
+/// drops the runtime, which drops every context and so kills its kernel (`kill_on_drop`), so
+/// no kernel outlives the server.
 pub async fn serve(port: u16, opts: Options) -> Result<(), Error> {
+    use tokio::signal::unix::{SignalKind, signal};
     let addr = SocketAddr::from(([0, 0, 0, 0], port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -181,12 +186,22 @@ pub async fn serve(port: u16, opts: Options) -> Result<(), Error> {
             what: format!("binding {addr}"),
             source,
         })?;
-    axum::serve(listener, router(opts))
-        .await
-        .map_err(|source| Error::Io {
-            what: "serving".to_string(),
+    let watch = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|source| Error::Io {
+            what: format!("watching {name}"),
             source,
         })
+    };
+    let mut term = watch(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = watch(SignalKind::interrupt(), "SIGINT")?;
+    tokio::select! {
+        r = axum::serve(listener, router(opts)).into_future() => r.map_err(|source| Error::Io {
+            what: "serving".to_string(),
+            source,
+        }),
+        _ = term.recv() => Ok(()),
+        _ = int.recv() => Ok(()),
+    }
 }
 
 fn parse_body<T: for<'de> Deserialize<'de>>(
