@@ -177,6 +177,13 @@ try {
   await page.click("nav a:text('Status')");
   await page.waitForSelector("h2:text('Host')");
   await shot("12-status");
+  // Nodes: on paddock serve, a single host, said plainly, with this host as its one row.
+  step("nodes");
+  await page.click("nav a:text('Nodes')");
+  await page.waitForSelector("#nodes-single-host");
+  assert((await page.textContent("#nodes-single-host")).includes("Single host"), "the nodes page says single host");
+  await page.waitForSelector("tr[data-node='local'] .state:text('ready')");
+  await shot("12b-nodes");
 
   // Kill it.
   step("kill");
@@ -205,6 +212,7 @@ try {
   await page.click("button[type=submit]");
   await page.waitForSelector("h1:text('Sandboxes')");
   assert((await page.locator("nav a:text('Keys')").count()) === 0, "no admin links for a user");
+  assert((await page.locator("nav a:text('Nodes')").count()) === 0, "no nodes link for a user");
   await page.goto(`${url}/#/admin/keys`);
   await page.waitForSelector("#admin-forbidden");
   const keys = await api("GET", "/v1/keys");

@@ -9,6 +9,7 @@ import { sandboxesPage } from "./pages/sandboxes";
 import { detailPage } from "./pages/detail";
 import { templatesPage } from "./pages/templates";
 import { adminPage } from "./pages/admin";
+import { nodesPage } from "./pages/nodes";
 
 export type Cleanup = () => void;
 export interface Ctx {
@@ -60,6 +61,7 @@ function nav(route: string): HTMLElement {
   const link = (href: string, label: string, active: boolean) =>
     h("a", { href, "aria-current": active ? "page" : null }, label);
   const admin = me!.admin;
+  const operator = admin || me!.role === "operator";
   return h(
     "header",
     { class: "top" },
@@ -73,6 +75,7 @@ function nav(route: string): HTMLElement {
       admin ? link("#/admin/keys", "Keys", route === "admin/keys") : null,
       admin ? link("#/admin/audit", "Audit", route === "admin/audit") : null,
       admin ? link("#/admin/events", "Events", route === "admin/events") : null,
+      operator ? link("#/admin/nodes", "Nodes", route === "admin/nodes") : null,
       admin ? link("#/admin/status", "Status", route === "admin/status") : null,
     ),
     h(
@@ -108,6 +111,7 @@ function render(): void {
     if (parts[0] === "sandboxes" && parts[1]) cleanup = detailPage(ctx, decodeURIComponent(parts[1]), parts[2] ?? "overview");
     else if (parts[0] === "sandboxes") cleanup = sandboxesPage(ctx);
     else if (parts[0] === "templates") cleanup = templatesPage(ctx);
+    else if (parts[0] === "admin" && parts[1] === "nodes") cleanup = nodesPage(ctx);
     else if (parts[0] === "admin") cleanup = adminPage(ctx, parts[1] ?? "status");
     else clear(main, h("h1", {}, "Not found"), h("p", {}, "No such page."));
   } catch (e) {

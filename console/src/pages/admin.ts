@@ -3,8 +3,8 @@ import { bytes, clear, duration, field, h, notice, table, time } from "../dom";
 import type { Ctx } from "../main";
 
 // Admin pages: keys, the audit trail, the live event stream, server status. A user key
-// gets none of them (the server answers their routes with 403 as well). Nodes are not here:
-// Paddock has no fleet yet.
+// gets none of them (the server answers their routes with 403 as well). The nodes page is
+// `nodes.ts` (operators see it too).
 export function adminPage(ctx: Ctx, which: string): () => void {
   const { main, me } = ctx;
   if (!me.admin) {
@@ -198,7 +198,11 @@ function eventsPage(main: HTMLElement): () => void {
   };
   es.onmessage = add;
   // The server names each event by its kind; listen to the ones Paddock emits.
-  const kinds = ["created", "failed", "killed", "expired", "timeout", "shutdown", "died", "lost", "adopted", "oom", "network_changed", "timeout_changed", "timeout_warning", "lagged"];
+  const kinds = [
+    "created", "ready", "failed", "killed", "expired", "timeout", "shutdown", "died", "lost", "adopted", "oom",
+    "network_changed", "timeout_changed", "timeout_warning", "paused", "resumed", "start_exited", "snapshot",
+    "budget_warning", "budget_exceeded", "node.ready", "node.draining", "node.dead", "template.fetched", "lagged",
+  ];
   for (const k of kinds) es.addEventListener(k, add as EventListener);
   clear(
     main,
@@ -250,7 +254,7 @@ function statusPage(main: HTMLElement): () => void {
     }
     if (!stopped) timer = window.setTimeout(load, 5000);
   };
-  clear(main, h("h1", {}, "Server status"), out, h("p", { class: "muted" }, "Nodes appear here once Paddock runs as a fleet."));
+  clear(main, h("h1", {}, "Server status"), out, h("p", { class: "muted" }, h("a", { href: "#/admin/nodes" }, "Nodes"), ": the fleet's nodes, or this single host."));
   load();
   return () => {
     stopped = true;

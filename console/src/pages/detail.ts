@@ -2,6 +2,7 @@ import { api, enc, get } from "../api";
 import { ago, bytes, clear, h, notice, table, time, until } from "../dom";
 import type { Ctx } from "../main";
 import type { Sandbox } from "./sandboxes";
+import { nodeLabel } from "./nodes";
 import { filesPanel } from "./files";
 import { desktopView } from "./desktop";
 
@@ -127,7 +128,7 @@ function infoList(s: Sandbox): HTMLElement {
     row("State", s.stop_reason ? `${s.state} (${s.stop_reason})` : s.state),
     row("Created", `${time(s.created_at)} (${ago(s.created_at)} ago)`),
     row("Time left", s.state === "running" ? until(s.expires_at) : "–"),
-    row("Node", "local"),
+    row("Node", nodeLabel(s.node)),
     row("User", s.user ?? "default"),
     row("CPUs", s.limits.cpu_millis ? String(s.limits.cpu_millis / 1000) : "–"),
     row("Memory", bytes(s.limits.memory_bytes)),

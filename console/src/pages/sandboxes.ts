@@ -2,6 +2,7 @@ import { api, ApiError, enc, get } from "../api";
 import { ago, bytes, clear, field, h, notice, pairs, table, until } from "../dom";
 import { cpuSeries, sparkline } from "../sparkline";
 import type { Ctx } from "../main";
+import { loadNodeNames, nodeLabel } from "./nodes";
 
 export interface Sandbox {
   id: string;
@@ -18,6 +19,8 @@ export interface Sandbox {
   ready_at: string | null;
   expires_at: string | null;
   stopped_at: string | null;
+  /** The fleet node holding it (null on a single host). */
+  node?: string | null;
 }
 
 /** Rows with live sparklines at most (each costs one stats request per refresh). */
@@ -44,7 +47,7 @@ export function renderRows(
         h("td", {}, s.template),
         h("td", { title: s.created_at }, ago(s.created_at)),
         h("td", { title: s.expires_at ?? "" }, running ? until(s.expires_at) : "–"),
-        h("td", {}, "local"),
+        h("td", { class: "small", title: s.node ?? "this server" }, nodeLabel(s.node)),
         h(
           "td",
           { class: "spark" },
@@ -65,8 +68,10 @@ export function renderRows(
 }
 
 export function sandboxesPage(ctx: Ctx): () => void {
-  const { main } = ctx;
+  const { main, me } = ctx;
   let stopped = false;
+  // Node names for the Node column (a fleet's `/v1/nodes` is for operators and admins).
+  if (me.admin || me.role === "operator") loadNodeNames();
   const status = h("div", { "aria-live": "polite" });
   const stateSel = h(
     "select",

@@ -24,7 +24,8 @@ export function templatesPage(ctx: Ctx): () => void {
           h(
             "tr",
             { "data-template": x.name },
-            h("td", {}, x.name),
+            // Through a fleet's control plane: the nodes holding it (any node runs it).
+            h("td", {}, x.name, Array.isArray(x.nodes) ? h("div", { class: "small muted" }, `on ${x.nodes.join(", ")}`) : null),
             h("td", { class: "small" }, typeof x.source === "string" ? x.source : JSON.stringify(x.source ?? "")),
             h("td", { title: (x.layers as string[]).join("\n") }, String(x.layers.length)),
             h("td", {}, size.size ? bytes(total) : "–"),
