@@ -77,6 +77,11 @@ pub enum ApiError {
     /// what was short (`fleet::placement`).
     #[error("{0}")]
     NoCapacity(String),
+    /// 503 `store_unavailable`: the database cannot be reached (PostgreSQL down or
+    /// restarting, its connections exhausted past the pool's wait); retry, it recovers by
+    /// itself (`docs/database.md`). The detail is logged only.
+    #[error("the database is unavailable; retry shortly")]
+    StoreUnavailable(String),
     /// 507 `insufficient_storage`: the sandbox's disk limit is reached.
     #[error("{0}")]
     InsufficientStorage(String),
@@ -112,6 +117,7 @@ impl ApiError {
             TemplateFetch(_) => (StatusCode::BAD_GATEWAY, "template_fetch_failed"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             NoCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_capacity"),
+            StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -134,6 +140,9 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(%detail, "internal error");
         }
+        if let ApiError::StoreUnavailable(detail) = &self {
+            tracing::warn!(%detail, "database unavailable");
+        }
         let mut body = serde_json::json!({ "code": code, "message": self.to_string() });
         // A 500 names its request, so the logged detail can be found; nothing else of it
         // is sent.
@@ -145,6 +154,10 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
+        if let ApiError::StoreUnavailable(_) = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
 }
@@ -153,6 +166,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => ApiError::Conflict(format!("already exists: {what}")),
+            StoreError::Unavailable(detail) => ApiError::StoreUnavailable(detail),
             other => ApiError::Internal(format!("store: {other}")),
         }
     }

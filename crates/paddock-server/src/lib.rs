@@ -118,7 +118,7 @@ pub async fn serve(
     cfg.validate()?;
     paddock_runtime::datadir::create_private(&cfg.data_dir)?;
     let store: Arc<dyn Store> = match &cfg.database_url {
-        Some(url) => fleet::open_store(url).map_err(ServeError::Fleet)?,
+        Some(url) => fleet::open_store(url).await.map_err(ServeError::Fleet)?,
         None => Arc::new(SqliteStore::open(&cfg.data_dir.join("paddock.db"))?),
     };
     let mut rcfg = RuntimeConfig::new(&cfg.data_dir);
@@ -131,8 +131,17 @@ pub async fn serve(
         state::AppState::new(cfg, store, runtime, allow_private_webhooks)
             .map_err(ServeError::Secret)?,
     );
-    // A node never makes keys: the fleet's first control plane does.
-    let admin_key = if state.cfg.node.is_none() && state.store.count_keys().await? == 0 {
+    // A node never makes keys: the fleet's first control plane does. On a shared database
+    // (PostgreSQL), of several processes starting together exactly one makes it.
+    let admin_key = if state.cfg.node.is_some() {
+        None
+    } else if state.cfg.database_url.is_some() {
+        let key = fleet::control::bootstrap_admin(state.store.as_ref()).await?;
+        if key.is_some() {
+            state.audit(None, "key.bootstrap", None, "ok", None).await;
+        }
+        key
+    } else if state.store.count_keys().await? == 0 {
         let (_, secret) = api::admin::new_key(&state, "admin", Role::Admin, None, None, None, None)
             .await
             .map_err(|e| ServeError::Bootstrap(e.to_string()))?;

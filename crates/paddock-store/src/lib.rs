@@ -2,7 +2,9 @@
 //!
 //! The server keeps tenants, API keys (hashes only), sandbox records, lifecycle events, the
 //! audit trail and exec history here. [`SqliteStore`] is the embedded default (one file in the
-//! data directory, WAL mode, migrations embedded and applied at open).
+//! data directory, WAL mode, migrations embedded and applied at open); [`PgStore`] is
+//! PostgreSQL, for fleets (a pool of connections, its own embedded migrations with the same
+//! numbering). Both pass one conformance suite (`crates/paddock/tests/store.rs`).
 //!
 //! **Invariants:**
 //! - Nothing here knows HTTP or the runtime; records are plain data.
@@ -24,6 +26,11 @@ use std::fmt;
 
 mod alerts;
 mod nodes;
+mod pg;
+mod pg_nodes;
+mod pg_secrets;
+mod pg_usage;
+mod pg_volumes;
 mod secrets;
 mod sqlite;
 mod sqlite_alerts;
@@ -36,6 +43,7 @@ mod volumes;
 
 pub use alerts::{AlertFiring, AlertRule, AlertStore, FiringFilter};
 pub use nodes::{Heartbeat, NodeRecord, NodeState, NodeStore};
+pub use pg::{CONNECT_TIMEOUT, POOL_SIZE, POOL_WAIT, PgStore, STATEMENT_TIMEOUT, TCP_USER_TIMEOUT};
 pub use secrets::{SealedVersion, SecretRecord, SecretStore};
 pub use sqlite::SqliteStore;
 pub use usage::{UsageFilter, UsageRow, UsageStore};
@@ -57,6 +65,15 @@ pub enum StoreError {
     /// The database failed (I/O, corruption, locked beyond the busy timeout).
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
+    /// PostgreSQL answered a statement with an error other than the ones below.
+    #[error("database: {0}")]
+    Postgres(tokio_postgres::Error),
+    /// The database cannot be reached: connection refused or lost, no pooled connection
+    /// within the pool's wait timeout, a statement cancelled by its timeout, the server
+    /// shutting down. Transient: the server answers 503 `store_unavailable`. SQLite never
+    /// produces it.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// A row violates a uniqueness constraint (the named one).
     #[error("already exists: {0}")]
     Conflict(String),
@@ -301,7 +318,7 @@ pub struct ExecRecord {
     pub duration_ms: Option<i64>,
 }
 
-/// Paddock's persistent state. Implementations: [`SqliteStore`].
+/// Paddock's persistent state. Implementations: [`SqliteStore`], [`PgStore`].
 #[async_trait::async_trait]
 pub trait Store:
     Send + Sync + fmt::Debug + SecretStore + NodeStore + UsageStore + VolumeStore + AlertStore

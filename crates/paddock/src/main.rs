@@ -36,7 +36,7 @@ struct Cli {
 enum Cmd {
     /// Run the API server (REST /v1) on the embedded defaults: SQLite in the data
     /// directory, native isolation, 127.0.0.1:7070.
-    Serve(ServeArgs),
+    Serve(ServeCmd),
     /// Run a node of a fleet: sandboxes on this host, registered in the fleet's database,
     /// reachable by control planes only (docs/fleet.md).
     Node(NodeArgs),
@@ -92,6 +92,17 @@ struct DataDir {
     /// /var/lib/paddock.
     #[arg(long = "data-dir", value_name = "DATA_DIR")]
     dir: Option<PathBuf>,
+}
+
+/// `paddock serve`: its settings and its database.
+#[derive(Args, Debug)]
+struct ServeCmd {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// The database, postgres://USER:PASSWORD@HOST:PORT/DB (docs/database.md); without
+    /// it, SQLite in the data directory.
+    #[arg(long, env = "PADDOCK_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 /// `paddock serve` settings. Every flag also reads an environment variable.
@@ -208,7 +219,8 @@ struct ServeArgs {
 /// The fleet token: a file, or `PADDOCK_FLEET_TOKEN`.
 #[derive(Args, Debug)]
 struct FleetArgs {
-    /// The fleet's database, e.g. sqlite:/var/lib/paddock-fleet/paddock.db.
+    /// The fleet's database: postgres://USER:PASSWORD@HOST:PORT/DB, or sqlite:PATH for a
+    /// fleet on one host (docs/database.md).
     #[arg(long, env = "PADDOCK_DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// File holding the fleet token shared by control planes and nodes (32 to 256
@@ -276,8 +288,9 @@ struct ControlArgs {
 
 async fn control(a: ControlArgs) -> Result<i32> {
     let token = a.fleet.token()?;
-    let store =
-        paddock_server::fleet::open_store(&a.fleet.database_url).map_err(anyhow::Error::msg)?;
+    let store = paddock_server::fleet::open_store(&a.fleet.database_url)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let cfg = paddock_server::fleet::control::ControlConfig {
         listen: a.listen,
         token,
@@ -366,10 +379,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 5m, 2h"))?;
     Ok(Duration::from_secs(n.saturating_mul(mul)))
-}
-
-async fn serve(data_dir: PathBuf, a: ServeArgs) -> Result<i32> {
-    serve_with(data_dir, a, None, None).await
 }
 
 async fn serve_with(
@@ -482,8 +491,8 @@ fn main() {
 
 async fn run(cli: Cli) -> Result<i32> {
     if let Cmd::Serve(a) = cli.cmd {
-        let dir = a.data.dir.clone().unwrap_or(cli.data_dir);
-        return serve(dir, a).await;
+        let dir = a.serve.data.dir.clone().unwrap_or(cli.data_dir);
+        return serve_with(dir, a.serve, None, a.database_url).await;
     }
     if let Cmd::Node(a) = cli.cmd {
         let dir = a.serve.data.dir.clone().unwrap_or(cli.data_dir);

@@ -201,7 +201,9 @@ pub async fn serve_control(
 
 /// The first admin key of an empty fleet: made by exactly one control plane (the one whose
 /// claim is stored first).
-async fn bootstrap_admin(store: &dyn Store) -> Result<Option<String>, crate::ServeError> {
+pub(crate) async fn bootstrap_admin(
+    store: &dyn Store,
+) -> Result<Option<String>, crate::ServeError> {
     let err = |e: String| crate::ServeError::Bootstrap(e);
     if store.count_keys().await.map_err(|e| err(e.to_string()))? > 0 {
         return Ok(None);
@@ -388,14 +390,26 @@ async fn emit(
 /// Marks nodes dead after [`super::DEAD_AFTER`] without a heartbeat, and their sandboxes
 /// `lost`. Every control plane runs it; the store's conditional update gives each death to
 /// exactly one.
+///
+/// While the store is unreachable nodes cannot heartbeat either, so missing heartbeats say
+/// nothing about them: after a failed store call, nothing is marked dead until
+/// [`super::DEAD_AFTER`] has passed without one (live nodes heartbeat again meanwhile), so
+/// a database restart does not declare the whole fleet dead.
 async fn watch_heartbeats(ctl: Arc<Control>) {
     let dead_ms = i64::try_from(super::DEAD_AFTER.as_millis()).unwrap_or(i64::MAX);
+    let mut quiet_until: Option<std::time::Instant> = None;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let dead = match ctl.store.mark_dead_nodes(now_ms() - dead_ms).await {
+        let before = match quiet_until {
+            // Marks nothing: only checks the store answers.
+            Some(t) if std::time::Instant::now() < t => i64::MIN,
+            _ => now_ms() - dead_ms,
+        };
+        let dead = match ctl.store.mark_dead_nodes(before).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!("watching heartbeats: {e}");
+                quiet_until = Some(std::time::Instant::now() + super::DEAD_AFTER);
                 continue;
             }
         };

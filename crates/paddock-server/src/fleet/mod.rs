@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use paddock_store::{SqliteStore, Store};
+use paddock_store::{PgStore, SqliteStore, Store};
 use sha2::{Digest, Sha256};
 
 pub mod control;
@@ -187,16 +187,22 @@ pub fn check_labels(m: &BTreeMap<String, String>) -> Result<(), String> {
     Ok(())
 }
 
-/// Opens the store a `--database-url` names: `sqlite:PATH` (or a bare path) for a fleet on
-/// one host's file (development, tests); the PostgreSQL store adds `postgres://`.
-pub fn open_store(url: &str) -> Result<Arc<dyn Store>, String> {
+/// Opens the store a `--database-url` names: `postgres://...` (or `postgresql://`, or any
+/// form `tokio_postgres` parses that starts so) for PostgreSQL; `sqlite:PATH` (or a bare
+/// path) for a fleet on one host's file (development, tests).
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let s = PgStore::connect(url).await.map_err(|e| e.to_string())?;
+        return Ok(Arc::new(s));
+    }
     let path = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
     if path.contains("://") {
         return Err(format!(
-            "--database-url {url:?}: this build knows sqlite:PATH only"
+            "--database-url: unknown scheme in {:?}; expected postgres://USER:PASSWORD@HOST:PORT/DB or sqlite:PATH",
+            path.split("://").next().unwrap_or_default()
         ));
     }
     let s = SqliteStore::open(std::path::Path::new(path)).map_err(|e| e.to_string())?;

@@ -1,5 +1,9 @@
 //! Test harness of the fleet: `paddock control` and `paddock node` processes, each with
-//! its own data directory, on one shared store in a fresh directory under `/var/tmp`.
+//! its own data directory under a fresh directory in `/var/tmp`, on one shared store: a
+//! fresh database on the test binary's PostgreSQL (`support/pg.rs`), or on a PostgreSQL of
+//! the fleet's own (`Db::OwnPostgres`, for tests that stop it), or a shared SQLite file
+//! (`Db::Sqlite`; `PADDOCK_FLEET_DB=sqlite` makes it the default, for the bench's
+//! comparison).
 
 #![allow(dead_code, unreachable_pub)] // The test and the bench use different subsets.
 
@@ -11,7 +15,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::server::{self, call, require_root};
+use crate::server::{self, call, pg, require_root};
 
 pub const TOKEN: &str = "fleet-test-token-0123456789abcdef0123456789";
 
@@ -102,10 +106,36 @@ pub fn spawn(args: &[String], token: &str) -> (Child, String, Option<String>) {
     }
 }
 
+/// Which store a fleet shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    /// A fresh database on the test binary's PostgreSQL.
+    SharedPostgres,
+    /// A PostgreSQL of the fleet's own (`Fleet::pg_server`), which the test may stop.
+    OwnPostgres,
+    /// One SQLite file in the fleet's directory.
+    Sqlite,
+}
+
+impl Db {
+    /// `SharedPostgres`, unless `PADDOCK_FLEET_DB=sqlite`.
+    pub fn default_for_tests() -> Db {
+        match std::env::var("PADDOCK_FLEET_DB").as_deref() {
+            Ok("sqlite") => Db::Sqlite,
+            _ => Db::SharedPostgres,
+        }
+    }
+}
+
 /// Control planes and nodes on one store in a fresh directory.
 pub struct Fleet {
     pub dir: PathBuf,
+    /// The `--database-url` of every process.
     pub db: String,
+    /// The PostgreSQL of `Db::OwnPostgres`.
+    pub pg_server: Option<pg::PgServer>,
+    /// The PostgreSQL database (dropped after the processes).
+    pg_db: Option<pg::PgDb>,
     pub admin_key: String,
     pub controls: Vec<Proc>,
     pub nodes: Vec<Proc>,
@@ -126,15 +156,49 @@ impl Fleet {
         control_extra: &[&str],
         node_extra: &[&str],
     ) -> Fleet {
+        Fleet::start_on(
+            Db::default_for_tests(),
+            controls,
+            nodes,
+            control_extra,
+            node_extra,
+        )
+    }
+
+    /// Like `start_with`, on the store `on`.
+    pub fn start_on(
+        on: Db,
+        controls: usize,
+        nodes: &[&[&str]],
+        control_extra: &[&str],
+        node_extra: &[&str],
+    ) -> Fleet {
         require_root("the fleet tests (real nodes)");
         let tag = std::env::var("PADDOCK_TEST_TAG").unwrap_or_default();
         let id = paddock_core::SandboxId::random();
         let dir = PathBuf::from(format!("/var/tmp/paddock-fleet{tag}-{}", &id.as_str()[..8]));
         std::fs::create_dir_all(&dir).expect("fleet dir");
-        let db = format!("sqlite:{}", dir.join("fleet.db").display());
+        let (db, pg_server, pg_db) = match on {
+            Db::Sqlite => (
+                format!("sqlite:{}", dir.join("fleet.db").display()),
+                None,
+                None,
+            ),
+            Db::SharedPostgres => {
+                let d = pg::shared_db();
+                (d.url.clone(), None, Some(d))
+            }
+            Db::OwnPostgres => {
+                let s = pg::PgServer::start();
+                let d = s.create_db();
+                (d.url.clone(), Some(s), Some(d))
+            }
+        };
         let mut f = Fleet {
             dir,
             db,
+            pg_server,
+            pg_db,
             admin_key: String::new(),
             controls: Vec::new(),
             nodes: Vec::new(),
@@ -264,9 +328,11 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        // Nodes first: they destroy their sandboxes on the way down.
+        // Nodes first: they destroy their sandboxes on the way down; the database last.
         self.nodes.clear();
         self.controls.clear();
+        self.pg_db = None;
+        self.pg_server = None;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub)] // Each test binary uses a different subset.
 
+pub mod pg;
+
 use std::fmt::Display;
 use std::future::Future;
 use std::time::{Duration, Instant};
