@@ -27,6 +27,7 @@ use std::fmt;
 mod alerts;
 mod nodes;
 mod pg;
+mod pg_alerts;
 mod pg_nodes;
 mod pg_secrets;
 mod pg_usage;

@@ -1,6 +1,7 @@
 //! The cases of the store conformance suite (`tests/store.rs`), each a function of a fresh,
 //! empty store: `core` (tenants, keys, templates, sandboxes, events, audit, execs), `fleet`
-//! (nodes, settings), `data` (secrets, usage, volumes).
+//! (nodes, settings), `data` (secrets, usage, volumes), `alerts` (rules, firings, budget
+//! crossings).
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -8,11 +9,13 @@ use std::collections::BTreeMap;
 
 use paddock_store::{ApiKey, Role, SandboxRecord, SandboxState, StoreError, Tenant};
 
+mod alerts;
 mod core;
 mod data;
 mod fleet;
 
 pub use self::core::*;
+pub use alerts::*;
 pub use data::*;
 pub use fleet::*;
 
