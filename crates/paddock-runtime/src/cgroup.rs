@@ -241,9 +241,10 @@ impl Cgroups {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     for pid in self.procs(id) {
-                        // SAFETY: kill has no memory-safety preconditions; the target is
-                        // frozen in this cgroup, so the pid still names it.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                        // The target is frozen in this cgroup, so the pid still names it.
+                        if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                        }
                     }
                     let _ = fs::write(freezer.join("freezer.state"), "THAWED");
                 }

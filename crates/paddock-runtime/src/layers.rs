@@ -8,10 +8,8 @@
 //! create/delete and the limit are single ioctls (tens of microseconds), so they add nothing
 //! measurable to sandbox start.
 
-use std::ffi::CString;
 use std::fs;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -440,14 +438,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn is_btrfs(p: &Path) -> bool {
-    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs writes into the zeroed struct we own; the path is a valid C string.
-    unsafe {
-        let mut s: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut s) == 0 && s.f_type as i64 == BTRFS_SUPER_MAGIC
-    }
+    rustix::fs::statfs(p).is_ok_and(|s| s.f_type == BTRFS_SUPER_MAGIC)
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
