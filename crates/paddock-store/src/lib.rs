@@ -25,9 +25,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 mod alerts;
+mod leases;
 mod nodes;
 mod pg;
 mod pg_alerts;
+mod pg_leases;
 mod pg_nodes;
 mod pg_secrets;
 mod pg_usage;
@@ -35,6 +37,7 @@ mod pg_volumes;
 mod secrets;
 mod sqlite;
 mod sqlite_alerts;
+mod sqlite_leases;
 mod sqlite_nodes;
 mod sqlite_secrets;
 mod sqlite_usage;
@@ -43,6 +46,7 @@ mod usage;
 mod volumes;
 
 pub use alerts::{AlertFiring, AlertRule, AlertStore, FiringFilter};
+pub use leases::{Lease, LeaseStore};
 pub use nodes::{Heartbeat, NodeRecord, NodeState, NodeStore};
 pub use pg::{CONNECT_TIMEOUT, POOL_SIZE, POOL_WAIT, PgStore, STATEMENT_TIMEOUT, TCP_USER_TIMEOUT};
 pub use secrets::{SealedVersion, SecretRecord, SecretStore};
@@ -322,7 +326,15 @@ pub struct ExecRecord {
 /// Paddock's persistent state. Implementations: [`SqliteStore`], [`PgStore`].
 #[async_trait::async_trait]
 pub trait Store:
-    Send + Sync + fmt::Debug + SecretStore + NodeStore + UsageStore + VolumeStore + AlertStore
+    Send
+    + Sync
+    + fmt::Debug
+    + SecretStore
+    + NodeStore
+    + UsageStore
+    + VolumeStore
+    + AlertStore
+    + LeaseStore
 {
     // Tenants and keys.
     async fn insert_tenant(&self, t: &Tenant) -> Result<()>;

@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_usage.sql"),
     include_str!("../migrations/0007_volumes.sql"),
     include_str!("../migrations/0008_alerts.sql"),
+    include_str!("../migrations/0009_leases.sql"),
 ];
 
 /// The embedded SQLite store.

@@ -588,3 +588,100 @@ async fn postgres_restart_under_a_fleet() {
         "{v}"
     );
 }
+
+/// The lease of the fleet-wide duty (watching heartbeats, marking dead nodes and their
+/// sandboxes `lost`): one control plane holds it; `kill -9` it (and a node at the same
+/// moment), and the other takes the duty over within 15 s and does it.
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_taken_over_when_its_holder_dies() {
+    let mut f = Fleet::start(2, &[&[], &[]]);
+    let holds = async |f: &Fleet, c: usize| -> bool {
+        let r = f
+            .http
+            .get(format!("{}/v1/health", f.controls[c].url))
+            .send()
+            .await;
+        match r {
+            Ok(r) => r.json::<Value>().await.is_ok_and(|v| {
+                v["leases"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|n| n == "dead-nodes"))
+            }),
+            Err(_) => false,
+        }
+    };
+    let holder = eventually(
+        Duration::from_secs(15),
+        "one control plane holds the lease",
+        || {
+            let f = &f;
+            async move {
+                match (holds(f, 0).await, holds(f, 1).await) {
+                    (true, false) => Ok(0),
+                    (false, true) => Ok(1),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    let other = 1 - holder;
+    let sb = f.create(other, json!({"template": "base"})).await;
+    let victim = node_of(&sb);
+    let victim_idx = f
+        .nodes()
+        .await
+        .iter()
+        .position(|n| n["id"] == victim.as_str())
+        .expect("victim listed");
+    let names: Vec<String> = f
+        .nodes()
+        .await
+        .iter()
+        .map(|n| n["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let victim_name = names[victim_idx].clone();
+    let proc_idx: usize = victim_name
+        .trim_start_matches("node")
+        .parse::<usize>()
+        .expect("node number")
+        - 1;
+    f.controls[holder].kill9();
+    f.nodes[proc_idx].kill9();
+    let killed = Instant::now();
+    eventually(
+        Duration::from_secs(15),
+        "the other control plane takes the lease",
+        || {
+            let f = &f;
+            async move { done_when(holds(f, other).await, "not yet") }
+        },
+    )
+    .await;
+    let takeover = killed.elapsed();
+    eventually(
+        Duration::from_secs(20),
+        "the node is dead and its sandbox lost",
+        || {
+            let req = f.req(
+                other,
+                Method::GET,
+                &format!("/v1/sandboxes/{}", sb["id"].as_str().unwrap_or_default()),
+            );
+            async move {
+                let (st, v) = call(req).await;
+                done_when(
+                    st == StatusCode::OK && v["stop_reason"] == "lost",
+                    format!("{st} {v}"),
+                )
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "lease taken over {} ms after kill -9 of its holder; node dead and sandbox lost after {} ms",
+        takeover.as_millis(),
+        killed.elapsed().as_millis()
+    );
+    assert!(takeover <= Duration::from_secs(15), "{takeover:?}");
+}

@@ -89,6 +89,8 @@ both!(
     alerts_one_open_firing_per_rule_and_subject,
     alerts_concurrent_openers_open_once,
     budget_crossings_are_recorded_once,
+    leases_acquire_renew_expire_release,
+    leases_one_winner_under_concurrency,
 );
 
 /// How many PostgreSQL migrations this build has (the files of `migrations-pg/`).

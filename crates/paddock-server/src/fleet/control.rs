@@ -62,7 +62,18 @@ pub struct Control {
     /// the store).
     nodes_cache: Mutex<Option<(std::time::Instant, Arc<Vec<NodeRecord>>)>>,
     webhooks: crate::webhooks::Webhooks,
+    /// This control plane's name in leases (random per process).
+    lease_holder: String,
+    /// Whether it held [`DEAD_NODES_LEASE`] at its last attempt.
+    holds_dead_nodes: std::sync::atomic::AtomicBool,
 }
+
+/// The lease under which one control plane of the fleet watches heartbeats and marks
+/// nodes dead (`docs/fleet.md`).
+pub const DEAD_NODES_LEASE: &str = "dead-nodes";
+/// How long a lease lasts unless renewed; its holder renews it every second, so a dead
+/// holder's duty is taken over within `LEASE_TTL` plus a second.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// How long forwarding uses a node list before reading it again.
 pub const NODES_TTL: Duration = Duration::from_millis(500);
@@ -151,6 +162,8 @@ pub async fn serve_control(
         next: AtomicUsize::new(0),
         holders: Mutex::new(HashMap::new()),
         nodes_cache: Mutex::new(None),
+        lease_holder: crate::auth::random_id("ctl"),
+        holds_dead_nodes: std::sync::atomic::AtomicBool::new(false),
     });
     tokio::spawn(watch_heartbeats(ctl.clone()));
     on_ready(ControlReady {
@@ -234,8 +247,16 @@ fn router(ctl: Arc<Control>) -> Router {
         .with_state(ctl)
 }
 
-async fn health() -> Response {
-    json_response(StatusCode::OK, json!({"status": "ok", "role": "control"}))
+async fn health(State(ctl): State<Arc<Control>>) -> Response {
+    let leases: Vec<&str> = if ctl.holds_dead_nodes.load(Ordering::Relaxed) {
+        vec![DEAD_NODES_LEASE]
+    } else {
+        vec![]
+    };
+    json_response(
+        StatusCode::OK,
+        json!({"status": "ok", "role": "control", "leases": leases}),
+    )
 }
 
 /// The key of a request answered here, with the role its route needs (`crate::roles`).
@@ -388,8 +409,9 @@ async fn emit(
 }
 
 /// Marks nodes dead after [`super::DEAD_AFTER`] without a heartbeat, and their sandboxes
-/// `lost`. Every control plane runs it; the store's conditional update gives each death to
-/// exactly one.
+/// `lost`. Every control plane runs the loop, but only the holder of [`DEAD_NODES_LEASE`]
+/// does the work (and the store's conditional update would still give each death to
+/// exactly one, should two ever overlap).
 ///
 /// While the store is unreachable nodes cannot heartbeat either, so missing heartbeats say
 /// nothing about them: after a failed store call, nothing is marked dead until
@@ -405,6 +427,27 @@ async fn watch_heartbeats(ctl: Arc<Control>) {
             Some(t) if std::time::Instant::now() < t => i64::MIN,
             _ => now_ms() - dead_ms,
         };
+        let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX);
+        match ctl
+            .store
+            .acquire_lease(DEAD_NODES_LEASE, &ctl.lease_holder, ttl)
+            .await
+        {
+            Ok(held) => {
+                if held != ctl.holds_dead_nodes.swap(held, Ordering::Relaxed) {
+                    tracing::info!(held, "lease {DEAD_NODES_LEASE}");
+                }
+                if !held {
+                    continue;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("lease {DEAD_NODES_LEASE}: {e}");
+                ctl.holds_dead_nodes.store(false, Ordering::Relaxed);
+                quiet_until = Some(std::time::Instant::now() + super::DEAD_AFTER);
+                continue;
+            }
+        }
         let dead = match ctl.store.mark_dead_nodes(before).await {
             Ok(d) => d,
             Err(e) => {

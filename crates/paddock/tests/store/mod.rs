@@ -1,7 +1,7 @@
 //! The cases of the store conformance suite (`tests/store.rs`), each a function of a fresh,
 //! empty store: `core` (tenants, keys, templates, sandboxes, events, audit, execs), `fleet`
 //! (nodes, settings), `data` (secrets, usage, volumes), `alerts` (rules, firings, budget
-//! crossings).
+//! crossings), `leases`.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -13,11 +13,13 @@ mod alerts;
 mod core;
 mod data;
 mod fleet;
+mod leases;
 
 pub use self::core::*;
 pub use alerts::*;
 pub use data::*;
 pub use fleet::*;
+pub use leases::*;
 
 pub fn tenant(id: &str, created_at: i64) -> Tenant {
     Tenant {
