@@ -1,7 +1,8 @@
 //! The fleet against a single host, in the same run on this machine: exec round trip and
 //! create (to running, then deleted) p50/p99 through a control plane and directly, and
 //! creates per second with 3 nodes behind one control plane against one `paddock serve`.
-//! The fleet's processes share one SQLite file (`tests/cluster`).
+//! The fleet's processes share one PostgreSQL database (`tests/cluster`; `PADDOCK_FLEET_DB=sqlite`:
+//! one SQLite file instead, to compare the two stores).
 //!
 //! Run: `cargo bench -p paddock --bench fleet` (as root). `PADDOCK_BENCH_RUNS` sets the exec
 //! runs (default 500; creates: a tenth). Prints a markdown table for `BENCHMARKS.md`.
