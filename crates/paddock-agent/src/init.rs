@@ -84,6 +84,8 @@ async fn serve() -> crate::error::Result<()> {
             "/health",
             axum::routing::get(|| async { http::StatusCode::NO_CONTENT }),
         )
+        .route("/paddock/env", axum::routing::post(set_env))
+        .with_state(procs.clone())
         .merge(crate::files::router())
         .merge(crate::archive::router())
         .merge(crate::services::router(crate::services::Services::new(
@@ -92,6 +94,33 @@ async fn serve() -> crate::error::Result<()> {
         .fallback_service(connect.into_axum_service());
     axum::serve(listener, app).await?;
     Ok(())
+}
+
+/// `POST /paddock/env`: replaces the sandbox's env vars (a JSON object of strings) for every
+/// process started from now on. The host sends it when it hands out a pooled sandbox, before
+/// anything of the new owner runs (`docs/pools.md`); over the E2B data plane it is what
+/// envd's `/init` does with `envVars`, so it gives the caller nothing it could not do with an
+/// exec.
+async fn set_env(
+    axum::extract::State(procs): axum::extract::State<Arc<Procs>>,
+    body: axum::body::Bytes,
+) -> (http::StatusCode, String) {
+    let env: BTreeMap<String, String> = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(e) => return (http::StatusCode::BAD_REQUEST, format!("bad env: {e}")),
+    };
+    if let Some(k) = env
+        .iter()
+        .find(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'))
+        .map(|(k, _)| k)
+    {
+        return (
+            http::StatusCode::BAD_REQUEST,
+            format!("bad env var {k:?}: empty, or with = or NUL"),
+        );
+    }
+    procs.set_sandbox_env(env);
+    (http::StatusCode::NO_CONTENT, String::new())
 }
 
 /// Keeps the `statfs` seccomp listener the setup stage left at `PADDOCK_STATFS_FD` open for

@@ -131,14 +131,16 @@ struct Table {
 #[derive(Clone)]
 pub struct Procs {
     table: Shared<Table>,
-    env: Arc<BTreeMap<String, String>>,
+    /// The sandbox's env vars: set at start, replaced once by the host when it hands a
+    /// pooled sandbox out (`set_sandbox_env`).
+    env: Arc<Mutex<Arc<BTreeMap<String, String>>>>,
 }
 
 impl Procs {
     pub fn new(env: BTreeMap<String, String>) -> Arc<Self> {
         Arc::new(Procs {
             table: Arc::default(),
-            env: Arc::new(env),
+            env: Arc::new(Mutex::new(Arc::new(env))),
         })
     }
 
@@ -202,7 +204,8 @@ impl Procs {
             .env("USER", &user.name)
             .env("LOGNAME", &user.name);
         cmd.env("SHELL", &user.shell);
-        cmd.envs(self.env.iter());
+        let sandbox_env = self.sandbox_env();
+        cmd.envs(sandbox_env.iter());
         let mut envs: Vec<_> = cfg.envs.iter().collect();
         envs.sort();
         cmd.envs(envs);
@@ -210,7 +213,7 @@ impl Procs {
         let path = cfg
             .envs
             .get("PATH")
-            .or_else(|| self.env.get("PATH"))
+            .or_else(|| sandbox_env.get("PATH"))
             .map_or_else(|| paddock_core::SANDBOX_PATH.to_owned(), Clone::clone);
         if !path.split(':').any(|d| d == paddock_core::SHIM_DIR) {
             cmd.env("PATH", format!("{}:{path}", paddock_core::SHIM_DIR));
@@ -579,8 +582,14 @@ impl Procs {
     }
 
     /// The environment every process in the sandbox starts with (the sandbox's env vars).
-    pub(crate) fn sandbox_env(&self) -> &BTreeMap<String, String> {
-        &self.env
+    pub(crate) fn sandbox_env(&self) -> Arc<BTreeMap<String, String>> {
+        lock(&self.env).clone()
+    }
+
+    /// Replaces the sandbox's env vars for every process started from now on (a pooled
+    /// sandbox being handed out: `docs/pools.md`).
+    pub(crate) fn set_sandbox_env(&self, env: BTreeMap<String, String>) {
+        *lock(&self.env) = Arc::new(env);
     }
 }
 

@@ -467,7 +467,7 @@ async fn run(
     if req.preserve_env {
         cmd.envs(req.env.iter().map(|(k, v)| (k, v)));
     } else {
-        cmd.envs(procs.sandbox_env());
+        cmd.envs(procs.sandbox_env().iter());
         for (k, v) in &req.env {
             if req.keep.contains(k)
                 || matches!(

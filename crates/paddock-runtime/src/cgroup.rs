@@ -160,6 +160,14 @@ impl Cgroups {
             fs::create_dir(d)
                 .map_err(RuntimeError::io(format!("creating cgroup {}", d.display())))?;
         }
+        self.set_limits(id, limits)?;
+        Ok(dirs.iter().map(|d| d.join("cgroup.procs")).collect())
+    }
+
+    /// Writes `limits` (memory, CPU, tasks) to the existing cgroups of `id`: at create, and
+    /// when a pooled sandbox is handed out with the limits of its create (`docs/pools.md`).
+    pub fn set_limits(&self, id: &str, limits: &Limits) -> Result<()> {
+        let dirs = self.dirs(id);
         let w = |dir: &Path, file: &str, val: String| -> Result<()> {
             fs::write(dir.join(file), &val)
                 .map_err(RuntimeError::io(format!("setting {file}={val}")))
@@ -190,7 +198,7 @@ impl Cgroups {
                 w(d, "cpu.max", format!("{quota} 100000"))?;
             }
         }
-        Ok(dirs.iter().map(|d| d.join("cgroup.procs")).collect())
+        Ok(())
     }
 
     /// Pids currently in the sandbox's cgroup.

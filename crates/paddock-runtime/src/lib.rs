@@ -37,5 +37,5 @@ pub use client::{AgentClient, AgentTransport};
 pub use error::{Result, RuntimeError};
 pub use runtime::{
     AdoptionReport, CreateSpec, ExecRequest, ExecResult, HostSandbox, ListeningPort, PauseMode,
-    Runtime, RuntimeConfig, Sandbox, Stats, VolumeMount, default_agent_bin,
+    Personalise, Runtime, RuntimeConfig, Sandbox, Stats, VolumeMount, default_agent_bin,
 };

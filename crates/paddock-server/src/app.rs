@@ -7,8 +7,8 @@ use std::sync::Arc;
 use axum::Router;
 
 use crate::api::{
-    admin, code, events, exec, files, input, mcp, pause, ports, sandboxes, secrets, services,
-    session, snapshots, system, templates, tests, volumes,
+    admin, code, events, exec, files, input, mcp, pause, pools, ports, sandboxes, secrets,
+    services, session, snapshots, system, templates, tests, volumes,
 };
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -28,6 +28,7 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
         .merge(pause::routes())
         .merge(snapshots::routes())
         .merge(volumes::routes())
+        .merge(pools::routes())
         .merge(exec::routes())
         .merge(files::routes())
         .merge(ports::routes())

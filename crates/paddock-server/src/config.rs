@@ -82,6 +82,8 @@ pub struct ServerConfig {
     pub database_url: Option<String>,
     /// Set when this server is a node of a fleet (`paddock node`).
     pub node: Option<crate::fleet::NodeConfig>,
+    /// Warm pool sizes per template at start (`--pool TEMPLATE=N`, `crate::pools`).
+    pub pools: std::collections::BTreeMap<String, crate::pools::PoolSize>,
 }
 
 /// A setting that cannot work.
@@ -123,6 +125,7 @@ impl ServerConfig {
             secrets_key: None,
             database_url: None,
             node: None,
+            pools: std::collections::BTreeMap::new(),
         }
     }
 
@@ -201,6 +204,7 @@ impl ServerConfig {
         self.default_limits
             .validate(u64::MAX)
             .map_err(|e| ConfigError(format!("default limits: {e}")))?;
+        crate::pools::check_total(self.pools.values()).map_err(ConfigError)?;
         Ok(())
     }
 }

@@ -38,6 +38,7 @@ pub mod isolation;
 pub mod lifecycle;
 pub mod metrics;
 pub mod pausing;
+pub mod pools;
 pub mod proxy;
 pub mod request_id;
 pub mod roles;
@@ -162,6 +163,7 @@ pub async fn serve(
     tokio::spawn(lifecycle::run(state.clone()));
     tokio::spawn(usage::run(state.clone()));
     tokio::spawn(alerts::run(state.clone()));
+    tokio::spawn(pools::run(state.clone()));
     if let Some(addr) = state.cfg.dns_listen {
         let sock = tokio::net::UdpSocket::bind(addr)
             .await
@@ -319,6 +321,8 @@ pub async fn serve(
             tracing::warn!("open requests did not finish in 10 s");
         }
     }
+    // Pooled sandboxes belong to nobody: they go whatever the policy.
+    state.pools.shutdown(&state).await;
     if policy == ShutdownPolicy::Destroy {
         // Paused sandboxes stay paused: they outlive the server like their records do.
         for s in state.runtime.list() {

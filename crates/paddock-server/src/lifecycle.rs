@@ -124,7 +124,8 @@ pub async fn create(
     check_selector(state, &spec.node_selector)?;
     let isolation = crate::isolation::choose(state, &spec)?;
     let volumes = crate::volumes::resolve(state, &caller.key.tenant, &spec.volumes).await?;
-    let id = SandboxId::random();
+    let _busy = state.pools.busy();
+    let mut id = SandboxId::random();
     let now = now_ms();
     let timeout_ms = i64::try_from(spec.timeout.as_millis()).unwrap_or(i64::MAX);
     let mut rec = SandboxRecord {
@@ -163,6 +164,7 @@ pub async fn create(
         warnings_sent: 0,
         webhook_url: spec.webhook_url.clone(),
     };
+    let mut pooled: Option<Arc<paddock_runtime::Sandbox>>;
     {
         // The quota check and the insert happen under one lock, so parallel creates of one
         // key cannot both pass the check.
@@ -178,27 +180,75 @@ pub async fn create(
                 "this key already runs {active} sandboxes, its maximum is {max}"
             )));
         }
-        state.store.insert_sandbox(&rec).await?;
+        // A warm pool's sandbox, if the template has one that fits (`crate::pools`): the
+        // record gets its id, which nobody has seen yet.
+        pooled = state.pools.take(
+            &state.runtime,
+            &crate::pools::Want {
+                template: &spec.template,
+                isolation,
+                limits: &spec.limits,
+                user: spec.user.as_deref(),
+                env: !spec.env.is_empty() || !secrets.env.is_empty(),
+                secret_files: !secrets.files.is_empty(),
+                volumes: !volumes.is_empty(),
+            },
+        );
+        if let Some(s) = &pooled {
+            id = s.id.clone();
+            rec.id = id.to_string();
+        }
+        if let Err(e) = state.store.insert_sandbox(&rec).await {
+            if let Some(s) = pooled.take() {
+                state.pools.discard(&state.runtime, s);
+            }
+            return Err(e.into());
+        }
     }
-    let created = state
-        .runtime
-        .create(CreateSpec {
-            template: spec.template,
-            limits: spec.limits,
-            env: spec.env,
-            user: spec.user,
-            id: Some(id),
-            network: spec.network,
-            secret_env: secrets.env,
-            secret_files: secrets.files,
-            isolation,
-            volumes,
-        })
-        .await;
+    let cold = CreateSpec {
+        template: spec.template,
+        limits: spec.limits,
+        env: spec.env,
+        user: spec.user,
+        id: Some(id),
+        network: spec.network,
+        secret_env: secrets.env,
+        secret_files: secrets.files,
+        isolation,
+        volumes,
+    };
+    let mut from_pool = false;
+    let created = match pooled {
+        Some(sbx) => {
+            let p = paddock_runtime::Personalise {
+                env: cold.env.clone(),
+                secret_env: cold.secret_env.clone(),
+                limits: cold.limits.clone(),
+                network: cold.network.clone(),
+            };
+            match state.runtime.personalise(&sbx, p).await {
+                Ok(()) => {
+                    from_pool = true;
+                    Ok(sbx)
+                }
+                Err(e) => {
+                    // Never handed out in a half-made state: destroyed, and the create
+                    // goes cold under the same id.
+                    tracing::warn!(sandbox = %rec.id, "personalising a pooled sandbox: {e}; creating it cold");
+                    drop(sbx);
+                    let _ = state.runtime.destroy(&rec.id).await;
+                    state.runtime.create(cold).await
+                }
+            }
+        }
+        None => state.runtime.create(cold).await,
+    };
     let hook = rec.webhook_url.clone();
     // The template's start command and ready check, before the create answers; a failure
-    // takes the sandbox down and the create fails like any other.
+    // takes the sandbox down and the create fails like any other. A pooled sandbox's ran
+    // when it was made.
     let created = match created {
+        Ok(sbx) if from_pool => Ok(sbx),
         Ok(sbx) => match start_template(state, &rec, &sbx).await {
             Ok(()) => Ok(sbx),
             Err(e) => {
@@ -230,7 +280,11 @@ pub async fn create(
                     &rec.tenant,
                     Some(&rec.id),
                     "created",
-                    serde_json::json!({ "template": rec.template, "ready_ms": ready - now }),
+                    serde_json::json!({
+                        "template": rec.template,
+                        "ready_ms": ready - now,
+                        "pooled": from_pool,
+                    }),
                     hook.as_deref(),
                 )
                 .await;

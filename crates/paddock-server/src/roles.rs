@@ -147,6 +147,11 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/v1/snapshots/{name}", V),
     ("DELETE", "/v1/snapshots/{name}", D),
     // Volumes (the tenant's own).
+    // Warm pools (host-wide: operators and admins).
+    ("GET", "/v1/pools", O),
+    ("GET", "/v1/pools/{template}", O),
+    ("PUT", "/v1/pools/{template}", O),
+    ("DELETE", "/v1/pools/{template}", O),
     ("GET", "/v1/volumes", V),
     ("POST", "/v1/volumes", D),
     ("GET", "/v1/volumes/{name}", V),

@@ -45,6 +45,8 @@ pub struct AppState {
     pub sessions: crate::session::Sessions,
     /// Tenant secrets: the master key and the write lock (`crate::secrets`).
     pub secrets: crate::secrets::Secrets,
+    /// Warm pools per template (`crate::pools`).
+    pub pools: crate::pools::Pools,
 }
 
 /// What reconciliation found for a sandbox record ([`AppState::record_lifecycle`]).
@@ -92,6 +94,7 @@ impl AppState {
         let webhook_secret = cfg.webhook_secret.clone();
         let secret = crate::auth::server_secret(&cfg.data_dir)?;
         Ok(AppState {
+            pools: crate::pools::Pools::new(&cfg.pools),
             secrets: crate::secrets::Secrets::new(cfg.secrets_key.clone()),
             limiter: RateLimiter::new(cfg.rate_per_sec, cfg.rate_burst),
             data_limiter: RateLimiter::new(cfg.data_rate_per_sec, cfg.data_rate_burst),

@@ -202,6 +202,10 @@ struct ServeArgs {
     #[arg(long, env = "PADDOCK_ISOLATION_DEFAULT", default_value = "native",
           value_parser = cli::parse_isolation)]
     isolation_default: paddock_core::Isolation,
+    /// A warm pool for a template, TEMPLATE=N (N ready sandboxes) or TEMPLATE=MIN..MAX
+    /// (sized by the last minute's creates); repeatable (docs/pools.md).
+    #[arg(long = "pool", value_name = "TEMPLATE=N", value_parser = parse_pool)]
+    pool: Vec<(String, paddock_server::pools::PoolSize)>,
     /// TLS certificate chain (PEM). With --tls-key the server speaks HTTPS only, HTTP/2 and
     /// HTTP/1.1 by ALPN (a wildcard certificate for *.DOMAIN serves the port URLs).
     #[arg(long, env = "PADDOCK_TLS_CERT", requires = "tls_key")]
@@ -420,6 +424,11 @@ async fn serve_with(
     cfg.dns_listen = a.dns_listen;
     cfg.dns_answer = a.dns_answer;
     cfg.isolation_default = a.isolation_default;
+    for (t, size) in a.pool {
+        if cfg.pools.insert(t.clone(), size).is_some() {
+            anyhow::bail!("--pool names template {t} twice");
+        }
+    }
     cfg.tls = a.tls_cert.zip(a.tls_key);
     let key_env = std::env::var("PADDOCK_SECRETS_KEY").ok();
     cfg.secrets_key =
@@ -627,6 +636,17 @@ fn ps_table(items: &[paddock_runtime::HostSandbox]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `--pool TEMPLATE=N` or `TEMPLATE=MIN..MAX`.
+fn parse_pool(s: &str) -> Result<(String, paddock_server::pools::PoolSize), String> {
+    let (t, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--pool {s:?} is not TEMPLATE=N or TEMPLATE=MIN..MAX"))?;
+    if t.is_empty() {
+        return Err(format!("--pool {s:?} names no template"));
+    }
+    Ok((t.to_owned(), paddock_server::pools::PoolSize::parse(n)?))
 }
 
 #[cfg(test)]

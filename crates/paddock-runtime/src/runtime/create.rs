@@ -21,9 +21,20 @@ use crate::template::Template;
 impl Runtime {
     /// Creates a sandbox and starts its agent. On failure nothing of it remains.
     pub async fn create(self: &Arc<Self>, spec: CreateSpec) -> Result<Arc<Sandbox>> {
+        self.create_as(spec, false).await
+    }
+
+    /// Creates a sandbox for a warm pool (`docs/pools.md`): like [`Runtime::create`], but
+    /// [`Runtime::list`] and [`Runtime::get`] do not see it until [`Runtime::personalise`]
+    /// hands it out; [`Runtime::destroy`] does.
+    pub async fn create_pooled(self: &Arc<Self>, spec: CreateSpec) -> Result<Arc<Sandbox>> {
+        self.create_as(spec, true).await
+    }
+
+    async fn create_as(self: &Arc<Self>, spec: CreateSpec, pooled: bool) -> Result<Arc<Sandbox>> {
         let this = self.clone();
         let policy = spec.network.clone();
-        let sbx = tokio::task::spawn_blocking(move || this.create_blocking(spec))
+        let sbx = tokio::task::spawn_blocking(move || this.create_blocking(spec, pooled))
             .await
             .map_err(RuntimeError::task("create"))??;
         if policy.mode != NetworkMode::None
@@ -191,7 +202,7 @@ impl Runtime {
         Ok(t)
     }
 
-    fn create_blocking(self: &Arc<Self>, spec: CreateSpec) -> Result<Arc<Sandbox>> {
+    fn create_blocking(self: &Arc<Self>, spec: CreateSpec, pooled: bool) -> Result<Arc<Sandbox>> {
         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(RuntimeError::Unsupported {
                 resource: "runtime",
@@ -227,6 +238,8 @@ impl Runtime {
         let res = self.start(&id, slot, &t, &spec);
         match res {
             Ok(sbx) => {
+                sbx.pooled
+                    .store(pooled, std::sync::atomic::Ordering::SeqCst);
                 let sbx = Arc::new(sbx);
                 self.live
                     .lock()
@@ -512,10 +525,17 @@ impl Runtime {
         Ok(())
     }
 
-    /// Destroys every sandbox this runtime holds.
+    /// Destroys every sandbox this runtime holds, pooled ones included.
     pub async fn destroy_all(self: &Arc<Self>) {
-        for s in self.list() {
-            let _ = self.destroy(s.id.as_str()).await;
+        let all: Vec<String> = self
+            .live
+            .lock()
+            .expect("live poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        for id in all {
+            let _ = self.destroy(&id).await;
         }
     }
 }

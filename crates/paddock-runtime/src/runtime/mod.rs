@@ -24,12 +24,14 @@ mod create;
 mod gvisor;
 mod open;
 mod pause;
+mod pooled;
 mod sandbox;
 mod snapshots;
 mod templates;
 mod volumes;
 
 pub use pause::PauseMode;
+pub use pooled::Personalise;
 
 /// First host uid of the first sandbox's range; ranges are 65536 ids wide.
 const ID_BASE: u32 = 1 << 20;
@@ -202,6 +204,9 @@ pub struct Sandbox {
     pidfd: Option<std::os::fd::OwnedFd>,
     /// The isolation backend it runs on.
     pub isolation: Isolation,
+    /// Made for a warm pool and not handed out yet: [`Runtime::list`] and [`Runtime::get`]
+    /// do not see it (`pooled`).
+    pooled: std::sync::atomic::AtomicBool,
 }
 
 /// A sandbox found on the host, for reconciliation.
@@ -329,6 +334,7 @@ impl Runtime {
             cgroups: self.cgroups.clone(),
             pidfd: open_pidfd(pid, r.pid_start),
             isolation: r.isolation,
+            pooled: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -350,25 +356,28 @@ impl Runtime {
         }
     }
 
-    /// Sandboxes this runtime holds.
+    /// Sandboxes this runtime holds (not the pooled ones nobody was given yet).
     pub fn list(&self) -> Vec<Arc<Sandbox>> {
         let mut v: Vec<_> = self
             .live
             .lock()
             .expect("live poisoned")
             .values()
+            .filter(|s| !s.is_pooled())
             .cloned()
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
 
-    /// The sandbox with this id, if this runtime holds it.
+    /// The sandbox with this id, if this runtime holds it (a pooled sandbox nobody was
+    /// given yet is not found).
     pub fn get(&self, id: &str) -> Result<Arc<Sandbox>> {
         self.live
             .lock()
             .expect("live poisoned")
             .get(id)
+            .filter(|s| !s.is_pooled())
             .cloned()
             .ok_or_else(|| RuntimeError::NotFound { id: id.to_owned() })
     }

@@ -281,6 +281,23 @@ impl Sandbox {
             .map_err(failed)
     }
 
+    /// Replaces the env vars every process of the sandbox starts with from now on (a pooled
+    /// sandbox being handed out).
+    pub(super) async fn set_env(
+        &self,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        let body = serde_json::to_vec(env).map_err(RuntimeError::encode("sandbox env"))?;
+        let req = http::Request::post("/paddock/env")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| RuntimeError::InvalidArgument {
+                what: "sandbox env",
+                reason: e.to_string(),
+            })?;
+        self.files_request(req).await.map(|_| ())
+    }
+
     async fn files_request(
         &self,
         req: http::Request<http_body_util::Full<bytes::Bytes>>,

@@ -15,6 +15,7 @@ pub mod input;
 pub mod json;
 pub mod mcp;
 pub mod pause;
+pub mod pools;
 pub mod ports;
 pub mod sandboxes;
 pub mod secrets;

@@ -131,6 +131,7 @@ async fn metrics(State(state): State<Arc<AppState>>, _a: Admin) -> ApiResult<Res
     );
     m.create_latency
         .render(&mut out, "paddock_sandbox_create_seconds", "");
+    state.pools.render(&mut out);
     let active = state
         .store
         .list_sandboxes(&paddock_store::SandboxFilter {

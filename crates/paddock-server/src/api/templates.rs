@@ -241,6 +241,8 @@ async fn delete(
 ) -> ApiResult<Response> {
     let res = async {
         let _b = Busy::take(&name)?;
+        // Its pooled sandboxes go first, and none is made while it goes.
+        let _pool = state.pools.hold(&state, &name).await;
         state
             .runtime
             .remove_template(&name, true)

@@ -26,6 +26,7 @@ mod nodes;
 mod pause;
 mod sandbox;
 pub(crate) use sandbox::parse_isolation;
+mod pools;
 mod secret;
 mod service;
 mod shell;
@@ -98,6 +99,9 @@ pub(crate) enum ClientCmd {
     /// Named persistent volumes of the tenant: create, ls, info, rm (mount them with
     /// `create --volume`).
     Volume(volume::VolumeArgs),
+    /// The server's warm pools per template: ls, set TEMPLATE N|MIN..MAX, rm TEMPLATE
+    /// (operator or admin).
+    Pools(pools::PoolsArgs),
     /// Manage API keys (admin).
     Key(admin::KeyArgs),
     /// Show the audit trail (admin).
@@ -145,6 +149,7 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Snapshot(a) => snapshot::run(a).await,
         ClientCmd::Fork(a) => snapshot::fork(a).await,
         ClientCmd::Volume(a) => volume::run(a).await,
+        ClientCmd::Pools(a) => pools::run(a).await,
         ClientCmd::Key(a) => admin::key(a).await,
         ClientCmd::Audit(a) => admin::audit(a).await,
         ClientCmd::Usage(a) => usage::usage(a).await,
