@@ -1,8 +1,10 @@
 //! Alerts (`docs/alerts.md`) through a real server and a loopback webhook receiver: an
 //! OOM kill fires once (JSON and Slack bodies, a retry after a 500, no second firing while
 //! it persists, resolved after its quiet time), failing creates above a rate fire and
-//! resolve, a budget crossing fires with its event, survives a restart without a second
-//! warning and resolves when the budget is raised; bad rules are 400 and store nothing.
+//! resolve (and each failed sandbox fires `sandbox_failed`), a sandbox count above a
+//! capacity threshold fires and resolves, a budget crossing fires with its event, survives
+//! a restart without a second warning and resolves when the budget is raised; bad rules
+//! are 400 and store nothing.
 
 mod server;
 
@@ -253,6 +255,20 @@ async fn an_oom_kill_fires_once_retried_in_json_and_slack_then_resolves() {
         slack[1]
     );
 
+    // The Slack rule resolves 2 s after the kill.
+    eventually(
+        Duration::from_secs(30),
+        "the Slack rule resolved",
+        || async {
+            let v = at(&got, "fail-first-slack");
+            match v.last().and_then(|m| m["text"].as_str()) {
+                Some(t) if t.starts_with("[RESOLVED]") => Ok(()),
+                _ => Err(format!("{v:?}")),
+            }
+        },
+    )
+    .await;
+
     // A second kill, by a background process the server does not wait for (found by the
     // cgroup watch): no second JSON firing, but the firing is seen again.
     let seen0 = firings_of(&s, &json_rule).await[0]["last_seen_at"].clone();
@@ -297,20 +313,28 @@ async fn an_oom_kill_fires_once_retried_in_json_and_slack_then_resolves() {
         "deduplicated: {:?}",
         at(&got, "oom")
     );
-
-    // The Slack rule resolves 2 s after the last kill.
+    // The Slack rule had resolved: the second kill is a new episode with the same key.
     eventually(
         Duration::from_secs(30),
-        "the Slack rule resolved",
+        "a second Slack episode",
         || async {
-            let v = at(&got, "fail-first-slack");
-            match v.last().and_then(|m| m["text"].as_str()) {
-                Some(t) if t.starts_with("[RESOLVED]") => Ok(()),
-                _ => Err(format!("{v:?}")),
+            let f = firings_of(&s, &slack_rule).await;
+            if f.len() == 2 && f.iter().any(|a| a["state"] == "resolved") {
+                Ok(())
+            } else {
+                Err(format!("{f:?}"))
             }
         },
     )
     .await;
+    let texts: Vec<String> = at(&got, "fail-first-slack")
+        .iter()
+        .filter_map(|m| m["text"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        texts.iter().filter(|t| t.starts_with("[FIRING]")).count() >= 2,
+        "{texts:?}"
+    );
 
     // What is firing, through the API and the CLI.
     let (_, v) = call(s.req(Method::GET, "/v1/alerts")).await;
@@ -319,10 +343,6 @@ async fn an_oom_kill_fires_once_retried_in_json_and_slack_then_resolves() {
         firing
             .iter()
             .any(|a| a["rule_id"] == json_rule.as_str() && a["subject"] == format!("sandbox:{id}")),
-        "{v}"
-    );
-    assert!(
-        !firing.iter().any(|a| a["rule_id"] == slack_rule.as_str()),
         "{v}"
     );
     let bin = env!("CARGO_BIN_EXE_paddock");
@@ -394,6 +414,12 @@ async fn failing_creates_above_a_rate_fire_then_resolve() {
                "params": {"count": 3, "window_secs": 10}}),
     )
     .await;
+    let failed_rule = add_rule(
+        &s,
+        &s.admin_key,
+        json!({"kind": "sandbox_failed", "url": format!("http://{addr}/failed")}),
+    )
+    .await;
     let mut third_failed = None;
     for i in 0..4 {
         let (st, v) = call(
@@ -455,6 +481,14 @@ async fn failing_creates_above_a_rate_fire_then_resolve() {
     )
     .await;
     assert_eq!(msgs.len(), 2, "one firing, one resolution: {msgs:?}");
+    // Each failed sandbox fired the sandbox_failed rule once, naming it and its error.
+    let failed = at(&got, "failed");
+    assert_eq!(failed.len(), 4, "{failed:?}");
+    for m in &failed {
+        assert_eq!(m["rule_id"], failed_rule.as_str());
+        assert!(m["sandbox_id"].is_string(), "{m}");
+        assert!(m["summary"].as_str().unwrap_or("").contains("start"), "{m}");
+    }
     assert_eq!(msgs[0]["dedup_key"], msgs[1]["dedup_key"]);
 }
 
@@ -573,4 +607,48 @@ async fn a_budget_crossing_fires_once_across_a_restart_and_resolves_when_raised(
     );
     assert_eq!(resolved["dedup_key"], fired["dedup_key"]);
     assert!(resolved["resolved_at"].is_string(), "{resolved}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn capacity_above_a_count_fires_and_resolves() {
+    require_root("the alerts test");
+    let (addr, got) = receiver().await;
+    let s = Server::start(&["--metrics-interval", "1s", "--allow-private-webhooks"]);
+    add_rule(
+        &s,
+        &s.admin_key,
+        json!({"kind": "capacity", "url": format!("http://{addr}/cap"),
+               "params": {"resource": "sandboxes", "threshold": 1}}),
+    )
+    .await;
+    let a = s.create(json!({})).await;
+    let _b = s.create(json!({})).await;
+    let fired = eventually(Duration::from_secs(20), "the capacity alert", || async {
+        let v = at(&got, "cap");
+        if v.is_empty() {
+            Err("nothing".to_owned())
+        } else {
+            Ok(v[0].clone())
+        }
+    })
+    .await;
+    assert_eq!(fired["status"], "firing", "{fired}");
+    assert_eq!(fired["subject"], "host:host:sandboxes", "{fired}");
+    assert_eq!(fired["data"]["value"], 2.0, "{fired}");
+    let id = a["id"].as_str().expect("id");
+    let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+    assert!(st.is_success());
+    eventually(
+        Duration::from_secs(20),
+        "the capacity alert resolved",
+        || async {
+            let v = at(&got, "cap");
+            if v.len() == 2 && v[1]["status"] == "resolved" {
+                Ok(())
+            } else {
+                Err(format!("{v:?}"))
+            }
+        },
+    )
+    .await;
 }
