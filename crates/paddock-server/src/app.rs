@@ -7,8 +7,8 @@ use std::sync::Arc;
 use axum::Router;
 
 use crate::api::{
-    admin, code, events, exec, files, input, mcp, pause, pools, ports, sandboxes, secrets,
-    services, session, snapshots, system, templates, tests, volumes,
+    admin, code, events, exec, files, input, mcp, pause, pools, ports, rollouts, sandboxes,
+    secrets, services, session, snapshots, system, templates, tests, volumes,
 };
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -35,6 +35,7 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
         .merge(events::routes())
         .merge(tests::routes())
         .merge(services::routes())
+        .merge(rollouts::routes())
         .merge(code::routes())
         .merge(admin::routes())
         .merge(secrets::routes())

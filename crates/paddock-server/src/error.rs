@@ -40,6 +40,9 @@ pub enum ApiError {
     /// names the template to create the sandbox from.
     #[error("{0}")]
     NoInterpreter(String),
+    /// 422 `no_match`: a selector matches nothing (a rollout's); nothing was changed.
+    #[error("{0}")]
+    NoMatch(String),
     /// 413 `payload_too_large`.
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -109,6 +112,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             StartFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "start_failed"),
+            NoMatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "no_match"),
             RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),

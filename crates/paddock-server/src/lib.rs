@@ -42,6 +42,7 @@ pub mod pools;
 pub mod proxy;
 pub mod request_id;
 pub mod roles;
+pub mod rollouts;
 pub mod secrets;
 pub mod session;
 pub mod snapshots;
@@ -155,6 +156,9 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Reconcile(e.to_string()))?;
     api::templates::reconcile(&state)
+        .await
+        .map_err(|e| ServeError::Reconcile(e.to_string()))?;
+    rollouts::interrupt_stale(&state)
         .await
         .map_err(|e| ServeError::Reconcile(e.to_string()))?;
     if state.cfg.node.is_some() {

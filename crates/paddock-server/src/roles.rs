@@ -135,6 +135,12 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/v1/sandboxes/{id}/services/{name}/start", D),
     ("POST", "/v1/sandboxes/{id}/services/{name}/stop", D),
     ("POST", "/v1/sandboxes/{id}/services/{name}/restart", D),
+    // Rollouts: a developer's reach only their own sandboxes, and they see only their own
+    // rollouts (`rollouts::get`); viewers read the tenant's.
+    ("GET", "/v1/rollouts", V),
+    ("POST", "/v1/rollouts", D),
+    ("GET", "/v1/rollouts/{id}", V),
+    ("POST", "/v1/rollouts/{id}/cancel", D),
     // Nodes: served by control planes (`paddock control`) only.
     ("GET", "/v1/nodes", O),
     ("GET", "/v1/nodes/{id}", O),

@@ -47,6 +47,8 @@ pub struct AppState {
     pub secrets: crate::secrets::Secrets,
     /// Warm pools per template (`crate::pools`).
     pub pools: crate::pools::Pools,
+    /// The rollouts running in this process (`crate::rollouts`).
+    pub rollouts: crate::rollouts::Rollouts,
 }
 
 /// What reconciliation found for a sandbox record ([`AppState::record_lifecycle`]).
@@ -113,6 +115,7 @@ impl AppState {
             started: Instant::now(),
             secret,
             sessions: crate::session::Sessions::default(),
+            rollouts: crate::rollouts::Rollouts::default(),
         })
     }
 

@@ -31,14 +31,17 @@ mod pg;
 mod pg_alerts;
 mod pg_leases;
 mod pg_nodes;
+mod pg_rollouts;
 mod pg_secrets;
 mod pg_usage;
 mod pg_volumes;
+mod rollouts;
 mod secrets;
 mod sqlite;
 mod sqlite_alerts;
 mod sqlite_leases;
 mod sqlite_nodes;
+mod sqlite_rollouts;
 mod sqlite_secrets;
 mod sqlite_usage;
 mod sqlite_volumes;
@@ -49,6 +52,7 @@ pub use alerts::{AlertFiring, AlertRule, AlertStore, FiringFilter};
 pub use leases::{Lease, LeaseStore};
 pub use nodes::{Heartbeat, NodeRecord, NodeState, NodeStore};
 pub use pg::{CONNECT_TIMEOUT, POOL_SIZE, POOL_WAIT, PgStore, STATEMENT_TIMEOUT, TCP_USER_TIMEOUT};
+pub use rollouts::{RolloutRecord, RolloutStore, RolloutTarget};
 pub use secrets::{SealedVersion, SecretRecord, SecretStore};
 pub use sqlite::SqliteStore;
 pub use usage::{UsageFilter, UsageRow, UsageStore};
@@ -335,6 +339,7 @@ pub trait Store:
     + VolumeStore
     + AlertStore
     + LeaseStore
+    + RolloutStore
 {
     // Tenants and keys.
     async fn insert_tenant(&self, t: &Tenant) -> Result<()>;

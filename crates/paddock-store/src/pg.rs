@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations-pg/0007_volumes.sql"),
     include_str!("../migrations-pg/0008_alerts.sql"),
     include_str!("../migrations-pg/0009_leases.sql"),
+    include_str!("../migrations-pg/0010_rollouts.sql"),
 ];
 
 /// Advisory lock keys (`pg_advisory_xact_lock`): migrations, and event inserts (so events

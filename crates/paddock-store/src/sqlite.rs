@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_volumes.sql"),
     include_str!("../migrations/0008_alerts.sql"),
     include_str!("../migrations/0009_leases.sql"),
+    include_str!("../migrations/0010_rollouts.sql"),
 ];
 
 /// The embedded SQLite store.

@@ -91,6 +91,7 @@ both!(
     budget_crossings_are_recorded_once,
     leases_acquire_renew_expire_release,
     leases_one_winner_under_concurrency,
+    rollouts_round_trip_list_and_interrupt,
 );
 
 /// How many PostgreSQL migrations this build has (the files of `migrations-pg/`).

@@ -17,6 +17,7 @@ pub mod mcp;
 pub mod pause;
 pub mod pools;
 pub mod ports;
+pub mod rollouts;
 pub mod sandboxes;
 pub mod secrets;
 pub mod services;

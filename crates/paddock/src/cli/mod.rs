@@ -24,6 +24,7 @@ mod mcp;
 mod network;
 mod nodes;
 mod pause;
+mod rollout;
 mod sandbox;
 pub(crate) use sandbox::parse_isolation;
 mod pools;
@@ -122,6 +123,10 @@ pub(crate) enum ClientCmd {
     Nodes(nodes::NodesArgs),
     /// Alerts: what is firing (ls), rules, add KIND URL, rm ID, test ID.
     Alerts(alerts::AlertsArgs),
+    /// Rollouts: run a command or upload files on every sandbox matching a metadata
+    /// selector, with a concurrency cap, max failures and a rollback: run, upload, ls, show,
+    /// cancel.
+    Rollout(rollout::RolloutArgs),
 }
 
 /// Runs a client command; the result is the process's exit code.
@@ -159,6 +164,7 @@ pub(crate) async fn run(cmd: ClientCmd) -> Result<i32> {
         ClientCmd::Service(a) => service::run(a).await,
         ClientCmd::Nodes(a) => nodes::run(a).await,
         ClientCmd::Alerts(a) => alerts::run(a).await,
+        ClientCmd::Rollout(a) => rollout::run(a).await,
     }
 }
 

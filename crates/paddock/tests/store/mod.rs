@@ -1,7 +1,7 @@
 //! The cases of the store conformance suite (`tests/store.rs`), each a function of a fresh,
 //! empty store: `core` (tenants, keys, templates, sandboxes, events, audit, execs), `fleet`
 //! (nodes, settings), `data` (secrets, usage, volumes), `alerts` (rules, firings, budget
-//! crossings), `leases`.
+//! crossings), `leases`, `rollouts` (rollouts and their targets).
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -14,12 +14,14 @@ mod core;
 mod data;
 mod fleet;
 mod leases;
+mod rollouts;
 
 pub use self::core::*;
 pub use alerts::*;
 pub use data::*;
 pub use fleet::*;
 pub use leases::*;
+pub use rollouts::*;
 
 pub fn tenant(id: &str, created_at: i64) -> Tenant {
     Tenant {

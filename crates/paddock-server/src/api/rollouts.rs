@@ -1,0 +1,208 @@
+//! Rollouts (`crate::rollouts`, `docs/rollouts.md`):
+//!
+//! - `POST /v1/rollouts[?wait=true]`: checks the request, selects the sandboxes and starts
+//!   the rollout: 202 with the rollout (every sandbox `pending`); with `wait=true`, 200 with
+//!   the finished rollout; with `Accept: application/x-ndjson`, a progress stream (one line
+//!   per change of a sandbox, then an `end` line with the finished rollout). A selector
+//!   matching nothing is 422 `no_match` and records nothing.
+//! - `GET /v1/rollouts[?limit=N]`: newest first, without their sandboxes.
+//! - `GET /v1/rollouts/{id}`: the rollout with each sandbox's outcome.
+//! - `POST /v1/rollouts/{id}/cancel`: 202; no sandbox starts after it.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::rollouts::{self, MAX_TARGETS, rollout_json};
+use crate::state::AppState;
+use crate::wire::{form_urlencoded_pairs, json_response, parse_limit, read_limited, unknown_param};
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/rollouts", get(list).post(create))
+        .route("/v1/rollouts/{id}", get(get_one))
+        .route("/v1/rollouts/{id}/cancel", post(cancel))
+}
+
+/// The request body, read with the rollout's own cap (an upload may be larger than the
+/// JSON body limit of other routes) and parsed as strictly as [`super::Json`].
+async fn body(req: Request) -> ApiResult<rollouts::spec::Body> {
+    let bytes = read_limited(req, rollouts::spec::MAX_BODY_BYTES, true).await?;
+    super::json::parse(&bytes)
+}
+
+fn wants_ndjson(h: &axum::http::HeaderMap) -> bool {
+    h.get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/x-ndjson") || a.contains("application/jsonl"))
+}
+
+fn parse_wait(q: Option<&str>) -> ApiResult<bool> {
+    let mut wait = false;
+    for (k, v) in form_urlencoded_pairs(q.unwrap_or("")) {
+        match k.as_str() {
+            "wait" => {
+                wait = match v.as_str() {
+                    "" | "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(ApiError::BadRequest(format!(
+                            "wait must be true or false, got {:?}",
+                            crate::wire::truncate(&v, 32)
+                        )));
+                    }
+                }
+            }
+            other => return Err(unknown_param(other)),
+        }
+    }
+    Ok(wait)
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+    req: Request,
+) -> ApiResult<Response> {
+    let ndjson = wants_ndjson(req.headers());
+    let res = async {
+        let wait = parse_wait(q.as_deref())?;
+        let spec = body(req).await?.check()?;
+        let what = format!(
+            "{} selector {}",
+            spec.action.kind(),
+            rollouts::spec::selector_text(&spec.selector)
+        );
+        let started = rollouts::start(&state, &caller, spec).await?;
+        Ok((wait, format!("{}: {what}", started.id), started))
+    }
+    .await;
+    let detail = res.as_ref().ok().map(|r| r.1.clone());
+    let (wait, _, started) = state
+        .audited(&caller, "rollout.create", None, detail, res)
+        .await?;
+    if ndjson {
+        return Ok(progress_stream(state, started));
+    }
+    if wait {
+        let _ = started.done.await;
+    }
+    let (r, ts) = rollouts::get(&state, &caller, &started.id).await?;
+    let status = if wait {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(json_response(status, rollout_json(&r, Some(&ts))))
+}
+
+/// The NDJSON progress: the rollout as started, each change of a sandbox, then `end`.
+fn progress_stream(state: Arc<AppState>, started: rollouts::Started) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let line = |v: Value| {
+            let mut b = serde_json::to_vec(&v).unwrap_or_default();
+            b.push(b'\n');
+            Ok(Bytes::from(b))
+        };
+        let rollouts::Started {
+            id, mut progress, ..
+        } = started;
+        if let Ok(Some((r, ts))) = state.store.get_rollout(&id).await
+            && tx
+                .send(line(
+                    json!({ "type": "rollout", "rollout": rollout_json(&r, Some(&ts)) }),
+                ))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        loop {
+            match progress.recv().await {
+                Ok(v) => {
+                    let end = v["type"] == "end";
+                    if tx.send(line(v)).await.is_err() || end {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => {
+                    // The runner ended without an `end` line reaching us: read the store.
+                    if let Ok(Some((r, ts))) = state.store.get_rollout(&id).await {
+                        let _ = tx
+                            .send(line(
+                                json!({ "type": "end", "rollout": rollout_json(&r, Some(&ts)) }),
+                            ))
+                            .await;
+                    }
+                    return;
+                }
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .unwrap_or_default()
+}
+
+async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let mut limit = 100;
+    for (k, v) in form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
+        match k.as_str() {
+            "limit" => limit = parse_limit(&v)?,
+            other => return Err(unknown_param(other)),
+        }
+    }
+    let items: Vec<Value> = rollouts::list(&state, &caller, limit)
+        .await?
+        .iter()
+        .map(|r| rollout_json(r, None))
+        .collect();
+    Ok(json_response(StatusCode::OK, json!({ "rollouts": items })))
+}
+
+async fn get_one(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let (r, ts) = rollouts::get(&state, &caller, &id).await?;
+    debug_assert!(ts.len() <= MAX_TARGETS);
+    Ok(json_response(StatusCode::OK, rollout_json(&r, Some(&ts))))
+}
+
+async fn cancel(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let res = rollouts::cancel(&state, &caller, &id).await;
+    state
+        .audited(&caller, "rollout.cancel", None, Some(id.clone()), res)
+        .await?;
+    let (r, ts) = rollouts::get(&state, &caller, &id).await?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        rollout_json(&r, Some(&ts)),
+    ))
+}
