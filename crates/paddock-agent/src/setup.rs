@@ -169,8 +169,8 @@ fn run() -> Result<i32> {
     // 6. Host directories the template asks for (host /usr for `base`), read-only, id-mapped
     //    so host root's files appear owned by the sandbox's root, never writable by it.
     for b in &cfg.binds {
-        let target = inside(&root, &b.target);
-        fs::create_dir_all(&target).ok();
+        let t = b.target.to_str().context("bind target is not UTF-8")?;
+        let target = dir_in_root(&root, t)?;
         attach_idmapped(&b.source, &target, &userns, true)
             .with_context(|| format!("binding {}", b.source.display()))?;
     }
@@ -179,8 +179,7 @@ fn run() -> Result<i32> {
     //     over the bundle's empty `paddock-agent` file so the loader can open it by path after
     //     pivot_root. Nothing of the agent then comes from the image (it may have no glibc).
     if let Some(lib) = &cfg.agent_lib {
-        let target = inside(&root, AGENT_LIB_DIR);
-        fs::create_dir_all(&target).context("creating agent lib dir")?;
+        let target = dir_in_root(&root, AGENT_LIB_DIR)?;
         bind_readonly(lib, &target).context("binding the agent's libraries")?;
         bind_readonly(&cfg.agent, &target.join(AGENT_MOUNTPOINT))
             .context("binding the agent binary")?;
@@ -189,10 +188,7 @@ fn run() -> Result<i32> {
     // 6c. The `sudo` shim, read-only and nosuid, in the shim directory: run by a sandbox user
     //     it asks PID 1 over a socket to run a command as root (module `sudo`). Setuid
     //     binaries cannot work under no_new_privs, so this is how `sudo` works here.
-    let shim = inside(&root, paddock_core::SHIM_DIR);
-    fs::create_dir_all(&shim).context("creating shim dir")?;
-    let sudo = shim.join("sudo");
-    fs::write(&sudo, b"").context("creating sudo mount point")?;
+    let sudo = file_in_root(&root, &format!("{}/sudo", paddock_core::SHIM_DIR))?;
     bind_readonly(&cfg.sudo, &sudo).context("binding sudo shim")?;
     // A template's own sudo (setuid, so powerless here) is replaced by the shim as well, so
     // `sudo` works whatever PATH a login shell of the template sets.
@@ -207,7 +203,7 @@ fn run() -> Result<i32> {
     //    cgroup joined in step 2), and a minimal /dev with its own devpts instance.
     let owner = format!("uid={0},gid={0}", cfg.id_base);
     let tmp_opts = format!("size={},mode=1777,{owner}", cfg.tmp_bytes);
-    mount_tmpfs(&inside(&root, "/tmp"), &tmp_opts)?;
+    mount_tmpfs(&dir_in_root(&root, "/tmp")?, &tmp_opts)?;
     build_dev(&root, &cfg, &owner)?;
 
     // 7b. Secret files, if any: a small tmpfs at /run/secrets (never the writable layer),
@@ -301,8 +297,7 @@ fn child_inner(
 ) -> Result<Never> {
     // 11. /proc for the new pid namespace. Only a process inside that namespace can mount it,
     //     so this is C's first step; masking needs the mount to exist.
-    let proc_dir = inside(root, "/proc");
-    fs::create_dir_all(&proc_dir).ok();
+    let proc_dir = dir_in_root(root, "/proc")?;
     let nse = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     mount(Some("proc"), &proc_dir, Some("proc"), nse, None).context("mounting /proc")?;
     for f in MASKED_FILES {
@@ -723,9 +718,8 @@ fn write_secret_files(root: &Path, cfg: &SetupConfig) -> Result<()> {
 
 /// Builds `/dev`: a small tmpfs with the usual character devices, a private devpts and shm.
 fn build_dev(root: &Path, cfg: &SetupConfig, owner: &str) -> Result<()> {
-    let dev = inside(root, "/dev");
     // Images need not carry their mount points; they are made in the writable layer.
-    fs::create_dir_all(&dev).ok();
+    let dev = dir_in_root(root, "/dev")?;
     mount(
         Some("tmpfs"),
         &dev,
@@ -795,8 +789,8 @@ fn build_dev(root: &Path, cfg: &SetupConfig, owner: &str) -> Result<()> {
     Ok(())
 }
 
+/// Mounts a tmpfs on `target`, an existing directory (made by [`dir_in_root`]).
 fn mount_tmpfs(target: &Path, opts: &str) -> Result<()> {
-    fs::create_dir_all(target).ok();
     mount(
         Some("tmpfs"),
         target,
@@ -847,6 +841,63 @@ fn loopback_up() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `path` (absolute, in the sandbox) inside `root` as a directory, made (mode 0755, host
+/// root's) where missing. Everything before `pivot_root` runs as host root with the host's
+/// filesystem reachable, and the root's files come from images and from writable layers a
+/// sandbox's root has changed: a symlink on the way (`/opt/paddock -> /etc`) would make a
+/// mkdir or a write here land on the host. So no component is followed: a symlink or a
+/// non-directory on the way refuses the start, naming the path.
+pub(crate) fn dir_in_root(root: &Path, path: &str) -> Result<PathBuf> {
+    let mut dir = root.to_path_buf();
+    let mut shown = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if part == ".." {
+            bail!("{path} is not a plain path in the sandbox");
+        }
+        dir.push(part);
+        shown.push('/');
+        shown.push_str(part);
+        match dir.symlink_metadata() {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => bail!(
+                "the template's {shown} is a symlink; the sandbox's {path} must be a real directory (refused: it could lead out of the sandbox before it starts)"
+            ),
+            Ok(_) => bail!("the template's {shown} is not a directory; {path} needs it to be one"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir(&dir).with_context(|| format!("creating {shown}"))?
+            }
+            Err(e) => return Err(Error::from(e)).with_context(|| format!("checking {shown}")),
+        }
+    }
+    Ok(dir)
+}
+
+/// `path` inside `root` as a regular file to mount over: its directory made by
+/// [`dir_in_root`], the file created empty where missing and never truncated or followed (a
+/// symlink there refuses the start).
+pub(crate) fn file_in_root(root: &Path, path: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let (parent, name) = path
+        .rsplit_once('/')
+        .filter(|(_, n)| !n.is_empty() && *n != "." && *n != "..")
+        .with_context(|| format!("{path} names no file"))?;
+    let file = dir_in_root(root, parent)?.join(name);
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&file);
+    match f {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok(file),
+        Ok(_) => bail!("the template's {path} is not a regular file"),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
+            "the template's {path} is a symlink; refused (it could lead out of the sandbox before it starts)"
+        ),
+        Err(e) => Err(Error::from(e)).with_context(|| format!("creating {path}")),
+    }
 }
 
 fn inside(root: &Path, p: impl AsRef<Path>) -> PathBuf {

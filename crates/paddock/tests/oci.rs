@@ -1198,6 +1198,11 @@ async fn api_layers_list_and_prune_only_unused() {
 /// `busybox-static`), as `/bin/busybox` with applet links, the way Alpine-style images are
 /// built.
 fn busybox_rootfs() -> Vec<u8> {
+    busybox_rootfs_with(&[])
+}
+
+/// [`busybox_rootfs`] with more entries: a directory (`None`) or a symlink to the target.
+fn busybox_rootfs_with(extra: &[(&str, Option<&str>)]) -> Vec<u8> {
     let busybox = Path::new("/bin/busybox");
     let out = Command::new("file").arg(busybox).output();
     assert!(
@@ -1256,7 +1261,103 @@ fn busybox_rootfs() -> Vec<u8> {
         h.set_size(data.len() as u64);
         b.append_data(&mut h, p, data).unwrap();
     }
+    for (p, link) in extra {
+        match link {
+            None => {
+                let mut h = entry(tar::EntryType::Directory, 0o755, 0);
+                b.append_data(&mut h, p, &[][..]).unwrap();
+            }
+            Some(to) => {
+                let mut h = entry(tar::EntryType::Symlink, 0o777, 0);
+                b.append_link(&mut h, p, to).unwrap();
+            }
+        }
+    }
     b.into_inner().unwrap()
+}
+
+/// The setup stage runs as host root before `pivot_root`, where a symlink in a template
+/// (from an image, or a snapshot of a layer a sandbox's root changed) resolves on the host.
+/// A template pointing the directories and files the setup stage makes (`/opt/paddock`,
+/// the `sudo` mount point, `/tmp`) at host paths is refused: the create fails and nothing
+/// is made or truncated on the host.
+#[tokio::test(flavor = "multi_thread")]
+async fn templates_linking_setup_paths_to_the_host_are_refused_and_touch_nothing() {
+    let s = server::Server::start(&[]);
+    let host = std::path::PathBuf::from(format!(
+        "/var/tmp/paddock-setup-victim-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&host);
+    std::fs::create_dir_all(&host).unwrap();
+    let victim = host.join("victim");
+    std::fs::write(&victim, "keep").unwrap();
+    let (h, v) = (host.to_str().unwrap(), victim.to_str().unwrap());
+    type Entries<'a> = Vec<(&'a str, Option<&'a str>)>;
+    let cases: [(&str, Entries); 4] = [
+        ("evil-opt", vec![("opt", None), ("opt/paddock", Some(h))]),
+        (
+            "evil-bin",
+            vec![
+                ("opt", None),
+                ("opt/paddock", None),
+                ("opt/paddock/bin", Some(h)),
+            ],
+        ),
+        (
+            "evil-sudo",
+            vec![
+                ("opt", None),
+                ("opt/paddock", None),
+                ("opt/paddock/bin", None),
+                ("opt/paddock/bin/sudo", Some(v)),
+            ],
+        ),
+        ("evil-run", vec![("run", Some(h))]),
+    ];
+    for (name, extra) in &cases {
+        let (st, t) = server::call(
+            s.req(
+                reqwest::Method::POST,
+                &format!("/v1/templates/{name}/import"),
+            )
+            .header("content-type", "application/x-tar")
+            .body(busybox_rootfs_with(extra)),
+        )
+        .await;
+        assert_eq!(st, reqwest::StatusCode::CREATED, "{name}: {t}");
+        let r = s
+            .req(reqwest::Method::POST, "/v1/sandboxes")
+            .json(&serde_json::json!({"template": name, "secrets": {}}))
+            .send()
+            .await
+            .unwrap();
+        let st = r.status();
+        let body = r.text().await.unwrap();
+        if *name == "evil-run" {
+            // `/run` is only made for secret files: without them the sandbox starts, and
+            // nothing was made through the link either.
+            assert_eq!(st, reqwest::StatusCode::CREATED, "{name}: {body}");
+        } else {
+            assert!(
+                !st.is_success(),
+                "{name}: a create must fail, got {st}: {body}"
+            );
+        }
+        let mut left: Vec<String> = std::fs::read_dir(&host)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["victim"],
+            "{name}: the setup stage wrote on the host"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep", "{name}");
+    }
+    std::fs::remove_dir_all(&host).unwrap();
 }
 
 /// An image without glibc (busybox, as Alpine-style images are) runs: the agent brings its

@@ -27,8 +27,7 @@ use crate::error::{Context, Result, bail};
 pub(super) fn start(cfg: &SetupConfig, g: &GvisorSetup, root: &Path) -> Result<i32> {
     // The directory the agent binds its socket in: a host directory, so runsc's
     // `--host-uds=create` makes the socket one the runtime can connect to.
-    let target = inside(root, GVISOR_AGENT_DIR);
-    fs::create_dir_all(&target).context("creating the agent socket directory")?;
+    let target = super::dir_in_root(root, GVISOR_AGENT_DIR)?;
     let dir = g.agent_dir.to_str().context("agent dir is not UTF-8")?;
     mount(Some(dir), &target, None, libc::MS_BIND, None).context("binding the agent dir")?;
     let nse = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
@@ -182,10 +181,7 @@ fn bundle_spec(cfg: &SetupConfig, root: &Path) -> Result<serde_json::Value> {
         ]);
     } else {
         // A static agent is bound over the loader's slot the same way.
-        let target = inside(root, AGENT_LIB_DIR);
-        fs::create_dir_all(&target).context("creating agent dir")?;
-        let bin = target.join(AGENT_MOUNTPOINT);
-        fs::write(&bin, b"").context("creating the agent mount point")?;
+        let bin = super::file_in_root(root, &format!("{AGENT_LIB_DIR}/{AGENT_MOUNTPOINT}"))?;
         super::bind_readonly(&cfg.agent, &bin).context("binding the agent binary")?;
         args.push(format!("{AGENT_LIB_DIR}/{AGENT_MOUNTPOINT}"));
     }
