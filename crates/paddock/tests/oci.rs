@@ -217,10 +217,13 @@ fn new_store() -> (tempfile::TempDir, LayerStore) {
 }
 
 /// Names in the store's root.
+/// The layers in the store's directory (`.digests`, the layers' transfer digests, is not
+/// one).
 fn names(s: &LayerStore) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(s.root())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
         .collect();
     v.sort();
     v

@@ -156,8 +156,35 @@ impl Runtime {
     }
 
     /// Starts a gVisor sandbox's agent (`launch` for [`Isolation::Gvisor`]) and records the
-    /// Sentry's pid.
+    /// Sentry's pid. A Sentry that dies before its agent listens is started once more: on a
+    /// loaded host this runsc now and then loses a fresh sandbox that way (about one create
+    /// in 200 in the E2B suite on gVisor; the cause is not known). The first attempt's log is
+    /// kept in the server's log; a second death is the create's error.
     pub(super) fn launch_gvisor(
+        &self,
+        dir: &Path,
+        record: &mut Record,
+        cfg: SetupConfig,
+    ) -> Result<()> {
+        match self.launch_gvisor_once(dir, record, cfg.clone()) {
+            Err(RuntimeError::Setup { id, reason }) if reason.starts_with(SENTRY_DIED) => {
+                let log = fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+                tracing::warn!(
+                    sandbox = %id,
+                    %reason,
+                    log = %log.trim(),
+                    "gVisor sandbox died while starting; starting it once more"
+                );
+                if let Some(pid) = record.pid.take() {
+                    reap_orphans(&[pid]);
+                }
+                self.launch_gvisor_once(dir, record, cfg)
+            }
+            r => r,
+        }
+    }
+
+    fn launch_gvisor_once(
         &self,
         dir: &Path,
         record: &mut Record,
@@ -261,6 +288,9 @@ fn reap_orphans(pids: &[i32]) {
     }
 }
 
+/// How a start whose Sentry died before its agent was reachable begins its error.
+const SENTRY_DIED: &str = "the gVisor sandbox exited before its agent";
+
 /// Waits for the agent to bind its socket at `inside` (a host path in the directory bound
 /// into the sandbox), moves it to `outside`, where nothing in the sandbox reaches, and checks
 /// that what was moved is a socket. Fails if the Sentry (`pid`) dies first or after
@@ -273,7 +303,7 @@ fn take_socket(inside: &Path, outside: &Path, pid: i32) -> std::result::Result<(
             break;
         }
         if pid_start_time(pid).is_none() {
-            return Err("the gVisor sandbox exited before its agent started".into());
+            return Err(format!("{SENTRY_DIED} started"));
         }
         if Instant::now() > deadline {
             return Err(format!(
@@ -296,7 +326,7 @@ fn take_socket(inside: &Path, outside: &Path, pid: i32) -> std::result::Result<(
     let appeared = Instant::now();
     while let Err(e) = std::os::unix::net::UnixStream::connect(outside) {
         if pid_start_time(pid).is_none() {
-            return Err("the gVisor sandbox exited before its agent listened".into());
+            return Err(format!("{SENTRY_DIED} listened"));
         }
         if Instant::now() > deadline.max(appeared + LISTEN_WAIT) {
             return Err(format!(
