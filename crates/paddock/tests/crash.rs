@@ -163,8 +163,10 @@ async fn statfs_made_while_the_server_is_down_is_answered_after_restart() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.restart();
     let before = lines(&s, id.clone()).await.lines().count();
+    // Each answer reads the sandbox's qgroup usage, which commits a btrfs transaction: under
+    // the other crash tests' writes that can take seconds (CI once saw 10 s pass).
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "statfs answers after restart",
         || {
             let f = lines(&s, id.clone());
