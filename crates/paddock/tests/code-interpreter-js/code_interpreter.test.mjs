@@ -55,13 +55,16 @@ test('chart data and a JavaScript cell\'s value as results', async () => {
 })
 
 test('a JavaScript context, isolated from another', async () => {
+  // A new JavaScript kernel's first cell compiles with tslab's TypeScript service, which
+  // on a loaded 2-core CI machine once took longer than the SDK's default 60 s.
+  const slow = { timeoutMs: 180_000 }
   const a = await sbx.createCodeContext({ language: 'js' })
   const b = await sbx.createCodeContext({ language: 'javascript' })
-  let ex = await sbx.runCode('const v = 7; console.log(v * 6)', { context: a })
+  let ex = await sbx.runCode('const v = 7; console.log(v * 6)', { context: a, ...slow })
   assert.deepEqual(ex.logs.stdout, ['42\n'])
-  ex = await sbx.runCode('console.log(v)', { context: b })
+  ex = await sbx.runCode('console.log(v)', { context: b, ...slow })
   assert.ok(ex.error, 'b must not see a\'s v')
-  ex = await sbx.runCode('console.log(v + 1)', { context: a })
+  ex = await sbx.runCode('console.log(v + 1)', { context: a, ...slow })
   assert.deepEqual(ex.logs.stdout, ['8\n'])
   const ids = (await sbx.listCodeContexts()).map((c) => c.id)
   assert.ok(ids.includes(a.id) && ids.includes(b.id))
