@@ -1,12 +1,11 @@
 //! Paddock over its REST API, on this machine: create to first command done, exec round
-//! trip, 1 GiB upload and download with the server's memory growth, 1,000 idle sandboxes,
-//! and sustained creates per second. bubblewrap runs `/bin/true` in the same run, so the
-//! table carries a ratio that does not depend on how busy the machine is.
+//! trip, 1 GiB upload and download with the server's memory growth. bubblewrap runs
+//! `/bin/true` in the same run, so the table carries a ratio that does not depend on how
+//! busy the machine is. (Idle sandboxes and sustained creates per second: `density.rs`.)
 //!
 //! Run: `cargo bench -p paddock --bench api` (as root). `PADDOCK_BENCH_RUNS` sets the runs
-//! per latency row (default 200), `PADDOCK_BENCH_IDLE` the idle sandbox count (default
-//! 1000); `PADDOCK_BENCH_QUICK=1` stops after the latency rows (create by surface and
-//! network, exec round trips). Prints a markdown table for `BENCHMARKS.md`.
+//! per latency row (default 200); `PADDOCK_BENCH_QUICK=1` stops after the latency rows
+//! (create by surface and network, exec round trips). Prints a markdown table for `BENCHMARKS.md`.
 
 #[allow(unreachable_pub, dead_code)]
 #[path = "../src/bench_external.rs"]
@@ -35,15 +34,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn mem_available_kib() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -133,10 +123,6 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let idle: usize = std::env::var("PADDOCK_BENCH_IDLE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
     let s = Server::start(&[
         "--rate",
         "1000000",
@@ -355,62 +341,7 @@ async fn main() -> anyhow::Result<()> {
         delete(&s, &bid).await;
         delete(&s, &id).await;
 
-        // 4. Idle sandboxes: host memory per sandbox.
-        let avail0 = mem_available_kib();
-        let rss_before = rss_kib(server_pid);
-        let mut ids = Vec::with_capacity(idle);
-        let t0 = Instant::now();
-        for _ in 0..idle {
-            ids.push(create(&s).await);
-        }
-        let took = t0.elapsed();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let used = avail0.saturating_sub(mem_available_kib());
-        let server_growth = rss_kib(server_pid).saturating_sub(rss_before);
-        rows.push((
-            format!(
-                "{idle} idle sandboxes: host memory per sandbox (created in {:.1} s)",
-                took.as_secs_f64()
-            ),
-            format!("{:.2} MiB", used as f64 / 1024.0 / idle as f64),
-            format!(
-                "total {:.0} MiB; server RSS +{:.0} MiB",
-                used as f64 / 1024.0,
-                server_growth as f64 / 1024.0
-            ),
-            "≤ 3 MiB".into(),
-        ));
-        for id in &ids {
-            delete(&s, id).await;
-        }
-
-        // 5. Sustained creates per second: 8 clients creating (and later deleting) for 10 s.
-        let s = std::sync::Arc::new(s);
-        let stop_at = Instant::now() + Duration::from_secs(10);
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut made = Vec::new();
-                while Instant::now() < stop_at {
-                    made.push(create(&s).await);
-                }
-                made
-            }));
-        }
-        let mut made: Vec<String> = Vec::new();
-        for t in tasks {
-            made.extend(t.await?);
-        }
-        rows.push((
-            "sustained creates per second (8 clients, 10 s)".into(),
-            format!("{:.0}/s", made.len() as f64 / 10.0),
-            String::new(),
-            "≥ 100/s".into(),
-        ));
-        for id in &made {
-            delete(&s, id).await;
-        }
+        // Idle sandboxes and sustained creates per second: `benches/density.rs`.
     }
 
     println!("| measurement | p50 / value | p99 / detail | target |");
