@@ -956,3 +956,40 @@ async fn statfs_reports_the_disk_limit() {
     std::fs::remove_dir(&host_only).unwrap();
     destroy(&s).await;
 }
+
+/// The first `PT_LOAD` segment's address of the ELF executable `bin`, page-aligned, and its
+/// type (`ET_EXEC` 2 for a fixed-address executable, `ET_DYN` 3 for a PIE).
+fn elf_load_base(bin: &Path) -> (u16, u64) {
+    let b = std::fs::read(bin).unwrap();
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    assert_eq!(&b[..5], b"\x7fELF\x02", "a 64-bit ELF");
+    let (phoff, phentsize, phnum) = (u64_at(0x20) as usize, u16_at(0x36), u16_at(0x38));
+    let load = (0..usize::from(phnum))
+        .map(|i| phoff + i * usize::from(phentsize))
+        .find(|&ph| u32::from_le_bytes(b[ph..ph + 4].try_into().unwrap()) == 1)
+        .map(|ph| u64_at(ph + 0x10) & !0xfff)
+        .expect("a PT_LOAD segment");
+    (u16_at(0x10), load)
+}
+
+/// The agent is linked at a fixed address (`crates/paddock/build.rs`), so its pointer
+/// tables are file pages shared by every sandbox rather than a relocated copy each: PID 1
+/// maps the executable at the address the file names.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_runs_at_its_link_address() {
+    let (kind, base) = elf_load_base(Path::new(env!("CARGO_BIN_EXE_paddock-agent")));
+    assert_eq!(
+        kind, 2,
+        "paddock-agent is not a fixed-address (ET_EXEC) executable"
+    );
+    let s = sandbox().await;
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", s.pid)).unwrap();
+    let first = maps
+        .lines()
+        .find(|l| l.ends_with("/paddock-agent"))
+        .unwrap_or_else(|| panic!("no paddock-agent mapping in PID 1's maps:\n{maps}"));
+    let start = u64::from_str_radix(first.split('-').next().unwrap(), 16).unwrap();
+    assert_eq!(start, base, "PID 1 maps the agent elsewhere: {first}");
+    destroy(&s).await;
+}
