@@ -39,30 +39,38 @@ pub async fn fallback(
     axum::extract::State(state): axum::extract::State<std::sync::Arc<crate::state::AppState>>,
     req: Request,
 ) -> Response {
+    serve(&req, &state.cfg.domain)
+        .unwrap_or_else(|| ApiError::NotFound("no such route".into()).into_response())
+}
+
+/// The console file a `GET`/`HEAD` asks for (outside `/v1/`), with its headers; `None` for
+/// anything else. The control plane calls it too, for requests naming no sandbox.
+pub fn serve(req: &Request, domain: &str) -> Option<Response> {
     let path = req.uri().path();
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     let api = path == "/v1" || path.starts_with("/v1/");
-    match paddock_console::asset(path) {
-        Some(a) if get && !api => {
-            let body = if req.method() == Method::HEAD {
-                Body::empty()
-            } else {
-                Body::from(a.bytes)
-            };
-            Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, a.content_type)
-                .header(header::CONTENT_LENGTH, a.bytes.len())
-                .header(header::CACHE_CONTROL, a.cache_control)
-                .header(header::CONTENT_SECURITY_POLICY, csp(&state.cfg.domain))
-                .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
-                .header(header::X_FRAME_OPTIONS, "DENY")
-                // A window another page opens on the console gets no handle back to it.
-                .header("cross-origin-opener-policy", "same-origin")
-                .header(header::REFERRER_POLICY, "no-referrer")
-                .body(body)
-                .unwrap_or_default()
-        }
-        _ => ApiError::NotFound("no such route".into()).into_response(),
+    if !get || api {
+        return None;
     }
+    let a = paddock_console::asset(path)?;
+    let body = if req.method() == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(a.bytes)
+    };
+    Some(
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, a.content_type)
+            .header(header::CONTENT_LENGTH, a.bytes.len())
+            .header(header::CACHE_CONTROL, a.cache_control)
+            .header(header::CONTENT_SECURITY_POLICY, csp(domain))
+            .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+            .header(header::X_FRAME_OPTIONS, "DENY")
+            // A window another page opens on the console gets no handle back to it.
+            .header("cross-origin-opener-policy", "same-origin")
+            .header(header::REFERRER_POLICY, "no-referrer")
+            .body(body)
+            .unwrap_or_default(),
+    )
 }

@@ -1,14 +1,21 @@
-//! Browser sessions for the web console: the in-memory session map and the session cookie
-//! as an alternative to the API-key header ([`from_cookie`], used by [`crate::auth::Caller`]
-//! and the WebSocket terminal). The routes (`POST/GET/DELETE /v1/session`) are
-//! `api::session`.
+//! Browser sessions for the web console: sessions in the store and the session cookie as
+//! an alternative to the API-key header ([`from_cookie`], used by [`crate::auth::Caller`]
+//! and the WebSocket terminal; [`caller_in`] for the control plane, which has no
+//! [`AppState`]). The routes (`POST/GET/DELETE /v1/session`) are `api::session`.
 //!
 //! Logging in presents an API key once; the server answers with a random session id in the
 //! `paddock_session` cookie (`HttpOnly`, `SameSite=Strict`, `Path=/`, and `Secure` when the
-//! server speaks TLS or its `--public-url` is https). The id maps, in memory, to the key's id and a CSRF token; the key itself
-//! is never sent back and never stored in the browser. A session ends at logout, after
-//! [`SESSION_TTL`], when its key is revoked or expires, or when the server restarts (the map is
-//! not persisted). At most [`MAX_SESSIONS`] live at once; beyond that the oldest is dropped.
+//! server speaks TLS or its `--public-url` is https). The store keeps the SHA-256 of the id
+//! with the key's id and the expiry (`paddock_store::SessionStore`), so every server and
+//! control plane on one store (a fleet) knows every session; the key itself is never sent
+//! back and never stored in the browser. The CSRF token is derived from the id
+//! ([`csrf_token`]), so it is not stored at all and any process can check it.
+//! A session ends at logout (its row is deleted), after [`SESSION_TTL`], or when its key is
+//! revoked (the revocation deletes its rows) or expires. Each key keeps at most
+//! [`MAX_SESSIONS_PER_KEY`]; a login beyond that ends the key's oldest. Expired rows are
+//! purged at each login. Every cookie request reads the store once (the session joined with
+//! its key, one indexed statement), uncached, so a logout or revocation on one process holds
+//! on the next request to any other.
 //!
 //! CSRF: a cookie-authenticated request whose method is not `GET`/`HEAD` must carry
 //! `X-CSRF-Token` equal to the session's token, and an `Origin` header, when present, equal to
@@ -16,12 +23,11 @@
 //! origin of `--public-url`); otherwise 403 `csrf`. The WebSocket terminal (a `GET`) needs the
 //! matching `Origin` too. Requests authenticated by an API key are unaffected.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::header::{COOKIE, HOST, ORIGIN};
 use axum::http::{HeaderMap, Method};
+use paddock_store::{SessionRecord, Store};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
@@ -36,81 +42,39 @@ pub const COOKIE_PREFIX: &str = "paddock_session=";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// How long a session lasts after login (absolute, not sliding).
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Most sessions kept at once.
-pub const MAX_SESSIONS: usize = 10_000;
+/// Most sessions one key keeps; a login beyond that ends the key's oldest.
+pub const MAX_SESSIONS_PER_KEY: u32 = 100;
 
-/// One logged-in browser.
-#[derive(Debug, Clone)]
-struct Session {
-    key_id: String,
-    csrf: String,
-    created: Instant,
-}
+const GONE: ApiError = ApiError::Unauthorized("the session has ended; log in again");
 
-/// The live sessions, by the SHA-256 of their id (a leaked map holds no usable cookie).
-#[derive(Debug, Default)]
-pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
-}
-
-impl Sessions {
-    /// A new session of key `key_id`: its id (the cookie) and its CSRF token.
-    pub fn insert(&self, key_id: String) -> (String, String) {
-        let id = random_token();
-        let csrf = random_token();
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        m.retain(|_, s| s.created.elapsed() < SESSION_TTL);
-        if m.len() >= MAX_SESSIONS
-            && let Some(oldest) = m
-                .iter()
-                .min_by_key(|(_, s)| s.created)
-                .map(|(k, _)| k.clone())
-        {
-            m.remove(&oldest);
-        }
-        m.insert(
-            digest(&id),
-            Session {
-                key_id,
-                csrf: csrf.clone(),
-                created: Instant::now(),
+/// Starts a session of key `key_id` in the store: its id (the cookie value).
+pub async fn start(store: &dyn Store, key_id: &str) -> Result<String, ApiError> {
+    let id = random_token();
+    let now = paddock_store::now_ms();
+    let ttl = i64::try_from(SESSION_TTL.as_millis()).unwrap_or(i64::MAX);
+    store
+        .insert_session(
+            &SessionRecord {
+                token_hash: digest(&id),
+                key_id: key_id.to_owned(),
+                created_at: now,
+                expires_at: now.saturating_add(ttl),
             },
-        );
-        (id, csrf)
-    }
+            MAX_SESSIONS_PER_KEY,
+        )
+        .await?;
+    Ok(id)
+}
 
-    /// The CSRF token of a live session.
-    pub fn csrf(&self, id: &str) -> Option<String> {
-        self.get(id).map(|s| s.csrf)
-    }
+/// Ends the session with cookie value `id`; whether it existed.
+pub async fn end(store: &dyn Store, id: &str) -> Result<bool, ApiError> {
+    Ok(store.delete_session(&digest(id)).await?)
+}
 
-    fn get(&self, id: &str) -> Option<Session> {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let d = digest(id);
-        match m.get(&d) {
-            Some(s) if s.created.elapsed() < SESSION_TTL => Some(s.clone()),
-            Some(_) => {
-                m.remove(&d);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Ends a session; whether it existed.
-    pub fn remove(&self, id: &str) -> bool {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        m.remove(&digest(id)).is_some()
-    }
-
-    /// Sessions currently kept (expired ones included until they are next seen).
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+/// The CSRF token of session `id`: derived from the id (which only the browser and, per
+/// request, the server see), so nothing of it is stored and every process agrees on it.
+pub fn csrf_token(id: &str) -> String {
+    hex::encode(Sha256::digest(format!("paddock-csrf\0{id}").as_bytes()))
 }
 
 fn random_token() -> String {
@@ -196,26 +160,52 @@ pub(crate) async fn check(
     headers: &HeaderMap,
     ws: bool,
 ) -> Result<Caller, ApiError> {
-    const GONE: ApiError = ApiError::Unauthorized("the session has ended; log in again");
-    let s = state.sessions.get(id).ok_or(GONE)?;
+    let own = origin_ok(state, headers, ws);
+    let c = caller_in(state.store.as_ref(), id, method, headers, own).await?;
+    state.limiter.check(&c.key.id)?;
+    Ok(c)
+}
+
+/// The caller behind session cookie `id`, against a store: the session must be live, its
+/// key neither revoked nor expired, and a request other than `GET`/`HEAD` must carry the
+/// session's CSRF token. `origin_ok` is the caller's verdict on the request's `Origin`.
+/// Takes no token of any rate (the caller charges its own).
+pub async fn caller_in(
+    store: &dyn Store,
+    id: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    origin_ok: bool,
+) -> Result<Caller, ApiError> {
+    let now = paddock_store::now_ms();
+    let key = store.session_key(&digest(id), now).await?.ok_or(GONE)?;
     let safe = *method == Method::GET || *method == Method::HEAD;
     if !safe {
         let token = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-        if token.is_none_or(|t| !constant_eq(t.as_bytes(), s.csrf.as_bytes())) {
+        if token.is_none_or(|t| !constant_eq(t.as_bytes(), csrf_token(id).as_bytes())) {
             return Err(ApiError::Csrf("missing or wrong X-CSRF-Token"));
         }
     }
-    if !origin_ok(state, headers, ws) {
+    if !origin_ok {
         return Err(ApiError::Csrf("the request comes from another origin"));
     }
-    let key = state.store.get_key(&s.key_id).await?.ok_or(GONE)?;
-    let now = paddock_store::now_ms();
     if key.revoked_at.is_some() || key.expires_at.is_some_and(|e| e <= now) {
-        state.sessions.remove(id);
+        store.delete_session(&digest(id)).await?;
         return Err(GONE);
     }
-    state.limiter.check(&key.id)?;
     Ok(Caller { key })
+}
+
+/// Whether `origin` is `http://<Host>` of the request: the control plane's own-origin rule
+/// (it speaks plain HTTP).
+pub fn origin_is_host(headers: &HeaderMap, require: bool) -> bool {
+    let Some(o) = headers.get(ORIGIN) else {
+        return !require;
+    };
+    let (Ok(o), Some(Ok(host))) = (o.to_str(), headers.get(HOST).map(|h| h.to_str())) else {
+        return false;
+    };
+    o.eq_ignore_ascii_case(&format!("http://{host}"))
 }
 
 fn constant_eq(a: &[u8], b: &[u8]) -> bool {
@@ -246,13 +236,10 @@ mod tests {
     }
 
     #[test]
-    fn sessions_expire_and_are_removed() {
-        let s = Sessions::default();
-        let (id, csrf) = s.insert("key_1".into());
-        assert_eq!(s.get(&id).map(|x| x.csrf), Some(csrf));
-        assert!(s.get("other").is_none());
-        assert!(s.remove(&id));
-        assert!(s.get(&id).is_none());
+    fn csrf_tokens_are_per_session_and_compared_whole() {
+        assert_eq!(csrf_token("a"), csrf_token("a"));
+        assert_ne!(csrf_token("a"), csrf_token("b"));
+        assert_ne!(csrf_token("a"), digest("a"));
         assert!(constant_eq(b"abc", b"abc"));
         assert!(!constant_eq(b"abc", b"abd"));
         assert!(!constant_eq(b"abc", b"ab"));

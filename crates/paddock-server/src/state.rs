@@ -41,8 +41,6 @@ pub struct AppState {
     pub started: Instant,
     /// The server's secret (`<data>/secret.key`): derives E2B envd access tokens.
     pub secret: Vec<u8>,
-    /// The web console's login sessions (in memory; a restart logs everyone out).
-    pub sessions: crate::session::Sessions,
     /// Tenant secrets: the master key and the write lock (`crate::secrets`).
     pub secrets: crate::secrets::Secrets,
     /// Warm pools per template (`crate::pools`).
@@ -114,7 +112,6 @@ impl AppState {
             webhooks: Webhooks::start(allow_private_webhooks, webhook_secret),
             started: Instant::now(),
             secret,
-            sessions: crate::session::Sessions::default(),
             rollouts: crate::rollouts::Rollouts::default(),
         })
     }

@@ -33,16 +33,19 @@ mod pg_leases;
 mod pg_nodes;
 mod pg_rollouts;
 mod pg_secrets;
+mod pg_sessions;
 mod pg_usage;
 mod pg_volumes;
 mod rollouts;
 mod secrets;
+mod sessions;
 mod sqlite;
 mod sqlite_alerts;
 mod sqlite_leases;
 mod sqlite_nodes;
 mod sqlite_rollouts;
 mod sqlite_secrets;
+mod sqlite_sessions;
 mod sqlite_usage;
 mod sqlite_volumes;
 mod usage;
@@ -54,6 +57,7 @@ pub use nodes::{Heartbeat, NodeRecord, NodeState, NodeStore};
 pub use pg::{CONNECT_TIMEOUT, POOL_SIZE, POOL_WAIT, PgStore, STATEMENT_TIMEOUT, TCP_USER_TIMEOUT};
 pub use rollouts::{RolloutRecord, RolloutStore, RolloutTarget};
 pub use secrets::{SealedVersion, SecretRecord, SecretStore};
+pub use sessions::{SessionRecord, SessionStore};
 pub use sqlite::SqliteStore;
 pub use usage::{UsageFilter, UsageRow, UsageStore};
 pub use volumes::{VolumeRecord, VolumeStore};
@@ -340,6 +344,7 @@ pub trait Store:
     + AlertStore
     + LeaseStore
     + RolloutStore
+    + SessionStore
 {
     // Tenants and keys.
     async fn insert_tenant(&self, t: &Tenant) -> Result<()>;
@@ -351,7 +356,8 @@ pub trait Store:
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
     /// All keys, or one tenant's, ordered by creation.
     async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>>;
-    /// Sets `revoked_at` if not yet revoked; false if no such key.
+    /// Sets `revoked_at` if not yet revoked, and deletes the key's console sessions (one
+    /// transaction); false if no such key.
     async fn revoke_key(&self, id: &str, at: Millis) -> Result<bool>;
     async fn count_keys(&self) -> Result<u64>;
 

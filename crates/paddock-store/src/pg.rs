@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations-pg/0008_alerts.sql"),
     include_str!("../migrations-pg/0009_leases.sql"),
     include_str!("../migrations-pg/0010_rollouts.sql"),
+    include_str!("../migrations-pg/0011_sessions.sql"),
 ];
 
 /// Advisory lock keys (`pg_advisory_xact_lock`): migrations, and event inserts (so events
@@ -282,9 +283,9 @@ pub(crate) fn count(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-const KEY_COLS: &str = "id, tenant, name, role, hash, prefix, created_at, expires_at, revoked_at, max_sandboxes, webhook_url";
+pub(crate) const KEY_COLS: &str = "id, tenant, name, role, hash, prefix, created_at, expires_at, revoked_at, max_sandboxes, webhook_url";
 
-fn key_from_row(r: &Row) -> Result<ApiKey> {
+pub(crate) fn key_from_row(r: &Row) -> Result<ApiKey> {
     let role: String = r.try_get(3)?;
     let max: Option<i64> = r.try_get(9)?;
     Ok(ApiKey {
@@ -519,7 +520,8 @@ impl Store for PgStore {
     async fn revoke_key(&self, id: &str, at: Millis) -> Result<bool> {
         let n = self
             .execute(
-                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
+                "WITH ended AS (DELETE FROM console_sessions WHERE key_id = $1) \
+                 UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
                 &[&id, &at],
             )
             .await?;

@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_alerts.sql"),
     include_str!("../migrations/0009_leases.sql"),
     include_str!("../migrations/0010_rollouts.sql"),
+    include_str!("../migrations/0011_sessions.sql"),
 ];
 
 /// The embedded SQLite store.
@@ -144,9 +145,9 @@ fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-const KEY_COLS: &str = "id, tenant, name, role, hash, prefix, created_at, expires_at, revoked_at, max_sandboxes, webhook_url";
+pub(crate) const KEY_COLS: &str = "id, tenant, name, role, hash, prefix, created_at, expires_at, revoked_at, max_sandboxes, webhook_url";
 
-fn key_from_row(r: &Row<'_>) -> rusqlite::Result<(ApiKey, String)> {
+pub(crate) fn key_from_row(r: &Row<'_>) -> rusqlite::Result<(ApiKey, String)> {
     let role: String = r.get(3)?;
     Ok((
         ApiKey {
@@ -166,7 +167,7 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<(ApiKey, String)> {
     ))
 }
 
-fn finish_key((mut k, role): (ApiKey, String)) -> Result<ApiKey> {
+pub(crate) fn finish_key((mut k, role): (ApiKey, String)) -> Result<ApiKey> {
     k.role =
         Role::parse(&role).ok_or_else(|| corrupt("api_keys", format!("unknown role {role:?}")))?;
     Ok(k)
@@ -392,11 +393,14 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_key(&self, id: &str, at: Millis) -> Result<bool> {
-        let c = self.conn();
-        let n = c.execute(
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        let n = tx.execute(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
             params![id, at],
         )?;
+        tx.execute("DELETE FROM console_sessions WHERE key_id = ?1", [id])?;
+        tx.commit()?;
         Ok(n > 0)
     }
 

@@ -685,3 +685,106 @@ async fn lease_taken_over_when_its_holder_dies() {
     );
     assert!(takeover <= Duration::from_secs(15), "{takeover:?}");
 }
+
+/// A console session made through one control plane holds on every request through
+/// either control plane, whichever node answers (sessions live in the shared store): lists,
+/// the nodes the control plane answers itself, a create and a kill with the CSRF token;
+/// without the token a mutating request is refused; logout through the other control plane
+/// ends it everywhere. The console's page is served by both control planes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_console_session_holds_across_control_planes_and_nodes() {
+    use reqwest::header::{CONTENT_TYPE, COOKIE, ORIGIN, SET_COOKIE};
+    let f = Fleet::start(2, &[&[], &[]]);
+    let url = |c: usize| f.controls[c].url.clone();
+    // Login through control plane 0.
+    let r = f
+        .http
+        .post(format!("{}/v1/session", url(0)))
+        .header(ORIGIN, url(0))
+        .json(&json!({ "api_key": f.admin_key }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let cookie = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let me: Value = r.json().await.unwrap();
+    let csrf = me["csrf_token"].as_str().expect("a CSRF token").to_owned();
+    let get = |c: usize, path: &str| {
+        f.http
+            .get(format!("{}{path}", url(c)))
+            .header(COOKIE, &session)
+    };
+    let send = |c: usize, m: Method, path: &str| {
+        f.http
+            .request(m, format!("{}{path}", url(c)))
+            .header(COOKIE, &session)
+            .header(ORIGIN, url(c))
+            .header("x-csrf-token", &csrf)
+    };
+    // Several reads through both control planes (forwarded round robin over both nodes,
+    // or answered by the control plane itself).
+    for c in [0, 1, 0, 1, 0, 1] {
+        for path in ["/v1/session", "/v1/sandboxes", "/v1/nodes", "/v1/templates"] {
+            let (st, v) = call(get(c, path)).await;
+            assert_eq!(st, StatusCode::OK, "GET {path} through control {c}: {v}");
+            if path == "/v1/session" {
+                assert_eq!(v["csrf_token"], csrf.as_str(), "one token everywhere");
+            }
+        }
+        let r = get(c, "/").send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "the console through control {c}"
+        );
+        assert!(
+            r.headers()[CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+    }
+    // A create through control plane 1 needs the token; then the sandbox is reached and
+    // killed through control plane 0.
+    let (st, v) = call(
+        f.http
+            .post(format!("{}/v1/sandboxes", url(1)))
+            .header(COOKIE, &session)
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "a create without the token: {v}");
+    assert_eq!(v["code"], "csrf", "{v}");
+    let (st, sb) = call(send(1, Method::POST, "/v1/sandboxes").json(&json!({}))).await;
+    assert_eq!(st, StatusCode::CREATED, "create with the token: {sb}");
+    let id = sb["id"].as_str().unwrap().to_owned();
+    let (st, v) = call(get(0, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // Drain and undrain, answered by the control plane itself, need the token too.
+    let node = node_of(&sb);
+    let (st, v) = call(
+        f.http
+            .post(format!("{}/v1/nodes/{node}/drain", url(0)))
+            .header(COOKIE, &session),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "a drain without the token: {v}");
+    let (st, v) = call(send(0, Method::POST, &format!("/v1/nodes/{node}/undrain"))).await;
+    assert_eq!(st, StatusCode::OK, "undrain with the token: {v}");
+    let (st, v) = call(send(0, Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "kill with the token: {v}");
+    // Logout through control plane 1 ends the session on every control plane and node.
+    let (st, _) = call(send(1, Method::DELETE, "/v1/session")).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    for c in [0, 1, 0, 1] {
+        for path in ["/v1/session", "/v1/sandboxes", "/v1/nodes"] {
+            let (st, v) = call(get(c, path)).await;
+            assert_eq!(
+                st,
+                StatusCode::UNAUTHORIZED,
+                "GET {path} through control {c} after logout: {v}"
+            );
+        }
+    }
+}

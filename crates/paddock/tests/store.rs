@@ -92,6 +92,8 @@ both!(
     leases_acquire_renew_expire_release,
     leases_one_winner_under_concurrency,
     rollouts_round_trip_list_and_interrupt,
+    sessions_live_expire_end_and_die_with_their_key,
+    sessions_per_key_are_capped_oldest_first,
 );
 
 /// How many PostgreSQL migrations this build has (the files of `migrations-pg/`).

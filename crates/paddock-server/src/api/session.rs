@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::Json;
 use crate::auth::{Caller, authenticate};
 use crate::error::{ApiError, ApiResult};
-use crate::session::{COOKIE_NAME, SESSION_TTL, check, cookie, origin_ok};
+use crate::session::{COOKIE_NAME, SESSION_TTL, check, cookie, csrf_token, origin_ok};
 use crate::state::AppState;
 use crate::wire::json_response;
 
@@ -71,7 +71,8 @@ async fn login(
             return Err(e);
         }
     };
-    let (id, csrf) = state.sessions.insert(c.key.id.clone());
+    let id = crate::session::start(state.store.as_ref(), &c.key.id).await?;
+    let csrf = csrf_token(&id);
     state
         .audit(Some(&c), "session.login", None, "ok", None)
         .await;
@@ -85,10 +86,10 @@ async fn login(
 async fn whoami(State(state): State<Arc<AppState>>, req: Request) -> ApiResult<Response> {
     let id = cookie(req.headers()).ok_or(ApiError::Unauthorized("no session; log in"))?;
     let c = check(&state, id, req.method(), req.headers(), false).await?;
-    let csrf = state.sessions.csrf(id).ok_or(ApiError::Unauthorized(
-        "the session has ended; log in again",
-    ))?;
-    Ok(json_response(StatusCode::OK, whoami_json(&c, &csrf)))
+    Ok(json_response(
+        StatusCode::OK,
+        whoami_json(&c, &csrf_token(id)),
+    ))
 }
 
 /// `DELETE /v1/session`: ends the session (CSRF-checked like every cookie request) and
@@ -96,7 +97,7 @@ async fn whoami(State(state): State<Arc<AppState>>, req: Request) -> ApiResult<R
 async fn logout(State(state): State<Arc<AppState>>, req: Request) -> ApiResult<Response> {
     let id = cookie(req.headers()).ok_or(ApiError::Unauthorized("no session; log in"))?;
     let c = check(&state, id, req.method(), req.headers(), false).await?;
-    state.sessions.remove(id);
+    crate::session::end(state.store.as_ref(), id).await?;
     state
         .audit(Some(&c), "session.logout", None, "ok", None)
         .await;

@@ -4,8 +4,9 @@
 //! picks; a request naming a sandbox (path, `E2b-Sandbox-Id`, or Host `{port}-{id}.{domain}`)
 //! goes to the node holding it; everything else (lists, keys, events, templates) to any
 //! ready node, which answers from the shared store. Users are authenticated by the node
-//! (keys live in the shared store); the control plane authenticates only what it answers
-//! itself. It keeps no state a restart loses: any number of replicas serve the same fleet.
+//! (keys and console sessions live in the shared store); the control plane authenticates
+//! only what it answers itself (by key or session cookie). The console's files are served
+//! here. It keeps no state a restart loses: any number of replicas serve the same fleet.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -260,8 +261,18 @@ async fn health(State(ctl): State<Arc<Control>>) -> Response {
 }
 
 /// The key of a request answered here, with the role its route needs (`crate::roles`).
+/// A key in the headers wins; without one, the console's session cookie (shared through
+/// the store, CSRF-checked as on a node; the control plane speaks plain HTTP, so its own
+/// origin is `http://<Host>`).
 async fn admin(ctl: &Control, req: &Parts) -> ApiResult<Caller> {
-    let c = authenticate_in(ctl.store.as_ref(), presented_key(req)).await?;
+    let store = ctl.store.as_ref();
+    let c = match (presented_key(req), crate::session::cookie(&req.headers)) {
+        (None, Some(id)) => {
+            let own = crate::session::origin_is_host(&req.headers, false);
+            crate::session::caller_in(store, id, &req.method, &req.headers, own).await?
+        }
+        (key, _) => authenticate_in(store, key).await?,
+    };
     crate::roles::admit_route(&req.extensions, &req.method, &c)?;
     Ok(c)
 }
@@ -561,6 +572,13 @@ async fn forward(State(ctl): State<Arc<Control>>, req: Request) -> Response {
 }
 
 async fn route(ctl: &Arc<Control>, req: Request) -> ApiResult<Response> {
+    // The console's files are served here (a browser on a control plane needs no live node
+    // to load it); a request naming a sandbox (Host-routed) goes on to its node.
+    if named_sandbox(&req, &ctl.cfg.domain).is_none()
+        && let Some(r) = crate::console::serve(&req, &ctl.cfg.domain)
+    {
+        return Ok(r);
+    }
     if is_create(&req) {
         return create(ctl, req).await;
     }

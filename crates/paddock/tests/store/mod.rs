@@ -1,7 +1,7 @@
 //! The cases of the store conformance suite (`tests/store.rs`), each a function of a fresh,
 //! empty store: `core` (tenants, keys, templates, sandboxes, events, audit, execs), `fleet`
 //! (nodes, settings), `data` (secrets, usage, volumes), `alerts` (rules, firings, budget
-//! crossings), `leases`, `rollouts` (rollouts and their targets).
+//! crossings), `leases`, `rollouts` (rollouts and their targets), `sessions` (the console's sessions).
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -15,6 +15,7 @@ mod data;
 mod fleet;
 mod leases;
 mod rollouts;
+mod sessions;
 
 pub use self::core::*;
 pub use alerts::*;
@@ -22,6 +23,7 @@ pub use data::*;
 pub use fleet::*;
 pub use leases::*;
 pub use rollouts::*;
+pub use sessions::*;
 
 pub fn tenant(id: &str, created_at: i64) -> Tenant {
     Tenant {
