@@ -7,6 +7,7 @@ mod id;
 mod isolation;
 mod limits;
 mod network;
+mod pause;
 mod pax;
 mod setup;
 
@@ -14,6 +15,7 @@ pub use id::{IdError, SandboxId};
 pub use isolation::{Isolation, UnknownIsolation};
 pub use limits::{Limits, LimitsError, parse_size};
 pub use network::{Cidr, DomainRule, MAX_ALLOW, NetworkMode, NetworkPolicy};
+pub use pause::PauseMode;
 pub use pax::{PaxError, PaxRecords, pax_records};
 pub use setup::{
     AGENT_LISTEN_FD, GVISOR_AGENT_DIR, GVISOR_AGENT_SOCK, GVISOR_COMPAT_DIR, GVISOR_COMPAT_LIB,

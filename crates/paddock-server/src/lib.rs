@@ -333,7 +333,9 @@ pub async fn serve(
             if state.runtime.paused_mode(s.id.as_str()).is_some() {
                 continue;
             }
-            if let Err(e) = lifecycle::stop(&state, s.id.as_str(), "shutdown").await {
+            if let Err(e) =
+                lifecycle::stop(&state, s.id.as_str(), paddock_store::StopReason::Shutdown).await
+            {
                 tracing::error!(sandbox = %s.id, "destroying at shutdown: {e}");
             }
         }

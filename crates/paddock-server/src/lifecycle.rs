@@ -24,7 +24,10 @@ use std::time::Duration;
 
 use paddock_core::{Limits, SandboxId};
 use paddock_runtime::CreateSpec;
-use paddock_store::{Millis, SandboxFilter, SandboxRecord, SandboxState, now_ms};
+use paddock_store::{
+    Millis, OnTimeout, SandboxFilter, SandboxRecord, SandboxSpec, SandboxState, SpecSecret,
+    SpecVolume, StopReason, now_ms,
+};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -50,8 +53,7 @@ impl Deadlines {
         };
         let timeout_ms = r
             .spec
-            .get("timeout_ms")
-            .and_then(serde_json::Value::as_i64)
+            .timeout_ms
             .unwrap_or(expires_at - r.ready_at.unwrap_or(expires_at));
         self.0.lock().expect("deadlines poisoned").insert(
             r.id.clone(),
@@ -135,26 +137,53 @@ pub async fn create(
         template: spec.template.clone(),
         state: SandboxState::Starting,
         stop_reason: None,
-        spec: serde_json::json!({
-            "timeout_ms": timeout_ms,
-            "memory_bytes": spec.limits.memory_bytes,
-            "cpu_millis": spec.limits.cpu_millis,
-            "pids": spec.limits.pids,
-            "disk_bytes": spec.limits.disk_bytes,
-            "tmp_bytes": spec.limits.tmp_bytes,
-            "user": spec.user.clone().unwrap_or_else(|| paddock_core::DEFAULT_USER.to_owned()),
-            "network": spec.network,
-            "isolation": isolation,
-            "ports_public": spec.ports_public,
-            "on_timeout": if spec.pause_on_timeout.is_some() { "pause" } else { "kill" },
-            "auto_pause_mode": spec.pause_on_timeout.map(paddock_runtime::PauseMode::as_str),
-            "auto_resume": spec.auto_resume,
-            "volumes": spec.volumes,
-            "secrets": spec.secrets.iter().map(|(k, u)| {
-                (k.clone(), serde_json::json!({ "secret": u.secret, "file": u.file }))
-            }).collect::<serde_json::Map<_, _>>(),
-            "node": state.cfg.node.as_ref().map(|n| n.id.clone()),
-        }),
+        spec: SandboxSpec {
+            timeout_ms: Some(timeout_ms),
+            memory_bytes: Some(spec.limits.memory_bytes),
+            cpu_millis: Some(spec.limits.cpu_millis),
+            pids: Some(spec.limits.pids),
+            disk_bytes: Some(spec.limits.disk_bytes),
+            tmp_bytes: Some(spec.limits.tmp_bytes),
+            user: Some(
+                spec.user
+                    .clone()
+                    .unwrap_or_else(|| paddock_core::DEFAULT_USER.to_owned()),
+            ),
+            network: Some(spec.network.clone()),
+            isolation: Some(isolation),
+            ports_public: spec.ports_public,
+            on_timeout: if spec.pause_on_timeout.is_some() {
+                OnTimeout::Pause
+            } else {
+                OnTimeout::Kill
+            },
+            auto_pause_mode: spec.pause_on_timeout,
+            auto_resume: spec.auto_resume,
+            volumes: spec
+                .volumes
+                .iter()
+                .map(|v| SpecVolume {
+                    name: v.name.clone(),
+                    path: v.path.clone(),
+                    read_only: v.read_only,
+                })
+                .collect(),
+            secrets: spec
+                .secrets
+                .iter()
+                .map(|(k, u)| {
+                    (
+                        k.clone(),
+                        SpecSecret {
+                            secret: u.secret.clone(),
+                            file: u.file,
+                        },
+                    )
+                })
+                .collect(),
+            node: state.cfg.node.as_ref().map(|n| n.id.clone()),
+            ..SandboxSpec::default()
+        },
         metadata: spec.metadata.clone(),
         env_keys: spec.env.keys().cloned().collect(),
         created_at: now,
@@ -293,7 +322,7 @@ pub async fn create(
         Err(e) => {
             Metrics::inc(&state.metrics.sandbox_create_failures);
             rec.state = SandboxState::Stopped;
-            rec.stop_reason = Some("failed".into());
+            rec.stop_reason = Some(StopReason::Failed);
             rec.stopped_at = Some(now_ms());
             let err = e;
             state.store.update_sandbox(&rec).await?;
@@ -342,7 +371,7 @@ pub(crate) async fn start_template(
 
 /// Destroys a sandbox and records why (`killed`, `expired`, `shutdown`, ...). Idempotent: a
 /// stopped sandbox stays as it is.
-pub async fn stop(state: &Arc<AppState>, id: &str, reason: &str) -> ApiResult<SandboxRecord> {
+pub async fn stop(state: &Arc<AppState>, id: &str, reason: StopReason) -> ApiResult<SandboxRecord> {
     let mut rec = state
         .store
         .get_sandbox(id)
@@ -356,18 +385,18 @@ pub async fn stop(state: &Arc<AppState>, id: &str, reason: &str) -> ApiResult<Sa
         state.runtime.destroy(id).await?;
     }
     rec.state = SandboxState::Stopped;
-    rec.stop_reason = Some(reason.to_owned());
+    rec.stop_reason = Some(reason);
     rec.stopped_at = Some(now_ms());
     state.store.update_sandbox(&rec).await?;
     match reason {
-        "expired" => Metrics::inc(&state.metrics.sandboxes_expired),
+        StopReason::Expired => Metrics::inc(&state.metrics.sandboxes_expired),
         _ => Metrics::inc(&state.metrics.sandboxes_killed),
     }
     state
         .emit(
             &rec.tenant,
             Some(id),
-            reason,
+            reason.as_str(),
             serde_json::json!({}),
             rec.webhook_url.as_deref(),
         )
@@ -390,9 +419,7 @@ pub async fn set_timeout(
     let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
     rec.expires_at = Some(now_ms().saturating_add(timeout_ms));
     rec.warnings_sent = 0;
-    if let Some(o) = rec.spec.as_object_mut() {
-        o.insert("timeout_ms".into(), timeout_ms.into());
-    }
+    rec.spec.timeout_ms = Some(timeout_ms);
     state.store.update_sandbox(rec).await?;
     state.deadlines.set(rec);
     state.deadlines_changed.notify_one();
@@ -419,12 +446,7 @@ pub async fn set_network(
         )));
     }
     state.runtime.set_network(&rec.id, policy.clone()).await?;
-    if let Some(o) = rec.spec.as_object_mut() {
-        o.insert(
-            "network".into(),
-            serde_json::to_value(&policy).unwrap_or_default(),
-        );
-    }
+    rec.spec.network = Some(policy.clone());
     state.store.update_sandbox(rec).await?;
     state
         .emit(
@@ -522,12 +544,12 @@ pub async fn run(state: Arc<AppState>) {
                                 None,
                             )
                             .await;
-                            let _ = stop(&st, &id, "expired").await;
+                            let _ = stop(&st, &id, StopReason::Expired).await;
                         }
                     }
                     return;
                 }
-                match stop(&st, &id, "expired").await {
+                match stop(&st, &id, StopReason::Expired).await {
                     Ok(_) => {
                         st.audit(None, "sandbox.expire", Some(&id), "ok", None)
                             .await
@@ -573,12 +595,16 @@ fn check_liveness(state: &Arc<AppState>) {
             let oom = tokio::task::spawn_blocking(move || sbx.stats(&rt).oom_kills > 0)
                 .await
                 .unwrap_or(false);
-            let reason = if oom { "oom" } else { "failed" };
-            tracing::warn!(sandbox = %id, reason, "the sandbox's agent died");
+            let reason = if oom {
+                StopReason::Oom
+            } else {
+                StopReason::Failed
+            };
+            tracing::warn!(sandbox = %id, %reason, "the sandbox's agent died");
             if let Err(e) = stop(&st, &id, reason).await {
                 tracing::error!(sandbox = %id, "stopping a dead sandbox: {e}");
             }
-            st.audit(None, "sandbox.died", Some(&id), reason, None)
+            st.audit(None, "sandbox.died", Some(&id), reason.as_str(), None)
                 .await;
         });
     }
@@ -614,7 +640,7 @@ pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
     for mut r in active {
         if let Some(why) = failed.get(&r.id) {
             r.state = SandboxState::Stopped;
-            r.stop_reason = Some("failed".into());
+            r.stop_reason = Some(StopReason::Failed);
             r.stopped_at = Some(now_ms());
             state.store.update_sandbox(&r).await?;
             tracing::error!(sandbox = %r.id, "failed at adoption: {why}");
@@ -634,11 +660,7 @@ pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
             let now = now_ms();
             if r.state == SandboxState::Starting {
                 r.state = SandboxState::Running;
-                let timeout_ms = r
-                    .spec
-                    .get("timeout_ms")
-                    .and_then(serde_json::Value::as_i64)
-                    .unwrap_or(300_000);
+                let timeout_ms = r.spec.timeout_ms.unwrap_or(300_000);
                 r.ready_at = Some(now);
                 r.expires_at = Some(now + timeout_ms);
             }
@@ -650,7 +672,7 @@ pub async fn reconcile(state: &Arc<AppState>) -> ApiResult<()> {
                 .await;
         } else {
             r.state = SandboxState::Stopped;
-            r.stop_reason = Some("lost".into());
+            r.stop_reason = Some(StopReason::Lost);
             r.stopped_at = Some(now_ms());
             state.store.update_sandbox(&r).await?;
             tracing::warn!(sandbox = %r.id, "lost: its sandbox no longer exists");

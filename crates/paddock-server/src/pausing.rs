@@ -21,29 +21,17 @@ use crate::state::{AppState, Reconciled};
 
 /// The pause mode a paused record was paused in.
 pub fn paused_mode(r: &SandboxRecord) -> Option<PauseMode> {
-    r.spec
-        .get("paused_mode")
-        .and_then(serde_json::Value::as_str)
-        .and_then(PauseMode::parse)
+    r.spec.paused_mode
 }
 
 /// Whether the sandbox resumes on its first data-plane request.
 pub fn auto_resume(r: &SandboxRecord) -> bool {
-    r.spec
-        .get("auto_resume")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false)
+    r.spec.auto_resume
 }
 
 /// What the timeout does: `Some(mode)` pauses, `None` kills.
 pub fn pause_on_timeout(r: &SandboxRecord) -> Option<PauseMode> {
-    (r.spec.get("on_timeout").and_then(serde_json::Value::as_str) == Some("pause")).then(|| {
-        r.spec
-            .get("auto_pause_mode")
-            .and_then(serde_json::Value::as_str)
-            .and_then(PauseMode::parse)
-            .unwrap_or(PauseMode::Full)
-    })
+    r.spec.pause_on_timeout()
 }
 
 /// The error for an in-sandbox operation on a paused sandbox.
@@ -77,21 +65,15 @@ pub async fn pause(
         s => return Err(ApiError::Conflict(format!("sandbox {id} is {s}"))),
     }
     let now = now_ms();
-    let timeout_ms = rec
-        .spec
-        .get("timeout_ms")
-        .and_then(serde_json::Value::as_i64)
-        .unwrap_or(300_000);
+    let timeout_ms = rec.spec.timeout_ms.unwrap_or(300_000);
     let remaining = rec.expires_at.map_or(timeout_ms, |e| (e - now).max(0));
     state.runtime.pause(id, mode).await?;
     let retention = i64::try_from(state.cfg.paused_retention.as_millis()).unwrap_or(i64::MAX);
     rec.state = SandboxState::Paused;
     rec.expires_at = Some(now.saturating_add(retention));
-    if let Some(o) = rec.spec.as_object_mut() {
-        o.insert("paused_mode".into(), mode.as_str().into());
-        o.insert("paused_at".into(), now.into());
-        o.insert("remaining_ms".into(), remaining.into());
-    }
+    rec.spec.paused_mode = Some(mode);
+    rec.spec.paused_at = Some(now);
+    rec.spec.remaining_ms = Some(remaining);
     state.store.update_sandbox(&rec).await?;
     state.deadlines.set(&rec);
     state.deadlines_changed.notify_one();
@@ -140,27 +122,18 @@ pub async fn resume(
         return Err(e);
     }
     let now = now_ms();
-    let timeout_ms = rec
-        .spec
-        .get("timeout_ms")
-        .and_then(serde_json::Value::as_i64)
-        .unwrap_or(300_000);
+    let timeout_ms = rec.spec.timeout_ms.unwrap_or(300_000);
     let remaining = match timeout {
         Some(t) => i64::try_from(t.as_millis()).unwrap_or(i64::MAX),
         None => rec
             .spec
-            .get("remaining_ms")
-            .and_then(serde_json::Value::as_i64)
+            .remaining_ms
             .filter(|r| *r > 0)
             .unwrap_or(timeout_ms),
     };
-    if let Some(o) = rec.spec.as_object_mut() {
-        for k in ["paused_mode", "paused_at", "remaining_ms"] {
-            o.remove(k);
-        }
-        if timeout.is_some() {
-            o.insert("timeout_ms".into(), remaining.into());
-        }
+    rec.spec.clear_paused();
+    if timeout.is_some() {
+        rec.spec.timeout_ms = Some(remaining);
     }
     let timeout_ms = if timeout.is_some() {
         remaining
@@ -206,9 +179,7 @@ pub async fn reconcile_paused(
     let now = now_ms();
     match (r.state, in_runtime) {
         (SandboxState::Paused, Some(m)) => {
-            if let Some(o) = r.spec.as_object_mut() {
-                o.insert("paused_mode".into(), m.as_str().into());
-            }
+            r.spec.paused_mode = Some(m);
             state.store.update_sandbox(r).await?;
             state.deadlines.set(r);
             tracing::info!(sandbox = %r.id, mode = m.as_str(), "adopted paused");
@@ -220,16 +191,11 @@ pub async fn reconcile_paused(
         (SandboxState::Paused, None) if state.runtime.get(&r.id).is_ok() => {
             let remaining = r
                 .spec
-                .get("remaining_ms")
-                .and_then(serde_json::Value::as_i64)
+                .remaining_ms
                 .filter(|v| *v > 0)
-                .or_else(|| r.spec.get("timeout_ms").and_then(serde_json::Value::as_i64))
+                .or(r.spec.timeout_ms)
                 .unwrap_or(300_000);
-            if let Some(o) = r.spec.as_object_mut() {
-                for k in ["paused_mode", "paused_at", "remaining_ms"] {
-                    o.remove(k);
-                }
-            }
+            r.spec.clear_paused();
             r.state = SandboxState::Running;
             r.expires_at = Some(now.saturating_add(remaining));
             state.store.update_sandbox(r).await?;
@@ -239,7 +205,7 @@ pub async fn reconcile_paused(
         }
         (SandboxState::Paused, None) => {
             r.state = SandboxState::Stopped;
-            r.stop_reason = Some("lost".into());
+            r.stop_reason = Some(paddock_store::StopReason::Lost);
             r.stopped_at = Some(now);
             state.store.update_sandbox(r).await?;
             tracing::warn!(sandbox = %r.id, "lost: its paused sandbox no longer exists");

@@ -627,7 +627,7 @@ async fn fill_one(state: &Arc<AppState>, template: &str) -> Result<Pooled, Strin
             template: template.to_owned(),
             state: SandboxState::Starting,
             stop_reason: None,
-            spec: serde_json::json!({}),
+            spec: paddock_store::SandboxSpec::default(),
             metadata: BTreeMap::new(),
             env_keys: Vec::new(),
             created_at: now_ms(),

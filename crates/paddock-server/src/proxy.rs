@@ -302,21 +302,12 @@ pub fn is_public(rec: &SandboxRecord, port: u16) -> bool {
 
 /// Whether every port of the sandbox is public.
 pub fn all_public(rec: &SandboxRecord) -> bool {
-    rec.spec.get("ports_public") == Some(&serde_json::Value::Bool(true))
+    rec.spec.ports_public
 }
 
 /// The ports a sandbox marked public, sorted.
 pub fn public_ports(rec: &SandboxRecord) -> Vec<u16> {
-    let mut v: Vec<u16> = rec
-        .spec
-        .get("public_ports")
-        .and_then(serde_json::Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p.as_u64().and_then(|p| u16::try_from(p).ok()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut v = rec.spec.public_ports.clone();
     v.sort_unstable();
     v.dedup();
     v

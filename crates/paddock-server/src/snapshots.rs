@@ -213,76 +213,66 @@ fn child_spec(
     timeout: Option<Duration>,
 ) -> ApiResult<NewSandbox> {
     let s = &parent.spec;
-    let u64_of = |k: &str| s.get(k).and_then(Value::as_u64);
     let mut limits = paddock_core::Limits::default();
-    if let Some(v) = u64_of("memory_bytes") {
+    if let Some(v) = s.memory_bytes {
         limits.memory_bytes = v;
     }
-    if let Some(v) = u64_of("cpu_millis") {
-        limits.cpu_millis = u32::try_from(v).unwrap_or(limits.cpu_millis);
+    if let Some(v) = s.cpu_millis {
+        limits.cpu_millis = v;
     }
-    if let Some(v) = u64_of("pids") {
-        limits.pids = u32::try_from(v).unwrap_or(limits.pids);
+    if let Some(v) = s.pids {
+        limits.pids = v;
     }
-    if let Some(v) = u64_of("disk_bytes") {
+    if let Some(v) = s.disk_bytes {
         limits.disk_bytes = v;
     }
-    if let Some(v) = u64_of("tmp_bytes") {
+    if let Some(v) = s.tmp_bytes {
         limits.tmp_bytes = v;
     }
     let timeout = timeout.unwrap_or_else(|| {
-        Duration::from_millis(
-            u64_of("timeout_ms").unwrap_or(state.cfg.default_timeout.as_millis() as u64),
-        )
+        s.timeout_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map_or(state.cfg.default_timeout, Duration::from_millis)
     });
-    let network = s
-        .get("network")
-        .cloned()
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_else(paddock_core::NetworkPolicy::none);
+    let network = s.network();
     let secrets: BTreeMap<String, crate::secrets::SecretUse> = s
-        .get("secrets")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        k.clone(),
-                        crate::secrets::SecretUse {
-                            secret: v.get("secret")?.as_str()?.to_owned(),
-                            file: v.get("file").and_then(Value::as_bool).unwrap_or(false),
-                        },
-                    ))
-                })
-                .collect()
+        .secrets
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                crate::secrets::SecretUse {
+                    secret: v.secret.clone(),
+                    file: v.file,
+                },
+            )
         })
-        .unwrap_or_default();
+        .collect();
     Ok(NewSandbox {
         template: String::new(),
         timeout,
         limits,
         env: state.runtime.env_of(&parent.id).unwrap_or_default(),
         metadata: parent.metadata.clone(),
-        user: s.get("user").and_then(Value::as_str).map(str::to_owned),
+        user: s.user.clone(),
         webhook_url: parent.webhook_url.clone(),
         network,
-        ports_public: s
-            .get("ports_public")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        ports_public: s.ports_public,
         pause_on_timeout: None,
         auto_resume: false,
         secrets,
         // A fork runs where its parent does (the request is forwarded to that node).
         node_selector: BTreeMap::new(),
         // And on the parent's isolation backend.
-        isolation: s
-            .get("isolation")
-            .and_then(|v| serde_json::from_value(v.clone()).ok()),
+        isolation: s.isolation,
         volumes: s
-            .get("volumes")
-            .cloned()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default(),
+            .volumes
+            .iter()
+            .map(|v| crate::volumes::VolumeUse {
+                name: v.name.clone(),
+                path: v.path.clone(),
+                read_only: v.read_only,
+            })
+            .collect(),
     })
 }

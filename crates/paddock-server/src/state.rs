@@ -232,10 +232,7 @@ impl AppState {
             return Err(ApiError::Conflict(format!(
                 "sandbox {id} is {}{}",
                 r.state,
-                r.stop_reason
-                    .as_deref()
-                    .map(|s| format!(" ({s})"))
-                    .unwrap_or_default()
+                r.stop_reason.map(|s| format!(" ({s})")).unwrap_or_default()
             )));
         }
         let s = self

@@ -39,6 +39,7 @@ mod pg_volumes;
 mod rollouts;
 mod secrets;
 mod sessions;
+mod spec;
 mod sqlite;
 mod sqlite_alerts;
 mod sqlite_leases;
@@ -58,6 +59,7 @@ pub use pg::{CONNECT_TIMEOUT, POOL_SIZE, POOL_WAIT, PgStore, STATEMENT_TIMEOUT, 
 pub use rollouts::{RolloutRecord, RolloutStore, RolloutTarget};
 pub use secrets::{SealedVersion, SecretRecord, SecretStore};
 pub use sessions::{SessionRecord, SessionStore};
+pub use spec::{OnTimeout, SPEC_VERSION, SandboxSpec, SpecSecret, SpecVolume, StopReason};
 pub use sqlite::SqliteStore;
 pub use usage::{UsageFilter, UsageRow, UsageStore};
 pub use volumes::{VolumeRecord, VolumeStore};
@@ -215,10 +217,10 @@ pub struct SandboxRecord {
     pub key_id: String,
     pub template: String,
     pub state: SandboxState,
-    /// Why it stopped: `killed`, `expired`, `failed`, `oom`, `lost`, `shutdown`.
-    pub stop_reason: Option<String>,
-    /// Limits and other create parameters as JSON (no env values).
-    pub spec: serde_json::Value,
+    /// Why it stopped.
+    pub stop_reason: Option<StopReason>,
+    /// Limits and other create parameters (no env values), and the pause state.
+    pub spec: SandboxSpec,
     pub metadata: BTreeMap<String, String>,
     /// Env var names (values are secret and not stored).
     pub env_keys: Vec<String>,

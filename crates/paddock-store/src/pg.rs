@@ -20,7 +20,8 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::{
     ApiKey, AuditEntry, AuditFilter, Event, EventFilter, ExecRecord, Millis, Result, Role,
-    SandboxFilter, SandboxRecord, SandboxState, Store, StoreError, TemplateRecord, Tenant,
+    SandboxFilter, SandboxRecord, SandboxSpec, SandboxState, StopReason, Store, StoreError,
+    TemplateRecord, Tenant,
 };
 
 /// Connections per process.
@@ -308,6 +309,7 @@ const SANDBOX_COLS: &str = "id, tenant, key_id, template, state, stop_reason, sp
 
 fn sandbox_from_row(r: &Row) -> Result<SandboxRecord> {
     let state: String = r.try_get(4)?;
+    let stop_reason: Option<String> = r.try_get(5)?;
     let spec: String = r.try_get(6)?;
     let metadata: String = r.try_get(7)?;
     let env_keys: String = r.try_get(8)?;
@@ -318,8 +320,13 @@ fn sandbox_from_row(r: &Row) -> Result<SandboxRecord> {
         template: r.try_get(3)?,
         state: SandboxState::parse(&state)
             .ok_or_else(|| corrupt("sandboxes", format!("unknown state {state:?}")))?,
-        stop_reason: r.try_get(5)?,
-        spec: from_json("sandboxes", &spec)?,
+        stop_reason: stop_reason
+            .map(|r| {
+                StopReason::parse(&r)
+                    .ok_or_else(|| corrupt("sandboxes", format!("unknown stop reason {r:?}")))
+            })
+            .transpose()?,
+        spec: SandboxSpec::from_stored(&spec).map_err(|e| corrupt("sandboxes", e))?,
         metadata: from_json("sandboxes", &metadata)?,
         env_keys: from_json("sandboxes", &env_keys)?,
         created_at: r.try_get(9)?,
@@ -334,6 +341,7 @@ fn sandbox_from_row(r: &Row) -> Result<SandboxRecord> {
 /// The 15 parameters of a sandbox row, in [`SANDBOX_COLS`] order.
 struct SandboxParams {
     state: &'static str,
+    stop_reason: Option<&'static str>,
     spec: String,
     metadata: String,
     env_keys: String,
@@ -344,7 +352,8 @@ impl SandboxParams {
     fn new(s: &SandboxRecord) -> SandboxParams {
         SandboxParams {
             state: s.state.as_str(),
-            spec: to_json(&s.spec),
+            stop_reason: s.stop_reason.map(StopReason::as_str),
+            spec: s.spec.to_stored(),
             metadata: to_json(&s.metadata),
             env_keys: to_json(&s.env_keys),
             warnings_sent: i64::from(s.warnings_sent),
@@ -358,7 +367,7 @@ impl SandboxParams {
             &s.key_id,
             &s.template,
             &self.state,
-            &s.stop_reason,
+            &self.stop_reason,
             &self.spec,
             &self.metadata,
             &self.env_keys,

@@ -13,7 +13,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use crate::{
     ApiKey, AuditEntry, AuditFilter, Event, EventFilter, ExecRecord, Millis, Result, Role,
-    SandboxFilter, SandboxRecord, SandboxState, Store, StoreError, TemplateRecord, Tenant,
+    SandboxFilter, SandboxRecord, SandboxSpec, SandboxState, StopReason, Store, StoreError,
+    TemplateRecord, Tenant,
 };
 
 /// The migrations, in order. Never edit a released one; append.
@@ -178,6 +179,7 @@ const SANDBOX_COLS: &str = "id, tenant, key_id, template, state, stop_reason, sp
 struct RawSandbox {
     rec: SandboxRecord,
     state: String,
+    stop_reason: Option<String>,
     spec: String,
     metadata: String,
     env_keys: String,
@@ -191,8 +193,8 @@ fn sandbox_from_row(r: &Row<'_>) -> rusqlite::Result<RawSandbox> {
             key_id: r.get(2)?,
             template: r.get(3)?,
             state: SandboxState::Starting,
-            stop_reason: r.get(5)?,
-            spec: serde_json::Value::Null,
+            stop_reason: None,
+            spec: SandboxSpec::default(),
             metadata: BTreeMap::new(),
             env_keys: Vec::new(),
             created_at: r.get(9)?,
@@ -203,6 +205,7 @@ fn sandbox_from_row(r: &Row<'_>) -> rusqlite::Result<RawSandbox> {
             webhook_url: r.get(14)?,
         },
         state: r.get(4)?,
+        stop_reason: r.get(5)?,
         spec: r.get(6)?,
         metadata: r.get(7)?,
         env_keys: r.get(8)?,
@@ -213,7 +216,14 @@ fn finish_sandbox(raw: RawSandbox) -> Result<SandboxRecord> {
     let mut rec = raw.rec;
     rec.state = SandboxState::parse(&raw.state)
         .ok_or_else(|| corrupt("sandboxes", format!("unknown state {:?}", raw.state)))?;
-    rec.spec = serde_json::from_str(&raw.spec).map_err(|e| corrupt("sandboxes", e.to_string()))?;
+    rec.stop_reason = raw
+        .stop_reason
+        .map(|r| {
+            StopReason::parse(&r)
+                .ok_or_else(|| corrupt("sandboxes", format!("unknown stop reason {r:?}")))
+        })
+        .transpose()?;
+    rec.spec = SandboxSpec::from_stored(&raw.spec).map_err(|e| corrupt("sandboxes", e))?;
     rec.metadata =
         serde_json::from_str(&raw.metadata).map_err(|e| corrupt("sandboxes", e.to_string()))?;
     rec.env_keys =
@@ -228,8 +238,9 @@ fn sandbox_params(s: &SandboxRecord) -> Vec<SqlValue> {
         s.key_id.clone().into(),
         s.template.clone().into(),
         s.state.as_str().to_owned().into(),
-        opt_text(&s.stop_reason),
-        to_json(&s.spec).into(),
+        s.stop_reason
+            .map_or(SqlValue::Null, |r| r.as_str().to_owned().into()),
+        s.spec.to_stored().into(),
         to_json(&s.metadata).into(),
         to_json(&s.env_keys).into(),
         s.created_at.into(),

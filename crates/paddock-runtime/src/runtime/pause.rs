@@ -15,39 +15,12 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use super::create::{reap, write_record};
 use super::{Runtime, Sandbox};
 use crate::error::{Result, RuntimeError};
 
-/// How a sandbox is paused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PauseMode {
-    /// Processes and memory kept, frozen.
-    Full,
-    /// Processes stopped and memory freed; the writable layer kept.
-    Filesystem,
-}
-
-impl PauseMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PauseMode::Full => "full",
-            PauseMode::Filesystem => "filesystem",
-        }
-    }
-
-    /// `full` or `filesystem`.
-    pub fn parse(s: &str) -> Option<PauseMode> {
-        match s {
-            "full" => Some(PauseMode::Full),
-            "filesystem" => Some(PauseMode::Filesystem),
-            _ => None,
-        }
-    }
-}
+/// How a sandbox is paused (shared with the server's store, so it lives in `paddock-core`).
+pub use paddock_core::PauseMode;
 
 impl Runtime {
     /// How sandbox `id` is paused, if it is.

@@ -188,10 +188,7 @@ async fn set_public(
     } else if !public {
         ports.retain(|p| *p != port);
     }
-    if !rec.spec.is_object() {
-        rec.spec = serde_json::json!({});
-    }
-    rec.spec["public_ports"] = serde_json::json!(ports);
+    rec.spec.public_ports = ports;
     state.store.update_sandbox(&rec).await?;
     Ok(port_json(state, headers, &rec, port, None))
 }

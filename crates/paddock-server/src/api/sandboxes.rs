@@ -216,10 +216,7 @@ impl CreateBody {
 /// The wire form of a sandbox.
 pub fn sandbox_json(state: &AppState, r: &SandboxRecord) -> serde_json::Value {
     let spec = &r.spec;
-    let timeout_secs = spec
-        .get("timeout_ms")
-        .and_then(serde_json::Value::as_i64)
-        .map(|ms| ms / 1000);
+    let timeout_secs = spec.timeout_ms.map(|ms| ms / 1000);
     serde_json::json!({
         "id": r.id,
         "template": r.template,
@@ -227,25 +224,25 @@ pub fn sandbox_json(state: &AppState, r: &SandboxRecord) -> serde_json::Value {
         "stop_reason": r.stop_reason,
         "metadata": r.metadata,
         "env_keys": r.env_keys,
-        "user": spec.get("user"),
+        "user": spec.user,
         "limits": {
-            "memory_bytes": spec.get("memory_bytes"),
-            "cpu_millis": spec.get("cpu_millis"),
-            "pids": spec.get("pids"),
-            "disk_bytes": spec.get("disk_bytes"),
+            "memory_bytes": spec.memory_bytes,
+            "cpu_millis": spec.cpu_millis,
+            "pids": spec.pids,
+            "disk_bytes": spec.disk_bytes,
         },
         "timeout": timeout_secs,
-        "paused_mode": spec.get("paused_mode"),
-        "on_timeout": spec.get("on_timeout").cloned().unwrap_or_else(|| "kill".into()),
-        "auto_resume": spec.get("auto_resume").cloned().unwrap_or(false.into()),
-        "network": spec.get("network").cloned().unwrap_or_else(|| serde_json::json!({"mode": "none", "allow": []})),
-        "isolation": spec.get("isolation").cloned().unwrap_or_else(|| "native".into()),
+        "paused_mode": spec.paused_mode,
+        "on_timeout": spec.on_timeout,
+        "auto_resume": spec.auto_resume,
+        "network": spec.network(),
+        "isolation": spec.isolation(),
         "created_at": rfc3339(Some(r.created_at)),
         "ready_at": rfc3339(r.ready_at),
         "expires_at": rfc3339(r.expires_at),
         "stopped_at": rfc3339(r.stopped_at),
         "domain": state.cfg.domain,
-        "node": spec.get("node"),
+        "node": spec.node,
     })
 }
 
@@ -349,7 +346,7 @@ async fn delete(
         if r.state == SandboxState::Stopped {
             return Err(ApiError::sandbox_not_found(&id));
         }
-        lifecycle::stop(&state, &id, "killed").await
+        lifecycle::stop(&state, &id, paddock_store::StopReason::Killed).await
     }
     .await;
     state
@@ -433,10 +430,10 @@ async fn stats(
             "id": r.id,
             "cpu_usage_ns": st.cpu_usage_ns,
             "memory_bytes": st.memory_bytes,
-            "memory_limit_bytes": r.spec.get("memory_bytes"),
+            "memory_limit_bytes": r.spec.memory_bytes,
             "pids": st.pids,
             "disk_bytes": st.disk_bytes,
-            "disk_limit_bytes": r.spec.get("disk_bytes"),
+            "disk_limit_bytes": r.spec.disk_bytes,
             "oom_kills": st.oom_kills,
     });
     if history {
@@ -523,11 +520,7 @@ const LOGGED_ACTIONS: [&str; 6] = [
 
 /// The wire form of a sandbox's network: policy, and its address when it has a link.
 fn network_json(state: &AppState, r: &SandboxRecord) -> serde_json::Value {
-    let policy = r
-        .spec
-        .get("network")
-        .cloned()
-        .unwrap_or_else(|| serde_json::json!({"mode": "none", "allow": []}));
+    let policy = r.spec.network();
     let address = state
         .runtime
         .get(&r.id)

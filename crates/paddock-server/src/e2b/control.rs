@@ -352,13 +352,11 @@ pub(super) fn sandbox_json(state: &AppState, r: &SandboxRecord, domain: &str) ->
     })
 }
 
-fn spec_u64(r: &SandboxRecord, k: &str) -> u64 {
-    r.spec.get(k).and_then(Value::as_u64).unwrap_or(0)
-}
-
 /// Whole cores, at least one.
 fn cpu_count(r: &SandboxRecord) -> u64 {
-    spec_u64(r, "cpu_millis").div_ceil(1000).max(1)
+    u64::from(r.spec.cpu_millis.unwrap_or(0))
+        .div_ceil(1000)
+        .max(1)
 }
 
 /// `ListedSandbox` (and, with the token, `SandboxDetail`).
@@ -371,13 +369,13 @@ fn listed_json(state: &AppState, r: &SandboxRecord, detail: bool, domain: &str) 
         "startedAt": rfc3339(Some(r.ready_at.unwrap_or(r.created_at))),
         "endAt": rfc3339(Some(r.expires_at.or(r.stopped_at).unwrap_or(r.created_at))),
         "cpuCount": cpu_count(r),
-        "memoryMB": spec_u64(r, "memory_bytes") >> 20,
-        "diskSizeMB": spec_u64(r, "disk_bytes") >> 20,
+        "memoryMB": r.spec.memory_bytes.unwrap_or(0) >> 20,
+        "diskSizeMB": r.spec.disk_bytes.unwrap_or(0) >> 20,
         "state": if r.state == SandboxState::Paused { "paused" } else { "running" },
         "envdVersion": ENVD_VERSION,
         "metadata": r.metadata,
         "domain": domain,
-        "allowInternetAccess": r.spec.get("network").and_then(|n| n.get("mode")).and_then(Value::as_str).is_some_and(|m| m == "all"),
+        "allowInternetAccess": r.spec.network().mode == paddock_core::NetworkMode::All,
         "lifecycle": {
             "autoResume": crate::pausing::auto_resume(r),
             "onTimeout": if crate::pausing::pause_on_timeout(r).is_some() { "pause" } else { "kill" },
@@ -495,7 +493,7 @@ async fn kill(
 ) -> E2bResult<Response> {
     let res = async {
         live_record(&state, &caller, &id).await?;
-        lifecycle::stop(&state, &id, "killed").await
+        lifecycle::stop(&state, &id, paddock_store::StopReason::Killed).await
     }
     .await;
     state
@@ -811,7 +809,7 @@ async fn metrics(
         mem_bytes: now_stats.memory_bytes,
         ..Default::default()
     });
-    let cpu_millis = spec_u64(&r, "cpu_millis");
+    let cpu_millis = u64::from(r.spec.cpu_millis.unwrap_or(0));
     // The record is made before the sandbox exists, so every sample comes after it (the
     // sampler can see a sandbox before it is marked ready).
     let mut prev = crate::usage::Sample {
@@ -836,10 +834,10 @@ async fn metrics(
             "cpuCount": cpu_count(&r),
             "cpuUsedPct": pct,
             "memUsed": x.mem_bytes,
-            "memTotal": spec_u64(&r, "memory_bytes"),
+            "memTotal": r.spec.memory_bytes.unwrap_or(0),
             "memCache": 0,
             "diskUsed": now_stats.disk_bytes.unwrap_or(0),
-            "diskTotal": spec_u64(&r, "disk_bytes"),
+            "diskTotal": r.spec.disk_bytes.unwrap_or(0),
         }));
     }
     Ok(json_status(StatusCode::OK, Value::Array(out)))

@@ -502,7 +502,7 @@ async fn lose_sandboxes(ctl: &Control, node: &str) -> Result<(), paddock_store::
         .filter(|r| super::node_of(r) == Some(node))
     {
         r.state = SandboxState::Stopped;
-        r.stop_reason = Some("lost".into());
+        r.stop_reason = Some(paddock_store::StopReason::Lost);
         r.stopped_at = Some(now_ms());
         ctl.store.update_sandbox(&r).await?;
         emit(

@@ -211,7 +211,7 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, String> {
 
 /// The node a sandbox record says holds it (`spec.node`; None on a single host).
 pub fn node_of(r: &paddock_store::SandboxRecord) -> Option<&str> {
-    r.spec.get("node").and_then(serde_json::Value::as_str)
+    r.spec.node.as_deref()
 }
 
 #[cfg(test)]

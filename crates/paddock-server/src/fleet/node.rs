@@ -58,11 +58,11 @@ async fn usage(state: &AppState) -> Result<Heartbeat, paddock_store::StoreError>
         .into_iter()
         .filter(|r| super::node_of(r) == Some(me.as_str()))
         .collect();
-    let sum = |k: &str| -> u64 {
-        mine.iter()
-            .filter_map(|r| r.spec.get(k).and_then(serde_json::Value::as_u64))
-            .sum()
-    };
+    let memory: u64 = mine.iter().filter_map(|r| r.spec.memory_bytes).sum();
+    let cpu: u64 = mine
+        .iter()
+        .filter_map(|r| r.spec.cpu_millis.map(u64::from))
+        .sum();
     let host = crate::hostload::HostLoad::read(&state.cfg.data_dir.join("layers"));
     let mut templates: Vec<String> = state
         .runtime
@@ -73,8 +73,8 @@ async fn usage(state: &AppState) -> Result<Heartbeat, paddock_store::StoreError>
     templates.sort();
     Ok(Heartbeat {
         usage: json!({
-            "memory_reserved_bytes": sum("memory_bytes"),
-            "cpu_reserved_millis": sum("cpu_millis"),
+            "memory_reserved_bytes": memory,
+            "cpu_reserved_millis": cpu,
             "disk_free_bytes": host.disk_free_bytes,
             "memory_available_bytes": host.memory_available_bytes,
             "load1": host.load_avg.map(|l| l[0]),

@@ -167,7 +167,7 @@ pub async fn sandboxes_round_trip_filter_and_page(s: Arc<dyn Store>) {
     assert!(ids(s, page(Some("zzz"), None)).await.is_empty());
     let mut b = s.get_sandbox("b").await.unwrap().unwrap();
     b.state = SandboxState::Stopped;
-    b.stop_reason = Some("killed".into());
+    b.stop_reason = Some(paddock_store::StopReason::Killed);
     b.stopped_at = Some(9);
     assert!(s.update_sandbox(&b).await.unwrap());
     assert_eq!(s.get_sandbox("b").await.unwrap(), Some(b));
@@ -215,7 +215,17 @@ pub async fn sandboxes_missing_rows_and_updates(s: Arc<dyn Store>) {
             .unwrap()
     );
     let mut r = sandbox("a", "t", 1, &[]);
-    r.spec = serde_json::json!({"nested": {"list": [1, 2.5, null, "x"]}, "unicode": "é✓"});
+    r.spec.user = Some("é✓".into());
+    r.spec.network = Some(paddock_core::NetworkPolicy::all());
+    r.spec.public_ports = vec![3000, 8080];
+    r.spec.paused_mode = Some(paddock_core::PauseMode::Filesystem);
+    r.spec.secrets.insert(
+        "TOKEN".into(),
+        paddock_store::SpecSecret {
+            secret: "gh".into(),
+            file: true,
+        },
+    );
     r.env_keys = vec![];
     r.expires_at = Some(i64::MAX);
     r.warnings_sent = u32::MAX;

@@ -57,7 +57,11 @@ pub fn sandbox(id: &str, tenant: &str, created_at: i64, meta: &[(&str, &str)]) -
         template: "base".into(),
         state: SandboxState::Running,
         stop_reason: None,
-        spec: serde_json::json!({"timeout_ms": 1000, "node": "n1"}),
+        spec: paddock_store::SandboxSpec {
+            timeout_ms: Some(1000),
+            node: Some("n1".into()),
+            ..Default::default()
+        },
         metadata: pairs(meta),
         env_keys: vec!["A".into()],
         created_at,
