@@ -37,6 +37,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::fs as agent_fs;
 use crate::users::{self, User};
 
+mod raw;
+pub use raw::{LENGTH_HEADER as RAW_LENGTH_HEADER, UPGRADE as RAW_UPGRADE};
+
 /// Largest single file `POST /files` accepts: 16 GiB, after decompression. A larger
 /// upload is refused with 413 (up front when `Content-Length` already says so, otherwise
 /// as soon as the limit is crossed, and the partly written new file is removed). The
@@ -257,8 +260,10 @@ fn check_regular(meta: &std::fs::Metadata, path: &Path) -> Result<(), ApiError> 
 
 async fn download(
     query: Result<Query<FilesQuery>, QueryRejection>,
-    headers: HeaderMap,
+    req: Request,
 ) -> Result<Response, ApiError> {
+    let (mut parts, _) = req.into_parts();
+    let headers = &parts.headers;
     let q = parse_query(query)?;
     let user = user_of(&q)?;
     let path = users::resolve_path(&user, q.path.as_deref().unwrap_or(""));
@@ -273,6 +278,13 @@ async fn download(
             "no acceptable content encoding; supported: gzip, identity",
         )
     })?;
+    if encoding == Encoding::Identity
+        && size > 0
+        && raw::wanted(headers)
+        && let Some(on) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    {
+        return Ok(raw::send_file(on, file, size));
+    }
 
     let file = tokio::fs::File::from_std(file);
     let mut resp = Response::builder()
@@ -442,7 +454,7 @@ type ByteStream<'a> = std::pin::Pin<Box<dyn Stream<Item = io::Result<Bytes>> + S
 async fn upload(
     query: Result<Query<FilesQuery>, QueryRejection>,
     req: Request,
-) -> Result<axum::Json<Vec<Uploaded>>, ApiError> {
+) -> Result<Response, ApiError> {
     let q = parse_query(query)?;
     let user = user_of(&q)?;
     let (parts, body) = req.into_parts();
@@ -458,6 +470,39 @@ async fn upload(
                 .starts_with("multipart/form-data")
         });
     let target = q.path.as_deref().filter(|p| !p.is_empty());
+
+    if !gzip
+        && !multipart
+        && raw::wanted(&parts.headers)
+        && let Some(target) = target
+    {
+        let len = raw::announced_length(&parts.headers)?;
+        if len > MAX_UPLOAD_BYTES {
+            return Err(ApiError::too_large());
+        }
+        let mut parts = parts;
+        let Some(on) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+            return Err(ApiError::bad_request("this connection cannot be upgraded"));
+        };
+        let path = users::resolve_path(&user, target);
+        let p = path.clone();
+        let (file, created) = agent_fs::run_as(&user, move || open_for_upload(&p)).await??;
+        let cleanup = RemoveUnlessKept {
+            user: user.clone(),
+            path: created.then(|| path.clone()),
+        };
+        return Ok(raw::receive_file(
+            on,
+            raw::Upload {
+                user,
+                path,
+                file,
+                cleanup,
+                metadata,
+                len,
+            },
+        ));
+    }
 
     if !gzip && !multipart {
         let declared = parts
@@ -484,7 +529,7 @@ async fn upload(
         };
         let path = users::resolve_path(&user, target);
         let done = write_file(&user, path, stream, &metadata).await?;
-        return Ok(axum::Json(vec![done]));
+        return Ok(axum::Json(vec![done]).into_response());
     }
 
     // The (possibly decompressed) body goes back into the request so axum's multipart
@@ -532,7 +577,7 @@ async fn upload(
             "the multipart body has no part named \"file\"",
         ));
     }
-    Ok(axum::Json(done))
+    Ok(axum::Json(done).into_response())
 }
 
 /// Opens `path` for an upload as the user: creates missing parent directories (0o755),
@@ -602,6 +647,14 @@ impl RemoveUnlessKept {
     fn keep(mut self) {
         self.path = None;
     }
+
+    /// Removes the file now and waits for it, so an answer sent afterwards never races the
+    /// removal.
+    async fn discard(mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = agent_fs::run_as(&self.user, move || std::fs::remove_file(&path)).await;
+        }
+    }
 }
 
 impl Drop for RemoveUnlessKept {
@@ -651,6 +704,17 @@ async fn write_file(
     // error (ENOSPC shows up here).
     out.flush().await.map_err(|e| ApiError::io(&e, &path))?;
     let file = out.into_inner().into_std().await;
+    finish_upload(user, path, file, metadata, cleanup).await
+}
+
+/// Applies `metadata` to a fully written upload and keeps the file.
+async fn finish_upload(
+    user: &User,
+    path: PathBuf,
+    file: std::fs::File,
+    metadata: &BTreeMap<String, String>,
+    cleanup: RemoveUnlessKept,
+) -> Result<Uploaded, ApiError> {
     let meta = metadata.clone();
     let stored = agent_fs::run_as(user, move || agent_fs::write_metadata(&file, &meta)).await?;
     let metadata = match stored {

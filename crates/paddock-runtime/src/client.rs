@@ -39,6 +39,11 @@ impl AgentTransport {
         self.made.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The agent's socket, for a connection of one's own (a raw transfer).
+    pub fn socket_path(&self) -> &std::path::Path {
+        &self.sock
+    }
+
     fn take_ready(&self) -> Option<SendRequest<ClientBody>> {
         let mut idle = self.idle.lock().expect("pool poisoned");
         idle.retain(|s| !s.is_closed());

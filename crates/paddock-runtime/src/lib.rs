@@ -37,5 +37,6 @@ pub use client::{AgentClient, AgentTransport};
 pub use error::{Result, RuntimeError};
 pub use runtime::{
     AdoptionReport, CreateSpec, ExecRequest, ExecResult, HostSandbox, ListeningPort, PauseMode,
-    Personalise, Runtime, RuntimeConfig, Sandbox, Stats, VolumeMount, default_agent_bin,
+    Personalise, RAW_LENGTH_HEADER, RAW_UPGRADE, RawExchange, Runtime, RuntimeConfig, Sandbox,
+    Stats, VolumeMount, default_agent_bin,
 };

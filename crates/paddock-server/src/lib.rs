@@ -46,10 +46,12 @@ pub mod rollouts;
 pub mod secrets;
 pub mod session;
 pub mod snapshots;
+pub mod splice;
 pub mod startcmd;
 pub mod state;
 pub mod templates;
 pub mod trace;
+pub mod transfer;
 pub mod usage;
 pub mod volumes;
 pub mod webhooks;
@@ -244,8 +246,14 @@ pub async fn serve(
                 tokio::spawn(async move {
                 // The TLS handshake happens here, off the accept loop, under the same time
                 // limit as a request head.
+                // A plain connection can splice pass-through response bodies (`splice`).
+                let mut splice_slot = None;
                 let io: Box<dyn Io> = match tls {
-                    None => Box::new(tcp),
+                    None => {
+                        let (io, slot) = splice::SpliceIo::new(tcp);
+                        splice_slot = Some(slot);
+                        Box::new(io)
+                    }
                     Some(acc) => match tokio::time::timeout(header_timeout, acc.accept(tcp)).await {
                         Ok(Ok(s)) => Box::new(s),
                         Ok(Err(e)) => {
@@ -308,6 +316,11 @@ pub async fn serve(
                     // For the proxy's X-Forwarded-For.
                     req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                     req.extensions_mut().insert(framing.clone());
+                    if let Some(slot) = &splice_slot
+                        && req.version() <= hyper::Version::HTTP_11
+                    {
+                        req.extensions_mut().insert(slot.clone());
+                    }
                     futures::future::Either::Right(app.clone().oneshot(req))
                 });
                 let conn = http.serve_connection_with_upgrades(TokioIo::new(tcp), svc);

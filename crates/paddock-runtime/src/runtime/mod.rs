@@ -25,6 +25,7 @@ mod gvisor;
 mod open;
 mod pause;
 mod pooled;
+mod raw;
 mod sandbox;
 mod snapshots;
 mod templates;
@@ -32,6 +33,7 @@ mod volumes;
 
 pub use pause::PauseMode;
 pub use pooled::Personalise;
+pub use raw::{RAW_LENGTH_HEADER, RAW_UPGRADE, RawExchange};
 
 /// First host uid of the first sandbox's range; ranges are 65536 ids wide.
 const ID_BASE: u32 = 1 << 20;

@@ -133,7 +133,12 @@ async fn agent_error(resp: http::Response<hyper::body::Incoming>) -> ApiError {
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let msg = serde_json::from_slice::<Value>(&body)
+    agent_error_from(status, &body)
+}
+
+/// Maps an agent error (its status and JSON `{"message"}` body) to the API's error.
+fn agent_error_from(status: StatusCode, body: &[u8]) -> ApiError {
+    let msg = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
@@ -151,6 +156,27 @@ async fn agent_error(resp: http::Response<hyper::body::Incoming>) -> ApiError {
             ApiError::Agent("the sandbox's agent failed".into())
         }
     }
+}
+
+fn transfer_err(e: crate::transfer::Failure) -> ApiError {
+    match e {
+        crate::transfer::Failure::Agent(e) => ApiError::from(e),
+        crate::transfer::Failure::Client(m) => ApiError::BadRequest(m),
+    }
+}
+
+/// The agent request of a raw transfer: `method` on `/files` as the query's user.
+fn raw_request(
+    sbx: &Sandbox,
+    method: http::Method,
+    f: &FileQuery,
+) -> ApiResult<http::Request<http_body_util::Empty<bytes::Bytes>>> {
+    http::Request::builder()
+        .method(method)
+        .uri(agent_uri("/files", sbx, f))
+        .header(header::AUTHORIZATION, basic_auth(sbx, f.user.as_deref()))
+        .body(http_body_util::Empty::new())
+        .map_err(|e| ApiError::BadRequest(format!("bad path: {e}")))
 }
 
 /// Streams the agent's response body to the client, with selected headers.
@@ -237,20 +263,22 @@ async fn download(
     caller: Caller,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
+    slot: Option<axum::Extension<crate::splice::SpliceSlot>>,
 ) -> ApiResult<Response> {
     let (_, sbx) = state.sandbox_for(&caller, &id).await?;
     let f = parse_query(q.as_deref(), &[])?;
-    let none = http::HeaderMap::new();
-    let resp = forward(
-        &sbx,
-        http::Method::GET,
-        "/files",
-        &f,
-        &none,
-        &[],
-        http_body_util::Empty::<bytes::Bytes>::new(),
-    )
-    .await?;
+    let req = raw_request(&sbx, http::Method::GET, &f)?;
+    let slot = slot.as_ref().map(|s| &s.0);
+    let resp = match crate::transfer::download(&sbx, req, slot)
+        .await
+        .map_err(transfer_err)?
+    {
+        crate::transfer::Download::Raw(resp) => return Ok(resp),
+        crate::transfer::Download::Answered(r) if !r.status().is_success() => {
+            return Err(agent_error(r).await);
+        }
+        crate::transfer::Download::Answered(r) => r,
+    };
     let mut out = stream_back(resp, StatusCode::OK);
     out.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -281,17 +309,38 @@ async fn upload(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/octet-stream"),
         );
-        let resp = forward(
-            &sbx,
-            http::Method::POST,
-            "/files",
-            &f,
-            &headers,
-            &[header::CONTENT_TYPE, header::CONTENT_LENGTH],
-            body,
-        )
-        .await?;
-        let _ = resp.into_body().collect().await;
+        // The agent never sees a client's Content-Encoding here, so any sized body goes raw.
+        headers.remove(header::CONTENT_ENCODING);
+        if let Some(len) = crate::transfer::raw_upload_length(&headers) {
+            let req = raw_request(&sbx, http::Method::POST, &f)?;
+            match crate::transfer::upload(&sbx, req, body, len)
+                .await
+                .map_err(transfer_err)?
+            {
+                crate::transfer::Upload::Done { status, body } if !status.is_success() => {
+                    return Err(agent_error_from(status, &body));
+                }
+                crate::transfer::Upload::Done { .. } => {}
+                crate::transfer::Upload::Answered(r) if !r.status().is_success() => {
+                    return Err(agent_error(r).await);
+                }
+                crate::transfer::Upload::Answered(r) => {
+                    let _ = r.into_body().collect().await;
+                }
+            }
+        } else {
+            let resp = forward(
+                &sbx,
+                http::Method::POST,
+                "/files",
+                &f,
+                &headers,
+                &[header::CONTENT_TYPE, header::CONTENT_LENGTH],
+                body,
+            )
+            .await?;
+            let _ = resp.into_body().collect().await;
+        }
         let st = sbx
             .agent
             .filesystem

@@ -221,7 +221,7 @@ async fn forward(sbx: &paddock_runtime::Sandbox, req: Request) -> Response {
         .map_or("/", |p| p.as_str())
         .to_owned();
     let mut b = http::Request::builder()
-        .method(parts.method)
+        .method(parts.method.clone())
         .uri(format!("http://agent{pq}"));
     // Hop-by-hop headers (and those `Connection` names), and the data plane's own routing
     // and credential headers, stay here: the proxy's rule.
@@ -230,6 +230,30 @@ async fn forward(sbx: &paddock_runtime::Sandbox, req: Request) -> Response {
         if !crate::proxy::hop_or_ours(k) && !listed.iter().any(|l| l == k.as_str()) {
             b = b.header(k, v);
         }
+    }
+    // `/files` downloads and sized raw uploads take the raw (spliced) path (`transfer`).
+    let raw_len = crate::transfer::raw_upload_length(&parts.headers);
+    let multipart = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        });
+    if parts.uri.path() == "/files"
+        && (parts.method == Method::GET
+            || (parts.method == Method::POST && raw_len.is_some() && !multipart))
+    {
+        if let Some(h) = b.headers_mut() {
+            h.remove(http::header::CONTENT_LENGTH);
+        }
+        let Ok(raw_req) = b.body(http_body_util::Empty::new()) else {
+            return e2b_error(StatusCode::BAD_REQUEST, "invalid request target");
+        };
+        let slot = parts.extensions.get::<crate::splice::SpliceSlot>();
+        return raw_files(sbx, raw_req, body, raw_len, slot).await;
     }
     let Ok(agent_req) = b.body(body) else {
         return e2b_error(StatusCode::BAD_REQUEST, "invalid request target");
@@ -247,6 +271,11 @@ async fn forward(sbx: &paddock_runtime::Sandbox, req: Request) -> Response {
             );
         }
     };
+    answered(resp)
+}
+
+/// The agent's ordinary answer, its hop-by-hop headers dropped.
+fn answered(resp: http::Response<hyper::body::Incoming>) -> Response {
     let (parts, body) = resp.into_parts();
     let mut out = Response::builder().status(parts.status);
     for (k, v) in &parts.headers {
@@ -255,4 +284,44 @@ async fn forward(sbx: &paddock_runtime::Sandbox, req: Request) -> Response {
         }
     }
     out.body(Body::new(body)).unwrap_or_default()
+}
+
+/// `/files` through the raw path: a download (`len` none) or a sized upload of `body`.
+async fn raw_files(
+    sbx: &paddock_runtime::Sandbox,
+    req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+    body: Body,
+    len: Option<u64>,
+    slot: Option<&crate::splice::SpliceSlot>,
+) -> Response {
+    use crate::transfer::{Download, Failure, Upload};
+    let failed = |e: Failure| match e {
+        Failure::Client(m) => e2b_error(StatusCode::BAD_REQUEST, &m),
+        Failure::Agent(e) => {
+            tracing::warn!(sandbox = %sbx.id, "e2b data plane: {e}");
+            e2b_error(
+                StatusCode::BAD_GATEWAY,
+                &format!(
+                    "the sandbox {} was not found or its agent is not answering",
+                    sbx.id
+                ),
+            )
+        }
+    };
+    match len {
+        None => match crate::transfer::download(sbx, req, slot).await {
+            Ok(Download::Raw(r)) => r,
+            Ok(Download::Answered(r)) => answered(r),
+            Err(e) => failed(e),
+        },
+        Some(n) => match crate::transfer::upload(sbx, req, body, n).await {
+            Ok(Upload::Done { status, body }) => Response::builder()
+                .status(status)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .unwrap_or_default(),
+            Ok(Upload::Answered(r)) => answered(r),
+            Err(e) => failed(e),
+        },
+    }
 }
