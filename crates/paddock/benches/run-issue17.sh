@@ -16,7 +16,7 @@ set -eu
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$root"
 export PATH="$HOME/.cargo/bin:$PATH" CARGO_INCREMENTAL=0
-benches=${BENCHES:-runtime api pools proxy network density}
+benches=${BENCHES:-runtime api pools files proxy network density}
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "run-issue17.sh: the benches make sandboxes; run as root" >&2
