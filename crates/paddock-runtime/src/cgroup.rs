@@ -387,6 +387,24 @@ impl Cgroups {
     }
 
     /// Reads the usage counters of sandbox `id`.
+    /// How many times the OOM killer struck in sandbox `id`: one file, for the exec path
+    /// (which reads it before and after every command; [`Cgroups::stats`] reads four).
+    pub fn oom_kills(&self, id: &str) -> u64 {
+        let p = match self {
+            Cgroups::V1 { root, prefix } => root
+                .join("memory")
+                .join(prefix)
+                .join(id)
+                .join("memory.oom_control"),
+            Cgroups::V2 { root, prefix } => root.join(prefix).join(id).join("memory.events"),
+        };
+        fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn stats(&self, id: &str) -> CgroupStats {
         let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
         let num = |s: String| s.trim().parse::<u64>().unwrap_or(0);
@@ -482,9 +500,11 @@ mod tests {
                 oom_kills: 2,
             }
         );
+        assert_eq!(cg.oom_kills("sbx1"), 2, "the exec path's one-file read");
         assert_eq!(cg.procs("sbx1"), vec![10, 11]);
         // A missing sandbox reads as zeros, not an error.
         assert_eq!(cg.stats("nope"), CgroupStats::default());
+        assert_eq!(cg.oom_kills("nope"), 0);
 
         // The instance's directories go only once they are empty.
         assert!(
@@ -563,6 +583,7 @@ mod tests {
                 oom_kills: 1,
             }
         );
+        assert_eq!(cg.oom_kills("sbx2"), 1, "the exec path's one-file read");
         assert_eq!(cg.existing(), vec!["sbx2".to_owned()]);
         fs::remove_dir_all(&d).expect("clear");
         fs::remove_file(t.path().join("paddock/inst/cgroup.subtree_control")).expect("rm");

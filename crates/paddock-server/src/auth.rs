@@ -193,19 +193,36 @@ pub async fn authenticate_unmetered(
     state: &AppState,
     key: Option<&str>,
 ) -> Result<Caller, ApiError> {
-    authenticate_in(state.store.as_ref(), key).await
+    let hash = hash_key(&canonical(key.ok_or(BAD_KEY)?).ok_or(BAD_KEY)?);
+    // A key used a moment ago is not read again (`crate::hotpath::KeyCache`).
+    let k = match state.keys.get(&hash) {
+        Some(k) => k,
+        None => {
+            let generation = state.keys.generation();
+            let k = state.store.key_by_hash(&hash).await?.ok_or(BAD_KEY)?;
+            state.keys.put(hash, k.clone(), generation);
+            k
+        }
+    };
+    usable(k)
 }
 
-/// [`authenticate_unmetered`] against a store (the control plane has no [`AppState`]).
-pub async fn authenticate_in(store: &dyn Store, key: Option<&str>) -> Result<Caller, ApiError> {
-    const BAD: ApiError = ApiError::Unauthorized("missing, invalid, revoked or expired API key");
-    let key = canonical(key.ok_or(BAD)?).ok_or(BAD)?;
-    let k = store.key_by_hash(&hash_key(&key)).await?.ok_or(BAD)?;
+const BAD_KEY: ApiError = ApiError::Unauthorized("missing, invalid, revoked or expired API key");
+
+/// A known key as a caller, unless it is revoked or expired.
+fn usable(k: ApiKey) -> Result<Caller, ApiError> {
     let now = now_ms();
     if k.revoked_at.is_some() || k.expires_at.is_some_and(|e| e <= now) {
-        return Err(BAD);
+        return Err(BAD_KEY);
     }
     Ok(Caller { key: k })
+}
+
+/// [`authenticate_unmetered`] against a store, never cached (the control plane has no
+/// [`AppState`]).
+pub async fn authenticate_in(store: &dyn Store, key: Option<&str>) -> Result<Caller, ApiError> {
+    let key = canonical(key.ok_or(BAD_KEY)?).ok_or(BAD_KEY)?;
+    usable(store.key_by_hash(&hash_key(&key)).await?.ok_or(BAD_KEY)?)
 }
 
 /// Who a data-plane request (E2B envd, port proxy) is charged to.
@@ -218,15 +235,6 @@ pub enum DataBucket {
     /// without credentials): the sandbox's own bucket, so anonymous traffic can neither
     /// spend its owner's rate nor go unlimited.
     Sandbox(String),
-}
-
-/// The bucket of a request authenticated by sandbox `id`'s access token or a file-URL
-/// signature: its creating key, or the sandbox's own bucket if its record is gone.
-pub async fn owner_bucket(state: &AppState, id: &str) -> DataBucket {
-    match state.store.get_sandbox(id).await {
-        Ok(Some(r)) => DataBucket::Key(r.key_id),
-        _ => DataBucket::Sandbox(id.to_owned()),
-    }
 }
 
 /// Takes one token of the data-plane rate (`--data-rate`, `--data-rate-burst`) from `bucket`.

@@ -34,6 +34,7 @@ pub mod e2b;
 pub mod error;
 pub mod fleet;
 pub mod hostload;
+pub mod hotpath;
 pub mod isolation;
 pub mod lifecycle;
 pub mod metrics;

@@ -221,6 +221,7 @@ pub async fn create(
                 env: !spec.env.is_empty() || !secrets.env.is_empty(),
                 secret_files: !secrets.files.is_empty(),
                 volumes: !volumes.is_empty(),
+                offline: spec.network.mode == paddock_core::NetworkMode::None,
             },
         );
         if let Some(s) = &pooled {

@@ -2,9 +2,12 @@
 //! handed out by a create of their template and never reused.
 //!
 //! - A pooled sandbox is made by [`run`] with `Runtime::create_pooled`: the template's
-//!   default limits, no env of a create, the network of `Runtime::pool_network` (link,
-//!   addresses and rules, nothing allowed) and, if the template has one, its start command
-//!   running and its ready check passed. The runtime hides it from `list` and `get`, and
+//!   default limits, no env of a create, and, if the template has one, its start command
+//!   running and its ready check passed. It is one of two kinds: *networked*, with the
+//!   network of `Runtime::pool_network` (link, addresses and rules, nothing allowed), or
+//!   *offline*, made without a link (mode `none`), for creates that ask for no network:
+//!   removing a link at the hand-out costs what the pool saves. The share of offline
+//!   slots follows the share of offline creates in the recent demand ([`Pool::targets`]). The runtime hides it from `list` and `get`, and
 //!   the store has no record of it, so no API reaches it and a restart destroys it as a
 //!   sandbox without a record.
 //! - Its id is the id its create will have: a fresh random one, which nothing but this
@@ -111,6 +114,9 @@ pub struct Want<'a> {
     pub user: Option<&'a str>,
     /// The create has env vars or secret env vars.
     pub env: bool,
+    /// The create's network mode is `none`: an offline slot fits best; a slot of the other
+    /// kind still serves, more slowly (its link removed or made at the hand-out).
+    pub offline: bool,
     pub secret_files: bool,
     pub volumes: bool,
 }
@@ -125,14 +131,17 @@ struct Pooled {
     limits: Limits,
     /// Its template has a start command or ready check, already run.
     started: bool,
+    /// Made without a network link (mode `none`), for offline creates.
+    offline: bool,
 }
 
 #[derive(Debug, Default)]
 struct Pool {
     size: Option<PoolSize>,
     ready: VecDeque<Pooled>,
-    /// Times of recent creates of the template (within [`DEMAND_WINDOW`]).
-    demand: VecDeque<Instant>,
+    /// Times of recent creates of the template (within [`DEMAND_WINDOW`]), and whether
+    /// each was offline.
+    demand: VecDeque<(Instant, bool)>,
     hits: u64,
     misses: u64,
     /// Bumped whenever the pool is emptied: a fill begun before is not added.
@@ -142,22 +151,38 @@ struct Pool {
 }
 
 impl Pool {
-    fn demand(&mut self, now: Instant) -> u32 {
+    /// Recent creates: all of them, and the offline ones.
+    fn demand(&mut self, now: Instant) -> (u32, u32) {
         while self
             .demand
             .front()
-            .is_some_and(|t| now.duration_since(*t) > DEMAND_WINDOW)
+            .is_some_and(|(t, _)| now.duration_since(*t) > DEMAND_WINDOW)
         {
             self.demand.pop_front();
         }
-        u32::try_from(self.demand.len()).unwrap_or(u32::MAX)
+        let all = u32::try_from(self.demand.len()).unwrap_or(u32::MAX);
+        let offline = self.demand.iter().filter(|(_, o)| *o).count();
+        (all, u32::try_from(offline).unwrap_or(u32::MAX))
     }
 
-    fn target(&mut self, now: Instant) -> u32 {
-        match self.size {
-            None => 0,
-            Some(s) => self.demand(now).clamp(s.min, s.max),
+    /// The refill's targets: sandboxes in all, and how many of them offline. The offline
+    /// share is the share of offline creates in the recent demand, rounded up (no demand:
+    /// none offline, since E2B's default and the common create are networked).
+    fn targets(&mut self, now: Instant) -> (u32, u32) {
+        let Some(s) = self.size else {
+            return (0, 0);
+        };
+        let (all, offline) = self.demand(now);
+        let target = all.clamp(s.min, s.max);
+        if all == 0 {
+            return (target, 0);
         }
+        let off = (u64::from(target) * u64::from(offline)).div_ceil(u64::from(all));
+        (target, u32::try_from(off).unwrap_or(target).min(target))
+    }
+
+    fn ready_offline(&self) -> u32 {
+        u32::try_from(self.ready.iter().filter(|x| x.offline).count()).unwrap_or(u32::MAX)
     }
 }
 
@@ -167,7 +192,11 @@ pub struct PoolInfo {
     pub template: String,
     pub size: Option<PoolSize>,
     pub target: u32,
+    /// How many of `target` are offline slots (made without a link).
+    pub target_offline: u32,
     pub ready: u32,
+    /// How many of `ready` are offline slots.
+    pub ready_offline: u32,
     pub hits: u64,
     pub misses: u64,
     /// Memory charged to each pooled sandbox's cgroup, on average (None: none ready).
@@ -285,7 +314,7 @@ impl Pools {
         let (taken, stale) = {
             let mut all = lock(&self.pools);
             let p = all.get_mut(w.template).filter(|p| p.size.is_some())?;
-            p.demand.push_back(now);
+            p.demand.push_back((now, w.offline));
             let mut stale = Vec::new();
             if current
                 .as_ref()
@@ -294,10 +323,16 @@ impl Pools {
                 stale.extend(p.ready.drain(..));
                 p.generation += 1;
             }
-            let taken = match p.ready.front() {
-                Some(x) if usable(x, w) => p.ready.pop_front().map(|x| x.sbx),
-                _ => None,
-            };
+            // The oldest slot of the create's kind, else the oldest of the other: an offline
+            // create has a networked slot's link removed, a networked one has an offline
+            // slot's link made (`Runtime::set_network`), both at the hand-out.
+            let pick = p
+                .ready
+                .iter()
+                .position(|x| x.offline == w.offline)
+                .or((!p.ready.is_empty()).then_some(0))
+                .filter(|&i| usable(&p.ready[i], w));
+            let taken = pick.and_then(|i| p.ready.remove(i)).map(|x| x.sbx);
             if taken.is_some() {
                 p.hits += 1;
             } else {
@@ -376,11 +411,14 @@ impl Pools {
         all.iter_mut()
             .map(|(t, p)| {
                 let mems: Vec<u64> = p.ready.iter().map(|x| x.sbx.cpu_and_memory().1).collect();
+                let (target, target_offline) = p.targets(now);
                 PoolInfo {
                     template: t.clone(),
                     size: p.size,
-                    target: p.target(now),
+                    target,
+                    target_offline,
                     ready: u32::try_from(p.ready.len()).unwrap_or(u32::MAX),
+                    ready_offline: p.ready_offline(),
                     hits: p.hits,
                     misses: p.misses,
                     memory_bytes: (!mems.is_empty())
@@ -411,6 +449,12 @@ impl Pools {
             &|p| Some(u64::from(p.ready)),
         );
         family(
+            "paddock_pool_ready_offline",
+            "gauge",
+            "Pooled sandboxes ready to hand out that were made without a network link (for creates with network none), per template.",
+            &|p| Some(u64::from(p.ready_offline)),
+        );
+        family(
             "paddock_pool_target",
             "gauge",
             "Pooled sandboxes the refill aims for (recent demand within the pool's min and max).",
@@ -438,13 +482,15 @@ impl Pools {
 
     /// Drops stale pooled sandboxes (template rebuilt or gone, pool over its maximum or
     /// held) and picks the template to fill next: the one furthest below its target that did
-    /// not fail lately. Returns it with its pool's generation.
-    fn next(&self, runtime: &Runtime) -> (Vec<Arc<Sandbox>>, Option<(String, u64)>) {
+    /// not fail lately. Returns it with its pool's generation and the kind to make (offline
+    /// while the pool has fewer offline slots than its offline target).
+    #[allow(clippy::type_complexity)]
+    fn next(&self, runtime: &Runtime) -> (Vec<Arc<Sandbox>>, Option<(String, u64, bool)>) {
         let now = Instant::now();
         let held = lock(&self.held).clone();
         let mut all = lock(&self.pools);
         let mut stale = Vec::new();
-        let mut best: Option<(u32, String, u64)> = None;
+        let mut best: Option<(u32, String, u64, bool)> = None;
         for (t, p) in all.iter_mut() {
             let current = runtime.template(t).map(|x| fingerprint(&x));
             let max = p.size.map_or(0, |s| s.max) as usize;
@@ -469,13 +515,14 @@ impl Pools {
             {
                 continue;
             }
-            let target = p.target(now);
+            let (target, target_offline) = p.targets(now);
             let have = u32::try_from(p.ready.len()).unwrap_or(u32::MAX);
-            if have < target && best.as_ref().is_none_or(|(gap, _, _)| target - have > *gap) {
-                best = Some((target - have, t.clone(), p.generation));
+            let offline = p.ready_offline() < target_offline;
+            if have < target && best.as_ref().is_none_or(|(gap, ..)| target - have > *gap) {
+                best = Some((target - have, t.clone(), p.generation, offline));
             }
         }
-        (stale, best.map(|(_, t, g)| (t, g)))
+        (stale, best.map(|(_, t, g, o)| (t, g, o)))
     }
 
     /// Adds a fresh pooled sandbox, unless the pool changed since the fill began (then the
@@ -567,7 +614,7 @@ pub async fn run(state: Arc<AppState>) {
                 tracing::warn!(sandbox = %id, "destroying a stale pooled sandbox: {e}");
             }
         }
-        let Some((template, generation)) = next else {
+        let Some((template, generation, offline)) = next else {
             tokio::select! {
                 () = pools.wake.notified() => {}
                 () = tokio::time::sleep(CHECK_EVERY) => {}
@@ -580,7 +627,7 @@ pub async fn run(state: Arc<AppState>) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         pools.filling.store(true, Ordering::SeqCst);
-        let made = fill_one(&state, &template).await;
+        let made = fill_one(&state, &template, offline).await;
         match made {
             Ok(x) => {
                 if let Err(x) = pools.add(&template, generation, x) {
@@ -598,8 +645,9 @@ pub async fn run(state: Arc<AppState>) {
     }
 }
 
-/// Makes one pooled sandbox of `template`, its start command running and ready.
-async fn fill_one(state: &Arc<AppState>, template: &str) -> Result<Pooled, String> {
+/// Makes one pooled sandbox of `template`, its start command running and ready; `offline`:
+/// without a network link.
+async fn fill_one(state: &Arc<AppState>, template: &str, offline: bool) -> Result<Pooled, String> {
     let t = state
         .runtime
         .template(template)
@@ -610,7 +658,11 @@ async fn fill_one(state: &Arc<AppState>, template: &str) -> Result<Pooled, Strin
         .create_pooled(CreateSpec {
             template: template.to_owned(),
             limits: limits.clone(),
-            network: Runtime::pool_network(),
+            network: if offline {
+                paddock_core::NetworkPolicy::default()
+            } else {
+                Runtime::pool_network()
+            },
             isolation: Isolation::Native,
             ..CreateSpec::default()
         })
@@ -647,5 +699,6 @@ async fn fill_one(state: &Arc<AppState>, template: &str) -> Result<Pooled, Strin
         made_from: fingerprint(&t),
         limits,
         started,
+        offline,
     })
 }

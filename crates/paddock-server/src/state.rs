@@ -47,6 +47,10 @@ pub struct AppState {
     pub pools: crate::pools::Pools,
     /// The rollouts running in this process (`crate::rollouts`).
     pub rollouts: crate::rollouts::Rollouts,
+    /// API keys by hash for a moment (`crate::hotpath`).
+    pub keys: crate::hotpath::KeyCache,
+    /// Store writes behind answers (`crate::hotpath`).
+    pub behind: crate::hotpath::Behind,
 }
 
 /// What reconciliation found for a sandbox record ([`AppState::record_lifecycle`]).
@@ -94,6 +98,9 @@ impl AppState {
         let webhook_secret = cfg.webhook_secret.clone();
         let secret = crate::auth::server_secret(&cfg.data_dir)?;
         Ok(AppState {
+            // Only a server that alone writes its keys may cache them (`crate::hotpath`).
+            keys: crate::hotpath::KeyCache::new(cfg.node.is_none() && cfg.database_url.is_none()),
+            behind: crate::hotpath::Behind::default(),
             pools: crate::pools::Pools::new(&cfg.pools),
             secrets: crate::secrets::Secrets::new(cfg.secrets_key.clone()),
             limiter: RateLimiter::new(cfg.rate_per_sec, cfg.rate_burst),
@@ -186,6 +193,35 @@ impl AppState {
         self.emit(&r.tenant, Some(&r.id), kind, data, r.webhook_url.as_deref())
             .await;
         self.audit(None, action, Some(&r.id), outcome, detail).await;
+    }
+
+    /// [`AppState::audited`] with the audit entry written behind the answer
+    /// (`crate::hotpath`): for the exec round trip.
+    pub fn audited_behind<T>(
+        self: &Arc<Self>,
+        caller: &Caller,
+        action: &'static str,
+        sandbox_id: Option<&str>,
+        detail: Option<String>,
+        res: ApiResult<T>,
+    ) -> ApiResult<T> {
+        let outcome = match &res {
+            Ok(_) => "ok",
+            Err(e) => e.status_code().1,
+        };
+        let (this, caller, sandbox_id) =
+            (self.clone(), caller.clone(), sandbox_id.map(str::to_owned));
+        self.behind.spawn(async move {
+            this.audit(
+                Some(&caller),
+                action,
+                sandbox_id.as_deref(),
+                outcome,
+                detail,
+            )
+            .await;
+        });
+        res
     }
 
     /// Audits the outcome of `res` and passes it through.

@@ -5,7 +5,9 @@
 //!
 //! Run: `cargo bench -p paddock --bench api` (as root). `PADDOCK_BENCH_RUNS` sets the runs
 //! per latency row (default 200); `PADDOCK_BENCH_QUICK=1` stops after the latency rows
-//! (create by surface and network, exec round trips). Prints a markdown table for `BENCHMARKS.md`.
+//! (create by surface and network, exec round trips); `PADDOCK_BENCH_ROWS=exec` times only
+//! the exec round trips (and bubblewrap, for the ratio). Prints a markdown table for
+//! `BENCHMARKS.md`.
 
 #[allow(unreachable_pub, dead_code)]
 #[path = "../src/bench_external.rs"]
@@ -20,6 +22,9 @@ use serde_json::json;
 use server::{Server, call};
 
 fn pct(v: &mut [Duration], p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
     v.sort();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[i]
@@ -36,6 +41,18 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU time of every live thread of process `pid` (`schedstat`, nanoseconds): the server's
+/// own cost per request, which the machine's load does not inflate as it does wall time.
+fn cpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 async fn create(s: &Server) -> String {
@@ -139,9 +156,13 @@ async fn main() -> anyhow::Result<()> {
     exec_true(&s, &id).await;
     delete(&s, &id).await;
 
+    // `PADDOCK_BENCH_ROWS=exec`: only the exec round trips (and bwrap, for the ratio).
+    let exec_only = std::env::var("PADDOCK_BENCH_ROWS").is_ok_and(|v| v == "exec");
+    let create_runs = if exec_only { 0 } else { runs };
+
     // 1. Create to first command done.
     let mut t = Vec::new();
-    for _ in 0..runs {
+    for _ in 0..create_runs {
         let t0 = Instant::now();
         let id = create(&s).await;
         exec_true(&s, &id).await;
@@ -161,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
     // default). Cold creates: there is no pool.
     let mut by_path = vec![("API create + first `/bin/true` done".to_owned(), create_p50)];
     let mut t = Vec::new();
-    for _ in 0..runs {
+    for _ in 0..create_runs {
         let t0 = Instant::now();
         let v = s
             .create(json!({"timeout": 3600, "network": {"mode": "all"}}))
@@ -184,7 +205,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     for internet in [false, true] {
         let mut t = Vec::new();
-        for _ in 0..runs {
+        for _ in 0..create_runs {
             let t0 = Instant::now();
             let (id, token) = e2b_create(&s, internet).await;
             e2b_exec_true(&s, &id, &token).await;
@@ -200,7 +221,13 @@ async fn main() -> anyhow::Result<()> {
         rows.push((name, ms(p50), ms(pct(&mut t, 0.99)), "p99 ≤ 20 ms".into()));
     }
 
-    // bubblewrap and crun in the same run, for the ratios.
+    if exec_only {
+        rows.clear();
+        by_path.clear();
+    }
+    // bubblewrap and crun in the same run, for the ratios (the first that runs is the
+    // exec rows' yardstick).
+    let mut yardstick: Option<Duration> = None;
     for make in [
         bench_external::External::bwrap as fn() -> anyhow::Result<bench_external::External>,
         bench_external::External::crun,
@@ -218,12 +245,15 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         let mut t = Vec::new();
-        for _ in 0..runs {
+        // The exec rows need only the yardstick, and not thousands of its runs.
+        let ext_runs = if exec_only { runs.min(100) } else { runs };
+        for _ in 0..ext_runs {
             let t0 = Instant::now();
             ext.run_once()?;
             t.push(t0.elapsed());
         }
         let p50 = pct(&mut t, 0.5);
+        yardstick.get_or_insert(p50);
         let ratios: Vec<String> = by_path
             .iter()
             .map(|(n, d)| format!("{n}: {:.2}×", d.as_secs_f64() / p50.as_secs_f64()))
@@ -243,27 +273,47 @@ async fn main() -> anyhow::Result<()> {
     // 2. Exec round trip into a running sandbox.
     let id = create(&s).await;
     let mut t = Vec::new();
+    let cpu0 = cpu_ns(server_pid);
     for _ in 0..runs {
         let t0 = Instant::now();
         exec_true(&s, &id).await;
         t.push(t0.elapsed());
     }
+    let native_cpu = (cpu_ns(server_pid) - cpu0) / runs.max(1) as u64;
+    let to_bwrap = |d: Duration| {
+        yardstick.map_or_else(String::new, |y| {
+            format!(" ({:.2}× bwrap)", d.as_secs_f64() / y.as_secs_f64())
+        })
+    };
+    let p50 = pct(&mut t, 0.5);
     rows.push((
-        "API exec round trip (`/bin/true`, JSON)".into(),
-        ms(pct(&mut t, 0.5)),
+        format!("API exec round trip (`/bin/true`, JSON){}", to_bwrap(p50)),
+        ms(p50),
         ms(pct(&mut t, 0.99)),
         "≤ 1 ms p50".into(),
     ));
     let (eid, token) = e2b_create(&s, false).await;
     let mut t = Vec::new();
+    let cpu0 = cpu_ns(server_pid);
     for _ in 0..runs {
         let t0 = Instant::now();
         e2b_exec_true(&s, &eid, &token).await;
         t.push(t0.elapsed());
     }
+    let e2b_cpu = (cpu_ns(server_pid) - cpu0) / runs.max(1) as u64;
     rows.push((
-        "E2B `process.Start` round trip (`/bin/true`, data plane)".into(),
-        ms(pct(&mut t, 0.5)),
+        "server CPU per exec round trip, native / E2B (all its threads)".into(),
+        format!("{:.0} µs", native_cpu as f64 / 1000.0),
+        format!("{:.0} µs", e2b_cpu as f64 / 1000.0),
+        String::new(),
+    ));
+    let p50 = pct(&mut t, 0.5);
+    rows.push((
+        format!(
+            "E2B `process.Start` round trip (`/bin/true`, data plane){}",
+            to_bwrap(p50)
+        ),
+        ms(p50),
         ms(pct(&mut t, 0.99)),
         "≤ 1 ms p50".into(),
     ));

@@ -1,7 +1,9 @@
 //! Warm pools (`docs/pools.md`) over the REST API: create → first `/bin/true` done from a
 //! warm pool of `base` against a cold create (the pool set to 0: every create a miss), the
 //! memory of a pooled sandbox, and bubblewrap's `/bin/true` in the same run for the ratio.
-//! Networked (`all`) and offline (`none`) creates.
+//! Networked (`all`) and offline (`none`) creates over REST (an offline pooled create takes
+//! an offline slot, made without a link), and the E2B path: `POST /sandboxes` with internet
+//! on, then `process.Start` of `/bin/true` over the data plane read to its end.
 //!
 //! Run: `PADDOCK_BENCH_RUNS=30 cargo test -p paddock --bench pools` (dev build) or
 //! `cargo bench -p paddock --bench pools` (release), as root. Prints a markdown table.
@@ -25,28 +27,108 @@ async fn pool(s: &Server) -> Value {
     call(s.req(Method::GET, "/v1/pools/base")).await.1
 }
 
-async fn wait_ready(s: &Server, n: u64) {
+/// Waits until the pool holds `n` sandboxes, at least one of the kind a create of `offline`
+/// takes (an offline slot, or a networked one).
+async fn wait_ready(s: &Server, n: u64, offline: bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while pool(s).await["ready"].as_u64().unwrap_or(0) < n {
-        assert!(Instant::now() < deadline, "pool never reached {n}");
+    loop {
+        let p = pool(s).await;
+        let (all, off) = (
+            p["ready"].as_u64().unwrap_or(0),
+            p["ready_offline"].as_u64().unwrap_or(0),
+        );
+        if all >= n && (if offline { off >= 1 } else { all > off }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pool never reached {n} (offline {offline}): {p}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// One create → `/bin/true` → delete; returns the time to the command's answer.
-async fn once(s: &Server, network: &Value) -> Duration {
-    let t0 = Instant::now();
-    let v = s.create(json!({"network": network, "timeout": 600})).await;
-    let id = v["id"].as_str().expect("id").to_owned();
-    let (st, r) = call(
-        s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
-            .json(&json!({"cmd": ["/bin/true"]})),
+async fn set_size(s: &Server, n: u64) {
+    let (st, v) = call(
+        s.req(Method::PUT, "/v1/pools/base")
+            .json(&json!({"size": n})),
     )
     .await;
-    let took = t0.elapsed();
-    assert_eq!(st, StatusCode::OK, "{r}");
-    let _ = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
-    took
+    assert_eq!(st, StatusCode::OK, "{v}");
+}
+
+/// How a timed create goes.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    /// `POST /v1/sandboxes` with this network mode, `POST .../exec`, `DELETE`.
+    Rest(&'static str),
+    /// E2B `POST /sandboxes` with internet on, `process.Start` over the data plane, kill.
+    E2b,
+}
+
+/// One create → `/bin/true` → delete; returns the time to the command's answer.
+async fn once(s: &Server, path: Path) -> Duration {
+    match path {
+        Path::Rest(mode) => {
+            let t0 = Instant::now();
+            let v = s
+                .create(json!({"network": {"mode": mode}, "timeout": 600}))
+                .await;
+            let id = v["id"].as_str().expect("id").to_owned();
+            let (st, r) = call(
+                s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+                    .json(&json!({"cmd": ["/bin/true"]})),
+            )
+            .await;
+            let took = t0.elapsed();
+            assert_eq!(st, StatusCode::OK, "{r}");
+            let _ = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+            took
+        }
+        Path::E2b => {
+            let t0 = Instant::now();
+            let r = s
+                .http
+                .post(format!("{}/sandboxes", s.url))
+                .header("X-API-KEY", &s.admin_key)
+                .json(&json!({"templateID": "base", "timeout": 600, "allow_internet_access": true, "secure": true}))
+                .send()
+                .await
+                .expect("e2b create");
+            assert_eq!(r.status(), StatusCode::CREATED);
+            let v: Value = r.json().await.expect("json");
+            let id = v["sandboxID"].as_str().expect("id").to_owned();
+            let token = v["envdAccessToken"].as_str().unwrap_or_default().to_owned();
+            let msg = br#"{"process":{"cmd":"/bin/true","args":[]}}"#;
+            let mut body = vec![0u8];
+            body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+            body.extend_from_slice(msg);
+            let r = s
+                .http
+                .post(format!("{}/process.Process/Start", s.url))
+                .header("E2b-Sandbox-Id", &id)
+                .header("X-Access-Token", &token)
+                .header("Content-Type", "application/connect+json")
+                .header("Connect-Protocol-Version", "1")
+                .body(body)
+                .send()
+                .await
+                .expect("process.Start");
+            assert_eq!(r.status(), StatusCode::OK);
+            let b = r.bytes().await.expect("stream");
+            let took = t0.elapsed();
+            assert!(String::from_utf8_lossy(&b).contains("\"end\""));
+            let r = s
+                .http
+                .delete(format!("{}/sandboxes/{id}", s.url))
+                .header("X-API-KEY", &s.admin_key)
+                .send()
+                .await
+                .expect("e2b kill");
+            assert_eq!(r.status(), StatusCode::NO_CONTENT);
+            took
+        }
+    }
 }
 
 #[tokio::main]
@@ -55,30 +137,30 @@ async fn main() -> anyhow::Result<()> {
     let s = Server::start(&["--pool", "base=2"]);
     let mut rows = Vec::new();
     let mut mem = None;
-    for (label, network) in [
-        ("networked (all)", json!({"mode": "all"})),
-        ("offline (none)", json!({"mode": "none"})),
+    // Offline last: its demand makes the refill turn to offline slots for a minute.
+    for (label, path) in [
+        ("REST, networked (all)", Path::Rest("all")),
+        ("E2B, internet on, `process.Start`", Path::E2b),
+        ("REST, offline (none)", Path::Rest("none")),
     ] {
-        call(
-            s.req(Method::PUT, "/v1/pools/base")
-                .json(&json!({"size": 2})),
-        )
-        .await;
+        set_size(&s, 2).await;
+        let offline = path == Path::Rest("none");
+        if offline {
+            // Untimed: offline demand, so the refill makes offline slots (`docs/pools.md`).
+            once(&s, path).await;
+        }
         let mut hit = Vec::new();
         for _ in 0..n {
-            // Untimed: the refill catches up, so every timed create is a hit.
-            wait_ready(&s, 2).await;
+            // Untimed: the refill catches up, so every timed create is a hit (an offline
+            // one on an offline slot).
+            wait_ready(&s, 2, offline).await;
             mem = pool(&s).await["memory_bytes_per_sandbox"].as_u64().or(mem);
-            hit.push(once(&s, &network).await);
+            hit.push(once(&s, path).await);
         }
-        call(
-            s.req(Method::PUT, "/v1/pools/base")
-                .json(&json!({"size": 0})),
-        )
-        .await;
+        set_size(&s, 0).await;
         let mut cold = Vec::new();
         for _ in 0..n {
-            cold.push(once(&s, &network).await);
+            cold.push(once(&s, path).await);
         }
         rows.push((format!("pooled, {label}"), hit));
         rows.push((format!("cold (pool empty), {label}"), cold));
@@ -90,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
         b.push(bwrap.run_once()?);
     }
     let b50 = pct(&mut b, 0.5);
-    println!("| create → first `/bin/true` (REST) | p50 | p99 | p50 / bwrap |");
+    println!("| create → first `/bin/true` | p50 | p99 | p50 / bwrap |");
     println!("|---|---|---|---|");
     for (name, mut t) in rows {
         let p50 = pct(&mut t, 0.5);

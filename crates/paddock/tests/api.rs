@@ -508,8 +508,14 @@ async fn keys_roles_and_tenants() {
     let id = sbx["id"].as_str().expect("id").to_owned();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (revoked_id, revoked) = s.new_key(json!({"name": "gone"})).await;
+    // Used just before its revoke, so the server has it cached (`hotpath::KeyCache`): the
+    // revoke still refuses it at once.
+    let (st, v) = call(s.req_as(&revoked, Method::GET, "/v1/sandboxes")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
     let (st, _) = call(s.req(Method::DELETE, &format!("/v1/keys/{revoked_id}"))).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, v) = call(s.req_as(&revoked, Method::GET, "/v1/sandboxes")).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "a revoked key answered from the cache: {v}");
     let bad_keys = [
         "",
         "pdk_",

@@ -401,3 +401,99 @@ async fn a_template_rebuild_or_delete_empties_its_pool() {
         assert!(leftovers(id).is_empty(), "{id}: {:?}", leftovers(id));
     }
 }
+
+/// Sandboxes on the host (pooled ones included) whose runtime record says network `none`:
+/// made without a link.
+fn offline_on_host(s: &Server) -> BTreeSet<String> {
+    host_sandboxes(s)
+        .into_iter()
+        .filter(|id| {
+            let p = s.data.join(format!("layers/sandboxes/{id}/record.json"));
+            std::fs::read(p)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .is_some_and(|r| r["network"]["mode"] == "none")
+        })
+        .collect()
+}
+
+/// Waits until `template`'s pool holds at least `n` offline slots.
+async fn ready_offline(s: &Server, template: &str, n: u64) -> Value {
+    eventually(
+        Duration::from_secs(120),
+        &format!("pool {template} holding {n} offline"),
+        || async {
+            let v = pool(s, template).await;
+            if v["ready_offline"].as_u64() >= Some(n) {
+                Ok(v)
+            } else {
+                Err(v.to_string())
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offline_creates_are_served_by_offline_slots_made_without_a_link() {
+    let s = Server::start(&["--pool", "base=2"]);
+    ready(&s, "base", 2).await;
+    // No demand yet: every slot is networked (E2B's default and the common create).
+    let p = pool(&s, "base").await;
+    assert_eq!(
+        (p["ready_offline"].as_u64(), p["target_offline"].as_u64()),
+        (Some(0), Some(0)),
+        "{p}"
+    );
+    // An offline create with only networked slots still hits (its link goes at the
+    // hand-out), and makes the demand offline: the refill now makes offline slots.
+    let a = s.create(json!({"network": {"mode": "none"}})).await;
+    let a = a["id"].as_str().expect("id").to_owned();
+    let p = pool(&s, "base").await;
+    assert_eq!(p["hits"].as_u64(), Some(1), "{p}");
+    assert_eq!(p["target_offline"].as_u64(), Some(2), "{p}");
+    ready_offline(&s, "base", 1).await;
+    let mut slots = offline_on_host(&s);
+    slots.remove(&a);
+    assert!(!slots.is_empty(), "no offline slot on the host");
+    // The next offline create takes an offline slot (the oldest of its kind): a hit.
+    let b = s.create(json!({"network": {"mode": "none"}})).await;
+    let b = b["id"].as_str().expect("id").to_owned();
+    let after = pool(&s, "base").await;
+    assert_eq!(after["hits"].as_u64(), Some(2), "{after}");
+    assert!(
+        slots.contains(&b),
+        "{b} was not one of the offline slots {slots:?}"
+    );
+    let (_, ev) = call(s.req(Method::GET, &format!("/v1/events?sandbox_id={b}"))).await;
+    assert!(ev.to_string().contains("\"pooled\":true"), "{ev}");
+    // Inside: loopback only, the offline resolver setup, as a cold `none` sandbox.
+    let out = probe(&s, &b).await;
+    assert!(out.contains("links: lo: \n"), "{out}");
+    assert!(out.contains("hostname=ID kernel=ID"), "{out}");
+    let (st, v) = set_pool(&s, "base", json!({"size": 0})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let c = s.create(json!({"network": {"mode": "none"}})).await;
+    let c = c["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        out,
+        probe(&s, &c).await,
+        "an offline pooled sandbox differs from a cold one"
+    );
+    // A networked create with only offline slots ready takes one and gets its link made.
+    let (st, v) = set_pool(&s, "base", json!({"size": 1})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    ready_offline(&s, "base", 1).await;
+    let hits = pool(&s, "base").await["hits"].as_u64().unwrap();
+    let d = s.create(json!({"network": {"mode": "all"}})).await;
+    let d = d["id"].as_str().expect("id").to_owned();
+    assert_eq!(pool(&s, "base").await["hits"].as_u64(), Some(hits + 1));
+    let out = sh(&s, &d, "awk 'NR>2{print $1}' /proc/net/dev | tr '\\n' ' '").await;
+    assert!(out.contains("eth0"), "{out}");
+    for id in [a, b, c, d] {
+        kill(&s, &id).await;
+    }
+    let (st, _) = call(s.req(Method::DELETE, "/v1/pools/base")).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_no_sandboxes_left(&s, "the offline pool").await;
+}

@@ -99,6 +99,8 @@ impl Runtime {
             return Ok(());
         }
         match (old.mode, p.mode) {
+            // Offline to offline (an offline pooled sandbox handed out): nothing to change.
+            (NetworkMode::None, NetworkMode::None) => {}
             (NetworkMode::None, _) => {
                 if let Err(e) = self.network_up(&sbx, &p).await {
                     // Nothing of a half-made network stays while the record says `none`.

@@ -56,7 +56,7 @@ impl Sandbox {
         if let Some(t) = req.timeout {
             opts = opts.with_timeout(t);
         }
-        let oom_before = self.cgroups.stats(self.id.as_str()).oom_kills;
+        let oom_before = self.oom_kills();
         let t0 = Instant::now();
         let mut stream = self
             .agent
@@ -105,7 +105,7 @@ impl Sandbox {
             }
         }
         res.duration = t0.elapsed();
-        res.oom_killed = self.cgroups.stats(self.id.as_str()).oom_kills > oom_before;
+        res.oom_killed = self.oom_kills() > oom_before;
         Ok(res)
     }
 
@@ -155,9 +155,9 @@ impl Sandbox {
         (c.cpu_usage_ns, c.memory_bytes)
     }
 
-    /// How many times the OOM killer struck in the sandbox (cgroup files only).
+    /// How many times the OOM killer struck in the sandbox (one cgroup file).
     pub fn oom_kills(&self) -> u64 {
-        self.cgroups.stats(self.id.as_str()).oom_kills
+        self.cgroups.oom_kills(self.id.as_str())
     }
 
     /// What metering adds besides CPU and memory: bytes the sandbox's layer references (the

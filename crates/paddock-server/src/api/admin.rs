@@ -192,7 +192,10 @@ async fn revoke_key(
     Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let res = match state.store.revoke_key(&id, now_ms()).await {
+    let res = state.store.revoke_key(&id, now_ms()).await;
+    // Refused from now on, not only once the cached copy ages out (`crate::hotpath`).
+    state.keys.clear();
+    let res = match res {
         Ok(true) => Ok(()),
         Ok(false) => Err(ApiError::NotFound("key not found".into())),
         Err(e) => Err(e.into()),
@@ -234,6 +237,8 @@ async fn audit(
             other => return Err(crate::wire::unknown_param(other)),
         }
     }
+    // Entries written behind answers (an exec's) are in before the listing.
+    state.behind.settled().await;
     let rows = state.store.list_audit(&f).await?;
     Ok(json_response(
         StatusCode::OK,

@@ -468,6 +468,8 @@ async fn logs(
             ..Default::default()
         })
         .await?;
+    // Exec history and audit rows written behind answers are in before the listing.
+    state.behind.settled().await;
     let execs = state.store.list_execs(&r.id, 1000).await?;
     // File changes and test runs, from the audit trail (the newest 1000 entries of the
     // sandbox; commands and lifecycle steps are already above).

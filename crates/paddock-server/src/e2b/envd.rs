@@ -99,12 +99,17 @@ async fn serve(state: &Arc<AppState>, t: Target, req: Request) -> Response {
     let valid = t.id.parse::<paddock_core::SandboxId>().is_ok();
     // A paused sandbox answers once the caller is authenticated: resumed first when it
     // was created with auto-resume, else a clear 502 (E2B's "sandbox unavailable").
-    let paused = if valid {
+    // One read of the record per request: whether it is paused, and whose rate it spends.
+    let rec = if valid {
         state.store.get_sandbox(&t.id).await.ok().flatten()
     } else {
         None
-    }
-    .filter(|r| r.state == paddock_store::SandboxState::Paused);
+    };
+    let owner = match &rec {
+        Some(r) => DataBucket::Key(r.key_id.clone()),
+        None => DataBucket::Sandbox(t.id.clone()),
+    };
+    let paused = rec.filter(|r| r.state == paddock_store::SandboxState::Paused);
     let sbx = match state.runtime.get(&t.id) {
         _ if paused.is_some() => None,
         Ok(s) if valid => Some(s),
@@ -122,7 +127,7 @@ async fn serve(state: &Arc<AppState>, t: Target, req: Request) -> Response {
     let bucket = if open {
         DataBucket::Sandbox(t.id.clone())
     } else {
-        crate::auth::owner_bucket(state, &t.id).await
+        owner
     };
     if !open {
         let token = access_token(state, &t.id);

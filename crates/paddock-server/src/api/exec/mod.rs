@@ -166,9 +166,8 @@ struct Finish {
 
 impl Finish {
     async fn done(self, pid: Option<u32>, end: &Ended) -> bool {
-        let rt = self.state.runtime.clone();
         let sbx = self.sandbox.clone();
-        let oom_after = tokio::task::spawn_blocking(move || sbx.stats(&rt).oom_kills)
+        let oom_after = tokio::task::spawn_blocking(move || sbx.oom_kills())
             .await
             .unwrap_or(self.oom_before);
         let oom = oom_after > self.oom_before;

@@ -78,15 +78,17 @@ pub(super) async fn exec(
     let argv = body.argv();
     let detail = argv.as_ref().ok().map(|a| command_line(a));
     let res = start_exec(&state, &caller, &id, format_of(&headers), body, argv).await;
-    state.audited(&caller, "exec", Some(&id), detail, res).await
+    // Behind the answer: the audit entry is not on the round trip (`crate::hotpath`).
+    state.audited_behind(&caller, "exec", Some(&id), detail, res)
 }
 
-/// An exec whose request passed the checks and whose history row is written.
-struct Accepted<'a> {
+/// An exec whose request passed the checks and whose history row is written (or, for the
+/// one-shot JSON exec, being written behind).
+struct Accepted<'a, H> {
     state: &'a Arc<AppState>,
     rec: SandboxRecord,
     sbx: Arc<Sandbox>,
-    history_id: Option<i64>,
+    history_id: H,
     command: String,
     timeout: Option<Duration>,
 }
@@ -104,6 +106,25 @@ async fn start_exec(
     let (timeout, max_output) = check_limits(state, &body)?;
     let command = command_line(&argv);
     Metrics::inc(&state.metrics.execs);
+    // The simple case: run to completion and answer JSON. Its history row is written while
+    // the command runs, and its end after the answer (`crate::hotpath`).
+    if format == Format::Json && !body.background && body.pty.is_none() && body.tag.is_none() {
+        let history_id = {
+            let (st, rec, command) = (state.clone(), rec.clone(), command.clone());
+            state
+                .behind
+                .spawn(async move { insert_history(&st, &rec, &command).await })
+        };
+        let x = Accepted {
+            state,
+            rec,
+            sbx,
+            history_id,
+            command,
+            timeout,
+        };
+        return run_to_end(x, body, argv, max_output).await;
+    }
     let history_id = insert_history(state, &rec, &command).await;
     let x = Accepted {
         state,
@@ -113,11 +134,6 @@ async fn start_exec(
         command,
         timeout,
     };
-
-    // The simple case: run to completion and answer JSON.
-    if format == Format::Json && !body.background && body.pty.is_none() && body.tag.is_none() {
-        return run_to_end(x, body, argv, max_output).await;
-    }
     start_process(x, format, body, argv).await
 }
 
@@ -165,7 +181,7 @@ async fn insert_history(state: &AppState, rec: &SandboxRecord, command: &str) ->
 
 /// Runs the command to completion and answers its result as JSON.
 async fn run_to_end(
-    x: Accepted<'_>,
+    x: Accepted<'_, tokio::task::JoinHandle<Option<i64>>>,
     body: ExecBody,
     argv: Vec<String>,
     max_output: usize,
@@ -192,6 +208,7 @@ async fn run_to_end(
     let r = match r {
         Ok(r) => r,
         Err(e) => {
+            let history_id = history_id.await.ok().flatten();
             return failed_start(state, &rec, history_id, &command, e, Format::Json).await;
         }
     };
@@ -200,17 +217,13 @@ async fn run_to_end(
         status: r.status.clone(),
         timed_out: r.timed_out,
     };
-    record_end(
-        state,
-        &rec,
-        history_id,
-        &command,
-        Some(r.pid),
-        &end,
-        r.duration,
-        r.oom_killed,
-    )
-    .await;
+    {
+        let (st, pid, took, oom) = (state.clone(), r.pid, r.duration, r.oom_killed);
+        state.behind.spawn(async move {
+            let history_id = history_id.await.ok().flatten();
+            record_end(&st, &rec, history_id, &command, Some(pid), &end, took, oom).await;
+        });
+    }
     let mut v = json!({
         "pid": r.pid,
         "exit_code": r.exit_code,
@@ -230,7 +243,7 @@ async fn run_to_end(
 /// stream of its events, or `202` with its pid while its outcome is drained in the
 /// background).
 async fn start_process(
-    x: Accepted<'_>,
+    x: Accepted<'_, Option<i64>>,
     format: Format,
     body: ExecBody,
     argv: Vec<String>,
@@ -260,7 +273,7 @@ async fn start_process(
     if let Some(t) = timeout {
         opts = opts.with_timeout(t);
     }
-    let oom_before = sbx.stats(&state.runtime).oom_kills;
+    let oom_before = sbx.oom_kills();
     let started = Instant::now();
     // A failed start answers in the format asked for; a background start as JSON.
     let fail_format = if body.background {
