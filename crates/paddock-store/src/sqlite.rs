@@ -371,13 +371,10 @@ impl Store for SqliteStore {
     }
 
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
-        let row = self
-            .conn()
-            .query_row(
-                &format!("SELECT {KEY_COLS} FROM api_keys WHERE hash = ?1"),
-                [hash],
-                key_from_row,
-            )
+        let c = self.conn();
+        let row = c
+            .prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE hash = ?1"))?
+            .query_row([hash], key_from_row)
             .optional()?;
         row.map(finish_key).transpose()
     }
@@ -486,13 +483,14 @@ impl Store for SqliteStore {
     }
 
     async fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>> {
-        let row = self
-            .conn()
-            .query_row(
-                &format!("SELECT {SANDBOX_COLS} FROM sandboxes WHERE id = ?1"),
-                [id],
-                sandbox_from_row,
-            )
+        // Prepared once per connection: this and the key lookup, the exec history and the
+        // audit insert are on every exec's path.
+        let c = self.conn();
+        let row = c
+            .prepare_cached(&format!(
+                "SELECT {SANDBOX_COLS} FROM sandboxes WHERE id = ?1"
+            ))?
+            .query_row([id], sandbox_from_row)
             .optional()?;
         row.map(finish_sandbox).transpose()
     }
@@ -585,10 +583,10 @@ impl Store for SqliteStore {
 
     async fn insert_audit(&self, a: &AuditEntry) -> Result<i64> {
         let c = self.conn();
-        c.execute(
+        c.prepare_cached(
             "INSERT INTO audit (at, actor, tenant, action, sandbox_id, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![a.at, a.actor, a.tenant, a.action, a.sandbox_id, a.outcome, a.detail],
-        )?;
+        )?
+        .execute(params![a.at, a.actor, a.tenant, a.action, a.sandbox_id, a.outcome, a.detail])?;
         Ok(c.last_insert_rowid())
     }
 
@@ -615,18 +613,19 @@ impl Store for SqliteStore {
 
     async fn insert_exec(&self, e: &ExecRecord) -> Result<i64> {
         let c = self.conn();
-        c.execute(
+        c.prepare_cached(
             "INSERT INTO execs (sandbox_id, at, command, pid, exit_code, status, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![e.sandbox_id, e.at, e.command, e.pid, e.exit_code, e.status, e.duration_ms],
-        )?;
+        )?
+        .execute(params![e.sandbox_id, e.at, e.command, e.pid, e.exit_code, e.status, e.duration_ms])?;
         Ok(c.last_insert_rowid())
     }
 
     async fn update_exec(&self, e: &ExecRecord) -> Result<()> {
-        self.conn().execute(
-            "UPDATE execs SET pid = ?2, exit_code = ?3, status = ?4, duration_ms = ?5 WHERE id = ?1",
-            params![e.id, e.pid, e.exit_code, e.status, e.duration_ms],
-        )?;
+        self.conn()
+            .prepare_cached(
+                "UPDATE execs SET pid = ?2, exit_code = ?3, status = ?4, duration_ms = ?5 WHERE id = ?1",
+            )?
+            .execute(params![e.id, e.pid, e.exit_code, e.status, e.duration_ms])?;
         Ok(())
     }
 

@@ -515,7 +515,11 @@ async fn keys_roles_and_tenants() {
     let (st, _) = call(s.req(Method::DELETE, &format!("/v1/keys/{revoked_id}"))).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     let (st, v) = call(s.req_as(&revoked, Method::GET, "/v1/sandboxes")).await;
-    assert_eq!(st, StatusCode::UNAUTHORIZED, "a revoked key answered from the cache: {v}");
+    assert_eq!(
+        st,
+        StatusCode::UNAUTHORIZED,
+        "a revoked key answered from the cache: {v}"
+    );
     let bad_keys = [
         "",
         "pdk_",
