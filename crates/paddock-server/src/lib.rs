@@ -38,6 +38,7 @@ pub mod hotpath;
 pub mod isolation;
 pub mod lifecycle;
 pub mod metrics;
+pub mod openapi;
 pub mod pausing;
 pub mod pools;
 pub mod proxy;

@@ -331,8 +331,7 @@ mod tests {
     use super::*;
 
     fn openapi_routes() -> BTreeSet<(String, String)> {
-        let doc: serde_json::Value =
-            serde_json::from_str(include_str!("../openapi.json")).expect("openapi.json");
+        let doc = crate::openapi::document();
         let mut out = BTreeSet::new();
         for (path, ops) in doc["paths"].as_object().expect("paths") {
             for m in ops.as_object().expect("ops").keys() {

@@ -32,11 +32,7 @@ fn published_table() -> BTreeMap<(String, String), Option<String>> {
 }
 
 fn openapi_routes() -> Vec<(String, String)> {
-    let doc: Value = serde_json::from_str(include_str!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../paddock-server/openapi.json"
-    )))
-    .expect("openapi.json");
+    let doc = paddock_server::openapi::document();
     let mut out = Vec::new();
     for (path, ops) in doc["paths"].as_object().expect("paths") {
         for (m, op) in ops.as_object().expect("ops") {

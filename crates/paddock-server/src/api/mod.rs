@@ -14,6 +14,7 @@ pub mod files;
 pub mod input;
 pub mod json;
 pub mod mcp;
+pub mod network;
 pub mod pause;
 pub mod pools;
 pub mod ports;

@@ -34,7 +34,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/sandboxes/{id}/timeout", post(timeout))
         .route(
             "/v1/sandboxes/{id}/network",
-            get(get_network).put(put_network),
+            get(super::network::get_network).put(super::network::put_network),
         )
         .route("/v1/sandboxes/{id}/stats", get(stats))
         .route("/v1/sandboxes/{id}/logs", get(logs))
@@ -86,7 +86,7 @@ pub struct CreateBody {
     webhook_url: Option<String>,
     /// Network policy; default `{"mode": "none"}`.
     #[serde(default)]
-    network: Option<paddock_core::NetworkPolicy>,
+    network: Option<super::network::NetworkPolicyBody>,
     /// What the timeout does: `kill` (default), `pause` (full) or `pause_filesystem`.
     #[serde(default)]
     on_timeout: Option<String>,
@@ -187,7 +187,10 @@ impl CreateBody {
             metadata: self.metadata,
             user: self.user,
             webhook_url: self.webhook_url,
-            network: self.network.unwrap_or_default(),
+            network: match self.network {
+                Some(n) => n.into_policy()?,
+                None => paddock_core::NetworkPolicy::none(),
+            },
             ports_public: false,
             pause_on_timeout: match self.on_timeout.as_deref() {
                 None | Some("kill") => None,
@@ -519,44 +522,3 @@ const LOGGED_ACTIONS: [&str; 6] = [
     "files.archive_extract",
     "tests.run",
 ];
-
-/// The wire form of a sandbox's network: policy, and its address when it has a link.
-fn network_json(state: &AppState, r: &SandboxRecord) -> serde_json::Value {
-    let policy = r.spec.network();
-    let address = state
-        .runtime
-        .get(&r.id)
-        .ok()
-        .and_then(|s| s.address())
-        .map(|a| a.to_string());
-    serde_json::json!({ "network": policy, "address": address })
-}
-
-async fn get_network(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    let r = state.record_for(&caller, &id).await?;
-    Ok(json_response(StatusCode::OK, network_json(&state, &r)))
-}
-
-/// `PUT /v1/sandboxes/{id}/network`: the new policy, applied to the running sandbox at once.
-async fn put_network(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path(id): Path<String>,
-    Json(policy): Json<paddock_core::NetworkPolicy>,
-) -> ApiResult<Response> {
-    let detail = format!("mode={}", policy.mode);
-    let res = async {
-        let mut r = state.record_for(&caller, &id).await?;
-        lifecycle::set_network(&state, &mut r, policy).await?;
-        Ok(r)
-    }
-    .await;
-    let r = state
-        .audited(&caller, "sandbox.network", Some(&id), Some(detail), res)
-        .await?;
-    Ok(json_response(StatusCode::OK, network_json(&state, &r)))
-}

@@ -21,9 +21,6 @@ use crate::metrics::Surface;
 use crate::state::AppState;
 use crate::wire::json_response;
 
-/// The OpenAPI document of this API, kept in the repository.
-pub const OPENAPI: &str = include_str!("../../openapi.json");
-
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/health", get(health))
@@ -37,7 +34,11 @@ async fn health() -> Response {
 }
 
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::json(),
+    )
+        .into_response()
 }
 
 async fn status(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {

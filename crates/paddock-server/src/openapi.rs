@@ -1,0 +1,232 @@
+//! The OpenAPI document served at `/v1/openapi.json`, assembled in Rust at first use.
+//!
+//! Converted modules describe their routes in code: each handler carries a
+//! `#[utoipa::path]` with its summary and description as doc comments, and its request and
+//! response bodies are `Serialize`/`Deserialize` + `ToSchema` wire types, listed in
+//! [`Typed`]. Modules not converted yet keep a hand-written fragment under
+//! `openapi-fragments/` (`core.json` holds the document's info, security schemes and the
+//! shared components); [`document`] merges those, then the typed paths and schemas, the same
+//! way: a path's operations are added to it, a schema of a name already present is kept.
+//! A fragment is deleted when its module is converted (`openapi-fragments/README.md`).
+//!
+//! Tests: the document is valid OpenAPI 3 and every `$ref` resolves (here), it documents
+//! exactly the routes of `roles::ROUTES` (`roles.rs`) and of the router
+//! (`crates/paddock/tests/api.rs`), and it is what `/v1/openapi.json` serves
+//! (`tests/router.rs`).
+
+use std::sync::LazyLock;
+
+use serde_json::Value;
+use utoipa::OpenApi;
+
+/// The base of the document: info, tags, security schemes, shared components and the paths
+/// of the core routes not converted yet.
+const BASE: &str = include_str!("../openapi-fragments/core.json");
+
+/// The hand-kept fragments of the modules not converted yet, by name.
+const FRAGMENTS: &[(&str, &str)] = &[
+    ("alerts", include_str!("../openapi-fragments/alerts.json")),
+    ("code", include_str!("../openapi-fragments/code.json")),
+    ("cost", include_str!("../openapi-fragments/cost.json")),
+    (
+        "exec-files",
+        include_str!("../openapi-fragments/exec-files.json"),
+    ),
+    ("fleet", include_str!("../openapi-fragments/fleet.json")),
+    ("mcp", include_str!("../openapi-fragments/mcp.json")),
+    ("persist", include_str!("../openapi-fragments/persist.json")),
+    ("pools", include_str!("../openapi-fragments/pools.json")),
+    ("ports", include_str!("../openapi-fragments/ports.json")),
+    (
+        "rollouts",
+        include_str!("../openapi-fragments/rollouts.json"),
+    ),
+    ("secrets", include_str!("../openapi-fragments/secrets.json")),
+    (
+        "services",
+        include_str!("../openapi-fragments/services.json"),
+    ),
+    ("session", include_str!("../openapi-fragments/session.json")),
+    (
+        "snapshots",
+        include_str!("../openapi-fragments/snapshots.json"),
+    ),
+    (
+        "templates",
+        include_str!("../openapi-fragments/templates.json"),
+    ),
+    ("tests", include_str!("../openapi-fragments/tests.json")),
+    ("volumes", include_str!("../openapi-fragments/volumes.json")),
+];
+
+/// The routes and schemas described in code.
+#[derive(OpenApi)]
+#[openapi(
+    paths(crate::api::network::get_network, crate::api::network::put_network),
+    components(schemas(
+        crate::api::network::NetworkPolicyBody,
+        crate::api::network::NetworkState
+    ))
+)]
+pub struct Typed;
+
+/// The whole document.
+pub fn document() -> &'static Value {
+    static DOC: LazyLock<Value> = LazyLock::new(build);
+    &DOC
+}
+
+/// The whole document as JSON text, as served.
+pub fn json() -> &'static str {
+    static JSON: LazyLock<String> =
+        LazyLock::new(|| serde_json::to_string_pretty(document()).unwrap_or_default());
+    &JSON
+}
+
+fn build() -> Value {
+    // The fragments are compiled in and checked by this module's tests, so a parse failure
+    // is a build defect, not a runtime condition.
+    let mut doc: Value = serde_json::from_str(BASE).expect("openapi-fragments/core.json");
+    for (name, text) in FRAGMENTS {
+        let frag: Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("openapi-fragments/{name}.json: {e}"));
+        merge(&mut doc, &frag);
+    }
+    let typed = serde_json::to_value(Typed::openapi()).expect("the typed document");
+    merge(&mut doc, &typed);
+    doc
+}
+
+/// Adds `frag`'s paths (operation by operation) and its schemas (a name already present
+/// stays) to `doc`. A fragment is a document or only its `paths` object.
+fn merge(doc: &mut Value, frag: &Value) {
+    let paths = frag.get("paths").unwrap_or(frag);
+    if let Some(paths) = paths.as_object() {
+        for (p, ops) in paths {
+            let item = &mut doc["paths"][p];
+            if !item.is_object() {
+                *item = Value::Object(serde_json::Map::new());
+            }
+            if let (Some(item), Some(ops)) = (item.as_object_mut(), ops.as_object()) {
+                for (m, op) in ops {
+                    item.insert(m.clone(), op.clone());
+                }
+            }
+        }
+    }
+    if let Some(schemas) = frag
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+    {
+        let into = &mut doc["components"]["schemas"];
+        if !into.is_object() {
+            *into = Value::Object(serde_json::Map::new());
+        }
+        if let Some(into) = into.as_object_mut() {
+            for (k, v) in schemas {
+                into.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    const METHODS: [&str; 8] = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("$ref", Value::String(r)) => out.push(r),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    /// The parts of OpenAPI 3.1 every tool relies on: the version, `info`, path items whose
+    /// keys are methods (or the item's own fields), operations with responses and status
+    /// codes, path parameters named in their path, unique operation ids, and every `$ref`
+    /// resolving inside the document.
+    #[test]
+    fn the_document_is_valid_openapi_3() {
+        let doc = document();
+        let version = doc["openapi"].as_str().expect("openapi");
+        assert!(version.starts_with("3."), "{version}");
+        assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+        let paths = doc["paths"].as_object().expect("paths");
+        assert!(paths.len() > 50, "only {} paths", paths.len());
+        let mut ids = BTreeSet::new();
+        for (p, item) in paths {
+            assert!(p.starts_with('/'), "{p}");
+            for (m, op) in item.as_object().expect("path item") {
+                if ["parameters", "summary", "description", "servers"].contains(&m.as_str()) {
+                    continue;
+                }
+                assert!(METHODS.contains(&m.as_str()), "{p}: {m} is not a method");
+                let responses = op["responses"]
+                    .as_object()
+                    .unwrap_or_else(|| panic!("{m} {p}: no responses"));
+                assert!(!responses.is_empty(), "{m} {p}: no responses");
+                for code in responses.keys() {
+                    assert!(
+                        code == "default"
+                            || (code.len() == 3 && code.parse::<u16>().is_ok())
+                            || code.ends_with("XX"),
+                        "{m} {p}: response {code}"
+                    );
+                }
+                if let Some(id) = op["operationId"].as_str() {
+                    assert!(ids.insert(id.to_owned()), "duplicate operationId {id}");
+                }
+                for param in op["parameters"].as_array().into_iter().flatten() {
+                    if param["in"] == "path" {
+                        let name = param["name"].as_str().expect("parameter name");
+                        assert!(
+                            p.contains(&format!("{{{name}}}")),
+                            "{m} {p}: path parameter {name}"
+                        );
+                    }
+                }
+            }
+        }
+        let mut all = Vec::new();
+        refs(doc, &mut all);
+        assert!(!all.is_empty());
+        for r in all {
+            let ptr = r
+                .strip_prefix('#')
+                .unwrap_or_else(|| panic!("external $ref {r}"));
+            assert!(doc.pointer(ptr).is_some(), "$ref {r} resolves to nothing");
+        }
+    }
+
+    /// The typed routes are in the document as the code describes them.
+    #[test]
+    fn typed_routes_come_from_the_code() {
+        let doc = document();
+        let put = &doc["paths"]["/v1/sandboxes/{id}/network"]["put"];
+        assert_eq!(put["operationId"], "put_network");
+        assert_eq!(put["summary"], "Change a running sandbox's network policy");
+        assert!(
+            put["description"]
+                .as_str()
+                .unwrap_or("")
+                .contains("pins the addresses")
+        );
+        let policy = &doc["components"]["schemas"]["NetworkPolicy"];
+        assert_eq!(policy["required"], serde_json::json!(["mode"]));
+        assert_eq!(policy["properties"]["allow"]["maxItems"], 256);
+    }
+}
