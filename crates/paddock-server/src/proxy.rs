@@ -57,6 +57,7 @@ use crate::auth::DataBucket;
 use crate::e2b::{ENVD_PORT, access_token, ct_eq};
 
 pub mod framing;
+pub mod upstream;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -493,6 +494,21 @@ async fn forward(
     };
     let websocket = wants_websocket(&req);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    // A body-less GET from a connection that can splice: the response body may be spliced
+    // from the sandbox's socket into the client's (`upstream`, `crate::splice`).
+    let slot = req
+        .extensions()
+        .get::<crate::splice::SpliceSlot>()
+        .cloned()
+        .filter(|_| {
+            !websocket
+                && req.method() == Method::GET
+                && !req.headers().contains_key(header::TRANSFER_ENCODING)
+                && req
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .is_none_or(|v| v.as_bytes() == b"0")
+        });
 
     // The request head, rebuilt for upstream.
     let path = req.uri().path();
@@ -599,6 +615,7 @@ async fn forward(
         Err(_) => return closed("connect timed out"),
     };
     let _ = stream.set_nodelay(true);
+    let (stream, takeover) = upstream::UpstreamIo::new(stream, slot.is_some());
     let (mut sender, conn) = match hyper::client::conn::http1::Builder::new()
         .handshake::<_, Body>(TokioIo::new(stream))
         .await
@@ -704,11 +721,54 @@ async fn forward(
         });
         return out.body(Body::empty()).unwrap_or_default();
     }
+    if let Some(slot) = slot {
+        match spliced_body(&slot, &takeover, rparts.status, &rparts.headers) {
+            Some(body) => return out.body(body).unwrap_or_default(),
+            None => takeover.release(),
+        }
+    }
     out.body(Body::new(tower_http::timeout::TimeoutBody::new(
         BODY_IDLE_TIMEOUT,
         rbody,
     )))
     .unwrap_or_default()
+}
+
+/// The response body spliced from the sandbox's socket, when the response has a body of
+/// known length (`Content-Length`, not chunked, not 1xx/204/304) and the socket was parked
+/// after its head.
+fn spliced_body(
+    slot: &crate::splice::SpliceSlot,
+    takeover: &upstream::Takeover,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Option<Body> {
+    if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || headers.contains_key(header::TRANSFER_ENCODING)
+    {
+        return None;
+    }
+    let len: u64 = headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let (tcp, mut pre) = takeover.take()?;
+    pre.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+    let rest = len - pre.len() as u64;
+    let body = crate::splice::SpliceBody::new(
+        slot.clone(),
+        crate::splice::Source::Tcp(tcp),
+        pre,
+        rest,
+        BODY_IDLE_TIMEOUT,
+    )
+    .ok()?;
+    Some(Body::new(body))
 }
 
 #[cfg(test)]

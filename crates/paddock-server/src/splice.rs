@@ -56,9 +56,9 @@ fn is_placeholder(b: &[u8]) -> bool {
 pub enum Source {
     /// A sandbox agent's connection (a raw file transfer).
     Unix(UnixStream),
-    /// A connection to a port inside a sandbox (the port proxy), shared with the HTTP client
+    /// A connection to a port inside a sandbox (the port proxy), taken from the HTTP client
     /// that read the response head from it.
-    Tcp(Arc<TcpStream>),
+    Tcp(TcpStream),
 }
 
 impl Source {

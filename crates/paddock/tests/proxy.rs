@@ -879,3 +879,106 @@ async fn http2_clients_are_served_through_both_url_forms() {
         assert_eq!(String::from_utf8_lossy(&o.stdout), "401", "{url}");
     }
 }
+
+/// A bulk download through the proxy is spliced from the sandbox's socket into the client's
+/// (`splice`, `proxy::upstream`): the bytes arrive whole, the client's keep-alive connection
+/// serves ordinary answers afterwards, answers without a body pass through, and a sandbox
+/// deleted mid-download cuts the body off with an error instead of ending it short.
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_downloads_are_spliced_whole_and_the_connection_stays_usable() {
+    use sha2::{Digest, Sha256};
+    let s = Server::start(&[]);
+    let (id, token) = serving_sandbox(&s).await;
+    let mut x = 0x9e37_79b9u32;
+    let data: Vec<u8> = (0..(24 << 20) + 4321)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let (st, v) = call(
+        s.req(
+            Method::PUT,
+            &format!("/v1/sandboxes/{id}/files?path=/home/user/www/big.bin"),
+        )
+        .body(data.clone()),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let c = client();
+    let url = |rest: &str| format!("{}/proxy/{id}/8000/{rest}", s.url);
+    for round in 0..2 {
+        let r = c
+            .get(url("big.bin"))
+            .header("x-access-token", &token)
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.content_length(), Some(data.len() as u64));
+        let body = r.bytes().await.expect("body");
+        assert_eq!(
+            Sha256::digest(&body),
+            Sha256::digest(&data),
+            "round {round}"
+        );
+        // The same keep-alive connection answers the next request correctly.
+        let r = c
+            .get(url("hello.txt"))
+            .header("x-access-token", &token)
+            .send()
+            .await
+            .expect("hello");
+        assert_eq!(r.text().await.expect("text"), HELLO);
+    }
+    // A 404 with a body, and HEAD (no body) pass through.
+    let r = c
+        .get(url("missing"))
+        .header("x-access-token", &token)
+        .send()
+        .await
+        .expect("404");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.text().await.expect("text").contains("404"));
+    let r = c
+        .head(url("big.bin"))
+        .header("x-access-token", &token)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()),
+        Some(data.len().to_string().as_str())
+    );
+
+    // Deleted mid-download: an error, never a short body that looks complete.
+    let r = c
+        .get(url("big.bin"))
+        .header("x-access-token", &token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut body = r.bytes_stream();
+    let mut got = body.next().await.expect("first").expect("chunk").len();
+    let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+    assert!(st.is_success(), "{st}");
+    let mut broke = false;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(b) => got += b.len(),
+            Err(_) => {
+                broke = true;
+                break;
+            }
+        }
+    }
+    assert!(broke || got == data.len(), "ended short at {got} bytes");
+    let (st, _) = call(s.req(Method::GET, "/v1/sandboxes")).await;
+    assert_eq!(st, StatusCode::OK);
+}
