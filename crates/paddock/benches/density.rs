@@ -71,6 +71,74 @@ fn read_u64(p: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time of process `pid` from `/proc/<pid>/stat`: (its own, its reaped children's).
+fn cpu_of(pid: &str) -> (Duration, Duration) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let tick = Duration::from_secs(1) / 100; // USER_HZ on Linux
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    (
+        tick * (at(11) + at(12)) as u32,
+        tick * (at(13) + at(14)) as u32,
+    )
+}
+
+/// CPU time charged to every sandbox of the server since it started (cgroup v1 `cpuacct`
+/// charges each ancestor too, so deleted sandboxes' time stays in their parent).
+fn sandboxes_cpu(s: &Server) -> Duration {
+    let instance = std::fs::read_to_string(s.data.join("instance")).expect("instance name");
+    Duration::from_nanos(read_u64(
+        &Path::new("/sys/fs/cgroup/cpuacct/paddock")
+            .join(instance.trim())
+            .join("cpuacct.usage"),
+    ))
+}
+
+/// The CPU spent on a phase, in three places (which can overlap: a sandbox process the
+/// server reaps is counted in the second and the third).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    server: Duration,
+    server_children: Duration,
+    sandboxes: Duration,
+}
+
+fn cpu_now(s: &Server) -> Cpu {
+    let (server, server_children) = cpu_of(&s.pid().expect("server pid").to_string());
+    Cpu {
+        server,
+        server_children,
+        sandboxes: sandboxes_cpu(s),
+    }
+}
+
+impl Cpu {
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            server: self.server.saturating_sub(before.server),
+            server_children: self.server_children.saturating_sub(before.server_children),
+            sandboxes: self.sandboxes.saturating_sub(before.sandboxes),
+        }
+    }
+
+    /// "server / reaped children / sandboxes' cgroups" per one of `n`, in ms.
+    fn per(self, n: usize) -> String {
+        let each = |d: Duration| d.as_secs_f64() * 1000.0 / n.max(1) as f64;
+        format!(
+            "{:.2} / {:.2} / {:.2} ms",
+            each(self.server),
+            each(self.server_children),
+            each(self.sandboxes)
+        )
+    }
+}
+
 /// The memory cgroup directory of this server's sandboxes (`memory/paddock/<instance>`).
 fn memcg_dir(s: &Server) -> PathBuf {
     let instance = std::fs::read_to_string(s.data.join("instance")).expect("instance name");
@@ -195,6 +263,7 @@ async fn settled(mut f: impl FnMut() -> u64) -> u64 {
 /// The result of one sustained-create run.
 struct Sustained {
     creates: usize,
+    cpu: Cpu,
     secs: f64,
     create: Vec<Duration>,
     delete: Vec<Duration>,
@@ -202,6 +271,7 @@ struct Sustained {
 
 /// [`CLIENTS`] clients, each creating and deleting in a loop for `secs`.
 async fn sustained(s: &Arc<Server>, secs: u64) -> Sustained {
+    let cpu0 = cpu_now(s);
     let t0 = Instant::now();
     let stop_at = t0 + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -225,6 +295,7 @@ async fn sustained(s: &Arc<Server>, secs: u64) -> Sustained {
     }
     Sustained {
         creates: create.len(),
+        cpu: cpu_now(s).since(cpu0),
         secs: t0.elapsed().as_secs_f64(),
         create,
         delete,
@@ -232,8 +303,9 @@ async fn sustained(s: &Arc<Server>, secs: u64) -> Sustained {
 }
 
 /// bubblewrap's `/bin/true` from [`CLIENTS`] threads for `secs`: runs per second.
-fn bwrap_rate(secs: u64) -> Result<(String, f64), String> {
+fn bwrap_rate(secs: u64) -> Result<(String, f64, Duration), String> {
     let ext = bench_external::External::bwrap().map_err(|e| format!("{e:#}"))?;
+    let (_, children0) = cpu_of("self");
     let stop_at = Instant::now() + Duration::from_secs(secs);
     let t0 = Instant::now();
     let n: usize = std::thread::scope(|sc| {
@@ -253,7 +325,13 @@ fn bwrap_rate(secs: u64) -> Result<(String, f64), String> {
             .map(|h| h.join().expect("bwrap thread"))
             .sum()
     });
-    Ok((ext.name().to_owned(), n as f64 / t0.elapsed().as_secs_f64()))
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    let (_, children) = cpu_of("self");
+    Ok((
+        ext.name().to_owned(),
+        rate,
+        children.saturating_sub(children0) / n.max(1) as u32,
+    ))
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -391,12 +469,13 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 2. Sustained creates: cold, then from a warm pool, then bubblewrap.
-    let mut rows: Vec<(String, String, String, String)> = Vec::new();
+    let mut rows: Vec<(String, String, String, String, String)> = Vec::new();
     let mut row = |name: String, r: &mut Sustained, extra: String| {
         let rate = r.creates as f64 / r.secs;
         rows.push((
             name,
             format!("{rate:.0}/s"),
+            r.cpu.per(r.creates),
             format!(
                 "{} / {}",
                 ms(pct(&mut r.create, 0.5)),
@@ -447,18 +526,24 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or("?")
     );
     println!();
-    println!("| creates | creates/s | create p50 / p99 | delete p50; pool | target |");
-    println!("|---|---|---|---|---|");
-    for (a, b, c, d) in &rows {
-        println!("| {a} | {b} | {c} | {d} | ≥ 300/s |");
+    println!(
+        "| creates | creates/s | CPU per create + delete: server / its reaped children / sandboxes' cgroups | create p50 / p99 | delete p50; pool | target |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (a, b, cpu, c, d) in &rows {
+        println!("| {a} | {b} | {cpu} | {c} | {d} | ≥ 300/s |");
     }
     match bwrap {
-        Ok((name, rate)) => println!(
-            "| {name} `/bin/true`, {CLIENTS} threads | {rate:.0}/s | cold {:.2}×, pooled {:.2}× of this | | |",
+        Ok((name, rate, cpu)) => println!(
+            "| {name} `/bin/true`, {CLIENTS} threads | {rate:.0}/s (paddock cold {:.2}×, pooled {:.2}× of this) | {:.2} ms per run | | | |",
             cold_rate / rate,
-            pooled_rate / rate
+            pooled_rate / rate,
+            cpu.as_secs_f64() * 1000.0
         ),
-        Err(e) => println!("| bwrap (skipped: {e}) | | | | |"),
+        Err(e) => println!("| bwrap (skipped: {e}) | | | | | |"),
     }
+    println!(
+        "\nCPU columns: the server process itself; the processes it started and reaped (setup stages, agents); the sandboxes' `cpuacct` cgroups (the setup stage once in its cgroup, the agent). The last two overlap; kernel threads' share (namespace cleanup, btrfs transactions) is in none of them."
+    );
     Ok(())
 }
