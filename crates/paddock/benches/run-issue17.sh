@@ -34,7 +34,11 @@ for b in $benches; do args="$args --bench $b"; done
 echo "== building (release, once)"
 t0=$(date +%s)
 # shellcheck disable=SC2086
-cargo bench -p paddock --no-run $args 2>&1 | tail -n 3
+if ! cargo bench -p paddock --no-run $args >"$out/build.log" 2>&1; then
+    tail -n 30 "$out/build.log" >&2
+    echo "run-issue17.sh: the release build failed (log: $out/build.log)" >&2
+    exit 1
+fi
 echo "   built in $(($(date +%s) - t0)) s"
 
 {
