@@ -1,8 +1,10 @@
 //! The web console: its files at `/`, the session and CSRF rules of `/v1/session`, and a
 //! browser (Debian's `chromium`, driven by Playwright from `console/e2e/console.mjs`) doing
-//! every step a person would against the real `paddock serve`. Screenshots of every page go
-//! to `target/console-screenshots/`.
+//! every step a person would against the real `paddock serve`, and through a fleet's two
+//! control planes (`console/e2e/fleet.mjs`: a session holds on both). Screenshots of every
+//! page go to `target/console-screenshots/`.
 
+mod cluster;
 mod server;
 
 use std::path::PathBuf;
@@ -330,10 +332,8 @@ async fn console_files_are_served_and_api_misses_stay_json() {
     assert_ne!(st, StatusCode::FORBIDDEN);
 }
 
-/// The browser run: log in, create, list, detail, a chart, the terminal, upload and
-/// download, kill, a user key kept out of admin pages, a cross-origin POST refused.
-#[tokio::test(flavor = "multi_thread")]
-async fn browser_drives_the_console() {
+/// Debian's chromium (or `$CHROMIUM`) and `console/` with Playwright installed.
+fn browser_setup() -> (String, PathBuf) {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
@@ -348,12 +348,31 @@ async fn browser_drives_the_console() {
             .expect("running npm ci in console/ (Node.js 20 and npm are needed)");
         assert!(st.success(), "npm ci in console/ failed");
     }
+    (chromium, console)
+}
+
+/// `target/console-screenshots/`, without the screenshots of the fleet's run (`fleet-*`)
+/// or, with `fleet`, without the others (the two runs may go at once).
+fn clear_shots(fleet: bool) -> PathBuf {
+    let dir = workspace().join("target/console-screenshots");
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with("fleet-") == fleet {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    dir
+}
+
+/// The browser run: log in, create, list, detail, a chart, the terminal, upload and
+/// download, kill, a user key kept out of admin pages, a cross-origin POST refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_drives_the_console() {
+    let (chromium, console) = browser_setup();
     let s = Server::start(&["--metrics-interval", "1s"]);
     let (_, user_key) = s
         .new_key(json!({ "name": "console-user", "role": "user" }))
         .await;
-    let shots = workspace().join("target/console-screenshots");
-    let _ = std::fs::remove_dir_all(&shots);
+    let shots = clear_shots(false);
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg("e2e/console.mjs")
@@ -375,6 +394,47 @@ async fn browser_drives_the_console() {
     assert!(
         o.status.success() && stdout.contains("all steps passed"),
         "the browser run failed ({}):\n{stdout}\n{stderr}",
+        o.status
+    );
+}
+
+/// The browser through a fleet (two control planes, two nodes on PostgreSQL): log in
+/// through one control plane, create on the Sandboxes page, see both nodes on the Nodes
+/// page; on the other control plane still logged in, kill and log out; then logged out on
+/// the first too (`console/e2e/fleet.mjs`).
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_logs_in_through_paddock_control() {
+    let (chromium, console) = browser_setup();
+    let f = cluster::Fleet::start(2, &[&[], &[]]);
+    let ids: Vec<String> = f
+        .nodes()
+        .await
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect();
+    let shots = clear_shots(true);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg("e2e/fleet.mjs")
+            .current_dir(&console)
+            .env("PADDOCK_URL", &f.controls[0].url)
+            .env("PADDOCK_URL2", &f.controls[1].url)
+            .env("PADDOCK_ADMIN_KEY", &f.admin_key)
+            .env("PADDOCK_NODE_IDS", ids.join(","))
+            .env("SCREENSHOT_DIR", &shots)
+            .env("CHROMIUM", &chromium)
+            .output()
+            .map(|o| (o, f))
+    })
+    .await
+    .unwrap()
+    .expect("running node e2e/fleet.mjs");
+    let (o, _fleet) = out;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && stdout.contains("all steps passed"),
+        "the browser run through paddock control failed ({}):\n{stdout}\n{stderr}",
         o.status
     );
 }
