@@ -74,9 +74,19 @@ try {
   await page.waitForSelector(`tr[data-id='${id}']`);
   await shot("02-sandboxes");
 
-  // Open its detail and see a chart draw.
+  // The list's refreshes keep the row's link, and the keyboard focus on it: a refresh that
+  // replaced it between a click's press and release made that click nothing (CI once waited
+  // 60 s for a detail page that was never opened).
+  step("the list refreshes under a focused link");
+  const link = await page.$(`a[href='#/sandboxes/${id}']`);
+  await link.focus();
+  const polls = Number(await page.getAttribute("table.list", "data-polls"));
+  await page.waitForFunction((n) => Number(document.querySelector("table.list").dataset.polls) >= n + 2, polls);
+  assert(await link.evaluate((a) => a.isConnected && document.activeElement === a), "a refresh of the list replaced the focused link");
+
+  // Open its detail (from the keyboard) and see a chart draw.
   step("detail and charts");
-  await page.click(`a[href='#/sandboxes/${id}']`);
+  await page.keyboard.press("Enter");
   await page.waitForSelector("#sandbox-state:text('running')");
   await page.waitForFunction(() => Number(document.querySelector(".charts")?.dataset.samples ?? 0) >= 3, null, { timeout: T });
   // Pixels of the memory series' colour (#10b981) on the memory chart's canvas.

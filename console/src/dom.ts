@@ -1,7 +1,7 @@
 // A tiny DOM helper and formatters: no framework, so the bundle stays small and every node
 // is built with textContent (never innerHTML), which keeps server data from becoming markup.
 
-type Child = Node | string | number | null | undefined | false;
+export type Child = Node | string | number | null | undefined | false;
 type Attrs = Record<string, string | number | boolean | null | undefined | EventListener>;
 
 export function h<K extends keyof HTMLElementTagNameMap>(

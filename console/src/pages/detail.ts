@@ -1,4 +1,4 @@
-import { api, enc, get } from "../api";
+import { api, ApiError, enc, get } from "../api";
 import { ago, bytes, clear, h, notice, table, time, until } from "../dom";
 import type { Ctx } from "../main";
 import type { Sandbox } from "./sandboxes";
@@ -10,6 +10,9 @@ import { desktopView } from "./desktop";
 // load (the list) stays small: see BENCHMARKS.md.
 const loadTerminal = () => import("./terminal");
 const loadCharts = () => import("./charts");
+
+/** How often the page reads the sandbox's state. */
+const STATE_POLL_MS = 3000;
 
 const TABS: [string, string][] = [
   ["overview", "Overview"],
@@ -50,10 +53,14 @@ export function detailPage(ctx: Ctx, id: string, tab: string): () => void {
       ),
     );
   };
+  // The head (state and actions) is rebuilt only when the state or expiry changed, so a
+  // refresh never replaces the button under the pointer.
   const load = async () => {
-    sbx = await get<Sandbox>(`/v1/sandboxes/${enc(id)}`);
-    renderHead();
-    return sbx;
+    const s = await get<Sandbox>(`/v1/sandboxes/${enc(id)}`);
+    const changed = !sbx || s.state !== sbx.state || s.expires_at !== sbx.expires_at;
+    sbx = s;
+    if (changed) renderHead();
+    return s;
   };
   const extend = async (secs: number) => {
     try {
@@ -110,11 +117,33 @@ export function detailPage(ctx: Ctx, id: string, tab: string): () => void {
     }
   };
 
-  load()
-    .then(showTab)
-    .catch((e) => status.replaceChildren(notice("error", (e as Error).message)));
+  // The state is polled until the sandbox stops: a starting sandbox shows up running (and
+  // its charts start), one killed or timed out elsewhere shows up stopped, and a first
+  // load that failed (a slow or busy server) is retried instead of leaving the page empty.
+  let pollTimer = 0;
+  let loadError: HTMLElement | null = null;
+  let gone = false;
+  const poll = async () => {
+    const before = sbx?.state;
+    try {
+      await load();
+      loadError?.remove();
+      loadError = null;
+      if (!closed && (before === undefined || (before !== sbx!.state && tab === "overview"))) showTab();
+    } catch (e) {
+      gone = e instanceof ApiError && e.status === 404;
+      if (!sbx && !closed) {
+        loadError?.remove();
+        loadError = notice("error", (e as Error).message);
+        status.append(loadError);
+      }
+    }
+    if (!closed && !gone && sbx?.state !== "stopped") pollTimer = window.setTimeout(poll, STATE_POLL_MS);
+  };
+  poll();
   return () => {
     closed = true;
+    window.clearTimeout(pollTimer);
     cleanups.forEach((f) => f());
   };
 }

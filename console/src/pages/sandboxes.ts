@@ -1,5 +1,6 @@
 import { api, ApiError, enc, get } from "../api";
-import { ago, bytes, clear, field, h, notice, pairs, table, until } from "../dom";
+import { ago, append, bytes, clear, field, h, notice, pairs, table, until } from "../dom";
+import type { Child } from "../dom";
 import { cpuSeries, sparkline } from "../sparkline";
 import type { Ctx } from "../main";
 import { loadNodeNames, nodeLabel } from "./nodes";
@@ -27,44 +28,84 @@ export interface Sandbox {
 const SPARK_ROWS = 30;
 const REFRESH_MS = 3000;
 
-/** Renders the table body for a list; exported for the bench (bench/render.mjs). */
+/** One cell of a row: a key naming what it shows, its class and title, and its content. */
+type Cell = [key: string, cls: string, title: string, make: () => Child | Child[]];
+
+function rowCells(
+  s: Sandbox,
+  sp: { cpu: number[]; mem: number[] } | undefined,
+  actions: { kill: (id: string) => void; extend: (id: string) => void },
+): Cell[] {
+  const running = s.state === "running" || s.state === "starting";
+  const left = running ? until(s.expires_at) : "–";
+  const meta = Object.entries(s.metadata ?? {}).map(([k, v]) => `${k}=${v}`);
+  return [
+    [s.id, "", "", () => h("a", { href: `#/sandboxes/${enc(s.id)}`, class: "mono" }, s.id)],
+    [s.state, "", "", () => h("span", { class: `state ${s.state}` }, s.state)],
+    [s.template, "", "", () => s.template],
+    [ago(s.created_at), "", s.created_at, () => ago(s.created_at)],
+    [left, "", s.expires_at ?? "", () => left],
+    [`${s.node}|${nodeLabel(s.node)}`, "small", s.node ?? "this server", () => nodeLabel(s.node)],
+    [
+      sp ? `${sp.cpu.join()}|${sp.mem.join()}` : "",
+      "spark",
+      "",
+      () => (sp ? [sparkline(sp.cpu, "#3b82f6", "CPU"), sparkline(sp.mem, "#10b981", "memory")] : []),
+    ],
+    [meta.join("\n"), "", "", () => meta.map((m) => h("span", { class: "tag" }, m))],
+    [
+      String(running),
+      "actions",
+      "",
+      () =>
+        running
+          ? [
+              h("button", { onclick: () => actions.extend(s.id), title: "Add 5 minutes to the timeout" }, "+5 min"),
+              h("button", { class: "danger", onclick: () => actions.kill(s.id) }, "Kill"),
+            ]
+          : [],
+    ],
+  ];
+}
+
+/**
+ * Renders the table body for a list; exported for the bench (bench/render.mjs).
+ * Rows are kept by sandbox id and a cell is rebuilt only when what it shows changed, so the
+ * list's refresh never replaces the link or button under the pointer or the keyboard focus
+ * (a click whose press and release land on two different elements is no click at all).
+ */
 export function renderRows(
   body: HTMLTableSectionElement,
   list: Sandbox[],
   sparks: Map<string, { cpu: number[]; mem: number[] }>,
   actions: { kill: (id: string) => void; extend: (id: string) => void },
 ): void {
-  const frag = document.createDocumentFragment();
+  const old = new Map<string, HTMLTableRowElement>();
+  for (const tr of Array.from(body.rows)) old.set(tr.dataset.id ?? "", tr);
+  let prev: HTMLTableRowElement | null = null;
   for (const s of list) {
-    const sp = sparks.get(s.id);
-    const running = s.state === "running" || s.state === "starting";
-    frag.appendChild(
-      h(
-        "tr",
-        { "data-id": s.id },
-        h("td", {}, h("a", { href: `#/sandboxes/${enc(s.id)}`, class: "mono" }, s.id)),
-        h("td", {}, h("span", { class: `state ${s.state}` }, s.state)),
-        h("td", {}, s.template),
-        h("td", { title: s.created_at }, ago(s.created_at)),
-        h("td", { title: s.expires_at ?? "" }, running ? until(s.expires_at) : "–"),
-        h("td", { class: "small", title: s.node ?? "this server" }, nodeLabel(s.node)),
-        h(
-          "td",
-          { class: "spark" },
-          sp ? sparkline(sp.cpu, "#3b82f6", "CPU") : null,
-          sp ? sparkline(sp.mem, "#10b981", "memory") : null,
-        ),
-        h("td", {}, Object.entries(s.metadata ?? {}).map(([k, v]) => h("span", { class: "tag" }, `${k}=${v}`))),
-        h(
-          "td",
-          { class: "actions" },
-          running ? h("button", { onclick: () => actions.extend(s.id), title: "Add 5 minutes to the timeout" }, "+5 min") : null,
-          running ? h("button", { class: "danger", onclick: () => actions.kill(s.id) }, "Kill") : null,
-        ),
-      ),
-    );
+    const cells = rowCells(s, sparks.get(s.id), actions);
+    let tr = old.get(s.id);
+    if (tr) old.delete(s.id);
+    else {
+      tr = h("tr", { "data-id": s.id });
+      for (let i = 0; i < cells.length; i++) tr.appendChild(document.createElement("td"));
+    }
+    cells.forEach(([key, cls, title, make], i) => {
+      const td = tr.cells[i];
+      if (td.dataset.k === key) return;
+      td.dataset.k = key;
+      td.className = cls;
+      if (title) td.title = title;
+      else td.removeAttribute("title");
+      td.replaceChildren();
+      append(td, [make()]);
+    });
+    const at: ChildNode | null = prev ? prev.nextSibling : body.firstChild;
+    if (at !== tr) body.insertBefore(tr, at);
+    prev = tr;
   }
-  body.replaceChildren(frag);
+  for (const tr of old.values()) tr.remove();
 }
 
 export function sandboxesPage(ctx: Ctx): () => void {
@@ -135,8 +176,20 @@ export function sandboxesPage(ctx: Ctx): () => void {
     count.textContent = `${shown.length} sandbox${shown.length === 1 ? "" : "es"}`;
   };
 
+  // One refresh at a time: a refresh asked for while one runs (a create, a filter change)
+  // runs right after it, with the filters as they are then, so an older answer never
+  // overwrites a newer one and there is only ever one timer.
   let timer = 0;
+  let running = false;
+  let again = false;
+  let polls = 0;
   const refresh = async () => {
+    if (stopped) return;
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
     window.clearTimeout(timer);
     try {
       const all: Sandbox[] = [];
@@ -155,10 +208,16 @@ export function sandboxesPage(ctx: Ctx): () => void {
       draw();
       await loadSparks();
       if (!stopped) draw();
+      t.dataset.polls = String(++polls);
     } catch (e) {
       if (!(e instanceof ApiError && e.status === 401)) status.replaceChildren(notice("error", (e as Error).message));
     }
-    if (!stopped) timer = window.setTimeout(refresh, REFRESH_MS);
+    running = false;
+    if (stopped) return;
+    if (again) {
+      again = false;
+      refresh();
+    } else timer = window.setTimeout(refresh, REFRESH_MS);
   };
 
   const loadSparks = async () => {
