@@ -5,8 +5,9 @@
 // undefined) to `console.log` of the console given to `createExecutor`, which prints it to
 // stdout. Here that console's `log` instead sends the value as the cell's `execute_result`
 // (`text/plain`: `util.inspect` of it, as Node's REPL shows it), as IPython does for Python and
-// as the E2B SDKs expect (`is_main_result`). The user's own `console.log` is the global console
-// and still prints to stdout.
+// as the E2B SDKs expect (`is_main_result`), with `application/json` for arrays and plain
+// objects and a display bundle for values that give one (`bundle` below). The user's own
+// `console.log` is the global console and still prints to stdout.
 //
 // Written for tslab 1.0.22 (`dist/jupyter.js`, `dist/executor.js`); if those are not what
 // this expects, it changes nothing (a note on stderr) and the value is printed as before.
@@ -28,6 +29,40 @@ try {
   ) {
     throw new Error('tslab is not the version this was written for')
   }
+  // A value's MIME bundle: `text/plain` always (`util.inspect`); a value with a
+  // `[Symbol.for('Jupyter.display')]()` method (Deno's convention) adds the bundle it returns
+  // (e.g. `{'text/html': '<b>hi</b>'}`); an array or a plain object also `application/json`
+  // when `JSON.stringify` takes it (no cycles, no BigInt) in at most MAX_JSON characters.
+  const MAX_JSON = 1 << 20
+  const DISPLAY = Symbol.for('Jupyter.display')
+  const bundle = (value) => {
+    const data = { 'text/plain': util.inspect(value) }
+    if (value === null || (typeof value !== 'object' && typeof value !== 'function')) {
+      return data
+    }
+    try {
+      if (typeof value[DISPLAY] === 'function') {
+        const extra = value[DISPLAY]()
+        if (extra && typeof extra === 'object') {
+          for (const [mime, v] of Object.entries(extra)) {
+            data[mime] = typeof v === 'string' || mime.endsWith('json') ? v : String(v)
+          }
+        }
+        return data
+      }
+      const proto = Object.getPrototypeOf(value)
+      if (Array.isArray(value) || proto === Object.prototype || proto === null) {
+        const json = JSON.stringify(value)
+        if (json !== undefined && json.length <= MAX_JSON) {
+          data['application/json'] = JSON.parse(json)
+        }
+      }
+    } catch (e) {
+      // A getter or display method that throws: the text alone.
+    }
+    return data
+  }
+
   // The writer of the request being executed: made per request message (it needs the
   // message to reply to), taken when tslab's queue runs that request.
   const WRITER = Symbol('paddock result writer')
@@ -44,7 +79,7 @@ try {
           reply.header.msg_type = 'execute_result'
           reply.content = {
             execution_count: self.handler.execCount,
-            data: { 'text/plain': util.inspect(value) },
+            data: bundle(value),
             metadata: {},
           }
           reply.signAndSend(self.connInfo.key, self.iopub)

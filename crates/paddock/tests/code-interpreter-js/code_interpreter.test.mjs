@@ -31,8 +31,9 @@ test('a matplotlib PNG and a DataFrame as HTML', async () => {
   let ex = await sbx.runCode('import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()')
   assert.equal(ex.error, undefined)
   assert.ok(Buffer.from(ex.results[0].png, 'base64').subarray(0, 4).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47])))
-  ex = await sbx.runCode("import pandas as pd\npd.DataFrame({'a': [1]})")
+  ex = await sbx.runCode("import pandas as pd\npd.DataFrame({'a': [1], 'b': ['x']})")
   assert.match(ex.results[0].html, /<table/)
+  assert.deepEqual(ex.results[0].data, { a: [1], b: ['x'] })
 })
 
 test('an error with its traceback', async () => {
@@ -52,6 +53,12 @@ test('chart data and a JavaScript cell\'s value as results', async () => {
   assert.equal(ex.error, undefined)
   assert.equal(ex.text, "'xxx!'")
   assert.equal(ex.results[0].isMainResult, true)
+  // An object's JSON next to its text; a value's own display bundle (Deno's convention).
+  ex = await sbx.runCode("({ a: [1, 2], b: 'x' })", { language: 'js' })
+  assert.deepEqual(ex.results[0].json, { a: [1, 2], b: 'x' })
+  assert.equal(ex.text, "{ a: [ 1, 2 ], b: 'x' }")
+  ex = await sbx.runCode("({ [Symbol.for('Jupyter.display')]: () => ({ 'text/html': '<b>hi</b>' }) })", { language: 'js' })
+  assert.equal(ex.results[0].html, '<b>hi</b>')
 })
 
 test('a JavaScript context, isolated from another', async () => {

@@ -10,7 +10,14 @@ import time
 import pytest
 from e2b import NotFoundException, SandboxException, TimeoutException
 from e2b_code_interpreter import Sandbox
-from e2b_code_interpreter.charts import BarChart, ChartType, LineChart, PieChart, ScaleType
+from e2b_code_interpreter.charts import (
+    BarChart,
+    BoxAndWhiskerChart,
+    ChartType,
+    LineChart,
+    PieChart,
+    ScaleType,
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +73,59 @@ def test_pandas_dataframe_html(sbx):
     assert r.is_main_result
     assert "<table" in r.html and "dataframe" in r.html
     assert "a  b" in r.text
+
+
+def test_pandas_dataframe_data(sbx):
+    # `result.data`: E2B's table form, column -> values (`to_dict(orient="list")`), with
+    # timestamps in ISO 8601 and NaN/NaT as None.
+    ex = sbx.run_code(
+        "import pandas as pd, numpy as np\n"
+        "pd.DataFrame({'a': [1, 2], 'b': [0.5, np.nan], 'c': ['x', None],\n"
+        "              'd': pd.to_datetime(['2026-01-02', None]), 7: [True, False]})"
+    )
+    assert ex.error is None, ex.error
+    r = ex.results[0]
+    assert "data" in r.formats() and "html" in r.formats(), r.formats()
+    assert r.data == {
+        "a": [1, 2],
+        "b": [0.5, None],
+        "c": ["x", None],
+        "d": ["2026-01-02T00:00:00", None],
+        "7": [True, False],
+    }, r.data
+    # Not for other values, and a displayed frame has it too.
+    r = sbx.run_code("[1, {'k': 2}]").results[0]
+    assert r.data is None and r.json == [1, {"k": 2}], r.formats()
+    ex = sbx.run_code("display(pd.DataFrame({'k': ['v']}))")
+    assert ex.results[0].data == {"k": ["v"]} and not ex.results[0].is_main_result
+
+
+def test_box_plot_chart(sbx):
+    ex = sbx.run_code(
+        "import matplotlib.pyplot as plt\n"
+        "fig, ax = plt.subplots()\n"
+        "ax.boxplot([[85, 90, 78, 92, 88], [95, 89, 76, 91, 84, 87, 40]],\n"
+        "           tick_labels=['Class A', 'Class B'], patch_artist=True)\n"
+        "ax.set_title('Scores'); ax.set_xlabel('Class'); ax.set_ylabel('Score (pts)')\n"
+        "plt.show()\n"
+    )
+    assert ex.error is None, ex.error
+    chart = ex.results[0].chart
+    assert isinstance(chart, BoxAndWhiskerChart), chart
+    assert chart.type == ChartType.BOX_AND_WHISKER
+    assert (chart.title, chart.x_label, chart.y_label, chart.y_unit) == ("Scores", "Class", "Score (pts)", "pts")
+    a, b = chart.elements
+    assert (a.label, a.min, a.first_quartile, a.median, a.third_quartile, a.max, a.outliers) == (
+        "Class A", 78.0, 85.0, 88.0, 90.0, 92.0, []
+    ), a.__dict__
+    # numpy's quartiles of B: 84 + (87-84)*0.5, 92... whiskers to the last points inside 1.5 IQR.
+    assert (b.label, b.median, b.max, b.outliers) == ("Class B", 87.0, 95.0, [40.0]), b.__dict__
+    assert b.min == 76.0 and b.first_quartile < b.median < b.third_quartile, b.__dict__
+    # Horizontal, drawn as lines (no patch_artist).
+    ex = sbx.run_code("plt.boxplot([1, 2, 3, 4, 5], orientation='horizontal'); plt.show()")
+    (box,) = ex.results[0].chart.elements
+    assert (box.min, box.first_quartile, box.median, box.third_quartile, box.max) == (1, 2, 3, 4, 5)
+    assert box.label == "1"
 
 
 def test_other_mime_types(sbx):

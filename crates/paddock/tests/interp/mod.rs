@@ -19,7 +19,7 @@ use crate::server::{Server, call, e2b_env};
 const VENV: &str = "/var/tmp/paddock-code-interpreter-venv";
 const JS_DIR: &str = "/var/tmp/paddock-code-interpreter-js";
 /// Tests in `tests/code-interpreter/test_code_interpreter.py`.
-const PY_TESTS: usize = 19;
+const PY_TESTS: usize = 21;
 /// Tests in `tests/code-interpreter-js/code_interpreter.test.mjs`.
 const JS_TESTS: usize = 7;
 
@@ -84,9 +84,18 @@ pub(crate) async fn check(s: &Server) {
 
     native_api(s).await;
     cli(s).await;
+    // From here on creates of the template come from a warm pool, the SDK suites' too.
+    let hits = pooled(s).await;
     python_sdk(s);
+    let (_, p) = call(s.req(Method::GET, "/v1/pools/code-interpreter")).await;
+    assert!(
+        p["hits"].as_u64().unwrap() > hits,
+        "the SDK's create missed the pool: {p}"
+    );
     js_sdk(s);
     mcp_run_code(s);
+    let (st, _) = call(s.req(Method::DELETE, "/v1/pools/code-interpreter")).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
 
     let (st, v) = call(s.req(Method::DELETE, "/v1/templates/code-interpreter")).await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
@@ -208,6 +217,77 @@ async fn native_api(s: &Server) {
         let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{i}"))).await;
         assert_eq!(st, StatusCode::NO_CONTENT);
     }
+}
+
+/// Whether a process whose command line contains `needle` runs in sandbox `id`.
+async fn runs_process(s: &Server, id: &str, needle: &str) -> bool {
+    let script = format!(
+        "import os\nprint(any({needle:?} in open(f'/proc/{{p}}/cmdline').read() \
+         for p in os.listdir('/proc') if p.isdigit()))"
+    );
+    let (st, v) = call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&json!({"cmd": ["python3", "-c", script]})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["stdout"] == "True\n"
+}
+
+/// A warm pool of the template (`docs/pools.md`): its sandboxes have the code server and the
+/// default Python kernel running before their create; creates as the SDKs make them (the
+/// alias, an empty env, metadata, a timeout, the network open) are hits; `run_code` works on
+/// each and their states are their own. Leaves the pool of 2 in place; returns its hits.
+async fn pooled(s: &Server) -> u64 {
+    let (st, v) = call(
+        s.req(Method::PUT, "/v1/pools/code-interpreter")
+            .json(&json!({"size": 2})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, p) = call(s.req(Method::GET, "/v1/pools/code-interpreter")).await;
+        if p["ready"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pool never filled: {p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut ids = Vec::new();
+    for n in [1, 2] {
+        let v = s
+            .create(json!({
+                "template": "code-interpreter-v1",
+                "env": {},
+                "metadata": {"n": n.to_string()},
+                "timeout": 300,
+                "network": {"mode": "all"},
+            }))
+            .await;
+        let id = v["id"].as_str().unwrap().to_owned();
+        assert!(
+            runs_process(s, &id, "ipykernel").await,
+            "no kernel before the first run_code"
+        );
+        let (st, ev) = code(s, &id, json!({"code": format!("mine = {n}\nmine")})).await;
+        assert_eq!(st, StatusCode::OK, "{ev:?}");
+        assert_eq!(of_type(&ev, "result")[0]["text"], n.to_string(), "{ev:?}");
+        ids.push(id);
+    }
+    let (_, p) = call(s.req(Method::GET, "/v1/pools/code-interpreter")).await;
+    assert_eq!(
+        (p["hits"].as_u64(), p["misses"].as_u64()),
+        (Some(2), Some(0)),
+        "{p}"
+    );
+    for (n, id) in [(1, &ids[0]), (2, &ids[1])] {
+        let (_, ev) = code(s, id, json!({"code": "mine"})).await;
+        assert_eq!(of_type(&ev, "result")[0]["text"], n.to_string(), "{ev:?}");
+        let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+        assert_eq!(st, StatusCode::NO_CONTENT);
+    }
+    p["hits"].as_u64().unwrap()
 }
 
 async fn cli(s: &Server) {
