@@ -456,7 +456,9 @@ def _paddock_install_charts():
         plain.for_type(list, plain_json)
         plain.for_type(dict, plain_json)
     data = DataFormatter(parent=display)
-    data.for_type_by_name("pandas.core.frame", "DataFrame", frame_data)
+    # pandas 3 gives its public classes `__module__ = "pandas"`; earlier ones the defining one.
+    for module in ("pandas", "pandas.core.frame"):
+        data.for_type_by_name(module, "DataFrame", frame_data)
     display.formatters[data_mime] = data
 
 

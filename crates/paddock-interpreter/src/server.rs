@@ -14,7 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex as AsyncMutex, Notify, OwnedMutexGuard, mpsc};
+use tokio::sync::{Mutex as AsyncMutex, Notify, OwnedMutexGuard, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::kernel::{Kernel, Outcome, Sink};
@@ -55,6 +55,9 @@ struct Shared {
     opts: Options,
     contexts: Mutex<HashMap<String, Arc<Context>>>,
     defaults: Mutex<HashMap<Language, String>>,
+    /// The outcome of the default Python kernel's start at the server's start (`GET /ready`):
+    /// `None` while it starts, then `Ok` or the error. `Some(Ok)` at once without a prestart.
+    prestarted: watch::Sender<Option<Result<(), String>>>,
 }
 
 type St = State<Arc<Shared>>;
@@ -151,18 +154,26 @@ pub fn router(opts: Options) -> Router {
         opts,
         contexts: Mutex::new(HashMap::new()),
         defaults: Mutex::new(HashMap::new()),
+        prestarted: watch::Sender::new(None),
     });
-    if let Ok(ctx) = shared.default_for(Language::Python)
-        && shared.opts.prestart_python
-    {
-        tokio::spawn(async move {
-            if let Err(e) = ready(&ctx).await {
-                tracing::warn!("default python context: {e}");
-            }
-        });
+    match shared.default_for(Language::Python) {
+        Ok(ctx) if shared.opts.prestart_python => {
+            let done = shared.prestarted.clone();
+            tokio::spawn(async move {
+                let outcome = ready(&ctx).await.map(drop).map_err(|e| {
+                    tracing::warn!("default python context: {e}");
+                    e.to_string()
+                });
+                done.send_replace(Some(outcome));
+            });
+        }
+        _ => {
+            shared.prestarted.send_replace(Some(Ok(())));
+        }
     }
     Router::new()
         .route("/health", get(|| async { "OK" }))
+        .route("/ready", get(prestarted))
         .route("/execute", post(execute))
         .route("/contexts", get(list).post(create))
         .route("/contexts/{id}", delete(remove))
@@ -170,6 +181,18 @@ pub fn router(opts: Options) -> Router {
         .route("/contexts/{id}/interrupt", post(interrupt))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
+}
+
+/// `GET /ready`: answers once the default Python kernel started with the server has started
+/// (`200 OK`) or failed to (`200` naming the error: the server itself is up, and executions
+/// report the kernel's failure). The template's ready check polls it, so a sandbox, pooled or
+/// not, is ready only when its first execution need not wait for a kernel.
+async fn prestarted(State(s): St) -> String {
+    let mut rx = s.prestarted.subscribe();
+    match rx.wait_for(Option::is_some).await.map(|v| v.clone()) {
+        Ok(Some(Err(e))) => format!("OK (the default python kernel did not start: {e})"),
+        _ => "OK".to_string(),
+    }
 }
 
 /// Serves the API on `0.0.0.0:port` until the process ends.

@@ -27,6 +27,23 @@ fn running(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// `GET path` on `127.0.0.1:port`; the whole response, or None if none came within `limit`.
+fn get(port: u16, path: &str, limit: Duration) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(limit)).ok()?;
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    c.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The code server's stand-in Python kernel never answers: `/ready` waits for it, SIGTERM
+/// kills it with the server.
 #[test]
 fn sigterm_kills_the_kernels() {
     let dir = tempfile::tempdir().unwrap();
@@ -69,6 +86,9 @@ fn sigterm_kills_the_kernels() {
         .parse()
         .unwrap();
     assert!(running(kernel));
+    // `/ready` (the template's ready check) waits for the default kernel, `/health` does not.
+    assert!(get(port, "/health", Duration::from_secs(20)).is_some_and(|r| r.ends_with("OK")));
+    assert_eq!(get(port, "/ready", Duration::from_secs(1)), None);
 
     let pid = rustix::process::Pid::from_raw(server.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();

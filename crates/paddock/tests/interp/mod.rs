@@ -80,7 +80,10 @@ pub(crate) async fn check(s: &Server) {
 
     let (_, t) = call(s.req(Method::GET, "/v1/templates/code-interpreter")).await;
     assert_eq!(t["aliases"], json!(["code-interpreter-v1"]), "{t}");
-    assert_eq!(t["ready"]["port"], 49999, "{t}");
+    assert_eq!(
+        t["ready"]["cmd"], "curl -sf --max-time 9 http://127.0.0.1:49999/ready",
+        "{t}"
+    );
 
     native_api(s).await;
     cli(s).await;
