@@ -80,14 +80,18 @@ fn bundle(e: &Value) -> &Map<String, Value> {
     let Some(top) = e.as_object() else {
         return EMPTY.get_or_init(Map::new);
     };
-    let flat = TEXT_KINDS
-        .iter()
-        .chain(IMAGE_KINDS.iter())
-        .any(|(short, _)| top.contains_key(*short));
     match e["data"].as_object() {
-        Some(d) if !flat => d,
+        Some(d) if !flat(top) => d,
         _ => top,
     }
+}
+
+/// Whether a `result` event carries its formats at its top level (E2B's form).
+fn flat(top: &Map<String, Value>) -> bool {
+    TEXT_KINDS
+        .iter()
+        .chain(IMAGE_KINDS.iter())
+        .any(|(short, _)| top.contains_key(*short))
 }
 
 /// Folds the NDJSON stream into the tool result.
@@ -114,17 +118,29 @@ pub(crate) fn result(resp: &ApiResponse) -> CallToolResult {
                 let b = bundle(&e);
                 let mut r = Map::new();
                 for (short, mime) in TEXT_KINDS {
-                    if let Some(t) = b.get(short).or_else(|| b.get(mime)).and_then(text_of) {
-                        r.insert(short.to_owned(), json!(budget.take(&t)));
-                    } else if let Some(v) = b.get(short).or_else(|| b.get(mime))
-                        && short == "json"
-                    {
-                        r.insert(short.to_owned(), json!(budget.take(&v.to_string())));
-                    }
+                    let Some(v) = b.get(short).or_else(|| b.get(mime)) else {
+                        continue;
+                    };
+                    // `json` is any JSON value (an array too): its JSON text.
+                    let t = match v {
+                        Value::String(s) => s.clone(),
+                        _ if short == "json" => v.to_string(),
+                        _ => match text_of(v) {
+                            Some(t) => t,
+                            None => continue,
+                        },
+                    };
+                    r.insert(short.to_owned(), json!(budget.take(&t)));
                 }
-                // Chart data (`chart`, from a matplotlib figure): JSON text, as `json`.
+                // Chart data (`chart`, from a matplotlib figure) and a DataFrame's table data
+                // (`data` beside the top-level formats): JSON text, as `json`.
                 if let Some(c) = e.get("chart").filter(|c| c.is_object()) {
                     r.insert("chart".into(), json!(budget.take(&c.to_string())));
+                }
+                if let Some(d) = e.get("data").filter(|d| d.is_object())
+                    && e.as_object().is_some_and(flat)
+                {
+                    r.insert("data".into(), json!(budget.take(&d.to_string())));
                 }
                 for (short, mime) in IMAGE_KINDS {
                     if let Some(data) = b.get(short).or_else(|| b.get(mime)).and_then(Value::as_str)
@@ -217,6 +233,20 @@ mod tests {
         assert_eq!(r.content.len(), 2);
         assert_eq!(v["results"][1]["text"], "<DataFrame>");
         assert_eq!(v["results"][1]["html"], "<table/>");
+    }
+
+    #[test]
+    fn json_and_table_data_come_as_json_text() {
+        let r = result(&resp(&[
+            json!({"type": "result", "text": "[ 3, 6 ]", "json": [3, 6], "is_main_result": true}),
+            json!({"type": "result", "text": "<DataFrame>", "json": {"k": [1]}, "data": {"a": [1, 2]}}),
+            json!({"type": "end"}),
+        ]));
+        let v = r.structured_content.unwrap_or_default();
+        assert_eq!(v["results"][0]["json"], "[3,6]", "{v}");
+        assert_eq!(v["results"][1]["json"], r#"{"k":[1]}"#, "{v}");
+        // A DataFrame's table data, as JSON text too.
+        assert_eq!(v["results"][1]["data"], r#"{"a":[1,2]}"#, "{v}");
     }
 
     #[test]

@@ -211,7 +211,7 @@ async def real_interpreter() -> None:
             assert chart["type"] == "bar" and chart["title"] == "T", chart
             assert [(e["label"], e["value"]) for e in chart["elements"]] == [("a", 1), ("b", 2)], chart
             out = data_of(await call(a, "run_code", {"sandbox_id": sid, "code": "[1, 2].map((v) => v * 3)", "language": "js"}))
-            assert out["results"] == [{"text": "[ 3, 6 ]", "is_main_result": True}], out
+            assert out["results"] == [{"text": "[ 3, 6 ]", "json": "[3,6]", "is_main_result": True}], out
             r = await call(a, "run_code", {"sandbox_id": sid, "code": "1/0"}, expect_error=True)
             assert r.structured_content["error"]["name"] == "ZeroDivisionError", r.structured_content
             r = await call(a, "run_code", {"sandbox_id": sid, "code": "import time\nwhile True: time.sleep(0.1)", "timeout": 2}, expect_error=True)
