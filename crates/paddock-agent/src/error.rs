@@ -98,14 +98,6 @@ macro_rules! bail {
 }
 pub(crate) use bail;
 
-/// The last OS error, named by the call that set it.
-pub(crate) fn last_os_error(what: impl Into<String>) -> Error {
-    Error::Context {
-        what: what.into(),
-        source: Box::new(Error::Os(std::io::Error::last_os_error())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

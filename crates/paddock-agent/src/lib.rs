@@ -12,12 +12,6 @@
 //! by a client is resolved by the kernel inside the sandbox root, so a symlink planted by
 //! sandbox code can never lead outside it.
 
-// The workspace denies `unsafe_code`; this crate is one of the two allowed to use it.
-#![allow(
-    unsafe_code,
-    reason = "syscalls for namespaces, mounts, seccomp and process spawning; each block has a SAFETY note"
-)]
-
 pub mod archive;
 pub mod code_server;
 pub mod error;
@@ -31,6 +25,11 @@ pub mod services;
 pub mod setup;
 mod signals;
 pub mod sudo;
+// The workspace denies `unsafe_code`; this module is the one place of the crate allowed it.
+#[allow(
+    unsafe_code,
+    reason = "syscalls for namespaces, mounts, seccomp and process spawning; each block has a SAFETY note"
+)]
 mod sys;
 pub mod users;
 

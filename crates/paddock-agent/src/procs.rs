@@ -21,7 +21,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,7 +36,8 @@ use paddock_envd::process::__buffa::oneof::process_input::Input;
 use paddock_envd::process::__buffa::oneof::process_selector::Selector;
 use paddock_envd::process::__buffa::oneof::stream_input_request::Event as InEvent;
 use paddock_envd::process::*;
-use tokio::io::unix::AsyncFd;
+
+use crate::sys::spawn::Creds;
 use tokio::sync::Notify;
 
 use crate::lock;
@@ -243,18 +243,7 @@ impl Procs {
             if !cfg.envs.contains_key("TERM") {
                 cmd.env("TERM", "xterm-256color");
             }
-            // SAFETY: the closure runs in the forked child before exec and only makes
-            // async-signal-safe syscalls (setsid, ioctl, prctl).
-            unsafe {
-                cmd.pre_exec(move || {
-                    crate::procs::new_session()?;
-                    // The slave is stdin by now; make it the controlling terminal.
-                    if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    child_setup(&creds)
-                })
-            };
+            crate::sys::spawn::prepare_child(&mut cmd, creds, true);
             pty_master = Some(master);
         } else {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -263,13 +252,7 @@ impl Procs {
             } else {
                 cmd.stdin(Stdio::piped());
             }
-            // SAFETY: as above, only async-signal-safe syscalls.
-            unsafe {
-                cmd.pre_exec(move || {
-                    crate::procs::new_session()?;
-                    child_setup(&creds)
-                })
-            };
+            crate::sys::spawn::prepare_child(&mut cmd, creds, false);
         }
 
         // Spawn and register under the table lock, so the reaper cannot see the exit of a
@@ -472,50 +455,6 @@ fn start_error(e: &std::io::Error, cmd: &str, cwd: &std::path::Path, user: &User
     }
 }
 
-/// Who a process runs as and where it starts.
-struct Creds {
-    uid: u32,
-    gid: u32,
-    groups: Vec<u32>,
-    cwd: std::ffi::CString,
-}
-
-/// Runs in the forked child before exec: become a subreaper, prefer this process over the
-/// agent when the sandbox runs out of memory, switch to the user (dropping every capability
-/// unless the user is root) and enter the working directory *as that user*, so a directory
-/// the user cannot enter fails the start.
-fn child_setup(c: &Creds) -> std::io::Result<()> {
-    match rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
-        // gVisor's Sentry refuses it to every process but PID 1: there a command's orphans go
-        // to PID 1 and a tree kill misses a double-forked daemon (docs/isolation.md).
-        Err(rustix::io::Errno::INVAL) => {}
-        r => r?,
-    }
-    // SAFETY: raw credential syscalls, open/write/close and chdir on C strings prepared
-    // before fork; all are async-signal-safe and touch no allocator.
-    unsafe {
-        // Before the uid change: afterwards the process is no longer dumpable and its /proc
-        // files belong to root, so it could not open this one.
-        let fd = libc::open(
-            c"/proc/self/oom_score_adj".as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        );
-        if fd >= 0 {
-            libc::write(fd, b"500".as_ptr().cast(), 3);
-            libc::close(fd);
-        }
-        let groups: &[libc::gid_t] = &c.groups;
-        if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-            || libc::setresgid(c.gid, c.gid, c.gid) != 0
-            || libc::setresuid(c.uid, c.uid, c.uid) != 0
-            || libc::chdir(c.cwd.as_ptr()) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 impl Procs {
     /// Spawns `cmd` as `user` in `cwd`, in a new session, outside the process table (it is
     /// not listed or selectable over envd), and returns its pid and a receiver of its exit
@@ -534,13 +473,7 @@ impl Procs {
             cwd: std::ffi::CString::new(cwd.as_os_str().as_encoded_bytes())
                 .map_err(|_| std::io::Error::other("cwd contains NUL"))?,
         };
-        // SAFETY: only async-signal-safe syscalls run in the child (see `child_setup`).
-        unsafe {
-            cmd.pre_exec(move || {
-                crate::procs::new_session()?;
-                child_setup(&creds)
-            })
-        };
+        crate::sys::spawn::prepare_child(&mut cmd, creds, false);
         let mut table = lock(&self.table);
         let child = cmd.spawn()?;
         let pid = child.id();
@@ -638,9 +571,7 @@ fn data_event(kind: Stream, data: Bytes) -> ProcessEvent {
 /// hold the command open, as with envd.
 async fn pump(p: Arc<Proc>, fd: OwnedFd, kind: Stream) {
     let _ = rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK);
-    // SAFETY: `fd` is an OwnedFd moved into the AsyncFd, which neither replaces nor closes
-    // it while registered.
-    let Ok(afd) = (unsafe { AsyncFd::register(fd) }) else {
+    let Ok(afd) = crate::sys::spawn::async_fd(fd) else {
         close_reader(&p);
         return;
     };
@@ -984,8 +915,3 @@ mod pty;
 use pty::{open_pty, set_winsize};
 #[cfg(test)]
 mod tests;
-
-/// `setsid(2)` for a child between fork and exec ([`crate::sys::setsid`]).
-pub(crate) fn new_session() -> std::io::Result<()> {
-    crate::sys::setsid()
-}

@@ -332,29 +332,8 @@ fn statfs_notify_filter() -> BpfProgram {
 /// Requires `no_new_privs`. Until someone receives on the listener, a `statfs` blocks.
 #[cfg(target_arch = "x86_64")]
 pub fn install_statfs_notify() -> Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    /// `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
-    const NEW_LISTENER: libc::c_ulong = 1 << 3;
     let prog = statfs_notify_filter();
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `fprog` points at `prog`, a valid BPF program that outlives the call; the
-    // kernel copies it. `sock_filter` is seccompiler's re-export of the same C struct.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            NEW_LISTENER,
-            &fprog as *const libc::sock_fprog,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("seccomp statfs listener");
-    }
-    // SAFETY: the kernel just returned this new descriptor, which nothing else owns.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+    crate::sys::seccomp::install_with_listener(&prog).context("seccomp statfs listener")
 }
 
 /// Installs the policy on the calling thread; it is inherited by every descendant.
@@ -368,7 +347,6 @@ pub fn install() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Error;
 
     #[test]
     fn policy_compiles() {
@@ -376,42 +354,7 @@ mod tests {
         assert_eq!(super::programs().unwrap().len(), n);
     }
 
-    /// The errno of a raw syscall, or 0 when it succeeded (closing any descriptor it made).
-    fn errno_of(r: libc::c_long) -> i32 {
-        if r < 0 {
-            return Error::last_os_error().raw_os_error().unwrap_or(-1);
-        }
-        0
-    }
-
-    fn socket(family: i64, ty: i32, proto: i64) -> i32 {
-        // SAFETY: socket takes no pointers; a descriptor it returns is closed at once.
-        let r = unsafe { libc::syscall(libc::SYS_socket, family, ty, proto) };
-        if r >= 0 {
-            // SAFETY: closing the descriptor just made, which nothing else owns.
-            unsafe { libc::close(r as i32) };
-        }
-        errno_of(r)
-    }
-
-    fn socketpair(family: i64) -> i32 {
-        let mut fds = [-1i32; 2];
-        // SAFETY: `fds` is a valid two-int out array.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_socketpair,
-                family,
-                libc::SOCK_STREAM,
-                0,
-                fds.as_mut_ptr(),
-            )
-        };
-        for fd in fds.into_iter().filter(|f| *f >= 0) {
-            // SAFETY: closing descriptors just made, which nothing else owns.
-            unsafe { libc::close(fd) };
-        }
-        errno_of(r)
-    }
+    use crate::sys::seccomp::probe::{socket, socketpair};
 
     /// Installs the policy on a thread of its own (seccomp and no_new_privs are per thread,
     /// so the rest of the test process is untouched) and probes it there.
@@ -452,15 +395,9 @@ mod tests {
             ];
             #[cfg(target_arch = "x86_64")]
             {
-                // SAFETY: getpid and socket with x32 numbers; no pointers are passed.
-                let (pid, sock) = unsafe {
-                    (
-                        libc::syscall(0x4000_0000 | libc::SYS_getpid),
-                        libc::syscall(0x4000_0000 | libc::SYS_socket, libc::AF_VSOCK, 1, 0),
-                    )
-                };
-                v.push(("x32_getpid", errno_of(pid)));
-                v.push(("x32_socket", errno_of(sock)));
+                let (pid, sock) = crate::sys::seccomp::probe::x32_getpid_and_socket();
+                v.push(("x32_getpid", pid));
+                v.push(("x32_socket", sock));
             }
             v
         })

@@ -17,19 +17,19 @@
 //! owned by the host's initial user namespace, so the sandbox's root has no capability over
 //! them (it can never mount, set the hostname or change routes), whatever seccomp allows.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Context, Error, Result, bail, last_os_error};
+use crate::error::{Context, Error, Result, bail};
 use paddock_core::{
     AGENT_LIB_DIR, AGENT_LISTEN_FD, AGENT_LOADER as LOADER, AGENT_MOUNTPOINT, SetupConfig,
 };
 
-use crate::seccomp;
+use crate::{seccomp, sys};
 
 mod gvisor;
 mod paths;
@@ -248,28 +248,25 @@ fn run() -> Result<i32> {
     unshare(libc::CLONE_NEWPID).context("unshare pid namespace")?;
     let (err_r, err_w) = pipe().context("creating error pipe")?;
     ensure_single_threaded()?;
-    // SAFETY: H is single-threaded (checked just above), so the child may run arbitrary code
-    // after fork: no other thread can hold a lock (the allocator's, stdio's) at the fork.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(last_os_error("fork"));
-    }
-    if pid == 0 {
-        drop(err_r);
-        let err = child(&cfg, &root, &userns, &agent, listen);
-        let mut w = fs::File::from(err_w);
-        let _ = write!(w, "{err:#}");
-        // SAFETY: _exit is always safe; it skips atexit handlers that belong to H.
-        unsafe { libc::_exit(1) }
-    }
+    // H is single-threaded (checked just above, and again by `fork`), so the child may run
+    // arbitrary code after fork: no other thread can hold a lock (the allocator's, stdio's).
+    let pid = match sys::fork().context("fork")? {
+        sys::Forked::Parent(pid) => pid,
+        sys::Forked::Child => {
+            drop(err_r);
+            let err = child(&cfg, &root, &userns, &agent, listen);
+            let mut w = fs::File::from(err_w);
+            let _ = write!(w, "{err:#}");
+            // Skips the atexit handlers that belong to H.
+            sys::exit_now(1)
+        }
+    };
     drop(err_w);
     // 10. C reports failures on the pipe; a successful exec closes it (O_CLOEXEC) empty.
     let mut msg = String::new();
     fs::File::from(err_r).read_to_string(&mut msg).ok();
     if !msg.is_empty() {
-        let mut status = 0;
-        // SAFETY: reaping our own child; status is a valid out-pointer.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        wait_child(pid);
         return Err(Error::Child { message: msg });
     }
     Ok(pid)
@@ -398,19 +395,9 @@ fn child_inner(
     if listen != AGENT_LISTEN_FD {
         dup2(listen, AGENT_LISTEN_FD)?;
     }
-    // SAFETY: close_range only changes descriptor flags; no Rust object owns fds >= 4 that
-    // is used after exec (the agent and error pipe fds are needed until exec and are CLOEXEC).
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            4u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if r != 0 {
-        return Err(last_os_error("close_range"));
-    }
+    // Close-on-exec only changes descriptor flags: the agent and error pipe fds are needed
+    // until exec (and are CLOEXEC already), and no Rust object is used after it.
+    sys::setup::cloexec_from(4).context("close_range")?;
 
     // 17. no_new_privs, then seccomp. no_new_privs is required to install a filter without a
     //     host capability, and it also makes setuid binaries powerless from here on.
@@ -430,17 +417,17 @@ fn child_inner(
     //     library directory and the image's loader cache ignored.
     let agent_path = CString::new(format!("{AGENT_LIB_DIR}/{AGENT_MOUNTPOINT}"))?;
     let lib_dir = CString::new(AGENT_LIB_DIR)?;
-    let mut argv: Vec<*const libc::c_char> = vec![c"paddock-agent".as_ptr()];
+    let mut argv: Vec<&CStr> = vec![c"paddock-agent"];
     if cfg.agent_lib.is_some() {
         argv.extend([
-            c"--inhibit-cache".as_ptr(),
-            c"--library-path".as_ptr(),
-            lib_dir.as_ptr(),
+            c"--inhibit-cache",
+            c"--library-path",
+            lib_dir.as_c_str(),
             // (No `--argv0`: it needs glibc 2.33; nothing reads the agent's argv[0].)
-            agent_path.as_ptr(),
+            agent_path.as_c_str(),
         ]);
     }
-    argv.extend([c"init".as_ptr(), std::ptr::null()]);
+    argv.push(c"init");
     let env_vars = agent_env(cfg)?.into_iter().chain([format!(
         "PADDOCK_STATFS_FD={}",
         statfs_fd.map(|f| f.to_string()).unwrap_or_default()
@@ -449,20 +436,10 @@ fn child_inner(
         .into_iter()
         .map(CString::new)
         .collect::<Result<_, _>>()?;
-    let mut envp: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    // SAFETY: argv and envp are NUL-terminated arrays of valid C strings that outlive the
-    // call; the descriptor refers to the agent executable opened in step 8.
-    unsafe {
-        libc::execveat(
-            agent.as_raw_fd(),
-            c"".as_ptr(),
-            argv.as_ptr().cast(),
-            envp.as_ptr().cast(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    Err(last_os_error("exec agent"))
+    let envp: Vec<&CStr> = env_c.iter().map(CString::as_c_str).collect();
+    // The descriptor is the agent executable (or its loader) opened in step 8.
+    let e = sys::setup::exec_fd(agent.as_fd(), &argv, &envp);
+    Err(e).context("exec agent")
 }
 
 /// The agent's environment, built from scratch (nothing from the host), without the
@@ -491,21 +468,13 @@ fn agent_env(cfg: &SetupConfig) -> Result<Vec<String>> {
 /// single thread. Nothing in H starts threads today; this keeps it that way.
 fn ensure_single_threaded() -> Result<()> {
     let status = fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    match threads_in(&status) {
+    match sys::threads_in(&status) {
         Some(1) => Ok(()),
         Some(n) => {
             bail!("the setup stage must be single-threaded before it forks, but has {n} threads")
         }
         None => bail!("no Threads: line in /proc/self/status"),
     }
-}
-
-/// The `Threads:` count of a `/proc/<pid>/status` text.
-fn threads_in(status: &str) -> Option<usize> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Makes a user namespace with `base..base+count` mapped to `0..count` and returns an fd on it.
@@ -518,24 +487,22 @@ fn make_userns(base: u32, count: u32) -> Result<OwnedFd> {
 fn make_userns_map(map: &str) -> Result<OwnedFd> {
     let (r, w) = pipe()?;
     let (r2, w2) = pipe()?;
-    // SAFETY: H is single-threaded, checked by `run` before calling this.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(last_os_error("fork"));
-    }
-    if pid == 0 {
-        drop(r);
-        drop(w2);
-        // SAFETY: unshare in a single-threaded child; failures are reported by exit status.
-        let ok = unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0;
-        let mut w = fs::File::from(w);
-        let _ = w.write_all(if ok { b"y" } else { b"n" });
-        // Wait until the parent has taken its handle, signalled by the pipe closing.
-        let mut buf = [0u8; 1];
-        let _ = fs::File::from(r2).read(&mut buf);
-        // SAFETY: _exit in a forked child.
-        unsafe { libc::_exit(0) }
-    }
+    // H is single-threaded (`run` checks it before calling this; `fork` checks again).
+    let pid = match sys::fork().context("fork")? {
+        sys::Forked::Parent(pid) => pid,
+        sys::Forked::Child => {
+            drop(r);
+            drop(w2);
+            // Failures are reported by the byte written.
+            let ok = sys::setup::unshare_namespaces(libc::CLONE_NEWUSER).is_ok();
+            let mut w = fs::File::from(w);
+            let _ = w.write_all(if ok { b"y" } else { b"n" });
+            // Wait until the parent has taken its handle, signalled by the pipe closing.
+            let mut buf = [0u8; 1];
+            let _ = fs::File::from(r2).read(&mut buf);
+            sys::exit_now(0)
+        }
+    };
     drop(w);
     drop(r2);
     let mut buf = [0u8; 1];
@@ -550,18 +517,8 @@ fn make_userns_map(map: &str) -> Result<OwnedFd> {
         Ok(OwnedFd::from(fd))
     })();
     drop(w2);
-    let mut status = 0;
-    // SAFETY: reaping our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    wait_child(pid);
     res
-}
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
 }
 
 /// Clones the tree at `src`, applies the user-namespace id mapping (and read-only) to the
@@ -596,45 +553,14 @@ fn attach_idmapped_inner(
     if readonly {
         set |= libc::MOUNT_ATTR_RDONLY;
     }
-    let mut attr = MountAttr {
-        attr_set: set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
-    let setattr = |attr: &MountAttr| {
-        // SAFETY: `tree` is a valid detached mount fd, the path is an empty C string with
-        // AT_EMPTY_PATH, and `attr` points to a correctly sized mount_attr.
-        unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-                attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        }
-    };
-    if setattr(&attr) != 0 {
+    if let Err(e) = sys::setup::mount_setattr(tree.as_fd(), set, Some(userns.as_fd())) {
         if strict {
-            bail!(
-                "mount_setattr (id mapping) {}: {}",
-                src.display(),
-                std::io::Error::last_os_error()
-            );
+            bail!("mount_setattr (id mapping) {}: {e}", src.display());
         }
         // Not id-mappable (e.g. tmpfs before 6.3, or a nested mount that refuses): keep the
         // read-only and nosuid attributes without the mapping.
-        attr.attr_set &= !libc::MOUNT_ATTR_IDMAP;
-        attr.userns_fd = 0;
-        if setattr(&attr) != 0 {
-            bail!(
-                "mount_setattr {}: {}",
-                src.display(),
-                std::io::Error::last_os_error()
-            );
-        }
+        sys::setup::mount_setattr(tree.as_fd(), set & !libc::MOUNT_ATTR_IDMAP, None)
+            .with_context(|| format!("mount_setattr {}", src.display()))?;
     }
     move_mount(
         &tree,
@@ -742,17 +668,7 @@ fn build_dev(root: &Path, cfg: &SetupConfig, owner: &str) -> Result<()> {
     ] {
         let p = dev.join(name);
         let c = CString::new(p.as_os_str().as_bytes())?;
-        // SAFETY: valid C string path; mknod has no memory-safety preconditions.
-        let r = unsafe {
-            libc::mknod(
-                c.as_ptr(),
-                libc::S_IFCHR | 0o666,
-                libc::makedev(major, minor),
-            )
-        };
-        if r != 0 {
-            return Err(last_os_error(format!("mknod /dev/{name}")));
-        }
+        sys::setup::mknod_char(&c, major, minor).with_context(|| format!("mknod /dev/{name}"))?;
         // mknod applies the umask; device nodes must be world read-writable.
         fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
     }
@@ -806,18 +722,11 @@ fn mount_tmpfs(target: &Path, opts: &str) -> Result<()> {
 
 /// Becomes uid/gid 0 of the user namespace just entered, with no supplementary groups.
 fn set_ids() -> Result<()> {
-    // SAFETY: plain credential syscalls in a single-threaded process.
-    unsafe {
-        if libc::setgroups(0, std::ptr::null()) != 0 {
-            return Err(last_os_error("setgroups"));
-        }
-        if libc::setresgid(0, 0, 0) != 0 {
-            return Err(last_os_error("setresgid"));
-        }
-        if libc::setresuid(0, 0, 0) != 0 {
-            return Err(last_os_error("setresuid"));
-        }
-    }
+    use rustix::thread::{Gid, Uid, set_thread_groups, set_thread_res_gid, set_thread_res_uid};
+    // H is single-threaded here, so the thread's credentials are the process's.
+    set_thread_groups(&[]).context("setgroups")?;
+    set_thread_res_gid(Gid::ROOT, Gid::ROOT, Gid::ROOT).context("setresgid")?;
+    set_thread_res_uid(Uid::ROOT, Uid::ROOT, Uid::ROOT).context("setresuid")?;
     Ok(())
 }
 
@@ -828,22 +737,7 @@ fn loopback_up() -> Result<()> {
         rustix::net::SocketType::DGRAM,
         None,
     )?;
-    // SAFETY: ifreq is plain old data; zeroed is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (i, b) in b"lo".iter().enumerate() {
-        req.ifr_name[i] = *b as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own; the socket is valid.
-    unsafe {
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
-            return Err(last_os_error("SIOCGIFFLAGS"));
-        }
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
-            return Err(last_os_error("SIOCSIFFLAGS"));
-        }
-    }
-    Ok(())
+    sys::setup::loopback_up(sock.as_fd()).context("SIOCSIFFLAGS")
 }
 
 fn inside(root: &Path, p: impl AsRef<Path>) -> PathBuf {
@@ -869,29 +763,22 @@ fn open_path(p: &Path) -> Result<OwnedFd> {
 }
 
 fn unshare(flags: libc::c_int) -> Result<()> {
-    // SAFETY: unshare affects only this (single-threaded) process's namespaces.
-    if unsafe { libc::unshare(flags) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    Ok(())
+    Ok(sys::setup::unshare_namespaces(flags)?)
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid two-element out array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(last_os_error("pipe2"));
-    }
-    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("pipe2")
 }
 
 fn dup2(from: RawFd, to: RawFd) -> Result<()> {
-    // SAFETY: dup2 onto a fixed descriptor number that no Rust object owns.
-    if unsafe { libc::dup2(from, to) } < 0 {
-        return Err(last_os_error(format!("dup2 {from} -> {to}")));
+    sys::setup::dup2_at(from, to).with_context(|| format!("dup2 {from} -> {to}"))
+}
+
+/// Reaps child `pid` of this process, waiting for it to exit.
+fn wait_child(pid: i32) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
     }
-    Ok(())
 }
 
 fn mount(
@@ -910,23 +797,14 @@ fn mount(
     let target_c = cs(target.as_ref().as_os_str().as_bytes())?;
     let fstype = fstype.map(|s| cs(s.as_bytes())).transpose()?;
     let data = data.map(|s| cs(s.as_bytes())).transpose()?;
-    let p = |o: &Option<CString>| o.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: every pointer is null or a valid NUL-terminated string that outlives the call.
-    let r = unsafe {
-        libc::mount(
-            p(&src),
-            target_c.as_ptr(),
-            p(&fstype),
-            flags,
-            p(&data).cast(),
-        )
-    };
-    if r != 0 {
-        bail!(
-            "mount {}: {}",
-            target.as_ref().display(),
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = sys::setup::mount(
+        src.as_deref(),
+        &target_c,
+        fstype.as_deref(),
+        flags,
+        data.as_deref(),
+    ) {
+        bail!("mount {}: {e}", target.as_ref().display());
     }
     Ok(())
 }
@@ -937,8 +815,11 @@ mod tests {
 
     #[test]
     fn threads_line_is_parsed() {
-        assert_eq!(threads_in("Name:\tx\nThreads:\t7\nSigQ:\t0/1\n"), Some(7));
-        assert_eq!(threads_in("Name:\tx\n"), None);
+        assert_eq!(
+            sys::threads_in("Name:\tx\nThreads:\t7\nSigQ:\t0/1\n"),
+            Some(7)
+        );
+        assert_eq!(sys::threads_in("Name:\tx\n"), None);
     }
 
     /// The check sees a second thread: the test harness runs this on a thread of its own,
@@ -956,19 +837,8 @@ mod tests {
     /// A freshly forked child has one thread, so the check passes where setup runs it.
     #[test]
     fn a_forked_child_is_single_threaded() {
-        // SAFETY: the child only reads a file, parses it and calls _exit; the allocator is
-        // used, which is acceptable in a test (a deadlock would show as a hang, not UB in the
-        // parent).
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            let ok = ensure_single_threaded().is_ok();
-            // SAFETY: _exit in a forked child.
-            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
-        }
-        let mut status = 0;
-        // SAFETY: reaping our own child; status is a valid out-pointer.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        assert!(crate::sys::fork_for_test(
+            || ensure_single_threaded().is_ok()
+        ));
     }
 }

@@ -28,7 +28,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -71,19 +70,6 @@ struct Reply {
 // ---------------------------------------------------------------------------------------
 
 const USAGE: &str = "usage: sudo [-EHinsS] [-u user] [--preserve-env=LIST] [VAR=value] [command [arg ...]]\n       sudo -l | -v | -k | -V";
-
-/// The socket the signal handler writes to (-1: none yet).
-static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn forward_signal(sig: libc::c_int) {
-    let fd = SIGNAL_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        let b = sig as u8;
-        // SAFETY: write(2) is async-signal-safe; `b` lives for the call; a failed write is
-        // ignored (the agent kills the command when the connection closes anyway).
-        unsafe { libc::write(fd, (&raw const b).cast(), 1) };
-    }
-}
 
 /// Entry point of the `paddock-sudo` binary. Never returns.
 pub fn client_main() -> ! {
@@ -244,17 +230,10 @@ fn client(args: Vec<String>) -> Result<i32, String> {
     sock.write_all(&body)
         .map_err(|e| format!("talking to the Paddock agent: {e}"))?;
 
-    SIGNAL_FD.store(sock.as_raw_fd(), Ordering::Relaxed);
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-        // SAFETY: installs a handler that only calls write(2); the sigaction struct is
-        // zero-initialised and fully set before use.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = forward_signal as *const () as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
+    crate::sys::forward_signals(
+        sock.as_raw_fd(),
+        &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT],
+    );
     let mut line = Vec::new();
     let mut buf = [0u8; 512];
     loop {
@@ -285,14 +264,14 @@ fn send_with_fds(sock: &UnixStream, bytes: &[u8]) -> std::io::Result<()> {
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
     let mut spare: Vec<OwnedFd> = Vec::new();
     let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
-    for n in 0..3 {
-        if rustix::io::fcntl_getfd(
-            // SAFETY: the descriptor number is only queried; fcntl on a closed number fails
-            // with EBADF and touches nothing.
-            unsafe { BorrowedFd::borrow_raw(n) },
-        )
-        .is_err()
-        {
+    let stdio = [
+        rustix::stdio::stdin(),
+        rustix::stdio::stdout(),
+        rustix::stdio::stderr(),
+    ];
+    for fd in stdio {
+        // A closed number fails with EBADF and is replaced by /dev/null below.
+        if rustix::io::fcntl_getfd(fd).is_err() {
             spare.push(OwnedFd::from(
                 std::fs::OpenOptions::new()
                     .read(true)
@@ -302,10 +281,7 @@ fn send_with_fds(sock: &UnixStream, bytes: &[u8]) -> std::io::Result<()> {
         }
     }
     let mut spare_it = spare.iter();
-    for n in 0..3 {
-        // SAFETY: descriptors 0-2 are open (checked above) for the whole call; where one
-        // was closed, a /dev/null descriptor from `spare` is used instead.
-        let fd = unsafe { BorrowedFd::borrow_raw(n) };
+    for fd in stdio {
         if rustix::io::fcntl_getfd(fd).is_ok() {
             fds.push(fd);
         } else if let Some(s) = spare_it.next() {

@@ -9,77 +9,14 @@
 //! measurable to sandbox start.
 
 use std::fs;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Result, RuntimeError};
+use crate::sys::btrfs::{self, SNAP_NAME_MAX, VOL_NAME_MAX};
 
 const BTRFS_SUPER_MAGIC: i64 = 0x9123_683e;
-const VOL_NAME_MAX: usize = 4087;
-
-#[repr(C)]
-struct VolArgs {
-    fd: i64,
-    name: [u8; VOL_NAME_MAX + 1],
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct QgroupLimit {
-    flags: u64,
-    max_rfer: u64,
-    max_excl: u64,
-    rsv_rfer: u64,
-    rsv_excl: u64,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct QgroupLimitArgs {
-    qgroupid: u64,
-    lim: QgroupLimit,
-}
-
-const SNAP_NAME_MAX: usize = 4039;
-const BTRFS_SUBVOL_RDONLY: u64 = 1 << 1;
-
-/// `struct btrfs_ioctl_vol_args_v2` (the qgroup-inherit union left zero).
-#[repr(C)]
-struct VolArgsV2 {
-    fd: i64,
-    transid: u64,
-    flags: u64,
-    unused: [u64; 4],
-    name: [u8; SNAP_NAME_MAX + 1],
-}
-
-const fn iow(nr: u64, size: usize) -> u64 {
-    (1 << 30) | ((size as u64) << 16) | (0x94 << 8) | nr
-}
-const fn ior(nr: u64, size: usize) -> u64 {
-    (2 << 30) | ((size as u64) << 16) | (0x94 << 8) | nr
-}
-const BTRFS_IOC_SUBVOL_CREATE: u64 = iow(14, std::mem::size_of::<VolArgs>());
-const BTRFS_IOC_SNAP_DESTROY: u64 = iow(15, std::mem::size_of::<VolArgs>());
-const BTRFS_IOC_SNAP_CREATE_V2: u64 = iow(23, std::mem::size_of::<VolArgsV2>());
-const BTRFS_IOC_QGROUP_LIMIT: u64 = ior(43, std::mem::size_of::<QgroupLimitArgs>());
-const BTRFS_QGROUP_LIMIT_MAX_RFER: u64 = 1;
-
-/// `struct btrfs_ioctl_ino_lookup_args`.
-#[repr(C)]
-struct InoLookupArgs {
-    treeid: u64,
-    objectid: u64,
-    name: [u8; 4080],
-}
-/// `BTRFS_FIRST_FREE_OBJECTID`: the root directory of every subvolume.
-const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
-const BTRFS_IOC_INO_LOOKUP: u64 =
-    (3 << 30) | ((std::mem::size_of::<InoLookupArgs>() as u64) << 16) | (0x94 << 8) | 18;
-/// `struct btrfs_ioctl_fs_info_args`: only `fsid` (bytes 16..32) is read.
-const FS_INFO_SIZE: usize = 1024;
-const BTRFS_IOC_FS_INFO: u64 = ior(31, FS_INFO_SIZE);
 
 /// The layer filesystem mounted at `root`.
 #[derive(Debug)]
@@ -173,39 +110,22 @@ impl Layers {
         self.root.join("sandboxes")
     }
 
-    /// The sandboxes directory opened for an ioctl, and the arguments naming `id` in it.
-    fn vol_args(&self, id: &str) -> Result<(fs::File, Box<VolArgs>)> {
-        self.vol_args_in(&self.sandboxes_dir(), id)
-    }
-
-    /// Directory `dir` opened for an ioctl, and the arguments naming `id` in it.
-    fn vol_args_in(&self, dir: &Path, id: &str) -> Result<(fs::File, Box<VolArgs>)> {
+    /// Directory `dir` opened for an ioctl on subvolume `id` in it, once `id` is checked.
+    fn parent_of(&self, dir: &Path, id: &str) -> Result<fs::File> {
         if id.is_empty() || id.len() > VOL_NAME_MAX || id.contains(['/', '\0']) {
             return Err(RuntimeError::InvalidArgument {
                 what: "subvolume name",
                 reason: format!("bad subvolume name {id:?}"),
             });
         }
-        let parent = fs::File::open(dir).map_err(RuntimeError::io("opening subvolume parent"))?;
-        let mut args = Box::new(VolArgs {
-            fd: 0,
-            name: [0; VOL_NAME_MAX + 1],
-        });
-        args.name[..id.len()].copy_from_slice(id.as_bytes());
-        Ok((parent, args))
+        fs::File::open(dir).map_err(RuntimeError::io("opening subvolume parent"))
     }
 
     /// Creates the subvolume for sandbox `id` with a limit of `bytes` on what it references.
     pub fn create(&self, id: &str, bytes: u64) -> Result<PathBuf> {
-        let (parent, args) = self.vol_args(id)?;
-        // SAFETY: `args` is a correctly laid out btrfs_ioctl_vol_args that outlives the call
-        // and `parent` is an open directory on the btrfs filesystem.
-        let r = unsafe { libc::ioctl(parent.as_raw_fd(), BTRFS_IOC_SUBVOL_CREATE as _, &*args) };
-        if r != 0 {
-            return Err(RuntimeError::io(format!("creating subvolume {id}"))(
-                std::io::Error::last_os_error(),
-            ));
-        }
+        let parent = self.parent_of(&self.sandboxes_dir(), id)?;
+        btrfs::subvol_create(parent.as_fd(), id)
+            .map_err(RuntimeError::io(format!("creating subvolume {id}")))?;
         let path = self.sandboxes_dir().join(id);
         if let Err(e) = self.limit(&path, bytes) {
             let _ = self.destroy(id);
@@ -216,22 +136,8 @@ impl Layers {
 
     fn limit(&self, path: &Path, bytes: u64) -> Result<()> {
         let dir = fs::File::open(path).map_err(RuntimeError::io("opening subvolume"))?;
-        let args = QgroupLimitArgs {
-            qgroupid: 0, // 0: the subvolume the descriptor is on.
-            lim: QgroupLimit {
-                flags: BTRFS_QGROUP_LIMIT_MAX_RFER,
-                max_rfer: bytes,
-                ..Default::default()
-            },
-        };
-        // SAFETY: `args` is a correctly laid out btrfs_ioctl_qgroup_limit_args that outlives
-        // the call; `dir` is the subvolume's root directory.
-        let r = unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_QGROUP_LIMIT as _, &args) };
-        if r != 0 {
-            return Err(RuntimeError::io("setting disk limit")(
-                std::io::Error::last_os_error(),
-            ));
-        }
+        btrfs::qgroup_limit_referenced(dir.as_fd(), bytes)
+            .map_err(RuntimeError::io("setting disk limit"))?;
         Ok(())
     }
 
@@ -246,15 +152,12 @@ impl Layers {
         if !path.exists() {
             return Ok(());
         }
-        let (parent, args) = self.vol_args_in(dir, id)?;
+        let parent = self.parent_of(dir, id)?;
         let mut tries = 0;
         loop {
-            // SAFETY: as in `create`.
-            let r = unsafe { libc::ioctl(parent.as_raw_fd(), BTRFS_IOC_SNAP_DESTROY as _, &*args) };
-            if r == 0 {
+            let Err(e) = btrfs::subvol_destroy(parent.as_fd(), id) else {
                 return Ok(());
-            }
-            let e = std::io::Error::last_os_error();
+            };
             // EBUSY while the sandbox's mount namespace is still being torn down.
             if e.raw_os_error() == Some(libc::EBUSY) && tries < 500 {
                 tries += 1;
@@ -285,23 +188,8 @@ impl Layers {
         let src = fs::File::open(self.sandboxes_dir().join(id))
             .map_err(RuntimeError::io("opening the sandbox's subvolume"))?;
         let parent = fs::File::open(&dir).map_err(RuntimeError::io("opening snapshots dir"))?;
-        let mut args = Box::new(VolArgsV2 {
-            fd: src.as_raw_fd() as i64,
-            transid: 0,
-            flags: BTRFS_SUBVOL_RDONLY,
-            unused: [0; 4],
-            name: [0; SNAP_NAME_MAX + 1],
-        });
-        args.name[..name.len()].copy_from_slice(name.as_bytes());
-        // SAFETY: `args` is a correctly laid out btrfs_ioctl_vol_args_v2 that outlives the
-        // call, `parent` is an open directory on the btrfs filesystem and `args.fd` an open
-        // descriptor of the source subvolume, both alive until after the call.
-        let r = unsafe { libc::ioctl(parent.as_raw_fd(), BTRFS_IOC_SNAP_CREATE_V2 as _, &*args) };
-        if r != 0 {
-            return Err(RuntimeError::io(format!("snapshotting subvolume {id}"))(
-                std::io::Error::last_os_error(),
-            ));
-        }
+        btrfs::snapshot_readonly(parent.as_fd(), src.as_fd(), name)
+            .map_err(RuntimeError::io(format!("snapshotting subvolume {id}")))?;
         Ok(dir.join(name))
     }
 
@@ -319,14 +207,9 @@ impl Layers {
     pub fn create_volume(&self, id: &str, bytes: u64) -> Result<PathBuf> {
         let dir = self.volumes_dir();
         fs::create_dir_all(&dir).map_err(RuntimeError::io("creating volumes dir"))?;
-        let (parent, args) = self.vol_args_in(&dir, id)?;
-        // SAFETY: as in `create`.
-        let r = unsafe { libc::ioctl(parent.as_raw_fd(), BTRFS_IOC_SUBVOL_CREATE as _, &*args) };
-        if r != 0 {
-            return Err(RuntimeError::io(format!("creating volume {id}"))(
-                std::io::Error::last_os_error(),
-            ));
-        }
+        let parent = self.parent_of(&dir, id)?;
+        btrfs::subvol_create(parent.as_fd(), id)
+            .map_err(RuntimeError::io(format!("creating volume {id}")))?;
         let path = dir.join(id);
         if let Err(e) = self.limit(&path, bytes) {
             let _ = self.destroy_volume(id);
@@ -375,27 +258,12 @@ impl Layers {
     /// round (unlike [`Layers::usage`]). None when the kernel has no qgroup sysfs files.
     pub fn referenced(&self, id: &str) -> Option<u64> {
         let dir = fs::File::open(self.sandboxes_dir().join(id)).ok()?;
-        let mut look = InoLookupArgs {
-            treeid: 0,
-            objectid: BTRFS_FIRST_FREE_OBJECTID,
-            name: [0; 4080],
-        };
-        // SAFETY: `look` is a correctly laid out btrfs_ioctl_ino_lookup_args that outlives
-        // the call; `dir` is an open directory. With treeid 0 and the first free objectid the
-        // kernel only fills in the id of the subvolume `dir` is on.
-        if unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_INO_LOOKUP as _, &mut look) } != 0 {
-            return None;
-        }
-        let mut info = [0u8; FS_INFO_SIZE];
-        // SAFETY: `info` is a buffer of the size of btrfs_ioctl_fs_info_args that outlives
-        // the call (the kernel writes exactly that many bytes); `dir` is on the filesystem.
-        if unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_FS_INFO as _, info.as_mut_ptr()) } != 0 {
-            return None;
-        }
+        let treeid = btrfs::subvolume_id(dir.as_fd()).ok()?;
+        let fsid = btrfs::fsid(dir.as_fd()).ok()?;
         let path = format!(
             "/sys/fs/btrfs/{}/qgroups/0_{}/referenced",
-            uuid(&info[16..32]),
-            look.treeid
+            uuid(&fsid),
+            treeid
         );
         fs::read_to_string(path).ok()?.trim().parse().ok()
     }

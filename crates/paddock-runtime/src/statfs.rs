@@ -39,12 +39,12 @@ use std::time::{Duration, Instant};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags};
 use rustix::process::PidfdGetfdFlags;
 
+use crate::sys::notify as sys;
+
 /// How long a qgroup reading answers `statfs` calls (reading it commits a btrfs transaction).
 const USAGE_TTL: Duration = Duration::from_secs(1);
 /// Longest path read from a caller (`PATH_MAX`).
 const MAX_PATH: usize = 4096;
-/// `SECCOMP_USER_NOTIF_FLAG_CONTINUE`.
-const FLAG_CONTINUE: u32 = 1;
 
 /// What one sandbox's answers need.
 #[derive(Debug)]
@@ -303,14 +303,7 @@ fn decide(
     st.f_blocks = blocks;
     st.f_bfree = free;
     st.f_bavail = free.min(st.f_bavail);
-    // SAFETY: `libc::statfs` is a plain C struct of integers; viewing it as bytes reads
-    // initialised memory of exactly its size.
-    let bytes = unsafe {
-        std::slice::from_raw_parts(
-            (&st as *const libc::statfs).cast::<u8>(),
-            std::mem::size_of::<libc::statfs>(),
-        )
-    };
+    let bytes = sys::statfs_bytes(&st);
     if !sys::id_valid(e.listener.as_fd(), n.id) {
         return None;
     }
@@ -414,93 +407,5 @@ impl Creds {
             std::process::abort();
         }
         Some(out)
-    }
-}
-
-/// The raw system calls of this module.
-mod sys {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-
-    pub(super) enum Resp {
-        Done,
-        Error(i32),
-        Continue,
-    }
-
-    /// One pending notification, or None (it vanished: the caller was killed).
-    pub(super) fn recv(listener: BorrowedFd<'_>) -> Option<libc::seccomp_notif> {
-        // SAFETY: the kernel requires a zeroed struct; all-zero is a valid seccomp_notif.
-        let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-        // SAFETY: RECV writes one seccomp_notif into `n`, which we own and which has the size
-        // the ioctl number encodes.
-        let r = unsafe {
-            libc::ioctl(
-                listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_RECV as _,
-                &mut n as *mut libc::seccomp_notif,
-            )
-        };
-        (r == 0).then_some(n)
-    }
-
-    /// Whether notification `id` is still pending (its caller alive and waiting).
-    pub(super) fn id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
-        let mut id = id;
-        // SAFETY: ID_VALID reads one u64 from the pointer, which points at our local.
-        unsafe {
-            libc::ioctl(
-                listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_ID_VALID as _,
-                &mut id as *mut u64,
-            ) == 0
-        }
-    }
-
-    /// The kernel's `statfs` of an open file, as the C struct the caller expects back.
-    pub(super) fn fstatfs(fd: BorrowedFd<'_>) -> Option<libc::statfs> {
-        // SAFETY: an all-zero statfs is valid; fstatfs fills the struct we own.
-        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-        // SAFETY: `fd` is an open descriptor and `st` a writable statfs.
-        (unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } == 0).then_some(st)
-    }
-
-    pub(super) fn send(listener: BorrowedFd<'_>, id: u64, resp: Resp) {
-        let (val, error, flags) = match resp {
-            Resp::Done => (0, 0, 0),
-            Resp::Error(e) => (0, -e, 0),
-            Resp::Continue => (0, 0, super::FLAG_CONTINUE),
-        };
-        let mut r = libc::seccomp_notif_resp {
-            id,
-            val,
-            error,
-            flags,
-        };
-        // SAFETY: SEND reads one seccomp_notif_resp from the pointer, our fully initialised
-        // local. A failure (the caller died meanwhile) needs no handling.
-        unsafe {
-            libc::ioctl(
-                listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_SEND as _,
-                &mut r as *mut libc::seccomp_notif_resp,
-            )
-        };
-    }
-
-    /// Sets this thread's filesystem uid and gid (per-thread system calls).
-    pub(super) fn set_fs_ids(uid: u32, gid: u32) {
-        // SAFETY: setfsgid/setfsuid change only this thread's filesystem ids; they take
-        // plain integers and cannot fail in a way that touches memory.
-        unsafe {
-            libc::setfsgid(gid);
-            libc::setfsuid(uid);
-        }
-    }
-
-    /// Whether this thread's filesystem uid and gid are 0 (setfsuid with an invalid id
-    /// returns the current one without changing it).
-    pub(super) fn fs_ids_are_root() -> bool {
-        // SAFETY: as above; -1 (u32::MAX) is never a valid id, so these only read.
-        unsafe { libc::setfsuid(u32::MAX) == 0 && libc::setfsgid(u32::MAX) == 0 }
     }
 }

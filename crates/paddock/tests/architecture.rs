@@ -216,3 +216,99 @@ fn normalize(p: &Path) -> PathBuf {
     }
     out
 }
+
+/// The one place of each crate where `unsafe` is allowed: the `sys` modules of the agent and
+/// the runtime (each `lib.rs` allows the `unsafe_code` lint on `mod sys` only). The gVisor
+/// compatibility preload (`gvisor-compat/compat.rs`) is not a module of any crate: it is
+/// built on its own as a C-ABI shared library whose every export is `unsafe extern "C"`.
+const UNSAFE_ALLOWED: &[&str] = &[
+    "crates/paddock-agent/src/sys/",
+    "crates/paddock-runtime/src/sys/",
+    "crates/paddock-runtime/gvisor-compat/compat.rs",
+];
+
+/// Where `unsafe` appears as code in `line` (not in a comment or a string with a dash after
+/// it, such as a CSP's `'unsafe-inline'`): an `unsafe` block, fn, impl, trait, extern or
+/// attribute, or an `allow`/`expect` of the `unsafe_code` lint.
+fn unsafe_code_in(line: &str) -> bool {
+    let code = line.split("//").next().unwrap_or("");
+    let mut rest = code;
+    while let Some(i) = rest.find("unsafe") {
+        let before = rest[..i].chars().next_back();
+        let after = &rest[i + "unsafe".len()..];
+        let word_start = before.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        if word_start
+            && (after.starts_with(" {")
+                || after.starts_with(" fn")
+                || after.starts_with(" impl")
+                || after.starts_with(" trait")
+                || after.starts_with(" extern")
+                || after.starts_with('(')
+                || after.starts_with("_code"))
+        {
+            return true;
+        }
+        rest = after;
+    }
+    false
+}
+
+#[test]
+fn unsafe_code_lives_only_in_the_sys_modules() {
+    let root = root();
+    let mut files = Vec::new();
+    files_under(&root.join("crates"), &mut files);
+    let mut bad = Vec::new();
+    for f in files {
+        if f.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let rel = f.strip_prefix(&root).expect("in root");
+        let rel_s = rel.to_string_lossy();
+        if UNSAFE_ALLOWED.iter().any(|p| rel_s.starts_with(p))
+            || rel == Path::new("crates/paddock/tests/architecture.rs")
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).expect("source file");
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, line) in lines.iter().enumerate() {
+            // Forbidding or denying it is always fine.
+            if !unsafe_code_in(line)
+                || line.contains("forbid(unsafe_code)")
+                || line.contains("deny(unsafe_code)")
+            {
+                continue;
+            }
+            // The one allowance per crate: `#[allow(unsafe_code, ...)]` on `mod sys;` in the
+            // agent's and the runtime's lib.rs.
+            let is_root = rel == Path::new("crates/paddock-agent/src/lib.rs")
+                || rel == Path::new("crates/paddock-runtime/src/lib.rs");
+            let on_sys = lines[n..].iter().take(6).any(|l| l.trim() == "mod sys;");
+            if is_root && line.contains("allow(") && on_sys {
+                continue;
+            }
+            if is_root && line.trim_start().starts_with("unsafe_code,") && on_sys {
+                continue;
+            }
+            bad.push(format!("{}:{}: {}", rel.display(), n + 1, line.trim()));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "`unsafe` outside the sys modules (move it behind a safe function in the crate's \
+         `sys` module, with a SAFETY note):\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn the_unsafe_finder_sees_code_and_not_prose() {
+    assert!(unsafe_code_in("    let r = unsafe { libc::close(3) };"));
+    assert!(unsafe_code_in("pub unsafe fn f() {}"));
+    assert!(unsafe_code_in("#![allow(unsafe_code)]"));
+    assert!(unsafe_code_in("#[unsafe(no_mangle)]"));
+    assert!(!unsafe_code_in("// SAFETY: this unsafe { } is fine"));
+    assert!(!unsafe_code_in("style-src 'self' 'unsafe-inline';"));
+    assert!(!unsafe_code_in("/// no `unsafe` here"));
+}

@@ -4,7 +4,6 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -14,7 +13,9 @@ use paddock_core::{
     AGENT_LISTEN_FD, Isolation, NetworkMode, NetworkPolicy, SandboxId, SetupConfig,
 };
 
-use super::{CreateSpec, ID_BASE, ID_COUNT, Record, Runtime, SLOTS, Sandbox, pid_start_time};
+use super::{
+    CreateSpec, ID_BASE, ID_COUNT, Record, Runtime, SLOTS, Sandbox, pid_start_time, write_record,
+};
 use crate::error::{Result, RuntimeError};
 use crate::template::Template;
 
@@ -412,22 +413,8 @@ impl Runtime {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
-        // SAFETY: dup2 is async-signal-safe; the listener fd stays open in the parent until
-        // after spawn returns, and fd 3 is not used by anything else in the child.
-        unsafe {
-            cmd.pre_exec(move || {
-                // dup2 onto itself would keep close-on-exec set, so clear it explicitly then.
-                let r = if lfd == AGENT_LISTEN_FD {
-                    libc::fcntl(lfd, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(lfd, AGENT_LISTEN_FD)
-                };
-                if r < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        };
+        // The listener stays open in this process until after `spawn` returns.
+        crate::sys::pass_fd_at(&mut cmd, lfd, AGENT_LISTEN_FD);
         let mut child = cmd
             .spawn()
             .map_err(RuntimeError::io("starting agent setup"))?;
@@ -542,31 +529,15 @@ impl Runtime {
     }
 }
 
-/// Writes the record atomically, 0600: it holds the sandbox's env vars (for a `filesystem`
-/// resume), which may be secrets.
-pub(super) fn write_record(dir: &Path, r: &Record) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = dir.join("record.json.tmp");
-    let json = serde_json::to_vec_pretty(r).map_err(RuntimeError::encode("sandbox record"))?;
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(&json))
-        .map_err(RuntimeError::io("writing record"))?;
-    fs::rename(&tmp, dir.join("record.json")).map_err(RuntimeError::io("writing record"))
-}
-
 /// Collects the exit status of a sandbox's PID 1 if it is our child (we are a subreaper).
 pub(super) fn reap(pid: i32) {
     for _ in 0..500 {
-        let mut status = 0;
-        // SAFETY: waitpid with a valid out-pointer; WNOHANG never blocks.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid || r < 0 {
+        let Some(p) = rustix::process::Pid::from_raw(pid) else {
             return;
+        };
+        match rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG) {
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) => return,
         }
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -28,8 +28,7 @@ use paddock_core::{
     Isolation, Limits, SetupConfig,
 };
 
-use super::create::write_record;
-use super::{Record, Runtime, pid_start_time};
+use super::{Record, Runtime, pid_start_time, write_record};
 use crate::error::{Result, RuntimeError};
 
 /// `runsc --platform`. KVM hangs on this machine kind (its `/dev/kvm` is PVM) and this
@@ -279,10 +278,13 @@ fn reap_orphans(pids: &[i32]) {
     let mut left: Vec<i32> = pids.to_vec();
     while !left.is_empty() && Instant::now() < deadline {
         left.retain(|&pid| {
-            let mut status = 0;
-            // SAFETY: waitpid with a valid out-pointer; WNOHANG never blocks.
-            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-            r != pid && Path::new(&format!("/proc/{pid}")).exists()
+            let reaped = rustix::process::Pid::from_raw(pid).is_some_and(|p| {
+                matches!(
+                    rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG),
+                    Ok(Some(_))
+                )
+            });
+            !reaped && Path::new(&format!("/proc/{pid}")).exists()
         });
         std::thread::sleep(Duration::from_millis(2));
     }

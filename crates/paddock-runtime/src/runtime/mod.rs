@@ -444,3 +444,21 @@ pub struct ListeningPort {
     /// The local address it is bound to (`0.0.0.0`, `127.0.0.1`, `::`, ...).
     pub address: std::net::IpAddr,
 }
+
+/// Writes the record atomically, 0600: it holds the sandbox's env vars (for a `filesystem`
+/// resume), which may be secrets.
+fn write_record(dir: &Path, r: &Record) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = dir.join("record.json.tmp");
+    let json = serde_json::to_vec_pretty(r).map_err(RuntimeError::encode("sandbox record"))?;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&json))
+        .map_err(RuntimeError::io("writing record"))?;
+    fs::rename(&tmp, dir.join("record.json")).map_err(RuntimeError::io("writing record"))
+}

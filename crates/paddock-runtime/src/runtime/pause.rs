@@ -15,7 +15,8 @@
 
 use std::sync::Arc;
 
-use super::create::{reap, write_record};
+use super::create::reap;
+use super::write_record;
 use super::{Runtime, Sandbox};
 use crate::error::{Result, RuntimeError};
 

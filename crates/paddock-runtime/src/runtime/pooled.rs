@@ -10,7 +10,7 @@ use paddock_core::{Isolation, Limits, NetworkMode, NetworkPolicy, SecretValue};
 
 use std::sync::atomic::Ordering;
 
-use super::create::write_record;
+use super::write_record;
 use super::{Runtime, Sandbox};
 use crate::error::{Result, RuntimeError};
 
