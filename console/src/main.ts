@@ -4,6 +4,7 @@
 import "./style.css";
 import { api, ApiError, get, Me, setCsrf, whenUnauthorized } from "./api";
 import { clear, h } from "./dom";
+import type { Cleanup, Ctx } from "./ctx";
 import { loginPage } from "./pages/login";
 import { sandboxesPage } from "./pages/sandboxes";
 import { detailPage } from "./pages/detail";
@@ -11,11 +12,6 @@ import { templatesPage } from "./pages/templates";
 import { adminPage } from "./pages/admin";
 import { nodesPage } from "./pages/nodes";
 
-export type Cleanup = () => void;
-export interface Ctx {
-  me: Me;
-  main: HTMLElement;
-}
 
 let me: Me | null = null;
 let cleanup: Cleanup | null = null;

@@ -1,6 +1,6 @@
 import { api, enc, get } from "../api";
 import { bytes, clear, duration, field, h, notice, table, time } from "../dom";
-import type { Ctx } from "../main";
+import type { Ctx } from "../ctx";
 
 // Admin pages: keys, the audit trail, the live event stream, server status. A user key
 // gets none of them (the server answers their routes with 403 as well). The nodes page is

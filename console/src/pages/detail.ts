@@ -1,6 +1,6 @@
 import { api, ApiError, enc, get } from "../api";
 import { ago, bytes, clear, h, notice, table, time, until } from "../dom";
-import type { Ctx } from "../main";
+import type { Ctx } from "../ctx";
 import type { Sandbox } from "./sandboxes";
 import { nodeLabel } from "./nodes";
 import { filesPanel } from "./files";

@@ -1,6 +1,6 @@
 import { api, ApiError, enc, get } from "../api";
 import { ago, bytes, clear, h, notice, table, time } from "../dom";
-import type { Ctx } from "../main";
+import type { Ctx } from "../ctx";
 
 // The fleet's nodes (`GET /v1/nodes`, served by `paddock control`): state, labels, capacity
 // against what their sandboxes reserve, sandbox count, last heartbeat, and drain/undrain.

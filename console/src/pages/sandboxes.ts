@@ -2,7 +2,7 @@ import { api, ApiError, enc, get } from "../api";
 import { ago, append, bytes, clear, field, h, notice, pairs, table, until } from "../dom";
 import type { Child } from "../dom";
 import { cpuSeries, sparkline } from "../sparkline";
-import type { Ctx } from "../main";
+import type { Ctx } from "../ctx";
 import { loadNodeNames, nodeLabel } from "./nodes";
 
 export interface Sandbox {

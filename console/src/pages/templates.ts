@@ -1,6 +1,6 @@
 import { api, enc, get, ndjson, raw } from "../api";
 import { bytes, clear, field, h, notice, table, time } from "../dom";
-import type { Ctx } from "../main";
+import type { Ctx } from "../ctx";
 
 // Templates: the list with layers and sizes; for admins build (a build file, progress as
 // NDJSON), pull (an OCI image) and delete.

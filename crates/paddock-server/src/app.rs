@@ -40,7 +40,7 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
         .merge(admin::routes())
         .merge(secrets::routes())
         .merge(templates::routes())
-        .merge(crate::e2b::control::routes())
+        .merge(crate::e2b::routes::routes())
         .merge(session::routes())
         .merge(crate::cost::routes())
         .merge(crate::alerts::api::routes())

@@ -305,7 +305,7 @@ pub async fn serve(
                         req.headers_mut().insert(hyper::header::HOST, a);
                     }
                     // envd's stdin streams may pause for long; the proxy's ports do not.
-                    let idle = if e2b::envd::target(req.headers(), req.uri(), &domain)
+                    let idle = if e2b::target::target(req.headers(), req.uri(), &domain)
                         .is_some_and(|t| t.port == e2b::ENVD_PORT)
                     {
                         e2b::envd::BODY_IDLE_TIMEOUT

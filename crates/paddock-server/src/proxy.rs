@@ -143,7 +143,7 @@ pub async fn route(State(state): State<Arc<AppState>>, req: Request, next: Next)
     {
         return refuse(v, "the Host header and the request's authority differ");
     }
-    if crate::e2b::envd::target(req.headers(), req.uri(), &state.cfg.domain).is_some() {
+    if crate::e2b::target::target(req.headers(), req.uri(), &state.cfg.domain).is_some() {
         return next.run(req).await;
     }
     let path = req.uri().path();

@@ -54,7 +54,7 @@ fn sandbox_of(req: &Request, domain: &str) -> Option<String> {
     };
     let id = match named {
         Some(id) => id.to_owned(),
-        None => crate::e2b::envd::target(req.headers(), req.uri(), domain)?.id,
+        None => crate::e2b::target::target(req.headers(), req.uri(), domain)?.id,
     };
     // Only ids that look like ids reach the log.
     id.parse::<paddock_core::SandboxId>().ok().map(|_| id)

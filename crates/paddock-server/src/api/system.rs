@@ -202,7 +202,7 @@ fn classify(state: &AppState, req: &Request) -> (Surface, String) {
     if let Some(m) = req.extensions().get::<MatchedPath>() {
         return (Surface::Rest, m.as_str().to_owned());
     }
-    match crate::e2b::envd::target(req.headers(), req.uri(), &state.cfg.domain) {
+    match crate::e2b::target::target(req.headers(), req.uri(), &state.cfg.domain) {
         Some(t) if t.port == crate::e2b::ENVD_PORT => {
             (Surface::Envd, crate::metrics::envd_route(req.uri().path()))
         }

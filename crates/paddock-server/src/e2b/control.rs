@@ -6,129 +6,25 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::response::Response;
 use paddock_store::{SandboxFilter, SandboxRecord, SandboxState, now_ms};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{CLIENT_ID, E2bError, ENVD_VERSION, access_token};
+use super::common::{E2bCaller, E2bResult, body, json_status};
+use super::{CLIENT_ID, ENVD_VERSION, access_token};
 use crate::api::sandboxes::{MAX_ENV, check_metadata, check_timeout};
-use crate::auth::{Caller, authenticate, presented_key};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::lifecycle::{self, NewSandbox};
 use crate::state::{AppState, truncate};
 use crate::wire::form_urlencoded_pairs;
-use crate::wire::{no_content, read_limited, rfc3339};
-
-pub(super) type E2bResult<T> = Result<T, E2bError>;
+use crate::wire::{no_content, rfc3339};
 
 /// Largest page of `GET /v2/sandboxes`, and the default.
 pub const MAX_LIST_PAGE: u32 = 100;
-
-pub fn routes() -> Router<Arc<AppState>> {
-    let unsupported = |what: &'static str| {
-        any(move |_: E2bCaller| async move {
-            E2bError(ApiError::BadRequest(format!(
-                "{what} not supported by Paddock yet"
-            )))
-        })
-    };
-    Router::new()
-        .merge(super::secrets::routes())
-        .route("/sandboxes", post(create).get(list_v1))
-        .route("/v2/sandboxes", post(create).get(list_v2))
-        .route("/sandboxes/{id}", get(get_one).delete(kill))
-        .route("/sandboxes/{id}/connect", post(super::pause::connect))
-        .route("/v2/sandboxes/{id}/connect", post(super::pause::connect))
-        .route("/sandboxes/{id}/timeout", post(set_timeout))
-        .route("/sandboxes/{id}/metrics", get(metrics))
-        .route("/sandboxes/{id}/refreshes", post(refresh))
-        .route("/sandboxes/{id}/pause", post(super::pause::pause))
-        .route("/sandboxes/{id}/resume", post(super::pause::resume))
-        .route("/sandboxes/{id}/fork", post(super::snapshots::fork))
-        .route("/sandboxes/{id}/snapshots", post(super::snapshots::create))
-        .route(
-            "/sandboxes/{id}/network",
-            unsupported("changing a sandbox's network is"),
-        )
-        .route("/snapshots", get(super::snapshots::list))
-        .route("/snapshots/{*rest}", unsupported("snapshots are"))
-        .route("/templates", unsupported("the E2B templates API is"))
-        .route("/templates/{*rest}", any(super::snapshots::templates))
-        .route("/v2/templates", unsupported("the E2B templates API is"))
-        .route(
-            "/v2/templates/{*rest}",
-            unsupported("the E2B templates API is"),
-        )
-        .route("/v3/templates", unsupported("the E2B templates API is"))
-        .route(
-            "/v3/templates/{*rest}",
-            unsupported("the E2B templates API is"),
-        )
-        .route(
-            "/volumes",
-            post(super::volumes::create).get(super::volumes::list),
-        )
-        .route(
-            "/volumes/{id}",
-            get(super::volumes::get_one).delete(super::volumes::destroy),
-        )
-        .route(
-            "/volumecontent/{id}/path",
-            get(super::volume_content::stat)
-                .patch(super::volume_content::patch)
-                .delete(super::volume_content::remove),
-        )
-        .route(
-            "/volumecontent/{id}/dir",
-            get(super::volume_content::list).post(super::volume_content::make_dir),
-        )
-        .route(
-            "/volumecontent/{id}/file",
-            get(super::volume_content::read).put(super::volume_content::write),
-        )
-}
-
-/// The caller of an E2B route: a Paddock key in `X-API-KEY` (or `Authorization: Bearer`).
-#[derive(Debug, Clone)]
-pub struct E2bCaller(pub Caller);
-
-impl FromRequestParts<Arc<AppState>> for E2bCaller {
-    type Rejection = E2bError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
-        if let Some(c) = parts.extensions.get::<Caller>() {
-            return Ok(E2bCaller(c.clone()));
-        }
-        let c = authenticate(state, presented_key(parts)).await?;
-        crate::roles::admit(&parts.extensions, &c)?;
-        parts.extensions.insert(c.clone());
-        Ok(E2bCaller(c))
-    }
-}
-
-/// A JSON body parsed strictly, with E2B-shaped errors. An empty body is `{}` (the SDK
-/// sends none on some calls).
-pub(super) async fn body<T: serde::de::DeserializeOwned>(
-    state: &AppState,
-    req: Request,
-) -> E2bResult<T> {
-    let bytes = read_limited(req, state.cfg.max_json_body, false).await?;
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        &bytes
-    };
-    Ok(crate::api::json::parse(bytes)?)
-}
 
 /// `NewSandbox` (`POST /sandboxes`) and `NewSandboxV2` (`POST /v2/sandboxes`).
 #[derive(Debug, Deserialize)]
@@ -387,10 +283,6 @@ fn listed_json(state: &AppState, r: &SandboxRecord, detail: bool, domain: &str) 
     v
 }
 
-pub(super) fn json_status(status: StatusCode, v: Value) -> Response {
-    (status, axum::Json(v)).into_response()
-}
-
 /// The running or paused sandbox `id` of the caller; anything else (stopped, another
 /// tenant's, not an id) is E2B's 404.
 pub(super) async fn live_record(
@@ -419,7 +311,7 @@ async fn running_record(
     Ok(r)
 }
 
-async fn create(
+pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     E2bCaller(caller): E2bCaller,
     req: Request,
@@ -472,7 +364,7 @@ pub(super) async fn extend(
     Ok(())
 }
 
-async fn get_one(
+pub(super) async fn get_one(
     State(state): State<Arc<AppState>>,
     E2bCaller(caller): E2bCaller,
     Path(id): Path<String>,
@@ -486,7 +378,7 @@ async fn get_one(
     ))
 }
 
-async fn kill(
+pub(super) async fn kill(
     State(state): State<Arc<AppState>>,
     E2bCaller(caller): E2bCaller,
     Path(id): Path<String>,
@@ -514,7 +406,7 @@ struct TimeoutBody {
     timeout: u64,
 }
 
-async fn set_timeout(
+pub(super) async fn set_timeout(
     State(state): State<Arc<AppState>>,
     E2bCaller(caller): E2bCaller,
     Path(id): Path<String>,
@@ -547,7 +439,7 @@ struct RefreshBody {
 
 /// `POST /sandboxes/{id}/refreshes`: the old keep-alive, extends the timeout by `duration`
 /// seconds from now (default 60) when that is later than the current deadline.
-async fn refresh(
+pub(super) async fn refresh(
     State(state): State<Arc<AppState>>,
     E2bCaller(caller): E2bCaller,
     Path(id): Path<String>,
@@ -736,7 +628,7 @@ async fn list_page(
 }
 
 /// `GET /v2/sandboxes`: paged by `X-Next-Token` (absent on the last page).
-async fn list_v2(
+pub(super) async fn list_v2(
     State(state): State<Arc<AppState>>,
     E2bCaller(caller): E2bCaller,
     RawQuery(q): RawQuery,
@@ -752,7 +644,7 @@ async fn list_v2(
 }
 
 /// `GET /sandboxes`: the old unpaged list (`metadata` filter only).
-async fn list_v1(
+pub(super) async fn list_v1(
     State(state): State<Arc<AppState>>,
     E2bCaller(caller): E2bCaller,
     RawQuery(q): RawQuery,
@@ -777,7 +669,7 @@ async fn list_v1(
 /// [`crate::usage`], plus one taken now. `cpuUsedPct` is the CPU use since the previous
 /// sample (the first: since the sandbox was created), in percent of its CPU allowance;
 /// `diskUsed` is measured now and given to every sample.
-async fn metrics(
+pub(super) async fn metrics(
     State(state): State<Arc<AppState>>,
     E2bCaller(caller): E2bCaller,
     Path(id): Path<String>,

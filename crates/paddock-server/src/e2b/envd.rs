@@ -21,12 +21,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
+use super::target::{Target, target};
 use super::{ENVD_PORT, access_token, ct_eq, e2b_error};
 use crate::auth::DataBucket;
 use crate::state::AppState;
@@ -35,52 +36,6 @@ use crate::state::AppState;
 /// timeout because `StreamInput` bodies follow a human or a program feeding stdin; they are
 /// authenticated before any of it is read.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// Where a data-plane request goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub id: String,
-    pub port: u16,
-}
-
-/// The sandbox and port a request names, if it is a data-plane request.
-pub fn target(headers: &HeaderMap, uri: &axum::http::Uri, domain: &str) -> Option<Target> {
-    if let Some(id) = headers.get("e2b-sandbox-id") {
-        let port = headers
-            .get("e2b-sandbox-port")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(ENVD_PORT);
-        return Some(Target {
-            id: id.to_str().unwrap_or("").to_owned(),
-            port,
-        });
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| uri.host())?;
-    host_target(host, domain)
-}
-
-/// Parses `{port}-{id}.{domain}[:port]`.
-pub fn host_target(host: &str, domain: &str) -> Option<Target> {
-    let host = match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
-    let (label, rest) = host.split_once('.')?;
-    if !rest.eq_ignore_ascii_case(domain) {
-        return None;
-    }
-    let (port, id) = label.split_once('-')?;
-    let port = port.parse().ok()?;
-    id.parse::<paddock_core::SandboxId>().ok()?;
-    Some(Target {
-        id: id.to_owned(),
-        port,
-    })
-}
 
 /// Middleware in front of the REST router: data-plane requests are answered here.
 pub async fn route(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {

@@ -22,11 +22,14 @@ use sha2::Sha256;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+mod common;
 pub mod control;
 pub mod envd;
 mod pause;
+pub mod routes;
 pub mod secrets;
 mod snapshots;
+pub mod target;
 mod volume_content;
 mod volumes;
 

@@ -18,8 +18,8 @@ use paddock_runtime::PauseMode;
 use paddock_store::SandboxState;
 use serde::Deserialize;
 
-use super::control::{E2bCaller, E2bResult};
-use super::control::{body, extend, json_status, live_record, sandbox_json, sdk_domain};
+use super::common::{E2bCaller, E2bResult, body, json_status};
+use super::control::{extend, live_record, sandbox_json, sdk_domain};
 use crate::api::sandboxes::check_timeout;
 use crate::error::ApiError;
 use crate::state::AppState;

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::E2bError;
-use super::control::{E2bCaller, body};
+use super::common::{E2bCaller, body};
 use crate::error::ApiError;
 use crate::secrets::{self, SecretUse};
 use crate::state::AppState;

@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::E2bError;
-use super::control::{E2bCaller, E2bResult, body, json_status, sandbox_json, sdk_domain};
+use super::common::{E2bCaller, E2bResult, body, json_status};
+use super::control::{sandbox_json, sdk_domain};
 use crate::api::sandboxes::check_timeout;
 use crate::error::ApiError;
 use crate::snapshots;

@@ -18,7 +18,7 @@ use paddock_store::VolumeRecord;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::control::{E2bCaller, E2bResult, body, json_status};
+use super::common::{E2bCaller, E2bResult, body, json_status};
 use crate::state::AppState;
 use crate::volumes;
 use crate::wire::no_content;

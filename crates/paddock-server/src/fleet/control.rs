@@ -519,7 +519,7 @@ async fn lose_sandboxes(ctl: &Control, node: &str) -> Result<(), paddock_store::
 
 /// The sandbox a request names, if any.
 fn named_sandbox(req: &Request, domain: &str) -> Option<String> {
-    if let Some(t) = crate::e2b::envd::target(req.headers(), req.uri(), domain) {
+    if let Some(t) = crate::e2b::target::target(req.headers(), req.uri(), domain) {
         return Some(t.id);
     }
     let segs: Vec<&str> = req.uri().path().split('/').skip(1).collect();

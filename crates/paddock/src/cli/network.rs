@@ -140,7 +140,7 @@ pub(crate) async fn port(a: PortArgs) -> Result<i32> {
         bail!("the server did not give the URL of port {}", a.port);
     };
     let token = (!public).then(|| v["access_token"].as_str()).flatten();
-    write_stdout(&format!("{}\n", super::sandbox::port_url(base, token)))?;
+    write_stdout(&format!("{}\n", port_url(base, token)))?;
     eprintln!(
         "paddock: port {} is {}",
         a.port,
@@ -185,6 +185,14 @@ pub(crate) async fn hint_if_offline(api: &Api, id: &str) {
         .and_then(|v| v["network"]["mode"].as_str().map(str::to_owned));
     if mode.as_deref() == Some("none") {
         eprintln!("{}", no_network_hint(id));
+    }
+}
+
+/// `base`, with `?paddock_token=TOKEN` when a token is given.
+pub(crate) fn port_url(base: &str, token: Option<&str>) -> String {
+    match token {
+        Some(t) => format!("{base}?paddock_token={t}"),
+        None => base.to_owned(),
     }
 }
 

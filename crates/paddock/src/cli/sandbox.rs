@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use super::api::Api;
 use super::format::{self, Table};
+use super::network::port_url;
 use super::{Conn, kv_map, parse_kv, parse_size_arg, parse_timeout, write_stdout};
 
 /// `paddock create`.
@@ -322,14 +323,6 @@ pub(crate) async fn url(a: UrlArgs) -> Result<i32> {
         );
     }
     Ok(0)
-}
-
-/// `base`, with `?paddock_token=TOKEN` when a token is given.
-pub(crate) fn port_url(base: &str, token: Option<&str>) -> String {
-    match token {
-        Some(t) => format!("{base}?paddock_token={t}"),
-        None => base.to_owned(),
-    }
 }
 
 /// `paddock status`.
