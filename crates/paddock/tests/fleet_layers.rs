@@ -46,54 +46,14 @@ async fn build_on(f: &Fleet, n: usize, name: &str, file: &str) {
 /// A root filesystem of a static busybox (`/bin/busybox`, Debian's `busybox-static`) with
 /// applet links and users, imported on node `n` as template `name`.
 async fn import_busybox_on(f: &Fleet, n: usize, name: &str) {
-    let mut b = tar::Builder::new(Vec::new());
-    let entry = |kind: tar::EntryType, mode: u32, uid: u64| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_size(0);
-        h.set_uid(uid);
-        h.set_gid(uid);
-        h.set_mtime(1_700_000_000);
-        h
-    };
-    for d in [
-        "bin",
-        "etc",
-        "tmp",
-        "proc",
-        "dev",
-        "root",
-        "home",
-        "home/user",
-    ] {
-        let mode = if d == "tmp" { 0o1777 } else { 0o755 };
-        let uid = if d == "home/user" { 1000 } else { 0 };
-        let mut h = entry(tar::EntryType::Directory, mode, uid);
-        b.append_data(&mut h, d, &[][..]).expect("dir");
-    }
-    b.append_path_with_name("/bin/busybox", "bin/busybox")
-        .expect("this test needs a static busybox at /bin/busybox (busybox-static)");
-    for applet in ["sh", "cat", "echo", "head", "stat", "ls", "sleep"] {
-        let mut h = entry(tar::EntryType::Symlink, 0o777, 0);
-        b.append_link(&mut h, format!("bin/{applet}"), "busybox")
-            .expect("link");
-    }
-    for (p, data) in [
-        (
-            "etc/passwd",
-            &b"root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n"[..],
-        ),
-        ("etc/group", b"root:x:0:\nuser:x:1000:\n"),
-    ] {
-        let mut h = entry(tar::EntryType::Regular, 0o644, 0);
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, p, data).expect("file");
-    }
+    let rootfs = server::rootfs::busybox(server::rootfs::Busybox {
+        applets: &["sh", "cat", "echo", "head", "stat", "ls", "sleep"],
+        ..Default::default()
+    });
     let (st, v) = call(
         to_node(f, n, Method::POST, &format!("/v1/templates/{name}/import"))
             .header("content-type", "application/x-tar")
-            .body(b.into_inner().expect("tar")),
+            .body(rootfs),
     )
     .await;
     assert_eq!(st, StatusCode::CREATED, "import {name}: {v}");

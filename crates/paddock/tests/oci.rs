@@ -1197,86 +1197,20 @@ async fn api_layers_list_and_prune_only_unused() {
     assert!(dir(&t["layers"][0]).is_dir());
 }
 
-/// A root filesystem with no glibc at all: busybox, statically linked (Debian's
-/// `busybox-static`), as `/bin/busybox` with applet links, the way Alpine-style images are
-/// built.
+/// A root filesystem with no glibc at all (`support/rootfs.rs`).
 fn busybox_rootfs() -> Vec<u8> {
     busybox_rootfs_with(&[])
 }
 
 /// [`busybox_rootfs`] with more entries: a directory (`None`) or a symlink to the target.
 fn busybox_rootfs_with(extra: &[(&str, Option<&str>)]) -> Vec<u8> {
-    let busybox = Path::new("/bin/busybox");
-    let out = Command::new("file").arg(busybox).output();
-    assert!(
-        busybox.is_file(),
-        "this test needs a static busybox at /bin/busybox (apt-get install busybox-static)"
-    );
-    if let Ok(o) = out {
-        let f = String::from_utf8_lossy(&o.stdout);
-        assert!(
-            f.contains("statically linked"),
-            "/bin/busybox is not static: {f}"
-        );
-    }
-    let mut b = tar::Builder::new(Vec::new());
-    let entry = |kind: tar::EntryType, mode: u32, uid: u64| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_size(0);
-        h.set_uid(uid);
-        h.set_gid(uid);
-        h.set_mtime(1_700_000_000);
-        h
-    };
-    for d in [
-        "bin",
-        "etc",
-        "tmp",
-        "proc",
-        "dev",
-        "root",
-        "home",
-        "home/user",
-    ] {
-        let mode = if d == "tmp" { 0o1777 } else { 0o755 };
-        let uid = if d == "home/user" { 1000 } else { 0 };
-        let mut h = entry(tar::EntryType::Directory, mode, uid);
-        b.append_data(&mut h, d, &[][..]).unwrap();
-    }
-    b.append_path_with_name(busybox, "bin/busybox").unwrap();
-    for applet in [
-        "sh", "cat", "echo", "id", "ls", "test", "wc", "whoami", "env", "sleep",
-    ] {
-        let mut h = entry(tar::EntryType::Symlink, 0o777, 0);
-        b.append_link(&mut h, format!("bin/{applet}"), "busybox")
-            .unwrap();
-    }
-    for (p, data) in [
-        (
-            "etc/passwd",
-            &b"root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n"[..],
-        ),
-        ("etc/group", b"root:x:0:\nwheel:x:10:user\nuser:x:1000:\n"),
-    ] {
-        let mut h = entry(tar::EntryType::Regular, 0o644, 0);
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, p, data).unwrap();
-    }
-    for (p, link) in extra {
-        match link {
-            None => {
-                let mut h = entry(tar::EntryType::Directory, 0o755, 0);
-                b.append_data(&mut h, p, &[][..]).unwrap();
-            }
-            Some(to) => {
-                let mut h = entry(tar::EntryType::Symlink, 0o777, 0);
-                b.append_link(&mut h, p, to).unwrap();
-            }
-        }
-    }
-    b.into_inner().unwrap()
+    server::rootfs::busybox(server::rootfs::Busybox {
+        applets: &[
+            "sh", "cat", "echo", "id", "ls", "test", "wc", "whoami", "env", "sleep",
+        ],
+        groups: "wheel:x:10:user\n",
+        extra,
+    })
 }
 
 /// The setup stage runs as host root before `pivot_root`, where a symlink in a template

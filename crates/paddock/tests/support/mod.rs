@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)] // Each test binary uses a different subset.
 
 pub mod pg;
+pub mod rootfs;
 
 use std::fmt::Display;
 use std::future::Future;
