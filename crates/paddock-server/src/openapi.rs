@@ -34,7 +34,6 @@ const FRAGMENTS: &[(&str, &str)] = &[
     ),
     ("fleet", include_str!("../openapi-fragments/fleet.json")),
     ("mcp", include_str!("../openapi-fragments/mcp.json")),
-    ("persist", include_str!("../openapi-fragments/persist.json")),
     ("pools", include_str!("../openapi-fragments/pools.json")),
     ("ports", include_str!("../openapi-fragments/ports.json")),
     (
@@ -62,10 +61,16 @@ const FRAGMENTS: &[(&str, &str)] = &[
 /// The routes and schemas described in code.
 #[derive(OpenApi)]
 #[openapi(
-    paths(crate::api::network::get_network, crate::api::network::put_network),
+    paths(
+        crate::api::network::get_network,
+        crate::api::network::put_network,
+        crate::api::pause::pause,
+        crate::api::pause::resume,
+    ),
     components(schemas(
         crate::api::network::NetworkPolicyBody,
-        crate::api::network::NetworkState
+        crate::api::network::NetworkState,
+        crate::api::sandbox_view::SandboxView,
     ))
 )]
 pub struct Typed;
@@ -92,9 +97,39 @@ fn build() -> Value {
             .unwrap_or_else(|e| panic!("openapi-fragments/{name}.json: {e}"));
         merge(&mut doc, &frag);
     }
-    let typed = serde_json::to_value(Typed::openapi()).expect("the typed document");
+    let mut typed = serde_json::to_value(Typed::openapi()).expect("the typed document");
+    shared_errors(&mut typed);
+    // The code's schemas replace a fragment's of the same name (`Sandbox`).
+    if let Some(schemas) = typed
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+    {
+        for (k, v) in schemas {
+            doc["components"]["schemas"][k] = v.clone();
+        }
+    }
     merge(&mut doc, &typed);
     doc
+}
+
+/// A typed route's error statuses (4xx and 5xx without a body of their own) answer the
+/// shared `Error` response, `{"code", "message"}`, as the fragments' routes say.
+fn shared_errors(typed: &mut Value) {
+    let Some(paths) = typed.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for item in paths.values_mut().filter_map(Value::as_object_mut) {
+        for op in item.values_mut() {
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            for (code, r) in responses.iter_mut() {
+                if (code.starts_with('4') || code.starts_with('5')) && r.get("content").is_none() {
+                    *r = serde_json::json!({ "$ref": "#/components/responses/Error" });
+                }
+            }
+        }
+    }
 }
 
 /// Adds `frag`'s paths (operation by operation) and its schemas (a name already present
@@ -228,5 +263,27 @@ mod tests {
         let policy = &doc["components"]["schemas"]["NetworkPolicy"];
         assert_eq!(policy["required"], serde_json::json!(["mode"]));
         assert_eq!(policy["properties"]["allow"]["maxItems"], 256);
+        // Errors are the shared response; the sandbox schema is the code's.
+        assert_eq!(
+            put["responses"]["409"]["$ref"],
+            "#/components/responses/Error"
+        );
+        let resume = &doc["paths"]["/v1/sandboxes/{id}/resume"]["post"];
+        assert_eq!(
+            resume["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Sandbox"
+        );
+        let sandbox = &doc["components"]["schemas"]["Sandbox"];
+        assert!(
+            sandbox["properties"]["paused_mode"]["description"]
+                .as_str()
+                .unwrap_or("")
+                .contains("null unless paused")
+        );
+        assert!(
+            sandbox["properties"]["stop_reason"]
+                .to_string()
+                .contains("shutdown")
+        );
     }
 }

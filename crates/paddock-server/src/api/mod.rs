@@ -19,6 +19,7 @@ pub mod pause;
 pub mod pools;
 pub mod ports;
 pub mod rollouts;
+pub mod sandbox_view;
 pub mod sandboxes;
 pub mod secrets;
 pub mod services;

@@ -9,6 +9,7 @@ use axum::response::Response;
 use axum::routing::post;
 use paddock_runtime::PauseMode;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::Json;
 use super::sandboxes::{check_timeout, sandbox_json};
@@ -23,11 +24,13 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/sandboxes/{id}/resume", post(resume))
 }
 
-#[derive(Debug, Deserialize)]
+/// How to pause.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PauseBody {
+pub(crate) struct PauseBody {
     /// `full` (default) or `filesystem`.
     #[serde(default)]
+    #[schema(inline, value_type = Option<super::sandbox_view::PauseModeWire>, default = "full")]
     mode: Option<String>,
 }
 
@@ -44,7 +47,30 @@ pub fn parse_mode(m: Option<&str>) -> ApiResult<PauseMode> {
     }
 }
 
-async fn pause(
+/// Pause a running sandbox
+///
+/// `full` (default) freezes every process with the cgroup freezer: no CPU, memory kept.
+/// `filesystem` stops every process and frees their memory, keeping the writable layer;
+/// resume starts PID 1 again on it with the same id, env, limits, network policy and public
+/// ports (what lived in memory, `/tmp` included, is gone). A paused sandbox has no running
+/// timeout (the rest is given back at resume) and is destroyed after the retention
+/// (`--paused-retention`, default 30 days). 409 if it is already paused.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/pause",
+    tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id", pattern = "^[a-z0-9]{20}$")),
+    request_body = PauseBody,
+    responses(
+        (status = 200, description = "The sandbox", body = super::sandbox_view::SandboxView),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox"),
+        (status = 409, description = "Already paused, or stopped"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn pause(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -63,15 +89,35 @@ async fn pause(
     Ok(json_response(StatusCode::OK, sandbox_json(&state, &r)))
 }
 
-#[derive(Debug, Deserialize)]
+/// How to resume.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResumeBody {
+pub(crate) struct ResumeBody {
     /// New timeout in seconds from now; default: what was left at the pause.
     #[serde(default)]
     timeout: Option<u64>,
 }
 
-async fn resume(
+/// Resume a paused sandbox
+///
+/// A running sandbox is returned as it is (a no-op). The timeout goes on with what was left
+/// at the pause (all of it after a pause at timeout), or `timeout` seconds from now.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/resume",
+    tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id", pattern = "^[a-z0-9]{20}$")),
+    request_body = ResumeBody,
+    responses(
+        (status = 200, description = "The sandbox", body = super::sandbox_view::SandboxView),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox"),
+        (status = 409, description = "Stopped"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn resume(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,

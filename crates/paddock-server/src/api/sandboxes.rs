@@ -216,37 +216,9 @@ impl CreateBody {
     }
 }
 
-/// The wire form of a sandbox.
+/// The wire form of a sandbox ([`super::sandbox_view::SandboxView`]).
 pub fn sandbox_json(state: &AppState, r: &SandboxRecord) -> serde_json::Value {
-    let spec = &r.spec;
-    let timeout_secs = spec.timeout_ms.map(|ms| ms / 1000);
-    serde_json::json!({
-        "id": r.id,
-        "template": r.template,
-        "state": r.state.as_str(),
-        "stop_reason": r.stop_reason,
-        "metadata": r.metadata,
-        "env_keys": r.env_keys,
-        "user": spec.user,
-        "limits": {
-            "memory_bytes": spec.memory_bytes,
-            "cpu_millis": spec.cpu_millis,
-            "pids": spec.pids,
-            "disk_bytes": spec.disk_bytes,
-        },
-        "timeout": timeout_secs,
-        "paused_mode": spec.paused_mode,
-        "on_timeout": spec.on_timeout,
-        "auto_resume": spec.auto_resume,
-        "network": spec.network(),
-        "isolation": spec.isolation(),
-        "created_at": rfc3339(Some(r.created_at)),
-        "ready_at": rfc3339(r.ready_at),
-        "expires_at": rfc3339(r.expires_at),
-        "stopped_at": rfc3339(r.stopped_at),
-        "domain": state.cfg.domain,
-        "node": spec.node,
-    })
+    serde_json::to_value(super::sandbox_view::SandboxView::of(state, r)).unwrap_or_default()
 }
 
 async fn create(
