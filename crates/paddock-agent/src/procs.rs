@@ -197,18 +197,16 @@ impl Procs {
         } else {
             cfg.cmd.as_str()
         };
-        let mut cmd = Command::new(program);
-        cmd.args(&cfg.args).env_clear();
-        cmd.env("PATH", paddock_core::SANDBOX_PATH);
-        cmd.env("HOME", &user.home)
-            .env("USER", &user.name)
-            .env("LOGNAME", &user.name);
-        cmd.env("SHELL", &user.shell);
+        // The environment, later entries over earlier ones.
+        let mut env: std::collections::BTreeMap<String, String> = BTreeMap::new();
+        env.insert("PATH".into(), paddock_core::SANDBOX_PATH.into());
+        env.insert("HOME".into(), user.home.clone());
+        env.insert("USER".into(), user.name.clone());
+        env.insert("LOGNAME".into(), user.name.clone());
+        env.insert("SHELL".into(), user.shell.clone());
         let sandbox_env = self.sandbox_env();
-        cmd.envs(sandbox_env.iter());
-        let mut envs: Vec<_> = cfg.envs.iter().collect();
-        envs.sort();
-        cmd.envs(envs);
+        env.extend(sandbox_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(cfg.envs.iter().map(|(k, v)| (k.clone(), v.clone())));
         // The shim directory stays first whatever PATH the template or request sets.
         let path = cfg
             .envs
@@ -216,8 +214,10 @@ impl Procs {
             .or_else(|| sandbox_env.get("PATH"))
             .map_or_else(|| paddock_core::SANDBOX_PATH.to_owned(), Clone::clone);
         if !path.split(':').any(|d| d == paddock_core::SHIM_DIR) {
-            cmd.env("PATH", format!("{}:{path}", paddock_core::SHIM_DIR));
+            env.insert("PATH".into(), format!("{}:{path}", paddock_core::SHIM_DIR));
         }
+        let mut cmd = Command::new(program);
+        cmd.args(&cfg.args).env_clear().envs(&env);
         // Credentials and cwd are applied in the child (see `child_setup`): std applies its
         // own uid/gid before pre_exec closures, after which setgroups would be refused.
         let creds = Creds {
@@ -234,6 +234,9 @@ impl Procs {
             .and_then(|p| p.size.as_option().cloned());
         let mut pty_master = None;
         let (mut out_r, mut err_r, mut stdin_w) = (None, None, None);
+        // Without a PTY the command starts without copying the agent (`sys::vfork`);
+        // std's fork below is the fallback, and the PTY path.
+        let mut fast = None;
         if let Some(size) = pty_size {
             let (master, slave) = open_pty(size.cols, size.rows)
                 .map_err(|e| ConnectError::internal(format!("opening pty: {e}")))?;
@@ -252,29 +255,50 @@ impl Procs {
             } else {
                 cmd.stdin(Stdio::piped());
             }
+            fast = crate::sys::vfork::Plan::new(
+                program,
+                &cfg.args,
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                env.get("PATH").map_or("", String::as_str),
+                creds.uid,
+                creds.gid,
+                &creds.groups,
+                &creds.cwd,
+            )
+            .zip(crate::sys::vfork::Pipes::new(req.stdin != Some(false)).ok());
             crate::sys::spawn::prepare_child(&mut cmd, creds, false);
         }
 
         // Spawn and register under the table lock, so the reaper cannot see the exit of a
         // process that is not in the table yet.
         let mut table = lock(&self.table);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| start_error(&e, &cfg.cmd, &cwd, user))?;
-        let pid = child.id();
+        let started = fast.and_then(|(plan, pipes)| {
+            let pid = crate::sys::vfork::spawn(&plan, pipes.child_ends()).ok()??;
+            Some((pid, pipes))
+        });
+        let pid = if let Some((pid, pipes)) = started {
+            out_r = Some(pipes.out_r);
+            err_r = Some(pipes.err_r);
+            stdin_w = pipes.in_w.map(std::fs::File::from);
+            pid
+        } else {
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| start_error(&e, &cfg.cmd, &cwd, user))?;
+            if let Some(o) = child.stdout.take() {
+                out_r = Some(OwnedFd::from(o));
+            }
+            if let Some(e) = child.stderr.take() {
+                err_r = Some(OwnedFd::from(e));
+            }
+            if let Some(i) = child.stdin.take() {
+                stdin_w = Some(std::fs::File::from(OwnedFd::from(i)));
+            }
+            // `child` is dropped without waiting: the reaper collects every exit status.
+            child.id()
+        };
         let (pidfd, start) = hold(pid)
             .map_err(|e| ConnectError::internal(format!("spawning {:?}: pidfd: {e}", cfg.cmd)))?;
-        if let Some(o) = child.stdout.take() {
-            out_r = Some(OwnedFd::from(o));
-        }
-        if let Some(e) = child.stderr.take() {
-            err_r = Some(OwnedFd::from(e));
-        }
-        if let Some(i) = child.stdin.take() {
-            stdin_w = Some(std::fs::File::from(OwnedFd::from(i)));
-        }
-        // `child` is dropped without waiting: the reaper collects every exit status.
-        drop(child);
         let mut readers: Vec<(OwnedFd, Stream)> = Vec::new();
         if let Some(m) = &pty_master {
             readers.push((m.try_clone().map_err(internal)?, Stream::Pty));

@@ -74,3 +74,85 @@ fn a_poisoned_lock_does_not_break_the_process_table() {
         .expect_err("no signal after the reap");
     assert!(e.to_string().contains("has exited"), "{e}");
 }
+
+/// `sys::vfork`: a command started without copying the agent runs as the user given, in
+/// the directory given, with exactly the environment given and the three streams; one that
+/// cannot start reports it (the caller then falls back to std's fork).
+#[test]
+fn vfork_starts_a_command_as_the_user_with_its_env_cwd_and_streams() {
+    use std::io::Read as _;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: switching to another user needs root");
+        return;
+    }
+    let env = [
+        ("GREETING", "hello"),
+        ("PATH", "/nonexistent:/usr/bin:/bin"),
+    ];
+    let args: Vec<String> = [
+        "-c",
+        "echo \"$GREETING\"; pwd; id -u; id -G; env | wc -l; cat",
+    ]
+    .map(String::from)
+    .to_vec();
+    let plan = crate::sys::vfork::Plan::new(
+        "sh",
+        &args,
+        env,
+        "/nonexistent:/usr/bin:/bin",
+        65534,
+        65534,
+        &[65534],
+        c"/tmp",
+    )
+    .expect("plan");
+    let pipes = crate::sys::vfork::Pipes::new(true).expect("pipes");
+    let pid = crate::sys::vfork::spawn(&plan, pipes.child_ends())
+        .expect("clone")
+        .expect("started");
+    let crate::sys::vfork::Pipes {
+        mut out_r,
+        err_r,
+        in_w,
+        child,
+    } = pipes;
+    drop(child);
+    drop(err_r);
+    let mut stdin = std::fs::File::from(in_w.expect("stdin pipe"));
+    stdin.write_all(b"from stdin").expect("stdin");
+    drop(stdin);
+    let mut out = String::new();
+    std::fs::File::from(std::mem::replace(
+        &mut out_r,
+        OwnedFd::from(std::fs::File::open("/dev/null").expect("null")),
+    ))
+    .read_to_string(&mut out)
+    .expect("stdout");
+    let status = rustix::process::waitpid(
+        Some(rustix::process::Pid::from_raw(pid as i32).expect("pid")),
+        rustix::process::WaitOptions::empty(),
+    )
+    .expect("wait")
+    .expect("status");
+    assert_eq!(status.1.exit_status(), Some(0), "{out}");
+    // `env` lists the two variables given and the one the shell adds (PWD).
+    assert_eq!(out, "hello\n/tmp\n65534\n65534\n3\nfrom stdin", "{out}");
+
+    let missing = crate::sys::vfork::Plan::new(
+        "no-such-command-here",
+        &[],
+        env,
+        "/nonexistent",
+        65534,
+        65534,
+        &[],
+        c"/tmp",
+    )
+    .expect("plan");
+    let pipes = crate::sys::vfork::Pipes::new(false).expect("pipes");
+    assert_eq!(
+        crate::sys::vfork::spawn(&missing, pipes.child_ends()).expect("clone"),
+        None,
+        "a command that cannot start is reported, not run"
+    );
+}

@@ -9,11 +9,13 @@
 //!   over at fixed numbers, `fork` of a single-threaded process and `_exit`;
 //! - [`setup`]: the setup stage's namespaces, mounts, device nodes, loopback and exec;
 //! - [`spawn`]: what a started process runs between fork and exec, and async descriptors;
+//! - [`vfork`]: starting a command with `clone(CLONE_VM | CLONE_VFORK)` instead of `fork`;
 //! - [`seccomp`]: the `statfs` listener's installation (and the filter tests' raw probes).
 
 pub(crate) mod seccomp;
 pub(crate) mod setup;
 pub(crate) mod spawn;
+pub(crate) mod vfork;
 
 use std::collections::BTreeSet;
 use std::io;
