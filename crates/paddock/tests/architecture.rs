@@ -312,3 +312,43 @@ fn the_unsafe_finder_sees_code_and_not_prose() {
     assert!(!unsafe_code_in("style-src 'self' 'unsafe-inline';"));
     assert!(!unsafe_code_in("/// no `unsafe` here"));
 }
+
+/// Every dependency's version is declared once, in the workspace's
+/// `[workspace.dependencies]`: a crate's manifest only says `workspace = true` (with the
+/// features it adds), so two crates can never drift to different versions of one library.
+#[test]
+fn every_dependency_version_comes_from_the_workspace() {
+    let root = root();
+    let mut bad = Vec::new();
+    for krate in crates(&root) {
+        let manifest = root.join("crates").join(&krate).join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).expect("Cargo.toml");
+        let mut section = String::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                section = line.to_owned();
+                continue;
+            }
+            let is_dep = section.ends_with("dependencies]")
+                && line.split('=').next().is_some_and(|k| {
+                    let k = k.trim();
+                    !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                });
+            if is_dep
+                && line.contains('=')
+                && !line.contains("workspace = true")
+                && !line.contains(".workspace")
+            {
+                bad.push(format!("crates/{krate}/Cargo.toml:{}: {line}", n + 1));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "dependencies declared outside [workspace.dependencies]:\n{}",
+        bad.join("\n")
+    );
+}
