@@ -375,6 +375,11 @@ impl Kernel {
                 _ = sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => {
                     return Outcome::Broken("the kernel did not stop after an interrupt".to_string());
                 }
+                // A kernel that dies mid-execution (the sandbox's OOM killer, a crash) never
+                // reports idle: without this the request would wait for the client to leave.
+                st = self.child.wait() => {
+                    return Outcome::Broken(exit_reason(st));
+                }
             }
         }
         // The shell reply comes before idle; read it so the socket's queue stays empty.
@@ -423,6 +428,17 @@ impl Kernel {
             .await;
         }
         Outcome::Done
+    }
+}
+
+/// Why a kernel process ended, for the user: a SIGKILL is most often the sandbox's OOM
+/// killer, so that case names the memory limit.
+fn exit_reason(st: std::io::Result<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match st {
+        Ok(st) if st.signal() == Some(9) => "the kernel was killed (SIGKILL; most often the sandbox ran out of memory: give it a larger memory limit or fewer contexts)".to_string(),
+        Ok(st) => format!("the kernel exited ({st})"),
+        Err(e) => format!("the kernel could not be waited for: {e}"),
     }
 }
 

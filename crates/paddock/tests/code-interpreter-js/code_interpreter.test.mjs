@@ -62,9 +62,10 @@ test('chart data and a JavaScript cell\'s value as results', async () => {
 })
 
 test('a JavaScript context, isolated from another', async () => {
-  // One of these cells once took longer than the SDK's default 60 s on the 2-core CI
-  // machine (cause not found; the other runs took seconds): a wider bound, and a hang still
-  // fails.
+  // Three JavaScript kernels and the Python one need about 720 MiB: under the 512 MiB
+  // default these cells thrashed or lost their kernel to the OOM killer and hung past the
+  // SDK's 60 s on loaded machines. The template now has 2 GiB, and a dead kernel ends the
+  // cell at once; the wider bound stays so that a slow machine is not taken for a hang.
   const slow = { timeoutMs: 180_000 }
   const a = await sbx.createCodeContext({ language: 'js' })
   const b = await sbx.createCodeContext({ language: 'javascript' })

@@ -272,6 +272,21 @@ def test_contexts_are_isolated(sbx):
     assert c1.id not in ids and c2.id not in ids
 
 
+def test_a_kernel_that_dies_mid_cell_answers_at_once(sbx):
+    # The sandbox's OOM killer or a crash kills the kernel process: the cell ends with the
+    # reason instead of waiting out the client's timeout, and the context gets a new kernel.
+    c = sbx.create_code_context()
+    sbx.run_code("kept = 1", context=c)
+    t0 = time.monotonic()
+    ex = sbx.run_code("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", context=c, timeout=120)
+    assert time.monotonic() - t0 < 60
+    assert "the kernel was killed" in "".join(ex.logs.stderr), ex.logs.stderr
+    ex = sbx.run_code("kept", context=c)
+    assert ex.error is not None and ex.error.name == "NameError"
+    assert sbx.run_code("1 + 1", context=c).text == "2"
+    sbx.remove_code_context(c)
+
+
 def test_unknown_language(sbx):
     with pytest.raises(SandboxException) as e:
         sbx.run_code("x", language="cobol")

@@ -19,7 +19,7 @@ use crate::server::{Server, call, e2b_env};
 const VENV: &str = "/var/tmp/paddock-code-interpreter-venv";
 const JS_DIR: &str = "/var/tmp/paddock-code-interpreter-js";
 /// Tests in `tests/code-interpreter/test_code_interpreter.py`.
-const PY_TESTS: usize = 21;
+const PY_TESTS: usize = 22;
 /// Tests in `tests/code-interpreter-js/code_interpreter.test.mjs`.
 const JS_TESTS: usize = 7;
 
