@@ -11,7 +11,7 @@
 //!
 //! Tests: the document is valid OpenAPI 3 and every `$ref` resolves (here), it documents
 //! exactly the routes of `roles::ROUTES` (`roles.rs`) and of the router
-//! (`crates/paddock/tests/api.rs`), and it is what `/v1/openapi.json` serves
+//! (`crates/paddock/tests/api/openapi.rs`), and it is what `/v1/openapi.json` serves
 //! (`tests/router.rs`).
 
 use std::sync::LazyLock;
