@@ -35,7 +35,6 @@ const FRAGMENTS: &[(&str, &str)] = &[
     ("fleet", include_str!("../openapi-fragments/fleet.json")),
     ("mcp", include_str!("../openapi-fragments/mcp.json")),
     ("pools", include_str!("../openapi-fragments/pools.json")),
-    ("ports", include_str!("../openapi-fragments/ports.json")),
     (
         "rollouts",
         include_str!("../openapi-fragments/rollouts.json"),
@@ -46,10 +45,6 @@ const FRAGMENTS: &[(&str, &str)] = &[
         include_str!("../openapi-fragments/services.json"),
     ),
     ("session", include_str!("../openapi-fragments/session.json")),
-    (
-        "snapshots",
-        include_str!("../openapi-fragments/snapshots.json"),
-    ),
     (
         "templates",
         include_str!("../openapi-fragments/templates.json"),
@@ -66,10 +61,24 @@ const FRAGMENTS: &[(&str, &str)] = &[
         crate::api::network::put_network,
         crate::api::pause::pause,
         crate::api::pause::resume,
+        crate::api::ports::list,
+        crate::api::ports::get_one,
+        crate::api::ports::make_public,
+        crate::api::ports::make_private,
+        crate::api::snapshots::create,
+        crate::api::snapshots::fork,
+        crate::api::snapshots::list,
+        crate::api::snapshots::get_one,
+        crate::api::snapshots::delete,
     ),
     components(schemas(
         crate::api::network::NetworkPolicyBody,
         crate::api::network::NetworkState,
+        crate::api::ports::PortList,
+        crate::api::ports::PortView,
+        crate::api::snapshots::Forked,
+        crate::api::snapshots::SnapshotList,
+        crate::api::snapshots::SnapshotView,
         crate::api::sandbox_view::SandboxView,
     ))
 )]

@@ -18,7 +18,6 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{self, NewSandbox};
 use crate::state::AppState;
-use crate::wire::rfc3339;
 
 /// Most children one fork makes.
 pub const MAX_FORK: u32 = 20;
@@ -142,25 +141,6 @@ pub async fn delete(state: &Arc<AppState>, caller: &Caller, name: &str) -> ApiRe
         .map_err(|e| ApiError::Internal(format!("snapshot delete task: {e}")))??;
     let _ = state.store.delete_template(name).await;
     Ok(())
-}
-
-/// A snapshot as the REST API and the CLI show it.
-pub fn snapshot_json(state: &AppState, t: &Template) -> Value {
-    let s = t.snapshot.as_ref();
-    let in_use = state
-        .runtime
-        .list()
-        .iter()
-        .filter(|x| x.template == t.name)
-        .count();
-    json!({
-        "snapshot_id": t.name,
-        "sandbox_id": s.map(|s| s.sandbox.clone()),
-        "template": s.map(|s| s.parent.clone()),
-        "mode": "filesystem",
-        "created_at": rfc3339(Some(t.created_unix_ms as i64)),
-        "running_sandboxes": in_use,
-    })
 }
 
 /// Forks `caller`'s running sandbox `id` into `count` children (1 to [`MAX_FORK`]): one

@@ -96,6 +96,15 @@ pub fn json_response(status: axum::http::StatusCode, v: serde_json::Value) -> Re
     (status, axum::Json(v)).into_response()
 }
 
+/// A JSON response of a typed wire body. It goes through `serde_json::Value`, whose objects
+/// keep their keys sorted, so the bytes are those the `json!` bodies it replaced produced.
+pub fn typed_response<T: serde::Serialize>(status: axum::http::StatusCode, body: &T) -> Response {
+    match serde_json::to_value(body) {
+        Ok(v) => json_response(status, v),
+        Err(e) => ApiError::Internal(format!("response body: {e}")).into_response(),
+    }
+}
+
 /// An empty `204`.
 pub fn no_content() -> Response {
     Response::builder()

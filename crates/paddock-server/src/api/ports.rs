@@ -9,13 +9,15 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use paddock_store::SandboxRecord;
+use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::e2b::ENVD_PORT;
 use crate::error::{ApiError, ApiResult};
 use crate::proxy::{self, MAX_PUBLIC_PORTS};
 use crate::state::AppState;
-use crate::wire::json_response;
+use crate::wire::typed_response;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -67,25 +69,71 @@ fn split_authority(a: &str) -> (&str, Option<u16>) {
     }
 }
 
+/// The path of a route about one port, for the OpenAPI document.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct PortPath {
+    /// Sandbox id
+    #[param(pattern = "^[a-z0-9]{20}$")]
+    id: String,
+    /// TCP port inside the sandbox (not 49983, the agent's)
+    #[param(minimum = 1, maximum = 65535)]
+    port: u16,
+}
+
+/// One port of a sandbox.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Port)]
+pub struct PortView {
+    pub port: u16,
+    /// Whether a process listens on it now
+    pub listening: bool,
+    /// Local address it is bound to (0.0.0.0, 127.0.0.1, ::)
+    pub address: Option<String>,
+    /// Public ports need no access token
+    pub public: bool,
+    /// Host-routed URL, http://{port}-{id}.{domain}[:server port]/ (needs wildcard DNS for
+    /// the domain; *.localhost resolves to loopback in browsers and curl)
+    pub url: String,
+    /// Path-routed URL, {server}/proxy/{id}/{port}/
+    pub path_url: String,
+    /// The sandbox's access token (GET of one port only); send it as X-Access-Token or
+    /// ?paddock_token=
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub access_token: Option<String>,
+}
+
+/// A sandbox's ports.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = PortList)]
+pub struct PortList {
+    pub ports: Vec<PortView>,
+    /// The sandbox's access token for private ports
+    pub access_token: String,
+}
+
 /// The wire form of one port.
-fn port_json(
+fn port_view(
     state: &AppState,
     headers: &HeaderMap,
     rec: &SandboxRecord,
     port: u16,
     address: Option<std::net::IpAddr>,
-) -> serde_json::Value {
+) -> PortView {
     let (scheme, authority, host_port) = base(state, headers);
     let domain = state.cfg.domain.trim_matches('.');
     let suffix = host_port.map(|p| format!(":{p}")).unwrap_or_default();
-    serde_json::json!({
-        "port": port,
-        "listening": address.is_some(),
-        "address": address.map(|a| a.to_string()),
-        "public": proxy::is_public(rec, port),
-        "url": format!("{scheme}://{port}-{}.{domain}{suffix}/", rec.id),
-        "path_url": format!("{scheme}://{authority}/proxy/{}/{port}/", rec.id),
-    })
+    PortView {
+        port,
+        listening: address.is_some(),
+        address: address.map(|a| a.to_string()),
+        public: proxy::is_public(rec, port),
+        url: format!("{scheme}://{port}-{}.{domain}{suffix}/", rec.id),
+        path_url: format!("{scheme}://{authority}/proxy/{}/{port}/", rec.id),
+        access_token: None,
+    }
 }
 
 /// A port from the path: 1..=65535 and not envd's.
@@ -114,9 +162,33 @@ async fn listening(
     Ok((rec, ports))
 }
 
-/// `GET /v1/sandboxes/{id}/ports`: every listening TCP port (envd's excluded), and the
-/// public ports that do not listen yet.
-async fn list(
+/// List listening ports with their proxy URLs
+///
+/// The port proxy serves every port but 49983 at `http://{port}-{id}.{domain}` (Host
+/// routing) and at `/proxy/{id}/{port}/...` (path routing; the prefix is removed before
+/// forwarding), HTTP/1.1, h2c and WebSocket. A private port needs the sandbox's access token
+/// in `X-Access-Token` (or `X-Paddock-Token`, `E2b-Traffic-Access-Token`), in the query
+/// parameter `paddock_token` (which sets the cookie `paddock_token_{id}_{port}`), or that
+/// cookie; path routing also accepts an API key of the sandbox's tenant. Missing token 401,
+/// wrong token 403, unknown sandbox 404, nothing listening 502 `port_closed`, no response
+/// head in 60 s 504. See docs/proxy.md. Lists every listening TCP port (envd's excluded) and
+/// the public ports that do not listen yet.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/ports",
+    operation_id = "list_ports",
+    tag = "ports",
+    params(super::sandbox_view::SandboxIdPath),
+    responses(
+        (status = 200, description = "Listening ports (and public ports not listening yet)", body = PortList),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
@@ -133,22 +205,36 @@ async fn list(
     for p in proxy::public_ports(&rec) {
         seen.entry(p).or_insert(None);
     }
-    let items: Vec<_> = seen
+    let ports = seen
         .into_iter()
-        .map(|(p, a)| port_json(&state, &headers, &rec, p, a))
+        .map(|(p, a)| port_view(&state, &headers, &rec, p, a))
         .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        serde_json::json!({
-            "ports": items,
-            "access_token": crate::e2b::access_token(&state, &rec.id),
-        }),
-    ))
+    let body = PortList {
+        ports,
+        access_token: crate::e2b::access_token(&state, &rec.id),
+    };
+    Ok(typed_response(StatusCode::OK, &body))
 }
 
-/// `GET /v1/sandboxes/{id}/ports/{port}`: one port, listening or not (its URLs work as soon
-/// as something listens).
-async fn get_one(
+/// One port: URLs, public flag, access token
+///
+/// Answers for any port, listening or not: its URLs work as soon as something listens.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/ports/{port}",
+    operation_id = "get_port",
+    tag = "ports",
+    params(PortPath),
+    responses(
+        (status = 200, description = "The port", body = PortView),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn get_one(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
@@ -157,9 +243,9 @@ async fn get_one(
     let port = parse_port(&port)?;
     let (rec, ports) = listening(&state, &caller, &id).await?;
     let address = ports.iter().find(|p| p.port == port).map(|p| p.address);
-    let mut v = port_json(&state, &headers, &rec, port, address);
-    v["access_token"] = crate::e2b::access_token(&state, &rec.id).into();
-    Ok(json_response(StatusCode::OK, v))
+    let mut v = port_view(&state, &headers, &rec, port, address);
+    v.access_token = Some(crate::e2b::access_token(&state, &rec.id));
+    Ok(typed_response(StatusCode::OK, &v))
 }
 
 /// Adds or removes `port` in the record's `spec.public_ports`.
@@ -170,7 +256,7 @@ async fn set_public(
     id: &str,
     port: &str,
     public: bool,
-) -> ApiResult<serde_json::Value> {
+) -> ApiResult<PortView> {
     let port = parse_port(port)?;
     state.sandbox_for(caller, id).await?;
     // Read again right before the write, so the window for a concurrent change of the
@@ -190,11 +276,28 @@ async fn set_public(
     }
     rec.spec.public_ports = ports;
     state.store.update_sandbox(&rec).await?;
-    Ok(port_json(state, headers, &rec, port, None))
+    Ok(port_view(state, headers, &rec, port, None))
 }
 
-/// `POST /v1/sandboxes/{id}/ports/{port}/public`: anyone with the URL may reach the port.
-async fn make_public(
+/// Make a port public (no access token needed)
+///
+/// Stored with the sandbox (`spec.public_ports`, at most 64). Idempotent.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/ports/{port}/public",
+    operation_id = "make_port_public",
+    tag = "ports",
+    params(PortPath),
+    responses(
+        (status = 200, description = "The port", body = PortView),
+        (status = 400, description = "Bad input, or 64 public ports already"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn make_public(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
@@ -213,8 +316,25 @@ async fn make_public(
     Ok(with_listening(&state, &id, v).await)
 }
 
-/// `DELETE /v1/sandboxes/{id}/ports/{port}/public`: the port needs the access token again.
-async fn make_private(
+/// Make a port private again
+///
+/// The port needs the access token again. Idempotent.
+#[utoipa::path(
+    delete,
+    path = "/v1/sandboxes/{id}/ports/{port}/public",
+    operation_id = "make_port_private",
+    tag = "ports",
+    params(PortPath),
+    responses(
+        (status = 200, description = "The port", body = PortView),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn make_private(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
@@ -233,18 +353,16 @@ async fn make_private(
     Ok(with_listening(&state, &id, v).await)
 }
 
-/// Fills in `listening` and `address` of a port's JSON.
-async fn with_listening(state: &AppState, id: &str, mut v: serde_json::Value) -> Response {
+/// Fills in `listening` and `address` of a port.
+async fn with_listening(state: &AppState, id: &str, mut v: PortView) -> Response {
     if let Ok(sbx) = state.runtime.get(id)
         && let Ok(Ok(ports)) = tokio::task::spawn_blocking(move || sbx.listening_ports()).await
-        && let Some(p) = ports
-            .iter()
-            .find(|p| Some(u64::from(p.port)) == v["port"].as_u64())
+        && let Some(p) = ports.iter().find(|p| p.port == v.port)
     {
-        v["listening"] = true.into();
-        v["address"] = p.address.to_string().into();
+        v.listening = true;
+        v.address = Some(p.address.to_string());
     }
-    json_response(StatusCode::OK, v)
+    typed_response(StatusCode::OK, &v)
 }
 
 #[cfg(test)]
@@ -257,6 +375,27 @@ mod tests {
         assert_eq!(split_authority("a.b"), ("a.b", None));
         assert_eq!(split_authority("[::1]:8"), ("[::1]", Some(8)));
         assert_eq!(split_authority("[::1]"), ("[::1]", None));
+    }
+
+    /// The wire form is the one the `json!` body had: `address` null when nothing listens,
+    /// `access_token` absent unless set.
+    #[test]
+    fn a_port_serialises_as_before() {
+        let mut v = PortView {
+            port: 8000,
+            listening: false,
+            address: None,
+            public: true,
+            url: "http://8000-x.localhost/".into(),
+            path_url: "http://h/proxy/x/8000/".into(),
+            access_token: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&serde_json::to_value(&v).unwrap()).unwrap(),
+            r#"{"address":null,"listening":false,"path_url":"http://h/proxy/x/8000/","port":8000,"public":true,"url":"http://8000-x.localhost/"}"#
+        );
+        v.access_token = Some("t".into());
+        assert_eq!(serde_json::to_value(&v).unwrap()["access_token"], "t");
     }
 
     #[test]

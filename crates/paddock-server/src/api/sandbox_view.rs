@@ -6,11 +6,21 @@ use std::collections::BTreeMap;
 use paddock_core::{Isolation, PauseMode};
 use paddock_store::{OnTimeout, SandboxRecord, SandboxState, StopReason};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::network::NetworkPolicyBody;
 use crate::state::AppState;
 use crate::wire::rfc3339;
+
+/// The path parameter of every `/v1/sandboxes/{id}/...` route, for the OpenAPI document.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct SandboxIdPath {
+    /// Sandbox id
+    #[param(pattern = "^[a-z0-9]{20}$")]
+    pub id: String,
+}
 
 /// A sandbox's state.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
