@@ -339,8 +339,20 @@ fn child_inner(
     //     at the sandbox's cgroup (joined in step 2). They are created while C is still host
     //     root, so they belong to the host's user namespace and the sandbox cannot reconfigure
     //     them. The hostname and loopback must be set now for the same reason.
-    unshare(libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWCGROUP)
+    //     With a prepared network namespace (the runtime's stock of network slots), C
+    //     joins it instead: made by the runtime as host root, it is owned by the host's
+    //     user namespace too, and nothing has ever run in it.
+    if cfg.join_netns {
+        sys::setup::join_netns_at(paddock_core::SETUP_NETNS_FD)
+            .context("joining the prepared network namespace")?;
+        unshare(libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWCGROUP)
+            .context("unshare uts/ipc/cgroup")?;
+    } else {
+        unshare(
+            libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWCGROUP,
+        )
         .context("unshare net/uts/ipc/cgroup")?;
+    }
     rustix::system::sethostname(cfg.id.as_bytes()).context("sethostname")?;
     loopback_up().context("bringing up loopback")?;
 

@@ -20,8 +20,8 @@ pub use pax::{PaxError, PaxRecords, pax_records};
 pub use setup::{
     AGENT_LISTEN_FD, GVISOR_AGENT_DIR, GVISOR_AGENT_SOCK, GVISOR_COMPAT_DIR, GVISOR_COMPAT_LIB,
     GVISOR_COMPAT_PRELOAD, GvisorSetup, MAX_SECRET_FILES_BYTES, RESERVED_MOUNT_PATHS, SECRETS_DIR,
-    STATFS_LISTENER_FD, SecretValue, SetupConfig, SetupMount, SetupVolume, check_mount_path,
-    valid_secret_name,
+    SETUP_NETNS_FD, STATFS_LISTENER_FD, SecretValue, SetupConfig, SetupMount, SetupVolume,
+    check_mount_path, valid_secret_name,
 };
 
 /// The version of the envd protocol the agent implements, reported to E2B clients.

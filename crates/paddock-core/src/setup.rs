@@ -18,6 +18,11 @@ pub const AGENT_LISTEN_FD: i32 = 3;
 /// `pidfd_getfd`.
 pub const STATFS_LISTENER_FD: i32 = 4;
 
+/// The file descriptor number on which the setup stage finds a prepared network namespace
+/// when [`SetupConfig::join_netns`] is set (the runtime's stock of network slots,
+/// `docs/network.md`). Closed before the agent starts.
+pub const SETUP_NETNS_FD: i32 = 5;
+
 /// Everything the setup stage needs to build the sandbox and start the agent as its PID 1.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +94,11 @@ pub struct SetupConfig {
     /// id-mapped at their targets, read-write or read-only, after the root is assembled.
     #[serde(default)]
     pub volumes: Vec<SetupVolume>,
+    /// Join the network namespace open at [`SETUP_NETNS_FD`] (prepared by the runtime, owned
+    /// by the host's user namespace, with loopback and `eth0` configured) instead of
+    /// creating a fresh one with loopback only.
+    #[serde(default)]
+    pub join_netns: bool,
 }
 
 /// Where a gVisor sandbox's agent binds its socket (a host directory bound here; `runsc

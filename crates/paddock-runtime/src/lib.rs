@@ -36,7 +36,7 @@ pub mod volfs;
 pub use client::{AgentClient, AgentTransport};
 pub use error::{Result, RuntimeError};
 pub use runtime::{
-    AdoptionReport, CreateSpec, ExecRequest, ExecResult, HostSandbox, ListeningPort, PauseMode,
-    Personalise, RAW_LENGTH_HEADER, RAW_UPGRADE, RawExchange, Runtime, RuntimeConfig, Sandbox,
-    Stats, VolumeMount, default_agent_bin,
+    AdoptionReport, CreateSpec, ExecRequest, ExecResult, HostSandbox, ListeningPort, MAX_NET_SLOTS,
+    NetSlotStats, PauseMode, Personalise, RAW_LENGTH_HEADER, RAW_UPGRADE, RawExchange, Runtime,
+    RuntimeConfig, Sandbox, Stats, VolumeMount, default_agent_bin,
 };

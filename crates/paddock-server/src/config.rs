@@ -64,6 +64,9 @@ pub struct ServerConfig {
     pub webhook_secret: Option<String>,
     /// Upstream DNS server of sandbox resolvers (None: the host's first nameserver).
     pub dns_upstream: Option<SocketAddr>,
+    /// Prepared network slots kept for networked creates (`docs/network.md`; 0: none, at
+    /// most `paddock_runtime::MAX_NET_SLOTS`).
+    pub net_slots: usize,
     /// Where the DNS responder for `*.{domain}` listens (None: no responder; `dns`).
     pub dns_listen: Option<SocketAddr>,
     /// The address the responder answers for every name under the domain (None: the
@@ -118,6 +121,7 @@ impl ServerConfig {
             default_limits: paddock_core::Limits::default(),
             webhook_secret: None,
             dns_upstream: None,
+            net_slots: 4,
             dns_listen: None,
             dns_answer: None,
             isolation_default: paddock_core::Isolation::Native,
@@ -156,6 +160,13 @@ impl ServerConfig {
             return bad(format!(
                 "exec timeout {}s must be between 1s and {max_exec}s",
                 self.exec_timeout.as_secs()
+            ));
+        }
+        if self.net_slots > paddock_runtime::MAX_NET_SLOTS {
+            return bad(format!(
+                "--net-slots {} is more than the maximum {}",
+                self.net_slots,
+                paddock_runtime::MAX_NET_SLOTS
             ));
         }
         if self.sample_interval < Duration::from_secs(1) {

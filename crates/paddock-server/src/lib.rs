@@ -130,6 +130,7 @@ pub async fn serve(
     let mut rcfg = RuntimeConfig::new(&cfg.data_dir);
     rcfg.agent_bin = cfg.agent_bin.clone();
     rcfg.dns_upstream = cfg.dns_upstream;
+    rcfg.net_slots = cfg.net_slots;
     let runtime = tokio::task::spawn_blocking(move || Runtime::open(rcfg))
         .await
         .map_err(|e| ServeError::Reconcile(format!("runtime task: {e}")))??;

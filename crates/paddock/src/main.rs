@@ -183,6 +183,10 @@ struct ServeArgs {
     /// host's first nameserver in /etc/resolv.conf.
     #[arg(long, env = "PADDOCK_DNS_UPSTREAM")]
     dns_upstream: Option<std::net::SocketAddr>,
+    /// Prepared network slots (network namespace with its link) kept for networked creates
+    /// without a pool, refilled in the background; 0 turns the stock off (docs/network.md).
+    #[arg(long, env = "PADDOCK_NET_SLOTS", default_value_t = 4)]
+    net_slots: usize,
     /// The URL clients reach this server at, when it is not the listen address (behind a
     /// proxy or TLS terminator, e.g. https://sandboxes.example.com): port URLs and the
     /// domain told to E2B clients take their scheme and port from it.
@@ -411,6 +415,7 @@ async fn serve_with(
     cfg.header_timeout = a.header_timeout;
     cfg.webhook_secret = a.webhook_secret;
     cfg.dns_upstream = a.dns_upstream;
+    cfg.net_slots = a.net_slots;
     cfg.body_idle_timeout = a.body_idle_timeout;
     cfg.sample_interval = a.metrics_interval;
     let scheme = if a.tls_cert.is_some() {

@@ -474,7 +474,123 @@ async fn network_modes_against_a_fake_internet() {
         rt.destroy(s.id.as_str()).await.unwrap();
     }
     assert_no_network_objects(&slots);
+    stocked_slots_match_cold_networks().await;
     drop(fake);
+}
+
+/// What a networked sandbox sees of its network, with its own addresses, hex gateway and
+/// id replaced by placeholders: resolv.conf, hostname, interfaces, routes, eth0's address,
+/// neighbours and conntrack-free state, and its namespace's forwarding knobs.
+async fn network_view(s: &Sandbox) -> String {
+    let r = sh(
+        s,
+        "cat /etc/resolv.conf; hostname; awk 'NR>2 {print $1}' /proc/net/dev; cat /proc/net/route; \
+         python3 -c 'import socket, fcntl, struct; s = socket.socket(); print(socket.inet_ntoa(fcntl.ioctl(s, 0x8915, struct.pack(\"256s\", b\"eth0\"))[20:24]))'; \
+         cat /proc/net/arp; cat /proc/sys/net/ipv4/ip_forward",
+    )
+    .await;
+    let (h, g) = (
+        paddock_runtime::net::host_addr(s.slot),
+        paddock_runtime::net::sandbox_addr(s.slot),
+    );
+    let hex = |ip: std::net::Ipv4Addr| format!("{:08X}", u32::from_le_bytes(ip.octets()));
+    let net = std::net::Ipv4Addr::from(u32::from(h) - 1);
+    out(&r)
+        .replace(&h.to_string(), "HOST")
+        .replace(&g.to_string(), "SANDBOX")
+        .replace(&hex(h), "HOSTHEX")
+        .replace(&hex(net), "NETHEX")
+        .replace(s.id.as_str(), "ID")
+}
+
+/// A sandbox on a prepared network slot (`--net-slots`) sees exactly what a cold networked
+/// one sees, its policy holds, a take counts as a hit, and closing the runtime leaves no
+/// stocked namespace, link, claim or marker behind.
+async fn stocked_slots_match_cold_networks() {
+    let tag = std::env::var("PADDOCK_TEST_TAG").unwrap_or_default();
+    let dir = PathBuf::from(format!("/var/tmp/paddock-test-network-stock{tag}"));
+    let mut cfg = RuntimeConfig::new(dir.clone());
+    cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
+    cfg.dns_upstream = Some("198.51.100.1:53".parse().unwrap());
+    cfg.net_slots = 2;
+    let stocked = Runtime::open(cfg).expect("opening a runtime with a stock");
+    let ready = |n: usize| {
+        let stocked = stocked.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while stocked.net_slot_stats().ready < n {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the stock never reached {n}: {:?}",
+                    stocked.net_slot_stats()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    ready(2).await;
+    let cold = create(NetworkPolicy::all()).await;
+    let warm = stocked
+        .create(CreateSpec {
+            network: NetworkPolicy::all(),
+            ..CreateSpec::default()
+        })
+        .await
+        .expect("creating on a stocked slot");
+    let stats = stocked.net_slot_stats();
+    assert_eq!((stats.hits, stats.misses), (1, 0), "{stats:?}");
+    let (vc, vw) = (network_view(&cold).await, network_view(&warm).await);
+    assert!(vw.contains("eth0:") && vw.contains("SANDBOX"), "{vw}");
+    assert_eq!(vc, vw, "a stocked slot's sandbox sees another network");
+    // Its policy holds: the internet yes, the metadata address no, names through its resolver.
+    assert_eq!(
+        probe(&warm, "get", "http://198.51.100.1/stocked").await,
+        "host 198.51.100.1"
+    );
+    assert_blocked(
+        &probe(&warm, "get", "http://169.254.169.254/stocked").await,
+        "stocked all: metadata",
+    );
+    assert_eq!(
+        probe(&warm, "resolve", "allowed.test").await,
+        "198.51.100.1"
+    );
+    // `allow` on a stocked slot: the allowed name only.
+    ready(1).await;
+    let allow = stocked
+        .create(CreateSpec {
+            network: NetworkPolicy::new(NetworkMode::Allow, &["allowed.test".into()]).unwrap(),
+            ..CreateSpec::default()
+        })
+        .await
+        .expect("creating on a stocked slot");
+    assert_eq!(stocked.net_slot_stats().hits, 2);
+    assert_eq!(
+        probe(&allow, "get", "http://allowed.test/stocked").await,
+        "host 198.51.100.1"
+    );
+    assert_blocked(
+        &probe(&allow, "get", "http://198.51.100.2/stocked").await,
+        "stocked allow: IP literal",
+    );
+    let used = [warm.slot, allow.slot];
+    for s in [warm, allow] {
+        stocked.destroy(s.id.as_str()).await.unwrap();
+    }
+    runtime().destroy(cold.id.as_str()).await.unwrap();
+    assert_no_network_objects(&used);
+    // Closing releases the stock: no marker, claim or link of a stocked slot stays.
+    ready(2).await;
+    let markers: Vec<u32> = std::fs::read_dir(dir.join("netslots"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    assert_eq!(markers.len(), 2, "{markers:?}");
+    stocked.close().unwrap();
+    drop(stocked);
+    assert_eq!(std::fs::read_dir(dir.join("netslots")).unwrap().count(), 0);
+    assert_no_network_objects(&markers);
 }
 
 /// No link, nftables chain or set, and no resolver socket of these slots remains. Called
@@ -760,4 +876,87 @@ async fn a_dropped_runtime_takes_its_idle_table() {
     let mut cfg = RuntimeConfig::new(dir);
     cfg.agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_paddock-agent"));
     Runtime::open(cfg).unwrap().close().unwrap();
+}
+
+/// The slots a server's stock holds now (its marker files).
+fn stock_markers(s: &Server) -> Vec<u32> {
+    std::fs::read_dir(s.data.join("netslots"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A server's stock of network slots after `kill -9`: the kernel takes the stocked
+/// namespaces and their links with the process, and the restart releases the markers and
+/// claims the crash left, stocking afresh; `/metrics` counts a networked create's hit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_leaves_no_stocked_network_slot() {
+    let mut s = Server::start(&["--dns-upstream", "127.0.0.1:9", "--net-slots", "2"]);
+    let full = |s: &Server| {
+        // A marker is written before its slot's link is made.
+        let m = stock_markers(s);
+        let linked = m
+            .iter()
+            .all(|slot| std::path::Path::new(&format!("/sys/class/net/pdk{slot}")).exists());
+        if m.len() == 2 && linked {
+            Ok(m)
+        } else {
+            Err(format!("{m:?}"))
+        }
+    };
+    let before = server::eventually_blocking(Duration::from_secs(30), "a full stock", || full(&s));
+    s.kill9();
+    server::eventually_blocking(
+        Duration::from_secs(30),
+        "the crashed stock's links to go",
+        || match before
+            .iter()
+            .find(|slot| std::path::Path::new(&format!("/sys/class/net/pdk{slot}")).exists())
+        {
+            Some(slot) => Err(format!("pdk{slot} is still there")),
+            None => Ok(()),
+        },
+    );
+    s.restart();
+    let after = server::eventually_blocking(Duration::from_secs(30), "a full stock", || full(&s));
+    // No marker of the crash is left beside the new stock's, and every claim of a marker is
+    // the marker's.
+    for slot in &after {
+        let claim = std::fs::read_to_string(format!("/run/paddock/uid-slots/{slot}")).unwrap();
+        assert_eq!(
+            std::path::Path::new(&claim),
+            s.data.join("netslots").join(slot.to_string())
+        );
+    }
+    for slot in before.iter().filter(|b| !after.contains(b)) {
+        let claim =
+            std::fs::read_to_string(format!("/run/paddock/uid-slots/{slot}")).unwrap_or_default();
+        assert!(
+            !claim.contains("netslots"),
+            "slot {slot}'s claim by a crashed stock stayed"
+        );
+    }
+    let sbx = s.create(json!({"network": {"mode": "all"}})).await;
+    let metrics = s
+        .req(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("paddock_net_slot_hits_total 1")
+            && metrics.contains("paddock_net_slot_misses_total 0")
+            && metrics.contains("paddock_net_slots_target 2"),
+        "{metrics}"
+    );
+    let id = sbx["id"].as_str().unwrap();
+    let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    s.stop();
+    assert!(stock_markers(&s).is_empty(), "a clean stop left markers");
 }

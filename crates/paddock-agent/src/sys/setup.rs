@@ -36,6 +36,15 @@ pub(crate) fn unshare_namespaces(flags: libc::c_int) -> io::Result<()> {
     check(unsafe { libc::unshare(flags) })
 }
 
+/// `setns(2)` into the network namespace open at the fixed number `fd` (handed over by
+/// the runtime, [`paddock_core::SETUP_NETNS_FD`]). A descriptor that is not a network
+/// namespace fails (`EINVAL`), one that is not open fails with `EBADF`.
+pub(crate) fn join_netns_at(fd: RawFd) -> io::Result<()> {
+    // SAFETY: setns takes integers and shares no memory; the descriptor is only read, and
+    // the CLONE_NEWNET type makes the kernel refuse any other kind of namespace.
+    check(unsafe { libc::setns(fd, libc::CLONE_NEWNET) })
+}
+
 /// `dup2(2)` of `from` onto the fixed number `to` (0-2, the agent's socket, the statfs
 /// listener), which no Rust object of this process owns: whatever was open there is
 /// replaced, and the new descriptor is handed over across the coming exec.

@@ -71,13 +71,45 @@ pub(super) async fn link_index(
 /// Creates the veth pair of a sandbox: `ifn` on the host with address `h`/30, `eth0` in the
 /// network namespace of `pid` with `g`/30 and a default route through `h`, both up.
 pub(super) fn veth_up(ifn: &str, pid: i32, h: Ipv4Addr, g: Ipv4Addr) -> Result<()> {
-    use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
-    use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
         .map_err(RuntimeError::io("opening the sandbox's network namespace"))?;
+    veth_up_in(ifn, ns, h, g, false)
+}
+
+/// A fresh network namespace for the stock of network slots (`docs/network.md`), made on a
+/// short-lived thread of its own (which inherits the caller's CPU priority) and held only by the returned
+/// descriptor: when the last holder closes it, the kernel removes it and the veth pair
+/// with it. Loopback is up and the link of `ifn` is made as [`veth_up`] makes it.
+pub(super) fn prepared_netns(ifn: &str, h: Ipv4Addr, g: Ipv4Addr) -> Result<std::fs::File> {
+    let ns = std::thread::Builder::new()
+        .name("paddock-netns".into())
+        .spawn(|| -> Result<std::fs::File> {
+            crate::sys::unshare_netns()
+                .map_err(RuntimeError::io("creating a network namespace"))?;
+            std::fs::File::open("/proc/thread-self/ns/net")
+                .map_err(RuntimeError::io("opening the new network namespace"))
+        })
+        .map_err(RuntimeError::io("starting netns thread"))?
+        .join()
+        .map_err(|_| RuntimeError::io("netns thread")(std::io::Error::other("it panicked")))??;
+    veth_up_in(
+        ifn,
+        ns.try_clone().map_err(RuntimeError::io("netns fd"))?,
+        h,
+        g,
+        true,
+    )?;
+    Ok(ns)
+}
+
+/// [`veth_up`] into the network namespace `ns`, bringing its loopback up first if `lo`.
+fn veth_up_in(ifn: &str, ns: std::fs::File, h: Ipv4Addr, g: Ipv4Addr, lo: bool) -> Result<()> {
+    use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+    use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+    use std::os::fd::AsRawFd;
     let peer = LinkMessageBuilder::<LinkUnspec>::new()
         .name("eth0".to_owned())
-        .setns_by_pid(pid as u32)
+        .setns_by_fd(ns.as_raw_fd())
         .build();
     // Created down and brought up once addressed: asking for IFF_UP at creation with the peer
     // in another namespace fails (ENOTCONN on Linux 6.18).
@@ -87,6 +119,8 @@ pub(super) fn veth_up(ifn: &str, pid: i32, h: Ipv4Addr, g: Ipv4Addr) -> Result<(
         .build();
     let ifn = ifn.to_owned();
     let step = |what: &'static str| move |e: rtnetlink::Error| format!("{what}: {e}");
+    // `ns` stays open (the message names its descriptor) until the pair exists.
+    let inner_ns = ns.try_clone().map_err(RuntimeError::io("netns fd"))?;
     netlink(None, move |host| async move {
         host.link()
             .add(veth)
@@ -108,8 +142,21 @@ pub(super) fn veth_up(ifn: &str, pid: i32, h: Ipv4Addr, g: Ipv4Addr) -> Result<(
             .await
             .map_err(step("bringing the host link up"))
     })?;
+    drop(ns);
     // The sandbox's side, through a socket made inside its namespace.
-    netlink(Some(ns), move |inner| async move {
+    netlink(Some(inner_ns), move |inner| async move {
+        if lo {
+            let lo = link_index(&inner, "lo")
+                .await
+                .map_err(step("finding lo"))?
+                .ok_or("no loopback in the namespace")?;
+            inner
+                .link()
+                .set(LinkUnspec::new_with_index(lo).up().build())
+                .execute()
+                .await
+                .map_err(step("bringing lo up"))?;
+        }
         let index = link_index(&inner, "eth0")
             .await
             .map_err(step("finding eth0"))?

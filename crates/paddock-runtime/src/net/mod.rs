@@ -625,9 +625,22 @@ impl Net {
         run("nft", &["-f", "-"], &script)
     }
 
+    /// A network namespace for the stock of network slots: loopback up, and the link of
+    /// `slot` made as [`Net::attach`] makes it (host end `pdk<slot>`, `eth0` inside with
+    /// address and default route). Held by the returned descriptor only; no rule names it
+    /// until [`Net::attach`] with no pid, which must come before anything runs in it.
+    pub fn prepare_slot(&self, slot: u32) -> Result<std::fs::File> {
+        if links::link_exists(slot) {
+            links::remove_link(slot);
+        }
+        links::prepared_netns(&ifname(slot), host_addr(slot), sandbox_addr(slot))
+    }
+
     /// Gives sandbox `slot` (PID 1 `pid`) its rules, link and resolver. The rules come
-    /// first: from the moment the link exists, its traffic is filtered.
-    pub fn attach(&self, slot: u32, pid: i32, p: &NetworkPolicy) -> Result<()> {
+    /// first: from the moment the link exists, its traffic is filtered. With no `pid` the
+    /// link exists already ([`Net::prepare_slot`]) and nothing runs behind it yet: only
+    /// the rules and the resolver are made.
+    pub fn attach(&self, slot: u32, pid: Option<i32>, p: &NetworkPolicy) -> Result<()> {
         self.ensure_monitor()?;
         let sh = &self.shared;
         let mut st = sh.lock();
@@ -635,7 +648,7 @@ impl Net {
         // Forwarding is what lets routed sandbox traffic leave; it is host-wide.
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(RuntimeError::io("enabling IPv4 forwarding"))?;
-        if links::link_exists(slot) {
+        if pid.is_some() && links::link_exists(slot) {
             links::remove_link(slot);
         }
         st.epoch += 1;
@@ -667,7 +680,9 @@ impl Net {
         }
         st.policies.insert(slot, sp.clone());
         st.ifaces.insert(slot);
-        links::veth_up(&ifname(slot), pid, h, g)?;
+        if let Some(pid) = pid {
+            links::veth_up(&ifname(slot), pid, h, g)?;
+        }
         drop(st);
         self.start_resolver(slot, sp.generation, p.clone())
     }

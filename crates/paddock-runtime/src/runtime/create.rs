@@ -33,14 +33,31 @@ impl Runtime {
     }
 
     async fn create_as(self: &Arc<Self>, spec: CreateSpec, pooled: bool) -> Result<Arc<Sandbox>> {
+        let _creating = self.netslots.creating();
         let this = self.clone();
         let policy = spec.network.clone();
-        let sbx = tokio::task::spawn_blocking(move || this.create_blocking(spec, pooled))
+        // A networked native sandbox takes a prepared network slot if there is one
+        // (`netslots`): its link exists, and only rules, resolver and resolv.conf are left.
+        let stocked = (policy.mode != NetworkMode::None && spec.isolation == Isolation::Native)
+            .then(|| self.netslots.take())
+            .flatten();
+        let prepared = stocked.is_some();
+        let sbx = tokio::task::spawn_blocking(move || this.create_blocking(spec, pooled, stocked))
             .await
             .map_err(RuntimeError::task("create"))??;
-        if policy.mode != NetworkMode::None
-            && let Err(e) = self.network_up_new(&sbx, &policy).await
-        {
+        let up = if prepared {
+            sbx.write_file(
+                "/etc/resolv.conf",
+                crate::net::resolv_conf(policy.mode, sbx.slot).into_bytes(),
+                Some("root"),
+            )
+            .await
+        } else if policy.mode != NetworkMode::None {
+            self.network_up_new(&sbx, &policy).await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = up {
             let _ = self.destroy(sbx.id.as_str()).await;
             return Err(e);
         }
@@ -55,7 +72,7 @@ impl Runtime {
     ) -> Result<()> {
         let this = self.clone();
         let (slot, pid, p2) = (sbx.slot, sbx.pid, p.clone());
-        tokio::task::spawn_blocking(move || this.net.attach(slot, pid, &p2))
+        tokio::task::spawn_blocking(move || this.net.attach(slot, Some(pid), &p2))
             .await
             .map_err(RuntimeError::task("network"))??;
         sbx.write_file(
@@ -73,7 +90,7 @@ impl Runtime {
         let this = self.clone();
         let (slot, pid, p2) = (sbx.slot, sbx.pid, p.clone());
         let (attached, written) = tokio::join!(
-            tokio::task::spawn_blocking(move || this.net.attach(slot, pid, &p2)),
+            tokio::task::spawn_blocking(move || this.net.attach(slot, Some(pid), &p2)),
             sbx.write_file(
                 "/etc/resolv.conf",
                 crate::net::resolv_conf(p.mode, slot).into_bytes(),
@@ -205,17 +222,42 @@ impl Runtime {
         Ok(t)
     }
 
-    fn create_blocking(self: &Arc<Self>, spec: CreateSpec, pooled: bool) -> Result<Arc<Sandbox>> {
+    fn create_blocking(
+        self: &Arc<Self>,
+        spec: CreateSpec,
+        pooled: bool,
+        stocked: Option<super::netslots::Taken>,
+    ) -> Result<Arc<Sandbox>> {
+        // A taken slot not used below is given back with its namespace.
+        let mut stocked = stocked;
+        let give_back = |t: Option<super::netslots::Taken>| {
+            if let Some(t) = t {
+                let slot = t.slot;
+                self.netslots.release(t);
+                self.slots.lock().expect("slots poisoned").remove(&slot);
+            }
+        };
         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            give_back(stocked.take());
             return Err(RuntimeError::Unsupported {
                 resource: "runtime",
                 reason: "the runtime is shutting down".into(),
             });
         }
-        let t = self.validate(&spec)?;
+        let t = match self.validate(&spec) {
+            Ok(t) => t,
+            Err(e) => {
+                give_back(stocked.take());
+                return Err(e);
+            }
+        };
         let id = spec.id.clone().unwrap_or_else(SandboxId::random);
         let marker = self.slot_marker(id.as_str());
-        let slot = {
+        let slot = if let Some(t) = &stocked {
+            // Already in `slots`; the claim moves to this sandbox.
+            self.netslots.hand_over(t.slot, &marker);
+            t.slot
+        } else {
             let mut s = self.slots.lock().expect("slots poisoned");
             // Free here, and not claimed by another runtime on this host.
             let free = (0..SLOTS)
@@ -238,7 +280,8 @@ impl Runtime {
                 reason: format!("sandbox {id} already exists"),
             });
         }
-        let res = self.start(&id, slot, &t, &spec);
+        let netns = stocked.map(|t| t.netns);
+        let res = self.start(&id, slot, &t, &spec, netns);
         match res {
             Ok(sbx) => {
                 sbx.pooled
@@ -263,7 +306,14 @@ impl Runtime {
 
     /// The host half of sandbox creation. The sequence inside the sandbox is
     /// `paddock_agent::setup::run`.
-    fn start(&self, id: &SandboxId, slot: u32, t: &Template, spec: &CreateSpec) -> Result<Sandbox> {
+    fn start(
+        &self,
+        id: &SandboxId,
+        slot: u32,
+        t: &Template,
+        spec: &CreateSpec,
+        netns: Option<fs::File>,
+    ) -> Result<Sandbox> {
         let uid_base = match spec.isolation {
             Isolation::Native => ID_BASE + slot * ID_COUNT,
             // gVisor's gofer writes the sandbox's own ids (module `gvisor`).
@@ -322,6 +372,11 @@ impl Runtime {
             Isolation::Gvisor => super::gvisor::host_limits(&spec.limits),
         };
         let cgroup_procs = self.cgroups.create(id.as_str(), &limits)?;
+        // A prepared network slot gets its rules and resolver before anything runs in its
+        // namespace (the setup stage joins it in `launch`).
+        if netns.is_some() {
+            self.net.attach(slot, None, &spec.network)?;
+        }
         self.launch(
             &dir,
             &mut record,
@@ -329,6 +384,7 @@ impl Runtime {
             cgroup_procs,
             &spec.secret_env,
             &spec.secret_files,
+            netns.as_ref(),
         )?;
         let sbx = self.sandbox_from(&record, record.pid.unwrap_or_default());
         self.answer_statfs(&sbx, record.disk_bytes);
@@ -345,6 +401,7 @@ impl Runtime {
         cgroup_procs: Vec<PathBuf>,
         secret_env: &std::collections::BTreeMap<String, paddock_core::SecretValue>,
         secret_files: &std::collections::BTreeMap<String, paddock_core::SecretValue>,
+        netns: Option<&fs::File>,
     ) -> Result<()> {
         let uid_base = match record.isolation {
             Isolation::Native => ID_BASE + record.slot * ID_COUNT,
@@ -394,6 +451,7 @@ impl Runtime {
             // entry for it).
             secret_owner: crate::template::user_ids(&t.layers, &record.user).unwrap_or((0, 0)),
             gvisor: None,
+            join_netns: netns.is_some(),
         };
         if record.isolation == Isolation::Gvisor {
             return self.launch_gvisor(dir, record, cfg);
@@ -415,6 +473,17 @@ impl Runtime {
             .stderr(Stdio::from(log));
         // The listener stays open in this process until after `spawn` returns.
         crate::sys::pass_fd_at(&mut cmd, lfd, AGENT_LISTEN_FD);
+        // Above the listener's target, so neither dup2 in the child can clobber the other's
+        // source (the listener moves first).
+        let ns_fd = netns
+            .map(|ns| {
+                rustix::io::fcntl_dupfd_cloexec(ns, AGENT_LISTEN_FD + 1)
+                    .map_err(|e| RuntimeError::io("duplicating the netns descriptor")(e.into()))
+            })
+            .transpose()?;
+        if let Some(ns) = &ns_fd {
+            crate::sys::pass_fd_at(&mut cmd, ns.as_raw_fd(), paddock_core::SETUP_NETNS_FD);
+        }
         let mut child = cmd
             .spawn()
             .map_err(RuntimeError::io("starting agent setup"))?;

@@ -22,6 +22,7 @@ use crate::template::Template;
 
 mod create;
 mod gvisor;
+mod netslots;
 mod open;
 mod pause;
 mod pooled;
@@ -31,6 +32,7 @@ mod snapshots;
 mod templates;
 mod volumes;
 
+pub use netslots::{MAX_NET_SLOTS, NetSlotStats};
 pub use pause::PauseMode;
 pub use pooled::Personalise;
 pub use raw::{RAW_LENGTH_HEADER, RAW_UPGRADE, RawExchange};
@@ -58,6 +60,9 @@ pub struct RuntimeConfig {
     /// The `runsc` binary for gVisor sandboxes (default: `$PADDOCK_RUNSC`, else `runsc` on
     /// `PATH`); None: gVisor sandboxes are refused with a clear error.
     pub runsc: Option<PathBuf>,
+    /// How many prepared network slots to keep for networked creates (`docs/network.md`;
+    /// 0: none, at most [`MAX_NET_SLOTS`]).
+    pub net_slots: usize,
 }
 
 impl RuntimeConfig {
@@ -71,6 +76,7 @@ impl RuntimeConfig {
             agent_log: "warn".into(),
             dns_upstream: None,
             runsc: gvisor::find_runsc(),
+            net_slots: 0,
         }
     }
 }
@@ -304,6 +310,8 @@ pub struct Runtime {
     statfs: Option<crate::statfs::StatfsServer>,
     /// Set by `close`: no sandbox is created after it.
     closed: std::sync::atomic::AtomicBool,
+    /// The stock of prepared network slots (`netslots`).
+    netslots: Arc<netslots::NetSlots>,
 }
 
 impl Runtime {

@@ -132,6 +132,7 @@ impl Runtime {
                     .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
             })
             .map_or(u64::MAX, |kb| kb * 1024);
+        let (net_slots_dir, net_slots) = (cfg.data_dir.clone(), cfg.net_slots);
         let rt = Arc::new(Runtime {
             cfg,
             agent_lib,
@@ -149,9 +150,20 @@ impl Runtime {
             closed: std::sync::atomic::AtomicBool::new(false),
             statfs: crate::statfs::StatfsServer::start(),
             adoption: Mutex::new(AdoptionReport::default()),
+            netslots: Arc::new(super::netslots::NetSlots::new(
+                &net_slots_dir,
+                net_slots,
+                crate::slots::SlotClaims::open(),
+            )),
         });
+        if rt.open_lock.is_sole() {
+            rt.netslots.sweep();
+        }
         rt.reconcile();
         rt.reconcile_network()?;
+        if rt.open_lock.is_sole() {
+            rt.netslots.start(Arc::downgrade(&rt))?;
+        }
         // Older bundles (a rebuilt shim, an upgraded glibc) may be bound in sandboxes; with
         // none left on this data directory, nothing can hold them.
         if let Some(keep) = &rt.agent_lib
@@ -184,6 +196,7 @@ impl Runtime {
         let layers = Layers::detached(&cfg.data_dir.join("layers"))?;
         let base = template::base_unbuilt(&cfg.data_dir.join("templates"));
         let sudo_bin = sudo_bin_for(&cfg.agent_bin);
+        let data_dir = cfg.data_dir.clone();
         Ok(Arc::new(Runtime {
             cfg,
             agent_lib: None,
@@ -201,6 +214,11 @@ impl Runtime {
             closed: std::sync::atomic::AtomicBool::new(true),
             statfs: None,
             adoption: Mutex::new(AdoptionReport::default()),
+            netslots: Arc::new(super::netslots::NetSlots::new(
+                &data_dir,
+                0,
+                crate::slots::SlotClaims::local(),
+            )),
         }))
     }
 
@@ -277,6 +295,11 @@ impl Runtime {
     /// adopts them. After `close` the runtime creates no sandbox.
     pub fn close(&self) -> Result<()> {
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let stocked = self.netslots.close();
+        self.slots
+            .lock()
+            .expect("slots poisoned")
+            .retain(|s| !stocked.contains(s));
         if !self.live.lock().expect("live poisoned").is_empty() || !self.list_host().is_empty() {
             return Ok(());
         }

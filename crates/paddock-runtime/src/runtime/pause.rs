@@ -198,7 +198,7 @@ impl Runtime {
         // Secrets are not kept anywhere on the host, so a filesystem resume starts without
         // them (docs/secrets.md).
         let none = std::collections::BTreeMap::new();
-        if let Err(e) = self.launch(&dir, &mut rec, &t, procs, &none, &none) {
+        if let Err(e) = self.launch(&dir, &mut rec, &t, procs, &none, &none, None) {
             // Whatever the failed start left running goes; the sandbox stays paused.
             let _ = self.cgroups.kill_all(id);
             rec.pid = None;

@@ -37,3 +37,22 @@ pub(crate) fn pass_fd_at(cmd: &mut Command, fd: RawFd, at: RawFd) {
         })
     };
 }
+
+/// Moves the calling thread into a new network namespace (`unshare(CLONE_NEWNET)`); the
+/// caller is a short-lived thread made for it (`net::links::prepared_netns`).
+pub(crate) fn unshare_netns() -> std::io::Result<()> {
+    // SAFETY: only NEWNET is unshared (not FILES or FS), so the thread keeps sharing its
+    // descriptor table and filesystem attributes with the others: no descriptor another
+    // thread uses becomes invalid here. It changes only this thread's network namespace.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+        .map_err(Into::into)
+}
+
+/// Lowers the calling thread's CPU priority to nice `nice` (threads it starts inherit it).
+pub(crate) fn nice_this_thread(nice: i32) {
+    // SAFETY: gettid and setpriority take and return integers only; PRIO_PROCESS with a
+    // thread id changes that one thread's nice value on Linux.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice);
+    }
+}

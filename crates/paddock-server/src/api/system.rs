@@ -115,6 +115,17 @@ async fn metrics(State(state): State<Arc<AppState>>, _a: Admin) -> ApiResult<Res
         "Commands started in sandboxes.",
         m.execs.load(Ordering::Relaxed),
     );
+    let ns = state.runtime.net_slot_stats();
+    counter(
+        "paddock_net_slot_hits_total",
+        "Networked creates that took a prepared network slot.",
+        ns.hits,
+    );
+    counter(
+        "paddock_net_slot_misses_total",
+        "Networked creates that found no prepared network slot and made their network cold.",
+        ns.misses,
+    );
     let _ = write!(
         out,
         "# HELP paddock_sandboxes_running Sandboxes running now.\n# TYPE paddock_sandboxes_running gauge\npaddock_sandboxes_running {}\n",
@@ -124,6 +135,11 @@ async fn metrics(State(state): State<Arc<AppState>>, _a: Admin) -> ApiResult<Res
         out,
         "# HELP paddock_uptime_seconds Seconds since the server started.\n# TYPE paddock_uptime_seconds gauge\npaddock_uptime_seconds {}\n",
         state.started.elapsed().as_secs()
+    );
+    let _ = write!(
+        out,
+        "# HELP paddock_net_slots_ready Prepared network slots ready now.\n# TYPE paddock_net_slots_ready gauge\npaddock_net_slots_ready {}\n# HELP paddock_net_slots_target Prepared network slots the refill keeps (--net-slots).\n# TYPE paddock_net_slots_target gauge\npaddock_net_slots_target {}\n",
+        ns.ready, ns.target
     );
     m.http.render(&mut out);
     let _ = writeln!(
