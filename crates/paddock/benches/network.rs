@@ -48,6 +48,13 @@ fn main() -> anyhow::Result<()> {
     let rt = common::tokio()?;
     let mut cfg = common::runtime_config("/var/tmp/paddock-bench-network");
     cfg.dns_upstream = Some("198.51.100.1:53".parse()?);
+    // Without the stock of network slots: each networked create makes its namespace and
+    // link itself (what a create costs once the stock is empty).
+    let cold_runtime = Runtime::open(cfg.clone())?;
+    // With the server's default stock (`--net-slots 4`).
+    let mut cfg = common::runtime_config("/var/tmp/paddock-bench-network-stock");
+    cfg.dns_upstream = Some("198.51.100.1:53".parse()?);
+    cfg.net_slots = 4;
     let runtime = Runtime::open(cfg)?;
     let truecmd = || ExecRequest {
         argv: vec!["/bin/true".into()],
@@ -103,7 +110,21 @@ fn main() -> anyhow::Result<()> {
         ),
     ];
     let mut base = None;
-    for (name, p) in &policies {
+    let cold_all = ("all, no network slot stock", NetworkPolicy::all());
+    let rows = policies.iter().map(|(n, p)| (*n, p, &runtime)).chain([(
+        cold_all.0,
+        &cold_all.1,
+        &cold_runtime,
+    )]);
+    for (name, p, runtime) in rows {
+        // A full stock to start from, as after any idle moment.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while runtime.net_slot_stats().ready < runtime.net_slot_stats().target
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let before = runtime.net_slot_stats();
         let mut v = Vec::new();
         for _ in 0..runs {
             let t = Instant::now();
@@ -120,8 +141,18 @@ fn main() -> anyhow::Result<()> {
             format!(" ({:.2}×)", p50.as_secs_f64() / b.as_secs_f64())
         });
         base.get_or_insert(p50);
+        let after = runtime.net_slot_stats();
+        let stock = if after.target == 0 || p.mode == NetworkMode::None {
+            String::new()
+        } else {
+            format!(
+                " (network slots: {} hits, {} misses)",
+                after.hits - before.hits,
+                after.misses - before.misses
+            )
+        };
         println!(
-            "| {name} | {:.2} ms{ratio} | {:.2} ms | {} |",
+            "| {name}{stock} | {:.2} ms{ratio} | {:.2} ms | {} |",
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3,
             vs_bwrap(p50)
@@ -173,6 +204,9 @@ fn main() -> anyhow::Result<()> {
             f(&sbx, k) / f(&host, k)
         );
     }
+    // The stock's namespaces, links and uid claims go with the runtime.
+    runtime.close()?;
+    cold_runtime.close()?;
     drop(fake);
     Ok(())
 }

@@ -482,20 +482,32 @@ async fn network_modes_against_a_fake_internet() {
 /// id replaced by placeholders: resolv.conf, hostname, interfaces, routes, eth0's address,
 /// neighbours and conntrack-free state, and its namespace's forwarding knobs.
 async fn network_view(s: &Sandbox) -> String {
-    let r = sh(
+    let v = sh(
         s,
         "cat /etc/resolv.conf; hostname; awk 'NR>2 {print $1}' /proc/net/dev; cat /proc/net/route; \
          python3 -c 'import socket, fcntl, struct; s = socket.socket(); print(socket.inet_ntoa(fcntl.ioctl(s, 0x8915, struct.pack(\"256s\", b\"eth0\"))[20:24]))'; \
          cat /proc/net/arp; cat /proc/sys/net/ipv4/ip_forward",
     )
     .await;
+    // What its root may do to the namespace (nothing: it belongs to the host's user
+    // namespace), and that no descriptor of a namespace reached PID 1.
+    let r = root(
+        s,
+        "python3 -c 'import socket, fcntl, struct; s = socket.socket()
+try:
+    fcntl.ioctl(s, 0x8922, struct.pack(\"16si\", b\"eth0\", 1400)); print(\"mtu changed\")
+except OSError as e:
+    print(\"mtu\", e.errno)'; ls -l /proc/1/fd | grep -c 'net:'",
+    )
+    .await;
+    let r = out(&r);
     let (h, g) = (
         paddock_runtime::net::host_addr(s.slot),
         paddock_runtime::net::sandbox_addr(s.slot),
     );
     let hex = |ip: std::net::Ipv4Addr| format!("{:08X}", u32::from_le_bytes(ip.octets()));
     let net = std::net::Ipv4Addr::from(u32::from(h) - 1);
-    out(&r)
+    format!("{}{r}", out(&v))
         .replace(&h.to_string(), "HOST")
         .replace(&g.to_string(), "SANDBOX")
         .replace(&hex(h), "HOSTHEX")
@@ -541,6 +553,7 @@ async fn stocked_slots_match_cold_networks() {
     assert_eq!((stats.hits, stats.misses), (1, 0), "{stats:?}");
     let (vc, vw) = (network_view(&cold).await, network_view(&warm).await);
     assert!(vw.contains("eth0:") && vw.contains("SANDBOX"), "{vw}");
+    assert!(vw.ends_with("mtu 1\n0\n"), "{vw}");
     assert_eq!(vc, vw, "a stocked slot's sandbox sees another network");
     // Its policy holds: the internet yes, the metadata address no, names through its resolver.
     assert_eq!(
