@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use server::Server;
 
 fn rss_kib(pid: u32) -> u64 {
@@ -94,17 +94,17 @@ async fn main() -> anyhow::Result<()> {
         .create(json!({"timeout": 3600, "disk": format!("{}G", 2 * gib + 1)}))
         .await;
     let id = v["id"].as_str().expect("id").to_owned();
-    let e: Value = s
-        .http
-        .post(format!("{}/v2/sandboxes", s.url))
-        .header("X-API-KEY", &s.admin_key)
-        .json(&json!({"templateID": "base", "timeout": 3600}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let eid = e["sandboxID"].as_str().expect("id").to_owned();
-    let token = e["envdAccessToken"].as_str().expect("token").to_owned();
+    let (eid, token) = s
+        .e2b_sandbox(json!({"templateID": "base", "timeout": 3600}))
+        .await;
+    let e2b_file = |method| {
+        s.e2b_data(
+            method,
+            "/files?path=/home/user/e.bin&username=user",
+            &eid,
+            &token,
+        )
+    };
 
     let rss0 = rss_kib(pid);
     let peak = Arc::new(AtomicU64::new(rss0));
@@ -159,14 +159,7 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let t0 = Instant::now();
-    let r = s
-        .http
-        .post(format!(
-            "{}/files?path=/home/user/e.bin&username=user",
-            s.url
-        ))
-        .header("E2b-Sandbox-Id", &eid)
-        .header("X-Access-Token", &token)
+    let r = e2b_file(Method::POST)
         .header("content-type", "application/octet-stream")
         .header("content-length", bytes.to_string())
         .body(body(bytes))
@@ -179,16 +172,7 @@ async fn main() -> anyhow::Result<()> {
         lap(&mut cpu0),
     ));
     let t0 = Instant::now();
-    let r = s
-        .http
-        .get(format!(
-            "{}/files?path=/home/user/e.bin&username=user",
-            s.url
-        ))
-        .header("E2b-Sandbox-Id", &eid)
-        .header("X-Access-Token", &token)
-        .send()
-        .await?;
+    let r = e2b_file(Method::GET).send().await?;
     anyhow::ensure!(drain(r).await? == bytes, "short e2b download");
     rows.push((
         "E2B download (GET /files)".into(),

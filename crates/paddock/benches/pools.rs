@@ -90,9 +90,7 @@ async fn once(s: &Server, path: Path) -> Duration {
         Path::E2b => {
             let t0 = Instant::now();
             let r = s
-                .http
-                .post(format!("{}/sandboxes", s.url))
-                .header("X-API-KEY", &s.admin_key)
+                .e2b_api(Method::POST, "/sandboxes")
                 .json(&json!({"templateID": "base", "timeout": 600, "allow_internet_access": true, "secure": true}))
                 .send()
                 .await
@@ -101,18 +99,8 @@ async fn once(s: &Server, path: Path) -> Duration {
             let v: Value = r.json().await.expect("json");
             let id = v["sandboxID"].as_str().expect("id").to_owned();
             let token = v["envdAccessToken"].as_str().unwrap_or_default().to_owned();
-            let msg = br#"{"process":{"cmd":"/bin/true","args":[]}}"#;
-            let mut body = vec![0u8];
-            body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-            body.extend_from_slice(msg);
             let r = s
-                .http
-                .post(format!("{}/process.Process/Start", s.url))
-                .header("E2b-Sandbox-Id", &id)
-                .header("X-Access-Token", &token)
-                .header("Content-Type", "application/connect+json")
-                .header("Connect-Protocol-Version", "1")
-                .body(body)
+                .e2b_process_start(&id, &token, "/bin/true", &[])
                 .send()
                 .await
                 .expect("process.Start");
@@ -121,9 +109,7 @@ async fn once(s: &Server, path: Path) -> Duration {
             let took = t0.elapsed();
             assert!(String::from_utf8_lossy(&b).contains("\"end\""));
             let r = s
-                .http
-                .delete(format!("{}/sandboxes/{id}", s.url))
-                .header("X-API-KEY", &s.admin_key)
+                .e2b_api(Method::DELETE, &format!("/sandboxes/{id}"))
                 .send()
                 .await
                 .expect("e2b kill");

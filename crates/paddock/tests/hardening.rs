@@ -583,11 +583,7 @@ async fn nul_bytes_are_refused_with_400_naming_the_field_on_every_input_path() {
     assert_eq!(st, StatusCode::OK, "{v}");
 }
 
-/// A Connect streaming envelope: flags 0, big-endian length, the JSON message.
+/// A Connect streaming envelope of the JSON message `v`.
 fn connect_frame(v: &Value) -> Vec<u8> {
-    let msg = serde_json::to_vec(v).expect("json");
-    let mut out = vec![0u8];
-    out.extend_from_slice(&u32::try_from(msg.len()).expect("small").to_be_bytes());
-    out.extend_from_slice(&msg);
-    out
+    server::e2b::connect_envelope(&serde_json::to_vec(v).expect("json"))
 }

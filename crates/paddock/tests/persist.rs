@@ -241,10 +241,12 @@ async fn e2b_auto_pause_at_timeout_and_auto_resume_on_the_data_plane() {
     assert_eq!(v["lifecycle"]["onTimeout"], "pause");
     // The data plane wakes it.
     let r = s
-        .http
-        .get(format!("{}/files?path=/etc/hostname&username=user", s.url))
-        .header("E2b-Sandbox-Id", &id)
-        .header("X-Access-Token", &token)
+        .e2b_data(
+            Method::GET,
+            "/files?path=/etc/hostname&username=user",
+            &id,
+            &token,
+        )
         .send()
         .await
         .unwrap();
@@ -282,10 +284,12 @@ async fn e2b_auto_pause_at_timeout_and_auto_resume_on_the_data_plane() {
     .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     let r = s
-        .http
-        .get(format!("{}/files?path=/etc/hostname&username=user", s.url))
-        .header("E2b-Sandbox-Id", &id2)
-        .header("X-Access-Token", &token2)
+        .e2b_data(
+            Method::GET,
+            "/files?path=/etc/hostname&username=user",
+            &id2,
+            &token2,
+        )
         .send()
         .await
         .unwrap();

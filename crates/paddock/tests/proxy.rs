@@ -153,27 +153,28 @@ async fn serving_sandbox(s: &Server) -> (String, String) {
         assert_eq!(st, StatusCode::ACCEPTED, "{v}");
     }
     // Both listen within a few seconds.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (st, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/ports"))).await;
-        assert_eq!(st, StatusCode::OK, "{v}");
-        let ports: Vec<u64> = v["ports"]
-            .as_array()
-            .expect("ports")
-            .iter()
-            .filter(|p| p["listening"] == true)
-            .filter_map(|p| p["port"].as_u64())
-            .collect();
-        if ports.contains(&8000) && ports.contains(&8765) {
-            let token = v["access_token"].as_str().expect("token").to_owned();
-            return (id, token);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "servers did not start listening: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let token = eventually(
+        Duration::from_secs(20),
+        "servers listening on 8000 and 8765",
+        || async {
+            let (st, v) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/ports"))).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            let ports: Vec<u64> = v["ports"]
+                .as_array()
+                .expect("ports")
+                .iter()
+                .filter(|p| p["listening"] == true)
+                .filter_map(|p| p["port"].as_u64())
+                .collect();
+            if ports.contains(&8000) && ports.contains(&8765) {
+                Ok(v["access_token"].as_str().expect("token").to_owned())
+            } else {
+                Err(v)
+            }
+        },
+    )
+    .await;
+    (id, token)
 }
 
 /// The server's `host:port`.
@@ -909,13 +910,9 @@ async fn bulk_downloads_are_spliced_whole_and_the_connection_stays_usable() {
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let c = client();
     let url = |rest: &str| format!("{}/proxy/{id}/8000/{rest}", s.url);
+    let get = |rest: &str| c.get(url(rest)).header("x-access-token", &token);
     for round in 0..2 {
-        let r = c
-            .get(url("big.bin"))
-            .header("x-access-token", &token)
-            .send()
-            .await
-            .expect("download");
+        let r = get("big.bin").send().await.expect("download");
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.content_length(), Some(data.len() as u64));
         let body = r.bytes().await.expect("body");
@@ -925,21 +922,11 @@ async fn bulk_downloads_are_spliced_whole_and_the_connection_stays_usable() {
             "round {round}"
         );
         // The same keep-alive connection answers the next request correctly.
-        let r = c
-            .get(url("hello.txt"))
-            .header("x-access-token", &token)
-            .send()
-            .await
-            .expect("hello");
+        let r = get("hello.txt").send().await.expect("hello");
         assert_eq!(r.text().await.expect("text"), HELLO);
     }
     // A 404 with a body, and HEAD (no body) pass through.
-    let r = c
-        .get(url("missing"))
-        .header("x-access-token", &token)
-        .send()
-        .await
-        .expect("404");
+    let r = get("missing").send().await.expect("404");
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(r.text().await.expect("text").contains("404"));
     let r = c
@@ -957,12 +944,7 @@ async fn bulk_downloads_are_spliced_whole_and_the_connection_stays_usable() {
     );
 
     // Deleted mid-download: an error, never a short body that looks complete.
-    let r = c
-        .get(url("big.bin"))
-        .header("x-access-token", &token)
-        .send()
-        .await
-        .expect("download");
+    let r = get("big.bin").send().await.expect("download");
     assert_eq!(r.status(), StatusCode::OK);
     let mut body = r.bytes_stream();
     let mut got = body.next().await.expect("first").expect("chunk").len();

@@ -216,9 +216,7 @@ async fn failing_start_command_fails_the_create() {
 
     // E2B: `{"code": 422, "message": ...}`.
     let r = s
-        .http
-        .post(format!("{}/v2/sandboxes", s.url))
-        .header("X-API-KEY", &s.admin_key)
+        .e2b_api(Method::POST, "/v2/sandboxes")
         .json(&json!({"templateID": "boom", "timeout": 60}))
         .send()
         .await

@@ -102,26 +102,18 @@ async fn files_64_mib_round_trip_natively_and_over_e2b_with_sizes_at_the_edges()
     assert_eq!(Sha256::digest(&back), want, "native download differs");
 
     // The E2B data plane: a raw octet-stream upload and a download, both on the raw path.
-    let e2b = s
-        .http
-        .post(format!("{}/v2/sandboxes", s.url))
-        .header("X-API-KEY", &s.admin_key)
-        .json(&json!({"templateID": "base", "timeout": 600}))
-        .send()
-        .await
-        .expect("e2b create");
-    assert_eq!(e2b.status(), StatusCode::CREATED);
-    let e2b: Value = e2b.json().await.expect("json");
-    let eid = e2b["sandboxID"].as_str().expect("id").to_owned();
-    let token = e2b["envdAccessToken"].as_str().expect("token").to_owned();
-    let r = s
-        .http
-        .post(format!(
-            "{}/files?path=/home/user/e.bin&username=user",
-            s.url
-        ))
-        .header("E2b-Sandbox-Id", &eid)
-        .header("X-Access-Token", &token)
+    let (eid, token) = s
+        .e2b_sandbox(json!({"templateID": "base", "timeout": 600}))
+        .await;
+    let e2b_file = |method| {
+        s.e2b_data(
+            method,
+            "/files?path=/home/user/e.bin&username=user",
+            &eid,
+            &token,
+        )
+    };
+    let r = e2b_file(Method::POST)
         .header("content-type", "application/octet-stream")
         .body(data.clone())
         .send()
@@ -130,17 +122,7 @@ async fn files_64_mib_round_trip_natively_and_over_e2b_with_sizes_at_the_edges()
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = r.json().await.expect("json");
     assert_eq!(v[0]["path"], "/home/user/e.bin", "{v}");
-    let r = s
-        .http
-        .get(format!(
-            "{}/files?path=/home/user/e.bin&username=user",
-            s.url
-        ))
-        .header("E2b-Sandbox-Id", &eid)
-        .header("X-Access-Token", &token)
-        .send()
-        .await
-        .expect("e2b download");
+    let r = e2b_file(Method::GET).send().await.expect("e2b download");
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         r.headers()
@@ -151,14 +133,7 @@ async fn files_64_mib_round_trip_natively_and_over_e2b_with_sizes_at_the_edges()
     let back = r.bytes().await.expect("body");
     assert_eq!(Sha256::digest(&back), want, "e2b download differs");
     // gzip is still honoured (the copy path).
-    let r = s
-        .http
-        .get(format!(
-            "{}/files?path=/home/user/e.bin&username=user",
-            s.url
-        ))
-        .header("E2b-Sandbox-Id", &eid)
-        .header("X-Access-Token", &token)
+    let r = e2b_file(Method::GET)
         .header("accept-encoding", "gzip")
         .send()
         .await

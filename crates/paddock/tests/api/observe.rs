@@ -124,9 +124,7 @@ async fn e2b_domain_follows_the_public_url() {
     let (_, ports) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/ports/8000"))).await;
     assert_eq!(ports["url"], format!("https://8000-{id}.sbx.test/"));
     let r = s
-        .http
-        .get(format!("{}/v2/sandboxes", s.url))
-        .header("X-API-KEY", &s.admin_key)
+        .e2b_api(Method::GET, "/v2/sandboxes")
         .send()
         .await
         .expect("e2b list");
@@ -136,16 +134,8 @@ async fn e2b_domain_follows_the_public_url() {
 
 /// Creates a sandbox through the E2B control plane with the admin key; its `Sandbox` JSON.
 async fn e2b_create(s: &Server) -> Value {
-    let r = s
-        .http
-        .post(format!("{}/v2/sandboxes", s.url))
-        .header("X-API-KEY", &s.admin_key)
-        .json(&json!({"templateID": "base", "timeout": 60}))
-        .send()
+    s.e2b_create(json!({"templateID": "base", "timeout": 60}))
         .await
-        .expect("e2b create");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    r.json().await.expect("json")
 }
 
 /// `/metrics` labels the E2B data plane and the proxy by method instead of `unmatched`, and

@@ -12,6 +12,7 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 
+pub mod e2b;
 pub mod venv;
 
 // A binary that uses both harnesses (network) gets two copies of it: harmless.
