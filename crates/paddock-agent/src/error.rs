@@ -41,6 +41,11 @@ pub enum Error {
     /// The sequence refuses to go on (a multi-threaded fork, a template without layers).
     #[error("{reason}")]
     Refused { reason: String },
+    /// The template cannot hold a sandbox: a directory or file the setup stage makes in its
+    /// root is a symlink or not of the kind needed. `reason` names only paths inside the
+    /// sandbox: the setup stage reports it as `refused <reason>`, which the client is told.
+    #[error("{reason}")]
+    Template { reason: String },
     /// The sandbox's PID 1 failed before it executed the agent; `message` is what it
     /// reported over the error pipe.
     #[error("{message}")]
@@ -50,6 +55,18 @@ pub enum Error {
 impl From<rustix::io::Errno> for Error {
     fn from(e: rustix::io::Errno) -> Self {
         Error::Os(e.into())
+    }
+}
+
+impl Error {
+    /// The reason of the [`Error::Template`] this error is or wraps (under the steps'
+    /// contexts, which may name host paths and are left out).
+    pub(crate) fn template_refusal(&self) -> Option<&str> {
+        match self {
+            Error::Template { reason } => Some(reason),
+            Error::Context { source, .. } => source.template_refusal(),
+            _ => None,
+        }
     }
 }
 
@@ -117,5 +134,19 @@ mod tests {
             nested.expect_err("an error").to_string(),
             "building the root: mounting /proc: Operation not permitted (os error 1)"
         );
+    }
+
+    #[test]
+    fn a_template_refusal_is_found_under_contexts() {
+        let e: Result<()> = Err(Error::Template {
+            reason: "the template's /opt/paddock is a symlink".into(),
+        });
+        let e = e.context("binding /var/lib/x").expect_err("an error");
+        assert_eq!(
+            e.template_refusal(),
+            Some("the template's /opt/paddock is a symlink")
+        );
+        let other: Result<()> = Err(std::io::Error::from_raw_os_error(libc::EPERM)).context("x");
+        assert_eq!(other.expect_err("an error").template_refusal(), None);
     }
 }

@@ -1,8 +1,9 @@
 //! The setup stage: builds a sandbox around a fresh process and turns it into the agent.
 //!
 //! The host runtime starts `paddock-agent setup` as host root, writes a [`SetupConfig`] to its
-//! stdin and reads one status line from its stdout: `ok <host pid of the sandbox's PID 1>` or
-//! `err <message>`. Everything happens in one linear sequence, [`run`], whose comments state
+//! stdin and reads one status line from its stdout: `ok <host pid of the sandbox's PID 1>`,
+//! `refused <reason>` (the template cannot be used, [`Error::Template`]: the reason names only
+//! paths in the sandbox and is answered to the client) or `err <message>` (logged only). Everything happens in one linear sequence, [`run`], whose comments state
 //! each ordering constraint. It is written against raw syscalls because the order *is* the
 //! security argument; see `docs/isolation.md` for the same sequence in prose.
 //!
@@ -79,7 +80,10 @@ pub fn main() -> ! {
             0
         }
         Err(e) => {
-            let _ = writeln!(out, "err {}", format!("{e:#}").replace('\n', " "));
+            let _ = match e.template_refusal() {
+                Some(reason) => writeln!(out, "refused {}", reason.replace('\n', " ")),
+                None => writeln!(out, "err {}", format!("{e:#}").replace('\n', " ")),
+            };
             1
         }
     };

@@ -65,9 +65,15 @@ pub enum RuntimeError {
     /// Every uid range is in use.
     #[error("no free uid range for another sandbox")]
     Exhausted,
-    /// The setup stage failed; `reason` comes from the agent's setup sequence.
-    #[error("sandbox {id} setup failed: {reason}")]
-    Setup { id: String, reason: String },
+    /// The setup stage refused the sandbox's template: a directory or file it makes in the
+    /// template's root (`/opt/paddock`, the `sudo` shim, a mount point) is a symlink or not
+    /// of the kind needed. `reason` names only paths inside the sandbox, so a client may be
+    /// told it; nothing was made on the host.
+    #[error("template {template} cannot be used: {reason}")]
+    TemplateUnusable { template: String, reason: String },
+    /// The setup stage failed in a way the client cannot fix (logged, never sent).
+    #[error("sandbox {id} setup failed: {failure}")]
+    Setup { id: String, failure: SetupFailure },
     /// A blocking task of the runtime panicked or was cancelled.
     #[error("{what} task failed: {source}")]
     Task {
@@ -121,6 +127,73 @@ pub enum RuntimeError {
     /// An image or layer is malformed or does not match its digest.
     #[error("bad image: {reason}")]
     BadImage { reason: String },
+}
+
+/// How a sandbox's setup stage failed ([`RuntimeError::Setup`]). The setup stage answers
+/// the runtime with one status line on its stdout: `ok <pid>`, `refused <reason>` (the
+/// template cannot be used: [`RuntimeError::TemplateUnusable`]) or `err <message>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetupFailure {
+    /// The setup stage said why (`err <message>`); the message may name host paths.
+    #[error("{message}")]
+    Reported { message: String },
+    /// A status line the runtime does not know.
+    #[error("bad status {line:?}")]
+    BadStatus { line: String },
+    /// The setup stage ended without a status line; `log` is its stderr.
+    #[error("setup ended without status: {log}")]
+    NoStatus { log: String },
+    /// A gVisor sandbox without `runsc` on the host.
+    #[error("runsc is not installed")]
+    NoRunsc,
+    /// The gVisor Sentry exited before its agent `stage` ("started", "listened"): the one
+    /// failure a gVisor start is retried after.
+    #[error("the gVisor sandbox exited before its agent {stage}")]
+    SentryDied { stage: &'static str },
+    /// The agent under gVisor did not start within `secs`.
+    #[error("the agent did not start within {secs}s under gVisor")]
+    AgentLate { secs: u64 },
+    /// The agent's socket under gVisor could not be taken: `what` failed.
+    #[error("the agent socket {what}")]
+    AgentSocket { what: String },
+}
+
+/// The status line of the setup stage (`ok <pid>`, `refused <reason>`, `err <message>`), or
+/// its absence (`line` empty: `log` is then what the stage wrote on stderr), as the pid of
+/// the sandbox's PID 1 on the host or the error to answer.
+pub(crate) fn setup_status(
+    id: &str,
+    template: &str,
+    line: &str,
+    log: impl FnOnce() -> String,
+) -> Result<i32> {
+    let failure = match line.trim().split_once(' ') {
+        Some(("ok", pid)) => match pid.parse() {
+            Ok(pid) => return Ok(pid),
+            Err(_) => SetupFailure::BadStatus {
+                line: line.trim().to_owned(),
+            },
+        },
+        Some(("refused", reason)) => {
+            return Err(RuntimeError::TemplateUnusable {
+                template: template.to_owned(),
+                reason: reason.to_owned(),
+            });
+        }
+        Some(("err", message)) => SetupFailure::Reported {
+            message: message.to_owned(),
+        },
+        _ if line.trim().is_empty() => SetupFailure::NoStatus {
+            log: log().trim().to_owned(),
+        },
+        _ => SetupFailure::BadStatus {
+            line: line.trim().to_owned(),
+        },
+    };
+    Err(RuntimeError::Setup {
+        id: id.to_owned(),
+        failure,
+    })
 }
 
 // Manual `From` impls: the message already includes the inner error, so it is not also
@@ -185,7 +258,13 @@ mod tests {
             },
             RuntimeError::Setup {
                 id: "abc".into(),
-                reason: "mount failed".into(),
+                failure: SetupFailure::Reported {
+                    message: "mount failed".into(),
+                },
+            },
+            RuntimeError::TemplateUnusable {
+                template: "evil".into(),
+                reason: "the template's /opt/paddock is a symlink".into(),
             },
             RuntimeError::PortClosed {
                 port: 80,
@@ -213,5 +292,49 @@ mod tests {
             used.to_string(),
             "template py is used by 2 running sandbox(es): a, b"
         );
+    }
+
+    #[test]
+    fn the_setup_status_line_becomes_a_pid_a_refusal_or_a_failure() {
+        let none = || -> String { unreachable!("the log is read only without a status") };
+        assert_eq!(setup_status("abc", "t", "ok 42\n", none).ok(), Some(42));
+        match setup_status(
+            "abc",
+            "evil",
+            "refused the template's /opt/paddock is a symlink\n",
+            none,
+        ) {
+            Err(RuntimeError::TemplateUnusable { template, reason }) => {
+                assert_eq!(template, "evil");
+                assert_eq!(reason, "the template's /opt/paddock is a symlink");
+            }
+            other => panic!("{other:?}"),
+        }
+        let failure = |line: &str| match setup_status("abc", "t", line, || " died \n".into()) {
+            Err(RuntimeError::Setup { id, failure }) => {
+                assert_eq!(id, "abc");
+                failure
+            }
+            other => panic!("{line:?}: {other:?}"),
+        };
+        assert_eq!(
+            failure("err mounting /proc: EPERM\n"),
+            SetupFailure::Reported {
+                message: "mounting /proc: EPERM".into()
+            }
+        );
+        assert_eq!(
+            failure("ok nope\n"),
+            SetupFailure::BadStatus {
+                line: "ok nope".into()
+            }
+        );
+        assert_eq!(
+            failure("what\n"),
+            SetupFailure::BadStatus {
+                line: "what".into()
+            }
+        );
+        assert_eq!(failure(""), SetupFailure::NoStatus { log: "died".into() });
     }
 }

@@ -34,7 +34,7 @@ pub mod template;
 pub mod volfs;
 
 pub use client::{AgentClient, AgentTransport};
-pub use error::{Result, RuntimeError};
+pub use error::{Result, RuntimeError, SetupFailure};
 pub use runtime::{
     AdoptionReport, CreateSpec, ExecRequest, ExecResult, HostSandbox, ListeningPort, MAX_NET_SLOTS,
     NetSlotStats, PauseMode, Personalise, RAW_LENGTH_HEADER, RAW_UPGRADE, RawExchange, Runtime,

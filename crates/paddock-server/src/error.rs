@@ -53,6 +53,11 @@ pub enum ApiError {
     /// pass in time; the message says which, with the end of the start command's output.
     #[error("{0}")]
     StartFailed(String),
+    /// 422 `template_unusable`: the sandbox's setup refused its template (a directory or
+    /// file it makes, such as `/opt/paddock`, is a symlink or of the wrong kind); the
+    /// message names the path inside the sandbox, never a host path.
+    #[error("{0}")]
+    TemplateUnusable(String),
     /// 429 `rate_limited` (with `Retry-After`).
     #[error("too many requests; retry after {0} s")]
     RateLimited(u64),
@@ -113,6 +118,7 @@ impl ApiError {
             }
             StartFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "start_failed"),
             NoMatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "no_match"),
+            TemplateUnusable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "template_unusable"),
             RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
@@ -193,6 +199,7 @@ impl From<RuntimeError> for ApiError {
             | RuntimeError::AlreadyPaused { .. }) => ApiError::Conflict(e.to_string()),
             RuntimeError::Registry { reason, .. } => ApiError::Registry(reason),
             RuntimeError::BadImage { reason } => ApiError::BadRequest(reason),
+            e @ RuntimeError::TemplateUnusable { .. } => ApiError::TemplateUnusable(e.to_string()),
             RuntimeError::IsolationUnavailable { reason, .. } => ApiError::BadRequest(reason),
             RuntimeError::Exhausted => {
                 ApiError::Unavailable("this host cannot start more sandboxes".into())
@@ -230,3 +237,32 @@ impl From<RuntimeError> for ApiError {
 
 /// Shorthand for handler results.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_template_is_a_422_naming_the_path_in_the_sandbox() {
+        let e = ApiError::from(RuntimeError::TemplateUnusable {
+            template: "evil".into(),
+            reason: "the template's /opt/paddock is a symlink".into(),
+        });
+        assert_eq!(
+            e.status_code(),
+            (StatusCode::UNPROCESSABLE_ENTITY, "template_unusable")
+        );
+        assert_eq!(
+            e.to_string(),
+            "template evil cannot be used: the template's /opt/paddock is a symlink"
+        );
+        let internal = ApiError::from(RuntimeError::Setup {
+            id: "abc".into(),
+            failure: paddock_runtime::SetupFailure::Reported {
+                message: "mounting /var/lib/paddock/x: EPERM".into(),
+            },
+        });
+        assert_eq!(internal.status_code().1, "internal");
+        assert_eq!(internal.to_string(), "internal error");
+    }
+}

@@ -25,10 +25,20 @@ pub(crate) fn dir_in_root(root: &Path, path: &str) -> Result<PathBuf> {
         shown.push_str(part);
         match dir.symlink_metadata() {
             Ok(m) if m.is_dir() => {}
-            Ok(m) if m.file_type().is_symlink() => bail!(
-                "the template's {shown} is a symlink; the sandbox's {path} must be a real directory (refused: it could lead out of the sandbox before it starts)"
-            ),
-            Ok(_) => bail!("the template's {shown} is not a directory; {path} needs it to be one"),
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Error::Template {
+                    reason: format!(
+                        "the template's {shown} is a symlink; the sandbox's {path} must be a real directory (refused: it could lead out of the sandbox before it starts)"
+                    ),
+                });
+            }
+            Ok(_) => {
+                return Err(Error::Template {
+                    reason: format!(
+                        "the template's {shown} is not a directory; {path} needs it to be one"
+                    ),
+                });
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 fs::create_dir(&dir).with_context(|| format!("creating {shown}"))?
             }
@@ -56,10 +66,14 @@ pub(crate) fn file_in_root(root: &Path, path: &str) -> Result<PathBuf> {
         .open(&file);
     match f {
         Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok(file),
-        Ok(_) => bail!("the template's {path} is not a regular file"),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
-            "the template's {path} is a symlink; refused (it could lead out of the sandbox before it starts)"
-        ),
+        Ok(_) => Err(Error::Template {
+            reason: format!("the template's {path} is not a regular file"),
+        }),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(Error::Template {
+            reason: format!(
+                "the template's {path} is a symlink; refused (it could lead out of the sandbox before it starts)"
+            ),
+        }),
         Err(e) => Err(Error::from(e)).with_context(|| format!("creating {path}")),
     }
 }

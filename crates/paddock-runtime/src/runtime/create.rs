@@ -504,25 +504,9 @@ impl Runtime {
                 .map_err(RuntimeError::io("reading setup status"))?;
         }
         let _ = child.wait();
-        let pid: i32 = match line.trim().split_once(' ') {
-            Some(("ok", pid)) => pid.parse().map_err(|_| RuntimeError::Setup {
-                id: record.id.clone(),
-                reason: format!("bad status {line:?}"),
-            })?,
-            Some(("err", msg)) => {
-                return Err(RuntimeError::Setup {
-                    id: record.id.clone(),
-                    reason: msg.to_owned(),
-                });
-            }
-            _ => {
-                let log = fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
-                return Err(RuntimeError::Setup {
-                    id: record.id.clone(),
-                    reason: format!("setup ended without status: {}", log.trim()),
-                });
-            }
-        };
+        let pid = crate::error::setup_status(&record.id, &record.template, &line, || {
+            fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
+        })?;
         record.pid = Some(pid);
         record.pid_start = pid_start_time(pid);
         write_record(dir, record)

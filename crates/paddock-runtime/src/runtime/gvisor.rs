@@ -29,7 +29,7 @@ use paddock_core::{
 };
 
 use super::{Record, Runtime, pid_start_time, write_record};
-use crate::error::{Result, RuntimeError};
+use crate::error::{Result, RuntimeError, SetupFailure};
 
 /// `runsc --platform`. KVM hangs on this machine kind (its `/dev/kvm` is PVM) and this
 /// runsc has no systrap, so ptrace it is.
@@ -166,7 +166,10 @@ impl Runtime {
         cfg: SetupConfig,
     ) -> Result<()> {
         match self.launch_gvisor_once(dir, record, cfg.clone()) {
-            Err(RuntimeError::Setup { id, reason }) if reason.starts_with(SENTRY_DIED) => {
+            Err(RuntimeError::Setup {
+                id,
+                failure: reason @ SetupFailure::SentryDied { .. },
+            }) => {
                 let log = fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
                 tracing::warn!(
                     sandbox = %id,
@@ -189,15 +192,15 @@ impl Runtime {
         record: &mut Record,
         mut cfg: SetupConfig,
     ) -> Result<()> {
-        let setup_err = |reason: String| RuntimeError::Setup {
+        let setup_err = |failure: SetupFailure| RuntimeError::Setup {
             id: record.id.clone(),
-            reason,
+            failure,
         };
         let runsc = self
             .cfg
             .runsc
             .clone()
-            .ok_or_else(|| setup_err("runsc is not installed".into()))?;
+            .ok_or_else(|| setup_err(SetupFailure::NoRunsc))?;
         let state_dir = self.runsc_root();
         fs::create_dir_all(&state_dir).map_err(RuntimeError::io("creating runsc state dir"))?;
         let agent_dir = dir.join("agent");
@@ -240,19 +243,9 @@ impl Runtime {
                 .map_err(RuntimeError::io("reading setup status"))?;
         }
         let _ = child.wait();
-        let pid: i32 = match line.trim().split_once(' ') {
-            Some(("ok", pid)) => pid
-                .parse()
-                .map_err(|_| setup_err(format!("bad status {line:?}")))?,
-            Some(("err", msg)) => return Err(setup_err(msg.to_owned())),
-            _ => {
-                let log = fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
-                return Err(setup_err(format!(
-                    "setup ended without status: {}",
-                    log.trim()
-                )));
-            }
-        };
+        let pid = crate::error::setup_status(&record.id, &record.template, &line, || {
+            fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
+        })?;
         record.pid = Some(pid);
         record.pid_start = pid_start_time(pid);
         write_record(dir, record)?;
@@ -290,14 +283,11 @@ fn reap_orphans(pids: &[i32]) {
     }
 }
 
-/// How a start whose Sentry died before its agent was reachable begins its error.
-const SENTRY_DIED: &str = "the gVisor sandbox exited before its agent";
-
 /// Waits for the agent to bind its socket at `inside` (a host path in the directory bound
 /// into the sandbox), moves it to `outside`, where nothing in the sandbox reaches, and checks
 /// that what was moved is a socket. Fails if the Sentry (`pid`) dies first or after
 /// [`AGENT_WAIT`].
-fn take_socket(inside: &Path, outside: &Path, pid: i32) -> std::result::Result<(), String> {
+fn take_socket(inside: &Path, outside: &Path, pid: i32) -> std::result::Result<(), SetupFailure> {
     use std::os::unix::fs::FileTypeExt as _;
     let deadline = Instant::now() + AGENT_WAIT;
     loop {
@@ -305,22 +295,25 @@ fn take_socket(inside: &Path, outside: &Path, pid: i32) -> std::result::Result<(
             break;
         }
         if pid_start_time(pid).is_none() {
-            return Err(format!("{SENTRY_DIED} started"));
+            return Err(SetupFailure::SentryDied { stage: "started" });
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "the agent did not start within {}s under gVisor",
-                AGENT_WAIT.as_secs()
-            ));
+            return Err(SetupFailure::AgentLate {
+                secs: AGENT_WAIT.as_secs(),
+            });
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    fs::rename(inside, outside).map_err(|e| format!("moving the agent socket: {e}"))?;
+    fs::rename(inside, outside).map_err(|e| SetupFailure::AgentSocket {
+        what: format!("could not be moved: {e}"),
+    })?;
     match outside.symlink_metadata() {
         Ok(m) if m.file_type().is_socket() => {}
         _ => {
             let _ = fs::remove_file(outside);
-            return Err("the agent socket is not a socket".into());
+            return Err(SetupFailure::AgentSocket {
+                what: "is not a socket".into(),
+            });
         }
     }
     // Bound a moment before it listens: connectable once it does. A loaded host can take
@@ -328,13 +321,15 @@ fn take_socket(inside: &Path, outside: &Path, pid: i32) -> std::result::Result<(
     let appeared = Instant::now();
     while let Err(e) = std::os::unix::net::UnixStream::connect(outside) {
         if pid_start_time(pid).is_none() {
-            return Err(format!("{SENTRY_DIED} listened"));
+            return Err(SetupFailure::SentryDied { stage: "listened" });
         }
         if Instant::now() > deadline.max(appeared + LISTEN_WAIT) {
-            return Err(format!(
-                "the agent socket does not accept connections {} ms after it appeared: {e}",
-                appeared.elapsed().as_millis()
-            ));
+            return Err(SetupFailure::AgentSocket {
+                what: format!(
+                    "does not accept connections {} ms after it appeared: {e}",
+                    appeared.elapsed().as_millis()
+                ),
+            });
         }
         std::thread::sleep(Duration::from_millis(2));
     }

@@ -22,8 +22,9 @@ fn busybox_rootfs_with(extra: &[(&str, Option<&str>)]) -> Vec<u8> {
 /// The setup stage runs as host root before `pivot_root`, where a symlink in a template
 /// (from an image, or a snapshot of a layer a sandbox's root changed) resolves on the host.
 /// A template pointing the directories and files the setup stage makes (`/opt/paddock`,
-/// the `sudo` mount point, `/tmp`) at host paths is refused: the create fails and nothing
-/// is made or truncated on the host.
+/// the `sudo` mount point, `/tmp`) at host paths is refused: the create fails with 422
+/// `template_unusable` naming the path in the sandbox (never the host's), E2B's create with
+/// E2B's `{"code": 422, "message"}`, and nothing is made or truncated on the host.
 #[tokio::test(flavor = "multi_thread")]
 async fn templates_linking_setup_paths_to_the_host_are_refused_and_touch_nothing() {
     let s = server::Server::start(&[]);
@@ -37,8 +38,13 @@ async fn templates_linking_setup_paths_to_the_host_are_refused_and_touch_nothing
     std::fs::write(&victim, "keep").unwrap();
     let (h, v) = (host.to_str().unwrap(), victim.to_str().unwrap());
     type Entries<'a> = Vec<(&'a str, Option<&'a str>)>;
-    let cases: [(&str, Entries); 4] = [
-        ("evil-opt", vec![("opt", None), ("opt/paddock", Some(h))]),
+    // (template, its entries, the path the refusal names).
+    let cases: [(&str, Entries, &str); 4] = [
+        (
+            "evil-opt",
+            vec![("opt", None), ("opt/paddock", Some(h))],
+            "/opt/paddock",
+        ),
         (
             "evil-bin",
             vec![
@@ -46,6 +52,7 @@ async fn templates_linking_setup_paths_to_the_host_are_refused_and_touch_nothing
                 ("opt/paddock", None),
                 ("opt/paddock/bin", Some(h)),
             ],
+            "/opt/paddock/bin",
         ),
         (
             "evil-sudo",
@@ -55,10 +62,11 @@ async fn templates_linking_setup_paths_to_the_host_are_refused_and_touch_nothing
                 ("opt/paddock/bin", None),
                 ("opt/paddock/bin/sudo", Some(v)),
             ],
+            "/opt/paddock/bin/sudo",
         ),
-        ("evil-run", vec![("run", Some(h))]),
+        ("evil-run", vec![("run", Some(h))], ""),
     ];
-    for (name, extra) in &cases {
+    for (name, extra, refused) in &cases {
         let (st, t) = server::call(
             s.req(
                 reqwest::Method::POST,
@@ -76,16 +84,38 @@ async fn templates_linking_setup_paths_to_the_host_are_refused_and_touch_nothing
             .await
             .unwrap();
         let st = r.status();
-        let body = r.text().await.unwrap();
+        let body: serde_json::Value = r.json().await.unwrap();
         if *name == "evil-run" {
             // `/run` is only made for secret files: without them the sandbox starts, and
             // nothing was made through the link either.
             assert_eq!(st, reqwest::StatusCode::CREATED, "{name}: {body}");
         } else {
-            assert!(
-                !st.is_success(),
-                "{name}: a create must fail, got {st}: {body}"
+            assert_eq!(
+                st,
+                reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+                "{name}: {body}"
             );
+            assert_eq!(body["code"], "template_unusable", "{name}: {body}");
+            let msg = body["message"].as_str().unwrap_or_default();
+            let want =
+                format!("template {name} cannot be used: the template's {refused} is a symlink");
+            assert!(msg.starts_with(&want), "{name}: {body}");
+            assert!(!msg.contains(h), "{name}: the host path leaked: {msg}");
+            // E2B's create: the same refusal in E2B's shape.
+            let r = s
+                .e2b_api(reqwest::Method::POST, "/v2/sandboxes")
+                .json(&serde_json::json!({"templateID": name, "timeout": 60}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+                "{name}"
+            );
+            let e2b: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(e2b["code"], 422, "{name}: {e2b}");
+            assert_eq!(e2b["message"], msg, "{name}: {e2b}");
         }
         let mut left: Vec<String> = std::fs::read_dir(&host)
             .unwrap()
