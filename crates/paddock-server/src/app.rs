@@ -5,10 +5,13 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 
 use crate::api::{
-    admin, code, events, exec, files, input, mcp, pause, pools, ports, rollouts, sandboxes,
-    secrets, services, session, snapshots, system, templates, tests, volumes,
+    admin, code, events, exec, files, mcp, pause, pools, ports, rollouts, sandboxes, secrets,
+    services, session, snapshots, system, templates, tests, volumes,
 };
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -53,7 +56,7 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
         .fallback(crate::console::fallback)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // REST and E2B control only: the data plane and the proxy forward targets as sent.
-        .layer(axum::middleware::from_fn(input::reject_nul_in_target))
+        .layer(axum::middleware::from_fn(reject_nul_in_target))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::e2b::envd::route,
@@ -74,4 +77,40 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
             crate::trace::request_span,
         ))
         .with_state(state)
+}
+
+/// Middleware: 400 for a NUL in the path or a query parameter (see [`crate::wire::input`]),
+/// in the REST or the E2B error format by the path.
+pub async fn reject_nul_in_target(req: Request, next: Next) -> Response {
+    let uri = req.uri();
+    let path_has_nul = uri
+        .path()
+        .as_bytes()
+        .windows(3)
+        .any(|w| w.eq_ignore_ascii_case(b"%00"));
+    let problem = if path_has_nul {
+        Some("the request path".to_owned())
+    } else {
+        uri.query().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes()).find_map(|(k, v)| {
+                if k.contains('\0') {
+                    Some("a query parameter name".to_owned())
+                } else if v.contains('\0') {
+                    Some(format!("query parameter {k:?}"))
+                } else {
+                    None
+                }
+            })
+        })
+    };
+    let Some(field) = problem else {
+        return next.run(req).await;
+    };
+    let e = ApiError::BadRequest(crate::wire::input::nul_message(&field));
+    let p = uri.path();
+    if p == "/v1" || p.starts_with("/v1/") {
+        e.into_response()
+    } else {
+        crate::e2b::E2bError(e).into_response()
+    }
 }

@@ -582,14 +582,14 @@ async fn forward(
     let closed = |why: &str| {
         // The code interpreter SDKs call port 49999 of any sandbox they are given: say which
         // template has it (409, which they show with this message; 502 they take for a timeout).
-        if port == crate::api::code::INTERPRETER_PORT {
+        if port == crate::code::INTERPRETER_PORT {
             return fail(
                 StatusCode::CONFLICT,
                 "no_interpreter",
                 format!(
                     "sandbox {id} has no code interpreter (port {port} is not open: {why}); \
                      create it from template {}",
-                    crate::api::code::TEMPLATE
+                    crate::code::TEMPLATE
                 ),
             );
         }

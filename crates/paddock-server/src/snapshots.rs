@@ -22,6 +22,18 @@ use crate::state::AppState;
 /// Most children one fork makes.
 pub const MAX_FORK: u32 = 20;
 
+/// A fork count: 1 to [`MAX_FORK`], default 1.
+pub fn count_of(c: Option<i64>) -> ApiResult<u32> {
+    match c {
+        None => Ok(1),
+        Some(n) if (1..=i64::from(MAX_FORK)).contains(&n) => Ok(n as u32),
+        Some(n) => Err(ApiError::BadRequest(format!(
+            "count must be 1 to {}, got {n}",
+            MAX_FORK
+        ))),
+    }
+}
+
 /// Why memory snapshots (`full`) and memory forks are refused.
 pub const FULL_REFUSED: &str = "memory (full) snapshots are not available on this host: \
     CRIU 3.17 fails to checkpoint on this kernel (vDSO layout); take a filesystem snapshot \

@@ -38,6 +38,7 @@ use paddock_runtime::{CreateSpec, ExecRequest, Runtime};
 use sha2::{Digest, Sha256};
 
 mod debootstrap;
+pub mod gate;
 mod start;
 pub use debootstrap::{DEFAULT_SUITE, Suite, bootstrap_debian};
 pub use start::show_ms;

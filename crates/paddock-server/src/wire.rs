@@ -2,6 +2,10 @@
 //! the event form, query strings, small bodies and empty responses. Nothing here imports
 //! a route module.
 
+pub mod input;
+pub mod json;
+pub mod origin;
+
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, header};

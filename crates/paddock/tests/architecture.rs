@@ -352,3 +352,39 @@ fn every_dependency_version_comes_from_the_workspace() {
         bad.join("\n")
     );
 }
+
+/// The files of `paddock-server` that may import the REST routes (`crate::api`): the crate
+/// root, the router (`app`) and the OpenAPI document's assembly. Domain modules, the E2B
+/// API and the middlewares take what they share with the routes from modules below both
+/// (`wire`, `sandbox_spec`, `code`, `auth::keys`, `templates::gate`).
+const MAY_IMPORT_API: [&str; 3] = ["lib.rs", "app.rs", "openapi.rs"];
+
+#[test]
+fn only_the_edge_of_paddock_server_imports_its_routes() {
+    let src = root().join("crates/paddock-server/src");
+    let mut files = Vec::new();
+    files_under(&src, &mut files);
+    let mut bad = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(&src).expect("under src");
+        if rel.starts_with("api")
+            || MAY_IMPORT_API.iter().any(|m| rel == Path::new(m))
+            || f.extension().is_none_or(|e| e != "rs")
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).expect("source file");
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("crate::api::") || code.contains("crate::api;") {
+                bad.push(format!("src/{}:{}: {}", rel.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "paddock-server modules outside api/ import crate::api (move what they share below \
+         both, see ARCHITECTURE.md):\n{}",
+        bad.join("\n")
+    );
+}

@@ -15,10 +15,10 @@ use serde_json::{Map, Value, json};
 
 use super::deliver;
 use super::rules::{self, Params};
-use crate::api::json::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::wire::json::Json;
 use crate::wire::{form_urlencoded_pairs, json_response, no_content, rfc3339, truncate};
 
 pub fn routes() -> Router<Arc<AppState>> {

@@ -7,11 +7,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{delete, get};
-use paddock_store::{ApiKey, AuditFilter, Role, Tenant, now_ms};
+use paddock_store::{ApiKey, AuditFilter, Role, now_ms};
 use serde::Deserialize;
 
 use super::Json;
-use crate::auth::{Admin, generate_key, hash_key, random_id};
+use crate::auth::{Admin, new_key_in};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::wire::form_urlencoded_pairs;
@@ -78,52 +78,6 @@ pub async fn new_key(
         webhook_url,
     )
     .await
-}
-
-/// [`new_key`] on a store (the control plane's first admin key).
-pub async fn new_key_in(
-    store: &dyn paddock_store::Store,
-    name: &str,
-    role: Role,
-    tenant: Option<&str>,
-    max_sandboxes: Option<u32>,
-    expires_at: Option<i64>,
-    webhook_url: Option<String>,
-) -> ApiResult<(ApiKey, String)> {
-    let tenant = match tenant {
-        Some(t) => {
-            store
-                .get_tenant(t)
-                .await?
-                .ok_or_else(|| ApiError::BadRequest(format!("unknown tenant {t:?}")))?
-                .id
-        }
-        None => {
-            let t = Tenant {
-                id: random_id("tnt"),
-                name: name.to_owned(),
-                created_at: now_ms(),
-            };
-            store.insert_tenant(&t).await?;
-            t.id
-        }
-    };
-    let secret = generate_key();
-    let k = ApiKey {
-        id: random_id("key"),
-        tenant,
-        name: name.to_owned(),
-        role,
-        hash: hash_key(&secret),
-        prefix: secret[..8].to_owned(),
-        created_at: now_ms(),
-        expires_at,
-        revoked_at: None,
-        max_sandboxes,
-        webhook_url,
-    };
-    store.insert_key(&k).await?;
-    Ok((k, secret))
 }
 
 async fn create_key(

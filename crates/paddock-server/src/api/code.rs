@@ -16,24 +16,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use futures::StreamExt as _;
 use http_body_util::BodyExt as _;
-use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 
 use super::Json;
 use crate::auth::Caller;
+use crate::code::upstream;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::wire::read_limited;
 
-/// The code interpreter's port in the sandbox (E2B's `JUPYTER_PORT`).
-pub const INTERPRETER_PORT: u16 = 49999;
 /// Most bytes of code one request may carry (the interpreter's limit; the body may have
 /// twice that for JSON escapes).
 pub const MAX_CODE_BYTES: usize = 1024 * 1024;
-/// The template that has the interpreter.
-pub const TEMPLATE: &str = "code-interpreter";
-/// How long connecting to the interpreter may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a context request (create starts a kernel) may take.
 const CONTEXT_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -80,57 +74,6 @@ struct UpstreamRun<'a> {
     context_id: Option<&'a str>,
     env_vars: Option<&'a std::collections::BTreeMap<String, String>>,
     timeout: Option<f64>,
-}
-
-/// Sends one request to the sandbox's interpreter.
-async fn upstream(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-    method: Method,
-    path: &str,
-    body: Option<Vec<u8>>,
-) -> ApiResult<hyper::Response<hyper::body::Incoming>> {
-    let (_rec, sbx) = state.sandbox_for(caller, id).await?;
-    let none = || {
-        ApiError::NoInterpreter(format!(
-            "sandbox {id} has no code interpreter (nothing listens on port {INTERPRETER_PORT}); \
-             create it from template {TEMPLATE}"
-        ))
-    };
-    let stream = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        sbx.connect_port(INTERPRETER_PORT, CONNECT_TIMEOUT),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(paddock_runtime::RuntimeError::PortClosed { .. })) | Err(_) => return Err(none()),
-        Ok(Err(e)) => return Err(e.into()),
-    };
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake::<_, Body>(TokioIo::new(stream))
-        .await
-        .map_err(|_| none())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut b = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, format!("127.0.0.1:{INTERPRETER_PORT}"));
-    if body.is_some() {
-        b = b.header(header::CONTENT_TYPE, "application/json");
-    }
-    let req = b
-        .body(body.map(Body::from).unwrap_or_else(Body::empty))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    sender.send_request(req).await.map_err(|e| {
-        ApiError::Agent(format!(
-            "the code interpreter of sandbox {id} closed the connection: {e}"
-        ))
-    })
 }
 
 /// An interpreter's error answer, in the API's error format (its body already is

@@ -1,5 +1,5 @@
 //! The REST API under `/v1`: one module per group of routes, the JSON extractor
-//! ([`json::Json`]) and the input checks ([`input`]). The router that assembles them with
+//! ([`json::Json`], from [`crate::wire`]). The router that assembles them with
 //! the E2B API, the proxy and the console is [`crate::app`]; the wire helpers every edge
 //! shares (timestamps, events, queries, small bodies) are [`crate::wire`].
 //!
@@ -11,8 +11,6 @@ pub mod code;
 pub mod events;
 pub mod exec;
 pub mod files;
-pub mod input;
-pub mod json;
 pub mod mcp;
 pub mod network;
 pub mod pause;
@@ -30,4 +28,4 @@ pub mod templates;
 pub mod tests;
 pub mod volumes;
 
-pub use json::Json;
+pub use crate::wire::json::{self, Json};

@@ -12,9 +12,10 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::Json;
-use super::sandboxes::{check_timeout, sandbox_json};
+use super::sandboxes::sandbox_json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::sandbox_spec::check_timeout;
 use crate::state::AppState;
 use crate::wire::json_response;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use paddock_store::SandboxRecord;
@@ -17,6 +17,7 @@ use crate::e2b::ENVD_PORT;
 use crate::error::{ApiError, ApiResult};
 use crate::proxy::{self, MAX_PUBLIC_PORTS};
 use crate::state::AppState;
+use crate::wire::origin::base;
 use crate::wire::typed_response;
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -27,46 +28,6 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/v1/sandboxes/{id}/ports/{port}/public",
             post(make_public).delete(make_private),
         )
-}
-
-/// Where clients reach this server: the scheme, the authority for path URLs, and the port to
-/// append to host URLs (None for the scheme's default). The configured public URL wins
-/// unless it names no usable address (port 0 or an unspecified address, as with
-/// `--listen 0.0.0.0:7070`); then the Host the client used is the best guess.
-fn base(state: &AppState, headers: &HeaderMap) -> (String, String, Option<u16>) {
-    let public = state.cfg.public_url.trim_end_matches('/');
-    let (scheme, authority) = public.split_once("://").unwrap_or(("http", public));
-    let authority = authority.split('/').next().unwrap_or(authority);
-    let (host, port) = split_authority(authority);
-    let unusable = port == Some(0)
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_unspecified());
-    let authority = match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(h) if unusable && !h.is_empty() && h.bytes().all(authority_byte) => h.to_owned(),
-        _ => authority.to_owned(),
-    };
-    let (_, port) = split_authority(&authority);
-    let default = if scheme == "https" { 443 } else { 80 };
-    (scheme.to_owned(), authority, port.filter(|p| *p != default))
-}
-
-/// The port to append to `{port}-{id}.{domain}` URLs (None: the scheme's default).
-pub(crate) fn url_port(state: &AppState, headers: &HeaderMap) -> Option<u16> {
-    base(state, headers).2
-}
-
-fn authority_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
-}
-
-/// `host[:port]`, `[v6][:port]`.
-fn split_authority(a: &str) -> (&str, Option<u16>) {
-    match a.rsplit_once(':') {
-        Some((h, p)) if !p.contains(']') => (h, p.parse().ok()),
-        _ => (a, None),
-    }
 }
 
 /// The path of a route about one port, for the OpenAPI document.
@@ -368,14 +329,6 @@ async fn with_listening(state: &AppState, id: &str, mut v: PortView) -> Response
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn authorities() {
-        assert_eq!(split_authority("a.b:70"), ("a.b", Some(70)));
-        assert_eq!(split_authority("a.b"), ("a.b", None));
-        assert_eq!(split_authority("[::1]:8"), ("[::1]", Some(8)));
-        assert_eq!(split_authority("[::1]"), ("[::1]", None));
-    }
 
     /// The wire form is the one the `json!` body had: `address` null when nothing listens,
     /// `access_token` absent unless set.

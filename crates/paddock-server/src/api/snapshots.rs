@@ -20,9 +20,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::Json;
 use super::sandbox_view::{SandboxIdPath, SandboxView};
-use super::sandboxes::check_timeout;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::sandbox_spec::check_timeout;
 use crate::snapshots;
 use crate::state::AppState;
 use crate::wire::{form_urlencoded_pairs, no_content, rfc3339, typed_response};
@@ -342,7 +342,7 @@ pub(crate) async fn fork(
 ) -> ApiResult<Response> {
     let res = async {
         check_mode(body.mode.as_deref())?;
-        let count = count_of(body.count)?;
+        let count = snapshots::count_of(body.count)?;
         let t = body.timeout.map(|t| check_timeout(&state, t)).transpose()?;
         snapshots::fork(&state, &caller, &id, count, t).await
     }
@@ -365,18 +365,6 @@ pub(crate) async fn fork(
         sandboxes,
     };
     Ok(typed_response(StatusCode::CREATED, &body))
-}
-
-/// A fork count: 1 to [`snapshots::MAX_FORK`], default 1.
-pub fn count_of(c: Option<i64>) -> ApiResult<u32> {
-    match c {
-        None => Ok(1),
-        Some(n) if (1..=i64::from(snapshots::MAX_FORK)).contains(&n) => Ok(n as u32),
-        Some(n) => Err(ApiError::BadRequest(format!(
-            "count must be 1 to {}, got {n}",
-            snapshots::MAX_FORK
-        ))),
-    }
 }
 
 #[cfg(test)]

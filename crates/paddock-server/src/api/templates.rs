@@ -46,13 +46,6 @@ pub fn routes() -> Router<Arc<AppState>> {
 /// Names being built right now: a second build of the same name is refused, not queued.
 static BUSY: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
-/// Making a template (build, pull, import, bootstrap) holds this shared for its whole run,
-/// since its new layers belong to no template until it ends; a layer prune holds it
-/// exclusively. A template started during a prune waits for it (a prune is short); a prune
-/// asked for while templates are being made is refused (they can take minutes).
-static LAYER_GATE: std::sync::LazyLock<Arc<tokio::sync::RwLock<()>>> =
-    std::sync::LazyLock::new(|| Arc::new(tokio::sync::RwLock::new(())));
-
 struct Busy {
     name: String,
     _gate: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
@@ -77,7 +70,7 @@ impl Busy {
     /// Claims `name` for making it, waiting for a running layer prune to end.
     async fn take_for_making(name: &str) -> ApiResult<Busy> {
         let mut busy = Busy::take(name)?;
-        busy._gate = Some(LAYER_GATE.clone().read_owned().await);
+        busy._gate = Some(templates::gate::making().await);
         Ok(busy)
     }
 }
@@ -90,15 +83,9 @@ impl Drop for Busy {
     }
 }
 
-/// The layer gate held shared, as while making a template (a fleet node fetching one from a
-/// peer, `crate::fleet::layers`).
-pub(crate) async fn making_gate() -> tokio::sync::OwnedRwLockReadGuard<()> {
-    LAYER_GATE.clone().read_owned().await
-}
-
 /// The layer gate held exclusively, or 409 naming what is being made.
 fn gate_for_prune() -> ApiResult<tokio::sync::OwnedRwLockWriteGuard<()>> {
-    LAYER_GATE.clone().try_write_owned().map_err(|_| {
+    templates::gate::try_prune().ok_or_else(|| {
         let mut names: Vec<String> = BUSY
             .lock()
             .expect("busy poisoned")

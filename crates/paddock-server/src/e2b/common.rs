@@ -50,7 +50,7 @@ pub(super) async fn body<T: serde::de::DeserializeOwned>(
     } else {
         &bytes
     };
-    Ok(crate::api::json::parse(bytes)?)
+    Ok(crate::wire::json::parse(bytes)?)
 }
 
 /// `v` as JSON with `status`.

@@ -15,10 +15,10 @@ use serde_json::{Value, json};
 
 use super::common::{E2bCaller, E2bResult, body, json_status};
 use super::{CLIENT_ID, ENVD_VERSION, access_token};
-use crate::api::sandboxes::{MAX_ENV, check_metadata, check_timeout};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::lifecycle::{self, NewSandbox};
+use crate::sandbox_spec::{MAX_ENV, check_metadata, check_timeout};
 use crate::state::{AppState, truncate};
 use crate::wire::form_urlencoded_pairs;
 use crate::wire::{no_content, rfc3339};
@@ -224,10 +224,10 @@ fn e2b_network(
 /// when it is not the scheme's default (`localhost:7070`), because the SDKs build port URLs
 /// (`get_host`) and the data-plane URL as `{port}-{id}.{domain}` and would otherwise
 /// address port 80 or 443. Behind a proxy on 443 (`--public-url https://...`) it is the bare
-/// domain. Decided like the REST port URLs (`api::ports`).
+/// domain. Decided like the REST port URLs ([`crate::wire::origin`]).
 pub(super) fn sdk_domain(state: &AppState, headers: &HeaderMap) -> String {
     let domain = state.cfg.domain.trim_matches('.');
-    match crate::api::ports::url_port(state, headers) {
+    match crate::wire::origin::url_port(state, headers) {
         Some(p) => format!("{domain}:{p}"),
         None => domain.to_owned(),
     }

@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 use super::common::{E2bCaller, E2bResult, body, json_status};
 use super::control::{extend, live_record, sandbox_json, sdk_domain};
-use crate::api::sandboxes::check_timeout;
 use crate::error::ApiError;
+use crate::sandbox_spec::check_timeout;
 use crate::state::AppState;
 use crate::wire::no_content;
 

@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use super::E2bError;
 use super::common::{E2bCaller, E2bResult, body, json_status};
 use super::control::{sandbox_json, sdk_domain};
-use crate::api::sandboxes::check_timeout;
 use crate::error::ApiError;
+use crate::sandbox_spec::check_timeout;
 use crate::snapshots;
 use crate::state::AppState;
 use crate::wire::{form_urlencoded_pairs, no_content};
@@ -142,7 +142,7 @@ pub(super) async fn fork(
     let domain = sdk_domain(&state, req.headers());
     let b: ForkBody = body(&state, req).await?;
     let res = async {
-        let count = crate::api::snapshots::count_of(b.count)?;
+        let count = crate::snapshots::count_of(b.count)?;
         let t = b.timeout.map(|t| check_timeout(&state, t)).transpose()?;
         snapshots::fork(&state, &caller, &id, count, t).await
     }

@@ -231,7 +231,7 @@ pub(crate) async fn bootstrap_admin(
         return Ok(None);
     }
     let (_, secret) =
-        crate::api::admin::new_key_in(store, "admin", Role::Admin, None, None, None, None)
+        crate::auth::keys::new_key_in(store, "admin", Role::Admin, None, None, None, None)
             .await
             .map_err(|e| err(e.to_string()))?;
     Ok(Some(secret))

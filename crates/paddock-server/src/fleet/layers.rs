@@ -237,7 +237,7 @@ pub async fn ensure(state: &AppState, template: &str) -> ApiResult<()> {
         return Ok(());
     }
     // A prune must not take the layers of a template not registered yet.
-    let _gate = crate::api::templates::making_gate().await;
+    let _gate = crate::templates::gate::making().await;
     let mut errors = Vec::new();
     for peer in &peers {
         let started = Instant::now();

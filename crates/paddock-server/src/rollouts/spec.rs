@@ -217,7 +217,7 @@ impl Body {
                     .into(),
             ));
         }
-        crate::api::sandboxes::check_metadata(&self.selector)?;
+        crate::sandbox_spec::check_metadata(&self.selector)?;
         let action = match (self.cmd, self.command, self.upload) {
             (None, None, None) => {
                 return Err(ApiError::BadRequest(

@@ -1,4 +1,4 @@
-//! The REST API's JSON extractor.
+//! The JSON extractor of the REST API, and the body parser of every route that reads JSON.
 
 use std::sync::Arc;
 

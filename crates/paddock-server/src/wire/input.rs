@@ -4,23 +4,18 @@
 //! user names, SQL JSON paths, file names), where a NUL either truncates it silently or fails
 //! deep inside the agent (which used to answer 502 `agent_error`). So:
 //!
-//! - [`reject_nul_in_target`], in front of every REST and E2B control route (not the data
+//! - `reject_nul_in_target` (in [`crate::app`]), in front of every REST and E2B control route (not the data
 //!   plane or the port proxy, which forward the target untouched), refuses a request whose
 //!   path or any query parameter (name or value, after percent-decoding) contains NUL:
 //!   files, fs, archive and PTY parameters, list filters (`metadata.K=V`), template names in
 //!   the path.
-//! - [`nul_field`], used by the JSON extractors ([`super::Json`], the E2B control routes'
+//! - [`nul_field`], used by the JSON extractors ([`super::json::Json`], the E2B control routes'
 //!   bodies), names the first string (key or value) of a JSON body that contains NUL: env
 //!   keys and values, `cmd` arguments, `command`, `cwd`, `user`, `tag`, metadata, template
 //!   names, paths of `fs/mkdir` and `fs/move`, and everything else. The one exception is an
 //!   exec's top-level `stdin`, which is data for the process, not a C string.
 
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::{IntoResponse as _, Response};
 use serde_json::Value;
-
-use crate::error::ApiError;
 
 /// Top-level JSON fields that carry bytes for a process, where NUL is data.
 const DATA_FIELDS: [&str; 1] = ["stdin"];
@@ -72,40 +67,5 @@ fn find(v: &Value, at: &str, top: bool) -> Option<String> {
             find(x, &path, false)
         }),
         _ => None,
-    }
-}
-
-/// Middleware: 400 for a NUL in the path or a query parameter (see the module doc).
-pub async fn reject_nul_in_target(req: Request, next: Next) -> Response {
-    let uri = req.uri();
-    let path_has_nul = uri
-        .path()
-        .as_bytes()
-        .windows(3)
-        .any(|w| w.eq_ignore_ascii_case(b"%00"));
-    let problem = if path_has_nul {
-        Some("the request path".to_owned())
-    } else {
-        uri.query().and_then(|q| {
-            form_urlencoded::parse(q.as_bytes()).find_map(|(k, v)| {
-                if k.contains('\0') {
-                    Some("a query parameter name".to_owned())
-                } else if v.contains('\0') {
-                    Some(format!("query parameter {k:?}"))
-                } else {
-                    None
-                }
-            })
-        })
-    };
-    let Some(field) = problem else {
-        return next.run(req).await;
-    };
-    let e = ApiError::BadRequest(nul_message(&field));
-    let p = uri.path();
-    if p == "/v1" || p.starts_with("/v1/") {
-        e.into_response()
-    } else {
-        crate::e2b::E2bError(e).into_response()
     }
 }
