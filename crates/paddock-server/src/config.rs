@@ -80,7 +80,7 @@ pub struct ServerConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The master key of tenant secrets (`--secrets-key-file` or `PADDOCK_SECRETS_KEY`).
     /// None: the secret routes answer 503 saying how to configure one.
-    pub secrets_key: Option<crate::secrets::MasterKey>,
+    pub secrets_key: Option<crate::secrets::keyring::MasterKey>,
     /// The store (`fleet::open_store`); None: `<data>/paddock.db`.
     pub database_url: Option<String>,
     /// Set when this server is a node of a fleet (`paddock node`).

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::usage::Sample;
+use crate::usage::history::Sample;
 use crate::wire::{form_urlencoded_pairs, json_response, rfc3339};
 
 pub mod budgets;

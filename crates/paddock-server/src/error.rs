@@ -238,6 +238,13 @@ impl From<RuntimeError> for ApiError {
 /// Shorthand for handler results.
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// The error for an in-sandbox operation on a paused sandbox.
+pub fn paused_error(id: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "sandbox {id} is paused: resume it first (POST /v1/sandboxes/{id}/resume, or E2B connect)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

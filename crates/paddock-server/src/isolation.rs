@@ -7,7 +7,7 @@ use std::sync::Arc;
 use paddock_core::Isolation;
 
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::NewSandbox;
+use crate::sandbox_spec::NewSandbox;
 use crate::state::AppState;
 
 /// The metadata key an E2B create names its isolation backend with

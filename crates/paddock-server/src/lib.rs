@@ -174,7 +174,7 @@ pub async fn serve(
     tokio::spawn(lifecycle::run(state.clone()));
     tokio::spawn(usage::run(state.clone()));
     tokio::spawn(alerts::run(state.clone()));
-    tokio::spawn(pools::run(state.clone()));
+    tokio::spawn(pools::refill::run(state.clone()));
     if let Some(addr) = state.cfg.dns_listen {
         let sock = tokio::net::UdpSocket::bind(addr)
             .await

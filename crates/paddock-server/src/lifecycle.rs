@@ -18,101 +18,25 @@
 //! So after any crash every process, mount, cgroup and layer on the host has a running record,
 //! and every running record has a live sandbox.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use paddock_core::{Limits, SandboxId};
+use paddock_core::SandboxId;
 use paddock_runtime::CreateSpec;
 use paddock_store::{
-    Millis, OnTimeout, SandboxFilter, SandboxRecord, SandboxSpec, SandboxState, SpecSecret,
-    SpecVolume, StopReason, now_ms,
+    OnTimeout, SandboxFilter, SandboxRecord, SandboxSpec, SandboxState, SpecSecret, SpecVolume,
+    StopReason, now_ms,
 };
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, Metrics, Reconciled};
 
-/// The in-memory view of running sandboxes' deadlines.
-#[derive(Debug, Default)]
-pub struct Deadlines(Mutex<HashMap<String, Deadline>>);
+pub mod deadlines;
 
-#[derive(Debug, Clone)]
-struct Deadline {
-    tenant: String,
-    expires_at: Millis,
-    timeout_ms: i64,
-    warnings_sent: u32,
-    webhook: Option<String>,
-}
-
-impl Deadlines {
-    pub(crate) fn set(&self, r: &SandboxRecord) {
-        let Some(expires_at) = r.expires_at else {
-            return;
-        };
-        let timeout_ms = r
-            .spec
-            .timeout_ms
-            .unwrap_or(expires_at - r.ready_at.unwrap_or(expires_at));
-        self.0.lock().expect("deadlines poisoned").insert(
-            r.id.clone(),
-            Deadline {
-                tenant: r.tenant.clone(),
-                expires_at,
-                timeout_ms,
-                // A paused sandbox's deadline is the end of its retention: no warnings.
-                warnings_sent: if r.state == SandboxState::Paused {
-                    u32::MAX
-                } else {
-                    r.warnings_sent
-                },
-                webhook: r.webhook_url.clone(),
-            },
-        );
-    }
-
-    pub(crate) fn remove(&self, id: &str) {
-        self.0.lock().expect("deadlines poisoned").remove(id);
-    }
-
-    /// Number of sandboxes with a deadline (the running ones).
-    pub fn len(&self) -> usize {
-        self.0.lock().expect("deadlines poisoned").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// What a client asks for when creating a sandbox, already validated at the edge.
-#[derive(Debug, Clone)]
-pub struct NewSandbox {
-    pub template: String,
-    pub timeout: Duration,
-    pub limits: Limits,
-    pub env: BTreeMap<String, String>,
-    pub metadata: BTreeMap<String, String>,
-    pub user: Option<String>,
-    pub webhook_url: Option<String>,
-    pub network: paddock_core::NetworkPolicy,
-    /// Every port is reachable through the proxy without a token (E2B's default).
-    pub ports_public: bool,
-    /// At its timeout the sandbox is paused in this mode instead of destroyed.
-    pub pause_on_timeout: Option<paddock_runtime::PauseMode>,
-    /// A paused sandbox resumes on its first data-plane request.
-    pub auto_resume: bool,
-    /// Tenant secrets to give the sandbox, by env var or file name (`crate::secrets`).
-    pub secrets: BTreeMap<String, crate::secrets::SecretUse>,
-    /// Labels the node must carry (`crate::fleet::placement`); none on a single host.
-    pub node_selector: BTreeMap<String, String>,
-    /// The isolation backend asked for; None: the template's default, else the server's
-    /// (`crate::isolation`).
-    pub isolation: Option<paddock_core::Isolation>,
-    /// Volumes to mount, by name (resolved for the caller's tenant at create).
-    pub volumes: Vec<crate::volumes::VolumeUse>,
-}
+pub use self::deadlines::Deadlines;
+pub use crate::sandbox_spec::NewSandbox;
 
 /// Creates a sandbox for `caller`: records it, starts it, starts its timeout.
 pub async fn create(
@@ -279,7 +203,7 @@ pub async fn create(
     // when it was made.
     let created = match created {
         Ok(sbx) if from_pool => Ok(sbx),
-        Ok(sbx) => match start_template(state, &rec, &sbx).await {
+        Ok(sbx) => match crate::startcmd::start_template(state, &rec, &sbx).await {
             Ok(()) => Ok(sbx),
             Err(e) => {
                 if let Err(d) = state.runtime.destroy(&rec.id).await {
@@ -353,21 +277,6 @@ fn check_selector(state: &AppState, sel: &BTreeMap<String, String>) -> ApiResult
             "no node can take this sandbox; no match for node_selector {k}={v}"
         ))),
     }
-}
-
-/// Runs the start command and ready check of the sandbox's template, if it has them.
-pub(crate) async fn start_template(
-    state: &Arc<AppState>,
-    rec: &SandboxRecord,
-    sbx: &Arc<paddock_runtime::Sandbox>,
-) -> ApiResult<()> {
-    let Some(t) = state.runtime.template(&rec.template) else {
-        return Ok(());
-    };
-    if t.config.start.is_none() && t.config.ready.is_none() {
-        return Ok(());
-    }
-    crate::startcmd::run_start(state, rec, sbx, &t).await
 }
 
 /// Destroys a sandbox and records why (`killed`, `expired`, `shutdown`, ...). Idempotent: a

@@ -16,6 +16,7 @@ use std::time::Duration;
 use paddock_runtime::PauseMode;
 use paddock_store::{SandboxRecord, SandboxState, now_ms};
 
+pub use crate::error::paused_error;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, Reconciled};
 
@@ -32,13 +33,6 @@ pub fn auto_resume(r: &SandboxRecord) -> bool {
 /// What the timeout does: `Some(mode)` pauses, `None` kills.
 pub fn pause_on_timeout(r: &SandboxRecord) -> Option<PauseMode> {
     r.spec.pause_on_timeout()
-}
-
-/// The error for an in-sandbox operation on a paused sandbox.
-pub fn paused_error(id: &str) -> ApiError {
-    ApiError::Conflict(format!(
-        "sandbox {id} is paused: resume it first (POST /v1/sandboxes/{id}/resume, or E2B connect)"
-    ))
 }
 
 /// Pauses running sandbox `id`. A paused one answers 409 (`already paused`); a stopped one
@@ -114,7 +108,7 @@ pub async fn resume(
     // PID 1 started again: so does the template's start command, with its ready check. A
     // failure puts the sandbox back to `filesystem`-paused and answers the error.
     if (reboot || mode == Some(PauseMode::Filesystem))
-        && let Err(e) = crate::lifecycle::start_template(state, &rec, &sbx).await
+        && let Err(e) = crate::startcmd::start_template(state, &rec, &sbx).await
     {
         if let Err(pe) = state.runtime.pause(id, PauseMode::Filesystem).await {
             tracing::error!(sandbox = %id, "pausing again after a failed start command: {pe}");

@@ -26,7 +26,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use paddock_store::Role;
 
-use crate::auth::Caller;
+use crate::auth::keys::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 

@@ -11,11 +11,11 @@
 //! - A rollout still `running` when its server starts again is marked `interrupted`
 //!   ([`interrupt_stale`]).
 
+pub mod live;
 mod run;
 pub mod spec;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use paddock_store::{
     RolloutRecord, RolloutTarget, SandboxFilter, SandboxState, StoreError, now_ms,
@@ -23,6 +23,8 @@ use paddock_store::{
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
+use live::Live;
+pub use live::Rollouts;
 pub use spec::{Action, Spec, Upload};
 
 use crate::auth::Caller;
@@ -36,42 +38,6 @@ pub const MAX_TARGETS: usize = 1000;
 pub const TAIL_BYTES: usize = 4096;
 /// What an interrupted rollout's `reason` says.
 const INTERRUPTED: &str = "the server stopped while the rollout ran";
-
-/// The rollouts running in this process: their progress channels and cancel switches.
-#[derive(Debug, Default)]
-pub struct Rollouts {
-    live: Mutex<HashMap<String, Live>>,
-}
-
-#[derive(Debug, Clone)]
-struct Live {
-    /// Progress lines (`{"type": "sandbox"|"end", ...}`).
-    progress: broadcast::Sender<Value>,
-    /// Set to true by a cancel.
-    cancel: watch::Sender<bool>,
-}
-
-impl Rollouts {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The progress of a running rollout, from now on; None if it is not running here.
-    pub fn subscribe(&self, id: &str) -> Option<broadcast::Receiver<Value>> {
-        self.map().get(id).map(|l| l.progress.subscribe())
-    }
-
-    /// Asks a running rollout to stop starting sandboxes; false if it is not running here.
-    fn cancel(&self, id: &str) -> bool {
-        match self.map().get(id) {
-            Some(l) => {
-                let _ = l.cancel.send(true);
-                true
-            }
-            None => false,
-        }
-    }
-}
 
 /// The fleet node id of this server (None on a single server).
 fn runner(state: &AppState) -> Option<String> {

@@ -1,9 +1,11 @@
 //! What a sandbox may ask for, checked the same on every surface (REST, E2B, rollouts):
 //! its timeout against the server's maximum, its metadata's sizes and its number of env
-//! variables.
+//! variables; and [`NewSandbox`], a create's request once checked.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+use paddock_core::Limits;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -41,4 +43,32 @@ pub fn check_metadata(m: &BTreeMap<String, String>) -> ApiResult<()> {
         }
     }
     Ok(())
+}
+
+/// What a client asks for when creating a sandbox, already validated at the edge.
+#[derive(Debug, Clone)]
+pub struct NewSandbox {
+    pub template: String,
+    pub timeout: Duration,
+    pub limits: Limits,
+    pub env: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub webhook_url: Option<String>,
+    pub network: paddock_core::NetworkPolicy,
+    /// Every port is reachable through the proxy without a token (E2B's default).
+    pub ports_public: bool,
+    /// At its timeout the sandbox is paused in this mode instead of destroyed.
+    pub pause_on_timeout: Option<paddock_runtime::PauseMode>,
+    /// A paused sandbox resumes on its first data-plane request.
+    pub auto_resume: bool,
+    /// Tenant secrets to give the sandbox, by env var or file name (`crate::secrets`).
+    pub secrets: BTreeMap<String, crate::secrets::SecretUse>,
+    /// Labels the node must carry (`crate::fleet::placement`); none on a single host.
+    pub node_selector: BTreeMap<String, String>,
+    /// The isolation backend asked for; None: the template's default, else the server's
+    /// (`crate::isolation`).
+    pub isolation: Option<paddock_core::Isolation>,
+    /// Volumes to mount, by name (resolved for the caller's tenant at create).
+    pub volumes: Vec<crate::volumes::VolumeUse>,
 }

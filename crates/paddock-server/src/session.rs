@@ -30,7 +30,7 @@ use axum::http::{HeaderMap, Method};
 use paddock_store::{SessionRecord, Store};
 use sha2::{Digest, Sha256};
 
-use crate::auth::Caller;
+use crate::auth::keys::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 

@@ -397,3 +397,18 @@ fn shell_words(argv: &[String]) -> String {
         argv.join(" ")
     }
 }
+
+/// Runs the start command and ready check of the sandbox's template, if it has them.
+pub async fn start_template(
+    state: &Arc<AppState>,
+    rec: &SandboxRecord,
+    sbx: &Arc<paddock_runtime::Sandbox>,
+) -> ApiResult<()> {
+    let Some(t) = state.runtime.template(&rec.template) else {
+        return Ok(());
+    };
+    if t.config.start.is_none() && t.config.ready.is_none() {
+        return Ok(());
+    }
+    run_start(state, rec, sbx, &t).await
+}

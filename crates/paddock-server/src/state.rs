@@ -8,7 +8,8 @@ use paddock_runtime::{Runtime, Sandbox};
 use paddock_store::{AuditEntry, Event, SandboxRecord, SandboxState, Store, now_ms};
 use tokio::sync::{Notify, broadcast};
 
-use crate::auth::{Caller, RateLimiter};
+use crate::auth::keys::Caller;
+use crate::auth::limit::RateLimiter;
 use crate::config::ServerConfig;
 use crate::error::{ApiError, ApiResult};
 use crate::webhooks::Webhooks;
@@ -30,23 +31,23 @@ pub struct AppState {
     /// Serialises pauses and resumes (`pausing`), so two never race on one sandbox.
     pub pause_lock: tokio::sync::Mutex<()>,
     /// CPU and memory samples of running sandboxes (E2B metrics).
-    pub usage: crate::usage::UsageHistory,
+    pub usage: crate::usage::history::UsageHistory,
     /// Deadlines of running sandboxes.
-    pub deadlines: crate::lifecycle::Deadlines,
+    pub deadlines: crate::lifecycle::deadlines::Deadlines,
     /// Wakes the lifecycle task when a deadline changes.
     pub deadlines_changed: Notify,
     pub webhooks: Webhooks,
     /// Alert rules' evaluation and delivery (`crate::alerts`).
-    pub alerts: crate::alerts::Alerts,
+    pub alerts: crate::alerts::tracker::Alerts,
     pub started: Instant,
     /// The server's secret (`<data>/secret.key`): derives E2B envd access tokens.
     pub secret: Vec<u8>,
     /// Tenant secrets: the master key and the write lock (`crate::secrets`).
-    pub secrets: crate::secrets::Secrets,
+    pub secrets: crate::secrets::keyring::Secrets,
     /// Warm pools per template (`crate::pools`).
     pub pools: crate::pools::Pools,
     /// The rollouts running in this process (`crate::rollouts`).
-    pub rollouts: crate::rollouts::Rollouts,
+    pub rollouts: crate::rollouts::live::Rollouts,
     /// API keys by hash for a moment (`crate::hotpath`).
     pub keys: crate::hotpath::KeyCache,
     /// Store writes behind answers (`crate::hotpath`).
@@ -96,13 +97,13 @@ impl AppState {
     ) -> std::io::Result<AppState> {
         let (events, _) = broadcast::channel(4096);
         let webhook_secret = cfg.webhook_secret.clone();
-        let secret = crate::auth::server_secret(&cfg.data_dir)?;
+        let secret = crate::auth::keys::server_secret(&cfg.data_dir)?;
         Ok(AppState {
             // Only a server that alone writes its keys may cache them (`crate::hotpath`).
             keys: crate::hotpath::KeyCache::new(cfg.node.is_none() && cfg.database_url.is_none()),
             behind: crate::hotpath::Behind::default(),
             pools: crate::pools::Pools::new(&cfg.pools),
-            secrets: crate::secrets::Secrets::new(cfg.secrets_key.clone()),
+            secrets: crate::secrets::keyring::Secrets::new(cfg.secrets_key.clone()),
             limiter: RateLimiter::new(cfg.rate_per_sec, cfg.rate_burst),
             data_limiter: RateLimiter::new(cfg.data_rate_per_sec, cfg.data_rate_burst),
             cfg: Arc::new(cfg),
@@ -112,14 +113,14 @@ impl AppState {
             metrics: Metrics::default(),
             create_lock: tokio::sync::Mutex::new(()),
             pause_lock: tokio::sync::Mutex::new(()),
-            usage: crate::usage::UsageHistory::default(),
-            deadlines: crate::lifecycle::Deadlines::default(),
+            usage: crate::usage::history::UsageHistory::default(),
+            deadlines: crate::lifecycle::deadlines::Deadlines::default(),
             deadlines_changed: Notify::new(),
-            alerts: crate::alerts::Alerts::new(webhook_secret.clone()),
+            alerts: crate::alerts::tracker::Alerts::new(webhook_secret.clone()),
             webhooks: Webhooks::start(allow_private_webhooks, webhook_secret),
             started: Instant::now(),
             secret,
-            rollouts: crate::rollouts::Rollouts::default(),
+            rollouts: crate::rollouts::live::Rollouts::default(),
         })
     }
 
@@ -262,7 +263,7 @@ impl AppState {
     ) -> ApiResult<(SandboxRecord, Arc<Sandbox>)> {
         let r = self.record_for(caller, id).await?;
         if r.state == SandboxState::Paused {
-            return Err(crate::pausing::paused_error(id));
+            return Err(crate::error::paused_error(id));
         }
         if r.state != SandboxState::Running {
             return Err(ApiError::Conflict(format!(

@@ -179,8 +179,8 @@ pub fn check_labels(m: &BTreeMap<String, String>) -> Result<(), String> {
         if !ok(k) || !ok(v) {
             return Err(format!(
                 "label {:?}={:?}: keys and values are 1 to {MAX_LABEL_LEN} characters of A-Z a-z 0-9 . _ / -",
-                crate::state::truncate(k, 70),
-                crate::state::truncate(v, 70)
+                crate::wire::truncate(k, 70),
+                crate::wire::truncate(v, 70)
             ));
         }
     }
