@@ -33,6 +33,7 @@ pub mod cost;
 pub mod dns;
 pub mod e2b;
 pub mod error;
+pub mod event_kind;
 pub mod fleet;
 pub mod hostload;
 pub mod hotpath;

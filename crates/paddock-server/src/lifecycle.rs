@@ -31,6 +31,7 @@ use paddock_store::{
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::event_kind::EventKind;
 use crate::state::{AppState, Metrics, Reconciled};
 
 pub mod deadlines;
@@ -233,7 +234,7 @@ pub async fn create(
                 .emit(
                     &rec.tenant,
                     Some(&rec.id),
-                    "created",
+                    EventKind::Created,
                     serde_json::json!({
                         "template": rec.template,
                         "ready_ms": ready - now,
@@ -255,7 +256,7 @@ pub async fn create(
                 .emit(
                     &rec.tenant,
                     Some(&rec.id),
-                    "failed",
+                    EventKind::Failed,
                     serde_json::json!({ "error": err.to_string() }),
                     hook.as_deref(),
                 )
@@ -306,7 +307,7 @@ pub async fn stop(state: &Arc<AppState>, id: &str, reason: StopReason) -> ApiRes
         .emit(
             &rec.tenant,
             Some(id),
-            reason.as_str(),
+            EventKind::from(reason),
             serde_json::json!({}),
             rec.webhook_url.as_deref(),
         )
@@ -336,7 +337,7 @@ pub async fn set_timeout(
     state.emit(
         &rec.tenant,
         Some(&rec.id),
-        "timeout_changed",
+        EventKind::TimeoutChanged,
         serde_json::json!({ "timeout_secs": timeout.as_secs(), "expires_at": crate::wire::rfc3339(rec.expires_at) }),
         rec.webhook_url.as_deref(),
     ).await;
@@ -362,7 +363,7 @@ pub async fn set_network(
         .emit(
             &rec.tenant,
             Some(&rec.id),
-            "network_changed",
+            EventKind::NetworkChanged,
             serde_json::json!({ "network": policy }),
             rec.webhook_url.as_deref(),
         )
@@ -411,7 +412,7 @@ pub async fn run(state: Arc<AppState>) {
                 .emit(
                     &dl.tenant,
                     Some(&id),
-                    "timeout_warning",
+                    EventKind::TimeoutWarning,
                     serde_json::json!({
                         "expires_at": crate::wire::rfc3339(Some(dl.expires_at)),
                         "remaining_secs": remaining / 1000,

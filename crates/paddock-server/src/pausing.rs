@@ -18,6 +18,7 @@ use paddock_store::{SandboxRecord, SandboxState, now_ms};
 
 pub use crate::error::paused_error;
 use crate::error::{ApiError, ApiResult};
+use crate::event_kind::EventKind;
 use crate::state::{AppState, Reconciled};
 
 /// The pause mode a paused record was paused in.
@@ -75,7 +76,7 @@ pub async fn pause(
         .emit(
             &rec.tenant,
             Some(id),
-            "paused",
+            EventKind::Paused,
             serde_json::json!({ "mode": mode.as_str(), "reason": why }),
             rec.webhook_url.as_deref(),
         )
@@ -154,7 +155,7 @@ pub async fn resume(
         .emit(
             &rec.tenant,
             Some(id),
-            "resumed",
+            EventKind::Resumed,
             serde_json::json!({ "mode": mode.map(PauseMode::as_str), "reboot": reboot }),
             rec.webhook_url.as_deref(),
         )

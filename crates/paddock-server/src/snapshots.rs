@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::event_kind::EventKind;
 use crate::lifecycle::{self, NewSandbox};
 use crate::state::AppState;
 
@@ -84,7 +85,7 @@ pub async fn take(
         .emit(
             &rec.tenant,
             Some(id),
-            "snapshot",
+            EventKind::Snapshot,
             json!({ "snapshot_id": name }),
             rec.webhook_url.as_deref(),
         )

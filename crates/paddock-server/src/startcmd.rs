@@ -24,6 +24,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::error::{ApiError, ApiResult};
+use crate::event_kind::EventKind;
 use crate::state::AppState;
 
 /// The process tag of a template's start command.
@@ -250,7 +251,7 @@ async fn spawn_start(
                 .emit(
                     &rec2.tenant,
                     Some(&rec2.id),
-                    "start_exited",
+                    EventKind::StartExited,
                     json!({ "pid": pid, "exit_code": exit.exit_code, "status": exit.status }),
                     rec2.webhook_url.as_deref(),
                 )

@@ -12,6 +12,7 @@ use crate::auth::keys::Caller;
 use crate::auth::limit::RateLimiter;
 use crate::config::ServerConfig;
 use crate::error::{ApiError, ApiResult};
+use crate::event_kind::EventKind;
 use crate::webhooks::Webhooks;
 
 /// Shared server state.
@@ -129,7 +130,7 @@ impl AppState {
         &self,
         tenant: &str,
         sandbox_id: Option<&str>,
-        kind: &str,
+        kind: EventKind,
         data: serde_json::Value,
         sandbox_webhook: Option<&str>,
     ) {
@@ -138,7 +139,7 @@ impl AppState {
             at: now_ms(),
             tenant: tenant.to_owned(),
             sandbox_id: sandbox_id.map(str::to_owned),
-            kind: kind.to_owned(),
+            kind: kind.as_str().to_owned(),
             data,
         };
         match self.store.insert_event(&ev).await {
@@ -181,10 +182,16 @@ impl AppState {
     /// `lost` (its sandbox no longer exists) or `failed` (its sandbox could not be restored).
     pub async fn record_lifecycle(&self, r: &SandboxRecord, found: Reconciled) {
         let (kind, data, action, outcome, detail) = match found {
-            Reconciled::Adopted(data) => ("adopted", data, "sandbox.adopt", "ok", None),
-            Reconciled::Lost => ("lost", serde_json::json!({}), "sandbox.lost", "ok", None),
+            Reconciled::Adopted(data) => (EventKind::Adopted, data, "sandbox.adopt", "ok", None),
+            Reconciled::Lost => (
+                EventKind::Lost,
+                serde_json::json!({}),
+                "sandbox.lost",
+                "ok",
+                None,
+            ),
             Reconciled::Failed(why) => (
-                "failed",
+                EventKind::Failed,
                 serde_json::json!({ "error": why }),
                 "sandbox.adopt",
                 "failed",

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::rules::{Params, Resource};
 use super::{fire, resolve};
+use crate::event_kind::EventKind;
 use crate::state::AppState;
 
 /// A node whose last heartbeat is older than this (three heartbeats missed) and that is not
@@ -16,10 +17,10 @@ pub const DEGRADED_AFTER_MS: i64 = 3 * 2_000;
 
 /// Handles one emitted event.
 pub async fn on_event(state: &AppState, ev: &Event) {
-    if ev.kind.starts_with("alert.") {
+    if EventKind::parse(&ev.kind).is_some_and(EventKind::is_alert) {
         return;
     }
-    let oom = ev.kind == "oom";
+    let oom = ev.kind == EventKind::Oom;
     if oom && let Some(id) = &ev.sandbox_id {
         let mut m = state
             .alerts
@@ -29,12 +30,12 @@ pub async fn on_event(state: &AppState, ev: &Event) {
         m.entry(id.clone()).or_insert((0, false)).1 = true;
     }
     // A create that failed carries its error; an agent that died does not.
-    let create_failed = ev.kind == "failed" && ev.data.get("error").is_some();
+    let create_failed = ev.kind == EventKind::Failed && ev.data.get("error").is_some();
     if create_failed {
         state.alerts.note_create_failure(&ev.tenant, ev.at);
     }
-    let budget = ev.kind.starts_with("budget_");
-    if !(oom || ev.kind == "failed" || budget) {
+    let budget = ev.kind == EventKind::BudgetWarning || ev.kind == EventKind::BudgetExceeded;
+    if !(oom || ev.kind == EventKind::Failed || budget) {
         return;
     }
     let Ok(rules) = state.store.list_alert_rules(Some(&ev.tenant)).await else {
@@ -58,7 +59,7 @@ pub async fn on_event(state: &AppState, ev: &Event) {
                     .await;
                 }
             }
-            Params::SandboxFailed { .. } if ev.kind == "failed" => {
+            Params::SandboxFailed { .. } if ev.kind == EventKind::Failed => {
                 if let Some(id) = &ev.sandbox_id {
                     let why = ev.data["error"].as_str().unwrap_or("its agent died");
                     let summary = format!(
@@ -156,7 +157,7 @@ async fn watch_oom(state: &AppState) {
             .emit(
                 &rec.tenant,
                 Some(&id),
-                "oom",
+                EventKind::Oom,
                 json!({ "oom_kills": n }),
                 rec.webhook_url.as_deref(),
             )

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use paddock_store::{AlertFiring, AlertRule, now_ms};
 use serde_json::{Value, json};
 
+use crate::event_kind::EventKind;
 use crate::state::AppState;
 
 pub mod api;
@@ -76,7 +77,11 @@ async fn announce(state: &AppState, rule: &AlertRule, f: &AlertFiring, status: d
         .emit(
             &rule.tenant,
             None,
-            &format!("alert.{}", status.as_str()),
+            match status {
+                deliver::Status::Resolved => EventKind::AlertResolved,
+                // A test delivery goes to the rule's URL only (`api`), never through here.
+                deliver::Status::Firing | deliver::Status::Test => EventKind::AlertFiring,
+            },
             json!({
                 "rule_id": rule.id,
                 "kind": rule.kind,

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::event_kind::EventKind;
 use crate::state::AppState;
 use crate::wire::form_urlencoded_pairs;
 use crate::wire::{event_json, json_response};
@@ -127,7 +128,7 @@ async fn events(
                 at: paddock_store::now_ms(),
                 tenant: String::new(),
                 sandbox_id: None,
-                kind: "lagged".into(),
+                kind: EventKind::Lagged.as_str().into(),
                 data: serde_json::json!({"message": "events were dropped; reconnect with Last-Event-ID"}),
             }),
             _ => None,

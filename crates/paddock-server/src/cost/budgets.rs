@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::event_kind::EventKind;
 use crate::state::AppState;
 use crate::wire::json_response;
 
@@ -161,10 +162,10 @@ fn period() -> String {
 }
 
 /// The levels of a budget: (level, event kind, amount at which it is crossed).
-fn levels(b: &Budget) -> [(&'static str, &'static str, f64); 2] {
+fn levels(b: &Budget) -> [(&'static str, EventKind, f64); 2] {
     [
-        ("warning", "budget_warning", b.amount * b.warn_at),
-        ("exceeded", "budget_exceeded", b.amount),
+        ("warning", EventKind::BudgetWarning, b.amount * b.warn_at),
+        ("exceeded", EventKind::BudgetExceeded, b.amount),
     ]
 }
 

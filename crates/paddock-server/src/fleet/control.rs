@@ -32,6 +32,7 @@ use super::forward::Forwarder;
 use super::placement::{self, Pending, Want};
 use crate::auth::{Caller, authenticate_in, presented_key};
 use crate::error::{ApiError, ApiResult};
+use crate::event_kind::EventKind;
 use crate::wire::{json_response, rfc3339};
 
 /// `paddock control` settings.
@@ -335,7 +336,7 @@ async fn drain(
         &req,
         NodeState::Ready,
         NodeState::Draining,
-        "node.draining",
+        EventKind::NodeDraining,
     )
     .await
 }
@@ -352,7 +353,7 @@ async fn undrain(
         &req,
         NodeState::Draining,
         NodeState::Ready,
-        "node.ready",
+        EventKind::NodeReady,
     )
     .await
 }
@@ -363,7 +364,7 @@ async fn set_state(
     req: &Parts,
     from: NodeState,
     to: NodeState,
-    event: &str,
+    event: EventKind,
 ) -> ApiResult<Response> {
     let caller = admin(ctl, req).await?;
     let n = ctl
@@ -397,7 +398,7 @@ async fn set_state(
 async fn emit(
     ctl: &Control,
     tenant: Option<&str>,
-    kind: &str,
+    kind: EventKind,
     data: Value,
     sandbox: Option<(&str, Option<&str>)>,
 ) {
@@ -406,7 +407,7 @@ async fn emit(
         at: now_ms(),
         tenant: tenant.unwrap_or(super::FLEET_TENANT).to_owned(),
         sandbox_id: sandbox.map(|s| s.0.to_owned()),
-        kind: kind.to_owned(),
+        kind: kind.as_str().to_owned(),
         data,
     };
     match ctl.store.insert_event(&ev).await {
@@ -472,7 +473,7 @@ async fn watch_heartbeats(ctl: Arc<Control>) {
             emit(
                 &ctl,
                 None,
-                "node.dead",
+                EventKind::NodeDead,
                 json!({"node": n.id, "name": n.name}),
                 None,
             )
@@ -508,7 +509,7 @@ async fn lose_sandboxes(ctl: &Control, node: &str) -> Result<(), paddock_store::
         emit(
             ctl,
             Some(&r.tenant),
-            "lost",
+            EventKind::Lost,
             json!({"node": node}),
             Some((&r.id, r.webhook_url.as_deref())),
         )

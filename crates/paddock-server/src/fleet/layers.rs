@@ -38,6 +38,7 @@ use paddock_store::{NodeRecord, NodeState, now_ms};
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
+use crate::event_kind::EventKind;
 use crate::state::AppState;
 use crate::wire::json_response;
 
@@ -253,7 +254,7 @@ pub async fn ensure(state: &AppState, template: &str) -> ApiResult<()> {
                     .emit(
                         super::FLEET_TENANT,
                         None,
-                        "template.fetched",
+                        EventKind::TemplateFetched,
                         json!({"template": name, "node": node.id, "name": node.name,
                                "from": peer.name, "layers": layers, "bytes": bytes, "ms": ms}),
                         None,

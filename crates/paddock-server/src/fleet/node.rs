@@ -12,6 +12,7 @@ use std::sync::Arc;
 use paddock_store::{Heartbeat, NodeRecord, NodeState, SandboxFilter, SandboxState, now_ms};
 use serde_json::json;
 
+use crate::event_kind::EventKind;
 use crate::state::AppState;
 
 /// The node's stable id: `<data>/node.id`, made on first start.
@@ -119,7 +120,7 @@ pub async fn register(state: &AppState, local: std::net::SocketAddr) -> Result<N
             .emit(
                 super::FLEET_TENANT,
                 None,
-                "node.ready",
+                EventKind::NodeReady,
                 json!({"node": n.id, "name": n.name}),
                 None,
             )

@@ -27,6 +27,7 @@ use paddock_runtime::Sandbox;
 use paddock_store::{ExecRecord, SandboxRecord};
 use serde_json::{Value, json};
 
+use crate::event_kind::EventKind;
 use crate::state::{AppState, truncate};
 
 /// Writes the agent's process events into a channel, one task per stream.
@@ -217,7 +218,7 @@ pub(super) async fn record_end(
             .emit(
                 &rec.tenant,
                 Some(&rec.id),
-                "oom",
+                EventKind::Oom,
                 json!({ "command": command, "pid": pid }),
                 rec.webhook_url.as_deref(),
             )
