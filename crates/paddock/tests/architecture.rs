@@ -388,3 +388,92 @@ fn only_the_edge_of_paddock_server_imports_its_routes() {
         bad.join("\n")
     );
 }
+
+/// The files of `paddock-server` import each other as a tree: no file reaches itself again
+/// through `crate::` paths (outside its unit tests). What the state holds of a domain comes
+/// from a leaf below it (ARCHITECTURE.md, `state`), and what the routes share with the rest
+/// from modules below both. A path names the deepest module file it reaches, as written
+/// (through a re-export it names the re-exporting file: import the leaf directly).
+#[test]
+fn paddock_server_modules_import_each_other_as_a_tree() {
+    use std::collections::BTreeMap;
+    let src = root().join("crates/paddock-server/src");
+    let mut files = Vec::new();
+    files_under(&src, &mut files);
+    // Module path (`a::b`) → file (relative to src).
+    let mut modules: BTreeMap<String, String> = BTreeMap::new();
+    for f in &files {
+        let rel = f.strip_prefix(&src).expect("under src");
+        if f.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let mut parts: Vec<String> = rel
+            .with_extension("")
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        if parts.last().is_some_and(|l| l == "mod" || l == "lib") {
+            parts.pop();
+        }
+        modules.insert(parts.join("::"), rel.display().to_string());
+    }
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in modules.values() {
+        let text = std::fs::read_to_string(src.join(file)).expect("source file");
+        let text = text.split("\n#[cfg(test)]\nmod tests").next().unwrap_or("");
+        let out = edges.entry(file.clone()).or_default();
+        for line in text.lines() {
+            let code = line.split("//").next().unwrap_or("");
+            for (i, _) in code.match_indices("crate::") {
+                let path: Vec<&str> = code[i + "crate::".len()..]
+                    .split("::")
+                    .map(|s| {
+                        let end = s
+                            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                            .unwrap_or(s.len());
+                        &s[..end]
+                    })
+                    .take_while(|s| !s.is_empty())
+                    .collect();
+                let target = (1..=path.len())
+                    .rev()
+                    .find_map(|n| modules.get(&path[..n].join("::")));
+                if let Some(t) = target.filter(|t| *t != file) {
+                    out.insert(t.clone());
+                }
+            }
+        }
+    }
+    // A depth-first walk; a file met again on the current path closes a circle.
+    fn walk(
+        f: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+        circles: &mut Vec<String>,
+    ) {
+        if let Some(i) = path.iter().position(|p| p == f) {
+            circles.push(format!("{} -> {f}", path[i..].join(" -> ")));
+            return;
+        }
+        if !done.insert(f.to_owned()) {
+            return;
+        }
+        path.push(f.to_owned());
+        for t in edges.get(f).into_iter().flatten() {
+            walk(t, edges, path, done, circles);
+        }
+        path.pop();
+    }
+    let mut circles = Vec::new();
+    let mut done = BTreeSet::new();
+    for f in edges.keys() {
+        walk(f, &edges, &mut Vec::new(), &mut done, &mut circles);
+    }
+    assert!(
+        circles.is_empty(),
+        "paddock-server files import each other in a circle (move what both need below \
+         them):\n{}",
+        circles.join("\n")
+    );
+}
