@@ -109,46 +109,53 @@ fn main() -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?,
         ),
     ];
-    let mut base = None;
     let cold_all = ("all, no network slot stock", NetworkPolicy::all());
-    let rows = policies.iter().map(|(n, p)| (*n, p, &runtime)).chain([(
-        cold_all.0,
-        &cold_all.1,
-        &cold_runtime,
-    )]);
-    for (name, p, runtime) in rows {
-        // A full stock to start from, as after any idle moment.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while runtime.net_slot_stats().ready < runtime.net_slot_stats().target
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let before = runtime.net_slot_stats();
-        let mut v = Vec::new();
-        for _ in 0..runs {
+    let rows: Vec<(&str, &NetworkPolicy, &std::sync::Arc<Runtime>)> = policies
+        .iter()
+        .map(|(n, p)| (*n, p, &runtime))
+        .chain([(cold_all.0, &cold_all.1, &cold_runtime)])
+        .collect();
+    // A full stock to start from, as after any idle moment.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while runtime.net_slot_stats().ready < runtime.net_slot_stats().target
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The rows take turns, one create each per round, so a change in the machine's load
+    // (other builds on these cores) weighs on all of them alike and their ratios hold.
+    let mut times = vec![Vec::with_capacity(runs); rows.len()];
+    let mut stock = vec![(0u64, 0u64); rows.len()];
+    for _ in 0..runs {
+        for (i, (_, p, runtime)) in rows.iter().enumerate() {
+            let before = runtime.net_slot_stats();
             let t = Instant::now();
             let s = rt.block_on(runtime.create(CreateSpec {
-                network: p.clone(),
+                network: (*p).clone(),
                 ..CreateSpec::default()
             }))?;
             rt.block_on(s.exec(truecmd()))?;
-            v.push(t.elapsed());
+            times[i].push(t.elapsed());
+            let after = runtime.net_slot_stats();
+            stock[i].0 += after.hits - before.hits;
+            stock[i].1 += after.misses - before.misses;
             rt.block_on(runtime.destroy(s.id.as_str()))?;
         }
-        let (p50, p99) = (pct(&mut v, 0.5), pct(&mut v, 0.99));
+    }
+    let mut base = None;
+    for (i, (name, p, runtime)) in rows.iter().enumerate() {
+        let v = &mut times[i];
+        let (p50, p99) = (pct(v, 0.5), pct(v, 0.99));
         let ratio = base.map_or(String::new(), |b: Duration| {
             format!(" ({:.2}×)", p50.as_secs_f64() / b.as_secs_f64())
         });
         base.get_or_insert(p50);
-        let after = runtime.net_slot_stats();
-        let stock = if after.target == 0 || p.mode == NetworkMode::None {
+        let stock = if runtime.net_slot_stats().target == 0 || p.mode == NetworkMode::None {
             String::new()
         } else {
             format!(
                 " (network slots: {} hits, {} misses)",
-                after.hits - before.hits,
-                after.misses - before.misses
+                stock[i].0, stock[i].1
             )
         };
         println!(
@@ -156,6 +163,14 @@ fn main() -> anyhow::Result<()> {
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3,
             vs_bwrap(p50)
+        );
+    }
+    let st = runtime.net_slot_stats();
+    if st.prepared > 0 {
+        println!(
+            "| preparing one network slot (namespace, loopback, veth, addresses, route; in the background at nice 10), mean of {} | {:.2} ms | | |",
+            st.prepared,
+            st.prepare_time.as_secs_f64() * 1e3 / st.prepared as f64
         );
     }
     for (name, p50, p99) in &external {

@@ -37,6 +37,9 @@ pub struct NetSlotStats {
     pub hits: u64,
     /// Networked native creates that found the stock empty and made their network cold.
     pub misses: u64,
+    /// Slots prepared so far, and the wall time that took in all (work kept off creates).
+    pub prepared: u64,
+    pub prepare_time: Duration,
 }
 
 /// A slot taken from the stock: its uid slot and its network namespace.
@@ -67,6 +70,8 @@ pub(super) struct NetSlots {
     wake: Condvar,
     hits: AtomicU64,
     misses: AtomicU64,
+    prepared: AtomicU64,
+    prepare_us: AtomicU64,
 }
 
 /// Counts a create in flight while it lives.
@@ -91,6 +96,8 @@ impl NetSlots {
             wake: Condvar::new(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            prepared: AtomicU64::new(0),
+            prepare_us: AtomicU64::new(0),
         }
     }
 
@@ -110,6 +117,8 @@ impl NetSlots {
             ready: self.lock().ready.len(),
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
+            prepared: self.prepared.load(Ordering::Relaxed),
+            prepare_time: Duration::from_micros(self.prepare_us.load(Ordering::Relaxed)),
         }
     }
 
@@ -286,8 +295,13 @@ impl Runtime {
             s.insert(slot);
             slot
         };
+        let t = std::time::Instant::now();
         match self.net.prepare_slot(slot) {
             Ok(netns) => {
+                stock.prepared.fetch_add(1, Ordering::Relaxed);
+                stock
+                    .prepare_us
+                    .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
                 if !stock.push(Taken { slot, netns }) {
                     self.slots.lock().expect("slots poisoned").remove(&slot);
                 }
