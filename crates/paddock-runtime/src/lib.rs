@@ -40,3 +40,4 @@ pub use runtime::{
     NetSlotStats, PauseMode, Personalise, RAW_LENGTH_HEADER, RAW_UPGRADE, RawExchange, Runtime,
     RuntimeConfig, Sandbox, Stats, VolumeMount, default_agent_bin,
 };
+pub use sys::set_recv_lowat;

@@ -36,6 +36,14 @@ use tokio::net::{TcpStream, UnixStream};
 
 /// Size of one placeholder frame, and of the pipe where the kernel allows it.
 const CHUNK: usize = 1 << 20;
+/// Receive low-water mark asked for on a TCP source (a sandbox port): its socket reports
+/// readable once this much is queued (or the rest of the body, if less, or the end), so a
+/// bulk body wakes the server once per 256 KiB rather than once per write of the app
+/// (`python3 -m http.server` writes 64 KiB at a time).
+const LOWAT: usize = 256 << 10;
+/// How long bytes under the low-water mark may wait in a TCP source before they are taken
+/// anyway (a slow app's body still moves, at most this late).
+const TRICKLE: Duration = Duration::from_millis(10);
 
 /// The placeholder buffer: allocated zeroed once and never written, so its pages are never
 /// touched (it costs address space, not memory).
@@ -70,15 +78,25 @@ impl Source {
     }
 
     fn try_splice_into(&self, pipe: &OwnedFd, len: usize) -> io::Result<usize> {
-        let flags = rustix::pipe::SpliceFlags::NONBLOCK | rustix::pipe::SpliceFlags::MOVE;
-        let go = |fd: std::os::fd::BorrowedFd<'_>| {
-            rustix::pipe::splice(fd, None, pipe, None, len, flags).map_err(io::Error::from)
-        };
         match self {
-            Source::Unix(s) => s.try_io(Interest::READABLE, || go(s.as_fd())),
-            Source::Tcp(s) => s.try_io(Interest::READABLE, || go(s.as_fd())),
+            Source::Unix(s) => s.try_io(Interest::READABLE, || splice_in(s, pipe, len)),
+            Source::Tcp(s) => s.try_io(Interest::READABLE, || splice_in(s, pipe, len)),
         }
     }
+
+    /// Splices whatever is queued, whether or not the socket reported readable (a TCP
+    /// source's queue may hold bytes under its low-water mark).
+    fn splice_queued(&self, pipe: &OwnedFd, len: usize) -> io::Result<usize> {
+        match self {
+            Source::Unix(s) => splice_in(s, pipe, len),
+            Source::Tcp(s) => splice_in(s, pipe, len),
+        }
+    }
+}
+
+fn splice_in(src: impl AsFd, pipe: &OwnedFd, len: usize) -> io::Result<usize> {
+    let flags = rustix::pipe::SpliceFlags::NONBLOCK | rustix::pipe::SpliceFlags::MOVE;
+    rustix::pipe::splice(src, None, pipe, None, len, flags).map_err(io::Error::from)
 }
 
 /// One response body's splice: its source, the bytes still to come, and its pipe.
@@ -90,6 +108,9 @@ struct Job {
     in_pipe: usize,
     idle_for: Duration,
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The receive low-water mark set on a TCP source (1: the kernel's default).
+    lowat: usize,
+    trickle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Job {
@@ -105,7 +126,49 @@ impl Job {
             in_pipe: 0,
             idle_for,
             idle: None,
+            lowat: 1,
+            trickle: None,
         })
+    }
+
+    /// Sets a TCP source's receive low-water mark to [`LOWAT`], or to what is left of the
+    /// body when that is less (so the last bytes wake the server too). Best effort: without
+    /// it the socket only wakes the server more often.
+    fn set_lowat(&mut self) {
+        let Source::Tcp(s) = &self.src else {
+            return;
+        };
+        let want = usize::try_from(self.left).unwrap_or(LOWAT).clamp(1, LOWAT);
+        if want != self.lowat && paddock_runtime::set_recv_lowat(s, want).is_ok() {
+            self.lowat = want;
+        }
+    }
+
+    /// After the trickle delay, whatever a TCP source holds under its low-water mark: into
+    /// the pipe (`Ready(Ok(true))`), nothing queued (`Ready(Ok(false))`, the delay is armed
+    /// again), or `Pending` until the delay is over.
+    fn poll_trickle(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<bool>> {
+        if self.lowat <= 1 {
+            return Poll::Pending;
+        }
+        let t = self
+            .trickle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(TRICKLE)));
+        ready!(t.as_mut().poll(cx));
+        self.trickle = None;
+        match self.src.splice_queued(&self.pipe_w, len) {
+            Ok(0) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the source closed before the whole body was sent",
+            ))),
+            Ok(k) => {
+                self.in_pipe = k;
+                self.idle = None;
+                Poll::Ready(Ok(true))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Ready(Ok(false)),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     /// Moves up to `want` bytes from the source to `dst`; `Ready(Ok(n))` with `n > 0` once
@@ -154,13 +217,20 @@ impl Job {
                 Ok(k) => {
                     self.in_pipe = k;
                     self.idle = None;
+                    self.trickle = None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.set_lowat();
                     match self.src.poll_read_ready(cx) {
                         Poll::Ready(Ok(())) => {}
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending if done > 0 => return Poll::Ready(Ok(done)),
                         Poll::Pending => {
+                            match self.poll_trickle(cx, n) {
+                                Poll::Ready(Ok(_)) => continue,
+                                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                                Poll::Pending => {}
+                            }
                             let idle_for = self.idle_for;
                             let idle = self
                                 .idle

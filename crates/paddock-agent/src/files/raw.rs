@@ -44,6 +44,10 @@ pub const LENGTH_HEADER: &str = "x-paddock-length";
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Bytes moved per `splice` call (the pipe is grown to this size where the kernel allows).
 const PIPE_CHUNK: usize = 1 << 20;
+/// Send buffer asked for on the agent's end of a raw connection (capped by the kernel at
+/// `net.core.wmem_max`): a download's `sendfile` then blocks, and wakes the host, once per
+/// few MiB rather than once per 208 KiB (the default).
+const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Whether the request asks for a raw transfer.
 pub(super) fn wanted(headers: &HeaderMap) -> bool {
@@ -82,6 +86,8 @@ async fn take_socket(on: OnUpgrade) -> io::Result<(UnixStream, Bytes)> {
             .map_err(|_| io::Error::other("the upgraded connection is not the agent socket"))?;
     let sock = parts.io.into_inner().into_std()?;
     sock.set_nonblocking(false)?;
+    // Best effort: the default buffer only means more wake-ups.
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&sock, SOCKET_BUFFER);
     sock.set_read_timeout(Some(IDLE_TIMEOUT))?;
     sock.set_write_timeout(Some(IDLE_TIMEOUT))?;
     Ok((sock, parts.read_buf))

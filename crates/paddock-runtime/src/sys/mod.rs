@@ -5,7 +5,8 @@
 //!
 //! - [`btrfs`]: subvolume, snapshot and qgroup ioctls (`layers`).
 //! - [`notify`]: seccomp user notifications and the thread's filesystem ids (`statfs`).
-//! - here: what a child runs between fork and exec.
+//! - here: what a child runs between fork and exec, and `SO_RCVLOWAT` (the server's spliced
+//!   bodies).
 
 pub(crate) mod btrfs;
 pub(crate) mod notify;
@@ -55,4 +56,29 @@ pub(crate) fn nice_this_thread(nice: i32) {
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice);
     }
+}
+
+/// Sets `SO_RCVLOWAT` on socket `sock`: it reports readable (poll, epoll) only once `bytes`
+/// are queued, or at its end or an error. For bulk bodies read by the server (`splice` in
+/// `paddock-server`), so a fast source wakes it once per `bytes` rather than once per packet
+/// train. No safe wrapper exists in `rustix` or `socket2`.
+pub fn set_recv_lowat(sock: impl std::os::fd::AsFd, bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let fd = sock.as_fd();
+    // SAFETY: `fd` is a descriptor borrowed for the call, so it stays open; the option value
+    // is a live `c_int` on the stack, and the length passed is its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            std::ptr::from_ref(&v).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
