@@ -228,8 +228,9 @@ fn parse_env(rest: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-/// What a build reports as it goes.
-#[derive(Debug, Clone, serde::Serialize)]
+/// What a build reports as it goes (one NDJSON line each; `BuildEvent` in the OpenAPI
+/// document).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum BuildEvent {
     Step {

@@ -24,6 +24,7 @@ pub mod services;
 pub mod session;
 pub mod snapshots;
 pub mod system;
+pub mod template_view;
 pub mod templates;
 pub mod tests;
 pub mod volumes;

@@ -18,14 +18,45 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use futures::StreamExt as _;
 use paddock_runtime::template::{Template, TemplateDef, valid_name};
-use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
+use utoipa::{IntoParams, ToSchema};
 
+use super::template_view::{
+    Binary, LayerList, LayerView, Pruned, RemovedLayer, TemplateList, TemplateView,
+};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::templates::{self, BuildEvent};
-use crate::wire::{json_response, no_content, rfc3339};
+use crate::wire::{no_content, typed_response};
+
+/// The path of a route about one template.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct TemplatePath {
+    /// Template name
+    name: String,
+}
+
+/// The query of a build.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct BuildQuery {
+    /// The build file's path in a tar context (default `Paddockfile`, else `Dockerfile`)
+    file: Option<String>,
+}
+
+/// The query of a bootstrap.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct BootstrapQuery {
+    /// Debian release, e.g. trixie (default) or bookworm
+    #[param(default = "trixie")]
+    suite: Option<String>,
+}
 
 /// Largest build context (a tar body).
 pub const MAX_CONTEXT: u64 = 2 << 30;
@@ -156,57 +187,41 @@ pub async fn reconcile(state: &AppState) -> Result<(), paddock_store::StoreError
     Ok(())
 }
 
-/// An image's `ENTRYPOINT` and `CMD` combined, kept as information (never run); `None` when
-/// the template has none or a build file turned them into its start command.
-fn image_cmd(t: &Template) -> Option<Vec<String>> {
-    let argv: Vec<String> = t
-        .config
-        .entrypoint
-        .iter()
-        .chain(&t.config.cmd)
-        .cloned()
-        .collect();
-    let started = t.config.start.as_ref().is_some_and(|s| s.cmd == argv);
-    (!argv.is_empty() && !started).then_some(argv)
-}
-
-async fn template_json(state: &AppState, t: &Template) -> Value {
-    let rt = &state.runtime;
-    let in_use = rt.list().iter().filter(|s| s.template == t.name).count();
-    let by = state
-        .store
-        .list_templates()
-        .await
-        .ok()
-        .and_then(|v| v.into_iter().find(|r| r.name == t.name))
-        .and_then(|r| r.created_by);
-    json!({
-        "created_by": by,
-        "name": t.name,
-        "source": t.source,
-        "layers": t.layer_ids,
-        "config": t.config,
-        "start": t.config.start,
-        "ready": t.config.ready,
-        "image_cmd": image_cmd(t),
-        "aliases": crate::templates::aliases_of(&t.name),
-        "users": t.users,
-        "created_at": (t.created_unix_ms > 0).then(|| rfc3339(Some(t.created_unix_ms as i64))),
-        "running_sandboxes": in_use,
-    })
-}
-
-async fn list(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {
-    let mut items: Vec<Value> = Vec::new();
+/// List templates
+#[utoipa::path(
+    get,
+    path = "/v1/templates",
+    operation_id = "list_templates",
+    tag = "templates",
+    responses(
+        (status = 200, description = "Every template: name, source, layers (bottom first), defaults (env, workdir, user, ports), users, running sandboxes", body = TemplateList),
+        (status = 401, description = "No or a bad key"),
+    )
+)]
+pub(crate) async fn list(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {
+    let mut templates = Vec::new();
     for t in state.runtime.templates().iter() {
         if !t.name.starts_with("build-") {
-            items.push(template_json(&state, t).await);
+            templates.push(TemplateView::of(&state, t).await);
         }
     }
-    Ok(json_response(StatusCode::OK, json!({ "templates": items })))
+    Ok(typed_response(StatusCode::OK, &TemplateList { templates }))
 }
 
-async fn get_one(
+/// One template
+#[utoipa::path(
+    get,
+    path = "/v1/templates/{name}",
+    operation_id = "get_template",
+    tag = "templates",
+    params(TemplatePath),
+    responses(
+        (status = 200, description = "The template", body = TemplateView),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "Unknown template"),
+    )
+)]
+pub(crate) async fn get_one(
     State(state): State<Arc<AppState>>,
     _c: Caller,
     Path(name): Path<String>,
@@ -215,13 +230,28 @@ async fn get_one(
         .runtime
         .template(&name)
         .ok_or_else(|| ApiError::NotFound(format!("unknown template {name:?}")))?;
-    Ok(json_response(
+    Ok(typed_response(
         StatusCode::OK,
-        template_json(&state, &t).await,
+        &TemplateView::of(&state, &t).await,
     ))
 }
 
-async fn delete(
+/// Delete a template (developer) and the layers no other template uses
+#[utoipa::path(
+    delete,
+    path = "/v1/templates/{name}",
+    operation_id = "delete_template",
+    tag = "templates",
+    params(TemplatePath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Below the developer role"),
+        (status = 404, description = "Unknown template"),
+        (status = 409, description = "Running sandboxes use it, or it is being built"),
+    )
+)]
+pub(crate) async fn delete(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(name): Path<String>,
@@ -249,28 +279,65 @@ async fn delete(
     Ok(no_content())
 }
 
-/// `GET /v1/layers`: every layer of the store, its size and the templates using it (none:
-/// an orphan that `POST /v1/layers/prune` would remove).
-async fn layers(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {
+/// The layer store (viewer): every layer, its disk usage and the templates using it
+///
+/// A layer no template uses is an orphan that `POST /v1/layers/prune` would remove.
+#[utoipa::path(
+    get,
+    path = "/v1/layers",
+    operation_id = "list_layers",
+    tag = "templates",
+    responses(
+        (status = 200, description = "`layers` (id, bytes, templates; no templates means unused) and `total_bytes`", body = LayerList),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not an admin key"),
+    )
+)]
+pub(crate) async fn layers(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {
     let rt = state.runtime.clone();
     let all = tokio::task::spawn_blocking(move || rt.layers())
         .await
         .map_err(|e| ApiError::Internal(format!("layer listing task: {e}")))??;
     let total: u64 = all.iter().map(|(_, b, _)| b).sum();
-    let items: Vec<Value> = all
+    let layers = all
         .into_iter()
-        .map(|(id, bytes, templates)| json!({"id": id, "bytes": bytes, "templates": templates}))
+        .map(|(id, bytes, templates)| LayerView {
+            id,
+            bytes,
+            templates,
+        })
         .collect();
-    Ok(json_response(
+    Ok(typed_response(
         StatusCode::OK,
-        json!({"layers": items, "total_bytes": total}),
+        &LayerList {
+            layers,
+            total_bytes: total,
+        },
     ))
 }
 
-/// `POST /v1/layers/prune`: removes every layer no template uses (left by replaced templates
-/// and failed builds, which also serve as build cache). 409 while a template is being
-/// built, pulled, imported or bootstrapped.
-async fn prune(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Response> {
+/// Remove every layer no template uses (operator)
+///
+/// Layers of replaced templates and finished steps of failed builds stay in the store as
+/// build cache until pruned. Running sandboxes are never affected. Refused while a template
+/// is being built, pulled, imported or bootstrapped; a template started during a prune
+/// waits for it.
+#[utoipa::path(
+    post,
+    path = "/v1/layers/prune",
+    operation_id = "prune_layers",
+    tag = "templates",
+    responses(
+        (status = 200, description = "`removed` (id, bytes) and `freed_bytes`", body = Pruned),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not an admin key"),
+        (status = 409, description = "A template is being made, or a prune is running"),
+    )
+)]
+pub(crate) async fn prune(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Response> {
     let res = async {
         let gate = gate_for_prune()?;
         let rt = state.runtime.clone();
@@ -285,13 +352,16 @@ async fn prune(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<
         .audited(&caller, "layers.prune", None, None, res)
         .await?;
     let freed: u64 = removed.iter().map(|(_, b)| b).sum();
-    let items: Vec<Value> = removed
+    let removed = removed
         .into_iter()
-        .map(|(id, bytes)| json!({"id": id, "bytes": bytes}))
+        .map(|(id, bytes)| RemovedLayer { id, bytes })
         .collect();
-    Ok(json_response(
+    Ok(typed_response(
         StatusCode::OK,
-        json!({"removed": items, "freed_bytes": freed}),
+        &Pruned {
+            removed,
+            freed_bytes: freed,
+        },
     ))
 }
 
@@ -372,10 +442,37 @@ where
         .unwrap_or_default()
 }
 
-/// `POST /v1/templates/{name}/build[?file=PATH]`: the body is the build file itself
-/// (`text/plain`), or a tar context (`application/x-tar`) holding it at `PATH` (default
-/// `Paddockfile`, else `Dockerfile`) and the files `COPY` takes.
-async fn build(
+/// Build a template from a build file (developer)
+///
+/// Body: the build file as text/plain, or a tar context (application/x-tar) holding it
+/// (`Paddockfile`, else `Dockerfile`, or `?file=PATH`) and the files COPY takes.
+/// Instructions: FROM (a template), RUN, COPY, ENV, WORKDIR, USER, EXPOSE, START (shell or
+/// exec form), CMD and ENTRYPOINT (combined as in Docker into the start command), READY
+/// ([--timeout DUR] --port N, or a shell command). A file with only default-setting
+/// instructions may be FROM base (no layer of its own). Each RUN/COPY runs in a sandbox
+/// (network mode all) and becomes a layer cached by the hash of its inputs. The answer
+/// streams NDJSON events: step, output, then done or error (with the step's line, exit
+/// status and output).
+#[utoipa::path(
+    post,
+    path = "/v1/templates/{name}/build",
+    operation_id = "build_template",
+    tag = "templates",
+    params(TemplatePath, BuildQuery),
+    request_body(content(
+        (String = "text/plain"),
+        (inline(Binary) = "application/x-tar"),
+    )),
+    responses(
+        (status = 200, description = "NDJSON build events", content_type = "application/x-ndjson", body = BuildEvent),
+        (status = 400, description = "Bad name or build file (with its line)"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Below the developer role"),
+        (status = 409, description = "Already being built"),
+        (status = 415, description = "Neither text/plain nor application/x-tar"),
+    )
+)]
+pub(crate) async fn build(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(name): Path<String>,
@@ -432,10 +529,29 @@ async fn build(
     ))
 }
 
-/// `POST /v1/templates/{name}/bootstrap[?suite=SUITE]`: a Debian root filesystem (release
-/// `suite`, default [`templates::DEFAULT_SUITE`], from the host's configured mirror) with
-/// the user `user`, as template `name` (usually `debian`).
-async fn bootstrap(
+/// Make a Debian template with debootstrap (developer)
+///
+/// A minimal Debian of release `suite` (default trixie, the current stable,
+/// [`templates::DEFAULT_SUITE`]; any suite the server's debootstrap knows, verified with its
+/// debian-archive-keyring) from the host's configured Debian mirror (else deb.debian.org),
+/// with sudo, ca-certificates, the host's local CAs and the user `user` (uid 1000, group
+/// sudo). Streams NDJSON build events; debootstrap's output (stdout and stderr) goes to
+/// output events and the build log, never to the server's log.
+#[utoipa::path(
+    post,
+    path = "/v1/templates/{name}/bootstrap",
+    operation_id = "bootstrap_template",
+    tag = "templates",
+    params(TemplatePath, BootstrapQuery),
+    responses(
+        (status = 200, description = "NDJSON build events", content_type = "application/x-ndjson", body = BuildEvent),
+        (status = 400, description = "A bad name, an unknown query parameter, or a suite the server's debootstrap does not know"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Below the developer role"),
+        (status = 409, description = "Already being built"),
+    )
+)]
+pub(crate) async fn bootstrap(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(name): Path<String>,
@@ -462,9 +578,9 @@ async fn bootstrap(
 }
 
 /// `POST /v1/templates/{name}/pull` body.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PullBody {
+pub(crate) struct PullBody {
     /// `host[:port]/name[:tag][@digest]`.
     image: String,
     #[serde(default)]
@@ -479,10 +595,29 @@ struct PullBody {
     platform: Option<String>,
 }
 
-/// `POST /v1/templates/{name}/pull`: an OCI image from a registry as template `name`; its
-/// config (env, working dir, user, entrypoint, cmd, exposed ports) becomes the defaults.
-/// Streams NDJSON events: progress per layer as `output`, then `done` or `error`.
-async fn pull(
+/// Pull an OCI image as a template (developer)
+///
+/// Resolves the image index for the platform (default linux/amd64), downloads layers not
+/// yet in the layer store (verified by digest, unpacked with whiteouts and opaque
+/// directories), and registers the template with the image config's env, working
+/// directory, user, entrypoint, cmd and exposed TCP ports as defaults. Streams NDJSON build
+/// events with per-layer progress (`output`), then `done` or `error`.
+#[utoipa::path(
+    post,
+    path = "/v1/templates/{name}/pull",
+    operation_id = "pull_template",
+    tag = "templates",
+    params(TemplatePath),
+    request_body = PullBody,
+    responses(
+        (status = 200, description = "NDJSON build events", content_type = "application/x-ndjson", body = BuildEvent),
+        (status = 400, description = "Bad name or body"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Below the developer role"),
+        (status = 409, description = "Already being made"),
+    )
+)]
+pub(crate) async fn pull(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(name): Path<String>,
@@ -586,12 +721,33 @@ async fn pull(
     ))
 }
 
-/// `POST /v1/templates/{name}/import`: a root filesystem as a tar body (`application/x-tar`,
-/// or `application/gzip` / `application/zstd` for compressed ones), unpacked into one layer
-/// of the store with the same confinement as image layers (no `..`, nothing written
-/// through a symlink, devices refused). Answers the template, or 400 for a bad archive
-/// (nothing is left behind).
-async fn import(
+/// Import a root filesystem tarball as a template (developer)
+///
+/// The body is a tar (application/x-tar), or a gzip or zstd compressed one
+/// (application/gzip, application/zstd), unpacked into one layer with the same confinement
+/// as image layers: `..` refused, nothing written through a symlink, device nodes and FIFOs
+/// refused. Nothing is left behind on error.
+#[utoipa::path(
+    post,
+    path = "/v1/templates/{name}/import",
+    operation_id = "import_template",
+    tag = "templates",
+    params(TemplatePath),
+    request_body(content(
+        (inline(Binary) = "application/x-tar"),
+        (inline(Binary) = "application/gzip"),
+        (inline(Binary) = "application/zstd"),
+    )),
+    responses(
+        (status = 201, description = "The template", body = TemplateView),
+        (status = 400, description = "Bad name or archive"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Below the developer role"),
+        (status = 409, description = "A template of that name is in use or being made"),
+        (status = 415, description = "Not a tar"),
+    )
+)]
+pub(crate) async fn import(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(name): Path<String>,
@@ -648,9 +804,9 @@ async fn import(
     let t = state
         .audited(&caller, "template.import", None, Some(name), res)
         .await?;
-    Ok(json_response(
+    Ok(typed_response(
         StatusCode::CREATED,
-        template_json(&state, &t).await,
+        &TemplateView::of(&state, &t).await,
     ))
 }
 
@@ -724,10 +880,27 @@ impl BuildLog {
     }
 }
 
-/// `GET /v1/templates/{name}/log` (developer or higher): the full log of the last build, pull or bootstrap
-/// of `name` as `text/plain` (also of a failed one, and of one still running: what it has
-/// printed so far); 404 when there is none.
-async fn build_log(
+/// The log of a template's last build, pull or bootstrap (developer)
+///
+/// Everything the last build, pull or bootstrap of `name` printed (step headers, every
+/// step's output, the outcome), as kept on the server in
+/// `<data>/templates/logs/<name>.log`; also for failed ones, and for one still running
+/// (what it printed so far). Replaced by the next build of that name; capped at 64 MiB (the
+/// excess is left out, with a note).
+#[utoipa::path(
+    get,
+    path = "/v1/templates/{name}/log",
+    operation_id = "template_build_log",
+    tag = "templates",
+    params(TemplatePath),
+    responses(
+        (status = 200, description = "The log", content_type = "text/plain", body = String),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Below the developer role"),
+        (status = 404, description = "No build of that name on this server"),
+    )
+)]
+pub(crate) async fn build_log(
     State(state): State<Arc<AppState>>,
     _c: Caller,
     Path(name): Path<String>,
