@@ -18,7 +18,7 @@ pub fn main() -> ! {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .init();
-    // One thread for the protocol; file operations and spawns use tokio's blocking pool,
+    // One thread for the protocol; file operations and PTY spawns use tokio's blocking pool,
     // which starts threads only on demand. This keeps an idle sandbox's agent small.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -776,10 +776,18 @@ impl Process for Procs {
     ) -> ServiceResult<ServiceStream<StartResponse>> {
         let req = request.to_owned_message();
         let user = user_of(&ctx)?;
-        let me = self.clone();
-        let p = tokio::task::spawn_blocking(move || me.spawn(&req, &user))
-            .await
-            .map_err(internal)??;
+        // Without a PTY the command starts by `sys::vfork` right here: this thread waits
+        // only until the child has exec'd, less than a hop to the blocking pool and back
+        // costs (issue 17's exec round trip). A PTY's start forks the agent (std): that
+        // runs on the blocking pool.
+        let p = if req.pty.as_option().is_some_and(|p| p.size.is_set()) {
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || me.spawn(&req, &user))
+                .await
+                .map_err(internal)??
+        } else {
+            self.spawn(&req, &user)?
+        };
         let s = Procs::events(p, 0, true, keepalive(&ctx), ctx.deadline());
         let s = wrap(s, |e| StartResponse {
             event: e.into(),

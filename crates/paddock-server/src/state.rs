@@ -162,16 +162,7 @@ impl AppState {
         outcome: &str,
         detail: Option<String>,
     ) {
-        let a = AuditEntry {
-            id: 0,
-            at: now_ms(),
-            actor: actor.map_or_else(|| "system".to_owned(), |c| c.key.id.clone()),
-            tenant: actor.map(|c| c.key.tenant.clone()),
-            action: action.to_owned(),
-            sandbox_id: sandbox_id.map(str::to_owned),
-            outcome: outcome.to_owned(),
-            detail: detail.map(|d| truncate(&d, 512)),
-        };
+        let a = audit_entry(actor, action, sandbox_id, outcome, detail);
         if let Err(e) = self.store.insert_audit(&a).await {
             tracing::error!("storing audit entry {action}: {e}");
         }
@@ -284,6 +275,26 @@ impl AppState {
             .get(id)
             .map_err(|_| ApiError::Conflict(format!("sandbox {id} is not running on this host")))?;
         Ok((r, s))
+    }
+}
+
+/// The audit row of one call ([`AppState::audit`]); `at` is now.
+pub fn audit_entry(
+    actor: Option<&Caller>,
+    action: &str,
+    sandbox_id: Option<&str>,
+    outcome: &str,
+    detail: Option<String>,
+) -> AuditEntry {
+    AuditEntry {
+        id: 0,
+        at: now_ms(),
+        actor: actor.map_or_else(|| "system".to_owned(), |c| c.key.id.clone()),
+        tenant: actor.map(|c| c.key.tenant.clone()),
+        action: action.to_owned(),
+        sandbox_id: sandbox_id.map(str::to_owned),
+        outcome: outcome.to_owned(),
+        detail: detail.map(|d| truncate(&d, 512)),
     }
 }
 

@@ -397,6 +397,9 @@ pub trait Store:
     async fn insert_exec(&self, e: &ExecRecord) -> Result<i64>;
     /// Updates exit code, status and duration of a record inserted earlier.
     async fn update_exec(&self, e: &ExecRecord) -> Result<()>;
+    /// Inserts a finished command's history row and its audit entry in one transaction (one
+    /// commit instead of two: the write behind every short exec); returns the exec's id.
+    async fn insert_exec_audited(&self, e: &ExecRecord, a: &AuditEntry) -> Result<i64>;
     /// Oldest first, at most `limit`.
     async fn list_execs(&self, sandbox_id: &str, limit: u32) -> Result<Vec<ExecRecord>>;
 }

@@ -759,6 +759,52 @@ impl Store for PgStore {
         Ok(r.try_get(0)?)
     }
 
+    async fn insert_exec_audited(&self, e: &ExecRecord, a: &AuditEntry) -> Result<i64> {
+        let pid = e.pid.map(i64::from);
+        let exit = e.exit_code.map(i64::from);
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let ins = tx
+            .prepare_cached(
+                "INSERT INTO execs (sandbox_id, at, command, pid, exit_code, status, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            )
+            .await?;
+        let row = tx
+            .query_one(
+                &ins,
+                &[
+                    &e.sandbox_id,
+                    &e.at,
+                    &e.command,
+                    &pid,
+                    &exit,
+                    &e.status,
+                    &e.duration_ms,
+                ],
+            )
+            .await?;
+        let audit = tx
+            .prepare_cached(
+                "INSERT INTO audit (at, actor, tenant, action, sandbox_id, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .await?;
+        tx.execute(
+            &audit,
+            &[
+                &a.at,
+                &a.actor,
+                &a.tenant,
+                &a.action,
+                &a.sandbox_id,
+                &a.outcome,
+                &a.detail,
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(row.try_get(0)?)
+    }
+
     async fn update_exec(&self, e: &ExecRecord) -> Result<()> {
         let pid = e.pid.map(i64::from);
         let exit = e.exit_code.map(i64::from);

@@ -620,6 +620,22 @@ impl Store for SqliteStore {
         Ok(c.last_insert_rowid())
     }
 
+    async fn insert_exec_audited(&self, e: &ExecRecord, a: &AuditEntry) -> Result<i64> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        tx.prepare_cached(
+            "INSERT INTO execs (sandbox_id, at, command, pid, exit_code, status, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![e.sandbox_id, e.at, e.command, e.pid, e.exit_code, e.status, e.duration_ms])?;
+        let id = tx.last_insert_rowid();
+        tx.prepare_cached(
+            "INSERT INTO audit (at, actor, tenant, action, sandbox_id, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![a.at, a.actor, a.tenant, a.action, a.sandbox_id, a.outcome, a.detail])?;
+        tx.commit()?;
+        Ok(id)
+    }
+
     async fn update_exec(&self, e: &ExecRecord) -> Result<()> {
         self.conn()
             .prepare_cached(

@@ -605,3 +605,88 @@ async fn exec_time_limits_default_for_foreground_none_for_background_or_zero() {
     )
     .await;
 }
+
+/// The history entries of a sandbox whose command contains `needle`.
+async fn history_rows(s: &Server, id: &str, needle: &str) -> Vec<Value> {
+    let (_, logs) = call(s.req(Method::GET, &format!("/v1/sandboxes/{id}/logs"))).await;
+    logs["execs"]
+        .as_array()
+        .expect("execs")
+        .iter()
+        .filter(|e| e["command"].as_str().unwrap_or_default().contains(needle))
+        .cloned()
+        .collect()
+}
+
+/// A one-shot JSON exec that ends at once gets its history row and audit entry in one
+/// write behind the answer; one that runs longer shows as `running` while it runs. Either
+/// way: one history row with its outcome and one audit entry per exec.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_shot_execs_are_in_the_history_while_they_run_and_audited_once() {
+    let s = Server::start(&[]);
+    let id = sandbox(&s).await;
+    let (st, v) = exec(&s, &id, json!({"cmd": ["echo", "quick"]})).await;
+    assert_eq!((st, &v["exit_code"]), (StatusCode::OK, &json!(0)), "{v}");
+    let rows = history_rows(&s, &id, "echo quick").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (&rows[0]["status"], &rows[0]["exit_code"], &rows[0]["pid"]),
+        (&json!("exit status 0"), &json!(0), &v["pid"]),
+        "{rows:?}"
+    );
+    // A longer one: its row says `running` before the answer, then its outcome.
+    let slow = tokio::spawn(call(
+        s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+            .json(&json!({"command": "sleep 3; echo slow"})),
+    ));
+    eventually(
+        Duration::from_secs(20),
+        "the running command is in the history",
+        || async {
+            let rows = history_rows(&s, &id, "echo slow").await;
+            match rows.first() {
+                Some(r) if r["status"] == "running" => Ok(()),
+                _ => Err(format!("{rows:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        !slow.is_finished(),
+        "the command ended before it was seen running"
+    );
+    let (st, v) = slow.await.expect("exec task");
+    assert_eq!(
+        (st, &v["stdout"]),
+        (StatusCode::OK, &json!("slow\n")),
+        "{v}"
+    );
+    let rows = history_rows(&s, &id, "echo slow").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (&rows[0]["status"], &rows[0]["exit_code"]),
+        (&json!("exit status 0"), &json!(0)),
+        "{rows:?}"
+    );
+    assert!(
+        rows[0]["duration_ms"].as_u64().unwrap_or(0) >= 2500,
+        "{rows:?}"
+    );
+    let (st, audit) = call(s.req(Method::GET, &format!("/v1/audit?sandbox_id={id}"))).await;
+    assert_eq!(st, StatusCode::OK);
+    let execs: Vec<_> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "exec")
+        .map(|e| (e["outcome"].clone(), e["detail"].clone()))
+        .collect();
+    assert_eq!(
+        execs,
+        [
+            (json!("ok"), json!("sleep 3; echo slow")),
+            (json!("ok"), json!("echo quick")),
+        ],
+        "{audit}"
+    );
+}

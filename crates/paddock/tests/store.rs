@@ -78,6 +78,7 @@ both!(
     events_concurrent_inserts_keep_order,
     audit_newest_first_filters_paging,
     execs_last_n_in_order,
+    execs_with_their_audit_entry_in_one_write,
     secrets_versions_capped_and_deleted,
     secrets_list_page_count_reseal,
     nodes_register_heartbeat_drain_dead,

@@ -495,3 +495,66 @@ pub async fn execs_last_n_in_order(s: Arc<dyn Store>) {
     assert_eq!(s.list_execs("a", 100).await.unwrap().len(), 5);
     assert!(s.list_execs("a", 0).await.unwrap().is_empty());
 }
+
+/// A finished exec's history row and its audit entry, written together.
+pub async fn execs_with_their_audit_entry_in_one_write(s: Arc<dyn Store>) {
+    let rec = ExecRecord {
+        id: 0,
+        sandbox_id: "sx".into(),
+        at: 10,
+        command: "true".into(),
+        pid: Some(3),
+        exit_code: Some(0),
+        status: "exit status 0".into(),
+        duration_ms: Some(1),
+    };
+    let audit = AuditEntry {
+        id: 0,
+        at: 11,
+        actor: "key_1".into(),
+        tenant: Some("t1".into()),
+        action: "exec".into(),
+        sandbox_id: Some("sx".into()),
+        outcome: "ok".into(),
+        detail: Some("true".into()),
+    };
+    let first = s.insert_exec_audited(&rec, &audit).await.unwrap();
+    let second = s
+        .insert_exec_audited(
+            &ExecRecord {
+                command: "false".into(),
+                exit_code: Some(1),
+                ..rec.clone()
+            },
+            &audit,
+        )
+        .await
+        .unwrap();
+    assert!(
+        second > first,
+        "ids are assigned in order: {first} {second}"
+    );
+    let execs = s.list_execs("sx", 10).await.unwrap();
+    assert_eq!(
+        execs
+            .iter()
+            .map(|e| (e.id, e.exit_code))
+            .collect::<Vec<_>>(),
+        [(first, Some(0)), (second, Some(1))]
+    );
+    assert_eq!(execs[0], ExecRecord { id: first, ..rec });
+    let entries = s
+        .list_audit(&AuditFilter {
+            sandbox_id: Some("sx".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.action == "exec" && e.actor == "key_1" && e.at == 11),
+        "{entries:?}"
+    );
+}

@@ -25,7 +25,7 @@ use super::{Ended, Finish, Format, MAX_STDIN, command_line, format_of, put_bytes
 use crate::api::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, Metrics};
+use crate::state::{AppState, Metrics, audit_entry};
 use crate::wire::json_response;
 
 #[derive(Debug, Deserialize)]
@@ -77,10 +77,34 @@ pub(super) async fn exec(
 ) -> ApiResult<Response> {
     let argv = body.argv();
     let detail = argv.as_ref().ok().map(|a| command_line(a));
-    let res = start_exec(&state, &caller, &id, format_of(&headers), body, argv).await;
-    // Behind the answer: the audit entry is not on the round trip (`crate::hotpath`).
-    state.audited_behind(&caller, "exec", Some(&id), detail, res)
+    match start_exec(&state, &caller, &id, format_of(&headers), body, argv).await {
+        // A one-shot exec that ran writes its audit entry with its history row.
+        Ok(Answer::Audited(r)) => Ok(r),
+        // Behind the answer: the audit entry is not on the round trip (`crate::hotpath`).
+        res => state.audited_behind(&caller, "exec", Some(&id), detail, res.map(Answer::into)),
+    }
 }
+
+/// An exec's answer, and whether its audit entry is already on its way.
+enum Answer {
+    /// Written with the exec's history row (a one-shot JSON exec that ran).
+    Audited(Response),
+    /// Still to be written by the caller.
+    Plain(Response),
+}
+
+impl From<Answer> for Response {
+    fn from(a: Answer) -> Response {
+        match a {
+            Answer::Audited(r) | Answer::Plain(r) => r,
+        }
+    }
+}
+
+/// A one-shot JSON exec still running after this long gets its history row (`running`)
+/// then, so `GET .../logs` shows it while it runs; one that ends sooner gets its finished
+/// row and its audit entry in one write behind the answer (`crate::hotpath`).
+pub(super) const HISTORY_RUNNING_AFTER: Duration = Duration::from_millis(200);
 
 /// An exec whose request passed the checks and whose history row is written (or, for the
 /// one-shot JSON exec, being written behind).
@@ -100,32 +124,26 @@ async fn start_exec(
     format: Format,
     body: ExecBody,
     argv: ApiResult<Vec<String>>,
-) -> ApiResult<Response> {
+) -> ApiResult<Answer> {
     let (rec, sbx) = state.sandbox_for(caller, id).await?;
     let argv = argv?;
     let (timeout, max_output) = check_limits(state, &body)?;
     let command = command_line(&argv);
     Metrics::inc(&state.metrics.execs);
-    // The simple case: run to completion and answer JSON. Its history row is written while
-    // the command runs, and its end after the answer (`crate::hotpath`).
+    // The simple case: run to completion and answer JSON. Its history row is written after
+    // the answer, or while it runs if it runs long (`HISTORY_RUNNING_AFTER`).
     if format == Format::Json && !body.background && body.pty.is_none() && body.tag.is_none() {
-        let history_id = {
-            let (st, rec, command) = (state.clone(), rec.clone(), command.clone());
-            state
-                .behind
-                .spawn(async move { insert_history(&st, &rec, &command).await })
-        };
         let x = Accepted {
             state,
             rec,
             sbx,
-            history_id,
+            history_id: (),
             command,
             timeout,
         };
-        return run_to_end(x, body, argv, max_output).await;
+        return run_to_end(x, caller, body, argv, max_output).await;
     }
-    let history_id = insert_history(state, &rec, &command).await;
+    let history_id = insert_history(state, &rec, &command, now_ms()).await;
     let x = Accepted {
         state,
         rec,
@@ -134,7 +152,9 @@ async fn start_exec(
         command,
         timeout,
     };
-    start_process(x, format, body, argv).await
+    start_process(x, format, body, argv)
+        .await
+        .map(Answer::Plain)
 }
 
 /// Checks the request's limits: the time limit and the output cap it asks for, its stdin
@@ -161,14 +181,20 @@ fn check_limits(state: &AppState, body: &ExecBody) -> ApiResult<(Option<Duration
     Ok((timeout, max_output))
 }
 
-/// Writes the exec's history row as `running`; `None` when the store refused it.
-async fn insert_history(state: &AppState, rec: &SandboxRecord, command: &str) -> Option<i64> {
+/// Writes the exec's history row as `running`, started `at`; `None` when the store
+/// refused it.
+async fn insert_history(
+    state: &AppState,
+    rec: &SandboxRecord,
+    command: &str,
+    at: i64,
+) -> Option<i64> {
     state
         .store
         .insert_exec(&ExecRecord {
             id: 0,
             sandbox_id: rec.id.clone(),
-            at: now_ms(),
+            at,
             command: command.to_owned(),
             pid: None,
             exit_code: None,
@@ -181,35 +207,53 @@ async fn insert_history(state: &AppState, rec: &SandboxRecord, command: &str) ->
 
 /// Runs the command to completion and answers its result as JSON.
 async fn run_to_end(
-    x: Accepted<'_, tokio::task::JoinHandle<Option<i64>>>,
+    x: Accepted<'_, ()>,
+    caller: &Caller,
     body: ExecBody,
     argv: Vec<String>,
     max_output: usize,
-) -> ApiResult<Response> {
+) -> ApiResult<Answer> {
     let Accepted {
         state,
         rec,
         sbx,
-        history_id,
         command,
         timeout,
+        ..
     } = x;
-    let r = sbx
-        .exec(ExecRequest {
-            argv,
-            env: body.env,
-            cwd: body.cwd,
-            user: body.user,
-            stdin: body.stdin.map(String::into_bytes),
-            timeout,
-            max_output: Some(max_output),
-        })
-        .await;
+    let at = now_ms();
+    let run = sbx.exec(ExecRequest {
+        argv,
+        env: body.env,
+        cwd: body.cwd,
+        user: body.user,
+        stdin: body.stdin.map(String::into_bytes),
+        timeout,
+        max_output: Some(max_output),
+    });
+    tokio::pin!(run);
+    // The `running` row, written once the command has run `HISTORY_RUNNING_AFTER`.
+    let mut running = None;
+    let r = tokio::select! {
+        r = &mut run => r,
+        () = tokio::time::sleep(HISTORY_RUNNING_AFTER) => {
+            let (st, rec, command) = (state.clone(), rec.clone(), command.clone());
+            running = Some(state.behind.spawn(async move {
+                insert_history(&st, &rec, &command, at).await
+            }));
+            run.await
+        }
+    };
     let r = match r {
         Ok(r) => r,
         Err(e) => {
-            let history_id = history_id.await.ok().flatten();
-            return failed_start(state, &rec, history_id, &command, e, Format::Json).await;
+            let history_id = match running {
+                Some(h) => h.await.ok().flatten(),
+                None => insert_history(state, &rec, &command, at).await,
+            };
+            return failed_start(state, &rec, history_id, &command, e, Format::Json)
+                .await
+                .map(Answer::Plain);
         }
     };
     let end = Ended {
@@ -219,9 +263,36 @@ async fn run_to_end(
     };
     {
         let (st, pid, took, oom) = (state.clone(), r.pid, r.duration, r.oom_killed);
+        let audit = audit_entry(
+            Some(caller),
+            "exec",
+            Some(&rec.id),
+            "ok",
+            Some(command.clone()),
+        );
         state.behind.spawn(async move {
-            let history_id = history_id.await.ok().flatten();
+            let Some(running) = running else {
+                let row = ExecRecord {
+                    id: 0,
+                    sandbox_id: rec.id.clone(),
+                    at,
+                    command: command.clone(),
+                    pid: Some(pid),
+                    exit_code: end.exit_code,
+                    status: end.status.clone(),
+                    duration_ms: Some(i64::try_from(took.as_millis()).unwrap_or(i64::MAX)),
+                };
+                if let Err(e) = st.store.insert_exec_audited(&row, &audit).await {
+                    tracing::error!("storing exec history and audit entry: {e}");
+                }
+                record_end(&st, &rec, None, &command, Some(pid), &end, took, oom).await;
+                return;
+            };
+            let history_id = running.await.ok().flatten();
             record_end(&st, &rec, history_id, &command, Some(pid), &end, took, oom).await;
+            if let Err(e) = st.store.insert_audit(&audit).await {
+                tracing::error!("storing audit entry exec: {e}");
+            }
         });
     }
     let mut v = json!({
@@ -236,7 +307,7 @@ async fn run_to_end(
     });
     put_bytes(&mut v, "stdout", &r.stdout);
     put_bytes(&mut v, "stderr", &r.stderr);
-    Ok(json_response(StatusCode::OK, v))
+    Ok(Answer::Audited(json_response(StatusCode::OK, v)))
 }
 
 /// Starts a streaming, background or PTY exec: the process, its stdin, then the answer (a
