@@ -329,3 +329,71 @@ async fn e2b_python_sdk_conformance_through_a_control_plane() {
         .collect();
     assert_eq!(nodes.len(), 2, "{nodes:?}");
 }
+
+/// The agent's accepted connections for sandbox `id` (inodes of connected sockets bound to
+/// its `agent.sock`, from `/proc/net/unix`).
+fn agent_connections(id: &str) -> std::collections::BTreeSet<u64> {
+    let suffix = format!("/{id}/agent.sock");
+    std::fs::read_to_string("/proc/net/unix")
+        .expect("/proc/net/unix")
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // Num RefCount Protocol Flags Type St Inode Path; St 03 is connected.
+            (f.len() == 8 && f[5] == "03" && f[7].ends_with(&suffix)).then(|| f[6].parse().ok())?
+        })
+        .collect()
+}
+
+/// `process.Start` over the data plane goes to the agent on the pooled connections the
+/// native exec uses (issue 17: no connection set-up per request). Each start's connection
+/// is looked at while its response is open, so a connection per request would show as a
+/// new socket every time.
+#[tokio::test(flavor = "multi_thread")]
+async fn data_plane_process_starts_reuse_pooled_agent_connections() {
+    let s = Server::start(&[]);
+    let r = s
+        .http
+        .post(format!("{}/sandboxes", s.url))
+        .header("X-API-KEY", &s.admin_key)
+        .json(&json!({"templateID": "base", "timeout": 600, "secure": true}))
+        .send()
+        .await
+        .expect("e2b create");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.expect("json");
+    let id = v["sandboxID"].as_str().expect("id").to_owned();
+    let token = v["envdAccessToken"].as_str().expect("token").to_owned();
+    let msg = br#"{"process":{"cmd":"/bin/echo","args":["pooled"]}}"#;
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    body.extend_from_slice(msg);
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let r = s
+            .http
+            .post(format!("{}/process.Process/Start", s.url))
+            .header("E2b-Sandbox-Id", &id)
+            .header("X-Access-Token", &token)
+            .header("Content-Type", "application/connect+json")
+            .header("Connect-Protocol-Version", "1")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("process.Start");
+        assert_eq!(r.status(), StatusCode::OK, "start {i}");
+        seen.extend(agent_connections(&id));
+        let out = r.bytes().await.expect("stream");
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains("\"end\""), "start {i}: {out}");
+    }
+    // Two can be in use at once: a response's last bytes may still be in flight when the
+    // next request starts.
+    assert!(
+        seen.len() <= 3,
+        "20 starts used {} agent connections",
+        seen.len()
+    );
+    let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+}

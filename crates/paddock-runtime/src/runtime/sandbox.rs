@@ -245,21 +245,30 @@ impl Sandbox {
         // A body of at most this many bytes is read into memory and sent on the envd
         // clients' pooled connections (no connect or handshake per request once one is
         // idle), again on a new connection if the pooled one was closed under it; a larger
-        // or unsized one streams through a connection of its own.
+        // or unsized one streams through a connection of its own. The size is the body's
+        // own bound, else the request's `Content-Length`: a forwarded request's body (the
+        // E2B data plane's, behind the server's idle-timeout wrapper) has no bound of its
+        // own, and its `process.Start` would otherwise pay a connect and a handshake.
         const BUFFERED_MAX: u64 = 1 << 20;
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if req
             .body()
             .size_hint()
             .upper()
+            .or(declared)
             .is_some_and(|n| n <= BUFFERED_MAX)
         {
             let (head, body) = req.into_parts();
-            let body = body
+            // Never more than the bound, whatever the body turns out to hold.
+            let body = http_body_util::Limited::new(body, BUFFERED_MAX as usize)
                 .collect()
                 .await
                 .map_err(|e| RuntimeError::Io {
                     what: "agent request body".into(),
-                    source: std::io::Error::other(e.into()),
+                    source: std::io::Error::other(e),
                 })?
                 .to_bytes();
             return self
