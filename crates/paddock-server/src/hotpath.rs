@@ -8,7 +8,10 @@
 //!   key back). Only a server that alone writes its keys caches: not a fleet node and not a
 //!   server on PostgreSQL, where another process may revoke a key.
 //! - [`Behind`]: store writes whose outcome the answer does not carry (an exec's history
-//!   row and its audit entry) run as tasks after the answer is on its way. The routes that
+//!   row and its audit entry) run as tasks after the answer is on its way. A one-shot JSON
+//!   exec that ends within `HISTORY_RUNNING_AFTER` (200 ms) writes both in one transaction
+//!   (`Store::insert_exec_audited`); a longer one writes its `running` row then, so it is
+//!   listed while it runs, and its outcome and audit entry at the end. The routes that
 //!   read those rows (`GET /v1/audit`, `GET /v1/sandboxes/{id}/logs`) first wait for the
 //!   writes in flight ([`Behind::settled`], at most [`SETTLE_MAX`]), so a client reads its
 //!   own writes. The price: a crash in the moment between the answer and the write loses

@@ -277,7 +277,9 @@ async fn b10_every_task_has_no_new_privs_seccomp_and_no_dangerous_caps() {
         )
         .await;
         let tasks = parse_statuses(&out(&r));
-        assert!(tasks.len() >= 5, "{who}: too few tasks: {r:?}");
+        // PID 1, the two sleeps and the reading shell (the agent may have no thread
+        // besides its main one: a command starts on it).
+        assert!(tasks.len() >= 4, "{who}: too few tasks: {r:?}");
         let mut uids = BTreeSet::new();
         assert!(
             tasks.iter().any(|t| t.path.starts_with("/proc/1/")),
