@@ -21,13 +21,15 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use paddock_store::{Role, UsageFilter, UsageRow, now_ms};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::usage::history::Sample;
-use crate::wire::{form_urlencoded_pairs, json_response, rfc3339};
+use crate::wire::{form_urlencoded_pairs, rfc3339, typed_response};
 
 pub mod budgets;
 
@@ -46,12 +48,17 @@ pub const PRICE_ENTRIES: [&str; 4] = [
     "egress_gib",
 ];
 
-/// A price table: every entry of [`PRICE_ENTRIES`], finite and non-negative.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// A price table: every entry of [`PRICE_ENTRIES`], finite and non-negative (0 when unset).
+/// Its wire form is also the form of `<data>/prices.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, ToSchema)]
 pub struct Prices {
+    #[schema(minimum = 0)]
     pub cpu_second: f64,
+    #[schema(minimum = 0)]
     pub memory_gib_hour: f64,
+    #[schema(minimum = 0)]
     pub disk_gib_hour: f64,
+    #[schema(minimum = 0)]
     pub egress_gib: f64,
 }
 
@@ -85,15 +92,6 @@ impl Prices {
             }
         }
         Ok(p)
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "cpu_second": self.cpu_second,
-            "memory_gib_hour": self.memory_gib_hour,
-            "disk_gib_hour": self.disk_gib_hour,
-            "egress_gib": self.egress_gib,
-        })
     }
 
     fn cost(&self, t: &Totals) -> f64 {
@@ -203,12 +201,44 @@ pub async fn spent_this_month(state: &AppState, tenant: &str) -> ApiResult<f64> 
     Ok(prices(state).cost(&t))
 }
 
-async fn get_prices(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {
-    Ok(json_response(StatusCode::OK, prices(&state).json()))
+/// The price table (viewer)
+#[utoipa::path(
+    get,
+    path = "/v1/usage/prices",
+    tag = "cost",
+    operation_id = "get_prices",
+    responses(
+        (status = 200, description = "Every price (0 when unset)", body = Prices),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not allowed"),
+    )
+)]
+pub(crate) async fn get_prices(
+    State(state): State<Arc<AppState>>,
+    _c: Caller,
+) -> ApiResult<Response> {
+    Ok(typed_response(StatusCode::OK, &prices(&state)))
 }
 
-/// `PUT /v1/usage/prices`: replaces the price table (admin).
-async fn put_prices(
+/// Replace the price table (admin)
+///
+/// Every entry a finite number of at least 0; entries left out are 0. An invalid table is a
+/// 400 naming the bad entry and changes nothing.
+#[utoipa::path(
+    put,
+    path = "/v1/usage/prices",
+    tag = "cost",
+    operation_id = "put_prices",
+    request_body = Prices,
+    responses(
+        (status = 200, description = "The new table", body = Prices),
+        (status = 400, description = "A bad entry"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not an admin"),
+        (status = 413, description = "Larger than 4096 bytes"),
+    )
+)]
+pub(crate) async fn put_prices(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: Bytes,
@@ -220,7 +250,9 @@ async fn put_prices(
         let p = Prices::parse(&body).map_err(ApiError::BadRequest)?;
         let path = prices_path(&state);
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, p.json().to_string())
+        let text = serde_json::to_string(&p)
+            .map_err(|e| ApiError::Internal(format!("writing prices.json: {e}")))?;
+        std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| ApiError::Internal(format!("writing prices.json: {e}")))?;
         Ok(p)
@@ -228,7 +260,7 @@ async fn put_prices(
     let p = state
         .audited(&caller, "usage.prices", None, None, res)
         .await?;
-    Ok(json_response(StatusCode::OK, p.json()))
+    Ok(typed_response(StatusCode::OK, &p))
 }
 
 #[derive(Debug, Default, Clone)]
@@ -248,17 +280,133 @@ impl Totals {
         self.egress_bytes = self.egress_bytes.saturating_add(r.egress_bytes);
         self.sandboxes.insert(r.sandbox_id.clone());
     }
-    fn json(&self, prices: &Prices) -> Value {
+    fn view(&self, prices: &Prices) -> UsageTotals {
         let round = |x: f64| (x * 1e6).round() / 1e6;
-        json!({
-            "cpu_seconds": round(self.cpu_seconds),
-            "memory_gib_hours": round(self.memory_gib_hours),
-            "disk_gib_hours": round(self.disk_gib_hours),
-            "egress_bytes": self.egress_bytes,
-            "sandboxes": self.sandboxes.len(),
-            "cost": round(prices.cost(self)),
-        })
+        UsageTotals {
+            cpu_seconds: round(self.cpu_seconds),
+            memory_gib_hours: round(self.memory_gib_hours),
+            disk_gib_hours: round(self.disk_gib_hours),
+            egress_bytes: self.egress_bytes,
+            sandboxes: self.sandboxes.len(),
+            cost: round(prices.cost(self)),
+        }
     }
+}
+
+/// What a group (or everything) used, and its cost; amounts rounded to 6 decimals.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageTotals {
+    pub cpu_seconds: f64,
+    pub memory_gib_hours: f64,
+    /// GiB-hours of the layer's referenced bytes.
+    pub disk_gib_hours: f64,
+    /// Bytes sent out of the sandbox's link.
+    pub egress_bytes: i64,
+    /// Sandboxes that used any of it.
+    pub sandboxes: usize,
+    /// At the current prices.
+    pub cost: f64,
+}
+
+/// What a report groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    Sandbox,
+    Key,
+    Tenant,
+    Template,
+}
+
+impl GroupBy {
+    fn parse(v: &str) -> ApiResult<GroupBy> {
+        match v {
+            "sandbox" => Ok(GroupBy::Sandbox),
+            "key" => Ok(GroupBy::Key),
+            "tenant" => Ok(GroupBy::Tenant),
+            "template" => Ok(GroupBy::Template),
+            _ => Err(ApiError::BadRequest(format!(
+                "by {v:?} must be sandbox, key, tenant or template"
+            ))),
+        }
+    }
+
+    /// A row's group.
+    fn of(self, r: &UsageRow) -> &str {
+        match self {
+            GroupBy::Sandbox => &r.sandbox_id,
+            GroupBy::Key => &r.key_id,
+            GroupBy::Tenant => &r.tenant,
+            GroupBy::Template => &r.template,
+        }
+    }
+}
+
+/// One group of a report: its name under the `by` field, and its totals.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageGroup {
+    /// The sandbox id (by sandbox).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+    /// The key id (by key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The tenant (by tenant).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The template (by template).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+}
+
+impl UsageGroup {
+    fn new(by: GroupBy, name: String, totals: UsageTotals) -> UsageGroup {
+        let mut g = UsageGroup {
+            sandbox: None,
+            key: None,
+            tenant: None,
+            template: None,
+            totals,
+        };
+        *match by {
+            GroupBy::Sandbox => &mut g.sandbox,
+            GroupBy::Key => &mut g.key,
+            GroupBy::Tenant => &mut g.tenant,
+            GroupBy::Template => &mut g.template,
+        } = Some(name);
+        g
+    }
+}
+
+/// A metered amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Metered {
+    CpuSeconds,
+    MemoryGibHours,
+    DiskGibHours,
+    EgressBytes,
+}
+
+/// Usage and cost over whole UTC hours.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageReport {
+    /// The start of the first hour.
+    #[schema(value_type = String, format = DateTime)]
+    pub from: Value,
+    /// The end of the last hour.
+    #[schema(value_type = String, format = DateTime)]
+    pub to: Value,
+    #[schema(inline)]
+    pub by: GroupBy,
+    pub prices: Prices,
+    pub groups: Vec<UsageGroup>,
+    pub total: UsageTotals,
+    /// What is metered.
+    #[schema(inline)]
+    pub metered: Vec<Metered>,
 }
 
 /// A time in a query: RFC 3339, or milliseconds since the epoch.
@@ -275,29 +423,46 @@ pub(crate) fn parse_time(name: &str, v: &str) -> ApiResult<i64> {
         })
 }
 
-/// `GET /v1/usage[?from=T][&to=T][&by=sandbox|key|tenant|template]`: usage and cost over
-/// the UTC hours from `from` (default: 24 h before `to`) to `to` (default: now), grouped.
-/// Admins see every tenant (`tenant=` narrows), operators and viewers their tenant,
-/// developers their own key's sandboxes.
-async fn report(
+/// Usage and cost over a time range (viewer)
+///
+/// Summed over whole UTC hours from `from` (default 24 h before `to`) to `to` (default
+/// now), at most 366 days, grouped by sandbox, key, tenant or template, each group priced
+/// by the price table. Admins see every tenant (`tenant` narrows), operators and viewers
+/// their tenant, developers their own key's sandboxes. CPU-seconds, memory and disk
+/// GiB-hours (the layer's referenced bytes) and egress bytes (sent out of the sandbox's
+/// link) are metered at every sampling round (`metered` lists them).
+#[utoipa::path(
+    get,
+    path = "/v1/usage",
+    tag = "cost",
+    operation_id = "usage_report",
+    params(
+        ("from" = Option<String>, Query, description = "RFC 3339, or milliseconds since the epoch"),
+        ("to" = Option<String>, Query, description = "RFC 3339, or milliseconds since the epoch"),
+        ("by" = Option<GroupBy>, Query, description = "What to group by (default sandbox)"),
+        ("tenant" = Option<String>, Query, description = "Admins only"),
+    ),
+    responses(
+        (status = 200, description = "The report", body = UsageReport),
+        (status = 400, description = "Bad query"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not allowed"),
+    )
+)]
+pub(crate) async fn report(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let (mut from, mut to, mut by, mut tenant) = (None, None, "sandbox".to_owned(), None);
+    let (mut from, mut to, mut by, mut tenant) = (None, None, GroupBy::Sandbox, None);
     for (k, v) in form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
         match k.as_str() {
             "from" => from = Some(parse_time("from", &v)?),
             "to" => to = Some(parse_time("to", &v)?),
-            "by" => by = v,
+            "by" => by = GroupBy::parse(&v)?,
             "tenant" => tenant = Some(v),
             other => return Err(crate::wire::unknown_param(other)),
         }
-    }
-    if !["sandbox", "key", "tenant", "template"].contains(&by.as_str()) {
-        return Err(ApiError::BadRequest(format!(
-            "by {by:?} must be sandbox, key, tenant or template"
-        )));
     }
     let to = to.unwrap_or_else(now_ms);
     let from = from.unwrap_or(to - 24 * HOUR_MS);
@@ -335,35 +500,28 @@ async fn report(
     let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
     let mut total = Totals::default();
     for r in &rows {
-        let g = match by.as_str() {
-            "sandbox" => &r.sandbox_id,
-            "key" => &r.key_id,
-            "tenant" => &r.tenant,
-            _ => &r.template,
-        };
-        groups.entry(g.clone()).or_default().add(r);
+        groups.entry(by.of(r).to_owned()).or_default().add(r);
         total.add(r);
     }
-    let groups: Vec<Value> = groups
-        .iter()
-        .map(|(k, t)| {
-            let mut v = t.json(&prices);
-            v[by.as_str()] = k.clone().into();
-            v
-        })
+    let groups = groups
+        .into_iter()
+        .map(|(k, t)| UsageGroup::new(by, k, t.view(&prices)))
         .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        json!({
-            "from": rfc3339(Some(from_hour * HOUR_MS)),
-            "to": rfc3339(Some(to_hour * HOUR_MS)),
-            "by": by,
-            "prices": prices.json(),
-            "groups": groups,
-            "total": total.json(&prices),
-            "metered": ["cpu_seconds", "memory_gib_hours", "disk_gib_hours", "egress_bytes"],
-        }),
-    ))
+    let report = UsageReport {
+        from: rfc3339(Some(from_hour * HOUR_MS)),
+        to: rfc3339(Some(to_hour * HOUR_MS)),
+        by,
+        prices,
+        groups,
+        total: total.view(&prices),
+        metered: vec![
+            Metered::CpuSeconds,
+            Metered::MemoryGibHours,
+            Metered::DiskGibHours,
+            Metered::EgressBytes,
+        ],
+    };
+    Ok(typed_response(StatusCode::OK, &report))
 }
 
 #[cfg(test)]
@@ -403,5 +561,36 @@ mod tests {
         assert_eq!(counter_delta(10, 25), 15);
         assert_eq!(counter_delta(25, 7), 7, "a reset counts from 0");
         assert!((gib_hours(1 << 30, HOUR_MS / 2) - 0.5).abs() < 1e-12);
+    }
+
+    /// A report group carries its name under the `by` field, as the `json!` body did.
+    #[test]
+    fn a_report_group_is_named_by_its_grouping() {
+        let mut t = Totals::default();
+        t.add(&UsageRow {
+            sandbox_id: "s1".into(),
+            cpu_seconds: 1.5,
+            egress_bytes: 10,
+            ..Default::default()
+        });
+        let p = Prices {
+            cpu_second: 2.0,
+            ..Default::default()
+        };
+        let g = UsageGroup::new(GroupBy::Template, "base".into(), t.view(&p));
+        assert_eq!(
+            serde_json::to_value(&g).unwrap(),
+            serde_json::json!({
+                "template": "base", "cpu_seconds": 1.5, "memory_gib_hours": 0.0,
+                "disk_gib_hours": 0.0, "egress_bytes": 10, "sandboxes": 1, "cost": 3.0,
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(p).unwrap(),
+            serde_json::json!({
+                "cpu_second": 2.0, "memory_gib_hour": 0.0, "disk_gib_hour": 0.0, "egress_gib": 0.0,
+            })
+        );
+        assert!(GroupBy::parse("gpu").is_err());
     }
 }

@@ -25,30 +25,63 @@ const BASE: &str = include_str!("../openapi-fragments/core.json");
 
 /// The hand-kept fragments of the modules not converted yet, by name.
 const FRAGMENTS: &[(&str, &str)] = &[
-    ("alerts", include_str!("../openapi-fragments/alerts.json")),
-    ("code", include_str!("../openapi-fragments/code.json")),
-    ("cost", include_str!("../openapi-fragments/cost.json")),
     (
         "exec-files",
         include_str!("../openapi-fragments/exec-files.json"),
     ),
-    ("fleet", include_str!("../openapi-fragments/fleet.json")),
-    ("mcp", include_str!("../openapi-fragments/mcp.json")),
-    ("pools", include_str!("../openapi-fragments/pools.json")),
-    (
-        "rollouts",
-        include_str!("../openapi-fragments/rollouts.json"),
-    ),
-    ("secrets", include_str!("../openapi-fragments/secrets.json")),
-    ("session", include_str!("../openapi-fragments/session.json")),
-    ("tests", include_str!("../openapi-fragments/tests.json")),
-    ("volumes", include_str!("../openapi-fragments/volumes.json")),
 ];
 
 /// The routes and schemas described in code.
 #[derive(OpenApi)]
 #[openapi(
     paths(
+        // Ops modules (alerts, code, cost, fleet, mcp, pools, rollouts, secrets, session,
+        // tests, volumes).
+        crate::api::mcp::mcp,
+        crate::api::session::login,
+        crate::api::session::whoami,
+        crate::api::session::logout,
+        crate::api::tests::tests,
+        crate::api::volumes::create,
+        crate::api::volumes::list,
+        crate::api::volumes::get_one,
+        crate::api::volumes::delete,
+        crate::api::pools::list,
+        crate::api::pools::get_one,
+        crate::api::pools::set,
+        crate::api::pools::remove,
+        crate::api::secrets::list,
+        crate::api::secrets::create,
+        crate::api::secrets::info,
+        crate::api::secrets::update,
+        crate::api::secrets::destroy,
+        crate::api::secrets::rotate,
+        crate::cost::report,
+        crate::cost::get_prices,
+        crate::cost::put_prices,
+        crate::cost::budgets::list,
+        crate::cost::budgets::put,
+        crate::fleet::control::list_nodes,
+        crate::fleet::control::get_node,
+        crate::fleet::control::drain,
+        crate::fleet::control::undrain,
+        crate::api::code::run,
+        crate::api::code::list_contexts,
+        crate::api::code::create_context,
+        crate::api::code::delete_context,
+        crate::api::code::restart_context,
+        crate::api::code::interrupt_context,
+        crate::api::rollouts::create,
+        crate::api::rollouts::list,
+        crate::api::rollouts::get_one,
+        crate::api::rollouts::cancel,
+        crate::alerts::api::list_firings,
+        crate::alerts::api::list_rules,
+        crate::alerts::api::create_rule,
+        crate::alerts::api::get_rule,
+        crate::alerts::api::delete_rule,
+        crate::alerts::api::test_rule,
+        // Core modules.
         crate::api::network::get_network,
         crate::api::network::put_network,
         crate::api::pause::pause,
@@ -82,6 +115,36 @@ const FRAGMENTS: &[(&str, &str)] = &[
         crate::api::templates::prune,
     ),
     components(schemas(
+        // Ops modules.
+        crate::api::session::Session,
+        crate::api::tests::TestReportView,
+        crate::api::volumes::VolumeView,
+        crate::api::volumes::VolumeList,
+        crate::api::pools::PoolView,
+        crate::api::pools::PoolList,
+        crate::api::secrets::SecretView,
+        crate::api::secrets::SecretList,
+        crate::cost::GroupBy,
+        crate::cost::Prices,
+        crate::cost::UsageReport,
+        crate::cost::UsageGroup,
+        crate::cost::UsageTotals,
+        crate::cost::budgets::BudgetList,
+        crate::cost::budgets::BudgetView,
+        crate::cost::budgets::SetBudget,
+        crate::cost::budgets::TenantBudget,
+        crate::fleet::control::NodeList,
+        crate::fleet::control::NodeView,
+        crate::api::rollouts::RolloutList,
+        crate::rollouts::view::RolloutView,
+        crate::rollouts::view::TargetView,
+        crate::rollouts::view::Progress,
+        crate::alerts::api::AlertList,
+        crate::alerts::api::FiringView,
+        crate::alerts::api::RuleList,
+        crate::alerts::api::RuleView,
+        crate::alerts::api::TestDelivery,
+        // Core modules.
         crate::api::network::NetworkPolicyBody,
         crate::api::network::NetworkState,
         crate::api::ports::PortList,
@@ -311,6 +374,76 @@ mod tests {
             sandbox["properties"]["stop_reason"]
                 .to_string()
                 .contains("shutdown")
+        );
+    }
+
+    /// The ops routes converted from fragments (`wireops`) are the code's, closed enums
+    /// included.
+    #[test]
+    fn ops_routes_come_from_the_code() {
+        let doc = document();
+        let schema = |name: &str| &doc["components"]["schemas"][name];
+        let post = &doc["paths"]["/v1/session"]["post"];
+        assert_eq!(post["operationId"], "login");
+        assert_eq!(post["security"], serde_json::json!([{}]));
+        assert!(post["responses"]["201"]["headers"]["Set-Cookie"].is_object());
+        assert_eq!(
+            schema("Session")["properties"]["role"]["enum"],
+            serde_json::json!(["viewer", "developer", "operator", "admin"])
+        );
+        assert_eq!(
+            schema("TestReport")["properties"]["outcome"]["enum"],
+            serde_json::json!(["passed", "failed", "error", "timed_out"])
+        );
+        assert_eq!(
+            schema("RunTests")["properties"]["framework"]["oneOf"][1]["enum"],
+            serde_json::json!(["pytest", "jest", "vitest", "go", "cargo", "node"])
+        );
+        assert_eq!(
+            schema("CreateVolume")["properties"]["size"]["oneOf"]
+                .as_array()
+                .map(Vec::len),
+            Some(2)
+        );
+        assert_eq!(
+            doc["paths"]["/v1/volumes/{name}"]["get"]["responses"]["200"]["content"]["application/json"]
+                ["schema"]["$ref"],
+            "#/components/schemas/Volume"
+        );
+        assert_eq!(
+            schema("Node")["properties"]["state"]["enum"],
+            serde_json::json!(["ready", "draining", "dead"])
+        );
+        assert_eq!(
+            schema("UsageReport")["properties"]["by"]["enum"],
+            serde_json::json!(["sandbox", "key", "tenant", "template"])
+        );
+        assert_eq!(
+            doc["paths"]["/v1/usage/prices"]["put"]["requestBody"]["content"]["application/json"]["schema"]
+                ["$ref"],
+            "#/components/schemas/Prices"
+        );
+        assert_eq!(
+            schema("Rollout")["properties"]["state"]["enum"],
+            serde_json::json!(["running", "succeeded", "failed", "cancelled", "interrupted"])
+        );
+        assert!(schema("RolloutTarget").to_string().contains("rolled_back"));
+        let created = &doc["paths"]["/v1/rollouts"]["post"]["responses"]["200"]["content"];
+        assert_eq!(
+            created["application/x-ndjson"]["schema"]["$ref"],
+            "#/components/schemas/RolloutProgress"
+        );
+        let run = &doc["paths"]["/v1/sandboxes/{id}/code"]["post"]["responses"]["200"];
+        assert!(
+            run["content"]["application/x-ndjson"]["schema"]
+                .to_string()
+                .contains("CodeEvent")
+        );
+        let mcp = &doc["paths"]["/mcp"]["post"];
+        assert!(mcp["responses"]["202"].get("content").is_none());
+        assert_eq!(
+            schema("JsonRpcRequest")["properties"]["jsonrpc"]["enum"],
+            serde_json::json!(["2.0"])
         );
     }
 }

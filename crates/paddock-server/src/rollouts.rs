@@ -14,13 +14,14 @@
 pub mod live;
 mod run;
 pub mod spec;
+pub mod view;
 
 use std::sync::Arc;
 
 use paddock_store::{
     RolloutRecord, RolloutTarget, SandboxFilter, SandboxState, StoreError, now_ms,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{broadcast, watch};
 
 use live::Live;
@@ -30,7 +31,6 @@ pub use spec::{Action, Spec, Upload};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::wire::rfc3339;
 
 /// Most sandboxes one rollout may reach; a selector matching more is refused.
 pub const MAX_TARGETS: usize = 1000;
@@ -59,7 +59,7 @@ pub async fn interrupt_stale(state: &AppState) -> Result<u64, StoreError> {
 /// A started rollout: its id, and the runner's task, which ends with the final rollout.
 pub struct Started {
     pub id: String,
-    pub progress: broadcast::Receiver<Value>,
+    pub progress: broadcast::Receiver<view::Progress>,
     pub done: tokio::task::JoinHandle<()>,
 }
 
@@ -176,42 +176,4 @@ pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> ApiResult<()
         )));
     }
     Ok(())
-}
-
-/// The wire form of a target.
-pub fn target_json(t: &RolloutTarget) -> Value {
-    let mut v = json!({ "sandbox_id": t.sandbox_id, "state": t.state });
-    if let (Value::Object(m), Value::Object(r)) = (&mut v, &t.result) {
-        for (k, x) in r {
-            m.insert(k.clone(), x.clone());
-        }
-    }
-    v
-}
-
-/// The wire form of a rollout, with its targets' counts and, when given, the targets.
-pub fn rollout_json(r: &RolloutRecord, targets: Option<&[RolloutTarget]>) -> Value {
-    let mut v = json!({
-        "id": r.id,
-        "kind": r.kind,
-        "state": r.state,
-        "reason": r.reason,
-        "key_id": r.key_id,
-        "created_at": rfc3339(Some(r.created_at)),
-        "finished_at": rfc3339(r.finished_at),
-        "spec": r.spec,
-    });
-    if let Some(ts) = targets {
-        let mut counts = serde_json::Map::new();
-        for s in run::TARGET_STATES {
-            counts.insert(
-                (*s).into(),
-                json!(ts.iter().filter(|t| t.state == *s).count()),
-            );
-        }
-        counts.insert("total".into(), json!(ts.len()));
-        v["counts"] = Value::Object(counts);
-        v["sandboxes"] = ts.iter().map(target_json).collect();
-    }
-    v
 }

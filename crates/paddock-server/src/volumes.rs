@@ -9,12 +9,10 @@ use paddock_core::SandboxId;
 use paddock_runtime::VolumeMount;
 use paddock_store::{VolumeRecord, now_ms};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::wire::rfc3339;
 
 /// A volume's quota when none is given: 1 GiB.
 pub const DEFAULT_VOLUME_BYTES: u64 = 1 << 30;
@@ -178,16 +176,4 @@ pub async fn resolve(
         });
     }
     Ok(out)
-}
-
-/// A volume as the REST API and the CLI show it.
-pub fn volume_json(state: &AppState, v: &VolumeRecord) -> Value {
-    json!({
-        "id": v.id,
-        "name": v.name,
-        "size_bytes": v.size_bytes,
-        "used_bytes": state.runtime.volume_usage(&v.id),
-        "created_at": rfc3339(Some(v.created_at)),
-        "mounted_by": state.runtime.volume_users(&v.id),
-    })
 }

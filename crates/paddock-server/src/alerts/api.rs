@@ -10,8 +10,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use paddock_store::{AlertFiring, AlertRule, FiringFilter, Role, now_ms};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use super::deliver;
 use super::rules::{self, Params};
@@ -19,7 +20,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::wire::json::Json;
-use crate::wire::{form_urlencoded_pairs, json_response, no_content, rfc3339, truncate};
+use crate::wire::{form_urlencoded_pairs, no_content, rfc3339, truncate, typed_response};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -29,35 +30,221 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/alerts/rules/{id}/test", post(test_rule))
 }
 
-/// A new rule.
-#[derive(Debug, Deserialize)]
+/// A new alert rule. `kind` and `format` are read as strings so that a bad one gets the
+/// error naming every allowed value.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RuleBody {
+#[schema(as = CreateAlertRule)]
+pub(crate) struct RuleBody {
+    #[schema(inline, value_type = AlertKind)]
     kind: String,
+    /// The kind's parameters (see the operation)
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     params: Option<Map<String, Value>>,
+    #[schema(max_length = 2048)]
     url: String,
     #[serde(default)]
+    #[schema(inline, value_type = Option<AlertFormat>)]
     format: Option<String>,
-    /// Admins only: the tenant the rule watches (default: the caller's).
+    /// Admins only
     #[serde(default)]
     tenant: Option<String>,
 }
 
-fn firing_json(f: &AlertFiring) -> Value {
-    json!({
-        "id": f.id,
-        "rule_id": f.rule_id,
-        "tenant": f.tenant,
-        "subject": f.subject,
-        "dedup_key": deliver::dedup_key(&f.rule_id, &f.subject),
-        "summary": f.summary,
-        "data": f.data,
-        "state": if f.resolved_at.is_some() { "resolved" } else { "firing" },
-        "started_at": rfc3339(Some(f.started_at)),
-        "last_seen_at": rfc3339(Some(f.last_seen_at)),
-        "resolved_at": rfc3339(f.resolved_at),
-    })
+/// What an alert rule watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    NodeDown,
+    SandboxFailed,
+    SandboxOom,
+    CreateFailures,
+    Capacity,
+    Budget,
+}
+
+impl AlertKind {
+    pub const ALL: [AlertKind; 6] = [
+        AlertKind::NodeDown,
+        AlertKind::SandboxFailed,
+        AlertKind::SandboxOom,
+        AlertKind::CreateFailures,
+        AlertKind::Capacity,
+        AlertKind::Budget,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::NodeDown => "node_down",
+            AlertKind::SandboxFailed => "sandbox_failed",
+            AlertKind::SandboxOom => "sandbox_oom",
+            AlertKind::CreateFailures => "create_failures",
+            AlertKind::Capacity => "capacity",
+            AlertKind::Budget => "budget",
+        }
+    }
+
+    /// The kind of a stored rule (one of [`rules::KINDS`], checked at create).
+    pub fn parse(s: &str) -> Option<AlertKind> {
+        AlertKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// How a rule's messages are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertFormat {
+    /// The alert as JSON (default).
+    Json,
+    /// `{"text": ...}` for a Slack incoming webhook.
+    Slack,
+}
+
+/// Whose resources a rule watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleScope {
+    Tenant,
+    Fleet,
+}
+
+/// An alert rule.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = AlertRule)]
+pub struct RuleView {
+    pub id: String,
+    pub tenant: String,
+    #[schema(inline)]
+    pub kind: AlertKind,
+    /// The parameters, defaults filled in
+    #[schema(value_type = Object)]
+    pub params: Value,
+    /// In full for operators and admins; scheme and host only for others
+    pub url: String,
+    #[schema(inline)]
+    pub format: AlertFormat,
+    #[schema(inline)]
+    pub scope: RuleScope,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Value,
+    pub created_by: Option<String>,
+}
+
+impl RuleView {
+    /// A rule as the API shows it. The URL (Slack's carry a secret) only to operators and
+    /// admins; others see its scheme and host. A kind the store holds but this server does
+    /// not know (never written by it) is an internal error.
+    pub fn of(r: &AlertRule, full_url: bool) -> ApiResult<RuleView> {
+        let url = if full_url {
+            r.url.clone()
+        } else {
+            reqwest::Url::parse(&r.url)
+                .map(|u| format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("")))
+                .unwrap_or_else(|_| "…".into())
+        };
+        let kind = AlertKind::parse(&r.kind).ok_or_else(|| {
+            ApiError::Internal(format!("alert rule {} has unknown kind {:?}", r.id, r.kind))
+        })?;
+        Ok(RuleView {
+            id: r.id.clone(),
+            tenant: r.tenant.clone(),
+            kind,
+            params: r.params.clone(),
+            url,
+            format: if r.format == "slack" {
+                AlertFormat::Slack
+            } else {
+                AlertFormat::Json
+            },
+            scope: if r.fleet {
+                RuleScope::Fleet
+            } else {
+                RuleScope::Tenant
+            },
+            created_at: rfc3339(Some(r.created_at)),
+            created_by: r.created_by.clone(),
+        })
+    }
+}
+
+/// The alert rules.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RuleList {
+    /// Oldest first.
+    pub rules: Vec<RuleView>,
+}
+
+/// Whether an episode is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FiringState {
+    Firing,
+    Resolved,
+}
+
+/// One episode of an alert.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Alert)]
+pub struct FiringView {
+    pub id: i64,
+    pub rule_id: String,
+    pub tenant: String,
+    /// sandbox:<id>, node:<id>, tenant:<id>, host:<node>:<resource> or fleet:<resource>
+    pub subject: String,
+    /// <rule_id>/<subject>: the same in every message of one episode
+    pub dedup_key: String,
+    pub summary: String,
+    #[schema(value_type = Object)]
+    pub data: Value,
+    #[schema(inline)]
+    pub state: FiringState,
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: Value,
+    #[schema(value_type = String, format = DateTime)]
+    pub last_seen_at: Value,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub resolved_at: Value,
+}
+
+impl From<&AlertFiring> for FiringView {
+    fn from(f: &AlertFiring) -> FiringView {
+        FiringView {
+            id: f.id,
+            rule_id: f.rule_id.clone(),
+            tenant: f.tenant.clone(),
+            subject: f.subject.clone(),
+            dedup_key: deliver::dedup_key(&f.rule_id, &f.subject),
+            summary: f.summary.clone(),
+            data: f.data.clone(),
+            state: if f.resolved_at.is_some() {
+                FiringState::Resolved
+            } else {
+                FiringState::Firing
+            },
+            started_at: rfc3339(Some(f.started_at)),
+            last_seen_at: rfc3339(Some(f.last_seen_at)),
+            resolved_at: rfc3339(f.resolved_at),
+        }
+    }
+}
+
+/// Alert episodes.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AlertList {
+    /// Newest first.
+    pub alerts: Vec<FiringView>,
+}
+
+/// How a test message went: `status` when delivered, `error` when not.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TestDelivery {
+    pub delivered: bool,
+    /// The webhook's HTTP status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn rule_not_found(id: &str) -> ApiError {
@@ -76,10 +263,29 @@ fn may_see_urls(c: &Caller) -> bool {
     c.key.role >= Role::Operator
 }
 
-/// `GET /v1/alerts[?state=firing|all][&since=T][&limit=N]`: firings, newest first. The
-/// default is what is firing now; `since` (RFC 3339 or ms) also lists episodes resolved
-/// since then.
-async fn list_firings(
+/// Alerts firing now, or since a time (viewer)
+///
+/// Without parameters: the episodes firing now, newest first. `since` (RFC 3339 or ms
+/// since the epoch) also lists episodes resolved since then; `state=firing` keeps only open
+/// ones, `state=all` every episode. Admins see every tenant's, others their tenant's.
+#[utoipa::path(
+    get,
+    path = "/v1/alerts",
+    tag = "alerts",
+    operation_id = "list_alerts",
+    params(
+        ("state" = Option<String>, Query, description = "`firing` or `all`"),
+        ("since" = Option<String>, Query, description = "RFC 3339, or milliseconds since the epoch"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "Firings", body = AlertList),
+        (status = 400, description = "Bad query"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not allowed"),
+    )
+)]
+pub(crate) async fn list_firings(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     RawQuery(q): RawQuery,
@@ -112,38 +318,92 @@ async fn list_firings(
         limit,
     };
     let firings = state.store.list_firings(&f).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        json!({ "alerts": firings.iter().map(firing_json).collect::<Vec<_>>() }),
-    ))
+    let list = AlertList {
+        alerts: firings.iter().map(FiringView::from).collect(),
+    };
+    Ok(typed_response(StatusCode::OK, &list))
 }
 
-async fn list_rules(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<Response> {
+/// List alert rules (viewer)
+///
+/// The caller's tenant's rules (every rule for admins), oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/alerts/rules",
+    tag = "alerts",
+    operation_id = "list_alert_rules",
+    responses(
+        (status = 200, description = "Rules", body = RuleList),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not allowed"),
+    )
+)]
+pub(crate) async fn list_rules(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Response> {
     let tenant = (!caller.is_admin()).then(|| caller.tenant().to_owned());
     let all = state.store.list_alert_rules(tenant.as_deref()).await?;
     let full = may_see_urls(&caller);
-    Ok(json_response(
-        StatusCode::OK,
-        json!({ "rules": all.iter().map(|r| rules::rule_json(r, full)).collect::<Vec<_>>() }),
-    ))
+    let rules = all
+        .iter()
+        .map(|r| RuleView::of(r, full))
+        .collect::<ApiResult<_>>()?;
+    Ok(typed_response(StatusCode::OK, &RuleList { rules }))
 }
 
-async fn get_rule(
+/// Get an alert rule (viewer)
+#[utoipa::path(
+    get,
+    path = "/v1/alerts/rules/{id}",
+    tag = "alerts",
+    operation_id = "get_alert_rule",
+    params(("id" = String, Path, description = "Rule id")),
+    responses(
+        (status = 200, description = "The rule", body = RuleView),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such rule"),
+    )
+)]
+pub(crate) async fn get_rule(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let r = rule_for(&state, &caller, &id).await?;
-    Ok(json_response(
+    Ok(typed_response(
         StatusCode::OK,
-        rules::rule_json(&r, may_see_urls(&caller)),
+        &RuleView::of(&r, may_see_urls(&caller))?,
     ))
 }
 
-/// `POST /v1/alerts/rules`: checks everything (kind, parameters, URL, format, tenant, the
-/// per-tenant limit) before storing; a bad rule is a 400 naming what is wrong and stores
-/// nothing.
-async fn create_rule(
+/// Create an alert rule (operator)
+///
+/// Kinds and their `params`: `node_down` (`degraded`: bool, default true; admins only),
+/// `sandbox_failed` and `sandbox_oom` (`quiet_secs` 1..86400, default 300: resolves after
+/// that long without another), `create_failures` (`count` 1..10000, required;
+/// `window_secs` 10..86400, default 300), `capacity` (`resource`: memory, disk or
+/// sandboxes; `threshold`: a percentage above 0 and below 100, or for sandboxes a count
+/// from 1; `scope`: host or fleet; admins only), `budget` (`level`: warning or exceeded,
+/// default warning). `url`: http or https, at most 2048 bytes, not a private address
+/// unless the server allows private webhooks. `format`: json (default) or slack
+/// (`{"text": ...}`). `tenant`: admins only. At most 100 rules per tenant. Any bad field is
+/// a 400 naming it and stores nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/alerts/rules",
+    tag = "alerts",
+    operation_id = "create_alert_rule",
+    request_body = RuleBody,
+    responses(
+        (status = 201, description = "The rule", body = RuleView),
+        (status = 400, description = "A bad field"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not allowed, or a fleet kind without admin"),
+    )
+)]
+pub(crate) async fn create_rule(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Json(body): Json<RuleBody>,
@@ -220,13 +480,27 @@ async fn create_rule(
         .await?;
     // Conditions that already hold fire now, not at the next tick.
     state.alerts.wake.notify_one();
-    Ok(json_response(
+    Ok(typed_response(
         StatusCode::CREATED,
-        rules::rule_json(&r, true),
+        &RuleView::of(&r, true)?,
     ))
 }
 
-async fn delete_rule(
+/// Delete an alert rule and its firings (operator; fleet rules admin)
+#[utoipa::path(
+    delete,
+    path = "/v1/alerts/rules/{id}",
+    tag = "alerts",
+    operation_id = "delete_alert_rule",
+    params(("id" = String, Path, description = "Rule id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such rule"),
+    )
+)]
+pub(crate) async fn delete_rule(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -257,9 +531,23 @@ async fn delete_rule(
     Ok(no_content())
 }
 
-/// `POST /v1/alerts/rules/{id}/test`: one attempt of a `test` message to the rule's webhook,
-/// answered with how it went (no retry, nothing stored).
-async fn test_rule(
+/// Send a test message to a rule's webhook (operator)
+///
+/// One attempt, no retry, nothing stored; the message has status `test`.
+#[utoipa::path(
+    post,
+    path = "/v1/alerts/rules/{id}/test",
+    tag = "alerts",
+    operation_id = "test_alert_rule",
+    params(("id" = String, Path, description = "Rule id")),
+    responses(
+        (status = 200, description = "How the attempt went", body = TestDelivery),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such rule"),
+    )
+)]
+pub(crate) async fn test_rule(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -288,11 +576,73 @@ async fn test_rule(
             Some(format!("rule={}", truncate(&id, 64))),
         )
         .await;
-    Ok(json_response(
-        StatusCode::OK,
-        match out {
-            Ok(status) => json!({"delivered": true, "status": status}),
-            Err(e) => json!({"delivered": false, "error": e}),
+    let result = match out {
+        Ok(status) => TestDelivery {
+            delivered: true,
+            status: Some(status),
+            error: None,
         },
-    ))
+        Err(e) => TestDelivery {
+            delivered: false,
+            status: None,
+            error: Some(e),
+        },
+    };
+    Ok(typed_response(StatusCode::OK, &result))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The closed kinds are the rule kinds the server checks, and a rule's wire form is the
+    /// `json!` body it replaced.
+    #[test]
+    fn rules_and_firings_serialise_as_before() {
+        assert_eq!(AlertKind::ALL.map(AlertKind::as_str), rules::KINDS);
+        let r = AlertRule {
+            id: "alr-1".into(),
+            tenant: "t".into(),
+            fleet: true,
+            kind: "capacity".into(),
+            params: json!({"resource": "disk", "threshold": 90.0, "scope": "host"}),
+            url: "https://hooks.example.com/secret".into(),
+            format: "slack".into(),
+            created_at: 0,
+            created_by: None,
+        };
+        assert_eq!(
+            serde_json::to_value(RuleView::of(&r, false).unwrap()).unwrap(),
+            json!({
+                "id": "alr-1", "tenant": "t", "kind": "capacity",
+                "params": {"resource": "disk", "threshold": 90.0, "scope": "host"},
+                "url": "https://hooks.example.com/…", "format": "slack", "scope": "fleet",
+                "created_at": "1970-01-01T00:00:00Z", "created_by": null,
+            })
+        );
+        let f = AlertFiring {
+            id: 7,
+            rule_id: "alr-1".into(),
+            tenant: "t".into(),
+            subject: "host:n1:disk".into(),
+            summary: "disk at 91%".into(),
+            data: json!({}),
+            started_at: 0,
+            last_seen_at: 1_000,
+            resolved_at: None,
+        };
+        let v = serde_json::to_value(FiringView::from(&f)).unwrap();
+        assert_eq!(v["state"], "firing");
+        assert_eq!(v["dedup_key"], deliver::dedup_key("alr-1", "host:n1:disk"));
+        assert!(v["resolved_at"].is_null());
+        let sent = TestDelivery {
+            delivered: true,
+            status: Some(200),
+            error: None,
+        };
+        assert_eq!(
+            serde_json::to_value(sent).unwrap(),
+            json!({"delivered": true, "status": 200})
+        );
+    }
 }

@@ -247,29 +247,6 @@ pub fn parse_format(f: Option<&str>) -> Result<&'static str, String> {
     }
 }
 
-/// A rule as the API shows it. The URL (Slack's carry a secret) only to operators and
-/// admins; others see its scheme and host.
-pub fn rule_json(r: &AlertRule, full_url: bool) -> Value {
-    let url = if full_url {
-        r.url.clone()
-    } else {
-        reqwest::Url::parse(&r.url)
-            .map(|u| format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("")))
-            .unwrap_or_else(|_| "…".into())
-    };
-    json!({
-        "id": r.id,
-        "tenant": r.tenant,
-        "kind": r.kind,
-        "params": r.params,
-        "url": url,
-        "format": r.format,
-        "scope": if r.fleet { "fleet" } else { "tenant" },
-        "created_at": crate::wire::rfc3339(Some(r.created_at)),
-        "created_by": r.created_by,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

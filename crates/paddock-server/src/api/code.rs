@@ -17,6 +17,7 @@ use axum::routing::{delete, get, post};
 use futures::StreamExt as _;
 use http_body_util::BodyExt as _;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::Json;
 use crate::auth::Caller;
@@ -52,19 +53,71 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
 }
 
-#[derive(Debug, Deserialize)]
+/// Code to run.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RunBody {
+#[schema(as = RunCode)]
+pub(crate) struct RunBody {
+    #[schema(max_length = 1048576)]
     code: String,
+    /// python (default), javascript or js, bash or sh
     #[serde(default)]
+    #[schema(default = "python")]
     language: Option<String>,
+    /// A context from POST .../code/contexts; default: the language's default context
     #[serde(default)]
     context_id: Option<String>,
+    /// Environment variables for this execution only (at most 256)
     #[serde(default)]
     env: Option<std::collections::BTreeMap<String, String>>,
-    /// Seconds; 0 or absent: none.
+    /// Seconds; 0 or absent: none
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 86400)]
     timeout: Option<f64>,
+}
+
+/// A context's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ContextLanguage {
+    Python,
+    Javascript,
+    Bash,
+}
+
+/// A code interpreter context (its own kernel), as the interpreter answers it. Described
+/// here for the document only: the interpreter's answer is passed through.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = CodeContext)]
+pub(crate) struct ContextView {
+    id: String,
+    #[schema(inline)]
+    language: ContextLanguage,
+    cwd: String,
+}
+
+/// The kind of an event of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeEventType {
+    Stdout,
+    Stderr,
+    Result,
+    Error,
+    NumberOfExecutions,
+    End,
+}
+
+/// One NDJSON line of a run: `stdout`/`stderr` (`text`, `timestamp` in ns), `result` (a
+/// MIME bundle as fields), `error` (`name`, `value`, `traceback`), `number_of_executions`
+/// (`execution_count`) and `end` last. Described here for the document only: the
+/// interpreter writes them.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct CodeEvent {
+    #[schema(inline)]
+    r#type: CodeEventType,
 }
 
 #[derive(Serialize)]
@@ -93,7 +146,34 @@ async fn passthrough_error(resp: hyper::Response<hyper::body::Incoming>) -> Resp
     (status, axum::Json(v)).into_response()
 }
 
-async fn run(
+/// Run code in the sandbox's code interpreter (NDJSON stream)
+///
+/// For sandboxes of template `code-interpreter` (alias `code-interpreter-v1`): runs Python,
+/// JavaScript or bash in a stateful context and streams its events as NDJSON, one a line:
+/// `stdout`/`stderr` (`text`, `timestamp` in ns), `result` (a MIME bundle as fields: `text`,
+/// `html`, `markdown`, `svg`, `png` and `jpeg` base64, `pdf`, `latex`, `json`,
+/// `javascript`, `chart`, `data`, `extra`, `is_main_result`), `error` (`name`, `value`,
+/// `traceback`), `number_of_executions` (`execution_count`) and `end` last. Past `timeout`
+/// the kernel is interrupted (an `error` `TimeoutError`) and keeps its state; a client
+/// leaving interrupts it too. Code at most 1 MiB (413 `code_too_large`), output at most
+/// 32 MiB per execution. See docs/code-interpreter.md.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/code",
+    tag = "code",
+    operation_id = "run_code",
+    params(("id" = String, Path, description = "Sandbox id")),
+    request_body = RunBody,
+    responses(
+        (status = 200, description = "The events", body = CodeEvent, content_type = "application/x-ndjson"),
+        (status = 400, description = "Unknown language (`unknown_language`), bad timeout, invalid body"),
+        (status = 404, description = "No such sandbox, or no such context (`context_not_found`)"),
+        (status = 409, description = "`no_interpreter`: nothing listens on port 49999; create the sandbox from template code-interpreter"),
+        (status = 413, description = "Code over 1 MiB (`code_too_large`)"),
+        (status = 503, description = "The context's kernel cannot start (`kernel_unavailable`)"),
+    )
+)]
+pub(crate) async fn run(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -214,16 +294,31 @@ fn ctx_id(ctx: &str) -> ApiResult<&str> {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// A new context.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateContext {
+pub(crate) struct CreateContext {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(default = "python")]
     language: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(default = "/home/user")]
     cwd: Option<String>,
 }
 
-async fn list_contexts(
+/// List the code interpreter's contexts
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/code/contexts",
+    tag = "code",
+    operation_id = "list_code_contexts",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 200, description = "The contexts", body = Vec<ContextView>),
+        (status = 409, description = "`no_interpreter`"),
+    )
+)]
+pub(crate) async fn list_contexts(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -231,7 +326,23 @@ async fn list_contexts(
     context_call(&state, &caller, &id, Method::GET, "/contexts", None).await
 }
 
-async fn create_context(
+/// Create a code interpreter context (its own kernel)
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/code/contexts",
+    tag = "code",
+    operation_id = "create_code_context",
+    params(("id" = String, Path, description = "Sandbox id")),
+    request_body = CreateContext,
+    responses(
+        (status = 200, description = "The context, once its kernel answers", body = ContextView),
+        (status = 400, description = "Unknown language, relative cwd"),
+        (status = 409, description = "`no_interpreter`"),
+        (status = 429, description = "`too_many_contexts`: at most 32"),
+        (status = 503, description = "`kernel_unavailable`"),
+    )
+)]
+pub(crate) async fn create_context(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -249,7 +360,23 @@ async fn create_context(
     .await
 }
 
-async fn delete_context(
+/// Delete a context (its kernel is killed)
+#[utoipa::path(
+    delete,
+    path = "/v1/sandboxes/{id}/code/contexts/{ctx}",
+    tag = "code",
+    operation_id = "delete_code_context",
+    params(
+        ("id" = String, Path, description = "Sandbox id"),
+        ("ctx" = String, Path, description = "Context id"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such context"),
+        (status = 409, description = "`no_interpreter`"),
+    )
+)]
+pub(crate) async fn delete_context(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((id, ctx)): Path<(String, String)>,
@@ -258,7 +385,24 @@ async fn delete_context(
     context_call(&state, &caller, &id, Method::DELETE, &path, None).await
 }
 
-async fn restart_context(
+/// Restart a context's kernel (its state is lost)
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/code/contexts/{ctx}/restart",
+    tag = "code",
+    operation_id = "restart_code_context",
+    params(
+        ("id" = String, Path, description = "Sandbox id"),
+        ("ctx" = String, Path, description = "Context id"),
+    ),
+    responses(
+        (status = 204, description = "Restarted"),
+        (status = 404, description = "No such context"),
+        (status = 409, description = "`no_interpreter`"),
+        (status = 503, description = "`kernel_unavailable`"),
+    )
+)]
+pub(crate) async fn restart_context(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((id, ctx)): Path<(String, String)>,
@@ -267,7 +411,23 @@ async fn restart_context(
     context_call(&state, &caller, &id, Method::POST, &path, None).await
 }
 
-async fn interrupt_context(
+/// Interrupt a context's running execution
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/code/contexts/{ctx}/interrupt",
+    tag = "code",
+    operation_id = "interrupt_code_context",
+    params(
+        ("id" = String, Path, description = "Sandbox id"),
+        ("ctx" = String, Path, description = "Context id"),
+    ),
+    responses(
+        (status = 204, description = "Interrupted (or nothing ran)"),
+        (status = 404, description = "No such context"),
+        (status = 409, description = "`no_interpreter`"),
+    )
+)]
+pub(crate) async fn interrupt_context(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((id, ctx)): Path<(String, String)>,

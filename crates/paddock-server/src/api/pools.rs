@@ -16,15 +16,16 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::pools::{PoolInfo, PoolSize};
 use crate::state::AppState;
-use crate::wire::{json_response, no_content};
+use crate::wire::{no_content, typed_response};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -32,25 +33,78 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/pools/{template}", get(get_one).put(set).delete(remove))
 }
 
-fn pool_json(p: &PoolInfo) -> Value {
-    json!({
-        "template": p.template,
-        "min": p.size.map(|s| s.min),
-        "max": p.size.map(|s| s.max),
-        "target": p.target,
-        "target_offline": p.target_offline,
-        "ready": p.ready,
-        "ready_offline": p.ready_offline,
-        "hits": p.hits,
-        "misses": p.misses,
-        "memory_bytes_per_sandbox": p.memory_bytes,
-        "last_error": p.last_error,
-    })
+/// A template's warm pool.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Pool)]
+pub struct PoolView {
+    pub template: String,
+    /// Null when the template has no pool (any more).
+    pub min: Option<u32>,
+    pub max: Option<u32>,
+    /// What the refill aims for: creates of the template in the last 60 s, within min and max
+    pub target: u32,
+    /// How many of target are offline slots (made without a network link, for creates with
+    /// network none): the share of offline creates in the last 60 s, rounded up
+    pub target_offline: u32,
+    pub ready: u32,
+    /// How many of ready are offline slots
+    pub ready_offline: u32,
+    pub hits: u64,
+    pub misses: u64,
+    /// Memory charged to each pooled sandbox's cgroup, on average (null: none ready).
+    pub memory_bytes_per_sandbox: Option<u64>,
+    /// Why the last fill failed (cleared by a good one)
+    pub last_error: Option<String>,
 }
 
-async fn list(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {
-    let items: Vec<Value> = state.pools.info().iter().map(pool_json).collect();
-    Ok(json_response(StatusCode::OK, json!({ "pools": items })))
+impl From<&PoolInfo> for PoolView {
+    fn from(p: &PoolInfo) -> PoolView {
+        PoolView {
+            template: p.template.clone(),
+            min: p.size.map(|s| s.min),
+            max: p.size.map(|s| s.max),
+            target: p.target,
+            target_offline: p.target_offline,
+            ready: p.ready,
+            ready_offline: p.ready_offline,
+            hits: p.hits,
+            misses: p.misses,
+            memory_bytes_per_sandbox: p.memory_bytes,
+            last_error: p.last_error.clone(),
+        }
+    }
+}
+
+impl PoolView {
+    fn response(self) -> Response {
+        typed_response(StatusCode::OK, &self)
+    }
+}
+
+/// Every pool.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PoolList {
+    pub pools: Vec<PoolView>,
+}
+
+/// List warm pools
+///
+/// Every template's warm pool (docs/pools.md): size, refill target, ready sandboxes, hits,
+/// misses and memory per pooled sandbox. Operator or admin.
+#[utoipa::path(
+    get,
+    path = "/v1/pools",
+    tag = "pools",
+    operation_id = "list_pools",
+    responses(
+        (status = 200, description = "The pools", body = PoolList),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not an operator or admin"),
+    )
+)]
+pub(crate) async fn list(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {
+    let pools = state.pools.info().iter().map(PoolView::from).collect();
+    Ok(typed_response(StatusCode::OK, &PoolList { pools }))
 }
 
 fn find(state: &AppState, template: &str) -> ApiResult<PoolInfo> {
@@ -62,26 +116,44 @@ fn find(state: &AppState, template: &str) -> ApiResult<PoolInfo> {
         .ok_or_else(|| ApiError::NotFound(format!("template {template:?} has no pool")))
 }
 
-async fn get_one(
+/// Get a template's warm pool
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{template}",
+    tag = "pools",
+    operation_id = "get_pool",
+    params(("template" = String, Path, description = "Template name or alias")),
+    responses(
+        (status = 200, description = "The pool", body = PoolView),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not an operator or admin"),
+        (status = 404, description = "The template has no pool"),
+    )
+)]
+pub(crate) async fn get_one(
     State(state): State<Arc<AppState>>,
     _c: Caller,
     Path(template): Path<String>,
 ) -> ApiResult<Response> {
     let template = crate::templates::resolve_alias(&state, &template);
-    Ok(json_response(
-        StatusCode::OK,
-        pool_json(&find(&state, &template)?),
-    ))
+    Ok(PoolView::from(&find(&state, &template)?).response())
 }
 
-#[derive(Debug, Deserialize)]
+/// A pool's size: `size`, or `min` (default: `max`) and `max`. The fields are read as JSON
+/// values so that a negative or huge number gets the error naming the limit.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SetBody {
+#[schema(as = SetPool)]
+pub(crate) struct SetBody {
+    /// Keep this many ready.
     #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 0, maximum = 64)]
     size: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 0, maximum = 64)]
     min: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 0, maximum = 64)]
     max: Option<Value>,
 }
 
@@ -98,7 +170,27 @@ fn int(name: &str, v: &Value) -> ApiResult<i64> {
     }
 }
 
-async fn set(
+/// Set a template's warm pool size
+///
+/// `{"size": N}` keeps N sandboxes ready; `{"min": M, "max": N}` keeps as many as the
+/// template's creates in the last 60 s, within M and N. Each 0 to 64; all pools together at
+/// most 256 (400 naming the limit). An unknown template is 400. Sandboxes above a lowered
+/// max are destroyed.
+#[utoipa::path(
+    put,
+    path = "/v1/pools/{template}",
+    tag = "pools",
+    operation_id = "set_pool",
+    params(("template" = String, Path, description = "Template name or alias")),
+    request_body = SetBody,
+    responses(
+        (status = 200, description = "The pool", body = PoolView),
+        (status = 400, description = "Bad size, or an unknown template"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not an operator or admin"),
+    )
+)]
+pub(crate) async fn set(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(template): Path<String>,
@@ -137,13 +229,26 @@ async fn set(
     state
         .audited(&caller, "pool.set", None, Some(template.clone()), res)
         .await?;
-    Ok(json_response(
-        StatusCode::OK,
-        pool_json(&find(&state, &template)?),
-    ))
+    Ok(PoolView::from(&find(&state, &template)?).response())
 }
 
-async fn remove(
+/// Remove a template's warm pool
+///
+/// Destroys its pooled sandboxes. 404 when the template has no pool.
+#[utoipa::path(
+    delete,
+    path = "/v1/pools/{template}",
+    tag = "pools",
+    operation_id = "delete_pool",
+    params(("template" = String, Path, description = "Template name or alias")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not an operator or admin"),
+        (status = 404, description = "The template has no pool"),
+    )
+)]
+pub(crate) async fn remove(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(template): Path<String>,
@@ -162,4 +267,38 @@ async fn remove(
         .audited(&caller, "pool.delete", None, Some(template), res)
         .await?;
     Ok(no_content())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pools::PoolSize;
+
+    /// A pool's wire form is the `json!` body it replaced, field for field.
+    #[test]
+    fn a_pool_serialises_as_before() {
+        let p = PoolInfo {
+            template: "base".into(),
+            size: Some(PoolSize { min: 1, max: 4 }),
+            target: 2,
+            target_offline: 1,
+            ready: 2,
+            ready_offline: 0,
+            hits: 7,
+            misses: 1,
+            memory_bytes: None,
+            last_error: Some("no space".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(PoolView::from(&p)).unwrap(),
+            serde_json::json!({
+                "template": "base", "min": 1, "max": 4, "target": 2, "target_offline": 1,
+                "ready": 2, "ready_offline": 0, "hits": 7, "misses": 1,
+                "memory_bytes_per_sandbox": null, "last_error": "no space",
+            })
+        );
+        let none = PoolInfo { size: None, ..p };
+        let v = serde_json::to_value(PoolView::from(&none)).unwrap();
+        assert!(v["min"].is_null() && v["max"].is_null());
+    }
 }

@@ -18,14 +18,18 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::rollouts::{self, MAX_TARGETS, rollout_json};
+use crate::rollouts::view::{Progress, ProgressKind, RolloutView};
+use crate::rollouts::{self, MAX_TARGETS};
 use crate::state::AppState;
-use crate::wire::{form_urlencoded_pairs, json_response, parse_limit, read_limited, unknown_param};
+use crate::wire::{
+    form_urlencoded_pairs, parse_limit, read_limited, typed_response, unknown_param,
+};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -69,7 +73,37 @@ fn parse_wait(q: Option<&str>) -> ApiResult<bool> {
     Ok(wait)
 }
 
-async fn create(
+/// Start a rollout
+///
+/// Runs a command, or uploads files, on every running sandbox matching `selector` (a
+/// developer's own only), at most `concurrency` at once; after `max_failures` failures
+/// starts no more and runs `rollback` on the sandboxes already started. A selector matching
+/// nothing is 422 `no_match` and changes nothing; more than 1000 matches is 400. With
+/// `Accept: application/x-ndjson` the answer is a progress stream: a `rollout` line, a
+/// `sandbox` line per change, an `end` line with the finished rollout.
+#[utoipa::path(
+    post,
+    path = "/v1/rollouts",
+    tag = "rollouts",
+    operation_id = "create_rollout",
+    params(("wait" = Option<bool>, Query, description = "Answer 200 with the finished rollout")),
+    request_body = rollouts::spec::Body,
+    responses(
+        (status = 202, description = "The rollout, started", body = RolloutView),
+        (status = 200, description = "The finished rollout (wait=true), or the NDJSON progress", content(
+            (RolloutView = "application/json"),
+            (Progress = "application/x-ndjson"),
+        )),
+        (status = 400, description = "Bad input, or more than 1000 matches"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not allowed"),
+        (status = 413, description = "The body is too large"),
+        (status = 415, description = "Not JSON"),
+        (status = 422, description = "The selector matches nothing (`no_match`)"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     RawQuery(q): RawQuery,
@@ -104,14 +138,17 @@ async fn create(
     } else {
         StatusCode::ACCEPTED
     };
-    Ok(json_response(status, rollout_json(&r, Some(&ts))))
+    Ok(typed_response(status, &RolloutView::of(&r, Some(&ts))))
 }
 
 /// The NDJSON progress: the rollout as started, each change of a sandbox, then `end`.
 fn progress_stream(state: Arc<AppState>, started: rollouts::Started) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     tokio::spawn(async move {
-        let line = |v: Value| {
+        // Through `serde_json::Value`, whose objects keep their keys sorted, as the lines
+        // always were.
+        let line = |p: &Progress| {
+            let v = serde_json::to_value(p).unwrap_or_default();
             let mut b = serde_json::to_vec(&v).unwrap_or_default();
             b.push(b'\n');
             Ok(Bytes::from(b))
@@ -121,9 +158,10 @@ fn progress_stream(state: Arc<AppState>, started: rollouts::Started) -> Response
         } = started;
         if let Ok(Some((r, ts))) = state.store.get_rollout(&id).await
             && tx
-                .send(line(
-                    json!({ "type": "rollout", "rollout": rollout_json(&r, Some(&ts)) }),
-                ))
+                .send(line(&Progress::rollout(
+                    ProgressKind::Rollout,
+                    RolloutView::of(&r, Some(&ts)),
+                )))
                 .await
                 .is_err()
         {
@@ -131,9 +169,8 @@ fn progress_stream(state: Arc<AppState>, started: rollouts::Started) -> Response
         }
         loop {
             match progress.recv().await {
-                Ok(v) => {
-                    let end = v["type"] == "end";
-                    if tx.send(line(v)).await.is_err() || end {
+                Ok(p) => {
+                    if tx.send(line(&p)).await.is_err() || p.is_end() {
                         return;
                     }
                 }
@@ -142,9 +179,10 @@ fn progress_stream(state: Arc<AppState>, started: rollouts::Started) -> Response
                     // The runner ended without an `end` line reaching us: read the store.
                     if let Ok(Some((r, ts))) = state.store.get_rollout(&id).await {
                         let _ = tx
-                            .send(line(
-                                json!({ "type": "end", "rollout": rollout_json(&r, Some(&ts)) }),
-                            ))
+                            .send(line(&Progress::rollout(
+                                ProgressKind::End,
+                                RolloutView::of(&r, Some(&ts)),
+                            )))
                             .await;
                     }
                     return;
@@ -161,7 +199,31 @@ fn progress_stream(state: Arc<AppState>, started: rollouts::Started) -> Response
         .unwrap_or_default()
 }
 
-async fn list(
+/// The rollouts.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RolloutList {
+    /// Newest first, without their sandboxes.
+    pub rollouts: Vec<RolloutView>,
+}
+
+/// List rollouts
+///
+/// Newest first, without their sandboxes; a developer's own only.
+#[utoipa::path(
+    get,
+    path = "/v1/rollouts",
+    tag = "rollouts",
+    operation_id = "list_rollouts",
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)")),
+    responses(
+        (status = 200, description = "The rollouts", body = RolloutList),
+        (status = 400, description = "Bad query"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not allowed"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     RawQuery(q): RawQuery,
@@ -173,25 +235,62 @@ async fn list(
             other => return Err(unknown_param(other)),
         }
     }
-    let items: Vec<Value> = rollouts::list(&state, &caller, limit)
+    let rollouts = rollouts::list(&state, &caller, limit)
         .await?
         .iter()
-        .map(|r| rollout_json(r, None))
+        .map(|r| RolloutView::of(r, None))
         .collect();
-    Ok(json_response(StatusCode::OK, json!({ "rollouts": items })))
+    Ok(typed_response(StatusCode::OK, &RolloutList { rollouts }))
 }
 
-async fn get_one(
+/// A rollout with each sandbox's outcome
+#[utoipa::path(
+    get,
+    path = "/v1/rollouts/{id}",
+    tag = "rollouts",
+    operation_id = "get_rollout",
+    params(("id" = String, Path, description = "Rollout id")),
+    responses(
+        (status = 200, description = "The rollout", body = RolloutView),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such rollout"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn get_one(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let (r, ts) = rollouts::get(&state, &caller, &id).await?;
     debug_assert!(ts.len() <= MAX_TARGETS);
-    Ok(json_response(StatusCode::OK, rollout_json(&r, Some(&ts))))
+    Ok(typed_response(
+        StatusCode::OK,
+        &RolloutView::of(&r, Some(&ts)),
+    ))
 }
 
-async fn cancel(
+/// Cancel a running rollout
+///
+/// No sandbox starts after it; those running finish; no rollback runs. A finished rollout
+/// is 409.
+#[utoipa::path(
+    post,
+    path = "/v1/rollouts/{id}/cancel",
+    tag = "rollouts",
+    operation_id = "cancel_rollout",
+    params(("id" = String, Path, description = "Rollout id")),
+    responses(
+        (status = 202, description = "The rollout", body = RolloutView),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not allowed"),
+        (status = 404, description = "No such rollout"),
+        (status = 409, description = "The rollout is finished"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn cancel(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -201,8 +300,8 @@ async fn cancel(
         .audited(&caller, "rollout.cancel", None, Some(id.clone()), res)
         .await?;
     let (r, ts) = rollouts::get(&state, &caller, &id).await?;
-    Ok(json_response(
+    Ok(typed_response(
         StatusCode::ACCEPTED,
-        rollout_json(&r, Some(&ts)),
+        &RolloutView::of(&r, Some(&ts)),
     ))
 }

@@ -10,8 +10,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use paddock_store::SecretRecord;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::Json;
 use crate::auth::{Admin, Caller};
@@ -19,7 +20,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::secrets::{self, MasterKey, SecretUse};
 use crate::state::AppState;
 use crate::wire::form_urlencoded_pairs;
-use crate::wire::{json_response, no_content, parse_limit, rfc3339, unknown_param};
+use crate::wire::{no_content, parse_limit, rfc3339, typed_response, unknown_param};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -28,44 +29,121 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/secret-key/rotate", post(rotate))
 }
 
-/// The wire form of a secret: never its value.
-pub fn secret_json(s: &SecretRecord) -> Value {
-    json!({
-        "id": s.id,
-        "name": s.name,
-        "version": s.current_version,
-        "metadata": s.metadata,
-        "created_at": rfc3339(Some(s.created_at)),
-        "updated_at": rfc3339(Some(s.updated_at)),
-    })
+/// A secret's metadata; never its value.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Secret)]
+pub struct SecretView {
+    #[schema(example = "sec_0123456789abcdef")]
+    pub id: String,
+    pub name: String,
+    /// The current version, served to new sandboxes
+    pub version: i64,
+    pub metadata: BTreeMap<String, String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Value,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Value,
 }
 
-#[derive(Deserialize)]
+impl From<&SecretRecord> for SecretView {
+    fn from(s: &SecretRecord) -> SecretView {
+        SecretView {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            version: s.current_version,
+            metadata: s.metadata.clone(),
+            created_at: rfc3339(Some(s.created_at)),
+            updated_at: rfc3339(Some(s.updated_at)),
+        }
+    }
+}
+
+impl SecretView {
+    fn response(self, status: StatusCode) -> Response {
+        typed_response(status, &self)
+    }
+}
+
+/// A page of secrets.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SecretList {
+    pub secrets: Vec<SecretView>,
+    /// The `after` of the next page; null on the last
+    pub next: Option<String>,
+}
+
+/// A new secret.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+#[schema(as = NewSecret)]
+pub(crate) struct CreateBody {
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
     name: String,
+    #[schema(max_length = 65536, write_only)]
     value: String,
+    /// At most 32 entries (keys 128 bytes, values 1024, 8192 in total).
     #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Deserialize)]
+/// A secret's new value.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateBody {
+#[schema(as = SecretValue)]
+pub(crate) struct UpdateBody {
+    #[schema(max_length = 65536, write_only)]
     value: String,
+    /// Replaces the stored metadata when given. At most 32 entries (keys 128 bytes, values
+    /// 1024, 8192 in total).
     #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Deserialize)]
+/// The new master key.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RotateBody {
+#[schema(as = RotateKey)]
+pub(crate) struct RotateBody {
     /// A file on the server's host holding the new key (same format and mode rules as
     /// `--secrets-key-file`).
     key_file: String,
 }
 
-async fn create(
+/// A rotation's result.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Rotated {
+    /// Versions re-encrypted
+    pub reencrypted: usize,
+    /// Fingerprint of the new key
+    pub key_id: String,
+}
+
+/// Create a secret
+///
+/// The value is sealed with AES-256-GCM under the server's master key and is never returned
+/// by any route. Version 1. Name: 1 to 128 bytes of `[A-Za-z0-9_.-]` starting with a letter
+/// or digit; value at most 65536 bytes; metadata at most 32 entries (keys 128 bytes, values
+/// 1024, 8192 in total); at most 1000 secrets per tenant (429 `quota_exceeded`). A taken
+/// name is 409. Without a master key (`--secrets-key-file` or `PADDOCK_SECRETS_KEY`) every
+/// secret route answers 503 `unavailable` saying how to configure one.
+#[utoipa::path(
+    post,
+    path = "/v1/secrets",
+    tag = "secrets",
+    operation_id = "create_secret",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created", body = SecretView),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 409, description = "The name is taken"),
+        (status = 413, description = "The body is too large"),
+        (status = 415, description = "Not JSON"),
+        (status = 429, description = "1000 secrets already (`quota_exceeded`), or rate limited"),
+        (status = 503, description = "No master key configured"),
+    )
+)]
+pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Json(b): Json<CreateBody>,
@@ -78,29 +156,79 @@ async fn create(
         b.metadata.unwrap_or_default(),
     )
     .await?;
-    Ok(json_response(StatusCode::CREATED, secret_json(&res)))
+    Ok(SecretView::from(&res).response(StatusCode::CREATED))
 }
 
-async fn update(
+/// Store a new version of a secret's value
+///
+/// The new version becomes current; the 10 newest versions are kept. `metadata`, when
+/// given, replaces the stored metadata. Sandboxes already running keep the value they got
+/// at create.
+#[utoipa::path(
+    put,
+    path = "/v1/secrets/{name}",
+    tag = "secrets",
+    operation_id = "update_secret",
+    params(("name" = String, Path, description = "The secret's name or id (`sec_...`)")),
+    request_body = UpdateBody,
+    responses(
+        (status = 200, description = "The secret at its new version", body = SecretView),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such secret"),
+        (status = 413, description = "The body is too large"),
+        (status = 415, description = "Not JSON"),
+        (status = 503, description = "No master key configured"),
+    )
+)]
+pub(crate) async fn update(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(name): Path<String>,
     Json(b): Json<UpdateBody>,
 ) -> ApiResult<Response> {
     let res = secrets::update(&state, &caller, &name, &b.value, b.metadata).await?;
-    Ok(json_response(StatusCode::OK, secret_json(&res)))
+    Ok(SecretView::from(&res).response(StatusCode::OK))
 }
 
-async fn info(
+/// A secret's metadata (never its value)
+#[utoipa::path(
+    get,
+    path = "/v1/secrets/{name}",
+    tag = "secrets",
+    operation_id = "get_secret",
+    params(("name" = String, Path, description = "The secret's name or id (`sec_...`)")),
+    responses(
+        (status = 200, description = "The secret", body = SecretView),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such secret"),
+        (status = 503, description = "No master key configured"),
+    )
+)]
+pub(crate) async fn info(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let s = secrets::get(&state, &caller, &name).await?;
-    Ok(json_response(StatusCode::OK, secret_json(&s)))
+    Ok(SecretView::from(&s).response(StatusCode::OK))
 }
 
-async fn destroy(
+/// Delete a secret and every version of it
+#[utoipa::path(
+    delete,
+    path = "/v1/secrets/{name}",
+    tag = "secrets",
+    operation_id = "delete_secret",
+    params(("name" = String, Path, description = "The secret's name or id (`sec_...`)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such secret"),
+        (status = 503, description = "No master key configured"),
+    )
+)]
+pub(crate) async fn destroy(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(name): Path<String>,
@@ -109,7 +237,29 @@ async fn destroy(
     Ok(no_content())
 }
 
-async fn list(
+/// List the tenant's secrets
+///
+/// Names, versions and metadata, by name; never values. Page with `limit` (1 to 1000,
+/// default 100) and `after` (the `next` of the previous page). Without a master key
+/// (`--secrets-key-file` or `PADDOCK_SECRETS_KEY`) every secret route answers 503
+/// `unavailable` saying how to configure one.
+#[utoipa::path(
+    get,
+    path = "/v1/secrets",
+    tag = "secrets",
+    operation_id = "list_secrets",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
+        ("after" = Option<String>, Query, description = "List names after this one"),
+    ),
+    responses(
+        (status = 200, description = "A page of secrets", body = SecretList),
+        (status = 400, description = "Bad query"),
+        (status = 401, description = "No or a bad key"),
+        (status = 503, description = "No master key configured"),
+    )
+)]
+pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     RawQuery(q): RawQuery,
@@ -127,16 +277,35 @@ async fn list(
     let next = (list.len() == limit as usize)
         .then(|| list.last().map(|s| s.name.clone()))
         .flatten();
-    Ok(json_response(
-        StatusCode::OK,
-        json!({
-            "secrets": list.iter().map(secret_json).collect::<Vec<_>>(),
-            "next": next,
-        }),
-    ))
+    let page = SecretList {
+        secrets: list.iter().map(SecretView::from).collect(),
+        next,
+    };
+    Ok(typed_response(StatusCode::OK, &page))
 }
 
-async fn rotate(
+/// Re-encrypt every secret under a new master key (admin)
+///
+/// `key_file` is a path on the server's host holding the new key (64 hex digits or base64
+/// of 32 bytes; not readable by group or others). Every version of every tenant's secrets
+/// is re-encrypted in one transaction, then the server uses the new key. Restart the server
+/// with the new key afterwards: under the old one, creates naming secrets answer 503 naming
+/// both key ids. A bad file or the key in use is 400 and changes nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/secret-key/rotate",
+    tag = "secrets",
+    operation_id = "rotate_secret_key",
+    request_body = RotateBody,
+    responses(
+        (status = 200, description = "Rotated", body = Rotated),
+        (status = 400, description = "A bad key file, or the key in use"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not an admin"),
+        (status = 503, description = "No master key configured"),
+    )
+)]
+pub(crate) async fn rotate(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
     Json(b): Json<RotateBody>,
@@ -152,10 +321,11 @@ async fn rotate(
     let (n, id) = state
         .audited(&caller, "secret.rotate_key", None, None, res)
         .await?;
-    Ok(json_response(
-        StatusCode::OK,
-        json!({ "reencrypted": n, "key_id": id }),
-    ))
+    let rotated = Rotated {
+        reencrypted: n,
+        key_id: id,
+    };
+    Ok(typed_response(StatusCode::OK, &rotated))
 }
 
 /// Parses a create request's `secrets`: `{"ENV": "name"}` (an env var) or
@@ -210,4 +380,30 @@ pub fn parse_uses(v: &BTreeMap<String, Value>) -> ApiResult<BTreeMap<String, Sec
     }
     secrets::check_uses(&out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A secret's wire form is the `json!` body it replaced: never its value.
+    #[test]
+    fn a_secret_serialises_as_before() {
+        let s = SecretRecord {
+            id: "sec_0123".into(),
+            tenant: "t".into(),
+            name: "DB".into(),
+            current_version: 3,
+            metadata: BTreeMap::from([("owner".to_owned(), "ops".to_owned())]),
+            created_at: 0,
+            updated_at: 1_000,
+        };
+        assert_eq!(
+            serde_json::to_value(SecretView::from(&s)).unwrap(),
+            serde_json::json!({
+                "id": "sec_0123", "name": "DB", "version": 3, "metadata": {"owner": "ops"},
+                "created_at": "1970-01-01T00:00:00Z", "updated_at": "1970-01-01T00:00:01Z",
+            })
+        );
+    }
 }

@@ -12,19 +12,59 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::event_kind::EventKind;
 use crate::state::AppState;
-use crate::wire::json_response;
+use crate::wire::typed_response;
 
-/// A tenant's monthly budget.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A tenant's monthly budget (its wire form, and its entry in `budgets.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 pub struct Budget {
+    /// Per UTC month, at the current prices.
+    #[schema(minimum = 0)]
     pub amount: f64,
     /// The fraction of `amount` that warns (0 < warn_at <= 1, default 0.8).
+    #[schema(exclusive_minimum = 0, maximum = 1)]
+    pub warn_at: f64,
+}
+
+/// A budget as set: `warn_at` defaults to 0.8. Read by [`parse`], which names the bad
+/// field; described here for the document.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SetBudget {
+    #[schema(minimum = 0)]
+    amount: f64,
+    #[schema(exclusive_minimum = 0, maximum = 1, default = 0.8)]
+    warn_at: Option<f64>,
+}
+
+/// A tenant's budget and what it spent this month.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BudgetView {
+    pub amount: f64,
+    pub warn_at: f64,
+    /// Spent this UTC month at the current prices.
+    pub spent: f64,
+}
+
+/// Every budget the caller may see, by tenant.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BudgetList {
+    pub budgets: BTreeMap<String, BudgetView>,
+}
+
+/// A tenant's budget, as set.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TenantBudget {
+    pub tenant: String,
+    pub amount: f64,
     pub warn_at: f64,
 }
 
@@ -45,13 +85,6 @@ pub fn all(state: &AppState) -> BTreeMap<String, Budget> {
         }
     }
     out
-}
-
-fn json_of(all: &BTreeMap<String, Budget>) -> Value {
-    all.iter()
-        .map(|(t, b)| (t.clone(), json!({"amount": b.amount, "warn_at": b.warn_at})))
-        .collect::<serde_json::Map<_, _>>()
-        .into()
 }
 
 /// Parses `{"amount": N, "warn_at"?: F}`, naming the bad field.
@@ -76,9 +109,19 @@ pub fn parse(body: &[u8]) -> Result<Budget, String> {
     Ok(Budget { amount, warn_at })
 }
 
-/// `GET /v1/usage/budgets`: every tenant's (admin) or the caller's tenant's budget, with what
-/// it spent this month.
-pub(super) async fn list(
+/// Monthly budgets and what was spent this month (viewer; admins see every tenant)
+#[utoipa::path(
+    get,
+    path = "/v1/usage/budgets",
+    tag = "cost",
+    operation_id = "list_budgets",
+    responses(
+        (status = 200, description = "Every budget the caller may see, by tenant", body = BudgetList),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not allowed"),
+    )
+)]
+pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> ApiResult<Response> {
@@ -86,16 +129,43 @@ pub(super) async fn list(
     if !caller.is_admin() {
         b.retain(|t, _| t == caller.tenant());
     }
-    let mut v = json_of(&b);
-    for (t, entry) in v.as_object_mut().into_iter().flatten() {
-        entry["spent"] = super::spent_this_month(&state, t).await?.into();
+    let mut budgets = BTreeMap::new();
+    for (t, b) in b {
+        let spent = super::spent_this_month(&state, &t).await?;
+        budgets.insert(
+            t,
+            BudgetView {
+                amount: b.amount,
+                warn_at: b.warn_at,
+                spent,
+            },
+        );
     }
-    Ok(json_response(StatusCode::OK, json!({ "budgets": v })))
+    Ok(typed_response(StatusCode::OK, &BudgetList { budgets }))
 }
 
-/// `PUT /v1/usage/budgets/{tenant}` (admin): sets a tenant's budget; `{"amount": null}`-free
-/// bodies only; an invalid one is a 400 naming the field and changes nothing.
-pub(super) async fn put(
+/// Set a tenant's monthly budget (admin)
+///
+/// Spending `warn_at` of it emits `budget_warning`, all of it `budget_exceeded`; then
+/// creates of the tenant are refused with 429 `quota_exceeded` until the month ends or the
+/// budget is raised. An invalid body is a 400 naming the field and changes nothing.
+#[utoipa::path(
+    put,
+    path = "/v1/usage/budgets/{tenant}",
+    tag = "cost",
+    operation_id = "set_budget",
+    params(("tenant" = String, Path, description = "The tenant")),
+    request_body = SetBudget,
+    responses(
+        (status = 200, description = "The budget", body = TenantBudget),
+        (status = 400, description = "A bad field"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not an admin"),
+        (status = 404, description = "No such tenant"),
+        (status = 413, description = "Larger than 1024 bytes"),
+    )
+)]
+pub(crate) async fn put(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(tenant): Path<String>,
@@ -116,7 +186,9 @@ pub(super) async fn put(
         every.insert(tenant.clone(), b);
         let p = path(&state);
         let tmp = p.with_extension("json.tmp");
-        std::fs::write(&tmp, json_of(&every).to_string())
+        let text = serde_json::to_string(&every)
+            .map_err(|e| ApiError::Internal(format!("writing budgets.json: {e}")))?;
+        std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, &p))
             .map_err(|e| ApiError::Internal(format!("writing budgets.json: {e}")))?;
         forget_uncrossed(&state, &tenant, &b).await;
@@ -134,10 +206,12 @@ pub(super) async fn put(
             res,
         )
         .await?;
-    Ok(json_response(
-        StatusCode::OK,
-        json!({"tenant": tenant, "amount": b.amount, "warn_at": b.warn_at}),
-    ))
+    let body = TenantBudget {
+        tenant,
+        amount: b.amount,
+        warn_at: b.warn_at,
+    };
+    Ok(typed_response(StatusCode::OK, &body))
 }
 
 /// Refuses a create of `tenant` once its budget is spent.
@@ -195,7 +269,7 @@ pub async fn watch(state: &AppState, tenant: &str) {
                         tenant,
                         None,
                         kind,
-                        json!({"amount": b.amount, "warn_at": b.warn_at, "spent": spent, "month": month}),
+                        serde_json::json!({"amount": b.amount, "warn_at": b.warn_at, "spent": spent, "month": month}),
                         None,
                     )
                     .await;

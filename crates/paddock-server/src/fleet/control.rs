@@ -25,15 +25,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use paddock_store::{
     Event, NodeRecord, NodeState, Role, SandboxFilter, SandboxState, Store, now_ms,
 };
+use serde::Serialize;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
+use utoipa::ToSchema;
 
 use super::forward::Forwarder;
 use super::placement::{self, Pending, Want};
 use crate::auth::{Caller, authenticate_in, presented_key};
 use crate::error::{ApiError, ApiResult};
 use crate::event_kind::EventKind;
-use crate::wire::{json_response, rfc3339};
+use crate::wire::{json_response, rfc3339, typed_response};
 
 /// `paddock control` settings.
 #[derive(Debug, Clone)]
@@ -278,38 +280,129 @@ async fn admin(ctl: &Control, req: &Parts) -> ApiResult<Caller> {
     Ok(c)
 }
 
-/// The wire form of a node.
-pub fn node_json(n: &NodeRecord) -> Value {
-    json!({
-        "id": n.id,
-        "name": n.name,
-        "address": n.address,
-        "state": n.state.as_str(),
-        "labels": n.labels,
-        "capacity": n.capacity,
-        "usage": n.usage,
-        "sandboxes": n.sandboxes,
-        "templates": n.templates,
-        "registered_at": rfc3339(Some(n.registered_at)),
-        "last_heartbeat": rfc3339(Some(n.heartbeat_at)),
-    })
+/// A node's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStateWire {
+    /// Takes new sandboxes.
+    Ready,
+    /// Keeps its sandboxes running, takes no new ones.
+    Draining,
+    /// Missed its heartbeats; its sandboxes are `lost`.
+    Dead,
 }
 
-async fn list_nodes(State(ctl): State<Arc<Control>>, req: Request) -> ApiResult<Response> {
+impl From<NodeState> for NodeStateWire {
+    fn from(s: NodeState) -> NodeStateWire {
+        match s {
+            NodeState::Ready => NodeStateWire::Ready,
+            NodeState::Draining => NodeStateWire::Draining,
+            NodeState::Dead => NodeStateWire::Dead,
+        }
+    }
+}
+
+/// A node of the fleet.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Node)]
+pub struct NodeView {
+    pub id: String,
+    pub name: String,
+    /// Base URL control planes reach the node at
+    pub address: String,
+    #[schema(inline)]
+    pub state: NodeStateWire,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// memory_bytes, cpus, cpu_millis (CPUs times the overcommit), disk_bytes, max_sandboxes
+    #[schema(value_type = Object)]
+    pub capacity: Value,
+    /// memory_reserved_bytes and cpu_reserved_millis (sums of its sandboxes' limits),
+    /// disk_free_bytes, memory_available_bytes, load1, volumes (the ids of the volumes it
+    /// holds: creates mounting them are placed on it)
+    #[schema(value_type = Object)]
+    pub usage: Value,
+    pub sandboxes: u32,
+    /// Templates whose layers the node holds.
+    pub templates: Vec<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub registered_at: Value,
+    #[schema(value_type = String, format = DateTime)]
+    pub last_heartbeat: Value,
+}
+
+impl From<&NodeRecord> for NodeView {
+    fn from(n: &NodeRecord) -> NodeView {
+        NodeView {
+            id: n.id.clone(),
+            name: n.name.clone(),
+            address: n.address.clone(),
+            state: n.state.into(),
+            labels: n.labels.clone(),
+            capacity: n.capacity.clone(),
+            usage: n.usage.clone(),
+            sandboxes: n.sandboxes,
+            templates: n.templates.clone(),
+            registered_at: rfc3339(Some(n.registered_at)),
+            last_heartbeat: rfc3339(Some(n.heartbeat_at)),
+        }
+    }
+}
+
+/// The fleet's nodes.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NodeList {
+    /// By name.
+    pub nodes: Vec<NodeView>,
+}
+
+/// List the fleet's nodes (operator)
+///
+/// Served by control planes (`paddock control`). Every node, by name: state, labels,
+/// capacity, usage, sandbox count, templates held and last heartbeat. A node missing
+/// heartbeats for 10 s is `dead` and its sandboxes `lost`.
+#[utoipa::path(
+    get,
+    path = "/v1/nodes",
+    tag = "fleet",
+    operation_id = "list_nodes",
+    responses(
+        (status = 200, description = "The nodes", body = NodeList),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not an operator or admin key"),
+    )
+)]
+pub(crate) async fn list_nodes(
+    State(ctl): State<Arc<Control>>,
+    req: Request,
+) -> ApiResult<Response> {
     let (req, _) = req.into_parts();
     admin(&ctl, &req).await?;
     let nodes = ctl.store.list_nodes().await?;
-    Ok(json_response(
-        StatusCode::OK,
-        json!({"nodes": nodes.iter().map(node_json).collect::<Vec<_>>()}),
-    ))
+    let list = NodeList {
+        nodes: nodes.iter().map(NodeView::from).collect(),
+    };
+    Ok(typed_response(StatusCode::OK, &list))
 }
 
 fn node_not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("node {} not found", crate::state::truncate(id, 64)))
 }
 
-async fn get_node(
+/// One node (operator)
+#[utoipa::path(
+    get,
+    path = "/v1/nodes/{id}",
+    tag = "fleet",
+    operation_id = "get_node",
+    params(("id" = String, Path, description = "Node id")),
+    responses(
+        (status = 200, description = "The node", body = NodeView),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not an operator or admin key"),
+        (status = 404, description = "No such node"),
+    )
+)]
+pub(crate) async fn get_node(
     State(ctl): State<Arc<Control>>,
     Path(id): Path<String>,
     req: Request,
@@ -321,10 +414,28 @@ async fn get_node(
         .get_node(&id)
         .await?
         .ok_or_else(|| node_not_found(&id))?;
-    Ok(json_response(StatusCode::OK, node_json(&n)))
+    Ok(typed_response(StatusCode::OK, &NodeView::from(&n)))
 }
 
-async fn drain(
+/// Drain a node (operator)
+///
+/// No new sandboxes are placed on it; its sandboxes run until they end. Emits
+/// `node.draining`. Draining a draining node changes nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{id}/drain",
+    tag = "fleet",
+    operation_id = "drain_node",
+    params(("id" = String, Path, description = "Node id")),
+    responses(
+        (status = 200, description = "The node", body = NodeView),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not an operator or admin key"),
+        (status = 404, description = "No such node"),
+        (status = 409, description = "The node is dead"),
+    )
+)]
+pub(crate) async fn drain(
     State(ctl): State<Arc<Control>>,
     Path(id): Path<String>,
     req: Request,
@@ -341,7 +452,24 @@ async fn drain(
     .await
 }
 
-async fn undrain(
+/// Undrain a node (operator)
+///
+/// New sandboxes may be placed on it again. Emits `node.ready`.
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{id}/undrain",
+    tag = "fleet",
+    operation_id = "undrain_node",
+    params(("id" = String, Path, description = "Node id")),
+    responses(
+        (status = 200, description = "The node", body = NodeView),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not an operator or admin key"),
+        (status = 404, description = "No such node"),
+        (status = 409, description = "The node is dead"),
+    )
+)]
+pub(crate) async fn undrain(
     State(ctl): State<Arc<Control>>,
     Path(id): Path<String>,
     req: Request,
@@ -390,7 +518,7 @@ async fn set_state(
         .get_node(id)
         .await?
         .ok_or_else(|| node_not_found(id))?;
-    Ok(json_response(StatusCode::OK, node_json(&n)))
+    Ok(typed_response(StatusCode::OK, &NodeView::from(&n)))
 }
 
 /// Stores an event and queues its webhooks (the control plane has no SSE subscribers of

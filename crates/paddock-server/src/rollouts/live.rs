@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
 /// The rollouts running in this process: their progress channels and cancel switches.
@@ -16,7 +15,7 @@ pub struct Rollouts {
 #[derive(Debug, Clone)]
 pub(super) struct Live {
     /// Progress lines (`{"type": "sandbox"|"end", ...}`).
-    pub(super) progress: broadcast::Sender<Value>,
+    pub(super) progress: broadcast::Sender<super::view::Progress>,
     /// Set to true by a cancel.
     pub(super) cancel: watch::Sender<bool>,
 }
@@ -27,7 +26,7 @@ impl Rollouts {
     }
 
     /// The progress of a running rollout, from now on; None if it is not running here.
-    pub fn subscribe(&self, id: &str) -> Option<broadcast::Receiver<Value>> {
+    pub fn subscribe(&self, id: &str) -> Option<broadcast::Receiver<super::view::Progress>> {
         self.map().get(id).map(|l| l.progress.subscribe())
     }
 

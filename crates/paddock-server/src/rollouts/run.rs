@@ -12,21 +12,11 @@ use paddock_store::{RolloutRecord, RolloutTarget, now_ms};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, broadcast, watch};
 
+use super::TAIL_BYTES;
 use super::spec::{Action, Spec, Upload};
-use super::{TAIL_BYTES, rollout_json, target_json};
+use super::view::{Progress, ProgressKind, RolloutView};
 use crate::state::AppState;
 use crate::wire::rfc3339;
-
-/// Every state a target can be in.
-pub(super) const TARGET_STATES: &[&str] = &[
-    "pending",
-    "running",
-    "succeeded",
-    "failed",
-    "rolled_back",
-    "skipped",
-    "interrupted",
-];
 
 /// The last [`TAIL_BYTES`] of a stream.
 #[derive(Default)]
@@ -198,7 +188,7 @@ async fn put(sbx: &Sandbox, up: &Upload, user: Option<&str>) -> Result<String, S
 struct Run {
     state: Arc<AppState>,
     spec: Spec,
-    progress: broadcast::Sender<Value>,
+    progress: broadcast::Sender<Progress>,
     failures: AtomicU32,
 }
 
@@ -208,9 +198,7 @@ impl Run {
         if let Err(e) = self.state.store.update_rollout_target(t).await {
             tracing::error!(rollout = %t.rollout_id, "storing a rollout target: {e}");
         }
-        let _ = self
-            .progress
-            .send(json!({ "type": "sandbox", "sandbox": target_json(t) }));
+        let _ = self.progress.send(Progress::sandbox(t));
     }
 
     fn stopped_by_failures(&self) -> bool {
@@ -270,7 +258,7 @@ pub(super) async fn run(
     mut rec: RolloutRecord,
     targets: Vec<RolloutTarget>,
     spec: Spec,
-    progress: broadcast::Sender<Value>,
+    progress: broadcast::Sender<Progress>,
     mut cancelled: watch::Receiver<bool>,
 ) {
     let sem = Arc::new(Semaphore::new(spec.concurrency as usize));
@@ -377,8 +365,8 @@ pub(super) async fn run(
         tracing::error!(rollout = %rec.id, "storing a rollout's end: {e}");
     }
     let end = match state.store.get_rollout(&rec.id).await {
-        Ok(Some((r, ts))) => rollout_json(&r, Some(&ts)),
-        _ => rollout_json(&rec, None),
+        Ok(Some((r, ts))) => RolloutView::of(&r, Some(&ts)),
+        _ => RolloutView::of(&rec, None),
     };
-    let _ = progress.send(json!({ "type": "end", "rollout": end }));
+    let _ = progress.send(Progress::rollout(ProgressKind::End, end));
 }

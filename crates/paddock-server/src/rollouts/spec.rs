@@ -7,6 +7,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
 use crate::wire::command_argv;
@@ -28,55 +29,72 @@ pub const MAX_BODY_BYTES: usize = MAX_UPLOAD_BYTES / 3 * 4 + (1 << 20);
 const MAX_PATH: usize = 4096;
 
 /// A command given as an argv array or as a shell command line (`bash -l -c`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum CommandBody {
     Line(String),
     Argv(Vec<String>),
 }
 
-/// `POST /v1/rollouts`.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/rollouts`: exactly one of `cmd`, `command` and `upload`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateRollout)]
 pub struct Body {
+    /// Metadata pairs every target must have (exact match, as the sandbox list's
+    /// metadata.KEY=VALUE); only running sandboxes the key may reach. At least one pair.
     #[serde(default)]
+    #[schema(required = true)]
     selector: BTreeMap<String, String>,
     #[serde(default)]
     cmd: Option<Vec<String>>,
+    /// A shell command line (bash -l -c)
     #[serde(default)]
     command: Option<String>,
     #[serde(default)]
+    #[schema(inline)]
     upload: Option<UploadBody>,
+    /// Run on every sandbox whose command or upload was started when max_failures is reached
     #[serde(default)]
+    #[schema(inline)]
     rollback: Option<CommandBody>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 64, default = 4)]
     concurrency: Option<u32>,
     #[serde(default)]
+    #[schema(minimum = 1, default = 1)]
     max_failures: Option<u32>,
+    /// Seconds per sandbox for the command, upload or rollback
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3600, default = 300)]
     timeout: Option<u64>,
     #[serde(default)]
     user: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Exactly one of tar (with path) or files; at most 16 MiB decoded
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UploadBody {
+pub(crate) struct UploadBody {
     /// The directory a `tar` is extracted into.
     #[serde(default)]
     path: Option<String>,
     /// A tar, tar.gz or tar.zst, base64.
     #[serde(default)]
+    #[schema(format = Byte)]
     tar: Option<String>,
     #[serde(default)]
+    #[schema(inline, max_items = 1000)]
     files: Option<Vec<FileBody>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A file to write.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FileBody {
+pub(crate) struct FileBody {
     path: String,
     /// The file's bytes, base64.
+    #[schema(format = Byte)]
     content: String,
 }
 
