@@ -24,12 +24,10 @@ use utoipa::OpenApi;
 const BASE: &str = include_str!("../openapi-fragments/core.json");
 
 /// The hand-kept fragments of the modules not converted yet, by name.
-const FRAGMENTS: &[(&str, &str)] = &[
-    (
-        "exec-files",
-        include_str!("../openapi-fragments/exec-files.json"),
-    ),
-];
+const FRAGMENTS: &[(&str, &str)] = &[(
+    "exec-files",
+    include_str!("../openapi-fragments/exec-files.json"),
+)];
 
 /// The routes and schemas described in code.
 #[derive(OpenApi)]
