@@ -163,7 +163,7 @@ pub async fn serve(
     lifecycle::reconcile(&state)
         .await
         .map_err(|e| ServeError::Reconcile(e.to_string()))?;
-    api::templates::reconcile(&state)
+    templates::catalogue::reconcile(&state)
         .await
         .map_err(|e| ServeError::Reconcile(e.to_string()))?;
     rollouts::interrupt_stale(&state)

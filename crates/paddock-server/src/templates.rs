@@ -37,6 +37,7 @@ use paddock_runtime::template::{
 use paddock_runtime::{CreateSpec, ExecRequest, Runtime};
 use sha2::{Digest, Sha256};
 
+pub mod catalogue;
 mod debootstrap;
 pub mod gate;
 mod start;

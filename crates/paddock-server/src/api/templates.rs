@@ -17,7 +17,7 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use futures::StreamExt as _;
-use paddock_runtime::template::{Template, TemplateDef, valid_name};
+use paddock_runtime::template::{TemplateDef, valid_name};
 use tokio::io::AsyncWriteExt as _;
 use utoipa::{IntoParams, ToSchema};
 
@@ -27,6 +27,7 @@ use super::template_view::{
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::templates::catalogue::catalogue;
 use crate::templates::{self, BuildEvent};
 use crate::wire::{no_content, typed_response};
 
@@ -134,57 +135,6 @@ fn gate_for_prune() -> ApiResult<tokio::sync::OwnedRwLockWriteGuard<()>> {
             )
         })
     })
-}
-
-/// Records template `t` in the store's catalogue (made by `by`, a key id).
-pub async fn catalogue(state: &AppState, t: &Template, by: Option<&str>) {
-    let rec = paddock_store::TemplateRecord {
-        name: t.name.clone(),
-        source: t.source.clone(),
-        layers: t.layer_ids.clone(),
-        config: serde_json::to_value(&t.config).unwrap_or_default(),
-        created_at: if t.created_unix_ms > 0 {
-            t.created_unix_ms as i64
-        } else {
-            paddock_store::now_ms()
-        },
-        created_by: by.map(str::to_owned),
-    };
-    if let Err(e) = state.store.upsert_template(&rec).await {
-        tracing::error!(template = %t.name, "recording the template: {e}");
-    }
-}
-
-/// Makes the store's catalogue match the templates on disk (at start): templates found on
-/// disk are recorded, records whose template is gone are removed.
-pub async fn reconcile(state: &AppState) -> Result<(), paddock_store::StoreError> {
-    let on_disk: Vec<Template> = state
-        .runtime
-        .templates()
-        .into_iter()
-        .filter(|t| t.name != "base" && !t.name.starts_with("build-"))
-        .collect();
-    let recorded = state.store.list_templates().await?;
-    // On a node the catalogue is the fleet's: templates of other nodes stay.
-    for r in recorded.iter().filter(|_| state.cfg.node.is_none()) {
-        if !on_disk.iter().any(|t| t.name == r.name) {
-            tracing::warn!(template = %r.name, "template is gone from the data directory; removing its record");
-            state.store.delete_template(&r.name).await?;
-        }
-    }
-    for t in &on_disk {
-        if !recorded
-            .iter()
-            .any(|r| r.name == t.name && r.layers == t.layer_ids)
-        {
-            let by = recorded
-                .iter()
-                .find(|r| r.name == t.name)
-                .and_then(|r| r.created_by.clone());
-            catalogue(state, t, by.as_deref()).await;
-        }
-    }
-    Ok(())
 }
 
 /// List templates
