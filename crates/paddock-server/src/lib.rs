@@ -316,14 +316,8 @@ pub async fn serve(
                     } else {
                         body_idle
                     };
-                    // A request with no body keeps hyper's own (its size hint says so, which
-                    // the fleet forwarder reads to know it may replay the request).
                     let mut req = req.map(|b| {
-                        if http_body::Body::is_end_stream(&b) {
-                            axum::body::Body::new(b)
-                        } else {
-                            axum::body::Body::new(tower_http::timeout::TimeoutBody::new(idle, b))
-                        }
+                        axum::body::Body::new(tower_http::timeout::TimeoutBody::new(idle, b))
                     });
                     // For the proxy's X-Forwarded-For.
                     req.extensions_mut().insert(axum::extract::ConnectInfo(peer));

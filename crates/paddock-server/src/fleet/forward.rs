@@ -133,15 +133,20 @@ impl Forwarder {
 }
 
 /// Whether a request can be sent twice without effect: a safe or idempotent method, no
-/// body, no upgrade.
+/// body, no upgrade. "No body" is read from the head, as HTTP/1.1 frames it (no
+/// `Transfer-Encoding`, no or a zero `Content-Length`): the body itself is wrapped by the
+/// server's idle timeout, which hides its size. An HTTP/2 request may carry a body without
+/// saying so in its head, so it is never replayed.
 fn replayable(req: &Request<Body>) -> bool {
     use http::Method;
-    use http_body::Body as _;
+    let h = req.headers();
     matches!(
         *req.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::PUT
-    ) && req.body().size_hint().exact() == Some(0)
-        && !req.headers().contains_key(header::UPGRADE)
+    ) && req.version() <= http::Version::HTTP_11
+        && !h.contains_key(header::TRANSFER_ENCODING)
+        && h.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
+        && !h.contains_key(header::UPGRADE)
 }
 
 #[cfg(test)]
