@@ -538,46 +538,93 @@ async fn upload(
     let mut parts = parts;
     parts.headers.remove(header::CONTENT_ENCODING);
     parts.headers.remove(header::CONTENT_LENGTH);
-    let inner = Request::from_parts(parts, Body::from_stream(stream));
-    let mut form = Multipart::from_request(inner, &())
-        .await
-        .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {}", e.body_text())))?;
-    let mut done: Vec<Uploaded> = Vec::new();
-    loop {
-        let field = match form.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => {
-                return Err(ApiError::new(
-                    e.status(),
-                    format!("invalid multipart body: {}", e.body_text()),
-                ));
+    let body = SharedBody(std::sync::Arc::new(std::sync::Mutex::new(stream)));
+    let inner = Request::from_parts(parts, Body::from_stream(body.clone()));
+    // Parsed in a block so that the rest of the body is read whatever the outcome: an
+    // answer given with bytes unread (after the closing boundary, or after a refused part)
+    // closes the connection under a client still sending them, which then sees a failed
+    // write instead of the answer.
+    let parsed = async {
+        let mut form = Multipart::from_request(inner, &())
+            .await
+            .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {}", e.body_text())))?;
+        let mut done: Vec<Uploaded> = Vec::new();
+        loop {
+            let field = match form.next_field().await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(ApiError::new(
+                        e.status(),
+                        format!("invalid multipart body: {}", e.body_text()),
+                    ));
+                }
+            };
+            if field.name() != Some("file") {
+                continue;
             }
-        };
-        if field.name() != Some("file") {
-            continue;
+            let Some(name) = target.or(field.file_name()).filter(|n| !n.is_empty()) else {
+                return Err(ApiError::bad_request(
+                    "a file part needs a filename or the path parameter",
+                ));
+            };
+            let path = users::resolve_path(&user, name);
+            let abs = path.to_string_lossy();
+            if done.iter().any(|d| d.path == abs) {
+                return Err(ApiError::bad_request(format!(
+                    "cannot upload several files to the same path {abs:?} in one request; only the first was written"
+                )));
+            }
+            let s: ByteStream<'_> = Box::pin(field.map_err(io::Error::other));
+            done.push(write_file(&user, path, s, &metadata).await?);
         }
-        let Some(name) = target.or(field.file_name()).filter(|n| !n.is_empty()) else {
+        if done.is_empty() {
             return Err(ApiError::bad_request(
-                "a file part needs a filename or the path parameter",
+                "the multipart body has no part named \"file\"",
             ));
-        };
-        let path = users::resolve_path(&user, name);
-        let abs = path.to_string_lossy();
-        if done.iter().any(|d| d.path == abs) {
-            return Err(ApiError::bad_request(format!(
-                "cannot upload several files to the same path {abs:?} in one request; only the first was written"
-            )));
         }
-        let s: ByteStream<'_> = Box::pin(field.map_err(io::Error::other));
-        done.push(write_file(&user, path, s, &metadata).await?);
+        Ok(done)
     }
-    if done.is_empty() {
-        return Err(ApiError::bad_request(
-            "the multipart body has no part named \"file\"",
-        ));
+    .await;
+    body.drain_epilogue().await;
+    Ok(axum::Json(parsed?).into_response())
+}
+
+/// Most of a multipart body's rest read before the answer: its epilogue after the closing
+/// boundary (RFC 2046: clients send a CRLF, or nothing), or what follows a refused part.
+const EPILOGUE_MAX: usize = 64 << 10;
+
+/// The body under the multipart parser, shared so that its rest can be read once the
+/// parser is done (the parser stops at the closing boundary).
+#[derive(Clone)]
+struct SharedBody(std::sync::Arc<std::sync::Mutex<ByteStream<'static>>>);
+
+impl Stream for SharedBody {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        crate::lock(&self.0).as_mut().poll_next(cx)
     }
-    Ok(axum::Json(done).into_response())
+}
+
+impl SharedBody {
+    /// Reads the rest of the body, up to [`EPILOGUE_MAX`] bytes and for at most a second;
+    /// a body longer or slower than that is left (its connection is then closed).
+    async fn drain_epilogue(mut self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            let mut seen = 0;
+            while let Some(Ok(chunk)) = self.next().await {
+                seen += chunk.len();
+                if seen > EPILOGUE_MAX {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// Opens `path` for an upload as the user: creates missing parent directories (0o755),
