@@ -163,6 +163,37 @@ fn browser_view(js: &Path, url: &str) -> Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
+/// [`browser_view`] of sandbox `id`'s view at `url`, once more if the first showed nothing.
+/// A view that does not connect prints what the page saw (failed requests, WebSocket
+/// events, console errors) and the view's logs in the sandbox, so a failure in CI can be
+/// told apart (a module not loaded, the WebSocket refused, a desktop that drew nothing);
+/// one fresh browser is tried again, since noVNC itself never reconnects.
+async fn view_connected(s: &Server, id: &str, js: &Path, url: &str) -> Value {
+    let mut seen = Value::Null;
+    for attempt in 1..=2 {
+        let (js2, url2) = (js.to_path_buf(), url.to_owned());
+        seen = tokio::task::spawn_blocking(move || browser_view(&js2, &url2))
+            .await
+            .unwrap();
+        if seen["connected"] == true {
+            break;
+        }
+        let (_, logs) = call(
+            s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+                .json(&json!({"cmd": ["sh", "-c",
+                    "pgrep -a -x 'Xvfb|x11vnc|xfdesktop|xfce4-panel|python3' ; netstat -tln; \
+                     tail -n 20 /tmp/novnc.log /tmp/x11vnc_stderr.log /tmp/xfce4.log"]})),
+        )
+        .await;
+        eprintln!(
+            "desktop view attempt {attempt} of {url} showed nothing: {seen:#}\nin the sandbox:\n{}\n{}",
+            logs["stdout"].as_str().unwrap_or_default(),
+            logs["stderr"].as_str().unwrap_or_default()
+        );
+    }
+    seen
+}
+
 /// GETs a host-routed proxy URL from the test server: its Host, sent to the server's address.
 async fn get_host_routed(s: &Server, url: &str) -> StatusCode {
     let u = reqwest::Url::parse(url).expect("a URL");
@@ -299,11 +330,7 @@ async fn native(s: &Server, js: &Path) {
     assert_eq!(get_host_routed(s, &url).await, StatusCode::OK);
 
     // noVNC in a browser, through the proxy (WebSocket included), draws the desktop.
-    let js2 = js.to_path_buf();
-    let url2 = url.clone();
-    let seen = tokio::task::spawn_blocking(move || browser_view(&js2, &url2))
-        .await
-        .unwrap();
+    let seen = view_connected(s, &id, js, &url).await;
     assert_eq!(seen["connected"], true, "{seen}");
     assert_eq!(
         (seen["width"].as_u64(), seen["height"].as_u64()),
@@ -318,10 +345,7 @@ async fn native(s: &Server, js: &Path) {
             && path_url.contains(&format!("path=proxy/{id}/6080/websockify")),
         "{path_url}"
     );
-    let js2 = js.to_path_buf();
-    let seen = tokio::task::spawn_blocking(move || browser_view(&js2, path_url.trim()))
-        .await
-        .unwrap();
+    let seen = view_connected(s, &id, js, path_url.trim()).await;
     assert_eq!(seen["connected"], true, "{seen}");
 
     // The console's sandbox page embeds the view (console served on the sandbox domain, so

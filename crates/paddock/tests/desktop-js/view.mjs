@@ -2,14 +2,33 @@
 // chromium, headless, driven by playwright-core (no browser download), and waits until
 // noVNC is connected and its canvas shows the desktop. Used by desktop.test.mjs and, as
 // `node view.mjs URL`, by crates/paddock/tests/desktop.rs; prints one JSON line:
-// {"connected", "width", "height", "colors", "status"}.
+// {"connected", "width", "height", "colors", "status"}. When the canvas shows nothing
+// within the timeout the line says what the page saw instead ("error", noVNC's status, the
+// canvas, failed requests, WebSocket events, console errors), so a failure can be told apart:
+// a module that did not load, a WebSocket refused or closed, or a desktop that drew nothing.
 // Every `*.{PADDOCK_DOMAIN}` name resolves to 127.0.0.1 (the test server) inside the browser.
 import { chromium } from 'playwright-core'
 
 const T = 60_000
 
-/** Loads `url` and returns what the canvas shows; rejects when it shows nothing within
- * `timeout` ms. */
+/** What noVNC's page shows now: canvas size and colours, status text, connected class. */
+function shown () {
+  const c = document.querySelector('#noVNC_container canvas')
+  const status = document.querySelector('#noVNC_status')?.textContent ?? ''
+  const connected = document.documentElement.classList.contains('noVNC_connected')
+  if (!c) return { connected, status, canvas: false, width: 0, height: 0, colors: 0 }
+  let colors = 0
+  if (c.width > 0 && c.height > 0) {
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data
+    const seen = new Set()
+    for (let i = 0; i < d.length; i += 4 * 97) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2])
+    colors = seen.size
+  }
+  return { connected, status, canvas: true, width: c.width, height: c.height, colors }
+}
+
+/** Loads `url` and returns what the canvas shows; when it shows nothing within `timeout`
+ * ms, returns `connected: false` with what the page saw. */
 export async function view (url, { timeout = T } = {}) {
   const domain = process.env.PADDOCK_DOMAIN ?? 'paddock.test'
   const browser = await chromium.launch({
@@ -17,32 +36,45 @@ export async function view (url, { timeout = T } = {}) {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', `--host-resolver-rules=MAP *.${domain} 127.0.0.1`]
   })
+  const t0 = Date.now()
+  const at = () => `${Date.now() - t0} ms`
+  const failed = []
+  const sockets = []
+  const errors = []
   try {
     const page = await browser.newPage({ viewport: { width: 1100, height: 850 } })
     page.setDefaultTimeout(timeout)
+    page.on('requestfailed', (r) => failed.push(`${at()} ${r.url()}: ${r.failure()?.errorText}`))
+    page.on('response', (r) => { if (r.status() >= 400) failed.push(`${at()} ${r.url()}: HTTP ${r.status()}`) })
+    page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') errors.push(`${at()} ${m.text()}`) })
+    page.on('pageerror', (e) => errors.push(`${at()} ${e}`))
+    page.on('websocket', (ws) => {
+      sockets.push(`${at()} open ${ws.url()}`)
+      let frames = 0
+      ws.on('framereceived', () => { frames += 1 })
+      ws.on('socketerror', (e) => sockets.push(`${at()} error ${e} after ${frames} frames`))
+      ws.on('close', () => sockets.push(`${at()} closed after ${frames} frames`))
+    })
     const response = await page.goto(url)
     if (response.status() !== 200) {
       return { connected: false, status: `HTTP ${response.status()}`, body: (await response.text()).slice(0, 300) }
     }
     // noVNC adds the canvas once the RFB connection is up; wait until it has drawn
     // something other than one colour.
-    await page.waitForFunction(() => {
-      const c = document.querySelector('#noVNC_container canvas')
-      if (!c || c.width < 64 || c.height < 64) return false
-      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data
-      const seen = new Set()
-      for (let i = 0; i < d.length; i += 4 * 97) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2])
-      return seen.size > 1
-    }, null, { timeout, polling: 200 })
-    return await page.evaluate(() => {
-      const c = document.querySelector('#noVNC_container canvas')
-      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data
-      const seen = new Set()
-      for (let i = 0; i < d.length; i += 4 * 97) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2])
-      const status = document.querySelector('#noVNC_status')?.textContent ?? ''
-      const connected = document.documentElement.classList.contains('noVNC_connected')
-      return { connected, width: c.width, height: c.height, colors: seen.size, status }
-    })
+    try {
+      await page.waitForFunction(() => {
+        const c = document.querySelector('#noVNC_container canvas')
+        if (!c || c.width < 64 || c.height < 64) return false
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data
+        const seen = new Set()
+        for (let i = 0; i < d.length; i += 4 * 97) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2])
+        return seen.size > 1
+      }, null, { timeout, polling: 200 })
+    } catch (e) {
+      const now = await page.evaluate(shown).catch((x) => ({ evaluate: String(x) }))
+      return { ...now, connected: false, error: `${e.name}: nothing drawn within ${timeout} ms`, failed, sockets, errors }
+    }
+    return await page.evaluate(shown)
   } finally {
     await browser.close()
   }
