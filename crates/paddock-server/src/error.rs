@@ -98,7 +98,92 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// The body of every error answer (the OpenAPI schema `Error`): the fields in the order
+/// `json!` sorted them, so the bytes are as they always were.
+#[derive(Debug, serde::Serialize)]
+pub struct ErrorBody {
+    /// One of [`ApiError::CODES`].
+    pub code: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+// Written by hand rather than derived: the `code` enum is [`ApiError::CODES`], the one list
+// the tests check against every variant, which a derive cannot take.
+impl utoipa::PartialSchema for ErrorBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .property(
+                "code",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(ApiError::CODES.iter().copied()))
+                    .description(Some(
+                        "A stable code: clients branch on it, not on the status or the message",
+                    )),
+            )
+            .required("code")
+            .property(
+                "message",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some(
+                        "What went wrong, for a person; never names host paths",
+                    )),
+            )
+            .required("message")
+            .property(
+                "request_id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some(
+                        "Only on 500 (internal): the request's id, also in the x-request-id \
+                     response header; it names the request in the server's log.",
+                    )),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ErrorBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Error".into()
+    }
+}
+
 impl ApiError {
+    /// Every stable `code` an error answer can carry, in the order of the variants
+    /// (`docs/api.md` lists them with their statuses).
+    pub const CODES: &'static [&'static str] = &[
+        "invalid_request",
+        "invalid_json",
+        "unauthorized",
+        "forbidden",
+        "csrf",
+        "not_found",
+        "method_not_allowed",
+        "conflict",
+        "no_interpreter",
+        "payload_too_large",
+        "unsupported_media_type",
+        "start_failed",
+        "no_match",
+        "template_unusable",
+        "rate_limited",
+        "quota_exceeded",
+        "not_implemented",
+        "agent_error",
+        "registry_error",
+        "template_fetch_failed",
+        "unavailable",
+        "no_capacity",
+        "store_unavailable",
+        "insufficient_storage",
+        "internal",
+    ];
+
     /// The status and the stable code of this error.
     pub fn status_code(&self) -> (StatusCode, &'static str) {
         use ApiError::*;
@@ -153,12 +238,16 @@ impl IntoResponse for ApiError {
         if let ApiError::StoreUnavailable(detail) = &self {
             tracing::warn!(%detail, "database unavailable");
         }
-        let mut body = serde_json::json!({ "code": code, "message": self.to_string() });
-        // A 500 names its request, so the logged detail can be found; nothing else of it
-        // is sent.
-        if let (ApiError::Internal(_), Some(id)) = (&self, crate::request_id::current()) {
-            body["request_id"] = id.into();
-        }
+        let body = ErrorBody {
+            code,
+            message: self.to_string(),
+            // A 500 names its request, so the logged detail can be found; nothing else of
+            // it is sent.
+            request_id: match &self {
+                ApiError::Internal(_) => crate::request_id::current(),
+                _ => None,
+            },
+        };
         let mut resp = (status, axum::Json(body)).into_response();
         if let ApiError::RateLimited(secs) = self {
             resp.headers_mut()
@@ -248,6 +337,111 @@ pub fn paused_error(id: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One error of every variant. The match below has no wildcard, so a new variant does
+    /// not compile until it is added here too.
+    fn one_of_each() -> Vec<ApiError> {
+        use ApiError::*;
+        let all = vec![
+            BadRequest(String::new()),
+            InvalidJson(String::new()),
+            Unauthorized(""),
+            Forbidden(String::new()),
+            Csrf(""),
+            NotFound(String::new()),
+            MethodNotAllowed,
+            Conflict(String::new()),
+            NoInterpreter(String::new()),
+            PayloadTooLarge(1),
+            UnsupportedMediaType(String::new()),
+            StartFailed(String::new()),
+            NoMatch(String::new()),
+            TemplateUnusable(String::new()),
+            RateLimited(1),
+            QuotaExceeded(String::new()),
+            NotImplemented(String::new()),
+            Agent(String::new()),
+            Registry(String::new()),
+            TemplateFetch(String::new()),
+            Unavailable(String::new()),
+            NoCapacity(String::new()),
+            StoreUnavailable(String::new()),
+            InsufficientStorage(String::new()),
+            Internal(String::new()),
+        ];
+        for e in &all {
+            match e {
+                BadRequest(_)
+                | InvalidJson(_)
+                | Unauthorized(_)
+                | Forbidden(_)
+                | Csrf(_)
+                | NotFound(_)
+                | MethodNotAllowed
+                | Conflict(_)
+                | NoInterpreter(_)
+                | PayloadTooLarge(_)
+                | UnsupportedMediaType(_)
+                | StartFailed(_)
+                | NoMatch(_)
+                | TemplateUnusable(_)
+                | RateLimited(_)
+                | QuotaExceeded(_)
+                | NotImplemented(_)
+                | Agent(_)
+                | Registry(_)
+                | TemplateFetch(_)
+                | Unavailable(_)
+                | NoCapacity(_)
+                | StoreUnavailable(_)
+                | InsufficientStorage(_)
+                | Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn codes_lists_every_code_an_error_can_carry_once() {
+        let codes: Vec<&str> = one_of_each().iter().map(|e| e.status_code().1).collect();
+        assert_eq!(codes, ApiError::CODES);
+        let unique: std::collections::BTreeSet<_> = codes.iter().collect();
+        assert_eq!(unique.len(), codes.len(), "a code used by two variants");
+    }
+
+    #[test]
+    fn every_code_is_documented() {
+        let doc = include_str!("../../../docs/api.md");
+        for e in one_of_each() {
+            let (status, code) = e.status_code();
+            assert!(
+                doc.contains(&format!("| {} | `{code}` |", status.as_u16())),
+                "docs/api.md lacks error code {code} ({status})"
+            );
+        }
+    }
+
+    #[test]
+    fn the_error_body_serialises_as_before() {
+        let b = ErrorBody {
+            code: "not_found",
+            message: "sandbox x not found".into(),
+            request_id: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&b).unwrap(),
+            r#"{"code":"not_found","message":"sandbox x not found"}"#
+        );
+        let b = ErrorBody {
+            code: "internal",
+            message: "internal error".into(),
+            request_id: Some("r1".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&b).unwrap(),
+            r#"{"code":"internal","message":"internal error","request_id":"r1"}"#
+        );
+    }
 
     #[test]
     fn a_refused_template_is_a_422_naming_the_path_in_the_sandbox() {

@@ -113,6 +113,8 @@ const FRAGMENTS: &[(&str, &str)] = &[(
         crate::api::templates::prune,
     ),
     components(schemas(
+        // Every error answer's body (its code enum is `ApiError::CODES`).
+        crate::error::ErrorBody,
         // Ops modules.
         crate::api::session::Session,
         crate::api::tests::TestReportView,
@@ -201,7 +203,8 @@ fn build() -> Value {
 }
 
 /// A typed route's error statuses (4xx and 5xx without a body of their own) answer the
-/// shared `Error` response, `{"code", "message"}`, as the fragments' routes say.
+/// shared `Error` schema, `{"code", "message"}`, each with the route's own wording of when
+/// (the `responses` rows of its `#[utoipa::path]`).
 fn shared_errors(typed: &mut Value) {
     let Some(paths) = typed.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
@@ -213,7 +216,9 @@ fn shared_errors(typed: &mut Value) {
             };
             for (code, r) in responses.iter_mut() {
                 if (code.starts_with('4') || code.starts_with('5')) && r.get("content").is_none() {
-                    *r = serde_json::json!({ "$ref": "#/components/responses/Error" });
+                    r["content"] = serde_json::json!({
+                        "application/json": { "schema": { "$ref": "#/components/schemas/Error" } }
+                    });
                 }
             }
         }
@@ -351,11 +356,22 @@ mod tests {
         let policy = &doc["components"]["schemas"]["NetworkPolicy"];
         assert_eq!(policy["required"], serde_json::json!(["mode"]));
         assert_eq!(policy["properties"]["allow"]["maxItems"], 256);
-        // Errors are the shared response; the sandbox schema is the code's.
+        // Errors have the shared schema and the route's wording; the sandbox schema is the
+        // code's.
         assert_eq!(
-            put["responses"]["409"]["$ref"],
-            "#/components/responses/Error"
+            put["responses"]["409"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Error"
         );
+        assert!(
+            put["responses"]["409"]["description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty() && d != "An error"),
+            "{}",
+            put["responses"]["409"]
+        );
+        // Every code an error can carry is in the schema's enum.
+        let codes = &doc["components"]["schemas"]["Error"]["properties"]["code"]["enum"];
+        assert_eq!(codes, &serde_json::json!(crate::error::ApiError::CODES));
         let resume = &doc["paths"]["/v1/sandboxes/{id}/resume"]["post"];
         assert_eq!(
             resume["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
