@@ -45,7 +45,7 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
         .merge(templates::routes())
         .merge(crate::e2b::routes::routes())
         .merge(session::routes())
-        .merge(crate::cost::routes())
+        .merge(crate::api::cost::routes())
         .merge(crate::alerts::api::routes())
         // Every route above needs a row in the roles table (`roles::ROUTES`).
         .route_layer(axum::middleware::from_fn_with_state(

@@ -10,35 +10,30 @@
 //!   nothing. Without one every price is 0.
 //! - Reports: `GET /v1/usage?from&to&by`, summed per sandbox, key, tenant or template over
 //!   whole UTC hours, with the cost of each group.
+//!
+//! The routes are `crate::api::cost`; this module is the domain (metering, prices, reports,
+//! budgets) and knows nothing of HTTP.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
-use axum::response::Response;
-use axum::routing::get;
-use paddock_store::{Role, UsageFilter, UsageRow, now_ms};
+use paddock_store::{UsageFilter, UsageRow, now_ms};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::usage::history::Sample;
-use crate::wire::{form_urlencoded_pairs, rfc3339, typed_response};
+use crate::wire::rfc3339;
 
 pub mod budgets;
 
-const HOUR_MS: i64 = 3_600_000;
+pub(crate) const HOUR_MS: i64 = 3_600_000;
 const GIB: f64 = (1u64 << 30) as f64;
 /// Longest report range: 366 days.
 pub const MAX_RANGE_HOURS: i64 = 366 * 24;
 /// Largest price table body.
-const MAX_PRICES_BYTES: usize = 4096;
+pub(crate) const MAX_PRICES_BYTES: usize = 4096;
 
 /// The price of each metered amount, in the operator's currency.
 pub const PRICE_ENTRIES: [&str; 4] = [
@@ -166,17 +161,6 @@ fn counter_delta(prev: u64, cur: u64) -> u64 {
     if cur >= prev { cur - prev } else { cur }
 }
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/usage", get(report))
-        .route("/v1/usage/prices", get(get_prices).put(put_prices))
-        .route("/v1/usage/budgets", get(budgets::list))
-        .route(
-            "/v1/usage/budgets/{tenant}",
-            axum::routing::put(budgets::put),
-        )
-}
-
 /// What `tenant` has spent this UTC month at the current prices.
 pub async fn spent_this_month(state: &AppState, tenant: &str) -> ApiResult<f64> {
     let now = time::OffsetDateTime::now_utc();
@@ -201,66 +185,55 @@ pub async fn spent_this_month(state: &AppState, tenant: &str) -> ApiResult<f64> 
     Ok(prices(state).cost(&t))
 }
 
-/// The price table (viewer)
-#[utoipa::path(
-    get,
-    path = "/v1/usage/prices",
-    tag = "cost",
-    operation_id = "get_prices",
-    responses(
-        (status = 200, description = "Every price (0 when unset)", body = Prices),
-        (status = 401, description = "No or a bad key"),
-        (status = 403, description = "Not allowed"),
-    )
-)]
-pub(crate) async fn get_prices(
-    State(state): State<Arc<AppState>>,
-    _c: Caller,
-) -> ApiResult<Response> {
-    Ok(typed_response(StatusCode::OK, &prices(&state)))
+/// Replaces the price table with `body` (every entry a finite number of at least 0, at
+/// most [`MAX_PRICES_BYTES`]); an invalid table changes nothing.
+pub fn set_prices(state: &AppState, body: &[u8]) -> ApiResult<Prices> {
+    if body.len() > MAX_PRICES_BYTES {
+        return Err(ApiError::PayloadTooLarge(MAX_PRICES_BYTES));
+    }
+    let p = Prices::parse(body).map_err(ApiError::BadRequest)?;
+    let path = prices_path(state);
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string(&p)
+        .map_err(|e| ApiError::Internal(format!("writing prices.json: {e}")))?;
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| ApiError::Internal(format!("writing prices.json: {e}")))?;
+    Ok(p)
 }
 
-/// Replace the price table (admin)
-///
-/// Every entry a finite number of at least 0; entries left out are 0. An invalid table is a
-/// 400 naming the bad entry and changes nothing.
-#[utoipa::path(
-    put,
-    path = "/v1/usage/prices",
-    tag = "cost",
-    operation_id = "put_prices",
-    request_body = Prices,
-    responses(
-        (status = 200, description = "The new table", body = Prices),
-        (status = 400, description = "A bad entry"),
-        (status = 401, description = "No or a bad key"),
-        (status = 403, description = "Not an admin"),
-        (status = 413, description = "Larger than 4096 bytes"),
-    )
-)]
-pub(crate) async fn put_prices(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    body: Bytes,
-) -> ApiResult<Response> {
-    let res = (|| {
-        if body.len() > MAX_PRICES_BYTES {
-            return Err(ApiError::PayloadTooLarge(MAX_PRICES_BYTES));
-        }
-        let p = Prices::parse(&body).map_err(ApiError::BadRequest)?;
-        let path = prices_path(&state);
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_string(&p)
-            .map_err(|e| ApiError::Internal(format!("writing prices.json: {e}")))?;
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| ApiError::Internal(format!("writing prices.json: {e}")))?;
-        Ok(p)
-    })();
-    let p = state
-        .audited(&caller, "usage.prices", None, None, res)
-        .await?;
-    Ok(typed_response(StatusCode::OK, &p))
+/// The usage of the hours `f` selects, grouped `by`, priced at the current prices.
+pub async fn usage_report(
+    state: &AppState,
+    f: &UsageFilter,
+    by: GroupBy,
+) -> ApiResult<UsageReport> {
+    let rows = state.store.list_usage(f).await?;
+    let prices = prices(state);
+    let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
+    let mut total = Totals::default();
+    for r in &rows {
+        groups.entry(by.of(r).to_owned()).or_default().add(r);
+        total.add(r);
+    }
+    let groups = groups
+        .into_iter()
+        .map(|(k, t)| UsageGroup::new(by, k, t.view(&prices)))
+        .collect();
+    Ok(UsageReport {
+        from: rfc3339(Some(f.from_hour * HOUR_MS)),
+        to: rfc3339(Some(f.to_hour * HOUR_MS)),
+        by,
+        prices,
+        groups,
+        total: total.view(&prices),
+        metered: vec![
+            Metered::CpuSeconds,
+            Metered::MemoryGibHours,
+            Metered::DiskGibHours,
+            Metered::EgressBytes,
+        ],
+    })
 }
 
 #[derive(Debug, Default, Clone)]
@@ -319,7 +292,7 @@ pub enum GroupBy {
 }
 
 impl GroupBy {
-    fn parse(v: &str) -> ApiResult<GroupBy> {
+    pub(crate) fn parse(v: &str) -> ApiResult<GroupBy> {
         match v {
             "sandbox" => Ok(GroupBy::Sandbox),
             "key" => Ok(GroupBy::Key),
@@ -407,121 +380,6 @@ pub struct UsageReport {
     /// What is metered.
     #[schema(inline)]
     pub metered: Vec<Metered>,
-}
-
-/// A time in a query: RFC 3339, or milliseconds since the epoch.
-pub(crate) fn parse_time(name: &str, v: &str) -> ApiResult<i64> {
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(ms);
-    }
-    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|_| {
-            ApiError::BadRequest(format!(
-                "{name} {v:?} is not an RFC 3339 time or milliseconds since the epoch"
-            ))
-        })
-}
-
-/// Usage and cost over a time range (viewer)
-///
-/// Summed over whole UTC hours from `from` (default 24 h before `to`) to `to` (default
-/// now), at most 366 days, grouped by sandbox, key, tenant or template, each group priced
-/// by the price table. Admins see every tenant (`tenant` narrows), operators and viewers
-/// their tenant, developers their own key's sandboxes. CPU-seconds, memory and disk
-/// GiB-hours (the layer's referenced bytes) and egress bytes (sent out of the sandbox's
-/// link) are metered at every sampling round (`metered` lists them).
-#[utoipa::path(
-    get,
-    path = "/v1/usage",
-    tag = "cost",
-    operation_id = "usage_report",
-    params(
-        ("from" = Option<String>, Query, description = "RFC 3339, or milliseconds since the epoch"),
-        ("to" = Option<String>, Query, description = "RFC 3339, or milliseconds since the epoch"),
-        ("by" = Option<GroupBy>, Query, description = "What to group by (default sandbox)"),
-        ("tenant" = Option<String>, Query, description = "Admins only"),
-    ),
-    responses(
-        (status = 200, description = "The report", body = UsageReport),
-        (status = 400, description = "Bad query"),
-        (status = 401, description = "No or a bad key"),
-        (status = 403, description = "Not allowed"),
-    )
-)]
-pub(crate) async fn report(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    RawQuery(q): RawQuery,
-) -> ApiResult<Response> {
-    let (mut from, mut to, mut by, mut tenant) = (None, None, GroupBy::Sandbox, None);
-    for (k, v) in form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
-        match k.as_str() {
-            "from" => from = Some(parse_time("from", &v)?),
-            "to" => to = Some(parse_time("to", &v)?),
-            "by" => by = GroupBy::parse(&v)?,
-            "tenant" => tenant = Some(v),
-            other => return Err(crate::wire::unknown_param(other)),
-        }
-    }
-    let to = to.unwrap_or_else(now_ms);
-    let from = from.unwrap_or(to - 24 * HOUR_MS);
-    if from >= to {
-        return Err(ApiError::BadRequest("from must be before to".into()));
-    }
-    // Whole hours: the hour holding `from` up to and including the hour holding `to`.
-    let (from_hour, to_hour) = (from.div_euclid(HOUR_MS), to.div_euclid(HOUR_MS) + 1);
-    if to_hour - from_hour > MAX_RANGE_HOURS {
-        return Err(ApiError::BadRequest(format!(
-            "the range is longer than {} days",
-            MAX_RANGE_HOURS / 24
-        )));
-    }
-    let mut f = UsageFilter {
-        from_hour,
-        to_hour,
-        ..Default::default()
-    };
-    if caller.is_admin() {
-        f.tenant = tenant;
-    } else {
-        if tenant.is_some_and(|t| t != caller.tenant()) {
-            return Err(ApiError::BadRequest(
-                "tenant= names another tenant; only admins may".into(),
-            ));
-        }
-        f.tenant = Some(caller.tenant().to_owned());
-    }
-    if caller.key.role == Role::Developer {
-        f.key_id = Some(caller.key.id.clone());
-    }
-    let rows = state.store.list_usage(&f).await?;
-    let prices = prices(&state);
-    let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
-    let mut total = Totals::default();
-    for r in &rows {
-        groups.entry(by.of(r).to_owned()).or_default().add(r);
-        total.add(r);
-    }
-    let groups = groups
-        .into_iter()
-        .map(|(k, t)| UsageGroup::new(by, k, t.view(&prices)))
-        .collect();
-    let report = UsageReport {
-        from: rfc3339(Some(from_hour * HOUR_MS)),
-        to: rfc3339(Some(to_hour * HOUR_MS)),
-        by,
-        prices,
-        groups,
-        total: total.view(&prices),
-        metered: vec![
-            Metered::CpuSeconds,
-            Metered::MemoryGibHours,
-            Metered::DiskGibHours,
-            Metered::EgressBytes,
-        ],
-    };
-    Ok(typed_response(StatusCode::OK, &report))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use paddock_store::{Event, Millis};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 
 /// Reads a whole small body: checks `Content-Type` (when `json`), rejects a declared
 /// `Content-Length` above `limit` before reading, and stops reading at `limit`.
@@ -63,6 +63,20 @@ pub fn parse_limit(v: &str) -> Result<u32, ApiError> {
     v.parse::<u32>()
         .map(|n| n.clamp(1, 1000))
         .map_err(|_| ApiError::BadRequest(format!("limit {:?} is not a number", truncate(v, 32))))
+}
+
+/// A time in a query: RFC 3339, or milliseconds since the epoch.
+pub fn parse_time(name: &str, v: &str) -> ApiResult<i64> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "{name} {v:?} is not an RFC 3339 time or milliseconds since the epoch"
+            ))
+        })
 }
 
 /// The error for a query parameter a route does not know.

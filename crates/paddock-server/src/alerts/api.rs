@@ -305,7 +305,7 @@ pub(crate) async fn list_firings(
                     }
                 })
             }
-            "since" => since = Some(crate::cost::parse_time("since", &v)?),
+            "since" => since = Some(crate::wire::parse_time("since", &v)?),
             "limit" => limit = crate::wire::parse_limit(&v)?,
             other => return Err(crate::wire::unknown_param(other)),
         }

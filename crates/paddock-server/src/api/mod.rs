@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod code;
+pub mod cost;
 pub mod events;
 pub mod exec;
 pub mod files;

@@ -6,21 +6,14 @@
 //! `budget` alert rules (`crate::alerts`) fire on the same levels.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::event_kind::EventKind;
 use crate::state::AppState;
-use crate::wire::typed_response;
 
 /// A tenant's monthly budget (its wire form, and its entry in `budgets.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
@@ -68,6 +61,9 @@ pub struct TenantBudget {
     pub warn_at: f64,
 }
 
+/// Largest budget body.
+pub(crate) const MAX_BODY: usize = 1024;
+
 fn path(state: &AppState) -> std::path::PathBuf {
     state.cfg.data_dir.join("budgets.json")
 }
@@ -109,29 +105,17 @@ pub fn parse(body: &[u8]) -> Result<Budget, String> {
     Ok(Budget { amount, warn_at })
 }
 
-/// Monthly budgets and what was spent this month (viewer; admins see every tenant)
-#[utoipa::path(
-    get,
-    path = "/v1/usage/budgets",
-    tag = "cost",
-    operation_id = "list_budgets",
-    responses(
-        (status = 200, description = "Every budget the caller may see, by tenant", body = BudgetList),
-        (status = 401, description = "No or a bad key"),
-        (status = 403, description = "Not allowed"),
-    )
-)]
-pub(crate) async fn list(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-) -> ApiResult<Response> {
-    let mut b = all(&state);
-    if !caller.is_admin() {
-        b.retain(|t, _| t == caller.tenant());
-    }
+/// Every budget of the tenants `visible` accepts, with what each spent this month.
+pub async fn views(
+    state: &AppState,
+    visible: impl Fn(&str) -> bool,
+) -> ApiResult<BTreeMap<String, BudgetView>> {
     let mut budgets = BTreeMap::new();
-    for (t, b) in b {
-        let spent = super::spent_this_month(&state, &t).await?;
+    for (t, b) in all(state) {
+        if !visible(&t) {
+            continue;
+        }
+        let spent = super::spent_this_month(state, &t).await?;
         budgets.insert(
             t,
             BudgetView {
@@ -141,77 +125,39 @@ pub(crate) async fn list(
             },
         );
     }
-    Ok(typed_response(StatusCode::OK, &BudgetList { budgets }))
+    Ok(budgets)
 }
 
-/// Set a tenant's monthly budget (admin)
-///
-/// Spending `warn_at` of it emits `budget_warning`, all of it `budget_exceeded`; then
-/// creates of the tenant are refused with 429 `quota_exceeded` until the month ends or the
-/// budget is raised. An invalid body is a 400 naming the field and changes nothing.
-#[utoipa::path(
-    put,
-    path = "/v1/usage/budgets/{tenant}",
-    tag = "cost",
-    operation_id = "set_budget",
-    params(("tenant" = String, Path, description = "The tenant")),
-    request_body = SetBudget,
-    responses(
-        (status = 200, description = "The budget", body = TenantBudget),
-        (status = 400, description = "A bad field"),
-        (status = 401, description = "No or a bad key"),
-        (status = 403, description = "Not an admin"),
-        (status = 404, description = "No such tenant"),
-        (status = 413, description = "Larger than 1024 bytes"),
-    )
-)]
-pub(crate) async fn put(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path(tenant): Path<String>,
-    body: Bytes,
-) -> ApiResult<Response> {
+/// Sets `tenant`'s budget from `body` (at most [`MAX_BODY`] bytes); a bad body or an
+/// unknown tenant changes nothing. Levels now above what was spent are announced again
+/// when crossed, and `budget` alert rules look again.
+pub async fn set(state: &AppState, tenant: &str, body: &[u8]) -> ApiResult<Budget> {
     let res = async {
-        if body.len() > 1024 {
-            return Err(ApiError::PayloadTooLarge(1024));
+        if body.len() > MAX_BODY {
+            return Err(ApiError::PayloadTooLarge(MAX_BODY));
         }
-        if state.store.get_tenant(&tenant).await?.is_none() {
+        if state.store.get_tenant(tenant).await?.is_none() {
             return Err(ApiError::NotFound(format!(
                 "tenant {} not found",
-                crate::state::truncate(&tenant, 64)
+                crate::state::truncate(tenant, 64)
             )));
         }
-        let b = parse(&body).map_err(ApiError::BadRequest)?;
-        let mut every = all(&state);
-        every.insert(tenant.clone(), b);
-        let p = path(&state);
+        let b = parse(body).map_err(ApiError::BadRequest)?;
+        let mut every = all(state);
+        every.insert(tenant.to_owned(), b);
+        let p = path(state);
         let tmp = p.with_extension("json.tmp");
         let text = serde_json::to_string(&every)
             .map_err(|e| ApiError::Internal(format!("writing budgets.json: {e}")))?;
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, &p))
             .map_err(|e| ApiError::Internal(format!("writing budgets.json: {e}")))?;
-        forget_uncrossed(&state, &tenant, &b).await;
+        forget_uncrossed(state, tenant, &b).await;
         Ok(b)
     }
     .await;
-    // `budget` alert rules look again now.
     state.alerts.wake.notify_one();
-    let b = state
-        .audited(
-            &caller,
-            "usage.budget",
-            None,
-            Some(format!("tenant={}", crate::state::truncate(&tenant, 64))),
-            res,
-        )
-        .await?;
-    let body = TenantBudget {
-        tenant,
-        amount: b.amount,
-        warn_at: b.warn_at,
-    };
-    Ok(typed_response(StatusCode::OK, &body))
+    res
 }
 
 /// Refuses a create of `tenant` once its budget is spent.
