@@ -46,7 +46,7 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
         .merge(crate::e2b::routes::routes())
         .merge(session::routes())
         .merge(crate::api::cost::routes())
-        .merge(crate::alerts::api::routes())
+        .merge(crate::api::alerts::routes())
         // Every route above needs a row in the roles table (`roles::ROUTES`).
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

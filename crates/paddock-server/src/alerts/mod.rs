@@ -8,7 +8,8 @@
 //! - `rules`: kinds, parameters, limits and the checks of a new rule.
 //! - `eval`: the conditions (periodic checks, event handling, the OOM watch).
 //! - `deliver`: message bodies (JSON or Slack) and delivery with retries.
-//! - `api`: `/v1/alerts` and `/v1/alerts/rules`.
+//!
+//! Its routes, `/v1/alerts` and `/v1/alerts/rules`, are `crate::api::alerts`.
 
 use std::sync::Arc;
 
@@ -18,7 +19,6 @@ use serde_json::{Value, json};
 use crate::event_kind::EventKind;
 use crate::state::AppState;
 
-pub mod api;
 pub mod deliver;
 pub mod eval;
 pub mod rules;

@@ -7,6 +7,7 @@
 //! at this edge. Every route but `/v1/health` and `/v1/openapi.json` needs an API key.
 
 pub mod admin;
+pub mod alerts;
 pub mod code;
 pub mod cost;
 pub mod events;

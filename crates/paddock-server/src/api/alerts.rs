@@ -1,6 +1,7 @@
 //! `/v1/alerts` (what is firing, and what fired since a time) and `/v1/alerts/rules` (CRUD
 //! and a test message). Operators and admins write, everyone reads; node and capacity rules
-//! are admins' only.
+//! are admins' only. The rules, their evaluation and delivery are the domain module
+//! [`crate::alerts`]; these are its routes and wire types.
 
 use std::sync::Arc;
 
@@ -14,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
-use super::deliver;
-use super::rules::{self, Params};
+use crate::alerts::deliver;
+use crate::alerts::rules::{self, Params};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
