@@ -3,11 +3,12 @@
 //! Converted modules describe their routes in code: each handler carries a
 //! `#[utoipa::path]` with its summary and description as doc comments, and its request and
 //! response bodies are `Serialize`/`Deserialize` + `ToSchema` wire types, listed in
-//! [`Typed`]. Modules not converted yet keep a hand-written fragment under
-//! `openapi-fragments/` (`core.json` holds the document's info, security schemes and the
-//! shared components); [`document`] merges those, then the typed paths and schemas, the same
-//! way: a path's operations are added to it, a schema of a name already present is kept.
-//! A fragment is deleted when its module is converted (`openapi-fragments/README.md`).
+//! [`Typed`]. The core modules not converted yet (sandboxes, keys, health, events, logs)
+//! keep the hand-written `openapi-fragments/core.json`, which also holds the document's
+//! info, tags, security schemes and shared components; [`document`] merges the typed paths
+//! and schemas into it: a path's operations are added to it, a typed schema replaces one of
+//! the same name. A fragment is deleted when its module is converted
+//! (`openapi-fragments/README.md`).
 //!
 //! Tests: the document is valid OpenAPI 3 and every `$ref` resolves (here), it documents
 //! exactly the routes of `roles::ROUTES` (`roles.rs`) and of the router
@@ -22,12 +23,6 @@ use utoipa::OpenApi;
 /// The base of the document: info, tags, security schemes, shared components and the paths
 /// of the core routes not converted yet.
 const BASE: &str = include_str!("../openapi-fragments/core.json");
-
-/// The hand-kept fragments of the modules not converted yet, by name.
-const FRAGMENTS: &[(&str, &str)] = &[(
-    "exec-files",
-    include_str!("../openapi-fragments/exec-files.json"),
-)];
 
 /// The routes and schemas described in code.
 #[derive(OpenApi)]
@@ -111,6 +106,22 @@ const FRAGMENTS: &[(&str, &str)] = &[(
         crate::api::templates::build_log,
         crate::api::templates::layers,
         crate::api::templates::prune,
+        crate::api::exec::run::exec,
+        crate::api::exec::processes::list,
+        crate::api::exec::processes::output,
+        crate::api::exec::processes::stdin,
+        crate::api::exec::processes::close_stdin,
+        crate::api::exec::processes::signal,
+        crate::api::exec::pty::pty,
+        crate::api::files::download,
+        crate::api::files::upload,
+        crate::api::files::remove,
+        crate::api::files::list,
+        crate::api::files::stat,
+        crate::api::files::mkdir,
+        crate::api::files::mv,
+        crate::api::files::archive_get,
+        crate::api::files::archive_put,
     ),
     components(schemas(
         // Every error answer's body (its code enum is `ApiError::CODES`).
@@ -161,6 +172,18 @@ const FRAGMENTS: &[(&str, &str)] = &[(
         crate::api::snapshots::SnapshotList,
         crate::api::snapshots::SnapshotView,
         crate::api::sandbox_view::SandboxView,
+        crate::api::exec::wire::ExecBody,
+        crate::api::exec::wire::ExecResult,
+        crate::api::exec::wire::Started,
+        crate::api::exec::wire::ProcessEvent,
+        crate::api::exec::wire::ProcessList,
+        crate::api::exec::wire::SignalBody,
+        crate::api::files::EntryView,
+        crate::api::files::EntryList,
+        crate::api::files::Written,
+        crate::api::files::Extracted,
+        crate::api::files::MkdirBody,
+        crate::api::files::MoveBody,
     ))
 )]
 pub struct Typed;
@@ -182,11 +205,6 @@ fn build() -> Value {
     // The fragments are compiled in and checked by this module's tests, so a parse failure
     // is a build defect, not a runtime condition.
     let mut doc: Value = serde_json::from_str(BASE).expect("openapi-fragments/core.json");
-    for (name, text) in FRAGMENTS {
-        let frag: Value = serde_json::from_str(text)
-            .unwrap_or_else(|e| panic!("openapi-fragments/{name}.json: {e}"));
-        merge(&mut doc, &frag);
-    }
     let mut typed = serde_json::to_value(Typed::openapi()).expect("the typed document");
     shared_errors(&mut typed);
     // The code's schemas replace a fragment's of the same name (`Sandbox`).
@@ -458,6 +476,93 @@ mod tests {
         assert_eq!(
             schema("JsonRpcRequest")["properties"]["jsonrpc"]["enum"],
             serde_json::json!(["2.0"])
+        );
+    }
+
+    /// The exec, process and file routes (the fragment `exec-files.json` before) are the
+    /// code's: typed bodies, the stream lines as one closed union, binary bodies as binary.
+    #[test]
+    fn exec_and_file_routes_come_from_the_code() {
+        let doc = document();
+        let schema = |name: &str| &doc["components"]["schemas"][name];
+        let exec = &doc["paths"]["/v1/sandboxes/{id}/exec"]["post"];
+        assert_eq!(exec["operationId"], "exec");
+        assert_eq!(exec["summary"], "Run a command");
+        let ok = &exec["responses"]["200"]["content"];
+        assert_eq!(
+            ok["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ExecResult"
+        );
+        assert_eq!(
+            ok["text/event-stream"]["schema"]["$ref"],
+            "#/components/schemas/ProcessEvent"
+        );
+        assert_eq!(
+            exec["responses"]["413"]["$ref"],
+            "#/components/responses/Error"
+        );
+        let req = schema("ExecRequest");
+        assert_eq!(req["additionalProperties"], false);
+        assert_eq!(req["properties"]["stdin"]["maxLength"], 1_048_576);
+        assert_eq!(req["properties"]["timeout"]["maximum"], 86_400);
+        let result = schema("ExecResult");
+        assert!(result["required"].to_string().contains("\"stdout\""));
+        assert!(result["properties"]["error"]["type"] == "string");
+        let kinds: Vec<_> = schema("ProcessEvent")["oneOf"]
+            .as_array()
+            .expect("oneOf")
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        for k in [
+            "start",
+            "stdout",
+            "stderr",
+            "pty",
+            "keepalive",
+            "end",
+            "exit",
+            "error",
+        ] {
+            assert!(
+                kinds.iter().any(|v| v.contains(&format!("[\"{k}\"]"))),
+                "{k}"
+            );
+        }
+        assert_eq!(
+            schema("SignalRequest")["properties"]["signal"]["enum"],
+            serde_json::json!(["SIGTERM", "SIGKILL"])
+        );
+        assert_eq!(
+            schema("EntryType")["enum"],
+            serde_json::json!(["file", "dir", "symlink", "other"])
+        );
+        let files = &doc["paths"]["/v1/sandboxes/{id}/files"];
+        assert_eq!(
+            files["put"]["requestBody"]["content"]["application/octet-stream"]["schema"]["format"],
+            "binary"
+        );
+        assert_eq!(
+            files["get"]["responses"]["200"]["content"]["application/octet-stream"]["schema"]["format"],
+            "binary"
+        );
+        let archive = &doc["paths"]["/v1/sandboxes/{id}/archive"]["put"];
+        assert_eq!(
+            archive["requestBody"]["content"]
+                .as_object()
+                .map(|c| c.keys().cloned().collect::<Vec<_>>()),
+            Some(vec![
+                "application/gzip".to_owned(),
+                "application/x-tar".to_owned(),
+                "application/zstd".to_owned()
+            ])
+        );
+        let list = &doc["paths"]["/v1/sandboxes/{id}/fs/list"]["get"];
+        assert!(list["parameters"].to_string().contains("\"depth\""));
+        assert_eq!(
+            doc["paths"]["/v1/sandboxes/{id}/pty"]["get"]["responses"]["101"]["content"]["application/json"]
+                ["schema"]["$ref"],
+            "#/components/schemas/ProcessEvent"
         );
     }
 }

@@ -17,15 +17,18 @@ use paddock_envd::filesystem::{
     EntryInfo, FileType, ListDirRequest, MakeDirRequest, MoveRequest, RemoveRequest, StatRequest,
 };
 use paddock_runtime::{RuntimeError, Sandbox};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::Json;
+use super::sandbox_view::SandboxIdPath;
+use super::template_view::Binary;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, truncate};
 use crate::wire::form_urlencoded_pairs;
-use crate::wire::{json_response, no_content, rfc3339};
+use crate::wire::{no_content, rfc3339, typed_response};
 
 /// Deepest listing `fs/list` returns.
 pub const MAX_LIST_DEPTH: u32 = 16;
@@ -55,6 +58,92 @@ struct FileQuery {
     user: Option<String>,
     depth: Option<u32>,
     format: Option<String>,
+}
+
+/// The query of a file route, for the OpenAPI document.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct PathQuery {
+    /// Absolute path, or relative to the user's home (at most 4096 bytes)
+    path: String,
+    /// User to act as (default: the sandbox's user); `username` is accepted too
+    user: Option<String>,
+}
+
+/// The extra query of `GET .../fs/list`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct DepthQuery {
+    /// 1 to 16, default 1
+    #[param(minimum = 1, maximum = 16)]
+    depth: Option<u32>,
+}
+
+/// The extra query of `GET .../archive`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct FormatQuery {
+    /// tar (default), tar.gz or tar.zst
+    format: Option<String>,
+}
+
+/// What a directory entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryType {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// A file, directory or symlink in a sandbox.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = FileEntry)]
+pub struct EntryView {
+    pub name: String,
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: EntryType,
+    pub size: i64,
+    /// Unix mode bits
+    pub mode: u32,
+    /// Such as `-rw-r--r--`
+    pub permissions: String,
+    pub owner: String,
+    pub group: String,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub modified_at: Value,
+    #[schema(required = true)]
+    pub symlink_target: Option<String>,
+}
+
+/// A directory's entries.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = FileEntryList)]
+pub struct EntryList {
+    pub entries: Vec<EntryView>,
+}
+
+/// A file, written.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = FileWritten)]
+pub struct Written {
+    pub path: String,
+    pub size: i64,
+}
+
+/// An archive, extracted (the agent's count).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = ArchiveExtracted)]
+pub struct Extracted {
+    /// Entries extracted
+    pub entries: u64,
+    /// Bytes written
+    pub bytes: u64,
 }
 
 fn check_path(p: &str) -> ApiResult<()> {
@@ -199,29 +288,33 @@ fn rt_err(e: connectrpc::ConnectError) -> ApiError {
 }
 
 /// The wire form of a directory entry.
-fn entry_json(e: &EntryInfo) -> Value {
+fn entry_view(e: &EntryInfo) -> EntryView {
     let kind = match e.r#type.as_known() {
-        Some(FileType::FILE_TYPE_DIRECTORY) => "dir",
-        Some(FileType::FILE_TYPE_SYMLINK) => "symlink",
-        Some(FileType::FILE_TYPE_FILE) => "file",
-        _ => "other",
+        Some(FileType::FILE_TYPE_DIRECTORY) => EntryType::Dir,
+        Some(FileType::FILE_TYPE_SYMLINK) => EntryType::Symlink,
+        Some(FileType::FILE_TYPE_FILE) => EntryType::File,
+        _ => EntryType::Other,
     };
     let modified = e
         .modified_time
         .as_option()
         .map(|t| t.seconds.saturating_mul(1000) + i64::from(t.nanos) / 1_000_000);
-    json!({
-        "name": e.name,
-        "path": e.path,
-        "type": if e.is_symlink { "symlink" } else { kind },
-        "size": e.size,
-        "mode": e.mode,
-        "permissions": e.permissions,
-        "owner": e.owner,
-        "group": e.group,
-        "modified_at": rfc3339(modified),
-        "symlink_target": e.symlink_target,
-    })
+    EntryView {
+        name: e.name.clone(),
+        path: e.path.clone(),
+        kind: if e.is_symlink {
+            EntryType::Symlink
+        } else {
+            kind
+        },
+        size: e.size,
+        mode: e.mode,
+        permissions: e.permissions.clone(),
+        owner: e.owner.clone(),
+        group: e.group.clone(),
+        modified_at: rfc3339(modified),
+        symlink_target: e.symlink_target.clone(),
+    }
 }
 
 /// Sends `method route` to the agent as the query's user, with `body` and the `copy`
@@ -258,7 +351,25 @@ where
     Ok(resp)
 }
 
-async fn download(
+/// Download a file (raw, streamed)
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/files",
+    operation_id = "download_file",
+    tag = "files",
+    params(SandboxIdPath, PathQuery),
+    responses(
+        (status = 200, description = "The file", content(
+            (inline(Binary) = "application/octet-stream"),
+        )),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox, or no such path"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn download(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -287,7 +398,27 @@ async fn download(
     Ok(out)
 }
 
-async fn upload(
+/// Upload a file (raw body, streamed; parents created)
+#[utoipa::path(
+    put,
+    path = "/v1/sandboxes/{id}/files",
+    operation_id = "upload_file",
+    tag = "files",
+    params(SandboxIdPath, PathQuery),
+    request_body(content(
+        (inline(Binary) = "application/octet-stream"),
+    )),
+    responses(
+        (status = 201, description = "Written", body = Written),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox, or no such path"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+        (status = 507, description = "The sandbox's disk is full"),
+    )
+)]
+pub(crate) async fn upload(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -355,16 +486,35 @@ async fn upload(
             .map_err(rt_err)?
             .into_owned();
         let e = st.entry.as_option().cloned().unwrap_or_default();
-        Ok(json!({ "path": e.path, "size": e.size }))
+        Ok(Written {
+            path: e.path,
+            size: e.size,
+        })
     }
     .await;
     let v = state
         .audited(&caller, "files.write", Some(&id), detail, res)
         .await?;
-    Ok(json_response(StatusCode::CREATED, v))
+    Ok(typed_response(StatusCode::CREATED, &v))
 }
 
-async fn remove(
+/// Remove a file or directory
+#[utoipa::path(
+    delete,
+    path = "/v1/sandboxes/{id}/files",
+    operation_id = "delete_file",
+    tag = "files",
+    params(SandboxIdPath, PathQuery),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox, or no such path"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn remove(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -398,7 +548,23 @@ async fn remove(
     Ok(no_content())
 }
 
-async fn list(
+/// List a directory
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/fs/list",
+    operation_id = "list_dir",
+    tag = "files",
+    params(SandboxIdPath, PathQuery, DepthQuery),
+    responses(
+        (status = 200, description = "Entries", body = EntryList),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox, or no such path"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -420,11 +586,27 @@ async fn list(
         .await
         .map_err(rt_err)?
         .into_owned();
-    let entries: Vec<Value> = r.entries.iter().map(entry_json).collect();
-    Ok(json_response(StatusCode::OK, json!({ "entries": entries })))
+    let entries = r.entries.iter().map(entry_view).collect();
+    Ok(typed_response(StatusCode::OK, &EntryList { entries }))
 }
 
-async fn stat(
+/// Stat a path
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/fs/stat",
+    operation_id = "stat_path",
+    tag = "files",
+    params(SandboxIdPath, PathQuery),
+    responses(
+        (status = 200, description = "The entry", body = EntryView),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox, or no such path"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn stat(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -446,18 +628,38 @@ async fn stat(
         .map_err(rt_err)?
         .into_owned();
     let e = r.entry.as_option().cloned().unwrap_or_default();
-    Ok(json_response(StatusCode::OK, entry_json(&e)))
+    Ok(typed_response(StatusCode::OK, &entry_view(&e)))
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST .../fs/mkdir`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MkdirBody {
+#[schema(as = Mkdir)]
+pub(crate) struct MkdirBody {
     path: String,
     #[serde(default)]
+    #[schema(nullable = false)]
     user: Option<String>,
 }
 
-async fn mkdir(
+/// Make a directory (and parents)
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/fs/mkdir",
+    operation_id = "make_dir",
+    tag = "files",
+    params(SandboxIdPath),
+    request_body = MkdirBody,
+    responses(
+        (status = 201, description = "The entry", body = EntryView),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox, or no such path"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn mkdir(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -480,7 +682,7 @@ async fn mkdir(
             .await
             .map_err(rt_err)?
             .into_owned();
-        Ok(entry_json(
+        Ok(entry_view(
             &r.entry.as_option().cloned().unwrap_or_default(),
         ))
     }
@@ -488,19 +690,39 @@ async fn mkdir(
     let v = state
         .audited(&caller, "files.mkdir", Some(&id), detail, res)
         .await?;
-    Ok(json_response(StatusCode::CREATED, v))
+    Ok(typed_response(StatusCode::CREATED, &v))
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST .../fs/move`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MoveBody {
+#[schema(as = Move)]
+pub(crate) struct MoveBody {
     from: String,
     to: String,
     #[serde(default)]
+    #[schema(nullable = false)]
     user: Option<String>,
 }
 
-async fn mv(
+/// Move or rename
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/fs/move",
+    operation_id = "move_path",
+    tag = "files",
+    params(SandboxIdPath),
+    request_body = MoveBody,
+    responses(
+        (status = 200, description = "The entry at its new path", body = EntryView),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox, or no such path"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn mv(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -529,7 +751,7 @@ async fn mv(
             .await
             .map_err(rt_err)?
             .into_owned();
-        Ok(entry_json(
+        Ok(entry_view(
             &r.entry.as_option().cloned().unwrap_or_default(),
         ))
     }
@@ -537,11 +759,30 @@ async fn mv(
     let v = state
         .audited(&caller, "files.move", Some(&id), detail, res)
         .await?;
-    Ok(json_response(StatusCode::OK, v))
+    Ok(typed_response(StatusCode::OK, &v))
 }
 
-/// `GET .../archive?path=P[&format=tar|tar.gz|tar.zst]`: a tar stream of a directory.
-async fn archive_get(
+/// Download a directory as a tar stream
+///
+/// `GET .../archive?path=P[&format=tar|tar.gz|tar.zst]`.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/archive",
+    operation_id = "download_archive",
+    tag = "files",
+    params(SandboxIdPath, PathQuery, FormatQuery),
+    responses(
+        (status = 200, description = "The archive", content(
+            (inline(Binary) = "application/x-tar"),
+        )),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox, or no such path"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn archive_get(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -563,9 +804,35 @@ async fn archive_get(
     Ok(stream_back(resp, StatusCode::OK))
 }
 
-/// `PUT .../archive?path=DIR`: extract a tar, tar.gz or tar.zst body into DIR, inside the
-/// sandbox, as the user (see the agent's `archive` module for the limits and policy).
-async fn archive_put(
+/// Extract a tar, tar.gz or tar.zst into a directory, inside the sandbox as the user
+///
+/// `PUT .../archive?path=DIR` (see the agent's `archive` module for the limits and policy).
+/// Entries with `..` or absolute paths, device nodes and FIFOs are refused; setuid bits are
+/// stripped; files are owned by the user. Limits: 1,000,000 entries, 16 GiB, ratio 1000:1.
+#[utoipa::path(
+    put,
+    path = "/v1/sandboxes/{id}/archive",
+    operation_id = "extract_archive",
+    tag = "files",
+    params(SandboxIdPath, PathQuery),
+    request_body(content(
+        (inline(Binary) = "application/x-tar"),
+        (inline(Binary) = "application/gzip"),
+        (inline(Binary) = "application/zstd"),
+    )),
+    responses(
+        (status = 201, description = "Extracted", body = Extracted),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox, or no such path"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+        (status = 413, description = "Over the archive limits"),
+        (status = 415, description = "Not a tar, tar.gz or tar.zst"),
+        (status = 507, description = "The sandbox's disk is full"),
+    )
+)]
+pub(crate) async fn archive_put(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -596,11 +863,68 @@ async fn archive_put(
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        Ok(serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
+        // The agent's `{"entries", "bytes"}`; null (as before) if it sent anything else.
+        Ok(serde_json::from_slice::<Extracted>(&body).ok())
     }
     .await;
     let v = state
         .audited(&caller, "files.archive_extract", Some(&id), detail, res)
         .await?;
-    Ok(json_response(StatusCode::CREATED, v))
+    Ok(typed_response(StatusCode::CREATED, &v))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The wire forms are those the `json!` bodies had: `type` named so, `modified_at` and
+    /// `symlink_target` null when unknown, the extraction count as the agent's.
+    #[test]
+    fn entries_and_transfers_serialise_as_before() {
+        let e = EntryView {
+            name: "a".into(),
+            path: "/home/user/a".into(),
+            kind: EntryType::Dir,
+            size: 4096,
+            mode: 0o755,
+            permissions: "drwxr-xr-x".into(),
+            owner: "user".into(),
+            group: "user".into(),
+            modified_at: Value::Null,
+            symlink_target: None,
+        };
+        let before = json!({"name": "a", "path": "/home/user/a", "type": "dir", "size": 4096,
+            "mode": 0o755, "permissions": "drwxr-xr-x", "owner": "user", "group": "user",
+            "modified_at": null, "symlink_target": null});
+        assert_eq!(serde_json::to_value(&e).unwrap(), before);
+        assert_eq!(
+            serde_json::to_value(EntryList { entries: vec![e] }).unwrap(),
+            json!({ "entries": [before] })
+        );
+        assert_eq!(
+            serde_json::to_value(Written {
+                path: "/tmp/x".into(),
+                size: 3
+            })
+            .unwrap()
+            .to_string(),
+            r#"{"path":"/tmp/x","size":3}"#
+        );
+        // Before, the agent's body was passed through a `Value`.
+        let agent = br#"{"entries":2,"bytes":10}"#;
+        let before = serde_json::from_slice::<Value>(agent).unwrap().to_string();
+        let x = serde_json::from_slice::<Extracted>(agent).ok();
+        assert_eq!(serde_json::to_value(&x).unwrap().to_string(), before);
+        let none: Option<Extracted> = serde_json::from_slice(b"oops").ok();
+        assert_eq!(serde_json::to_value(none).unwrap(), Value::Null);
+        for (k, s) in [
+            (EntryType::File, "file"),
+            (EntryType::Symlink, "symlink"),
+            (EntryType::Other, "other"),
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), s);
+        }
+    }
 }

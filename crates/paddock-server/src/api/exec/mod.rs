@@ -13,6 +13,7 @@
 //! - `stream`: process events as NDJSON lines or SSE events.
 //! - `processes`: the process list, output replay, stdin and signals.
 //! - `pty`: the interactive PTY over WebSocket.
+//! - `wire`: the request and response bodies and the stream lines, as typed wire types.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,12 +21,11 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::{HeaderMap, header};
 use axum::routing::{get, post};
-use base64::Engine as _;
 use paddock_envd::process::__buffa::oneof::process_selector::Selector;
 use paddock_envd::process::ProcessSelector;
 use paddock_runtime::Sandbox;
 use paddock_store::{ExecRecord, SandboxRecord};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::event_kind::EventKind;
 use crate::state::{AppState, truncate};
@@ -59,11 +59,12 @@ macro_rules! pump {
     }};
 }
 
-mod processes;
-mod pty;
-mod run;
+pub(crate) mod processes;
+pub(crate) mod pty;
+pub(crate) mod run;
 mod start;
 mod stream;
+pub(crate) mod wire;
 
 pub use crate::config::{DEFAULT_EXEC_TIMEOUT_SECS, MAX_EXEC_TIMEOUT_SECS};
 /// Largest stdin body (`POST .../stdin`) and `stdin` field of an exec.
@@ -132,17 +133,6 @@ fn selector(pid: u32) -> ProcessSelector {
     ProcessSelector {
         selector: Some(Selector::Pid(pid)),
         ..Default::default()
-    }
-}
-
-/// Bytes as JSON: `data` when UTF-8, else `data_b64`.
-pub(super) fn put_bytes(v: &mut Value, key: &str, b: &[u8]) {
-    match std::str::from_utf8(b) {
-        Ok(s) => v[key] = s.into(),
-        Err(_) => {
-            v[format!("{key}_b64")] = base64::engine::general_purpose::STANDARD.encode(b).into();
-            v[key] = Value::Null;
-        }
     }
 }
 

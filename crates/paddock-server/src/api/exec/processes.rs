@@ -15,25 +15,43 @@ use paddock_envd::process::{
     SendSignalRequest, Signal,
 };
 use paddock_runtime::Sandbox;
-use serde::Deserialize;
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::stream::stream_response;
+use super::wire::{OutputQuery, ProcessEvent, ProcessList, ProcessPath, ProcessView, SignalBody};
 use super::{Format, MAX_STDIN, format_of, selector};
 use crate::api::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, truncate};
 use crate::wire::form_urlencoded_pairs;
-use crate::wire::{json_response, no_content, read_limited};
+use crate::wire::{no_content, read_limited, typed_response};
 
 fn parse_pid(s: &str) -> ApiResult<u32> {
     s.parse()
         .map_err(|_| ApiError::NotFound("process not found".into()))
 }
 
-pub(super) async fn list(
+/// List processes
+///
+/// The processes the sandbox's agent started (execs, background commands, PTYs), with
+/// their tags.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/processes",
+    operation_id = "list_processes",
+    tag = "exec",
+    params(crate::api::sandbox_view::SandboxIdPath),
+    responses(
+        (status = 200, description = "Processes", body = ProcessList),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox or process"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -46,19 +64,48 @@ pub(super) async fn list(
         .await
         .map_err(|e| ApiError::from(paddock_runtime::RuntimeError::from(e)))?
         .into_owned();
-    let procs: Vec<Value> = r
+    let processes = r
         .processes
         .iter()
         .map(|p| {
             let c = p.config.as_option().cloned().unwrap_or_default();
-            json!({ "pid": p.pid, "tag": p.tag, "cmd": c.cmd, "args": c.args, "cwd": c.cwd })
+            ProcessView {
+                pid: p.pid,
+                tag: p.tag.clone(),
+                cmd: c.cmd,
+                args: c.args,
+                cwd: c.cwd,
+            }
         })
         .collect();
-    Ok(json_response(StatusCode::OK, json!({ "processes": procs })))
+    Ok(typed_response(StatusCode::OK, &ProcessList { processes }))
 }
 
-/// `GET .../processes/{pid}/output?from_seq=N`: replay then follow, as NDJSON or SSE.
-pub(super) async fn output(
+/// Replay a process's output from a sequence number, then follow it
+///
+/// `GET .../processes/{pid}/output?from_seq=N` (or `Last-Event-ID: N-1`): the output the
+/// agent kept (8 MiB per process) from chunk N on, then what follows, as NDJSON lines (or
+/// SSE events named by `type`, `id` = seq): `{type:stdout|stderr|pty,seq,data|data_b64}`,
+/// `{type:keepalive}`, exactly one `{type:end,exit_code,status,timed_out}`.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/processes/{pid}/output",
+    operation_id = "process_output",
+    tag = "exec",
+    params(ProcessPath, OutputQuery),
+    responses(
+        (status = 200, description = "The stream of its events", content(
+            (ProcessEvent = "application/x-ndjson"),
+            (ProcessEvent = "text/event-stream"),
+        )),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox or process"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn output(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((id, pid)): Path<(String, String)>,
@@ -108,7 +155,27 @@ pub(super) async fn output(
     Ok(stream_response(format, rx, first_seq, None, None))
 }
 
-pub(super) async fn stdin(
+/// Write to a process's stdin (raw body, at most 1 MiB)
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/processes/{pid}/stdin",
+    operation_id = "process_stdin",
+    tag = "exec",
+    params(ProcessPath),
+    request_body(content(
+        (inline(crate::api::template_view::Binary) = "application/octet-stream"),
+    )),
+    responses(
+        (status = 204, description = "Written"),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox or process"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+        (status = 413, description = "The body is over 1 MiB"),
+    )
+)]
+pub(crate) async fn stdin(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((id, pid)): Path<(String, String)>,
@@ -133,7 +200,23 @@ pub(super) async fn stdin(
     Ok(no_content())
 }
 
-pub(super) async fn close_stdin(
+/// Close a process's stdin
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/processes/{pid}/stdin/close",
+    operation_id = "process_close_stdin",
+    tag = "exec",
+    params(ProcessPath),
+    responses(
+        (status = 204, description = "Closed"),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox or process"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn close_stdin(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((id, pid)): Path<(String, String)>,
@@ -155,17 +238,27 @@ pub(super) async fn close_stdin(
     Ok(no_content())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct SignalBody {
-    signal: String,
-    /// `group` (default: the process and what it started in its session), `process`, or
-    /// `tree` (SIGKILL only: every descendant).
-    #[serde(default)]
-    target: Option<String>,
-}
-
-pub(super) async fn signal(
+/// Signal a process
+///
+/// SIGTERM or SIGKILL (also `TERM`, `15`, `KILL`, `9`), to the process's group (default),
+/// the process alone, or (SIGKILL only) its whole tree.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/processes/{pid}/signal",
+    operation_id = "signal_process",
+    tag = "exec",
+    params(ProcessPath),
+    request_body = SignalBody,
+    responses(
+        (status = 204, description = "Sent"),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox or process"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn signal(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((id, pid)): Path<(String, String)>,

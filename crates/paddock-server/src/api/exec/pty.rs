@@ -20,21 +20,39 @@ use paddock_envd::process::{
 };
 use paddock_runtime::Sandbox;
 use paddock_store::{ExecRecord, SandboxRecord, now_ms};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::stream::to_end;
+use super::wire::{ProcessEvent, PtyQuery};
 use super::{Ended, command_line, record_end, selector};
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::wire::form_urlencoded_pairs;
 
-/// `GET /v1/sandboxes/{id}/pty` (WebSocket). Query: `cmd` (default an interactive login
-/// bash), `cols`, `rows`, `user`, `cwd`, and `api_key` for browsers that cannot set headers
-/// on a WebSocket (keys in URLs end up in logs; prefer the header or the console's session
-/// cookie, which needs the server's own `Origin`).
-pub(super) async fn pty(
+/// Interactive terminal over WebSocket
+///
+/// Query: `cmd` (default an interactive login bash), `cols`, `rows`, `user`, `cwd`, and
+/// `api_key` for browsers that cannot set headers on a WebSocket (keys in URLs end up in
+/// logs; prefer the header or the console's session cookie, which needs the server's own
+/// `Origin`). Closing the socket kills the shell.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{id}/pty",
+    operation_id = "pty",
+    tag = "exec",
+    params(crate::api::sandbox_view::SandboxIdPath, PtyQuery),
+    responses(
+        (status = 101, description = "WebSocket: binary frames carry terminal bytes both ways; client text frames {type:resize,cols,rows} or {type:input,data}; the server ends with a text frame {type:exit,exit_code,status,error} (or {type:error,message} when the shell cannot start)", body = ProcessEvent),
+        (status = 400, description = "Bad input (cols or rows outside 1 to 1000)"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn pty(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -145,8 +163,10 @@ async fn run_pty(
     let stream = match sbx.agent.process.start_with_options(req, opts).await {
         Ok(s) => s,
         Err(e) => {
-            let msg = json!({ "type": "error", "message": e.message.clone().unwrap_or_default() });
-            let _ = socket.send(Message::text(msg.to_string())).await;
+            let msg = ProcessEvent::Error {
+                message: e.message.clone().unwrap_or_default(),
+            };
+            let _ = socket.send(Message::text(msg.to_value().to_string())).await;
             return Err(e.to_string());
         }
     };
@@ -185,9 +205,8 @@ async fn run_pty(
                         }
                     }
                     other => {
-                        if let (Some(v), Some(e)) = to_end(other, &mut seq) {
-                            let mut v = v;
-                            v["type"] = "exit".into();
+                        if let (Some(ProcessEvent::End(line)), Some(e)) = to_end(other, &mut seq) {
+                            let v = ProcessEvent::Exit(line).to_value();
                             let _ = socket.send(Message::text(v.to_string())).await;
                             let _ = socket.send(Message::Close(None)).await;
                             end = e;

@@ -14,53 +14,18 @@ use paddock_envd::process::__buffa::oneof::process_event::Event;
 use paddock_envd::process::{PTY, ProcessConfig, StartRequest};
 use paddock_runtime::{ExecRequest, Sandbox};
 use paddock_store::{ExecRecord, SandboxRecord, now_ms};
-use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::processes::send_stdin;
 use super::start::{exec_timeout, failed_start};
 use super::stream::{stream_response, to_end};
-use super::{Ended, Finish, Format, MAX_STDIN, command_line, format_of, put_bytes, record_end};
+use super::wire::{ExecBody, ExecResult, ProcessEvent, PtySize, Started};
+use super::{Ended, Finish, Format, MAX_STDIN, command_line, format_of, record_end};
 use crate::api::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, Metrics, audit_entry};
-use crate::wire::json_response;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PtySize {
-    cols: u32,
-    rows: u32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ExecBody {
-    #[serde(default)]
-    cmd: Option<Vec<String>>,
-    #[serde(default)]
-    command: Option<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    #[serde(default)]
-    cwd: Option<String>,
-    #[serde(default)]
-    user: Option<String>,
-    #[serde(default)]
-    stdin: Option<String>,
-    #[serde(default)]
-    timeout: Option<u64>,
-    #[serde(default)]
-    max_output: Option<usize>,
-    #[serde(default)]
-    background: bool,
-    #[serde(default)]
-    pty: Option<PtySize>,
-    #[serde(default)]
-    tag: Option<String>,
-}
+use crate::wire::typed_response;
 
 impl ExecBody {
     fn argv(&self) -> ApiResult<Vec<String>> {
@@ -68,7 +33,43 @@ impl ExecBody {
     }
 }
 
-pub(super) async fn exec(
+/// Run a command
+///
+/// Runs to completion and answers its result as JSON (`Accept: application/json`, the
+/// default), or streams its events (`Accept: application/x-ndjson` or `text/event-stream`):
+/// NDJSON lines (or SSE events named by `type`, `id` = seq) `{type:start,pid}`,
+/// `{type:stdout|stderr|pty,seq,data|data_b64}`, `{type:keepalive}`, exactly one
+/// `{type:end,exit_code,status,timed_out,duration_ms}`. `background: true` answers 202 with
+/// the pid at once. A command that cannot start because it is not found or not executable
+/// is answered like a shell does: exit_code 127 or 126, pid null, status "failed to
+/// start", the reason in `error` and on stderr (a stream sends one stderr line and the end,
+/// without a start line; a background exec answers 200 with this JSON). Other start
+/// failures, such as a cwd that does not exist or the user may not enter, are 400. Either
+/// way the exec history records the command as `failed: <reason>`. A client that leaves a
+/// stream does not stop the command: replay its output with `GET .../processes/{pid}/output`.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{id}/exec",
+    operation_id = "exec",
+    tag = "exec",
+    params(crate::api::sandbox_view::SandboxIdPath),
+    request_body = ExecBody,
+    responses(
+        (status = 200, description = "The result (JSON), or the stream of its events (NDJSON lines or SSE events)", content(
+            (ExecResult = "application/json"),
+            (ProcessEvent = "application/x-ndjson"),
+            (ProcessEvent = "text/event-stream"),
+        )),
+        (status = 202, description = "Started in the background", body = Started),
+        (status = 400, description = "Bad input, or the command cannot start (such as a missing cwd)"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox"),
+        (status = 409, description = "The sandbox is not running"),
+        (status = 413, description = "`stdin` over 1 MiB"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn exec(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
@@ -295,19 +296,23 @@ async fn run_to_end(
             }
         });
     }
-    let mut v = json!({
-        "pid": r.pid,
-        "exit_code": r.exit_code,
-        "status": r.status,
-        "stdout_truncated": r.stdout_truncated,
-        "stderr_truncated": r.stderr_truncated,
-        "duration_ms": r.duration.as_millis() as u64,
-        "timed_out": r.timed_out,
-        "oom_killed": r.oom_killed,
-    });
-    put_bytes(&mut v, "stdout", &r.stdout);
-    put_bytes(&mut v, "stderr", &r.stderr);
-    Ok(Answer::Audited(json_response(StatusCode::OK, v)))
+    let v = ExecResult {
+        pid: Some(r.pid),
+        exit_code: r.exit_code,
+        status: r.status,
+        stdout: None,
+        stderr: None,
+        stdout_b64: None,
+        stderr_b64: None,
+        stdout_truncated: r.stdout_truncated,
+        stderr_truncated: r.stderr_truncated,
+        duration_ms: r.duration.as_millis() as u64,
+        timed_out: r.timed_out,
+        oom_killed: r.oom_killed,
+        error: None,
+    }
+    .with_output(&r.stdout, &r.stderr);
+    Ok(Answer::Audited(typed_response(StatusCode::OK, &v)))
 }
 
 /// Starts a streaming, background or PTY exec: the process, its stdin, then the answer (a
@@ -461,8 +466,8 @@ fn answer(
             }
             finish.done(Some(pid), &end).await;
         });
-        return json_response(StatusCode::ACCEPTED, json!({ "pid": pid }));
+        return typed_response(StatusCode::ACCEPTED, &Started { pid });
     }
-    let first = json!({ "type": "start", "pid": pid });
+    let first = ProcessEvent::Start { pid };
     stream_response(format, rx, 0, Some(first), Some((finish, pid)))
 }

@@ -7,13 +7,13 @@ use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use paddock_store::SandboxRecord;
-use serde_json::json;
 
 use super::stream::frame;
-use super::{Ended, Format, MAX_EXEC_TIMEOUT_SECS, put_bytes, record_end};
+use super::wire::{DataLine, EndLine, ExecResult, ProcessEvent};
+use super::{Ended, Format, MAX_EXEC_TIMEOUT_SECS, record_end};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::wire::json_response;
+use crate::wire::typed_response;
 
 /// The time limit of an exec: `timeout` seconds (1 to [`MAX_EXEC_TIMEOUT_SECS`]), none for
 /// `0`, and when absent the server's default for a foreground command and none for a
@@ -104,26 +104,31 @@ pub(super) async fn failed_start(
     .await;
     let stderr = format!("paddock: {reason}\n");
     if format == Format::Json {
-        let mut v = json!({
-            "pid": null,
-            "exit_code": exit,
-            "status": "failed to start",
-            "error": reason,
-            "stdout_truncated": false,
-            "stderr_truncated": false,
-            "duration_ms": 0,
-            "timed_out": false,
-            "oom_killed": false,
-        });
-        put_bytes(&mut v, "stdout", b"");
-        put_bytes(&mut v, "stderr", stderr.as_bytes());
-        return Ok(json_response(StatusCode::OK, v));
+        let v = ExecResult {
+            pid: None,
+            exit_code: exit,
+            status: "failed to start".into(),
+            stdout: None,
+            stderr: None,
+            stdout_b64: None,
+            stderr_b64: None,
+            stdout_truncated: false,
+            stderr_truncated: false,
+            duration_ms: 0,
+            timed_out: false,
+            oom_killed: false,
+            error: Some(reason),
+        }
+        .with_output(b"", stderr.as_bytes());
+        return Ok(typed_response(StatusCode::OK, &v));
     }
-    let mut out = json!({ "type": "stderr", "seq": 0 });
-    put_bytes(&mut out, "data", stderr.as_bytes());
-    let end = json!({
-        "type": "end", "exit_code": exit, "status": "failed to start", "error": reason,
-        "timed_out": false, "duration_ms": 0,
+    let out = ProcessEvent::Stderr(DataLine::new(0, stderr.as_bytes()));
+    let end = ProcessEvent::End(EndLine {
+        exit_code: exit,
+        status: "failed to start".into(),
+        error: Some(reason),
+        timed_out: Some(false),
+        duration_ms: Some(0),
     });
     let mut body = frame(format, &out).to_vec();
     body.extend_from_slice(&frame(format, &end));

@@ -8,28 +8,28 @@ use bytes::Bytes;
 use connectrpc::ConnectError;
 use paddock_envd::process::__buffa::oneof::process_event::Event;
 use paddock_envd::process::__buffa::oneof::process_event::data_event::Output;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{Ended, Finish, Format, KEEPALIVE, put_bytes};
+use super::wire::{DataLine, EndLine, ProcessEvent};
+use super::{Ended, Finish, Format, KEEPALIVE};
 
-/// Converts one agent event into its JSON line, and reports the end.
+/// Converts one agent event into its line, and reports the end.
 pub(super) fn to_end(
     item: Result<Event, ConnectError>,
     seq: &mut u64,
-) -> (Option<Value>, Option<Ended>) {
+) -> (Option<ProcessEvent>, Option<Ended>) {
     match item {
-        Ok(Event::Start(s)) => (Some(json!({ "type": "start", "pid": s.pid })), None),
+        Ok(Event::Start(s)) => (Some(ProcessEvent::Start { pid: s.pid }), None),
         Ok(Event::Data(d)) => {
-            let (kind, b) = match d.output {
-                Some(Output::Stdout(b)) => ("stdout", b),
-                Some(Output::Stderr(b)) => ("stderr", b),
-                Some(Output::Pty(b)) => ("pty", b),
+            let line = |b: &[u8]| DataLine::new(*seq, b);
+            let v = match d.output {
+                Some(Output::Stdout(b)) => ProcessEvent::Stdout(line(&b)),
+                Some(Output::Stderr(b)) => ProcessEvent::Stderr(line(&b)),
+                Some(Output::Pty(b)) => ProcessEvent::Pty(line(&b)),
                 None => return (None, None),
             };
-            let mut v = json!({ "type": kind, "seq": *seq });
             *seq += 1;
-            put_bytes(&mut v, "data", &b);
             (Some(v), None)
         }
         Ok(Event::End(e)) => {
@@ -38,12 +38,14 @@ pub(super) fn to_end(
                 status: e.status.clone(),
                 timed_out: false,
             };
-            (
-                Some(
-                    json!({ "type": "end", "exit_code": end.exit_code, "status": e.status, "error": e.error }),
-                ),
-                Some(end),
-            )
+            let line = EndLine {
+                exit_code: end.exit_code,
+                status: e.status,
+                error: e.error,
+                timed_out: None,
+                duration_ms: None,
+            };
+            (Some(ProcessEvent::End(line)), Some(end))
         }
         Ok(Event::Keepalive(_)) => (None, None),
         Err(e) => {
@@ -63,18 +65,21 @@ pub(super) fn to_end(
                 tracing::warn!("process stream: {e}");
                 "the connection to the process was lost".to_owned()
             };
-            (
-                Some(
-                    json!({ "type": "end", "exit_code": null, "status": end.status, "error": msg }),
-                ),
-                Some(end),
-            )
+            let line = EndLine {
+                exit_code: None,
+                status: end.status.clone(),
+                error: Some(msg),
+                timed_out: None,
+                duration_ms: None,
+            };
+            (Some(ProcessEvent::End(line)), Some(end))
         }
     }
 }
 
 /// One line (NDJSON) or event (SSE) of a stream.
-pub(super) fn frame(format: Format, v: &Value) -> Bytes {
+pub(super) fn frame(format: Format, e: &ProcessEvent) -> Bytes {
+    let v = e.to_value();
     match format {
         Format::Sse => {
             let kind = v["type"].as_str().unwrap_or("message");
@@ -95,13 +100,13 @@ pub(super) fn stream_response(
     format: Format,
     mut rx: mpsc::Receiver<Result<Event, ConnectError>>,
     mut seq: u64,
-    first: Option<Value>,
+    first: Option<ProcessEvent>,
     finish: Option<(Finish, u32)>,
 ) -> Response {
     let (tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(32);
     tokio::spawn(async move {
         let mut client_gone = false;
-        let send = async |v: &Value, gone: &mut bool| {
+        let send = async |v: &ProcessEvent, gone: &mut bool| {
             if !*gone && tx.send(Ok(frame(format, v))).await.is_err() {
                 *gone = true;
             }
@@ -112,20 +117,26 @@ pub(super) fn stream_response(
         let mut end = Ended::default();
         loop {
             match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
-                Err(_) => send(&json!({ "type": "keepalive" }), &mut client_gone).await,
+                Err(_) => send(&ProcessEvent::Keepalive, &mut client_gone).await,
                 Ok(None) => {
                     end.status = "error".into();
-                    let v = json!({ "type": "end", "exit_code": null, "status": "error", "error": "the process stream ended without an end event" });
+                    let v = ProcessEvent::End(EndLine {
+                        exit_code: None,
+                        status: "error".into(),
+                        error: Some("the process stream ended without an end event".into()),
+                        timed_out: None,
+                        duration_ms: None,
+                    });
                     send(&v, &mut client_gone).await;
                     break;
                 }
                 Ok(Some(item)) => {
                     let (v, e) = to_end(item, &mut seq);
                     if let Some(mut v) = v {
-                        if let Some(e) = &e {
-                            v["timed_out"] = e.timed_out.into();
+                        if let (Some(e), ProcessEvent::End(line)) = (&e, &mut v) {
+                            line.timed_out = Some(e.timed_out);
                             if let Some((f, _)) = &finish {
-                                v["duration_ms"] = (f.started.elapsed().as_millis() as u64).into();
+                                line.duration_ms = Some(f.started.elapsed().as_millis() as u64);
                             }
                         }
                         send(&v, &mut client_gone).await;
