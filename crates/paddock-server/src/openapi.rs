@@ -497,10 +497,12 @@ mod tests {
             ok["text/event-stream"]["schema"]["$ref"],
             "#/components/schemas/ProcessEvent"
         );
+        let too_large = &exec["responses"]["413"];
         assert_eq!(
-            exec["responses"]["413"]["$ref"],
-            "#/components/responses/Error"
+            too_large["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Error"
         );
+        assert_eq!(too_large["description"], "`stdin` over 1 MiB");
         let req = schema("ExecRequest");
         assert_eq!(req["additionalProperties"], false);
         assert_eq!(req["properties"]["stdin"]["maxLength"], 1_048_576);
