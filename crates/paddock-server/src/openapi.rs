@@ -168,7 +168,7 @@ const BASE: &str = include_str!("../openapi-fragments/core.json");
         crate::api::template_view::Pruned,
         crate::api::template_view::TemplateList,
         crate::api::template_view::TemplateView,
-        crate::templates::BuildEvent,
+        paddock_templates::BuildEvent,
         crate::api::snapshots::SnapshotList,
         crate::api::snapshots::SnapshotView,
         crate::api::sandbox_view::SandboxView,

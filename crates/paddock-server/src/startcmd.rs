@@ -327,7 +327,7 @@ async fn wait_ready(
         if left.is_zero() {
             return Err(format!(
                 "{what} did not pass within {}{}",
-                crate::templates::show_ms(ready.timeout_ms),
+                paddock_templates::show_ms(ready.timeout_ms),
                 last_cmd
                     .map(|o| format!(" (its last run: {o})"))
                     .unwrap_or_default()

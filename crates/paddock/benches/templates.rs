@@ -45,12 +45,12 @@ async fn make(
     let t = Instant::now();
     let def = match file {
         None => {
-            let suite = paddock_server::templates::Suite::default();
-            paddock_server::templates::bootstrap_debian(rt, name, &suite, &tx).await
+            let suite = paddock_templates::Suite::default();
+            paddock_templates::bootstrap_debian(rt, name, &suite, &tx).await
         }
         Some(text) => {
-            let f = paddock_server::templates::parse(text)?;
-            paddock_server::templates::build(rt, name, &f, None, &tx).await
+            let f = paddock_templates::parse(text)?;
+            paddock_templates::build(rt, name, &f, None, &tx).await
         }
     }
     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -87,11 +87,11 @@ fn main() -> anyhow::Result<()> {
         }
         // Warm cache: every step's layer is in the store.
         for (name, text) in &files {
-            let f = paddock_server::templates::parse(text)?;
+            let f = paddock_templates::parse(text)?;
             let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
             tokio::spawn(async move { while rx.recv().await.is_some() {} });
             let t = Instant::now();
-            paddock_server::templates::build(&rt, &format!("{name}-again"), &f, None, &tx)
+            paddock_templates::build(&rt, &format!("{name}-again"), &f, None, &tx)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             println!(

@@ -1,6 +1,6 @@
 //! The wire forms of `/v1/templates` and `/v1/layers` (`Template`, `TemplateList`,
 //! `LayerList`, `Pruned` in the OpenAPI document), built from the runtime's template field by
-//! field. Builds, pulls and bootstraps stream [`crate::templates::BuildEvent`]s.
+//! field. Builds, pulls and bootstraps stream [`paddock_templates::BuildEvent`]s.
 
 use std::collections::BTreeMap;
 
@@ -184,7 +184,7 @@ impl TemplateView {
             ready: config.ready.clone(),
             config,
             image_cmd: image_cmd(t),
-            aliases: crate::templates::aliases_of(&t.name)
+            aliases: paddock_templates::aliases_of(&t.name)
                 .into_iter()
                 .map(str::to_owned)
                 .collect(),

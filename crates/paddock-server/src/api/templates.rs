@@ -27,9 +27,10 @@ use super::template_view::{
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::templates;
 use crate::templates::catalogue::catalogue;
-use crate::templates::{self, BuildEvent};
 use crate::wire::{no_content, typed_response};
+use paddock_templates::BuildEvent;
 
 /// The path of a route about one template.
 #[derive(Debug, IntoParams)]
@@ -461,8 +462,8 @@ pub(crate) async fn build(
             )));
         }
     };
-    let file =
-        templates::parse(&text).map_err(|e| ApiError::BadRequest(format!("build file {e}")))?;
+    let file = paddock_templates::parse(&text)
+        .map_err(|e| ApiError::BadRequest(format!("build file {e}")))?;
     let rt = state.runtime.clone();
     let name2 = name.clone();
     Ok(stream_build(
@@ -472,7 +473,7 @@ pub(crate) async fn build(
         busy,
         move |tx| async move {
             let ctx_path = context.as_ref().map(|c| c.path().to_owned());
-            let r = templates::build(&rt, &name2, &file, ctx_path.as_deref(), &tx).await;
+            let r = paddock_templates::build(&rt, &name2, &file, ctx_path.as_deref(), &tx).await;
             drop(context);
             r
         },
@@ -482,7 +483,7 @@ pub(crate) async fn build(
 /// Make a Debian template with debootstrap (developer)
 ///
 /// A minimal Debian of release `suite` (default trixie, the current stable,
-/// [`templates::DEFAULT_SUITE`]; any suite the server's debootstrap knows, verified with its
+/// [`paddock_templates::DEFAULT_SUITE`]; any suite the server's debootstrap knows, verified with its
 /// debian-archive-keyring) from the host's configured Debian mirror (else deb.debian.org),
 /// with sudo, ca-certificates, the host's local CAs and the user `user` (uid 1000, group
 /// sudo). Streams NDJSON build events; debootstrap's output (stdout and stderr) goes to
@@ -508,10 +509,10 @@ pub(crate) async fn bootstrap(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     check_name(&name)?;
-    let mut suite = templates::Suite::default();
+    let mut suite = paddock_templates::Suite::default();
     for (k, v) in crate::wire::form_urlencoded_pairs(q.as_deref().unwrap_or("")) {
         match k.as_str() {
-            "suite" => suite = templates::Suite::parse(&v).map_err(ApiError::BadRequest)?,
+            "suite" => suite = paddock_templates::Suite::parse(&v).map_err(ApiError::BadRequest)?,
             other => return Err(crate::wire::unknown_param(other)),
         }
     }
@@ -523,7 +524,7 @@ pub(crate) async fn bootstrap(
         caller,
         name,
         busy,
-        move |tx| async move { templates::bootstrap_debian(&rt, &name2, &suite, &tx).await },
+        move |tx| async move { paddock_templates::bootstrap_debian(&rt, &name2, &suite, &tx).await },
     ))
 }
 

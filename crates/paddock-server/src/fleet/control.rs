@@ -831,7 +831,7 @@ fn want_of(path: &str, body: &[u8]) -> ApiResult<Want> {
         _ => u64::from(d.cpu_millis),
     };
     Ok(Want {
-        template: crate::templates::ALIASES
+        template: paddock_templates::ALIASES
             .iter()
             .find(|(a, _)| *a == template)
             .map_or(template.clone(), |(_, t)| (*t).to_owned()),

@@ -202,7 +202,7 @@ printf '# No network: this sandbox has loopback only.\\n' > /etc/resolv.conf";
                 ..Default::default()
             },
             source: format!("debootstrap {suite} {mirror}"),
-            created_unix_ms: paddock_store::now_ms() as u64,
+            created_unix_ms: crate::now_unix_ms(),
         })
     }
     .await;
