@@ -27,6 +27,10 @@ fn routes(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
     Router::new()
         .merge(extra)
         .merge(system::routes())
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(crate::openapi::serve),
+        )
         .merge(sandboxes::routes())
         .merge(pause::routes())
         .merge(snapshots::routes())

@@ -1,14 +1,16 @@
-//! The OpenAPI document served at `/v1/openapi.json`, assembled in Rust at first use.
+//! The OpenAPI document served at `/v1/openapi.json`, generated from the code at first use
+//! (there is no checked-in `openapi.json`, no hand-kept fragment and no merge script).
 //!
-//! Converted modules describe their routes in code: each handler carries a
-//! `#[utoipa::path]` with its summary and description as doc comments, and its request and
-//! response bodies are `Serialize`/`Deserialize` + `ToSchema` wire types, listed in
-//! [`Typed`]. The core modules not converted yet (sandboxes, keys, health, events, logs)
-//! keep the hand-written `openapi-fragments/core.json`, which also holds the document's
-//! info, tags, security schemes and shared components; [`document`] merges the typed paths
-//! and schemas into it: a path's operations are added to it, a typed schema replaces one of
-//! the same name. A fragment is deleted when its module is converted
-//! (`openapi-fragments/README.md`).
+//! Every route is described where it is handled: a `#[utoipa::path]` on the handler, its
+//! summary and description as the handler's doc comment, its request and response bodies
+//! `Serialize`/`Deserialize` + `ToSchema` wire types. [`Typed`] lists them all and holds the
+//! document's own parts: `info` (title, version, the description every client reads first),
+//! `servers`, the default `security` and, through [`SecuritySchemes`], the three schemes
+//! (`bearer`, `apiKey`, `sessionCookie`). A typed route's error statuses are given the shared
+//! `Error` schema ([`shared_errors`]).
+//!
+//! A new route: a `#[utoipa::path]` on its handler, `ToSchema` on its bodies, both listed in
+//! [`Typed`], and its row in `roles::ROUTES`.
 //!
 //! Tests: the document is valid OpenAPI 3 and every `$ref` resolves (here), it documents
 //! exactly the routes of `roles::ROUTES` (`roles.rs`) and of the router
@@ -19,15 +21,61 @@ use std::sync::LazyLock;
 
 use serde_json::Value;
 use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-/// The base of the document: info, tags, security schemes, shared components and the paths
-/// of the core routes not converted yet.
-const BASE: &str = include_str!("../openapi-fragments/core.json");
+/// What every client reads first: authentication, errors, tenancy, roles and JSON bodies.
+const DESCRIPTION: &str = "Paddock's native REST API. Every route except /v1/health and /v1/openapi.json needs an API key, sent as `Authorization: Bearer <key>` or `X-API-Key: <key>`. Errors are JSON `{\"code\", \"message\"}` with a stable code. A sandbox of another tenant answers 404 exactly like a missing one. Every key has a role (viewer, developer, operator, admin); each route needs the lowest role docs/roles.md gives it, and a key below it gets 403 `forbidden`. A developer sees only the sandboxes its own key created (others answer 404). A JSON request body is one JSON object (`Content-Type: application/json`; an array, string, number, boolean or null at the top is 400 `invalid_json`, as are unknown fields and duplicate keys) of at most `limits.max_json_body_bytes` of `GET /v1/status` (1 MiB by default), larger is 413 `payload_too_large`.";
+
+/// The security schemes: a bearer key, the `X-API-Key` header, and the console's session
+/// cookie.
+pub struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        c.add_security_scheme(
+            "apiKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        c.add_security_scheme(
+            "sessionCookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "paddock_session",
+                "The web console's session (POST /v1/session); non-GET requests also need X-CSRF-Token",
+            ))),
+        );
+    }
+}
 
 /// The routes and schemas described in code.
 #[derive(OpenApi)]
 #[openapi(
+    info(title = "Paddock API", version = "0.1.0", description = DESCRIPTION),
+    servers((url = "http://127.0.0.1:7070")),
+    security(("bearer" = []), ("apiKey" = []), ("sessionCookie" = [])),
+    modifiers(&SecuritySchemes),
     paths(
+        // Core: system, sandboxes, events, keys and audit.
+        crate::api::system::health,
+        serve,
+        crate::api::system::status,
+        crate::api::system::metrics,
+        crate::api::sandboxes::create,
+        crate::api::sandboxes::list,
+        crate::api::sandboxes::get_one,
+        crate::api::sandboxes::delete,
+        crate::api::sandboxes::timeout,
+        crate::api::sandboxes::stats,
+        crate::api::sandboxes::logs,
+        crate::api::events::events,
+        crate::api::admin::list_keys,
+        crate::api::admin::create_key,
+        crate::api::admin::revoke_key,
+        crate::api::admin::audit,
         // Ops modules (alerts, code, cost, fleet, mcp, pools, rollouts, secrets, session,
         // tests, volumes).
         crate::api::mcp::mcp,
@@ -184,6 +232,21 @@ const BASE: &str = include_str!("../openapi-fragments/core.json");
         crate::api::files::Extracted,
         crate::api::files::MkdirBody,
         crate::api::files::MoveBody,
+        crate::api::system::Health,
+        crate::api::system::StatusView,
+        crate::api::sandboxes::CreateBody,
+        crate::api::sandboxes::SandboxList,
+        crate::api::sandboxes::TimeoutBody,
+        crate::api::sandboxes::StatsView,
+        crate::api::sandboxes::LogsView,
+        crate::api::sandboxes::ExecRecordView,
+        crate::wire::EventView,
+        crate::api::events::EventList,
+        crate::api::admin::CreateKeyBody,
+        crate::api::admin::KeyView,
+        crate::api::admin::KeyList,
+        crate::api::admin::AuditView,
+        crate::api::admin::AuditList,
     ))
 )]
 pub struct Typed;
@@ -194,6 +257,24 @@ pub fn document() -> &'static Value {
     &DOC
 }
 
+/// This document
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    operation_id = "openapi",
+    tag = "system",
+    security(()),
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object))
+)]
+pub async fn serve() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json(),
+    )
+        .into_response()
+}
+
 /// The whole document as JSON text, as served.
 pub fn json() -> &'static str {
     static JSON: LazyLock<String> =
@@ -202,21 +283,10 @@ pub fn json() -> &'static str {
 }
 
 fn build() -> Value {
-    // The fragments are compiled in and checked by this module's tests, so a parse failure
-    // is a build defect, not a runtime condition.
-    let mut doc: Value = serde_json::from_str(BASE).expect("openapi-fragments/core.json");
-    let mut typed = serde_json::to_value(Typed::openapi()).expect("the typed document");
-    shared_errors(&mut typed);
-    // The code's schemas replace a fragment's of the same name (`Sandbox`).
-    if let Some(schemas) = typed
-        .pointer("/components/schemas")
-        .and_then(Value::as_object)
-    {
-        for (k, v) in schemas {
-            doc["components"]["schemas"][k] = v.clone();
-        }
-    }
-    merge(&mut doc, &typed);
+    // The document is made from types checked by this module's tests, so a failure to
+    // serialise it is a build defect, not a runtime condition.
+    let mut doc = serde_json::to_value(Typed::openapi()).expect("the typed document");
+    shared_errors(&mut doc);
     doc
 }
 
@@ -238,39 +308,6 @@ fn shared_errors(typed: &mut Value) {
                         "application/json": { "schema": { "$ref": "#/components/schemas/Error" } }
                     });
                 }
-            }
-        }
-    }
-}
-
-/// Adds `frag`'s paths (operation by operation) and its schemas (a name already present
-/// stays) to `doc`. A fragment is a document or only its `paths` object.
-fn merge(doc: &mut Value, frag: &Value) {
-    let paths = frag.get("paths").unwrap_or(frag);
-    if let Some(paths) = paths.as_object() {
-        for (p, ops) in paths {
-            let item = &mut doc["paths"][p];
-            if !item.is_object() {
-                *item = Value::Object(serde_json::Map::new());
-            }
-            if let (Some(item), Some(ops)) = (item.as_object_mut(), ops.as_object()) {
-                for (m, op) in ops {
-                    item.insert(m.clone(), op.clone());
-                }
-            }
-        }
-    }
-    if let Some(schemas) = frag
-        .pointer("/components/schemas")
-        .and_then(Value::as_object)
-    {
-        let into = &mut doc["components"]["schemas"];
-        if !into.is_object() {
-            *into = Value::Object(serde_json::Map::new());
-        }
-        if let Some(into) = into.as_object_mut() {
-            for (k, v) in schemas {
-                into.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
     }
@@ -565,6 +602,91 @@ mod tests {
             doc["paths"]["/v1/sandboxes/{id}/pty"]["get"]["responses"]["101"]["content"]["application/json"]
                 ["schema"]["$ref"],
             "#/components/schemas/ProcessEvent"
+        );
+    }
+
+    /// The core routes and the document's own parts (the fragment `core.json` before) are
+    /// the code's.
+    #[test]
+    fn core_routes_and_the_documents_parts_come_from_the_code() {
+        let doc = document();
+        let schema = |name: &str| &doc["components"]["schemas"][name];
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["info"]["title"], "Paddock API");
+        assert!(
+            doc["info"]["description"]
+                .as_str()
+                .unwrap_or("")
+                .contains("payload_too_large")
+        );
+        assert_eq!(doc["servers"][0]["url"], "http://127.0.0.1:7070");
+        assert_eq!(
+            doc["security"],
+            serde_json::json!([{"bearer": []}, {"apiKey": []}, {"sessionCookie": []}])
+        );
+        let schemes = &doc["components"]["securitySchemes"];
+        assert_eq!(schemes["bearer"]["scheme"], "bearer");
+        assert_eq!(schemes["apiKey"]["name"], "X-API-Key");
+        assert_eq!(schemes["sessionCookie"]["in"], "cookie");
+        // Health and this document need no key.
+        for p in ["/v1/health", "/v1/openapi.json"] {
+            assert_eq!(
+                doc["paths"][p]["get"]["security"],
+                serde_json::json!([{}]),
+                "{p}"
+            );
+        }
+        assert!(doc["paths"]["/v1/status"]["get"].get("security").is_none());
+        let create = &doc["paths"]["/v1/sandboxes"]["post"];
+        assert_eq!(create["operationId"], "create_sandbox");
+        assert!(
+            create["description"]
+                .as_str()
+                .unwrap_or("")
+                .contains("template_unusable")
+        );
+        let body = schema("CreateSandbox");
+        assert_eq!(body["additionalProperties"], false);
+        assert!(
+            body["properties"]["on_timeout"]
+                .to_string()
+                .contains("pause_filesystem")
+        );
+        assert!(
+            body["properties"]["volumes"]["items"]
+                .to_string()
+                .contains("VolumeMount")
+        );
+        assert_eq!(
+            doc["paths"]["/v1/sandboxes"]["get"]["responses"]["200"]["content"]["application/json"]
+                ["schema"]["$ref"],
+            "#/components/schemas/SandboxList"
+        );
+        assert!(
+            doc["paths"]["/v1/sandboxes"]["get"]["parameters"]
+                .to_string()
+                .contains("metadata.KEY")
+        );
+        assert!(schema("SandboxLogs")["properties"]["activity"]["items"].is_object());
+        assert!(
+            schema("Activity")
+                .to_string()
+                .contains("files.archive_extract")
+        );
+        assert_eq!(
+            schema("ApiKey")["properties"]["role"]["enum"],
+            serde_json::json!(["viewer", "developer", "operator", "admin"])
+        );
+        assert!(schema("CreateKey").to_string().contains("\"user\""));
+        let events = &doc["paths"]["/v1/events"]["get"]["responses"]["200"]["content"];
+        assert_eq!(
+            events["text/event-stream"]["schema"]["$ref"],
+            "#/components/schemas/Event"
+        );
+        assert_eq!(
+            doc["paths"]["/v1/keys/{id}"]["delete"]["responses"]["403"]["content"]["application/json"]
+                ["schema"]["$ref"],
+            "#/components/schemas/Error"
         );
     }
 }

@@ -26,8 +26,9 @@ pub const MAX_VOLUMES_PER_TENANT: usize = 100;
 pub const MAX_MOUNTS: usize = 16;
 
 /// A volume a create asks for: by name (or id), at `path`.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = VolumeMount)]
 pub struct VolumeUse {
     /// The volume's name or id.
     #[serde(alias = "volume")]

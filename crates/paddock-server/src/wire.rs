@@ -98,15 +98,39 @@ pub fn rfc3339(ms: Option<Millis>) -> serde_json::Value {
         .map_or(serde_json::Value::Null, serde_json::Value::String)
 }
 
-/// The wire form of an event (SSE, `/v1/events`, webhooks).
+/// A lifecycle event as clients see it (SSE, `/v1/events`, `.../logs`, webhooks).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Event)]
+pub struct EventView {
+    /// Strictly increasing across the store
+    pub seq: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: serde_json::Value,
+    #[schema(required = true)]
+    pub sandbox_id: Option<String>,
+    /// The event kind, such as created, failed, timeout_warning, timeout_changed, expired,
+    /// killed, oom, adopted, lost, shutdown, paused, resumed (every kind: docs/api.md)
+    pub kind: String,
+    /// What the kind carries (docs/api.md)
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+impl EventView {
+    pub fn of(e: &Event) -> EventView {
+        EventView {
+            seq: e.seq,
+            at: rfc3339(Some(e.at)),
+            sandbox_id: e.sandbox_id.clone(),
+            kind: e.kind.clone(),
+            data: e.data.clone(),
+        }
+    }
+}
+
+/// The wire form of an event (SSE, `/v1/events`, webhooks), as JSON.
 pub fn event_json(e: &Event) -> serde_json::Value {
-    serde_json::json!({
-        "seq": e.seq,
-        "at": rfc3339(Some(e.at)),
-        "sandbox_id": e.sandbox_id,
-        "kind": e.kind,
-        "data": e.data,
-    })
+    serde_json::to_value(EventView::of(e)).unwrap_or_default()
 }
 
 /// A `201`/`200` JSON response.
@@ -167,5 +191,27 @@ pub fn command_argv(
         _ => Err(ApiError::BadRequest(
             "give exactly one of `cmd` (an argv array) and `command` (a shell command line)".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event is the `json!` body it replaced: a null `sandbox_id` kept.
+    #[test]
+    fn an_event_serialises_as_before() {
+        let e = Event {
+            seq: 4,
+            at: 2000,
+            tenant: "t".into(),
+            sandbox_id: None,
+            kind: "created".into(),
+            data: serde_json::json!({"template": "base"}),
+        };
+        assert_eq!(
+            event_json(&e).to_string(),
+            r#"{"at":"1970-01-01T00:00:02Z","data":{"template":"base"},"kind":"created","sandbox_id":null,"seq":4}"#
+        );
     }
 }

@@ -12,23 +12,65 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
 use paddock_store::{Event, EventFilter};
+use serde::Serialize;
 use tokio_stream::wrappers::BroadcastStream;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::event_kind::EventKind;
 use crate::state::AppState;
 use crate::wire::form_urlencoded_pairs;
-use crate::wire::{event_json, json_response};
+use crate::wire::{EventView, event_json, typed_response};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/v1/events", get(events))
 }
 
+/// A page of events.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<EventView>,
+}
+
+/// The query of `GET /v1/events`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct EventsQuery {
+    /// Only this sandbox
+    sandbox_id: Option<String>,
+    /// Only events with a greater sequence number
+    after: Option<i64>,
+    /// Page size (1-1000)
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+/// Lifecycle events
+///
 /// `GET /v1/events[?sandbox_id=ID][&after=SEQ][&limit=N]`. With `Accept: text/event-stream`
 /// it replays stored events after `after` (or the `Last-Event-ID` header) and then streams
-/// new ones live, each with `id: <seq>`; otherwise it returns one JSON page.
-async fn events(
+/// new ones live, each with `id: <seq>` and the event's kind as the SSE event name;
+/// otherwise it returns one JSON page.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    operation_id = "events",
+    tag = "events",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "Events", content(
+            (EventList = "application/json"),
+            (EventView = "text/event-stream"),
+        )),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 404, description = "No such sandbox"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn events(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
@@ -81,10 +123,8 @@ async fn events(
         for e in state.store.list_events(&f).await? {
             rows.extend(visible(e).await);
         }
-        return Ok(json_response(
-            StatusCode::OK,
-            serde_json::json!({ "events": rows.iter().map(event_json).collect::<Vec<_>>() }),
-        ));
+        let events = rows.iter().map(EventView::of).collect();
+        return Ok(typed_response(StatusCode::OK, &EventList { events }));
     }
     if f.after_seq.is_none() {
         f.after_seq = headers

@@ -1,4 +1,5 @@
-//! Health, status, Prometheus metrics, the OpenAPI document, and request counting.
+//! Health, status, Prometheus metrics, and request counting (the OpenAPI document is
+//! served by `openapi::serve`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -13,75 +14,159 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http_body_util::BodyExt as _;
 use paddock_store::SandboxState;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::{Admin, Caller};
 use crate::error::ApiResult;
 use crate::hostload::HostLoad;
 use crate::metrics::Surface;
 use crate::state::AppState;
-use crate::wire::json_response;
+use crate::wire::typed_response;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/status", get(status))
-        .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
 }
 
-async fn health() -> Response {
-    json_response(StatusCode::OK, serde_json::json!({ "status": "ok" }))
+/// `GET /v1/health`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`
+    pub status: &'static str,
 }
 
-async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::json(),
+/// The host's load at the request, and what the running sandboxes use together (from their
+/// last two usage samples, taken every --metrics-interval). A figure the host does not give
+/// is null.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LoadView {
+    /// 1, 5 and 15 minute load averages
+    #[schema(min_items = 3, max_items = 3)]
+    pub load_avg: Option<[f64; 3]>,
+    pub cpus: usize,
+    pub memory_total_bytes: Option<u64>,
+    pub memory_available_bytes: Option<u64>,
+    /// Size of the filesystem holding the sandboxes' writable layers
+    pub disk_total_bytes: Option<u64>,
+    pub disk_free_bytes: Option<u64>,
+    /// CPU the running sandboxes use, in cores
+    pub sandbox_cpu_cores: f64,
+    pub sandbox_memory_bytes: u64,
+}
+
+/// The server's limits.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ServerLimits {
+    pub max_timeout_secs: u64,
+    pub default_timeout_secs: u64,
+    /// Largest JSON request body
+    pub max_json_body_bytes: usize,
+    /// Largest output captured per stream of an exec
+    pub max_output_bytes: usize,
+    pub max_sandboxes_per_key: u32,
+    pub rate_per_sec: f64,
+    pub rate_burst: f64,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Status)]
+pub struct StatusView {
+    pub version: &'static str,
+    pub uptime_secs: u64,
+    pub sandboxes_running: usize,
+    /// Always `native`
+    pub runtime: &'static str,
+    pub domain: String,
+    /// Always true
+    pub proxy: bool,
+    pub load: LoadView,
+    pub limits: ServerLimits,
+}
+
+/// Liveness
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    operation_id = "health",
+    tag = "system",
+    security(()),
+    responses((status = 200, description = "Server is up", body = Health))
+)]
+pub(crate) async fn health() -> Response {
+    typed_response(StatusCode::OK, &Health { status: "ok" })
+}
+
+/// Server version, uptime, running sandboxes and limits
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    operation_id = "status",
+    tag = "system",
+    responses(
+        (status = 200, description = "Status", body = StatusView),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 429, description = "Rate limited"),
     )
-        .into_response()
-}
-
-async fn status(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {
+)]
+pub(crate) async fn status(State(state): State<Arc<AppState>>, _c: Caller) -> ApiResult<Response> {
     // The btrfs filesystem of the sandboxes' writable layers (the runtime's `<data>/layers`).
     let layers = state.cfg.data_dir.join("layers");
     let host = tokio::task::spawn_blocking(move || HostLoad::read(&layers))
         .await
         .unwrap_or_default();
     let (sandbox_cpu_cores, sandbox_memory_bytes) = state.usage.totals();
-    Ok(json_response(
-        StatusCode::OK,
-        serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_secs": state.started.elapsed().as_secs(),
-            "sandboxes_running": state.deadlines.len(),
-            "runtime": "native",
-            "domain": state.cfg.domain,
-            "proxy": true,
-            "load": {
-                "load_avg": host.load_avg,
-                "cpus": host.cpus,
-                "memory_total_bytes": host.memory_total_bytes,
-                "memory_available_bytes": host.memory_available_bytes,
-                "disk_total_bytes": host.disk_total_bytes,
-                "disk_free_bytes": host.disk_free_bytes,
-                "sandbox_cpu_cores": sandbox_cpu_cores,
-                "sandbox_memory_bytes": sandbox_memory_bytes,
-            },
-            "limits": {
-                "max_timeout_secs": state.cfg.max_timeout.as_secs(),
-                "default_timeout_secs": state.cfg.default_timeout.as_secs(),
-                "max_json_body_bytes": state.cfg.max_json_body,
-                "max_output_bytes": state.cfg.max_output,
-                "max_sandboxes_per_key": state.cfg.max_sandboxes_per_key,
-                "rate_per_sec": state.cfg.rate_per_sec,
-                "rate_burst": state.cfg.rate_burst,
-            },
-        }),
-    ))
+    let body = StatusView {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: state.started.elapsed().as_secs(),
+        sandboxes_running: state.deadlines.len(),
+        runtime: "native",
+        domain: state.cfg.domain.clone(),
+        proxy: true,
+        load: LoadView {
+            load_avg: host.load_avg,
+            cpus: host.cpus,
+            memory_total_bytes: host.memory_total_bytes,
+            memory_available_bytes: host.memory_available_bytes,
+            disk_total_bytes: host.disk_total_bytes,
+            disk_free_bytes: host.disk_free_bytes,
+            sandbox_cpu_cores,
+            sandbox_memory_bytes,
+        },
+        limits: ServerLimits {
+            max_timeout_secs: state.cfg.max_timeout.as_secs(),
+            default_timeout_secs: state.cfg.default_timeout.as_secs(),
+            max_json_body_bytes: state.cfg.max_json_body,
+            max_output_bytes: state.cfg.max_output,
+            max_sandboxes_per_key: state.cfg.max_sandboxes_per_key,
+            rate_per_sec: state.cfg.rate_per_sec,
+            rate_burst: state.cfg.rate_burst,
+        },
+    };
+    Ok(typed_response(StatusCode::OK, &body))
 }
 
+/// Prometheus metrics (admin key)
+///
 /// Prometheus text format. Needs an admin key (scrapers send it as a bearer token).
-async fn metrics(State(state): State<Arc<AppState>>, _a: Admin) -> ApiResult<Response> {
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "system",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 400, description = "Bad input"),
+        (status = 401, description = "No or a bad key"),
+        (status = 403, description = "Not an admin key"),
+        (status = 429, description = "Rate limited"),
+    )
+)]
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>, _a: Admin) -> ApiResult<Response> {
     let m = &state.metrics;
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, v: u64| {
@@ -236,4 +321,61 @@ fn counted(body: Body, counter: Arc<AtomicU64>) -> Body {
         }
         f
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Health and status are the `json!` bodies they replaced: unknown host figures null.
+    #[test]
+    fn health_and_status_serialise_as_before() {
+        assert_eq!(
+            serde_json::to_value(Health { status: "ok" })
+                .unwrap()
+                .to_string(),
+            r#"{"status":"ok"}"#
+        );
+        let s = StatusView {
+            version: "0.1.0",
+            uptime_secs: 3,
+            sandboxes_running: 1,
+            runtime: "native",
+            domain: "localhost".into(),
+            proxy: true,
+            load: LoadView {
+                load_avg: Some([0.5, 0.25, 0.0]),
+                cpus: 2,
+                memory_total_bytes: None,
+                memory_available_bytes: Some(7),
+                disk_total_bytes: None,
+                disk_free_bytes: None,
+                sandbox_cpu_cores: 0.5,
+                sandbox_memory_bytes: 8,
+            },
+            limits: ServerLimits {
+                max_timeout_secs: 86400,
+                default_timeout_secs: 300,
+                max_json_body_bytes: 1 << 20,
+                max_output_bytes: 1 << 20,
+                max_sandboxes_per_key: 20,
+                rate_per_sec: 20.0,
+                rate_burst: 40.0,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            json!({"version": "0.1.0", "uptime_secs": 3, "sandboxes_running": 1,
+                "runtime": "native", "domain": "localhost", "proxy": true,
+                "load": {"load_avg": [0.5, 0.25, 0.0], "cpus": 2, "memory_total_bytes": null,
+                    "memory_available_bytes": 7, "disk_total_bytes": null,
+                    "disk_free_bytes": null, "sandbox_cpu_cores": 0.5,
+                    "sandbox_memory_bytes": 8},
+                "limits": {"max_timeout_secs": 86400, "default_timeout_secs": 300,
+                    "max_json_body_bytes": 1048576, "max_output_bytes": 1048576,
+                    "max_sandboxes_per_key": 20, "rate_per_sec": 20.0, "rate_burst": 40.0}})
+        );
+    }
 }
