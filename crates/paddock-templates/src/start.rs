@@ -41,15 +41,7 @@ pub(super) fn parse_ready(rest: &str) -> Result<ReadyCheck, String> {
     let mut port = None;
     let mut rest = rest.trim();
     while let Some(flag_and_more) = rest.strip_prefix("--") {
-        let (flag, after) = split_word(flag_and_more);
-        // `--flag=value` or `--flag value`.
-        let (name, value, after) = match flag.split_once('=') {
-            Some((n, v)) => (n, v, after),
-            None => {
-                let (v, after2) = split_word(after);
-                (flag, v, after2)
-            }
-        };
+        let (name, value, after) = flag_value(flag_and_more);
         if value.is_empty() {
             return Err(format!("READY: --{name} needs a value"));
         }
@@ -114,14 +106,7 @@ pub(super) fn parse_limits(rest: &str) -> Result<TemplateLimits, String> {
                 split_word(rest).0
             ));
         };
-        let (flag, after) = split_word(flag_and_more);
-        let (name, value, after) = match flag.split_once('=') {
-            Some((n, v)) => (n, v, after),
-            None => {
-                let (v, after2) = split_word(after);
-                (flag, v, after2)
-            }
-        };
+        let (name, value, after) = flag_value(flag_and_more);
         if value.is_empty() {
             return Err(format!("LIMITS: --{name} needs a value"));
         }
@@ -160,6 +145,19 @@ pub(super) fn parse_limits(rest: &str) -> Result<TemplateLimits, String> {
         rest = after;
     }
     Ok(out)
+}
+
+/// A flag's name, its value and what follows, from `--flag=value rest` or `--flag value
+/// rest` (the leading `--` already taken off).
+fn flag_value(flag_and_more: &str) -> (&str, &str, &str) {
+    let (flag, after) = split_word(flag_and_more);
+    match flag.split_once('=') {
+        Some((name, value)) => (name, value, after),
+        None => {
+            let (value, after) = split_word(after);
+            (flag, value, after)
+        }
+    }
 }
 
 fn split_word(s: &str) -> (&str, &str) {
@@ -231,6 +229,23 @@ pub fn show_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_take_their_value_after_a_space_or_an_equals_sign() {
+        assert_eq!(flag_value("port 8000 rest"), ("port", "8000", "rest"));
+        assert_eq!(flag_value("port=8000 rest"), ("port", "8000", "rest"));
+        assert_eq!(flag_value("port"), ("port", "", ""));
+        assert_eq!(flag_value("port="), ("port", "", ""));
+        // Both forms mean the same to READY and LIMITS.
+        assert_eq!(
+            parse_ready("--timeout=5s --port=8000").unwrap(),
+            parse_ready("--timeout 5s --port 8000").unwrap()
+        );
+        assert_eq!(
+            parse_limits("--memory=2G --pids=64").unwrap(),
+            parse_limits("--memory 2G --pids 64").unwrap()
+        );
+    }
 
     #[test]
     fn limits_parse_and_refuse_bad_values() {
