@@ -12,9 +12,12 @@
 #[allow(unreachable_pub, dead_code)]
 #[path = "../src/bench_external.rs"]
 mod bench_external;
+#[allow(unreachable_pub, dead_code)]
+mod common;
 #[path = "../tests/server/mod.rs"]
 mod server;
 
+use common::{cpu_ns, sandbox_cpu_ns};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -41,42 +44,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
-}
-
-/// CPU time of every live thread of process `pid` (`schedstat`, nanoseconds): the server's
-/// own cost per request, which the machine's load does not inflate as it does wall time.
-fn cpu_ns(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// CPU time charged to sandbox `id`'s cgroup (nanoseconds): its agent and every process it
-/// started, whichever cgroup layout the host has.
-fn sandbox_cpu_ns(id: &str) -> u64 {
-    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).ok();
-    for (ctl, file) in [("cpuacct", "cpuacct.usage"), ("", "cpu.stat")] {
-        let base = std::path::Path::new("/sys/fs/cgroup")
-            .join(ctl)
-            .join("paddock");
-        for inst in std::fs::read_dir(&base).into_iter().flatten().flatten() {
-            let Some(text) = read(inst.path().join(id).join(file)) else {
-                continue;
-            };
-            return match file {
-                "cpu.stat" => text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
-                    .map_or(0, |us| us * 1000),
-                _ => text.trim().parse().unwrap_or(0),
-            };
-        }
-    }
-    0
 }
 
 async fn create(s: &Server) -> String {

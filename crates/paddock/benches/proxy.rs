@@ -6,7 +6,12 @@
 //! host twin: same interpreter, same server code, same files, no proxy. Rows:
 //! - small GET latency, one request at a time (p50, p99);
 //! - small GET throughput, 8 concurrent clients for a fixed time (requests/s);
-//! - 256 MiB download (MB/s, best of 3).
+//! - 256 MiB download (MB/s, best of 3);
+//! - CPU seconds per GiB downloaded, by process, over those 3 downloads: the client (this
+//!   bench), the proxy (the server, all threads) and the app (the host twin, or the sandbox's
+//!   cgroup: `http.server` and the agent). On this 2-core machine three busy processes share
+//!   two cores, so the table also prints the bound that puts on throughput:
+//!   `2 cores / (CPU seconds per GB, all processes)`.
 //!
 //! The proxy rows go through path routing (`/proxy/{id}/8000/...`) and host routing
 //! (`8000-{id}.localhost`) with the access token in `X-Access-Token`. Client to proxy is
@@ -17,6 +22,8 @@
 //! sequential requests per latency row (default 1000), `PADDOCK_BENCH_SECS` the seconds of
 //! each throughput row (default 5). Prints a markdown table for `BENCHMARKS.md`.
 
+#[allow(unreachable_pub, dead_code)]
+mod common;
 #[path = "../tests/server/mod.rs"]
 mod server;
 
@@ -25,6 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{pct, process_cpu_ns, sandbox_cpu_ns};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -32,12 +40,6 @@ use server::{Server, call};
 
 const BIG: u64 = 256 << 20;
 const SMALL: &str = "hello from the proxy benchmark\n";
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
@@ -101,8 +103,51 @@ async fn throughput(c: &reqwest::Client, t: &Target, secs: u64, clients: usize) 
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn download(c: &reqwest::Client, t: &Target) -> f64 {
+/// CPU time (nanoseconds) of the processes on a download's path: the client (this bench),
+/// the proxy (the server; none for direct) and the app serving the file.
+#[derive(Clone, Copy, Default)]
+struct PathCpu {
+    client: u64,
+    proxy: u64,
+    app: u64,
+}
+
+impl PathCpu {
+    fn now(server: Option<u32>, app: &dyn Fn() -> u64) -> PathCpu {
+        PathCpu {
+            client: process_cpu_ns(std::process::id()),
+            proxy: server.map_or(0, process_cpu_ns),
+            app: app(),
+        }
+    }
+
+    fn since(self, before: PathCpu) -> PathCpu {
+        PathCpu {
+            client: self.client.saturating_sub(before.client),
+            proxy: self.proxy.saturating_sub(before.proxy),
+            app: self.app.saturating_sub(before.app),
+        }
+    }
+
+    fn total(self) -> u64 {
+        self.client + self.proxy + self.app
+    }
+}
+
+/// CPU seconds per GiB, for `ns` spent moving `bytes`.
+fn per_gib(ns: u64, bytes: u64) -> f64 {
+    ns as f64 / 1e9 / (bytes as f64 / f64::from(1u32 << 30))
+}
+
+/// The best of three 256 MiB downloads (MB/s), and the path's CPU over all three.
+async fn download(
+    c: &reqwest::Client,
+    t: &Target,
+    server: Option<u32>,
+    app: &dyn Fn() -> u64,
+) -> (f64, PathCpu) {
     let mut best: f64 = 0.0;
+    let before = PathCpu::now(server, app);
     for _ in 0..3 {
         let s = Instant::now();
         let r = t.get(c, "/big.bin").send().await.expect("GET big");
@@ -115,7 +160,7 @@ async fn download(c: &reqwest::Client, t: &Target) -> f64 {
         assert_eq!(n, BIG, "{}", t.name);
         best = best.max(n as f64 / 1e6 / s.elapsed().as_secs_f64());
     }
-    best
+    (best, PathCpu::now(server, app).since(before))
 }
 
 /// `python3 -m http.server` on the host's loopback, serving `dir`.
@@ -267,15 +312,37 @@ async fn main() -> anyhow::Result<()> {
         rps[2],
         rps[1] / rps[0]
     );
-    let mut mbs = Vec::new();
-    for t in [&direct, &by_path] {
-        mbs.push(download(&c, t).await);
-    }
+    let host_pid = host_server.0.id();
+    let (d_mbs, d_cpu) = download(&c, &direct, None, &|| process_cpu_ns(host_pid)).await;
+    let server_pid = s.pid();
+    let (p_mbs, p_cpu) = download(&c, &by_path, server_pid, &|| sandbox_cpu_ns(&id)).await;
     println!(
-        "| 256 MiB download (best of 3) | {:.0} MB/s | {:.0} MB/s | | {:.2}× |",
-        mbs[0],
-        mbs[1],
-        mbs[1] / mbs[0]
+        "| 256 MiB download (best of 3) | {d_mbs:.0} MB/s | {p_mbs:.0} MB/s | | {:.2}× |",
+        p_mbs / d_mbs
+    );
+    let moved = 3 * BIG;
+    let row = |what: &str, d: u64, p: u64| {
+        println!(
+            "| CPU s per GiB downloaded: {what} | {:.3} | {:.3} | | |",
+            per_gib(d, moved),
+            per_gib(p, moved)
+        );
+    };
+    row("client (this bench)", d_cpu.client, p_cpu.client);
+    row("proxy (the server)", d_cpu.proxy, p_cpu.proxy);
+    row(
+        "app (http.server; in the sandbox, its cgroup)",
+        d_cpu.app,
+        p_cpu.app,
+    );
+    row("all", d_cpu.total(), p_cpu.total());
+    // Two cores can give at most 2 CPU-seconds per second to the path's processes together.
+    let bound = |cpu: PathCpu| 2.0 / (cpu.total() as f64 / 1e9 / (moved as f64 / 1e6));
+    println!(
+        "| two-core bound: 2 / (CPU s per MB, all) | {:.0} MB/s | {:.0} MB/s | | {:.2}× |",
+        bound(d_cpu),
+        bound(p_cpu),
+        bound(p_cpu) / bound(d_cpu)
     );
     drop(host_server);
     let (st, _) = call(s.req(Method::DELETE, &format!("/v1/sandboxes/{id}"))).await;
