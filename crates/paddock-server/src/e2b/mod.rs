@@ -32,6 +32,7 @@ mod snapshots;
 pub mod target;
 mod volume_content;
 mod volumes;
+mod wire;
 
 /// The port the E2B SDK uses for envd.
 pub const ENVD_PORT: u16 = 49983;
@@ -77,11 +78,13 @@ impl IntoResponse for E2bError {
 
 /// `{"code": status, "message": message}` with `status`.
 pub fn e2b_error(status: StatusCode, message: &str) -> Response {
-    (
+    common::json_status(
         status,
-        axum::Json(serde_json::json!({ "code": status.as_u16(), "message": message })),
+        &wire::ErrorBody {
+            code: status.as_u16(),
+            message: message.to_owned(),
+        },
     )
-        .into_response()
 }
 
 /// The envd access token of sandbox `id` (hex, 32 chars).
