@@ -24,7 +24,7 @@ use crate::auth::Caller;
 use crate::code::upstream;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::wire::read_limited;
+use crate::wire::{read_limited, typed_response};
 
 /// Most bytes of code one request may carry (the interpreter's limit; the body may have
 /// twice that for JSON escapes).
@@ -129,21 +129,35 @@ struct UpstreamRun<'a> {
     timeout: Option<f64>,
 }
 
+/// The error body of an interpreter whose error answer is not JSON: its text as the message.
+#[derive(Debug, Serialize)]
+struct InterpreterError {
+    /// Always `interpreter_error`.
+    code: &'static str,
+    message: String,
+}
+
+impl InterpreterError {
+    fn of(body: &[u8]) -> InterpreterError {
+        InterpreterError {
+            code: "interpreter_error",
+            message: String::from_utf8_lossy(body).trim().to_string(),
+        }
+    }
+}
+
 /// An interpreter's error answer, in the API's error format (its body already is
-/// `{"code", "message"}`).
+/// `{"code", "message"}`, and is passed on as it is).
 async fn passthrough_error(resp: hyper::Response<hyper::body::Incoming>) -> Response {
     let status = resp.status();
     let body = match tokio::time::timeout(CONTEXT_TIMEOUT, resp.into_body().collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
         _ => Bytes::new(),
     };
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
-        serde_json::json!({
-            "code": "interpreter_error",
-            "message": String::from_utf8_lossy(&body).trim().to_string(),
-        })
-    });
-    (status, axum::Json(v)).into_response()
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => (status, axum::Json(v)).into_response(),
+        Err(_) => typed_response(status, &InterpreterError::of(&body)),
+    }
 }
 
 /// Run code in the sandbox's code interpreter (NDJSON stream)
@@ -446,5 +460,21 @@ mod tests {
         assert!(ctx_id("../health").is_err());
         assert!(ctx_id("").is_err());
         assert!(ctx_id("a?b").is_err());
+    }
+
+    /// An interpreter's error that is not JSON is the `json!` body it replaced.
+    #[test]
+    fn an_interpreter_error_serialises_as_before() {
+        let body = b"  kernel died\n";
+        let old = serde_json::json!({
+            "code": "interpreter_error",
+            "message": String::from_utf8_lossy(body).trim().to_string(),
+        });
+        let new = serde_json::to_value(InterpreterError::of(body)).unwrap();
+        assert_eq!(new.to_string(), old.to_string());
+        assert_eq!(
+            new.to_string(),
+            r#"{"code":"interpreter_error","message":"kernel died"}"#
+        );
     }
 }

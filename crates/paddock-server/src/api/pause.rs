@@ -12,12 +12,12 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::Json;
-use super::sandboxes::sandbox_json;
+use super::sandbox_view::SandboxView;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::sandbox_spec::check_timeout;
 use crate::state::AppState;
-use crate::wire::json_response;
+use crate::wire::typed_response;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -63,7 +63,7 @@ pub fn parse_mode(m: Option<&str>) -> ApiResult<PauseMode> {
     params(("id" = String, Path, description = "Sandbox id", pattern = "^[a-z0-9]{20}$")),
     request_body = PauseBody,
     responses(
-        (status = 200, description = "The sandbox", body = super::sandbox_view::SandboxView),
+        (status = 200, description = "The sandbox", body = SandboxView),
         (status = 400, description = "Bad input"),
         (status = 401, description = "No or a bad key"),
         (status = 404, description = "No such sandbox"),
@@ -87,7 +87,7 @@ pub(crate) async fn pause(
     let r = state
         .audited(&caller, "sandbox.pause", Some(&id), detail, res)
         .await?;
-    Ok(json_response(StatusCode::OK, sandbox_json(&state, &r)))
+    Ok(typed_response(StatusCode::OK, &SandboxView::of(&state, &r)))
 }
 
 /// How to resume.
@@ -110,7 +110,7 @@ pub(crate) struct ResumeBody {
     params(("id" = String, Path, description = "Sandbox id", pattern = "^[a-z0-9]{20}$")),
     request_body = ResumeBody,
     responses(
-        (status = 200, description = "The sandbox", body = super::sandbox_view::SandboxView),
+        (status = 200, description = "The sandbox", body = SandboxView),
         (status = 400, description = "Bad input"),
         (status = 401, description = "No or a bad key"),
         (status = 404, description = "No such sandbox"),
@@ -133,5 +133,5 @@ pub(crate) async fn resume(
     let r = state
         .audited(&caller, "sandbox.resume", Some(&id), None, res)
         .await?;
-    Ok(json_response(StatusCode::OK, sandbox_json(&state, &r)))
+    Ok(typed_response(StatusCode::OK, &SandboxView::of(&state, &r)))
 }

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use paddock_core::{Limits, parse_size};
-use paddock_store::{AuditFilter, EventFilter, SandboxFilter, SandboxRecord, SandboxState};
+use paddock_store::{AuditFilter, EventFilter, SandboxFilter, SandboxState};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -268,11 +268,6 @@ impl CreateBody {
             volumes: self.volumes,
         })
     }
-}
-
-/// The wire form of a sandbox ([`super::sandbox_view::SandboxView`]).
-pub fn sandbox_json(state: &AppState, r: &SandboxRecord) -> serde_json::Value {
-    serde_json::to_value(super::sandbox_view::SandboxView::of(state, r)).unwrap_or_default()
 }
 
 /// Create a sandbox

@@ -7,10 +7,11 @@ use axum::extract::{FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde::Serialize;
 
 use super::E2bError;
 use crate::auth::{Caller, authenticate, presented_key};
+use crate::error::ApiError;
 use crate::state::AppState;
 use crate::wire::read_limited;
 
@@ -53,7 +54,12 @@ pub(super) async fn body<T: serde::de::DeserializeOwned>(
     Ok(crate::wire::json::parse(bytes)?)
 }
 
-/// `v` as JSON with `status`.
-pub(super) fn json_status(status: StatusCode, v: Value) -> Response {
-    (status, axum::Json(v)).into_response()
+/// `body` (a [`super::wire`] type) as JSON with `status`. It goes through
+/// `serde_json::Value`, whose objects keep their keys sorted, so the bytes are those of the
+/// `json!` bodies the wire types replaced.
+pub(super) fn json_status<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_value(body) {
+        Ok(v) => (status, axum::Json(v)).into_response(),
+        Err(e) => E2bError(ApiError::Internal(format!("response body: {e}"))).into_response(),
+    }
 }

@@ -11,10 +11,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use paddock_store::{SandboxFilter, SandboxRecord, SandboxState, now_ms};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::de::IgnoredAny;
 
+use super::access_token;
 use super::common::{E2bCaller, E2bResult, body, json_status};
-use super::{CLIENT_ID, ENVD_VERSION, access_token};
+use super::wire::{
+    AutoResume, ListedSandbox, NetworkBody, SandboxBody, SandboxMetric, Shaped,
+    auto_resume_enabled, cpu_count, e2b_network, volume_uses,
+};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::lifecycle::{self, NewSandbox};
@@ -41,13 +45,15 @@ struct CreateBody {
     secure: Option<bool>,
     auto_pause: Option<bool>,
     auto_pause_memory: Option<bool>,
-    auto_resume: Option<Value>,
+    auto_resume: Option<Shaped<AutoResume>>,
     #[serde(rename = "allow_internet_access")]
     allow_internet_access: Option<bool>,
-    network: Option<Value>,
-    mcp: Option<Value>,
-    iam: Option<Value>,
-    volume_mounts: Option<Vec<Value>>,
+    network: Option<Shaped<NetworkBody>>,
+    /// Not supported: any value but null is refused.
+    mcp: Option<IgnoredAny>,
+    /// Not supported: any value but null is refused.
+    iam: Option<IgnoredAny>,
+    volume_mounts: Option<Vec<Shaped<crate::volumes::VolumeUse>>>,
 }
 
 impl CreateBody {
@@ -63,42 +69,21 @@ impl CreateBody {
             } else {
                 paddock_runtime::PauseMode::Full
             });
-        let auto_resume = match &self.auto_resume {
-            None | Some(Value::Null) => false,
-            Some(v) => match v.get("enabled") {
-                Some(Value::Bool(b)) => *b,
-                None | Some(Value::Null) => false,
-                Some(_) => {
-                    return Err(ApiError::BadRequest(
-                        "autoResume.enabled must be a boolean".into(),
-                    ));
-                }
-            },
-        };
+        let auto_resume = auto_resume_enabled(self.auto_resume.as_ref())?;
         if auto_resume && pause_on_timeout.is_none() {
             return Err(ApiError::BadRequest(
                 "autoResume needs autoPause (on_timeout: pause)".into(),
             ));
         }
-        let (ports_public, network) = e2b_network(
-            self.network.as_ref().filter(|v| !v.is_null()),
-            self.allow_internet_access,
-        )?;
-        if self.mcp.as_ref().is_some_and(|v| !v.is_null()) {
+        let (ports_public, network) =
+            e2b_network(self.network.as_ref(), self.allow_internet_access)?;
+        if self.mcp.is_some() {
             return unsupported("mcp");
         }
-        if self.iam.as_ref().is_some_and(|v| !v.is_null()) {
+        if self.iam.is_some() {
             return unsupported("iam");
         }
-        // `volumeMounts: [{"name", "path"}]`: read-write mounts of the tenant's volumes.
-        let volumes: Vec<crate::volumes::VolumeUse> = self
-            .volume_mounts
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(serde_json::from_value)
-            .collect::<Result<_, _>>()
-            .map_err(|e| ApiError::BadRequest(format!("volumeMounts: {e}")))?;
+        let volumes = volume_uses(self.volume_mounts)?;
         let timeout = match self.timeout {
             Some(t) => check_timeout(state, t)?,
             None => state.cfg.default_timeout,
@@ -140,86 +125,6 @@ impl CreateBody {
     }
 }
 
-/// Maps E2B's `allow_internet_access` and `network` onto Paddock: (all ports public, policy).
-///
-/// - Internet access is E2B's default (mode `all`); `allow_internet_access: false` is `none`.
-/// - Ports are public unless `allowPublicTraffic: false` (then they need the traffic token).
-/// - `denyOut: ["0.0.0.0/0"]` with `allowOut` is an allow list (mode `allow`, CIDRs and
-///   names); `allowOut` alone opens CIDRs in mode `all` (private ranges, say). Other deny
-///   lists, DNS server lists, egress proxies, transform rules and HTTPS ports are refused.
-fn e2b_network(
-    n: Option<&Value>,
-    internet: Option<bool>,
-) -> Result<(bool, paddock_core::NetworkPolicy), ApiError> {
-    use paddock_core::{NetworkMode, NetworkPolicy};
-    let base = if internet == Some(false) {
-        NetworkPolicy::none()
-    } else {
-        NetworkPolicy::all()
-    };
-    let Some(n) = n else {
-        return Ok((true, base));
-    };
-    let o = n
-        .as_object()
-        .ok_or_else(|| ApiError::BadRequest("network must be an object".into()))?;
-    let strings = |k: &str| -> Result<Vec<String>, ApiError> {
-        match o.get(k) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| {
-                    v.as_str().map(str::to_owned).ok_or_else(|| {
-                        ApiError::BadRequest(format!("network.{k} must list strings"))
-                    })
-                })
-                .collect(),
-            Some(_) => Err(ApiError::BadRequest(format!("network.{k} must be a list"))),
-        }
-    };
-    let mut public = true;
-    for (k, v) in o {
-        match (k.as_str(), v) {
-            ("allowPublicTraffic", Value::Bool(b)) => public = *b,
-            ("allowOut" | "denyOut" | "maskRequestHost", _) | (_, Value::Null) => {}
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "network.{k} is not supported by Paddock yet"
-                )));
-            }
-        }
-    }
-    if o.get("maskRequestHost").is_some_and(|v| !v.is_null()) {
-        return Err(ApiError::BadRequest(
-            "network.maskRequestHost is not supported by Paddock yet".into(),
-        ));
-    }
-    let (allow, deny) = (strings("allowOut")?, strings("denyOut")?);
-    let policy = match (deny.as_slice(), base.mode) {
-        ([], _) if allow.is_empty() => base,
-        (_, NetworkMode::None) => {
-            return Err(ApiError::BadRequest(
-                "network rules need internet access (allow_internet_access is false)".into(),
-            ));
-        }
-        ([], _) => NetworkPolicy::new(NetworkMode::All, &allow).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "network.allowOut: {e} (domain names need denyOut [\"0.0.0.0/0\"])"
-            ))
-        })?,
-        ([d], _) if d == "0.0.0.0/0" => NetworkPolicy::new(NetworkMode::Allow, &allow)
-            .map_err(|e| ApiError::BadRequest(format!("network.allowOut: {e}")))?,
-        _ => {
-            return Err(ApiError::BadRequest(
-                "network.denyOut: only [\"0.0.0.0/0\"] (deny all but allowOut) is supported; \
-                 private, link-local and metadata ranges are always denied"
-                    .into(),
-            ));
-        }
-    };
-    Ok((public, policy))
-}
-
 /// The `domain` told to E2B clients: `--domain`, with the port clients reach this server on
 /// when it is not the scheme's default (`localhost:7070`), because the SDKs build port URLs
 /// (`get_host`) and the data-plane URL as `{port}-{id}.{domain}` and would otherwise
@@ -233,54 +138,9 @@ pub(super) fn sdk_domain(state: &AppState, headers: &HeaderMap) -> String {
     }
 }
 
-/// The `Sandbox` object of create and connect.
-pub(super) fn sandbox_json(state: &AppState, r: &SandboxRecord, domain: &str) -> Value {
-    json!({
-        "templateID": r.template,
-        "sandboxID": r.id,
-        "clientID": CLIENT_ID,
-        "alias": r.template,
-        "envdVersion": ENVD_VERSION,
-        "envdAccessToken": access_token(state, &r.id),
-        // Needed for ports that are not public (`allowPublicTraffic: false`).
-        "trafficAccessToken": (!crate::proxy::all_public(r)).then(|| access_token(state, &r.id)),
-        "domain": domain,
-    })
-}
-
-/// Whole cores, at least one.
-fn cpu_count(r: &SandboxRecord) -> u64 {
-    u64::from(r.spec.cpu_millis.unwrap_or(0))
-        .div_ceil(1000)
-        .max(1)
-}
-
-/// `ListedSandbox` (and, with the token, `SandboxDetail`).
-fn listed_json(state: &AppState, r: &SandboxRecord, detail: bool, domain: &str) -> Value {
-    let mut v = json!({
-        "templateID": r.template,
-        "alias": r.template,
-        "sandboxID": r.id,
-        "clientID": CLIENT_ID,
-        "startedAt": rfc3339(Some(r.ready_at.unwrap_or(r.created_at))),
-        "endAt": rfc3339(Some(r.expires_at.or(r.stopped_at).unwrap_or(r.created_at))),
-        "cpuCount": cpu_count(r),
-        "memoryMB": r.spec.memory_bytes.unwrap_or(0) >> 20,
-        "diskSizeMB": r.spec.disk_bytes.unwrap_or(0) >> 20,
-        "state": if r.state == SandboxState::Paused { "paused" } else { "running" },
-        "envdVersion": ENVD_VERSION,
-        "metadata": r.metadata,
-        "domain": domain,
-        "allowInternetAccess": r.spec.network().mode == paddock_core::NetworkMode::All,
-        "lifecycle": {
-            "autoResume": crate::pausing::auto_resume(r),
-            "onTimeout": if crate::pausing::pause_on_timeout(r).is_some() { "pause" } else { "kill" },
-        },
-    });
-    if detail {
-        v["envdAccessToken"] = Value::String(access_token(state, &r.id));
-    }
-    v
+/// The `Sandbox` object of create, connect and fork.
+pub(super) fn sandbox_body(state: &AppState, r: &SandboxRecord, domain: &str) -> SandboxBody {
+    SandboxBody::of(r, access_token(state, &r.id), domain)
 }
 
 /// The running or paused sandbox `id` of the caller; anything else (stopped, another
@@ -339,7 +199,7 @@ pub(super) async fn create(
         .await?;
     Ok(json_status(
         StatusCode::CREATED,
-        sandbox_json(&state, &r, &domain),
+        &sandbox_body(&state, &r, &domain),
     ))
 }
 
@@ -372,9 +232,10 @@ pub(super) async fn get_one(
 ) -> E2bResult<Response> {
     let r = live_record(&state, &caller, &id).await?;
     let domain = sdk_domain(&state, &headers);
+    let token = access_token(&state, &r.id);
     Ok(json_status(
         StatusCode::OK,
-        listed_json(&state, &r, true, &domain),
+        &ListedSandbox::of(&r, Some(token), &domain),
     ))
 }
 
@@ -589,7 +450,7 @@ async fn list_page(
     caller: &Caller,
     q: &ListQuery,
     domain: &str,
-) -> Result<(Vec<Value>, Option<String>), ApiError> {
+) -> Result<(Vec<ListedSandbox>, Option<String>), ApiError> {
     let states: Vec<SandboxState> = [
         (q.running, SandboxState::Running),
         (q.paused, SandboxState::Paused),
@@ -622,7 +483,7 @@ async fn list_page(
             q.started_after
                 .is_none_or(|t| r.ready_at.unwrap_or(r.created_at) > t)
         })
-        .map(|r| listed_json(state, r, false, domain))
+        .map(|r| ListedSandbox::of(r, None, domain))
         .collect();
     Ok((items, next))
 }
@@ -636,7 +497,7 @@ pub(super) async fn list_v2(
 ) -> E2bResult<Response> {
     let q = parse_list_query(q.as_deref())?;
     let (items, next) = list_page(&state, &caller, &q, &sdk_domain(&state, &headers)).await?;
-    let mut resp = json_status(StatusCode::OK, Value::Array(items));
+    let mut resp = json_status(StatusCode::OK, &items);
     if let Some(n) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
         resp.headers_mut().insert("x-next-token", n);
     }
@@ -661,7 +522,7 @@ pub(super) async fn list_v1(
             None => break,
         }
     }
-    Ok(json_status(StatusCode::OK, Value::Array(all)))
+    Ok(json_status(StatusCode::OK, &all))
 }
 
 /// `GET /sandboxes/{id}/metrics?start=&end=` (unix seconds, both optional): the sandbox's
@@ -720,17 +581,17 @@ pub(super) async fn metrics(
         if unix < start || unix > end {
             continue;
         }
-        out.push(json!({
-            "timestamp": rfc3339(Some(x.at_ms)),
-            "timestampUnix": unix,
-            "cpuCount": cpu_count(&r),
-            "cpuUsedPct": pct,
-            "memUsed": x.mem_bytes,
-            "memTotal": r.spec.memory_bytes.unwrap_or(0),
-            "memCache": 0,
-            "diskUsed": now_stats.disk_bytes.unwrap_or(0),
-            "diskTotal": r.spec.disk_bytes.unwrap_or(0),
-        }));
+        out.push(SandboxMetric {
+            cpu_count: cpu_count(&r),
+            cpu_used_pct: pct,
+            disk_total: r.spec.disk_bytes.unwrap_or(0),
+            disk_used: now_stats.disk_bytes.unwrap_or(0),
+            mem_cache: 0,
+            mem_total: r.spec.memory_bytes.unwrap_or(0),
+            mem_used: x.mem_bytes,
+            timestamp: rfc3339(Some(x.at_ms)),
+            timestamp_unix: unix,
+        });
     }
-    Ok(json_status(StatusCode::OK, Value::Array(out)))
+    Ok(json_status(StatusCode::OK, &out))
 }

@@ -4,8 +4,9 @@
 //!
 //! - [`control`]: the REST routes. They authenticate `X-API-KEY` as a Paddock key, map
 //!   `NewSandboxV2` onto [`crate::lifecycle::NewSandbox`], and answer errors as E2B does,
-//!   `{"code": <http status>, "message": ...}`. Features Paddock lacks (pause, snapshots,
-//!   fork, templates, volumes) answer 400, never a silent success.
+//!   `{"code": <http status>, "message": ...}`. Features Paddock lacks (the templates API,
+//!   changing a sandbox's network) answer 400, never a silent success. Every body is a
+//!   typed struct of `wire`.
 //! - [`envd`]: a request naming a sandbox (`E2b-Sandbox-Id` header, or Host
 //!   `{port}-{id}.{domain}`) is the data plane. It is checked against the sandbox's envd access
 //!   token (or a file-URL signature) and streamed to the sandbox's agent, which speaks envd
@@ -32,6 +33,7 @@ mod snapshots;
 pub mod target;
 mod volume_content;
 mod volumes;
+mod wire;
 
 /// The port the E2B SDK uses for envd.
 pub const ENVD_PORT: u16 = 49983;
@@ -77,11 +79,13 @@ impl IntoResponse for E2bError {
 
 /// `{"code": status, "message": message}` with `status`.
 pub fn e2b_error(status: StatusCode, message: &str) -> Response {
-    (
+    common::json_status(
         status,
-        axum::Json(serde_json::json!({ "code": status.as_u16(), "message": message })),
+        &wire::ErrorBody {
+            code: status.as_u16(),
+            message: message.to_owned(),
+        },
     )
-        .into_response()
 }
 
 /// The envd access token of sandbox `id` (hex, 32 chars).

@@ -19,7 +19,7 @@ use paddock_store::SandboxState;
 use serde::Deserialize;
 
 use super::common::{E2bCaller, E2bResult, body, json_status};
-use super::control::{extend, live_record, sandbox_json, sdk_domain};
+use super::control::{extend, live_record, sandbox_body, sdk_domain};
 use crate::error::ApiError;
 use crate::sandbox_spec::check_timeout;
 use crate::state::AppState;
@@ -118,7 +118,7 @@ pub(super) async fn connect(
     } else {
         StatusCode::OK
     };
-    Ok(json_status(status, sandbox_json(&state, &r, &domain)))
+    Ok(json_status(status, &sandbox_body(&state, &r, &domain)))
 }
 
 /// The old resume route: 201 with the sandbox; a running sandbox is 409, as upstream.
@@ -136,6 +136,6 @@ pub(super) async fn resume(
     let (r, _) = connect_or_resume(&state, &caller, &id, &b).await?;
     Ok(json_status(
         StatusCode::CREATED,
-        sandbox_json(&state, &r, &domain),
+        &sandbox_body(&state, &r, &domain),
     ))
 }

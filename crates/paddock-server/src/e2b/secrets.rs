@@ -8,19 +8,18 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use paddock_store::SecretRecord;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::E2bError;
-use super::common::{E2bCaller, body};
+use super::common::{E2bCaller, body, json_status};
+use super::wire::SecretBody;
 use crate::error::ApiError;
 use crate::secrets::{self, SecretUse};
 use crate::state::AppState;
 use crate::wire::form_urlencoded_pairs;
-use crate::wire::{no_content, rfc3339};
+use crate::wire::no_content;
 
 type E2bResult<T> = Result<T, E2bError>;
 
@@ -28,18 +27,6 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/secrets", get(list).post(create))
         .route("/secrets/{id}", get(info).post(update).delete(destroy))
-}
-
-/// E2B's `Secret` model: never the value.
-fn secret_json(s: &SecretRecord) -> Value {
-    json!({
-        "secretID": s.id,
-        "name": s.name,
-        "currentVersion": s.current_version,
-        "metadata": s.metadata,
-        "createdAt": rfc3339(Some(s.created_at)),
-        "updatedAt": rfc3339(Some(s.updated_at)),
-    })
 }
 
 #[derive(Deserialize)]
@@ -71,7 +58,7 @@ async fn create(
         b.metadata.unwrap_or_default(),
     )
     .await?;
-    Ok((StatusCode::CREATED, axum::Json(secret_json(&s))).into_response())
+    Ok(json_status(StatusCode::CREATED, &SecretBody::from(&s)))
 }
 
 async fn update(
@@ -82,7 +69,7 @@ async fn update(
 ) -> E2bResult<Response> {
     let b: SecretUpdate = body(&state, req).await?;
     let s = secrets::update(&state, &caller, &id, &b.value, b.metadata).await?;
-    Ok((StatusCode::OK, axum::Json(secret_json(&s))).into_response())
+    Ok(json_status(StatusCode::OK, &SecretBody::from(&s)))
 }
 
 async fn info(
@@ -91,7 +78,7 @@ async fn info(
     Path(id): Path<String>,
 ) -> E2bResult<Response> {
     let s = secrets::get(&state, &caller, &id).await?;
-    Ok((StatusCode::OK, axum::Json(secret_json(&s))).into_response())
+    Ok(json_status(StatusCode::OK, &SecretBody::from(&s)))
 }
 
 async fn destroy(
@@ -119,11 +106,10 @@ async fn list(
         }
     }
     let page = secrets::list(&state, &caller, after.as_deref(), limit).await?;
-    let mut r = (
+    let mut r = json_status(
         StatusCode::OK,
-        axum::Json(page.iter().map(secret_json).collect::<Vec<_>>()),
-    )
-        .into_response();
+        &page.iter().map(SecretBody::from).collect::<Vec<_>>(),
+    );
     if page.len() == limit as usize
         && let Some(last) = page.last()
         && let Ok(v) = HeaderValue::from_str(&last.name)

@@ -14,13 +14,12 @@ use std::sync::Arc;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use paddock_runtime::template::Template;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::E2bError;
 use super::common::{E2bCaller, E2bResult, body, json_status};
-use super::control::{sandbox_json, sdk_domain};
+use super::control::{sandbox_body, sdk_domain};
+use super::wire::{ErrorBody, ForkResult, SnapshotInfo};
 use crate::error::ApiError;
 use crate::sandbox_spec::check_timeout;
 use crate::snapshots;
@@ -32,10 +31,6 @@ use crate::wire::{form_urlencoded_pairs, no_content};
 struct SnapshotBody {
     name: Option<String>,
     memory: Option<bool>,
-}
-
-fn info(t: &Template) -> Value {
-    json!({ "snapshotID": t.name, "names": [t.name] })
 }
 
 pub(super) async fn create(
@@ -61,7 +56,7 @@ pub(super) async fn create(
             res,
         )
         .await?;
-    Ok(json_status(StatusCode::CREATED, info(&t)))
+    Ok(json_status(StatusCode::CREATED, &SnapshotInfo::of(&t.name)))
 }
 
 pub(super) async fn list(
@@ -86,14 +81,14 @@ pub(super) async fn list(
             _ => {}
         }
     }
-    let items: Vec<Value> = snapshots::list(&state, &caller, of.as_deref())
+    let items: Vec<SnapshotInfo> = snapshots::list(&state, &caller, of.as_deref())
         .await
         .iter()
         .filter(|t| name.as_deref().is_none_or(|n| t.name == n))
         .take(limit)
-        .map(info)
+        .map(|t| SnapshotInfo::of(&t.name))
         .collect();
-    Ok(json_status(StatusCode::OK, Value::Array(items)))
+    Ok(json_status(StatusCode::OK, &items))
 }
 
 /// `/templates/{*rest}`: `DELETE /templates/{id}` deletes a snapshot; the rest of the E2B
@@ -151,14 +146,15 @@ pub(super) async fn fork(
     let (_, children) = state
         .audited(&caller, "sandbox.fork", Some(&id), detail, res)
         .await?;
-    let items: Vec<Value> = children
+    let items: Vec<ForkResult> = children
         .iter()
         .map(|c| match c {
-            Ok(r) => json!({ "sandbox": sandbox_json(&state, r, &domain) }),
-            Err(e) => {
-                json!({ "error": { "code": e.status_code().0.as_u16(), "message": e.to_string() } })
-            }
+            Ok(r) => ForkResult::Sandbox(Box::new(sandbox_body(&state, r, &domain))),
+            Err(e) => ForkResult::Error(ErrorBody {
+                code: e.status_code().0.as_u16(),
+                message: e.to_string(),
+            }),
         })
         .collect();
-    Ok(json_status(StatusCode::CREATED, Value::Array(items)))
+    Ok(json_status(StatusCode::CREATED, &items))
 }

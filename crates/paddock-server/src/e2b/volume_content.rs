@@ -29,10 +29,10 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
-use paddock_runtime::volfs::{Attrs, Entry, VolFsError, VolumeFiles};
+use paddock_runtime::volfs::{Attrs, VolFsError, VolumeFiles};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
+use super::wire::{ContentErrorBody, VolumeEntry};
 use crate::state::AppState;
 
 /// Largest JSON body of `PATCH` (three numbers).
@@ -46,19 +46,20 @@ pub(super) struct ContentError(StatusCode, &'static str, String);
 
 impl IntoResponse for ContentError {
     fn into_response(self) -> Response {
-        if self.0 == StatusCode::INTERNAL_SERVER_ERROR {
+        let message = if self.0 == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(detail = %self.2, "volume content");
-            return (
-                self.0,
-                axum::Json(json!({"code": self.1, "message": "internal error"})),
-            )
-                .into_response();
+            "internal error"
+        } else {
+            &self.2
+        };
+        let body = ContentErrorBody {
+            code: self.1,
+            message,
+        };
+        match serde_json::to_value(&body) {
+            Ok(v) => (self.0, axum::Json(v)).into_response(),
+            Err(_) => self.0.into_response(),
         }
-        (
-            self.0,
-            axum::Json(json!({"code": self.1, "message": self.2})),
-        )
-            .into_response()
     }
 }
 
@@ -155,37 +156,17 @@ async fn blocking<T: Send + 'static>(
         .map_err(ContentError::from)
 }
 
-fn secs(t: (i64, u32)) -> Value {
-    let ts = time::OffsetDateTime::from_unix_timestamp(t.0)
-        .map(|d| d + time::Duration::nanoseconds(i64::from(t.1)))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    Value::String(
-        ts.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-    )
-}
-
-fn entry_json(e: &Entry) -> Value {
-    let mut v = json!({
-        "name": e.name,
-        "type": e.kind.as_str(),
-        "path": e.path,
-        "size": e.size,
-        "mode": e.mode,
-        "uid": e.uid,
-        "gid": e.gid,
-        "atime": secs(e.atime),
-        "mtime": secs(e.mtime),
-        "ctime": secs(e.ctime),
-    });
-    if let Some(t) = &e.target {
-        v["target"] = Value::String(t.clone());
-    }
-    v
-}
-
-fn json_at(status: StatusCode, v: Value) -> Response {
-    (status, axum::Json(v)).into_response()
+/// `body` as JSON with `status`, through `serde_json::Value` (keys sorted, as the `json!`
+/// bodies the wire types replaced).
+fn json_at<T: serde::Serialize>(status: StatusCode, body: &T) -> CResult<Response> {
+    let v = serde_json::to_value(body).map_err(|e| {
+        ContentError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("response body: {e}"),
+        )
+    })?;
+    Ok((status, axum::Json(v)).into_response())
 }
 
 fn query(q: Result<Query<Params>, axum::extract::rejection::QueryRejection>) -> CResult<Params> {
@@ -204,7 +185,7 @@ pub(super) async fn stat(
     let path = p.path()?.to_owned();
     let vf = open(&state, &headers, &id).await?;
     let e = blocking(move || vf.stat(&path)).await?;
-    Ok(json_at(StatusCode::OK, entry_json(&e)))
+    json_at(StatusCode::OK, &VolumeEntry::from(&e))
 }
 
 /// `GET /volumecontent/{id}/dir`: a directory's entries, `depth` levels down.
@@ -219,10 +200,10 @@ pub(super) async fn list(
     let depth = p.depth.unwrap_or(1);
     let vf = open(&state, &headers, &id).await?;
     let entries = blocking(move || vf.list(&path, depth)).await?;
-    Ok(json_at(
+    json_at(
         StatusCode::OK,
-        Value::Array(entries.iter().map(entry_json).collect()),
-    ))
+        &entries.iter().map(VolumeEntry::from).collect::<Vec<_>>(),
+    )
 }
 
 /// `POST /volumecontent/{id}/dir`: makes a directory (`force`: with its parents, and an
@@ -238,7 +219,7 @@ pub(super) async fn make_dir(
     let (attrs, force) = (p.attrs(), p.force.unwrap_or(false));
     let vf = open(&state, &headers, &id).await?;
     let e = blocking(move || vf.make_dir(&path, attrs, force)).await?;
-    Ok(json_at(StatusCode::CREATED, entry_json(&e)))
+    json_at(StatusCode::CREATED, &VolumeEntry::from(&e))
 }
 
 /// `GET /volumecontent/{id}/file`: a file's bytes, streamed.
@@ -325,7 +306,7 @@ pub(super) async fn write(
         return Err(e); // Dropping the upload removes its file; the old one is untouched.
     }
     let e = blocking(move || upload.commit()).await?;
-    Ok(json_at(StatusCode::CREATED, entry_json(&e)))
+    json_at(StatusCode::CREATED, &VolumeEntry::from(&e))
 }
 
 #[derive(Debug, Deserialize)]
@@ -372,7 +353,7 @@ pub(super) async fn patch(
         mode: b.mode,
     };
     let e = blocking(move || vf.set_attrs(&path, attrs)).await?;
-    Ok(json_at(StatusCode::OK, entry_json(&e)))
+    json_at(StatusCode::OK, &VolumeEntry::from(&e))
 }
 
 /// `DELETE /volumecontent/{id}/path`: removes a file, a symlink or a whole directory.

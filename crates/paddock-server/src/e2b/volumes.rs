@@ -16,9 +16,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use paddock_store::VolumeRecord;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::common::{E2bCaller, E2bResult, body, json_status};
+use super::wire::VolumeBody;
 use crate::state::AppState;
 use crate::volumes;
 use crate::wire::no_content;
@@ -29,12 +29,13 @@ struct NewVolume {
     name: String,
 }
 
-fn with_token(state: &AppState, v: &VolumeRecord) -> Value {
-    json!({
-        "volumeID": v.id,
-        "name": v.name,
-        "token": super::access_token(state, &format!("volume:{}", v.id)),
-    })
+/// A volume with its content API token (create and get).
+fn with_token(state: &AppState, v: &VolumeRecord) -> VolumeBody {
+    VolumeBody {
+        name: v.name.clone(),
+        token: Some(super::access_token(state, &format!("volume:{}", v.id))),
+        volume_id: v.id.clone(),
+    }
 }
 
 pub(super) async fn create(
@@ -47,19 +48,23 @@ pub(super) async fn create(
     let v = state
         .audited(&caller, "volume.create", None, Some(b.name), res)
         .await?;
-    Ok(json_status(StatusCode::CREATED, with_token(&state, &v)))
+    Ok(json_status(StatusCode::CREATED, &with_token(&state, &v)))
 }
 
 pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     E2bCaller(caller): E2bCaller,
 ) -> E2bResult<Response> {
-    let items: Vec<Value> = volumes::list(&state, &caller)
+    let items: Vec<VolumeBody> = volumes::list(&state, &caller)
         .await?
-        .iter()
-        .map(|v| json!({ "volumeID": v.id, "name": v.name }))
+        .into_iter()
+        .map(|v| VolumeBody {
+            name: v.name,
+            token: None,
+            volume_id: v.id,
+        })
         .collect();
-    Ok(json_status(StatusCode::OK, Value::Array(items)))
+    Ok(json_status(StatusCode::OK, &items))
 }
 
 pub(super) async fn get_one(
@@ -68,7 +73,7 @@ pub(super) async fn get_one(
     Path(id): Path<String>,
 ) -> E2bResult<Response> {
     let v = volumes::get(&state, &caller, &id).await?;
-    Ok(json_status(StatusCode::OK, with_token(&state, &v)))
+    Ok(json_status(StatusCode::OK, &with_token(&state, &v)))
 }
 
 pub(super) async fn destroy(
