@@ -2,7 +2,9 @@
 //! `utoipa`, so each of its types the document names has a twin here with the same name,
 //! fields, serde attributes and schema attributes; the twins are never built, only
 //! described (the router tests check the document, `tests/architecture.rs` that the service
-//! crate has no HTTP dependency). A change to one of those types changes its twin.
+//! crate has no HTTP dependency). A change to one of those types changes its twin: the test
+//! below compares their fields, variants and serde attributes line by line. `SetBudget`
+//! is only here: the service reads a budget by hand (`budgets::parse`, naming the bad field).
 
 #![allow(dead_code)]
 
@@ -355,5 +357,108 @@ pub mod budgets {
         pub tenant: String,
         pub amount: f64,
         pub warn_at: f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The twins and the service's source, by file: each twin must keep its type's fields,
+    /// variants and serde attributes.
+    const TWINS: [(&str, &str, &[&str]); 5] = [
+        (
+            "rollouts/view.rs",
+            include_str!("../../../paddock-service/src/rollouts/view.rs"),
+            &[
+                "RolloutState",
+                "TargetState",
+                "RolloutKind",
+                "TargetView",
+                "RolloutView",
+                "ProgressKind",
+                "Progress",
+            ],
+        ),
+        (
+            "rollouts/spec.rs",
+            include_str!("../../../paddock-service/src/rollouts/spec.rs"),
+            &["CommandBody", "Body", "UploadBody", "FileBody"],
+        ),
+        (
+            "volumes.rs",
+            include_str!("../../../paddock-service/src/volumes.rs"),
+            &["VolumeUse"],
+        ),
+        (
+            "cost.rs",
+            include_str!("../../../paddock-service/src/cost.rs"),
+            &[
+                "Prices",
+                "UsageTotals",
+                "GroupBy",
+                "UsageGroup",
+                "Metered",
+                "UsageReport",
+            ],
+        ),
+        (
+            "cost/budgets.rs",
+            include_str!("../../../paddock-service/src/cost/budgets.rs"),
+            &["Budget", "BudgetView", "BudgetList", "TenantBudget"],
+        ),
+    ];
+
+    /// The lines of the definition of `name` in `src` that shape its JSON: fields,
+    /// variants and serde attributes (its own and those above it), trimmed; without doc
+    /// comments, derives and `#[schema]`/`#[allow]` attributes, which a twin may differ in.
+    fn shape(src: &str, name: &str) -> Option<Vec<String>> {
+        let lines: Vec<&str> = src.lines().collect();
+        let start = lines.iter().position(|l| {
+            let t = l.trim_start().replace("pub(crate) ", "pub ");
+            t.starts_with(&format!("pub struct {name} "))
+                || t.starts_with(&format!("pub enum {name} "))
+        })?;
+        let indent = lines[start].len() - lines[start].trim_start().len();
+        let mut first = start;
+        while first > 0 {
+            let t = lines[first - 1].trim();
+            if t.starts_with("#[") || t.starts_with("///") {
+                first -= 1;
+            } else {
+                break;
+            }
+        }
+        let end = (start..lines.len()).find(|&i| {
+            lines[i].trim() == "}" && lines[i].len() - lines[i].trim_start().len() == indent
+        })?;
+        Some(
+            lines[first..=end]
+                .iter()
+                .map(|l| l.trim().replace("pub(crate) ", "pub "))
+                .filter(|l| {
+                    !(l.is_empty()
+                        || l.starts_with("///")
+                        || l.starts_with("#[derive(")
+                        || l.starts_with("#[schema(")
+                        || l.starts_with("#[allow("))
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn every_twin_has_the_shape_of_its_domain_type() {
+        let twins = include_str!("domain.rs");
+        for (file, src, names) in TWINS {
+            for name in names {
+                let want = shape(src, name)
+                    .unwrap_or_else(|| panic!("paddock-service {file} has no type {name}"));
+                let got = shape(twins, name).unwrap_or_else(|| panic!("no twin of {name}"));
+                assert!(want.len() > 2, "{name}: the definition was not read whole");
+                assert_eq!(
+                    got, want,
+                    "the twin of {name} ({file}) differs from the type: change it too"
+                );
+            }
+        }
     }
 }
