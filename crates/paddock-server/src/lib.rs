@@ -1,4 +1,6 @@
-//! Paddock's API server: REST `/v1`, auth, sandbox lifecycle, events, audit and metrics.
+//! Paddock's API server, the HTTP edge: REST `/v1`, the E2B API, auth, the port proxy, the
+//! console and the fleet control plane. The domain (state, lifecycle, pools, secrets, ...) is
+//! the crate `paddock-service`, whose modules are re-exported here under their old names.
 //!
 //! [`serve`] opens the store and the runtime, reconciles them ([`lifecycle::reconcile`]),
 //! creates the first admin key on a fresh data directory, starts the lifecycle task and
