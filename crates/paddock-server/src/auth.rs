@@ -18,15 +18,14 @@ use paddock_store::{ApiKey, Store, now_ms};
 
 use self::keys::canonical;
 pub use self::keys::{
-    Caller, E2B_KEY_PREFIX, e2b_form, generate_key, hash_key, looks_like_key, new_key_in,
-    random_id, server_secret,
+    E2B_KEY_PREFIX, e2b_form, generate_key, hash_key, looks_like_key, new_key_in, random_id,
+    server_secret,
 };
 pub use self::limit::RateLimiter;
+pub use paddock_service::auth::{keys, limit};
+
 use crate::error::ApiError;
 use crate::state::AppState;
-
-pub mod keys;
-pub mod limit;
 
 /// The key named in the request headers, if any.
 pub fn presented_key(parts: &Parts) -> Option<&str> {
@@ -42,6 +41,26 @@ pub fn presented_key(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
+/// The caller of a request, as an extractor: the domain's [`keys::Caller`] (which it
+/// dereferences to, so domain calls take `&caller` as before), found from the request's key
+/// or the console's session cookie and admitted by the route's role.
+#[derive(Debug, Clone)]
+pub struct Caller(pub keys::Caller);
+
+impl std::ops::Deref for Caller {
+    type Target = keys::Caller;
+
+    fn deref(&self) -> &keys::Caller {
+        &self.0
+    }
+}
+
+impl From<keys::Caller> for Caller {
+    fn from(c: keys::Caller) -> Caller {
+        Caller(c)
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
@@ -49,8 +68,8 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(c) = parts.extensions.get::<Caller>() {
-            return Ok(c.clone());
+        if let Some(c) = parts.extensions.get::<keys::Caller>() {
+            return Ok(Caller(c.clone()));
         }
         // A key in the headers wins; without one, the console's session cookie
         // (CSRF-checked, see `session`).
@@ -66,12 +85,12 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         };
         crate::roles::admit(&parts.extensions, &c)?;
         parts.extensions.insert(c.clone());
-        Ok(c)
+        Ok(Caller(c))
     }
 }
 
 /// Checks a presented key: well formed, known, not revoked, not expired, within its rate.
-pub async fn authenticate(state: &AppState, key: Option<&str>) -> Result<Caller, ApiError> {
+pub async fn authenticate(state: &AppState, key: Option<&str>) -> Result<keys::Caller, ApiError> {
     let c = authenticate_unmetered(state, key).await?;
     state.limiter.check(&c.key.id)?;
     Ok(c)
@@ -82,7 +101,7 @@ pub async fn authenticate(state: &AppState, key: Option<&str>) -> Result<Caller,
 pub async fn authenticate_unmetered(
     state: &AppState,
     key: Option<&str>,
-) -> Result<Caller, ApiError> {
+) -> Result<keys::Caller, ApiError> {
     let hash = hash_key(&canonical(key.ok_or(BAD_KEY)?).ok_or(BAD_KEY)?);
     // A key used a moment ago is not read again (`crate::hotpath::KeyCache`).
     let k = match state.keys.get(&hash) {
@@ -100,17 +119,20 @@ pub async fn authenticate_unmetered(
 const BAD_KEY: ApiError = ApiError::Unauthorized("missing, invalid, revoked or expired API key");
 
 /// A known key as a caller, unless it is revoked or expired.
-fn usable(k: ApiKey) -> Result<Caller, ApiError> {
+fn usable(k: ApiKey) -> Result<keys::Caller, ApiError> {
     let now = now_ms();
     if k.revoked_at.is_some() || k.expires_at.is_some_and(|e| e <= now) {
         return Err(BAD_KEY);
     }
-    Ok(Caller { key: k })
+    Ok(keys::Caller { key: k })
 }
 
 /// [`authenticate_unmetered`] against a store, never cached (the control plane has no
 /// [`AppState`]).
-pub async fn authenticate_in(store: &dyn Store, key: Option<&str>) -> Result<Caller, ApiError> {
+pub async fn authenticate_in(
+    store: &dyn Store,
+    key: Option<&str>,
+) -> Result<keys::Caller, ApiError> {
     let key = canonical(key.ok_or(BAD_KEY)?).ok_or(BAD_KEY)?;
     usable(store.key_by_hash(&hash_key(&key)).await?.ok_or(BAD_KEY)?)
 }
@@ -133,6 +155,7 @@ pub fn data_bucket(state: &AppState, bucket: &DataBucket) -> Result<(), ApiError
         DataBucket::Key(k) => state.data_limiter.check(&format!("key:{k}")),
         DataBucket::Sandbox(id) => state.data_limiter.check(&format!("sandbox:{id}")),
     }
+    .map_err(ApiError::from)
 }
 
 /// A caller with the admin role (403 otherwise).

@@ -263,64 +263,48 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict(what) => ApiError::Conflict(format!("already exists: {what}")),
-            StoreError::Unavailable(detail) => ApiError::StoreUnavailable(detail),
-            other => ApiError::Internal(format!("store: {other}")),
-        }
+        ApiError::from(paddock_service::Error::from_store(&e))
     }
 }
 
 impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {
-        use connectrpc::ErrorCode as C;
+        ApiError::from(paddock_service::Error::from_runtime(&e))
+    }
+}
+
+/// A domain error as the edge answers it: each variant to the variant of the same name,
+/// store and runtime errors through the conversions above.
+impl From<paddock_service::Error> for ApiError {
+    fn from(e: paddock_service::Error) -> Self {
+        use paddock_service::Error as E;
         match e {
-            e @ (RuntimeError::UnknownTemplate { .. } | RuntimeError::UnknownUser { .. }) => {
-                ApiError::BadRequest(e.to_string())
-            }
-            RuntimeError::InvalidLimits(l) => ApiError::BadRequest(format!("invalid limits: {l}")),
-            RuntimeError::InvalidId(_) => ApiError::NotFound("sandbox not found".into()),
-            RuntimeError::InvalidArgument { reason, .. } => ApiError::BadRequest(reason),
-            RuntimeError::NotFound { id } => ApiError::sandbox_not_found(&id),
-            e @ (RuntimeError::TemplateInUse { .. }
-            | RuntimeError::TemplateHasSnapshots { .. }
-            | RuntimeError::VolumeInUse { .. }
-            | RuntimeError::AlreadyPaused { .. }) => ApiError::Conflict(e.to_string()),
-            RuntimeError::Registry { reason, .. } => ApiError::Registry(reason),
-            RuntimeError::BadImage { reason } => ApiError::BadRequest(reason),
-            e @ RuntimeError::TemplateUnusable { .. } => ApiError::TemplateUnusable(e.to_string()),
-            RuntimeError::IsolationUnavailable { reason, .. } => ApiError::BadRequest(reason),
-            RuntimeError::Exhausted => {
-                ApiError::Unavailable("this host cannot start more sandboxes".into())
-            }
-            RuntimeError::Agent(ce) => {
-                let msg = ce.message.clone().unwrap_or_default();
-                match ce.code {
-                    C::InvalidArgument => ApiError::BadRequest(msg),
-                    C::NotFound => ApiError::NotFound(msg),
-                    C::PermissionDenied => {
-                        ApiError::BadRequest(format!("permission denied: {msg}"))
-                    }
-                    C::ResourceExhausted => ApiError::InsufficientStorage(msg),
-                    C::FailedPrecondition | C::AlreadyExists => ApiError::Conflict(msg),
-                    C::Unauthenticated => ApiError::BadRequest(msg),
-                    C::DeadlineExceeded => ApiError::Conflict("deadline exceeded".into()),
-                    _ => {
-                        tracing::warn!(code = ?ce.code, %msg, "agent error");
-                        ApiError::Agent("the sandbox's agent failed".into())
-                    }
-                }
-            }
-            other @ (RuntimeError::Setup { .. }
-            | RuntimeError::Io { .. }
-            | RuntimeError::Task { .. }
-            | RuntimeError::Encode { .. }
-            | RuntimeError::Command { .. }
-            | RuntimeError::Unsupported { .. }) => ApiError::Internal(other.to_string()),
-            RuntimeError::PortClosed { port, reason } => {
-                ApiError::Agent(format!("port {port} is not open in the sandbox ({reason})"))
-            }
+            E::BadRequest(m) => ApiError::BadRequest(m),
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::Conflict(m) => ApiError::Conflict(m),
+            E::NoMatch(m) => ApiError::NoMatch(m),
+            E::PayloadTooLarge(n) => ApiError::PayloadTooLarge(n),
+            E::StartFailed(m) => ApiError::StartFailed(m),
+            E::TemplateUnusable(m) => ApiError::TemplateUnusable(m),
+            E::RateLimited(s) => ApiError::RateLimited(s),
+            E::QuotaExceeded(m) => ApiError::QuotaExceeded(m),
+            E::Unavailable(m) => ApiError::Unavailable(m),
+            E::NoCapacity(m) => ApiError::NoCapacity(m),
+            E::Agent(m) => ApiError::Agent(m),
+            E::Registry(m) => ApiError::Registry(m),
+            E::InsufficientStorage(m) => ApiError::InsufficientStorage(m),
+            E::StoreUnavailable(m) => ApiError::StoreUnavailable(m),
+            E::Internal(m) => ApiError::Internal(m),
+            E::Store(e) => ApiError::from(e),
+            E::Runtime(e) => ApiError::from(e),
         }
+    }
+}
+
+/// An edge error's code for the audit (`AppState::audited` takes either kind of result).
+impl paddock_service::error::Coded for ApiError {
+    fn code(&self) -> &'static str {
+        self.status_code().1
     }
 }
 
@@ -329,9 +313,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 /// The error for an in-sandbox operation on a paused sandbox.
 pub fn paused_error(id: &str) -> ApiError {
-    ApiError::Conflict(format!(
-        "sandbox {id} is paused: resume it first (POST /v1/sandboxes/{id}/resume, or E2B connect)"
-    ))
+    ApiError::from(paddock_service::error::paused_error(id))
 }
 
 #[cfg(test)]
@@ -441,6 +423,135 @@ mod tests {
             serde_json::to_string(&b).unwrap(),
             r#"{"code":"internal","message":"internal error","request_id":"r1"}"#
         );
+    }
+
+    /// Every domain error reaches a client as the edge error of the same name, with the
+    /// same status, code and message; the audit records the same code. The match has no
+    /// wildcard, so a new variant of the service's error does not compile until it is
+    /// mapped here too.
+    #[test]
+    fn every_service_error_is_answered_as_the_edge_error_of_its_name() {
+        use paddock_service::Error as E;
+        use paddock_service::error::Coded as _;
+        let all = vec![
+            E::BadRequest("bad".into()),
+            E::NotFound("gone".into()),
+            E::Conflict("busy".into()),
+            E::NoMatch("nothing".into()),
+            E::PayloadTooLarge(7),
+            E::StartFailed("start".into()),
+            E::TemplateUnusable("refused".into()),
+            E::RateLimited(3),
+            E::QuotaExceeded("quota".into()),
+            E::Unavailable("full".into()),
+            E::NoCapacity("no node".into()),
+            E::Agent("agent".into()),
+            E::Registry("registry".into()),
+            E::InsufficientStorage("disk".into()),
+            E::StoreUnavailable("pg down".into()),
+            E::Internal("/var/lib/paddock/x".into()),
+            E::Store(StoreError::Conflict("key k".into())),
+            E::Runtime(RuntimeError::Exhausted),
+        ];
+        for e in all {
+            use StatusCode as S;
+            let want: (StatusCode, &str, &str) = match &e {
+                E::BadRequest(_) => (S::BAD_REQUEST, "invalid_request", "bad"),
+                E::NotFound(_) => (S::NOT_FOUND, "not_found", "gone"),
+                E::Conflict(_) => (S::CONFLICT, "conflict", "busy"),
+                E::NoMatch(_) => (S::UNPROCESSABLE_ENTITY, "no_match", "nothing"),
+                E::PayloadTooLarge(_) => (
+                    S::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "request body is larger than the limit of 7 bytes",
+                ),
+                E::StartFailed(_) => (S::UNPROCESSABLE_ENTITY, "start_failed", "start"),
+                E::TemplateUnusable(_) => (S::UNPROCESSABLE_ENTITY, "template_unusable", "refused"),
+                E::RateLimited(_) => (
+                    S::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many requests; retry after 3 s",
+                ),
+                E::QuotaExceeded(_) => (S::TOO_MANY_REQUESTS, "quota_exceeded", "quota"),
+                E::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", "full"),
+                E::NoCapacity(_) => (S::SERVICE_UNAVAILABLE, "no_capacity", "no node"),
+                E::Agent(_) => (S::BAD_GATEWAY, "agent_error", "agent"),
+                E::Registry(_) => (S::BAD_GATEWAY, "registry_error", "registry"),
+                E::InsufficientStorage(_) => {
+                    (S::INSUFFICIENT_STORAGE, "insufficient_storage", "disk")
+                }
+                E::StoreUnavailable(_) => (
+                    S::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the database is unavailable; retry shortly",
+                ),
+                E::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "internal error"),
+                E::Store(_) => (S::CONFLICT, "conflict", "already exists: key k"),
+                E::Runtime(_) => (
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "this host cannot start more sandboxes",
+                ),
+            };
+            let (code, message) = (e.code(), e.message());
+            let api = ApiError::from(e);
+            let (status, api_code) = api.status_code();
+            assert_eq!((status, api_code, api.to_string().as_str()), want);
+            assert_eq!(
+                (code, message.as_str()),
+                (want.1, want.2),
+                "the service's own view"
+            );
+        }
+    }
+
+    /// A store or runtime error inside a domain error is answered exactly as it is on its
+    /// own, and the service's code for it (the audit's) is the edge's.
+    #[test]
+    fn wrapped_store_and_runtime_errors_keep_their_answers() {
+        use paddock_service::error::Coded as _;
+        let runtime = || {
+            vec![
+                RuntimeError::Exhausted,
+                RuntimeError::NotFound {
+                    id: "abcdefghij0123456789".into(),
+                },
+                RuntimeError::TemplateUnusable {
+                    template: "evil".into(),
+                    reason: "a symlink".into(),
+                },
+                RuntimeError::Setup {
+                    id: "abc".into(),
+                    failure: paddock_runtime::SetupFailure::Reported {
+                        message: "mounting /var/lib/paddock/x: EPERM".into(),
+                    },
+                },
+            ]
+        };
+        for (a, b) in runtime().into_iter().zip(runtime()) {
+            let direct = ApiError::from(a);
+            let wrapped = paddock_service::Error::from(b);
+            assert_eq!(wrapped.code(), direct.status_code().1);
+            assert_eq!(wrapped.message(), direct.to_string());
+            let via = ApiError::from(wrapped);
+            assert_eq!(via.status_code(), direct.status_code());
+            assert_eq!(via.to_string(), direct.to_string());
+        }
+        let store = || {
+            vec![
+                StoreError::Conflict("k".into()),
+                StoreError::Unavailable("down".into()),
+            ]
+        };
+        for (a, b) in store().into_iter().zip(store()) {
+            let direct = ApiError::from(a);
+            let wrapped = paddock_service::Error::from(b);
+            assert_eq!(wrapped.code(), direct.status_code().1);
+            assert_eq!(wrapped.message(), direct.to_string());
+            let via = ApiError::from(wrapped);
+            assert_eq!(via.status_code(), direct.status_code());
+            assert_eq!(via.to_string(), direct.to_string());
+        }
     }
 
     #[test]

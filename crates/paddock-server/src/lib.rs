@@ -1,4 +1,6 @@
-//! Paddock's API server: REST `/v1`, auth, sandbox lifecycle, events, audit and metrics.
+//! Paddock's API server, the HTTP edge: REST `/v1`, the E2B API, auth, the port proxy, the
+//! console and the fleet control plane. The domain (state, lifecycle, pools, secrets, ...) is
+//! the crate `paddock-service`, whose modules are re-exported here under their old names.
 //!
 //! [`serve`] opens the store and the runtime, reconciles them ([`lifecycle::reconcile`]),
 //! creates the first admin key on a fresh data directory, starts the lifecycle task and
@@ -22,45 +24,31 @@ use paddock_runtime::{Runtime, RuntimeConfig};
 use paddock_store::{Role, SqliteStore, Store};
 use tower::ServiceExt as _;
 
-pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod code;
-pub mod config;
 pub mod console;
-pub mod cost;
 pub mod dns;
 pub mod e2b;
 pub mod error;
-pub mod event_kind;
 pub mod fleet;
-pub mod hostload;
-pub mod hotpath;
-pub mod isolation;
-pub mod lifecycle;
-pub mod metrics;
 pub mod openapi;
-pub mod pausing;
-pub mod pools;
 pub mod proxy;
 pub mod request_id;
 pub mod roles;
-pub mod rollouts;
-pub mod sandbox_spec;
-pub mod secrets;
 pub mod session;
-pub mod snapshots;
 pub mod splice;
-pub mod startcmd;
-pub mod state;
-pub mod templates;
 pub mod trace;
 pub mod transfer;
-pub mod usage;
-pub mod volumes;
-pub mod webhooks;
 pub mod wire;
+
+// The domain services, under the names the edge's modules have always used.
+pub use paddock_service::{
+    alerts, config, cost, event_kind, hostload, hotpath, isolation, lifecycle, metrics, pausing,
+    pools, rollouts, sandbox_spec, secrets, snapshots, startcmd, state, templates, usage, volumes,
+    webhooks,
+};
 
 pub use config::{ConfigError, ServerConfig};
 

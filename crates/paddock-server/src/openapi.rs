@@ -17,6 +17,8 @@
 //! (`crates/paddock/tests/api/openapi.rs`), and it is what `/v1/openapi.json` serves
 //! (`tests/router.rs`).
 
+pub mod domain;
+
 use std::sync::LazyLock;
 
 use serde_json::Value;
@@ -183,21 +185,21 @@ impl utoipa::Modify for SecuritySchemes {
         crate::api::pools::PoolList,
         crate::api::secrets::SecretView,
         crate::api::secrets::SecretList,
-        crate::cost::GroupBy,
-        crate::cost::Prices,
-        crate::cost::UsageReport,
-        crate::cost::UsageGroup,
-        crate::cost::UsageTotals,
-        crate::cost::budgets::BudgetList,
-        crate::cost::budgets::BudgetView,
-        crate::cost::budgets::SetBudget,
-        crate::cost::budgets::TenantBudget,
+        self::domain::cost::GroupBy,
+        self::domain::cost::Prices,
+        self::domain::cost::UsageReport,
+        self::domain::cost::UsageGroup,
+        self::domain::cost::UsageTotals,
+        self::domain::budgets::BudgetList,
+        self::domain::budgets::BudgetView,
+        self::domain::budgets::SetBudget,
+        self::domain::budgets::TenantBudget,
         crate::fleet::control::NodeList,
         crate::fleet::control::NodeView,
         crate::api::rollouts::RolloutList,
-        crate::rollouts::view::RolloutView,
-        crate::rollouts::view::TargetView,
-        crate::rollouts::view::Progress,
+        self::domain::rollouts::RolloutView,
+        self::domain::rollouts::TargetView,
+        self::domain::rollouts::Progress,
         crate::api::alerts::AlertList,
         crate::api::alerts::FiringView,
         crate::api::alerts::RuleList,

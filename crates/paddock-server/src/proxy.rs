@@ -480,10 +480,10 @@ async fn forward(
     }
     if rec.state == SandboxState::Paused {
         if !crate::pausing::auto_resume(&rec) {
-            return crate::pausing::paused_error(id).into_response();
+            return crate::error::paused_error(id).into_response();
         }
         if let Err(e) = crate::pausing::resume(state, id, false, None).await {
-            return e.into_response();
+            return ApiError::from(e).into_response();
         }
     } else if rec.state != SandboxState::Running {
         return ApiError::Conflict(format!("sandbox {id} is {}", rec.state)).into_response();

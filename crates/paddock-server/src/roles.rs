@@ -26,9 +26,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use paddock_store::Role;
 
-use crate::auth::keys::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
+use paddock_service::auth::keys::Caller;
 
 /// What a route needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

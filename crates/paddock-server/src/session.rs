@@ -30,9 +30,9 @@ use axum::http::{HeaderMap, Method};
 use paddock_store::{SessionRecord, Store};
 use sha2::{Digest, Sha256};
 
-use crate::auth::keys::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
+use paddock_service::auth::keys::Caller;
 
 /// The cookie's name.
 pub const COOKIE_NAME: &str = "paddock_session";

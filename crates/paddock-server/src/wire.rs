@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use paddock_store::{Event, Millis};
+use paddock_store::Event;
 
 use crate::error::{ApiError, ApiResult};
 
@@ -84,19 +84,7 @@ pub fn unknown_param(name: &str) -> ApiError {
     ApiError::BadRequest(format!("unknown query parameter {:?}", truncate(name, 64)))
 }
 
-/// An RFC 3339 UTC timestamp, or null.
-pub fn rfc3339(ms: Option<Millis>) -> serde_json::Value {
-    let Some(ms) = ms else {
-        return serde_json::Value::Null;
-    };
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .map_or(serde_json::Value::Null, serde_json::Value::String)
-}
+pub use paddock_service::text::{rfc3339, truncate};
 
 /// A lifecycle event as clients see it (SSE, `/v1/events`, `.../logs`, webhooks).
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -162,18 +150,6 @@ pub fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// At most `max` bytes of `s`, cut at a character boundary.
-pub fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
 /// The argv of a request that names a command as `cmd` (an argv array) or `command` (a
 /// shell command line, run by `bash -l -c`): exactly one of them, not empty. Shared by exec
 /// and services.
@@ -181,17 +157,7 @@ pub fn command_argv(
     cmd: Option<Vec<String>>,
     command: Option<String>,
 ) -> Result<Vec<String>, ApiError> {
-    match (cmd, command) {
-        (Some(c), None) if c.first().is_some_and(|p| !p.is_empty()) => Ok(c),
-        (Some(_), None) => Err(ApiError::BadRequest("cmd must not be empty".into())),
-        (None, Some(c)) if !c.trim().is_empty() => {
-            Ok(vec!["/bin/bash".into(), "-l".into(), "-c".into(), c])
-        }
-        (None, Some(_)) => Err(ApiError::BadRequest("command must not be empty".into())),
-        _ => Err(ApiError::BadRequest(
-            "give exactly one of `cmd` (an argv array) and `command` (a shell command line)".into(),
-        )),
-    }
+    paddock_service::text::command_argv(cmd, command).map_err(ApiError::from)
 }
 
 #[cfg(test)]
@@ -213,5 +179,12 @@ mod tests {
             event_json(&e).to_string(),
             r#"{"at":"1970-01-01T00:00:02Z","data":{"template":"base"},"kind":"created","sandbox_id":null,"seq":4}"#
         );
+        // The service's webhooks build the same value without the wire type.
+        assert_eq!(paddock_service::text::event_json(&e), event_json(&e));
+        let e = Event {
+            sandbox_id: Some("abc".into()),
+            ..e
+        };
+        assert_eq!(paddock_service::text::event_json(&e), event_json(&e));
     }
 }

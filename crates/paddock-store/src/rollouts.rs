@@ -1,5 +1,5 @@
 //! Rollouts: a command or an upload run on every sandbox matching a metadata selector, and
-//! each sandbox's outcome. The server runs them (`paddock_server::rollouts`); this is what
+//! each sandbox's outcome. The server runs them (`paddock_service::rollouts`); this is what
 //! survives a restart. States are the server's words, stored as text.
 
 use crate::{Millis, Result};

@@ -209,7 +209,7 @@ struct ServeArgs {
     /// A warm pool for a template, TEMPLATE=N (N ready sandboxes) or TEMPLATE=MIN..MAX
     /// (sized by the last minute's creates); repeatable (docs/pools.md).
     #[arg(long = "pool", value_name = "TEMPLATE=N", value_parser = parse_pool)]
-    pool: Vec<(String, paddock_server::pools::PoolSize)>,
+    pool: Vec<(String, paddock_service::pools::PoolSize)>,
     /// TLS certificate chain (PEM). With --tls-key the server speaks HTTPS only, HTTP/2 and
     /// HTTP/1.1 by ALPN (a wildcard certificate for *.DOMAIN serves the port URLs).
     #[arg(long, env = "PADDOCK_TLS_CERT", requires = "tls_key")]
@@ -238,9 +238,9 @@ struct FleetArgs {
 }
 
 impl FleetArgs {
-    fn token(&self) -> Result<paddock_server::fleet::FleetToken> {
+    fn token(&self) -> Result<paddock_service::fleet::FleetToken> {
         let env = std::env::var("PADDOCK_FLEET_TOKEN").ok();
-        paddock_server::fleet::FleetToken::load(self.fleet_token_file.as_deref(), env.as_deref())
+        paddock_service::fleet::FleetToken::load(self.fleet_token_file.as_deref(), env.as_deref())
             .map_err(anyhow::Error::msg)
     }
 }
@@ -296,7 +296,7 @@ struct ControlArgs {
 
 async fn control(a: ControlArgs) -> Result<i32> {
     let token = a.fleet.token()?;
-    let store = paddock_server::fleet::open_store(&a.fleet.database_url)
+    let store = paddock_service::fleet::open_store(&a.fleet.database_url)
         .await
         .map_err(anyhow::Error::msg)?;
     let cfg = paddock_server::fleet::control::ControlConfig {
@@ -344,7 +344,7 @@ async fn shutdown_signal() {
 
 async fn node(data_dir: PathBuf, a: NodeArgs) -> Result<i32> {
     let token = a.fleet.token()?;
-    let labels = paddock_server::fleet::parse_labels(&a.labels).map_err(anyhow::Error::msg)?;
+    let labels = paddock_service::fleet::parse_labels(&a.labels).map_err(anyhow::Error::msg)?;
     if !(a.cpu_overcommit.is_finite() && a.cpu_overcommit >= 1.0) {
         bail!("--cpu-overcommit must be at least 1");
     }
@@ -352,7 +352,7 @@ async fn node(data_dir: PathBuf, a: NodeArgs) -> Result<i32> {
         bail!("--max-sandboxes must be at least 1");
     }
     paddock_runtime::datadir::create_private(&data_dir)?;
-    let id = paddock_server::fleet::node::node_id(&data_dir).context("the node id")?;
+    let id = paddock_service::fleet::node::node_id(&data_dir).context("the node id")?;
     let name = match a.name {
         Some(n) => n,
         None => rustix::system::uname()
@@ -361,7 +361,7 @@ async fn node(data_dir: PathBuf, a: NodeArgs) -> Result<i32> {
             .into_owned(),
     };
     let advertise = a.advertise.clone();
-    let node = paddock_server::fleet::NodeConfig {
+    let node = paddock_service::fleet::NodeConfig {
         id,
         name,
         advertise,
@@ -392,10 +392,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 async fn serve_with(
     data_dir: PathBuf,
     a: ServeArgs,
-    node: Option<paddock_server::fleet::NodeConfig>,
+    node: Option<paddock_service::fleet::NodeConfig>,
     database_url: Option<String>,
 ) -> Result<i32> {
-    let mut cfg = paddock_server::ServerConfig::new(&data_dir);
+    let mut cfg = paddock_service::ServerConfig::new(&data_dir);
     cfg.node = node;
     cfg.database_url = database_url;
     cfg.listen = a.listen;
@@ -437,7 +437,7 @@ async fn serve_with(
     cfg.tls = a.tls_cert.zip(a.tls_key);
     let key_env = std::env::var("PADDOCK_SECRETS_KEY").ok();
     cfg.secrets_key =
-        paddock_server::secrets::load_key(a.secrets_key_file.as_deref(), key_env.as_deref())
+        paddock_service::secrets::load_key(a.secrets_key_file.as_deref(), key_env.as_deref())
             .map_err(anyhow::Error::msg)?;
     let policy = if a.on_shutdown == "destroy" {
         paddock_server::ShutdownPolicy::Destroy
@@ -644,14 +644,14 @@ fn ps_table(items: &[paddock_runtime::HostSandbox]) -> String {
 }
 
 /// `--pool TEMPLATE=N` or `TEMPLATE=MIN..MAX`.
-fn parse_pool(s: &str) -> Result<(String, paddock_server::pools::PoolSize), String> {
+fn parse_pool(s: &str) -> Result<(String, paddock_service::pools::PoolSize), String> {
     let (t, n) = s
         .split_once('=')
         .ok_or_else(|| format!("--pool {s:?} is not TEMPLATE=N or TEMPLATE=MIN..MAX"))?;
     if t.is_empty() {
         return Err(format!("--pool {s:?} names no template"));
     }
-    Ok((t.to_owned(), paddock_server::pools::PoolSize::parse(n)?))
+    Ok((t.to_owned(), paddock_service::pools::PoolSize::parse(n)?))
 }
 
 #[cfg(test)]

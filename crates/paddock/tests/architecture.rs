@@ -390,14 +390,64 @@ fn only_the_edge_of_paddock_server_imports_its_routes() {
 }
 
 /// The files of `paddock-server` import each other as a tree: no file reaches itself again
-/// through `crate::` paths (outside its unit tests). What the state holds of a domain comes
-/// from a leaf below it (ARCHITECTURE.md, `state`), and what the routes share with the rest
-/// from modules below both. A path names the deepest module file it reaches, as written
-/// (through a re-export it names the re-exporting file: import the leaf directly).
+/// through `crate::` paths (outside its unit tests). What the routes share with the rest
+/// comes from modules below both. A path names the deepest module file it reaches, as
+/// written (through a re-export it names the re-exporting file: import the leaf directly).
 #[test]
 fn paddock_server_modules_import_each_other_as_a_tree() {
+    assert_files_form_a_tree("paddock-server");
+}
+
+/// The same for `paddock-service`: what the state holds of a domain comes from a leaf below
+/// it (ARCHITECTURE.md, `state`), and the domain services sit above the state.
+#[test]
+fn paddock_service_modules_import_each_other_as_a_tree() {
+    assert_files_form_a_tree("paddock-service");
+}
+
+/// The domain crate knows no HTTP server: none of these in its manifest (`reqwest`, the
+/// outbound client of webhook and alert delivery, is allowed).
+#[test]
+fn paddock_service_depends_on_no_http_server_crate() {
+    const HTTP: [&str; 9] = [
+        "paddock-server",
+        "axum",
+        "axum-server",
+        "hyper",
+        "hyper-util",
+        "tower",
+        "tower-http",
+        "utoipa",
+        "headers",
+    ];
+    let manifest = root().join("crates/paddock-service/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).expect("Cargo.toml");
+    let mut section = String::new();
+    let mut bad = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line.to_owned();
+            continue;
+        }
+        if !section.ends_with("dependencies]") {
+            continue;
+        }
+        let name = line.split(['=', '.']).next().unwrap_or("").trim();
+        if HTTP.contains(&name) {
+            bad.push(line.to_owned());
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "crates/paddock-service depends on HTTP server crates (the edge is paddock-server):\n{}",
+        bad.join("\n")
+    );
+}
+
+fn assert_files_form_a_tree(krate: &str) {
     use std::collections::BTreeMap;
-    let src = root().join("crates/paddock-server/src");
+    let src = root().join("crates").join(krate).join("src");
     let mut files = Vec::new();
     files_under(&src, &mut files);
     // Module path (`a::b`) → file (relative to src).
@@ -472,8 +522,7 @@ fn paddock_server_modules_import_each_other_as_a_tree() {
     }
     assert!(
         circles.is_empty(),
-        "paddock-server files import each other in a circle (move what both need below \
-         them):\n{}",
+        "{krate} files import each other in a circle (move what both need below them):\n{}",
         circles.join("\n")
     );
 }

@@ -199,6 +199,7 @@ pub async fn new_key(
         webhook_url,
     )
     .await
+    .map_err(ApiError::from)
 }
 
 /// Create an API key (admin)

@@ -14,9 +14,11 @@ use axum::routing::{get, put};
 use paddock_store::{Role, UsageFilter, now_ms};
 
 use crate::auth::Caller;
-use crate::cost::budgets::{self, BudgetList, SetBudget, TenantBudget};
-use crate::cost::{GroupBy, HOUR_MS, MAX_RANGE_HOURS, Prices, UsageReport};
+use crate::cost::budgets::{self, BudgetList, TenantBudget};
+use crate::cost::{GroupBy, HOUR_MS, MAX_RANGE_HOURS};
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::domain::budgets::SetBudget;
+use crate::openapi::domain::cost::{Prices, UsageReport};
 use crate::state::AppState;
 use crate::wire::{form_urlencoded_pairs, parse_time, typed_response};
 
@@ -93,7 +95,7 @@ pub(crate) async fn put_prices(
     params(
         ("from" = Option<String>, Query, description = "RFC 3339, or milliseconds since the epoch"),
         ("to" = Option<String>, Query, description = "RFC 3339, or milliseconds since the epoch"),
-        ("by" = Option<GroupBy>, Query, description = "What to group by (default sandbox)"),
+        ("by" = Option<crate::openapi::domain::cost::GroupBy>, Query, description = "What to group by (default sandbox)"),
         ("tenant" = Option<String>, Query, description = "Admins only"),
     ),
     responses(
@@ -160,7 +162,7 @@ pub(crate) async fn report(
     tag = "cost",
     operation_id = "list_budgets",
     responses(
-        (status = 200, description = "Every budget the caller may see, by tenant", body = BudgetList),
+        (status = 200, description = "Every budget the caller may see, by tenant", body = crate::openapi::domain::budgets::BudgetList),
         (status = 401, description = "No or a bad key"),
         (status = 403, description = "Not allowed"),
     )
@@ -186,7 +188,7 @@ pub(crate) async fn list_budgets(
     params(("tenant" = String, Path, description = "The tenant")),
     request_body = SetBudget,
     responses(
-        (status = 200, description = "The budget", body = TenantBudget),
+        (status = 200, description = "The budget", body = crate::openapi::domain::budgets::TenantBudget),
         (status = 400, description = "A bad field"),
         (status = 401, description = "No or a bad key"),
         (status = 403, description = "Not an admin"),

@@ -525,7 +525,7 @@ pub(crate) async fn remove(
         .as_ref()
         .ok()
         .map(|f| format!("path={}", truncate(&f.path, 256)));
-    let res = async {
+    let res: ApiResult<_> = async {
         let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         let f = parsed?;
         sbx.agent
@@ -666,7 +666,7 @@ pub(crate) async fn mkdir(
     Json(body): Json<MkdirBody>,
 ) -> ApiResult<Response> {
     let detail = Some(format!("path={}", truncate(&body.path, 256)));
-    let res = async {
+    let res: ApiResult<_> = async {
         let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         check_path(&body.path)?;
         let r = sbx
@@ -733,7 +733,7 @@ pub(crate) async fn mv(
         truncate(&body.from, 256),
         truncate(&body.to, 256)
     ));
-    let res = async {
+    let res: ApiResult<_> = async {
         let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         check_path(&body.from)?;
         check_path(&body.to)?;
@@ -844,7 +844,7 @@ pub(crate) async fn archive_put(
         .as_ref()
         .ok()
         .map(|f| format!("path={}", truncate(&f.path, 256)));
-    let res = async {
+    let res: ApiResult<_> = async {
         let (_, sbx) = state.sandbox_for(&caller, &id).await?;
         let f = parsed?;
         let (parts, body) = req.into_parts();

@@ -160,7 +160,7 @@ pub(crate) async fn put_network(
 ) -> ApiResult<Response> {
     let policy = body.into_policy()?;
     let detail = format!("mode={}", policy.mode);
-    let res = async {
+    let res: ApiResult<_> = async {
         let mut r = state.record_for(&caller, &id).await?;
         lifecycle::set_network(&state, &mut r, policy).await?;
         Ok(r)

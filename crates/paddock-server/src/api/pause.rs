@@ -77,10 +77,10 @@ pub(crate) async fn pause(
     Path(id): Path<String>,
     Json(body): Json<PauseBody>,
 ) -> ApiResult<Response> {
-    let res = async {
+    let res: ApiResult<_> = async {
         let mode = parse_mode(body.mode.as_deref())?;
         state.record_for(&caller, &id).await?;
-        crate::pausing::pause(&state, &id, mode, "request").await
+        Ok(crate::pausing::pause(&state, &id, mode, "request").await?)
     }
     .await;
     let detail = body.mode.clone();

@@ -24,6 +24,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::openapi::domain::rollouts as doc;
 use crate::rollouts::view::{Progress, ProgressKind, RolloutView};
 use crate::rollouts::{self, MAX_TARGETS};
 use crate::state::AppState;
@@ -87,12 +88,12 @@ fn parse_wait(q: Option<&str>) -> ApiResult<bool> {
     tag = "rollouts",
     operation_id = "create_rollout",
     params(("wait" = Option<bool>, Query, description = "Answer 200 with the finished rollout")),
-    request_body = rollouts::spec::Body,
+    request_body = doc::Body,
     responses(
-        (status = 202, description = "The rollout, started", body = RolloutView),
+        (status = 202, description = "The rollout, started", body = doc::RolloutView),
         (status = 200, description = "The finished rollout (wait=true), or the NDJSON progress", content(
-            (RolloutView = "application/json"),
-            (Progress = "application/x-ndjson"),
+            (doc::RolloutView = "application/json"),
+            (doc::Progress = "application/x-ndjson"),
         )),
         (status = 400, description = "Bad input, or more than 1000 matches"),
         (status = 401, description = "No or a bad key"),
@@ -110,7 +111,7 @@ pub(crate) async fn create(
     req: Request,
 ) -> ApiResult<Response> {
     let ndjson = wants_ndjson(req.headers());
-    let res = async {
+    let res: ApiResult<_> = async {
         let wait = parse_wait(q.as_deref())?;
         let spec = body(req).await?.check()?;
         let what = format!(
@@ -203,6 +204,7 @@ fn progress_stream(state: Arc<AppState>, started: rollouts::Started) -> Response
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RolloutList {
     /// Newest first, without their sandboxes.
+    #[schema(value_type = Vec<doc::RolloutView>)]
     pub rollouts: Vec<RolloutView>,
 }
 
@@ -251,7 +253,7 @@ pub(crate) async fn list(
     operation_id = "get_rollout",
     params(("id" = String, Path, description = "Rollout id")),
     responses(
-        (status = 200, description = "The rollout", body = RolloutView),
+        (status = 200, description = "The rollout", body = doc::RolloutView),
         (status = 401, description = "No or a bad key"),
         (status = 403, description = "Not allowed"),
         (status = 404, description = "No such rollout"),
@@ -282,7 +284,7 @@ pub(crate) async fn get_one(
     operation_id = "cancel_rollout",
     params(("id" = String, Path, description = "Rollout id")),
     responses(
-        (status = 202, description = "The rollout", body = RolloutView),
+        (status = 202, description = "The rollout", body = doc::RolloutView),
         (status = 401, description = "No or a bad key"),
         (status = 403, description = "Not allowed"),
         (status = 404, description = "No such rollout"),

@@ -161,7 +161,7 @@ pub struct CreateBody {
     /// another tenant's) volume: 404; a path over a system path (/, /proc, /sys, /dev,
     /// /etc, /usr, /bin, /sbin, /lib*, /boot, /run, /tmp, /opt/paddock) or used twice: 400.
     #[serde(default)]
-    #[schema(max_items = 16)]
+    #[schema(max_items = 16, value_type = Vec<crate::openapi::domain::volumes::VolumeUse>)]
     volumes: Vec<crate::volumes::VolumeUse>,
 }
 
@@ -311,7 +311,7 @@ pub(crate) async fn create(
         // A fleet node fetches a template it lacks from a peer first.
         crate::fleet::layers::ensure(&st, body.template.as_deref().unwrap_or("base")).await?;
         let spec = body.validate(&st).await?;
-        lifecycle::create(&st, &c, spec).await
+        Ok(lifecycle::create(&st, &c, spec).await?)
     })
     .await
     .unwrap_or_else(|e| Err(ApiError::Internal(format!("create task: {e}"))));
@@ -453,7 +453,7 @@ pub(crate) async fn delete(
         if r.state == SandboxState::Stopped {
             return Err(ApiError::sandbox_not_found(&id));
         }
-        lifecycle::stop(&state, &id, paddock_store::StopReason::Killed).await
+        Ok(lifecycle::stop(&state, &id, paddock_store::StopReason::Killed).await?)
     }
     .await;
     state

@@ -310,7 +310,7 @@ pub(crate) async fn rotate(
     Admin(caller): Admin,
     Json(b): Json<RotateBody>,
 ) -> ApiResult<Response> {
-    let res = async {
+    let res: ApiResult<_> = async {
         let key = MasterKey::from_file(std::path::Path::new(&b.key_file))
             .map_err(ApiError::BadRequest)?;
         let id = key.id().to_owned();

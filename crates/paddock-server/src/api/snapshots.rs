@@ -166,9 +166,9 @@ pub(crate) async fn create(
     Path(id): Path<String>,
     Json(body): Json<SnapshotBody>,
 ) -> ApiResult<Response> {
-    let res = async {
+    let res: ApiResult<_> = async {
         check_mode(body.mode.as_deref())?;
-        snapshots::take(&state, &caller, &id, body.name.clone()).await
+        Ok(snapshots::take(&state, &caller, &id, body.name.clone()).await?)
     }
     .await;
     let t = state
@@ -340,11 +340,11 @@ pub(crate) async fn fork(
     Path(id): Path<String>,
     Json(body): Json<ForkBody>,
 ) -> ApiResult<Response> {
-    let res = async {
+    let res: ApiResult<_> = async {
         check_mode(body.mode.as_deref())?;
         let count = snapshots::count_of(body.count)?;
         let t = body.timeout.map(|t| check_timeout(&state, t)).transpose()?;
-        snapshots::fork(&state, &caller, &id, count, t).await
+        Ok(snapshots::fork(&state, &caller, &id, count, t).await?)
     }
     .await;
     let detail = body.count.map(|c| format!("count {c}"));

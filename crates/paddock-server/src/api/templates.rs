@@ -207,7 +207,7 @@ pub(crate) async fn delete(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let res = async {
+    let res: ApiResult<_> = async {
         let _b = Busy::take(&name)?;
         // Its pooled sandboxes go first, and none is made while it goes.
         let _pool = state.pools.hold(&state, &name).await;
@@ -289,7 +289,7 @@ pub(crate) async fn prune(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> ApiResult<Response> {
-    let res = async {
+    let res: ApiResult<_> = async {
         let gate = gate_for_prune()?;
         let rt = state.runtime.clone();
         let removed = tokio::task::spawn_blocking(move || rt.prune_layers())
@@ -717,7 +717,7 @@ pub(crate) async fn import(
         }
     };
     let busy = Busy::take_for_making(&name).await?;
-    let res = async {
+    let res: ApiResult<_> = async {
         let ctx = save_context(req).await?;
         let store = paddock_runtime::layerstore::LayerStore::open(state.runtime.layers_root())?;
         let path = ctx.path().to_owned();

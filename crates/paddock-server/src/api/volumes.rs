@@ -115,9 +115,9 @@ pub(crate) async fn create(
     caller: Caller,
     Json(body): Json<CreateBody>,
 ) -> ApiResult<Response> {
-    let res = async {
+    let res: ApiResult<_> = async {
         let size = body.size.as_ref().map(|s| s.bytes("size")).transpose()?;
-        volumes::create(&state, &caller, &body.name, size).await
+        Ok(volumes::create(&state, &caller, &body.name, size).await?)
     }
     .await;
     let v = state

@@ -10,10 +10,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::E2bError;
-use crate::auth::{Caller, authenticate, presented_key};
+use crate::auth::{authenticate, presented_key};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::wire::read_limited;
+use paddock_service::auth::keys::Caller;
 
 /// What an E2B handler returns: errors are E2B-shaped.
 pub(super) type E2bResult<T> = Result<T, E2bError>;

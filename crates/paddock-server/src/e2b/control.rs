@@ -19,13 +19,13 @@ use super::wire::{
     AutoResume, ListedSandbox, NetworkBody, SandboxBody, SandboxMetric, Shaped,
     auto_resume_enabled, cpu_count, e2b_network, volume_uses,
 };
-use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::lifecycle::{self, NewSandbox};
 use crate::sandbox_spec::{MAX_ENV, check_metadata, check_timeout};
 use crate::state::{AppState, truncate};
 use crate::wire::form_urlencoded_pairs;
 use crate::wire::{no_content, rfc3339};
+use paddock_service::auth::keys::Caller;
 
 /// Largest page of `GET /v2/sandboxes`, and the default.
 pub const MAX_LIST_PAGE: u32 = 100;
@@ -183,7 +183,7 @@ pub(super) async fn create(
     let res = tokio::spawn(async move {
         crate::fleet::layers::ensure(&st, b.template_id.as_deref().unwrap_or("base")).await?;
         let spec = b.validate(&st)?;
-        lifecycle::create(&st, &c, spec).await
+        Ok(lifecycle::create(&st, &c, spec).await?)
     })
     .await
     .unwrap_or_else(|e| Err(ApiError::Internal(format!("create task: {e}"))));
@@ -244,9 +244,9 @@ pub(super) async fn kill(
     E2bCaller(caller): E2bCaller,
     Path(id): Path<String>,
 ) -> E2bResult<Response> {
-    let res = async {
+    let res: Result<_, ApiError> = async {
         live_record(&state, &caller, &id).await?;
-        lifecycle::stop(&state, &id, paddock_store::StopReason::Killed).await
+        Ok(lifecycle::stop(&state, &id, paddock_store::StopReason::Killed).await?)
     }
     .await;
     state
@@ -274,10 +274,10 @@ pub(super) async fn set_timeout(
     req: Request,
 ) -> E2bResult<Response> {
     let b: TimeoutBody = body(&state, req).await?;
-    let res = async {
+    let res: Result<_, ApiError> = async {
         let mut r = running_record(&state, &caller, &id).await?;
         let d = check_timeout(&state, b.timeout)?;
-        lifecycle::set_timeout(&state, &mut r, d).await
+        Ok(lifecycle::set_timeout(&state, &mut r, d).await?)
     }
     .await;
     state
@@ -548,8 +548,8 @@ pub(super) async fn metrics(
         }
     }
     let (r, s) = state.sandbox_for(&caller, &id).await.map_err(|e| match e {
-        ApiError::Conflict(_) => ApiError::sandbox_not_found(&id),
-        e => e,
+        paddock_service::Error::Conflict(_) => ApiError::sandbox_not_found(&id),
+        e => e.into(),
     })?;
     let rt = state.runtime.clone();
     let now_stats = tokio::task::spawn_blocking(move || s.stats(&rt))

@@ -115,7 +115,7 @@ async fn serve(state: &Arc<AppState>, t: Target, req: Request) -> Response {
                     Ok(s) => s,
                     Err(e) => return super::E2bError(e.into()).into_response(),
                 },
-                Err(e) => return super::E2bError(e).into_response(),
+                Err(e) => return super::E2bError(e.into()).into_response(),
             }
         }
         _ => {

@@ -56,6 +56,12 @@ impl From<ApiError> for E2bError {
     }
 }
 
+impl From<paddock_service::Error> for E2bError {
+    fn from(e: paddock_service::Error) -> Self {
+        E2bError(e.into())
+    }
+}
+
 impl IntoResponse for E2bError {
     fn into_response(self) -> Response {
         let (status, _) = self.0.status_code();

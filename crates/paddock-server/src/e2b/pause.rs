@@ -46,9 +46,9 @@ pub(super) async fn pause(
     } else {
         PauseMode::Full
     };
-    let res = async {
+    let res: Result<_, ApiError> = async {
         live_record(&state, &caller, &id).await?;
-        crate::pausing::pause(&state, &id, mode, "request").await
+        Ok(crate::pausing::pause(&state, &id, mode, "request").await?)
     }
     .await;
     state
@@ -76,7 +76,7 @@ struct ConnectBody {
 /// Resumes (or returns) the sandbox: (record, whether it was paused).
 async fn connect_or_resume(
     state: &Arc<AppState>,
-    caller: &crate::auth::Caller,
+    caller: &crate::auth::keys::Caller,
     id: &str,
     b: &ConnectBody,
 ) -> Result<(paddock_store::SandboxRecord, bool), ApiError> {

@@ -44,7 +44,7 @@ pub(super) async fn create(
         if b.memory == Some(true) {
             return Err(ApiError::BadRequest(snapshots::FULL_REFUSED.into()));
         }
-        snapshots::take(&state, &caller, &id, b.name.clone()).await
+        Ok(snapshots::take(&state, &caller, &id, b.name.clone()).await?)
     }
     .await;
     let t = state
@@ -136,10 +136,10 @@ pub(super) async fn fork(
 ) -> E2bResult<Response> {
     let domain = sdk_domain(&state, req.headers());
     let b: ForkBody = body(&state, req).await?;
-    let res = async {
+    let res: Result<_, ApiError> = async {
         let count = crate::snapshots::count_of(b.count)?;
         let t = b.timeout.map(|t| check_timeout(&state, t)).transpose()?;
-        snapshots::fork(&state, &caller, &id, count, t).await
+        Ok(snapshots::fork(&state, &caller, &id, count, t).await?)
     }
     .await;
     let detail = Some(format!("e2b count {}", b.count.unwrap_or(1)));
@@ -147,9 +147,9 @@ pub(super) async fn fork(
         .audited(&caller, "sandbox.fork", Some(&id), detail, res)
         .await?;
     let items: Vec<ForkResult> = children
-        .iter()
-        .map(|c| match c {
-            Ok(r) => ForkResult::Sandbox(Box::new(sandbox_body(&state, r, &domain))),
+        .into_iter()
+        .map(|c| match c.map_err(ApiError::from) {
+            Ok(r) => ForkResult::Sandbox(Box::new(sandbox_body(&state, &r, &domain))),
             Err(e) => ForkResult::Error(ErrorBody {
                 code: e.status_code().0.as_u16(),
                 message: e.to_string(),

@@ -32,10 +32,11 @@ use utoipa::ToSchema;
 
 use super::forward::Forwarder;
 use super::placement::{self, Pending, Want};
-use crate::auth::{Caller, authenticate_in, presented_key};
+use crate::auth::{authenticate_in, presented_key};
 use crate::error::{ApiError, ApiResult};
 use crate::event_kind::EventKind;
 use crate::wire::{json_response, rfc3339, typed_response};
+use paddock_service::auth::keys::Caller;
 
 /// `paddock control` settings.
 #[derive(Debug, Clone)]

@@ -265,7 +265,7 @@ async fn timeout_warnings_then_expiry_with_events_and_webhooks() {
             let ts = header("x-paddock-timestamp");
             assert_eq!(
                 header("x-paddock-signature"),
-                paddock_server::webhooks::sign("s3cret", &ts, &b),
+                paddock_service::webhooks::sign("s3cret", &ts, &b),
                 "bad webhook signature"
             );
             let e: Value = serde_json::from_str(&b).expect("webhook json");
