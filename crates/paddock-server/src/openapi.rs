@@ -17,8 +17,6 @@
 //! (`crates/paddock/tests/api/openapi.rs`), and it is what `/v1/openapi.json` serves
 //! (`tests/router.rs`).
 
-pub mod domain;
-
 use std::sync::LazyLock;
 
 use serde_json::Value;
@@ -185,21 +183,21 @@ impl utoipa::Modify for SecuritySchemes {
         crate::api::pools::PoolList,
         crate::api::secrets::SecretView,
         crate::api::secrets::SecretList,
-        self::domain::cost::GroupBy,
-        self::domain::cost::Prices,
-        self::domain::cost::UsageReport,
-        self::domain::cost::UsageGroup,
-        self::domain::cost::UsageTotals,
-        self::domain::budgets::BudgetList,
-        self::domain::budgets::BudgetView,
-        self::domain::budgets::SetBudget,
-        self::domain::budgets::TenantBudget,
+        paddock_service::cost::GroupBy,
+        paddock_service::cost::Prices,
+        paddock_service::cost::UsageReport,
+        paddock_service::cost::UsageGroup,
+        paddock_service::cost::UsageTotals,
+        paddock_service::cost::budgets::BudgetList,
+        paddock_service::cost::budgets::BudgetView,
+        crate::api::cost::SetBudget,
+        paddock_service::cost::budgets::TenantBudget,
         crate::fleet::control::NodeList,
         crate::fleet::control::NodeView,
         crate::api::rollouts::RolloutList,
-        self::domain::rollouts::RolloutView,
-        self::domain::rollouts::TargetView,
-        self::domain::rollouts::Progress,
+        paddock_service::rollouts::view::RolloutView,
+        paddock_service::rollouts::view::TargetView,
+        paddock_service::rollouts::view::Progress,
         crate::api::alerts::AlertList,
         crate::api::alerts::FiringView,
         crate::api::alerts::RuleList,

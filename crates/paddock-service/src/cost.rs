@@ -45,10 +45,15 @@ pub const PRICE_ENTRIES: [&str; 4] = [
 /// A price table: every entry of [`PRICE_ENTRIES`], finite and non-negative (0 when unset).
 /// Its wire form is also the form of `<data>/prices.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Prices {
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub cpu_second: f64,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub memory_gib_hour: f64,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub disk_gib_hour: f64,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub egress_gib: f64,
 }
 
@@ -259,6 +264,7 @@ impl Totals {
 
 /// What a group (or everything) used, and its cost; amounts rounded to 6 decimals.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageTotals {
     pub cpu_seconds: f64,
     pub memory_gib_hours: f64,
@@ -274,6 +280,7 @@ pub struct UsageTotals {
 
 /// What a report groups by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum GroupBy {
     Sandbox,
@@ -308,6 +315,7 @@ impl GroupBy {
 
 /// One group of a report: its name under the `by` field, and its totals.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageGroup {
     /// The sandbox id (by sandbox).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -346,6 +354,7 @@ impl UsageGroup {
 
 /// A metered amount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Metered {
     CpuSeconds,
@@ -356,16 +365,21 @@ pub enum Metered {
 
 /// Usage and cost over whole UTC hours.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageReport {
     /// The start of the first hour.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub from: Value,
     /// The end of the last hour.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub to: Value,
+    #[cfg_attr(feature = "openapi", schema(inline))]
     pub by: GroupBy,
     pub prices: Prices,
     pub groups: Vec<UsageGroup>,
     pub total: UsageTotals,
     /// What is metered.
+    #[cfg_attr(feature = "openapi", schema(inline))]
     pub metered: Vec<Metered>,
 }
 

@@ -27,7 +27,9 @@ pub const MAX_MOUNTS: usize = 16;
 
 /// A volume a create asks for: by name (or id), at `path`.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", schema(as = VolumeMount))]
 pub struct VolumeUse {
     /// The volume's name or id.
     #[serde(alias = "volume")]

@@ -24,13 +24,13 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::openapi::domain::rollouts as doc;
 use crate::rollouts::view::{Progress, ProgressKind, RolloutView};
 use crate::rollouts::{self, MAX_TARGETS};
 use crate::state::AppState;
 use crate::wire::{
     form_urlencoded_pairs, parse_limit, read_limited, typed_response, unknown_param,
 };
+use paddock_service::rollouts::{spec as doc_spec, view as doc};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -88,7 +88,7 @@ fn parse_wait(q: Option<&str>) -> ApiResult<bool> {
     tag = "rollouts",
     operation_id = "create_rollout",
     params(("wait" = Option<bool>, Query, description = "Answer 200 with the finished rollout")),
-    request_body = doc::Body,
+    request_body = doc_spec::Body,
     responses(
         (status = 202, description = "The rollout, started", body = doc::RolloutView),
         (status = 200, description = "The finished rollout (wait=true), or the NDJSON progress", content(

@@ -161,7 +161,7 @@ pub struct CreateBody {
     /// another tenant's) volume: 404; a path over a system path (/, /proc, /sys, /dev,
     /// /etc, /usr, /bin, /sbin, /lib*, /boot, /run, /tmp, /opt/paddock) or used twice: 400.
     #[serde(default)]
-    #[schema(max_items = 16, value_type = Vec<crate::openapi::domain::volumes::VolumeUse>)]
+    #[schema(max_items = 16, value_type = Vec<paddock_service::volumes::VolumeUse>)]
     volumes: Vec<crate::volumes::VolumeUse>,
 }
 

@@ -16,15 +16,19 @@ use crate::state::AppState;
 
 /// A tenant's monthly budget (its wire form, and its entry in `budgets.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Budget {
     /// Per UTC month, at the current prices.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub amount: f64,
     /// The fraction of `amount` that warns (0 < warn_at <= 1, default 0.8).
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0, maximum = 1))]
     pub warn_at: f64,
 }
 
 /// A tenant's budget and what it spent this month.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BudgetView {
     pub amount: f64,
     pub warn_at: f64,
@@ -34,12 +38,14 @@ pub struct BudgetView {
 
 /// Every budget the caller may see, by tenant.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BudgetList {
     pub budgets: BTreeMap<String, BudgetView>,
 }
 
 /// A tenant's budget, as set.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantBudget {
     pub tenant: String,
     pub amount: f64,

@@ -29,6 +29,7 @@ const MAX_PATH: usize = 4096;
 
 /// A command given as an argv array or as a shell command line (`bash -l -c`).
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum CommandBody {
     Line(String),
@@ -37,11 +38,14 @@ pub enum CommandBody {
 
 /// `POST /v1/rollouts`: exactly one of `cmd`, `command` and `upload`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", schema(as = CreateRollout))]
 pub struct Body {
     /// Metadata pairs every target must have (exact match, as the sandbox list's
     /// metadata.KEY=VALUE); only running sandboxes the key may reach. At least one pair.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     selector: BTreeMap<String, String>,
     #[serde(default)]
     cmd: Option<Vec<String>>,
@@ -49,16 +53,24 @@ pub struct Body {
     #[serde(default)]
     command: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(inline))]
     upload: Option<UploadBody>,
     /// Run on every sandbox whose command or upload was started when max_failures is reached
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(inline))]
     rollback: Option<CommandBody>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 64, default = 4))]
     concurrency: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, default = 1))]
     max_failures: Option<u32>,
     /// Seconds per sandbox for the command, upload or rollback
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 3600, default = 300)
+    )]
     timeout: Option<u64>,
     #[serde(default)]
     user: Option<String>,
@@ -66,6 +78,7 @@ pub struct Body {
 
 /// Exactly one of tar (with path) or files; at most 16 MiB decoded
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UploadBody {
     /// The directory a `tar` is extracted into.
@@ -73,17 +86,21 @@ pub(crate) struct UploadBody {
     path: Option<String>,
     /// A tar, tar.gz or tar.zst, base64.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(format = Byte))]
     tar: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(inline, max_items = 1000))]
     files: Option<Vec<FileBody>>,
 }
 
 /// A file to write.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileBody {
     path: String,
     /// The file's bytes, base64.
+    #[cfg_attr(feature = "openapi", schema(format = Byte))]
     content: String,
 }
 

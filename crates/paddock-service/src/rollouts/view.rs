@@ -12,6 +12,7 @@ use crate::text::rfc3339;
 
 /// A rollout's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutState {
     Running,
@@ -38,6 +39,7 @@ impl RolloutState {
 
 /// A target's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TargetState {
     Pending,
@@ -86,6 +88,7 @@ impl TargetState {
 
 /// What a rollout does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RolloutKind {
     Command,
@@ -109,11 +112,15 @@ impl RolloutKind {
 /// `rollback` (the rollback command's outcome: the same fields, and `ok`)), as they are
 /// known.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = RolloutTarget))]
 pub struct TargetView {
     pub sandbox_id: String,
+    #[cfg_attr(feature = "openapi", schema(inline))]
     pub state: TargetState,
     /// The outcome's fields, as they are known.
     #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub result: Map<String, Value>,
 }
 
@@ -133,16 +140,23 @@ impl From<&RolloutTarget> for TargetView {
 
 /// A rollout, with its targets' counts and targets when read one by one.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Rollout))]
 pub struct RolloutView {
     pub id: String,
+    #[cfg_attr(feature = "openapi", schema(inline))]
     pub kind: RolloutKind,
+    #[cfg_attr(feature = "openapi", schema(inline))]
     pub state: RolloutState,
     /// Why it ended as it did (e.g. `2 failures reached max_failures 2`).
     pub reason: Option<String>,
     pub key_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Value,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub finished_at: Value,
     /// The request without uploaded bytes
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub spec: Value,
     /// Targets per state, and `total` (not in lists).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -183,6 +197,7 @@ impl RolloutView {
 
 /// The kind of a progress line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ProgressKind {
     /// The rollout as started (first).
@@ -196,7 +211,10 @@ pub enum ProgressKind {
 /// One line of a rollout's NDJSON progress: `rollout` first, a `sandbox` line per change,
 /// `end` last.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = RolloutProgress))]
 pub struct Progress {
+    #[cfg_attr(feature = "openapi", schema(inline))]
     pub r#type: ProgressKind,
     /// In `rollout` and `end` lines.
     #[serde(skip_serializing_if = "Option::is_none")]
