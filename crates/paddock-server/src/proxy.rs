@@ -41,21 +41,20 @@
 //! body idle [`BODY_IDLE_TIMEOUT`]; the request head and body are bounded by the server's
 //! `--header-timeout` and `--body-idle-timeout`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
-use paddock_store::{SandboxRecord, SandboxState};
+use paddock_store::SandboxRecord;
 
 use crate::auth::DataBucket;
 use crate::e2b::{ENVD_PORT, access_token, ct_eq};
 
+mod forward;
 pub mod framing;
 pub mod upstream;
 use crate::error::ApiError;
@@ -159,7 +158,7 @@ pub async fn host(state: &Arc<AppState>, id: &str, port: u16, req: Request) -> R
     if port == 0 {
         return ApiError::BadRequest("port 0 is not a port".into()).into_response();
     }
-    forward(state, id, port, None, req).await
+    forward::forward(state, id, port, None, req).await
 }
 
 /// `/proxy/{id}/{port}/{rest}`.
@@ -220,7 +219,7 @@ async fn by_path(state: &Arc<AppState>, req: Request) -> Response {
         );
     }
     let id = id.to_owned();
-    forward(state, &id, port, Some(prefix), req).await
+    forward::forward(state, &id, port, Some(prefix), req).await
 }
 
 /// Who is asking, as far as the proxy is concerned: granted, and charged to a data-plane
@@ -447,328 +446,6 @@ fn foreign_cookies(h: &HeaderMap) -> Option<HeaderValue> {
 /// Whether the scheme clients use is https (from the configured public URL).
 fn https(state: &AppState) -> bool {
     state.cfg.public_url.starts_with("https://")
-}
-
-async fn forward(
-    state: &Arc<AppState>,
-    id: &str,
-    port: u16,
-    prefix: Option<String>,
-    mut req: Request,
-) -> Response {
-    let rec = match state.store.get_sandbox(id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return ApiError::sandbox_not_found(id).into_response(),
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let (query, query_token) = split_token(req.uri().query());
-    let bucket = match authorize(
-        state,
-        &rec,
-        port,
-        prefix.is_some(),
-        req.headers(),
-        query_token.as_deref(),
-    )
-    .await
-    {
-        Access::Granted(b) => b,
-        Access::Denied(r) => return r,
-    };
-    if let Err(e) = crate::auth::data_bucket(state, &bucket) {
-        return e.into_response();
-    }
-    if rec.state == SandboxState::Paused {
-        if !crate::pausing::auto_resume(&rec) {
-            return crate::error::paused_error(id).into_response();
-        }
-        if let Err(e) = crate::pausing::resume(state, id, false, None).await {
-            return ApiError::from(e).into_response();
-        }
-    } else if rec.state != SandboxState::Running {
-        return ApiError::Conflict(format!("sandbox {id} is {}", rec.state)).into_response();
-    }
-    let Ok(sbx) = state.runtime.get(id) else {
-        return ApiError::Conflict(format!("sandbox {id} is not running on this host"))
-            .into_response();
-    };
-    let websocket = wants_websocket(&req);
-    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-    // A body-less GET from a connection that can splice: the response body may be spliced
-    // from the sandbox's socket into the client's (`upstream`, `crate::splice`).
-    let slot = req
-        .extensions()
-        .get::<crate::splice::SpliceSlot>()
-        .cloned()
-        .filter(|_| {
-            !websocket
-                && req.method() == Method::GET
-                && !req.headers().contains_key(header::TRANSFER_ENCODING)
-                && req
-                    .headers()
-                    .get(header::CONTENT_LENGTH)
-                    .is_none_or(|v| v.as_bytes() == b"0")
-        });
-
-    // The request head, rebuilt for upstream.
-    let path = req.uri().path();
-    let path = match &prefix {
-        Some(p) => path.strip_prefix(p.as_str()).unwrap_or("/"),
-        None => path,
-    };
-    let target = match &query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
-    let orig_host = req.headers().get(header::HOST).cloned().or_else(|| {
-        req.uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let listed = connection_listed(req.headers());
-    let (parts, body) = req.into_parts();
-    let mut up = http::Request::builder()
-        .method(parts.method.clone())
-        .uri(target)
-        .version(Version::HTTP_11);
-    let headers = up.headers_mut().expect("a fresh builder has headers");
-    for (k, v) in &parts.headers {
-        if hop_or_ours(k) || listed.iter().any(|l| l == k.as_str()) || k == header::COOKIE {
-            continue;
-        }
-        if k == header::AUTHORIZATION
-            && v.to_str().is_ok_and(|s| {
-                s.split_once(' ')
-                    .is_some_and(|(_, t)| crate::auth::looks_like_key(t.trim()))
-            })
-        {
-            continue;
-        }
-        headers.append(k, v.clone());
-    }
-    if let Some(c) = foreign_cookies(&parts.headers) {
-        headers.insert(header::COOKIE, c);
-    }
-    if let Some(h) = &orig_host {
-        headers.insert(header::HOST, h.clone());
-        headers.insert("x-forwarded-host", h.clone());
-    }
-    if let Some(ip) = peer
-        && let Ok(v) = HeaderValue::from_str(&ip.to_string())
-    {
-        headers.insert("x-forwarded-for", v);
-    }
-    headers.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(if https(state) { "https" } else { "http" }),
-    );
-    if let Some(p) = &prefix
-        && let Ok(v) = HeaderValue::from_str(p)
-    {
-        headers.insert("x-forwarded-prefix", v);
-    }
-    if websocket {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    }
-    let Ok(up_req) = up.body(body) else {
-        return ApiError::BadRequest("invalid request target".into()).into_response();
-    };
-
-    let closed = |why: &str| {
-        // The code interpreter SDKs call port 49999 of any sandbox they are given: say which
-        // template has it (409, which they show with this message; 502 they take for a timeout).
-        if port == crate::code::INTERPRETER_PORT {
-            return fail(
-                StatusCode::CONFLICT,
-                "no_interpreter",
-                format!(
-                    "sandbox {id} has no code interpreter (port {port} is not open: {why}); \
-                     create it from template {}",
-                    crate::code::TEMPLATE
-                ),
-            );
-        }
-        fail(
-            StatusCode::BAD_GATEWAY,
-            "port_closed",
-            format!("port {port} is not open in sandbox {id} ({why})"),
-        )
-    };
-    let connect = async {
-        let _slot = CONNECTS.acquire().await;
-        sbx.connect_port(port, CONNECT_TIMEOUT).await
-    };
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(paddock_runtime::RuntimeError::PortClosed { reason: why, .. })) => {
-            return closed(&why);
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(sandbox = %id, port, "proxy connect: {e}");
-            return closed("no connection");
-        }
-        Err(_) => return closed("connect timed out"),
-    };
-    let _ = stream.set_nodelay(true);
-    let (stream, takeover) = upstream::UpstreamIo::new(stream, slot.is_some());
-    let (mut sender, conn) = match hyper::client::conn::http1::Builder::new()
-        .handshake::<_, Body>(TokioIo::new(stream))
-        .await
-    {
-        Ok(x) => x,
-        Err(e) => {
-            tracing::warn!(sandbox = %id, port, "proxy handshake: {e}");
-            return closed("no connection");
-        }
-    };
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!("proxy upstream connection: {e}");
-        }
-    });
-    let mut resp = match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(up_req)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::debug!(sandbox = %id, port, "proxy upstream: {e}");
-            return fail(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                format!(
-                    "port {port} of sandbox {id} closed the connection or sent an invalid response"
-                ),
-            );
-        }
-        Err(_) => {
-            return fail(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                format!(
-                    "port {port} of sandbox {id} sent no response within {} s",
-                    RESPONSE_TIMEOUT.as_secs()
-                ),
-            );
-        }
-    };
-
-    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if switching && !websocket {
-        return fail(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            format!("port {port} of sandbox {id} switched protocols without being asked"),
-        );
-    }
-    let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
-    let (rparts, rbody) = resp.into_parts();
-    let listed = connection_listed(&rparts.headers);
-    let mut out = Response::builder().status(rparts.status);
-    let oh = out.headers_mut().expect("a fresh builder has headers");
-    for (k, v) in &rparts.headers {
-        if hop_or_ours(k) || listed.iter().any(|l| l == k.as_str()) {
-            continue;
-        }
-        // A sandbox must not plant or clear token cookies, its own or another's, nor the
-        // console's session cookie.
-        if k == header::SET_COOKIE && {
-            let c = v.as_bytes().trim_ascii_start();
-            c.starts_with(b"paddock_token_")
-                || c.starts_with(crate::session::COOKIE_PREFIX.as_bytes())
-        } {
-            continue;
-        }
-        oh.append(k, v.clone());
-    }
-    if let (Some(t), false) = (&query_token, switching) {
-        // The query token was checked above; keep it in a cookie for the links that follow.
-        let path = match &prefix {
-            Some(p) => format!("{p}/"),
-            None => "/".into(),
-        };
-        let secure = if https(state) { "; Secure" } else { "" };
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "{}={t}; HttpOnly; SameSite=Lax; Path={path}{secure}",
-            cookie_name(id, port)
-        )) && !is_public(&rec, port)
-        {
-            oh.append(header::SET_COOKIE, v);
-        }
-    }
-    if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
-        oh.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        oh.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        let id = id.to_owned();
-        tokio::spawn(async move {
-            let (c, u) = tokio::join!(client, upstream);
-            match (c, u) {
-                (Ok(c), Ok(u)) => {
-                    let mut c = TokioIo::new(c);
-                    let mut u = TokioIo::new(u);
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-                }
-                (c, u) => tracing::debug!(
-                    sandbox = %id,
-                    port,
-                    "websocket upgrade failed: client {:?}, upstream {:?}",
-                    c.err(),
-                    u.err()
-                ),
-            }
-        });
-        return out.body(Body::empty()).unwrap_or_default();
-    }
-    if let Some(slot) = slot {
-        match spliced_body(&slot, &takeover, rparts.status, &rparts.headers) {
-            Some(body) => return out.body(body).unwrap_or_default(),
-            None => takeover.release(),
-        }
-    }
-    out.body(Body::new(tower_http::timeout::TimeoutBody::new(
-        BODY_IDLE_TIMEOUT,
-        rbody,
-    )))
-    .unwrap_or_default()
-}
-
-/// The response body spliced from the sandbox's socket, when the response has a body of
-/// known length (`Content-Length`, not chunked, not 1xx/204/304) and the socket was parked
-/// after its head.
-fn spliced_body(
-    slot: &crate::splice::SpliceSlot,
-    takeover: &upstream::Takeover,
-    status: StatusCode,
-    headers: &HeaderMap,
-) -> Option<Body> {
-    if status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-        || headers.contains_key(header::TRANSFER_ENCODING)
-    {
-        return None;
-    }
-    let len: u64 = headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let (tcp, mut pre) = takeover.take()?;
-    pre.truncate(usize::try_from(len).unwrap_or(usize::MAX));
-    let rest = len - pre.len() as u64;
-    let body = crate::splice::SpliceBody::new(
-        slot.clone(),
-        crate::splice::Source::Tcp(tcp),
-        pre,
-        rest,
-        BODY_IDLE_TIMEOUT,
-    )
-    .ok()?;
-    Some(Body::new(body))
 }
 
 #[cfg(test)]
