@@ -14,7 +14,7 @@ use crate::api::{
     services, session, snapshots, system, templates, tests, volumes,
 };
 use crate::error::ApiError;
-use crate::state::AppState;
+use paddock_service::state::AppState;
 
 /// The whole API: REST, E2B, the proxy and `/mcp`.
 pub fn router(state: Arc<AppState>) -> Router {

@@ -25,7 +25,7 @@ pub use self::limit::RateLimiter;
 pub use paddock_service::auth::{keys, limit};
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use paddock_service::state::AppState;
 
 /// The key named in the request headers, if any.
 pub fn presented_key(parts: &Parts) -> Option<&str> {
@@ -103,7 +103,7 @@ pub async fn authenticate_unmetered(
     key: Option<&str>,
 ) -> Result<keys::Caller, ApiError> {
     let hash = hash_key(&canonical(key.ok_or(BAD_KEY)?).ok_or(BAD_KEY)?);
-    // A key used a moment ago is not read again (`crate::hotpath::KeyCache`).
+    // A key used a moment ago is not read again (`paddock_service::hotpath::KeyCache`).
     let k = match state.keys.get(&hash) {
         Some(k) => k,
         None => {

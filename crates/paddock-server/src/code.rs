@@ -10,8 +10,8 @@ use axum::http::{Method, header};
 use hyper_util::rt::TokioIo;
 
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 use paddock_service::auth::keys::Caller;
+use paddock_service::state::AppState;
 
 /// The code interpreter's port in the sandbox (E2B's `JUPYTER_PORT`).
 pub const INTERPRETER_PORT: u16 = 49999;

@@ -11,8 +11,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
 use tower::ServiceExt as _;
 
-use crate::state::AppState;
 use crate::{ServeError, e2b, fleet, proxy, splice};
+use paddock_service::state::AppState;
 
 /// A connection the server speaks HTTP on: plain TCP or TLS.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}

@@ -36,7 +36,9 @@ fn csp(domain: &str) -> String {
 
 /// The router's fallback: a console file, or the API's 404.
 pub async fn fallback(
-    axum::extract::State(state): axum::extract::State<std::sync::Arc<crate::state::AppState>>,
+    axum::extract::State(state): axum::extract::State<
+        std::sync::Arc<paddock_service::state::AppState>,
+    >,
     req: Request,
 ) -> Response {
     serve(&req, &state.cfg.domain)

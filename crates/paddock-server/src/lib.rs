@@ -1,6 +1,6 @@
 //! Paddock's API server, the HTTP edge: REST `/v1`, the E2B API, auth, the port proxy, the
 //! console and the fleet control plane. The domain (state, lifecycle, pools, secrets, ...) is
-//! the crate `paddock-service`, whose modules are re-exported here under their old names.
+//! the crate `paddock-service`, which the edge's modules name directly (`paddock_service::state::AppState`, ...).
 //!
 //! [`serve`] opens the store and the runtime, reconciles them ([`lifecycle::reconcile`]),
 //! creates the first admin key on a fresh data directory, starts the lifecycle task and
@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulShutdown;
 use paddock_runtime::{Runtime, RuntimeConfig};
+use paddock_service::state::AppState;
+use paddock_service::{alerts, lifecycle, pools, rollouts, templates, usage};
 use paddock_store::{Role, SqliteStore, Store};
-use state::AppState;
 
 pub mod api;
 pub mod app;
@@ -43,14 +44,7 @@ pub mod trace;
 pub mod transfer;
 pub mod wire;
 
-// The domain services, under the names the edge's modules have always used.
-pub use paddock_service::{
-    alerts, config, cost, event_kind, hostload, hotpath, isolation, lifecycle, metrics, pausing,
-    pools, rollouts, sandbox_spec, secrets, snapshots, startcmd, state, templates, usage, volumes,
-    webhooks,
-};
-
-pub use config::{ConfigError, ServerConfig};
+pub use paddock_service::config::{ConfigError, ServerConfig};
 
 /// What to do with running sandboxes when the server stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -58,7 +58,7 @@ mod forward;
 pub mod framing;
 pub mod upstream;
 use crate::error::ApiError;
-use crate::state::AppState;
+use paddock_service::state::AppState;
 
 /// Longest wait for the TCP connection to the sandbox's port.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -173,7 +173,7 @@ async fn by_path(state: &Arc<AppState>, req: Request) -> Response {
     let Ok(port) = port.parse::<u16>() else {
         return ApiError::BadRequest(format!(
             "{:?} is not a port; {USAGE}",
-            crate::state::truncate(port, 16)
+            paddock_service::state::truncate(port, 16)
         ))
         .into_response();
     };

@@ -27,8 +27,8 @@ use axum::response::{IntoResponse, Response};
 use paddock_store::Role;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 use paddock_service::auth::keys::Caller;
+use paddock_service::state::AppState;
 
 /// What a route needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

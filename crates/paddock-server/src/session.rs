@@ -31,8 +31,8 @@ use paddock_store::{SessionRecord, Store};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 use paddock_service::auth::keys::Caller;
+use paddock_service::state::AppState;
 
 /// The cookie's name.
 pub const COOKIE_NAME: &str = "paddock_session";

@@ -16,7 +16,7 @@ use axum::response::Response;
 use rand::Rng;
 use tracing::Instrument;
 
-use crate::state::AppState;
+use paddock_service::state::AppState;
 
 /// The header that carries the request id, both ways.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -15,9 +15,9 @@ use super::Json;
 use super::session::RoleWire;
 use crate::auth::{Admin, new_key_in};
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 use crate::wire::form_urlencoded_pairs;
 use crate::wire::{no_content, rfc3339, typed_response};
+use paddock_service::state::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -319,7 +319,7 @@ pub(crate) async fn revoke_key(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let res = state.store.revoke_key(&id, now_ms()).await;
-    // Refused from now on, not only once the cached copy ages out (`crate::hotpath`).
+    // Refused from now on, not only once the cached copy ages out (`paddock_service::hotpath`).
     state.keys.clear();
     let res = match res {
         Ok(true) => Ok(()),
@@ -331,7 +331,7 @@ pub(crate) async fn revoke_key(
             &caller,
             "key.revoke",
             None,
-            Some(format!("key={}", crate::state::truncate(&id, 64))),
+            Some(format!("key={}", paddock_service::state::truncate(&id, 64))),
             res,
         )
         .await?;

@@ -1,7 +1,7 @@
 //! `/v1/alerts` (what is firing, and what fired since a time) and `/v1/alerts/rules` (CRUD
 //! and a test message). Operators and admins write, everyone reads; node and capacity rules
 //! are admins' only. The rules, their evaluation and delivery are the domain module
-//! [`crate::alerts`]; these are its routes and wire types.
+//! [`paddock_service::alerts`]; these are its routes and wire types.
 
 use std::sync::Arc;
 
@@ -15,13 +15,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
-use crate::alerts::deliver;
-use crate::alerts::rules::{self, Params};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 use crate::wire::json::Json;
 use crate::wire::{form_urlencoded_pairs, no_content, rfc3339, truncate, typed_response};
+use paddock_service::alerts::deliver;
+use paddock_service::alerts::rules::{self, Params};
+use paddock_service::state::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()

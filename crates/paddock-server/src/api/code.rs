@@ -23,8 +23,8 @@ use super::Json;
 use crate::auth::Caller;
 use crate::code::upstream;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 use crate::wire::{read_limited, typed_response};
+use paddock_service::state::AppState;
 
 /// Most bytes of code one request may carry (the interpreter's limit; the body may have
 /// twice that for JSON escapes).

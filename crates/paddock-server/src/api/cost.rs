@@ -1,7 +1,7 @@
 //! The cost routes (`docs/cost.md`): `GET /v1/usage` (the report), `GET|PUT
 //! /v1/usage/prices`, `GET /v1/usage/budgets` and `PUT /v1/usage/budgets/{tenant}`. Query
 //! parsing, who may see what, and the audit are here; metering, prices, reports and budgets
-//! are the domain module [`crate::cost`].
+//! are the domain module [`paddock_service::cost`].
 
 use std::sync::Arc;
 
@@ -14,12 +14,12 @@ use axum::routing::{get, put};
 use paddock_store::{Role, UsageFilter, now_ms};
 
 use crate::auth::Caller;
-use crate::cost::budgets::{self, BudgetList, TenantBudget};
-use crate::cost::{GroupBy, HOUR_MS, MAX_RANGE_HOURS};
-use crate::cost::{Prices, UsageReport};
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 use crate::wire::{form_urlencoded_pairs, parse_time, typed_response};
+use paddock_service::cost::budgets::{self, BudgetList, TenantBudget};
+use paddock_service::cost::{GroupBy, HOUR_MS, MAX_RANGE_HOURS};
+use paddock_service::cost::{Prices, UsageReport};
+use paddock_service::state::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -45,7 +45,10 @@ pub(crate) async fn get_prices(
     State(state): State<Arc<AppState>>,
     _c: Caller,
 ) -> ApiResult<Response> {
-    Ok(typed_response(StatusCode::OK, &crate::cost::prices(&state)))
+    Ok(typed_response(
+        StatusCode::OK,
+        &paddock_service::cost::prices(&state),
+    ))
 }
 
 /// Replace the price table (admin)
@@ -71,7 +74,7 @@ pub(crate) async fn put_prices(
     caller: Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let res = crate::cost::set_prices(&state, &body);
+    let res = paddock_service::cost::set_prices(&state, &body);
     let p = state
         .audited(&caller, "usage.prices", None, None, res)
         .await?;
@@ -94,7 +97,7 @@ pub(crate) async fn put_prices(
     params(
         ("from" = Option<String>, Query, description = "RFC 3339, or milliseconds since the epoch"),
         ("to" = Option<String>, Query, description = "RFC 3339, or milliseconds since the epoch"),
-        ("by" = Option<crate::cost::GroupBy>, Query, description = "What to group by (default sandbox)"),
+        ("by" = Option<paddock_service::cost::GroupBy>, Query, description = "What to group by (default sandbox)"),
         ("tenant" = Option<String>, Query, description = "Admins only"),
     ),
     responses(
@@ -150,7 +153,7 @@ pub(crate) async fn report(
     if caller.key.role == Role::Developer {
         f.key_id = Some(caller.key.id.clone());
     }
-    let report = crate::cost::usage_report(&state, &f, by).await?;
+    let report = paddock_service::cost::usage_report(&state, &f, by).await?;
     Ok(typed_response(StatusCode::OK, &report))
 }
 
@@ -161,7 +164,7 @@ pub(crate) async fn report(
     tag = "cost",
     operation_id = "list_budgets",
     responses(
-        (status = 200, description = "Every budget the caller may see, by tenant", body = crate::cost::budgets::BudgetList),
+        (status = 200, description = "Every budget the caller may see, by tenant", body = paddock_service::cost::budgets::BudgetList),
         (status = 401, description = "No or a bad key"),
         (status = 403, description = "Not allowed"),
     )
@@ -200,7 +203,7 @@ pub(crate) struct SetBudget {
     params(("tenant" = String, Path, description = "The tenant")),
     request_body = SetBudget,
     responses(
-        (status = 200, description = "The budget", body = crate::cost::budgets::TenantBudget),
+        (status = 200, description = "The budget", body = paddock_service::cost::budgets::TenantBudget),
         (status = 400, description = "A bad field"),
         (status = 401, description = "No or a bad key"),
         (status = 403, description = "Not an admin"),
@@ -220,7 +223,10 @@ pub(crate) async fn set_budget(
             &caller,
             "usage.budget",
             None,
-            Some(format!("tenant={}", crate::state::truncate(&tenant, 64))),
+            Some(format!(
+                "tenant={}",
+                paddock_service::state::truncate(&tenant, 64)
+            )),
             res,
         )
         .await?;

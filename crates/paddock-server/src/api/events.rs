@@ -18,10 +18,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::event_kind::EventKind;
-use crate::state::AppState;
 use crate::wire::form_urlencoded_pairs;
 use crate::wire::{EventView, event_json, typed_response};
+use paddock_service::event_kind::EventKind;
+use paddock_service::state::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/v1/events", get(events))

@@ -26,9 +26,9 @@ use super::sandbox_view::SandboxIdPath;
 use super::template_view::Binary;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, truncate};
 use crate::wire::form_urlencoded_pairs;
 use crate::wire::{no_content, rfc3339, typed_response};
+use paddock_service::state::{AppState, truncate};
 
 /// Deepest listing `fs/list` returns.
 pub const MAX_LIST_DEPTH: u32 = 16;

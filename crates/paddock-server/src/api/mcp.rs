@@ -22,7 +22,7 @@ use tower::ServiceExt as _;
 use utoipa::ToSchema;
 
 use crate::auth;
-use crate::state::AppState;
+use paddock_service::state::AppState;
 
 /// `POST /mcp`, behind the key check (other methods are the API's 405). `rest` is the API
 /// without `/mcp`, which the tools' requests go to.

@@ -15,9 +15,9 @@ use utoipa::ToSchema;
 use super::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle;
-use crate::state::AppState;
 use crate::wire::json_response;
+use paddock_service::lifecycle;
+use paddock_service::state::AppState;
 
 /// How a sandbox reaches the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]

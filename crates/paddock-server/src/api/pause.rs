@@ -15,9 +15,9 @@ use super::Json;
 use super::sandbox_view::SandboxView;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::sandbox_spec::check_timeout;
-use crate::state::AppState;
 use crate::wire::typed_response;
+use paddock_service::sandbox_spec::check_timeout;
+use paddock_service::state::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -42,7 +42,7 @@ pub fn parse_mode(m: Option<&str>) -> ApiResult<PauseMode> {
         Some(s) => PauseMode::parse(s).ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "unknown pause mode {:?}: expected full or filesystem",
-                crate::state::truncate(s, 32)
+                paddock_service::state::truncate(s, 32)
             ))
         }),
     }
@@ -80,7 +80,7 @@ pub(crate) async fn pause(
     let res: ApiResult<_> = async {
         let mode = parse_mode(body.mode.as_deref())?;
         state.record_for(&caller, &id).await?;
-        Ok(crate::pausing::pause(&state, &id, mode, "request").await?)
+        Ok(paddock_service::pausing::pause(&state, &id, mode, "request").await?)
     }
     .await;
     let detail = body.mode.clone();
@@ -127,7 +127,7 @@ pub(crate) async fn resume(
     let res = async {
         let t = body.timeout.map(|t| check_timeout(&state, t)).transpose()?;
         state.record_for(&caller, &id).await?;
-        crate::pausing::resume(&state, &id, false, t).await
+        paddock_service::pausing::resume(&state, &id, false, t).await
     }
     .await;
     let r = state

@@ -1,4 +1,4 @@
-//! Warm pools (`crate::pools`, `docs/pools.md`), operators and admins only:
+//! Warm pools (`paddock_service::pools`, `docs/pools.md`), operators and admins only:
 //!
 //! - `GET /v1/pools`: every pool (and every template that had one), with its size, target,
 //!   ready sandboxes, hits, misses and memory per pooled sandbox.
@@ -23,9 +23,9 @@ use utoipa::ToSchema;
 use super::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::pools::{PoolInfo, PoolSize};
-use crate::state::AppState;
 use crate::wire::{no_content, typed_response};
+use paddock_service::pools::{PoolInfo, PoolSize};
+use paddock_service::state::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -135,7 +135,7 @@ pub(crate) async fn get_one(
     _c: Caller,
     Path(template): Path<String>,
 ) -> ApiResult<Response> {
-    let template = crate::templates::resolve_alias(&state, &template);
+    let template = paddock_service::templates::resolve_alias(&state, &template);
     Ok(PoolView::from(&find(&state, &template)?).response())
 }
 
@@ -196,7 +196,7 @@ pub(crate) async fn set(
     Path(template): Path<String>,
     Json(body): Json<SetBody>,
 ) -> ApiResult<Response> {
-    let template = crate::templates::resolve_alias(&state, &template);
+    let template = paddock_service::templates::resolve_alias(&state, &template);
     let res = async {
         let size = match (&body.size, &body.min, &body.max) {
             (Some(n), None, None) => {
@@ -253,7 +253,7 @@ pub(crate) async fn remove(
     caller: Caller,
     Path(template): Path<String>,
 ) -> ApiResult<Response> {
-    let template = crate::templates::resolve_alias(&state, &template);
+    let template = paddock_service::templates::resolve_alias(&state, &template);
     let res = async {
         find(&state, &template)?;
         state
@@ -272,7 +272,7 @@ pub(crate) async fn remove(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pools::PoolSize;
+    use paddock_service::pools::PoolSize;
 
     /// A pool's wire form is the `json!` body it replaced, field for field.
     #[test]

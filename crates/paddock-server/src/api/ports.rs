@@ -16,9 +16,9 @@ use crate::auth::Caller;
 use crate::e2b::ENVD_PORT;
 use crate::error::{ApiError, ApiResult};
 use crate::proxy::{self, MAX_PUBLIC_PORTS};
-use crate::state::AppState;
 use crate::wire::origin::base;
 use crate::wire::typed_response;
+use paddock_service::state::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -106,7 +106,7 @@ fn parse_port(p: &str) -> ApiResult<u16> {
         Ok(p) if p > 0 => Ok(p),
         _ => Err(ApiError::BadRequest(format!(
             "{:?} is not a port (1 to 65535)",
-            crate::state::truncate(p, 16)
+            paddock_service::state::truncate(p, 16)
         ))),
     }
 }

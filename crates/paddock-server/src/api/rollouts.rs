@@ -1,4 +1,4 @@
-//! Rollouts (`crate::rollouts`, `docs/rollouts.md`):
+//! Rollouts (`paddock_service::rollouts`, `docs/rollouts.md`):
 //!
 //! - `POST /v1/rollouts[?wait=true]`: checks the request, selects the sandboxes and starts
 //!   the rollout: 202 with the rollout (every sandbox `pending`); with `wait=true`, 200 with
@@ -24,13 +24,13 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::rollouts::view::{Progress, ProgressKind, RolloutView};
-use crate::rollouts::{self, MAX_TARGETS};
-use crate::state::AppState;
 use crate::wire::{
     form_urlencoded_pairs, parse_limit, read_limited, typed_response, unknown_param,
 };
+use paddock_service::rollouts::view::{Progress, ProgressKind, RolloutView};
+use paddock_service::rollouts::{self, MAX_TARGETS};
 use paddock_service::rollouts::{spec as doc_spec, view as doc};
+use paddock_service::state::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()

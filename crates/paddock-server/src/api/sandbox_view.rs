@@ -9,8 +9,8 @@ use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::network::NetworkPolicyBody;
-use crate::state::AppState;
 use crate::wire::rfc3339;
+use paddock_service::state::AppState;
 
 /// The path parameter of every `/v1/sandboxes/{id}/...` route, for the OpenAPI document.
 #[derive(Debug, IntoParams)]

@@ -17,10 +17,10 @@ use super::Json;
 use super::sandbox_view::{IsolationWire, SandboxIdPath, SandboxView};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::{self, NewSandbox};
-use crate::sandbox_spec::{MAX_ENV, check_metadata, check_timeout};
-use crate::state::AppState;
 use crate::wire::{EventView, no_content, rfc3339, typed_response};
+use paddock_service::lifecycle::{self, NewSandbox};
+use paddock_service::sandbox_spec::{MAX_ENV, check_metadata, check_timeout};
+use paddock_service::state::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -162,7 +162,7 @@ pub struct CreateBody {
     /// /etc, /usr, /bin, /sbin, /lib*, /boot, /run, /tmp, /opt/paddock) or used twice: 400.
     #[serde(default)]
     #[schema(max_items = 16, value_type = Vec<paddock_service::volumes::VolumeUse>)]
-    volumes: Vec<crate::volumes::VolumeUse>,
+    volumes: Vec<paddock_service::volumes::VolumeUse>,
 }
 
 /// A page of sandboxes.
@@ -192,8 +192,10 @@ struct ListQuery {
 impl CreateBody {
     /// Validates the body into a [`NewSandbox`].
     pub async fn validate(self, state: &AppState) -> ApiResult<NewSandbox> {
-        let d =
-            &crate::templates::default_limits(state, self.template.as_deref().unwrap_or("base"));
+        let d = &paddock_service::templates::default_limits(
+            state,
+            self.template.as_deref().unwrap_or("base"),
+        );
         let timeout = match self.timeout {
             Some(t) => check_timeout(state, t)?,
             None => state.cfg.default_timeout,
@@ -253,7 +255,7 @@ impl CreateBody {
                 Some(o) => {
                     return Err(ApiError::BadRequest(format!(
                         "on_timeout must be kill, pause or pause_filesystem, got {:?}",
-                        crate::state::truncate(o, 32)
+                        paddock_service::state::truncate(o, 32)
                     )));
                 }
             },
@@ -264,7 +266,7 @@ impl CreateBody {
                     .map_err(|e| ApiError::BadRequest(format!("node_selector: {e}")))?;
                 self.node_selector
             },
-            isolation: crate::isolation::parse(self.isolation.as_deref())?,
+            isolation: paddock_service::isolation::parse(self.isolation.as_deref())?,
             volumes: self.volumes,
         })
     }
@@ -603,7 +605,7 @@ pub(crate) async fn stats(
             ("history", other) => {
                 return Err(ApiError::BadRequest(format!(
                     "history must be true or false, not {:?}",
-                    crate::state::truncate(other, 32)
+                    paddock_service::state::truncate(other, 32)
                 )));
             }
             _ => return Err(crate::wire::unknown_param(&k)),

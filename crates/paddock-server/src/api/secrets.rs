@@ -17,10 +17,10 @@ use utoipa::ToSchema;
 use super::Json;
 use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::secrets::{self, MasterKey, SecretUse};
-use crate::state::AppState;
 use crate::wire::form_urlencoded_pairs;
 use crate::wire::{no_content, parse_limit, rfc3339, typed_response, unknown_param};
+use paddock_service::secrets::{self, MasterKey, SecretUse};
+use paddock_service::state::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -343,8 +343,8 @@ pub fn parse_uses(v: &BTreeMap<String, Value>) -> ApiResult<BTreeMap<String, Sec
                 if let Some(bad) = o.keys().find(|f| *f != "secret" && *f != "file") {
                     return Err(ApiError::BadRequest(format!(
                         "secrets.{}: unknown field {:?} (expected secret, file)",
-                        crate::state::truncate(k, 64),
-                        crate::state::truncate(bad, 64)
+                        paddock_service::state::truncate(k, 64),
+                        paddock_service::state::truncate(bad, 64)
                     )));
                 }
                 let secret = match o.get("secret") {
@@ -353,7 +353,7 @@ pub fn parse_uses(v: &BTreeMap<String, Value>) -> ApiResult<BTreeMap<String, Sec
                     Some(_) => {
                         return Err(ApiError::BadRequest(format!(
                             "secrets.{}.secret must be a string",
-                            crate::state::truncate(k, 64)
+                            paddock_service::state::truncate(k, 64)
                         )));
                     }
                 };
@@ -363,7 +363,7 @@ pub fn parse_uses(v: &BTreeMap<String, Value>) -> ApiResult<BTreeMap<String, Sec
                     Some(_) => {
                         return Err(ApiError::BadRequest(format!(
                             "secrets.{}.file must be true or false",
-                            crate::state::truncate(k, 64)
+                            paddock_service::state::truncate(k, 64)
                         )));
                     }
                 };
@@ -372,7 +372,7 @@ pub fn parse_uses(v: &BTreeMap<String, Value>) -> ApiResult<BTreeMap<String, Sec
             _ => {
                 return Err(ApiError::BadRequest(format!(
                     "secrets.{} must be a secret name or {{\"secret\": NAME, \"file\": BOOL}}",
-                    crate::state::truncate(k, 64)
+                    paddock_service::state::truncate(k, 64)
                 )));
             }
         };

@@ -27,9 +27,9 @@ use super::Json;
 use super::sandbox_view::SandboxIdPath;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 use crate::wire::form_urlencoded_pairs;
 use crate::wire::{no_content, typed_response};
+use paddock_service::state::AppState;
 
 /// Health check interval bounds and default (milliseconds); the agent holds the same.
 pub const HEALTH_INTERVAL_MIN_MS: u64 = 1000;

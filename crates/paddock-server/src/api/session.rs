@@ -16,9 +16,9 @@ use super::Json;
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::session::{COOKIE_NAME, SESSION_TTL, check, cookie, csrf_token, origin_ok};
-use crate::state::AppState;
 use crate::wire::typed_response;
 use paddock_service::auth::keys::Caller;
+use paddock_service::state::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/v1/session", get(whoami).post(login).delete(logout))

@@ -1,7 +1,7 @@
-//! Snapshots and forks (`crate::snapshots`):
+//! Snapshots and forks (`paddock_service::snapshots`):
 //!
 //! - `POST /v1/sandboxes/{id}/snapshots` `{"name"?, "mode"?: "filesystem"}`: 201, the snapshot;
-//!   `mode: "full"` is a 400 ([`crate::snapshots::FULL_REFUSED`]).
+//!   `mode: "full"` is a 400 ([`paddock_service::snapshots::FULL_REFUSED`]).
 //! - `GET /v1/snapshots[?sandbox_id=ID]`, `GET /v1/snapshots/{id}`, `DELETE /v1/snapshots/{id}`
 //!   (204; 409 while sandboxes use it).
 //! - `POST /v1/sandboxes/{id}/fork` `{"count"?: 1..20, "timeout"?: secs}`: 201,
@@ -22,10 +22,10 @@ use super::Json;
 use super::sandbox_view::{SandboxIdPath, SandboxView};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::sandbox_spec::check_timeout;
-use crate::snapshots;
-use crate::state::AppState;
 use crate::wire::{form_urlencoded_pairs, no_content, rfc3339, typed_response};
+use paddock_service::sandbox_spec::check_timeout;
+use paddock_service::snapshots;
+use paddock_service::state::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -132,7 +132,7 @@ pub fn check_mode(mode: Option<&str>) -> ApiResult<()> {
         Some("full") => Err(ApiError::BadRequest(snapshots::FULL_REFUSED.into())),
         Some(m) => Err(ApiError::BadRequest(format!(
             "unknown snapshot mode {:?}: expected filesystem",
-            crate::state::truncate(m, 32)
+            paddock_service::state::truncate(m, 32)
         ))),
     }
 }
@@ -205,7 +205,7 @@ pub(crate) async fn list(
             _ => {
                 return Err(ApiError::BadRequest(format!(
                     "unknown query parameter {:?}: expected sandbox_id",
-                    crate::state::truncate(&k, 32)
+                    paddock_service::state::truncate(&k, 32)
                 )));
             }
         }

@@ -19,10 +19,10 @@ use utoipa::ToSchema;
 
 use crate::auth::{Admin, Caller};
 use crate::error::ApiResult;
-use crate::hostload::HostLoad;
-use crate::metrics::Surface;
-use crate::state::AppState;
 use crate::wire::typed_response;
+use paddock_service::hostload::HostLoad;
+use paddock_service::metrics::Surface;
+use paddock_service::state::AppState;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -280,7 +280,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, _a: Admin) -> Ap
 }
 
 /// Counts requests by route and status, times them to the response head and counts their
-/// body bytes, for `/metrics` (labels: [`crate::metrics`]).
+/// body bytes, for `/metrics` (labels: [`paddock_service::metrics`]).
 pub async fn count_requests(
     State(state): State<Arc<AppState>>,
     req: Request,
@@ -304,9 +304,10 @@ fn classify(state: &AppState, req: &Request) -> (Surface, String) {
         return (Surface::Rest, m.as_str().to_owned());
     }
     match crate::e2b::target::target(req.headers(), req.uri(), &state.cfg.domain) {
-        Some(t) if t.port == crate::e2b::ENVD_PORT => {
-            (Surface::Envd, crate::metrics::envd_route(req.uri().path()))
-        }
+        Some(t) if t.port == crate::e2b::ENVD_PORT => (
+            Surface::Envd,
+            paddock_service::metrics::envd_route(req.uri().path()),
+        ),
         Some(_) => (Surface::Proxy, "proxy".to_owned()),
         None if req.uri().path().starts_with("/proxy/") => (Surface::Proxy, "proxy".to_owned()),
         None => (Surface::Rest, "unmatched".to_owned()),

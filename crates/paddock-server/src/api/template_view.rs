@@ -9,8 +9,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::sandbox_view::IsolationWire;
-use crate::state::AppState;
 use crate::wire::rfc3339;
+use paddock_service::state::AppState;
 
 /// The start command, run as a background process tagged `start` when a sandbox of this
 /// template starts (build file START, or CMD/ENTRYPOINT combined as in Docker). Runs as

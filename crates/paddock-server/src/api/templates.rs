@@ -26,10 +26,10 @@ use super::template_view::{
 };
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
-use crate::templates;
-use crate::templates::catalogue::catalogue;
 use crate::wire::{no_content, typed_response};
+use paddock_service::state::AppState;
+use paddock_service::templates;
+use paddock_service::templates::catalogue::catalogue;
 use paddock_templates::BuildEvent;
 
 /// The path of a route about one template.

@@ -19,8 +19,8 @@ use utoipa::ToSchema;
 use super::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 use crate::wire::typed_response;
+use paddock_service::state::AppState;
 
 /// Default and maximum time a test run may take.
 pub const DEFAULT_TEST_TIMEOUT_SECS: u64 = 600;

@@ -1,4 +1,4 @@
-//! Volumes (`crate::volumes`):
+//! Volumes (`paddock_service::volumes`):
 //!
 //! - `POST /v1/volumes` `{"name", "size"?: bytes or "2G"}`: 201, the volume; a name the
 //!   tenant has: 409.
@@ -21,9 +21,9 @@ use super::Json;
 use super::sandboxes::Size;
 use crate::auth::Caller;
 use crate::error::ApiResult;
-use crate::state::AppState;
-use crate::volumes;
 use crate::wire::{no_content, rfc3339, typed_response};
+use paddock_service::state::AppState;
+use paddock_service::volumes;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()

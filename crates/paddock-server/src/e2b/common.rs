@@ -12,9 +12,9 @@ use serde::Serialize;
 use super::E2bError;
 use crate::auth::{authenticate, presented_key};
 use crate::error::ApiError;
-use crate::state::AppState;
 use crate::wire::read_limited;
 use paddock_service::auth::keys::Caller;
+use paddock_service::state::AppState;
 
 /// What an E2B handler returns: errors are E2B-shaped.
 pub(super) type E2bResult<T> = Result<T, E2bError>;

@@ -20,12 +20,12 @@ use super::wire::{
     auto_resume_enabled, cpu_count, e2b_network, volume_uses,
 };
 use crate::error::ApiError;
-use crate::lifecycle::{self, NewSandbox};
-use crate::sandbox_spec::{MAX_ENV, check_metadata, check_timeout};
-use crate::state::{AppState, truncate};
 use crate::wire::form_urlencoded_pairs;
 use crate::wire::{no_content, rfc3339};
 use paddock_service::auth::keys::Caller;
+use paddock_service::lifecycle::{self, NewSandbox};
+use paddock_service::sandbox_spec::{MAX_ENV, check_metadata, check_timeout};
+use paddock_service::state::{AppState, truncate};
 
 /// Largest page of `GET /v2/sandboxes`, and the default.
 pub const MAX_LIST_PAGE: u32 = 100;
@@ -53,7 +53,7 @@ struct CreateBody {
     mcp: Option<IgnoredAny>,
     /// Not supported: any value but null is refused.
     iam: Option<IgnoredAny>,
-    volume_mounts: Option<Vec<Shaped<crate::volumes::VolumeUse>>>,
+    volume_mounts: Option<Vec<Shaped<paddock_service::volumes::VolumeUse>>>,
 }
 
 impl CreateBody {
@@ -96,8 +96,10 @@ impl CreateBody {
         }
         // `Secret.fill(name)` placeholders (`${e2b.secrets.NAME}`) become tenant secrets.
         let secrets = super::secrets::take_placeholders(&mut env)?;
-        let d =
-            &crate::templates::default_limits(state, self.template_id.as_deref().unwrap_or("base"));
+        let d = &paddock_service::templates::default_limits(
+            state,
+            self.template_id.as_deref().unwrap_or("base"),
+        );
         Ok(NewSandbox {
             template: self.template_id.unwrap_or_else(|| "base".into()),
             timeout,
@@ -115,9 +117,9 @@ impl CreateBody {
             auto_resume,
             secrets,
             node_selector: BTreeMap::new(),
-            isolation: crate::isolation::parse(
+            isolation: paddock_service::isolation::parse(
                 metadata
-                    .get(crate::isolation::E2B_METADATA_KEY)
+                    .get(paddock_service::isolation::E2B_METADATA_KEY)
                     .map(String::as_str),
             )?,
             volumes,
@@ -527,7 +529,7 @@ pub(super) async fn list_v1(
 
 /// `GET /sandboxes/{id}/metrics?start=&end=` (unix seconds, both optional): the sandbox's
 /// samples in that window, oldest first, taken every `--metrics-interval` (5 s) by
-/// [`crate::usage`], plus one taken now. `cpuUsedPct` is the CPU use since the previous
+/// [`paddock_service::usage`], plus one taken now. `cpuUsedPct` is the CPU use since the previous
 /// sample (the first: since the sandbox was created), in percent of its CPU allowance;
 /// `diskUsed` is measured now and given to every sample.
 pub(super) async fn metrics(
@@ -556,7 +558,7 @@ pub(super) async fn metrics(
         .await
         .map_err(|e| ApiError::Internal(format!("stats task: {e}")))?;
     let mut series = state.usage.series(&id);
-    series.push(crate::usage::Sample {
+    series.push(paddock_service::usage::Sample {
         at_ms: now_ms(),
         cpu_ns: now_stats.cpu_usage_ns,
         mem_bytes: now_stats.memory_bytes,
@@ -565,13 +567,13 @@ pub(super) async fn metrics(
     let cpu_millis = u64::from(r.spec.cpu_millis.unwrap_or(0));
     // The record is made before the sandbox exists, so every sample comes after it (the
     // sampler can see a sandbox before it is marked ready).
-    let mut prev = crate::usage::Sample {
+    let mut prev = paddock_service::usage::Sample {
         at_ms: r.created_at,
         ..Default::default()
     };
     let mut out = Vec::new();
     for x in series {
-        let pct = crate::usage::cpu_pct(
+        let pct = paddock_service::usage::cpu_pct(
             x.cpu_ns.saturating_sub(prev.cpu_ns),
             x.at_ms - prev.at_ms,
             cpu_millis,

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use super::target::{Target, target};
 use super::{ENVD_PORT, access_token, ct_eq, e2b_error};
 use crate::auth::DataBucket;
-use crate::state::AppState;
+use paddock_service::state::AppState;
 
 /// Longest a data-plane request body may pause between chunks. Longer than the REST idle
 /// timeout because `StreamInput` bodies follow a human or a program feeding stdin; they are
@@ -109,8 +109,8 @@ async fn serve(state: &Arc<AppState>, t: Target, req: Request) -> Response {
     let sbx = match (sbx, paused) {
         (Some(s), _) => s,
         // An unauthenticated `/health` never wakes a sandbox.
-        (None, Some(r)) if crate::pausing::auto_resume(&r) && !open => {
-            match crate::pausing::resume(state, &t.id, false, None).await {
+        (None, Some(r)) if paddock_service::pausing::auto_resume(&r) && !open => {
+            match paddock_service::pausing::resume(state, &t.id, false, None).await {
                 Ok(_) => match state.runtime.get(&t.id) {
                     Ok(s) => s,
                     Err(e) => return super::E2bError(e.into()).into_response(),

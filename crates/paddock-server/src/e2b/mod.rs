@@ -3,7 +3,7 @@
 //! user-facing notes: `docs/e2b.md`.
 //!
 //! - [`control`]: the REST routes. They authenticate `X-API-KEY` as a Paddock key, map
-//!   `NewSandboxV2` onto [`crate::lifecycle::NewSandbox`], and answer errors as E2B does,
+//!   `NewSandboxV2` onto [`paddock_service::lifecycle::NewSandbox`], and answer errors as E2B does,
 //!   `{"code": <http status>, "message": ...}`. Features Paddock lacks (the templates API,
 //!   changing a sandbox's network) answer 400, never a silent success. Every body is a
 //!   typed struct of `wire`.
@@ -21,7 +21,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use paddock_service::state::AppState;
 
 mod common;
 pub mod control;

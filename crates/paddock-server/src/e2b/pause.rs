@@ -1,4 +1,4 @@
-//! The E2B pause, connect and resume routes on Paddock's pausing (`crate::pausing`).
+//! The E2B pause, connect and resume routes on Paddock's pausing (`paddock_service::pausing`).
 //!
 //! - `POST /sandboxes/{id}/pause` `{"memory"?: bool, "requireHealthyGuest"?: bool}`: 204;
 //!   `memory: false` is the `filesystem` mode (default `full`); 409 if already paused.
@@ -21,9 +21,9 @@ use serde::Deserialize;
 use super::common::{E2bCaller, E2bResult, body, json_status};
 use super::control::{extend, live_record, sandbox_body, sdk_domain};
 use crate::error::ApiError;
-use crate::sandbox_spec::check_timeout;
-use crate::state::AppState;
 use crate::wire::no_content;
+use paddock_service::sandbox_spec::check_timeout;
+use paddock_service::state::AppState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -48,7 +48,7 @@ pub(super) async fn pause(
     };
     let res: Result<_, ApiError> = async {
         live_record(&state, &caller, &id).await?;
-        Ok(crate::pausing::pause(&state, &id, mode, "request").await?)
+        Ok(paddock_service::pausing::pause(&state, &id, mode, "request").await?)
     }
     .await;
     state
@@ -88,7 +88,7 @@ async fn connect_or_resume(
     let t = b.timeout.map(|t| check_timeout(state, t)).transpose()?;
     let mut r = live_record(state, caller, id).await?;
     if r.state == SandboxState::Paused {
-        let res = crate::pausing::resume(state, id, b.memory == Some(false), t).await;
+        let res = paddock_service::pausing::resume(state, id, b.memory == Some(false), t).await;
         let r = state
             .audited(caller, "sandbox.resume", Some(id), Some("e2b".into()), res)
             .await?;

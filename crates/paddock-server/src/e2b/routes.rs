@@ -10,7 +10,7 @@ use axum::routing::{any, get, post};
 use super::common::E2bCaller;
 use super::{E2bError, control, pause, secrets, snapshots, volume_content, volumes};
 use crate::error::ApiError;
-use crate::state::AppState;
+use paddock_service::state::AppState;
 
 /// Every route of the E2B control plane.
 pub fn routes() -> Router<Arc<AppState>> {

@@ -16,10 +16,10 @@ use super::E2bError;
 use super::common::{E2bCaller, body, json_status};
 use super::wire::SecretBody;
 use crate::error::ApiError;
-use crate::secrets::{self, SecretUse};
-use crate::state::AppState;
 use crate::wire::form_urlencoded_pairs;
 use crate::wire::no_content;
+use paddock_service::secrets::{self, SecretUse};
+use paddock_service::state::AppState;
 
 type E2bResult<T> = Result<T, E2bError>;
 
@@ -136,7 +136,7 @@ pub fn take_placeholders(
         let Some(name) = name else {
             return Err(ApiError::BadRequest(format!(
                 "envVars.{}: a secret placeholder must be the whole value",
-                crate::state::truncate(k, 64)
+                paddock_service::state::truncate(k, 64)
             )));
         };
         uses.insert(

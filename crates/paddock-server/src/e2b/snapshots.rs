@@ -1,4 +1,4 @@
-//! The E2B snapshot and fork routes on Paddock's snapshots (`crate::snapshots`, SDK 2.63):
+//! The E2B snapshot and fork routes on Paddock's snapshots (`paddock_service::snapshots`, SDK 2.63):
 //!
 //! - `POST /sandboxes/{id}/snapshots` `{"name"?, "memory"?}`: 201 `{"snapshotID", "names"}`;
 //!   the API default (memory unset) is a `filesystem` snapshot here; `memory: true` is a 400
@@ -21,10 +21,10 @@ use super::common::{E2bCaller, E2bResult, body, json_status};
 use super::control::{sandbox_body, sdk_domain};
 use super::wire::{ErrorBody, ForkResult, SnapshotInfo};
 use crate::error::ApiError;
-use crate::sandbox_spec::check_timeout;
-use crate::snapshots;
-use crate::state::AppState;
 use crate::wire::{form_urlencoded_pairs, no_content};
+use paddock_service::sandbox_spec::check_timeout;
+use paddock_service::snapshots;
+use paddock_service::state::AppState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,7 +137,7 @@ pub(super) async fn fork(
     let domain = sdk_domain(&state, req.headers());
     let b: ForkBody = body(&state, req).await?;
     let res: Result<_, ApiError> = async {
-        let count = crate::snapshots::count_of(b.count)?;
+        let count = paddock_service::snapshots::count_of(b.count)?;
         let t = b.timeout.map(|t| check_timeout(&state, t)).transpose()?;
         Ok(snapshots::fork(&state, &caller, &id, count, t).await?)
     }

@@ -33,7 +33,7 @@ use paddock_runtime::volfs::{Attrs, VolFsError, VolumeFiles};
 use serde::Deserialize;
 
 use super::wire::{ContentErrorBody, VolumeEntry};
-use crate::state::AppState;
+use paddock_service::state::AppState;
 
 /// Largest JSON body of `PATCH` (three numbers).
 const MAX_PATCH_BODY: usize = 4096;
@@ -132,7 +132,7 @@ async fn open(state: &AppState, headers: &HeaderMap, id: &str) -> CResult<Volume
             "unauthorized",
             format!(
                 "the token is not volume {}'s",
-                crate::state::truncate(id, 64)
+                paddock_service::state::truncate(id, 64)
             ),
         ));
     }

@@ -1,4 +1,4 @@
-//! The E2B volume control routes on Paddock's volumes (`crate::volumes`, SDK 2.63):
+//! The E2B volume control routes on Paddock's volumes (`paddock_service::volumes`, SDK 2.63):
 //!
 //! - `POST /volumes` `{"name"}`: 201 `{"volumeID", "name", "token"}` (the default quota);
 //!   a name the tenant has: 409.
@@ -19,9 +19,9 @@ use serde::Deserialize;
 
 use super::common::{E2bCaller, E2bResult, body, json_status};
 use super::wire::VolumeBody;
-use crate::state::AppState;
-use crate::volumes;
 use crate::wire::no_content;
+use paddock_service::state::AppState;
+use paddock_service::volumes;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

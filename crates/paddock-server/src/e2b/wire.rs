@@ -154,8 +154,8 @@ impl ListedSandbox {
             envd_access_token: token,
             envd_version: ENVD_VERSION,
             lifecycle: Lifecycle {
-                auto_resume: crate::pausing::auto_resume(r),
-                on_timeout: if crate::pausing::pause_on_timeout(r).is_some() {
+                auto_resume: paddock_service::pausing::auto_resume(r),
+                on_timeout: if paddock_service::pausing::pause_on_timeout(r).is_some() {
                     OnTimeout::Pause
                 } else {
                     OnTimeout::Kill
@@ -341,8 +341,8 @@ mod tests {
             "domain": domain,
             "allowInternetAccess": r.spec.network().mode == paddock_core::NetworkMode::All,
             "lifecycle": {
-                "autoResume": crate::pausing::auto_resume(r),
-                "onTimeout": if crate::pausing::pause_on_timeout(r).is_some() { "pause" } else { "kill" },
+                "autoResume": paddock_service::pausing::auto_resume(r),
+                "onTimeout": if paddock_service::pausing::pause_on_timeout(r).is_some() { "pause" } else { "kill" },
             },
         });
         if detail {

@@ -34,9 +34,9 @@ use super::forward::Forwarder;
 use super::placement::{self, Pending, Want};
 use crate::auth::{authenticate_in, presented_key};
 use crate::error::{ApiError, ApiResult};
-use crate::event_kind::EventKind;
 use crate::wire::{json_response, rfc3339, typed_response};
 use paddock_service::auth::keys::Caller;
+use paddock_service::event_kind::EventKind;
 
 /// `paddock control` settings.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ pub struct Control {
     /// The node list as read at most [`NODES_TTL`] ago (forwarding only; placement reads
     /// the store).
     nodes_cache: Mutex<Option<(std::time::Instant, Arc<Vec<NodeRecord>>)>>,
-    webhooks: crate::webhooks::Webhooks,
+    webhooks: paddock_service::webhooks::Webhooks,
     /// This control plane's name in leases (random per process).
     lease_holder: String,
     /// Whether it held [`DEAD_NODES_LEASE`] at its last attempt.
@@ -157,7 +157,7 @@ pub async fn serve_control(
         })?;
     let ctl = Arc::new(Control {
         forwarder: Forwarder::new(&cfg.token),
-        webhooks: crate::webhooks::Webhooks::start(
+        webhooks: paddock_service::webhooks::Webhooks::start(
             cfg.allow_private_webhooks,
             cfg.webhook_secret.clone(),
         ),
@@ -386,7 +386,10 @@ pub(crate) async fn list_nodes(
 }
 
 fn node_not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("node {} not found", crate::state::truncate(id, 64)))
+    ApiError::NotFound(format!(
+        "node {} not found",
+        paddock_service::state::truncate(id, 64)
+    ))
 }
 
 /// One node (operator)

@@ -38,9 +38,9 @@ use paddock_store::{NodeRecord, NodeState, now_ms};
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::event_kind::EventKind;
-use crate::state::AppState;
 use crate::wire::json_response;
+use paddock_service::event_kind::EventKind;
+use paddock_service::state::AppState;
 
 /// The header marking a node-to-node request (any value; the fleet token authenticates).
 pub const INTERNAL_HEADER: &str = "x-paddock-fleet-internal";
@@ -73,7 +73,7 @@ pub async fn serve_internal(state: Arc<AppState>, req: Request<Body>) -> Respons
         Some(("layers", id)) => layer(&state, id),
         _ => not_found(format!(
             "no internal route {}",
-            crate::state::truncate(&path, 80)
+            paddock_service::state::truncate(&path, 80)
         )),
     }
 }
@@ -125,7 +125,10 @@ fn layer(state: &AppState, id: &str) -> Response {
         Err(e) => return ApiError::from(e).into_response(),
     };
     if !store.contains(id) {
-        return not_found(format!("no layer {}", crate::state::truncate(id, 80)));
+        return not_found(format!(
+            "no layer {}",
+            paddock_service::state::truncate(id, 80)
+        ));
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(CHANNEL_CHUNKS);
     let id = id.to_owned();
@@ -204,7 +207,7 @@ pub async fn ensure(state: &AppState, template: &str) -> ApiResult<()> {
     let Some(node) = state.cfg.node.as_ref() else {
         return Ok(());
     };
-    let name = crate::templates::resolve_alias(state, template);
+    let name = paddock_service::templates::resolve_alias(state, template);
     if !valid_name(&name) || state.runtime.template(&name).is_some() {
         return Ok(());
     }
@@ -238,7 +241,7 @@ pub async fn ensure(state: &AppState, template: &str) -> ApiResult<()> {
         return Ok(());
     }
     // A prune must not take the layers of a template not registered yet.
-    let _gate = crate::templates::gate::making().await;
+    let _gate = paddock_service::templates::gate::making().await;
     let mut errors = Vec::new();
     for peer in &peers {
         let started = Instant::now();

@@ -23,7 +23,7 @@ use super::{
     split_token, upstream, wants_websocket,
 };
 use crate::error::ApiError;
-use crate::state::AppState;
+use paddock_service::state::AppState;
 
 /// Forwards `req` to `port` of sandbox `id`; `prefix` is the path routing prefix
 /// (`/proxy/{id}/{port}`), taken off the path before it goes upstream.
@@ -113,10 +113,10 @@ async fn admit(
         return Err(e.into_response());
     }
     if rec.state == SandboxState::Paused {
-        if !crate::pausing::auto_resume(&rec) {
+        if !paddock_service::pausing::auto_resume(&rec) {
             return Err(crate::error::paused_error(id).into_response());
         }
-        if let Err(e) = crate::pausing::resume(state, id, false, None).await {
+        if let Err(e) = paddock_service::pausing::resume(state, id, false, None).await {
             return Err(ApiError::from(e).into_response());
         }
     } else if rec.state != SandboxState::Running {

@@ -24,7 +24,7 @@ const DATA_FIELDS: [&str; 1] = ["stdin"];
 pub fn nul_message(field: &str) -> String {
     format!(
         "{} must not contain NUL bytes",
-        crate::state::truncate(field, 128)
+        paddock_service::state::truncate(field, 128)
     )
 }
 

@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 
 use super::input;
 use crate::error::ApiError;
-use crate::state::AppState;
 use crate::wire::read_limited;
+use paddock_service::state::AppState;
 
 /// A JSON body: `Content-Type: application/json`, at most the configured size, parsed
 /// strictly (unknown fields and duplicate keys are errors; nesting deeper than 128 is an

@@ -4,7 +4,7 @@
 
 use axum::http::{HeaderMap, header};
 
-use crate::state::AppState;
+use paddock_service::state::AppState;
 
 /// Where clients reach this server: the scheme, the authority for path URLs, and the port to
 /// append to host URLs (None for the scheme's default). The configured public URL wins

@@ -27,8 +27,8 @@ use paddock_runtime::Sandbox;
 use paddock_store::{ExecRecord, SandboxRecord};
 use serde_json::json;
 
-use crate::event_kind::EventKind;
-use crate::state::{AppState, truncate};
+use paddock_service::event_kind::EventKind;
+use paddock_service::state::{AppState, truncate};
 
 /// Writes the agent's process events into a channel, one task per stream.
 macro_rules! pump {
@@ -66,7 +66,7 @@ mod start;
 mod stream;
 pub(crate) mod wire;
 
-pub use crate::config::{DEFAULT_EXEC_TIMEOUT_SECS, MAX_EXEC_TIMEOUT_SECS};
+pub use paddock_service::config::{DEFAULT_EXEC_TIMEOUT_SECS, MAX_EXEC_TIMEOUT_SECS};
 /// Largest stdin body (`POST .../stdin`) and `stdin` field of an exec.
 pub const MAX_STDIN: usize = 1 << 20;
 /// A streaming response sends a keepalive after this much silence.

@@ -23,9 +23,9 @@ use super::{Format, MAX_STDIN, format_of, selector};
 use crate::api::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, truncate};
 use crate::wire::form_urlencoded_pairs;
 use crate::wire::{no_content, read_limited, typed_response};
+use paddock_service::state::{AppState, truncate};
 
 fn parse_pid(s: &str) -> ApiResult<u32> {
     s.parse()

@@ -28,8 +28,8 @@ use super::wire::{ProcessEvent, PtyQuery};
 use super::{Ended, command_line, record_end, selector};
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 use crate::wire::form_urlencoded_pairs;
+use paddock_service::state::AppState;
 
 /// Interactive terminal over WebSocket
 ///

@@ -24,8 +24,8 @@ use super::{Ended, Finish, Format, MAX_STDIN, command_line, format_of, record_en
 use crate::api::Json;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::state::{AppState, Metrics, audit_entry};
 use crate::wire::typed_response;
+use paddock_service::state::{AppState, Metrics, audit_entry};
 
 impl ExecBody {
     fn argv(&self) -> ApiResult<Vec<String>> {
@@ -81,7 +81,7 @@ pub(crate) async fn exec(
     match start_exec(&state, &caller, &id, format_of(&headers), body, argv).await {
         // A one-shot exec that ran writes its audit entry with its history row.
         Ok(Answer::Audited(r)) => Ok(r),
-        // Behind the answer: the audit entry is not on the round trip (`crate::hotpath`).
+        // Behind the answer: the audit entry is not on the round trip (`paddock_service::hotpath`).
         res => state.audited_behind(&caller, "exec", Some(&id), detail, res.map(Answer::into)),
     }
 }
@@ -104,7 +104,7 @@ impl From<Answer> for Response {
 
 /// A one-shot JSON exec still running after this long gets its history row (`running`)
 /// then, so `GET .../logs` shows it while it runs; one that ends sooner gets its finished
-/// row and its audit entry in one write behind the answer (`crate::hotpath`).
+/// row and its audit entry in one write behind the answer (`paddock_service::hotpath`).
 pub(super) const HISTORY_RUNNING_AFTER: Duration = Duration::from_millis(200);
 
 /// An exec whose request passed the checks and whose history row is written (or, for the

@@ -12,8 +12,8 @@ use super::stream::frame;
 use super::wire::{DataLine, EndLine, ExecResult, ProcessEvent};
 use super::{Ended, Format, MAX_EXEC_TIMEOUT_SECS, record_end};
 use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 use crate::wire::typed_response;
+use paddock_service::state::AppState;
 
 /// The time limit of an exec: `timeout` seconds (1 to [`MAX_EXEC_TIMEOUT_SECS`]), none for
 /// `0`, and when absent the server's default for a foreground command and none for a

@@ -140,8 +140,8 @@ pub(in crate::e2b) fn auto_resume_enabled(
 
 /// `volumeMounts: [{"name", "path"}]`: read-write mounts of the tenant's volumes.
 pub(in crate::e2b) fn volume_uses(
-    mounts: Option<Vec<Shaped<crate::volumes::VolumeUse>>>,
-) -> Result<Vec<crate::volumes::VolumeUse>, ApiError> {
+    mounts: Option<Vec<Shaped<paddock_service::volumes::VolumeUse>>>,
+) -> Result<Vec<paddock_service::volumes::VolumeUse>, ApiError> {
     mounts
         .unwrap_or_default()
         .into_iter()
@@ -235,7 +235,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::volumes::VolumeUse;
+    use paddock_service::volumes::VolumeUse;
 
     /// The fields of the create body these types replaced, read as before.
     #[derive(Debug, Deserialize)]
