@@ -64,7 +64,7 @@ impl SandboxBody {
             alias: r.template.clone(),
             client_id: CLIENT_ID,
             domain: domain.to_owned(),
-            traffic_access_token: (!crate::proxy::all_public(r)).then(|| token.clone()),
+            traffic_access_token: (!r.spec.ports_public).then(|| token.clone()),
             envd_access_token: token,
             envd_version: ENVD_VERSION,
             sandbox_id: r.id.clone(),
@@ -318,7 +318,7 @@ mod tests {
             "alias": r.template,
             "envdVersion": ENVD_VERSION,
             "envdAccessToken": token,
-            "trafficAccessToken": (!crate::proxy::all_public(r)).then(|| token.to_owned()),
+            "trafficAccessToken": (!r.spec.ports_public).then(|| token.to_owned()),
             "domain": domain,
         })
     }
