@@ -10,7 +10,6 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use paddock_store::Event;
 
 use crate::error::{ApiError, ApiResult};
 
@@ -84,42 +83,7 @@ pub fn unknown_param(name: &str) -> ApiError {
     ApiError::BadRequest(format!("unknown query parameter {:?}", truncate(name, 64)))
 }
 
-pub use paddock_service::text::{rfc3339, truncate};
-
-/// A lifecycle event as clients see it (SSE, `/v1/events`, `.../logs`, webhooks).
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-#[schema(as = Event)]
-pub struct EventView {
-    /// Strictly increasing across the store
-    pub seq: i64,
-    #[schema(value_type = String, format = DateTime)]
-    pub at: serde_json::Value,
-    #[schema(required = true)]
-    pub sandbox_id: Option<String>,
-    /// The event kind, such as created, failed, timeout_warning, timeout_changed, expired,
-    /// killed, oom, adopted, lost, shutdown, paused, resumed (every kind: docs/api.md)
-    pub kind: String,
-    /// What the kind carries (docs/api.md)
-    #[schema(value_type = Object)]
-    pub data: serde_json::Value,
-}
-
-impl EventView {
-    pub fn of(e: &Event) -> EventView {
-        EventView {
-            seq: e.seq,
-            at: rfc3339(Some(e.at)),
-            sandbox_id: e.sandbox_id.clone(),
-            kind: e.kind.clone(),
-            data: e.data.clone(),
-        }
-    }
-}
-
-/// The wire form of an event (SSE, `/v1/events`, webhooks), as JSON.
-pub fn event_json(e: &Event) -> serde_json::Value {
-    serde_json::to_value(EventView::of(e)).unwrap_or_default()
-}
+pub use paddock_service::text::{EventView, event_json, rfc3339, truncate};
 
 /// A `201`/`200` JSON response.
 pub fn json_response(status: axum::http::StatusCode, v: serde_json::Value) -> Response {
@@ -163,6 +127,7 @@ pub fn command_argv(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use paddock_store::Event;
 
     /// An event is the `json!` body it replaced: a null `sandbox_id` kept.
     #[test]
@@ -179,12 +144,13 @@ mod tests {
             event_json(&e).to_string(),
             r#"{"at":"1970-01-01T00:00:02Z","data":{"template":"base"},"kind":"created","sandbox_id":null,"seq":4}"#
         );
-        // The service's webhooks build the same value without the wire type.
-        assert_eq!(paddock_service::text::event_json(&e), event_json(&e));
         let e = Event {
             sandbox_id: Some("abc".into()),
             ..e
         };
-        assert_eq!(paddock_service::text::event_json(&e), event_json(&e));
+        assert_eq!(
+            event_json(&e).to_string(),
+            r#"{"at":"1970-01-01T00:00:02Z","data":{"template":"base"},"kind":"created","sandbox_id":"abc","seq":4}"#
+        );
     }
 }

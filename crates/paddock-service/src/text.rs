@@ -1,5 +1,5 @@
 //! Small text helpers the domain shares with the HTTP edge (which re-exports them from its
-//! `wire`): timestamps, the JSON form of an event, cutting strings, a command's argv.
+//! `wire`): timestamps, the wire form of an event, cutting strings, a command's argv.
 
 use paddock_store::{Event, Millis};
 
@@ -19,17 +19,41 @@ pub fn rfc3339(ms: Option<Millis>) -> serde_json::Value {
         .map_or(serde_json::Value::Null, serde_json::Value::String)
 }
 
-/// The wire form of an event (SSE, `/v1/events`, webhooks), as JSON: the fields of the
-/// edge's `EventView` (a `serde_json` object keeps its keys sorted, so the bytes are the
-/// same however it is built).
+// The one wire form of an event, for the domain's webhooks and the edge's routes alike.
+/// A lifecycle event as clients see it (SSE, `/v1/events`, `.../logs`, webhooks).
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Event))]
+pub struct EventView {
+    /// Strictly increasing across the store
+    pub seq: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub at: serde_json::Value,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
+    pub sandbox_id: Option<String>,
+    /// The event kind, such as created, failed, timeout_warning, timeout_changed, expired,
+    /// killed, oom, adopted, lost, shutdown, paused, resumed (every kind: docs/api.md)
+    pub kind: String,
+    /// What the kind carries (docs/api.md)
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub data: serde_json::Value,
+}
+
+impl EventView {
+    pub fn of(e: &Event) -> EventView {
+        EventView {
+            seq: e.seq,
+            at: rfc3339(Some(e.at)),
+            sandbox_id: e.sandbox_id.clone(),
+            kind: e.kind.clone(),
+            data: e.data.clone(),
+        }
+    }
+}
+
+/// The wire form of an event, as JSON (a `serde_json` object keeps its keys sorted).
 pub fn event_json(e: &Event) -> serde_json::Value {
-    serde_json::json!({
-        "seq": e.seq,
-        "at": rfc3339(Some(e.at)),
-        "sandbox_id": e.sandbox_id,
-        "kind": e.kind,
-        "data": e.data,
-    })
+    serde_json::to_value(EventView::of(e)).unwrap_or_default()
 }
 
 /// At most `max` bytes of `s`, cut at a character boundary.
