@@ -361,14 +361,15 @@ impl Procs {
         keepalive: Option<Duration>,
         deadline: Option<Instant>,
     ) -> impl futures::Stream<Item = Result<ProcessEvent, ConnectError>> + Send + 'static {
-        async_stream(move |tx| async move {
-            if send_start {
-                tx.send(Ok(event(process_event::StartEvent {
-                    pid: p.pid,
-                    ..Default::default()
-                })))
-                .await?;
-            }
+        // The start event is ready at once, so the response's head and it leave in one write
+        // (the rest comes from a task, one turn of the scheduler later).
+        let start = send_start.then(|| {
+            Ok(event(process_event::StartEvent {
+                pid: p.pid,
+                ..Default::default()
+            }))
+        });
+        let rest = async_stream(move |tx| async move {
             let mut next = from;
             loop {
                 let notified = p.changed.notified();
@@ -413,7 +414,8 @@ impl Procs {
                     }
                 }
             }
-        })
+        });
+        futures::stream::iter(start).chain(rest)
     }
 }
 

@@ -200,7 +200,27 @@ pub(crate) struct Stat {
 
 /// Reads `/proc/<pid>/stat`.
 pub(crate) fn stat(pid: u32) -> Option<Stat> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    use std::io::Read as _;
+    // A stat line is a few hundred bytes (at most 52 numbers and a 16-byte name): read it
+    // into a buffer on the stack, usually in one read. `read_to_string` sizes a heap buffer
+    // from the file's size, which procfs reports as 0, and grows it in five reads.
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 1024];
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => {
+                n += k;
+                if buf[n - 1] == b'\n' {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    parse_stat(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
 /// Parses a `stat` line. The command name may contain spaces and parentheses, so the fields

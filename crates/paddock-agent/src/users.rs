@@ -23,7 +23,55 @@ pub struct User {
 pub struct UnknownUser(pub String);
 
 /// Looks a user up by name (or numeric uid) in the sandbox's `/etc/passwd`.
+///
+/// Every command start and file operation looks its user up, so the answers are kept while
+/// `/etc/passwd` and `/etc/group` stay the same files, unchanged: two `stat`s instead of
+/// opening and reading both (`useradd`, `usermod` and editors replace or rewrite them, which
+/// changes the inode, size or modification time).
 pub fn lookup(name: &str) -> Result<User, UnknownUser> {
+    use std::sync::Mutex;
+    type Cache = Option<([Stamp; 2], std::collections::HashMap<String, User>)>;
+    static CACHE: Mutex<Cache> = Mutex::new(None);
+    // Both files must be there to be trusted as unchanged; without, read every time.
+    let stamp = Stamp::of("/etc/passwd")
+        .zip(Stamp::of("/etc/group"))
+        .map(|(p, g)| [p, g]);
+    if let Some(stamp) = &stamp {
+        let cache = crate::lock(&CACHE);
+        if let Some((s, users)) = cache.as_ref()
+            && s == stamp
+            && let Some(u) = users.get(name)
+        {
+            return Ok(u.clone());
+        }
+    }
+    let user = lookup_uncached(name)?;
+    if let Some(stamp) = stamp {
+        let mut cache = crate::lock(&CACHE);
+        match cache.as_mut() {
+            Some((s, users)) if s == &stamp => {
+                users.insert(name.to_owned(), user.clone());
+            }
+            _ => *cache = Some((stamp, [(name.to_owned(), user.clone())].into())),
+        }
+    }
+    Ok(user)
+}
+
+/// What identifies a file's contents without reading it: device, inode, size and
+/// modification time (nanoseconds). `None` when it cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp(u64, u64, u64, i64, i64);
+
+impl Stamp {
+    fn of(path: &str) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = fs::metadata(path).ok()?;
+        Some(Stamp(m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+    }
+}
+
+fn lookup_uncached(name: &str) -> Result<User, UnknownUser> {
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let by_uid: Option<u32> = name.parse().ok();
     for line in passwd.lines() {

@@ -398,9 +398,19 @@ impl Cgroups {
                 .join("memory.oom_control"),
             Cgroups::V2 { root, prefix } => root.join(prefix).join(id).join("memory.events"),
         };
-        fs::read_to_string(p)
-            .unwrap_or_default()
-            .lines()
+        // Read twice on every exec's path: one read into a buffer on the stack (the file is
+        // under 200 bytes and the kernel answers it whole) instead of `read_to_string`'s
+        // stat and three reads.
+        let mut buf = [0u8; 512];
+        let n = fs::File::open(&p)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut buf))
+            .unwrap_or(0);
+        let text = if n < buf.len() {
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        } else {
+            fs::read_to_string(p).unwrap_or_default()
+        };
+        text.lines()
             .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
             .unwrap_or(0)
     }

@@ -1,11 +1,15 @@
 //! The embedded store: one SQLite file in the data directory.
 //!
-//! One connection behind a mutex: SQLite serialises writers anyway, every call is a single
-//! short statement or a small transaction, and WAL mode keeps readers of other processes
+//! One writing connection behind a mutex: SQLite serialises writers anyway, and every call
+//! is a single short statement or a small transaction. The reads on every request's path
+//! (the sandbox record, the key) go through a small pool of read-only connections instead
+//! ([`Readers`]): in WAL mode they see every committed write and never wait for the writer,
+//! so a write behind one answer (an exec's history and audit rows, `paddock_service::hotpath`)
+//! does not hold up the next request's read. WAL mode also keeps readers of other processes
 //! (backups, `sqlite3` for debugging) unblocked.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::types::Value as SqlValue;
@@ -36,6 +40,60 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// `None` for a store in memory, whose one connection is the only view of its data.
+    readers: Option<Readers>,
+}
+
+/// Idle read-only connections to the database file, opened on demand and kept up to
+/// [`Readers::KEEP`]; a read takes one (or opens one) and puts it back when done.
+#[derive(Debug)]
+pub(crate) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    /// Idle readers kept; more are opened when more reads run at once, and closed after.
+    const KEEP: usize = 4;
+
+    fn open(&self) -> Result<Connection> {
+        let c = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(c)
+    }
+}
+
+/// A connection for reading: a pooled reader, put back on drop, or the store's one
+/// connection when it has no file.
+pub(crate) enum ReadConn<'a> {
+    Pooled(&'a Readers, Option<Connection>),
+    Shared(std::sync::MutexGuard<'a, Connection>),
+}
+
+impl std::ops::Deref for ReadConn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            ReadConn::Pooled(_, c) => c.as_ref().expect("reader taken only on drop"),
+            ReadConn::Shared(g) => g,
+        }
+    }
+}
+
+impl Drop for ReadConn<'_> {
+    fn drop(&mut self) {
+        if let ReadConn::Pooled(r, c) = self {
+            let mut idle = r.idle.lock().expect("store readers poisoned");
+            if idle.len() < Readers::KEEP
+                && let Some(c) = c.take()
+            {
+                idle.push(c);
+            }
+        }
+    }
 }
 
 /// Creates the database file readable by its owner only (it holds key hashes, tenants and
@@ -78,10 +136,19 @@ impl SqliteStore {
         }
         restrict_files(path).map_err(|e| open_err(e.to_string()))?;
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
-        Self::init(conn).map_err(|e| match e {
+        let mut store = Self::init(conn).map_err(|e| match e {
             StoreError::Open { detail, .. } => open_err(detail),
             other => open_err(other.to_string()),
-        })
+        })?;
+        let readers = Readers {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+        };
+        // One reader now, so a database a reader cannot open fails here, not on a request.
+        let first = readers.open().map_err(|e| open_err(e.to_string()))?;
+        readers.idle.lock().expect("fresh mutex").push(first);
+        store.readers = Some(readers);
+        Ok(store)
     }
 
     /// A store in memory, for tests.
@@ -112,11 +179,26 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            readers: None,
         })
     }
 
     pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().expect("store connection poisoned")
+    }
+
+    /// A connection for statements that only read: it sees every committed write and does
+    /// not wait for the writer.
+    pub(crate) fn read(&self) -> Result<ReadConn<'_>> {
+        let Some(r) = &self.readers else {
+            return Ok(ReadConn::Shared(self.conn()));
+        };
+        let pooled = r.idle.lock().expect("store readers poisoned").pop();
+        let c = match pooled {
+            Some(c) => c,
+            None => r.open()?,
+        };
+        Ok(ReadConn::Pooled(r, Some(c)))
     }
 }
 
@@ -371,7 +453,7 @@ impl Store for SqliteStore {
     }
 
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
-        let c = self.conn();
+        let c = self.read()?;
         let row = c
             .prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE hash = ?1"))?
             .query_row([hash], key_from_row)
@@ -381,7 +463,7 @@ impl Store for SqliteStore {
 
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
         let row = self
-            .conn()
+            .read()?
             .query_row(
                 &format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"),
                 [id],
@@ -485,7 +567,7 @@ impl Store for SqliteStore {
     async fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>> {
         // Prepared once per connection: this and the key lookup, the exec history and the
         // audit insert are on every exec's path.
-        let c = self.conn();
+        let c = self.read()?;
         let row = c
             .prepare_cached(&format!(
                 "SELECT {SANDBOX_COLS} FROM sandboxes WHERE id = ?1"
@@ -536,7 +618,7 @@ impl Store for SqliteStore {
         if let Some(l) = f.limit {
             sql.push_str(&format!(" LIMIT {l}"));
         }
-        let c = self.conn();
+        let c = self.read()?;
         let mut st = c.prepare(&sql)?;
         let rows = st.query_map(params_from_iter(args), sandbox_from_row)?;
         rows.map(|r| finish_sandbox(r?)).collect()
@@ -685,6 +767,51 @@ mod tests {
         drop(s);
         let err = SqliteStore::open(&p).expect_err("newer schema");
         assert!(err.to_string().contains("newer than this binary"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn reads_see_commits_and_do_not_wait_for_the_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SqliteStore::open(&dir.path().join("paddock.db")).expect("open");
+        s.insert_tenant(&Tenant {
+            id: "t".into(),
+            name: "n".into(),
+            created_at: 1,
+        })
+        .await
+        .expect("tenant");
+        s.conn()
+            .execute(
+                "INSERT INTO api_keys (id, tenant, name, role, hash, prefix, created_at)
+                     VALUES ('key_1', 't', 'k', 'developer', 'h1', 'pdk_', 1)",
+                [],
+            )
+            .expect("key");
+        // A commit on the writer is visible to a pooled reader at once.
+        let k = s.key_by_hash("h1").await.expect("read").expect("key");
+        assert_eq!(k.id, "key_1");
+        // With the writer held (a write in progress on another thread), reads still answer,
+        // from a second reader when the first is in use.
+        let writer = s.conn();
+        let first = s.read().expect("reader");
+        assert!(matches!(first, ReadConn::Pooled(..)));
+        let second = s.read().expect("second reader");
+        let n: i64 = second
+            .query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 1);
+        drop((first, second));
+        drop(writer);
+        // Readers are read-only.
+        let err = s
+            .read()
+            .expect("reader")
+            .execute("DELETE FROM api_keys", [])
+            .expect_err("a reader cannot write");
+        assert!(err.to_string().contains("readonly"), "{err}");
+        // A store in memory reads through its one connection.
+        let m = SqliteStore::open_in_memory().expect("memory");
+        assert!(matches!(m.read().expect("conn"), ReadConn::Shared(_)));
     }
 
     #[tokio::test]

@@ -6,7 +6,9 @@
 //! Run: `cargo bench -p paddock --bench api` (as root). `PADDOCK_BENCH_RUNS` sets the runs
 //! per latency row (default 200); `PADDOCK_BENCH_QUICK=1` stops after the latency rows
 //! (create by surface and network, exec round trips); `PADDOCK_BENCH_ROWS=exec` times only
-//! the exec round trips (and bubblewrap, for the ratio). Prints a markdown table for
+//! the exec round trips (and bubblewrap, for the ratio). The exec rows also carry a ratio to
+//! what `/bin/true` costs with no sandbox and no HTTP at all: the host's `sh` starting and
+//! waiting for it in a loop (fork, exec, the loader, exit, wait). Prints a markdown table for
 //! `BENCHMARKS.md`.
 
 #[allow(unreachable_pub, dead_code)]
@@ -52,8 +54,14 @@ async fn create(s: &Server) -> String {
 }
 
 async fn exec_true(s: &Server, id: &str) {
+    exec_true_with(&s.http, &s.url, &s.admin_key, id).await;
+}
+
+/// `POST /v1/sandboxes/{id}/exec` of `/bin/true` through `http`, JSON answer.
+async fn exec_true_with(http: &reqwest::Client, url: &str, key: &str, id: &str) {
     let (st, v) = call(
-        s.req(Method::POST, &format!("/v1/sandboxes/{id}/exec"))
+        http.post(format!("{url}/v1/sandboxes/{id}/exec"))
+            .bearer_auth(key)
             .json(&json!({"cmd": ["/bin/true"]})),
     )
     .await;
@@ -62,6 +70,52 @@ async fn exec_true(s: &Server, id: &str) {
         (StatusCode::OK, Some(0)),
         "{v}"
     );
+}
+
+/// What starting `/bin/true` and waiting for it costs on this host with no sandbox and no
+/// HTTP: `sh` runs it in a loop of 100, and the median of `batches` loops, per run, is the
+/// answer. No round trip into a sandbox can cost less than the command itself.
+fn shell_true(batches: usize) -> Duration {
+    let mut per_run: Vec<Duration> = (0..batches.max(1))
+        .map(|_| {
+            let t0 = Instant::now();
+            let st = std::process::Command::new("sh")
+                .args([
+                    "-c",
+                    "i=0; while [ $i -lt 100 ]; do /bin/true; i=$((i+1)); done",
+                ])
+                .status()
+                .expect("sh");
+            assert!(st.success(), "sh loop: {st}");
+            t0.elapsed() / 100
+        })
+        .collect();
+    pct(&mut per_run, 0.5)
+}
+
+/// Runs `f` with an HTTP client of its own on a runtime of one thread, and returns what it
+/// returns. The exec round trips are timed this way: on the bench's multi-thread runtime a
+/// request hops between the task that awaits it and the client's connection task on another
+/// worker (a futex wake and a wake-up of the other core each way), which is the client's
+/// cost, not the server's; a client of one thread (curl, an SDK's blocking client) has none.
+fn one_thread<T, Fut>(f: impl FnOnce(reqwest::Client) -> Fut + Send) -> T
+where
+    T: Send,
+    Fut: std::future::Future<Output = T>,
+{
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("bench client runtime");
+                rt.block_on(f(reqwest::Client::new()))
+            })
+            .join()
+            .expect("bench client thread")
+        })
+    })
 }
 
 /// E2B create (`POST /sandboxes`), internet on or off: the id and the envd access token.
@@ -85,13 +139,17 @@ async fn e2b_create(s: &Server, internet: bool) -> (String, String) {
 /// `process.Start` of `/bin/true` over the E2B data plane (Connect, JSON envelopes), read
 /// to the end of the stream, as the SDKs do.
 async fn e2b_exec_true(s: &Server, id: &str, token: &str) {
+    e2b_exec_true_with(&s.http, &s.url, id, token).await;
+}
+
+/// [`e2b_exec_true`] through `http`.
+async fn e2b_exec_true_with(http: &reqwest::Client, url: &str, id: &str, token: &str) {
     let msg = br#"{"process":{"cmd":"/bin/true","args":[]}}"#;
     let mut body = vec![0u8];
     body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     body.extend_from_slice(msg);
-    let r = s
-        .http
-        .post(format!("{}/process.Process/Start", s.url))
+    let r = http
+        .post(format!("{url}/process.Process/Start"))
         .header("E2b-Sandbox-Id", id)
         .header("X-Access-Token", token)
         .header("Content-Type", "application/connect+json")
@@ -262,22 +320,36 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // 2. Exec round trip into a running sandbox.
+    // Both loops time one client of one thread (`one_thread`), warmed by one call first.
     let id = create(&s).await;
-    let mut t = Vec::new();
-    let cpu0 = cpu_ns(server_pid);
-    let sbx0 = sandbox_cpu_ns(&id);
-    for _ in 0..runs {
-        let t0 = Instant::now();
-        exec_true(&s, &id).await;
-        t.push(t0.elapsed());
-    }
-    let native_cpu = (cpu_ns(server_pid) - cpu0) / runs.max(1) as u64;
-    let sandbox_cpu = sandbox_cpu_ns(&id).saturating_sub(sbx0) / runs.max(1) as u64;
+    let (url, key, idr) = (s.url.as_str(), s.admin_key.as_str(), id.as_str());
+    let (mut t, native_cpu, sandbox_cpu) = one_thread(|http| async move {
+        exec_true_with(&http, url, key, idr).await;
+        let (cpu0, sbx0) = (cpu_ns(server_pid), sandbox_cpu_ns(idr));
+        let mut t = Vec::new();
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            exec_true_with(&http, url, key, idr).await;
+            t.push(t0.elapsed());
+        }
+        let n = runs.max(1) as u64;
+        let cpu = (cpu_ns(server_pid) - cpu0) / n;
+        (t, cpu, sandbox_cpu_ns(idr).saturating_sub(sbx0) / n)
+    });
+    let shell = shell_true(runs.div_ceil(10));
     let to_bwrap = |d: Duration| {
-        yardstick.map_or_else(String::new, |y| {
-            format!(" ({:.2}× bwrap)", d.as_secs_f64() / y.as_secs_f64())
-        })
+        let sh = format!("{:.2}× sh", d.as_secs_f64() / shell.as_secs_f64());
+        yardstick.map_or_else(
+            || format!(" ({sh})"),
+            |y| format!(" ({:.2}× bwrap, {sh})", d.as_secs_f64() / y.as_secs_f64()),
+        )
     };
+    rows.push((
+        "host `sh` starting and waiting for `/bin/true` (no sandbox, no HTTP), per run".into(),
+        format!("{:.2} ms", shell.as_secs_f64() * 1000.0),
+        String::new(),
+        "the command's own cost".into(),
+    ));
     let p50 = pct(&mut t, 0.5);
     rows.push((
         format!("API exec round trip (`/bin/true`, JSON){}", to_bwrap(p50)),
@@ -286,14 +358,18 @@ async fn main() -> anyhow::Result<()> {
         "≤ 1 ms p50".into(),
     ));
     let (eid, token) = e2b_create(&s, false).await;
-    let mut t = Vec::new();
-    let cpu0 = cpu_ns(server_pid);
-    for _ in 0..runs {
-        let t0 = Instant::now();
-        e2b_exec_true(&s, &eid, &token).await;
-        t.push(t0.elapsed());
-    }
-    let e2b_cpu = (cpu_ns(server_pid) - cpu0) / runs.max(1) as u64;
+    let (eidr, tokenr) = (eid.as_str(), token.as_str());
+    let (mut t, e2b_cpu) = one_thread(|http| async move {
+        e2b_exec_true_with(&http, url, eidr, tokenr).await;
+        let cpu0 = cpu_ns(server_pid);
+        let mut t = Vec::new();
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            e2b_exec_true_with(&http, url, eidr, tokenr).await;
+            t.push(t0.elapsed());
+        }
+        (t, (cpu_ns(server_pid) - cpu0) / runs.max(1) as u64)
+    });
     rows.push((
         "server CPU per exec round trip, native / E2B (all its threads)".into(),
         format!("{:.0} µs", native_cpu as f64 / 1000.0),
