@@ -3,9 +3,8 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -466,44 +465,29 @@ impl Runtime {
             .map_err(RuntimeError::io("binding agent socket"))?;
         let log = fs::File::create(dir.join("agent.log"))
             .map_err(RuntimeError::io("creating agent log"))?;
-        // 5. Run the setup stage and wait for its one status line.
-        let lfd = listener.as_raw_fd();
-        let mut cmd = Command::new(&self.cfg.agent_bin);
-        cmd.arg("setup")
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        // The listener stays open in this process until after `spawn` returns.
-        crate::sys::pass_fd_at(&mut cmd, lfd, AGENT_LISTEN_FD);
-        // Above the listener's target, so neither dup2 in the child can clobber the other's
-        // source (the listener moves first).
-        let ns_fd = netns
-            .map(|ns| {
-                rustix::io::fcntl_dupfd_cloexec(ns, AGENT_LISTEN_FD + 1)
-                    .map_err(|e| RuntimeError::io("duplicating the netns descriptor")(e.into()))
-            })
-            .transpose()?;
-        if let Some(ns) = &ns_fd {
-            crate::sys::pass_fd_at(&mut cmd, ns.as_raw_fd(), paddock_core::SETUP_NETNS_FD);
+        // 5. Run the setup stage and wait for its one status line. The listener stays open
+        // in this process until the child has it (`spawn` returns after the child's exec).
+        // The netns descriptor is placed at its fixed number too.
+        let mut place = vec![(listener.as_fd(), AGENT_LISTEN_FD)];
+        if let Some(ns) = netns {
+            place.push((ns.as_fd(), paddock_core::SETUP_NETNS_FD));
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(RuntimeError::io("starting agent setup"))?;
+        let child = crate::sys::spawn::spawn(
+            self.cfg.agent_bin.as_os_str(),
+            &["setup"],
+            log.as_fd(),
+            &place,
+        )
+        .map_err(RuntimeError::io("starting agent setup"))?;
+        drop(place);
         drop(listener);
         let json = serde_json::to_vec(&cfg).map_err(RuntimeError::encode("setup config"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(&json)
-                .map_err(RuntimeError::io("sending setup config"))?;
-        }
+        let sent = fs::File::from(child.stdin).write_all(&json);
         let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            BufReader::new(out)
-                .read_line(&mut line)
-                .map_err(RuntimeError::io("reading setup status"))?;
-        }
-        let _ = child.wait();
+        let read = BufReader::new(fs::File::from(child.stdout)).read_line(&mut line);
+        crate::sys::spawn::wait(child.pid);
+        sent.map_err(RuntimeError::io("sending setup config"))?;
+        read.map_err(RuntimeError::io("reading setup status"))?;
         let pid = crate::error::setup_status(&record.id, &record.template, &line, || {
             fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
         })?;

@@ -5,39 +5,14 @@
 //!
 //! - [`btrfs`]: subvolume, snapshot and qgroup ioctls (`layers`).
 //! - [`notify`]: seccomp user notifications and the thread's filesystem ids (`statfs`).
-//! - here: what a child runs between fork and exec, and `SO_RCVLOWAT` (the server's spliced
-//!   bodies).
+//! - [`spawn`]: the setup stage started by `posix_spawn`, its descriptors placed by file
+//!   actions (no fork of the server).
+//! - here: a thread's network namespace and priority, and `SO_RCVLOWAT` (the server's
+//!   spliced bodies).
 
 pub(crate) mod btrfs;
 pub(crate) mod notify;
-
-use std::os::fd::RawFd;
-use std::os::unix::process::CommandExt as _;
-use std::process::Command;
-
-/// Makes `cmd`'s child find descriptor `fd` of this process at number `at`, open across
-/// its exec (`dup2`, or clearing close-on-exec when `fd == at`). The caller keeps `fd`
-/// open until `spawn` returns; if it does not, the child's `dup2` fails with `EBADF` and
-/// so does `spawn`.
-pub(crate) fn pass_fd_at(cmd: &mut Command, fd: RawFd, at: RawFd) {
-    // SAFETY: the closure runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed: it calls `fcntl` or `dup2` on plain integers
-    // and reads errno, and allocates nothing (the error is built from the raw errno).
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 onto itself would keep close-on-exec set, so clear it explicitly then.
-            let r = if fd == at {
-                libc::fcntl(fd, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, at)
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    };
-}
+pub(crate) mod spawn;
 
 /// Moves the calling thread into a new network namespace (`unshare(CLONE_NEWNET)`); the
 /// caller is a short-lived thread made for it (`net::links::prepared_netns`).
