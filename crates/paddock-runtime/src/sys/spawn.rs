@@ -197,8 +197,8 @@ mod tests {
 
     #[test]
     fn places_descriptors_and_pipes_stdio() {
-        // A descriptor to place at 5, and one that already sits at the target number 3's
-        // neighbour, to see both are open in the child and nothing else leaks.
+        // A pipe's write end placed at 5: the child writes to it, reads stdin and lists its
+        // descriptors on stdout.
         let (keep_r, keep_w) =
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
         let devnull = std::fs::File::create("/dev/null").expect("/dev/null");
