@@ -289,11 +289,7 @@ pub async fn reconcile(state: &Arc<AppState>) -> Result<()> {
     let active = state
         .store
         .list_sandboxes(&SandboxFilter {
-            states: vec![
-                SandboxState::Starting,
-                SandboxState::Running,
-                SandboxState::Paused,
-            ],
+            states: SandboxState::NOT_STOPPED.to_vec(),
             ..Default::default()
         })
         .await?;

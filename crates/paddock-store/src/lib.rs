@@ -182,6 +182,14 @@ pub enum SandboxState {
 }
 
 impl SandboxState {
+    /// Every state but `stopped`: the sandboxes that still hold a place on their host
+    /// (a paused one keeps its files, and when fully paused its frozen processes).
+    pub const NOT_STOPPED: [SandboxState; 3] = [
+        SandboxState::Starting,
+        SandboxState::Running,
+        SandboxState::Paused,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SandboxState::Starting => "starting",

@@ -330,11 +330,7 @@ pub(crate) async fn create(
 /// Parses `state=a,b`, `metadata.KEY=VALUE` (repeatable), `limit` and `after`.
 fn parse_list_query(q: Option<&str>) -> ApiResult<SandboxFilter> {
     let mut f = SandboxFilter {
-        states: vec![
-            SandboxState::Starting,
-            SandboxState::Running,
-            SandboxState::Paused,
-        ],
+        states: SandboxState::NOT_STOPPED.to_vec(),
         ..Default::default()
     };
     for (k, v) in crate::wire::form_urlencoded_pairs(q.unwrap_or("")) {

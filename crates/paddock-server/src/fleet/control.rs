@@ -622,11 +622,7 @@ async fn lose_sandboxes(ctl: &Control, node: &str) -> Result<(), paddock_store::
     let active = ctl
         .store
         .list_sandboxes(&SandboxFilter {
-            states: vec![
-                SandboxState::Starting,
-                SandboxState::Running,
-                SandboxState::Paused,
-            ],
+            states: SandboxState::NOT_STOPPED.to_vec(),
             ..Default::default()
         })
         .await?;
