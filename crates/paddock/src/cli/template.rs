@@ -185,47 +185,15 @@ pub(crate) enum TemplateCmd {
 /// Runs a `template` subcommand.
 pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
     match a.cmd {
-        TemplateCmd::Ls { json, conn } => {
-            let api = Api::new(&conn)?;
-            let v: Value = api.get_json(&["v1", "templates"]).await?;
-            let ts = v["templates"].as_array().cloned().unwrap_or_default();
-            if json {
-                write_stdout(&format!("{}\n", serde_json::to_string_pretty(&ts)?))?;
-            } else {
-                let mut t = Table::new(&["NAME", "LAYERS", "USER", "RUNNING", "SOURCE"]);
-                for x in &ts {
-                    t.row(vec![
-                        format::cell(&x["name"]),
-                        x["layers"].as_array().map_or(0, Vec::len).to_string(),
-                        format::cell(&x["config"]["user"]),
-                        format::cell(&x["running_sandboxes"]),
-                        format::cell(&x["source"]),
-                    ]);
-                }
-                write_stdout(&t.render())?;
-            }
-            Ok(0)
-        }
-        TemplateCmd::Show { name, json, conn } => {
-            let api = Api::new(&conn)?;
-            let v: Value = api.get_json(&["v1", "templates", &name]).await?;
-            if json {
-                write_stdout(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
-            } else {
-                write_stdout(&show_text(&v))?;
-            }
-            Ok(0)
-        }
+        TemplateCmd::Ls { json, conn } => ls(&Api::new(&conn)?, json).await,
+        TemplateCmd::Show { name, json, conn } => show(&Api::new(&conn)?, &name, json).await,
         TemplateCmd::Build {
             name,
             path,
             file,
             verbose,
             conn,
-        } => {
-            let api = Api::new(&conn)?;
-            build(&api, &name, &path, file.as_deref(), verbose).await
-        }
+        } => build(&Api::new(&conn)?, &name, &path, file.as_deref(), verbose).await,
         TemplateCmd::Pull {
             name,
             image,
@@ -236,7 +204,6 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
             verbose,
             conn,
         } => {
-            let api = Api::new(&conn)?;
             let mut body = serde_json::json!({ "image": image, "insecure": insecure });
             if let Some(u) = username {
                 body["username"] = u.into();
@@ -247,45 +214,12 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
             if let Some(p) = platform {
                 body["platform"] = p.into();
             }
+            let api = Api::new(&conn)?;
             let url = api.url(&["v1", "templates", &name, "pull"]);
             let rb = api.request(Method::POST, url).json(&body);
             progress::follow(&api, rb, "pull", &name, verbose).await
         }
-        TemplateCmd::Import { name, path, conn } => {
-            let api = Api::new(&conn)?;
-            let url = api.url(&["v1", "templates", &name, "import"]);
-            let (ct, body): (&str, reqwest::Body) = if path.is_dir() {
-                let tar = pack(path.clone()).await?;
-                ("application/x-tar", tar.into())
-            } else {
-                let n = path.to_string_lossy().to_ascii_lowercase();
-                let ct = if n.ends_with(".gz") || n.ends_with(".tgz") {
-                    "application/gzip"
-                } else if n.ends_with(".zst") {
-                    "application/zstd"
-                } else {
-                    "application/x-tar"
-                };
-                let f = tokio::fs::File::open(&path)
-                    .await
-                    .with_context(|| format!("opening {}", path.display()))?;
-                (
-                    ct,
-                    reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f)),
-                )
-            };
-            let rb = api
-                .request(Method::POST, url)
-                .header(reqwest::header::CONTENT_TYPE, ct)
-                .body(body);
-            let t: Value = api.json(rb).await.context("import failed")?;
-            eprintln!(
-                "paddock: imported template {} ({})",
-                format::cell(&t["name"]),
-                format::cell(&t["layers"][0])
-            );
-            Ok(0)
-        }
+        TemplateCmd::Import { name, path, conn } => import(&Api::new(&conn)?, &name, &path).await,
         TemplateCmd::Bootstrap {
             name,
             suite,
@@ -295,136 +229,197 @@ pub(crate) async fn run(a: TemplateArgs) -> Result<i32> {
             let api = Api::new(&conn)?;
             let mut url = api.url(&["v1", "templates", &name, "bootstrap"]);
             url.query_pairs_mut().append_pair("suite", &suite);
-            progress::follow(
-                &api,
-                api.request(Method::POST, url),
-                "bootstrap",
-                &name,
-                verbose,
-            )
-            .await
+            let rb = api.request(Method::POST, url);
+            progress::follow(&api, rb, "bootstrap", &name, verbose).await
         }
-        TemplateCmd::Log { name, conn } => {
-            let api = Api::new(&conn)?;
-            let url = api.url(&["v1", "templates", &name, "log"]);
-            let resp = check(api.send(api.request(Method::GET, url)).await?).await?;
-            let text = resp.bytes().await.context("reading the build log")?;
-            super::write_stdout(&String::from_utf8_lossy(&text))?;
-            Ok(0)
-        }
+        TemplateCmd::Log { name, conn } => log(&Api::new(&conn)?, &name).await,
         TemplateCmd::Ready {
             which,
             verbose,
             conn,
-        } => {
-            let api = Api::new(&conn)?;
-            let have: Value = api.get_json(&["v1", "templates"]).await?;
-            let exists = |n: &str| {
-                have["templates"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|t| t["name"] == n))
-            };
-            if !exists("debian") {
-                eprintln!("paddock: making the debian template first (debootstrap)");
-                let url = api.url(&["v1", "templates", "debian", "bootstrap"]);
-                let code = progress::follow(
-                    &api,
-                    api.request(Method::POST, url),
-                    "bootstrap",
-                    "debian",
-                    verbose,
-                )
-                .await?;
-                if code != 0 {
-                    return Ok(code);
-                }
-            }
-            if let Some((_, parent)) = READY_PARENT.iter().find(|(n, _)| *n == which)
-                && !exists(parent)
-            {
-                eprintln!("paddock: making the {parent} template first");
-                let text = READY
-                    .iter()
-                    .find(|(n, _)| n == parent)
-                    .map(|(_, t)| *t)
-                    .context("unknown ready template")?;
-                let url = api.url(&["v1", "templates", parent, "build"]);
-                let rb = api
-                    .request(Method::POST, url)
-                    .header(reqwest::header::CONTENT_TYPE, "text/plain")
-                    .body(text);
-                let code = progress::follow(&api, rb, "build", parent, verbose).await?;
-                if code != 0 {
-                    return Ok(code);
-                }
-            }
-            let text = READY
-                .iter()
-                .find(|(n, _)| *n == which)
-                .map(|(_, t)| *t)
-                .context("unknown ready template")?;
-            let url = api.url(&["v1", "templates", &which, "build"]);
-            let rb = api
-                .request(Method::POST, url)
-                .header(reqwest::header::CONTENT_TYPE, "text/plain")
-                .body(text);
-            progress::follow(&api, rb, "build", &which, verbose).await
-        }
+        } => ready(&Api::new(&conn)?, &which, verbose).await,
         TemplateCmd::Rm { name, conn } => {
-            let api = Api::new(&conn)?;
-            api.delete(&["v1", "templates", &name]).await?;
+            Api::new(&conn)?.delete(&["v1", "templates", &name]).await?;
             Ok(0)
         }
-        TemplateCmd::Layers { json, conn } => {
-            let api = Api::new(&conn)?;
-            let v: Value = api.get_json(&["v1", "layers"]).await?;
-            if json {
-                write_stdout(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
-                return Ok(0);
-            }
-            let mut t = Table::new(&["LAYER", "SIZE", "TEMPLATES"]);
-            for l in v["layers"].as_array().into_iter().flatten() {
-                let users: Vec<&str> = l["templates"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                t.row(vec![
-                    format::cell(&l["id"]),
-                    format::bytes(l["bytes"].as_u64().unwrap_or(0)),
-                    if users.is_empty() {
-                        "(unused)".to_owned()
-                    } else {
-                        users.join(",")
-                    },
-                ]);
-            }
-            write_stdout(&t.render())?;
-            write_stdout(&format!(
-                "total {}\n",
-                format::bytes(v["total_bytes"].as_u64().unwrap_or(0))
-            ))?;
-            Ok(0)
+        TemplateCmd::Layers { json, conn } => layers(&Api::new(&conn)?, json).await,
+        TemplateCmd::Prune { json, conn } => prune(&Api::new(&conn)?, json).await,
+    }
+}
+
+/// `template ls`: the catalogue, as a table or JSON.
+async fn ls(api: &Api, json: bool) -> Result<i32> {
+    let v: Value = api.get_json(&["v1", "templates"]).await?;
+    let ts = v["templates"].as_array().cloned().unwrap_or_default();
+    if json {
+        write_stdout(&format!("{}\n", serde_json::to_string_pretty(&ts)?))?;
+    } else {
+        let mut t = Table::new(&["NAME", "LAYERS", "USER", "RUNNING", "SOURCE"]);
+        for x in &ts {
+            t.row(vec![
+                format::cell(&x["name"]),
+                x["layers"].as_array().map_or(0, Vec::len).to_string(),
+                format::cell(&x["config"]["user"]),
+                format::cell(&x["running_sandboxes"]),
+                format::cell(&x["source"]),
+            ]);
         }
-        TemplateCmd::Prune { json, conn } => {
-            let api = Api::new(&conn)?;
-            let v: Value = api
-                .post_json(&["v1", "layers", "prune"], &serde_json::json!({}))
-                .await?;
-            if json {
-                write_stdout(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
-            } else {
-                let n = v["removed"].as_array().map_or(0, Vec::len);
-                write_stdout(&format!(
-                    "removed {n} unused layer{}, freed {}\n",
-                    if n == 1 { "" } else { "s" },
-                    format::bytes(v["freed_bytes"].as_u64().unwrap_or(0))
-                ))?;
-            }
-            Ok(0)
+        write_stdout(&t.render())?;
+    }
+    Ok(0)
+}
+
+/// `template show`: one template, as `key: value` lines or JSON.
+async fn show(api: &Api, name: &str, json: bool) -> Result<i32> {
+    let v: Value = api.get_json(&["v1", "templates", name]).await?;
+    if json {
+        write_stdout(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+    } else {
+        write_stdout(&show_text(&v))?;
+    }
+    Ok(0)
+}
+
+/// `template import`: a root filesystem from a directory (packed here) or a tar file,
+/// plain, gzip or zstd by its name.
+async fn import(api: &Api, name: &str, path: &std::path::Path) -> Result<i32> {
+    let url = api.url(&["v1", "templates", name, "import"]);
+    let (ct, body): (&str, reqwest::Body) = if path.is_dir() {
+        let tar = pack(path.to_path_buf()).await?;
+        ("application/x-tar", tar.into())
+    } else {
+        let n = path.to_string_lossy().to_ascii_lowercase();
+        let ct = if n.ends_with(".gz") || n.ends_with(".tgz") {
+            "application/gzip"
+        } else if n.ends_with(".zst") {
+            "application/zstd"
+        } else {
+            "application/x-tar"
+        };
+        let f = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        (
+            ct,
+            reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f)),
+        )
+    };
+    let rb = api
+        .request(Method::POST, url)
+        .header(reqwest::header::CONTENT_TYPE, ct)
+        .body(body);
+    let t: Value = api.json(rb).await.context("import failed")?;
+    eprintln!(
+        "paddock: imported template {} ({})",
+        format::cell(&t["name"]),
+        format::cell(&t["layers"][0])
+    );
+    Ok(0)
+}
+
+/// `template log`: the last build's log.
+async fn log(api: &Api, name: &str) -> Result<i32> {
+    let url = api.url(&["v1", "templates", name, "log"]);
+    let resp = check(api.send(api.request(Method::GET, url)).await?).await?;
+    let text = resp.bytes().await.context("reading the build log")?;
+    super::write_stdout(&String::from_utf8_lossy(&text))?;
+    Ok(0)
+}
+
+/// `template ready`: builds a ready template, making `debian` (debootstrap) and the ready
+/// parent it builds on first when they are missing.
+async fn ready(api: &Api, which: &str, verbose: bool) -> Result<i32> {
+    let have: Value = api.get_json(&["v1", "templates"]).await?;
+    let exists = |n: &str| {
+        have["templates"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|t| t["name"] == n))
+    };
+    if !exists("debian") {
+        eprintln!("paddock: making the debian template first (debootstrap)");
+        let url = api.url(&["v1", "templates", "debian", "bootstrap"]);
+        let rb = api.request(Method::POST, url);
+        let code = progress::follow(api, rb, "bootstrap", "debian", verbose).await?;
+        if code != 0 {
+            return Ok(code);
         }
     }
+    if let Some((_, parent)) = READY_PARENT.iter().find(|(n, _)| *n == which)
+        && !exists(parent)
+    {
+        eprintln!("paddock: making the {parent} template first");
+        let code = build_ready(api, parent, verbose).await?;
+        if code != 0 {
+            return Ok(code);
+        }
+    }
+    build_ready(api, which, verbose).await
+}
+
+/// Builds ready template `name` from its embedded build file.
+async fn build_ready(api: &Api, name: &str, verbose: bool) -> Result<i32> {
+    let text = READY
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+        .context("unknown ready template")?;
+    let url = api.url(&["v1", "templates", name, "build"]);
+    let rb = api
+        .request(Method::POST, url)
+        .header(reqwest::header::CONTENT_TYPE, "text/plain")
+        .body(text);
+    progress::follow(api, rb, "build", name, verbose).await
+}
+
+/// `template layers`: the layer store, each layer's size and the templates using it.
+async fn layers(api: &Api, json: bool) -> Result<i32> {
+    let v: Value = api.get_json(&["v1", "layers"]).await?;
+    if json {
+        write_stdout(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+        return Ok(0);
+    }
+    let mut t = Table::new(&["LAYER", "SIZE", "TEMPLATES"]);
+    for l in v["layers"].as_array().into_iter().flatten() {
+        let users: Vec<&str> = l["templates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        t.row(vec![
+            format::cell(&l["id"]),
+            format::bytes(l["bytes"].as_u64().unwrap_or(0)),
+            if users.is_empty() {
+                "(unused)".to_owned()
+            } else {
+                users.join(",")
+            },
+        ]);
+    }
+    write_stdout(&t.render())?;
+    write_stdout(&format!(
+        "total {}\n",
+        format::bytes(v["total_bytes"].as_u64().unwrap_or(0))
+    ))?;
+    Ok(0)
+}
+
+/// `template prune`: removes unused layers.
+async fn prune(api: &Api, json: bool) -> Result<i32> {
+    let v: Value = api
+        .post_json(&["v1", "layers", "prune"], &serde_json::json!({}))
+        .await?;
+    if json {
+        write_stdout(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+    } else {
+        let n = v["removed"].as_array().map_or(0, Vec::len);
+        write_stdout(&format!(
+            "removed {n} unused layer{}, freed {}\n",
+            if n == 1 { "" } else { "s" },
+            format::bytes(v["freed_bytes"].as_u64().unwrap_or(0))
+        ))?;
+    }
+    Ok(0)
 }
 
 /// `template show` as `key: value` lines.
