@@ -745,19 +745,21 @@ mod tests {
     // What every backend must do is the conformance suite's (crates/paddock/tests/store.rs);
     // these are SQLite's own: the file, its schema version, its migrations.
 
+    fn tenant() -> Tenant {
+        Tenant {
+            id: "t".into(),
+            name: "n".into(),
+            created_at: 1,
+        }
+    }
+
     #[tokio::test]
     async fn file_store_persists_and_refuses_a_newer_schema() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("sub/paddock.db");
         {
             let s = SqliteStore::open(&p).expect("open");
-            s.insert_tenant(&Tenant {
-                id: "t".into(),
-                name: "n".into(),
-                created_at: 1,
-            })
-            .await
-            .expect("tenant");
+            s.insert_tenant(&tenant()).await.expect("tenant");
         }
         let s = SqliteStore::open(&p).expect("reopen");
         assert_eq!(s.list_tenants().await.expect("tenants").len(), 1);
@@ -773,13 +775,7 @@ mod tests {
     async fn reads_see_commits_and_do_not_wait_for_the_writer() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = SqliteStore::open(&dir.path().join("paddock.db")).expect("open");
-        s.insert_tenant(&Tenant {
-            id: "t".into(),
-            name: "n".into(),
-            created_at: 1,
-        })
-        .await
-        .expect("tenant");
+        s.insert_tenant(&tenant()).await.expect("tenant");
         s.conn()
             .execute(
                 "INSERT INTO api_keys (id, tenant, name, role, hash, prefix, created_at)
