@@ -406,9 +406,9 @@ impl Cgroups {
             .and_then(|mut f| std::io::Read::read(&mut f, &mut buf))
             .unwrap_or(0);
         let text = if n < buf.len() {
-            String::from_utf8_lossy(&buf[..n]).into_owned()
+            String::from_utf8_lossy(&buf[..n])
         } else {
-            fs::read_to_string(p).unwrap_or_default()
+            fs::read_to_string(p).unwrap_or_default().into()
         };
         text.lines()
             .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())

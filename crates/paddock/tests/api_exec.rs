@@ -690,3 +690,41 @@ async fn one_shot_execs_are_in_the_history_while_they_run_and_audited_once() {
         "{audit}"
     );
 }
+
+/// The agent keeps user lookups while `/etc/passwd` and `/etc/group` are unchanged: a user
+/// and a group added afterwards (in place, as `>>` does: same inode, new size) are seen by
+/// the next command, and a renamed user's old name is refused again.
+#[tokio::test(flavor = "multi_thread")]
+async fn users_added_after_commands_ran_are_seen_at_once() {
+    let s = Server::start(&[]);
+    let id = sandbox(&s).await;
+    // Fill the cache: the default user, and root.
+    let (_, v) = exec(&s, &id, json!({"command": "id -un"})).await;
+    assert_eq!(v["stdout"], "user\n", "{v}");
+    let (st, v) = exec(&s, &id, json!({"command": "id -u", "user": "newu"})).await;
+    assert_ne!(st, StatusCode::OK, "no such user yet: {v}");
+    let (st, v) = exec(
+        &s,
+        &id,
+        json!({"command": "echo 'newu:x:1234:1234::/tmp:/bin/sh' >> /etc/passwd && echo 'extra:x:4321:newu' >> /etc/group", "user": "root"}),
+    )
+    .await;
+    assert_eq!((st, &v["exit_code"]), (StatusCode::OK, &json!(0)), "{v}");
+    let (st, v) = exec(&s, &id, json!({"cmd": ["/usr/bin/id"], "user": "newu"})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let out = v["stdout"].as_str().unwrap_or_default();
+    assert!(out.starts_with("uid=1234"), "{v}");
+    assert!(out.contains("4321"), "the new supplementary group: {v}");
+    // Renamed by `sed -i`: a new file of the same size; a stale cache would still know newu.
+    let (_, v) = exec(
+        &s,
+        &id,
+        json!({"command": "sed -i 's/^newu:/neww:/' /etc/passwd", "user": "root"}),
+    )
+    .await;
+    assert_eq!(v["exit_code"], 0, "{v}");
+    let (st, v) = exec(&s, &id, json!({"command": "id -u", "user": "newu"})).await;
+    assert_ne!(st, StatusCode::OK, "renamed away: {v}");
+    let (_, v) = exec(&s, &id, json!({"command": "id -u", "user": "neww"})).await;
+    assert_eq!(v["stdout"], "1234\n", "{v}");
+}
