@@ -202,6 +202,9 @@ mod tests {
         let (keep_r, keep_w) =
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
         let devnull = std::fs::File::create("/dev/null").expect("/dev/null");
+        // What this process (the test harness, other tests' threads) leaves open across an
+        // exec, before and after the spawn: none of it is the spawn's doing.
+        let mut inherited = open_across_exec();
         let child = spawn(
             OsStr::new("/bin/sh"),
             &[
@@ -238,7 +241,7 @@ mod tests {
             .collect();
         assert!(fds.starts_with(&["0", "1", "2"]), "{fds:?}");
         assert!(fds.contains(&"5"), "{fds:?}");
-        let inherited = open_across_exec();
+        inherited.extend(open_across_exec());
         let extra: Vec<&&str> = fds
             .iter()
             .filter(|f| !["0", "1", "2", "5"].contains(f) && !inherited.contains(&f.to_string()))
